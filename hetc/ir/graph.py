@@ -1,0 +1,264 @@
+"""The graph IR: values with static shapes, nodes with plain-Python attributes, a graph that keeps the
+producer/consumer links consistent.
+
+A ``Graph`` is built once from its node list (``Graph.build``) and treated as immutable by every stage after
+the passes; passes work on ``graph.copy()`` and return a new graph.
+"""
+from __future__ import annotations
+
+import copy as _copy
+import heapq
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+import networkx as nx
+import numpy as np
+
+from hetc.ir.dtypes import nbytes as _nbytes
+
+# ONNX ops whose bodies are subgraphs; hetc keeps them opaque and runs them on the CPU.
+SUBGRAPH_OPS = frozenset({"If", "Loop", "Scan", "SequenceMap"})
+
+
+@dataclass(eq=False)
+class Value:
+    """A tensor: a graph input, a constant, or the output of exactly one node."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    const: np.ndarray | None = None
+    producer: "Node | None" = field(default=None, repr=False)
+    consumers: list["Node"] = field(default_factory=list, repr=False)
+
+    @property
+    def nbytes(self) -> int:
+        return _nbytes(self.dtype, self.shape)
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def is_const(self) -> bool:
+        return self.const is not None
+
+    def __repr__(self) -> str:
+        dims = "x".join(map(str, self.shape)) or "scalar"
+        kind = "const " if self.is_const else ""
+        return f"Value({kind}{self.name}: {self.dtype}[{dims}])"
+
+
+@dataclass(eq=False)
+class Node:
+    """One operator application. ``inputs`` may hold ``None`` for an omitted optional input."""
+
+    id: int
+    op_type: str
+    name: str
+    inputs: list[Value | None]
+    outputs: list[Value]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    domain: str = ""
+
+    @property
+    def has_subgraph(self) -> bool:
+        return self.op_type in SUBGRAPH_OPS or any(_is_graph_attr(v) for v in self.attrs.values())
+
+    @property
+    def present_inputs(self) -> list[Value]:
+        return [v for v in self.inputs if v is not None]
+
+    def attr(self, name: str, default: Any = None) -> Any:
+        return self.attrs.get(name, default)
+
+    def __repr__(self) -> str:
+        ins = ", ".join(v.name if v is not None else "" for v in self.inputs)
+        outs = ", ".join(v.name for v in self.outputs)
+        return f"Node(#{self.id} {self.op_type} '{self.name}': ({ins}) -> ({outs}))"
+
+
+def _is_graph_attr(value: Any) -> bool:
+    return type(value).__name__ == "GraphProto" or (
+        isinstance(value, list) and bool(value) and type(value[0]).__name__ == "GraphProto")
+
+
+@dataclass(eq=False)
+class Graph:
+    """A whole model. ``nodes`` is kept in a topological order; ``values`` maps every name to its Value."""
+
+    name: str
+    nodes: list[Node]
+    inputs: list[Value]
+    outputs: list[Value]
+    values: dict[str, Value]
+    opset: dict[str, int]
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def build(cls, name: str, nodes: Iterable[Node], inputs: Iterable[Value], outputs: Iterable[Value],
+              opset: dict[str, int], metadata: dict[str, str] | None = None) -> "Graph":
+        """Make a graph from nodes whose Values are already shared objects; links and order are derived."""
+        graph = cls(name=name, nodes=list(nodes), inputs=list(inputs), outputs=list(outputs), values={},
+                    opset=dict(opset), metadata=dict(metadata or {}))
+        graph.relink()
+        return graph
+
+    def relink(self) -> None:
+        """Recompute producer/consumer links, the value table and the topological order after an edit.
+
+        Values no node, input or output mentions any more are dropped from ``values``."""
+        values: dict[str, Value] = {}
+        for v in self.inputs:
+            v.producer, v.consumers = None, []
+            values[v.name] = v
+        for node in self.nodes:
+            for v in node.present_inputs:
+                if v.name not in values:
+                    v.producer, v.consumers = None, []
+                    values[v.name] = v
+            for v in node.outputs:
+                v.consumers = []
+                values[v.name] = v
+        for node in self.nodes:
+            for v in node.outputs:
+                v.producer = node
+            for v in node.present_inputs:
+                v.consumers.append(node)
+        for v in self.outputs:
+            values.setdefault(v.name, v)
+        self.values = values
+        self.nodes = self._topological(self.nodes)
+
+    @staticmethod
+    def _topological(nodes: list[Node]) -> list[Node]:
+        """Kahn's algorithm, stable with respect to the given order (keeps ONNX's order when it is valid)."""
+        producer_of = {v.name: n for n in nodes for v in n.outputs}
+        indegree = {n.id: 0 for n in nodes}
+        users: dict[int, list[Node]] = {n.id: [] for n in nodes}
+        for n in nodes:
+            preds = {producer_of[v.name].id for v in n.present_inputs if v.name in producer_of}
+            indegree[n.id] = len(preds)
+            for p in preds:
+                users[p].append(n)
+        position = {n.id: i for i, n in enumerate(nodes)}
+        ready = [(position[n.id], n.id, n) for n in nodes if indegree[n.id] == 0]
+        heapq.heapify(ready)
+        order: list[Node] = []
+        while ready:
+            _, _, n = heapq.heappop(ready)
+            order.append(n)
+            for u in users[n.id]:
+                indegree[u.id] -= 1
+                if indegree[u.id] == 0:
+                    heapq.heappush(ready, (position[u.id], u.id, u))
+        if len(order) != len(nodes):
+            stuck = [n.name or n.op_type for n in nodes if indegree[n.id] > 0][:5]
+            raise ValueError(f"graph has a cycle through {stuck}")
+        return order
+
+    # ------------------------------------------------------------------ queries
+    def topo_order(self) -> list[Node]:
+        """Nodes in a topological order (the stored order)."""
+        return list(self.nodes)
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def node(self, node_id: int) -> Node:
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        raise KeyError(node_id)
+
+    def node_map(self) -> dict[int, Node]:
+        return {n.id: n for n in self.nodes}
+
+    @property
+    def constants(self) -> list[Value]:
+        """Constant values (weights), in first-use order."""
+        seen: dict[str, Value] = {}
+        for n in self.nodes:
+            for v in n.present_inputs:
+                if v.is_const and v.name not in seen:
+                    seen[v.name] = v
+        for v in self.outputs:
+            if v.is_const:
+                seen.setdefault(v.name, v)
+        return list(seen.values())
+
+    def next_node_id(self) -> int:
+        return max((n.id for n in self.nodes), default=-1) + 1
+
+    def predecessors(self, node: Node) -> list[Node]:
+        seen: dict[int, Node] = {}
+        for v in node.present_inputs:
+            if v.producer is not None:
+                seen.setdefault(v.producer.id, v.producer)
+        return list(seen.values())
+
+    def successors(self, node: Node) -> list[Node]:
+        seen: dict[int, Node] = {}
+        for v in node.outputs:
+            for c in v.consumers:
+                seen.setdefault(c.id, c)
+        return list(seen.values())
+
+    def to_networkx(self) -> nx.MultiDiGraph:
+        """Nodes keyed by node id (attributes op, name); one edge per value flowing between two nodes
+        (attributes value, bytes)."""
+        g = nx.MultiDiGraph(name=self.name)
+        for n in self.nodes:
+            g.add_node(n.id, op=n.op_type, name=n.name)
+        for n in self.nodes:
+            for v in n.present_inputs:
+                if v.producer is not None:
+                    g.add_edge(v.producer.id, n.id, key=v.name, value=v.name, bytes=v.nbytes)
+        return g
+
+    def copy(self) -> "Graph":
+        """A deep copy whose Values and Nodes are new objects; constant arrays are shared (read-only)."""
+        memo = {id(v.const): v.const for v in self.values.values() if v.const is not None}
+        memo.update({id(a): a for n in self.nodes for a in n.attrs.values() if _is_graph_attr(a)})
+        return _copy.deepcopy(self, memo)
+
+    # ------------------------------------------------------------------ statistics and printing
+    def op_histogram(self) -> dict[str, int]:
+        hist: dict[str, int] = {}
+        for n in self.nodes:
+            hist[n.op_type] = hist.get(n.op_type, 0) + 1
+        return dict(sorted(hist.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    def weight_bytes(self) -> int:
+        return sum(v.nbytes for v in self.constants)
+
+    def __str__(self) -> str:
+        def fmt(v: Value | None) -> str:
+            if v is None:
+                return "_"
+            dims = "x".join(map(str, v.shape)) or "()"
+            return f"%{v.name}:{v.dtype}[{dims}]" + ("=const" if v.is_const else "")
+
+        lines = [f"graph {self.name} ({len(self.nodes)} nodes, opset {self.opset.get('', '?')})"]
+        lines += [f"  input  {fmt(v)}" for v in self.inputs]
+        for n in self.nodes:
+            attrs = ", ".join(f"{k}={_short(a)}" for k, a in sorted(n.attrs.items()))
+            outs = ", ".join(fmt(v) for v in n.outputs)
+            ins = ", ".join(fmt(v) for v in n.inputs)
+            lines.append(f"  #{n.id:<4} {outs} = {n.op_type}({ins})" + (f" {{{attrs}}}" if attrs else ""))
+        lines += [f"  output {fmt(v)}" for v in self.outputs]
+        return "\n".join(lines)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"tensor{list(value.shape)}"
+    if _is_graph_attr(value):
+        return "<graph>"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

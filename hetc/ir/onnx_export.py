@@ -1,0 +1,64 @@
+"""Export of a Graph back to an ONNX ModelProto, used to run a transformed graph in onnxruntime
+(tests of the passes, the reference of the validator)."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from hetc.ir.dtypes import dtype_to_onnx, np_dtype
+from hetc.ir.graph import Graph, Value
+
+# onnxruntime 1.31 refuses the IR version onnx 1.23 writes by default; 9 is accepted by every runtime we use.
+EXPORT_IR_VERSION = 9
+
+
+def value_info(v: Value) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(v.name, dtype_to_onnx(v.dtype), list(v.shape))
+
+
+def const_tensor(v: Value) -> onnx.TensorProto:
+    array = np.asarray(v.const)
+    if v.dtype != "string" and array.dtype != np_dtype(v.dtype):
+        array = array.astype(np_dtype(v.dtype))
+    return numpy_helper.from_array(array, name=v.name)
+
+
+def make_attribute(name: str, value: Any) -> onnx.AttributeProto:
+    if isinstance(value, np.ndarray):
+        return helper.make_attribute(name, numpy_helper.from_array(value))
+    if isinstance(value, list) and value and isinstance(value[0], np.ndarray):
+        return helper.make_attribute(name, [numpy_helper.from_array(a) for a in value])
+    if isinstance(value, list) and not value:
+        attr = onnx.AttributeProto(name=name, type=onnx.AttributeProto.INTS)
+        return attr
+    return helper.make_attribute(name, value)
+
+
+def to_onnx(graph: Graph, ir_version: int = EXPORT_IR_VERSION) -> onnx.ModelProto:
+    """An ONNX model computing the same function as ``graph``: constants become initializers."""
+    nodes = [
+        helper.make_node(n.op_type, [v.name if v is not None else "" for v in n.inputs],
+                         [v.name for v in n.outputs], name=n.name or f"{n.op_type}_{n.id}",
+                         domain=n.domain or None)
+        for n in graph.nodes
+    ]
+    for proto, n in zip(nodes, graph.nodes):
+        proto.attribute.extend(make_attribute(k, a) for k, a in sorted(n.attrs.items()))
+    graph_inputs = {v.name for v in graph.inputs}
+    initializers = [const_tensor(v) for v in graph.values.values()
+                    if v.is_const and v.name not in graph_inputs]
+    inner = {v.name for n in graph.nodes for v in n.outputs} - {v.name for v in graph.outputs}
+    g = helper.make_graph(
+        nodes, graph.name or "hetc",
+        [value_info(v) for v in graph.inputs],
+        [value_info(v) for v in graph.outputs],
+        initializer=initializers,
+        value_info=[value_info(graph.values[name]) for name in sorted(inner)],
+    )
+    opsets = [helper.make_opsetid(domain, version) for domain, version in sorted(graph.opset.items())]
+    model = helper.make_model(g, opset_imports=opsets, producer_name="hetc")
+    model.ir_version = ir_version
+    return model

@@ -1,0 +1,1 @@
+"""hetc.schedule"""

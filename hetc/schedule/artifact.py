@@ -1,0 +1,136 @@
+"""The Schedule artifact: which engine runs each task, and when.
+
+Two kinds of task share one record type so that every consumer (memory planner, codegen, simulator,
+reports) walks a single list:
+
+* ``compute``: node ``node`` (its ``op``) runs on device ``engine``; operands are in that device's home memory.
+* ``transfer``: DMA engine ``engine`` copies value ``value`` (``bytes`` bytes) from memory ``src`` to ``dst``.
+
+Times are integer nanoseconds; ``end_ns`` is exclusive. ``deps`` lists the ids of tasks that must end before
+this one starts (data dependencies only: producer -> transfer -> consumer). Engine order is implied by start
+times: tasks of one engine never overlap.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Task:
+    id: int
+    kind: str                   # "compute" | "transfer"
+    engine: str                 # device name (compute) or DMA engine name (transfer)
+    start_ns: int
+    end_ns: int
+    deps: tuple[int, ...] = ()
+    node: int | None = None     # compute: node id
+    op: str | None = None       # compute: op type
+    value: str | None = None    # transfer: value name
+    src: str | None = None      # transfer: source memory
+    dst: str | None = None      # transfer: destination memory
+    bytes: int = 0              # transfer: bytes moved
+
+    @property
+    def duration_ns(self) -> int:
+        return self.end_ns - self.start_ns
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"id": self.id, "kind": self.kind, "engine": self.engine,
+                             "start_us": self.start_ns / 1000, "end_us": self.end_ns / 1000,
+                             "start_ns": self.start_ns, "end_ns": self.end_ns, "deps": list(self.deps)}
+        if self.kind == "compute":
+            d.update(node=self.node, op=self.op)
+        else:
+            d.update(value=self.value, src=self.src, dst=self.dst, bytes=self.bytes)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Task":
+        return cls(id=d["id"], kind=d["kind"], engine=d["engine"], start_ns=d["start_ns"], end_ns=d["end_ns"],
+                   deps=tuple(d.get("deps", ())), node=d.get("node"), op=d.get("op"), value=d.get("value"),
+                   src=d.get("src"), dst=d.get("dst"), bytes=d.get("bytes", 0))
+
+
+@dataclass(frozen=True)
+class SolverStats:
+    strategy: str               # "cpsat" | "heft" | "greedy" | "single:<device>"
+    status: str                 # "OPTIMAL" | "FEASIBLE" | "HEURISTIC" | "HINT" (CP-SAT found nothing better)
+    objective_ns: int           # the makespan the strategy achieved
+    best_bound_ns: int          # the lower bound it can prove (>= the analytic bound)
+    wall_s: float
+    tick_ns: int = 1            # CP-SAT time unit
+    details: dict[str, Any] = field(default_factory=dict)  # windows, workers, seed, HEFT makespan...
+
+    @property
+    def gap(self) -> float:
+        """(makespan - bound) / makespan; 0 when proven optimal."""
+        if self.objective_ns <= 0:
+            return 0.0
+        return max(0.0, (self.objective_ns - self.best_bound_ns) / self.objective_ns)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    tasks: tuple[Task, ...]
+    placement: dict[int, str]   # node id -> device
+    stats: SolverStats
+    lower_bound_ns: int         # analytic bound, raised to the solver's proven bound when stronger
+
+    @property
+    def makespan_ns(self) -> int:
+        return max((t.end_ns for t in self.tasks), default=0)
+
+    @property
+    def gap(self) -> float:
+        m = self.makespan_ns
+        return 0.0 if m <= 0 else max(0.0, (m - self.lower_bound_ns) / m)
+
+    def task(self, task_id: int) -> Task:
+        return self._by_id()[task_id]
+
+    def _by_id(self) -> dict[int, Task]:
+        by_id = self.__dict__.get("_by_id_cache")
+        if by_id is None:
+            by_id = {t.id: t for t in self.tasks}
+            object.__setattr__(self, "_by_id_cache", by_id)
+        return by_id
+
+    def engine_tasks(self) -> dict[str, list[Task]]:
+        """Tasks of each engine, in start order (the program order of that engine)."""
+        lanes: dict[str, list[Task]] = {}
+        for t in sorted(self.tasks, key=lambda t: (t.start_ns, t.end_ns, t.id)):
+            lanes.setdefault(t.engine, []).append(t)
+        return lanes
+
+    def utilisation(self) -> dict[str, float]:
+        """Busy fraction of the makespan, per engine that has tasks."""
+        m = self.makespan_ns or 1
+        return {e: sum(t.duration_ns for t in ts) / m for e, ts in self.engine_tasks().items()}
+
+    def with_tasks(self, tasks: tuple[Task, ...]) -> "Schedule":
+        return replace(self, tasks=tasks)
+
+    # ------------------------------------------------------------------ JSON (schedule.json)
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "makespan_us": self.makespan_ns / 1000,
+            "lower_bound_us": self.lower_bound_ns / 1000,
+            "lower_bound_ns": self.lower_bound_ns,
+            "gap": self.gap,
+            "placement": {str(k): v for k, v in sorted(self.placement.items())},
+            "solver": {**asdict(self.stats), "gap": self.stats.gap},
+            "tasks": [t.to_json() for t in self.tasks],
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Schedule":
+        s = dict(d["solver"])
+        s.pop("gap", None)
+        return cls(tasks=tuple(Task.from_json(t) for t in d["tasks"]),
+                   placement={int(k): v for k, v in d["placement"].items()},
+                   stats=SolverStats(**s), lower_bound_ns=d["lower_bound_ns"])
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=1, sort_keys=False)

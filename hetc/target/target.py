@@ -1,0 +1,73 @@
+"""The ``Target``: the whole chip, with the queries every later stage asks of it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from hetc.ir import Node
+from hetc.target.model import DmaEngine, Device, Memory, Ok, Reason
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    description: str
+    memories: dict[str, Memory]
+    devices: dict[str, Device]
+    dmas: dict[str, DmaEngine]
+    sync_ns: float                        # one cross-engine semaphore signal + wait
+    priority: tuple[str, ...]             # device order the greedy (ONNX-Runtime-style) strategy tries
+    dram: str = "dram"                    # where graph inputs, outputs and constants live
+    source: str = ""                      # the TOML text it was loaded from (embedded in bundles)
+    path: str = ""                        # where it was loaded from, for messages
+    _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False, hash=False)
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def engines(self) -> list[str]:
+        """Every serial engine: devices first, then DMA engines (the order programs are listed in)."""
+        return list(self.devices) + list(self.dmas)
+
+    def home(self, device: str) -> str:
+        return self.devices[device].memory
+
+    def engines_between(self, a: str, b: str) -> list[DmaEngine]:
+        """DMA engines that directly connect memories ``a`` and ``b`` (either direction)."""
+        return [e for e in self.dmas.values() if e.serves(a, b)]
+
+    def route(self, src: str, dst: str) -> list[tuple[str, str]]:
+        """The memory hops a value takes from ``src`` to ``dst``: direct when an engine links them,
+        otherwise through DRAM. Empty when ``src == dst``."""
+        if src == dst:
+            return []
+        if self.engines_between(src, dst):
+            return [(src, dst)]
+        hops = [(src, self.dram), (self.dram, dst)]
+        for a, b in hops:
+            if not self.engines_between(a, b):
+                from hetc.errors import TargetError
+                raise TargetError(f"target '{self.name}': no DMA engine connects memory '{a}' to '{b}'; "
+                                  f"add a [[dma]] entry with memories = [\"{a}\", \"{b}\"]")
+        return hops
+
+    def transfer_ns(self, nbytes: int, engine: str) -> float:
+        """Duration of one DMA transfer of ``nbytes`` on ``engine`` (latency + bytes / bandwidth)."""
+        e = self.dmas[engine]
+        return e.latency_ns + nbytes / e.bandwidth
+
+    # ------------------------------------------------------------------ capability and cost
+    def supports(self, node: Node, device: str) -> Ok | Reason:
+        """Ok, or the Reason this device cannot run this node."""
+        from hetc.target.capability import supports
+        return supports(self, node, device)
+
+    def candidates(self, node: Node) -> list[str]:
+        """Devices that can run ``node``, in priority order."""
+        order = list(self.priority) + [d for d in self.devices if d not in self.priority]
+        return [d for d in order if self.supports(node, d)]
+
+    def cost(self, node: Node, device: str) -> float:
+        """Roofline duration in ns: launch + max(flops / (peak x efficiency), bytes / bandwidth)."""
+        from hetc.target.cost import node_cost_ns
+        return node_cost_ns(self, node, device)
