@@ -1,0 +1,109 @@
+"""``hetc inspect``: what a model is made of and what each device of a target can do with it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+from hetc.frontend import load_onnx
+from hetc.ir import Graph, Node
+from hetc.passes import optimize
+from hetc.target import Target, load_target
+from hetc.target.cost import node_flops
+
+
+@dataclass(frozen=True)
+class NodeReport:
+    id: int
+    name: str
+    op: str
+    outputs: list[dict[str, Any]]       # name, dtype, shape
+    flops: int
+    devices: dict[str, str | None]      # device -> None when it can run the node, else the reason
+
+
+@dataclass(frozen=True)
+class InspectReport:
+    model: str
+    target: str
+    nodes: list[NodeReport]
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+    op_histogram: dict[str, int]
+    total_flops: int
+    weight_bytes: int
+    supported_counts: dict[str, int] = field(default_factory=dict)  # device -> nodes it can run
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "target": self.target,
+            "inputs": self.inputs, "outputs": self.outputs,
+            "op_histogram": self.op_histogram, "total_flops": self.total_flops,
+            "weight_bytes": self.weight_bytes, "supported_counts": self.supported_counts,
+            "nodes": [{"id": n.id, "name": n.name, "op": n.op, "outputs": n.outputs, "flops": n.flops,
+                       "devices": {d: ({"ok": True} if r is None else {"ok": False, "reason": r})
+                                   for d, r in n.devices.items()}}
+                      for n in self.nodes],
+        }
+
+
+def _value_json(v: Any) -> dict[str, Any]:
+    return {"name": v.name, "dtype": v.dtype, "shape": list(v.shape)}
+
+
+def _node_report(node: Node, target: Target) -> NodeReport:
+    devices: dict[str, str | None] = {}
+    for device in target.devices:
+        verdict = target.supports(node, device)
+        devices[device] = None if verdict else str(verdict)
+    return NodeReport(id=node.id, name=node.name, op=node.op_type, outputs=[_value_json(v) for v in node.outputs],
+                      flops=node_flops(node), devices=devices)
+
+
+def inspect_graph(graph: Graph, target: Target, model: str = "") -> InspectReport:
+    nodes = [_node_report(n, target) for n in graph.nodes]
+    counts = {d: sum(1 for n in nodes if n.devices[d] is None) for d in target.devices}
+    return InspectReport(model=model or graph.name, target=target.name, nodes=nodes,
+                         inputs=[_value_json(v) for v in graph.inputs],
+                         outputs=[_value_json(v) for v in graph.outputs],
+                         op_histogram=graph.op_histogram(), total_flops=sum(n.flops for n in nodes),
+                         weight_bytes=graph.weight_bytes(), supported_counts=counts)
+
+
+def inspect_model(model: str | Path, target: str | Path = "edge-soc", shapes: dict | None = None,
+                  dims: dict | None = None) -> InspectReport:
+    """Import and optimise ``model`` as ``hetc build`` would, then report per node what each device can do."""
+    graph = optimize(load_onnx(model, shapes=shapes, dims=dims))
+    return inspect_graph(graph, load_target(target), model=str(model))
+
+
+def render_inspect(report: InspectReport, console: "Console") -> None:
+    """Print the report as rich tables: summary, op histogram, then one row per node."""
+    from rich.table import Table
+
+    devices = list(report.supported_counts)
+    console.print(f"[bold]{report.model}[/] on target [bold]{report.target}[/]: {len(report.nodes)} nodes, "
+                  f"{report.total_flops / 1e9:.3f} GFLOP, weights {report.weight_bytes / 2**20:.2f} MiB")
+    for kind, values in (("input", report.inputs), ("output", report.outputs)):
+        for v in values:
+            console.print(f"  {kind:<6} {v['name']}: {v['dtype']}[{'x'.join(map(str, v['shape']))}]")
+    hist = Table("op", "count", *[f"on {d}" for d in devices], title="op histogram", box=None)
+    for op, count in report.op_histogram.items():
+        runnable = [sum(1 for n in report.nodes if n.op == op and n.devices[d] is None) for d in devices]
+        hist.add_row(op, str(count), *map(str, runnable))
+    console.print(hist)
+    table = Table("#", "node", "op", "output shape", "MFLOP", *devices, title="nodes", box=None)
+    for n in report.nodes:
+        shapes = ", ".join("x".join(map(str, o["shape"])) or "()" for o in n.outputs)
+        cells = ["[green]yes[/]" if n.devices[d] is None else f"[red]no[/]: {_escape(n.devices[d])}"
+                 for d in devices]
+        table.add_row(str(n.id), _escape(n.name), n.op, shapes, f"{n.flops / 1e6:.2f}", *cells)
+    console.print(table)
+
+
+def _escape(text: str | None) -> str:
+    from rich.markup import escape
+    return escape(text or "")
