@@ -146,8 +146,149 @@ def tiny_cnn() -> onnx.ModelProto:
     return b.build([("x", FLOAT, (1, 3, 32, 32))], [(logits, "logits", FLOAT, (1, 10))])
 
 
+# MobileNetV2 settings (expansion t, output channels c, repeats n, first stride s) at a narrow width.
+MOBILENET_BLOCKS = ((1, 8, 1, 1), (6, 12, 2, 2), (6, 16, 3, 2), (6, 32, 2, 2), (6, 48, 2, 1), (6, 80, 1, 2))
+
+
+def _inverted_residual(b: ModelBuilder, x: str, c_in: int, c_out: int, expand: int, stride: int) -> str:
+    hidden = c_in * expand
+    h = x
+    if expand != 1:
+        h = b.relu6(b.batch_norm(b.conv(h, c_in, hidden, kernel=1, bias=False), hidden))
+    h = b.relu6(b.batch_norm(b.conv(h, hidden, hidden, kernel=3, stride=stride, group=hidden, bias=False),
+                             hidden))
+    h = b.batch_norm(b.conv(h, hidden, c_out, kernel=1, bias=False), c_out)  # linear bottleneck: no activation
+    return b.op1("Add", [x, h]) if stride == 1 and c_in == c_out else h
+
+
+def mobilenet_v2() -> onnx.ModelProto:
+    """Inverted residuals (1x1 expand, 3x3 depthwise, 1x1 project), ReLU6 as Clip, residual Adds."""
+    b = ModelBuilder("mobilenet_v2", seed=2)
+    x = b.relu6(b.batch_norm(b.conv("x", 3, 16, kernel=3, stride=2, bias=False), 16))
+    channels = 16
+    for expand, width, repeats, first_stride in MOBILENET_BLOCKS:
+        for i in range(repeats):
+            x = _inverted_residual(b, x, channels, width, expand, first_stride if i == 0 else 1)
+            channels = width
+    x = b.relu6(b.batch_norm(b.conv(x, channels, 256, kernel=1, bias=False), 256))
+    logits = b.classifier(x, 256, 100)
+    return b.build([("x", FLOAT, (1, 3, 96, 96))], [(logits, "logits", FLOAT, (1, 100))])
+
+
+# GPT decoder: one decoding step of NEW tokens on top of a KV cache of PAST tokens.
+GPT = {"vocab": 512, "d_model": 128, "heads": 4, "blocks": 4, "new": 8, "past": 24}
+
+
+def _causal_mask(new: int, past: int) -> np.ndarray:
+    """Additive mask: new token i sits at absolute position past + i and may see positions <= past + i."""
+    query_pos = past + np.arange(new)[:, None]
+    key_pos = np.arange(past + new)[None, :]
+    return np.where(key_pos <= query_pos, 0.0, -1e9).astype(np.float32)
+
+
+def _split_heads(b: ModelBuilder, x: str, tokens: int, heads: int, head_dim: int) -> str:
+    """[1, T, H*D] -> [1, H, T, D]."""
+    shaped = b.op1("Reshape", [x, b.i64("heads_shape", (1, tokens, heads, head_dim))])
+    return b.op1("Transpose", [shaped], perm=[0, 2, 1, 3])
+
+
+def _gpt_block(b: ModelBuilder, x: str, layer: int) -> tuple[str, str, str]:
+    """Pre-norm attention with a KV cache, then a GELU MLP; returns (x, present_key, present_value)."""
+    d, heads, new, past = GPT["d_model"], GPT["heads"], GPT["new"], GPT["past"]
+    head_dim = d // heads
+    qkv = b.linear(b.layer_norm(x, d), d, 3 * d)
+    q, k, v = b.op("Split", [qkv, b.i64("qkv_split", (d, d, d))], n_outputs=3, axis=-1)
+    q, k, v = (_split_heads(b, t, new, heads, head_dim) for t in (q, k, v))
+    present_k = b.op1("Concat", [f"past_key_{layer}", k], axis=2)
+    present_v = b.op1("Concat", [f"past_value_{layer}", v], axis=2)
+    scores = b.op1("MatMul", [q, b.op1("Transpose", [present_k], perm=[0, 1, 3, 2])])
+    scores = b.op1("Mul", [scores, b.f32("attn_scale", 1.0 / np.sqrt(head_dim))])
+    scores = b.op1("Add", [scores, b.const("causal_mask", _causal_mask(new, past))])
+    context = b.op1("MatMul", [b.op1("Softmax", [scores], axis=-1), present_v])
+    context = b.op1("Transpose", [context], perm=[0, 2, 1, 3])
+    context = b.op1("Reshape", [context, b.i64("merge_shape", (1, new, d))])
+    x = b.op1("Add", [x, b.linear(context, d, d)])
+    hidden = b.gelu(b.linear(b.layer_norm(x, d), d, 4 * d))
+    x = b.op1("Add", [x, b.linear(hidden, 4 * d, d)])
+    return x, present_k, present_v
+
+
+def gpt_decoder() -> onnx.ModelProto:
+    """A GPT-style decoder step: Gather embeddings, 4 pre-norm blocks with KV cache, LM head."""
+    b = ModelBuilder("gpt_decoder", seed=3)
+    vocab, d, heads, new, past = GPT["vocab"], GPT["d_model"], GPT["heads"], GPT["new"], GPT["past"]
+    tokens = b.op1("Gather", [b.small("wte", (vocab, d), 0.1), "input_ids"], axis=0)
+    positions = b.op1("Gather", [b.small("wpe", (past + new, d), 0.1), b.i64("position_ids", range(past, past + new))],
+                      axis=0)
+    x = b.op1("Add", [tokens, positions])
+    cache_shape = (1, heads, past, d // heads)
+    present_shape = (1, heads, past + new, d // heads)
+    inputs: list[tuple[str, int, Sequence[int]]] = [("input_ids", INT64, (1, new))]
+    outputs: list[tuple[str, str, int, Sequence[int]]] = []
+    for layer in range(GPT["blocks"]):
+        inputs += [(f"past_key_{layer}", FLOAT, cache_shape), (f"past_value_{layer}", FLOAT, cache_shape)]
+        x, present_k, present_v = _gpt_block(b, x, layer)
+        outputs += [(present_k, f"present_key_{layer}", FLOAT, present_shape),
+                    (present_v, f"present_value_{layer}", FLOAT, present_shape)]
+    logits = b.linear(b.layer_norm(x, d), d, vocab, bias=False)
+    return b.build(inputs, [(logits, "logits", FLOAT, (1, new, vocab))] + outputs)
+
+
+MOE = {"tokens": 16, "d_model": 64, "hidden": 128, "experts": 4, "top_k": 2}
+
+
+def moe() -> onnx.ModelProto:
+    """Top-k routed mixture of experts with dense dispatch: every expert runs on every token, the gate
+    weights (zero for unchosen experts) pick the result, so every shape is static."""
+    b = ModelBuilder("moe", seed=4)
+    tokens, d, hidden, experts, top_k = (MOE[k] for k in ("tokens", "d_model", "hidden", "experts", "top_k"))
+    probs = b.op1("Softmax", [b.linear("x", d, experts, bias=False)], axis=-1)
+    _, chosen = b.op("TopK", [probs, b.i64("top_k", (top_k,))], n_outputs=2, axis=-1)
+    one_hot = b.op1("OneHot", [chosen, b.i64("depth", (experts,)), b.f32("off_on", np.array([0.0, 1.0]))],
+                    axis=-1)
+    mask = b.op1("ReduceSum", [one_hot, b.i64("k_axis", (1,))], keepdims=0)  # [tokens, experts] of 0/1
+    gates = b.op1("Mul", [probs, mask])
+    gates = b.op1("Div", [gates, b.op1("ReduceSum", [gates, b.i64("expert_axis", (1,))], keepdims=1)])
+    gate_columns = b.op("Split", [gates, b.i64("gate_split", (1,) * experts)], n_outputs=experts, axis=1)
+    weighted = []
+    for gate in gate_columns:
+        expert_out = b.linear(b.op1("Relu", [b.linear("x", d, hidden)]), hidden, d)
+        weighted.append(b.op1("Mul", [expert_out, gate]))
+    y = b.op1("Add", ["x", b.op1("Sum", weighted)])
+    return b.build([("x", FLOAT, (tokens, d))], [(y, "y", FLOAT, (tokens, d))])
+
+
+def _double_conv(b: ModelBuilder, x: str, c_in: int, c_out: int) -> str:
+    x = b.op1("Relu", [b.conv(x, c_in, c_out, kernel=3)])
+    return b.op1("Relu", [b.conv(x, c_out, c_out, kernel=3)])
+
+
+def unet() -> onnx.ModelProto:
+    """A two-level U-Net: skip connections make long-lived buffers, a hard case for memory planning."""
+    b = ModelBuilder("unet", seed=5)
+    widths = (16, 32)
+    x, channels, skips = "x", 3, []
+    for width in widths:
+        x = _double_conv(b, x, channels, width)
+        skips.append((x, width))
+        x, channels = b.max_pool(x), width
+    x = _double_conv(b, x, channels, 64)
+    channels = 64
+    scales = b.f32("up_scales", np.array([1.0, 1.0, 2.0, 2.0]))
+    for skip, width in reversed(skips):
+        up = b.op1("Resize", [x, "", scales], mode="nearest")
+        x = _double_conv(b, b.op1("Concat", [up, skip], axis=1), channels + width, width)
+        channels = width
+    y = b.conv(x, channels, 2, kernel=1)
+    return b.build([("x", FLOAT, (1, 3, 64, 64))], [(y, "y", FLOAT, (1, 2, 64, 64))])
+
+
 MODELS: dict[str, Callable[[], onnx.ModelProto]] = {
     "tiny_cnn": tiny_cnn,
+    "mobilenet_v2": mobilenet_v2,
+    "gpt_decoder": gpt_decoder,
+    "moe": moe,
+    "unet": unet,
 }
 
 
