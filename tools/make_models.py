@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -283,6 +284,50 @@ def unet() -> onnx.ModelProto:
     return b.build([("x", FLOAT, (1, 3, 64, 64))], [(y, "y", FLOAT, (1, 2, 64, 64))])
 
 
+# The scheduler benchmark's big graph: light tensors, many nodes, lots of parallel per-head branches.
+TRANSFORMER24 = {"layers": 24, "tokens": 32, "d_model": 64, "heads": 8}
+
+
+def _layer_norm_decomposed(b: ModelBuilder, x: str, width: int) -> str:
+    """LayerNorm as exporters before opset 17 write it: nine elementwise/reduce nodes."""
+    centred = b.op1("Sub", [x, b.op1("ReduceMean", [x], axes=[-1], keepdims=1)])  # axes: attribute until opset 18
+    variance = b.op1("ReduceMean", [b.op1("Pow", [centred, b.f32("two", 2.0)])], axes=[-1], keepdims=1)
+    std = b.op1("Sqrt", [b.op1("Add", [variance, b.f32("ln_eps", 1e-5)])])
+    normed = b.op1("Div", [centred, std])
+    return b.op1("Add", [b.op1("Mul", [normed, b.small("ln_gamma", (width,), 0.05, 1.0)]),
+                         b.small("ln_beta", (width,), 0.05)])
+
+
+def _encoder_layer(b: ModelBuilder, x: str) -> str:
+    """Post-norm encoder layer with attention written per head, so heads are independent branches."""
+    d, heads = TRANSFORMER24["d_model"], TRANSFORMER24["heads"]
+    head_dim = d // heads
+    q, k, v = b.op("Split", [b.linear(x, d, 3 * d), b.i64("qkv_split", (d, d, d))], n_outputs=3, axis=-1)
+    per_head = b.i64("head_split", (head_dim,) * heads)
+    qs, ks, vs = (b.op("Split", [t, per_head], n_outputs=heads, axis=-1) for t in (q, k, v))
+    scale = b.f32("attn_scale", 1.0 / np.sqrt(head_dim))
+    contexts = []
+    for q_h, k_h, v_h in zip(qs, ks, vs):
+        scores = b.op1("Mul", [b.op1("MatMul", [q_h, b.op1("Transpose", [k_h], perm=[1, 0])]), scale])
+        contexts.append(b.op1("MatMul", [b.op1("Softmax", [scores], axis=-1), v_h]))
+    attended = b.linear(b.op1("Concat", contexts, axis=-1), d, d)
+    x = _layer_norm_decomposed(b, b.op1("Add", [x, attended]), d)
+    mlp = b.linear(b.gelu(b.linear(x, d, 4 * d)), 4 * d, d)
+    return _layer_norm_decomposed(b, b.op1("Add", [x, mlp]), d)
+
+
+def transformer24() -> onnx.ModelProto:
+    """24 encoder layers over [tokens, d_model]: thousands of small nodes for the scheduler benchmark."""
+    b = ModelBuilder("transformer24", seed=6)
+    shape = (TRANSFORMER24["tokens"], TRANSFORMER24["d_model"])
+    x = "x"
+    for _ in range(TRANSFORMER24["layers"]):
+        x = _encoder_layer(b, x)
+    return b.build([("x", FLOAT, shape)], [(x, "y", FLOAT, shape)])
+
+
+BIG_MODELS: dict[str, Callable[[], onnx.ModelProto]] = {"transformer24": transformer24}
+
 MODELS: dict[str, Callable[[], onnx.ModelProto]] = {
     "tiny_cnn": tiny_cnn,
     "mobilenet_v2": mobilenet_v2,
@@ -303,13 +348,29 @@ def write_models(out_dir: Path, builders: dict[str, Callable[[], onnx.ModelProto
     return paths
 
 
+def describe(path: Path) -> str:
+    """One summary line: file, node count, float parameter count, size, op mix."""
+    model = onnx.load(str(path))
+    params = sum(int(np.prod(t.dims)) for t in model.graph.initializer if t.data_type == TensorProto.FLOAT)
+    ops = Counter(node.op_type for node in model.graph.node)
+    mix = " ".join(f"{op}x{count}" for op, count in ops.most_common())
+    return f"{path}: {len(model.graph.node)} nodes, {params:,d} params, {path.stat().st_size:,d} bytes; {mix}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "models",
                         help="directory for the committed zoo (default: models/)")
+    parser.add_argument("--big", action="store_true",
+                        help="also write transformer24.onnx (not committed: too big) into --big-out")
+    parser.add_argument("--big-out", type=Path, default=Path(tempfile.gettempdir()) / "hetc_models",
+                        help="directory for --big models (default: <tmp>/hetc_models)")
     args = parser.parse_args(argv)
     for path in write_models(args.out):
-        print(f"{path}  {path.stat().st_size:>9,d} bytes")
+        print(describe(path))
+    if args.big:
+        for path in write_models(args.big_out, BIG_MODELS):
+            print(describe(path))
     return 0
 
 
