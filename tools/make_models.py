@@ -32,6 +32,7 @@ class ModelBuilder:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self._counts: dict[str, int] = {}
+        self._shared: dict[tuple[str, str, bytes], str] = {}
 
     def fresh(self, stem: str) -> str:
         """A unique, stable name: ``stem`` followed by a per-stem counter."""
@@ -61,11 +62,18 @@ class ModelBuilder:
     def op1(self, op_type: str, inputs: Sequence[str], **attrs: object) -> str:
         return self.op(op_type, inputs, **attrs)[0]
 
+    def shared(self, stem: str, array: np.ndarray) -> str:
+        """A fixed (not random) constant, stored once however often it is used, as exporters dedupe them."""
+        key = (stem, f"{array.dtype.str}{array.shape}", array.tobytes())
+        if key not in self._shared:
+            self._shared[key] = self.const(stem, array)
+        return self._shared[key]
+
     def i64(self, stem: str, values: Sequence[int]) -> str:
-        return self.const(stem, np.asarray(values, dtype=np.int64))
+        return self.shared(stem, np.asarray(values, dtype=np.int64))
 
     def f32(self, stem: str, value: float | np.ndarray) -> str:
-        return self.const(stem, np.asarray(value, dtype=np.float32))
+        return self.shared(stem, np.asarray(value, dtype=np.float32))
 
     # --- layers -------------------------------------------------------------------------------------------
     def conv(self, x: str, c_in: int, c_out: int, kernel: int, stride: int = 1, group: int = 1,
@@ -204,7 +212,7 @@ def _gpt_block(b: ModelBuilder, x: str, layer: int) -> tuple[str, str, str]:
     present_v = b.op1("Concat", [f"past_value_{layer}", v], axis=2)
     scores = b.op1("MatMul", [q, b.op1("Transpose", [present_k], perm=[0, 1, 3, 2])])
     scores = b.op1("Mul", [scores, b.f32("attn_scale", 1.0 / np.sqrt(head_dim))])
-    scores = b.op1("Add", [scores, b.const("causal_mask", _causal_mask(new, past))])
+    scores = b.op1("Add", [scores, b.shared("causal_mask", _causal_mask(new, past))])
     context = b.op1("MatMul", [b.op1("Softmax", [scores], axis=-1), present_v])
     context = b.op1("Transpose", [context], perm=[0, 2, 1, 3])
     context = b.op1("Reshape", [context, b.i64("merge_shape", (1, new, d))])
