@@ -1,0 +1,198 @@
+"""Capability: can a device run a node, and if not, why. Every refusal is a ``Reason`` with a sentence the user
+sees when an op falls back to the CPU."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from hetc.errors import TargetError
+from hetc.ir import Node, Value
+from hetc.target.model import Device, Ok, Reason
+from hetc.target.ops import PARAMETER_INPUTS
+
+OK = Ok()
+
+# The limits a device's ``limits`` table may set, with the TOML type each expects (docs/targets.md).
+LIMIT_KEYS: dict[str, type] = {
+    "max_rank": int,            # largest tensor rank any operand may have
+    "spatial_dims": list,       # spatial ranks Conv/ConvTranspose/pools accept, e.g. [1, 2]
+    "max_kernel": int,          # largest kernel extent along any spatial axis (Conv, ConvTranspose, pools)
+    "max_stride": int,          # largest stride along any axis
+    "max_dilation": int,        # largest dilation (1: no dilated convolutions)
+    "grouped_conv": bool,       # groups other than 1 and depthwise
+    "depthwise_conv": bool,     # one input channel per group
+    "auto_pad": list,           # accepted auto_pad values, e.g. ["NOTSET", "VALID"]
+    "ceil_mode": bool,          # pools with ceil_mode = 1
+    "max_lrn_size": int,        # LRN window
+    "resize_modes": list,       # Resize "mode" values, e.g. ["nearest", "linear"]
+    "resize_coordinate_modes": list,  # Resize "coordinate_transformation_mode" values
+    "pad_modes": list,          # Pad "mode" values, e.g. ["constant"]
+    "softmax_last_axis_only": bool,   # Softmax/LogSoftmax only along the innermost axis
+}
+
+_SPATIAL_OPS = frozenset({"Conv", "ConvTranspose", "MaxPool", "AveragePool"})
+
+
+def supports(target: "Target", node: Node, device: str) -> Ok | Reason:  # noqa: F821 (import cycle)
+    """Ok when ``device`` of ``target`` can run ``node``; otherwise the first Reason it cannot."""
+    dev = target.devices.get(device)
+    if dev is None:
+        raise TargetError(f"target '{target.name}' has no device '{device}'; its devices are: "
+                          f"{', '.join(target.devices)}")
+    if dev.ops is None:  # the CPU: every op, every dtype, subgraphs included (onnxruntime runs them)
+        return _working_set(target, node, dev)
+    for check in (_op, _dtypes, _attributes):
+        reason = check(node, dev)
+        if reason is not None:
+            return reason
+    return _working_set(target, node, dev)
+
+
+def _op(node: Node, dev: Device) -> Reason | None:
+    if node.has_subgraph:
+        return Reason("subgraph", f"{node.op_type} carries a subgraph; only the CPU runs subgraphs")
+    if node.domain not in ("", "ai.onnx"):
+        return Reason("op", f"{node.domain}::{node.op_type} is a custom-domain op; only the CPU runs it")
+    if node.op_type not in (dev.ops or ()):
+        return Reason("op", f"{node.op_type} is not in {dev.name}'s op list")
+    return None
+
+
+def _dtypes(node: Node, dev: Device) -> Reason | None:
+    if dev.dtypes is None:
+        return None
+    parameters = PARAMETER_INPUTS.get(node.op_type, frozenset())
+    operands: list[tuple[str, Value]] = [(f"input {i}", v) for i, v in enumerate(node.inputs)
+                                         if v is not None and i not in parameters]
+    operands += [(f"output {i}", v) for i, v in enumerate(node.outputs)]
+    for role, v in operands:
+        if v.dtype not in dev.dtypes:
+            return Reason("dtype", f"{node.op_type} {role} '{v.name}' is {v.dtype}; {dev.name} supports "
+                                   f"{', '.join(sorted(dev.dtypes))}")
+    return None
+
+
+def _attributes(node: Node, dev: Device) -> Reason | None:
+    limits = dev.limits
+    if not limits:
+        return None
+    max_rank = limits.get("max_rank")
+    if max_rank is not None:
+        for v in [*node.present_inputs, *node.outputs]:
+            if len(v.shape) > max_rank:
+                return _refuse(dev, f"{node.op_type} operand '{v.name}' has rank {len(v.shape)}",
+                               f"max_rank = {max_rank}")
+    check = _OP_CHECKS.get(node.op_type)
+    return check(node, dev, limits) if check is not None else None
+
+
+def _refuse(dev: Device, what: str, allowed: str) -> Reason:
+    return Reason("attribute", f"{what}; {dev.name} allows {allowed}")
+
+
+def _spatial(node: Node, dev: Device, limits: dict[str, Any]) -> Reason | None:
+    op = node.op_type
+    if op in ("Conv", "ConvTranspose"):
+        w = node.inputs[1].shape if node.inputs[1] is not None else ()
+        kernel = list(node.attr("kernel_shape") or w[2:])
+    else:
+        kernel = list(node.attr("kernel_shape") or [])
+    dims = limits.get("spatial_dims")
+    if dims is not None and len(kernel) not in dims:
+        return _refuse(dev, f"{op} is {len(kernel)}-D", f"spatial_dims = {dims}")
+    bounds = (("max_kernel", "kernel", kernel), ("max_stride", "strides", node.attr("strides") or []),
+              ("max_dilation", "dilations", node.attr("dilations") or []))
+    for key, name, values in bounds:
+        bound = limits.get(key)
+        if bound is not None and any(int(x) > bound for x in values):
+            return _refuse(dev, f"{op} {name} {list(values)} exceed {bound}", f"{key} = {bound}")
+    auto_pad = str(node.attr("auto_pad", "NOTSET"))
+    if "auto_pad" in limits and auto_pad not in limits["auto_pad"]:
+        return _refuse(dev, f"{op} auto_pad '{auto_pad}' is not supported", f"auto_pad = {limits['auto_pad']}")
+    if op in ("MaxPool", "AveragePool") and int(node.attr("ceil_mode", 0)) and not limits.get("ceil_mode", True):
+        return _refuse(dev, f"{op} with ceil_mode = 1 is not supported", "ceil_mode = false")
+    if op == "MaxPool" and len(node.outputs) > 1:
+        return Reason("attribute", f"MaxPool's Indices output is computed only on the CPU, not on {dev.name}")
+    if op in ("Conv", "ConvTranspose"):
+        return _groups(node, dev, limits)
+    return None
+
+
+def _groups(node: Node, dev: Device, limits: dict[str, Any]) -> Reason | None:
+    group = int(node.attr("group", 1))
+    if group == 1:
+        return None
+    w = node.inputs[1].shape if node.inputs[1] is not None else ()
+    depthwise = node.op_type == "Conv" and len(w) >= 2 and w[1] == 1
+    key = "depthwise_conv" if depthwise else "grouped_conv"
+    if not limits.get(key, True):
+        kind = "depthwise" if depthwise else f"grouped (group = {group})"
+        return _refuse(dev, f"{node.op_type} is {kind}, which is not supported", f"{key} = false")
+    return None
+
+
+def _lrn(node: Node, dev: Device, limits: dict[str, Any]) -> Reason | None:
+    bound = limits.get("max_lrn_size")
+    size = int(node.attr("size", 1))
+    if bound is not None and size > bound:
+        return _refuse(dev, f"LRN size {size} exceeds {bound}", f"max_lrn_size = {bound}")
+    return None
+
+
+def _resize(node: Node, dev: Device, limits: dict[str, Any]) -> Reason | None:
+    for key, attr, default in (("resize_modes", "mode", "nearest"),
+                               ("resize_coordinate_modes", "coordinate_transformation_mode", "half_pixel")):
+        value = str(node.attr(attr, default))
+        if key in limits and value not in limits[key]:
+            return _refuse(dev, f"Resize {attr} '{value}' is not supported", f"{key} = {limits[key]}")
+    if int(node.attr("antialias", 0)):
+        return Reason("attribute", f"Resize with antialias = 1 runs only on the CPU, not on {dev.name}")
+    return None
+
+
+def _pad(node: Node, dev: Device, limits: dict[str, Any]) -> Reason | None:
+    mode = str(node.attr("mode", "constant"))
+    if "pad_modes" in limits and mode not in limits["pad_modes"]:
+        return _refuse(dev, f"Pad mode '{mode}' is not supported", f"pad_modes = {limits['pad_modes']}")
+    return None
+
+
+def _softmax(node: Node, dev: Device, limits: dict[str, Any]) -> Reason | None:
+    if not limits.get("softmax_last_axis_only", False):
+        return None
+    rank = len(node.inputs[0].shape) if node.inputs[0] is not None else 0
+    axis = int(node.attr("axis", -1))
+    if rank and axis % rank != rank - 1:
+        return _refuse(dev, f"{node.op_type} along axis {axis} of a rank-{rank} tensor is not supported",
+                       "only the last axis (softmax_last_axis_only = true)")
+    return None
+
+
+_OP_CHECKS: dict[str, Callable[[Node, Device, dict[str, Any]], Reason | None]] = {
+    **{op: _spatial for op in _SPATIAL_OPS}, "LRN": _lrn, "Resize": _resize, "Pad": _pad,
+    "Softmax": _softmax, "LogSoftmax": _softmax,
+}
+
+
+def working_set_bytes(node: Node, alignment: int = 1) -> int:
+    """Bytes of ``node``'s distinct inputs (weights included) and outputs, each rounded up to ``alignment``:
+    what must be resident in the device's home memory at once."""
+    seen: set[int] = set()
+    total = 0
+    for v in [*node.present_inputs, *node.outputs]:
+        if id(v) not in seen:
+            seen.add(id(v))
+            total += -(-v.nbytes // alignment) * alignment
+    return total
+
+
+def _working_set(target: "Target", node: Node, dev: Device) -> Ok | Reason:  # noqa: F821
+    memory = target.memories[dev.memory]
+    need = working_set_bytes(node, memory.alignment)
+    if need <= memory.size:
+        return OK
+    inputs = {id(v): v for v in node.present_inputs}.values()
+    weights = sum(v.nbytes for v in inputs if v.is_const)
+    return Reason("working-set", f"{node.op_type} needs {need:,} bytes resident at once (inputs "
+                                 f"{sum(v.nbytes for v in inputs):,} including weights {weights:,}, outputs "
+                                 f"{sum(v.nbytes for v in node.outputs):,}) but {memory.name} holds "
+                                 f"{memory.size:,} bytes")

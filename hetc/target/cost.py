@@ -1,0 +1,98 @@
+"""The roofline cost model: ``launch + max(flops / (peak[dtype] x efficiency[class]), bytes / bandwidth)``.
+
+The work of a node (its operation count, bytes, class and compute dtype) does not depend on the device, so it
+is computed once per node and cached; the per-device part is a few multiplications. The scheduler calls
+``node_cost_ns`` for every (node, device) pair of graphs with thousands of nodes.
+"""
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+
+from hetc.ir import Node
+from hetc.target.flops import node_bytes, node_flops
+from hetc.target.model import Device
+from hetc.target.ops import op_class
+
+__all__ = ["op_class", "node_class", "node_flops", "node_bytes", "node_work", "node_cost_ns", "compute_dtype",
+           "peak_for", "efficiency_for", "NodeWork"]
+
+
+@dataclass(frozen=True)
+class NodeWork:
+    """What a node costs independent of where it runs."""
+
+    flops: int
+    bytes: int
+    op_class: str        # one of OP_CLASSES, or "depthwise" for a depthwise convolution
+    dtype: str           # the element type its arithmetic runs in
+
+
+# node -> (signature it was computed for, work); the signature catches a node edited after it was costed.
+_WORK: "weakref.WeakKeyDictionary[Node, tuple[tuple, NodeWork]]" = weakref.WeakKeyDictionary()
+
+
+def _signature(node: Node) -> tuple:
+    return (node.op_type, tuple(None if v is None else v.shape for v in node.inputs),
+            tuple(v.shape for v in node.outputs), len(node.attrs))
+
+
+def is_depthwise(node: Node) -> bool:
+    """A Conv whose every group holds one input channel (MobileNet/ShuffleNet's depthwise layers)."""
+    if node.op_type != "Conv" or int(node.attr("group", 1)) <= 1:
+        return False
+    w = node.inputs[1].shape if len(node.inputs) > 1 and node.inputs[1] is not None else ()
+    return len(w) >= 2 and w[1] == 1
+
+
+def node_class(node: Node) -> str:
+    """``op_class`` refined by the node: a depthwise Conv is "depthwise" (devices may price it apart)."""
+    return "depthwise" if is_depthwise(node) else op_class(node.op_type)
+
+
+def compute_dtype(node: Node) -> str:
+    """The dtype a node computes in: its first output's, unless that is a boolean/index result of a
+    comparison or an arg-reduction, in which case its first input's."""
+    out = node.outputs[0].dtype if node.outputs else "float32"
+    if out in ("bool", "int64") and node.present_inputs:
+        return node.present_inputs[0].dtype
+    return out
+
+
+def node_work(node: Node) -> NodeWork:
+    """Flops, bytes, class and dtype of ``node``, cached per node."""
+    signature = _signature(node)
+    hit = _WORK.get(node)
+    if hit is not None and hit[0] == signature:
+        return hit[1]
+    work = NodeWork(node_flops(node), node_bytes(node), node_class(node), compute_dtype(node))
+    _WORK[node] = (signature, work)
+    return work
+
+
+def peak_for(device: Device, dtype: str) -> float:
+    """Peak rate (ops per ns) of ``device`` in ``dtype``; a dtype without an entry runs at the slowest listed
+    rate (the CPU executes int64 or float64 arithmetic, but no preset claims a fast rate for it)."""
+    rate = device.peak.get(dtype)
+    return rate if rate is not None else min(device.peak.values())
+
+
+def efficiency_for(device: Device, cls: str) -> float:
+    """Fraction of peak ``device`` reaches on op class ``cls``: the class entry, else (for "depthwise") the
+    "conv" entry, else "default". The loader guarantees one of them exists."""
+    table = device.efficiency
+    if cls in table:
+        return table[cls]
+    if cls == "depthwise" and "conv" in table:
+        return table["conv"]
+    return table["default"]
+
+
+def node_cost_ns(target: "Target", node: Node, device: str) -> float:  # noqa: F821 (import cycle)
+    """Roofline duration in ns of ``node`` on ``device``. Defined for every node on every device (it does not
+    check capability: ask ``Target.supports`` for that)."""
+    dev = target.devices[device]
+    work = node_work(node)
+    compute_ns = work.flops / (peak_for(dev, work.dtype) * efficiency_for(dev, work.op_class))
+    memory_ns = work.bytes / target.memories[dev.memory].bandwidth
+    return dev.launch_ns + max(compute_ns, memory_ns)

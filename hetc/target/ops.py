@@ -1,0 +1,79 @@
+"""Op vocabulary of the target layer: the kernel set the NPU/DSP simulators implement, and the op classes the
+cost model keys efficiencies by."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import onnx.defs
+
+# Ops with hetc kernels on the NPU and DSP (the CPU runs every ONNX op through onnxruntime). A preset may give
+# a device any subset of this set and nothing outside it.
+KERNEL_SET: frozenset[str] = frozenset({
+    "Conv", "ConvTranspose", "Gemm", "MatMul", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
+    "LRN", "BatchNormalization", "InstanceNormalization", "LayerNormalization", "Softmax", "LogSoftmax",
+    "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Gelu", "Erf",
+    "Softplus", "Clip", "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Exp", "Log", "Neg", "Abs", "Reciprocal",
+    "Max", "Min", "Sum", "Mean", "Where", "Equal", "Less", "Greater", "ReduceMean", "ReduceSum", "ReduceMax",
+    "ReduceMin", "Concat", "Split", "Slice", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
+    "Identity", "Gather", "Pad", "Resize", "Cast", "Dropout",
+})
+
+# The classes a device's ``efficiency`` table is keyed by. "depthwise" is an optional refinement of "conv"
+# (MAC arrays run depthwise convolutions far below their dense-conv utilisation); "default" covers any class a
+# table does not name.
+OP_CLASSES: tuple[str, ...] = ("conv", "matmul", "elementwise", "activation", "pool", "norm", "reduce",
+                               "softmax", "data", "other")
+EFFICIENCY_KEYS: frozenset[str] = frozenset(OP_CLASSES) | {"depthwise", "default"}
+
+_CLASS_MEMBERS: dict[str, tuple[str, ...]] = {
+    "conv": ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "DeformConv"),
+    "matmul": ("Gemm", "MatMul", "MatMulInteger", "QLinearMatMul", "Einsum", "LSTM", "GRU", "RNN", "Attention"),
+    "pool": ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool",
+             "MaxRoiPool", "RoiAlign", "MaxUnpool"),
+    "norm": ("BatchNormalization", "InstanceNormalization", "LayerNormalization", "GroupNormalization",
+             "RMSNormalization", "LRN", "MeanVarianceNormalization", "LpNormalization"),
+    "softmax": ("Softmax", "LogSoftmax", "Hardmax"),
+    "reduce": ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+               "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "ArgMax", "ArgMin", "CumSum", "TopK"),
+    "activation": ("Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "HardSwish",
+                   "Tanh", "Gelu", "Erf", "Softplus", "Softsign", "Clip", "ThresholdedRelu", "Mish", "Shrink",
+                   "Swish"),
+    "elementwise": ("Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Exp", "Log", "Neg", "Abs", "Reciprocal", "Max",
+                    "Min", "Sum", "Mean", "Where", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual",
+                    "And", "Or", "Xor", "Not", "Floor", "Ceil", "Round", "Sign", "Mod", "BitShift", "IsNaN",
+                    "IsInf", "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh",
+                    "Atanh", "BitwiseAnd", "BitwiseOr", "BitwiseXor", "BitwiseNot", "QuantizeLinear",
+                    "DequantizeLinear", "DynamicQuantizeLinear"),
+    "data": ("Concat", "Split", "Slice", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity",
+             "Gather", "GatherElements", "GatherND", "Scatter", "ScatterElements", "ScatterND", "Pad", "Resize",
+             "Upsample", "Cast", "CastLike", "Dropout", "Expand", "Tile", "DepthToSpace", "SpaceToDepth",
+             "Shape", "Size", "ConstantOfShape", "Constant", "Range", "OneHot", "NonZero", "ReverseSequence",
+             "Compress", "Trilu", "EyeLike"),
+}
+_OP_TO_CLASS: dict[str, str] = {op: cls for cls, ops in _CLASS_MEMBERS.items() for op in ops}
+
+# Ops that only reinterpret their input's bytes: the memory planner aliases output and input storage
+# (DESIGN.md, "In-place aliasing"), so running one moves no data.
+VIEW_OPS: frozenset[str] = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"})
+
+# Inputs that are shapes, axes, indices or scalars steering the kernel rather than tensors it computes on
+# (op -> input positions). They are small constants the kernel reads as scalars, so a device's data dtypes
+# do not constrain them (a Reshape's int64 shape does not stop an fp16-only NPU from reshaping).
+PARAMETER_INPUTS: dict[str, frozenset[int]] = {
+    "Reshape": frozenset({1}), "Slice": frozenset({1, 2, 3, 4}), "Pad": frozenset({1, 2, 3}),
+    "Resize": frozenset({1, 2, 3}), "Split": frozenset({1}), "Squeeze": frozenset({1}),
+    "Unsqueeze": frozenset({1}), "ReduceMean": frozenset({1}), "ReduceSum": frozenset({1}),
+    "ReduceMax": frozenset({1}), "ReduceMin": frozenset({1}), "Gather": frozenset({1}),
+    "Dropout": frozenset({1, 2}),
+}
+
+
+def op_class(op_type: str) -> str:
+    """The cost class of an op type: one of ``OP_CLASSES`` ("other" for anything unlisted)."""
+    return _OP_TO_CLASS.get(op_type, "other")
+
+
+@lru_cache(maxsize=None)
+def is_onnx_op(op_type: str) -> bool:
+    """Whether ``op_type`` is an operator of the default ONNX domain known to the installed onnx package."""
+    return onnx.defs.has(op_type)
