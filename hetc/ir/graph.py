@@ -6,7 +6,6 @@ the passes; passes work on ``graph.copy()`` and return a new graph.
 """
 from __future__ import annotations
 
-import copy as _copy
 import heapq
 import math
 from dataclasses import dataclass, field
@@ -222,10 +221,28 @@ class Graph:
         return g
 
     def copy(self) -> "Graph":
-        """A deep copy whose Values and Nodes are new objects; constant arrays are shared (read-only)."""
-        memo = {id(v.const): v.const for v in self.values.values() if v.const is not None}
-        memo.update({id(a): a for n in self.nodes for a in n.attrs.values() if _is_graph_attr(a)})
-        return _copy.deepcopy(self, memo)
+        """A deep copy whose Values and Nodes are new objects; constant arrays, attribute tensors and
+        subgraph protos are shared (read-only). Built structurally, not with ``copy.deepcopy``, which
+        recurses along producer/consumer links and overflows the stack on deep models."""
+        twins: dict[int, tuple[Value, Value]] = {}  # id(original) -> (original, twin)
+
+        def clone(v: Value) -> Value:
+            if id(v) not in twins:
+                twins[id(v)] = (v, Value(v.name, v.dtype, tuple(v.shape), const=v.const))
+            return twins[id(v)][1]
+
+        node_twins = {
+            id(n): Node(n.id, n.op_type, n.name, [None if v is None else clone(v) for v in n.inputs],
+                        [clone(v) for v in n.outputs],
+                        {k: list(a) if isinstance(a, list) else a for k, a in n.attrs.items()}, n.domain)
+            for n in self.nodes}
+        values = {name: clone(v) for name, v in self.values.items()}
+        inputs, outputs = [clone(v) for v in self.inputs], [clone(v) for v in self.outputs]
+        for original, twin in twins.values():
+            twin.producer = node_twins.get(id(original.producer))
+            twin.consumers = [node_twins[id(c)] for c in original.consumers if id(c) in node_twins]
+        return Graph(name=self.name, nodes=[node_twins[id(n)] for n in self.nodes], inputs=inputs,
+                     outputs=outputs, values=values, opset=dict(self.opset), metadata=dict(self.metadata))
 
     # ------------------------------------------------------------------ statistics and printing
     def op_histogram(self) -> dict[str, int]:

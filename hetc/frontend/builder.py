@@ -1,0 +1,114 @@
+"""Translation of a shape-inferred ONNX graph into IR. Shapes that inference left open are kept as tuples
+holding None (or a None shape for an unknown rank) and closed by ``static_shapes`` before the graph is
+handed out."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from hetc.errors import ModelError
+from hetc.frontend.overrides import runtime_inputs
+from hetc.ir import Graph, Node, Value, dtype_from_onnx
+
+# A dimension or shape the frontend has not resolved yet.
+PartialShape = tuple[int | None, ...] | None
+
+
+def normalise_domain(domain: str) -> str:
+    return "" if domain == "ai.onnx" else domain
+
+
+def convert_attribute(attr: onnx.AttributeProto) -> Any:
+    """An attribute as a plain Python value: strings decoded, tensors as numpy arrays; graphs, sparse
+    tensors and type protos are kept as protos (opaque to hetc)."""
+    value = helper.get_attribute_value(attr)
+    if isinstance(value, bytes):
+        return _decode(value)
+    if isinstance(value, onnx.TensorProto):
+        return numpy_helper.to_array(value)
+    if isinstance(value, list) and value:
+        if isinstance(value[0], bytes):
+            return [_decode(v) for v in value]
+        if isinstance(value[0], onnx.TensorProto):
+            return [numpy_helper.to_array(v) for v in value]
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def _decode(raw: bytes) -> str | bytes:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw
+
+
+def tensor_type_of(name: str, type_proto: onnx.TypeProto | None) -> tuple[str | None, PartialShape]:
+    """(dtype, partial shape) of a value; (None, None) when inference knows nothing about it."""
+    if type_proto is None or type_proto.WhichOneof("value") is None:
+        return None, None
+    kind = type_proto.WhichOneof("value")
+    if kind != "tensor_type":
+        readable = {"sequence_type": "a sequence", "optional_type": "an optional", "map_type": "a map",
+                    "sparse_tensor_type": "a sparse tensor"}.get(kind, kind)
+        raise ModelError(f"unsupported value type: '{name}' is {readable}; hetc compiles graphs of dense "
+                         "tensors only")
+    tensor = type_proto.tensor_type
+    if tensor.elem_type == onnx.TensorProto.UNDEFINED:
+        return None, None
+    try:
+        dtype = dtype_from_onnx(tensor.elem_type)
+    except ValueError:
+        raise ModelError(f"unsupported dtype: '{name}' has ONNX element type {tensor.elem_type}, "
+                         "which hetc does not know") from None
+    if not tensor.HasField("shape"):
+        return dtype, None
+    return dtype, tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
+
+
+def build_graph(model: onnx.ModelProto) -> Graph:
+    """IR for ``model``, whose initializers must already be out of its input list and whose values
+    carry inferred types. Node ids follow the ONNX order (the checker made it topological)."""
+    proto = model.graph
+    if len(proto.sparse_initializer):
+        raise ModelError("unsupported initializer: the model has sparse initializers; densify them "
+                         "(e.g. with onnx.numpy_helper) and re-save the model")
+    types: dict[str, onnx.TypeProto] = {}
+    for info in list(proto.input) + list(proto.value_info) + list(proto.output):
+        types[info.name] = info.type
+    values: dict[str, Value] = {}
+    for tensor in proto.initializer:
+        array = numpy_helper.to_array(tensor)
+        dtype, _ = tensor_type_of(tensor.name, helper.make_tensor_type_proto(tensor.data_type, None))
+        values[tensor.name] = Value(tensor.name, dtype, tuple(array.shape), const=array)
+    inputs = []
+    for info in runtime_inputs(proto):
+        values[info.name] = _new_value(info.name, types)
+        inputs.append(values[info.name])
+    nodes = []
+    for index, node_proto in enumerate(proto.node):
+        node_inputs = [values[name] if name else None for name in node_proto.input]
+        node_outputs = []
+        for name in node_proto.output:
+            values[name] = _new_value(name, types)
+            node_outputs.append(values[name])
+        nodes.append(Node(id=index, op_type=node_proto.op_type, name=node_proto.name, inputs=node_inputs,
+                          outputs=node_outputs, attrs={a.name: convert_attribute(a) for a in node_proto.attribute},
+                          domain=normalise_domain(node_proto.domain)))
+    outputs = [values[info.name] for info in proto.output]
+    opset = {normalise_domain(o.domain): o.version for o in model.opset_import}
+    metadata = {p.key: p.value for p in model.metadata_props}
+    if model.producer_name:
+        metadata.setdefault("producer", f"{model.producer_name} {model.producer_version}".strip())
+    return Graph.build(proto.name, nodes, inputs, outputs, opset, metadata)
+
+
+def _new_value(name: str, types: dict[str, onnx.TypeProto]) -> Value:
+    dtype, shape = tensor_type_of(name, types.get(name))
+    return Value(name, dtype, shape)  # type: ignore[arg-type] - closed by static_shapes
+
+
+def is_static(value: Value) -> bool:
+    return value.dtype is not None and value.shape is not None and all(
+        isinstance(d, (int, np.integer)) and d >= 0 for d in value.shape)

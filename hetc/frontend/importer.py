@@ -1,0 +1,99 @@
+"""ONNX -> IR: the public entry points of the frontend."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from hetc.errors import ModelError, ShapeError
+from hetc.frontend.builder import build_graph, is_static
+from hetc.frontend.loader import (check_model, convert_opset, inline_functions, load_external_data,
+                                  read_model_file)
+from hetc.frontend.overrides import apply_overrides, require_static_inputs
+from hetc.frontend.static_shapes import make_static
+from hetc.ir import Graph
+
+
+def load_onnx(path: str | Path, shapes: dict[str, tuple[int, ...]] | None = None,
+              dims: dict[str, int] | None = None) -> Graph:
+    """Read an ONNX file (external data next to it) and import it; see ``import_model``."""
+    path = Path(path)
+    model = read_model_file(path)
+    graph = import_model(model, shapes=shapes, dims=dims, base_dir=path.parent)
+    graph.metadata.setdefault("source", str(path))
+    return graph
+
+
+def import_model(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None = None,
+                 dims: dict[str, int] | None = None, base_dir: str | Path | None = None) -> Graph:
+    """A Graph with static shapes everywhere, computing what ``model`` computes.
+
+    ``shapes`` replaces the whole shape of named graph inputs, ``dims`` gives a size to a symbolic
+    dimension wherever it appears. ``model`` itself is left untouched. Nodes are numbered 0..n-1 in
+    topological order; ONNX node and value names are kept (a nameless node becomes ``<op>_<id>``).
+    """
+    if not isinstance(model, onnx.ModelProto):
+        raise ModelError(f"import_model expects an onnx.ModelProto, not {type(model).__name__}; "
+                         "use load_onnx(path) for a file")
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
+    load_external_data(work, base_dir)
+    check_model(work)
+    work = convert_opset(inline_functions(work))
+    _promote_initializers(work)
+    _name_omitted_outputs(work.graph)
+    apply_overrides(work.graph, shapes, dims)
+    require_static_inputs(work.graph)
+    graph = build_graph(_infer_shapes(work))
+    make_static(graph, work.ir_version)
+    _finish(graph)
+    return graph
+
+
+def _promote_initializers(model: onnx.ModelProto) -> None:
+    """Treat initializers as constants: IR < 4 lists them among the inputs (as overridable defaults);
+    hetc compiles for fixed weights, and shape inference only sees constants that are not inputs."""
+    initialized = {t.name for t in model.graph.initializer}
+    kept = [v for v in model.graph.input if v.name not in initialized]
+    if len(kept) != len(model.graph.input):
+        del model.graph.input[:]
+        model.graph.input.extend(kept)
+    model.ir_version = max(model.ir_version, 4)
+
+
+def _name_omitted_outputs(graph: onnx.GraphProto) -> None:
+    """Drop trailing omitted optional outputs; name the ones in the middle so every IR output is a Value."""
+    for index, node in enumerate(graph.node):
+        names = list(node.output)
+        while names and not names[-1]:
+            names.pop()
+        if names == list(node.output):
+            if all(names):
+                continue
+        del node.output[:]
+        node.output.extend(n or f"{node.name or node.op_type}_{index}__unused{i}" for i, n in enumerate(names))
+
+
+def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    try:
+        return onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    except Exception as error:  # noqa: BLE001 - InferenceError, ValidationError, RuntimeError from C++
+        lines = [line for line in str(error).strip().splitlines() if line.strip()]
+        detail = lines[0] if lines else type(error).__name__
+        raise ShapeError(f"shape inference failed: {detail[:400]}; the model's types or shapes are "
+                         "inconsistent (or an operator is unknown to onnx)") from error
+
+
+def _finish(graph: Graph) -> None:
+    """Renumber nodes in topological order, name nameless nodes, and make dims plain ints."""
+    for index, node in enumerate(graph.nodes):
+        node.id = index
+        node.name = node.name or f"{node.op_type}_{index}"
+    for value in graph.values.values():
+        if not is_static(value):
+            raise ShapeError(f"value '{value.name}' has no static shape after import; "
+                             "fix the model's shapes or give overrides with --shape/--dim")
+        value.shape = tuple(int(d) for d in value.shape)
+        if value.const is not None:
+            value.const = np.asarray(value.const)

@@ -1,0 +1,183 @@
+"""Closing the shapes ONNX's whole-model inference left open.
+
+Whole-model inference (with data propagation) already resolves most shape arithmetic. What remains is
+usually a shape computed from constants it cannot see through (e.g. a Reshape target built from weights
+by ConstantOfShape, or ops its data propagation does not cover). For each such node, in topological
+order, the frontend folds exactly the constant producers it needs, then re-infers that one node with the
+constant data in hand; if all its inputs are constant it folds the node itself. A shape that still
+depends on runtime data is a ShapeError.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from hetc.errors import ShapeError
+from hetc.frontend.builder import is_static, tensor_type_of
+from hetc.ir import Graph, Node, Value, dtype_to_onnx
+from hetc.ir.dtypes import dtype_from_numpy
+from hetc.ir.onnx_export import make_attribute
+from hetc.passes.evaluator import SHAPE_OPS, EvaluationError, evaluate, evaluate_shape_op, is_foldable
+
+_FAILED = object()  # memo marker: this value cannot be computed at compile time
+
+
+class ShapeResolver:
+    """Folds on demand and re-infers nodes until every value of ``graph`` has a static shape."""
+
+    def __init__(self, graph: Graph, ir_version: int):
+        self.graph = graph
+        self.ir_version = ir_version
+        self.graph_outputs = {v.name for v in graph.outputs}
+        self.known: dict[str, object] = {}  # value name -> array, or _FAILED
+        self.folded: set[int] = set()  # ids of nodes replaced by constants
+
+    def run(self) -> None:
+        for node in self.graph.topo_order():
+            if node.id in self.folded or all(is_static(v) for v in node.outputs):
+                continue
+            self._resolve(node)
+        if self.folded:
+            self._drop_folded()
+        for value in self.graph.inputs:
+            if not is_static(value):
+                raise ShapeError(f"input '{value.name}' has no usable type or shape; fix it with "
+                                 f"--shape {value.name}=<dims>")
+
+    # ------------------------------------------------------------------ one node
+    def _resolve(self, node: Node) -> None:
+        data = {v.name: self._materialize(v) for v in node.present_inputs}
+        constant = {name: a for name, a in data.items() if a is not _FAILED}
+        if len(constant) == len(data) and self._fold(node):
+            return
+        self._infer(node, constant)
+        if node.op_type in _SHAPE_RULES and not all(is_static(v) for v in node.outputs):
+            _SHAPE_RULES[node.op_type](node)
+        if all(is_static(v) for v in node.outputs):
+            return
+        open_value = next(v for v in node.outputs if not is_static(v))
+        label = f"node #{node.id} {node.op_type}" + (f" '{node.name}'" if node.name else "")
+        if open_value.dtype is None:
+            raise ShapeError(f"unknown output type: {label} gives '{open_value.name}' a type shape inference "
+                             "cannot determine (custom or unknown operator?); hetc needs every type")
+        dims = "unknown rank" if open_value.shape is None else "dims " + ", ".join(
+            str(i) for i, d in enumerate(open_value.shape) if d is None)
+        raise ShapeError(f"data-dependent shape: {label} produces '{open_value.name}' whose shape depends on "
+                         f"runtime data ({dims}); hetc needs static shapes, so this model cannot be compiled "
+                         "(a --shape/--dim override cannot fix it)")
+
+    def _fold(self, node: Node) -> bool:
+        """Replace ``node`` by constants (or, for a graph output, only learn its shapes)."""
+        arrays = self._evaluate(node)
+        if arrays is None:
+            return False
+        for value, array in zip(node.outputs, arrays):
+            self.known[value.name] = array
+            value.dtype = value.dtype or dtype_from_numpy(array.dtype)
+            value.shape = tuple(array.shape)
+        if not self.graph_outputs.intersection(v.name for v in node.outputs):
+            for value, array in zip(node.outputs, arrays):
+                value.const = np.asarray(array)
+            self.folded.add(node.id)
+        return True
+
+    def _evaluate(self, node: Node) -> list[np.ndarray] | None:
+        if not is_foldable(node):
+            return None
+        inputs = [None if v is None else self.known.get(v.name, v.const) for v in node.inputs]
+        try:
+            arrays = evaluate(node, inputs, self.graph.opset)  # type: ignore[arg-type]
+        except EvaluationError:
+            return None
+        return arrays if len(arrays) >= len(node.outputs) else None
+
+    def _materialize(self, value: Value) -> object:
+        """The compile-time content of ``value``, folding its producers as needed; _FAILED if none."""
+        if value.const is not None:
+            return value.const
+        if value.name in self.known:
+            return self.known[value.name]
+        self.known[value.name] = _FAILED  # also breaks cycles through malformed graphs
+        producer = value.producer
+        if producer is None or not is_foldable(producer):
+            return _FAILED
+        if producer.op_type in SHAPE_OPS and evaluate_shape_op(producer) is not None:
+            self._fold(producer)
+            return self.known[value.name]
+        if all(self._materialize(v) is not _FAILED for v in producer.present_inputs):
+            self._fold(producer)
+        return self.known[value.name]
+
+    def _infer(self, node: Node, constant: dict[str, np.ndarray]) -> None:
+        if node.has_subgraph:
+            return  # needs the outer scope; whole-model inference already did what it could
+        try:
+            schema = onnx.defs.get_schema(node.op_type, self.graph.opset.get(node.domain, 1), node.domain)
+        except onnx.defs.SchemaError:
+            return
+        proto = helper.make_node(node.op_type, [v.name if v is not None else "" for v in node.inputs],
+                                 [v.name for v in node.outputs], domain=node.domain or None)
+        proto.attribute.extend(make_attribute(k, a) for k, a in node.attrs.items())
+        types = {v.name: _type_proto(v) for v in node.present_inputs}
+        data = {name: numpy_helper.from_array(np.asarray(a)) for name, a in constant.items()
+                if np.asarray(a).dtype != object}
+        opsets = [helper.make_opsetid(d, v) for d, v in self.graph.opset.items()]
+        try:
+            inferred = onnx.shape_inference.infer_node_outputs(schema, proto, types, data,
+                                                               opset_imports=opsets, ir_version=self.ir_version)
+        except Exception as error:  # noqa: BLE001 - InferenceError and friends from the C++ side
+            label = f"node #{node.id} {node.op_type}" + (f" '{node.name}'" if node.name else "")
+            raise ShapeError(f"shape inference failed: {label}: {str(error).strip().splitlines()[0]}") from error
+        for value in node.outputs:
+            if value.name in inferred:
+                dtype, shape = tensor_type_of(value.name, inferred[value.name])
+                value.dtype = value.dtype or dtype
+                if shape is not None:
+                    value.shape = shape
+
+    # ------------------------------------------------------------------ clean-up
+    def _drop_folded(self) -> None:
+        """Remove folded nodes, then producers that only fed them (a local dead-code elimination: nodes
+        that were dead in the model itself stay, the import is faithful)."""
+        graph = self.graph
+        candidates = {v.producer.id for n in graph.nodes if n.id in self.folded
+                      for v in n.present_inputs if v.producer is not None}
+        graph.nodes = [n for n in graph.nodes if n.id not in self.folded]
+        graph.relink()
+        while candidates:
+            dead = {n.id for n in graph.nodes if n.id in candidates and not any(
+                v.consumers or v.name in self.graph_outputs for v in n.outputs)}
+            if not dead:
+                break
+            candidates = {v.producer.id for n in graph.nodes if n.id in dead
+                          for v in n.present_inputs if v.producer is not None}
+            graph.nodes = [n for n in graph.nodes if n.id not in dead]
+            graph.relink()
+
+
+def _dropout_mask_shape(node: Node) -> None:
+    # ONNX's Dropout inference types the optional mask but leaves its shape open: it is the data's.
+    if len(node.outputs) > 1 and node.outputs[1].shape is None and node.inputs[0] is not None:
+        node.outputs[1].shape = node.inputs[0].shape
+
+
+# Outputs whose shape ONNX's inference leaves open although it follows from the input shapes alone.
+_SHAPE_RULES = {"Dropout": _dropout_mask_shape}
+
+
+def _type_proto(value: Value) -> onnx.TypeProto:
+    shape = None if value.shape is None else [d if d is not None else "" for d in value.shape]
+    proto = helper.make_tensor_type_proto(dtype_to_onnx(value.dtype) if value.dtype else 0, None)
+    if shape is not None:
+        proto.tensor_type.shape.SetInParent()
+        for d in shape:
+            dim = proto.tensor_type.shape.dim.add()
+            if d != "":
+                dim.dim_value = int(d)
+    return proto
+
+
+def make_static(graph: Graph, ir_version: int) -> None:
+    """Resolve every open shape of a freshly built graph in place, or raise ShapeError."""
+    ShapeResolver(graph, ir_version).run()

@@ -1,0 +1,61 @@
+"""Removal of nodes that compute nothing at inference: Identity, and Dropout in inference mode (its
+optional mask becomes a constant all-true/all-one tensor)."""
+from __future__ import annotations
+
+import numpy as np
+
+from hetc.ir import Graph, Node, Value, np_dtype
+from hetc.passes.rewrite import replace_uses
+
+
+def remove_identities(graph: Graph) -> Graph:
+    """A copy of ``graph`` without Identity and inference-mode Dropout nodes."""
+    result = graph.copy()
+    run_remove_identities(result)
+    return result
+
+
+def run_remove_identities(graph: Graph) -> int:
+    """Remove in place; returns the number of nodes removed."""
+    removed: set[int] = set()
+    for node in graph.nodes:
+        if _is_identity(node) and _bypass(graph, node):
+            removed.add(node.id)
+    if removed:
+        graph.nodes = [n for n in graph.nodes if n.id not in removed]
+        graph.relink()
+    return len(removed)
+
+
+def _is_identity(node: Node) -> bool:
+    if node.domain != "" or not node.inputs or node.inputs[0] is None:
+        return False
+    if node.op_type == "Identity":
+        return True
+    if node.op_type != "Dropout":
+        return False
+    training = node.inputs[2] if len(node.inputs) > 2 else None
+    if training is not None and not (training.is_const and not bool(np.asarray(training.const).any())):
+        return False  # training_mode may be true at run time
+    return not node.attrs.get("training_mode", 0)
+
+
+def _bypass(graph: Graph, node: Node) -> bool:
+    """Rewire the node's readers to its input; False if it must stay (see below)."""
+    source, result = node.inputs[0], node.outputs[0]
+    outputs = [v.name for v in graph.outputs]
+    mask = node.outputs[1] if len(node.outputs) > 1 else None
+    if mask is not None and mask.name in outputs:
+        return False
+    if result.name in outputs:
+        # The output name is the model's interface: rename the source to it, which is possible only if
+        # the source is an ordinary intermediate value (not an input, constant or another output).
+        if source.producer is None or source.is_const or source.name in outputs:
+            return False
+        source.name = result.name
+        graph.outputs = [source if v is result else v for v in graph.outputs]
+    replace_uses(result, source)
+    if mask is not None and mask.consumers:
+        ones = np.ones(mask.shape, dtype=np_dtype(mask.dtype))
+        replace_uses(mask, Value(mask.name, mask.dtype, mask.shape, const=ones))
+    return True
