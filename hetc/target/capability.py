@@ -7,7 +7,7 @@ from typing import Any, Callable
 from hetc.errors import TargetError
 from hetc.ir import Node, Value
 from hetc.target.model import Device, Ok, Reason
-from hetc.target.ops import PARAMETER_INPUTS
+from hetc.target.ops import PARAMETER_INPUTS, VIEW_OPS
 
 OK = Ok()
 
@@ -175,14 +175,16 @@ _OP_CHECKS: dict[str, Callable[[Node, Device, dict[str, Any]], Reason | None]] =
 
 def working_set_bytes(node: Node, alignment: int = 1) -> int:
     """Bytes of ``node``'s distinct inputs (weights included) and outputs, each rounded up to ``alignment``:
-    what must be resident in the device's home memory at once."""
-    seen: set[int] = set()
-    total = 0
-    for v in [*node.present_inputs, *node.outputs]:
-        if id(v) not in seen:
-            seen.add(id(v))
-            total += -(-v.nbytes // alignment) * alignment
-    return total
+    what must be resident in the device's home memory at once. A view op's output aliases its input
+    (DESIGN.md, in-place aliasing), so it is not counted twice."""
+    def aligned(v: Value) -> int:
+        return -(-v.nbytes // alignment) * alignment
+
+    distinct = list({id(v): v for v in [*node.present_inputs, *node.outputs]}.values())
+    if node.op_type in VIEW_OPS and node.inputs and node.inputs[0] is not None:
+        aliased = {id(v) for v in node.outputs}
+        return sum(aligned(v) for v in distinct if id(v) not in aliased)
+    return sum(aligned(v) for v in distinct)
 
 
 def _working_set(target: "Target", node: Node, dev: Device) -> Ok | Reason:  # noqa: F821

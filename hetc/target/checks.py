@@ -22,6 +22,10 @@ def check_target(target: Target) -> None:
         fail(f"[memories.{target.dram}]", "kind", f"the DRAM memory has kind '{target.memories[target.dram].kind}'",
              'set kind = "dram"')
 
+    if target.staging and target.staging not in memories:
+        fail("top level", "staging", f"memory '{target.staging}' is not defined",
+             f"set staging to one of: {', '.join(sorted(memories))}, or remove it to stage through DRAM")
+
     for dev in target.devices.values():
         where = f"[devices.{dev.name}]"
         if dev.memory not in memories:

@@ -78,6 +78,7 @@ def target_from_toml_text(text: str, origin: str = "<string>") -> Target:
     sync_ns = top.non_negative(top.require("sync_ns", (int, float)), "sync_ns")
     priority = top.optional("priority", list, None)
     dram = top.optional("dram", str, "dram")
+    staging = top.optional("staging", str, "")
     memories = {n: _memory(origin, n, t) for n, t in top.tables("memories").items()}
     devices = {n: _device(origin, n, t) for n, t in top.tables("devices").items()}
     dmas = _dmas(origin, top.optional("dma", list, []))
@@ -86,7 +87,7 @@ def target_from_toml_text(text: str, origin: str = "<string>") -> Target:
         priority = list(devices)
     target = Target(name=name, description=description, memories=memories, devices=devices, dmas=dmas,
                     sync_ns=float(sync_ns), priority=tuple(str(p) for p in priority), dram=dram, source=text,
-                    path=origin)
+                    path=origin, staging=staging)
     check_target(target)
     return target
 

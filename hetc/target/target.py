@@ -21,7 +21,8 @@ class Target:
     dram: str = "dram"                    # where graph inputs, outputs and constants live
     source: str = ""                      # the TOML text it was loaded from (embedded in bundles)
     path: str = ""                        # where it was loaded from, for messages
-    _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False, hash=False)
+    staging: str = ""                     # memory two-hop routes pass through ("": the DRAM)
+    _cache: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False, hash=False)
 
     # ------------------------------------------------------------------ structure
     @property
@@ -34,22 +35,33 @@ class Target:
 
     def engines_between(self, a: str, b: str) -> list[DmaEngine]:
         """DMA engines that directly connect memories ``a`` and ``b`` (either direction)."""
-        return [e for e in self.dmas.values() if e.serves(a, b)]
+        key = ("engines", a, b)
+        found = self._cache.get(key)
+        if found is None:
+            found = self._cache[key] = [e for e in self.dmas.values() if e.serves(a, b)]
+        return list(found)
 
     def route(self, src: str, dst: str) -> list[tuple[str, str]]:
         """The memory hops a value takes from ``src`` to ``dst``: direct when an engine links them,
-        otherwise through DRAM. Empty when ``src == dst``."""
+        otherwise through the staging memory (``staging``, by default the DRAM), otherwise through DRAM.
+        Empty when ``src == dst``."""
+        key = ("route", src, dst)
+        if key not in self._cache:
+            self._cache[key] = self._find_route(src, dst)
+        return list(self._cache[key])
+
+    def _find_route(self, src: str, dst: str) -> list[tuple[str, str]]:
         if src == dst:
             return []
         if self.engines_between(src, dst):
             return [(src, dst)]
-        hops = [(src, self.dram), (self.dram, dst)]
-        for a, b in hops:
-            if not self.engines_between(a, b):
-                from hetc.errors import TargetError
-                raise TargetError(f"target '{self.name}': no DMA engine connects memory '{a}' to '{b}'; "
-                                  f"add a [[dma]] entry with memories = [\"{a}\", \"{b}\"]")
-        return hops
+        for via in dict.fromkeys([self.staging or self.dram, self.dram]):
+            if via not in (src, dst) and self.engines_between(src, via) and self.engines_between(via, dst):
+                return [(src, via), (via, dst)]
+        from hetc.errors import TargetError
+        a, b = (src, self.dram) if not self.engines_between(src, self.dram) else (self.dram, dst)
+        raise TargetError(f"target '{self.name}': no DMA engine connects memory '{a}' to '{b}'; "
+                          f"add a [[dma]] entry with memories = [\"{a}\", \"{b}\"]")
 
     def transfer_ns(self, nbytes: int, engine: str) -> float:
         """Duration of one DMA transfer of ``nbytes`` on ``engine`` (latency + bytes / bandwidth)."""
