@@ -1,0 +1,178 @@
+"""The bundle: an in-memory object, its directory form (``Bundle.save``) and ``load_bundle``.
+
+Serialisation is deterministic (sorted keys, no timestamps, fixed line endings) so that the same build gives
+byte-identical files. ``manifest.json`` records the sha256 and size of every other file; loading checks them.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import shutil
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from hetc.codegen.program import Program
+from hetc.errors import BundleError
+from hetc.memory.artifact import MemoryPlan
+from hetc.schedule.artifact import Schedule
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
+
+
+def _csv_bytes(rows: tuple[dict[str, Any], ...]) -> bytes:
+    if not rows:
+        return b""
+    columns = list(rows[0])
+    for row in rows[1:]:
+        columns += [c for c in row if c not in columns]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue().encode()
+
+
+@dataclass(frozen=True)
+class Bundle:
+    manifest: dict[str, Any]                  # without "files" (added, with checksums, when serialised)
+    programs: dict[str, Program]              # engine -> program, in the target's engine order
+    constants: bytes                          # DRAM image of the read-only region
+    schedule_json: dict[str, Any]
+    memory_json: dict[str, Any]
+    placement_rows: tuple[dict[str, Any], ...] = ()
+    report: str = ""
+    extra_files: dict[str, bytes] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ views
+    @property
+    def inputs(self) -> list[dict[str, Any]]:
+        return self.manifest["inputs"]
+
+    @property
+    def outputs(self) -> list[dict[str, Any]]:
+        return self.manifest["outputs"]
+
+    def schedule(self) -> Schedule:
+        return Schedule.from_json(self.schedule_json)
+
+    def memory_plan(self) -> MemoryPlan:
+        return MemoryPlan.from_json(self.memory_json, self.schedule())
+
+    def with_summary(self, summary: dict[str, Any]) -> "Bundle":
+        return replace(self, manifest={**self.manifest, "summary": summary})
+
+    def with_report(self, report: str) -> "Bundle":
+        return replace(self, report=report)
+
+    def with_files(self, files: dict[str, bytes]) -> "Bundle":
+        """Add extra files (Gantt exports...) under the given relative paths."""
+        return replace(self, extra_files={**self.extra_files, **files})
+
+    # ------------------------------------------------------------------ serialisation
+    def files(self) -> dict[str, bytes]:
+        """Every file of the bundle directory, ``manifest.json`` (with the checksums) included."""
+        files: dict[str, bytes] = {}
+        for engine, program in self.programs.items():
+            files[f"programs/{engine}.json"] = program.dumps().encode()
+            files[f"programs/{engine}.asm"] = program.asm().encode()
+        files["constants.bin"] = self.constants
+        files["schedule.json"] = _json_bytes(self.schedule_json)
+        files["memory.json"] = _json_bytes(self.memory_json)
+        files["placement.csv"] = _csv_bytes(self.placement_rows)
+        files["report.txt"] = self.report.encode()
+        for name, data in self.extra_files.items():
+            if name in files or name == MANIFEST or Path(name).is_absolute() or ".." in Path(name).parts:
+                raise BundleError(f"extra bundle file '{name}' clashes with a bundle file or leaves the bundle; "
+                                  "give it another relative name")
+            files[name] = data
+        checksums = {name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+                     for name, data in sorted(files.items())}
+        files[MANIFEST] = _json_bytes({**self.manifest, "files": checksums})
+        return dict(sorted(files.items()))
+
+    def save(self, directory: str | os.PathLike[str], force: bool = False) -> Path:
+        """Write the bundle to ``directory`` atomically (temporary sibling, then rename)."""
+        target = Path(directory)
+        if target.exists():
+            if not force:
+                raise BundleError(f"bundle directory '{target}' already exists; pass --force to overwrite it")
+            if not target.is_dir() or (any(target.iterdir()) and not (target / MANIFEST).exists()):
+                raise BundleError(f"'{target}' exists and is not a hetc bundle; refusing to overwrite it even "
+                                  "with --force; choose another output directory")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            for name, data in self.files().items():
+                path = tmp / name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+            if target.exists():
+                old = target.parent / f".{target.name}.old-{os.getpid()}"
+                target.rename(old)
+                tmp.rename(target)
+                shutil.rmtree(old)
+            else:
+                tmp.rename(target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return target
+
+
+def load_bundle(directory: str | os.PathLike[str]) -> Bundle:
+    """Read a bundle directory, checking its format version and every file's checksum."""
+    root = Path(directory)
+    if not (root / MANIFEST).is_file():
+        raise BundleError(f"'{root}' is not a hetc bundle (no {MANIFEST}); build one with `hetc build MODEL -o DIR`")
+    try:
+        manifest = json.loads((root / MANIFEST).read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{root / MANIFEST} is not valid JSON ({exc}); rebuild the bundle") from None
+    if manifest.get("format") != "hetc-bundle" or not isinstance(manifest.get("format_version"), int):
+        raise BundleError(f"{root / MANIFEST} is not a hetc bundle manifest; rebuild the bundle")
+    version = manifest["format_version"]
+    if version > FORMAT_VERSION:
+        raise BundleError(f"bundle '{root}' has format version {version}, newer than this hetc reads "
+                          f"({FORMAT_VERSION}); upgrade hetc")
+    if version < FORMAT_VERSION:
+        raise BundleError(f"bundle '{root}' has old format version {version} (this hetc reads {FORMAT_VERSION}); "
+                          "rebuild it with `hetc build`")
+    files = manifest.pop("files", {})
+    data: dict[str, bytes] = {}
+    for name, meta in files.items():
+        path = root / name
+        if not path.is_file():
+            raise BundleError(f"bundle '{root}' is missing {name}; rebuild it with `hetc build`")
+        raw = path.read_bytes()
+        if len(raw) != meta["bytes"]:
+            raise BundleError(f"{name} in bundle '{root}' is {len(raw)} bytes but the manifest says {meta['bytes']} "
+                              "(truncated or edited); rebuild the bundle")
+        if hashlib.sha256(raw).hexdigest() != meta["sha256"]:
+            raise BundleError(f"{name} in bundle '{root}' does not match its checksum (edited after the build); "
+                              "rebuild the bundle")
+        data[name] = raw
+    for required in ("constants.bin", "schedule.json", "memory.json"):
+        if required not in data:
+            raise BundleError(f"the manifest of bundle '{root}' does not list {required}; rebuild the bundle")
+    programs: dict[str, Program] = {}
+    for engine in manifest["engines"]:
+        name = f"programs/{engine}.json"
+        if name not in data:
+            raise BundleError(f"the manifest of bundle '{root}' does not list {name}; rebuild the bundle")
+        programs[engine] = Program.from_json(json.loads(data[name]))
+    known = {MANIFEST, "constants.bin", "schedule.json", "memory.json", "placement.csv", "report.txt"}
+    known |= {f"programs/{e}.{ext}" for e in programs for ext in ("json", "asm")}
+    rows = tuple(csv.DictReader(io.StringIO(data.get("placement.csv", b"").decode())))
+    return Bundle(manifest=manifest, programs=programs, constants=data["constants.bin"],
+                  schedule_json=json.loads(data["schedule.json"]), memory_json=json.loads(data["memory.json"]),
+                  placement_rows=rows, report=data.get("report.txt", b"").decode(),
+                  extra_files={n: d for n, d in data.items() if n not in known})

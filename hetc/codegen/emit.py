@@ -1,0 +1,190 @@
+"""Code generation: a planned graph becomes one program per engine plus the bundle's data files."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+import hetc
+from hetc.codegen.attrs import encode_attrs
+from hetc.codegen.bundle import FORMAT_VERSION, Bundle
+from hetc.codegen.program import BYTE_PRESERVING_OPS, Compute, Dma, Instruction, Operand, Program, Signal, Wait
+from hetc.codegen.sync import plan_sync, storage_deps, storage_root
+from hetc.errors import BundleError
+from hetc.ir import Graph, Node, itemsize, nbytes as _nbytes, np_dtype
+from hetc.memory.artifact import Buffer, MemoryPlan
+from hetc.schedule.artifact import Task
+from hetc.target.target import Target
+
+
+@dataclass(frozen=True)
+class EmitOptions:
+    """What the caller knows that the plan does not: provenance and the human-facing files."""
+
+    model_sha256: str = ""
+    model_name: str = ""
+    summary: dict[str, Any] = field(default_factory=dict)            # the `hetc build --json` object
+    placement_rows: tuple[dict[str, Any], ...] = ()                  # rows of placement.csv
+    report: str = ""                                                 # report.txt
+    extra_files: dict[str, bytes] = field(default_factory=dict)      # e.g. {"gantt.html": b"..."}
+
+
+def emit(graph: Graph, plan: MemoryPlan, target: Target, options: EmitOptions | None = None) -> Bundle:
+    """Per-engine programs, semaphores, the constants image and the manifest for ``plan.schedule``."""
+    options = options or EmitOptions()
+    schedule = plan.schedule
+    lanes = {engine: [] for engine in target.engines}
+    for engine, tasks in schedule.engine_tasks().items():
+        if engine not in lanes:
+            raise BundleError(f"the schedule uses engine '{engine}' that target '{target.name}' does not have; "
+                              "schedule the graph for this target again")
+        lanes[engine] = tasks
+    deps: dict[int, set[int]] = {t.id: set(t.deps) for t in schedule.tasks}
+    # Address reuse: the planner's own list, and ours as a safety net (they should agree).
+    for tid, before in plan.reuse_deps.items():
+        deps.setdefault(tid, set()).update(before)
+    for tid, before in storage_deps(plan).items():
+        deps.setdefault(tid, set()).update(before)
+    sync = plan_sync(lanes, deps)
+
+    nodes = graph.node_map()
+    programs: dict[str, Program] = {}
+    for engine, tasks in lanes.items():
+        instructions: list[Instruction] = []
+        for task in tasks:
+            instructions += [Wait(sem, count) for sem, count in sync.waits.get(task.id, ())]
+            instructions.append(_compute(task, nodes, plan, target) if task.kind == "compute"
+                                else _dma(task, plan, target))
+            if task.id in sync.signals:
+                instructions.append(Signal(f"sem.{engine}"))
+        if engine in target.devices:
+            device = target.devices[engine]
+            programs[engine] = Program(engine, device.kind, (device.memory,), tuple(instructions))
+        else:
+            programs[engine] = Program(engine, "dma", tuple(target.dmas[engine].memories), tuple(instructions))
+
+    constants, constants_bytes = _constants_image(graph, plan, target)
+    manifest = {
+        "format": "hetc-bundle",
+        "format_version": FORMAT_VERSION,
+        "hetc_version": hetc.__version__,
+        "model": {"name": options.model_name or graph.name, "sha256": options.model_sha256},
+        "target": {"name": target.name, "toml": target.source},
+        "machine": _machine(target, plan),
+        "inputs": [_binding(plan, v.name, target.dram, first=True) for v in graph.inputs if not v.is_const],
+        "outputs": [_binding(plan, v.name, target.dram, first=False) for v in graph.outputs],
+        "opset": dict(sorted(graph.opset.items())),
+        "constants": {"file": "constants.bin", "memory": target.dram, "offset": 0, "bytes": constants_bytes},
+        "engines": list(lanes),
+        "planned_makespan_ns": schedule.makespan_ns,
+        "summary": options.summary,
+    }
+    return Bundle(manifest=manifest, programs=programs, constants=constants, schedule_json=schedule.to_json(),
+                  memory_json=plan.to_json(), placement_rows=tuple(options.placement_rows),
+                  report=options.report, extra_files=dict(options.extra_files))
+
+
+# ---------------------------------------------------------------------------------------------- instructions
+def _operand(plan: MemoryPlan, buffer_id: str) -> Operand:
+    b = plan.buffer(buffer_id)
+    root = storage_root(plan, buffer_id)   # an alias lives in its root's bytes
+    shape = tuple(int(d) for d in b.shape)
+    size = itemsize(b.dtype) if b.dtype != "string" else 8
+    strides: list[int] = []
+    step = size
+    for d in reversed(shape):
+        strides.append(int(step))
+        step *= d
+    nbytes = int(math.ceil(math.prod(shape) * size))
+    return Operand(buffer=b.id, value=b.value, memory=root.memory, offset=root.offset, dtype=b.dtype,
+                   shape=shape, strides=tuple(reversed(strides)), nbytes=nbytes, storage=root.id)
+
+
+def _task_buffers(plan: MemoryPlan, task: Task):
+    tb = plan.task_buffers.get(task.id)
+    if tb is None:
+        raise BundleError(f"the memory plan binds no buffers to task {task.id} ({task.kind} on {task.engine}); "
+                          "run plan_memory on this exact schedule")
+    return tb
+
+
+def _compute(task: Task, nodes: dict[int, Node], plan: MemoryPlan, target: Target) -> Compute:
+    node = nodes.get(task.node)  # type: ignore[arg-type]
+    if node is None:
+        raise BundleError(f"task {task.id} runs node {task.node}, which is not in the graph; "
+                          "emit the bundle from the graph the schedule was built for")
+    tb = _task_buffers(plan, task)
+    inputs = tuple(_operand(plan, b) if b is not None else None for b in tb.reads)
+    outputs = tuple(_operand(plan, b) for b in tb.writes)
+    device = target.devices[task.engine]
+    for o in (*inputs, *outputs):
+        if o is not None and o.memory != device.memory:
+            raise BundleError(f"node '{node.name}' runs on {task.engine} (home {device.memory}) but its operand "
+                              f"'{o.value}' is in {o.memory}; the memory plan is missing a transfer")
+    inplace: tuple[int, ...] = ()
+    if node.op_type in BYTE_PRESERVING_OPS:
+        read_at = {(i.storage, i.offset) for i in inputs if i is not None}
+        inplace = tuple(k for k, o in enumerate(outputs) if (o.storage, o.offset) in read_at)
+    domain = node.domain or ""
+    qualified = node.op_type if domain in ("", "ai.onnx") else f"{domain}.{node.op_type}"
+    return Compute(task=task.id, node=node.id, name=node.name or f"{node.op_type}_{node.id}", op=node.op_type,
+                   domain=domain, kernel=f"{device.kind}.{qualified}", inputs=inputs, outputs=outputs,
+                   attrs=encode_attrs(node.attrs), duration_ns=task.duration_ns,
+                   planned_start_ns=task.start_ns, planned_end_ns=task.end_ns,
+                   dram_bytes=sum(o.nbytes for o in (*inputs, *outputs) if o is not None and o.memory == target.dram),
+                   inplace=inplace)
+
+
+def _dma(task: Task, plan: MemoryPlan, target: Target) -> Dma:
+    tb = _task_buffers(plan, task)
+    if len(tb.reads) != 1 or len(tb.writes) != 1 or tb.reads[0] is None:
+        raise BundleError(f"transfer task {task.id} must read one buffer and write one; the memory plan binds "
+                          f"{tb.reads} -> {tb.writes}")
+    src, dst = _operand(plan, tb.reads[0]), _operand(plan, tb.writes[0])
+    nbytes = task.bytes or min(src.nbytes, dst.nbytes)
+    return Dma(task=task.id, value=task.value or src.value, src=src, dst=dst, bytes=nbytes,
+               duration_ns=task.duration_ns, planned_start_ns=task.start_ns, planned_end_ns=task.end_ns,
+               dram_bytes=nbytes * ((src.memory == target.dram) + (dst.memory == target.dram)))
+
+
+# ---------------------------------------------------------------------------------------------- data files
+def _constants_image(graph: Graph, plan: MemoryPlan, target: Target) -> tuple[bytes, int]:
+    """DRAM bytes [0, region end) with every weight at its planned offset."""
+    placed = [b for b in plan.buffers
+              if b.memory == target.dram and b.alias_of is None and b.value in graph.values
+              and graph.values[b.value].is_const]
+    size = max([plan.constants_bytes] + [b.offset + b.size for b in placed])
+    image = np.zeros(size, dtype=np.uint8)
+    for b in placed:
+        data = np.ascontiguousarray(np.asarray(graph.values[b.value].const).astype(np_dtype(b.dtype), copy=False))
+        raw = data.view(np.uint8).reshape(-1)
+        image[b.offset:b.offset + raw.size] = raw
+    return image.tobytes(), size
+
+
+def _binding(plan: MemoryPlan, value: str, dram: str, first: bool) -> dict[str, Any]:
+    """Where a graph input (its first DRAM copy) or output (its last one) lives."""
+    dram_copies: list[Buffer] = [b for b in plan.buffers if b.value == value and b.memory == dram]
+    if not dram_copies:
+        return {"name": value, "buffer": None, "memory": None, "offset": None, "dtype": None, "shape": None,
+                "nbytes": 0}
+    b = min(dram_copies, key=lambda b: (b.start_ns, b.id)) if first else \
+        max(dram_copies, key=lambda b: (b.end_ns, b.id))
+    root = storage_root(plan, b.id)
+    return {"name": value, "buffer": b.id, "memory": root.memory, "offset": root.offset, "dtype": b.dtype,
+            "shape": list(b.shape), "nbytes": _nbytes(b.dtype, tuple(b.shape))}
+
+
+def _machine(target: Target, plan: MemoryPlan) -> dict[str, Any]:
+    """The part of the target the simulator needs, plus how many bytes of each memory the plan touches."""
+    extent: dict[str, int] = {}
+    for b in plan.buffers:
+        extent[b.memory] = max(extent.get(b.memory, 0), b.offset + b.size)
+    return {
+        "dram": target.dram,
+        "sync_ns": target.sync_ns,
+        "memories": {name: {"size": m.size, "bandwidth": m.bandwidth, "kind": m.kind,
+                            "extent": extent.get(name, 0)} for name, m in target.memories.items()},
+    }

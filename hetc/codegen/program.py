@@ -1,0 +1,196 @@
+"""Per-engine programs: the instruction set, its JSON form and the readable ``.asm`` listing.
+
+Four instructions, executed strictly in order by one engine:
+
+* ``compute``: run a kernel for one graph node on a device; operands are buffers in the device's home memory;
+* ``dma``: copy ``bytes`` bytes from a source buffer to a destination buffer (a DMA engine);
+* ``signal SEM``: add one to semaphore SEM (visible to other engines ``sync_ns`` later);
+* ``wait SEM COUNT``: block until SEM has been signalled at least COUNT times. Semaphores are monotonic
+  counters, never decremented, so a wait names exactly which signal it needs.
+
+``compute`` and ``dma`` carry their planned times and duration (from the schedule, which took them from the
+target's cost model) and the bytes they move through DRAM, which is what the simulator's bandwidth-sharing model
+needs; the simulator never has to rebuild IR nodes.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+# Ops whose output may share its input's storage without changing a byte: an in-place one of these reads
+# and "writes" the same bytes, which is not a race.
+BYTE_PRESERVING_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"})
+
+
+@dataclass(frozen=True)
+class Operand:
+    """One buffer as an instruction sees it: where its bytes are and how to view them."""
+
+    buffer: str
+    value: str
+    memory: str
+    offset: int
+    dtype: str
+    shape: tuple[int, ...]
+    strides: tuple[int, ...]    # bytes, C order
+    nbytes: int
+    storage: str = ""           # the buffer owning these bytes (differs from ``buffer`` for an alias)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"buffer": self.buffer, "value": self.value, "memory": self.memory, "offset": self.offset,
+                "dtype": self.dtype, "shape": list(self.shape), "strides": list(self.strides),
+                "nbytes": self.nbytes, "storage": self.storage or self.buffer}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Operand":
+        return cls(buffer=d["buffer"], value=d["value"], memory=d["memory"], offset=d["offset"],
+                   dtype=d["dtype"], shape=tuple(d["shape"]), strides=tuple(d["strides"]), nbytes=d["nbytes"],
+                   storage=d.get("storage", d["buffer"]))
+
+    def asm(self) -> str:
+        dims = "x".join(map(str, self.shape)) or "()"
+        return f"%{self.value} {self.memory}+0x{self.offset:x} {self.dtype}[{dims}]"
+
+
+@dataclass(frozen=True)
+class Compute:
+    task: int
+    node: int
+    name: str
+    op: str
+    domain: str
+    kernel: str                         # "<device kind>.<op>" (domain-qualified outside ai.onnx)
+    inputs: tuple[Operand | None, ...]  # node input order; None for an omitted optional input
+    outputs: tuple[Operand, ...]
+    attrs: dict[str, Any]               # tagged JSON (hetc.codegen.attrs)
+    duration_ns: int
+    planned_start_ns: int
+    planned_end_ns: int
+    dram_bytes: int                     # operand bytes it streams through DRAM (bandwidth sharing)
+    inplace: tuple[int, ...] = ()       # outputs that alias an input without changing bytes
+    kind: str = field(default="compute", init=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"op": "compute", "task": self.task, "node": self.node, "name": self.name, "op_type": self.op,
+                "domain": self.domain, "kernel": self.kernel,
+                "inputs": [o.to_json() if o is not None else None for o in self.inputs],
+                "outputs": [o.to_json() for o in self.outputs], "attrs": self.attrs,
+                "duration_ns": self.duration_ns, "planned_start_ns": self.planned_start_ns,
+                "planned_end_ns": self.planned_end_ns, "dram_bytes": self.dram_bytes,
+                "inplace": list(self.inplace)}
+
+    def asm(self) -> str:
+        ins = ", ".join(o.asm() if o is not None else "_" for o in self.inputs)
+        outs = ", ".join(o.asm() for o in self.outputs)
+        return (f"compute #{self.node} {self.kernel} '{self.name}' ({ins}) -> ({outs})"
+                f"  ; task {self.task}, {self.duration_ns} ns")
+
+
+@dataclass(frozen=True)
+class Dma:
+    task: int
+    value: str
+    src: Operand
+    dst: Operand
+    bytes: int
+    duration_ns: int
+    planned_start_ns: int
+    planned_end_ns: int
+    dram_bytes: int
+    kind: str = field(default="dma", init=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"op": "dma", "task": self.task, "value": self.value, "src": self.src.to_json(),
+                "dst": self.dst.to_json(), "bytes": self.bytes, "duration_ns": self.duration_ns,
+                "planned_start_ns": self.planned_start_ns, "planned_end_ns": self.planned_end_ns,
+                "dram_bytes": self.dram_bytes}
+
+    def asm(self) -> str:
+        return (f"dma %{self.value} {self.src.memory}+0x{self.src.offset:x} -> {self.dst.memory}+0x"
+                f"{self.dst.offset:x} {self.bytes} B  ; task {self.task}, {self.duration_ns} ns")
+
+
+@dataclass(frozen=True)
+class Signal:
+    sem: str
+    kind: str = field(default="signal", init=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"op": "signal", "sem": self.sem}
+
+    def asm(self) -> str:
+        return f"signal {self.sem}"
+
+
+@dataclass(frozen=True)
+class Wait:
+    sem: str
+    count: int
+    kind: str = field(default="wait", init=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"op": "wait", "sem": self.sem, "count": self.count}
+
+    def asm(self) -> str:
+        return f"wait {self.sem} {self.count}"
+
+
+Instruction = Union[Compute, Dma, Signal, Wait]
+
+
+def instruction_from_json(d: dict[str, Any]) -> Instruction:
+    op = d["op"]
+    if op == "compute":
+        return Compute(task=d["task"], node=d["node"], name=d["name"], op=d["op_type"], domain=d["domain"],
+                       kernel=d["kernel"],
+                       inputs=tuple(Operand.from_json(o) if o is not None else None for o in d["inputs"]),
+                       outputs=tuple(Operand.from_json(o) for o in d["outputs"]), attrs=d["attrs"],
+                       duration_ns=d["duration_ns"], planned_start_ns=d["planned_start_ns"],
+                       planned_end_ns=d["planned_end_ns"], dram_bytes=d["dram_bytes"],
+                       inplace=tuple(d.get("inplace", ())))
+    if op == "dma":
+        return Dma(task=d["task"], value=d["value"], src=Operand.from_json(d["src"]),
+                   dst=Operand.from_json(d["dst"]), bytes=d["bytes"], duration_ns=d["duration_ns"],
+                   planned_start_ns=d["planned_start_ns"], planned_end_ns=d["planned_end_ns"],
+                   dram_bytes=d["dram_bytes"])
+    if op == "signal":
+        return Signal(sem=d["sem"])
+    if op == "wait":
+        return Wait(sem=d["sem"], count=d["count"])
+    raise ValueError(f"unknown instruction '{op}'")
+
+
+@dataclass(frozen=True)
+class Program:
+    """The instruction stream of one engine (a device or a DMA engine)."""
+
+    engine: str
+    kind: str                       # "cpu" | "npu" | "dsp" (devices) or "dma"
+    memories: tuple[str, ...]       # home memory of a device; the two memories a DMA engine links
+    instructions: tuple[Instruction, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"engine": self.engine, "kind": self.kind, "memories": list(self.memories),
+                "instructions": [i.to_json() for i in self.instructions]}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Program":
+        return cls(engine=d["engine"], kind=d["kind"], memories=tuple(d["memories"]),
+                   instructions=tuple(instruction_from_json(i) for i in d["instructions"]))
+
+    def dumps(self) -> str:
+        # One instruction per line: diffable, and still valid JSON.
+        head = json.dumps({"engine": self.engine, "kind": self.kind, "memories": list(self.memories)},
+                          sort_keys=True)[:-1]
+        body = ",\n".join(" " + json.dumps(i.to_json(), sort_keys=True) for i in self.instructions)
+        return f'{head}, "instructions": [\n{body}\n]}}\n'
+
+    def asm(self) -> str:
+        where = "home " + self.memories[0] if self.kind != "dma" else " <-> ".join(self.memories)
+        counts = {k: sum(1 for i in self.instructions if i.kind == k) for k in ("compute", "dma", "wait",
+                                                                               "signal")}
+        summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+        lines = [f"; engine {self.engine} ({self.kind}, {where}): {summary or 'empty'}"]
+        lines += [f"{pc:05d}  {ins.asm()}" for pc, ins in enumerate(self.instructions)]
+        return "\n".join(lines) + "\n"

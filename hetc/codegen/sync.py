@@ -1,0 +1,177 @@
+"""Which cross-engine orderings need a semaphore, and which signal each wait names.
+
+Two kinds of ordering constraint exist between tasks:
+
+* data dependencies (``Task.deps``: producer -> transfer -> consumer);
+* storage dependencies: when the memory planner reuses bytes, every task touching the old buffer must end
+  before the task writing the new one starts. The schedule respects this in time, but only a semaphore makes
+  it hold when real durations differ from planned ones.
+
+Semaphores are monotonic counters, one per signalling engine (``sem.<engine>``); a task that somebody must wait
+for is followed by a ``signal``; its consumer waits until the counter reaches that signal's ordinal, which
+(program order) also covers every earlier task of that engine. A wait is emitted only when the happens-before
+relation built so far (program order + earlier waits, tracked with vector clocks) does not already order the
+pair, and a wait implied by another wait of the same task is dropped: the transitive reduction.
+"""
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+import numpy as np
+
+from hetc.errors import ScheduleError
+from hetc.memory.artifact import Buffer, MemoryPlan
+from hetc.schedule.artifact import Task
+
+
+def semaphore_name(engine: str) -> str:
+    return f"sem.{engine}"
+
+
+@dataclass(frozen=True)
+class SyncPlan:
+    waits: dict[int, list[tuple[str, int]]]   # task id -> [(semaphore, count)] to wait for before it starts
+    signals: frozenset[int]                   # task ids followed by a signal on their engine's semaphore
+
+
+def plan_sync(lanes: dict[str, list[Task]], deps: dict[int, set[int]]) -> SyncPlan:
+    """The waits and signals that order every dependency in ``deps`` (task id -> ids that must end first)."""
+    engines = list(lanes)
+    n_engines = len(engines)
+    where: dict[int, tuple[int, int]] = {}
+    for e, lane in enumerate(engines):
+        for i, t in enumerate(lanes[lane]):
+            where[t.id] = (e, i)
+    order = _topological(lanes, deps, where)
+
+    clock: dict[int, list[int]] = {}   # task id -> last index of each engine known to have ended when it ends
+    chosen: dict[int, list[tuple[int, int]]] = {}  # task id -> [(engine, index)] of the signals it waits for
+    signalling: set[int] = set()
+    for t in order:
+        e, i = where[t.id]
+        prev = lanes[engines[e]][i - 1].id if i > 0 else None
+        vc = list(clock[prev]) if prev is not None else [-1] * n_engines
+        need: dict[int, int] = {}
+        for p in deps.get(t.id, ()):
+            pe, pi = where[p]
+            if pe == e:
+                if pi >= i:
+                    raise ScheduleError(f"task {p} must end before task {t.id} but comes after it on engine "
+                                        f"'{engines[e]}'; the schedule is inconsistent")
+                continue
+            if vc[pe] < pi and need.get(pe, -1) < pi:
+                need[pe] = pi
+        # Drop a wait that another wait of this task already implies.
+        kept = [(pe, pi) for pe, pi in need.items()
+                if not any(clock[lanes[engines[f]][fi].id][pe] >= pi for f, fi in need.items() if f != pe)]
+        for pe, pi in kept:
+            src = lanes[engines[pe]][pi].id
+            signalling.add(src)
+            vc = [max(a, b) for a, b in zip(vc, clock[src])]
+        vc[e] = i
+        clock[t.id] = vc
+        chosen[t.id] = kept
+
+    ordinal: dict[int, int] = {}
+    for lane in engines:
+        count = 0
+        for t in lanes[lane]:
+            if t.id in signalling:
+                count += 1
+                ordinal[t.id] = count
+    waits = {tid: [(semaphore_name(engines[pe]), ordinal[lanes[engines[pe]][pi].id]) for pe, pi in sorted(ks)]
+             for tid, ks in chosen.items() if ks}
+    return SyncPlan(waits=waits, signals=frozenset(signalling))
+
+
+def _topological(lanes: dict[str, list[Task]], deps: dict[int, set[int]],
+                 where: dict[int, tuple[int, int]]) -> list[Task]:
+    """Tasks in an order consistent with program order and ``deps`` (earliest planned start first)."""
+    by_id = {t.id: t for lane in lanes.values() for t in lane}
+    succs: dict[int, list[int]] = {tid: [] for tid in by_id}
+    indegree = dict.fromkeys(by_id, 0)
+    for lane in lanes.values():
+        for a, b in zip(lane, lane[1:]):
+            succs[a.id].append(b.id)
+            indegree[b.id] += 1
+    for tid, ps in deps.items():
+        for p in ps:
+            if p not in by_id:
+                raise ScheduleError(f"task {tid} depends on unknown task {p}; the schedule is inconsistent")
+            succs[p].append(tid)
+            indegree[tid] += 1
+    ready = [(t.start_ns, t.end_ns, t.id) for t in by_id.values() if indegree[t.id] == 0]
+    heapq.heapify(ready)
+    order: list[Task] = []
+    while ready:
+        *_, tid = heapq.heappop(ready)
+        order.append(by_id[tid])
+        for s in succs[tid]:
+            indegree[s] -= 1
+            if indegree[s] == 0:
+                t = by_id[s]
+                heapq.heappush(ready, (t.start_ns, t.end_ns, s))
+    if len(order) != len(by_id):
+        stuck = sorted(tid for tid, d in indegree.items() if d > 0)[:5]
+        raise ScheduleError(f"dependencies and engine order form a cycle through tasks {stuck}; "
+                            "the schedule is inconsistent")
+    return order
+
+
+def storage_root(plan: MemoryPlan, buffer_id: str) -> Buffer:
+    """The buffer that owns the storage ``buffer_id`` aliases (itself when it aliases nothing)."""
+    b = plan.buffer(buffer_id)
+    seen = {b.id}
+    while b.alias_of is not None:
+        b = plan.buffer(b.alias_of)
+        if b.id in seen:
+            raise ScheduleError(f"buffer alias cycle through '{b.id}' in the memory plan")
+        seen.add(b.id)
+    return b
+
+
+def storage_deps(plan: MemoryPlan) -> dict[int, set[int]]:
+    """Reuse orderings: task id -> tasks that must end before it because it overwrites their bytes."""
+    users: dict[str, set[int]] = {}     # storage root id -> tasks touching it
+    writers: dict[str, set[int]] = {}
+    life: dict[str, list[int]] = {}     # root id -> [start, end] hull over its aliases
+    root_of: dict[str, Buffer] = {}
+    for b in plan.buffers:
+        root = storage_root(plan, b.id)
+        root_of[b.id] = root
+        span = life.setdefault(root.id, [b.start_ns, b.end_ns])
+        span[0], span[1] = min(span[0], b.start_ns), max(span[1], b.end_ns)
+    for tid, tb in plan.task_buffers.items():
+        for bid in tb.reads:
+            if bid is not None:
+                users.setdefault(root_of[bid].id, set()).add(tid)
+        for bid in tb.writes:
+            users.setdefault(root_of[bid].id, set()).add(tid)
+            writers.setdefault(root_of[bid].id, set()).add(tid)
+
+    roots = {r.id: r for r in root_of.values()}
+    by_memory: dict[str, list[Buffer]] = {}
+    for r in roots.values():
+        by_memory.setdefault(r.memory, []).append(r)
+    result: dict[int, set[int]] = {}
+    for bufs in by_memory.values():
+        lo = np.array([b.offset for b in bufs], dtype=np.int64)
+        hi = lo + np.array([max(b.size, 1) for b in bufs], dtype=np.int64)
+        start = np.array([life[b.id][0] for b in bufs], dtype=np.int64)
+        end = np.array([life[b.id][1] for b in bufs], dtype=np.int64)
+        for y, yb in enumerate(bufs):
+            ws = writers.get(yb.id)
+            if not ws:
+                continue
+            before = np.nonzero((lo < hi[y]) & (hi > lo[y]) & (end <= start[y]))[0]
+            kept: list[int] = []
+            for x in sorted(before.tolist(), key=lambda k: -end[k]):
+                a, z = max(lo[x], lo[y]), min(hi[x], hi[y])
+                # A later occupant covering the shared bytes already orders x before y, transitively.
+                if any(end[x] <= start[k] and lo[k] <= a and hi[k] >= z for k in kept):
+                    continue
+                kept.append(x)
+                for w in ws:
+                    result.setdefault(w, set()).update(u for u in users.get(bufs[x].id, ()) if u != w)
+    return result

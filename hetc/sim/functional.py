@@ -1,0 +1,98 @@
+"""Functional execution: kernels and DMAs on real bytes.
+
+An instruction reads its operands when it starts and writes its results when it ends, so an instruction
+that starts too early (a missing semaphore) reads stale bytes and one whose output is overwritten before its
+consumer reads it (a wrong offset) produces wrong numbers downstream.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from hetc.codegen.attrs import decode_attrs
+from hetc.codegen.program import Compute, Operand
+from hetc.errors import SimulationError
+from hetc.ir import np_dtype
+from hetc.sim.machine import COMPUTE, Machine, Step, describe
+
+KernelFn = Callable[..., list[np.ndarray]]
+
+
+def view(memories: dict[str, np.ndarray], o: Operand) -> np.ndarray:
+    """The operand as a numpy array over the memory's bytes (no copy)."""
+    if o.dtype == "string":
+        raise SimulationError(f"value '{o.value}' is a string tensor, which has no byte layout in device memory; "
+                              "the functional simulator cannot run it (use functional=False)")
+    raw = memories[o.memory][o.offset:o.offset + o.nbytes]
+    return raw.view(np_dtype(o.dtype)).reshape(o.shape)
+
+
+class Executor:
+    """Runs each step's data movement: reads at start, writes at end."""
+
+    def __init__(self, machine: Machine, memories: dict[str, np.ndarray], kernel: KernelFn,
+                 precision: str) -> None:
+        self.machine = machine
+        self.memories = memories
+        self.kernel = kernel
+        self.precision = precision
+        self.pending: dict[int, list[tuple[Operand, np.ndarray]]] = {}
+        self._attrs: dict[int, dict[str, Any]] = {}
+
+    def start(self, step: Step) -> None:
+        if step.code == COMPUTE:
+            self.pending[step.engine] = self._compute(step)
+        else:
+            src, dst = step.instr.src, step.instr.dst  # type: ignore[union-attr]
+            n = step.instr.bytes  # type: ignore[union-attr]
+            data = self.memories[src.memory][src.offset:src.offset + n].copy()
+            self.pending[step.engine] = [(dst, data)]
+
+    def finish(self, step: Step) -> None:
+        for o, data in self.pending.pop(step.engine):
+            raw = data.reshape(-1).view(np.uint8) if data.dtype != np.uint8 or data.ndim != 1 else data
+            self.memories[o.memory][o.offset:o.offset + raw.size] = raw
+
+    def _compute(self, step: Step) -> list[tuple[Operand, np.ndarray]]:
+        ins: Compute = step.instr  # type: ignore[assignment]
+        attrs = self._attrs.get(id(ins))
+        if attrs is None:
+            attrs = self._attrs[id(ins)] = decode_attrs(ins.attrs)
+        inputs = []
+        for o in ins.inputs:
+            if o is None:
+                inputs.append(None)
+                continue
+            a = view(self.memories, o)
+            a.flags.writeable = False
+            inputs.append(a)
+        kind = self.machine.device_kind[self.machine.engines[step.engine]]
+        try:
+            results = self.kernel(kind, ins.op, ins.domain, attrs, inputs,
+                                  [(o.dtype, o.shape) for o in ins.outputs], self.machine.opset,
+                                  precision=self.precision)
+        except SimulationError:
+            raise
+        except Exception as exc:  # a kernel failure is reported against the instruction that ran it
+            raise SimulationError(f"kernel {ins.kernel} failed on {describe(self.machine, step)}: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+        if len(results) != len(ins.outputs):
+            raise SimulationError(f"kernel {ins.kernel} returned {len(results)} outputs for "
+                                  f"{describe(self.machine, step)}, which has {len(ins.outputs)}")
+        out = []
+        for o, r in zip(ins.outputs, results):
+            r = np.asarray(r)
+            if tuple(r.shape) != o.shape or r.dtype != np_dtype(o.dtype):
+                raise SimulationError(f"kernel {ins.kernel} returned {r.dtype}{list(r.shape)} for output "
+                                      f"'{o.value}' of {describe(self.machine, step)}, planned "
+                                      f"{o.dtype}{list(o.shape)}")
+            # Results are written at the end: detach them from device memory now.
+            out.append((o, np.ascontiguousarray(r).copy() if np.may_share_memory(r, self.memories[o.memory])
+                        else np.ascontiguousarray(r)))
+        return out
+
+
+def default_kernel() -> KernelFn:
+    from hetc.sim.kernels import run_kernel
+    return run_kernel
