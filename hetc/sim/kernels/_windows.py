@@ -1,0 +1,84 @@
+"""Sliding-window geometry shared by Conv and the pooling kernels: padding (explicit, auto_pad, ceil_mode),
+output sizes, and the strided window view over a padded input that replaces per-pixel loops."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+
+@dataclass(frozen=True)
+class WindowGeometry:
+    """Per spatial axis: kernel size, stride, dilation, padding at each end and output size. ``pads_end``
+    includes the extra padding ceil_mode needs so the last window fits; ``declared_end`` excludes it."""
+
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...]
+    dilations: tuple[int, ...]
+    pads_begin: tuple[int, ...]
+    pads_end: tuple[int, ...]
+    declared_end: tuple[int, ...]
+    out: tuple[int, ...]
+
+    @property
+    def effective_kernel(self) -> tuple[int, ...]:
+        return tuple((k - 1) * d + 1 for k, d in zip(self.kernel, self.dilations))
+
+
+def window_geometry(in_sizes: Sequence[int], kernel: Sequence[int], strides: Sequence[int] | None,
+                    dilations: Sequence[int] | None, pads: Sequence[int] | None, auto_pad: str = "NOTSET",
+                    ceil_mode: bool = False) -> WindowGeometry:
+    """The geometry ONNX (and onnxruntime) define for Conv/MaxPool/AveragePool."""
+    rank = len(in_sizes)
+    strides = tuple(strides or (1,) * rank)
+    dilations = tuple(dilations or (1,) * rank)
+    pads = tuple(pads or (0,) * (2 * rank))
+    begins, ends, declared, outs = [], [], [], []
+    for i, size in enumerate(in_sizes):
+        eff = (kernel[i] - 1) * dilations[i] + 1
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            out = math.ceil(size / strides[i])
+            total = max(0, (out - 1) * strides[i] + eff - size)
+            begin = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
+            end = total - begin
+        elif auto_pad == "VALID":
+            begin = end = 0
+            out = (size - eff) // strides[i] + 1
+        else:
+            begin, end = pads[i], pads[i + rank]
+            span = size + begin + end - eff
+            if ceil_mode:
+                out = -(-span // strides[i]) + 1
+                if (out - 1) * strides[i] >= size + begin:  # the last window would start in the end padding
+                    out -= 1
+            else:
+                out = span // strides[i] + 1
+        needed = (out - 1) * strides[i] + eff  # padded length the windows actually cover
+        begins.append(begin)
+        declared.append(end)
+        ends.append(max(end, needed - size - begin))
+        outs.append(out)
+    return WindowGeometry(tuple(kernel), strides, dilations, tuple(begins), tuple(ends), tuple(declared),
+                          tuple(outs))
+
+
+def pad_spatial(x: np.ndarray, geometry: WindowGeometry, value: float) -> np.ndarray:
+    """``x`` (N, C, *spatial) padded with ``value`` as the geometry says (a no-op when nothing to pad)."""
+    widths = [(0, 0), (0, 0)] + list(zip(geometry.pads_begin, geometry.pads_end))
+    if not any(b or e for b, e in widths):
+        return x
+    return np.pad(x, widths, mode="constant", constant_values=value)
+
+
+def windows(padded: np.ndarray, geometry: WindowGeometry) -> np.ndarray:
+    """A read-only view (N, C, *out, *kernel) of every window of an already padded (N, C, *spatial) array."""
+    rank = len(geometry.kernel)
+    spatial_axes = tuple(range(2, 2 + rank))
+    view = sliding_window_view(padded, geometry.effective_kernel, axis=spatial_axes)
+    picks = [slice(None), slice(None)]
+    picks += [slice(0, (o - 1) * s + 1, s) for o, s in zip(geometry.out, geometry.strides)]
+    picks += [slice(None, None, d) for d in geometry.dilations]
+    return view[tuple(picks)]

@@ -1,0 +1,97 @@
+"""Conv and ConvTranspose as one batched matrix multiplication per call (im2col / col2im over strided
+window views), for any number of spatial dimensions and any group count."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+from hetc.sim.kernels._windows import pad_spatial, window_geometry, windows
+from hetc.sim.kernels.registry import KernelCall, kernel
+
+
+def _bias_shape(rank: int) -> tuple[int, ...]:
+    return (1, -1) + (1,) * rank
+
+
+@kernel("Conv")
+def conv(call: KernelCall) -> np.ndarray:
+    x, w, bias = call.required(0), call.required(1), call.input(2)
+    n, channels = x.shape[:2]
+    rank = x.ndim - 2
+    out_channels = w.shape[0]
+    groups = call.attr("group", 1)
+    kernel_shape = call.attr("kernel_shape") or w.shape[2:]
+    geometry = window_geometry(x.shape[2:], kernel_shape, call.attr("strides"), call.attr("dilations"),
+                               call.attr("pads"), call.attr("auto_pad", "NOTSET"))
+    view = windows(pad_spatial(x, geometry, 0.0), geometry)  # (N, C, *out, *k)
+    cg, mg = channels // groups, out_channels // groups
+    out_numel, k_numel = math.prod(geometry.out), math.prod(geometry.kernel)
+    # im2col: (G, Cg*k, N*out), with the output pixels contiguous for a cache-friendly copy.
+    view = view.reshape((n, groups, cg) + geometry.out + tuple(geometry.kernel))
+    order = (1, 2) + tuple(range(3 + rank, 3 + 2 * rank)) + (0,) + tuple(range(3, 3 + rank))
+    columns = view.transpose(order).reshape(groups, cg * k_numel, n * out_numel)
+    weights = w.reshape(groups, mg, cg * k_numel).astype(columns.dtype, copy=False)
+    y = np.matmul(weights, columns)  # (G, Mg, N*out)
+    y = y.reshape((groups, mg, n) + geometry.out).transpose((2, 0, 1) + tuple(range(3, 3 + rank)))
+    y = y.reshape((n, out_channels) + geometry.out)
+    if bias is not None:
+        y = y + bias.reshape(_bias_shape(rank)).astype(y.dtype, copy=False)
+    return y
+
+
+def _transpose_begin_pads(call: KernelCall, in_sizes: tuple[int, ...], out_sizes: tuple[int, ...],
+                          kernel_shape: tuple[int, ...], strides: tuple[int, ...],
+                          dilations: tuple[int, ...], output_padding: tuple[int, ...]) -> list[int]:
+    """Where the output window starts inside the full col2im result, per ONNX's ConvTranspose rules."""
+    rank = len(in_sizes)
+    pads = call.attr("pads")
+    auto_pad = call.attr("auto_pad", "NOTSET")
+    if pads is not None and call.attr("output_shape") is None and auto_pad in ("NOTSET", ""):
+        return [int(p) for p in pads[:rank]]
+    if call.attr("output_shape") is None and auto_pad in ("NOTSET", "VALID", ""):
+        return [0] * rank
+    begins = []
+    for i in range(rank):
+        total = (strides[i] * (in_sizes[i] - 1) + output_padding[i] + (kernel_shape[i] - 1) * dilations[i] + 1
+                 - out_sizes[i])
+        begins.append(total // 2 if auto_pad == "SAME_UPPER" else total - total // 2)
+    return begins
+
+
+@kernel("ConvTranspose")
+def conv_transpose(call: KernelCall) -> np.ndarray:
+    x, w, bias = call.required(0), call.required(1), call.input(2)
+    n, channels = x.shape[:2]
+    rank = x.ndim - 2
+    groups = call.attr("group", 1)
+    cg, mg = channels // groups, w.shape[1]
+    kernel_shape = tuple(call.attr("kernel_shape") or w.shape[2:])
+    strides = tuple(call.attr("strides") or (1,) * rank)
+    dilations = tuple(call.attr("dilations") or (1,) * rank)
+    output_padding = tuple(call.attr("output_padding") or (0,) * rank)
+    in_sizes, out_sizes = x.shape[2:], call.output_shape[2:]
+    begins = _transpose_begin_pads(call, in_sizes, out_sizes, kernel_shape, strides, dilations, output_padding)
+
+    # cols[g] = W_g^T @ X_g: every input pixel's contribution to every kernel tap, (G, Mg*k, N*in).
+    x_cols = x.reshape(n, groups, cg, -1).transpose(1, 2, 0, 3).reshape(groups, cg, -1)
+    w_rows = w.reshape(groups, cg, mg * math.prod(kernel_shape)).transpose(0, 2, 1).astype(x.dtype, copy=False)
+    cols = np.matmul(w_rows, x_cols).reshape((groups, mg) + kernel_shape + (n,) + in_sizes)
+
+    # col2im: one strided accumulate per kernel tap into a buffer covering both the natural extent and the
+    # requested output window (which output_padding or output_shape may push past it).
+    natural = [(i - 1) * s + (k - 1) * d + 1 for i, s, k, d in zip(in_sizes, strides, kernel_shape, dilations)]
+    low = [min(0, b) for b in begins]
+    high = [max(nat, b + o) for nat, b, o in zip(natural, begins, out_sizes)]
+    full = np.zeros((n, groups, mg) + tuple(h - lo for h, lo in zip(high, low)), dtype=cols.dtype)
+    for tap in itertools.product(*(range(k) for k in kernel_shape)):
+        target = tuple(slice(t * d - lo, t * d - lo + (i - 1) * s + 1, s)
+                       for t, d, lo, i, s in zip(tap, dilations, low, in_sizes, strides))
+        contribution = cols[(slice(None), slice(None)) + tap]  # (G, Mg, N, *in)
+        full[(slice(None),) * 3 + target] += contribution.transpose((2, 0, 1) + tuple(range(3, 3 + rank)))
+    window = tuple(slice(b - lo, b - lo + o) for b, lo, o in zip(begins, low, out_sizes))
+    y = full[(slice(None),) * 3 + window].reshape((n, groups * mg) + tuple(out_sizes))
+    if bias is not None:
+        y = y + bias.reshape(_bias_shape(rank)).astype(y.dtype, copy=False)
+    return y

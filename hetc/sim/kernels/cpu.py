@@ -1,0 +1,130 @@
+"""The CPU path: any ONNX op, with exact ONNX semantics, through a one-node onnxruntime session
+(``onnx.reference.ReferenceEvaluator`` when onnxruntime cannot build or run it). If/Loop/Scan run whole this
+way, their bodies being GraphProto attributes."""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import OrderedDict
+from typing import Any, Protocol
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from hetc.ir import EXPORT_IR_VERSION, dtype_from_numpy, dtype_to_onnx
+from hetc.ir.onnx_export import make_attribute
+from hetc.sim.kernels.errors import KernelError
+
+_CACHE_SIZE = 512
+# One worker per core up to 4; the simulator itself is single-threaded, so the session may use the machine.
+_THREADS = int(os.environ.get("HETC_ORT_THREADS", str(min(4, os.cpu_count() or 1))))
+
+
+class _Runner(Protocol):
+    def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
+
+
+_sessions: "OrderedDict[bytes, _Runner]" = OrderedDict()
+
+
+def free_names(graph: onnx.GraphProto, outer: frozenset[str] = frozenset()) -> set[str]:
+    """Names a (sub)graph reads that neither it nor ``outer`` defines: outer-scope captures."""
+    defined = set(outer) | {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    defined |= {t.name for t in graph.sparse_initializer}
+    missing: set[str] = set()
+    for node in graph.node:
+        missing |= {name for name in node.input if name and name not in defined}
+        for attr in node.attribute:
+            bodies = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+            for body in bodies:
+                missing |= free_names(body, frozenset(defined))
+        defined |= set(node.output)
+    return missing
+
+
+def _check_no_capture(op_type: str, attrs: dict[str, Any]) -> None:
+    for name, value in attrs.items():
+        bodies = value if isinstance(value, list) else [value]
+        for body in bodies:
+            if isinstance(body, onnx.GraphProto):
+                captured = sorted(free_names(body))
+                if captured:
+                    raise KernelError(
+                        f"{op_type} attribute '{name}' reads outer-scope value(s) {', '.join(captured)}; hetc runs "
+                        f"{op_type} whole as one CPU node and does not pass captured values into it. Make them "
+                        f"explicit inputs of the body (e.g. Loop-carried values) or inline the subgraph")
+
+
+def single_node_model(op_type: str, domain: str, attrs: dict[str, Any], inputs: list[np.ndarray | None],
+                      outputs: list[tuple[str, tuple[int, ...]]], opset: dict[str, int]) -> onnx.ModelProto:
+    """A model with one node computing ``op_type`` on graph inputs ``in0..`` into outputs ``out0..``."""
+    domain = "" if domain == "ai.onnx" else domain
+    input_names = [f"hetc_in{i}" if x is not None else "" for i, x in enumerate(inputs)]
+    while input_names and not input_names[-1]:
+        input_names.pop()
+    output_names = [f"hetc_out{i}" for i in range(len(outputs))]
+    node = helper.make_node(op_type, input_names, output_names, domain=domain or None)
+    node.attribute.extend(make_attribute(k, v) for k, v in sorted(attrs.items()))
+    graph_inputs = [helper.make_tensor_value_info(name, dtype_to_onnx(dtype_from_numpy(x.dtype)), list(x.shape))
+                    for name, x in zip(input_names, inputs) if name]
+    graph_outputs = [helper.make_tensor_value_info(name, dtype_to_onnx(dtype), None)
+                     for name, (dtype, _shape) in zip(output_names, outputs)]
+    graph = helper.make_graph([node], f"hetc_{op_type}", graph_inputs, graph_outputs)
+    imports = {("" if d == "ai.onnx" else d): v for d, v in opset.items()}
+    if domain not in imports:
+        raise KernelError(f"{op_type} is in domain '{domain}' but the model imports no opset for it; add an "
+                          f"opset import for '{domain}'")
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(imports.items())])
+    model.ir_version = EXPORT_IR_VERSION
+    return model
+
+
+def _ort_runner(model: onnx.ModelProto) -> _Runner:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = _THREADS
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return lambda feeds: session.run(None, feeds)
+
+
+def _reference_runner(model: onnx.ModelProto) -> _Runner:
+    from onnx.reference import ReferenceEvaluator
+
+    evaluator = ReferenceEvaluator(model)
+    return lambda feeds: evaluator.run(None, feeds)
+
+
+def run_on_cpu(op_type: str, domain: str, attrs: dict[str, Any], inputs: list[np.ndarray | None],
+               outputs: list[tuple[str, tuple[int, ...]]], opset: dict[str, int]) -> list[np.ndarray]:
+    """Run one node with ONNX's own semantics; the session is cached per op signature."""
+    _check_no_capture(op_type, attrs)
+    model = single_node_model(op_type, domain, attrs, inputs, outputs, opset)
+    key = hashlib.sha256(model.SerializeToString(deterministic=True)).digest()
+    feeds = {f"hetc_in{i}": x for i, x in enumerate(inputs) if x is not None}
+    runner = _sessions.get(key)
+    if runner is not None:
+        _sessions.move_to_end(key)
+        return list(runner(feeds))
+    errors = []
+    for make in (_ort_runner, _reference_runner):
+        try:
+            runner = make(model)
+            results = list(runner(feeds))
+        except Exception as error:  # noqa: BLE001 - any failure moves on to the next runtime
+            errors.append(f"{make.__name__.strip('_').replace('_runner', '')}: {str(error).strip()[:300]}")
+            continue
+        _sessions[key] = runner
+        if len(_sessions) > _CACHE_SIZE:
+            _sessions.popitem(last=False)
+        return results
+    raise KernelError(f"neither onnxruntime nor onnx.reference can run {op_type} (opset "
+                      f"{opset.get(domain or '', '?')}) on inputs "
+                      f"{[None if x is None else (str(x.dtype), x.shape) for x in inputs]}: " + " | ".join(errors))
+
+
+def clear_session_cache() -> None:
+    _sessions.clear()

@@ -1,0 +1,118 @@
+"""``run_kernel``: the one entry point the simulator calls for every compute instruction.
+
+The CPU runs every op through onnxruntime (``hetc.sim.kernels.cpu``); the NPU and DSP run hetc's own numpy
+kernels (``KERNELS``) and nothing else: an op without a kernel there is an error, never a silent detour
+through onnxruntime. ``precision="fp16"`` emulates an fp16 datapath on the NPU/DSP: inputs and weights are
+rounded to float16, the kernel computes (accumulating in float32 or wider, as fp16 hardware does), and the
+result is rounded to float16 before being returned in the declared dtype.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from hetc.ir import np_dtype
+from hetc.sim.kernels.cpu import run_on_cpu
+from hetc.sim.kernels.errors import KernelError
+from hetc.sim.kernels.registry import KERNELS, KernelCall
+from hetc.sim.kernels.resize import resize_limitation
+
+# The ops with NPU/DSP kernels (the kernel set of DESIGN.md); a target preset may give a device a subset.
+KERNEL_OPS = frozenset({
+    "Conv", "ConvTranspose", "Gemm", "MatMul", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
+    "LRN", "BatchNormalization", "InstanceNormalization", "LayerNormalization", "Softmax", "LogSoftmax", "Relu",
+    "LeakyRelu", "PRelu", "Elu", "Selu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Gelu", "Erf",
+    "Softplus", "Clip", "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Exp", "Log", "Neg", "Abs", "Reciprocal",
+    "Max", "Min", "Sum", "Mean", "Where", "Equal", "Less", "Greater", "ReduceMean", "ReduceSum", "ReduceMax",
+    "ReduceMin", "Concat", "Split", "Slice", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
+    "Identity", "Gather", "Pad", "Resize", "Cast", "Dropout",
+})
+DEVICE_KINDS = ("cpu", "npu", "dsp")
+PRECISIONS = ("fp32", "fp16")
+_WIDENED = {np.dtype(np.float16), np_dtype("bfloat16")}  # kernels compute these in float32
+
+
+def has_kernel(device_kind: str, op_type: str) -> bool:
+    """Whether ``device_kind`` can run ``op_type`` at all (the CPU runs every op)."""
+    if device_kind == "cpu":
+        return True
+    return device_kind in DEVICE_KINDS and op_type in KERNEL_OPS
+
+
+def kernel_limitation(device_kind: str, op_type: str, attrs: dict[str, Any], opset: int) -> str | None:
+    """Why this particular node cannot run on ``device_kind`` although the op has a kernel there (an
+    attribute value the kernel does not implement), or None. Lets capability checks route it to the CPU."""
+    if device_kind == "cpu":
+        return None
+    if not has_kernel(device_kind, op_type):
+        return f"no {device_kind.upper()} kernel for {op_type}"
+    text = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
+    if op_type == "Resize":
+        return resize_limitation(text.get("mode", "nearest"), bool(text.get("antialias", 0)))
+    if op_type == "BatchNormalization" and text.get("training_mode", 0):
+        return "BatchNormalization training_mode=1"
+    if op_type == "Pad" and text.get("mode", "constant") not in ("constant", "reflect", "edge", "wrap"):
+        return f"Pad mode '{text['mode']}'"
+    return None
+
+
+def _round_fp16(x: np.ndarray | None) -> np.ndarray | None:
+    if x is None or x.dtype.kind != "f":
+        return x
+    return x.astype(np.float16).astype(np.float32)
+
+
+def _widen(x: np.ndarray | None) -> np.ndarray | None:
+    if x is not None and x.dtype in _WIDENED:
+        return x.astype(np.float32)
+    return x
+
+
+def _conform(op_type: str, results: list[np.ndarray], outputs: list[tuple[str, tuple[int, ...]]],
+             inputs: list[np.ndarray | None], precision: str) -> list[np.ndarray]:
+    """Results in exactly the declared dtypes and shapes, never aliasing an input array."""
+    if len(results) < len(outputs):
+        raise KernelError(f"internal: the {op_type} kernel produced {len(results)} outputs, the node has "
+                          f"{len(outputs)}")
+    conformed = []
+    for index, (result, (dtype, shape)) in enumerate(zip(results, outputs)):
+        result = np.asarray(result)
+        if tuple(result.shape) != tuple(shape):
+            raise KernelError(f"internal: the {op_type} kernel produced output {index} of shape "
+                              f"{tuple(result.shape)}, the IR declares {tuple(shape)}")
+        if precision == "fp16" and result.dtype.kind == "f":
+            result = result.astype(np.float16)
+        target = np_dtype(dtype)
+        aliased = any(x is not None and np.may_share_memory(result, x) for x in inputs)
+        conformed.append(np.array(result, dtype=target, order="C", copy=True) if aliased
+                         else np.ascontiguousarray(result, dtype=target))
+    return conformed
+
+
+def run_kernel(device_kind: str, op_type: str, domain: str, attrs: dict[str, Any],
+               inputs: list[np.ndarray | None], outputs: list[tuple[str, tuple[int, ...]]],
+               opset: dict[str, int], precision: str = "fp32") -> list[np.ndarray]:
+    """Execute one node on one device kind and return its outputs in the declared dtypes and shapes.
+
+    ``attrs`` are IR attributes (plain Python values, numpy arrays for tensors, GraphProto for subgraphs);
+    ``outputs`` lists each output's IR dtype name and static shape; ``opset`` maps domains to versions.
+    """
+    if device_kind not in DEVICE_KINDS:
+        raise KernelError(f"unknown device kind '{device_kind}'; expected one of {', '.join(DEVICE_KINDS)}")
+    if precision not in PRECISIONS:
+        raise KernelError(f"unknown precision '{precision}'; expected one of {', '.join(PRECISIONS)}")
+    if device_kind == "cpu":
+        results = run_on_cpu(op_type, domain, attrs, inputs, outputs, opset)
+        return _conform(op_type, results, outputs, inputs, "fp32")
+    if domain not in ("", "ai.onnx") or op_type not in KERNELS:
+        raise KernelError(f"the {device_kind.upper()} has no kernel for {domain + '.' if domain else ''}{op_type}; "
+                          f"the schedule must place this node on a device that supports it (the CPU runs "
+                          f"every op)")
+    version = opset.get("", opset.get("ai.onnx", 0))
+    prepared = [_round_fp16(x) if precision == "fp16" else _widen(x) for x in inputs]
+    call = KernelCall(op_type, attrs, prepared, outputs, version)
+    with np.errstate(all="ignore"):  # inf/nan results are legitimate ONNX outputs, as in onnxruntime
+        produced = KERNELS[op_type](call)
+    results = produced if isinstance(produced, list) else [produced]
+    return _conform(op_type, results, outputs, inputs, precision)
