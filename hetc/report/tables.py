@@ -1,0 +1,214 @@
+"""Text reports. Each builder returns a ``ReportTable``: ``str(table)`` is plain fixed-width text for
+``report.txt``, ``table.rich()`` a rich Table for the console; both come from the same rows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from hetc.ir import Graph
+    from hetc.memory.artifact import MemoryPlan
+    from hetc.schedule.artifact import Schedule
+    from hetc.sim.result import SimResult
+    from hetc.target.target import Target
+
+    from hetc.report.timeline import Timeline
+
+
+@dataclass(frozen=True)
+class ReportTable:
+    title: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    align: str = ""             # one letter per column, "l" or "r"; default: left
+    note: str = ""              # a line printed under the table
+    header: bool = True         # False for key/value tables
+
+    @classmethod
+    def key_values(cls, title: str, pairs: Iterable[tuple[str, str]], note: str = "") -> "ReportTable":
+        return cls(title, ("", ""), tuple(pairs), "ll", note, header=False)
+
+    def _align(self, i: int) -> str:
+        return self.align[i] if i < len(self.align) else "l"
+
+    def __str__(self) -> str:
+        widths = [max([len(c)] + [len(r[i]) for r in self.rows]) for i, c in enumerate(self.columns)]
+
+        def line(cells: Iterable[str]) -> str:
+            out = [c.rjust(w) if self._align(i) == "r" else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))]
+            return "  ".join(out).rstrip()
+
+        text = [self.title, "=" * len(self.title)]
+        if self.header:
+            text += [line(self.columns), line("-" * w for w in widths)]
+        text += [line(r) for r in self.rows]
+        if self.note:
+            text.append(self.note)
+        return "\n".join(text) + "\n"
+
+    def rich(self) -> "Table":
+        from rich.table import Table
+        table = Table(title=self.title, title_justify="left", caption=self.note or None, caption_justify="left",
+                      show_header=self.header)
+        for i, c in enumerate(self.columns):
+            table.add_column(c, justify="right" if self._align(i) == "r" else "left")
+        for r in self.rows:
+            table.add_row(*r)
+        return table
+
+
+# ---------------------------------------------------------------------------------------------- formatting
+def fmt_bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if abs(n) >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{int(n)} B"
+
+
+def fmt_us(x: float | None) -> str:
+    return "-" if x is None else f"{x:,.2f}"
+
+
+def fmt_pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def fmt_err(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3g}"
+
+
+def field_of(obj: Any, name: str, default: Any = None) -> Any:
+    """Read ``name`` from a mapping or an object, so tables accept JSON dicts and dataclasses alike."""
+    if isinstance(obj, Mapping):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+# ---------------------------------------------------------------------------------------------- tables
+def placement_table(schedule: "Schedule", graph: "Graph", target: "Target | None" = None) -> ReportTable:
+    """One row per node, in start order: where it ran, when, and (with a target) why each device that was
+    not used *could not* run it, so "why did this op fall back to the CPU" always has an answer."""
+    nodes = graph.node_map()
+    compute = sorted((t for t in schedule.tasks if t.kind == "compute"), key=lambda t: (t.start_ns, t.id))
+    rows = []
+    for t in compute:
+        node = nodes.get(t.node) if t.node is not None else None
+        reasons = []
+        if target is not None and node is not None:
+            for device in target.devices:
+                if device != t.engine:
+                    verdict = target.supports(node, device)
+                    if not verdict:
+                        reasons.append(f"{device}: {verdict}")
+        rows.append((str(t.node), node.name if node is not None else "-", t.op or "-", t.engine,
+                     fmt_us(t.start_ns / 1000), fmt_us(t.duration_ns / 1000), "; ".join(reasons)))
+    counts: dict[str, int] = {}
+    for device in schedule.placement.values():
+        counts[device] = counts.get(device, 0) + 1
+    note = "placement: " + ", ".join(f"{d} {n}" for d, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return ReportTable("Placement", ("node", "name", "op", "device", "start µs", "dur µs", "other devices refused"),
+                       tuple(rows), "rlllrrl", note)
+
+
+def utilisation_table(timeline: "Timeline") -> ReportTable:
+    """Per engine: tasks, busy time and busy fraction of the makespan (planned or simulated, per timeline)."""
+    counts: dict[str, int] = {}
+    for s in timeline.slices:
+        counts[s.engine] = counts.get(s.engine, 0) + 1
+    busy, util = timeline.busy_us(), timeline.utilisation()
+    rows = tuple((lane.engine, lane.kind, str(counts.get(lane.engine, 0)), fmt_us(busy.get(lane.engine, 0.0)),
+                  fmt_pct(util.get(lane.engine, 0.0))) for lane in timeline.lanes)
+    return ReportTable(f"Utilisation ({timeline.source}, makespan {fmt_us(timeline.makespan_us)} µs)",
+                       ("engine", "kind", "tasks", "busy µs", "busy"), rows, "llrrr")
+
+
+def memory_table(plan: "MemoryPlan") -> ReportTable:
+    """Per memory: planned peak address vs the lower bound (max live bytes) vs capacity, and spills."""
+    rows = []
+    for memory, s in plan.stats.items():
+        overhead = (s.peak_bytes - s.lower_bound_bytes) / s.lower_bound_bytes if s.lower_bound_bytes else 0.0
+        rows.append((memory, fmt_bytes(s.peak_bytes), fmt_bytes(s.lower_bound_bytes), fmt_pct(overhead),
+                     fmt_bytes(s.capacity_bytes), fmt_pct(s.peak_bytes / s.capacity_bytes if s.capacity_bytes else None),
+                     fmt_bytes(s.spilled_bytes), fmt_us(s.peak_time_ns / 1000)))
+    note = f"{len(plan.buffers)} buffers, {len(plan.spills)} spills; constants region {fmt_bytes(plan.constants_bytes)}"
+    return ReportTable("Memory", ("memory", "peak", "lower bound", "over bound", "capacity", "used", "spilled",
+                                  "peak at µs"), tuple(rows), "lrrrrrrr", note)
+
+
+def solver_table(schedule: "Schedule") -> ReportTable:
+    st = schedule.stats
+    rows = [("strategy", st.strategy), ("status", st.status), ("makespan", f"{fmt_us(schedule.makespan_ns / 1000)} µs"),
+            ("solver objective", f"{fmt_us(st.objective_ns / 1000)} µs"),
+            ("solver best bound", f"{fmt_us(st.best_bound_ns / 1000)} µs"),
+            ("lower bound", f"{fmt_us(schedule.lower_bound_ns / 1000)} µs"), ("gap", fmt_pct(schedule.gap)),
+            ("wall time", f"{st.wall_s:.3f} s"), ("time unit", f"{st.tick_ns} ns")]
+    rows += [(str(k), _short(v)) for k, v in st.details.items()]
+    return ReportTable.key_values("Solver", rows)
+
+
+def makespan_table(schedule: "Schedule", sim_result: "SimResult | None" = None) -> ReportTable:
+    """Planned vs simulated makespan, both against the lower bound."""
+    planned = schedule.makespan_ns / 1000
+    bound = schedule.lower_bound_ns / 1000
+    rows = [("planned", fmt_us(planned), fmt_pct((planned - bound) / planned if planned else None), "")]
+    if sim_result is not None:
+        sim = sim_result.makespan_ns / 1000
+        delta = (sim - planned) / planned if planned else None
+        rows.append(("simulated", fmt_us(sim), fmt_pct((sim - bound) / sim if sim else None),
+                     ("+" if sim >= planned else "") + fmt_pct(delta)))
+    rows.append(("lower bound", fmt_us(bound), "", ""))
+    return ReportTable("Makespan", ("run", "µs", "gap to bound", "vs planned"), tuple(rows), "lrrr")
+
+
+def numerics_table(results: Mapping[str, Any] | Iterable[Any]) -> ReportTable:
+    """Per graph output: max absolute and relative error against onnxruntime, and pass/fail.
+
+    ``results`` maps output name -> record, or is a sequence of records with a ``name``; a record is a dict
+    or an object with ``max_abs_err``, ``max_rel_err``, ``passed`` and optionally ``shape``, ``dtype``,
+    ``atol``, ``rtol``."""
+    items = results.items() if isinstance(results, Mapping) else ((field_of(r, "name", "?"), r) for r in results)
+    rows, failed = [], 0
+    for name, r in items:
+        passed = bool(field_of(r, "passed", False))
+        failed += not passed
+        shape = field_of(r, "shape")
+        tol = (f"atol {field_of(r, 'atol'):.0e} rtol {field_of(r, 'rtol'):.0e}"
+               if field_of(r, "atol") is not None and field_of(r, "rtol") is not None else "-")
+        rows.append((str(name), "x".join(map(str, shape)) if shape is not None else "-", str(field_of(r, "dtype", "-")),
+                     fmt_err(field_of(r, "max_abs_err")), fmt_err(field_of(r, "max_rel_err")), tol,
+                     "ok" if passed else "FAIL"))
+    note = f"{len(rows) - failed}/{len(rows)} outputs within tolerance"
+    return ReportTable("Numerics vs onnxruntime", ("output", "shape", "dtype", "max abs err", "max rel err",
+                                                   "tolerance", "result"), tuple(rows), "lllrrll", note)
+
+
+def report_text(schedule: "Schedule", graph: "Graph", plan: "MemoryPlan | None" = None,
+                target: "Target | None" = None, sim_result: "SimResult | None" = None,
+                numerics: Mapping[str, Any] | Iterable[Any] | None = None,
+                summary: Mapping[str, Any] | None = None) -> str:
+    """The whole ``report.txt``: every table the given artifacts allow, separated by blank lines."""
+    from hetc.report.summary_view import summary_tables
+    from hetc.report.timeline import Timeline
+    tables: list[ReportTable] = list(summary_tables(summary)) if summary else []
+    tables.append(makespan_table(schedule, sim_result))
+    tables.append(solver_table(schedule))
+    planned = Timeline.from_schedule(schedule, graph, plan, target)
+    tables.append(utilisation_table(planned))
+    if sim_result is not None:
+        tables.append(utilisation_table(Timeline.from_simulation(sim_result, schedule, plan, target)))
+    if plan is not None:
+        tables.append(memory_table(plan))
+    if numerics is not None:
+        tables.append(numerics_table(numerics))
+    tables.append(placement_table(plan.schedule if plan is not None else schedule, graph, target))
+    return "\n".join(str(t) for t in tables)
+
+
+def _short(value: Any) -> str:
+    text = f"{value:.4g}" if isinstance(value, float) else str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
