@@ -11,7 +11,7 @@ from hetc.frontend.builder import build_graph, is_static
 from hetc.frontend.loader import (check_model, convert_opset, inline_functions, load_external_data,
                                   read_model_file)
 from hetc.frontend.overrides import apply_overrides, require_static_inputs
-from hetc.frontend.static_shapes import make_static
+from hetc.frontend.static_shapes import OMITTED_SUFFIX, make_static
 from hetc.ir import Graph
 
 
@@ -72,7 +72,7 @@ def _name_omitted_outputs(graph: onnx.GraphProto) -> None:
             if all(names):
                 continue
         del node.output[:]
-        node.output.extend(n or f"{node.name or node.op_type}_{index}__unused{i}" for i, n in enumerate(names))
+        node.output.extend(n or f"{node.name or node.op_type}_{index}{OMITTED_SUFFIX}{i}" for i, n in enumerate(names))
 
 
 def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -20,6 +20,8 @@ from hetc.ir.dtypes import dtype_from_numpy
 from hetc.ir.onnx_export import make_attribute
 from hetc.passes.evaluator import SHAPE_OPS, EvaluationError, evaluate, evaluate_shape_op, is_foldable
 
+# Suffix the importer gives to optional outputs a node omits before one it uses.
+OMITTED_SUFFIX = "__omitted"
 _FAILED = object()  # memo marker: this value cannot be computed at compile time
 
 
@@ -58,6 +60,10 @@ class ShapeResolver:
             return
         open_value = next(v for v in node.outputs if not is_static(v))
         label = f"node #{node.id} {node.op_type}" + (f" '{node.name}'" if node.name else "")
+        if open_value.name.endswith(OMITTED_SUFFIX + str(node.outputs.index(open_value))):
+            raise ShapeError(f"unsupported optional output: {label} omits its optional output "
+                             f"#{node.outputs.index(open_value)} but uses a later one, and ONNX cannot type the "
+                             "omitted one; hetc needs every output typed")
         if open_value.dtype is None:
             raise ShapeError(f"unknown output type: {label} gives '{open_value.name}' a type shape inference "
                              "cannot determine (custom or unknown operator?); hetc needs every type")
