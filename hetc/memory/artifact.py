@@ -7,10 +7,14 @@ schedule to the buffers it reads and writes, so codegen never has to guess which
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hetc.schedule.artifact import Schedule
+
+if TYPE_CHECKING:
+    from hetc.target.target import Target
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,7 @@ class Spill:
     value: str
     memory: str                 # the scratchpad it was evicted from
     bytes: int
-    evict_task: int             # transfer task id (memory -> DRAM)
+    evict_task: int | None      # transfer task id (memory -> DRAM); None for a re-fetch: DRAM already held it
     reload_task: int | None     # transfer task id (DRAM -> memory), None if no later use needed it
 
 
@@ -62,6 +66,10 @@ class MemoryPlan:
     spills: tuple[Spill, ...] = ()
     constants_bytes: int = 0    # size of the read-only constants region at the bottom of DRAM
     details: dict[str, Any] = field(default_factory=dict)  # planner time, method per memory...
+    # task id -> tasks that must end before it starts because it writes bytes they use (address reuse).
+    # The plan's times respect them; codegen turns the cross-engine ones into semaphores so that a run whose
+    # timing differs from the plan cannot overwrite a buffer that is still being read.
+    reuse_deps: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
     def buffer(self, buffer_id: str) -> Buffer:
         by_id = self.__dict__.get("_by_id_cache")
@@ -69,6 +77,27 @@ class MemoryPlan:
             by_id = {b.id: b for b in self.buffers}
             object.__setattr__(self, "_by_id_cache", by_id)
         return by_id[buffer_id]
+
+    def violations(self, target: "Target") -> list[str]:
+        """Every broken invariant, as sentences (empty when the plan is valid); see ``hetc.memory.verify``."""
+        from hetc.memory.verify import plan_violations
+        return plan_violations(self, target)
+
+    def verify(self, target: "Target") -> None:
+        """Raise MemoryPlanError listing the broken invariants: overlaps, capacity, alignment, bindings."""
+        problems = self.violations(target)
+        if problems:
+            from hetc.errors import MemoryPlanError
+            more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+            raise MemoryPlanError("memory plan is invalid: " + "; ".join(problems[:10]) + more)
+
+    def dumps(self) -> str:
+        """``memory.json``."""
+        return json.dumps(self.to_json(), indent=1)
+
+    @classmethod
+    def loads(cls, text: str, schedule: Schedule) -> "MemoryPlan":
+        return cls.from_json(json.loads(text), schedule)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -79,6 +108,7 @@ class MemoryPlan:
             "task_buffers": {str(t): {"reads": list(tb.reads), "writes": list(tb.writes)}
                              for t, tb in sorted(self.task_buffers.items())},
             "details": self.details,
+            "reuse_deps": {str(t): list(d) for t, d in sorted(self.reuse_deps.items())},
         }
 
     @classmethod
@@ -93,4 +123,5 @@ class MemoryPlan:
             spills=tuple(Spill(**s) for s in d["spills"]),
             constants_bytes=d["constants_bytes"],
             details=d.get("details", {}),
+            reuse_deps={int(t): tuple(v) for t, v in d.get("reuse_deps", {}).items()},
         )

@@ -1,0 +1,121 @@
+"""The in-place rule: which buffers may share storage. The one place that decides it.
+
+Buffers that share storage form an *alias group*; the group's first buffer owns the storage and the others
+record ``alias_of`` = that owner. The group occupies its address range from the earliest start to the latest
+end of its members.
+
+* **Views** (Reshape, Flatten, Squeeze, Unsqueeze, Identity) write their input's bytes unchanged, so the output
+  joins the input's group when the sizes match, the input is not a constant (the read-only region stays
+  read-only), and the group would not hold both a graph input and a graph output (the caller fills inputs
+  and reads outputs at distinct addresses).
+* **Elementwise ops** may write over an input that dies at them: same size, dtype and shape (no broadcast),
+  no member of the input's group is a constant, graph input or graph output, and every other task that reads
+  the group is an ancestor of this one in the dependency graph. Ancestry, not planned time, because the
+  simulator's timing may differ from the plan; an ancestor finishes first on any timing.
+"""
+from __future__ import annotations
+
+from hetc.ir import Node
+from hetc.memory.lifetimes import BufferTable
+from hetc.schedule.artifact import Schedule
+
+VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
+ELEMENTWISE_OPS = frozenset({
+    "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Gelu", "Erf",
+    "Softplus", "Clip", "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Exp", "Log", "Neg", "Abs", "Reciprocal",
+    "Max", "Min", "Sum", "Mean", "Where", "Dropout",
+})
+_PINNED_KINDS = frozenset({"constant", "input", "output"})
+
+
+class _Groups:
+    """Union-find over buffer ids, remembering each group's member kinds and members."""
+
+    def __init__(self, table: BufferTable) -> None:
+        self.owner = {b: b for b in table.buffers}
+        self.members = {b: [b] for b in table.buffers}
+        self.kinds = {b: {spec.kind} for b, spec in table.buffers.items()}
+
+    def root(self, b: str) -> str:
+        while self.owner[b] != b:
+            self.owner[b] = self.owner[self.owner[b]]
+            b = self.owner[b]
+        return b
+
+    def join(self, member: str, into: str) -> None:
+        """``member`` (a single fresh buffer) joins the group of ``into``; the group keeps its owner."""
+        r = self.root(into)
+        self.owner[member] = r
+        self.members[r].extend(self.members.pop(member))
+        self.kinds[r] |= self.kinds.pop(member)
+
+
+class _Ancestry:
+    """Transitive predecessors of tasks over ``deps``, as bitsets over task positions (computed lazily)."""
+
+    def __init__(self, schedule: Schedule) -> None:
+        self.tasks = {t.id: t for t in schedule.tasks}
+        self.bit = {t.id: 1 << k for k, t in enumerate(schedule.tasks)}
+        self.memo: dict[int, int] = {}
+
+    def mask(self, task_id: int) -> int:
+        stack = [task_id]
+        while stack:                      # iterative DFS: graphs have thousands of tasks
+            t = stack[-1]
+            pending = [d for d in self.tasks[t].deps if d not in self.memo]
+            if pending:
+                stack.extend(pending)
+                continue
+            stack.pop()
+            if t not in self.memo:
+                acc = 0
+                for d in self.tasks[t].deps:
+                    acc |= self.memo[d] | self.bit[d]
+                self.memo[t] = acc
+        return self.memo[task_id]
+
+    def precedes(self, a: int, b: int) -> bool:
+        return a == b or bool(self.mask(b) & self.bit[a])
+
+
+def resolve_aliases(table: BufferTable, schedule: Schedule, nodes: dict[int, Node]) -> dict[str, str]:
+    """``{buffer id: owner buffer id}`` for every buffer that shares another's storage."""
+    groups = _Groups(table)
+    ancestry = _Ancestry(schedule)
+    for task in sorted(schedule.tasks, key=lambda t: (t.start_ns, t.id)):
+        if task.kind != "compute" or not table.writes.get(task.id):
+            continue
+        node = nodes[task.node]
+        out = table.writes[task.id][0]
+        if node.op_type in VIEW_OPS:
+            src = table.reads[task.id][0] if table.reads[task.id] else None
+            if src is not None and _may_view(table, groups, src, out):
+                groups.join(out, src)
+        elif node.op_type in ELEMENTWISE_OPS and len(node.outputs) >= 1:
+            for src in table.reads[task.id]:
+                if src is not None and _may_overwrite(table, groups, ancestry, src, out, task.id):
+                    groups.join(out, src)
+                    break
+    return {b: groups.root(b) for b in table.buffers if groups.root(b) != b}
+
+
+def _may_view(table: BufferTable, groups: _Groups, src: str, out: str) -> bool:
+    s, o = table.buffers[src], table.buffers[out]
+    kinds = groups.kinds[groups.root(src)] | {o.kind}
+    return (s.memory == o.memory and s.size == o.size and "constant" not in kinds
+            and not {"input", "output"} <= kinds)
+
+
+def _may_overwrite(table: BufferTable, groups: _Groups, ancestry: _Ancestry, src: str, out: str,
+                   task_id: int) -> bool:
+    s, o = table.buffers[src], table.buffers[out]
+    if (s.memory, s.size, s.dtype, s.shape) != (o.memory, o.size, o.dtype, o.shape):
+        return False
+    root = groups.root(src)
+    if groups.kinds[root] & _PINNED_KINDS:
+        return False
+    for member in groups.members[root]:
+        for reader in table.buffers[member].readers:
+            if reader != task_id and not ancestry.precedes(reader, task_id):
+                return False
+    return True

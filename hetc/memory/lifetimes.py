@@ -1,0 +1,147 @@
+"""Buffers and their lifetimes, derived from a schedule.
+
+Every task of the schedule is bound to the buffers it touches: a compute task reads its node's inputs from and
+writes its outputs to its device's home memory; a transfer reads the value's buffer in ``src`` and writes the
+one in ``dst``. A buffer lives from the start of its writer to the end of its last reader (transfers count);
+graph inputs live from 0, graph outputs (their DRAM copy) until the makespan, constants for the whole run in
+DRAM's read-only region.
+
+The ``BufferTable`` is the planner's mutable working state: spilling adds buffers and rebinds readers, so it
+is kept apart from the schedule, whose times alone decide the intervals.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hetc.errors import MemoryPlanError
+from hetc.ir import Graph, Value
+from hetc.schedule.artifact import Schedule, Task
+from hetc.target.target import Target
+
+
+@dataclass
+class BufferSpec:
+    id: str
+    value: str
+    memory: str
+    size: int
+    dtype: str
+    shape: tuple[int, ...]
+    kind: str                       # "input" | "output" | "constant" | "activation" | "copy"
+    writer: int | None              # task id; None for graph inputs and constants (ready at time 0)
+    readers: list[int] = field(default_factory=list)
+    from_zero: bool = False         # written by the caller before the run
+    to_end: bool = False            # read by the caller after the run
+
+
+@dataclass
+class BufferTable:
+    buffers: dict[str, BufferSpec]
+    reads: dict[int, list[str | None]]   # task id -> buffer ids, in node input order
+    writes: dict[int, list[str]]         # task id -> buffer ids, in node output order
+
+    def lifetime(self, buffer_id: str, tasks: dict[int, Task], makespan: int) -> tuple[int, int]:
+        """``[start, end)`` in ns; never empty (a buffer nobody reads still exists while it is written)."""
+        b = self.buffers[buffer_id]
+        start = 0 if b.from_zero or b.writer is None else tasks[b.writer].start_ns
+        ends = [tasks[t].end_ns for t in ([b.writer] if b.writer is not None else []) + b.readers]
+        end = makespan if b.to_end or b.kind == "constant" else max(ends, default=start)
+        return start, max(end, start + 1)
+
+    def lifetimes(self, schedule: Schedule) -> dict[str, tuple[int, int]]:
+        tasks = {t.id: t for t in schedule.tasks}
+        makespan = max(schedule.makespan_ns, 1)
+        return {b: self.lifetime(b, tasks, makespan) for b in self.buffers}
+
+    def add_reader(self, buffer_id: str, task_id: int) -> None:
+        readers = self.buffers[buffer_id].readers
+        if task_id not in readers:
+            readers.append(task_id)
+
+
+def buffer_id(value: str, memory: str) -> str:
+    return f"{value}@{memory}"
+
+
+def build_table(graph: Graph, schedule: Schedule, target: Target) -> BufferTable:
+    """One buffer per value per memory it is written to, every task bound to its operands."""
+    dram = target.dram
+    outputs = {v.name for v in graph.outputs}
+    buffers: dict[str, BufferSpec] = {}
+
+    def add(v: Value, memory: str, kind: str, writer: int | None) -> str:
+        bid = buffer_id(v.name, memory)
+        if bid in buffers:
+            raise MemoryPlanError(
+                f"value '{v.name}' is written to memory '{memory}' twice (tasks {buffers[bid].writer} and "
+                f"{writer}); the schedule must bring each value into a memory once")
+        pinned_out = v.name in outputs and memory == dram
+        buffers[bid] = BufferSpec(bid, v.name, memory, v.nbytes, v.dtype, tuple(v.shape),
+                                  kind, writer, from_zero=writer is None, to_end=pinned_out)
+        return bid
+
+    for v in graph.inputs:
+        if not v.is_const:
+            add(v, dram, "input", None)
+    for v in graph.constants:
+        add(v, dram, "constant", None)
+    for v in graph.outputs:
+        if v.is_const and buffer_id(v.name, dram) not in buffers:
+            add(v, dram, "constant", None)
+
+    nodes = graph.node_map()
+    writes: dict[int, list[str]] = {}
+    for task in schedule.tasks:
+        if task.kind == "compute":
+            node = _node_of(task, nodes)
+            memory = target.home(task.engine)
+            writes[task.id] = [add(v, memory, "output" if v.name in outputs and memory == dram else "activation",
+                                   task.id) for v in node.outputs]
+        else:
+            v = graph.values.get(task.value or "")
+            if v is None:
+                raise MemoryPlanError(f"transfer task {task.id} moves unknown value '{task.value}'")
+            kind = "output" if v.name in outputs and task.dst == dram else "copy"
+            writes[task.id] = [add(v, task.dst or "", kind, task.id)]
+
+    reads: dict[int, list[str | None]] = {}
+    for task in schedule.tasks:
+        if task.kind == "compute":
+            memory = target.home(task.engine)
+            names = [v.name if v is not None else None for v in _node_of(task, nodes).inputs]
+        else:
+            memory, names = task.src or "", [task.value]
+        bound: list[str | None] = []
+        for name in names:
+            if name is None:
+                bound.append(None)
+                continue
+            bid = buffer_id(name, memory)
+            if bid not in buffers:
+                raise MemoryPlanError(
+                    f"task {task.id} ({_describe(task)}) reads '{name}' in memory '{memory}' but no task brings "
+                    f"it there; the schedule is missing a transfer")
+            if task.id not in buffers[bid].readers:   # Add(x, x) reads one buffer twice
+                buffers[bid].readers.append(task.id)
+            bound.append(bid)
+        reads[task.id] = bound
+
+    for name in outputs:
+        if buffer_id(name, dram) not in buffers:
+            raise MemoryPlanError(f"graph output '{name}' never reaches '{dram}'; the schedule must end it "
+                                  f"with a transfer to DRAM")
+    return BufferTable(buffers, reads, writes)
+
+
+def _node_of(task: Task, nodes: dict):
+    try:
+        return nodes[task.node]
+    except KeyError:
+        raise MemoryPlanError(f"compute task {task.id} runs node {task.node}, which is not in the graph; "
+                              f"plan memory with the graph the schedule was made for") from None
+
+
+def _describe(task: Task) -> str:
+    if task.kind == "compute":
+        return f"{task.op} node {task.node} on {task.engine}"
+    return f"transfer of '{task.value}' {task.src}->{task.dst} on {task.engine}"

@@ -1,0 +1,205 @@
+"""``plan_memory``: lifetimes -> aliasing -> capacity (spill / move / fail) -> packing -> MemoryPlan.
+
+Each memory is packed on its own. DRAM starts with the read-only constants region (constants at fixed
+offsets in first-use order), and every other buffer is packed above it. A scratchpad whose live set exceeds
+its capacity, or whose best packing does, gets a spill at its fullest instant and the loop starts over on the
+re-timed schedule; when nothing there can be spilled, the node running then is moved to another device and
+rescheduled (``hetc.memory.fallback``), and when that is impossible too the build fails with a message that
+names the memory, the time, the bytes needed and available, and what is live.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+from hetc.errors import MemoryPlanError
+from hetc.ir import Graph
+from hetc.memory.aliasing import resolve_aliases
+from hetc.memory.artifact import Buffer, MemoryPlan, MemoryStats, Spill, TaskBuffers
+from hetc.memory.lifetimes import BufferTable, build_table
+from hetc.memory.packing import live_profile, pack
+from hetc.memory.reuse import reuse_dependencies
+from hetc.memory.spill import spill_one
+from hetc.schedule.artifact import Schedule
+from hetc.target.target import Target
+
+DEFAULT_TIME_LIMIT_S = 0.6
+MAX_SPILLS = 400
+
+
+@dataclass
+class Storage:
+    """One address range: an alias group (its owner and every buffer sharing its bytes)."""
+    owner: str
+    memory: str
+    start: int
+    end: int
+    size: int
+    members: list[str]
+
+
+@dataclass
+class _Layout:
+    offsets: dict[str, int]       # storage owner -> offset
+    stats: dict[str, MemoryStats]
+    methods: dict[str, str]
+    constants_bytes: int
+
+
+def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: float | None = None,
+                allow_moves: bool = True) -> MemoryPlan:
+    """Place every buffer of ``schedule`` in ``target``'s memories. The returned plan carries the schedule it
+    is valid for: the input one, or a re-timed one with spill transfers, or a rescheduled one when a node had
+    to move (``details['moved_nodes']``)."""
+    began = time.perf_counter()
+    budget = DEFAULT_TIME_LIMIT_S if time_limit_s is None else time_limit_s
+    nodes = graph.node_map()
+    table = build_table(graph, schedule, target)
+    spills: list[Spill] = []
+    moved: list[dict] = []
+    while True:
+        lifetimes = table.lifetimes(schedule)
+        aliases = resolve_aliases(table, schedule, nodes)
+        storages = _storages(table, lifetimes, aliases)
+        overflow = _live_overflow(storages, target)
+        layout = None
+        if overflow is None:
+            remaining = max(0.05, budget - (time.perf_counter() - began))
+            layout = _layout(table, storages, target, remaining)
+            overflow = _packing_overflow(layout, storages, target)
+        if overflow is None:
+            break
+        memory, t = overflow
+        if memory == target.dram:
+            raise _overflow_error(memory, t, table, storages, lifetimes, target, layout, spilled=False)
+        shared = {b for b in table.buffers if b in aliases or b in aliases.values()}
+        result = spill_one(table, schedule, target, memory, t, lifetimes, shared) \
+            if len(spills) < MAX_SPILLS else None
+        if result is not None:
+            schedule, spill = result
+            spills.append(spill)
+            continue
+        from hetc.memory.fallback import move_node_off
+        rescheduled = move_node_off(graph, schedule, target, memory, t) if allow_moves else None
+        if rescheduled is None:
+            raise _overflow_error(memory, t, table, storages, lifetimes, target, layout, spilled=bool(spills))
+        schedule, move = rescheduled
+        moved.append(move)
+        table, spills = build_table(graph, schedule, target), []
+    return _artifact(table, schedule, target, lifetimes, aliases, storages, layout, spills, moved,
+                     time.perf_counter() - began)
+
+
+def _storages(table: BufferTable, lifetimes: dict[str, tuple[int, int]], aliases: dict[str, str]) -> list[Storage]:
+    groups: dict[str, Storage] = {}
+    for bid, spec in table.buffers.items():
+        owner = aliases.get(bid, bid)
+        start, end = lifetimes[bid]
+        g = groups.get(owner)
+        if g is None:
+            groups[owner] = Storage(owner, spec.memory, start, end, spec.size, [bid])
+        else:
+            g.start, g.end, g.size = min(g.start, start), max(g.end, end), max(g.size, spec.size)
+            g.members.append(bid)
+    return sorted(groups.values(), key=lambda g: g.owner)
+
+
+def _is_constant(table: BufferTable, s: Storage) -> bool:
+    return table.buffers[s.owner].kind == "constant"
+
+
+def _live_overflow(storages: list[Storage], target: Target) -> tuple[str, int] | None:
+    """The first scratchpad whose live bytes at some instant exceed its capacity: no packing can fit it."""
+    for name, memory in target.memories.items():
+        if name == target.dram:
+            continue
+        intervals = [(s.start, s.end, s.size) for s in storages if s.memory == name]
+        live, when = live_profile(intervals, memory.alignment)
+        if live > memory.size:
+            return name, when
+    return None
+
+
+def _packing_overflow(layout: _Layout, storages: list[Storage], target: Target) -> tuple[str, int] | None:
+    """A memory whose packing ends above its capacity, and when the first buffer that sticks out is live."""
+    for name, stats in layout.stats.items():
+        if stats.peak_bytes > stats.capacity_bytes:
+            align = target.memories[name].alignment
+            late = [s for s in storages if s.memory == name
+                    and layout.offsets[s.owner] + _pad(s.size, align) > stats.capacity_bytes]
+            return name, min(s.start for s in late) if late else stats.peak_time_ns
+    return None
+
+
+def _pad(size: int, alignment: int) -> int:
+    return -(-size // alignment) * alignment
+
+
+def _layout(table: BufferTable, storages: list[Storage], target: Target, seconds: float) -> _Layout:
+    offsets: dict[str, int] = {}
+    stats: dict[str, MemoryStats] = {}
+    methods: dict[str, str] = {}
+    dram_align = target.memories[target.dram].alignment
+    constants_bytes = 0
+    for s in storages:                 # constants sit at fixed offsets, in first-use (table) order
+        if s.memory == target.dram and _is_constant(table, s):
+            offsets[s.owner] = constants_bytes
+            constants_bytes += _pad(s.size, dram_align)
+    used = [m for m in target.memories if any(s.memory == m for s in storages)]
+    for name in used:
+        memory = target.memories[name]
+        base = constants_bytes if name == target.dram else 0
+        packed = [s for s in storages if s.memory == name and s.owner not in offsets]
+        intervals = [(s.start, s.end, s.size) for s in packed]
+        result = pack(intervals, memory.alignment, seconds / max(1, len(used)))
+        for s, off in zip(packed, result.offsets):
+            offsets[s.owner] = base + off
+        live, when = live_profile(intervals, memory.alignment)
+        peak_members = tuple(sorted(m for s in packed if s.start <= when < s.end for m in s.members))
+        stats[name] = MemoryStats(peak_bytes=base + result.peak, lower_bound_bytes=base + live,
+                                  capacity_bytes=memory.size, peak_time_ns=when, peak_buffers=peak_members)
+        methods[name] = result.method
+    return _Layout(offsets, stats, methods, constants_bytes)
+
+
+def _overflow_error(memory: str, t: int, table: BufferTable, storages: list[Storage],
+                    lifetimes: dict[str, tuple[int, int]], target: Target, layout: _Layout | None,
+                    spilled: bool) -> MemoryPlanError:
+    align = target.memories[memory].alignment
+    live = [s for s in storages if s.memory == memory and s.start <= t < s.end]
+    need = sum(_pad(s.size, align) for s in live)
+    if layout is not None and memory in layout.stats:
+        need = max(need, layout.stats[memory].peak_bytes)
+    names = ", ".join(f"{m} ({table.buffers[m].size} B)" for s in sorted(live, key=lambda s: -s.size)[:8]
+                      for m in s.members[:1])
+    fix = ("give the target a larger memory" if memory == target.dram else
+           "every live buffer is in use at that instant" + (" even after spilling" if spilled else "") +
+           "; give the scratchpad more capacity or keep the node off this device")
+    return MemoryPlanError(
+        f"memory '{memory}' overflows at t={t} ns: {need} B required, {target.memories[memory].size} B "
+        f"available; live then: {names}; {fix}")
+
+
+def _artifact(table: BufferTable, schedule: Schedule, target: Target, lifetimes: dict[str, tuple[int, int]],
+              aliases: dict[str, str], storages: list[Storage], layout: _Layout | None, spills: list[Spill],
+              moved: list[dict], seconds: float) -> MemoryPlan:
+    assert layout is not None
+    buffers = []
+    for bid, spec in table.buffers.items():
+        owner = aliases.get(bid, bid)
+        start, end = lifetimes[bid]
+        buffers.append(Buffer(id=bid, value=spec.value, memory=spec.memory, offset=layout.offsets[owner],
+                              size=spec.size, start_ns=start, end_ns=end, kind=spec.kind,
+                              alias_of=None if owner == bid else owner, dtype=spec.dtype, shape=spec.shape))
+    spilled: dict[str, int] = {}
+    for s in spills:
+        spilled[s.memory] = spilled.get(s.memory, 0) + s.bytes
+    stats = {m: MemoryStats(**{**st.__dict__, "spilled_bytes": spilled.get(m, 0)})
+             for m, st in layout.stats.items()}
+    task_buffers = {tid: TaskBuffers(tuple(table.reads.get(tid, ())), tuple(table.writes.get(tid, ())))
+                    for tid in (t.id for t in schedule.tasks)}
+    details = {"seconds": round(seconds, 4), "methods": layout.methods, "aliases": len(aliases),
+               "spills": len(spills), "moved_nodes": moved}
+    plan = MemoryPlan(buffers=tuple(buffers), stats=stats, task_buffers=task_buffers, schedule=schedule,
+                      spills=tuple(spills), constants_bytes=layout.constants_bytes, details=details)
+    return replace(plan, reuse_deps=reuse_dependencies(plan))

@@ -1,0 +1,59 @@
+"""Address-reuse dependencies: when a buffer takes over bytes another buffer used earlier, its writer must
+wait for the earlier buffer's last users. The plan's times already respect this; the edges let codegen make
+it hold on any timing (the simulator's can differ from the plan's), with one semaphore per other engine."""
+from __future__ import annotations
+
+import bisect
+
+from hetc.memory.artifact import MemoryPlan
+
+
+def reuse_dependencies(plan: MemoryPlan) -> dict[int, tuple[int, ...]]:
+    """``{writer task: tasks on other engines that must end first}`` for every reused address range."""
+    tasks = {t.id: t for t in plan.schedule.tasks}
+    users: dict[str, list[int]] = {}
+    writer: dict[str, int] = {}
+    for tid, tb in plan.task_buffers.items():
+        for bid in tb.reads:
+            if bid is not None:
+                users.setdefault(bid, []).append(tid)
+        for bid in tb.writes:
+            users.setdefault(bid, []).append(tid)
+            writer.setdefault(bid, tid)
+    # storage = alias group: address range, lifetime, every task touching it, the task that first writes it
+    groups: dict[tuple[str, str], dict] = {}
+    for b in plan.buffers:
+        if b.size == 0 or b.kind == "constant":
+            continue
+        owner = b.alias_of or b.id
+        g = groups.setdefault((b.memory, owner), {"lo": b.offset, "hi": b.offset + b.size, "start": b.start_ns,
+                                                   "end": b.end_ns, "users": set(), "first": None})
+        g["hi"] = max(g["hi"], b.offset + b.size)
+        g["start"], g["end"] = min(g["start"], b.start_ns), max(g["end"], b.end_ns)
+        g["users"].update(users.get(b.id, ()))
+        if b.id == owner:
+            g["first"] = writer.get(b.id)
+    deps: dict[int, set[int]] = {}
+    by_memory: dict[str, list[dict]] = {}
+    for (memory, _), g in groups.items():
+        by_memory.setdefault(memory, []).append(g)
+    for storages in by_memory.values():
+        storages.sort(key=lambda g: g["lo"])
+        los = [g["lo"] for g in storages]
+        for b in storages:
+            first = b["first"]
+            if first is None:
+                continue
+            engine = tasks[first].engine
+            for a in storages[:bisect.bisect_left(los, b["hi"])]:
+                if a is b or a["hi"] <= b["lo"] or a["end"] > b["start"]:
+                    continue
+                last: dict[str, int] = {}     # per other engine, the user of ``a`` that ends last
+                for u in a["users"]:
+                    e = tasks[u].engine
+                    if e != engine and (e not in last or tasks[u].end_ns > tasks[last[e]].end_ns):
+                        last[e] = u
+                extra = set(last.values()) - set(tasks[first].deps)
+                if extra:
+                    deps.setdefault(first, set()).update(extra)
+    return {t: tuple(sorted(d)) for t, d in sorted(deps.items())}

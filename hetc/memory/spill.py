@@ -1,0 +1,124 @@
+"""Spilling: free a scratchpad at its fullest instant by evicting a buffer to DRAM and reloading it later.
+
+A candidate is a buffer live at the instant ``t`` but idle then (no task using it runs at ``t``) that shares
+its storage with nobody. Its uses split into those before ``t`` and those after; the furthest next use goes
+first (Belady), larger buffers break ties. The spill adds, on a DMA engine between the scratchpad and DRAM:
+
+* an **evict** transfer right after the buffer is produced (skipped when DRAM already holds the value before
+  ``t``: constants, graph inputs, values made in DRAM or copied there anyway: a re-fetch);
+* a **reload** transfer, released once the fullest segment is over and just in time for the next use, into a
+  new buffer ``<id>#k`` that every later reader is rebound to.
+
+The schedule is then re-timed keeping each engine's order (``retime``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from hetc.memory.artifact import Spill
+from hetc.memory.lifetimes import BufferSpec, BufferTable, buffer_id
+from hetc.memory.retime import retime
+from hetc.schedule.artifact import Schedule, Task
+from hetc.target.target import Target
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    buffer: str
+    before: tuple[int, ...]     # task ids using the buffer before t (writer first)
+    after: tuple[int, ...]      # readers after t
+    next_use: int               # start of the first reader after t
+
+
+def spill_candidates(table: BufferTable, schedule: Schedule, memory: str, t: int,
+                     lifetimes: dict[str, tuple[int, int]], shared: set[str]) -> list[_Candidate]:
+    """Buffers of ``memory`` live but idle at ``t``, best first."""
+    tasks = {x.id: x for x in schedule.tasks}
+    found = []
+    for bid, spec in table.buffers.items():
+        start, end = lifetimes[bid]
+        if spec.memory != memory or bid in shared or spec.writer is None or not (start <= t < end):
+            continue
+        uses = [spec.writer, *spec.readers]
+        if any(tasks[u].start_ns <= t < tasks[u].end_ns for u in uses):
+            continue                                   # in use right now: cannot leave
+        before = tuple(u for u in uses if tasks[u].end_ns <= t)
+        after = tuple(sorted((u for u in spec.readers if tasks[u].start_ns > t),
+                             key=lambda u: (tasks[u].start_ns, u)))
+        if spec.writer in before and after:
+            found.append(_Candidate(bid, before, after, tasks[after[0]].start_ns))
+    return sorted(found, key=lambda c: (-c.next_use, -table.buffers[c.buffer].size, c.buffer))
+
+
+def spill_one(table: BufferTable, schedule: Schedule, target: Target, memory: str, t: int,
+              lifetimes: dict[str, tuple[int, int]], shared: set[str]) -> tuple[Schedule, Spill] | None:
+    """Spill the best candidate at ``t``; mutates ``table`` and returns the re-timed schedule, or None when
+    no buffer can leave (everything live is in use, or no DMA engine links ``memory`` to DRAM)."""
+    engines = target.engines_between(memory, target.dram)
+    if not engines:
+        return None
+    for cand in spill_candidates(table, schedule, memory, t, lifetimes, shared):
+        result = _apply(table, schedule, target, memory, t, cand, engines[0].name)
+        if result is not None:
+            return result
+    return None
+
+
+def _apply(table: BufferTable, schedule: Schedule, target: Target, memory: str, t: int, cand: _Candidate,
+           engine: str) -> tuple[Schedule, Spill] | None:
+    spec = table.buffers[cand.buffer]
+    tasks = {x.id: x for x in schedule.tasks}
+    sync = math.ceil(target.sync_ns)
+    duration = max(1, math.ceil(target.transfer_ns(spec.size, engine)))
+    next_id = max(tasks) + 1
+    new_tasks: list[Task] = []
+    dram_id = buffer_id(spec.value, target.dram)
+    dram_copy = table.buffers.get(dram_id)
+    evict: Task | None = None
+    if dram_copy is not None:
+        if dram_copy.writer is not None and tasks[dram_copy.writer].end_ns > t:
+            return None                                # DRAM gets the value only later: not worth a 2nd copy
+        source_deps = () if dram_copy.writer is None else (dram_copy.writer,)
+    else:
+        produced = tasks[spec.writer]
+        release = produced.end_ns + sync
+        evict = Task(next_id, "transfer", engine, release, release + duration, deps=(spec.writer,),
+                     value=spec.value, src=memory, dst=target.dram, bytes=spec.size)
+        new_tasks.append(evict)
+        next_id += 1
+        source_deps = (evict.id,)
+    # Released when the fullest segment is over (the live set only drops when some task ends) and as late
+    # as still meets the next use.
+    segment_end = min((x.end_ns for x in schedule.tasks if x.end_ns > t), default=t + 1)
+    release = max(segment_end, cand.next_use - duration - sync)
+    reload = Task(next_id, "transfer", engine, release, release + duration, deps=source_deps,
+                  value=spec.value, src=target.dram, dst=memory, bytes=spec.size)
+    new_tasks.append(reload)
+
+    rebound = set(cand.after)
+    updated = [replace(x, deps=tuple(sorted({*x.deps, reload.id}))) if x.id in rebound else x
+               for x in schedule.tasks]
+    timed = retime(updated + new_tasks, target.sync_ns)
+    if timed is None:
+        return None
+
+    copies = sum(1 for b in table.buffers if b.startswith(cand.buffer + "#"))
+    reloaded_id = f"{cand.buffer}#{copies + 1}"
+    if evict is not None:
+        table.buffers[dram_id] = BufferSpec(dram_id, spec.value, target.dram, spec.size, spec.dtype, spec.shape,
+                                            "copy", evict.id)
+        table.writes[evict.id] = [dram_id]
+        table.reads[evict.id] = [cand.buffer]
+        spec.readers.append(evict.id)
+    table.add_reader(dram_id, reload.id)
+    table.reads[reload.id] = [dram_id]
+    table.writes[reload.id] = [reloaded_id]
+    table.buffers[reloaded_id] = BufferSpec(reloaded_id, spec.value, memory, spec.size, spec.dtype, spec.shape,
+                                            "copy", reload.id, readers=list(cand.after))
+    spec.readers = [r for r in spec.readers if r not in rebound]
+    for reader in cand.after:
+        table.reads[reader] = [reloaded_id if b == cand.buffer else b for b in table.reads[reader]]
+    spill = Spill(value=spec.value, memory=memory, bytes=spec.size,
+                  evict_task=evict.id if evict is not None else None, reload_task=reload.id)
+    return schedule.with_tasks(timed), spill

@@ -1,0 +1,174 @@
+"""plan_memory on hand-built graphs, targets and schedules (real dataclasses, no scheduler needed)."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from hetc.errors import MemoryPlanError
+from hetc.ir import Graph, Node, Value
+from hetc.memory import MemoryPlan, plan_memory
+from hetc.schedule.artifact import Schedule, SolverStats, Task
+from hetc.target.model import Device, DmaEngine, Memory
+from hetc.target.target import Target
+
+KIB = 1024
+
+
+# ------------------------------------------------------------------------------------------ builders
+def make_target(sram: int = 64 * KIB, dram: int = 1 << 24, npu_dram_dma: bool = True) -> Target:
+    """CPU on DRAM, an NPU on its SRAM, one DMA engine between them (1 byte/ns, no latency)."""
+    memories = {"dram": Memory("dram", dram, 10.0, 64, "dram"), "sram": Memory("sram", sram, 100.0, 64)}
+    devices = {"cpu": Device("cpu", "cpu", "dram", {"float32": 1.0}, {}, 0.0),
+               "npu": Device("npu", "npu", "sram", {"float32": 10.0}, {}, 0.0)}
+    dmas = {"dma": DmaEngine("dma", ("dram", "sram"), 1.0, 0.0)} if npu_dram_dma else {}
+    return Target("tiny", "test target", memories, devices, dmas, sync_ns=0, priority=("npu", "cpu"))
+
+
+def chain_graph(ops: list[str], shape: tuple[int, ...] = (1, 1024), weights: dict[int, tuple[int, ...]] | None = None
+                ) -> Graph:
+    """x -> ops[0] -> ops[1] -> ... -> y; ``weights[i]`` adds a constant second input to node i."""
+    x = Value("x", "float32", shape)
+    cur, nodes = x, []
+    for i, op in enumerate(ops):
+        out = Value(f"v{i}", "float32", shape)
+        inputs = [cur]
+        if weights and i in weights:
+            inputs.append(Value(f"w{i}", "float32", weights[i], const=np.zeros(weights[i], np.float32)))
+        nodes.append(Node(i, op, f"n{i}", inputs, [out]))
+        cur = out
+    return Graph.build("chain", nodes, [x], [cur], {"": 17})
+
+
+def list_schedule(graph: Graph, target: Target, placement: dict[int, str], duration: int = 100) -> Schedule:
+    """A plain list schedule following the execution model: transfers along ``target.route`` (intermediate
+    DRAM copies reused), one copy per memory, graph outputs brought to DRAM, each engine one task at a time."""
+    tasks: list[Task] = []
+    free: dict[str, int] = {}
+    where: dict[tuple[str, str], int | None] = {}    # (value, memory) -> task that made the copy
+    sync = math.ceil(target.sync_ns)
+
+    def ready_at(deps: list[int], engine: str) -> int:
+        return max((tasks[d].end_ns + (sync if tasks[d].engine != engine else 0) for d in deps), default=0)
+
+    def add(kind: str, engine: str, deps: list[int], length: int, **kw) -> int:
+        start = max(free.get(engine, 0), ready_at(deps, engine))
+        tasks.append(Task(len(tasks), kind, engine, start, start + length, tuple(deps), **kw))
+        free[engine] = start + length
+        return len(tasks) - 1
+
+    def bring(v: Value, memory: str) -> int | None:
+        if (v.name, memory) in where:
+            return where[(v.name, memory)]
+        origin = next(m for (n, m) in where if n == v.name)
+        for src, dst in target.route(origin, memory):
+            if (v.name, dst) in where:
+                continue
+            engine = target.engines_between(src, dst)[0].name
+            dep = where[(v.name, src)]
+            where[(v.name, dst)] = add("transfer", engine, [dep] if dep is not None else [],
+                                       max(1, math.ceil(target.transfer_ns(v.nbytes, engine))),
+                                       value=v.name, src=src, dst=dst, bytes=v.nbytes)
+        return where[(v.name, memory)]
+
+    for v in [*graph.inputs, *graph.constants]:
+        where[(v.name, target.dram)] = None
+    for node in graph.topo_order():
+        device = placement.get(node.id, "cpu")
+        memory = target.home(device)
+        deps = sorted({d for v in node.present_inputs if (d := bring(v, memory)) is not None})
+        tid = add("compute", device, deps, duration, node=node.id, op=node.op_type)
+        for v in node.outputs:
+            where[(v.name, memory)] = tid
+    for v in graph.outputs:
+        bring(v, target.dram)
+    stats = SolverStats("test", "HEURISTIC", 0, 0, 0.0)
+    return Schedule(tuple(tasks), {n.id: placement.get(n.id, "cpu") for n in graph}, stats, 0)
+
+
+# ------------------------------------------------------------------------------------------ tests
+def test_chain_on_the_npu_verifies_and_reuses_memory():
+    graph = chain_graph(["Conv", "Softmax", "Conv", "Softmax"], weights={0: (1, 256), 2: (1, 256)})
+    target = make_target()
+    schedule = list_schedule(graph, target, {n.id: "npu" for n in graph})
+    plan = plan_memory(graph, schedule, target)
+    plan.verify(target)
+    sram = plan.stats["sram"]
+    assert sram.lower_bound_bytes <= sram.peak_bytes <= sram.capacity_bytes
+    # a chain keeps at most input + output (+ a weight) live: far less than the sum of all its buffers
+    total = sum(b.size for b in plan.buffers if b.memory == "sram")
+    assert sram.peak_bytes < total
+    assert plan.constants_bytes == 2 * 1024
+    assert {b.id for b in plan.buffers if b.kind == "constant"} == {"w0@dram", "w2@dram"}
+    assert all(b.offset < plan.constants_bytes for b in plan.buffers if b.kind == "constant")
+    assert all(b.offset >= plan.constants_bytes for b in plan.buffers
+               if b.memory == "dram" and b.kind != "constant")
+
+
+def test_task_buffers_follow_operand_order_and_transfers():
+    graph = chain_graph(["Conv"], weights={0: (1, 64)})
+    target = make_target()
+    schedule = list_schedule(graph, target, {0: "npu"})
+    plan = plan_memory(graph, schedule, target)
+    compute = next(t for t in plan.schedule.tasks if t.kind == "compute")
+    assert plan.task_buffers[compute.id].reads == ("x@sram", "w0@sram")
+    assert plan.task_buffers[compute.id].writes == ("v0@sram",)
+    back = next(t for t in plan.schedule.tasks if t.kind == "transfer" and t.dst == "dram")
+    assert plan.task_buffers[back.id].reads == ("v0@sram",)
+    assert plan.task_buffers[back.id].writes == ("v0@dram",)
+    assert plan.buffer("v0@dram").kind == "output" and plan.buffer("x@dram").kind == "input"
+    assert plan.buffer("v0@dram").end_ns == plan.schedule.makespan_ns
+    assert plan.buffer("x@dram").start_ns == 0
+
+
+def test_lifetime_runs_from_writer_start_to_last_reader_end():
+    graph = chain_graph(["Conv", "Softmax"])
+    target = make_target()
+    schedule = list_schedule(graph, target, {0: "npu", 1: "npu"})
+    plan = plan_memory(graph, schedule, target)
+    writer = next(t for t in schedule.tasks if t.node == 0)
+    reader = next(t for t in schedule.tasks if t.node == 1)
+    b = plan.buffer("v0@sram")
+    assert (b.start_ns, b.end_ns) == (writer.start_ns, reader.end_ns)
+
+
+def test_json_round_trip():
+    graph = chain_graph(["Conv", "Relu", "Reshape"], weights={0: (1, 64)})
+    target = make_target()
+    schedule = list_schedule(graph, target, {0: "npu", 1: "npu", 2: "cpu"})
+    plan = plan_memory(graph, schedule, target)
+    again = MemoryPlan.loads(plan.dumps(), plan.schedule)
+    assert again.buffers == plan.buffers and again.stats == plan.stats
+    assert again.task_buffers == plan.task_buffers and again.spills == plan.spills
+    assert again.reuse_deps == plan.reuse_deps and again.constants_bytes == plan.constants_bytes
+    json.loads(plan.dumps())
+
+
+def test_verify_catches_an_overlap():
+    graph = chain_graph(["Conv", "Softmax", "Conv"])
+    target = make_target()
+    plan = plan_memory(graph, list_schedule(graph, target, {0: "npu", 1: "npu", 2: "npu"}), target)
+    a, b = plan.buffer("v0@sram"), plan.buffer("v1@sram")   # both live while node 1 runs
+    moved = tuple(x if x.id != b.id else type(b)(**{**b.__dict__, "offset": a.offset}) for x in plan.buffers)
+    broken = MemoryPlan(**{**{k: v for k, v in plan.__dict__.items() if not k.startswith("_")}, "buffers": moved})
+    with pytest.raises(MemoryPlanError, match="overlap in time and address"):
+        broken.verify(target)
+
+
+def test_dram_overflow_is_an_error_naming_the_memory():
+    graph = chain_graph(["Softmax", "Softmax"], shape=(1, 4096))
+    target = make_target(dram=20 * KIB)
+    schedule = list_schedule(graph, target, {})
+    with pytest.raises(MemoryPlanError, match=r"memory 'dram' overflows at t=\d+ ns: \d+ B required, 20480 B"):
+        plan_memory(graph, schedule, target)
+
+
+def test_missing_transfer_is_reported():
+    graph = chain_graph(["Softmax"])
+    target = make_target()
+    schedule = list_schedule(graph, target, {0: "npu"})
+    broken = schedule.with_tasks(tuple(t for t in schedule.tasks if not (t.kind == "transfer" and t.dst == "sram")))
+    with pytest.raises(MemoryPlanError, match="missing a transfer"):
+        plan_memory(graph, broken, target)
