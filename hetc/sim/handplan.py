@@ -97,7 +97,7 @@ def _buffers(graph: Graph, target: Target, schedule: Schedule, writer: dict[tupl
         end = max([r.end_ns for r in readers.get(bid, [])] + [w.end_ns if w else 0])
         if name in outputs and memory == target.dram:
             end = schedule.makespan_ns
-        kind = ("constant" if v.is_const else "input" if name in inputs and w is None
+        kind = ("constant" if v.is_const and w is None else "input" if name in inputs and w is None
                 else "output" if name in outputs and memory == target.dram
                 else "copy" if w is not None and w.kind == "transfer" else "activation")
         alias_of = None
@@ -163,3 +163,17 @@ def _stats(buffers: list[Buffer], target: Target) -> dict[str, MemoryStats]:
         stats[name] = MemoryStats(peak_bytes=max((b.offset + b.size for b in mine), default=0),
                                   lower_bound_bytes=peak_live, capacity_bytes=memory.size)
     return stats
+
+
+def first_candidate_placement(graph: Graph, target: Target) -> dict[int, str]:
+    """Each node on the first device (in the target's priority order) that supports it."""
+    placement = {}
+    for node in graph.topo_order():
+        devices = target.candidates(node)
+        placement[node.id] = devices[0] if devices else next(iter(target.devices))
+    return placement
+
+
+def cost_duration(target: Target) -> Duration:
+    """Durations from the target's roofline cost model, in whole ns."""
+    return lambda node, device: int(round(target.cost(node, device)))
