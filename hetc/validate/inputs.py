@@ -1,0 +1,125 @@
+"""Inputs for validation runs: seeded random tensors per dtype, and checked loading from ``.npz`` files."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import onnx
+
+from hetc.errors import ValidationError
+from hetc.ir import FLOAT_DTYPES, INT_DTYPES, Graph, dtype_from_onnx, np_dtype
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One graph input: IR dtype name and shape (None for a dimension the model leaves symbolic)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | None, ...]
+
+
+def _onnx_specs(graph: onnx.GraphProto) -> list[InputSpec]:
+    initialized = {t.name for t in graph.initializer}
+    specs = []
+    for info in graph.input:
+        if info.name in initialized:  # IR < 4 lists weights among the inputs
+            continue
+        tensor = info.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
+        specs.append(InputSpec(info.name, dtype_from_onnx(tensor.elem_type), dims))
+    return specs
+
+
+def input_specs(source: Any) -> list[InputSpec]:
+    """The inputs of a hetc ``Graph``, an ONNX ``ModelProto``/``GraphProto``, a list of ``InputSpec`` or
+    ``(name, dtype, shape)`` tuples, or a ``{name: (dtype, shape)}`` mapping."""
+    if isinstance(source, Graph):
+        return [InputSpec(v.name, v.dtype, tuple(v.shape)) for v in source.inputs if v.const is None]
+    if isinstance(source, onnx.ModelProto):
+        return _onnx_specs(source.graph)
+    if isinstance(source, onnx.GraphProto):
+        return _onnx_specs(source)
+    if isinstance(source, Mapping):
+        return [InputSpec(name, dtype, tuple(shape)) for name, (dtype, shape) in source.items()]
+    if isinstance(source, Iterable):
+        return [s if isinstance(s, InputSpec) else InputSpec(s[0], s[1], tuple(s[2])) for s in source]
+    raise TypeError(f"cannot read input specs from {type(source).__name__}")
+
+
+def make_inputs(graph_or_input_specs: Any, seed: int = 0, int_range: tuple[int, int] = (0, 10)
+                ) -> dict[str, np.ndarray]:
+    """Seeded random inputs: floats standard normal, integers uniform in ``[low, high)`` of ``int_range``
+    (the default keeps index-like inputs valid for small tables), bools fair coin flips."""
+    low, high = int_range
+    if low >= high:
+        raise ValidationError(f"int_range {int_range} is empty; give (low, high) with low < high")
+    rng = np.random.default_rng(seed)
+    inputs = {}
+    for spec in input_specs(graph_or_input_specs):
+        if any(d is None for d in spec.shape):
+            raise ValidationError(f"input '{spec.name}' has a symbolic dimension {spec.shape}; fix it with "
+                                  f"--shape {spec.name}=... (or pass the imported hetc Graph)")
+        dtype = np_dtype(spec.dtype)
+        if spec.dtype in FLOAT_DTYPES:
+            inputs[spec.name] = rng.standard_normal(spec.shape).astype(dtype)
+        elif spec.dtype in INT_DTYPES:
+            info = np.iinfo(dtype)
+            if low < info.min or high - 1 > info.max:
+                raise ValidationError(f"int_range {int_range} does not fit input '{spec.name}' of type "
+                                      f"{spec.dtype} ({info.min}..{info.max}); choose a range inside it")
+            inputs[spec.name] = rng.integers(low, high, size=spec.shape).astype(dtype)
+        elif spec.dtype == "bool":
+            inputs[spec.name] = rng.random(spec.shape) < 0.5
+        else:
+            raise ValidationError(f"cannot generate random values for input '{spec.name}' of type "
+                                  f"{spec.dtype}; supply the inputs in an .npz file")
+    return inputs
+
+
+def check_inputs(inputs: Mapping[str, np.ndarray], graph_or_input_specs: Any, origin: str = "inputs"
+                 ) -> dict[str, np.ndarray]:
+    """``inputs`` if they name exactly the graph's inputs with its dtypes and shapes (symbolic dimensions
+    accept any size); otherwise a ValidationError that says what to change."""
+    specs = input_specs(graph_or_input_specs)
+    expected = {s.name for s in specs}
+    missing = sorted(expected - set(inputs))
+    unknown = sorted(set(inputs) - expected)
+    if missing or unknown:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing)}")
+        if unknown:
+            parts.append(f"unknown {', '.join(unknown)}")
+        raise ValidationError(f"{origin}: {'; '.join(parts)}; the model's inputs are "
+                              f"{', '.join(s.name for s in specs) or '(none)'}")
+    checked = {}
+    for spec in specs:
+        array = np.asarray(inputs[spec.name])
+        if array.dtype != np_dtype(spec.dtype):
+            raise ValidationError(f"{origin}: input '{spec.name}' is {array.dtype}, the model wants {spec.dtype}; "
+                                  f"convert it (e.g. array.astype('{spec.dtype}'))")
+        if len(array.shape) != len(spec.shape) or any(d is not None and d != a for d, a in
+                                                      zip(spec.shape, array.shape)):
+            want = "x".join("?" if d is None else str(d) for d in spec.shape) or "scalar"
+            got = "x".join(map(str, array.shape)) or "scalar"
+            raise ValidationError(f"{origin}: input '{spec.name}' has shape {got}, the model wants {want}")
+        checked[spec.name] = array
+    return checked
+
+
+def load_inputs_npz(path: str | Path, graph: Any) -> dict[str, np.ndarray]:
+    """Inputs from an ``.npz`` file (``np.savez(path, name=array, ...)``), checked against ``graph``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValidationError(f"input file {path} does not exist; write one with numpy.savez('{path}', "
+                              f"<input name>=<array>, ...)")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            loaded = {name: archive[name] for name in archive.files}
+    except (OSError, ValueError) as error:
+        raise ValidationError(f"{path} is not a readable .npz archive ({error}); write it with numpy.savez") \
+            from None
+    return check_inputs(loaded, graph, origin=str(path))
