@@ -79,13 +79,14 @@ def peak_for(device: Device, dtype: str) -> float:
 
 def efficiency_for(device: Device, cls: str) -> float:
     """Fraction of peak ``device`` reaches on op class ``cls``: the class entry, else (for "depthwise") the
-    "conv" entry, else "default". The loader guarantees one of them exists."""
+    "conv" entry, else "default", else the device's lowest efficiency (a class outside a device's op list,
+    costed only so that every (node, device) pair has a finite price)."""
     table = device.efficiency
     if cls in table:
         return table[cls]
     if cls == "depthwise" and "conv" in table:
         return table["conv"]
-    return table["default"]
+    return table.get("default", min(table.values()))
 
 
 def node_cost_ns(target: "Target", node: Node, device: str) -> float:  # noqa: F821 (import cycle)

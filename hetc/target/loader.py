@@ -131,7 +131,7 @@ def _device(origin: str, name: str, data: Any) -> Device:
         if expected is None:
             t.fail(f"limits.{key}", "unknown limit", _suggest(key, LIMIT_KEYS, "the limits are"))
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            t.fail(f"limits.{key}", f"expected a {expected.__name__}, got {value!r}",
+            t.fail(f"limits.{key}", f"expected {_TYPE_NAMES[expected]}, got {value!r}",
                    f"write e.g. {key} = {_LIMIT_EXAMPLES[expected]}")
     t.finish()
     return Device(name=name, kind=kind, memory=memory, peak=peak, efficiency=efficiency,
