@@ -25,7 +25,8 @@ def make_target() -> Target:
                 "dsp_tcm": Memory("dsp_tcm", 1 * MiB, 32.0, 64, "sram")}
     devices = {"cpu": Device("cpu", "cpu", "dram", {"float32": 16.0}, {"default": 0.5}, 2000.0),
                "npu": Device("npu", "npu", "npu_sram", {"float32": 256.0}, {"default": 0.7}, 500.0),
-               "dsp": Device("dsp", "dsp", "dsp_tcm", {"float32": 64.0}, {"default": 0.6}, 800.0)}
+               "dsp": Device("dsp", "dsp", "dsp_tcm", {"float32": 64.0}, {"default": 0.6}, 800.0,
+                              ops=frozenset({"Relu", "BatchNormalization", "Add", "Sigmoid", "Mul"}))}
     dmas = {"dma_npu": DmaEngine("dma_npu", ("dram", "npu_sram"), 8.0, 300.0),
             "dma_dsp": DmaEngine("dma_dsp", ("dram", "dsp_tcm"), 6.0, 300.0),
             "dma_x": DmaEngine("dma_x", ("npu_sram", "dsp_tcm"), 12.0, 200.0)}

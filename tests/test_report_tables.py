@@ -1,0 +1,144 @@
+"""Timeline semantics, text tables, the build summary view, and export_gantt's errors."""
+from __future__ import annotations
+
+import pytest
+from rich.console import Console
+
+from hetc.errors import HetcError
+from hetc.report import (Timeline, export_gantt, makespan_table, memory_table, numerics_table, placement_table,
+                         render_summary, report_text, solver_table, summary_text, utilisation_table)
+from test_report_artifacts import SYNC_NS, make_all
+
+
+@pytest.fixture(scope="module")
+def artifacts():
+    return make_all(20)
+
+
+# ---------------------------------------------------------------------------------------------- timeline
+def test_planned_timeline_mirrors_the_schedule(artifacts):
+    graph, target, schedule, plan, sim = artifacts
+    timeline = Timeline.from_schedule(schedule, graph, plan, target)
+    assert [lane.engine for lane in timeline.lanes] == ["cpu", "npu", "dsp", "dma_npu", "dma_dsp", "dma_x"]
+    assert len(timeline.slices) == len(schedule.tasks)
+    assert timeline.makespan_us == schedule.makespan_ns / 1000
+    cross = {(d, t.id) for t in schedule.tasks for d in t.deps if schedule.task(d).engine != t.engine}
+    assert {(f.src, f.dst) for f in timeline.flows} == cross
+    by_id = timeline.slice_by_id()
+    for f in timeline.flows:  # a semaphore dependency always leaves room for the sync cost
+        assert by_id[f.dst].start_us >= by_id[f.src].end_us + SYNC_NS / 1000 - 1e-9
+    busy = timeline.busy_us()
+    for engine, tasks in schedule.engine_tasks().items():
+        assert busy[engine] == pytest.approx(sum(t.duration_ns for t in tasks) / 1000)
+
+
+def test_simulated_timeline_maps_semaphores_to_tasks(artifacts):
+    graph, target, schedule, plan, sim = artifacts
+    timeline = Timeline.from_simulation(sim, schedule, plan, target)
+    assert len(timeline.slices) == sum(e.kind in ("compute", "dma") for e in sim.events)
+    assert len(timeline.flows) == len(sim.sync_edges)
+    by_id = timeline.slice_by_id()
+    tasks = {f: (by_id[f.src].args["task"], by_id[f.dst].args["task"]) for f in timeline.flows}
+    deps = {(d, t.id) for t in schedule.tasks for d in t.deps}
+    assert set(tasks.values()) <= deps  # every arrow joins a real producer to its consumer
+    assert timeline.makespan_us == pytest.approx(sim.makespan_ns / 1000)
+    assert timeline.planned_makespan_us == pytest.approx(schedule.makespan_ns / 1000)
+
+
+def test_occupancy_ignores_aliases(artifacts):
+    from dataclasses import replace
+    graph, target, schedule, plan, sim = artifacts
+    base = {m.memory: m.max_bytes for m in Timeline.from_schedule(schedule, graph, plan, target).memories}
+    victim = next(b for b in plan.buffers if b.memory == "npu_sram")
+    aliased = replace(plan, buffers=tuple(replace(b, alias_of="x@npu_sram") if b is victim else b
+                                          for b in plan.buffers))
+    after = {m.memory: m.max_bytes for m in Timeline.from_schedule(schedule, graph, aliased, target).memories}
+    assert after["npu_sram"] <= base["npu_sram"] and after["dram"] == base["dram"]
+
+
+# ---------------------------------------------------------------------------------------------- tables
+def test_placement_table_lists_every_node_with_reasons(artifacts):
+    graph, target, schedule, plan, sim = artifacts
+    table = placement_table(schedule, graph, target)
+    assert [int(r[0]) for r in table.rows] == sorted(schedule.placement, key=lambda n: (
+        next(t.start_ns for t in schedule.tasks if t.node == n), n))
+    for row in table.rows:
+        if row[2] == "Softmax":  # on the CPU because the DSP has no Softmax kernel: the table says so
+            assert row[3] == "cpu" and "dsp:" in row[6] and "Softmax" in row[6]
+        if row[3] == "dsp":
+            assert row[6] == ""
+    assert str(table).count("\n") > len(graph.nodes) and "placement: npu" in str(table)
+
+
+def test_utilisation_and_makespan_tables(artifacts):
+    graph, target, schedule, plan, sim = artifacts
+    util = utilisation_table(Timeline.from_schedule(schedule, graph, plan, target))
+    assert [r[0] for r in util.rows] == ["cpu", "npu", "dsp", "dma_npu", "dma_dsp", "dma_x"]
+    assert all(0 < float(r[4].rstrip("%")) <= 100 for r in util.rows)
+    table = makespan_table(schedule, sim)
+    planned, simulated, bound = table.rows
+    assert float(planned[1].replace(",", "")) == pytest.approx(schedule.makespan_ns / 1000, abs=0.01)
+    assert float(simulated[1].replace(",", "")) == pytest.approx(sim.makespan_ns / 1000, abs=0.01)
+    assert simulated[3].startswith("+")
+
+
+def test_memory_and_solver_tables(artifacts):
+    graph, target, schedule, plan, sim = artifacts
+    mem = memory_table(plan)
+    assert [r[0] for r in mem.rows] == list(plan.stats)
+    assert "npu_sram" in str(mem) and "2.00 MiB" in str(mem)
+    solver = str(solver_table(schedule))
+    assert "HEURISTIC" in solver and "gap" in solver
+
+
+def test_numerics_table_counts_failures():
+    table = numerics_table({"y": {"max_abs_err": 1e-7, "max_rel_err": 1e-6, "passed": True, "shape": (1, 10)},
+                            "z": {"max_abs_err": 0.5, "max_rel_err": 0.2, "passed": False}})
+    text = str(table)
+    assert "1/2 outputs within tolerance" in text and "FAIL" in text and "1x10" in text
+
+
+def test_report_text_has_every_section(artifacts):
+    graph, target, schedule, plan, sim = artifacts
+    text = report_text(schedule, graph, plan, None, sim, numerics={"t19": {"passed": True, "max_abs_err": 0.0,
+                                                                             "max_rel_err": 0.0}},
+                       summary={"model": "chain.onnx", "placement": {"npu": 9}})
+    for section in ("Build summary", "Makespan", "Solver", "Utilisation (planned", "Utilisation (simulated",
+                    "Memory", "Numerics vs onnxruntime", "Placement"):
+        assert section in text, section
+
+
+SUMMARY = {"model": "models/tiny_cnn.onnx", "target": "edge-soc", "scheduler": "cpsat", "nodes": 12,
+           "placement": {"cpu": 2, "npu": 8, "dsp": 2}, "makespan_us": 120.5, "lower_bound_us": 100.0,
+           "gap": 0.17, "solver": {"status": "FEASIBLE", "wall_s": 0.8}, "compile_s": 1.5,
+           "stage_s": {"import": 0.1, "schedule": 0.9},
+           "memory": {"npu_sram": {"peak_bytes": 3 << 20, "lower_bound_bytes": 3 << 20, "capacity_bytes": 4 << 20,
+                                   "spilled_bytes": 0}},
+           "simulated_makespan_us": 125.0, "validation": {"passed": True, "max_abs_err": 1e-6, "max_rel_err": 2e-5}}
+
+
+def test_summary_renders_in_rich_and_plain_text():
+    console = Console(width=120, record=True, color_system=None)
+    console.print(render_summary(SUMMARY))
+    shown = console.export_text()
+    plain = summary_text(SUMMARY)
+    for text in (shown, plain):
+        for expected in ("tiny_cnn.onnx", "FEASIBLE", "120.50 µs", "+3.7% vs planned", "passed", "npu_sram",
+                         "3.00 MiB", "75.0%", "schedule"):
+            assert expected in text, expected
+
+
+def test_summary_of_an_early_build_shows_what_is_there():
+    plain = summary_text({"model": "m.onnx", "makespan_us": 5.0})
+    assert "m.onnx" in plain and "simulated" not in plain and "Memory" not in plain
+
+
+# ---------------------------------------------------------------------------------------------- export
+def test_unknown_format_is_a_clear_error(artifacts, tmp_path):
+    graph, target, schedule, plan, sim = artifacts
+    timeline = Timeline.from_schedule(schedule, graph)
+    with pytest.raises(HetcError, match=r"unknown Gantt format 'pdf'; choose one of perfetto, html, png, svg"):
+        export_gantt(timeline, "pdf", tmp_path / "g.pdf")
+    with pytest.raises(HetcError, match="does not exist"):
+        export_gantt(timeline, "html", tmp_path / "missing" / "g.html")
+    assert export_gantt(timeline, " HTML ", tmp_path / "g.html").stat().st_size > 0
