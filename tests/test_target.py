@@ -303,3 +303,17 @@ def test_working_set_counts_each_value_once_and_aliases_views() -> None:
     assert working_set_bytes(square, alignment=64) == 2 * 4032
     flatten = node("Flatten", [val("x", (10, 10))], [val("y", (1, 100))])
     assert working_set_bytes(flatten) == 400
+
+
+def test_json_view_carries_every_table(tmp_path: Path) -> None:
+    import json
+
+    from hetc.target import describe_target, target_to_json
+    target = load_target("edge-soc")
+    data = json.loads(json.dumps(target_to_json(target)))
+    assert data["devices"]["cpu"]["ops"] is None and "Conv" in data["devices"]["npu"]["ops"]
+    assert data["memories"]["npu_sram"]["size"] == 8 * 2**20
+    assert [d["name"] for d in data["dma"]] == list(target.dmas)
+    assert data["staging"] == "dram"
+    summary = describe_target(target)
+    assert "npu_sram" in summary and "8 MiB" in summary and "dma_npu_dsp" in summary
