@@ -101,7 +101,11 @@ def build_graph(model: onnx.ModelProto) -> Graph:
     metadata = {p.key: p.value for p in model.metadata_props}
     if model.producer_name:
         metadata.setdefault("producer", f"{model.producer_name} {model.producer_version}".strip())
-    return Graph.build(proto.name, nodes, inputs, outputs, opset, metadata)
+    # Not Graph.build: its fresh value table would lose constants that only a subgraph reads.
+    graph = Graph(name=proto.name, nodes=nodes, inputs=inputs, outputs=outputs, values=values, opset=opset,
+                  metadata=metadata)
+    graph.relink()
+    return graph
 
 
 def _new_value(name: str, types: dict[str, onnx.TypeProto]) -> Value:

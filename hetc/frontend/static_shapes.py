@@ -67,6 +67,10 @@ class ShapeResolver:
         if open_value.dtype is None:
             raise ShapeError(f"unknown output type: {label} gives '{open_value.name}' a type shape inference "
                              "cannot determine (custom or unknown operator?); hetc needs every type")
+        if node.has_subgraph:
+            raise ShapeError(f"unresolved subgraph output: {label} produces '{open_value.name}' whose shape "
+                             "ONNX shape inference cannot determine through the node's subgraph; hetc needs "
+                             "static shapes (export the model with the loop unrolled or the branch chosen)")
         dims = "unknown rank" if open_value.shape is None else "dims " + ", ".join(
             str(i) for i, d in enumerate(open_value.shape) if d is None)
         raise ShapeError(f"data-dependent shape: {label} produces '{open_value.name}' whose shape depends on "

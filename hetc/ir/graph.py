@@ -69,6 +69,16 @@ class Node:
     def present_inputs(self) -> list[Value]:
         return [v for v in self.inputs if v is not None]
 
+    def outer_scope_names(self) -> list[str]:
+        """Names of outer values the node's subgraphs read without listing them as inputs (ONNX's implicit
+        inputs of If/Loop/Scan). The graph links them like inputs: the node is one of their consumers."""
+        names: set[str] = set()
+        for value in self.attrs.values():
+            for sub in (value if isinstance(value, list) else [value]):
+                if type(sub).__name__ == "GraphProto":
+                    names |= _free_names(sub)
+        return sorted(names)
+
     def attr(self, name: str, default: Any = None) -> Any:
         return self.attrs.get(name, default)
 
@@ -76,6 +86,20 @@ class Node:
         ins = ", ".join(v.name if v is not None else "" for v in self.inputs)
         outs = ", ".join(v.name for v in self.outputs)
         return f"Node(#{self.id} {self.op_type} '{self.name}': ({ins}) -> ({outs}))"
+
+
+def _free_names(graph: Any) -> set[str]:
+    """Names a GraphProto (recursively) reads but does not define."""
+    defined = {v.name for v in graph.input} | {t.name for t in graph.initializer}
+    used: set[str] = set()
+    for node in graph.node:
+        used.update(n for n in node.input if n)
+        for attr in node.attribute:
+            for sub in list(attr.graphs) + ([attr.g] if attr.HasField("g") else []):
+                used |= _free_names(sub)
+        defined.update(node.output)
+    used.update(v.name for v in graph.output)
+    return used - defined
 
 
 def _is_graph_attr(value: Any) -> bool:
@@ -121,11 +145,21 @@ class Graph:
             for v in node.outputs:
                 v.consumers = []
                 values[v.name] = v
+        implicit = {node.id: node.outer_scope_names() for node in self.nodes if node.has_subgraph}
+        for names in implicit.values():  # constants only a subgraph reads must not be dropped
+            for name in names:
+                if name not in values and name in self.values:
+                    v = self.values[name]
+                    v.producer, v.consumers = None, []
+                    values[name] = v
         for node in self.nodes:
             for v in node.outputs:
                 v.producer = node
             for v in node.present_inputs:
                 v.consumers.append(node)
+            for name in implicit.get(node.id, ()):
+                if name in values and node not in values[name].consumers:
+                    values[name].consumers.append(node)
         for v in self.outputs:
             values.setdefault(v.name, v)
         self.values = values
@@ -138,7 +172,8 @@ class Graph:
         indegree = {n.id: 0 for n in nodes}
         users: dict[int, list[Node]] = {n.id: [] for n in nodes}
         for n in nodes:
-            preds = {producer_of[v.name].id for v in n.present_inputs if v.name in producer_of}
+            names = [v.name for v in n.present_inputs] + (n.outer_scope_names() if n.has_subgraph else [])
+            preds = {producer_of[name].id for name in names if name in producer_of} - {n.id}
             indegree[n.id] = len(preds)
             for p in preds:
                 users[p].append(n)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from hetc.ir import Graph
-from hetc.passes.rewrite import subgraph_references
 
 
 def eliminate_dead_code(graph: Graph) -> Graph:
@@ -23,7 +22,7 @@ def run_eliminate_dead_code(graph: Graph) -> int:
         live.append(node)
         needed.update(v.name for v in node.present_inputs)
         if node.has_subgraph:
-            needed.update(subgraph_references(node))
+            needed.update(node.outer_scope_names())
     removed = len(graph.nodes) - len(live)
     if removed:
         graph.nodes = list(reversed(live))

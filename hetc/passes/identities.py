@@ -47,6 +47,8 @@ def _bypass(graph: Graph, node: Node) -> bool:
     mask = node.outputs[1] if len(node.outputs) > 1 else None
     if mask is not None and mask.name in outputs:
         return False
+    if any(c.has_subgraph for v in (source, result) for c in v.consumers):
+        return False  # a subgraph may read the value by name: renaming or rewiring would break it
     if result.name in outputs:
         # The output name is the model's interface: rename the source to it, which is possible only if
         # the source is an ordinary intermediate value (not an input, constant or another output).

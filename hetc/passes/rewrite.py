@@ -2,8 +2,6 @@
 ``Graph.relink()`` once at the end."""
 from __future__ import annotations
 
-from typing import Any, Iterator
-
 from hetc.ir import Graph, Node, Value
 
 
@@ -28,29 +26,3 @@ def renumber(graph: Graph) -> None:
     """Ids 0..n-1 in the stored topological order (later stages index arrays by node id)."""
     for index, node in enumerate(graph.nodes):
         node.id = index
-
-
-def subgraph_references(node: Node) -> set[str]:
-    """Names a node's subgraphs read (possibly from the outer scope); they keep their producers alive."""
-    names: set[str] = set()
-    for graph in _graphs(node.attrs.values()):
-        names.update(_graph_references(graph))
-    return names
-
-
-def _graphs(attrs: Any) -> Iterator[Any]:
-    for value in attrs:
-        if type(value).__name__ == "GraphProto":
-            yield value
-        elif isinstance(value, list):
-            yield from (v for v in value if type(v).__name__ == "GraphProto")
-
-
-def _graph_references(graph: Any) -> set[str]:
-    names: set[str] = set()
-    for node in graph.node:
-        names.update(n for n in node.input if n)
-        for attr in node.attribute:
-            for sub in list(attr.graphs) + ([attr.g] if attr.HasField("g") else []):
-                names.update(_graph_references(sub))
-    return names
