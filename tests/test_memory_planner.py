@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
@@ -10,7 +9,8 @@ import pytest
 from hetc.errors import MemoryPlanError
 from hetc.ir import Graph, Node, Value
 from hetc.memory import MemoryPlan, plan_memory
-from hetc.schedule.artifact import Schedule, SolverStats, Task
+from hetc.memory.fallback import list_schedule as fallback_list_schedule
+from hetc.schedule.artifact import Schedule
 from hetc.target.model import Device, DmaEngine, Memory
 from hetc.target.target import Target
 
@@ -21,8 +21,8 @@ KIB = 1024
 def make_target(sram: int = 64 * KIB, dram: int = 1 << 24, npu_dram_dma: bool = True) -> Target:
     """CPU on DRAM, an NPU on its SRAM, one DMA engine between them (1 byte/ns, no latency)."""
     memories = {"dram": Memory("dram", dram, 10.0, 64, "dram"), "sram": Memory("sram", sram, 100.0, 64)}
-    devices = {"cpu": Device("cpu", "cpu", "dram", {"float32": 1.0}, {}, 0.0),
-               "npu": Device("npu", "npu", "sram", {"float32": 10.0}, {}, 0.0)}
+    devices = {"cpu": Device("cpu", "cpu", "dram", {"float32": 1.0}, {"default": 0.5}, 0.0),
+               "npu": Device("npu", "npu", "sram", {"float32": 10.0}, {"default": 0.5}, 0.0)}
     dmas = {"dma": DmaEngine("dma", ("dram", "sram"), 1.0, 0.0)} if npu_dram_dma else {}
     return Target("tiny", "test target", memories, devices, dmas, sync_ns=0, priority=("npu", "cpu"))
 
@@ -43,49 +43,10 @@ def chain_graph(ops: list[str], shape: tuple[int, ...] = (1, 1024), weights: dic
 
 
 def list_schedule(graph: Graph, target: Target, placement: dict[int, str], duration: int = 100) -> Schedule:
-    """A plain list schedule following the execution model: transfers along ``target.route`` (intermediate
-    DRAM copies reused), one copy per memory, graph outputs brought to DRAM, each engine one task at a time."""
-    tasks: list[Task] = []
-    free: dict[str, int] = {}
-    where: dict[tuple[str, str], int | None] = {}    # (value, memory) -> task that made the copy
-    sync = math.ceil(target.sync_ns)
-
-    def ready_at(deps: list[int], engine: str) -> int:
-        return max((tasks[d].end_ns + (sync if tasks[d].engine != engine else 0) for d in deps), default=0)
-
-    def add(kind: str, engine: str, deps: list[int], length: int, **kw) -> int:
-        start = max(free.get(engine, 0), ready_at(deps, engine))
-        tasks.append(Task(len(tasks), kind, engine, start, start + length, tuple(deps), **kw))
-        free[engine] = start + length
-        return len(tasks) - 1
-
-    def bring(v: Value, memory: str) -> int | None:
-        if (v.name, memory) in where:
-            return where[(v.name, memory)]
-        origin = next(m for (n, m) in where if n == v.name)
-        for src, dst in target.route(origin, memory):
-            if (v.name, dst) in where:
-                continue
-            engine = target.engines_between(src, dst)[0].name
-            dep = where[(v.name, src)]
-            where[(v.name, dst)] = add("transfer", engine, [dep] if dep is not None else [],
-                                       max(1, math.ceil(target.transfer_ns(v.nbytes, engine))),
-                                       value=v.name, src=src, dst=dst, bytes=v.nbytes)
-        return where[(v.name, memory)]
-
-    for v in [*graph.inputs, *graph.constants]:
-        where[(v.name, target.dram)] = None
-    for node in graph.topo_order():
-        device = placement.get(node.id, "cpu")
-        memory = target.home(device)
-        deps = sorted({d for v in node.present_inputs if (d := bring(v, memory)) is not None})
-        tid = add("compute", device, deps, duration, node=node.id, op=node.op_type)
-        for v in node.outputs:
-            where[(v.name, memory)] = tid
-    for v in graph.outputs:
-        bring(v, target.dram)
-    stats = SolverStats("test", "HEURISTIC", 0, 0, 0.0)
-    return Schedule(tuple(tasks), {n.id: placement.get(n.id, "cpu") for n in graph}, stats, 0)
+    """The planner's own list scheduler (the one its fallback reschedules with), nodes in topological
+    order, every node ``duration`` ns; unplaced nodes run on the CPU."""
+    full = {n.id: placement.get(n.id, "cpu") for n in graph}
+    return fallback_list_schedule(graph, target, full, [n.id for n in graph.topo_order()], lambda n, d: duration)
 
 
 # ------------------------------------------------------------------------------------------ tests

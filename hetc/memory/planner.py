@@ -72,8 +72,11 @@ def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: 
         memory, t = overflow
         if memory == target.dram:
             raise _overflow_error(memory, t, table, storages, lifetimes, target, layout, spilled=False)
-        shared = {b for b in table.buffers if b in aliases or b in aliases.values()}
-        result = spill_one(table, schedule, target, memory, t, lifetimes, shared) \
+        shared = _sharing_at(storages, lifetimes, t)
+        align = target.memories[memory].alignment
+        occupancy = [(frozenset(s.members), s.start, s.end, _pad(s.size, align)) for s in storages
+                     if s.memory == memory]
+        result = spill_one(table, schedule, target, memory, t, lifetimes, shared, occupancy) \
             if len(spills) < MAX_SPILLS else None
         if result is not None:
             schedule, spill = result
@@ -102,6 +105,17 @@ def _storages(table: BufferTable, lifetimes: dict[str, tuple[int, int]], aliases
             g.start, g.end, g.size = min(g.start, start), max(g.end, end), max(g.size, spec.size)
             g.members.append(bid)
     return sorted(groups.values(), key=lambda g: g.owner)
+
+
+def _sharing_at(storages: list[Storage], lifetimes: dict[str, tuple[int, int]], t: int) -> set[str]:
+    """Buffers whose storage another live buffer also holds at ``t``: evicting one would free nothing.
+    (Members that start later are rebound to the reloaded copy, and aliasing is decided afresh.)"""
+    shared: set[str] = set()
+    for s in storages:
+        live = [m for m in s.members if lifetimes[m][0] <= t < lifetimes[m][1]]
+        if len(live) > 1:
+            shared.update(live)
+    return shared
 
 
 def _is_constant(table: BufferTable, s: Storage) -> bool:

@@ -6,8 +6,8 @@ first (Belady), larger buffers break ties. The spill adds, on a DMA engine betwe
 
 * an **evict** transfer right after the buffer is produced (skipped when DRAM already holds the value before
   ``t``: constants, graph inputs, values made in DRAM or copied there anyway: a re-fetch);
-* a **reload** transfer, released once the fullest segment is over and just in time for the next use, into a
-  new buffer ``<id>#k`` that every later reader is rebound to.
+* a **reload** transfer, released once the buffer fits in the memory again and just in time for the next use,
+  into a new buffer ``<id>#k`` that every later reader is rebound to.
 
 The schedule is then re-timed keeping each engine's order (``retime``).
 """
@@ -51,22 +51,43 @@ def spill_candidates(table: BufferTable, schedule: Schedule, memory: str, t: int
     return sorted(found, key=lambda c: (-c.next_use, -table.buffers[c.buffer].size, c.buffer))
 
 
+Occupancy = list[tuple[frozenset[str], int, int, int]]   # (buffers sharing it, start, end, padded size)
+
+
 def spill_one(table: BufferTable, schedule: Schedule, target: Target, memory: str, t: int,
-              lifetimes: dict[str, tuple[int, int]], shared: set[str]) -> tuple[Schedule, Spill] | None:
+              lifetimes: dict[str, tuple[int, int]], shared: set[str],
+              occupancy: Occupancy) -> tuple[Schedule, Spill] | None:
     """Spill the best candidate at ``t``; mutates ``table`` and returns the re-timed schedule, or None when
-    no buffer can leave (everything live is in use, or no DMA engine links ``memory`` to DRAM)."""
+    no buffer can leave (everything live is in use, or no DMA engine links ``memory`` to DRAM).
+    ``occupancy`` is every storage of ``memory``: the reload waits until its bytes fit again."""
     engines = target.engines_between(memory, target.dram)
     if not engines:
         return None
+    capacity = target.memories[memory].size
     for cand in spill_candidates(table, schedule, memory, t, lifetimes, shared):
-        result = _apply(table, schedule, target, memory, t, cand, engines[0].name)
+        others = [(s, e, size) for members, s, e, size in occupancy if cand.buffer not in members]
+        size = next(size for members, _, _, size in occupancy if cand.buffer in members)
+        fits_from = _fits_from(others, size, capacity, t, cand.next_use)
+        result = _apply(table, schedule, target, memory, t, cand, engines[0].name, fits_from)
         if result is not None:
             return result
     return None
 
 
+def _fits_from(others: list[tuple[int, int, int]], size: int, capacity: int, t: int, until: int) -> int:
+    """The earliest instant after ``t`` from which ``size`` more bytes fit in the memory until ``until``
+    (the live set only changes at interval boundaries)."""
+    bounds = sorted({t, *(x for s, e, _ in others for x in (s, e) if t < x < until)})
+    release = t + 1
+    for k, instant in enumerate(bounds):
+        live = sum(sz for s, e, sz in others if s <= instant < e)
+        if live + size > capacity:
+            release = bounds[k + 1] if k + 1 < len(bounds) else until
+    return release
+
+
 def _apply(table: BufferTable, schedule: Schedule, target: Target, memory: str, t: int, cand: _Candidate,
-           engine: str) -> tuple[Schedule, Spill] | None:
+           engine: str, fits_from: int) -> tuple[Schedule, Spill] | None:
     spec = table.buffers[cand.buffer]
     tasks = {x.id: x for x in schedule.tasks}
     sync = math.ceil(target.sync_ns)
@@ -88,10 +109,8 @@ def _apply(table: BufferTable, schedule: Schedule, target: Target, memory: str, 
         new_tasks.append(evict)
         next_id += 1
         source_deps = (evict.id,)
-    # Released when the fullest segment is over (the live set only drops when some task ends) and as late
-    # as still meets the next use.
-    segment_end = min((x.end_ns for x in schedule.tasks if x.end_ns > t), default=t + 1)
-    release = max(segment_end, cand.next_use - duration - sync)
+    # Released once the bytes fit again, and as late as still meets the next use.
+    release = max(fits_from, cand.next_use - duration - sync)
     reload = Task(next_id, "transfer", engine, release, release + duration, deps=source_deps,
                   value=spec.value, src=target.dram, dst=memory, bytes=spec.size)
     new_tasks.append(reload)

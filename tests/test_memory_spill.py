@@ -1,0 +1,122 @@
+"""Capacity is never silently exceeded: spill, re-fetch, move a node off the device, or fail loudly."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hetc.errors import MemoryPlanError
+from hetc.ir import Graph, Node, Value
+from hetc.memory import plan_memory
+from hetc.memory.retime import retime
+from hetc.schedule.artifact import Task
+from hetc.target.model import DmaEngine
+from test_memory_planner import KIB, list_schedule, make_target
+
+
+def _fast_dma(target, **kw):
+    """Same target with a 100 B/ns DMA engine so that a spill finishes within one 100 ns node."""
+    return type(target)(**{**{k: v for k, v in target.__dict__.items() if k != "_cache"},
+                           "dmas": {"dma": DmaEngine("dma", ("dram", "sram"), 100.0, 0.0)}, **kw})
+
+
+def _skip_graph() -> Graph:
+    """a = Conv(x); b = Softmax(a); c = Softmax(b); d = Add(a, c): a is idle while b and c are live."""
+    x, a, b, c, d = (Value(n, "float32", (1, 1024)) for n in "xabcd")     # 4 KiB each
+    nodes = [Node(0, "Conv", "conv", [x], [a]), Node(1, "Softmax", "s1", [a], [b]),
+             Node(2, "Softmax", "s2", [b], [c]), Node(3, "Add", "add", [a, c], [d])]
+    return Graph.build("skip", nodes, [x], [d], {"": 17})
+
+
+def test_spill_evicts_the_idle_buffer_and_reloads_it_before_its_next_use():
+    graph = _skip_graph()
+    roomy = _fast_dma(make_target(sram=64 * KIB))
+    schedule = list_schedule(graph, roomy, {n.id: "npu" for n in graph})
+    assert plan_memory(graph, schedule, roomy).stats["sram"].lower_bound_bytes == 12 * KIB
+
+    tight = _fast_dma(make_target(sram=10 * KIB))
+    plan = plan_memory(graph, schedule, tight)
+    plan.verify(tight)
+    assert [(s.value, s.memory, s.bytes) for s in plan.spills] == [("a", "sram", 4 * KIB)]
+    spill = plan.spills[0]
+    evict, reload = plan.schedule.task(spill.evict_task), plan.schedule.task(spill.reload_task)
+    assert (evict.src, evict.dst, evict.engine) == ("sram", "dram", "dma")
+    assert (reload.src, reload.dst) == ("dram", "sram")
+    add = next(t for t in plan.schedule.tasks if t.node == 3)
+    assert plan.task_buffers[add.id].reads[0] == "a@sram#1"          # rebound to the reloaded copy
+    assert reload.id in add.deps and evict.id in reload.deps
+    assert plan.task_buffers[evict.id].writes == ("a@dram",)
+    stats = plan.stats["sram"]
+    assert stats.spilled_bytes == 4 * KIB and stats.peak_bytes <= 10 * KIB
+    assert plan.schedule.makespan_ns >= schedule.makespan_ns          # re-timed, never earlier
+
+
+def test_retiming_keeps_each_engine_order():
+    plan = plan_memory(_skip_graph(), list_schedule(_skip_graph(), _fast_dma(make_target()), {n.id: "npu" for n in
+                       _skip_graph()}), _fast_dma(make_target(sram=10 * KIB)))
+    for lane in plan.schedule.engine_tasks().values():
+        for before, after in zip(lane, lane[1:]):
+            assert before.end_ns <= after.start_ns
+    by_id = {t.id: t for t in plan.schedule.tasks}
+    assert all(by_id[d].end_ns <= t.start_ns for t in plan.schedule.tasks for d in t.deps)
+
+
+def test_retime_reports_a_cycle():
+    a = Task(0, "compute", "cpu", 0, 10, deps=(1,))
+    b = Task(1, "compute", "npu", 5, 15, deps=(0,))
+    assert retime([a, b], 0) is None
+
+
+def test_constants_are_re_fetched_instead_of_evicted():
+    x = Value("x", "float32", (1, 1024))
+    w = Value("w", "float32", (1, 1024), const=np.ones((1, 1024), np.float32))
+    a, b, c, d = (Value(n, "float32", (1, 1024)) for n in "abcd")
+    nodes = [Node(0, "Mul", "m1", [x, w], [a]), Node(1, "Softmax", "s1", [a], [b]),
+             Node(2, "Softmax", "s2", [b], [c]), Node(3, "Mul", "m2", [c, w], [d])]
+    graph = Graph.build("weights", nodes, [x], [d], {"": 17})
+    tight = _fast_dma(make_target(sram=10 * KIB))
+    plan = plan_memory(graph, list_schedule(graph, tight, {n.id: "npu" for n in nodes}), tight)
+    plan.verify(tight)
+    refetch = [s for s in plan.spills if s.value == "w"]
+    assert refetch and refetch[0].evict_task is None
+    reload = plan.schedule.task(refetch[0].reload_task)
+    assert plan.task_buffers[reload.id].reads == ("w@dram",)
+
+
+def test_working_set_larger_than_the_scratchpad_fails_with_the_details():
+    x, a = Value("x", "float32", (1, 2048)), Value("a", "float32", (1, 2048))   # 8 KiB in, 8 KiB out
+    graph = Graph.build("big", [Node(0, "Softmax", "sm", [x], [a])], [x], [a], {"": 17})
+    target = _fast_dma(make_target(sram=12 * KIB))
+    schedule = list_schedule(graph, target, {0: "npu"})
+    with pytest.raises(MemoryPlanError) as err:
+        plan_memory(graph, schedule, target, allow_moves=False)
+    message = str(err.value)
+    assert "memory 'sram' overflows at t=" in message
+    assert "16384 B required, 12288 B available" in message
+    assert "x@sram (8192 B)" in message and "a@sram (8192 B)" in message
+
+
+def test_no_dma_to_dram_means_no_spill():
+    graph = _skip_graph()
+    target = make_target(sram=10 * KIB)
+    schedule = list_schedule(graph, target, {n.id: "npu" for n in graph})
+    cut = type(target)(**{**{k: v for k, v in target.__dict__.items() if k != "_cache"}, "dmas": {}})
+    with pytest.raises(MemoryPlanError, match="memory 'sram' overflows"):
+        plan_memory(graph, schedule, cut, allow_moves=False)
+
+
+def test_a_node_that_cannot_fit_moves_to_another_device_and_the_graph_is_rescheduled():
+    x, a = Value("x", "float32", (1, 2048)), Value("a", "float32", (1, 2048))
+    b = Value("b", "float32", (1, 512))
+    nodes = [Node(0, "Softmax", "big", [x], [a]), Node(1, "ReduceMean", "small", [a], [b])]
+    graph = Graph.build("big", nodes, [x], [b], {"": 17})
+    target = _fast_dma(make_target(sram=12 * KIB))
+    schedule = list_schedule(graph, target, {0: "npu", 1: "npu"})
+    plan = plan_memory(graph, schedule, target)
+    plan.verify(target)
+    assert plan.details["moved_nodes"] == [
+        {"node": 0, "op": "Softmax", "from": "npu", "to": "cpu", "memory": "sram", "at_ns": 82}]
+    assert plan.schedule.placement == {0: "cpu", 1: "npu"}
+    big = next(t for t in plan.schedule.tasks if t.node == 0)
+    assert big.engine == "cpu" and plan.task_buffers[big.id].reads == ("x@dram",)
+    # a is now made in DRAM and copied to the NPU for the small node, which still fits
+    assert plan.buffer("a@sram").kind == "copy" and plan.stats["sram"].peak_bytes <= 12 * KIB
