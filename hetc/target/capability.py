@@ -7,6 +7,7 @@ from typing import Any, Callable
 from hetc.errors import TargetError
 from hetc.ir import Node, Value
 from hetc.target.model import Device, Ok, Reason
+from hetc.target.flops import value_nbytes
 from hetc.target.ops import PARAMETER_INPUTS, VIEW_OPS
 
 OK = Ok()
@@ -178,7 +179,7 @@ def working_set_bytes(node: Node, alignment: int = 1) -> int:
     what must be resident in the device's home memory at once. A view op's output aliases its input
     (DESIGN.md, in-place aliasing), so it is not counted twice."""
     def aligned(v: Value) -> int:
-        return -(-v.nbytes // alignment) * alignment
+        return -(-value_nbytes(v) // alignment) * alignment
 
     distinct = list({id(v): v for v in [*node.present_inputs, *node.outputs]}.values())
     if node.op_type in VIEW_OPS and node.inputs and node.inputs[0] is not None:
@@ -193,8 +194,9 @@ def _working_set(target: "Target", node: Node, dev: Device) -> Ok | Reason:  # n
     if need <= memory.size:
         return OK
     inputs = {id(v): v for v in node.present_inputs}.values()
-    weights = sum(v.nbytes for v in inputs if v.is_const)
-    return Reason("working-set", f"{node.op_type} needs {need:,} bytes resident at once (inputs "
-                                 f"{sum(v.nbytes for v in inputs):,} including weights {weights:,}, outputs "
-                                 f"{sum(v.nbytes for v in node.outputs):,}) but {memory.name} holds "
-                                 f"{memory.size:,} bytes")
+    in_bytes = sum(value_nbytes(v) for v in inputs)
+    weights = sum(value_nbytes(v) for v in inputs if v.is_const)
+    out_bytes = sum(value_nbytes(v) for v in node.outputs)
+    return Reason("working-set", f"{node.op_type} needs {need:,} bytes resident at once (inputs {in_bytes:,} "
+                                 f"including weights {weights:,}, outputs {out_bytes:,}) but {memory.name} "
+                                 f"holds {memory.size:,} bytes")

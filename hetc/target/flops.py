@@ -11,10 +11,10 @@ Conventions (docs/targets.md, "Cost model"):
 from __future__ import annotations
 
 import math
-import re
+from functools import cache
 from typing import Callable
 
-from hetc.ir import Node, Value
+from hetc.ir import Node, Value, itemsize
 from hetc.target.ops import VIEW_OPS
 
 # Reciprocal estimate + one Newton-Raphson step + the multiply (how SIMD units without a fast divider do it).
@@ -68,6 +68,16 @@ _NO_ARITHMETIC = frozenset({"Concat", "Split", "Slice", "Transpose", "Reshape", 
                             "ScatterElements", "ScatterND", "Pad", "Dropout", "Expand", "Tile", "DepthToSpace",
                             "SpaceToDepth", "Shape", "Size", "ConstantOfShape", "Constant", "Range", "OneHot",
                             "NonZero", "ReverseSequence", "Compress", "Trilu", "EyeLike"})
+
+
+@cache
+def _itemsize(dtype: str) -> float:
+    return itemsize(dtype)
+
+
+def value_nbytes(v: Value) -> int:
+    """``v.nbytes``, with the per-dtype item size memoised (this runs for every operand of every cost query)."""
+    return math.ceil(math.prod(v.shape) * _itemsize(v.dtype))
 
 
 def _shape(node: Node, index: int) -> tuple[int, ...]:
@@ -207,9 +217,9 @@ def node_bytes(node: Node) -> int:
     """Bytes ``node`` reads and writes in its device's home memory."""
     if node.op_type in VIEW_OPS:
         return 0
-    outputs = sum(v.nbytes for v in node.outputs)
+    outputs = sum(value_nbytes(v) for v in node.outputs)
     if node.op_type in ("Gather", "Slice"):
         # Only the gathered rows / the kept window are read; parameters (indices, starts...) are read whole.
-        parameters = sum(v.nbytes for v in _distinct(node.present_inputs[1:]))
+        parameters = sum(value_nbytes(v) for v in _distinct(node.present_inputs[1:]))
         return 2 * outputs + parameters
-    return sum(v.nbytes for v in _distinct(node.present_inputs)) + outputs
+    return sum(value_nbytes(v) for v in _distinct(node.present_inputs)) + outputs
