@@ -142,3 +142,15 @@ def test_unknown_format_is_a_clear_error(artifacts, tmp_path):
     with pytest.raises(HetcError, match="does not exist"):
         export_gantt(timeline, "html", tmp_path / "missing" / "g.html")
     assert export_gantt(timeline, " HTML ", tmp_path / "g.html").stat().st_size > 0
+
+
+def test_numerics_table_reads_a_validation_report():
+    import numpy as np
+
+    from hetc.validate import compare
+    expected = {"y": np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)}
+    good = compare({"y": expected["y"] + 1e-7}, expected)
+    bad = compare({"y": expected["y"] + 0.5}, expected)
+    assert "1/1 outputs within tolerance" in str(numerics_table(good)) and "3x4" in str(numerics_table(good))
+    text = str(numerics_table(bad))
+    assert "FAIL" in text and "0/1" in text and "0.5" in text

@@ -17,7 +17,8 @@ from hetc.report.opclass import CLASS_COLOURS, class_colour
 from hetc.report.perfetto import _json_safe
 from hetc.report.timeline import GROUP_TITLES, Timeline
 
-LABEL_W = 190          # px, lane-label column
+MIN_LABEL_W = 150      # px, lane-label column (widened to fit the longest label)
+CHAR_W = 6.6           # px per character of the 11 px label font, generously
 PLOT_W = 1100          # px, initial width of the time area
 AXIS_H = 22
 GROUP_H = 18
@@ -141,7 +142,7 @@ def _meta_line(timeline: Timeline) -> str:
     parts = [f"{timeline.source} run", f"makespan {timeline.makespan_us:.2f} µs"]
     if timeline.source == "simulated" and timeline.planned_makespan_us is not None:
         parts.append(f"planned {timeline.planned_makespan_us:.2f} µs")
-    if timeline.lower_bound_us is not None:
+    if timeline.lower_bound_us:
         parts.append(f"lower bound {timeline.lower_bound_us:.2f} µs")
     parts.append(f"{len(timeline.slices)} tasks on {len(timeline.lanes)} engines")
     return " · ".join(parts)
@@ -155,17 +156,18 @@ def render_html(timeline: Timeline) -> str:
     mem_labels, mem_body = _memory_svg(timeline, layout, span)
     group_titles = [f'<text class="group-title" x="4" y="{y + 13}">{escape(text)}</text>'
                     for _, y, text in layout.rows]
+    label_w = int(max([MIN_LABEL_W] + [CHAR_W * len(lane.label) + 20 for lane in timeline.lanes]))
     data = {"makespan": span, "slices": details,
-            "layout": {"labelWidth": LABEL_W, "plotWidth": PLOT_W, "height": layout.height}}
+            "layout": {"labelWidth": label_w, "plotWidth": PLOT_W, "height": layout.height}}
     # "</" inside a script block would end it early; JSON allows the escaped form.
     data_json = json.dumps(data, separators=(",", ":")).replace("</", "<\\/").replace("<!--", "<\\!--")
     colours = "".join(f".c-{c}{{fill:{col}}}" for c, col in CLASS_COLOURS.items())
-    width = LABEL_W + PLOT_W
+    width = label_w + PLOT_W
     svg = (
         f'<svg id="gantt" width="{width}" height="{layout.height:.0f}" viewBox="0 0 {width} {layout.height:.0f}">'
         f'<g id="axis"></g>'
         f'<g class="labels">{"".join(group_titles)}{"".join(lane_labels)}{"".join(mem_labels)}</g>'
-        f'<svg x="{LABEL_W}" y="0" width="{PLOT_W}" height="{layout.height:.0f}" overflow="hidden">'
+        f'<svg x="{label_w}" y="0" width="{PLOT_W}" height="{layout.height:.0f}" overflow="hidden">'
         f'<g id="view" transform="scale({PLOT_W / span},1)">'
         f'{"".join(lane_body)}{_flows_svg(timeline, layout)}{"".join(mem_body)}'
         f"</g></svg></svg>")

@@ -63,7 +63,7 @@ def build_figure(timeline: Timeline, width_in: float = 14.0) -> Figure:
     title = f"{timeline.title}: {timeline.source} run, makespan {timeline.makespan_us:.2f} µs"
     if timeline.source == "simulated" and timeline.planned_makespan_us is not None:
         title += f" (planned {timeline.planned_makespan_us:.2f} µs)"
-    if timeline.lower_bound_us is not None:
+    if timeline.lower_bound_us:
         title += f", lower bound {timeline.lower_bound_us:.2f} µs"
     ax.set_title(title, fontsize=11, loc="left")
     handles = [Patch(facecolor=class_colour(c), edgecolor="#00000040", label=c) for c in timeline.op_classes()]

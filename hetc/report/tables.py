@@ -145,7 +145,8 @@ def solver_table(schedule: "Schedule") -> ReportTable:
     rows = [("strategy", st.strategy), ("status", st.status), ("makespan", f"{fmt_us(schedule.makespan_ns / 1000)} µs"),
             ("solver objective", f"{fmt_us(st.objective_ns / 1000)} µs"),
             ("solver best bound", f"{fmt_us(st.best_bound_ns / 1000)} µs"),
-            ("lower bound", f"{fmt_us(schedule.lower_bound_ns / 1000)} µs"), ("gap", fmt_pct(schedule.gap)),
+            ("lower bound", f"{fmt_us(schedule.lower_bound_ns / 1000)} µs"),
+            ("gap", fmt_pct(schedule.gap) if schedule.lower_bound_ns > 0 else "-"),
             ("wall time", f"{st.wall_s:.3f} s"), ("time unit", f"{st.tick_ns} ns")]
     rows += [(str(k), _short(v)) for k, v in st.details.items()]
     return ReportTable.key_values("Solver", rows)
@@ -155,41 +156,50 @@ def makespan_table(schedule: "Schedule", sim_result: "SimResult | None" = None) 
     """Planned vs simulated makespan, both against the lower bound."""
     planned = schedule.makespan_ns / 1000
     bound = schedule.lower_bound_ns / 1000
-    rows = [("planned", fmt_us(planned), fmt_pct((planned - bound) / planned if planned else None), "")]
+
+    def gap(span: float) -> str:  # a zero bound means "none computed" (hand-made schedules): no gap to show
+        return fmt_pct((span - bound) / span) if span > 0 and bound > 0 else "-"
+
+    rows = [("planned", fmt_us(planned), gap(planned), "")]
     if sim_result is not None:
         sim = sim_result.makespan_ns / 1000
         delta = (sim - planned) / planned if planned else None
-        rows.append(("simulated", fmt_us(sim), fmt_pct((sim - bound) / sim if sim else None),
-                     ("+" if sim >= planned else "") + fmt_pct(delta)))
-    rows.append(("lower bound", fmt_us(bound), "", ""))
+        rows.append(("simulated", fmt_us(sim), gap(sim), ("+" if sim >= planned else "") + fmt_pct(delta)))
+    rows.append(("lower bound", fmt_us(bound) if bound > 0 else "-", "", ""))
     return ReportTable("Makespan", ("run", "µs", "gap to bound", "vs planned"), tuple(rows), "lrrr")
 
 
-def numerics_table(results: Mapping[str, Any] | Iterable[Any]) -> ReportTable:
+def numerics_table(results: Any) -> ReportTable:
     """Per graph output: max absolute and relative error against onnxruntime, and pass/fail.
 
-    ``results`` maps output name -> record, or is a sequence of records with a ``name``; a record is a dict
-    or an object with ``max_abs_err``, ``max_rel_err``, ``passed`` and optionally ``shape``, ``dtype``,
-    ``atol``, ``rtol``."""
-    items = results.items() if isinstance(results, Mapping) else ((field_of(r, "name", "?"), r) for r in results)
+    ``results`` is a ``hetc.validate.ValidationReport`` (its ``outputs`` and ``tolerance`` are used), a mapping
+    output name -> record, or a sequence of records with a ``name``. A record is a dict or an object with
+    ``max_abs_err``, ``max_rel_err``, ``passed`` and optionally ``shape``, ``dtype``, ``cosine``, ``note``."""
+    tolerance = None if isinstance(results, Mapping) else getattr(results, "tolerance", None)
+    records = getattr(results, "outputs", results)
+    items = records.items() if isinstance(records, Mapping) else ((field_of(r, "name", "?"), r) for r in records)
     rows, failed = [], 0
     for name, r in items:
         passed = bool(field_of(r, "passed", False))
         failed += not passed
         shape = field_of(r, "shape")
-        tol = (f"atol {field_of(r, 'atol'):.0e} rtol {field_of(r, 'rtol'):.0e}"
-               if field_of(r, "atol") is not None and field_of(r, "rtol") is not None else "-")
-        rows.append((str(name), "x".join(map(str, shape)) if shape is not None else "-", str(field_of(r, "dtype", "-")),
-                     fmt_err(field_of(r, "max_abs_err")), fmt_err(field_of(r, "max_rel_err")), tol,
-                     "ok" if passed else "FAIL"))
+        cosine = field_of(r, "cosine")
+        note = field_of(r, "note") or ""
+        rows.append((str(name), ("x".join(map(str, shape)) or "scalar") if shape is not None else "-",
+                     str(field_of(r, "dtype", "-")), fmt_err(field_of(r, "max_abs_err")),
+                     fmt_err(field_of(r, "max_rel_err")), "-" if cosine is None else f"{cosine:.6f}",
+                     ("ok" if passed else "FAIL") + (f" ({note})" if note else "")))
     note = f"{len(rows) - failed}/{len(rows)} outputs within tolerance"
+    if tolerance is not None:
+        describe = getattr(tolerance, "describe", None)
+        note += f" ({describe() if callable(describe) else tolerance})"
     return ReportTable("Numerics vs onnxruntime", ("output", "shape", "dtype", "max abs err", "max rel err",
-                                                   "tolerance", "result"), tuple(rows), "lllrrll", note)
+                                                   "cosine", "result"), tuple(rows), "lllrrrl", note)
 
 
 def report_text(schedule: "Schedule", graph: "Graph", plan: "MemoryPlan | None" = None,
                 target: "Target | None" = None, sim_result: "SimResult | None" = None,
-                numerics: Mapping[str, Any] | Iterable[Any] | None = None,
+                numerics: Any = None,
                 summary: Mapping[str, Any] | None = None) -> str:
     """The whole ``report.txt``: every table the given artifacts allow, separated by blank lines."""
     from hetc.report.summary_view import summary_tables
