@@ -170,6 +170,7 @@ ERROR_CASES = [
     (('sync_ns = 100', 'sync_ns = 100\nstaging = "l3"'), "top level key 'staging'", "memory 'l3' is not defined"),
     (('name = "dma0"', 'name = "acc"'), "[[dma]] 'acc' key 'name'", "also a device name"),
     (('sync_ns = 100', 'sync_ns = -5'), "top level key 'sync_ns'", "negative"),
+    (('bandwidth = 10.0', 'bandwidth = nan'), "[memories.dram] key 'bandwidth'", "not a finite number"),
     (('launch_ns = 1000', 'launch_ns = "fast"'), "[devices.cpu] key 'launch_ns'", "expected an integer or a number"),
 ]
 
@@ -191,6 +192,8 @@ def test_the_mini_target_itself_loads() -> None:
 def test_unknown_device_in_a_query_is_a_target_error() -> None:
     with pytest.raises(TargetError, match="has no device 'gpu'; its devices are: cpu, npu, dsp"):
         load_target("edge-soc").supports(unary("Relu", (1, 4)), "gpu")
+    with pytest.raises(TargetError, match="has no device 'gpu'"):
+        load_target("edge-soc").cost(unary("Relu", (1, 4)), "gpu")
 
 
 # ------------------------------------------------------------------------------------------------ capability

@@ -9,6 +9,7 @@ from __future__ import annotations
 import weakref
 from dataclasses import dataclass
 
+from hetc.errors import TargetError
 from hetc.ir import Node
 from hetc.target.flops import node_bytes, node_flops
 from hetc.target.model import Device
@@ -92,7 +93,10 @@ def efficiency_for(device: Device, cls: str) -> float:
 def node_cost_ns(target: "Target", node: Node, device: str) -> float:  # noqa: F821 (import cycle)
     """Roofline duration in ns of ``node`` on ``device``. Defined for every node on every device (it does not
     check capability: ask ``Target.supports`` for that)."""
-    dev = target.devices[device]
+    dev = target.devices.get(device)
+    if dev is None:
+        raise TargetError(f"target '{target.name}' has no device '{device}'; its devices are: "
+                          f"{', '.join(target.devices)}")
     work = node_work(node)
     compute_ns = work.flops / (peak_for(dev, work.dtype) * efficiency_for(dev, work.op_class))
     memory_ns = work.bytes / target.memories[dev.memory].bandwidth

@@ -7,6 +7,7 @@ checked here; the checks that span tables (references between memories, devices 
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import tomllib
 from importlib import resources
@@ -228,14 +229,20 @@ class _Table:
         return value
 
     def positive(self, value: Any, key: str) -> Any:
+        self.finite(value, key)
         if value <= 0:
             self.fail(key, f"{value} is not positive", "use a value above 0")
         return value
 
     def non_negative(self, value: Any, key: str) -> Any:
+        self.finite(value, key)
         if value < 0:
             self.fail(key, f"{value} is negative", "use 0 or more")
         return value
+
+    def finite(self, value: Any, key: str) -> None:
+        if not math.isfinite(value):
+            self.fail(key, f"{value} is not a finite number", "write an ordinary number")
 
     def size(self, key: str) -> int:
         raw = self.require(key, (int, str))
