@@ -320,3 +320,19 @@ def test_json_view_carries_every_table(tmp_path: Path) -> None:
     assert data["staging"] == "dram"
     summary = describe_target(target)
     assert "npu_sram" in summary and "8 MiB" in summary and "dma_npu_dsp" in summary
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "targets.md"
+
+
+def test_docs_example_target_loads_and_every_limit_is_documented() -> None:
+    import re
+
+    from hetc.target.capability import LIMIT_KEYS
+    text = DOCS.read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", text, flags=re.S)
+    assert blocks
+    for block in blocks:
+        assert target_from_toml_text(block, "docs/targets.md").devices
+    documented = set(re.findall(r"^\| `(\w+)` \| (?:int|bool|list of \w+) \|", text, flags=re.M))
+    assert documented == set(LIMIT_KEYS)

@@ -47,7 +47,7 @@ def load_target(name_or_path: str | Path = DEFAULT_PRESET) -> Target:
     """A preset by name (``"edge-soc"``) or a target TOML file by path."""
     text = str(name_or_path)
     path = Path(text).expanduser()
-    looks_like_path = path.suffix == ".toml" or "/" in text or "\\" in text or path.exists()
+    looks_like_path = path.suffix == ".toml" or "/" in text or "\\" in text or path.is_file()
     if not looks_like_path:
         preset = _preset_dir() / f"{text}.toml"
         if not preset.is_file():
