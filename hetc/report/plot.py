@@ -7,6 +7,7 @@ thousands of tasks renders in about a second.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -38,7 +39,7 @@ def build_figure(timeline: Timeline, width_in: float = 14.0) -> Figure:
     gantt_h = max(1.6, 0.9 + _LANE_IN * len(lanes))
     heights = [gantt_h] + [_PANEL_IN] * len(memories)
     fig = plt.figure(figsize=(width_in, sum(heights) + 0.9))
-    grid = fig.add_gridspec(len(heights), 1, height_ratios=heights, hspace=0.35)
+    grid = fig.add_gridspec(len(heights), 1, height_ratios=heights, hspace=0.45)
     ax = fig.add_subplot(grid[0])
     span = max(timeline.makespan_us, max((s.end_us for s in timeline.slices), default=0.0), 1e-3)
     by_lane = timeline.lane_slices()
@@ -75,7 +76,10 @@ def build_figure(timeline: Timeline, width_in: float = 14.0) -> Figure:
         _memory_panel(panel, series)
         if i == len(memories) - 1:
             panel.set_xlabel("time (µs)", fontsize=8)
-    fig.subplots_adjust(left=0.17, right=0.9, top=1 - 0.45 / fig.get_figheight(), bottom=0.5 / fig.get_figheight())
+    # The left margin grows with the longest lane label (about 0.08 in per character at 10 pt).
+    longest = max((len(lane.label) for lane in lanes), default=10)
+    left = min(0.45, (0.08 * longest + 0.3) / width_in)
+    fig.subplots_adjust(left=left, right=0.9, top=1 - 0.45 / fig.get_figheight(), bottom=0.5 / fig.get_figheight())
     return fig
 
 
@@ -97,9 +101,18 @@ def _memory_panel(ax: plt.Axes, series: MemorySeries) -> None:
     ax.set_ylabel(series.memory, rotation=0, ha="right", va="center", fontsize=9)
     ax.text(1.005, 0.5, f"peak {_fmt_bytes(series.max_bytes)}\ncapacity {cap}", transform=ax.transAxes,
             fontsize=8, va="center")
+    ax.yaxis.set_major_locator(matplotlib.ticker.MultipleLocator(_byte_step(top)))
     ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: _fmt_bytes(v)))
     ax.tick_params(axis="y", labelsize=7)
     ax.grid(axis="x", color="#00000018")
+
+
+def _byte_step(top: float) -> float:
+    """A tick step of 1, 2 or 5 (times 10^k) KiB/MiB/GiB giving about three ticks up to ``top`` bytes."""
+    unit = 1024 ** max(0, min(3, int(math.log(max(top, 1), 1024))))
+    raw = top / unit / 3
+    power = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1
+    return unit * power * next((m for m in (1, 2, 5) if m * power >= raw), 10)
 
 
 def write_image(timeline: Timeline, path: str | Path, fmt: str) -> Path:
