@@ -170,6 +170,8 @@ ERROR_CASES = [
     (('sync_ns = 100', 'sync_ns = 100\nstaging = "l3"'), "top level key 'staging'", "memory 'l3' is not defined"),
     (('name = "dma0"', 'name = "acc"'), "[[dma]] 'acc' key 'name'", "also a device name"),
     (('sync_ns = 100', 'sync_ns = -5'), "top level key 'sync_ns'", "negative"),
+    (('efficiency = { default = 0.5 }', 'efficiency = { default = 0.5 }\nops = ["Relu"]'),
+     "[devices.cpu] key 'ops'", "a CPU runs every op"),
     (('bandwidth = 10.0', 'bandwidth = nan'), "[memories.dram] key 'bandwidth'", "not a finite number"),
     (('launch_ns = 1000', 'launch_ns = "fast"'), "[devices.cpu] key 'launch_ns'", "expected an integer or a number"),
 ]

@@ -6,8 +6,8 @@ from typing import Any, Callable
 
 from hetc.errors import TargetError
 from hetc.ir import Node, Value
-from hetc.target.model import Device, Ok, Reason
 from hetc.target.flops import value_nbytes
+from hetc.target.model import Device, Ok, Reason
 from hetc.target.ops import PARAMETER_INPUTS, VIEW_OPS
 
 OK = Ok()
@@ -39,7 +39,7 @@ def supports(target: "Target", node: Node, device: str) -> Ok | Reason:  # noqa:
     if dev is None:
         raise TargetError(f"target '{target.name}' has no device '{device}'; its devices are: "
                           f"{', '.join(target.devices)}")
-    if dev.ops is None:  # the CPU: every op, every dtype, subgraphs included (onnxruntime runs them)
+    if dev.kind == "cpu":  # every op, dtype and subgraph: onnxruntime runs them
         return _working_set(target, node, dev)
     for check in (_op, _dtypes, _attributes):
         reason = check(node, dev)

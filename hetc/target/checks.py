@@ -34,6 +34,10 @@ def check_target(target: Target) -> None:
         if dev.kind == "cpu" and dev.memory != target.dram:
             fail(where, "memory", f"a CPU must be homed in DRAM ('{target.dram}'), not '{dev.memory}'",
                  f'set memory = "{target.dram}"')
+        if dev.kind == "cpu" and (dev.ops is not None or dev.dtypes is not None or dev.limits):
+            key = "ops" if dev.ops is not None else "dtypes" if dev.dtypes is not None else "limits"
+            fail(where, key, "a CPU runs every op and dtype through onnxruntime (it is the fallback)",
+                 f"remove {key} from [devices.{dev.name}]")
         if dev.ops is None and dev.kind != "cpu":
             fail(where, "ops", f"a {dev.kind} device must list its ops (only a CPU runs everything)",
                  "add ops = [...] with a subset of the kernel set (docs/targets.md)")
