@@ -80,14 +80,19 @@ def _attributes(node: Node, dev: Device) -> Reason | None:
     if max_rank is not None:
         for v in [*node.present_inputs, *node.outputs]:
             if len(v.shape) > max_rank:
-                return _refuse(dev, f"{node.op_type} operand '{v.name}' has rank {len(v.shape)}",
-                               f"max_rank = {max_rank}")
+                return _refuse(dev, f"{node.op_type} operand '{v.name}' has rank {len(v.shape)}", "max_rank")
     check = _OP_CHECKS.get(node.op_type)
     return check(node, dev, limits) if check is not None else None
 
 
-def _refuse(dev: Device, what: str, allowed: str) -> Reason:
-    return Reason("attribute", f"{what}; {dev.name} allows {allowed}")
+def _refuse(dev: Device, what: str, key: str) -> Reason:
+    """An attribute refusal that quotes the limit responsible, e.g. "... (npu supports resize_modes: nearest,
+    linear)" or "... (npu limit max_stride = 3)"."""
+    value = dev.limits[key]
+    if isinstance(value, list):
+        return Reason("attribute", f"{what} ({dev.name} supports {key}: {', '.join(map(str, value))})")
+    shown = str(value).lower() if isinstance(value, bool) else str(value)
+    return Reason("attribute", f"{what} ({dev.name} limit {key} = {shown})")
 
 
 def _spatial(node: Node, dev: Device, limits: dict[str, Any]) -> Reason | None:
@@ -99,18 +104,18 @@ def _spatial(node: Node, dev: Device, limits: dict[str, Any]) -> Reason | None:
         kernel = list(node.attr("kernel_shape") or [])
     dims = limits.get("spatial_dims")
     if dims is not None and len(kernel) not in dims:
-        return _refuse(dev, f"{op} is {len(kernel)}-D", f"spatial_dims = {dims}")
+        return _refuse(dev, f"{op} is {len(kernel)}-D", "spatial_dims")
     bounds = (("max_kernel", "kernel", kernel), ("max_stride", "strides", node.attr("strides") or []),
               ("max_dilation", "dilations", node.attr("dilations") or []))
     for key, name, values in bounds:
         bound = limits.get(key)
         if bound is not None and any(int(x) > bound for x in values):
-            return _refuse(dev, f"{op} {name} {list(values)} exceed {bound}", f"{key} = {bound}")
+            return _refuse(dev, f"{op} has {name} {list(values)}", key)
     auto_pad = str(node.attr("auto_pad", "NOTSET"))
     if "auto_pad" in limits and auto_pad not in limits["auto_pad"]:
-        return _refuse(dev, f"{op} auto_pad '{auto_pad}' is not supported", f"auto_pad = {limits['auto_pad']}")
+        return _refuse(dev, f"{op} auto_pad '{auto_pad}' is not supported", "auto_pad")
     if op in ("MaxPool", "AveragePool") and int(node.attr("ceil_mode", 0)) and not limits.get("ceil_mode", True):
-        return _refuse(dev, f"{op} with ceil_mode = 1 is not supported", "ceil_mode = false")
+        return _refuse(dev, f"{op} with ceil_mode = 1 is not supported", "ceil_mode")
     if op == "MaxPool" and len(node.outputs) > 1:
         return Reason("attribute", f"MaxPool's Indices output is computed only on the CPU, not on {dev.name}")
     if op in ("Conv", "ConvTranspose"):
@@ -127,7 +132,7 @@ def _groups(node: Node, dev: Device, limits: dict[str, Any]) -> Reason | None:
     key = "depthwise_conv" if depthwise else "grouped_conv"
     if not limits.get(key, True):
         kind = "depthwise" if depthwise else f"grouped (group = {group})"
-        return _refuse(dev, f"{node.op_type} is {kind}, which is not supported", f"{key} = false")
+        return _refuse(dev, f"{kind} {node.op_type} is not supported", key)
     return None
 
 
@@ -135,7 +140,7 @@ def _lrn(node: Node, dev: Device, limits: dict[str, Any]) -> Reason | None:
     bound = limits.get("max_lrn_size")
     size = int(node.attr("size", 1))
     if bound is not None and size > bound:
-        return _refuse(dev, f"LRN size {size} exceeds {bound}", f"max_lrn_size = {bound}")
+        return _refuse(dev, f"LRN has size {size}", "max_lrn_size")
     return None
 
 
@@ -144,7 +149,7 @@ def _resize(node: Node, dev: Device, limits: dict[str, Any]) -> Reason | None:
                                ("resize_coordinate_modes", "coordinate_transformation_mode", "half_pixel")):
         value = str(node.attr(attr, default))
         if key in limits and value not in limits[key]:
-            return _refuse(dev, f"Resize {attr} '{value}' is not supported", f"{key} = {limits[key]}")
+            return _refuse(dev, f"Resize {attr} '{value}' is not supported", key)
     if int(node.attr("antialias", 0)):
         return Reason("attribute", f"Resize with antialias = 1 runs only on the CPU, not on {dev.name}")
     return None
@@ -153,7 +158,7 @@ def _resize(node: Node, dev: Device, limits: dict[str, Any]) -> Reason | None:
 def _pad(node: Node, dev: Device, limits: dict[str, Any]) -> Reason | None:
     mode = str(node.attr("mode", "constant"))
     if "pad_modes" in limits and mode not in limits["pad_modes"]:
-        return _refuse(dev, f"Pad mode '{mode}' is not supported", f"pad_modes = {limits['pad_modes']}")
+        return _refuse(dev, f"Pad mode '{mode}' is not supported", "pad_modes")
     return None
 
 
@@ -164,7 +169,7 @@ def _softmax(node: Node, dev: Device, limits: dict[str, Any]) -> Reason | None:
     axis = int(node.attr("axis", -1))
     if rank and axis % rank != rank - 1:
         return _refuse(dev, f"{node.op_type} along axis {axis} of a rank-{rank} tensor is not supported",
-                       "only the last axis (softmax_last_axis_only = true)")
+                       "softmax_last_axis_only")
     return None
 
 
