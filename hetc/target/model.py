@@ -55,7 +55,7 @@ class Reason:
     """Why a device refuses a node. Falsy, so ``if target.supports(n, d):`` reads naturally."""
 
     code: str      # "op" | "dtype" | "attribute" | "working-set" | "subgraph"
-    message: str   # a sentence for the user: "Resize mode 'cubic' is not supported (npu supports: nearest, linear)"
+    message: str   # e.g. "Resize mode 'cubic' is not supported (npu supports resize_modes: nearest, linear)"
 
     def __bool__(self) -> bool:
         return False
