@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import onnx
+import onnx.inliner
+import onnx.version_converter
 from google.protobuf.message import DecodeError
 from onnx import external_data_helper
 

@@ -62,8 +62,19 @@ def apply_overrides(graph: onnx.GraphProto, shapes: dict[str, tuple[int, ...]] |
         tensor_type.shape.SetInParent()
         for size in shape:
             tensor_type.shape.dim.add().dim_value = size
+    if shapes:
+        _forget_derived_shapes(graph)
     if dims:
         _resolve_symbols(graph, dims)
+
+
+def _forget_derived_shapes(graph: onnx.GraphProto) -> None:
+    """Drop the shapes the model declares for outputs and intermediates: they were derived from the old
+    input shapes and would contradict what shape inference derives from the new ones."""
+    del graph.value_info[:]
+    for info in graph.output:
+        if info.type.HasField("tensor_type"):
+            info.type.tensor_type.ClearField("shape")
 
 
 def _resolve_symbols(graph: onnx.GraphProto, dims: dict[str, int]) -> None:

@@ -45,8 +45,8 @@ def _bypass(graph: Graph, node: Node) -> bool:
     source, result = node.inputs[0], node.outputs[0]
     outputs = [v.name for v in graph.outputs]
     mask = node.outputs[1] if len(node.outputs) > 1 else None
-    if mask is not None and mask.name in outputs:
-        return False
+    if mask is not None and (mask.name in outputs or (mask.consumers and graph.opset.get("", 0) < 12)):
+        return False  # before opset 12 the inference mask is unspecified (onnxruntime gives all-false)
     if any(c.has_subgraph for v in (source, result) for c in v.consumers):
         return False  # a subgraph may read the value by name: renaming or rewiring would break it
     if result.name in outputs:
