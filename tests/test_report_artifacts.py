@@ -13,6 +13,7 @@ from hetc.memory.artifact import Buffer, MemoryPlan, MemoryStats, TaskBuffers
 from hetc.schedule.artifact import Schedule, SolverStats, Task
 from hetc.sim.result import SimEvent, SimResult, SyncEdge
 from hetc.target.model import Device, DmaEngine, Memory
+from hetc.target.ops import KERNEL_SET
 from hetc.target.target import Target
 
 SYNC_NS = 200
@@ -24,7 +25,7 @@ def make_target() -> Target:
                 "npu_sram": Memory("npu_sram", 2 * MiB, 64.0, 64, "sram"),
                 "dsp_tcm": Memory("dsp_tcm", 1 * MiB, 32.0, 64, "sram")}
     devices = {"cpu": Device("cpu", "cpu", "dram", {"float32": 16.0}, {"default": 0.5}, 2000.0),
-               "npu": Device("npu", "npu", "npu_sram", {"float32": 256.0}, {"default": 0.7}, 500.0),
+               "npu": Device("npu", "npu", "npu_sram", {"float32": 256.0}, {"default": 0.7}, 500.0, ops=KERNEL_SET),
                "dsp": Device("dsp", "dsp", "dsp_tcm", {"float32": 64.0}, {"default": 0.6}, 800.0,
                               ops=frozenset({"Relu", "BatchNormalization", "Add", "Sigmoid", "Mul"}))}
     dmas = {"dma_npu": DmaEngine("dma_npu", ("dram", "npu_sram"), 8.0, 300.0),

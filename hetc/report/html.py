@@ -14,7 +14,6 @@ from pathlib import Path
 
 from hetc.report.html_assets import ERROR_TRAP, SCRIPT, STYLE
 from hetc.report.opclass import CLASS_COLOURS, class_colour
-from hetc.report.perfetto import _json_safe
 from hetc.report.timeline import GROUP_TITLES, Timeline
 
 MIN_LABEL_W = 150      # px, lane-label column (widened to fit the longest label)
@@ -78,7 +77,7 @@ def _lanes_svg(timeline: Timeline, layout: _Layout, span: float) -> tuple[list[s
                  f'height="{LANE_H}"/>']
         for s in by_lane.get(lane.engine, []):
             details.append({"name": s.name, "engine": s.engine, "cls": s.op_class, "start": s.start_us,
-                            "end": s.end_us, "args": _json_safe(s.args)})
+                            "end": s.end_us, "args": s.json_args()})
             parts.append(f'<rect class="slice c-{s.op_class}" data-i="{len(details) - 1}" x="{_num(s.start_us)}" '
                          f'y="{y + 2}" width="{_num(max(s.dur_us, 0.0))}" height="{LANE_H - 4}"/>')
         parts.append("</g>")

@@ -29,19 +29,6 @@ def _us(t: float) -> float:
     return round(t, 3)
 
 
-def _json_safe(value: Any) -> Any:
-    """Args must be plain JSON: tuples become lists, numpy scalars become numbers, anything else a string."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if hasattr(value, "item"):
-        return value.item()
-    return str(value)
-
-
 def _threads(timeline: Timeline) -> tuple[dict[int, tuple[int, int]], list[dict[str, Any]]]:
     """Assign each slice a (pid, tid) and emit the naming metadata. A slice that overlaps the previous one
     of its engine (a bug upstream, never expected) goes to an extra "<engine> [overlap]" thread instead of
@@ -85,7 +72,7 @@ def _thread_meta(pid: int, tid: int, name: str) -> list[dict[str, Any]]:
 
 
 def _slice_event(s: Slice, pid: int, tid: int) -> dict[str, Any]:
-    args = _json_safe(s.args)
+    args = s.json_args()
     args["op_class"] = s.op_class
     return {"ph": "X", "name": s.name, "cat": s.op_class, "pid": pid, "tid": tid, "ts": _us(s.start_us),
             "dur": max(0.0, _us(_us(s.end_us) - _us(s.start_us))), "args": args}

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from hetc.ir import Graph, Node, Value
     from hetc.memory.artifact import MemoryPlan
     from hetc.schedule.artifact import Schedule, Task
-    from hetc.sim.result import SimResult
+    from hetc.sim.result import SimEvent, SimResult
     from hetc.target.target import Target
 
 GROUP_TITLES = {"compute": "Compute devices", "dma": "DMA engines"}
@@ -52,6 +52,22 @@ class Slice:
     @property
     def dur_us(self) -> float:
         return self.end_us - self.start_us
+
+    def json_args(self) -> dict[str, Any]:
+        """``args`` as plain JSON (tuples to lists, numpy scalars to numbers, anything else to text)."""
+        return _json_safe(self.args)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if hasattr(value, "item"):  # numpy scalar
+        return value.item()
+    return str(value)
 
 
 @dataclass(frozen=True)
@@ -200,7 +216,8 @@ def _task_slice(t: "Task", nodes: dict[int, "Node"]) -> Slice:
     return Slice(t.id, t.engine, name, op_class(op), start, end, args)
 
 
-def _event_slice(sid: int, event: Any, task: "Task | None") -> Slice:
+def _event_slice(sid: int, event: "SimEvent", task: "Task | None") -> Slice:
+    """A simulated instruction; what the simulator did not record in ``args`` is filled in from its task."""
     args: dict[str, Any] = dict(event.args)
     args["simulated_start_us"] = event.start_ns / 1000
     planned = event.planned_start_ns if event.planned_start_ns is not None else (
@@ -209,13 +226,12 @@ def _event_slice(sid: int, event: Any, task: "Task | None") -> Slice:
         args["planned_start_us"] = planned / 1000
     if event.task is not None:
         args["task"] = event.task
-    if task is not None:
-        args.setdefault("node" if task.kind == "compute" else "value", task.node if task.kind == "compute"
-                        else task.value)
-        if task.kind == "compute":
-            args.setdefault("op", task.op)
-        else:
-            args.setdefault("bytes", task.bytes)
+    if task is not None and task.kind == "compute":
+        args.setdefault("node", task.node)
+        args.setdefault("op", task.op)
+    elif task is not None:
+        args.setdefault("value", task.value)
+        args.setdefault("bytes", task.bytes)
     cls = "dma" if event.kind == "dma" else op_class(args.get("op"))
     return Slice(sid, event.engine, event.name, cls, event.start_ns / 1000, event.end_ns / 1000, args)
 
