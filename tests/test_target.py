@@ -159,6 +159,7 @@ ERROR_CASES = [
     (('dtypes = ["float32"]', 'dtypes = ["float33"]'), "[devices.acc] key 'dtypes'", "did you mean 'float32'"),
     (('dtypes = ["float32"]\n', ''), "[devices.acc] key 'dtypes'", "must list its dtypes"),
     (('ops = ["Conv", "Relu"]\n', ''), "[devices.acc] key 'ops'", "must list its ops"),
+    (('ops = ["Conv", "Relu"]', 'ops = []'), "[devices.acc] key 'ops'", "the list is empty"),
     (('dtypes = ["float32"]', 'dtypes = ["float32"]\nlimits = { max_kernal = 3 }'),
      "[devices.acc] key 'limits.max_kernal'", "did you mean 'max_kernel'"),
     (('dtypes = ["float32"]', 'dtypes = ["float32"]\nlimits = { max_kernel = "big" }'),

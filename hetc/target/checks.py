@@ -41,6 +41,9 @@ def check_target(target: Target) -> None:
         if dev.ops is None and dev.kind != "cpu":
             fail(where, "ops", f"a {dev.kind} device must list its ops (only a CPU runs everything)",
                  "add ops = [...] with a subset of the kernel set (docs/targets.md)")
+        if dev.ops is not None and not dev.ops:
+            fail(where, "ops", "the list is empty, so the device would never run anything",
+                 "list the ops it has kernels for, or remove the device")
         if dev.dtypes is None and dev.kind != "cpu":
             fail(where, "dtypes", f"a {dev.kind} device must list its dtypes", 'add dtypes = ["float32", ...]')
         for op in sorted(dev.ops or ()):
