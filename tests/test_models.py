@@ -138,3 +138,33 @@ def test_big_transformer_on_demand(tmp_path: Path) -> None:
     x = np.random.default_rng(2).standard_normal((32, 64)).astype(np.float32)
     y = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     assert y.shape == (32, 64) and np.isfinite(y).all()
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_model_imports_and_optimizes_to_the_same_function(name: str) -> None:
+    """hetc imports every zoo model with static shapes; the optimised graph still computes the same outputs."""
+    from hetc.frontend import load_onnx
+    from hetc.ir import to_onnx
+    from hetc.passes import optimize
+
+    graph = load_onnx(_path(name))
+    optimized = optimize(graph)
+    for value in optimized.values.values():
+        assert all(isinstance(d, int) and d >= 0 for d in value.shape), f"{name}: {value} is not static"
+    assert {v.name: tuple(v.shape) for v in optimized.inputs} == ZOO[name][0]
+    assert "BatchNormalization" not in optimized.op_histogram()  # folded into the preceding Conv
+    session = ort.InferenceSession(str(_path(name)), providers=["CPUExecutionProvider"])
+    feeds = _random_feeds(session)
+    rewritten = ort.InferenceSession(to_onnx(optimized).SerializeToString(), providers=["CPUExecutionProvider"])
+    got = dict(zip([o.name for o in rewritten.get_outputs()], rewritten.run(None, feeds)))
+    for out_name, expected in _run(name, feeds).items():
+        np.testing.assert_allclose(got[out_name], expected, rtol=1e-4, atol=1e-4, err_msg=f"{name}:{out_name}")
+
+
+def test_only_moe_routing_leaves_the_kernel_set() -> None:
+    """The zoo is meant to run on the NPU/DSP except for MoE's TopK/OneHot, which exercise CPU fallback."""
+    from hetc.target.ops import KERNEL_SET
+
+    outside = {name: sorted({n.op_type for n in onnx.load(str(_path(name))).graph.node} - KERNEL_SET)
+               for name in ZOO}
+    assert outside == {name: (["OneHot", "TopK"] if name == "moe" else []) for name in ZOO}
