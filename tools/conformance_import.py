@@ -3,6 +3,7 @@
     python tools/conformance_import.py            # all cases
     python tools/conformance_import.py --every 5  # every 5th case (what the test suite samples)
     python tools/conformance_import.py -v         # also list the failing cases of each reason
+    python tools/conformance_import.py --light    # instead: time import + optimize of onnx's light models
 
 A case counts as runnable when an onnxruntime CPU session builds and runs on its first data set (its IR
 version is capped at 10, the newest onnxruntime 1.31 reads; that changes no semantics). Each runnable
@@ -120,13 +121,38 @@ class NumericsMismatch(Exception):
     """The optimised graph computes something else than the case expects (a bug)."""
 
 
+def time_light_models(repeats: int = 3) -> None:
+    """Best-of-``repeats`` wall time of load_onnx and optimize on each light model that ships with onnx."""
+    from pathlib import Path
+
+    from hetc.frontend import load_onnx
+
+    light = sorted((Path(onnx.__file__).parent / "backend" / "test" / "data" / "light").glob("light_*.onnx"))
+    print(f"{'model':<16} {'nodes':>6} {'after':>6} {'import s':>9} {'optimize s':>11} {'total s':>8}")
+    for path in light:
+        best = (float("inf"), 0.0, 0.0)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            graph = load_onnx(path)
+            middle = time.perf_counter()
+            optimized = optimize(graph)
+            end = time.perf_counter()
+            best = min(best, (end - start, middle - start, end - middle))
+        name = path.stem.removeprefix("light_")
+        print(f"{name:<16} {len(graph):>6} {len(optimized):>6} {best[1]:>9.3f} {best[2]:>11.3f} {best[0]:>8.3f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--every", type=int, default=1, help="take every n-th case (default: all)")
     parser.add_argument("--numerics", action="store_true",
                         help="also run the optimised graph in onnxruntime against the expected outputs")
     parser.add_argument("-v", "--verbose", action="store_true", help="list the cases of each failure reason")
+    parser.add_argument("--light", action="store_true", help="time import + optimize of the light models instead")
     args = parser.parse_args(argv)
+    if args.light:
+        time_light_models()
+        return 0
 
     start = time.perf_counter()
     cases = conformance_cases(args.every)

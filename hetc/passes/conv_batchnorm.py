@@ -70,7 +70,8 @@ def _folded_parameters(conv: Node, bn: Node) -> tuple[np.ndarray, np.ndarray]:
     bias = bias_value.const.astype(np.float64) if bias_value is not None else np.zeros(out_channels)
     gamma, beta, mean, var = (np.asarray(v.const, dtype=np.float64) for v in bn.inputs[1:5])
     scale = gamma / np.sqrt(var + float(bn.attrs.get("epsilon", 1e-5)))
-    new_weight = weight.astype(np.float64) * scale.reshape((-1,) + (1,) * (weight.ndim - 1))
+    # Scale in the weight's own precision: one rounding per element, and no float64 copy of big weights.
+    new_weight = weight * scale.astype(weight.dtype).reshape((-1,) + (1,) * (weight.ndim - 1))
     new_bias = (bias - mean) * scale + beta
     return new_weight.astype(weight.dtype), new_bias.astype(weight.dtype)
 
