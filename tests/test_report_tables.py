@@ -75,6 +75,13 @@ def test_utilisation_and_makespan_tables(artifacts):
     util = utilisation_table(Timeline.from_schedule(schedule, graph, plan, target))
     assert [r[0] for r in util.rows] == ["cpu", "npu", "dsp", "dma_npu", "dma_dsp", "dma_x"]
     assert all(0 < float(r[4].rstrip("%")) <= 100 for r in util.rows)
+    simulated = utilisation_table(Timeline.from_simulation(sim, schedule, plan, target))
+    waits = {e.engine: 0.0 for e in sim.events}
+    for e in sim.events:
+        waits[e.engine] += (e.end_ns - e.start_ns) / 1000 if e.kind == "wait" else 0.0
+    assert simulated.columns[-1] == "waiting µs"
+    assert {r[0]: float(r[5]) for r in simulated.rows} == pytest.approx(waits, abs=0.01)
+    assert any(float(r[5]) > 0 for r in simulated.rows)
     table = makespan_table(schedule, sim)
     planned, simulated, bound = table.rows
     assert float(planned[1].replace(",", "")) == pytest.approx(schedule.makespan_ns / 1000, abs=0.01)

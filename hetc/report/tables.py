@@ -116,15 +116,21 @@ def placement_table(schedule: "Schedule", graph: "Graph", target: "Target | None
 
 
 def utilisation_table(timeline: "Timeline") -> ReportTable:
-    """Per engine: tasks, busy time and busy fraction of the makespan (planned or simulated, per timeline)."""
+    """Per engine: tasks, busy time and busy fraction of the makespan; for a simulated run also the time the
+    engine sat blocked on semaphore waits (idle because of a dependency, not for lack of work)."""
     counts: dict[str, int] = {}
     for s in timeline.slices:
         counts[s.engine] = counts.get(s.engine, 0) + 1
     busy, util = timeline.busy_us(), timeline.utilisation()
-    rows = tuple((lane.engine, lane.kind, str(counts.get(lane.engine, 0)), fmt_us(busy.get(lane.engine, 0.0)),
-                  fmt_pct(util.get(lane.engine, 0.0))) for lane in timeline.lanes)
+    simulated = timeline.source == "simulated"
+    rows = []
+    for lane in timeline.lanes:
+        row = (lane.engine, lane.kind, str(counts.get(lane.engine, 0)), fmt_us(busy.get(lane.engine, 0.0)),
+               fmt_pct(util.get(lane.engine, 0.0)))
+        rows.append(row + ((fmt_us(timeline.waiting_us.get(lane.engine, 0.0)),) if simulated else ()))
+    columns = ("engine", "kind", "tasks", "busy µs", "busy") + (("waiting µs",) if simulated else ())
     return ReportTable(f"Utilisation ({timeline.source}, makespan {fmt_us(timeline.makespan_us)} µs)",
-                       ("engine", "kind", "tasks", "busy µs", "busy"), rows, "llrrr")
+                       columns, tuple(rows), "llrrrr")
 
 
 def memory_table(plan: "MemoryPlan") -> ReportTable:

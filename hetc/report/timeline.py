@@ -105,6 +105,7 @@ class Timeline:
     makespan_us: float = 0.0
     planned_makespan_us: float | None = None
     lower_bound_us: float | None = None
+    waiting_us: dict[str, float] = field(default_factory=dict)  # simulated: time each engine blocked on waits
 
     # ------------------------------------------------------------------ queries
     def lane_slices(self) -> dict[str, list[Slice]]:
@@ -184,10 +185,15 @@ class Timeline:
                                             if plan is not None and m in plan.stats else None))
             for m, steps in _memory_order(sim_result.memory_usage, target))
         lane_tasks = [(e.engine, "transfer" if e.kind == "dma" else "compute") for e in work]
+        waiting: dict[str, float] = {}
+        for e in sim_result.events:
+            if e.kind == "wait":
+                waiting[e.engine] = waiting.get(e.engine, 0.0) + (e.end_ns - e.start_ns) / 1000
         return cls(title=title, source="simulated", lanes=_lanes_of(lane_tasks, target), slices=tuple(slices),
                    flows=tuple(flows), memories=memories, makespan_us=sim_result.makespan_ns / 1000,
                    planned_makespan_us=sim_result.planned_makespan_ns / 1000,
-                   lower_bound_us=sched.lower_bound_ns / 1000 if sched is not None else None)
+                   lower_bound_us=sched.lower_bound_ns / 1000 if sched is not None else None,
+                   waiting_us=waiting)
 
 
 # ---------------------------------------------------------------------------------------------- slices
