@@ -76,3 +76,25 @@ def test_real_scheduler_output_exports(tmp_path):
     timeline = Timeline.from_schedule(plan.schedule, graph, plan, target)
     path = export_gantt(timeline, "perfetto", tmp_path / "trace.json")
     assert_valid_trace(load_trace(path), makespan_us=timeline.makespan_us)
+
+
+def test_spill_traffic_is_labelled_and_occupancy_stays_under_capacity(tmp_path):
+    """Shrink the NPU scratchpad until the real planner must spill: spill transfers are named as such, and
+    the occupancy panel stays under the (now visible) capacity line."""
+    from dataclasses import replace
+    graph = optimize(load_onnx(MODELS / "gpt_decoder.onnx"))
+    base = load_target("edge-soc")
+    small = replace(base.memories["npu_sram"], size=1 << 20)
+    target = replace(base, memories={**base.memories, "npu_sram": small}, _cache={})
+    schedule = plan_by_hand(graph, target, first_candidate_placement(graph, target), cost_duration(target)).schedule
+    plan = plan_memory(graph, schedule, target)
+    assert plan.spills
+    timeline = Timeline.from_schedule(plan.schedule, graph, plan, target)
+    spill_tasks = ({s.evict_task for s in plan.spills} | {s.reload_task for s in plan.spills}) - {None}
+    labelled = {s.id for s in timeline.slices if s.name.startswith("spill: ")}
+    assert labelled == spill_tasks
+    assert all(timeline.slice_by_id()[i].args["spill"].split()[0] in ("evict", "reload") for i in labelled)
+    npu = next(m for m in timeline.memories if m.memory == "npu_sram")
+    assert npu.capacity_bytes == 1 << 20 and 0 < npu.max_bytes <= npu.capacity_bytes
+    texts = export_gantt(timeline, "svg", tmp_path / "spill.svg").read_text()
+    assert "capacity 1.0 MiB" in texts

@@ -145,7 +145,12 @@ class Timeline:
         occupancy comes from its buffers; flows are the dependencies that cross engines."""
         sched = plan.schedule if plan is not None else schedule
         nodes = graph.node_map()
-        slices = tuple(_task_slice(t, nodes) for t in sched.tasks)
+        spill_role: dict[int, str] = {}
+        for spill in (plan.spills if plan is not None else ()):
+            spill_role[spill.evict_task] = f"evict from {spill.memory}"
+            if spill.reload_task is not None:
+                spill_role[spill.reload_task] = f"reload into {spill.memory}"
+        slices = tuple(_task_slice(t, nodes, spill_role.get(t.id)) for t in sched.tasks)
         engine_of = {t.id: t.engine for t in sched.tasks}
         flows = tuple(Flow(src=d, dst=t.id, label=f"{engine_of[d]} -> {t.engine}")
                       for t in sched.tasks for d in t.deps if d in engine_of and engine_of[d] != t.engine)
@@ -204,12 +209,16 @@ def _describe(v: "Value | None") -> str:
     return f"{v.name}: {v.dtype}[{dims}]" + (" (const)" if v.is_const else "")
 
 
-def _task_slice(t: "Task", nodes: dict[int, "Node"]) -> Slice:
+def _task_slice(t: "Task", nodes: dict[int, "Node"], spill: str | None = None) -> Slice:
     start, end = t.start_ns / 1000, t.end_ns / 1000
     if t.kind == "transfer":
         args: dict[str, Any] = {"task": t.id, "value": t.value, "src": t.src, "dst": t.dst, "bytes": t.bytes,
                                 "planned_start_us": start}
-        return Slice(t.id, t.engine, f"{t.value} {t.src}->{t.dst}", "dma", start, end, args)
+        name = f"{t.value} {t.src}->{t.dst}"
+        if spill is not None:  # spill traffic is the planner's doing, not the data flow's: say so
+            args["spill"] = spill
+            name = f"spill: {name}"
+        return Slice(t.id, t.engine, name, "dma", start, end, args)
     node = nodes.get(t.node) if t.node is not None else None
     op = t.op or (node.op_type if node is not None else None)
     args = {"task": t.id, "node": t.node, "op": op, "planned_start_us": start}
