@@ -117,3 +117,4 @@ def test_subgraph_outer_scope_values_are_linked_and_exported() -> None:
     (got,) = _run(graph, {"cond": np.array(True), "x": np.array([1, 2], np.float32)})
     np.testing.assert_array_equal(got, [12, 24])
     assert graph.copy().values["k"].consumers[0].op_type == "If"
+    assert [(u, v, key) for u, v, key in graph.to_networkx().edges(keys=True)] == [(0, 1, "doubled")]

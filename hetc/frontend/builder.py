@@ -79,8 +79,8 @@ def build_graph(model: onnx.ModelProto) -> Graph:
         types[info.name] = info.type
     values: dict[str, Value] = {}
     for tensor in proto.initializer:
-        array = numpy_helper.to_array(tensor)
         dtype, _ = tensor_type_of(tensor.name, helper.make_tensor_type_proto(tensor.data_type, None))
+        array = numpy_helper.to_array(tensor)
         values[tensor.name] = Value(tensor.name, dtype, tuple(array.shape), const=array)
     inputs = []
     for info in runtime_inputs(proto):

@@ -58,24 +58,7 @@ class ShapeResolver:
             _SHAPE_RULES[node.op_type](node)
         if all(is_static(v) for v in node.outputs):
             return
-        open_value = next(v for v in node.outputs if not is_static(v))
-        label = f"node #{node.id} {node.op_type}" + (f" '{node.name}'" if node.name else "")
-        if open_value.name.endswith(OMITTED_SUFFIX + str(node.outputs.index(open_value))):
-            raise ShapeError(f"unsupported optional output: {label} omits its optional output "
-                             f"#{node.outputs.index(open_value)} but uses a later one, and ONNX cannot type the "
-                             "omitted one; hetc needs every output typed")
-        if open_value.dtype is None:
-            raise ShapeError(f"unknown output type: {label} gives '{open_value.name}' a type shape inference "
-                             "cannot determine (custom or unknown operator?); hetc needs every type")
-        if node.has_subgraph:
-            raise ShapeError(f"unresolved subgraph output: {label} produces '{open_value.name}' whose shape "
-                             "ONNX shape inference cannot determine through the node's subgraph; hetc needs "
-                             "static shapes (export the model with the loop unrolled or the branch chosen)")
-        dims = "unknown rank" if open_value.shape is None else "dims " + ", ".join(
-            str(i) for i, d in enumerate(open_value.shape) if d is None)
-        raise ShapeError(f"data-dependent shape: {label} produces '{open_value.name}' whose shape depends on "
-                         f"runtime data ({dims}); hetc needs static shapes, so this model cannot be compiled "
-                         "(a --shape/--dim override cannot fix it)")
+        raise _unresolved(node, next(v for v in node.outputs if not is_static(v)))
 
     def _fold(self, node: Node) -> bool:
         """Replace ``node`` by constants (or, for a graph output, only learn its shapes)."""
@@ -164,6 +147,27 @@ class ShapeResolver:
                           for v in n.present_inputs if v.producer is not None}
             graph.nodes = [n for n in graph.nodes if n.id not in dead]
             graph.relink()
+
+
+def _unresolved(node: Node, value: Value) -> ShapeError:
+    """The error for an output whose shape import could not close, by the most likely cause."""
+    label = f"node #{node.id} {node.op_type}" + (f" '{node.name}'" if node.name else "")
+    position = node.outputs.index(value)
+    if value.name.endswith(f"{OMITTED_SUFFIX}{position}"):
+        return ShapeError(f"unsupported optional output: {label} omits its optional output #{position} but "
+                          "uses a later one, and ONNX cannot type the omitted one; hetc needs every output typed")
+    if value.dtype is None:
+        return ShapeError(f"unknown output type: {label} gives '{value.name}' a type shape inference cannot "
+                          "determine (custom or unknown operator?); hetc needs every type")
+    if node.has_subgraph:
+        return ShapeError(f"unresolved subgraph output: {label} produces '{value.name}' whose shape ONNX shape "
+                          "inference cannot determine through the node's subgraph; hetc needs static shapes "
+                          "(export the model with the loop unrolled or the branch chosen)")
+    dims = "unknown rank" if value.shape is None else "dims " + ", ".join(
+        str(i) for i, d in enumerate(value.shape) if d is None)
+    return ShapeError(f"data-dependent shape: {label} produces '{value.name}' whose shape is not known before "
+                      f"run time ({dims}): it depends on runtime data, or on an operator shape inference cannot "
+                      "see through; hetc needs static shapes, and a --shape/--dim override cannot fix this")
 
 
 def _dropout_mask_shape(node: Node) -> None:

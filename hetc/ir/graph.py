@@ -245,12 +245,14 @@ class Graph:
 
     def to_networkx(self) -> nx.MultiDiGraph:
         """Nodes keyed by node id (attributes op, name); one edge per value flowing between two nodes
-        (attributes value, bytes)."""
+        (attributes value, bytes), including values a subgraph reads from the outer scope."""
         g = nx.MultiDiGraph(name=self.name)
         for n in self.nodes:
             g.add_node(n.id, op=n.op_type, name=n.name)
         for n in self.nodes:
-            for v in n.present_inputs:
+            read = n.present_inputs + ([self.values[name] for name in n.outer_scope_names() if name in self.values]
+                                       if n.has_subgraph else [])
+            for v in read:
                 if v.producer is not None:
                     g.add_edge(v.producer.id, n.id, key=v.name, value=v.name, bytes=v.nbytes)
         return g
