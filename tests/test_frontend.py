@@ -138,6 +138,19 @@ def test_reshape_target_built_from_constants_is_folded_to_a_static_shape() -> No
     assert graph.values["target"].const.tolist() == [3, 9]
 
 
+def test_folding_for_a_shape_deep_in_a_network_does_not_walk_the_activations() -> None:
+    chain = [helper.make_node("Relu", [f"a{i}" if i else "x"], [f"a{i + 1}"]) for i in range(3000)]
+    fill = numpy_helper.from_array(np.array([3], np.int64))
+    model = _model(chain + [helper.make_node("ConstantOfShape", ["two"], ["threes"], value=fill),
+                            helper.make_node("Mul", ["threes", "k"], ["target"]),
+                            helper.make_node("Reshape", ["a3000", "target"], ["y"])],
+                   [vi("x", TensorProto.FLOAT, [9, 3])], [vi("y", TensorProto.FLOAT, ["a", "b"])],
+                   initializers=(numpy_helper.from_array(np.array([2], np.int64), "two"),
+                                 numpy_helper.from_array(np.array([1, 3], np.int64), "k")))
+    graph = import_model(model)  # a recursive walk up 3000 Relus would overflow the stack
+    assert graph.outputs[0].shape == (3, 9) and len(graph) == 3001
+
+
 def test_reshape_target_from_shape_gather_concat_chain_is_static() -> None:
     model = _model([helper.make_node("Shape", ["x"], ["s"]),
                     helper.make_node("Gather", ["s", "i0"], ["n"], axis=0),

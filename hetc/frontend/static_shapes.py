@@ -34,6 +34,7 @@ class ShapeResolver:
         self.graph_outputs = {v.name for v in graph.outputs}
         self.known: dict[str, object] = {}  # value name -> array, or _FAILED
         self.folded: set[int] = set()  # ids of nodes replaced by constants
+        self.runtime = _runtime_values(graph)
 
     def run(self) -> None:
         for node in self.graph.topo_order():
@@ -91,6 +92,8 @@ class ShapeResolver:
             return value.const
         if value.name in self.known:
             return self.known[value.name]
+        if value.name in self.runtime:
+            return _FAILED  # decided without walking up: activations can be thousands of nodes deep
         self.known[value.name] = _FAILED  # also breaks cycles through malformed graphs
         producer = value.producer
         if producer is None or not is_foldable(producer):
@@ -147,6 +150,17 @@ class ShapeResolver:
                           for v in n.present_inputs if v.producer is not None}
             graph.nodes = [n for n in graph.nodes if n.id not in dead]
             graph.relink()
+
+
+def _runtime_values(graph: Graph) -> set[str]:
+    """Names of values that depend on runtime data (so can never be folded): graph inputs and everything
+    computed from them, except through Shape/Size, and whatever a node that may not fold produces."""
+    runtime = {v.name for v in graph.inputs}
+    for node in graph.topo_order():
+        shape_only = node.op_type in SHAPE_OPS and node.domain == ""
+        if not is_foldable(node) or (not shape_only and any(v.name in runtime for v in node.present_inputs)):
+            runtime.update(v.name for v in node.outputs)
+    return runtime
 
 
 def _unresolved(node: Node, value: Value) -> ShapeError:
