@@ -14,6 +14,7 @@ from pathlib import Path
 
 from hetc.report.html_assets import ERROR_TRAP, SCRIPT, STYLE
 from hetc.report.opclass import CLASS_COLOURS, class_colour
+from hetc.report.tables import fmt_bytes
 from hetc.report.timeline import GROUP_TITLES, Timeline
 
 MIN_LABEL_W = 150      # px, lane-label column (widened to fit the longest label)
@@ -24,13 +25,6 @@ GROUP_H = 18
 LANE_H = 20
 PANEL_H = 64
 PANEL_GAP = 8
-
-
-def _fmt_bytes(n: float) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if abs(n) >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{int(n)} B"
 
 
 def _num(x: float) -> str:
@@ -113,11 +107,11 @@ def _memory_svg(timeline: Timeline, layout: _Layout, span: float) -> tuple[list[
         for t, live in series.points:
             d.append(f"H{_num(t)}V{y_of(live):.1f}")
         d.append(f"H{_num(span)}V{y_of(0):.1f}Z")
-        cap_text = f"capacity {_fmt_bytes(series.capacity_bytes)}" if series.capacity_bytes else "capacity unknown"
+        cap_text = f"capacity {fmt_bytes(series.capacity_bytes)}" if series.capacity_bytes else "capacity unknown"
         if series.capacity_bytes and not show_cap:
             cap_text += " (off scale)"
         labels.append(f'<text class="memory-label" x="8" y="{top + 14}">{escape(series.memory)}</text>'
-                      f'<text x="8" y="{top + 28}">peak {_fmt_bytes(series.max_bytes)}</text>'
+                      f'<text x="8" y="{top + 28}">peak {fmt_bytes(series.max_bytes)}</text>'
                       f'<text x="8" y="{top + 42}">{cap_text}</text>')
         parts = [f'<g class="memory" data-memory="{escape(series.memory)}">',
                  f'<rect class="panel-bg" vector-effect="non-scaling-stroke" x="0" y="{top}" width="{_num(span)}" '

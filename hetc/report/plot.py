@@ -19,17 +19,11 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from hetc.report.opclass import class_colour  # noqa: E402
+from hetc.report.tables import fmt_bytes  # noqa: E402
 from hetc.report.timeline import MemorySeries, Timeline  # noqa: E402
 
 _LANE_IN = 0.32          # inches per lane
 _PANEL_IN = 1.1          # inches per memory panel
-
-
-def _fmt_bytes(n: float) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if abs(n) >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{int(n)} B"
 
 
 def build_figure(timeline: Timeline, width_in: float = 14.0) -> Figure:
@@ -97,12 +91,12 @@ def _memory_panel(ax: plt.Axes, series: MemorySeries) -> None:
     if series.lower_bound_bytes and series.peak_bytes and series.peak_bytes > series.lower_bound_bytes:
         ax.axhline(series.peak_bytes, color="#555", linestyle=":", linewidth=0.8, label="planned peak address")
     ax.set_ylim(0, top)
-    cap = _fmt_bytes(series.capacity_bytes) if series.capacity_bytes else "unknown"
+    cap = fmt_bytes(series.capacity_bytes, 1) if series.capacity_bytes else "unknown"
     ax.set_ylabel(series.memory, rotation=0, ha="right", va="center", fontsize=9)
-    ax.text(1.005, 0.5, f"peak {_fmt_bytes(series.max_bytes)}\ncapacity {cap}", transform=ax.transAxes,
+    ax.text(1.005, 0.5, f"peak {fmt_bytes(series.max_bytes, 1)}\ncapacity {cap}", transform=ax.transAxes,
             fontsize=8, va="center")
     ax.yaxis.set_major_locator(matplotlib.ticker.MultipleLocator(_byte_step(top)))
-    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: _fmt_bytes(v)))
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: fmt_bytes(v, 1)))
     ax.tick_params(axis="y", labelsize=7)
     ax.grid(axis="x", color="#00000018")
 

@@ -61,12 +61,12 @@ class ReportTable:
 
 
 # ---------------------------------------------------------------------------------------------- formatting
-def fmt_bytes(n: float | None) -> str:
+def fmt_bytes(n: float | None, digits: int = 2) -> str:
     if n is None:
         return "-"
     for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if abs(n) >= size:
-            return f"{n / size:.2f} {unit}"
+            return f"{n / size:.{digits}f} {unit}"
     return f"{int(n)} B"
 
 
