@@ -236,12 +236,16 @@ def test_file_errors(tmp_path: Path) -> None:
         load_onnx(tmp_path)
     text = tmp_path / "notes.onnx"
     text.write_text("this is not a protobuf at all\n" * 20)
-    with pytest.raises(ModelError, match="not"):
+    with pytest.raises(ModelError, match="is not a readable ONNX model .*truncated or not an ONNX protobuf"):
         load_onnx(text)
     truncated = tmp_path / "truncated.onnx"
     truncated.write_bytes(light_model_path("squeezenet").read_bytes()[:5000])
-    with pytest.raises(ModelError):
+    with pytest.raises(ModelError, match="is not a readable ONNX model"):
         load_onnx(truncated)
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    with pytest.raises(ModelError, match="is not an ONNX model"):
+        load_onnx(empty)
     with pytest.raises(ModelError, match="expects an onnx.ModelProto"):
         import_model(str(truncated))  # type: ignore[arg-type]
 
