@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from hetc.ir import Graph, Node, Value
-from hetc.passes.rewrite import replace_uses, unique_name
+from hetc.passes.rewrite import unique_name
 
 
 def fold_conv_batchnorm(graph: Graph) -> Graph:

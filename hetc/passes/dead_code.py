@@ -1,7 +1,7 @@
 """Dead-code elimination: drop nodes none of whose outputs reaches a graph output."""
 from __future__ import annotations
 
-from hetc.ir import Graph
+from hetc.ir import Graph, Node
 
 
 def eliminate_dead_code(graph: Graph) -> Graph:
@@ -15,7 +15,7 @@ def run_eliminate_dead_code(graph: Graph) -> int:
     """Eliminate in place; returns the number of nodes removed. Graph inputs are kept even if unused:
     they are the model's interface."""
     needed = {v.name for v in graph.outputs}
-    live: list = []
+    live: list[Node] = []
     for node in reversed(graph.nodes):
         if not any(v.name in needed for v in node.outputs):
             continue

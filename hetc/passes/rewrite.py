@@ -2,7 +2,7 @@
 ``Graph.relink()`` once at the end."""
 from __future__ import annotations
 
-from hetc.ir import Graph, Node, Value
+from hetc.ir import Graph, Value
 
 
 def replace_uses(old: Value, new: Value) -> None:
