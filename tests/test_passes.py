@@ -115,6 +115,17 @@ def test_shape_arithmetic_and_weight_generation_fold_away() -> None:
     _assert_same_function(model, graph, folded)
 
 
+def test_folding_falls_back_to_onnx_reference_where_onnxruntime_has_no_kernel() -> None:
+    # onnxruntime 1.31 implements Max for int32/int64/floats but not int16; onnx.reference does.
+    a, b = np.array([1, -7, 3], np.int16), np.array([2, -9, 3], np.int16)
+    model = _model([helper.make_node("Max", ["a", "b"], ["m"]), helper.make_node("Cast", ["m"], ["mf"], to=1),
+                    helper.make_node("Add", ["x", "mf"], ["y"])],
+                   [vi("x", TensorProto.FLOAT, [3])], [vi("y", TensorProto.FLOAT, [3])], {"a": a, "b": b})
+    folded = fold_constants(import_model(model))
+    assert folded.op_histogram() == {"Add": 1}
+    assert folded.values["mf"].const.tolist() == [2.0, -7.0, 3.0]
+
+
 def test_random_ops_subgraphs_and_graph_outputs_are_not_folded() -> None:
     out = vi("r", TensorProto.FLOAT, [2])
     branch = helper.make_graph([helper.make_node("Identity", ["k"], ["r"])], "branch", [], [out])
