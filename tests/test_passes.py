@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import light_model_path
+from conftest import MODELS_DIR, light_model_path
 from hetc.frontend import import_model, load_onnx
 from hetc.ir import EXPORT_IR_VERSION, Graph, to_onnx
 from hetc.passes import (eliminate_dead_code, fold_constants, fold_conv_batchnorm, optimize,
@@ -196,6 +196,17 @@ def test_training_mode_dropout_stays() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- pipeline
+def test_optimize_keeps_numerics_with_depthwise_conv_batchnorm() -> None:
+    path = MODELS_DIR / "mobilenet_v2.onnx"  # grouped (depthwise) convolutions, each followed by a BN
+    if not path.exists():
+        pytest.skip("models/mobilenet_v2.onnx is not built")
+    model = onnx.load(str(path))
+    graph = import_model(model)
+    optimized = optimize(graph)
+    assert "BatchNormalization" not in optimized.op_histogram()
+    _assert_same_function(model, graph, optimized)
+
+
 @pytest.mark.parametrize("name", ["squeezenet", "inception_v2", "shufflenet", "densenet121"])
 def test_optimize_keeps_numerics_on_light_models(name: str) -> None:
     model = onnx.load(str(light_model_path(name)))
