@@ -5,7 +5,7 @@ import pytest
 from rich.console import Console
 
 from hetc.errors import HetcError
-from hetc.report import (Timeline, export_gantt, makespan_table, memory_table, numerics_table, placement_table,
+from hetc.report import (Timeline, export_gantt, gantt_bytes, makespan_table, memory_table, numerics_table, placement_table,
                          render_summary, report_text, solver_table, summary_text, utilisation_table)
 from test_report_artifacts import SYNC_NS, make_all
 
@@ -30,6 +30,16 @@ def test_planned_timeline_mirrors_the_schedule(artifacts):
     busy = timeline.busy_us()
     for engine, tasks in schedule.engine_tasks().items():
         assert busy[engine] == pytest.approx(sum(t.duration_ns for t in tasks) / 1000)
+
+
+def test_planned_timeline_without_the_graph(artifacts):
+    """``hetc gantt BUNDLE`` has the schedule, plan and target but not the model: slices fall back to op#node."""
+    graph, target, schedule, plan, sim = artifacts
+    timeline = Timeline.from_schedule(schedule, None, plan, target)
+    conv = next(s for s in timeline.slices if s.args.get("op") == "Conv")
+    assert conv.name == f"Conv#{conv.args['node']}" and "inputs" not in conv.args
+    assert len(timeline.flows) == len(Timeline.from_schedule(schedule, graph, plan, target).flows)
+    assert "Placement" in report_text(schedule, None, plan, target, sim)
 
 
 def test_simulated_timeline_maps_semaphores_to_tasks(artifacts):
@@ -161,3 +171,14 @@ def test_numerics_table_reads_a_validation_report():
     assert "1/1 outputs within tolerance" in str(numerics_table(good)) and "3x4" in str(numerics_table(good))
     text = str(numerics_table(bad))
     assert "FAIL" in text and "0/1" in text and "0.5" in text
+
+
+def test_gantt_bytes_match_the_exported_files(artifacts, tmp_path):
+    graph, target, schedule, plan, sim = artifacts
+    timeline = Timeline.from_simulation(sim, schedule, plan, target)
+    for fmt in ("perfetto", "html"):
+        assert gantt_bytes(timeline, fmt) == export_gantt(timeline, fmt, tmp_path / f"g.{fmt}").read_bytes()
+    assert gantt_bytes(timeline, "png")[:8] == b"\x89PNG\r\n\x1a\n"
+    assert gantt_bytes(timeline, "svg").lstrip().startswith(b"<?xml")
+    with pytest.raises(HetcError, match="unknown Gantt format"):
+        gantt_bytes(timeline, "gif")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from html import escape
-from pathlib import Path
 
 from hetc.report.html_assets import ERROR_TRAP, SCRIPT, STYLE
 from hetc.report.opclass import CLASS_COLOURS, class_colour
@@ -178,9 +177,3 @@ def render_html(timeline: Timeline) -> str:
         '<div id="tooltip" hidden></div><pre id="hetc-errors"></pre>'
         f'<script type="application/json" id="hetc-data">{data_json}</script>'
         f"<script>{SCRIPT}</script></body></html>\n")
-
-
-def write_html(timeline: Timeline, path: str | Path) -> Path:
-    path = Path(path)
-    path.write_text(render_html(timeline), encoding="utf-8")
-    return path

@@ -15,7 +15,6 @@ touching after parsing.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from hetc.report.timeline import GROUP_TITLES, Lane, Slice, Timeline
@@ -134,7 +133,6 @@ def to_trace_events(timeline: Timeline) -> dict[str, Any]:
     }
 
 
-def write_perfetto(timeline: Timeline, path: str | Path) -> Path:
-    path = Path(path)
-    path.write_text(json.dumps(to_trace_events(timeline), separators=(",", ":")))
-    return path
+def render_perfetto(timeline: Timeline) -> bytes:
+    """The trace file's bytes (compact JSON, UTF-8)."""
+    return json.dumps(to_trace_events(timeline), separators=(",", ":")).encode("utf-8")

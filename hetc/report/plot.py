@@ -7,8 +7,8 @@ thousands of tasks renders in about a second.
 """
 from __future__ import annotations
 
+import io
 import math
-from pathlib import Path
 
 import matplotlib
 
@@ -109,13 +109,14 @@ def _byte_step(top: float) -> float:
     return unit * power * next((m for m in (1, 2, 5) if m * power >= raw), 10)
 
 
-def write_image(timeline: Timeline, path: str | Path, fmt: str) -> Path:
-    """Save as ``fmt`` ("png" or "svg"). SVG keeps text as <text> elements so labels stay searchable."""
-    path = Path(path)
+def render_image(timeline: Timeline, fmt: str) -> bytes:
+    """The chart as ``fmt`` ("png" or "svg") bytes. SVG keeps text as <text> elements so labels stay
+    searchable."""
+    out = io.BytesIO()
     with matplotlib.rc_context({"svg.fonttype": "none", "path.simplify": True}):
         fig = build_figure(timeline)
         try:
-            fig.savefig(path, format=fmt, dpi=110)
+            fig.savefig(out, format=fmt, dpi=110)
         finally:
             plt.close(fig)
-    return path
+    return out.getvalue()

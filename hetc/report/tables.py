@@ -90,10 +90,10 @@ def field_of(obj: Any, name: str, default: Any = None) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- tables
-def placement_table(schedule: "Schedule", graph: "Graph", target: "Target | None" = None) -> ReportTable:
+def placement_table(schedule: "Schedule", graph: "Graph | None", target: "Target | None" = None) -> ReportTable:
     """One row per node, in start order: where it ran, when, and (with a target) why each device that was
     not used *could not* run it, so "why did this op fall back to the CPU" always has an answer."""
-    nodes = graph.node_map()
+    nodes = graph.node_map() if graph is not None else {}
     compute = sorted((t for t in schedule.tasks if t.kind == "compute"), key=lambda t: (t.start_ns, t.id))
     rows = []
     for t in compute:
@@ -203,7 +203,7 @@ def numerics_table(results: Any) -> ReportTable:
                                                    "cosine", "result"), tuple(rows), "lllrrrl", note)
 
 
-def report_text(schedule: "Schedule", graph: "Graph", plan: "MemoryPlan | None" = None,
+def report_text(schedule: "Schedule", graph: "Graph | None", plan: "MemoryPlan | None" = None,
                 target: "Target | None" = None, sim_result: "SimResult | None" = None,
                 numerics: Any = None,
                 summary: Mapping[str, Any] | None = None) -> str:

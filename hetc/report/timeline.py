@@ -139,12 +139,13 @@ class Timeline:
 
     # ------------------------------------------------------------------ builders
     @classmethod
-    def from_schedule(cls, schedule: "Schedule", graph: "Graph", plan: "MemoryPlan | None" = None,
+    def from_schedule(cls, schedule: "Schedule", graph: "Graph | None", plan: "MemoryPlan | None" = None,
                       target: "Target | None" = None, title: str | None = None) -> "Timeline":
         """The planned run. With a plan, its (possibly re-timed, spill-bearing) schedule is the one drawn and
-        occupancy comes from its buffers; flows are the dependencies that cross engines."""
+        occupancy comes from its buffers; flows are the dependencies that cross engines. Without the graph
+        (a bundle alone) slices are named by op and node id and carry no shapes."""
         sched = plan.schedule if plan is not None else schedule
-        nodes = graph.node_map()
+        nodes = graph.node_map() if graph is not None else {}
         spill_role: dict[int, str] = {}
         for spill in (plan.spills if plan is not None else ()):
             spill_role[spill.evict_task] = f"evict from {spill.memory}"
@@ -155,7 +156,7 @@ class Timeline:
         flows = tuple(Flow(src=d, dst=t.id, label=f"{engine_of[d]} -> {t.engine}")
                       for t in sched.tasks for d in t.deps if d in engine_of and engine_of[d] != t.engine)
         memories = _plan_series(plan, target) if plan is not None else ()
-        return cls(title=title or graph.name, source="planned", lanes=_lanes(sched.tasks, target),
+        return cls(title=title or (graph.name if graph is not None else "schedule"), source="planned", lanes=_lanes(sched.tasks, target),
                    slices=slices, flows=flows, memories=memories, makespan_us=sched.makespan_ns / 1000,
                    planned_makespan_us=sched.makespan_ns / 1000, lower_bound_us=sched.lower_bound_ns / 1000)
 
@@ -222,7 +223,7 @@ def _task_slice(t: "Task", nodes: dict[int, "Node"], spill: str | None = None) -
     node = nodes.get(t.node) if t.node is not None else None
     op = t.op or (node.op_type if node is not None else None)
     args = {"task": t.id, "node": t.node, "op": op, "planned_start_us": start}
-    name = op or f"task {t.id}"
+    name = f"{op or 'task'}#{t.node if t.node is not None else t.id}"
     if node is not None:
         name = node.name or f"{op}#{node.id}"
         args["inputs"] = [_describe(v) for v in node.inputs]
