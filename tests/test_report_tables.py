@@ -5,7 +5,7 @@ import pytest
 from rich.console import Console
 
 from hetc.errors import HetcError
-from hetc.report import (Timeline, export_gantt, gantt_bytes, makespan_table, memory_table, numerics_table, placement_table,
+from hetc.report import (Timeline, export_gantt, gantt_bytes, gantt_files, makespan_table, memory_table, numerics_table, placement_table,
                          render_summary, report_text, solver_table, summary_text, utilisation_table)
 from test_report_artifacts import SYNC_NS, make_all
 
@@ -182,3 +182,5 @@ def test_gantt_bytes_match_the_exported_files(artifacts, tmp_path):
     assert gantt_bytes(timeline, "svg").lstrip().startswith(b"<?xml")
     with pytest.raises(HetcError, match="unknown Gantt format"):
         gantt_bytes(timeline, "gif")
+    files = gantt_files(timeline, ["html", "perfetto"])
+    assert sorted(files) == ["gantt.html", "gantt.json"] and files["gantt.html"] == gantt_bytes(timeline, "html")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
 
 from hetc.errors import HetcError
 from hetc.report.timeline import Timeline
@@ -31,6 +32,12 @@ def gantt_bytes(timeline: Timeline, fmt: str) -> bytes:
         return render_html(timeline).encode("utf-8")
     from hetc.report.plot import render_image
     return render_image(timeline, key)
+
+
+def gantt_files(timeline: Timeline, formats: Iterable[str], stem: str = "gantt") -> dict[str, bytes]:
+    """``{"gantt.html": ..., "gantt.json": ...}`` for the requested formats: the bundle's Gantt exports."""
+    keys = [_check_format(f) for f in formats]
+    return {f"{stem}.{EXTENSIONS[k]}": gantt_bytes(timeline, k) for k in keys}
 
 
 def export_gantt(timeline: Timeline, fmt: str, path: str | Path) -> Path:
