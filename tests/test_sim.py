@@ -14,7 +14,7 @@ from hetc.frontend import load_onnx
 from hetc.passes import optimize
 from hetc.sim import random_inputs, simulate
 from hetc.sim.handplan import cost_duration, plan_by_hand
-from hetc.sim.machine import Machine
+from hetc.sim.machine import accesses
 from hetc.target import load_target
 from test_sim_support import REPO, mixed_bundle, mixed_inputs, mixed_model, reference, toy_target
 
@@ -178,9 +178,8 @@ def test_circular_wait_is_a_deadlock() -> None:
 
 def test_in_place_reshape_is_not_a_write() -> None:
     bundle = mixed_bundle()
-    machine = Machine.from_bundle(bundle)
-    npu = machine.engines.index("npu")
-    flatten = next(s for s in machine.steps[npu] if getattr(s.instr, "op", "") == "Flatten")
-    assert [write for *_, write in flatten.accesses] == [False, False]
-    relu = next(s for s in machine.steps[npu] if getattr(s.instr, "op", "") == "Relu")
-    assert [write for *_, write in relu.accesses] == [False, True]
+    npu = bundle.programs["npu"].instructions
+    flatten = next(i for i in npu if getattr(i, "op", "") == "Flatten")
+    assert [write for *_, write in accesses(flatten)] == [False, False]
+    relu = next(i for i in npu if getattr(i, "op", "") == "Relu")
+    assert [write for *_, write in accesses(relu)] == [False, True]

@@ -23,7 +23,7 @@ from typing import Any, Union
 BYTE_PRESERVING_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Operand:
     """One buffer as an instruction sees it: where its bytes are and how to view them."""
 
@@ -53,7 +53,7 @@ class Operand:
         return f"%{self.value} {self.memory}+0x{self.offset:x} {self.dtype}[{dims}]"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Compute:
     task: int
     node: int
@@ -87,7 +87,7 @@ class Compute:
                 f"  ; task {self.task}, {self.duration_ns} ns")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Dma:
     task: int
     value: str
@@ -111,7 +111,7 @@ class Dma:
                 f"{self.dst.offset:x} {self.bytes} B  ; task {self.task}, {self.duration_ns} ns")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Signal:
     sem: str
     kind: str = field(default="signal", init=False)
@@ -123,7 +123,7 @@ class Signal:
         return f"signal {self.sem}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Wait:
     sem: str
     count: int
@@ -161,7 +161,7 @@ def instruction_from_json(d: dict[str, Any]) -> Instruction:
     raise ValueError(f"unknown instruction '{op}'")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Program:
     """The instruction stream of one engine (a device or a DMA engine)."""
 

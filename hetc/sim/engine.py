@@ -1,64 +1,127 @@
-"""The discrete-event loop.
+"""The discrete-event timing engine.
 
-Events live in one heap keyed by (time, phase, sequence). Phases order what happens at one instant: every
-instruction that ends at t finishes first, then semaphore increments that become visible at t, then engines
-advance and start new instructions. So "ends at t" and "starts at t" never overlap, for the race detector too.
+Every engine walks its own program on its own clock. Only *interactions* between engines become events:
+
+* a ``signal`` records when its semaphore increment becomes visible (issue time + ``sync_ns``) and releases
+  the engines already blocked on that count;
+* a ``wait`` whose signal is visible by the engine's clock passes; one whose signal is issued but not yet
+  visible moves the clock forward; one whose signal is not issued yet blocks the engine until it is;
+* an instruction that streams through DRAM (CPU computes, DMAs to or from DRAM) shares DRAM bandwidth with
+  every other one running at the same time, so its end depends on the others: its start and end are events
+  in a heap keyed by (time, phase, sequence), processed in time order.
+
+Between interactions an engine runs ahead without events (computes on a scratchpad, NPU<->DSP copies): nobody
+can observe them, so creating heap entries for them would only cost time. The invariant that makes this exact:
+a time is computed only when all its inputs are final (a signal is issued only once its engine's clock is
+exact), and no event is ever pushed earlier than the last one popped.
 
 DRAM bandwidth is shared as a fluid: an instruction that streams ``dram_bytes`` in ``duration`` ns asks for
-``dram_bytes / duration`` bytes/ns; when the concurrent asks exceed the DRAM bandwidth every DRAM user slows
-down by the same factor, and its end event is re-timed (stale end events are recognised by a version number).
+``dram_bytes / duration`` bytes/ns; when the asks exceed the DRAM bandwidth every DRAM user slows down by the
+same factor and its end event is re-timed (stale end events carry an old version number and are skipped).
+
+The engine produces a trace of (engine, pc, start, end); the race detector and the functional replay work on
+that trace (``hetc.sim.races``, ``hetc.sim.functional``).
 """
 from __future__ import annotations
 
 import heapq
 import itertools
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 from hetc.errors import SimulationError
-from hetc.sim.functional import Executor
-from hetc.sim.machine import SIGNAL, WAIT, Machine, Step, describe
+from hetc.sim.machine import Machine
 
-END, VISIBLE, ADVANCE = 0, 1, 2
+END, START = 0, 1   # at one instant, DRAM users leave before new ones join
 
 
 @dataclass
 class Trace:
     records: list[tuple[int, int, float, float]]             # (engine, pc, start, end) per executed step
-    sync: list[tuple[int, int, int, int, int, float]]        # (sem, src engine, src pc, dst engine, dst pc, t)
-    events: int = 0
+    sync: list[tuple[str, int, int, int, int, float]]        # (sem, src engine, src pc, dst engine, dst pc, t)
+    heap_events: int = 0
     stats: dict[str, float] = field(default_factory=dict)
 
 
 class _Lane:
-    __slots__ = ("steps", "pc", "version", "start", "wait_since", "remaining", "speed", "last")
+    __slots__ = ("program", "pc", "now", "wait_since", "version", "start", "remaining", "speed", "last")
 
-    def __init__(self, steps: list[Step]) -> None:
-        self.steps = steps
+    def __init__(self, program: tuple) -> None:
+        self.program = program
         self.pc = 0
+        self.now = 0.0          # the engine's clock: when its current instruction may start
+        self.wait_since = 0.0
         self.version = 0
         self.start = 0.0
-        self.wait_since = 0.0
-        self.remaining = 0.0
+        self.remaining = 0.0    # DRAM users: nominal ns of work left
         self.speed = 1.0
         self.last = 0.0
 
 
-def run(machine: Machine, executor: Executor | None = None, detect_races: bool = True,
-        contention: bool = True) -> Trace:
-    lanes = [_Lane(steps) for steps in machine.steps]
+def run(machine: Machine, contention: bool = True) -> Trace:
+    lanes = [_Lane(program) for program in machine.programs]
+    sync_ns = machine.sync_ns
+    bandwidth = machine.dram_bandwidth
+    # Per semaphore, each signal issued so far: (when it becomes visible, engine, pc).
+    signals: defaultdict[str, list[tuple[float, int, int]]] = defaultdict(list)
+    waiters: defaultdict[str, dict[int, list[int]]] = defaultdict(dict)  # sem -> count -> engines blocked
+    records: list[tuple[int, int, float, float]] = []
+    sync: list[tuple[str, int, int, int, int, float]] = []
     heap: list[tuple[float, int, int, int, int]] = []
     seq = itertools.count()
     push, pop = heapq.heappush, heapq.heappop
-    sync_ns = machine.sync_ns
-    bandwidth = machine.dram_bandwidth
-    sem_count = [0] * len(machine.semaphores)
-    waiters: list[list[int]] = [[] for _ in machine.semaphores]
-    signals: list[list[tuple[int, int]]] = [[] for _ in machine.semaphores]   # (engine, pc) per signal
-    records: list[tuple[int, int, float, float]] = []
-    sync: list[tuple[int, int, int, int, int, float]] = []
-    active: dict[int, Step] = {}           # engine -> compute/dma step in flight
-    dram_users: dict[int, float] = {}      # engine -> its DRAM rate
+    ready = list(range(len(lanes)))[::-1]
+    dram_users: dict[int, float] = {}   # engine -> the DRAM rate its running instruction asks for
     slowest = 1.0
+
+    def advance(e: int) -> None:
+        lane = lanes[e]
+        program = lane.program
+        pc, t, n = lane.pc, lane.now, len(program)
+        # Closure variables as locals: this loop runs once per instruction.
+        record, sharing, delay, issued_by, blocked_on = records.append, contention, sync_ns, signals, waiters
+        while pc < n:
+            ins = program[pc]
+            kind = ins.kind
+            if kind == "compute" or kind == "dma":
+                if sharing and ins.dram_bytes and ins.duration_ns > 0:
+                    lane.pc, lane.now = pc, t
+                    push(heap, (t, START, next(seq), e, 0))
+                    return
+                end = t + ins.duration_ns
+                record((e, pc, t, end))
+                t = end
+            elif kind == "signal":
+                s = ins.sem
+                shown = t + delay
+                issued = issued_by[s]
+                issued.append((shown, e, pc))
+                record((e, pc, t, t))
+                blocked = blocked_on[s].pop(len(issued), None)
+                if blocked:
+                    for w in blocked:
+                        other = lanes[w]
+                        since = other.wait_since
+                        released = shown if shown > since else since
+                        sync.append((s, e, pc, w, other.pc, released))
+                        record((w, other.pc, since, released))
+                        other.pc += 1
+                        other.now = released
+                        ready.append(w)
+            else:   # wait
+                s, count = ins.sem, ins.count
+                issued = issued_by[s]
+                if len(issued) < count:
+                    blocked_on[s].setdefault(count, []).append(e)
+                    lane.pc, lane.now, lane.wait_since = pc, t, t
+                    return
+                shown, src_e, src_pc = issued[count - 1]
+                released = shown if shown > t else t
+                sync.append((s, src_e, src_pc, e, pc, released))
+                record((e, pc, t, released))
+                t = released
+            pc += 1
+        lane.pc, lane.now = pc, t
 
     def rebalance(t: float, joining: int = -1) -> None:
         nonlocal slowest
@@ -68,114 +131,51 @@ def run(machine: Machine, executor: Executor | None = None, detect_races: bool =
         for e in dram_users:
             lane = lanes[e]
             if e != joining and lane.speed == speed:
-                continue
+                continue   # its end event is still right
             if e != joining:
                 lane.remaining = max(0.0, lane.remaining - (t - lane.last) * lane.speed)
             lane.last, lane.speed = t, speed
             lane.version += 1
             push(heap, (t + lane.remaining / speed, END, next(seq), e, lane.version))
 
-    def check_races(step: Step, t: float) -> None:
-        for other in active.values():
-            for mem, lo, hi, write in step.accesses:
-                for omem, olo, ohi, owrite in other.accesses:
-                    if mem == omem and lo < ohi and olo < hi and (write or owrite):
-                        raise SimulationError(
-                            f"data race at t={t:.0f} ns in {mem}[0x{max(lo, olo):x}, 0x{min(hi, ohi):x}): "
-                            f"{describe(machine, step)} {'writes' if write else 'reads'} while "
-                            f"{describe(machine, other)} {'writes' if owrite else 'reads'}; a semaphore "
-                            "between them is missing or an offset is wrong")
-
-    def advance(e: int, t: float) -> None:
-        lane = lanes[e]
-        steps = lane.steps
-        while lane.pc < len(steps):
-            step = steps[lane.pc]
-            code = step.code
-            if code == SIGNAL:
-                records.append((e, lane.pc, t, t))
-                signals[step.sem].append((e, lane.pc))
-                push(heap, (t + sync_ns, VISIBLE, next(seq), step.sem, 0))
-                lane.pc += 1
-            elif code == WAIT:
-                if sem_count[step.sem] < step.count:
-                    lane.wait_since = t
-                    waiters[step.sem].append(e)
-                    return
-                src_e, src_pc = signals[step.sem][step.count - 1]
-                sync.append((step.sem, src_e, src_pc, e, lane.pc, t))
-                records.append((e, lane.pc, t, t))
-                lane.pc += 1
-            else:
-                if detect_races and active:
-                    check_races(step, t)
-                if executor is not None:
-                    executor.start(step)
-                active[e] = step
-                lane.start = t
-                if contention and step.dram_rate:
-                    lane.remaining = step.duration
-                    dram_users[e] = step.dram_rate
-                    rebalance(t, joining=e)
-                else:
-                    push(heap, (t + step.duration, END, next(seq), e, lane.version))
-                return
-
-    for e in range(len(lanes)):
-        push(heap, (0.0, ADVANCE, next(seq), e, 0))
-    events = 0
-    while heap:
+    popped = 0
+    while True:
+        while ready:
+            advance(ready.pop())
+        if not heap:
+            break
         t, phase, _, e, version = pop(heap)
-        events += 1
-        if phase == END:
-            lane = lanes[e]
-            if version != lane.version:
-                continue
-            step = lane.steps[lane.pc]
-            if executor is not None:
-                executor.finish(step)
+        popped += 1
+        lane = lanes[e]
+        if phase == START:
+            ins = lane.program[lane.pc]
+            lane.start = lane.last = t
+            lane.remaining = float(ins.duration_ns)
+            dram_users[e] = ins.dram_bytes / ins.duration_ns
+            rebalance(t, joining=e)
+        elif version == lane.version:
+            del dram_users[e]
+            lane.speed = 1.0
+            lane.version += 1
+            if dram_users:
+                rebalance(t)
             records.append((e, lane.pc, lane.start, t))
-            del active[e]
-            if e in dram_users:
-                del dram_users[e]
-                lane.speed = 1.0
-                lane.version += 1
-                if dram_users:
-                    rebalance(t)
             lane.pc += 1
-            push(heap, (t, ADVANCE, next(seq), e, 0))
-        elif phase == VISIBLE:
-            sem = e
-            sem_count[sem] += 1
-            still = []
-            for w in waiters[sem]:
-                lane = lanes[w]
-                step = lane.steps[lane.pc]
-                if sem_count[sem] >= step.count:
-                    src_e, src_pc = signals[sem][step.count - 1]
-                    sync.append((sem, src_e, src_pc, w, lane.pc, t))
-                    records.append((w, lane.pc, lane.wait_since, t))
-                    lane.pc += 1
-                    push(heap, (t, ADVANCE, next(seq), w, 0))
-                else:
-                    still.append(w)
-            waiters[sem] = still
-        else:
-            advance(e, t)
+            lane.now = t
+            ready.append(e)
 
-    stuck = [(e, lane) for e, lane in enumerate(lanes) if lane.pc < len(lane.steps)]
+    stuck = [e for e, lane in enumerate(lanes) if lane.pc < len(lane.program)]
     if stuck:
-        raise SimulationError("deadlock: " + "; ".join(_stuck_reason(machine, e, lane, sem_count)
-                                                       for e, lane in stuck)
-                              + "; the programs' semaphores can never be satisfied, rebuild the bundle")
-    return Trace(records=records, sync=sync, events=events, stats={"dram_min_speed": slowest})
+        raise SimulationError("deadlock: " + "; ".join(_stuck_reason(machine, e, lanes[e], signals) for e in stuck)
+                              + "; these waits can never be satisfied, so the programs are inconsistent: rebuild "
+                              "the bundle")
+    return Trace(records=records, sync=sync, heap_events=popped, stats={"dram_min_speed": slowest})
 
 
-def _stuck_reason(machine: Machine, e: int, lane: _Lane, sem_count: list[int]) -> str:
-    step = lane.steps[lane.pc]
+def _stuck_reason(machine: Machine, e: int, lane: _Lane, signals: dict[str, list[tuple[float, int, int]]]) -> str:
+    ins = lane.program[lane.pc]
     name = machine.engines[e]
-    if step.code != WAIT:
+    if ins.kind != "wait":
         return f"{name} stopped at instruction {lane.pc}"
-    sem = machine.semaphores[step.sem]
-    return (f"{name}[{lane.pc}] waits for {sem} to reach {step.count} but it only reached "
-            f"{sem_count[step.sem]} (signalled by {machine.signaller[sem]})")
+    return (f"{name}[{lane.pc}] waits for {ins.sem} to reach {ins.count} but it only reached "
+            f"{len(signals[ins.sem])} (signalled by {machine.signaller(ins.sem)})")

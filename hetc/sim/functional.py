@@ -14,7 +14,7 @@ from hetc.codegen.attrs import decode_attrs
 from hetc.codegen.program import Compute, Operand
 from hetc.errors import SimulationError
 from hetc.ir import np_dtype
-from hetc.sim.machine import COMPUTE, Machine, Step, describe
+from hetc.sim.machine import Machine, moves_data
 
 KernelFn = Callable[..., list[np.ndarray]]
 
@@ -40,22 +40,37 @@ class Executor:
         self.pending: dict[int, list[tuple[Operand, np.ndarray]]] = {}
         self._attrs: dict[int, dict[str, Any]] = {}
 
-    def start(self, step: Step) -> None:
-        if step.code == COMPUTE:
-            self.pending[step.engine] = self._compute(step)
-        else:
-            src, dst = step.instr.src, step.instr.dst  # type: ignore[union-attr]
-            n = step.instr.bytes  # type: ignore[union-attr]
-            data = self.memories[src.memory][src.offset:src.offset + n].copy()
-            self.pending[step.engine] = [(dst, data)]
+    def replay(self, records: list[tuple[int, int, float, float]]) -> None:
+        """Execute the trace's computes and DMAs in time order: at one instant, writes of instructions that
+        end come before reads of instructions that start (the timing engine's ordering)."""
+        moves = []
+        for e, pc, start, end in records:
+            if moves_data(self.machine.programs[e][pc]):
+                moves.append((start, 1, e, pc))
+                moves.append((end, 0, e, pc))
+        moves.sort()
+        for _, is_start, e, pc in moves:
+            if is_start:
+                self.start(e, pc)
+            else:
+                self.finish(e)
 
-    def finish(self, step: Step) -> None:
-        for o, data in self.pending.pop(step.engine):
+    def start(self, e: int, pc: int) -> None:
+        ins = self.machine.programs[e][pc]
+        if isinstance(ins, Compute):
+            self.pending[e] = self._compute(e, pc, ins)
+        else:
+            src, dst = ins.src, ins.dst  # type: ignore[union-attr]
+            n = ins.bytes  # type: ignore[union-attr]
+            data = self.memories[src.memory][src.offset:src.offset + n].copy()
+            self.pending[e] = [(dst, data)]
+
+    def finish(self, e: int) -> None:
+        for o, data in self.pending.pop(e):
             raw = data.reshape(-1).view(np.uint8) if data.dtype != np.uint8 or data.ndim != 1 else data
             self.memories[o.memory][o.offset:o.offset + raw.size] = raw
 
-    def _compute(self, step: Step) -> list[tuple[Operand, np.ndarray]]:
-        ins: Compute = step.instr  # type: ignore[assignment]
+    def _compute(self, e: int, pc: int, ins: Compute) -> list[tuple[Operand, np.ndarray]]:
         attrs = self._attrs.get(id(ins))
         if attrs is None:
             attrs = self._attrs[id(ins)] = decode_attrs(ins.attrs)
@@ -67,7 +82,7 @@ class Executor:
             a = view(self.memories, o)
             a.flags.writeable = False
             inputs.append(a)
-        kind = self.machine.device_kind[self.machine.engines[step.engine]]
+        kind = self.machine.device_kind[self.machine.engines[e]]
         try:
             results = self.kernel(kind, ins.op, ins.domain, attrs, inputs,
                                   [(o.dtype, o.shape) for o in ins.outputs], self.machine.opset,
@@ -75,17 +90,17 @@ class Executor:
         except SimulationError:
             raise
         except Exception as exc:  # a kernel failure is reported against the instruction that ran it
-            raise SimulationError(f"kernel {ins.kernel} failed on {describe(self.machine, step)}: "
+            raise SimulationError(f"kernel {ins.kernel} failed on {self.machine.describe(e, pc)}: "
                                   f"{type(exc).__name__}: {exc}") from exc
         if len(results) != len(ins.outputs):
             raise SimulationError(f"kernel {ins.kernel} returned {len(results)} outputs for "
-                                  f"{describe(self.machine, step)}, which has {len(ins.outputs)}")
+                                  f"{self.machine.describe(e, pc)}, which has {len(ins.outputs)}")
         out = []
         for o, r in zip(ins.outputs, results):
             r = np.asarray(r)
             if tuple(r.shape) != o.shape or r.dtype != np_dtype(o.dtype):
                 raise SimulationError(f"kernel {ins.kernel} returned {r.dtype}{list(r.shape)} for output "
-                                      f"'{o.value}' of {describe(self.machine, step)}, planned "
+                                      f"'{o.value}' of {self.machine.describe(e, pc)}, planned "
                                       f"{o.dtype}{list(o.shape)}")
             # Results are written at the end: detach them from device memory now.
             out.append((o, np.ascontiguousarray(r).copy() if np.may_share_memory(r, self.memories[o.memory])

@@ -1,6 +1,7 @@
 """``simulate(bundle, inputs)``: run a bundle's programs on the modelled machine."""
 from __future__ import annotations
 
+import gc
 import time
 from typing import Any
 
@@ -12,7 +13,8 @@ from hetc.errors import SimulationError
 from hetc.ir import np_dtype
 from hetc.sim.engine import Trace, run
 from hetc.sim.functional import Executor, KernelFn, default_kernel
-from hetc.sim.machine import Machine, allocate_memories
+from hetc.sim.machine import Machine, allocate_memories, moves_data
+from hetc.sim.races import check_races
 from hetc.sim.result import SimEvent, SimResult, SyncEdge
 
 
@@ -39,21 +41,39 @@ def simulate(bundle: Bundle, inputs: dict[str, np.ndarray] | None = None, functi
     """Simulate ``bundle``. Functional mode runs every kernel and DMA on real bytes and returns the outputs
     (``inputs=None`` uses ``random_inputs(bundle, seed=0)``); timing-only mode skips the data."""
     t0 = time.perf_counter()
-    machine = Machine.from_bundle(bundle)
-    executor = None
-    memories: dict[str, np.ndarray] = {}
-    if functional:
-        memories = allocate_memories(machine, bundle)
-        _write_inputs(bundle, memories, random_inputs(bundle) if inputs is None else inputs)
-        executor = Executor(machine, memories, kernel or default_kernel(), precision)
-    trace = run(machine, executor, detect_races=detect_races, contention=contention)
-    outputs = _read_outputs(bundle, memories) if functional else None
+    collecting = gc.isenabled()
+    gc.disable()   # tens of thousands of small objects: generational GC passes would dominate the run
+    try:
+        machine = Machine.from_bundle(bundle)
+        memories: dict[str, np.ndarray] = {}
+        if functional:   # check the inputs before spending time on the run
+            memories = allocate_memories(machine, bundle)
+            _write_inputs(bundle, memories, random_inputs(bundle) if inputs is None else inputs)
+        t1 = time.perf_counter()
+        trace = run(machine, contention=contention)
+        t2 = time.perf_counter()
+        if detect_races:
+            check_races(machine, trace.records)
+        outputs = None
+        if functional:
+            Executor(machine, memories, kernel or default_kernel(), precision).replay(trace.records)
+            outputs = _read_outputs(bundle, memories)
+        result = _result(bundle, machine, trace, outputs)
+    finally:
+        if collecting:
+            gc.enable()
     wall = time.perf_counter() - t0
-    result = _result(bundle, machine, trace, outputs)
-    result.stats.update(wall_s=wall, events=trace.events, events_per_s=trace.events / wall if wall else 0.0,
+    events = count_events(machine, trace)
+    result.stats.update(wall_s=wall, engine_s=t2 - t1, events=events, heap_events=trace.heap_events,
+                        events_per_s=events / (t2 - t1) if t2 > t1 else 0.0,
                         instructions=machine.n_instructions, functional=functional, precision=precision,
                         inputs="random(seed=0)" if functional and inputs is None else "given")
     return result
+
+
+def count_events(machine: Machine, trace: Trace) -> int:
+    """Simulated state changes: a start and an end per compute/DMA, one per signal and per wait."""
+    return sum(2 if moves_data(machine.programs[e][pc]) else 1 for e, pc, _, _ in trace.records)
 
 
 def _write_inputs(bundle: Bundle, memories: dict[str, np.ndarray], inputs: dict[str, np.ndarray]) -> None:
@@ -88,7 +108,7 @@ def _read_outputs(bundle: Bundle, memories: dict[str, np.ndarray]) -> dict[str, 
 def _result(bundle: Bundle, machine: Machine, trace: Trace, outputs: dict[str, np.ndarray] | None) -> SimResult:
     events: list[SimEvent] = []
     for e, pc, start, end in trace.records:
-        ins = machine.steps[e][pc].instr
+        ins = machine.programs[e][pc]
         engine = machine.engines[e]
         if isinstance(ins, Compute):
             events.append(SimEvent(engine, pc, "compute", ins.name, start, end, ins.planned_start_ns,
@@ -108,7 +128,7 @@ def _result(bundle: Bundle, machine: Machine, trace: Trace, outputs: dict[str, n
             args = {"count": ins.count} if isinstance(ins, Wait) else {}
             events.append(SimEvent(engine, pc, kind, ins.sem, start, end, args=args))
     events.sort(key=lambda ev: (ev.start_ns, ev.engine, ev.index))
-    edges = tuple(SyncEdge(machine.semaphores[s], machine.engines[se], sp, machine.engines[de], dp, t)
+    edges = tuple(SyncEdge(s, machine.engines[se], sp, machine.engines[de], dp, t)
                   for s, se, sp, de, dp, t in trace.sync)
     makespan = max((ev.end_ns for ev in events), default=0.0)
     planned = float(bundle.manifest.get("planned_makespan_ns", 0))
@@ -128,7 +148,7 @@ def _memory_usage(bundle: Bundle, machine: Machine, events: list[SimEvent],
     for ev in events:
         if ev.kind not in ("compute", "dma"):
             continue
-        ins = machine.steps[machine.engines.index(ev.engine)][ev.index].instr
+        ins = machine.programs[machine.engines.index(ev.engine)][ev.index]
         ops = ([(ins.src, False), (ins.dst, True)] if isinstance(ins, Dma)
                else [(o, False) for o in ins.inputs if o is not None] + [(o, True) for o in ins.outputs])
         for o, write in ops:

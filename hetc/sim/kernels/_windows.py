@@ -30,8 +30,12 @@ class WindowGeometry:
 
 def window_geometry(in_sizes: Sequence[int], kernel: Sequence[int], strides: Sequence[int] | None,
                     dilations: Sequence[int] | None, pads: Sequence[int] | None, auto_pad: str = "NOTSET",
-                    ceil_mode: bool = False) -> WindowGeometry:
-    """The geometry ONNX (and onnxruntime) define for Conv/MaxPool/AveragePool."""
+                    ceil_mode: bool = False, pooling: bool = False) -> WindowGeometry:
+    """The geometry ONNX (and onnxruntime) define for Conv (``pooling=False``) and MaxPool/AveragePool.
+
+    With SAME_* auto padding, Conv pads so that ``out = ceil(in / stride)`` for the dilated kernel, while
+    onnxruntime's pooling sizes the padding with the undilated kernel and then applies its usual output
+    formula (ceil_mode included); both are reproduced."""
     rank = len(in_sizes)
     strides = tuple(strides or (1,) * rank)
     dilations = tuple(dilations or (1,) * rank)
@@ -39,16 +43,21 @@ def window_geometry(in_sizes: Sequence[int], kernel: Sequence[int], strides: Seq
     begins, ends, declared, outs = [], [], [], []
     for i, size in enumerate(in_sizes):
         eff = (kernel[i] - 1) * dilations[i] + 1
-        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        same = auto_pad in ("SAME_UPPER", "SAME_LOWER")
+        if same and not pooling:
             out = math.ceil(size / strides[i])
             total = max(0, (out - 1) * strides[i] + eff - size)
             begin = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
             end = total - begin
-        elif auto_pad == "VALID":
-            begin = end = 0
-            out = (size - eff) // strides[i] + 1
         else:
-            begin, end = pads[i], pads[i + rank]
+            if auto_pad == "VALID":
+                begin = end = 0
+            elif same:  # onnxruntime's pooling: padding from the undilated kernel (negative when stride > kernel)
+                total = (math.ceil(size / strides[i]) - 1) * strides[i] + kernel[i] - size
+                begin = max(0, total // 2 if auto_pad == "SAME_UPPER" else total - total // 2)
+                end = total - begin
+            else:
+                begin, end = pads[i], pads[i + rank]
             span = size + begin + end - eff
             if ceil_mode:
                 out = -(-span // strides[i]) + 1
@@ -59,7 +68,7 @@ def window_geometry(in_sizes: Sequence[int], kernel: Sequence[int], strides: Seq
         needed = (out - 1) * strides[i] + eff  # padded length the windows actually cover
         begins.append(begin)
         declared.append(end)
-        ends.append(max(end, needed - size - begin))
+        ends.append(max(0, end, needed - size - begin))
         outs.append(out)
     return WindowGeometry(tuple(kernel), strides, dilations, tuple(begins), tuple(ends), tuple(declared),
                           tuple(outs))

@@ -52,6 +52,9 @@ def kernel_limitation(device_kind: str, op_type: str, attrs: dict[str, Any], ops
         return resize_limitation(text.get("mode", "nearest"), bool(text.get("antialias", 0)))
     if op_type == "BatchNormalization" and text.get("training_mode", 0):
         return "BatchNormalization training_mode=1"
+    if op_type in ("MaxPool", "AveragePool") and str(text.get("auto_pad", "")).startswith("SAME") and any(
+            s > k for s, k in zip(text.get("strides") or (), text.get("kernel_shape") or ())):
+        return f"{op_type} auto_pad={text['auto_pad']} with a stride larger than the kernel"
     if op_type == "Pad" and text.get("mode", "constant") not in ("constant", "reflect", "edge", "wrap"):
         return f"Pad mode '{text['mode']}'"
     return None
@@ -85,8 +88,9 @@ def _conform(op_type: str, results: list[np.ndarray], outputs: list[tuple[str, t
             result = result.astype(np.float16)
         target = np_dtype(dtype)
         aliased = any(x is not None and np.may_share_memory(result, x) for x in inputs)
+        # (np.asarray keeps 0-d results 0-d, where np.ascontiguousarray would make them 1-d.)
         conformed.append(np.array(result, dtype=target, order="C", copy=True) if aliased
-                         else np.ascontiguousarray(result, dtype=target))
+                         else np.asarray(result, dtype=target, order="C"))
     return conformed
 
 

@@ -11,8 +11,15 @@ from hetc.sim.kernels.registry import KernelCall, kernel
 
 
 def _geometry(call: KernelCall, x: np.ndarray) -> WindowGeometry:
+    auto_pad = call.attr("auto_pad", "NOTSET")
+    strides = call.attr("strides") or ()
+    if auto_pad.startswith("SAME") and any(s > k for s, k in zip(strides, call.attr("kernel_shape"))):
+        # The padding comes out negative; onnxruntime's window placement there follows no rule we could
+        # reproduce, so such nodes stay on the CPU rather than risk a silent mismatch.
+        call.fail(f"auto_pad={auto_pad} with a stride larger than the kernel")
     return window_geometry(x.shape[2:], call.attr("kernel_shape"), call.attr("strides"), call.attr("dilations"),
-                           call.attr("pads"), call.attr("auto_pad", "NOTSET"), bool(call.attr("ceil_mode", 0)))
+                           call.attr("pads"), call.attr("auto_pad", "NOTSET"), bool(call.attr("ceil_mode", 0)),
+                           pooling=True)
 
 
 def _lowest(dtype: np.dtype) -> float | int:

@@ -28,13 +28,13 @@ def _scales(call: KernelCall, in_shape: tuple[int, ...], out_shape: tuple[int, .
     axes = [a + rank if a < 0 else a for a in (call.attr("axes") or range(rank))]
     scales_input = call.input(1) if call.opset < 11 else call.input(2)
     given = _present(scales_input)
-    result = np.ones(rank, dtype=np.float64)
+    result = np.ones(rank, dtype=np.float32)
     if given is not None:
-        result[axes] = given.astype(np.float64)
+        result[axes] = given.astype(np.float32)
         return result
     sizes = _present(call.input(3))
-    ratios = np.asarray(sizes if sizes is not None else [out_shape[a] for a in axes], dtype=np.float64)
-    ratios = ratios / np.asarray([in_shape[a] for a in axes], dtype=np.float64)
+    ratios = np.asarray(sizes if sizes is not None else [out_shape[a] for a in axes], dtype=np.float32)
+    ratios = ratios / np.asarray([in_shape[a] for a in axes], dtype=np.float32)
     policy = call.attr("keep_aspect_ratio_policy", "stretch")
     if policy == "not_larger":
         ratios[:] = ratios.min()
@@ -46,14 +46,19 @@ def _scales(call: KernelCall, in_shape: tuple[int, ...], out_shape: tuple[int, .
 
 def _source_coordinates(mode: str, out_len: int, in_len: int, scale: float, roi: tuple[float, float]
                         ) -> np.ndarray:
-    """The input coordinate each output position maps to along one axis."""
-    x = np.arange(out_len, dtype=np.float64)
+    """The input coordinate each output position maps to along one axis, in float32 arithmetic as
+    onnxruntime does it, so that coordinates landing next to a rounding boundary mostly round the same way
+    (with float64, 1 / 0.4f rounds the other way). Exact agreement is not guaranteed when out/in is not a
+    dyadic fraction: see docs/kernels.md."""
+    x = np.arange(out_len, dtype=np.float32)
+    scale = np.float32(scale)
+    in_len, out_len = np.float32(in_len), np.float32(out_len)
     if mode == "half_pixel":
         return (x + 0.5) / scale - 0.5
     if mode == "half_pixel_symmetric":
         adjustment = out_len / (scale * in_len)
         offset = in_len / 2 * (1 - adjustment)
-        return offset + (x + 0.5) / scale - 0.5
+        return (offset + ((x.astype(np.float64) + 0.5) / scale - 0.5)).astype(np.float32)
     if mode == "pytorch_half_pixel":
         return (x + 0.5) / scale - 0.5 if out_len > 1 else np.zeros_like(x)
     if mode == "align_corners":
@@ -63,7 +68,7 @@ def _source_coordinates(mode: str, out_len: int, in_len: int, scale: float, roi:
     if mode == "tf_half_pixel_for_nn":
         return (x + 0.5) / scale
     if mode == "tf_crop_and_resize":
-        start, end = roi
+        start, end = np.float32(roi[0]), np.float32(roi[1])
         if out_len > 1:
             return start * (in_len - 1) + x * (end - start) * (in_len - 1) / (out_len - 1)
         return np.full_like(x, 0.5 * (start + end) * (in_len - 1))
