@@ -5,8 +5,9 @@ import pytest
 from rich.console import Console
 
 from hetc.errors import HetcError
-from hetc.report import (Timeline, export_gantt, gantt_bytes, gantt_files, makespan_table, memory_table, numerics_table, placement_table,
-                         render_summary, report_text, solver_table, summary_text, utilisation_table)
+from hetc.report import (Timeline, export_gantt, gantt_bytes, gantt_files, makespan_table, memory_table,
+                         numerics_table, placement_table, render_summary, report_text, solver_table, summary_text,
+                         utilisation_table)
 from test_report_artifacts import SYNC_NS, make_all
 
 

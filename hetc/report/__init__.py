@@ -11,7 +11,8 @@ from hetc.report.tables import (ReportTable, makespan_table, memory_table, numer
                                 report_text, solver_table, utilisation_table)
 from hetc.report.timeline import Flow, Lane, MemorySeries, Slice, Timeline
 
-__all__ = ["Timeline", "Lane", "Slice", "Flow", "MemorySeries", "export_gantt", "gantt_bytes", "gantt_files", "GANTT_FORMATS", "EXTENSIONS",
+__all__ = ["Timeline", "Lane", "Slice", "Flow", "MemorySeries", "export_gantt", "gantt_bytes", "gantt_files",
+           "GANTT_FORMATS", "EXTENSIONS",
            "to_trace_events", "ReportTable", "placement_table", "utilisation_table", "memory_table",
            "solver_table", "makespan_table", "numerics_table", "report_text", "render_summary",
            "summary_tables", "summary_text"]

@@ -139,7 +139,8 @@ def memory_table(plan: "MemoryPlan") -> ReportTable:
     for memory, s in plan.stats.items():
         overhead = (s.peak_bytes - s.lower_bound_bytes) / s.lower_bound_bytes if s.lower_bound_bytes else 0.0
         rows.append((memory, fmt_bytes(s.peak_bytes), fmt_bytes(s.lower_bound_bytes), fmt_pct(overhead),
-                     fmt_bytes(s.capacity_bytes), fmt_pct(s.peak_bytes / s.capacity_bytes if s.capacity_bytes else None),
+                     fmt_bytes(s.capacity_bytes),
+                     fmt_pct(s.peak_bytes / s.capacity_bytes if s.capacity_bytes else None),
                      fmt_bytes(s.spilled_bytes), fmt_us(s.peak_time_ns / 1000)))
     note = f"{len(plan.buffers)} buffers, {len(plan.spills)} spills; constants region {fmt_bytes(plan.constants_bytes)}"
     return ReportTable("Memory", ("memory", "peak", "lower bound", "over bound", "capacity", "used", "spilled",
@@ -148,7 +149,8 @@ def memory_table(plan: "MemoryPlan") -> ReportTable:
 
 def solver_table(schedule: "Schedule") -> ReportTable:
     st = schedule.stats
-    rows = [("strategy", st.strategy), ("status", st.status), ("makespan", f"{fmt_us(schedule.makespan_ns / 1000)} µs"),
+    rows = [("strategy", st.strategy), ("status", st.status),
+            ("makespan", f"{fmt_us(schedule.makespan_ns / 1000)} µs"),
             ("solver objective", f"{fmt_us(st.objective_ns / 1000)} µs"),
             ("solver best bound", f"{fmt_us(st.best_bound_ns / 1000)} µs"),
             ("lower bound", f"{fmt_us(schedule.lower_bound_ns / 1000)} µs"),

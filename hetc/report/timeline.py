@@ -156,8 +156,8 @@ class Timeline:
         flows = tuple(Flow(src=d, dst=t.id, label=f"{engine_of[d]} -> {t.engine}")
                       for t in sched.tasks for d in t.deps if d in engine_of and engine_of[d] != t.engine)
         memories = _plan_series(plan, target) if plan is not None else ()
-        return cls(title=title or (graph.name if graph is not None else "schedule"), source="planned", lanes=_lanes(sched.tasks, target),
-                   slices=slices, flows=flows, memories=memories, makespan_us=sched.makespan_ns / 1000,
+        return cls(title=title or (graph.name if graph is not None else "schedule"), source="planned",
+                   lanes=_lanes(sched.tasks, target), slices=slices, flows=flows, memories=memories, makespan_us=sched.makespan_ns / 1000,
                    planned_makespan_us=sched.makespan_ns / 1000, lower_bound_us=sched.lower_bound_ns / 1000)
 
     @classmethod
