@@ -59,7 +59,8 @@ class ShapeResolver:
             _SHAPE_RULES[node.op_type](node)
         if all(is_static(v) for v in node.outputs):
             return
-        raise _unresolved(node, next(v for v in node.outputs if not is_static(v)))
+        sources = _runtime_sources(node, self.runtime)
+        raise _unresolved(node, next(v for v in node.outputs if not is_static(v)), sources)
 
     def _fold(self, node: Node) -> bool:
         """Replace ``node`` by constants (or, for a graph output, only learn its shapes)."""
@@ -163,7 +164,25 @@ def _runtime_values(graph: Graph) -> set[str]:
     return runtime
 
 
-def _unresolved(node: Node, value: Value) -> ShapeError:
+def _runtime_sources(node: Node, runtime: set[str]) -> list[str]:
+    """The graph inputs whose values (not just shapes) flow into ``node``."""
+    sources: set[str] = set()
+    seen: set[str] = set()
+    stack = [v for v in node.present_inputs if v.name in runtime]
+    while stack:
+        value = stack.pop()
+        if value.name in seen:
+            continue
+        seen.add(value.name)
+        producer = value.producer
+        if producer is None:
+            sources.add(value.name)
+        elif not (producer.op_type in SHAPE_OPS and producer.domain == ""):
+            stack.extend(v for v in producer.present_inputs if v.name in runtime)
+    return sorted(sources)
+
+
+def _unresolved(node: Node, value: Value, sources: list[str]) -> ShapeError:
     """The error for an output whose shape import could not close, by the most likely cause."""
     label = f"node #{node.id} {node.op_type}" + (f" '{node.name}'" if node.name else "")
     position = node.outputs.index(value)
@@ -179,8 +198,9 @@ def _unresolved(node: Node, value: Value) -> ShapeError:
                           "(export the model with the loop unrolled or the branch chosen)")
     dims = "unknown rank" if value.shape is None else "dims " + ", ".join(
         str(i) for i, d in enumerate(value.shape) if d is None)
+    cause = ("data computed from input " + ", ".join(f"'{s}'" for s in sources)) if sources else "runtime data"
     return ShapeError(f"data-dependent shape: {label} produces '{value.name}' whose shape is not known before "
-                      f"run time ({dims}): it depends on runtime data, or on an operator shape inference cannot "
+                      f"run time ({dims}): it depends on {cause}, or on an operator shape inference cannot "
                       "see through; hetc needs static shapes, and a --shape/--dim override cannot fix this")
 
 
