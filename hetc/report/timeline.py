@@ -157,8 +157,9 @@ class Timeline:
                       for t in sched.tasks for d in t.deps if d in engine_of and engine_of[d] != t.engine)
         memories = _plan_series(plan, target) if plan is not None else ()
         return cls(title=title or (graph.name if graph is not None else "schedule"), source="planned",
-                   lanes=_lanes(sched.tasks, target), slices=slices, flows=flows, memories=memories, makespan_us=sched.makespan_ns / 1000,
-                   planned_makespan_us=sched.makespan_ns / 1000, lower_bound_us=sched.lower_bound_ns / 1000)
+                   lanes=_lanes(sched.tasks, target), slices=slices, flows=flows, memories=memories,
+                   makespan_us=sched.makespan_ns / 1000, planned_makespan_us=sched.makespan_ns / 1000,
+                   lower_bound_us=sched.lower_bound_ns / 1000)
 
     @classmethod
     def from_simulation(cls, sim_result: "SimResult", schedule: "Schedule | None" = None,
