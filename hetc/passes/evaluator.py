@@ -62,7 +62,10 @@ def evaluate(node: Node, inputs: list[np.ndarray | None], opset: dict[str, int])
     outputs = run_numpy_kernel(node, inputs, opset.get("", 0))
     if outputs is not None:
         return outputs
-    model, feeds = _single_node_model(node, inputs, opset)
+    try:
+        model, feeds = _single_node_model(node, inputs, opset)
+    except Exception as error:  # noqa: BLE001 - e.g. an attribute onnx.helper cannot re-encode
+        raise EvaluationError(f"{node.op_type} cannot be expressed as a one-node model: {_first_line(error)}") from error
     try:
         return _run_onnxruntime(model, feeds)
     except Exception as ort_error:  # noqa: BLE001 - any runtime refusal means "try the reference"
@@ -87,8 +90,9 @@ def _single_node_model(node: Node, inputs: list[np.ndarray | None],
     proto.attribute.extend(make_attribute(k, v) for k, v in sorted(node.attrs.items()))
     graph_inputs = [helper.make_tensor_value_info(name, dtype_to_onnx(dtype_from_numpy(a.dtype)), a.shape)
                     for name, a in zip(in_names, inputs) if a is not None]
-    graph_outputs = [helper.make_tensor_value_info(name, dtype_to_onnx(v.dtype), None)
-                     for name, v in zip(out_names, node.outputs)]
+    # An output type the frontend has not inferred yet is left for the runtime to infer.
+    graph_outputs = [helper.make_tensor_value_info(name, dtype_to_onnx(v.dtype), None) if v.dtype
+                     else helper.make_empty_tensor_value_info(name) for name, v in zip(out_names, node.outputs)]
     opsets = dict(opset)
     opsets.setdefault(node.domain or "", 1)
     model = helper.make_model(
