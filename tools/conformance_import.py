@@ -9,7 +9,7 @@ A case counts as runnable when an onnxruntime CPU session builds and runs on its
 version is capped at 10, the newest onnxruntime 1.31 reads; that changes no semantics). Each runnable
 case goes through ``import_model`` and ``optimize``; success means every value of both graphs has a
 static shape. With ``--numerics`` the optimised graph, exported back to ONNX, must also reproduce
-onnxruntime's outputs of the original model (rtol 1e-4, atol 1e-5; cases with random ops excluded). Failures are grouped by the reason the HetcError gives (the text before its first colon);
+onnxruntime's outputs of the original model (rtol 1e-4, atol 1e-5; cases with random ops excluded). Failures are grouped by the reason the HetcError gives (its text before the first colon or semicolon);
 any other exception is a bug and is listed as such.
 """
 from __future__ import annotations
@@ -74,7 +74,7 @@ def reason_of(error: Exception) -> str:
         return "BUG numerics differ"
     if not isinstance(error, HetcError):
         return f"BUG {type(error).__name__}"
-    head = str(error).split(":", 1)[0]
+    head = re.split(r"[:;]", str(error), maxsplit=1)[0]
     head = re.sub(r"'[^']*'", "'…'", head)
     return f"{type(error).__name__}: {head}"
 
