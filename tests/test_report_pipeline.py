@@ -98,3 +98,6 @@ def test_spill_traffic_is_labelled_and_occupancy_stays_under_capacity(tmp_path):
     assert npu.capacity_bytes == 1 << 20 and 0 < npu.max_bytes <= npu.capacity_bytes
     texts = export_gantt(timeline, "svg", tmp_path / "spill.svg").read_text()
     assert "capacity 1.0 MiB" in texts
+    simulated = Timeline.from_simulation(simulate(emit(graph, plan, target), functional=False), plan=plan,
+                                         target=target)
+    assert {s.args["task"] for s in simulated.slices if s.name.startswith("spill: ")} == spill_tasks

@@ -146,11 +146,7 @@ class Timeline:
         (a bundle alone) slices are named by op and node id and carry no shapes."""
         sched = plan.schedule if plan is not None else schedule
         nodes = graph.node_map() if graph is not None else {}
-        spill_role: dict[int, str] = {}
-        for spill in (plan.spills if plan is not None else ()):
-            spill_role[spill.evict_task] = f"evict from {spill.memory}"
-            if spill.reload_task is not None:
-                spill_role[spill.reload_task] = f"reload into {spill.memory}"
+        spill_role = _spill_roles(plan)
         slices = tuple(_task_slice(t, nodes, spill_role.get(t.id)) for t in sched.tasks)
         engine_of = {t.id: t.engine for t in sched.tasks}
         flows = tuple(Flow(src=d, dst=t.id, label=f"{engine_of[d]} -> {t.engine}")
@@ -167,15 +163,17 @@ class Timeline:
                         title: str = "simulation") -> "Timeline":
         """The simulated run: compute and DMA instructions become slices, ``sync_edges`` become flows
         (from the last task before the signal to the first task after the wait), occupancy is the
-        simulator's ``memory_usage``."""
-        sched = schedule if schedule is not None else (plan.schedule if plan is not None else None)
-        tasks = sched._by_id() if sched is not None else {}
+        simulator's ``memory_usage``. The schedule (the plan's, when a plan is given: that is the one the
+        bundle was generated from) fills in planned start times and task details."""
+        sched = plan.schedule if plan is not None else schedule
+        tasks = {t.id: t for t in sched.tasks} if sched is not None else {}
+        spill_role = _spill_roles(plan)
         work = [e for e in sim_result.events if e.kind in ("compute", "dma")]
         slices: list[Slice] = []
         index_of: dict[str, list[tuple[int, int]]] = {}    # engine -> sorted (program index, slice id)
         for sid, event in enumerate(sorted(work, key=lambda e: (e.engine, e.index))):
             task = tasks.get(event.task) if event.task is not None else None
-            slices.append(_event_slice(sid, event, task))
+            slices.append(_event_slice(sid, event, task, spill_role.get(event.task)))
             index_of.setdefault(event.engine, []).append((event.index, sid))
         flows = []
         for edge in sim_result.sync_edges:
@@ -233,7 +231,17 @@ def _task_slice(t: "Task", nodes: dict[int, "Node"], spill: str | None = None) -
     return Slice(t.id, t.engine, name, op_class(op), start, end, args)
 
 
-def _event_slice(sid: int, event: "SimEvent", task: "Task | None") -> Slice:
+def _spill_roles(plan: "MemoryPlan | None") -> dict[int, str]:
+    """Task id -> "evict from <memory>" / "reload into <memory>" for the planner's spill transfers."""
+    roles: dict[int, str] = {}
+    for spill in (plan.spills if plan is not None else ()):
+        roles[spill.evict_task] = f"evict from {spill.memory}"
+        if spill.reload_task is not None:
+            roles[spill.reload_task] = f"reload into {spill.memory}"
+    return roles
+
+
+def _event_slice(sid: int, event: "SimEvent", task: "Task | None", spill: str | None = None) -> Slice:
     """A simulated instruction; what the simulator did not record in ``args`` is filled in from its task."""
     args: dict[str, Any] = dict(event.args)
     args["simulated_start_us"] = event.start_ns / 1000
@@ -249,8 +257,12 @@ def _event_slice(sid: int, event: "SimEvent", task: "Task | None") -> Slice:
     elif task is not None:
         args.setdefault("value", task.value)
         args.setdefault("bytes", task.bytes)
+    name = event.name
+    if spill is not None:  # spill traffic is the planner's doing, not the data flow's: say so
+        args["spill"] = spill
+        name = f"spill: {name}"
     cls = "dma" if event.kind == "dma" else op_class(args.get("op"))
-    return Slice(sid, event.engine, event.name, cls, event.start_ns / 1000, event.end_ns / 1000, args)
+    return Slice(sid, event.engine, name, cls, event.start_ns / 1000, event.end_ns / 1000, args)
 
 
 def _task_at_or_before(entries: list[tuple[int, int]], index: int) -> int | None:
