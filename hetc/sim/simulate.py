@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from hetc.codegen.bundle import Bundle
-from hetc.codegen.program import Compute, Dma, Signal, Wait
+from hetc.codegen.program import Compute, Dma, Instruction, Wait
 from hetc.errors import SimulationError
 from hetc.ir import np_dtype
 from hetc.sim.engine import Trace, run
@@ -54,17 +54,20 @@ def simulate(bundle: Bundle, inputs: dict[str, np.ndarray] | None = None, functi
         t2 = time.perf_counter()
         if detect_races:
             check_races(machine, trace.records)
+        t3 = time.perf_counter()
         outputs = None
         if functional:
             Executor(machine, memories, kernel or default_kernel(), precision).replay(trace.records)
             outputs = _read_outputs(bundle, memories)
+        t4 = time.perf_counter()
         result = _result(bundle, machine, trace, outputs)
     finally:
         if collecting:
             gc.enable()
     wall = time.perf_counter() - t0
     events = count_events(machine, trace)
-    result.stats.update(wall_s=wall, engine_s=t2 - t1, events=events, heap_events=trace.heap_events,
+    result.stats.update(wall_s=wall, engine_s=t2 - t1, race_check_s=t3 - t2, functional_s=t4 - t3,
+                        events=events, heap_events=trace.heap_events,
                         events_per_s=events / (t2 - t1) if t2 > t1 else 0.0,
                         instructions=machine.n_instructions, functional=functional, precision=precision,
                         inputs="random(seed=0)" if functional and inputs is None else "given")
@@ -106,70 +109,71 @@ def _read_outputs(bundle: Bundle, memories: dict[str, np.ndarray]) -> dict[str, 
 
 
 def _result(bundle: Bundle, machine: Machine, trace: Trace, outputs: dict[str, np.ndarray] | None) -> SimResult:
-    events: list[SimEvent] = []
-    for e, pc, start, end in trace.records:
-        ins = machine.programs[e][pc]
-        engine = machine.engines[e]
-        if isinstance(ins, Compute):
-            events.append(SimEvent(engine, pc, "compute", ins.name, start, end, ins.planned_start_ns,
-                                   ins.planned_end_ns, ins.task,
-                                   {"op": ins.op, "node": ins.node, "kernel": ins.kernel,
-                                    "inputs": [list(o.shape) for o in ins.inputs if o is not None],
-                                    "outputs": [list(o.shape) for o in ins.outputs],
-                                    "bytes": sum(o.nbytes for o in ins.outputs)}))
-        elif isinstance(ins, Dma):
-            events.append(SimEvent(engine, pc, "dma", f"copy {ins.value} {ins.src.memory}->{ins.dst.memory}",
-                                   start, end, ins.planned_start_ns, ins.planned_end_ns, ins.task,
-                                   {"value": ins.value, "bytes": ins.bytes, "src": ins.src.memory,
-                                    "dst": ins.dst.memory}))
-        else:
-            assert isinstance(ins, (Signal, Wait))
-            kind = "wait" if isinstance(ins, Wait) else "signal"
-            args = {"count": ins.count} if isinstance(ins, Wait) else {}
-            events.append(SimEvent(engine, pc, kind, ins.sem, start, end, args=args))
-    events.sort(key=lambda ev: (ev.start_ns, ev.engine, ev.index))
-    edges = tuple(SyncEdge(s, machine.engines[se], sp, machine.engines[de], dp, t)
-                  for s, se, sp, de, dp, t in trace.sync)
-    makespan = max((ev.end_ns for ev in events), default=0.0)
+    engines = machine.engines
+    order = sorted(trace.records, key=lambda r: (r[2], engines[r[0]], r[1]))
+    events = tuple(_event(engines[e], pc, machine.programs[e][pc], start, end) for e, pc, start, end in order)
+    edges = tuple(SyncEdge(s, engines[se], sp, engines[de], dp, t) for s, se, sp, de, dp, t in trace.sync)
+    makespan = max((r[3] for r in trace.records), default=0.0)
     planned = float(bundle.manifest.get("planned_makespan_ns", 0))
     stats: dict[str, Any] = {"dram_min_speed": trace.stats["dram_min_speed"],
                              "slowdown": makespan / planned if planned else 1.0}
-    return SimResult(makespan_ns=makespan, planned_makespan_ns=planned, events=tuple(events),
-                     sync_edges=edges, memory_usage=_memory_usage(bundle, machine, events, makespan),
-                     outputs=outputs, stats=stats)
+    return SimResult(makespan_ns=makespan, planned_makespan_ns=planned, events=events, sync_edges=edges,
+                     memory_usage=_memory_usage(bundle, machine, trace, makespan), outputs=outputs, stats=stats)
 
 
-def _memory_usage(bundle: Bundle, machine: Machine, events: list[SimEvent],
+def _event(engine: str, pc: int, ins: Instruction, start: float, end: float) -> SimEvent:
+    if isinstance(ins, Compute):
+        return SimEvent(engine, pc, "compute", ins.name, start, end, ins.planned_start_ns, ins.planned_end_ns,
+                        ins.task, {"op": ins.op, "node": ins.node, "kernel": ins.kernel,
+                                   "inputs": [list(o.shape) for o in ins.inputs if o is not None],
+                                   "outputs": [list(o.shape) for o in ins.outputs],
+                                   "bytes": sum(o.nbytes for o in ins.outputs)})
+    if isinstance(ins, Dma):
+        return SimEvent(engine, pc, "dma", f"copy {ins.value} {ins.src.memory}->{ins.dst.memory}", start, end,
+                        ins.planned_start_ns, ins.planned_end_ns, ins.task,
+                        {"value": ins.value, "bytes": ins.bytes, "src": ins.src.memory, "dst": ins.dst.memory})
+    if isinstance(ins, Wait):
+        return SimEvent(engine, pc, "wait", ins.sem, start, end, args={"count": ins.count})
+    return SimEvent(engine, pc, "signal", ins.sem, start, end)
+
+
+def _memory_usage(bundle: Bundle, machine: Machine, trace: Trace,
                   makespan: float) -> dict[str, tuple[tuple[float, int], ...]]:
     """Bytes in use per memory over simulated time: a storage is live from its first write (0 for inputs and
-    weights) to its last access (the end for graph outputs)."""
-    span: dict[tuple[str, str], list[float]] = {}
-    size: dict[tuple[str, str], int] = {}
-    for ev in events:
-        if ev.kind not in ("compute", "dma"):
+    weights) to its last access (the end of the run for graph outputs)."""
+    live: dict[tuple[str, str], list] = {}   # (memory, storage) -> [first write, last access, bytes, offset]
+    for e, pc, start, end in trace.records:
+        ins = machine.programs[e][pc]
+        if isinstance(ins, Dma):
+            operands = ((ins.src, False), (ins.dst, True))
+        elif isinstance(ins, Compute):
+            operands = tuple((o, False) for o in ins.inputs if o is not None) + tuple((o, True) for o in ins.outputs)
+        else:
             continue
-        ins = machine.programs[machine.engines.index(ev.engine)][ev.index]
-        ops = ([(ins.src, False), (ins.dst, True)] if isinstance(ins, Dma)
-               else [(o, False) for o in ins.inputs if o is not None] + [(o, True) for o in ins.outputs])
-        for o, write in ops:
-            key = (o.memory, o.storage or o.buffer)
-            s = span.setdefault(key, [ev.start_ns if write else 0.0, ev.end_ns])
-            s[0] = min(s[0], ev.start_ns if write else s[0])
-            s[1] = max(s[1], ev.end_ns)
-            size[key] = max(size.get(key, 0), o.nbytes)
-    for b in bundle.outputs:
-        if b["buffer"] is not None:
-            for key in span:
-                if key[0] == b["memory"] and key[1] == b["buffer"]:
-                    span[key][1] = makespan
-    steps: dict[str, list[tuple[float, int]]] = {}
-    for (memory, _), (start, end) in span.items():
-        steps.setdefault(memory, []).extend([(start, size[(memory, _)]), (end, -size[(memory, _)])])
+        for o, write in operands:
+            key = (o.memory, o.storage)
+            span = live.get(key)
+            if span is None:
+                live[key] = [start if write else 0.0, end, o.nbytes, o.offset]
+                continue
+            if write and start < span[0]:
+                span[0] = start
+            if end > span[1]:
+                span[1] = end
+            if o.nbytes > span[2]:
+                span[2] = o.nbytes
+    for b in bundle.outputs:   # outputs stay until the caller reads them: the latest storage at the binding
+        at = [span for (memory, _), span in live.items() if memory == b["memory"] and span[3] == b["offset"]]
+        if at:
+            max(at, key=lambda span: span[0])[1] = makespan
+    deltas: dict[str, list[tuple[float, int]]] = {}
+    for (memory, _), (start, end, size, _offset) in live.items():
+        deltas.setdefault(memory, []).extend(((start, size), (end, -size)))
     usage: dict[str, tuple[tuple[float, int], ...]] = {}
-    for memory, deltas in sorted(steps.items()):
-        deltas.sort(key=lambda d: (d[0], d[1]))
+    for memory, changes in sorted(deltas.items()):
+        changes.sort()
         level, points = 0, []
-        for t, d in deltas:
+        for t, d in changes:
             level += d
             if points and points[-1][0] == t:
                 points[-1] = (t, level)
