@@ -65,12 +65,11 @@ def _promote_initializers(model: onnx.ModelProto) -> None:
 def _name_omitted_outputs(graph: onnx.GraphProto) -> None:
     """Drop trailing omitted optional outputs; name the ones in the middle so every IR output is a Value."""
     for index, node in enumerate(graph.node):
+        if all(node.output):
+            continue
         names = list(node.output)
         while names and not names[-1]:
             names.pop()
-        if names == list(node.output):
-            if all(names):
-                continue
         del node.output[:]
         node.output.extend(n or f"{node.name or node.op_type}_{index}{OMITTED_SUFFIX}{i}" for i, n in enumerate(names))
 

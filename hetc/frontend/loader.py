@@ -59,8 +59,15 @@ def load_external_data(model: onnx.ModelProto, base_dir: str | Path | None) -> N
         raise ModelError(f"cannot read external data from '{base_dir}': {_first_line(error)}") from error
 
 
+# Protobuf cannot serialise more than this, and onnx's in-memory checker and shape inference need to.
+_PROTOBUF_LIMIT = 2**31 - 1
+
+
 def check_model(model: onnx.ModelProto) -> None:
     """Run the ONNX checker, turning its verdict into a ModelError."""
+    if model.ByteSize() > _PROTOBUF_LIMIT:
+        raise ModelError(f"the model is {model.ByteSize() / 2**30:.1f} GiB with its weights; hetc handles models "
+                         "up to 2 GiB (the protobuf limit onnx's checker and shape inference work within)")
     try:
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError) as error:
