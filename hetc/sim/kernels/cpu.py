@@ -86,6 +86,8 @@ def _ort_runner(model: onnx.ModelProto) -> _Runner:
     options = ort.SessionOptions()
     options.intra_op_num_threads = _THREADS
     options.inter_op_num_threads = 1
+    # Spinning workers would burn the cores the simulator and other sessions need between tiny runs.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 4  # failures are caught and reported (or retried) by run_on_cpu
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return lambda feeds: session.run(None, feeds)
