@@ -86,6 +86,17 @@ def inspect(model: Path = typer.Argument(..., help="The ONNX model."), target: s
 
 
 # ---------------------------------------------------------------------------------------------- build
+PrecisionOpt = typer.Option("fp32", "--npu-precision", help="NPU arithmetic in the simulation: fp32 | fp16.")
+InputsOpt = typer.Option(None, "--inputs", help=".npz file of inputs (default: seeded random values).")
+
+
+def _precision(value: str) -> str:
+    from hetc.errors import OptionError
+    if value not in ("fp32", "fp16"):
+        raise OptionError(f"unknown --npu-precision '{value}'; choose fp32 or fp16")
+    return value
+
+
 @app.command()
 def build(model: Path = typer.Argument(..., help="The ONNX model."),
           output: Path = typer.Option(..., "--output", "-o", help="Bundle directory to write."),
@@ -94,25 +105,135 @@ def build(model: Path = typer.Argument(..., help="The ONNX model."),
                                         help="cpsat | heft | greedy | single:DEVICE"),
           time_limit: Optional[float] = typer.Option(None, "--time-limit", min=0.01,
                                                      help="CP-SAT time limit in seconds (default: by size)."),
-          seed: int = typer.Option(0, "--seed", help="Solver seed (results are deterministic per seed)."),
+          seed: int = typer.Option(0, "--seed", help="Solver seed and random-input seed."),
           shape: Optional[list[str]] = ShapeOpt, dim: Optional[list[str]] = DimOpt,
-          force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
+          validate: bool = typer.Option(False, "--validate", help="Simulate and compare with onnxruntime."),
+          inputs: Optional[Path] = InputsOpt,
+          npu_precision: str = PrecisionOpt,
+          gantt: str = typer.Option("", "--gantt", help="Gantt exports to add: html,perfetto,png,svg."),
+          force: bool = typer.Option(False, "--force", help="Replace an existing bundle directory."),
           as_json: bool = JsonOpt,
           quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary output.")) -> None:
     """Compile MODEL for a target and write the bundle directory."""
+    from hetc.codegen.bundle import check_output_dir
     from hetc.pipeline import BuildOptions, build as run_build
-    from hetc.writer import write_build
     shapes, dims = _overrides(shape, dim)
+    check_output_dir(output, force)  # fail before minutes of compiling, not after
     options = BuildOptions(target=target, scheduler=scheduler, time_limit_s=time_limit, seed=seed,
-                           shapes=shapes, dims=dims)
+                           shapes=shapes, dims=dims, validate=validate or inputs is not None, inputs=inputs,
+                           input_seed=seed, precision=_precision(npu_precision),
+                           gantt=[g.strip() for g in gantt.split(",") if g.strip()])
     result = run_build(model, options, progress=ConsoleProgress(enabled=not (quiet or as_json)))
-    write_build(result, output, force=force)
+    result.save(output, force=force)
     if as_json:
         print(json.dumps(result.summary, indent=1))
     elif not quiet:
-        from hetc.report.summary_view import render_summary
+        from hetc.report import render_summary
         stdout.print(render_summary(result.summary))
-        stdout.print(f"bundle written to {output}")
+        stdout.print(f"bundle written to {output}/")
+    if result.validation is not None and not result.validation.passed:
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------------------------- simulate
+@app.command()
+def simulate(bundle: Path = typer.Argument(..., help="A bundle directory written by hetc build."),
+             inputs: Optional[Path] = InputsOpt,
+             outputs: Optional[Path] = typer.Option(None, "--outputs", help="Write the outputs to this .npz."),
+             timing_only: bool = typer.Option(False, "--timing-only", help="Skip the kernels (timing only)."),
+             npu_precision: str = PrecisionOpt,
+             seed: int = typer.Option(0, "--seed", help="Seed of the random inputs."),
+             as_json: bool = JsonOpt) -> None:
+    """Run a bundle in the discrete-event simulator."""
+    from hetc.api import simulate as run_sim
+    from hetc.errors import OptionError
+    if timing_only and outputs is not None:
+        raise OptionError("--outputs needs the kernels to run; drop --timing-only")
+    result = run_sim(bundle, inputs, functional=not timing_only, precision=_precision(npu_precision), seed=seed)
+    if outputs is not None and result.outputs is not None:
+        _save_npz(outputs, result.outputs)
+    stats = {"planned_makespan_us": result.planned_makespan_ns / 1000,
+             "simulated_makespan_us": result.makespan_ns / 1000,
+             "events": result.stats.get("events"), "wall_s": round(result.stats.get("wall_s", 0.0), 3),
+             "functional": not timing_only}
+    if as_json:
+        print(json.dumps(stats, indent=1))
+        return
+    stdout.print(f"planned makespan   {stats['planned_makespan_us']:,.1f} us")
+    stdout.print(f"simulated makespan {stats['simulated_makespan_us']:,.1f} us "
+                 f"({stats['events']} events in {stats['wall_s']} s)")
+    if outputs is not None:
+        stdout.print(f"outputs written to {outputs}")
+
+
+def _save_npz(path: Path, arrays: dict) -> None:
+    import os
+    import tempfile
+
+    import numpy as np
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent)
+    os.close(fd)
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)  # never leave a half-written file behind
+
+
+# ---------------------------------------------------------------------------------------------- validate
+@app.command()
+def validate(source: Path = typer.Argument(..., help="An ONNX model (compiled in memory) or a bundle directory."),
+             model: Optional[Path] = typer.Option(None, "--model", help="The original model, for a bundle."),
+             target: str = TargetOpt,
+             scheduler: str = typer.Option("cpsat", "--scheduler", "-s", help="Scheduler, for a model."),
+             shape: Optional[list[str]] = ShapeOpt, dim: Optional[list[str]] = DimOpt,
+             inputs: Optional[Path] = InputsOpt,
+             seed: int = typer.Option(0, "--seed", help="Seed of the random inputs."),
+             npu_precision: str = PrecisionOpt,
+             as_json: bool = JsonOpt) -> None:
+    """Simulate functionally and compare every output with onnxruntime; exit 1 on a mismatch."""
+    from hetc.errors import OptionError
+    precision = _precision(npu_precision)
+    if source.is_dir():
+        from hetc.api import validate_bundle
+        if model is None:
+            raise OptionError(f"validating the bundle {source} needs the original model; pass --model MODEL.onnx")
+        report = validate_bundle(source, model, inputs, seed=seed, precision=precision).report
+    else:
+        from hetc.api import validate as run_validate
+        shapes, dims = _overrides(shape, dim)
+        result = run_validate(source, inputs, seed=seed, target=target, scheduler=scheduler, shapes=shapes,
+                              dims=dims, precision=precision,
+                              progress=ConsoleProgress(enabled=not as_json))
+        report = result.validation
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=1, default=float))
+    else:
+        stdout.print(str(report), markup=False)
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------------------------- gantt
+@app.command()
+def gantt(bundle: Path = typer.Argument(..., help="A bundle directory written by hetc build."),
+          fmt: str = typer.Option("html", "--format", "-f", help="perfetto | html | png | svg"),
+          output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write "
+                                                "(default: gantt.<ext> inside the bundle)."),
+          simulated: bool = typer.Option(False, "--simulated/--planned",
+                                         help="Draw the simulated run (timing-only) or the plan.")) -> None:
+    """Export the bundle's schedule as a Gantt chart."""
+    from hetc.api import _as_bundle
+    from hetc.pipeline import check_gantt_formats
+    from hetc.report import EXTENSIONS, Timeline, export_gantt
+    from hetc.sim import simulate as run_sim
+    from hetc.target import target_from_toml_text
+    (fmt,) = check_gantt_formats([fmt])
+    b = _as_bundle(bundle)
+    target = target_from_toml_text(b.manifest["target"]["toml"], f"{bundle}/manifest.json")
+    sched, plan = b.schedule(), b.memory_plan()
+    timeline = (Timeline.from_simulation(run_sim(b, functional=False), sched, plan, target) if simulated
+                else Timeline.from_schedule(sched, None, plan, target))
+    path = export_gantt(timeline, fmt, output or bundle / f"gantt{EXTENSIONS[fmt]}")
+    stdout.print(f"wrote {path}")
 
 
 def main() -> None:

@@ -7,6 +7,10 @@ class HetcError(Exception):
     """Base class for every error hetc reports to a user (as opposed to an internal bug)."""
 
 
+class OptionError(HetcError):
+    """A command-line option or API argument has a value hetc does not accept."""
+
+
 class ModelError(HetcError):
     """The ONNX model cannot be read, checked or imported (missing file, bad protobuf, bad opset...)."""
 

@@ -1,22 +1,36 @@
 """The compile pipeline: import -> passes -> schedule -> memory -> codegen [-> simulate -> validate] [-> gantt].
 
-``compile()`` is what ``hetc build`` runs; the CLI only parses flags and prints.
+``build()`` is what ``hetc build`` runs; the CLI only parses flags and prints. Nothing touches the disk until
+``BuildResult.save()``, which writes the whole bundle atomically.
 """
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+import onnx
+
 from hetc import __version__
-from hetc.errors import HetcError
-from hetc.frontend import load_onnx
+from hetc.codegen import Bundle, EmitOptions, emit
+from hetc.errors import OptionError
+from hetc.frontend import import_model, load_onnx
 from hetc.ir import Graph
+from hetc.memory import MemoryPlan, plan_memory
 from hetc.passes import optimize
+from hetc.report import EXTENSIONS, GANTT_FORMATS, Timeline, export_gantt, report_text
 from hetc.schedule import Schedule, placement_rows, schedule as run_scheduler
+from hetc.sim import SimResult, simulate
 from hetc.stages import ProgressSink, StageClock
 from hetc.target import Target, load_target
+from hetc.validate import ValidationReport, load_inputs_npz, make_inputs, reference_outputs, compare
+
+# Wall-clock figures vary run to run; they are printed and returned but kept out of the bundle so that the
+# same model, target and options give byte-identical bundles.
+WALL_CLOCK_KEYS = ("compile_s", "stage_s")
 
 
 @dataclass
@@ -28,16 +42,28 @@ class BuildOptions:
     num_workers: int = 2
     shapes: dict[str, tuple[int, ...]] | None = None
     dims: dict[str, int] | None = None
+    validate: bool = False                 # simulate functionally and compare with onnxruntime
+    inputs: str | Path | None = None       # .npz of inputs for --validate (default: seeded random)
+    input_seed: int = 0
+    precision: str = "fp32"                # NPU arithmetic in the functional simulation
+    gantt: Sequence[str] = ()              # formats written into the bundle
 
 
 @dataclass
 class BuildResult:
-    model: Path
+    model: str | Path | onnx.ModelProto
     graph: Graph
     target: Target
     schedule: Schedule
+    plan: MemoryPlan
+    bundle: Bundle
     summary: dict[str, Any]
+    sim: SimResult | None = None
+    validation: ValidationReport | None = None
     placement: list[dict[str, Any]] = field(default_factory=list)
+
+    def save(self, directory: str | Path, force: bool = False) -> Path:
+        return self.bundle.save(directory, force=force)
 
 
 def file_sha256(path: Path) -> str:
@@ -48,33 +74,99 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def build(model: str | Path, options: BuildOptions | None = None, progress: ProgressSink | None = None) -> BuildResult:
-    """Run the compile stages on ``model`` and return the artifacts and the JSON summary (no files written)."""
+def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = None,
+          progress: ProgressSink | None = None) -> BuildResult:
+    """Compile ``model`` (a path or an in-memory ModelProto): every stage of DESIGN.md, returning the
+    artifacts and the JSON summary."""
     options = options or BuildOptions()
+    gantt = check_gantt_formats(options.gantt)
     clock = StageClock(progress)
-    model = Path(model)
+    target = load_target(options.target)
     with clock.stage("import") as say:
-        graph = load_onnx(model, shapes=options.shapes, dims=options.dims)
+        if isinstance(model, onnx.ModelProto):
+            graph = import_model(model, shapes=options.shapes, dims=options.dims)
+            sha = hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
+            model_name = model.graph.name or "model"
+        else:
+            graph = load_onnx(model, shapes=options.shapes, dims=options.dims)
+            sha, model_name = file_sha256(Path(model)), Path(model).name
         say(f"{len(graph.nodes)} nodes")
     with clock.stage("passes") as say:
         graph = optimize(graph)
         say(f"{len(graph.nodes)} nodes after folding")
-    target = load_target(options.target)
     with clock.stage("schedule") as say:
         sched = run_scheduler(graph, target, strategy=options.scheduler, time_limit_s=options.time_limit_s,
                               num_workers=options.num_workers, seed=options.seed, progress=say)
-        say(f"makespan {sched.makespan_ns / 1000:.1f} us, gap {sched.gap:.1%}")
-    summary = _summary(model, graph, target, sched, clock)
-    return BuildResult(model=model, graph=graph, target=target, schedule=sched, summary=summary,
-                       placement=placement_rows(graph, target, sched))
+        say(f"{sched.stats.strategy}: makespan {sched.makespan_ns / 1000:,.1f} us, "
+            f"bound {sched.lower_bound_ns / 1000:,.1f} us, gap {sched.gap:.1%} ({sched.stats.status})")
+    with clock.stage("memory") as say:
+        plan = plan_memory(graph, sched, target)
+        say(", ".join(f"{m} {s.peak_bytes / 2**20:.2f}/{s.lower_bound_bytes / 2**20:.2f} MiB"
+                      for m, s in plan.stats.items()))
+    rows = placement_rows(graph, target, plan.schedule)
+    with clock.stage("codegen") as say:
+        bundle = emit(graph, plan, target, EmitOptions(model_sha256=sha, model_name=model_name,
+                                                       placement_rows=tuple(rows)))
+        say(f"{sum(len(p.instructions) for p in bundle.programs.values())} instructions on "
+            f"{len(bundle.programs)} engines")
+    sim = validation = None
+    if options.validate:
+        with clock.stage("simulate") as say:
+            inputs = (load_inputs_npz(options.inputs, graph) if options.inputs
+                      else make_inputs(graph, seed=options.input_seed))
+            sim = simulate(bundle, inputs, functional=True, precision=options.precision)
+            say(f"simulated makespan {sim.makespan_ns / 1000:,.1f} us")
+        with clock.stage("validate") as say:
+            validation = compare(sim.outputs or {}, reference_outputs(model, inputs), options.precision)
+            say(("passed" if validation.passed else "FAILED") + f", max abs err {validation.max_abs_err:.3g}")
+    files: dict[str, bytes] = {}
+    if gantt:
+        with clock.stage("gantt") as say:
+            timeline = (Timeline.from_simulation(sim, sched, plan, target) if sim is not None
+                        else Timeline.from_schedule(sched, graph, plan, target))
+            files = render_gantt(timeline, gantt)
+            say(", ".join(files))
+    summary = make_summary(model_name, graph, target, plan, clock, sim, validation)
+    reproducible = reproducible_summary(summary)
+    report = report_text(sched, graph, plan, target, sim, validation, summary=reproducible)
+    bundle = bundle.with_summary(reproducible).with_report(report).with_files(files)
+    return BuildResult(model=model, graph=graph, target=target, schedule=sched, plan=plan, bundle=bundle,
+                       summary=summary, sim=sim, validation=validation, placement=rows)
 
 
-def _summary(model: Path, graph: Graph, target: Target, sched: Schedule, clock: StageClock) -> dict[str, Any]:
-    placement: dict[str, int] = {d: 0 for d in target.devices}
+def reproducible_summary(summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary without wall-clock figures: what goes into the bundle."""
+    kept = {k: v for k, v in summary.items() if k not in WALL_CLOCK_KEYS}
+    kept["solver"] = {k: v for k, v in summary["solver"].items() if k != "wall_s"}
+    return kept
+
+
+def check_gantt_formats(formats: Sequence[str]) -> list[str]:
+    bad = [f for f in formats if f not in GANTT_FORMATS]
+    if bad:
+        raise OptionError(f"unknown Gantt format {', '.join(map(repr, bad))}; choose from {', '.join(GANTT_FORMATS)}")
+    return list(dict.fromkeys(formats))
+
+
+def render_gantt(timeline: Timeline, formats: Sequence[str]) -> dict[str, bytes]:
+    """Render each format to bytes (bundle files named ``gantt.<ext>``)."""
+    files: dict[str, bytes] = {}
+    with tempfile.TemporaryDirectory(prefix="hetc-gantt-") as tmp:
+        for fmt in formats:
+            name = f"gantt{EXTENSIONS[fmt]}"
+            files[name] = export_gantt(timeline, fmt, Path(tmp) / name).read_bytes()
+    return files
+
+
+def make_summary(model_name: str, graph: Graph, target: Target, plan: MemoryPlan, clock: StageClock,
+                 sim: SimResult | None = None, validation: ValidationReport | None = None) -> dict[str, Any]:
+    """The JSON summary of DESIGN.md (``hetc build --json`` and ``manifest.json``'s ``summary``)."""
+    sched = plan.schedule
+    placement = {d: 0 for d in target.devices}
     for device in sched.placement.values():
         placement[device] += 1
-    return {
-        "model": str(model),
+    summary: dict[str, Any] = {
+        "model": model_name,
         "hetc_version": __version__,
         "target": target.name,
         "scheduler": sched.stats.strategy,
@@ -83,18 +175,26 @@ def _summary(model: Path, graph: Graph, target: Target, sched: Schedule, clock: 
         "makespan_us": sched.makespan_ns / 1000,
         "lower_bound_us": sched.lower_bound_ns / 1000,
         "gap": round(sched.gap, 6),
-        "solver": {"status": sched.stats.status, "wall_s": round(sched.stats.wall_s, 3)},
+        "solver": {"status": sched.stats.status, "wall_s": round(sched.stats.wall_s, 3),
+                   "heft_makespan_us": _heft_us(sched)},
+        "memory": {m: {"peak_bytes": s.peak_bytes, "lower_bound_bytes": s.lower_bound_bytes,
+                       "capacity_bytes": s.capacity_bytes, "spilled_bytes": s.spilled_bytes}
+                   for m, s in plan.stats.items()},
         "compile_s": round(clock.total, 3),
         "stage_s": {k: round(v, 3) for k, v in clock.seconds.items()},
     }
+    if sim is not None:
+        summary["simulated_makespan_us"] = round(sim.makespan_ns / 1000, 3)
+    if validation is not None:
+        summary["validation"] = {"passed": validation.passed, "max_abs_err": _finite(validation.max_abs_err),
+                                 "max_rel_err": _finite(validation.max_rel_err)}
+    return summary
 
 
-def parse_list(text: str | None, allowed: Sequence[str], what: str) -> list[str]:
-    """Split a comma-separated flag value and check every item, e.g. ``--gantt html,png``."""
-    if not text:
-        return []
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [t for t in items if t not in allowed]
-    if bad:
-        raise HetcError(f"unknown {what} {', '.join(repr(b) for b in bad)}; choose from {', '.join(allowed)}")
-    return items
+def _heft_us(sched: Schedule) -> float | None:
+    heft = sched.stats.details.get("heft_makespan_ns")
+    return None if heft is None else heft / 1000
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None

@@ -1,0 +1,84 @@
+"""The Python API that mirrors the CLI: ``compile``, ``simulate``, ``validate``, ``load_bundle``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from hetc.codegen import Bundle, load_bundle
+from hetc.errors import ValidationError
+from hetc.pipeline import BuildOptions, BuildResult, build, file_sha256
+from hetc.sim import SimResult, simulate as _simulate
+from hetc.stages import ProgressSink
+from hetc.validate import ValidationReport, check_inputs, compare, load_inputs_npz, make_inputs, reference_outputs
+
+
+def compile(model: str | Path, output: str | Path | None = None, *, force: bool = False,
+            progress: ProgressSink | None = None, **options: Any) -> BuildResult:
+    """Compile ``model`` (keyword options are the fields of ``BuildOptions``); write the bundle to ``output``
+    when given."""
+    result = build(model, BuildOptions(**options), progress=progress)
+    if output is not None:
+        result.save(output, force=force)
+    return result
+
+
+def _as_bundle(bundle: Bundle | str | Path) -> Bundle:
+    return bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+
+
+def bundle_input_specs(bundle: Bundle) -> dict[str, tuple[str, tuple[int, ...]]]:
+    return {b["name"]: (b["dtype"], tuple(b["shape"])) for b in bundle.inputs}
+
+
+def bundle_inputs(bundle: Bundle, inputs: str | Path | Mapping[str, np.ndarray] | None,
+                  seed: int = 0) -> dict[str, np.ndarray]:
+    """Inputs for a bundle: an .npz path, a mapping (checked), or seeded random values."""
+    specs = bundle_input_specs(bundle)
+    if inputs is None:
+        return make_inputs(specs, seed=seed)
+    if isinstance(inputs, (str, Path)):
+        return load_inputs_npz(inputs, specs)
+    return check_inputs(inputs, specs)
+
+
+def simulate(bundle: Bundle | str | Path, inputs: str | Path | Mapping[str, np.ndarray] | None = None, *,
+             functional: bool = True, precision: str = "fp32", seed: int = 0) -> SimResult:
+    """Run a bundle (object or directory) in the simulator."""
+    b = _as_bundle(bundle)
+    return _simulate(b, bundle_inputs(b, inputs, seed) if functional else None, functional=functional,
+                     precision=precision)
+
+
+@dataclass(frozen=True)
+class BundleValidation:
+    sim: SimResult
+    report: ValidationReport
+    inputs: dict[str, np.ndarray]
+
+
+def validate_bundle(bundle: Bundle | str | Path, model: str | Path, inputs: Any = None, *, seed: int = 0,
+                    precision: str = "fp32") -> BundleValidation:
+    """Simulate a bundle functionally and compare its outputs with onnxruntime running ``model``."""
+    b = _as_bundle(bundle)
+    model = Path(model)
+    recorded = b.manifest.get("model", {}).get("sha256")
+    if recorded and model.is_file() and file_sha256(model) != recorded:
+        raise ValidationError(f"{model} is not the model this bundle was built from (sha256 differs from "
+                              f"{recorded[:12]}...); pass the original model with --model")
+    values = bundle_inputs(b, inputs, seed)
+    sim = _simulate(b, values, functional=True, precision=precision)
+    report = compare(sim.outputs or {}, reference_outputs(model, values), precision)
+    return BundleValidation(sim=sim, report=report, inputs=values)
+
+
+def validate(model: str | Path, inputs: Any = None, *, seed: int = 0, progress: ProgressSink | None = None,
+             **options: Any) -> BuildResult:
+    """Compile ``model`` in memory, simulate it functionally and compare with onnxruntime.
+    ``result.validation`` holds the ValidationReport."""
+    return build(model, BuildOptions(validate=True, inputs=inputs, input_seed=seed, **options), progress=progress)
+
+
+__all__ = ["compile", "simulate", "validate", "validate_bundle", "load_bundle", "BuildResult", "BuildOptions"]
