@@ -30,7 +30,7 @@ from hetc.frontend import MAX_OPSET, import_model
 from hetc.frontend.loader import default_opset
 from hetc.ir import to_onnx
 from hetc.passes import optimize
-from hetc.passes.evaluator import NONDETERMINISTIC_OPS
+from hetc.frontend.evaluator import NONDETERMINISTIC_OPS
 
 ORT_MAX_IR_VERSION = 13
 

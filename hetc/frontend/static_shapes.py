@@ -18,7 +18,7 @@ from hetc.frontend.builder import is_static, tensor_type_of
 from hetc.ir import Graph, Node, Value, dtype_to_onnx
 from hetc.ir.dtypes import dtype_from_numpy
 from hetc.ir.onnx_export import make_attribute
-from hetc.passes.evaluator import SHAPE_OPS, EvaluationError, evaluate, evaluate_shape_op, is_foldable
+from hetc.frontend.evaluator import SHAPE_OPS, EvaluationError, evaluate, evaluate_shape_op, is_foldable
 
 # Suffix the importer gives to optional outputs a node omits before one it uses.
 OMITTED_SUFFIX = "__omitted"

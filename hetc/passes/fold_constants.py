@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from hetc.ir import Graph, np_dtype
-from hetc.passes.evaluator import SHAPE_OPS, EvaluationError, evaluate, evaluate_shape_op, is_foldable
+from hetc.frontend.evaluator import SHAPE_OPS, EvaluationError, evaluate, evaluate_shape_op, is_foldable
 
 
 def fold_constants(graph: Graph) -> Graph:

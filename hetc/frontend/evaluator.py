@@ -16,7 +16,7 @@ from onnx import helper
 from hetc.ir import Node, dtype_to_onnx
 from hetc.ir.dtypes import dtype_from_numpy
 from hetc.ir.onnx_export import EXPORT_IR_VERSION, make_attribute
-from hetc.passes.numpy_kernels import run_numpy_kernel
+from hetc.frontend.numpy_kernels import run_numpy_kernel
 
 # Ops whose result is not a function of their inputs (or that are training-only): never folded.
 NONDETERMINISTIC_OPS = frozenset({
