@@ -2,9 +2,10 @@
 output sizes, and the strided window view over a padded input that replaces per-pixel loops."""
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -91,3 +92,13 @@ def windows(padded: np.ndarray, geometry: WindowGeometry) -> np.ndarray:
     picks += [slice(0, (o - 1) * s + 1, s) for o, s in zip(geometry.out, geometry.strides)]
     picks += [slice(None, None, d) for d in geometry.dilations]
     return view[tuple(picks)]
+
+
+def taps(padded: np.ndarray, geometry: WindowGeometry) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
+    """For each kernel tap, the strided view (N, C, *out) of the input elements it touches. Reducing over
+    taps streams through memory once per tap instead of materialising every window (much faster for
+    pooling and depthwise convolution, whose per-window work is tiny)."""
+    for tap in itertools.product(*(range(k) for k in geometry.kernel)):
+        picks = tuple(slice(t * d, t * d + (o - 1) * s + 1, s)
+                      for t, d, o, s in zip(tap, geometry.dilations, geometry.out, geometry.strides))
+        yield tap, padded[(slice(None), slice(None)) + picks]

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from hetc.sim.kernels._windows import pad_spatial, window_geometry, windows
+from hetc.sim.kernels._windows import WindowGeometry, pad_spatial, taps, window_geometry, windows
 from hetc.sim.kernels.registry import KernelCall, kernel
 
 
@@ -25,8 +25,33 @@ def conv(call: KernelCall) -> np.ndarray:
     kernel_shape = call.attr("kernel_shape") or w.shape[2:]
     geometry = window_geometry(x.shape[2:], kernel_shape, call.attr("strides"), call.attr("dilations"),
                                call.attr("pads"), call.attr("auto_pad", "NOTSET"))
-    view = windows(pad_spatial(x, geometry, 0.0), geometry)  # (N, C, *out, *k)
     cg, mg = channels // groups, out_channels // groups
+    padded = pad_spatial(x, geometry, 0.0)
+    if cg == 1 and groups > 1:
+        y = _depthwise(padded, w, geometry, groups, mg)
+    else:
+        y = _im2col_matmul(padded, w, geometry, groups, cg, mg)
+    if bias is not None:
+        y = y + bias.reshape(_bias_shape(rank)).astype(y.dtype, copy=False)
+    return y
+
+
+def _depthwise(padded: np.ndarray, w: np.ndarray, geometry: WindowGeometry, groups: int, mg: int) -> np.ndarray:
+    """One input channel per group: a multiply-accumulate per kernel tap beats a batch of tiny matmuls."""
+    n, rank = padded.shape[0], padded.ndim - 2
+    weights = w.reshape((groups, mg) + tuple(geometry.kernel)).astype(padded.dtype, copy=False)
+    y = np.zeros((n, groups, mg) + geometry.out, dtype=padded.dtype)
+    for tap, view in taps(padded, geometry):  # view: (N, G, *out)
+        tap_weights = weights[(slice(None), slice(None)) + tap].reshape((1, groups, mg) + (1,) * rank)
+        y += view[:, :, np.newaxis] * tap_weights
+    return y.reshape((n, groups * mg) + geometry.out)
+
+
+def _im2col_matmul(padded: np.ndarray, w: np.ndarray, geometry: WindowGeometry, groups: int, cg: int, mg: int
+                   ) -> np.ndarray:
+    n, rank = padded.shape[0], padded.ndim - 2
+    out_channels = groups * mg
+    view = windows(padded, geometry)  # (N, C, *out, *k)
     out_numel, k_numel = math.prod(geometry.out), math.prod(geometry.kernel)
     # im2col: (G, Cg*k, N*out), with the output pixels contiguous for a cache-friendly copy.
     view = view.reshape((n, groups, cg) + geometry.out + tuple(geometry.kernel))
@@ -35,10 +60,7 @@ def conv(call: KernelCall) -> np.ndarray:
     weights = w.reshape(groups, mg, cg * k_numel).astype(columns.dtype, copy=False)
     y = np.matmul(weights, columns)  # (G, Mg, N*out)
     y = y.reshape((groups, mg, n) + geometry.out).transpose((2, 0, 1) + tuple(range(3, 3 + rank)))
-    y = y.reshape((n, out_channels) + geometry.out)
-    if bias is not None:
-        y = y + bias.reshape(_bias_shape(rank)).astype(y.dtype, copy=False)
-    return y
+    return y.reshape((n, out_channels) + geometry.out)
 
 
 def _transpose_begin_pads(call: KernelCall, in_sizes: tuple[int, ...], out_sizes: tuple[int, ...],

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from hetc.ir import np_dtype
+from hetc.sim.kernels._blas import pin_blas_threads
 from hetc.sim.kernels.cpu import run_on_cpu
 from hetc.sim.kernels.errors import KernelError
 from hetc.sim.kernels.registry import KERNELS, KernelCall
@@ -113,6 +114,7 @@ def run_kernel(device_kind: str, op_type: str, domain: str, attrs: dict[str, Any
         raise KernelError(f"the {device_kind.upper()} has no kernel for {domain + '.' if domain else ''}{op_type}; "
                           f"the schedule must place this node on a device that supports it (the CPU runs "
                           f"every op)")
+    pin_blas_threads()
     version = opset.get("", opset.get("ai.onnx", 0))
     prepared = [_round_fp16(x) if precision == "fp16" else _widen(x) for x in inputs]
     call = KernelCall(op_type, attrs, prepared, outputs, version)

@@ -6,7 +6,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from hetc.sim.kernels._windows import WindowGeometry, pad_spatial, window_geometry, windows
+from hetc.sim.kernels._windows import WindowGeometry, pad_spatial, taps, window_geometry, windows
 from hetc.sim.kernels.registry import KernelCall, kernel
 
 
@@ -31,12 +31,15 @@ def max_pool(call: KernelCall) -> list[np.ndarray]:
     x = call.required(0)
     rank = x.ndim - 2
     geometry = _geometry(call, x)
-    view = windows(pad_spatial(x, geometry, _lowest(x.dtype)), geometry)
-    flat = view.reshape(view.shape[:2 + rank] + (-1,))
-    results = [flat.max(axis=-1)]
+    padded = pad_spatial(x, geometry, _lowest(x.dtype))
     if len(call.outputs) > 1:
-        results.append(_argmax_indices(call, x, geometry, flat))
-    return results
+        view = windows(padded, geometry)
+        flat = view.reshape(view.shape[:2 + rank] + (-1,))
+        return [flat.max(axis=-1), _argmax_indices(call, x, geometry, flat)]
+    result = None
+    for _tap, view in taps(padded, geometry):
+        result = view.copy() if result is None else np.maximum(result, view, out=result)
+    return [result]
 
 
 def _argmax_indices(call: KernelCall, x: np.ndarray, geometry: WindowGeometry, flat: np.ndarray) -> np.ndarray:
@@ -61,10 +64,8 @@ def _argmax_indices(call: KernelCall, x: np.ndarray, geometry: WindowGeometry, f
 @kernel("AveragePool")
 def average_pool(call: KernelCall) -> np.ndarray:
     x = call.required(0)
-    rank = x.ndim - 2
     geometry = _geometry(call, x)
-    window_axes = tuple(range(2 + rank, 2 + 2 * rank))
-    sums = windows(pad_spatial(x, geometry, 0.0), geometry).sum(axis=window_axes, dtype=np.float64)
+    sums = _tap_sum(pad_spatial(x, geometry, 0.0), geometry)
     # The divisor counts real elements, plus the declared padding with count_include_pad, but never the
     # extra padding ceil_mode adds (onnxruntime's convention); counting a ones-mask gives it per window.
     if call.attr("count_include_pad", 0):
@@ -74,8 +75,15 @@ def average_pool(call: KernelCall) -> np.ndarray:
         mask[(0, 0) + tuple(slice(0, n) for n in inside)] = 1.0
     else:
         mask = pad_spatial(np.ones((1, 1) + x.shape[2:]), geometry, 0.0)
-    counts = windows(mask, geometry).sum(axis=window_axes)
+    counts = _tap_sum(mask, geometry)
     return (sums / counts).astype(x.dtype)
+
+
+def _tap_sum(padded: np.ndarray, geometry: WindowGeometry) -> np.ndarray:
+    total = np.zeros(padded.shape[:2] + geometry.out, dtype=np.float64)
+    for _tap, view in taps(padded, geometry):
+        total += view
+    return total
 
 
 @kernel("GlobalAveragePool", "GlobalMaxPool")
