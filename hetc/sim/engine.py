@@ -38,7 +38,24 @@ END, START = 0, 1   # at one instant, DRAM users leave before new ones join
 @dataclass
 class Trace:
     records: list[tuple[int, int, float, float]]             # (engine, pc, start, end) per executed step
-    sync: list[tuple[str, int, int, int, int, float]]        # (sem, src engine, src pc, dst engine, dst pc, t)
+    signals: dict[str, list[float]]                          # sem -> visible time of each signal, issue order
+
+    def sync_edges(self, machine: Machine) -> list[tuple[str, int, int, int, int, float]]:
+        """(sem, signalling engine, its pc, waiting engine, its pc, release time) for every executed wait: the
+        COUNT-th signal of its semaphore released it. Signals are recorded when issued, so the records list
+        them in issue order."""
+        issuers: dict[str, list[tuple[int, int]]] = {}
+        for e, pc, _, _ in self.records:
+            ins = machine.programs[e][pc]
+            if ins.kind == "signal":
+                issuers.setdefault(ins.sem, []).append((e, pc))
+        edges = []
+        for e, pc, _, released in self.records:
+            ins = machine.programs[e][pc]
+            if ins.kind == "wait":
+                src_e, src_pc = issuers[ins.sem][ins.count - 1]
+                edges.append((ins.sem, src_e, src_pc, e, pc, released))
+        return edges
     heap_events: int = 0
     stats: dict[str, float] = field(default_factory=dict)
 
@@ -62,11 +79,10 @@ def run(machine: Machine, contention: bool = True) -> Trace:
     lanes = [_Lane(program) for program in machine.programs]
     sync_ns = machine.sync_ns
     bandwidth = machine.dram_bandwidth
-    # Per semaphore, each signal issued so far: (when it becomes visible, engine, pc).
-    signals: defaultdict[str, list[tuple[float, int, int]]] = defaultdict(list)
-    waiters: defaultdict[str, dict[int, list[int]]] = defaultdict(dict)  # sem -> count -> engines blocked
+    # Per semaphore, when each signal issued so far becomes visible (in issue order).
+    signals: defaultdict[str, list[float]] = defaultdict(list)
+    waiting: dict[tuple[str, int], list[int]] = {}   # (sem, count) -> engines blocked until that signal
     records: list[tuple[int, int, float, float]] = []
-    sync: list[tuple[str, int, int, int, int, float]] = []
     heap: list[tuple[float, int, int, int, int]] = []
     seq = itertools.count()
     push, pop = heapq.heappush, heapq.heappop
@@ -74,54 +90,55 @@ def run(machine: Machine, contention: bool = True) -> Trace:
     dram_users: dict[int, float] = {}   # engine -> the DRAM rate its running instruction asks for
     slowest = 1.0
 
-    def advance(e: int) -> None:
-        lane = lanes[e]
-        program = lane.program
-        pc, t, n = lane.pc, lane.now, len(program)
-        # Closure variables as locals: this loop runs once per instruction.
-        record, sharing, delay, issued_by, blocked_on = records.append, contention, sync_ns, signals, waiters
-        while pc < n:
-            ins = program[pc]
-            kind = ins.kind
-            if kind == "compute" or kind == "dma":
-                if sharing and ins.dram_bytes and ins.duration_ns > 0:
-                    lane.pc, lane.now = pc, t
-                    push(heap, (t, START, next(seq), e, 0))
-                    return
-                end = t + ins.duration_ns
-                record((e, pc, t, end))
-                t = end
-            elif kind == "signal":
-                s = ins.sem
-                shown = t + delay
-                issued = issued_by[s]
-                issued.append((shown, e, pc))
-                record((e, pc, t, t))
-                blocked = blocked_on[s].pop(len(issued), None)
-                if blocked:
-                    for w in blocked:
-                        other = lanes[w]
-                        since = other.wait_since
-                        released = shown if shown > since else since
-                        sync.append((s, e, pc, w, other.pc, released))
-                        record((w, other.pc, since, released))
-                        other.pc += 1
-                        other.now = released
-                        ready.append(w)
-            else:   # wait
-                s, count = ins.sem, ins.count
-                issued = issued_by[s]
-                if len(issued) < count:
-                    blocked_on[s].setdefault(count, []).append(e)
-                    lane.pc, lane.now, lane.wait_since = pc, t, t
-                    return
-                shown, src_e, src_pc = issued[count - 1]
-                released = shown if shown > t else t
-                sync.append((s, src_e, src_pc, e, pc, released))
-                record((e, pc, t, released))
-                t = released
-            pc += 1
-        lane.pc, lane.now = pc, t
+    # Runs every ready engine until it blocks on a wait, needs DRAM (an event) or finishes. The inner loop runs
+    # once per instruction, so everything it touches is bound once as a default argument (CPython's fastest
+    # variable lookup) and engines are switched inside the function rather than by calling it per engine.
+    def drain(lanes=lanes, record=records.append, sharing=contention, delay=sync_ns,  # noqa: B008
+              issued_by=signals, blocked_on=waiting, ready=ready) -> None:
+        while ready:
+            e = ready.pop()
+            lane = lanes[e]
+            program = lane.program
+            pc, t, n = lane.pc, lane.now, len(program)
+            while pc < n:
+                ins = program[pc]
+                kind = ins.kind
+                if kind == "compute" or kind == "dma":
+                    if sharing and ins.dram_bytes and ins.duration_ns > 0:
+                        push(heap, (t, START, next(seq), e, 0))
+                        break
+                    end = t + ins.duration_ns
+                    record((e, pc, t, end))
+                    t = end
+                elif kind == "signal":
+                    s = ins.sem
+                    shown = t + delay
+                    issued = issued_by[s]
+                    issued.append(shown)
+                    record((e, pc, t, t))
+                    blocked = blocked_on.pop((s, len(issued)), None) if blocked_on else None
+                    if blocked:
+                        for w in blocked:
+                            other = lanes[w]
+                            since = other.wait_since
+                            released = shown if shown > since else since
+                            record((w, other.pc, since, released))
+                            other.pc += 1
+                            other.now = released
+                            ready.append(w)
+                else:   # wait
+                    s, count = ins.sem, ins.count
+                    issued = issued_by[s]
+                    if len(issued) < count:
+                        blocked_on.setdefault((s, count), []).append(e)
+                        lane.wait_since = t
+                        break
+                    shown = issued[count - 1]
+                    released = shown if shown > t else t
+                    record((e, pc, t, released))
+                    t = released
+                pc += 1
+            lane.pc, lane.now = pc, t
 
     def rebalance(t: float, joining: int = -1) -> None:
         nonlocal slowest
@@ -140,8 +157,7 @@ def run(machine: Machine, contention: bool = True) -> Trace:
 
     popped = 0
     while True:
-        while ready:
-            advance(ready.pop())
+        drain()
         if not heap:
             break
         t, phase, _, e, version = pop(heap)
@@ -169,10 +185,10 @@ def run(machine: Machine, contention: bool = True) -> Trace:
         raise SimulationError("deadlock: " + "; ".join(_stuck_reason(machine, e, lanes[e], signals) for e in stuck)
                               + "; these waits can never be satisfied, so the programs are inconsistent: rebuild "
                               "the bundle")
-    return Trace(records=records, sync=sync, heap_events=popped, stats={"dram_min_speed": slowest})
+    return Trace(records=records, signals=dict(signals), heap_events=popped, stats={"dram_min_speed": slowest})
 
 
-def _stuck_reason(machine: Machine, e: int, lane: _Lane, signals: dict[str, list[tuple[float, int, int]]]) -> str:
+def _stuck_reason(machine: Machine, e: int, lane: _Lane, signals: dict[str, list[float]]) -> str:
     ins = lane.program[lane.pc]
     name = machine.engines[e]
     if ins.kind != "wait":
