@@ -19,7 +19,8 @@ SPECS = {"image": ("float32", (1, 3, 4, 4)), "ids": ("int64", (2, 5)), "mask": (
 
 def _add_model(ir_version: int | None = None) -> onnx.ModelProto:
     graph = helper.make_graph(
-        [helper.make_node("Add", ["a", "b"], ["sum"]), helper.make_node("Cast", ["sum"], ["count"], to=TensorProto.INT64)],
+        [helper.make_node("Add", ["a", "b"], ["sum"]),
+         helper.make_node("Cast", ["sum"], ["count"], to=TensorProto.INT64)],
         "add", [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 3]),
                 helper.make_tensor_value_info("b", TensorProto.FLOAT, ["n", 3])],
         [helper.make_tensor_value_info("sum", TensorProto.FLOAT, [2, 3]),
@@ -44,9 +45,11 @@ def test_make_inputs_from_graph_and_model():
     graph = load_onnx(MODELS_DIR / "tiny_cnn.onnx")
     model = onnx.load(MODELS_DIR / "tiny_cnn.onnx")
     from_graph, from_model = make_inputs(graph), make_inputs(model)
-    assert from_graph.keys() == from_model.keys()
+    from_path = make_inputs(str(MODELS_DIR / "tiny_cnn.onnx"))
+    assert from_graph.keys() == from_model.keys() == from_path.keys()
     for name in from_graph:
         np.testing.assert_array_equal(from_graph[name], from_model[name])
+        np.testing.assert_array_equal(from_graph[name], from_path[name])
 
 
 def test_make_inputs_errors_name_the_fix():

@@ -46,8 +46,7 @@ TOLERANCES: dict[str, Tolerance] = {
 @dataclass(frozen=True)
 class OutputComparison:
     """How one output compares. ``max_rel_err`` divides each error by ``max(|expected|, atol)`` (atol as
-    scaled for the precision) so that
-    elements near zero do not report meaningless ratios."""
+    scaled for the precision) so that elements near zero do not report meaningless ratios."""
 
     name: str
     shape: tuple[int, ...]

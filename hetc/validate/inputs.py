@@ -34,8 +34,12 @@ def _onnx_specs(graph: onnx.GraphProto) -> list[InputSpec]:
 
 
 def input_specs(source: Any) -> list[InputSpec]:
-    """The inputs of a hetc ``Graph``, an ONNX ``ModelProto``/``GraphProto``, a list of ``InputSpec`` or
-    ``(name, dtype, shape)`` tuples, or a ``{name: (dtype, shape)}`` mapping."""
+    """The inputs of a hetc ``Graph``, an ONNX ``ModelProto``/``GraphProto`` or model file path, a list of
+    ``InputSpec`` or ``(name, dtype, shape)`` tuples, or a ``{name: (dtype, shape)}`` mapping."""
+    if isinstance(source, (str, Path)):
+        from hetc.validate.reference import load_model
+
+        return _onnx_specs(load_model(source).graph)
     if isinstance(source, Graph):
         return [InputSpec(v.name, v.dtype, tuple(v.shape)) for v in source.inputs if v.const is None]
     if isinstance(source, onnx.ModelProto):

@@ -12,7 +12,8 @@ from hetc.ir import EXPORT_IR_VERSION
 from hetc.validate.inputs import check_inputs
 
 
-def _load(model_path_or_proto: str | Path | onnx.ModelProto) -> onnx.ModelProto:
+def load_model(model_path_or_proto: str | Path | onnx.ModelProto) -> onnx.ModelProto:
+    """The model itself, or the model read from a file (external data included); ModelError otherwise."""
     if isinstance(model_path_or_proto, onnx.ModelProto):
         return model_path_or_proto
     path = Path(model_path_or_proto)
@@ -47,7 +48,7 @@ def _session(model: onnx.ModelProto):
 def reference_outputs(model_path_or_proto: str | Path | onnx.ModelProto, inputs: Mapping[str, np.ndarray]
                       ) -> dict[str, np.ndarray]:
     """Every graph output of the original model on ``inputs``, computed by onnxruntime."""
-    model = _load(model_path_or_proto)
+    model = load_model(model_path_or_proto)
     feeds = check_inputs(inputs, model, origin="reference inputs")
     session = _session(model)
     try:
