@@ -109,6 +109,12 @@ class Schedule:
         m = self.makespan_ns or 1
         return {e: sum(t.duration_ns for t in ts) / m for e, ts in self.engine_tasks().items()}
 
+    def verify(self, graph: "Graph", target: "Target") -> None:  # noqa: F821
+        """Raise ScheduleInvariantError listing every broken invariant: precedence (+ sync), one task at a
+        time per engine, capability, inputs resident via a transfer chain, outputs in DRAM."""
+        from hetc.schedule.verify import verify_schedule
+        verify_schedule(self, graph, target)
+
     def with_tasks(self, tasks: tuple[Task, ...]) -> "Schedule":
         return replace(self, tasks=tasks)
 

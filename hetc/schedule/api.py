@@ -1,0 +1,101 @@
+"""``schedule(graph, target, strategy=...)``: the public entry point of the stage."""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from hetc.errors import ScheduleError
+from hetc.schedule.artifact import Schedule, SolverStats, Task
+from hetc.schedule.bound import lower_bound
+from hetc.schedule.heuristics import greedy, heft, single
+from hetc.schedule.problem import SchedulingProblem, build_problem
+from hetc.schedule.tasks import Plan, TaskKey, time_plan
+from hetc.schedule.windows import solve_cpsat
+
+STRATEGIES = ("cpsat", "heft", "greedy", "single:<device>")
+
+
+def default_time_limit(nodes: int) -> float:
+    """10 s for big graphs, less for small ones (a 20-node graph gets 1 s)."""
+    return float(min(10.0, max(1.0, nodes / 20)))
+
+
+def schedule(graph: "Graph", target: "Target", strategy: str = "cpsat", time_limit_s: float | None = None,  # noqa: F821
+             num_workers: int = 2, seed: int = 0, progress: Callable[[str], None] | None = None) -> Schedule:
+    """Place every node on a device and time every compute and transfer task.
+
+    strategy: "cpsat" (default), "heft", "greedy" or "single:<device>". Raises ScheduleError for an unknown
+    strategy or device, or a node no device (or not the chosen one) can run."""
+    _check_strategy(strategy, target)
+    if time_limit_s is not None and time_limit_s <= 0:
+        raise ScheduleError(f"time limit must be positive, got {time_limit_s}; pass e.g. time_limit_s=10")
+    began = time.perf_counter()
+    problem = build_problem(graph, target)
+    refusal = (lambda i: str(target.supports(graph.node(problem.node_ids[i]), strategy[7:])))
+    return solve(problem, strategy, time_limit_s, num_workers, seed, progress, refusal, began)
+
+
+def solve(problem: SchedulingProblem, strategy: str = "cpsat", time_limit_s: float | None = None,
+          num_workers: int = 2, seed: int = 0, progress: Callable[[str], None] | None = None,
+          refusal: Callable[[int], str] | None = None, began: float | None = None) -> Schedule:
+    """``schedule`` on an already built problem (tests and benchmarks start here)."""
+    began = time.perf_counter() if began is None else began
+    bound = lower_bound(problem)
+    tick, details = 1, {}
+    if strategy == "cpsat":
+        limit = default_time_limit(problem.n) if time_limit_s is None else time_limit_s
+        outcome = solve_cpsat(problem, limit, num_workers, seed, progress)
+        plan, status, tick, details = outcome.plan, outcome.status, outcome.tick_ns, outcome.details
+        bound = max(bound, outcome.bound_ns)
+    elif strategy == "heft":
+        plan, status = heft(problem), "HEURISTIC"
+    elif strategy == "greedy":
+        plan, status = greedy(problem), "HEURISTIC"
+    elif strategy.startswith("single:"):
+        plan, status = single(problem, strategy[len("single:"):], refusal), "HEURISTIC"
+    else:
+        raise ScheduleError(f"unknown scheduling strategy '{strategy}'; choose one of: {', '.join(STRATEGIES)}")
+    tasks = to_tasks(problem, plan)
+    makespan = max((t.end_ns for t in tasks), default=0)
+    stats = SolverStats(strategy=strategy, status=status, objective_ns=makespan, best_bound_ns=bound,
+                        wall_s=round(time.perf_counter() - began, 4), tick_ns=tick, details=details)
+    placement = {problem.node_ids[i]: d for i, d in enumerate(plan.placement)}
+    return Schedule(tasks=tasks, placement=placement, stats=stats, lower_bound_ns=bound)
+
+
+def _check_strategy(strategy: str, target: "Target") -> None:  # noqa: F821
+    if strategy in ("cpsat", "heft", "greedy"):
+        return
+    if strategy.startswith("single:"):
+        device = strategy[len("single:"):]
+        if device not in target.devices:
+            raise ScheduleError(f"unknown device '{device}' in strategy '{strategy}'; target '{target.name}' has: "
+                                + ", ".join(f"single:{d}" for d in target.devices))
+        return
+    choices = ["cpsat", "heft", "greedy"] + [f"single:{d}" for d in target.devices]
+    raise ScheduleError(f"unknown scheduling strategy '{strategy}'; choose one of: {', '.join(choices)}")
+
+
+def to_tasks(problem: SchedulingProblem, plan: Plan) -> tuple[Task, ...]:
+    """The plan's tasks, timed exactly in ns, numbered in start order."""
+    specs, times = time_plan(problem, plan)
+    rank = {k: i for i, k in enumerate(specs)}
+    keys = sorted(specs, key=lambda k: (times[k][0], times[k][1], rank[k]))
+    ids: dict[TaskKey, int] = {k: i for i, k in enumerate(keys)}
+    tasks = []
+    for key in keys:
+        spec, (start, end) = specs[key], times[key]
+        deps = tuple(sorted(ids[d] for d in spec.deps))
+        if key[0] == "c":
+            node = key[1]
+            tasks.append(Task(ids[key], "compute", spec.engine, start, end, deps, node=problem.node_ids[node],
+                              op=problem.ops[node]))
+        else:
+            value, dst = key[1], key[2]
+            src = next(m for m in problem.dmas[spec.engine].memories if m != dst)
+            tasks.append(Task(ids[key], "transfer", spec.engine, start, end, deps, value=problem.values[value].name,
+                              src=src, dst=dst, bytes=problem.values[value].nbytes))
+    return tuple(tasks)
+
+
+__all__ = ["schedule", "solve", "STRATEGIES", "default_time_limit", "to_tasks"]

@@ -1,0 +1,43 @@
+"""Lower bounds on the makespan that no schedule of the problem can beat."""
+from __future__ import annotations
+
+import math
+
+from hetc.schedule.problem import SchedulingProblem
+
+
+def critical_path(problem: SchedulingProblem) -> int:
+    """Longest path with every node on its fastest device, transfers and syncs free."""
+    finish = [0] * problem.n
+    for node in range(problem.n):
+        ready = max((finish[p] for p in problem.predecessors[node]), default=0)
+        finish[node] = ready + problem.fastest(node)
+    return max(finish, default=0)
+
+
+def work_bound(problem: SchedulingProblem) -> int:
+    """Total fastest work spread perfectly over every device."""
+    total = sum(problem.fastest(node) for node in range(problem.n))
+    return math.ceil(total / max(1, len(problem.device_memory)))
+
+
+def lower_bound(problem: SchedulingProblem) -> int:
+    """max(critical path on fastest devices with free transfers, total fastest work / number of devices)."""
+    return max(critical_path(problem), work_bound(problem))
+
+
+def tick_bound_to_ns(bound_ticks: int, problem: SchedulingProblem, scaled: SchedulingProblem, tick: int) -> int:
+    """Turn a proven bound of the tick model (durations rounded up) into a bound in ns.
+
+    Stretching any ns schedule by alpha = max(tick duration / ns duration) and flooring its start times gives
+    a feasible tick schedule no longer than alpha * makespan / tick, so makespan >= bound * tick / alpha."""
+    alpha = 1.0
+    for node in range(problem.n):
+        for d, ns in problem.durations[node].items():
+            alpha = max(alpha, scaled.durations[node][d] * tick / ns)
+    for value in range(len(problem.values)):
+        for engine in problem.dmas:
+            alpha = max(alpha, scaled.transfer_ns(value, engine) * tick / problem.transfer_ns(value, engine))
+    if problem.sync_ns > 0:
+        alpha = max(alpha, scaled.sync_ns * tick / problem.sync_ns)
+    return math.floor(bound_ticks * tick / alpha)

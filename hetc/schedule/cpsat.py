@@ -1,0 +1,306 @@
+"""The CP-SAT model of one window of nodes, on top of everything already committed.
+
+The window's nodes get optional intervals per candidate device; every copy a value may need gets an optional
+transfer whose presence follows from placement literals; tasks already committed are fixed intervals on their
+engines. With the window = the whole graph and nothing committed, this is the exact problem and the objective
+is the makespan; on a window the objective is max(end + tail), the tail being the fastest path still to come.
+
+Units are ticks: the problem handed in is already scaled (``hetc.schedule.ticks``).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from ortools.sat.python import cp_model
+
+from hetc.schedule.listsched import ListScheduler
+from hetc.schedule.problem import SchedulingProblem
+
+Literal = "cp_model.IntVar | bool"
+
+
+@dataclass
+class SolverParams:
+    time_limit_s: float
+    num_workers: int = 2
+    seed: int = 0
+
+
+@dataclass
+class WindowResult:
+    status: str                                    # CP-SAT status name
+    nodes: list[tuple[int, str, int]]              # (node, device, start)
+    transfers: list[tuple[int, str, str, int]]     # (value, dst memory, engine, start)
+    objective: int
+    bound: int
+    wall_s: float
+
+
+@dataclass
+class _Transfer:
+    need: cp_model.IntVar
+    start: cp_model.IntVar
+    end: cp_model.IntVar
+    engines: dict[str, Literal]
+    reasons: list[list[Literal]] = field(default_factory=list)
+
+
+def _live(lits: list) -> list:
+    """Enforcement literals without the constant True ones."""
+    return [lit for lit in lits if lit is not True]
+
+
+class WindowModel:
+    def __init__(self, sp: SchedulingProblem, state: ListScheduler, window: list[int],
+                 tails: dict[int, int], hint: ListScheduler) -> None:
+        self.p, self.state, self.window, self.tails, self.h = sp, state, window, tails, hint
+        self.in_window = set(window)
+        self.m = cp_model.CpModel()
+        self.hints: list[tuple[cp_model.IntVar, int]] = []
+        self.hint_of: dict[int, int] = {}
+        self.x: dict[tuple[int, str], Literal] = {}
+        self.start: dict[int, cp_model.IntVar] = {}
+        self.end: dict[int, cp_model.IntVar] = {}
+        self.transfers: dict[tuple[int, str, str], _Transfer] = {}
+        self.in_memory: dict[tuple[int, str], Literal] = {}
+        self.intervals: dict[str, list] = {e: [] for e in list(sp.device_memory) + list(sp.dmas)}
+        # copies the hint made by DMA (a producer's own output is not a transfer)
+        self.new_copies = {k: c for k, c in hint.copies.items() if k not in state.copies and c[1] in sp.dmas}
+        self._horizon()
+        self._nodes()
+        self._edges()
+        self._presence()
+        self._engines()
+        self._objective()
+
+    # ------------------------------------------------------------------ helpers
+    def _var(self, lo: int, hi: int, name: str, hint: int) -> cp_model.IntVar:
+        var = self.m.new_int_var(lo, hi, name)
+        self.hints.append((var, hint))
+        self.hint_of[var.index] = hint
+        return var
+
+    def _bool(self, name: str, hint: bool) -> cp_model.IntVar:
+        var = self.m.new_bool_var(name)
+        self.hints.append((var, int(hint)))
+        self.hint_of[var.index] = int(hint)
+        return var
+
+    def _horizon(self) -> None:
+        p, h = self.p, self.h
+        spans = [(h.finish[n] - p.durations[n][h.placement[n]], h.finish[n]) for n in self.window]
+        spans += [(end - p.transfer_ns(v, eng), end) for (v, _), (end, eng) in self.new_copies.items()]
+        lo, hi = min(s for s, _ in spans), max(e for _, e in spans)
+        self.cut = max(0, lo - (hi - lo))           # look back one window span for prefetching gaps
+        self.horizon = hi + (hi - lo) // 2 + 1
+        self.hint_obj = max([h.finish[n] + self.tails.get(n, 0) for n in self.window] + [hi])
+
+    def _origin(self, sched: ListScheduler, value: int) -> str:
+        producer = self.p.values[value].producer
+        return self.p.dram if producer is None else self.p.home(sched.placement[producer])
+
+    # ------------------------------------------------------------------ variables
+    def _nodes(self) -> None:
+        p, h = self.p, self.h
+        for n in self.window:
+            chosen = h.placement[n]
+            hs = h.finish[n] - p.durations[n][chosen]
+            s = self.start[n] = self._var(self.cut, self.horizon, f"s{n}", hs)
+            e = self.end[n] = self._var(self.cut, self.horizon, f"e{n}", h.finish[n])
+            cands = p.candidates(n)
+            for d in cands:
+                lit = True if len(cands) == 1 else self._bool(f"x{n}_{d}", d == chosen)
+                self.x[(n, d)] = lit
+                dur = p.durations[n][d]
+                if lit is True:
+                    self.intervals[d].append(self.m.new_interval_var(s, dur, e, f"i{n}_{d}"))
+                else:
+                    self.intervals[d].append(self.m.new_optional_interval_var(s, dur, e, lit, f"i{n}_{d}"))
+            if len(cands) > 1:
+                self.m.add_exactly_one(self.x[(n, d)] for d in cands)
+
+    def _in_memory(self, n: int, mem: str, name: str) -> Literal:
+        """Literal: node n (in the window) runs on a device homed in ``mem``."""
+        if (n, mem) in self.in_memory:
+            return self.in_memory[(n, mem)]
+        devices = [d for d in self.p.candidates(n) if self.p.home(d) == mem]
+        if len(devices) == len(self.p.candidates(n)):
+            lit = True
+        elif len(devices) == 1:
+            lit = self.x[(n, devices[0])]
+        else:
+            lit = self._bool(name, self.p.home(self.h.placement[n]) == mem)
+            self.m.add(lit == sum(self.x[(n, d)] for d in devices))
+        self.in_memory[(n, mem)] = lit
+        return lit
+
+    def _transfer(self, value: int, born: str, dst: str) -> _Transfer:
+        key = (value, born, dst)
+        if key in self.transfers:
+            return self.transfers[key]
+        p = self.p
+        src = p.copy_source(born, dst)
+        made = self.new_copies.get((value, dst))
+        used = made is not None and self._origin(self.h, value) == born
+        end_hint, engine_hint = made if used else (self.cut, None)
+        start_hint = end_hint - p.transfer_ns(value, engine_hint) if used else self.cut
+        need = self._bool(f"t{value}_{born}_{dst}", used)
+        start = self._var(self.cut, self.horizon, f"ts{value}_{born}_{dst}", start_hint)
+        end = self._var(self.cut, self.horizon, f"te{value}_{born}_{dst}", end_hint)
+        engines: dict[str, Literal] = {}
+        choices = p.engines_between(src, dst)
+        for eng in choices:
+            lit = need if len(choices) == 1 else self._bool(f"y{value}_{dst}_{eng}", used and eng == engine_hint)
+            engines[eng] = lit
+            self.intervals[eng].append(self.m.new_optional_interval_var(
+                start, p.transfer_ns(value, eng), end, lit, f"x{value}_{dst}_{eng}"))
+        if len(choices) > 1:
+            self.m.add(sum(engines.values()) == need)
+        t = self.transfers[key] = _Transfer(need, start, end, engines)
+        # the transfer's own source: the producer, a committed copy, or the DRAM copy made in this window
+        producer = p.values[value].producer
+        if src == born and producer in self.in_window:
+            self.m.add(start >= self.end[producer] + p.sync_ns).only_enforce_if(need)
+        elif (value, src) in self.state.copies:
+            for eng, lit in engines.items():
+                self.m.add(start >= self._ready(value, src, eng)).only_enforce_if(lit)
+        else:
+            via = self._transfer(value, born, src)
+            via.reasons.append([need])
+            self.m.add(start >= via.end + p.sync_ns).only_enforce_if(need)
+        return t
+
+    def _ready(self, value: int, mem: str, engine: str) -> int:
+        ready, by = self.state.copies[(value, mem)]
+        return ready if by is None or by == engine else ready + self.p.sync_ns
+
+    # ------------------------------------------------------------------ constraints
+    def _edges(self) -> None:
+        p = self.p
+        for n in self.window:
+            for value in p.node_inputs[n]:
+                producer = p.values[value].producer
+                if producer in self.in_window:
+                    self._edge_in_window(n, value, producer)
+                else:
+                    self._edge_from_committed(n, value)
+            for value in p.node_outputs[n]:
+                if p.values[value].is_output:
+                    for born in {p.home(d) for d in p.candidates(n)} - {p.dram}:
+                        self._transfer(value, born, p.dram).reasons.append(
+                            [self._in_memory(n, born, f"pm{value}_{born}")])
+
+    def _edge_in_window(self, n: int, value: int, producer: int) -> None:
+        p = self.p
+        self.m.add(self.start[n] >= self.end[producer])
+        origins = sorted({p.home(d) for d in p.candidates(producer)})
+        for d in p.candidates(n):
+            mem, x = p.home(d), self.x[(n, d)]
+            other = self.x.get((producer, d))
+            if other is None:
+                self.m.add(self.start[n] >= self.end[producer] + p.sync_ns).only_enforce_if(_live([x]))
+            elif other is not True:
+                self.m.add(self.start[n] >= self.end[producer] + p.sync_ns).only_enforce_if(
+                    _live([x]) + [other.Not()])
+            for born in origins:
+                if born == mem:
+                    continue
+                pm = self._in_memory(producer, born, f"pm{value}_{born}")
+                t = self._transfer(value, born, mem)
+                t.reasons.append([x, pm])
+                self.m.add(self.start[n] >= t.end + p.sync_ns).only_enforce_if(_live([x, pm]))
+
+    def _edge_from_committed(self, n: int, value: int) -> None:
+        p = self.p
+        born = self._origin(self.state, value)
+        for d in p.candidates(n):
+            mem, x = p.home(d), self.x[(n, d)]
+            if (value, mem) in self.state.copies:
+                self.m.add(self.start[n] >= self._ready(value, mem, d)).only_enforce_if(_live([x]))
+            else:
+                t = self._transfer(value, born, mem)
+                t.reasons.append([x])
+                self.m.add(self.start[n] >= t.end + p.sync_ns).only_enforce_if(_live([x]))
+
+    def _presence(self) -> None:
+        """A copy is made exactly when some reason (a consumer there, an output, a later hop) needs it."""
+        for key, t in self.transfers.items():
+            witnesses = []
+            for reason in t.reasons:
+                lits = _live(reason)
+                if not lits:
+                    self.m.add(t.need == 1)
+                    witnesses = None
+                    break
+                self.m.add_bool_or([lit.Not() for lit in lits] + [t.need])
+                if len(lits) == 1:
+                    witnesses.append(lits[0])
+                else:
+                    both = self._bool(f"r{key}_{len(witnesses)}", all(self._hint_value(l) for l in lits))
+                    for lit in lits:
+                        self.m.add_implication(both, lit)
+                    witnesses.append(both)
+            if witnesses is not None:
+                self.m.add_bool_or([t.need.Not()] + witnesses)
+
+    def _hint_value(self, lit: Literal) -> bool:
+        return True if lit is True else bool(self.hint_of[lit.index])
+
+    def _engines(self) -> None:
+        for engine, intervals in self.intervals.items():
+            lane = self.state.lanes[engine]
+            blocks: list[list[int]] = []
+            for s, e in zip(lane.starts, lane.ends):
+                if e <= self.cut or s >= self.horizon:
+                    continue
+                if blocks and s <= blocks[-1][1]:
+                    blocks[-1][1] = max(blocks[-1][1], e)
+                else:
+                    blocks.append([s, e])
+            fixed = [self.m.new_fixed_size_interval_var(s, e - s, f"f{engine}_{s}") for s, e in blocks]
+            if len(intervals) + len(fixed) > 1 and intervals:
+                self.m.add_no_overlap(intervals + fixed)
+
+    def _objective(self) -> None:
+        top = self.horizon + max(self.tails.values(), default=0)
+        self.objective = self._var(0, top, "objective", self.hint_obj)
+        for n in self.window:
+            self.m.add(self.objective >= self.end[n] + self.tails.get(n, 0))
+        for t in self.transfers.values():
+            self.m.add(self.objective >= t.end).only_enforce_if(t.need)
+        self.m.minimize(self.objective)
+
+    # ------------------------------------------------------------------ solve
+    def solve(self, params: SolverParams) -> WindowResult:
+        for var, value in self.hints:
+            self.m.add_hint(var, value)
+        solver = cp_model.CpSolver()
+        prm = solver.parameters
+        # Determinism: interleaved workers and a deterministic-time budget give the same answer on every
+        # run; the wall-clock limit is only a safety net well above it.
+        prm.num_workers = max(1, params.num_workers)
+        prm.interleave_search = True
+        prm.random_seed = params.seed
+        prm.max_deterministic_time = params.time_limit_s
+        prm.max_time_in_seconds = params.time_limit_s
+        prm.cp_model_probing_level = 0
+        began = time.perf_counter()
+        status = solver.solve(self.m)
+        wall = time.perf_counter() - began
+        name = solver.status_name(status)
+        if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            return WindowResult(name, [], [], 0, 0, wall)
+        return WindowResult(name, *self._extract(solver), wall)
+
+    def _extract(self, solver: cp_model.CpSolver) -> tuple[list, list, int, int]:
+        nodes = []
+        for n in self.window:
+            device = next(d for d in self.p.candidates(n) if self.x[(n, d)] is True or solver.boolean_value(self.x[(n, d)]))
+            nodes.append((n, device, solver.value(self.start[n])))
+        transfers = []
+        for (value, _, dst), t in self.transfers.items():
+            if solver.boolean_value(t.need):
+                engine = next(e for e, lit in t.engines.items() if solver.boolean_value(lit))
+                transfers.append((value, dst, engine, solver.value(t.start)))
+        return nodes, transfers, int(solver.objective_value), int(solver.best_objective_bound)

@@ -1,0 +1,53 @@
+"""The list-scheduling strategies: HEFT, greedy (ONNX-Runtime-style) and single-device."""
+from __future__ import annotations
+
+from hetc.errors import ScheduleError
+from hetc.schedule.listsched import ListScheduler, priority_order, upward_rank
+from hetc.schedule.problem import SchedulingProblem
+from hetc.schedule.tasks import Plan
+
+
+def heft(problem: SchedulingProblem) -> Plan:
+    """Upward rank order; each node on the device where it finishes earliest (insertion-based).
+
+    Ties go to the device that comes first in the target's priority order."""
+    scheduler = ListScheduler(problem)
+    for node in priority_order(problem, upward_rank(problem)):
+        heft_step(scheduler, node)
+    return scheduler.plan()
+
+
+def heft_step(scheduler: ListScheduler, node: int) -> None:
+    """Commit ``node`` on the candidate device where it finishes earliest."""
+    finish = {d: scheduler.trial(node, d) for d in scheduler.p.candidates(node)}
+    scheduler.commit(node, min(finish, key=finish.__getitem__))
+
+
+def fixed_placement(problem: SchedulingProblem, placement: list[str]) -> Plan:
+    """List-schedule a given placement in upward-rank order."""
+    scheduler = ListScheduler(problem)
+    for node in priority_order(problem, upward_rank(problem, placement)):
+        scheduler.commit(node, placement[node])
+    return scheduler.plan()
+
+
+def greedy(problem: SchedulingProblem) -> Plan:
+    """Each node on the first device of the priority list that supports it (as ONNX Runtime assigns
+    execution providers), then list-scheduled."""
+    order = list(problem.priority) + [d for d in problem.devices if d not in problem.priority]
+    placement = [next(d for d in order if d in problem.durations[i]) for i in range(problem.n)]
+    return fixed_placement(problem, placement)
+
+
+def single(problem: SchedulingProblem, device: str, refusal: "callable | None" = None) -> Plan:
+    """Everything on ``device``. ``refusal(node)`` explains why a node cannot run there."""
+    if device not in problem.device_memory:
+        raise ScheduleError(f"unknown device '{device}' in strategy 'single:{device}'; "
+                            f"choose one of: {', '.join(problem.devices)}")
+    for i in range(problem.n):
+        if device not in problem.durations[i]:
+            why = refusal(i) if refusal else "it is not among the node's candidate devices"
+            raise ScheduleError(f"strategy 'single:{device}': node '{problem.node_names[i]}' "
+                                f"({problem.ops[i]}) cannot run on '{device}': {why}; "
+                                f"use another strategy or device")
+    return fixed_placement(problem, [device] * problem.n)

@@ -1,0 +1,38 @@
+"""Rows of ``placement.csv``: where each node runs and, when not on its fastest device, why."""
+from __future__ import annotations
+
+from hetc.schedule.artifact import Schedule
+
+
+def _mb(nbytes: int) -> str:
+    return f"{nbytes / 1e6:.2f} MB" if nbytes >= 10_000 else f"{nbytes} B"
+
+
+def placement_rows(graph: "Graph", target: "Target", schedule: Schedule) -> list[dict]:  # noqa: F821
+    """One dict per node: node, name, op, device, fastest, cost_us (on its device), fastest_cost_us, reason,
+    refused ("device: reason; ..." for every device that cannot run it)."""
+    rows = []
+    strategy = schedule.stats.strategy
+    for node in graph.topo_order():
+        device = schedule.placement[node.id]
+        refusals = {d: target.supports(node, d) for d in target.devices}
+        refused = "; ".join(f"{d}: {why}" for d, why in refusals.items() if not why)
+        costs = {d: target.cost(node, d) for d, why in refusals.items() if why}
+        fastest = min(costs, key=lambda d: (costs[d], list(costs).index(d)))
+        reason = ""
+        if costs[fastest] < costs[device]:
+            weights = sum(v.nbytes for v in node.present_inputs if v.is_const)
+            inputs = sum(v.nbytes for v in node.present_inputs)
+            ratio = costs[device] / costs[fastest]
+            faster = f"{fastest} is {ratio:.1f}x faster" if ratio >= 1.1 else f"{fastest} is {ratio:.2f}x faster"
+            if strategy == "greedy":
+                reason = f"{faster}, but greedy takes the first device in priority order that supports the op"
+            elif strategy.startswith("single:"):
+                reason = f"{faster}, but strategy {strategy} puts every node on {device}"
+            else:
+                reason = (f"{faster}, but {strategy} placed it on {device}: on {fastest} it needs {_mb(inputs)} "
+                          f"of inputs moved ({_mb(weights)} of them weights) and queues behind {fastest}'s other work")
+        rows.append({"node": node.id, "name": node.name, "op": node.op_type, "device": device, "fastest": fastest,
+                     "cost_us": round(costs[device] / 1000, 3), "fastest_cost_us": round(costs[fastest] / 1000, 3),
+                     "reason": reason, "refused": refused})
+    return rows

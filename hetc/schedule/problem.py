@@ -1,0 +1,158 @@
+"""The scheduling problem as plain numbers, detached from the IR and the target.
+
+Every algorithm (HEFT, greedy, CP-SAT, the lower bound) works on a ``SchedulingProblem``; only
+``build_problem`` knows about ``Graph`` and ``Target``. Tests build problems directly.
+
+Nodes are indexed 0..n-1 in a topological order; values are indexed too. A value with no producer (a graph
+input or a constant) starts in DRAM. All durations are integer nanoseconds (rounded up, so a schedule timed
+with them is never optimistic).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from hetc.errors import ScheduleError
+
+Hop = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class ValueSpec:
+    name: str
+    nbytes: int
+    producer: int | None            # node index; None: graph input or constant, resident in DRAM from t=0
+    consumers: tuple[int, ...]      # node indices, ascending, no repeats
+    is_output: bool = False         # must end in DRAM
+    is_const: bool = False
+
+
+@dataclass(frozen=True)
+class DmaSpec:
+    name: str
+    memories: tuple[str, str]
+    latency_ns: float
+    bandwidth: float                # bytes per ns
+
+
+@dataclass(frozen=True)
+class SchedulingProblem:
+    node_ids: tuple[int, ...]                   # graph node id per index
+    node_names: tuple[str, ...]
+    ops: tuple[str, ...]
+    durations: tuple[dict[str, int], ...]       # per node: candidate device -> ns, in priority order
+    node_inputs: tuple[tuple[int, ...], ...]    # value indices each node reads (no repeats)
+    values: tuple[ValueSpec, ...]
+    device_memory: dict[str, str]               # device -> home memory
+    dmas: dict[str, DmaSpec]
+    sync_ns: int
+    priority: tuple[str, ...]
+    dram: str = "dram"
+    _memo: dict = field(default_factory=dict, compare=False, repr=False, hash=False)
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def n(self) -> int:
+        return len(self.node_ids)
+
+    @property
+    def devices(self) -> list[str]:
+        return list(self.device_memory)
+
+    def home(self, device: str) -> str:
+        return self.device_memory[device]
+
+    def candidates(self, node: int) -> list[str]:
+        return list(self.durations[node])
+
+    def fastest(self, node: int) -> int:
+        return min(self.durations[node].values())
+
+    @cached_property
+    def successors(self) -> tuple[tuple[int, ...], ...]:
+        succ: list[set[int]] = [set() for _ in range(self.n)]
+        for v in self.values:
+            if v.producer is not None:
+                succ[v.producer].update(v.consumers)
+        return tuple(tuple(sorted(s)) for s in succ)
+
+    @cached_property
+    def predecessors(self) -> tuple[tuple[int, ...], ...]:
+        pred: list[set[int]] = [set() for _ in range(self.n)]
+        for i, s in enumerate(self.successors):
+            for j in s:
+                pred[j].add(i)
+        return tuple(tuple(sorted(p)) for p in pred)
+
+    @cached_property
+    def node_outputs(self) -> tuple[tuple[int, ...], ...]:
+        outs: list[list[int]] = [[] for _ in range(self.n)]
+        for k, v in enumerate(self.values):
+            if v.producer is not None:
+                outs[v.producer].append(k)
+        return tuple(tuple(o) for o in outs)
+
+    def engines_between(self, a: str, b: str) -> list[str]:
+        key = ("between", a, b)
+        if key not in self._memo:
+            self._memo[key] = sorted(e.name for e in self.dmas.values() if set(e.memories) == {a, b})
+        return self._memo[key]
+
+    def route(self, src: str, dst: str) -> list[Hop]:
+        """Direct when an engine links the memories, otherwise through DRAM (as ``Target.route``)."""
+        if src == dst:
+            return []
+        if self.engines_between(src, dst):
+            return [(src, dst)]
+        hops = [(src, self.dram), (self.dram, dst)]
+        for a, b in hops:
+            if not self.engines_between(a, b):
+                raise ScheduleError(f"no DMA engine connects memory '{a}' to '{b}'; add one to the target")
+        return hops
+
+    def copy_source(self, origin: str, dst: str) -> str:
+        """The memory a copy in ``dst`` is made from when the value originates in ``origin``."""
+        return self.route(origin, dst)[0][0] if len(self.route(origin, dst)) == 1 else self.dram
+
+    def transfer_ns(self, value: int, engine: str) -> int:
+        e = self.dmas[engine]
+        return math.ceil(e.latency_ns + self.values[value].nbytes / e.bandwidth)
+
+
+def build_problem(graph: "Graph", target: "Target") -> SchedulingProblem:  # noqa: F821
+    """Durations, data edges and transfer costs of ``graph`` on ``target``.
+
+    Raises ScheduleError when a node has no device that can run it, naming each device's reason."""
+    nodes = graph.topo_order()
+    index = {n.id: i for i, n in enumerate(nodes)}
+    durations: list[dict[str, int]] = []
+    for node in nodes:
+        cands = target.candidates(node)
+        if not cands:
+            reasons = "; ".join(f"{d}: {target.supports(node, d)}" for d in target.devices)
+            raise ScheduleError(f"node '{node.name or node.id}' ({node.op_type}) cannot run on any device of "
+                                f"target '{target.name}' ({reasons}); let the CPU run every op or change the model")
+        durations.append({d: max(1, math.ceil(target.cost(node, d))) for d in cands})
+
+    output_names = {v.name for v in graph.outputs}
+    value_index: dict[str, int] = {}
+    values: list[ValueSpec] = []
+
+    def value_of(v: "Value") -> int:  # noqa: F821
+        if v.name not in value_index:
+            producer = index[v.producer.id] if v.producer is not None and v.producer.id in index else None
+            consumers = tuple(sorted({index[c.id] for c in v.consumers if c.id in index}))
+            value_index[v.name] = len(values)
+            values.append(ValueSpec(v.name, v.nbytes, producer, consumers, v.name in output_names, v.is_const))
+        return value_index[v.name]
+
+    node_inputs = [tuple(dict.fromkeys(value_of(v) for v in n.present_inputs)) for n in nodes]
+    for v in graph.outputs:
+        value_of(v)
+    dmas = {e.name: DmaSpec(e.name, tuple(e.memories), e.latency_ns, e.bandwidth) for e in target.dmas.values()}
+    return SchedulingProblem(
+        node_ids=tuple(n.id for n in nodes), node_names=tuple(n.name or f"{n.op_type}_{n.id}" for n in nodes),
+        ops=tuple(n.op_type for n in nodes), durations=tuple(durations), node_inputs=tuple(node_inputs),
+        values=tuple(values), device_memory={d: dev.memory for d, dev in target.devices.items()}, dmas=dmas,
+        sync_ns=math.ceil(target.sync_ns), priority=tuple(target.priority), dram=target.dram)

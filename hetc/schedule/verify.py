@@ -1,0 +1,144 @@
+"""Independent check of a Schedule against the graph and the target: the execution model's invariants.
+
+It re-derives nothing from the scheduler's own data structures, so a scheduler bug cannot hide behind itself.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+from hetc.schedule.artifact import Schedule, Task
+
+
+class ScheduleInvariantError(AssertionError):
+    """A schedule breaks an invariant: an internal bug in hetc, not a user error."""
+
+    def __init__(self, violations: list[str]) -> None:
+        self.violations = violations
+        shown = "\n  ".join(violations[:20])
+        more = f"\n  ... and {len(violations) - 20} more" if len(violations) > 20 else ""
+        super().__init__(f"schedule breaks {len(violations)} invariant(s):\n  {shown}{more}")
+
+
+def verify_schedule(schedule: Schedule, graph: "Graph", target: "Target") -> None:  # noqa: F821
+    errors: list[str] = []
+    by_id = {t.id: t for t in schedule.tasks}
+    if len(by_id) != len(schedule.tasks):
+        errors.append("task ids are not unique")
+    _timing(schedule, by_id, target, errors)
+    compute = _compute(schedule, graph, target, errors)
+    transfers: dict[tuple[str, str], Task] = {}
+    for t in schedule.tasks:
+        if t.kind == "transfer":
+            if (t.value, t.dst) in transfers:
+                errors.append(f"value '{t.value}' is copied into '{t.dst}' twice (tasks {transfers[(t.value, t.dst)].id}"
+                              f" and {t.id}); one copy per memory is shared by its consumers")
+            transfers[(t.value, t.dst)] = t
+            _transfer(t, graph, target, compute, by_id, errors)
+    for node in graph.nodes:
+        task = compute.get(node.id)
+        if task is None:
+            continue
+        home = target.home(task.engine)
+        for v in node.present_inputs:
+            if not _resident(v, home, task, graph, target, compute, transfers):
+                errors.append(f"task {task.id} ({node.name or node.op_type} on {task.engine}) reads '{v.name}' but no "
+                              f"dependency makes it resident in '{home}'")
+    for v in graph.outputs:
+        if v.producer is not None and v.producer.id in compute:
+            born = target.home(compute[v.producer.id].engine)
+            if born != target.dram and (v.name, target.dram) not in transfers:
+                errors.append(f"graph output '{v.name}' stays in '{born}': it must end in '{target.dram}'")
+    if errors:
+        raise ScheduleInvariantError(errors)
+
+
+def _timing(schedule: Schedule, by_id: dict[int, Task], target: "Target", errors: list[str]) -> None:  # noqa: F821
+    lanes: dict[str, list[Task]] = defaultdict(list)
+    for t in schedule.tasks:
+        if t.start_ns < 0 or t.end_ns < t.start_ns:
+            errors.append(f"task {t.id} has a bad interval [{t.start_ns}, {t.end_ns})")
+        known = target.devices if t.kind == "compute" else target.dmas
+        if t.engine not in known:
+            errors.append(f"task {t.id} ({t.kind}) runs on unknown engine '{t.engine}'")
+        lanes[t.engine].append(t)
+        for d in t.deps:
+            dep = by_id.get(d)
+            if dep is None:
+                errors.append(f"task {t.id} depends on missing task {d}")
+                continue
+            gap = 0 if dep.engine == t.engine else math.ceil(target.sync_ns)
+            if t.start_ns < dep.end_ns + gap:
+                errors.append(f"task {t.id} starts at {t.start_ns} ns before its dependency {d} ends at {dep.end_ns} ns"
+                              + (f" + sync {gap} ns" if gap else ""))
+    for engine, tasks in lanes.items():
+        tasks.sort(key=lambda t: (t.start_ns, t.end_ns))
+        for a, b in zip(tasks, tasks[1:]):
+            if b.start_ns < a.end_ns:
+                errors.append(f"engine '{engine}' runs tasks {a.id} and {b.id} at once")
+
+
+def _compute(schedule: Schedule, graph: "Graph", target: "Target", errors: list[str]) -> dict[int, Task]:  # noqa: F821
+    nodes = graph.node_map()
+    compute: dict[int, Task] = {}
+    for t in schedule.tasks:
+        if t.kind != "compute":
+            continue
+        node = nodes.get(t.node)
+        if node is None:
+            errors.append(f"task {t.id} computes unknown node {t.node}")
+            continue
+        if t.node in compute:
+            errors.append(f"node {t.node} is computed twice (tasks {compute[t.node].id} and {t.id})")
+        compute[t.node] = t
+        if t.engine not in target.devices:
+            continue
+        why = target.supports(node, t.engine)
+        if not why:
+            errors.append(f"task {t.id} runs {node.name or node.op_type} on '{t.engine}', which refuses it: {why}")
+        elif t.duration_ns < math.ceil(target.cost(node, t.engine)):
+            errors.append(f"task {t.id} lasts {t.duration_ns} ns, less than its cost on '{t.engine}'")
+        if schedule.placement.get(t.node) != t.engine:
+            errors.append(f"placement says node {t.node} is on '{schedule.placement.get(t.node)}', its task on '{t.engine}'")
+    for node in graph.nodes:
+        if node.id not in compute:
+            errors.append(f"node {node.id} ({node.name or node.op_type}) has no compute task")
+    return compute
+
+
+def _transfer(t: Task, graph: "Graph", target: "Target", compute: dict[int, Task],  # noqa: F821
+              by_id: dict[int, Task], errors: list[str]) -> None:
+    value = graph.values.get(t.value)
+    if value is None:
+        errors.append(f"transfer {t.id} moves unknown value '{t.value}'")
+        return
+    if t.engine in target.dmas:
+        if not target.dmas[t.engine].serves(t.src, t.dst):
+            errors.append(f"transfer {t.id} uses '{t.engine}', which does not connect '{t.src}' and '{t.dst}'")
+        elif t.duration_ns < math.ceil(target.transfer_ns(value.nbytes, t.engine)):
+            errors.append(f"transfer {t.id} lasts {t.duration_ns} ns, less than moving {value.nbytes} bytes takes")
+    if t.bytes != value.nbytes:
+        errors.append(f"transfer {t.id} moves {t.bytes} bytes of '{t.value}', which has {value.nbytes}")
+    deps = [by_id[d] for d in t.deps if d in by_id]
+    producer = compute.get(value.producer.id) if value.producer is not None else None
+    if producer is not None and target.home(producer.engine) == t.src:
+        ok = producer in deps
+    elif producer is None and t.src == target.dram:
+        ok = True
+    else:
+        ok = any(d.kind == "transfer" and d.value == t.value and d.dst == t.src for d in deps)
+    if not ok:
+        errors.append(f"transfer {t.id} copies '{t.value}' from '{t.src}', where no dependency put it")
+
+
+def _resident(v: "Value", home: str, task: Task, graph: "Graph", target: "Target",  # noqa: F821
+              compute: dict[int, Task], transfers: dict[tuple[str, str], Task]) -> bool:
+    if v.producer is None:
+        if home == target.dram:
+            return True
+    else:
+        producer = compute.get(v.producer.id)
+        if producer is not None and target.home(producer.engine) == home:
+            return producer.id in task.deps
+    copy = transfers.get((v.name, home))
+    return copy is not None and copy.id in task.deps
