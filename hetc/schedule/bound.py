@@ -16,13 +16,21 @@ def critical_path(problem: SchedulingProblem) -> int:
 
 
 def work_bound(problem: SchedulingProblem) -> int:
-    """Total fastest work spread perfectly over every device."""
-    total = sum(problem.fastest(node) for node in range(problem.n))
-    return math.ceil(total / max(1, len(problem.device_memory)))
+    """Total fastest work spread perfectly over the devices, for every set of devices: the nodes that can
+    only run inside a set S must fit in |S| devices' time (S = all devices is the classic work bound)."""
+    devices = problem.devices
+    best = 0
+    for mask in range(1, 1 << len(devices)) if len(devices) <= 10 else [(1 << len(devices)) - 1]:
+        subset = {d for k, d in enumerate(devices) if mask >> k & 1}
+        work = sum(min(ns for d, ns in problem.durations[node].items())
+                   for node in range(problem.n) if set(problem.durations[node]) <= subset)
+        best = max(best, math.ceil(work / len(subset)))
+    return best
 
 
 def lower_bound(problem: SchedulingProblem) -> int:
-    """max(critical path on fastest devices with free transfers, total fastest work / number of devices)."""
+    """max(critical path on fastest devices with free transfers, total fastest work / number of devices,
+    the same work bound for every subset of devices)."""
     return max(critical_path(problem), work_bound(problem))
 
 

@@ -64,32 +64,35 @@ class ListScheduler:
         end, by = made
         return end if by is None or by == engine else end + self.p.sync_ns
 
+    def _plan_copy(self, value: int, mem: str, pending: dict[str, list[tuple[int, int]]],
+                   made: dict[tuple[int, str], tuple[int, str]], booked: list) -> tuple[int, str | None]:
+        """The copy of ``value`` in ``mem``: existing, or planned hop by hop on the earliest-finishing engine
+        (planned transfers go to ``booked``; ``pending`` and ``made`` keep the plan self-consistent)."""
+        p = self.p
+        if (value, mem) not in self.copies and (value, mem) not in made:
+            for src, dst in p.route(self._origin(value), mem):
+                if (value, dst) in self.copies or (value, dst) in made:
+                    continue
+                source = self.copies.get((value, src)) or made[(value, src)]
+                best = None
+                for engine in p.engines_between(src, dst):
+                    dur = p.transfer_ns(value, engine)
+                    start = self.lanes[engine].earliest(self._after(source, engine), dur, pending.get(engine, []))
+                    if best is None or start + dur < best[5]:
+                        best = (value, src, dst, engine, start, start + dur)
+                booked.append(best)
+                pending.setdefault(best[3], []).append((best[4], best[5]))
+                made[(value, dst)] = (best[5], best[3])
+        return self.copies.get((value, mem)) or made[(value, mem)]
+
     def _plan_inputs(self, node: int, device: str) -> tuple[int, list[tuple[int, str, str, str, int, int]]]:
         """Ready time of all inputs in the device's memory, and the transfers (value, src, dst, engine,
         start, end) that would have to be booked for it."""
-        p, home = self.p, self.p.home(device)
-        ready, booked = 0, []
+        home, ready, booked = self.p.home(device), 0, []
         pending: dict[str, list[tuple[int, int]]] = {}
-        made = dict()
-        for value in p.node_inputs[node]:
-            if (value, home) not in self.copies and (value, home) not in made:
-                born = self._origin(value)
-                for src, dst in p.route(born, home):
-                    if (value, dst) in self.copies or (value, dst) in made:
-                        continue
-                    source = self.copies.get((value, src)) or made[(value, src)]
-                    best = None
-                    for engine in p.engines_between(src, dst):
-                        dur = p.transfer_ns(value, engine)
-                        start = self.lanes[engine].earliest(self._after(source, engine), dur,
-                                                            pending.get(engine, []))
-                        if best is None or start + dur < best[5]:
-                            best = (value, src, dst, engine, start, start + dur)
-                    booked.append(best)
-                    pending.setdefault(best[3], []).append((best[4], best[5]))
-                    made[(value, dst)] = (best[5], best[3])
-            copy = self.copies.get((value, home)) or made[(value, home)]
-            ready = max(ready, self._after(copy, device))
+        made: dict[tuple[int, str], tuple[int, str]] = {}
+        for value in self.p.node_inputs[node]:
+            ready = max(ready, self._after(self._plan_copy(value, home, pending, made, booked), device))
         return ready, booked
 
     def _origin(self, value: int) -> str:
@@ -123,17 +126,10 @@ class ListScheduler:
         self.dma_choice[(value, dst)] = engine
 
     def _copy_to_dram(self, value: int) -> None:
-        if (value, self.p.dram) in self.copies:
-            return
-        src = self._origin(value)
-        source = self.copies[(value, src)]
-        best = None
-        for engine in self.p.engines_between(src, self.p.dram):
-            dur = self.p.transfer_ns(value, engine)
-            start = self.lanes[engine].earliest(self._after(source, engine), dur)
-            if best is None or start + dur < best[2]:
-                best = (engine, start, start + dur)
-        self._book_transfer(value, self.p.dram, *best)
+        booked: list = []
+        self._plan_copy(value, self.p.dram, {}, {}, booked)
+        for value, src, dst, engine, start, end in booked:
+            self._book_transfer(value, dst, engine, start, end)
 
     def book_node(self, node: int, device: str, start: int) -> None:
         """Book a decision made elsewhere (CP-SAT); its input copies must be booked already."""

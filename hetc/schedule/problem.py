@@ -49,6 +49,7 @@ class SchedulingProblem:
     sync_ns: int
     priority: tuple[str, ...]
     dram: str = "dram"
+    routes: dict[tuple[str, str], tuple[Hop, ...]] = field(default_factory=dict)  # from Target.route
     _memo: dict = field(default_factory=dict, compare=False, repr=False, hash=False)
 
     # ------------------------------------------------------------------ structure
@@ -100,9 +101,12 @@ class SchedulingProblem:
         return self._memo[key]
 
     def route(self, src: str, dst: str) -> list[Hop]:
-        """Direct when an engine links the memories, otherwise through DRAM (as ``Target.route``)."""
+        """The target's route; without one recorded: direct when an engine links the memories, otherwise
+        through DRAM."""
         if src == dst:
             return []
+        if (src, dst) in self.routes:
+            return list(self.routes[(src, dst)])
         if self.engines_between(src, dst):
             return [(src, dst)]
         hops = [(src, self.dram), (self.dram, dst)]
@@ -113,7 +117,7 @@ class SchedulingProblem:
 
     def copy_source(self, origin: str, dst: str) -> str:
         """The memory a copy in ``dst`` is made from when the value originates in ``origin``."""
-        return self.route(origin, dst)[0][0] if len(self.route(origin, dst)) == 1 else self.dram
+        return self.route(origin, dst)[-1][0]
 
     def transfer_ns(self, value: int, engine: str) -> int:
         e = self.dmas[engine]
@@ -150,9 +154,11 @@ def build_problem(graph: "Graph", target: "Target") -> SchedulingProblem:  # noq
     node_inputs = [tuple(dict.fromkeys(value_of(v) for v in n.present_inputs)) for n in nodes]
     for v in graph.outputs:
         value_of(v)
+    memories = sorted({dev.memory for dev in target.devices.values()} | {target.dram})
+    routes = {(a, b): tuple(target.route(a, b)) for a in memories for b in memories if a != b}
     dmas = {e.name: DmaSpec(e.name, tuple(e.memories), e.latency_ns, e.bandwidth) for e in target.dmas.values()}
     return SchedulingProblem(
         node_ids=tuple(n.id for n in nodes), node_names=tuple(n.name or f"{n.op_type}_{n.id}" for n in nodes),
         ops=tuple(n.op_type for n in nodes), durations=tuple(durations), node_inputs=tuple(node_inputs),
         values=tuple(values), device_memory={d: dev.memory for d, dev in target.devices.items()}, dmas=dmas,
-        sync_ns=math.ceil(target.sync_ns), priority=tuple(target.priority), dram=target.dram)
+        sync_ns=math.ceil(target.sync_ns), priority=tuple(target.priority), dram=target.dram, routes=routes)

@@ -32,19 +32,19 @@ def origin(problem: SchedulingProblem, value: int, placement: list[str] | tuple[
 
 def copies_needed(problem: SchedulingProblem, value: int, placement: list[str] | tuple[str, ...],
                   consumers: tuple[int, ...] | None = None) -> list[tuple[str, str]]:
-    """(src, dst) memory pairs of the transfers of one value, the DRAM copy (if any) first."""
+    """(src, dst) memory pairs of the transfers of one value, intermediate copies (DRAM, staging) first."""
     spec = problem.values[value]
     born = origin(problem, value, placement)
     wanted = {problem.home(placement[c]) for c in (spec.consumers if consumers is None else consumers)}
     if spec.is_output:
         wanted.add(problem.dram)
     wanted.discard(born)
-    hops: dict[str, str] = {}
+    hops: dict[str, tuple[int, str]] = {}
     for dst in wanted:
-        for a, b in problem.route(born, dst):
-            hops[b] = a
-    order = sorted(hops, key=lambda m: (m != problem.dram, m))
-    return [(hops[m], m) for m in order]
+        for position, (a, b) in enumerate(problem.route(born, dst)):
+            hops[b] = min(hops.get(b, (position, a)), (position, a))
+    order = sorted(hops, key=lambda m: (hops[m][0], m))
+    return [(hops[m][1], m) for m in order]
 
 
 @dataclass(frozen=True)
