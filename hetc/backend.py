@@ -1,0 +1,221 @@
+"""hetc as an ONNX backend (``onnx.backend.base``): ``prepare`` compiles a model into a bundle for a target,
+``BackendRep.run`` simulates that bundle functionally and returns its outputs.
+
+    import hetc.backend as backend
+    rep = backend.prepare(model, target="edge-soc")
+    outputs = rep.run([x])          # or rep.run({"x": x}); outputs[0], outputs["y"]
+
+The chip is driven from the host, so the only device name accepted is "CPU" (as in every onnx backend test);
+the target chooses the chip. Models whose inputs have dynamic dimensions are compiled lazily, at the first
+``run``, with the shapes of the arrays given; a later run with other shapes compiles (and caches) another
+bundle. Each bundle is saved in a temporary directory and loaded back for simulation, so what runs is exactly
+what ``hetc build`` writes; the directory is removed by ``close()`` or when the rep is garbage collected.
+"""
+from __future__ import annotations
+
+import tempfile
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+from onnx.backend.base import Backend, BackendRep, namedtupledict
+
+from hetc.codegen import Bundle, load_bundle
+from hetc.errors import ModelError, OptionError, ValidationError
+from hetc.ir import EXPORT_IR_VERSION
+from hetc.pipeline import BuildOptions, BuildResult, build
+from hetc.sim import simulate
+
+SUPPORTED_DEVICES = ("CPU",)
+ShapeKey = tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True)
+class CompiledBundle:
+    """One compilation of the model: for one set of input shapes."""
+
+    result: BuildResult
+    bundle: Bundle            # loaded back from ``directory``
+    directory: Path
+
+
+def _model_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """Runtime inputs, in graph order (IR < 4 also lists initializers as inputs)."""
+    initialized = {t.name for t in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in initialized]
+
+
+def _is_static(info: onnx.ValueInfoProto) -> bool:
+    kind = info.type.WhichOneof("value")
+    if kind != "tensor_type":
+        return True  # not a tensor: the frontend reports it with its own message
+    tensor = info.type.tensor_type
+    return tensor.HasField("shape") and all(d.HasField("dim_value") for d in tensor.shape.dim)
+
+
+def as_array(value: Any, name: str) -> np.ndarray:
+    """A runtime input as a numpy array: arrays, numpy scalars and TensorProtos are accepted."""
+    if isinstance(value, onnx.TensorProto):
+        return numpy_helper.to_array(value)
+    if isinstance(value, (np.ndarray, np.generic, int, float, bool)):
+        return np.asarray(value)
+    raise ModelError(f"input '{name}' is a {type(value).__name__}; hetc compiles tensor graphs only "
+                     "(sequences, maps and optionals are unsupported value types), pass a numpy array")
+
+
+class HetcBackendRep(BackendRep):
+    """A model prepared for one target; ``run`` simulates it."""
+
+    def __init__(self, model: onnx.ModelProto, options: BuildOptions) -> None:
+        self.model = model
+        self.options = options
+        self.input_names = [i.name for i in _model_inputs(model)]
+        self.output_names = [o.name for o in model.graph.output]
+        self._compiled: dict[ShapeKey, CompiledBundle] = {}
+        self._tmp = tempfile.TemporaryDirectory(prefix="hetc-backend-")
+        self._cleanup = weakref.finalize(self, self._tmp.cleanup)
+        if all(_is_static(i) for i in _model_inputs(model)):
+            self._compile(None)
+
+    # ------------------------------------------------------------------ compilation
+    @property
+    def compiled(self) -> list[CompiledBundle]:
+        """Every compilation so far (one per distinct set of input shapes)."""
+        return list(self._compiled.values())
+
+    def _compile(self, shapes: dict[str, tuple[int, ...]] | None) -> CompiledBundle:
+        key: ShapeKey = tuple(shapes[n] for n in self.input_names) if shapes else ()
+        if key in self._compiled:
+            return self._compiled[key]
+        if self._cleanup.alive is False:
+            raise OptionError("this backend rep was closed; prepare the model again to run it")
+        options = BuildOptions(**{**vars(self.options), "shapes": shapes})
+        result = build(self.model, options)
+        directory = result.save(Path(self._tmp.name) / f"bundle{len(self._compiled)}")
+        compiled = CompiledBundle(result=result, bundle=load_bundle(directory), directory=directory)
+        self._compiled[key] = compiled
+        return compiled
+
+    def _bundle_for(self, arrays: dict[str, np.ndarray]) -> CompiledBundle:
+        if () in self._compiled:  # compiled statically at prepare time
+            return self._compiled[()]
+        return self._compile({name: tuple(a.shape) for name, a in arrays.items()})
+
+    # ------------------------------------------------------------------ running
+    def _named_inputs(self, inputs: Any) -> dict[str, np.ndarray]:
+        if isinstance(inputs, Mapping):
+            unknown = sorted(set(inputs) - set(self.input_names))
+            missing = [n for n in self.input_names if n not in inputs]
+            if unknown or missing:
+                raise ValidationError(f"inputs {unknown or ''} are not inputs of the model and {missing or ''} "
+                                      f"are missing; the model's inputs are {self.input_names}")
+            return {n: as_array(inputs[n], n) for n in self.input_names}
+        if isinstance(inputs, (np.ndarray, onnx.TensorProto)):
+            inputs = [inputs]
+        inputs = list(inputs)
+        if len(inputs) != len(self.input_names):
+            raise ValidationError(f"{len(inputs)} inputs given, the model takes {len(self.input_names)} "
+                                  f"({', '.join(self.input_names) or 'none'}); pass them in this order or as a dict")
+        return {n: as_array(v, n) for n, v in zip(self.input_names, inputs)}
+
+    def run(self, inputs: Any, **kwargs: Any) -> tuple[Any, ...]:
+        """Simulate the bundle on ``inputs`` (a list in graph-input order, or a dict); the outputs in
+        graph-output order, as a namedtuple also indexable by output name. ``precision`` may be given."""
+        arrays = self._named_inputs(inputs)
+        compiled = self._bundle_for(arrays)
+        sim = simulate(compiled.bundle, arrays, functional=True,
+                       precision=kwargs.get("precision", self.options.precision))
+        produced = sim.outputs or {}
+        missing = [n for n in self.output_names if n not in produced]
+        if missing:
+            raise ModelError(f"the bundle produced no value for graph outputs {missing}; "
+                             "this is a hetc bug, please report it with the model")
+        return namedtupledict("Outputs", self.output_names)(*(produced[n] for n in self.output_names))
+
+    def close(self) -> None:
+        """Remove the bundles' temporary directory now rather than at garbage collection."""
+        self._cleanup()
+
+    def __enter__(self) -> "HetcBackendRep":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _check_device(device: str) -> None:
+    if not HetcBackend.supports_device(device):
+        raise OptionError(f"device '{device}' is not supported: the hetc chip is driven from the host, pass "
+                          "device='CPU' and choose the chip with target=...")
+
+
+class HetcBackend(Backend):
+    """The ONNX backend interface over ``hetc.pipeline.build`` and ``hetc.sim.simulate``."""
+
+    @classmethod
+    def prepare(cls, model: onnx.ModelProto, device: str = "CPU", target: str | Path = "edge-soc",
+                scheduler: str = "cpsat", **kwargs: Any) -> HetcBackendRep:
+        """Compile ``model`` for ``target``; further keyword arguments are ``BuildOptions`` fields
+        (``time_limit_s``, ``num_workers``, ``seed``, ``precision``, ``dims``...)."""
+        _check_device(device)
+        if isinstance(model, (str, Path)):
+            model = onnx.load(str(model))
+        if not isinstance(model, onnx.ModelProto):
+            raise ModelError(f"prepare expects an onnx.ModelProto or a path, not {type(model).__name__}")
+        allowed = set(BuildOptions.__dataclass_fields__) - {"target", "scheduler", "shapes", "validate",
+                                                            "inputs", "input_seed", "gantt"}
+        # onnx's test runner passes rtol/atol through prepare(); they are comparison settings, not ours.
+        unknown = sorted(set(kwargs) - allowed - {"rtol", "atol"})
+        if unknown:
+            raise OptionError(f"unknown prepare() options {unknown}; accepted: {sorted(allowed)}")
+        options = BuildOptions(target=target, scheduler=scheduler,
+                               **{k: v for k, v in kwargs.items() if k in allowed})
+        return HetcBackendRep(model, options)
+
+    @classmethod
+    def run_model(cls, model: onnx.ModelProto, inputs: Any, device: str = "CPU", **kwargs: Any) -> tuple[Any, ...]:
+        with cls.prepare(model, device, **kwargs) as rep:
+            return rep.run(inputs)
+
+    @classmethod
+    def run_node(cls, node: onnx.NodeProto, inputs: Any, device: str = "CPU",
+                 outputs_info: Sequence[tuple[np.dtype, tuple[int, ...]]] | None = None,
+                 **kwargs: Any) -> tuple[Any, ...]:
+        """Run one node: it becomes a one-node model whose inputs are typed from ``inputs`` (a list in
+        ``node.input`` order, or a dict); ``opset_version`` may be given."""
+        opset = kwargs.pop("opset_version", None) or onnx.defs.onnx_opset_version()
+        names = [n for n in node.input if n]
+        arrays = ({n: as_array(inputs[n], n) for n in names} if isinstance(inputs, Mapping)
+                  else {n: as_array(v, n) for n, v in zip(names, inputs)})
+        graph_inputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+                        for n, a in arrays.items()]
+        graph_outputs = []
+        for i, name in enumerate(o for o in node.output if o):
+            if outputs_info and i < len(outputs_info):
+                dtype, shape = outputs_info[i]
+                graph_outputs.append(helper.make_tensor_value_info(
+                    name, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), shape))
+            else:
+                graph_outputs.append(helper.make_empty_tensor_value_info(name))
+        graph = helper.make_graph([node], f"{node.op_type}_node", graph_inputs, graph_outputs)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+        model.ir_version = EXPORT_IR_VERSION
+        return cls.run_model(model, arrays, device, **kwargs)
+
+    @classmethod
+    def supports_device(cls, device: str) -> bool:
+        return device.upper().split(":")[0] in SUPPORTED_DEVICES
+
+
+prepare = HetcBackend.prepare
+run_model = HetcBackend.run_model
+run_node = HetcBackend.run_node
+supports_device = HetcBackend.supports_device
+is_compatible = HetcBackend.is_compatible
+
+__all__ = ["HetcBackend", "HetcBackendRep", "CompiledBundle", "prepare", "run_model", "run_node",
+           "supports_device", "is_compatible"]
