@@ -44,7 +44,7 @@ def test_every_format_from_real_artifacts(model, tmp_path):
         assert [lane.engine for lane in timeline.lanes if lane.group == "compute"] == list(target.devices)
         assert {lane.engine for lane in timeline.lanes if lane.group == "dma"} == set(target.dmas)
         for fmt in GANTT_FORMATS:
-            path = export_gantt(timeline, fmt, tmp_path / f"{timeline.source}.{EXTENSIONS[fmt]}")
+            path = export_gantt(timeline, fmt, tmp_path / f"{timeline.source}{EXTENSIONS[fmt]}")
             assert path.stat().st_size > 1000
         assert_valid_trace(load_trace(tmp_path / f"{timeline.source}.json"), makespan_us=timeline.makespan_us)
     assert len(simulated.slices) == len(plan.schedule.tasks)

@@ -8,8 +8,8 @@ from hetc.errors import HetcError
 from hetc.report.timeline import Timeline
 
 GANTT_FORMATS: tuple[str, ...] = ("perfetto", "html", "png", "svg")
-# The file name each format gets inside a bundle (``gantt.<ext>``).
-EXTENSIONS: dict[str, str] = {"perfetto": "json", "html": "html", "png": "png", "svg": "svg"}
+# The file suffix of each format, dot included: a bundle holds ``f"gantt{EXTENSIONS[fmt]}"``.
+EXTENSIONS: dict[str, str] = {"perfetto": ".json", "html": ".html", "png": ".png", "svg": ".svg"}
 
 
 def _check_format(fmt: str) -> str:
@@ -37,7 +37,7 @@ def gantt_bytes(timeline: Timeline, fmt: str) -> bytes:
 def gantt_files(timeline: Timeline, formats: Iterable[str], stem: str = "gantt") -> dict[str, bytes]:
     """``{"gantt.html": ..., "gantt.json": ...}`` for the requested formats: the bundle's Gantt exports."""
     keys = [_check_format(f) for f in formats]
-    return {f"{stem}.{EXTENSIONS[k]}": gantt_bytes(timeline, k) for k in keys}
+    return {f"{stem}{EXTENSIONS[k]}": gantt_bytes(timeline, k) for k in keys}
 
 
 def export_gantt(timeline: Timeline, fmt: str, path: str | Path) -> Path:
