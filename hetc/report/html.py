@@ -19,6 +19,7 @@ from hetc.report.timeline import GROUP_TITLES, Timeline
 MIN_LABEL_W = 150      # px, lane-label column (widened to fit the longest label)
 CHAR_W = 6.6           # px per character of the 11 px label font, generously
 PLOT_W = 1100          # px, initial width of the time area
+RIGHT_PAD = 24         # px, room for the last time-axis label
 AXIS_H = 22
 GROUP_H = 18
 LANE_H = 20
@@ -154,7 +155,7 @@ def render_html(timeline: Timeline) -> str:
     # "</" inside a script block would end it early; JSON allows the escaped form.
     data_json = json.dumps(data, separators=(",", ":")).replace("</", "<\\/").replace("<!--", "<\\!--")
     colours = "".join(f".c-{c}{{fill:{col}}}" for c, col in CLASS_COLOURS.items())
-    width = label_w + PLOT_W
+    width = label_w + PLOT_W + RIGHT_PAD
     svg = (
         f'<svg id="gantt" width="{width}" height="{layout.height:.0f}" viewBox="0 0 {width} {layout.height:.0f}">'
         f'<g id="axis"></g>'
