@@ -66,7 +66,7 @@ def targets_show(target: str = typer.Argument(..., help="Preset name or path to 
     if as_json:
         print(json.dumps(target_to_json(t), indent=2))
     else:
-        stdout.print(t.source, markup=False)
+        print(t.source, end="" if t.source.endswith("\n") else "\n")
 
 
 # ---------------------------------------------------------------------------------------------- inspect

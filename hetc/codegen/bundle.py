@@ -101,13 +101,7 @@ class Bundle:
 
     def save(self, directory: str | os.PathLike[str], force: bool = False) -> Path:
         """Write the bundle to ``directory`` atomically (temporary sibling, then rename)."""
-        target = Path(directory)
-        if target.exists():
-            if not force:
-                raise BundleError(f"bundle directory '{target}' already exists; pass --force to overwrite it")
-            if not target.is_dir() or (any(target.iterdir()) and not (target / MANIFEST).exists()):
-                raise BundleError(f"'{target}' exists and is not a hetc bundle; refusing to overwrite it even "
-                                  "with --force; choose another output directory")
+        target = check_output_dir(directory, force)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -126,6 +120,19 @@ class Bundle:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return target
+
+
+def check_output_dir(directory: str | os.PathLike[str], force: bool = False) -> Path:
+    """``directory`` as a Path if a bundle may be written there; a BundleError otherwise. The CLI calls it
+    before compiling so a long build does not end in a refusal."""
+    target = Path(directory)
+    if target.exists():
+        if not force:
+            raise BundleError(f"bundle directory '{target}' already exists; pass --force to overwrite it")
+        if not target.is_dir() or (any(target.iterdir()) and not (target / MANIFEST).exists()):
+            raise BundleError(f"'{target}' exists and is not a hetc bundle; refusing to overwrite it even "
+                              "with --force; choose another output directory")
+    return target
 
 
 def load_bundle(directory: str | os.PathLike[str]) -> Bundle:
