@@ -4,10 +4,24 @@ from __future__ import annotations
 from hetc.errors import ScheduleError
 from hetc.schedule.listsched import ListScheduler, priority_order, upward_rank
 from hetc.schedule.problem import SchedulingProblem
-from hetc.schedule.tasks import Plan
+from hetc.schedule.tasks import Plan, makespan_of, time_plan
 
 
 def heft(problem: SchedulingProblem) -> Plan:
+    """HEFT, or the whole graph on one device when that is shorter: HEFT's greedy choices can lose to
+    keeping everything on the CPU (transfers it did not foresee), and a baseline should never do that."""
+    best = heft_list(problem)
+    best_span = makespan_of(time_plan(problem, best)[1])
+    for device in problem.devices:
+        if all(device in durs for durs in problem.durations):
+            plan = fixed_placement(problem, [device] * problem.n)
+            span = makespan_of(time_plan(problem, plan)[1])
+            if span < best_span:
+                best, best_span = plan, span
+    return best
+
+
+def heft_list(problem: SchedulingProblem) -> Plan:
     """Upward rank order; each node on the device where it finishes earliest (insertion-based).
 
     Ties go to the device that comes first in the target's priority order."""
