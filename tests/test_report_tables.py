@@ -40,7 +40,7 @@ def test_planned_timeline_without_the_graph(artifacts):
     conv = next(s for s in timeline.slices if s.args.get("op") == "Conv")
     assert conv.name == f"Conv#{conv.args['node']}" and "inputs" not in conv.args
     assert len(timeline.flows) == len(Timeline.from_schedule(schedule, graph, plan, target).flows)
-    assert "Placement" in report_text(schedule, None, plan, target, sim)
+    assert "Placement by node" in report_text(schedule, None, plan, target, sim)
 
 
 def test_simulated_timeline_maps_semaphores_to_tasks(artifacts):
@@ -120,10 +120,12 @@ def test_report_text_has_every_section(artifacts):
     graph, target, schedule, plan, sim = artifacts
     text = report_text(schedule, graph, plan, None, sim, numerics={"t19": {"passed": True, "max_abs_err": 0.0,
                                                                              "max_rel_err": 0.0}},
-                       summary={"model": "chain.onnx", "placement": {"npu": 9}})
+                       summary={"model": "chain.onnx", "placement": {"npu": 9},
+                                "memory": {"npu_sram": {"peak_bytes": 1, "capacity_bytes": 2}}})
     for section in ("Build summary", "Makespan", "Solver", "Utilisation (planned", "Utilisation (simulated",
-                    "Memory", "Numerics vs onnxruntime", "Placement"):
+                    "Memory", "Numerics vs onnxruntime", "Placement by node"):
         assert section in text, section
+    assert text.count("Memory\n======") == 1  # the summary's memory table gives way to the plan's
 
 
 SUMMARY = {"model": "models/tiny_cnn.onnx", "target": "edge-soc", "scheduler": "cpsat", "nodes": 12,

@@ -111,7 +111,7 @@ def placement_table(schedule: "Schedule", graph: "Graph | None", target: "Target
     for device in schedule.placement.values():
         counts[device] = counts.get(device, 0) + 1
     note = "placement: " + ", ".join(f"{d} {n}" for d, n in sorted(counts.items(), key=lambda kv: -kv[1]))
-    return ReportTable("Placement", ("node", "name", "op", "device", "start µs", "dur µs", "other devices refused"),
+    return ReportTable("Placement by node", ("node", "name", "op", "device", "start µs", "dur µs", "other devices refused"),
                        tuple(rows), "rlllrrl", note)
 
 
@@ -213,6 +213,8 @@ def report_text(schedule: "Schedule", graph: "Graph | None", plan: "MemoryPlan |
     from hetc.report.summary_view import summary_tables
     from hetc.report.timeline import Timeline
     tables: list[ReportTable] = list(summary_tables(summary)) if summary else []
+    if plan is not None:  # the plan's memory table below says all the summary's does, and more
+        tables = [t for t in tables if t.title != "Memory"]
     tables.append(makespan_table(schedule, sim_result))
     tables.append(solver_table(schedule))
     planned = Timeline.from_schedule(schedule, graph, plan, target)
