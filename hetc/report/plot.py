@@ -111,12 +111,13 @@ def _byte_step(top: float) -> float:
 
 def render_image(timeline: Timeline, fmt: str) -> bytes:
     """The chart as ``fmt`` ("png" or "svg") bytes. SVG keeps text as <text> elements so labels stay
-    searchable."""
+    searchable. The bytes depend only on the timeline (no date, fixed SVG ids), so a bundle built twice from
+    the same inputs is byte-identical."""
     out = io.BytesIO()
-    with matplotlib.rc_context({"svg.fonttype": "none", "path.simplify": True}):
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "hetc", "path.simplify": True}):
         fig = build_figure(timeline)
         try:
-            fig.savefig(out, format=fmt, dpi=110)
+            fig.savefig(out, format=fmt, dpi=110, metadata={"Date": None} if fmt == "svg" else None)
         finally:
             plt.close(fig)
     return out.getvalue()
