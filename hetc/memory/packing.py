@@ -12,18 +12,25 @@ instant, sizes padded to the alignment), which no packing can beat:
    best order's packing.
 
 Everything is seeded and budgeted in work units (decodes, CP-SAT deterministic time), so the same input gives
-the same offsets; the wall-clock ``time_limit_s`` only cuts a search that runs far over its budget.
+the same offsets on any machine; ``time_limit_s`` is converted into those units, and the wall clock only cuts a
+search that runs far over its budget.
 """
 from __future__ import annotations
 
 import random
 import time
 from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
 
 Interval = tuple[int, int, int]   # (start, end_exclusive, size)
 
-CPSAT_MAX_INTERVALS = 250         # above this CP-SAT rarely closes the gap within a fraction of a second
+CPSAT_MAX_INTERVALS = 250
+DETERMINISTIC_PER_SECOND = 3.0    # wall seconds per CP-SAT deterministic-time unit on NoOverlap2D, measured         # above this CP-SAT rarely closes the gap within a fraction of a second
 DEFAULT_TIME_LIMIT_S = 0.5
+_NUMPY_DEGREE = 40                # above this many time-neighbours numpy scans faster than a Python loop
+WORK_PER_SECOND = 1_200_000       # work units per second of hill climbing on the 2-core dev machine
 
 
 @dataclass(frozen=True)
@@ -49,20 +56,20 @@ def pack(intervals: list[Interval], alignment: int = 1, time_limit_s: float | No
         raise ValueError(f"alignment must be >= 1, got {alignment}")
     began = time.perf_counter()
     budget = DEFAULT_TIME_LIMIT_S if time_limit_s is None else max(0.0, time_limit_s)
-    deadline = began + budget
+    safety = began + 3 * budget + 0.5     # never reached on a normal machine: the budgets below decide
     problem = _Problem.build(intervals, alignment)
     lower = problem.lower_bound()
     best_order, best_offsets, method = _best_greedy(problem)
     best_peak = _peak(problem, best_offsets)
     if best_peak > lower and problem.n > 1:
         # leave most of the budget to CP-SAT when it will run: it closes small gaps hill climbing cannot
-        climb_deadline = began + budget * 0.3 if problem.n <= CPSAT_MAX_INTERVALS else deadline
-        order, offsets = _hill_climb(problem, best_order, best_offsets, lower, climb_deadline)
+        share = 0.3 if problem.n <= CPSAT_MAX_INTERVALS else 1.0
+        order, offsets = _hill_climb(problem, best_order, best_offsets, lower,
+                                     int(budget * share * WORK_PER_SECOND), safety)
         if _peak(problem, offsets) < best_peak:
             best_offsets, best_peak, method = offsets, _peak(problem, offsets), "hill-climb"
     if best_peak > lower and 1 < problem.n <= CPSAT_MAX_INTERVALS:
-        remaining = max(0.05, deadline - time.perf_counter())
-        offsets = _cpsat(problem, best_offsets, best_peak, lower, remaining)
+        offsets = _cpsat(problem, best_offsets, best_peak, lower, max(0.05, budget * 0.7))
         if offsets is not None and _peak(problem, offsets) < best_peak:
             best_offsets, best_peak, method = offsets, _peak(problem, offsets), "cp-sat"
     return PackResult(offsets=[o * alignment for o in best_offsets], peak=best_peak * alignment,
@@ -104,11 +111,21 @@ class _Problem:
     starts: list[int]
     ends: list[int]
     sizes: list[int]            # in alignment units
-    conflicts: list[list[int]]  # indices overlapping in time
 
     @property
     def n(self) -> int:
         return len(self.sizes)
+
+    @cached_property
+    def conflicts(self) -> list[list[int]]:
+        """Indices overlapping in time, per interval."""
+        return _conflicts(self.starts, self.ends, self.sizes)
+
+    @cached_property
+    def arrays(self) -> tuple[np.ndarray, list[np.ndarray | None]]:
+        """Sizes, and the conflict lists long enough to be worth scanning with numpy."""
+        return (np.array(self.sizes, dtype=np.int64),
+                [np.array(c, dtype=np.int64) if len(c) > _NUMPY_DEGREE else None for c in self.conflicts])
 
     @classmethod
     def build(cls, intervals: list[Interval], alignment: int) -> "_Problem":
@@ -119,7 +136,7 @@ class _Problem:
             starts.append(start)
             ends.append(max(end, start + 1))
             sizes.append(-(-size // alignment))
-        return cls(starts, ends, sizes, _conflicts(starts, ends, sizes))
+        return cls(starts, ends, sizes)
 
     def live_peak(self) -> tuple[int, int]:
         events = sorted([(e, -s) for s, e, in zip(self.sizes, self.ends)] +
@@ -155,56 +172,85 @@ def _peak(p: _Problem, offsets: list[int]) -> int:
     return max((o + s for o, s in zip(offsets, p.sizes)), default=0)
 
 
-def _place(p: _Problem, i: int, offsets: list[int], before: list[int], rank: int) -> int:
-    """Best fit: the smallest gap between the time-neighbours placed before ``i`` (``before[j] < rank``)
-    that holds interval ``i``, else the top of them."""
-    size = p.sizes[i]
-    if size == 0:
-        return 0
-    taken = sorted((offsets[j], offsets[j] + p.sizes[j]) for j in p.conflicts[i] if before[j] < rank)
-    best_off, best_waste = -1, -1
-    cursor = 0
-    for lo, hi in taken:
-        gap = lo - cursor
-        if gap >= size and (best_waste < 0 or gap - size < best_waste):
-            best_off, best_waste = cursor, gap - size
-            if best_waste == 0:
-                break
-        cursor = max(cursor, hi)
-    return best_off if best_off >= 0 else cursor
+class _Decoder:
+    """Best-fit placement state: offsets so far and each interval's rank in the placement order."""
 
+    def __init__(self, p: _Problem, order: list[int], offsets: list[int] | None = None) -> None:
+        self.p = p
+        self.out = list(offsets) if offsets is not None else [0] * p.n
+        self.out_np = np.array(self.out, dtype=np.int64)
+        self.pos = [0] * p.n
+        for k, i in enumerate(order):
+            self.pos[i] = k
+        self.pos_np = np.array(self.pos, dtype=np.int64)
 
-def _positions(order: list[int]) -> list[int]:
-    pos = [0] * len(order)
-    for k, i in enumerate(order):
-        pos[i] = k
-    return pos
+    def set(self, i: int, offset: int) -> None:
+        self.out[i] = offset
+        self.out_np[i] = offset
+
+    def place(self, i: int, rank: int) -> int:
+        """Best fit: the smallest gap between the time-neighbours placed before ``i`` (rank below ``rank``)
+        that holds interval ``i``, else the top of them."""
+        p = self.p
+        size = p.sizes[i]
+        if size == 0:
+            return 0
+        sizes_np, conflicts_np = p.arrays
+        if conflicts_np[i] is not None:            # same rule, vectorised for crowded intervals
+            nb = conflicts_np[i]
+            nb = nb[self.pos_np[nb] < rank]
+            if nb.size == 0:
+                return 0
+            lo = self.out_np[nb]
+            order = np.argsort(lo, kind="stable")
+            lo = lo[order]
+            hi = np.maximum.accumulate(lo + sizes_np[nb][order])
+            cursor = np.concatenate(([0], hi[:-1]))
+            waste = lo - cursor - size
+            fits = np.flatnonzero(waste >= 0)
+            if fits.size:
+                return int(cursor[fits[np.argmin(waste[fits])]])
+            return int(hi[-1])
+        out, pos = self.out, self.pos
+        taken = sorted((out[j], out[j] + p.sizes[j]) for j in p.conflicts[i] if pos[j] < rank)
+        best_off, best_waste = -1, -1
+        cursor = 0
+        for lo, hi in taken:
+            gap = lo - cursor
+            if gap >= size and (best_waste < 0 or gap - size < best_waste):
+                best_off, best_waste = cursor, gap - size
+                if best_waste == 0:
+                    break
+            cursor = max(cursor, hi)
+        return best_off if best_off >= 0 else cursor
 
 
 def _decode(p: _Problem, order: list[int]) -> list[int]:
     """Place intervals one by one in ``order`` with best fit."""
-    out = [0] * p.n
-    pos = _positions(order)
+    d = _Decoder(p, order)
     for k, i in enumerate(order):
-        out[i] = _place(p, i, out, pos, k)
-    return out
+        d.set(i, d.place(i, k))
+    return d.out
 
 
-def _redecode(p: _Problem, order: list[int], offsets: list[int], from_pos: int, seeds: set[int]) -> list[int]:
+def _redecode(p: _Problem, order: list[int], offsets: list[int], from_pos: int,
+              seeds: set[int]) -> tuple[list[int], int]:
     """Re-decode after an order change at ``from_pos``: only intervals in ``seeds`` and those whose
-    time-neighbours moved are re-placed (a placement depends on nothing else), so a move costs its cascade."""
-    out = list(offsets)
-    pos = _positions(order)
+    time-neighbours moved are re-placed (a placement depends on nothing else), so a move costs its cascade.
+    Also returns the work done (neighbour visits), the unit the search budget is counted in."""
+    d = _Decoder(p, order, offsets)
     dirty = set(seeds)
+    work = 0
     for k in range(from_pos, p.n):
         i = order[k]
         if i not in dirty:
             continue
-        new = _place(p, i, out, pos, k)
-        if new != out[i]:
-            out[i] = new
+        new = d.place(i, k)
+        work += len(p.conflicts[i]) + 1
+        if new != d.out[i]:
+            d.set(i, new)
             dirty.update(p.conflicts[i])
-    return out
+    return d.out, work
 
 
 def _best_greedy(p: _Problem) -> tuple[list[int], list[int], str]:
@@ -224,15 +270,15 @@ def _best_greedy(p: _Problem) -> tuple[list[int], list[int], str]:
 
 
 def _hill_climb(p: _Problem, order: list[int], offsets: list[int], lower: int,
-                deadline: float) -> tuple[list[int], list[int]]:
+                budget_work: int, deadline: float) -> tuple[list[int], list[int]]:
     """Move a buffer that reaches the peak to an earlier place in the order; keep moves that do not raise
-    the peak (plateau moves let the search drift). Budgeted in decodes so that results are reproducible."""
+    the peak (plateau moves let the search drift). Budgeted in work units so that results are reproducible."""
     rng = random.Random(0x5eed)
     order = list(order)
     peak = _peak(p, offsets)
-    max_moves = 2000
-    for _ in range(max_moves):
-        if peak <= lower or time.perf_counter() > deadline:
+    work = 0
+    while work < budget_work:
+        if peak <= lower or time.perf_counter() > deadline:   # the clock is only a safety net
             break
         top = [i for i in range(p.n) if offsets[i] + p.sizes[i] == peak]
         victim = top[rng.randrange(len(top))]
@@ -241,7 +287,8 @@ def _hill_climb(p: _Problem, order: list[int], offsets: list[int], lower: int,
             continue
         target = rng.randrange(pos)
         candidate = order[:target] + [victim] + order[target:pos] + order[pos + 1:]
-        new_offsets = _redecode(p, candidate, offsets, target, {victim, *p.conflicts[victim]})
+        new_offsets, cost = _redecode(p, candidate, offsets, target, {victim, *p.conflicts[victim]})
+        work += cost + p.n // 2 + 20     # + building the decoder and scanning for the peak and the victim
         new_peak = _peak(p, new_offsets)
         new_crowd = sum(1 for i in range(p.n) if new_offsets[i] + p.sizes[i] == new_peak)
         # fewer intervals touching the peak is progress too: it is how the peak eventually drops
@@ -251,29 +298,36 @@ def _hill_climb(p: _Problem, order: list[int], offsets: list[int], lower: int,
 
 
 def _cpsat(p: _Problem, hint: list[int], upper: int, lower: int, seconds: float) -> list[int] | None:
-    """Exact packing on compressed time; returns None when CP-SAT finds nothing better than ``upper``."""
+    """Exact packing; returns None when CP-SAT finds nothing better than ``upper``.
+
+    Lifetimes are fixed, so time x address non-overlap (``AddNoOverlap2D``) reduces to one ``AddNoOverlap``
+    over addresses per maximal set of intervals live at once: in an interval graph two intervals overlap iff
+    both are live at the later one's start, so the sets live at each start are the maximal cliques. This
+    presolves several times faster than the 2-D constraint on the same instances."""
     from ortools.sat.python import cp_model
 
-    times = sorted(set(p.starts) | set(p.ends))
-    tick = {t: k for k, t in enumerate(times)}
     model = cp_model.CpModel()
     peak = model.NewIntVar(lower, upper - 1, "peak")
-    xs, ys, offs = [], [], []
+    boxes, offs = [], []
     for i in range(p.n):
-        s, e, size = tick[p.starts[i]], tick[p.ends[i]], p.sizes[i]
+        size = p.sizes[i]
         off = model.NewIntVar(0, max(0, upper - 1 - size), f"off{i}")
         model.Add(off + size <= peak)
-        xs.append(model.NewFixedSizeIntervalVar(s, e - s, f"t{i}"))
-        ys.append(model.NewFixedSizeIntervalVar(off, size, f"a{i}"))
+        boxes.append(model.NewFixedSizeIntervalVar(off, size, f"a{i}"))
         model.AddHint(off, hint[i])
         offs.append(off)
-    model.AddNoOverlap2D(xs, ys)
+    seen: set[frozenset[int]] = set()
+    for i in range(p.n):
+        clique = frozenset([i, *(j for j in p.conflicts[i] if p.starts[j] <= p.starts[i])])
+        if len(clique) > 1 and clique not in seen:
+            seen.add(clique)
+            model.AddNoOverlap([boxes[j] for j in sorted(clique)])
     model.Minimize(peak)
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = 1          # single worker + fixed seed: reproducible
     solver.parameters.random_seed = 7
-    solver.parameters.max_deterministic_time = max(0.05, seconds)
-    solver.parameters.max_time_in_seconds = max(0.1, 4 * seconds)  # safety net only
+    solver.parameters.max_deterministic_time = max(0.02, seconds / DETERMINISTIC_PER_SECOND)
+    solver.parameters.max_time_in_seconds = 3 * seconds + 0.5          # safety net only
     status = solver.Solve(model)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None

@@ -19,12 +19,13 @@ from hetc.memory.artifact import Buffer, MemoryPlan, MemoryStats, Spill, TaskBuf
 from hetc.memory.lifetimes import BufferTable, build_table
 from hetc.memory.packing import live_profile, pack
 from hetc.memory.reuse import reuse_dependencies
-from hetc.memory.spill import spill_one
+from hetc.memory.spill import spill_at
 from hetc.schedule.artifact import Schedule
 from hetc.target.target import Target
 
 DEFAULT_TIME_LIMIT_S = 0.6
-MAX_SPILLS = 400
+MAX_SPILL_ROUNDS = 200     # each round frees the excess at one instant
+MAX_MOVES = 32
 
 
 @dataclass
@@ -57,18 +58,26 @@ def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: 
     table = build_table(graph, schedule, target)
     spills: list[Spill] = []
     moved: list[dict] = []
+    rounds = 0
     while True:
         lifetimes = table.lifetimes(schedule)
         aliases = resolve_aliases(table, schedule, nodes)
         storages = _storages(table, lifetimes, aliases)
+        used = [m for m in target.memories if any(s.memory == m for s in storages)]
+        share = budget / max(1, len(used))      # fixed budgets keep the plan reproducible
         overflow = _live_overflow(storages, target)
         layout = None
-        if overflow is None:
-            remaining = max(0.05, budget - (time.perf_counter() - began))
-            layout = _layout(table, storages, target, remaining)
+        if overflow is None:                    # scratchpads first: DRAM is packed once they all fit
+            layout = _layout(table, storages, target, [m for m in used if m != target.dram], share)
             overflow = _packing_overflow(layout, storages, target)
         if overflow is None:
-            break
+            dram = _layout(table, storages, target, [target.dram], share)
+            layout.offsets.update(dram.offsets)
+            layout.stats.update(dram.stats)
+            layout.methods.update(dram.methods)
+            overflow = _packing_overflow(dram, storages, target)
+            if overflow is None:
+                break
         memory, t = overflow
         if memory == target.dram:
             raise _overflow_error(memory, t, table, storages, lifetimes, target, layout, spilled=False)
@@ -76,19 +85,23 @@ def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: 
         align = target.memories[memory].alignment
         occupancy = [(frozenset(s.members), s.start, s.end, _pad(s.size, align)) for s in storages
                      if s.memory == memory]
-        result = spill_one(table, schedule, target, memory, t, lifetimes, shared, occupancy) \
-            if len(spills) < MAX_SPILLS else None
+        excess = max(sum(size for _, s, e, size in occupancy if s <= t < e) - target.memories[memory].size,
+                     layout.stats[memory].peak_bytes - target.memories[memory].size if layout else 0, align)
+        rounds += 1
+        result = spill_at(table, schedule, target, memory, t, excess, lifetimes, shared, occupancy) \
+            if rounds <= MAX_SPILL_ROUNDS else None
         if result is not None:
-            schedule, spill = result
-            spills.append(spill)
+            schedule, more = result
+            spills += more
             continue
         from hetc.memory.fallback import move_node_off
-        rescheduled = move_node_off(graph, schedule, target, memory, t) if allow_moves else None
+        rescheduled = move_node_off(graph, schedule, target, memory, t) \
+            if allow_moves and len(moved) < MAX_MOVES else None
         if rescheduled is None:
             raise _overflow_error(memory, t, table, storages, lifetimes, target, layout, spilled=bool(spills))
         schedule, move = rescheduled
         moved.append(move)
-        table, spills = build_table(graph, schedule, target), []
+        table, spills, rounds = build_table(graph, schedule, target), [], 0
     return _artifact(table, schedule, target, lifetimes, aliases, storages, layout, spills, moved,
                      time.perf_counter() - began)
 
@@ -149,7 +162,9 @@ def _pad(size: int, alignment: int) -> int:
     return -(-size // alignment) * alignment
 
 
-def _layout(table: BufferTable, storages: list[Storage], target: Target, seconds: float) -> _Layout:
+def _layout(table: BufferTable, storages: list[Storage], target: Target, memories: list[str],
+            seconds: float) -> _Layout:
+    """Pack ``memories``, each given ``seconds``; DRAM's constants take the fixed region at its bottom."""
     offsets: dict[str, int] = {}
     stats: dict[str, MemoryStats] = {}
     methods: dict[str, str] = {}
@@ -159,13 +174,12 @@ def _layout(table: BufferTable, storages: list[Storage], target: Target, seconds
         if s.memory == target.dram and _is_constant(table, s):
             offsets[s.owner] = constants_bytes
             constants_bytes += _pad(s.size, dram_align)
-    used = [m for m in target.memories if any(s.memory == m for s in storages)]
-    for name in used:
+    for name in memories:
         memory = target.memories[name]
         base = constants_bytes if name == target.dram else 0
         packed = [s for s in storages if s.memory == name and s.owner not in offsets]
         intervals = [(s.start, s.end, s.size) for s in packed]
-        result = pack(intervals, memory.alignment, seconds / max(1, len(used)))
+        result = pack(intervals, memory.alignment, seconds)
         for s, off in zip(packed, result.offsets):
             offsets[s.owner] = base + off
         live, when = live_profile(intervals, memory.alignment)

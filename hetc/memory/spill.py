@@ -1,8 +1,8 @@
 """Spilling: free a scratchpad at its fullest instant by evicting a buffer to DRAM and reloading it later.
 
 A candidate is a buffer live at the instant ``t`` but idle then (no task using it runs at ``t``) that shares
-its storage with nobody. Its uses split into those before ``t`` and those after; the furthest next use goes
-first (Belady), larger buffers break ties. The spill adds, on a DMA engine between the scratchpad and DRAM:
+its storage with nobody. Its uses split into those before ``t`` and those after; candidates go by the
+bytes x time they free (Belady's furthest-next-use, weighted by size) until the excess is covered. The spill adds, on a DMA engine between the scratchpad and DRAM:
 
 * an **evict** transfer right after the buffer is produced (skipped when DRAM already holds the value before
   ``t``: constants, graph inputs, values made in DRAM or copied there anyway: a re-fetch);
@@ -48,79 +48,105 @@ def spill_candidates(table: BufferTable, schedule: Schedule, memory: str, t: int
                              key=lambda u: (tasks[u].start_ns, u)))
         if spec.writer in before and after:
             found.append(_Candidate(bid, before, after, tasks[after[0]].start_ns))
-    return sorted(found, key=lambda c: (-c.next_use, -table.buffers[c.buffer].size, c.buffer))
+    # Belady weighted by size: the most bytes x time freed first
+    return sorted(found, key=lambda c: (-(c.next_use - t) * table.buffers[c.buffer].size, c.buffer))
 
 
 Occupancy = list[tuple[frozenset[str], int, int, int]]   # (buffers sharing it, start, end, padded size)
 
 
-def spill_one(table: BufferTable, schedule: Schedule, target: Target, memory: str, t: int,
-              lifetimes: dict[str, tuple[int, int]], shared: set[str],
-              occupancy: Occupancy) -> tuple[Schedule, Spill] | None:
-    """Spill the best candidate at ``t``; mutates ``table`` and returns the re-timed schedule, or None when
-    no buffer can leave (everything live is in use, or no DMA engine links ``memory`` to DRAM).
-    ``occupancy`` is every storage of ``memory``: the reload waits until its bytes fit again."""
+def spill_at(table: BufferTable, schedule: Schedule, target: Target, memory: str, t: int, excess: int,
+             lifetimes: dict[str, tuple[int, int]], shared: set[str],
+             occupancy: Occupancy) -> tuple[Schedule, list[Spill]] | None:
+    """Spill candidates at ``t`` until ``excess`` bytes are freed (or none is left); mutates ``table`` and
+    returns the re-timed schedule, or None when no buffer can leave (everything live is in use, or no DMA
+    engine links ``memory`` to DRAM). ``occupancy`` is every storage of ``memory``: each reload waits until
+    its bytes fit again."""
     engines = target.engines_between(memory, target.dram)
     if not engines:
         return None
     capacity = target.memories[memory].size
+    tasks = list(schedule.tasks)
+    spills: list[Spill] = []
+    freed = 0
     for cand in spill_candidates(table, schedule, memory, t, lifetimes, shared):
+        if freed >= excess:
+            break
         others = [(s, e, size) for members, s, e, size in occupancy if cand.buffer not in members]
         size = next(size for members, _, _, size in occupancy if cand.buffer in members)
         fits_from = _fits_from(others, size, capacity, t, cand.next_use)
-        result = _apply(table, schedule, target, memory, t, cand, engines[0].name, fits_from)
-        if result is not None:
-            return result
-    return None
+        if fits_from > cand.next_use:
+            continue                    # it would have to come back while the memory is still too full
+        spill = _apply(table, tasks, target, memory, t, cand, engines[0].name, fits_from)
+        if spill is not None:
+            spills.append(spill)
+            freed += size
+    if not spills:
+        return None
+    timed = retime(tasks, target.sync_ns)
+    if timed is None:   # cannot happen: every new edge goes forward in planned time
+        raise RuntimeError(f"internal error: spilling in '{memory}' at t={t} made the schedule cyclic")
+    return schedule.with_tasks(timed), spills
 
 
 def _fits_from(others: list[tuple[int, int, int]], size: int, capacity: int, t: int, until: int) -> int:
     """The earliest instant after ``t`` from which ``size`` more bytes fit in the memory until ``until``
     (the live set only changes at interval boundaries)."""
-    bounds = sorted({t, *(x for s, e, _ in others for x in (s, e) if t < x < until)})
-    release = t + 1
-    for k, instant in enumerate(bounds):
-        live = sum(sz for s, e, sz in others if s <= instant < e)
+    deltas: dict[int, int] = {}
+    live = 0
+    for s, e, sz in others:
+        if e <= t or s >= until:
+            continue
+        if s <= t:
+            live += sz                  # live at t already
+        else:
+            deltas[s] = deltas.get(s, 0) + sz
+        if e < until:
+            deltas[e] = deltas.get(e, 0) - sz
+    release = t + 1 if live + size <= capacity else None
+    for instant in sorted(deltas):      # sweep the boundaries; remember the last crowded one's successor
+        if release is None:
+            release = instant
+        live += deltas[instant]
         if live + size > capacity:
-            release = bounds[k + 1] if k + 1 < len(bounds) else until
-    return release
+            release = None
+    return until if release is None else max(release, t + 1)
 
 
-def _apply(table: BufferTable, schedule: Schedule, target: Target, memory: str, t: int, cand: _Candidate,
-           engine: str, fits_from: int) -> tuple[Schedule, Spill] | None:
+def _apply(table: BufferTable, tasks: list[Task], target: Target, memory: str, t: int, cand: _Candidate,
+           engine: str, fits_from: int) -> Spill | None:
+    """Add the evict/reload transfers to ``tasks`` (in place, not yet re-timed) and rebind the buffers."""
     spec = table.buffers[cand.buffer]
-    tasks = {x.id: x for x in schedule.tasks}
+    by_id = {x.id: x for x in tasks}
     sync = math.ceil(target.sync_ns)
     duration = max(1, math.ceil(target.transfer_ns(spec.size, engine)))
-    next_id = max(tasks) + 1
-    new_tasks: list[Task] = []
+    next_id = max(by_id) + 1
     dram_id = buffer_id(spec.value, target.dram)
     dram_copy = table.buffers.get(dram_id)
     evict: Task | None = None
+    release = fits_from
     if dram_copy is not None:
-        if dram_copy.writer is not None and tasks[dram_copy.writer].end_ns > t:
+        if dram_copy.writer is not None and by_id[dram_copy.writer].end_ns > t:
             return None                                # DRAM gets the value only later: not worth a 2nd copy
-        source_deps = () if dram_copy.writer is None else (dram_copy.writer,)
+        source_deps: tuple[int, ...] = () if dram_copy.writer is None else (dram_copy.writer,)
     else:
-        produced = tasks[spec.writer]
-        release = produced.end_ns + sync
-        evict = Task(next_id, "transfer", engine, release, release + duration, deps=(spec.writer,),
+        produced = by_id[spec.writer]
+        evict_at = produced.end_ns + sync
+        evict = Task(next_id, "transfer", engine, evict_at, evict_at + duration, deps=(spec.writer,),
                      value=spec.value, src=memory, dst=target.dram, bytes=spec.size)
-        new_tasks.append(evict)
+        tasks.append(evict)
         next_id += 1
         source_deps = (evict.id,)
+        release = max(release, evict.end_ns)
     # Released once the bytes fit again, and as late as still meets the next use.
-    release = max(fits_from, cand.next_use - duration - sync)
+    release = max(release, cand.next_use - duration - sync)
     reload = Task(next_id, "transfer", engine, release, release + duration, deps=source_deps,
                   value=spec.value, src=target.dram, dst=memory, bytes=spec.size)
-    new_tasks.append(reload)
-
+    tasks.append(reload)
     rebound = set(cand.after)
-    updated = [replace(x, deps=tuple(sorted({*x.deps, reload.id}))) if x.id in rebound else x
-               for x in schedule.tasks]
-    timed = retime(updated + new_tasks, target.sync_ns)
-    if timed is None:
-        return None
+    for k, x in enumerate(tasks):
+        if x.id in rebound:
+            tasks[k] = replace(x, deps=tuple(sorted({*x.deps, reload.id})))
 
     copies = sum(1 for b in table.buffers if b.startswith(cand.buffer + "#"))
     reloaded_id = f"{cand.buffer}#{copies + 1}"
@@ -138,6 +164,5 @@ def _apply(table: BufferTable, schedule: Schedule, target: Target, memory: str, 
     spec.readers = [r for r in spec.readers if r not in rebound]
     for reader in cand.after:
         table.reads[reader] = [reloaded_id if b == cand.buffer else b for b in table.reads[reader]]
-    spill = Spill(value=spec.value, memory=memory, bytes=spec.size,
-                  evict_task=evict.id if evict is not None else None, reload_task=reload.id)
-    return schedule.with_tasks(timed), spill
+    return Spill(value=spec.value, memory=memory, bytes=spec.size,
+                 evict_task=evict.id if evict is not None else None, reload_task=reload.id)
