@@ -15,6 +15,36 @@ def critical_path(problem: SchedulingProblem) -> int:
     return max(finish, default=0)
 
 
+def release_path(problem: SchedulingProblem) -> int:
+    """The critical path, sharpened by the transfers no schedule avoids.
+
+    A node on a device away from DRAM cannot start before its weights and graph inputs (which start in DRAM)
+    have crossed the route to that device, nor can a graph output produced there count as done before it is
+    back in DRAM. Each node takes the device that minimises its own finish, so the result is a lower bound."""
+    def moved(value: int, src: str, dst: str) -> int:
+        hops = problem.route(src, dst)
+        if not hops:
+            return 0
+        time = sum(min(problem.transfer_ns(value, e) for e in problem.engines_between(a, b)) for a, b in hops)
+        return time + problem.sync_ns * len(hops)  # a semaphore between every two engines on the chain
+
+    finish, best = [0] * problem.n, 0
+    for node in range(problem.n):
+        ready = max((finish[p] for p in problem.predecessors[node]), default=0)
+        done, out = [], []
+        for device, duration in problem.durations[node].items():
+            home = problem.home(device)
+            release = max((moved(v, problem.dram, home) for v in problem.node_inputs[node]
+                           if problem.values[v].producer is None), default=0)
+            end = max(ready, release) + duration
+            done.append(end)
+            out.append(max([end] + [end + moved(v, home, problem.dram) for v in problem.node_outputs[node]
+                                    if problem.values[v].is_output]))
+        finish[node] = min(done)
+        best = max(best, min(out))
+    return best
+
+
 def work_bound(problem: SchedulingProblem) -> int:
     """Total fastest work spread perfectly over the devices, for every set of devices: the nodes that can
     only run inside a set S must fit in |S| devices' time (S = all devices is the classic work bound)."""
@@ -30,8 +60,9 @@ def work_bound(problem: SchedulingProblem) -> int:
 
 def lower_bound(problem: SchedulingProblem) -> int:
     """max(critical path on fastest devices with free transfers, total fastest work / number of devices,
-    the same work bound for every subset of devices)."""
-    return max(critical_path(problem), work_bound(problem))
+    the same work bound for every subset of devices, the critical path with unavoidable weight/input/output
+    transfers)."""
+    return max(critical_path(problem), release_path(problem), work_bound(problem))
 
 
 def tick_bound_to_ns(bound_ticks: int, problem: SchedulingProblem, scaled: SchedulingProblem, tick: int) -> int:
