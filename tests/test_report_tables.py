@@ -106,7 +106,8 @@ def test_memory_and_solver_tables(artifacts):
     assert [r[0] for r in mem.rows] == list(plan.stats)
     assert "npu_sram" in str(mem) and "2.00 MiB" in str(mem)
     solver = str(solver_table(schedule))
-    assert "HEURISTIC" in solver and "gap" in solver
+    assert "HEURISTIC" in solver and "gap" in solver and "wall time" in solver
+    assert "wall" not in str(solver_table(schedule, wall_clock=False))
 
 
 def test_numerics_table_counts_failures():
@@ -189,3 +190,12 @@ def test_gantt_bytes_match_the_exported_files(artifacts, tmp_path):
         assert gantt_bytes(timeline, fmt) == gantt_bytes(timeline, fmt), fmt
     files = gantt_files(timeline, ["html", "perfetto"])
     assert sorted(files) == ["gantt.html", "gantt.json"] and files["gantt.html"] == gantt_bytes(timeline, "html")
+
+
+def test_report_text_is_reproducible_across_solver_wall_times(artifacts):
+    from dataclasses import replace
+    graph, target, schedule, plan, sim = artifacts
+    slower = replace(schedule, stats=replace(schedule.stats, wall_s=9.9, details={"solver_wall_s": 9.1, "seed": 0}))
+    faster = replace(schedule, stats=replace(schedule.stats, wall_s=0.1, details={"solver_wall_s": 0.05, "seed": 0}))
+    assert report_text(slower, graph, None, target, sim) == report_text(faster, graph, None, target, sim)
+    assert "9.9" in report_text(slower, graph, None, target, sim, wall_clock=True)

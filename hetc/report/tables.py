@@ -147,7 +147,9 @@ def memory_table(plan: "MemoryPlan") -> ReportTable:
                                   "peak at µs"), tuple(rows), "lrrrrrrr", note)
 
 
-def solver_table(schedule: "Schedule") -> ReportTable:
+def solver_table(schedule: "Schedule", wall_clock: bool = True) -> ReportTable:
+    """Strategy, status, objective and bounds, and the strategy's own details. ``wall_clock=False`` leaves
+    out the run-to-run timings (wall time, any detail named ``*wall*``) so the text is reproducible."""
     st = schedule.stats
     rows = [("strategy", st.strategy), ("status", st.status),
             ("makespan", f"{fmt_us(schedule.makespan_ns / 1000)} µs"),
@@ -155,8 +157,10 @@ def solver_table(schedule: "Schedule") -> ReportTable:
             ("solver best bound", f"{fmt_us(st.best_bound_ns / 1000)} µs"),
             ("lower bound", f"{fmt_us(schedule.lower_bound_ns / 1000)} µs"),
             ("gap", fmt_pct(schedule.gap) if schedule.lower_bound_ns > 0 else "-"),
-            ("wall time", f"{st.wall_s:.3f} s"), ("time unit", f"{st.tick_ns} ns")]
-    rows += [(str(k), _short(v)) for k, v in st.details.items()]
+            ("time unit", f"{st.tick_ns} ns")]
+    if wall_clock:
+        rows.append(("wall time", f"{st.wall_s:.3f} s"))
+    rows += [(str(k), _short(v)) for k, v in st.details.items() if wall_clock or "wall" not in str(k)]
     return ReportTable.key_values("Solver", rows)
 
 
@@ -207,16 +211,17 @@ def numerics_table(results: Any) -> ReportTable:
 
 def report_text(schedule: "Schedule", graph: "Graph | None", plan: "MemoryPlan | None" = None,
                 target: "Target | None" = None, sim_result: "SimResult | None" = None,
-                numerics: Any = None,
-                summary: Mapping[str, Any] | None = None) -> str:
-    """The whole ``report.txt``: every table the given artifacts allow, separated by blank lines."""
+                numerics: Any = None, summary: Mapping[str, Any] | None = None,
+                wall_clock: bool = False) -> str:
+    """The whole ``report.txt``: every table the given artifacts allow, separated by blank lines. Wall-clock
+    timings are left out unless ``wall_clock``: a bundle built twice from the same inputs must be identical."""
     from hetc.report.summary_view import summary_tables
     from hetc.report.timeline import Timeline
     tables: list[ReportTable] = list(summary_tables(summary)) if summary else []
     if plan is not None:  # the plan's memory table below says all the summary's does, and more
         tables = [t for t in tables if t.title != "Memory"]
     tables.append(makespan_table(schedule, sim_result))
-    tables.append(solver_table(schedule))
+    tables.append(solver_table(schedule, wall_clock))
     planned = Timeline.from_schedule(schedule, graph, plan, target)
     tables.append(utilisation_table(planned))
     if sim_result is not None:
