@@ -151,17 +151,22 @@ def _dma(task: Task, plan: MemoryPlan, target: Target) -> Dma:
 
 # ---------------------------------------------------------------------------------------------- data files
 def _constants_image(graph: Graph, plan: MemoryPlan, target: Target) -> tuple[bytes, int]:
-    """DRAM bytes [0, region end) with every weight at its planned offset."""
-    placed = [b for b in plan.buffers
-              if b.memory == target.dram and b.alias_of is None and b.value in graph.values
-              and graph.values[b.value].is_const]
+    """DRAM bytes [0, region end) with every weight at its planned offset, zeros in between."""
+    placed = sorted((b for b in plan.buffers
+                     if b.memory == target.dram and b.alias_of is None and b.value in graph.values
+                     and graph.values[b.value].is_const), key=lambda b: (b.offset, b.id))
     size = max([plan.constants_bytes] + [b.offset + b.size for b in placed])
-    image = np.zeros(size, dtype=np.uint8)
+    pieces: list[bytes] = []
+    cursor = 0
     for b in placed:
+        if b.offset < cursor:
+            raise BundleError(f"constant buffers overlap in {target.dram} at offset {b.offset} ('{b.id}'); "
+                              "the memory plan is invalid (MemoryPlan.verify reports it)")
         data = np.ascontiguousarray(np.asarray(graph.values[b.value].const).astype(np_dtype(b.dtype), copy=False))
-        raw = data.view(np.uint8).reshape(-1)
-        image[b.offset:b.offset + raw.size] = raw
-    return image.tobytes(), size
+        pieces += [bytes(b.offset - cursor), data.tobytes()]
+        cursor = b.offset + data.nbytes
+    pieces.append(bytes(size - cursor))
+    return b"".join(pieces), size   # one copy of the weights, no zero-filled image to patch
 
 
 def _binding(plan: MemoryPlan, value: str, dram: str, first: bool) -> dict[str, Any]:
