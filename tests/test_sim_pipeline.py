@@ -5,11 +5,12 @@ import numpy as np
 import onnx
 import pytest
 
-from hetc.codegen import emit
+from hetc.codegen import EmitOptions, emit
 from hetc.frontend import load_onnx
 from hetc.memory import plan_memory
 from hetc.passes import optimize
 from hetc.sim import random_inputs, simulate
+from hetc.schedule import placement_rows, schedule
 from hetc.sim.handplan import cost_duration, first_candidate_placement, plan_by_hand
 from hetc.target import load_target, target_from_toml_text
 from test_codegen import unordered
@@ -52,3 +53,26 @@ def test_spilled_plan_moves_values_through_dram() -> None:
     evicts = {s.evict_task for s in plan.spills if s.evict_task is not None}
     emitted = {i.task for p in bundle.programs.values() for i in p.instructions if i.kind == "dma"}
     assert evicts <= emitted
+
+
+@pytest.mark.parametrize("strategy", ["heft", "cpsat"])
+def test_full_pipeline_on_tiny_cnn(strategy: str, tmp_path) -> None:
+    from hetc.codegen import load_bundle
+    target = load_target("edge-soc")
+    path = REPO / "models" / "tiny_cnn.onnx"
+    graph = optimize(load_onnx(path))
+    plan = plan_memory(graph, schedule(graph, target, strategy, time_limit_s=5), target)
+
+    def bundle():
+        return emit(graph, plan, target, EmitOptions(placement_rows=tuple(placement_rows(graph, target,
+                                                                                        plan.schedule))))
+    first = bundle()
+    assert first.files() == bundle().files()   # deterministic
+    assert unordered(first, plan) == []
+    first.save(tmp_path / "b")
+    loaded = load_bundle(tmp_path / "b")
+    inputs = random_inputs(loaded, seed=4)
+    result = simulate(loaded, inputs)
+    (expected,) = reference(onnx.load(path), inputs)
+    np.testing.assert_allclose(result.outputs["logits"], expected, rtol=1e-4, atol=1e-4)
+    assert result.events == simulate(first, inputs).events
