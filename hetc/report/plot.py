@@ -43,9 +43,11 @@ def build_figure(timeline: Timeline, width_in: float = 14.0) -> Figure:
         if row % 2:
             ax.axhspan(y - 0.5, y + 0.5, color="#f0f0f0", zorder=0, linewidth=0)
         if slices:
+            # Outlines separate neighbouring bars, but on a crowded lane they would paint it black.
+            edge = 0.3 if len(slices) <= 150 else 0.0
             ax.broken_barh([(s.start_us, max(s.dur_us, 0.0)) for s in slices], (y - 0.38, 0.76),
                            facecolors=[class_colour(s.op_class) for s in slices], edgecolor="#00000040",
-                           linewidth=0.3, zorder=2)
+                           linewidth=edge, zorder=2)
     if any(lane.group == "dma" for lane in lanes) and any(lane.group == "compute" for lane in lanes):
         first_dma = next(i for i, lane in enumerate(lanes) if lane.group == "dma")
         ax.axhline(len(lanes) - first_dma - 0.5, color="#888", linewidth=0.8, zorder=1)
