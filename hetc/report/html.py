@@ -151,7 +151,7 @@ def render_html(timeline: Timeline) -> str:
                     for _, y, text in layout.rows]
     label_w = int(max([MIN_LABEL_W] + [CHAR_W * len(lane.label) + 20 for lane in timeline.lanes]))
     data = {"makespan": span, "slices": details,
-            "layout": {"labelWidth": label_w, "plotWidth": PLOT_W, "height": layout.height}}
+            "layout": {"labelWidth": label_w, "plotWidth": PLOT_W, "padWidth": RIGHT_PAD, "height": layout.height}}
     # "</" inside a script block would end it early; JSON allows the escaped form.
     data_json = json.dumps(data, separators=(",", ":")).replace("</", "<\\/").replace("<!--", "<\\!--")
     colours = "".join(f".c-{c}{{fill:{col}}}" for c, col in CLASS_COLOURS.items())
@@ -160,7 +160,7 @@ def render_html(timeline: Timeline) -> str:
         f'<svg id="gantt" width="{width}" height="{layout.height:.0f}" viewBox="0 0 {width} {layout.height:.0f}">'
         f'<g id="axis"></g>'
         f'<g class="labels">{"".join(group_titles)}{"".join(lane_labels)}{"".join(mem_labels)}</g>'
-        f'<svg x="{label_w}" y="0" width="{PLOT_W}" height="{layout.height:.0f}" overflow="hidden">'
+        f'<svg id="plot" x="{label_w}" y="0" width="{PLOT_W}" height="{layout.height:.0f}" overflow="hidden">'
         f'<g id="view" transform="scale({PLOT_W / span},1)">'
         f'{"".join(lane_body)}{_flows_svg(timeline, layout)}{"".join(mem_body)}'
         f"</g></svg></svg>")

@@ -51,9 +51,20 @@ SCRIPT = r"""
   var axis = document.getElementById('axis');
   var chart = document.getElementById('chart');
   var tip = document.getElementById('tooltip');
-  var plotW = data.layout.plotWidth, labelW = data.layout.labelWidth;
+  var plotW = data.layout.plotWidth, labelW = data.layout.labelWidth, padW = data.layout.padWidth;
   var fitK = plotW / Math.max(data.makespan, 1e-9);
   var k = fitK, tx = 0;            // screen x = labelW + tx + k * t(µs)
+
+  // Use the window's width: the static page is drawn for a default width, the live one fills the box.
+  function fitWidth() {
+    var wanted = Math.max(400, Math.floor(chart.clientWidth) - labelW - padW - 2);
+    if (!(wanted > 0) || wanted === plotW) return;
+    var t = (plotW / 2 - tx) / k;      // keep the time at the centre of the view in place
+    k *= wanted / plotW; fitK *= wanted / plotW; plotW = wanted; tx = plotW / 2 - k * t;
+    var total = labelW + plotW + padW, h = data.layout.height;
+    svg.setAttribute('width', total); svg.setAttribute('viewBox', '0 0 ' + total + ' ' + h);
+    document.getElementById('plot').setAttribute('width', plotW);
+  }
   var NS = 'http://www.w3.org/2000/svg';
 
   function clamp() {
@@ -141,6 +152,8 @@ SCRIPT = r"""
   });
   svg.addEventListener('mouseleave', function () { tip.hidden = true; });
 
+  window.addEventListener('resize', function () { fitWidth(); apply(); });
+  fitWidth();
   apply();
   document.body.setAttribute('data-lanes', document.querySelectorAll('g.lane').length);
   document.body.setAttribute('data-ready', '1');

@@ -111,8 +111,8 @@ def placement_table(schedule: "Schedule", graph: "Graph | None", target: "Target
     for device in schedule.placement.values():
         counts[device] = counts.get(device, 0) + 1
     note = "placement: " + ", ".join(f"{d} {n}" for d, n in sorted(counts.items(), key=lambda kv: -kv[1]))
-    return ReportTable("Placement by node", ("node", "name", "op", "device", "start µs", "dur µs", "other devices refused"),
-                       tuple(rows), "rlllrrl", note)
+    columns = ("node", "name", "op", "device", "start µs", "dur µs", "other devices refused")
+    return ReportTable("Placement by node", columns, tuple(rows), "rlllrrl", note)
 
 
 def utilisation_table(timeline: "Timeline") -> ReportTable:
