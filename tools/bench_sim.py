@@ -1,6 +1,7 @@
 """Benchmark the simulator's event loop against SimPy on the same 10,000-task schedule.
 
-    python tools/bench_sim.py [--tasks 10000] [--repeat 3]
+    python tools/bench_sim.py [--tasks 10000] [--repeat 5]
+    python tools/bench_sim.py --light [--strategy heft]    # functional simulation vs onnxruntime
 
 Builds a synthetic layered graph (Relu/Add on small tensors, placed round-robin on the CPU, NPU and DSP of
 the edge-soc preset so that about half the tasks are DMA transfers), schedules it with the hand planner, emits
@@ -16,7 +17,10 @@ import gc
 import statistics
 import time
 
+from pathlib import Path
+
 import numpy as np
+import onnx
 import simpy
 
 from hetc.codegen import Bundle, Compute, Dma, Signal, Wait, emit
@@ -95,11 +99,53 @@ def simpy_run(bundle: Bundle, sync_ns: float) -> tuple[float, list[tuple[str, in
     return max(end for *_, end in trace), trace
 
 
+def bench_light(strategy: str, repeat: int) -> None:
+    """Functional simulation of each light model (scheduled, planned, emitted for edge-soc) against a warm
+    onnxruntime session on the same inputs: wall time of one inference each, best of ``repeat``."""
+    import onnxruntime as ort
+
+    from hetc.frontend import load_onnx
+    from hetc.memory import plan_memory
+    from hetc.passes import optimize
+    from hetc.schedule import schedule
+    from hetc.sim import random_inputs
+
+    light = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+    target = load_target("edge-soc")
+    print(f"{'model':<14} {'tasks':>6} {'sim s':>8} {'ort s':>8} {'ratio':>6} {'max err':>9}  (goal ratio <= 2)")
+    for path in sorted(light.glob("light_*.onnx")):
+        graph = optimize(load_onnx(path))
+        plan = plan_memory(graph, schedule(graph, target, strategy), target)
+        bundle = emit(graph, plan, target)
+        inputs = random_inputs(bundle)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session.run(None, inputs)   # warm both sides: ORT's first run and the CPU kernels' session cache
+        simulate(bundle, inputs)
+        ours = min(_wall(lambda: simulate(bundle, inputs)) for _ in range(repeat))
+        theirs = min(_wall(lambda: session.run(None, inputs)) for _ in range(repeat))
+        result, expected = simulate(bundle, inputs), session.run(None, inputs)
+        err = max(float(np.max(np.abs(a - b))) for a, b in zip(result.outputs.values(), expected))
+        name = path.stem.removeprefix("light_")
+        print(f"{name:<14} {len(plan.schedule.tasks):>6} {ours:8.3f} {theirs:8.3f} {ours / theirs:6.1f} {err:9.2e}")
+
+
+def _wall(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--light", action="store_true", help="functional simulation of onnx's light models vs "
+                                                             "onnxruntime instead of the event-loop benchmark")
+    parser.add_argument("--strategy", default="heft", help="scheduler for --light (default heft)")
     args = parser.parse_args()
+    if args.light:
+        bench_light(args.strategy, args.repeat)
+        return
     t0 = time.perf_counter()
     bundle, target = synthetic_bundle(args.tasks)
     n_tasks = len(bundle.schedule_json["tasks"])
