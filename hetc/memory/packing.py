@@ -29,6 +29,8 @@ Interval = tuple[int, int, int]   # (start, end_exclusive, size)
 CPSAT_MAX_INTERVALS = 250
 DETERMINISTIC_PER_SECOND = 3.0    # wall seconds per CP-SAT deterministic-time unit on NoOverlap2D, measured         # above this CP-SAT rarely closes the gap within a fraction of a second
 DEFAULT_TIME_LIMIT_S = 0.5
+STALE_MOVES = 300                 # hill climbing gives up after this many moves without progress
+_MATRIX_MAX = 4000                # overlap matrix up to this many intervals (16 MB of booleans)
 _NUMPY_DEGREE = 40                # above this many time-neighbours numpy scans faster than a Python loop
 WORK_PER_SECOND = 1_200_000       # work units per second of hill climbing on the 2-core dev machine
 
@@ -153,9 +155,16 @@ class _Problem:
 
 
 def _conflicts(starts: list[int], ends: list[int], sizes: list[int]) -> list[list[int]]:
-    """For each interval, the others it overlaps in time (sweep over start order; zero sizes conflict with
-    nothing since they occupy no address)."""
+    """For each interval, the others it overlaps in time (zero sizes conflict with nothing since they occupy
+    no address). An overlap matrix in numpy up to a few thousand intervals, a sweep over start order beyond."""
     n = len(starts)
+    if n <= _MATRIX_MAX:
+        s, e = np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64)
+        overlap = (s[:, None] < e[None, :]) & (s[None, :] < e[:, None])
+        used = np.array(sizes, dtype=np.int64) > 0
+        overlap &= used[:, None] & used[None, :]
+        np.fill_diagonal(overlap, False)
+        return [np.flatnonzero(row).tolist() for row in overlap]
     conflicts: list[list[int]] = [[] for _ in range(n)]
     order = sorted((i for i in range(n) if sizes[i] > 0), key=lambda i: starts[i])
     active: list[int] = []
@@ -257,7 +266,7 @@ def _best_greedy(p: _Problem) -> tuple[list[int], list[int], str]:
     idx = range(p.n)
     orders = {
         "greedy-size": sorted(idx, key=lambda i: (-p.sizes[i], p.starts[i], -p.ends[i], i)),
-        "greedy-start": sorted(idx, key=lambda i: (p.starts[i], -p.ends[i], -p.sizes[i], i)),
+        "greedy-start": sorted(idx, key=lambda i: (p.starts[i], -p.ends[i], -p.sizes[i], i)),  # nested, equal
         "greedy-area": sorted(idx, key=lambda i: (-p.sizes[i] * (p.ends[i] - p.starts[i]), p.starts[i], i)),
     }
     best: tuple[list[int], list[int], str] | None = None
@@ -276,23 +285,27 @@ def _hill_climb(p: _Problem, order: list[int], offsets: list[int], lower: int,
     rng = random.Random(0x5eed)
     order = list(order)
     peak = _peak(p, offsets)
-    work = 0
-    while work < budget_work:
+    work = stale = 0
+    while work < budget_work and stale < STALE_MOVES:
         if peak <= lower or time.perf_counter() > deadline:   # the clock is only a safety net
             break
         top = [i for i in range(p.n) if offsets[i] + p.sizes[i] == peak]
         victim = top[rng.randrange(len(top))]
         pos = order.index(victim)
+        work += p.n // 2 + 20            # building the decoder and scanning for the peak and the victim
+        stale += 1
         if pos == 0:
             continue
         target = rng.randrange(pos)
         candidate = order[:target] + [victim] + order[target:pos] + order[pos + 1:]
         new_offsets, cost = _redecode(p, candidate, offsets, target, {victim, *p.conflicts[victim]})
-        work += cost + p.n // 2 + 20     # + building the decoder and scanning for the peak and the victim
+        work += cost
         new_peak = _peak(p, new_offsets)
         new_crowd = sum(1 for i in range(p.n) if new_offsets[i] + p.sizes[i] == new_peak)
         # fewer intervals touching the peak is progress too: it is how the peak eventually drops
         if (new_peak, new_crowd) <= (peak, len(top)):
+            if (new_peak, new_crowd) < (peak, len(top)):
+                stale = 0
             order, offsets, peak = candidate, new_offsets, new_peak
     return order, offsets
 

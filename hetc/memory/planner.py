@@ -59,17 +59,28 @@ def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: 
     spills: list[Spill] = []
     moved: list[dict] = []
     rounds = 0
+    margin: dict[str, int] = {}               # headroom each scratchpad's live bytes must leave for packing
+    postponed: list[int] = []                 # transfers moved later in their DMA queue
     while True:
         lifetimes = table.lifetimes(schedule)
         aliases = resolve_aliases(table, schedule, nodes)
         storages = _storages(table, lifetimes, aliases)
         used = [m for m in target.memories if any(s.memory == m for s in storages)]
         share = budget / max(1, len(used))      # fixed budgets keep the plan reproducible
-        overflow = _live_overflow(storages, target)
+        overflow = _live_overflow(storages, target, margin)
         layout = None
         if overflow is None:                    # scratchpads first: DRAM is packed once they all fit
             layout = _layout(table, storages, target, [m for m in used if m != target.dram], share)
             overflow = _packing_overflow(layout, storages, target)
+            if overflow is not None and overflow[0] != target.dram:
+                # Fragmentation: ask the cheap live-bytes check for the overshoot as headroom, so that
+                # spilling frees it wherever needed before the next (costly) packing.
+                memory = overflow[0]
+                overshoot = layout.stats[memory].peak_bytes - target.memories[memory].size
+                # (doubling: a handful of packings at most, for a few spills more than strictly needed)
+                margin[memory] = max(2 * margin.get(memory, 0), overshoot, target.memories[memory].alignment)
+                if _live_overflow(storages, target, margin) is not None:
+                    continue
         if overflow is None:
             dram = _layout(table, storages, target, [target.dram], share)
             layout.offsets.update(dram.offsets)
@@ -85,14 +96,16 @@ def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: 
         align = target.memories[memory].alignment
         occupancy = [(frozenset(s.members), s.start, s.end, _pad(s.size, align)) for s in storages
                      if s.memory == memory]
-        excess = max(sum(size for _, s, e, size in occupancy if s <= t < e) - target.memories[memory].size,
+        excess = max(sum(size for _, s, e, size in occupancy if s <= t < e) - target.memories[memory].size
+                     + margin.get(memory, 0),
                      layout.stats[memory].peak_bytes - target.memories[memory].size if layout else 0, align)
         rounds += 1
         result = spill_at(table, schedule, target, memory, t, excess, lifetimes, shared, occupancy) \
             if rounds <= MAX_SPILL_ROUNDS else None
         if result is not None:
-            schedule, more = result
+            schedule, more, later = result
             spills += more
+            postponed += later
             continue
         from hetc.memory.fallback import move_node_off
         rescheduled = move_node_off(graph, schedule, target, memory, t) \
@@ -101,8 +114,9 @@ def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: 
             raise _overflow_error(memory, t, table, storages, lifetimes, target, layout, spilled=bool(spills))
         schedule, move = rescheduled
         moved.append(move)
-        table, spills, rounds = build_table(graph, schedule, target), [], 0
-    return _artifact(table, schedule, target, lifetimes, aliases, storages, layout, spills, moved,
+        table, spills, rounds, margin, postponed = build_table(graph, schedule, target), [], 0, {}, []
+    details = {"moved_nodes": moved, "postponed_transfers": sorted(set(postponed)), "spill_rounds": rounds}
+    return _artifact(table, schedule, target, lifetimes, aliases, layout, spills, details,
                      time.perf_counter() - began)
 
 
@@ -135,14 +149,15 @@ def _is_constant(table: BufferTable, s: Storage) -> bool:
     return table.buffers[s.owner].kind == "constant"
 
 
-def _live_overflow(storages: list[Storage], target: Target) -> tuple[str, int] | None:
-    """The first scratchpad whose live bytes at some instant exceed its capacity: no packing can fit it."""
+def _live_overflow(storages: list[Storage], target: Target, margin: dict[str, int]) -> tuple[str, int] | None:
+    """The first scratchpad whose live bytes at some instant exceed its capacity (less the headroom its
+    packing turned out to need): no packing can fit it."""
     for name, memory in target.memories.items():
         if name == target.dram:
             continue
         intervals = [(s.start, s.end, s.size) for s in storages if s.memory == name]
         live, when = live_profile(intervals, memory.alignment)
-        if live > memory.size:
+        if live > memory.size - margin.get(name, 0):
             return name, when
     return None
 
@@ -209,8 +224,8 @@ def _overflow_error(memory: str, t: int, table: BufferTable, storages: list[Stor
 
 
 def _artifact(table: BufferTable, schedule: Schedule, target: Target, lifetimes: dict[str, tuple[int, int]],
-              aliases: dict[str, str], storages: list[Storage], layout: _Layout | None, spills: list[Spill],
-              moved: list[dict], seconds: float) -> MemoryPlan:
+              aliases: dict[str, str], layout: _Layout | None, spills: list[Spill], details: dict,
+              seconds: float) -> MemoryPlan:
     assert layout is not None
     buffers = []
     for bid, spec in table.buffers.items():
@@ -227,7 +242,7 @@ def _artifact(table: BufferTable, schedule: Schedule, target: Target, lifetimes:
     task_buffers = {tid: TaskBuffers(tuple(table.reads.get(tid, ())), tuple(table.writes.get(tid, ())))
                     for tid in (t.id for t in schedule.tasks)}
     details = {"seconds": round(seconds, 4), "methods": layout.methods, "aliases": len(aliases),
-               "spills": len(spills), "moved_nodes": moved}
+               "spills": len(spills), **details}
     plan = MemoryPlan(buffers=tuple(buffers), stats=stats, task_buffers=task_buffers, schedule=schedule,
                       spills=tuple(spills), constants_bytes=layout.constants_bytes, details=details)
     return replace(plan, reuse_deps=reuse_dependencies(plan))

@@ -57,17 +57,21 @@ Occupancy = list[tuple[frozenset[str], int, int, int]]   # (buffers sharing it, 
 
 def spill_at(table: BufferTable, schedule: Schedule, target: Target, memory: str, t: int, excess: int,
              lifetimes: dict[str, tuple[int, int]], shared: set[str],
-             occupancy: Occupancy) -> tuple[Schedule, list[Spill]] | None:
-    """Spill candidates at ``t`` until ``excess`` bytes are freed (or none is left); mutates ``table`` and
-    returns the re-timed schedule, or None when no buffer can leave (everything live is in use, or no DMA
-    engine links ``memory`` to DRAM). ``occupancy`` is every storage of ``memory``: each reload waits until
-    its bytes fit again."""
+             occupancy: Occupancy) -> tuple[Schedule, list[Spill], list[int]] | None:
+    """Free ``excess`` bytes at ``t`` (or as many as can leave); mutates ``table`` and returns the re-timed
+    schedule, the spills and the postponed transfers, or None when nothing can leave (everything live is in
+    use, or no DMA engine links ``memory`` to DRAM). ``occupancy`` is every storage of ``memory``: each
+    reload waits until its bytes fit again.
+
+    A copy brought from DRAM that nobody has read yet is not spilled but *postponed*: its transfer moves
+    later in its DMA engine's queue, which frees the same bytes without a second transfer."""
     engines = target.engines_between(memory, target.dram)
     if not engines:
         return None
     capacity = target.memories[memory].size
     tasks = list(schedule.tasks)
     spills: list[Spill] = []
+    postponed: list[int] = []
     freed = 0
     for cand in spill_candidates(table, schedule, memory, t, lifetimes, shared):
         if freed >= excess:
@@ -77,16 +81,33 @@ def spill_at(table: BufferTable, schedule: Schedule, target: Target, memory: str
         fits_from = _fits_from(others, size, capacity, t, cand.next_use)
         if fits_from > cand.next_use:
             continue                    # it would have to come back while the memory is still too full
+        if _postpone(table, tasks, target, cand, fits_from):
+            postponed.append(table.buffers[cand.buffer].writer)
+            freed += size
+            continue
         spill = _apply(table, tasks, target, memory, t, cand, engines[0].name, fits_from)
         if spill is not None:
             spills.append(spill)
             freed += size
-    if not spills:
+    if not spills and not postponed:
         return None
     timed = retime(tasks, target.sync_ns)
     if timed is None:   # cannot happen: every new edge goes forward in planned time
         raise RuntimeError(f"internal error: spilling in '{memory}' at t={t} made the schedule cyclic")
-    return schedule.with_tasks(timed), spills
+    return schedule.with_tasks(timed), spills, postponed
+
+
+def _postpone(table: BufferTable, tasks: list[Task], target: Target, cand: _Candidate, fits_from: int) -> bool:
+    """Move the DRAM->scratchpad transfer that wrote an unread copy to just before its first reader (but
+    not before the bytes fit). Every task it passes in its queue ends before that reader starts, so no
+    dependency can point backwards."""
+    spec = table.buffers[cand.buffer]
+    k, writer = next((k, x) for k, x in enumerate(tasks) if x.id == spec.writer)
+    if writer.kind != "transfer" or writer.src != target.dram or cand.before != (writer.id,):
+        return False
+    release = max(fits_from, cand.next_use - writer.duration_ns - math.ceil(target.sync_ns), writer.start_ns)
+    tasks[k] = replace(writer, start_ns=release, end_ns=release + writer.duration_ns)
+    return True
 
 
 def _fits_from(others: list[tuple[int, int, int]], size: int, capacity: int, t: int, until: int) -> int:
