@@ -120,3 +120,26 @@ def test_a_node_that_cannot_fit_moves_to_another_device_and_the_graph_is_resched
     assert big.engine == "cpu" and plan.task_buffers[big.id].reads == ("x@dram",)
     # a is now made in DRAM and copied to the NPU for the small node, which still fits
     assert plan.buffer("a@sram").kind == "copy" and plan.stats["sram"].peak_bytes <= 12 * KIB
+
+
+def test_an_early_prefetch_is_postponed_rather_than_spilled():
+    # Four Mul nodes, each with its own 4 KiB weight: the idle DMA engine fetches every weight up front,
+    # which does not fit; moving the later fetches down the DMA queue does, without a second transfer.
+    x = Value("x", "float32", (1, 1024))
+    cur, nodes = x, []
+    for i in range(4):
+        w = Value(f"w{i}", "float32", (1, 1024), const=np.full((1, 1024), i, np.float32))
+        out = Value(f"v{i}", "float32", (1, 1024))
+        nodes.append(Node(i, "MatMul", f"m{i}", [cur, w], [out]))
+        cur = out
+    graph = Graph.build("prefetch", nodes, [x], [cur], {"": 17})
+    target = _fast_dma(make_target(sram=16 * KIB))
+    schedule = list_schedule(graph, target, {n.id: "npu" for n in nodes})
+    before = {t.value: t.start_ns for t in schedule.tasks if t.kind == "transfer"}
+    plan = plan_memory(graph, schedule, target)
+    plan.verify(target)
+    assert plan.spills == () and plan.details["postponed_transfers"]
+    after = {t.value: t.start_ns for t in plan.schedule.tasks if t.kind == "transfer"}
+    assert after["w3"] > before["w3"]
+    assert len(plan.schedule.tasks) == len(schedule.tasks)          # no extra traffic
+    assert plan.stats["sram"].peak_bytes <= 16 * KIB
