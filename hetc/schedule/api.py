@@ -16,8 +16,8 @@ STRATEGIES = ("cpsat", "heft", "greedy", "single:<device>")
 
 
 def default_time_limit(nodes: int) -> float:
-    """10 s for big graphs, less for small ones (a 20-node graph gets 1 s)."""
-    return float(min(10.0, max(1.0, nodes / 20)))
+    """10 s for graphs of 100 nodes and more, 0.1 s per node below that, at least 2 s."""
+    return float(min(10.0, max(2.0, nodes / 10)))
 
 
 def schedule(graph: "Graph", target: "Target", strategy: str = "cpsat", time_limit_s: float | None = None,  # noqa: F821

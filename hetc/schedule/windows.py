@@ -26,6 +26,7 @@ from hetc.schedule.tasks import Plan, makespan_of, time_plan
 TICKS = 10_000            # the HEFT makespan in ticks: durations stay small integers
 WINDOW_NODES = 60         # nodes per CP-SAT window; a graph this small is solved whole
 SEARCH_SHARE = 0.8        # of the time limit, spent inside CP-SAT searches
+EXACT_NODES = 20          # graphs up to this size get the full CP-SAT portfolio (it can prove optimality)
 
 
 @dataclass
@@ -77,7 +78,8 @@ def solve_cpsat(problem: SchedulingProblem, time_limit_s: float, num_workers: in
         for node in window:
             heft_step(hint, node)
         model = WindowModel(sp, state, window, _tails(sp, set(window)), hint)
-        result = model.solve(SolverParams(budget, num_workers, seed))
+        exact = len(windows) == 1 and problem.n <= EXACT_NODES
+        result = model.solve(SolverParams(budget, num_workers, seed, lns_only=not exact))
         solver_wall += result.wall_s
         statuses.append(result.status)
         if result.nodes:
