@@ -14,6 +14,7 @@ from hetc.frontend import load_onnx
 from hetc.memory import plan_memory
 from hetc.passes import optimize
 from hetc.report import GANTT_FORMATS, EXTENSIONS, Timeline, export_gantt, numerics_table, report_text
+from hetc.report.tables import fmt_bytes
 from hetc.sim import random_inputs, simulate
 from hetc.sim.handplan import cost_duration, first_candidate_placement, plan_by_hand
 from hetc.target import load_target
@@ -78,26 +79,40 @@ def test_real_scheduler_output_exports(tmp_path):
     assert_valid_trace(load_trace(path), makespan_us=timeline.makespan_us)
 
 
-def test_spill_traffic_is_labelled_and_occupancy_stays_under_capacity(tmp_path):
-    """Shrink the NPU scratchpad until the real planner must spill: spill transfers are named as such, and
-    the occupancy panel stays under the (now visible) capacity line."""
+def _spilling_plan(graph, base):
+    """Shrink the NPU scratchpad step by step until the real planner spills (how small that must be depends
+    on the planner's cleverness, so no single size is hard-coded)."""
     from dataclasses import replace
+
+    from hetc.errors import MemoryPlanError
+    for kib in (1024, 768, 640, 512, 448, 384, 320, 256):
+        small = replace(base.memories["npu_sram"], size=kib << 10)
+        target = replace(base, memories={**base.memories, "npu_sram": small}, _cache={})
+        placement = first_candidate_placement(graph, target)
+        schedule = plan_by_hand(graph, target, placement, cost_duration(target)).schedule
+        try:
+            plan = plan_memory(graph, schedule, target)
+        except MemoryPlanError:
+            continue
+        if plan.spills:
+            return target, plan
+    pytest.fail("no NPU scratchpad size between 256 KiB and 1 MiB made the planner spill")
+
+
+def test_spill_traffic_is_labelled_and_occupancy_stays_under_capacity(tmp_path):
+    """A real planner spill: spill transfers are named as such, and the occupancy panel stays under the (now
+    visible) capacity line."""
     graph = optimize(load_onnx(MODELS / "gpt_decoder.onnx"))
-    base = load_target("edge-soc")
-    small = replace(base.memories["npu_sram"], size=1 << 20)
-    target = replace(base, memories={**base.memories, "npu_sram": small}, _cache={})
-    schedule = plan_by_hand(graph, target, first_candidate_placement(graph, target), cost_duration(target)).schedule
-    plan = plan_memory(graph, schedule, target)
-    assert plan.spills
+    target, plan = _spilling_plan(graph, load_target("edge-soc"))
     timeline = Timeline.from_schedule(plan.schedule, graph, plan, target)
     spill_tasks = ({s.evict_task for s in plan.spills} | {s.reload_task for s in plan.spills}) - {None}
     labelled = {s.id for s in timeline.slices if s.name.startswith("spill: ")}
     assert labelled == spill_tasks
     assert all(timeline.slice_by_id()[i].args["spill"].split()[0] in ("evict", "reload") for i in labelled)
     npu = next(m for m in timeline.memories if m.memory == "npu_sram")
-    assert npu.capacity_bytes == 1 << 20 and 0 < npu.max_bytes <= npu.capacity_bytes
+    assert npu.capacity_bytes == target.memories["npu_sram"].size and 0 < npu.max_bytes <= npu.capacity_bytes
     texts = export_gantt(timeline, "svg", tmp_path / "spill.svg").read_text()
-    assert "capacity 1.0 MiB" in texts
+    assert "capacity " + fmt_bytes(npu.capacity_bytes, 1) in texts
     simulated = Timeline.from_simulation(simulate(emit(graph, plan, target), functional=False), plan=plan,
                                          target=target)
     assert {s.args["task"] for s in simulated.slices if s.name.startswith("spill: ")} == spill_tasks

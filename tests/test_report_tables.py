@@ -56,6 +56,21 @@ def test_simulated_timeline_maps_semaphores_to_tasks(artifacts):
     assert timeline.planned_makespan_us == pytest.approx(schedule.makespan_ns / 1000)
 
 
+def test_spill_transfers_are_named_in_both_timelines(artifacts):
+    from dataclasses import replace
+
+    from hetc.memory.artifact import Spill
+    graph, target, schedule, plan, sim = artifacts
+    evict, reload = [t for t in schedule.tasks if t.kind == "transfer"][:2]
+    spilled = replace(plan, spills=(Spill(evict.value, "npu_sram", evict.bytes, evict.id, reload.id),))
+    for timeline in (Timeline.from_schedule(schedule, graph, spilled, target),
+                     Timeline.from_simulation(sim, schedule, spilled, target)):
+        named = {s.args["task"]: s for s in timeline.slices if s.name.startswith("spill: ")}
+        assert set(named) == {evict.id, reload.id}
+        assert named[evict.id].args["spill"] == "evict from npu_sram"
+        assert named[reload.id].args["spill"] == "reload into npu_sram"
+
+
 def test_occupancy_ignores_aliases(artifacts):
     from dataclasses import replace
     graph, target, schedule, plan, sim = artifacts
