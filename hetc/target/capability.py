@@ -173,9 +173,17 @@ def _softmax(node: Node, dev: Device, limits: dict[str, Any]) -> Reason | None:
     return None
 
 
+def _batchnorm(node: Node, dev: Device, limits: dict[str, Any]) -> Reason | None:
+    # The accelerator kernels implement inference only (hetc/sim/kernels/norm.py refuses the rest).
+    if int(node.attr("training_mode", 0)) or len(node.outputs) > 1:
+        return Reason("attribute", f"BatchNormalization in training mode (batch statistics, running-mean "
+                                   f"outputs) runs only on the CPU, not on {dev.name}")
+    return None
+
+
 _OP_CHECKS: dict[str, Callable[[Node, Device, dict[str, Any]], Reason | None]] = {
     **{op: _spatial for op in _SPATIAL_OPS}, "LRN": _lrn, "Resize": _resize, "Pad": _pad,
-    "Softmax": _softmax, "LogSoftmax": _softmax,
+    "Softmax": _softmax, "LogSoftmax": _softmax, "BatchNormalization": _batchnorm,
 }
 
 
