@@ -8,11 +8,14 @@
 The chip is driven from the host, so the only device name accepted is "CPU" (as in every onnx backend test);
 the target chooses the chip. Models whose inputs have dynamic dimensions are compiled lazily, at the first
 ``run``, with the shapes of the arrays given; a later run with other shapes compiles (and caches) another
-bundle. Each bundle is saved in a temporary directory and loaded back for simulation, so what runs is exactly
+bundle. hetc needs every shape static: when one depends on the *value* of a small integer input (a Reshape
+target, reduction axes, a window length given as an input), that input is frozen into the bundle as a constant
+at the first run, and a run with other values compiles another bundle. Each bundle is saved in a temporary directory and loaded back for simulation, so what runs is exactly
 what ``hetc build`` writes; the directory is removed by ``close()`` or when the rep is garbage collected.
 """
 from __future__ import annotations
 
+import re
 import tempfile
 import weakref
 from dataclasses import dataclass
@@ -25,13 +28,19 @@ from onnx import helper, numpy_helper
 from onnx.backend.base import Backend, BackendRep, namedtupledict
 
 from hetc.codegen import Bundle, load_bundle
-from hetc.errors import ModelError, OptionError, ValidationError
+from hetc.frontend import MAX_OPSET
+from hetc.errors import ModelError, OptionError, ShapeError, ValidationError
 from hetc.ir import EXPORT_IR_VERSION
 from hetc.pipeline import BuildOptions, BuildResult, build
 from hetc.sim import simulate
 
 SUPPORTED_DEVICES = ("CPU",)
-ShapeKey = tuple[tuple[int, ...], ...]
+CacheKey = tuple[tuple, tuple]
+MAX_FROZEN_ELEMENTS = 64
+_INTEGER_TYPES = {onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.INT16, onnx.TensorProto.INT8,
+                  onnx.TensorProto.UINT64, onnx.TensorProto.UINT32, onnx.TensorProto.UINT16, onnx.TensorProto.UINT8}
+# The frontend's wording of a shape that depends on input values (hetc/frontend/static_shapes.py).
+_DATA_DEPENDENT = re.compile(r"data-dependent shape: .* depends on data computed from inputs? (.*?), or on")
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,7 @@ class CompiledBundle:
     result: BuildResult
     bundle: Bundle            # loaded back from ``directory``
     directory: Path
+    frozen: tuple[str, ...] = ()  # inputs whose run-time values were compiled in as constants
 
 
 def _model_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
@@ -75,35 +85,74 @@ class HetcBackendRep(BackendRep):
         self.options = options
         self.input_names = [i.name for i in _model_inputs(model)]
         self.output_names = [o.name for o in model.graph.output]
-        self._compiled: dict[ShapeKey, CompiledBundle] = {}
+        # Small integer inputs that decide a shape (a Reshape target, reduction axes, a window length) are
+        # frozen into the bundle once seen; a run with other values compiles another bundle.
+        self.frozen_inputs: list[str] = []
+        self._compiled: dict[CacheKey, CompiledBundle] = {}
         self._tmp = tempfile.TemporaryDirectory(prefix="hetc-backend-")
         self._cleanup = weakref.finalize(self, self._tmp.cleanup)
-        if all(_is_static(i) for i in _model_inputs(model)):
-            self._compile(None)
+        self._static = all(_is_static(i) for i in _model_inputs(model))
+        if self._static:
+            try:
+                self._compile({}, {})
+            except ShapeError as error:
+                if not self._freezable(error, None):
+                    raise
+                self._static = False  # the values decide: compile at the first run
 
     # ------------------------------------------------------------------ compilation
     @property
     def compiled(self) -> list[CompiledBundle]:
-        """Every compilation so far (one per distinct set of input shapes)."""
+        """Every compilation so far (one per distinct set of input shapes and frozen input values)."""
         return list(self._compiled.values())
 
-    def _compile(self, shapes: dict[str, tuple[int, ...]] | None) -> CompiledBundle:
-        key: ShapeKey = tuple(shapes[n] for n in self.input_names) if shapes else ()
+    def _freezable(self, error: ShapeError, arrays: dict[str, np.ndarray] | None) -> list[str]:
+        """The inputs a data-dependent-shape error names that are small integer tensors (not frozen yet)."""
+        found = _DATA_DEPENDENT.search(str(error))
+        if not found:
+            return []
+        names = [n for n in re.findall(r"'([^']*)'", found.group(1)) if n in self.input_names]
+        dtypes = {i.name: i.type.tensor_type.elem_type for i in _model_inputs(self.model)}
+        return [n for n in names if n not in self.frozen_inputs and dtypes.get(n) in _INTEGER_TYPES
+                and (arrays is None or arrays[n].size <= MAX_FROZEN_ELEMENTS)]
+
+    def _specialized_model(self, frozen: dict[str, np.ndarray]) -> onnx.ModelProto:
+        if not frozen:
+            return self.model
+        model = onnx.ModelProto()
+        model.CopyFrom(self.model)
+        kept = [i for i in model.graph.input if i.name not in frozen]
+        del model.graph.input[:]
+        model.graph.input.extend(kept)
+        model.graph.initializer.extend(numpy_helper.from_array(a, n) for n, a in frozen.items())
+        return model
+
+    def _compile(self, shapes: dict[str, tuple[int, ...]], frozen: dict[str, np.ndarray]) -> CompiledBundle:
+        key: CacheKey = (tuple(sorted(shapes.items())),
+                         tuple((n, a.dtype.str, a.shape, a.tobytes()) for n, a in sorted(frozen.items())))
         if key in self._compiled:
             return self._compiled[key]
-        if self._cleanup.alive is False:
+        if not self._cleanup.alive:
             raise OptionError("this backend rep was closed; prepare the model again to run it")
-        options = BuildOptions(**{**vars(self.options), "shapes": shapes})
-        result = build(self.model, options)
+        options = BuildOptions(**{**vars(self.options), "shapes": shapes or None})
+        result = build(self._specialized_model(frozen), options)
         directory = result.save(Path(self._tmp.name) / f"bundle{len(self._compiled)}")
-        compiled = CompiledBundle(result=result, bundle=load_bundle(directory), directory=directory)
+        compiled = CompiledBundle(result=result, bundle=load_bundle(directory), directory=directory,
+                                  frozen=tuple(frozen))
         self._compiled[key] = compiled
         return compiled
 
     def _bundle_for(self, arrays: dict[str, np.ndarray]) -> CompiledBundle:
-        if () in self._compiled:  # compiled statically at prepare time
-            return self._compiled[()]
-        return self._compile({name: tuple(a.shape) for name, a in arrays.items()})
+        while True:
+            frozen = {n: arrays[n] for n in self.frozen_inputs}
+            shapes = {} if self._static else {n: tuple(a.shape) for n, a in arrays.items() if n not in frozen}
+            try:
+                return self._compile(shapes, frozen)
+            except ShapeError as error:
+                names = self._freezable(error, arrays)
+                if not names:
+                    raise
+                self.frozen_inputs += names
 
     # ------------------------------------------------------------------ running
     def _named_inputs(self, inputs: Any) -> dict[str, np.ndarray]:
@@ -127,7 +176,7 @@ class HetcBackendRep(BackendRep):
         graph-output order, as a namedtuple also indexable by output name. ``precision`` may be given."""
         arrays = self._named_inputs(inputs)
         compiled = self._bundle_for(arrays)
-        sim = simulate(compiled.bundle, arrays, functional=True,
+        sim = simulate(compiled.bundle, {n: a for n, a in arrays.items() if n not in compiled.frozen}, functional=True,
                        precision=kwargs.get("precision", self.options.precision))
         produced = sim.outputs or {}
         missing = [n for n in self.output_names if n not in produced]
@@ -187,7 +236,7 @@ class HetcBackend(Backend):
                  **kwargs: Any) -> tuple[Any, ...]:
         """Run one node: it becomes a one-node model whose inputs are typed from ``inputs`` (a list in
         ``node.input`` order, or a dict); ``opset_version`` may be given."""
-        opset = kwargs.pop("opset_version", None) or onnx.defs.onnx_opset_version()
+        opset = kwargs.pop("opset_version", None) or min(onnx.defs.onnx_opset_version(), MAX_OPSET)
         names = [n for n in node.input if n]
         arrays = ({n: as_array(inputs[n], n) for n in names} if isinstance(inputs, Mapping)
                   else {n: as_array(v, n) for n, v in zip(names, inputs)})
@@ -204,6 +253,11 @@ class HetcBackend(Backend):
         graph = helper.make_graph([node], f"{node.op_type}_node", graph_inputs, graph_outputs)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
         model.ir_version = EXPORT_IR_VERSION
+        # Outputs not described by outputs_info take the types ONNX's shape inference gives them.
+        inferred = {o.name: o for o in onnx.shape_inference.infer_shapes(model).graph.output}
+        for output in model.graph.output:
+            if not output.type.tensor_type.elem_type and inferred[output.name].type.tensor_type.elem_type:
+                output.CopyFrom(inferred[output.name])
         return cls.run_model(model, arrays, device, **kwargs)
 
     @classmethod
