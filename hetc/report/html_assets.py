@@ -144,7 +144,8 @@ SCRIPT = r"""
     tip.textContent = describe(data.slices[+el.getAttribute('data-i')]);
     tip.hidden = false;
     tip.style.left = Math.min(clientX + 14, window.innerWidth - tip.offsetWidth - 4) + 'px';
-    tip.style.top = (clientY + 14) + 'px';
+    var below = clientY + 14, above = clientY - 14 - tip.offsetHeight;
+    tip.style.top = (below + tip.offsetHeight > window.innerHeight && above > 0 ? above : below) + 'px';
   }
   svg.addEventListener('mousemove', function (ev) {
     var el = ev.target.closest ? ev.target.closest('.slice') : null;
