@@ -10,6 +10,7 @@ import pytest
 from hetc.codegen import FORMAT_VERSION, EmitOptions, emit, load_bundle
 from hetc.errors import BundleError
 from hetc.sim import simulate
+
 from test_sim_support import mixed_bundle, mixed_inputs, mixed_plan
 
 OPTIONS = EmitOptions(model_sha256="ab" * 32, model_name="mixed", summary={"makespan_us": 8.5, "nodes": 7},

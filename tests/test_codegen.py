@@ -16,6 +16,7 @@ from hetc.errors import BundleError
 from hetc.memory.artifact import MemoryPlan
 from hetc.sim.handplan import plan_by_hand
 from hetc.target import load_target
+
 from test_sim_support import REPO, fixed_duration, mixed_plan, toy_target
 
 GOLDEN = Path(__file__).parent / "golden" / "mixed_toy.asm"

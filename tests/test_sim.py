@@ -16,6 +16,7 @@ from hetc.sim import random_inputs, simulate
 from hetc.sim.handplan import cost_duration, plan_by_hand
 from hetc.sim.machine import accesses
 from hetc.target import load_target
+
 from test_sim_support import REPO, mixed_bundle, mixed_inputs, mixed_model, reference, toy_target
 
 

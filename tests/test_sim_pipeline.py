@@ -9,10 +9,11 @@ from hetc.codegen import EmitOptions, emit
 from hetc.frontend import load_onnx
 from hetc.memory import plan_memory
 from hetc.passes import optimize
-from hetc.sim import random_inputs, simulate
 from hetc.schedule import placement_rows, schedule
+from hetc.sim import random_inputs, simulate
 from hetc.sim.handplan import cost_duration, first_candidate_placement, plan_by_hand
 from hetc.target import load_target, target_from_toml_text
+
 from test_codegen import unordered
 from test_sim_support import REPO, reference
 

@@ -16,7 +16,6 @@ import argparse
 import gc
 import statistics
 import time
-
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +26,8 @@ from hetc.codegen import Bundle, Compute, Dma, Signal, Wait, emit
 from hetc.ir import Graph, Node, Value
 from hetc.sim import simulate
 from hetc.sim.engine import run
-from hetc.sim.machine import Machine
 from hetc.sim.handplan import cost_duration, plan_by_hand
+from hetc.sim.machine import Machine
 from hetc.target import Target, load_target
 
 

@@ -13,7 +13,8 @@ from hetc.codegen.bundle import FORMAT_VERSION, Bundle
 from hetc.codegen.program import BYTE_PRESERVING_OPS, Compute, Dma, Instruction, Operand, Program, Signal, Wait
 from hetc.codegen.sync import plan_sync, storage_deps, storage_root
 from hetc.errors import BundleError
-from hetc.ir import Graph, Node, itemsize, nbytes as _nbytes, np_dtype
+from hetc.ir import Graph, Node, itemsize, np_dtype
+from hetc.ir import nbytes as _nbytes
 from hetc.memory.artifact import Buffer, MemoryPlan
 from hetc.schedule.artifact import Task
 from hetc.target.target import Target

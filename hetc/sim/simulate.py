@@ -112,7 +112,8 @@ def _result(bundle: Bundle, machine: Machine, trace: Trace, outputs: dict[str, n
     engines = machine.engines
     order = sorted(trace.records, key=lambda r: (r[2], engines[r[0]], r[1]))
     events = tuple(_event(engines[e], pc, machine.programs[e][pc], start, end) for e, pc, start, end in order)
-    edges = tuple(SyncEdge(s, engines[se], sp, engines[de], dp, t) for s, se, sp, de, dp, t in trace.sync)
+    edges = tuple(SyncEdge(s, engines[se], sp, engines[de], dp, t)
+                  for s, se, sp, de, dp, t in trace.sync_edges(machine))
     makespan = max((r[3] for r in trace.records), default=0.0)
     planned = float(bundle.manifest.get("planned_makespan_ns", 0))
     stats: dict[str, Any] = {"dram_min_speed": trace.stats["dram_min_speed"],
