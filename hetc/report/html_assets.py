@@ -128,6 +128,12 @@ SCRIPT = r"""
     document.getElementById('flows').style.display = ev.target.checked ? '' : 'none';
   });
 
+  function show(v) {               // shapes as 1x8x16x16, lists of them comma-separated
+    if (Array.isArray(v)) {
+      return v.every(function (x) { return typeof x === 'number'; }) ? v.join('x') || 'scalar' : v.map(show).join(', ');
+    }
+    return typeof v === 'number' && !Number.isInteger(v) ? v.toFixed(3) : String(v);
+  }
   function describe(s) {
     var lines = [s.name, s.engine + '  [' + s.cls + ']',
                  'start ' + s.start.toFixed(3) + ' \u00b5s   end ' + s.end.toFixed(3) + ' \u00b5s   (' +
@@ -135,8 +141,7 @@ SCRIPT = r"""
     Object.keys(s.args).forEach(function (key) {
       var v = s.args[key];
       if (v === null || v === undefined) return;
-      lines.push(key + ': ' + (Array.isArray(v) ? v.join(', ') : (typeof v === 'number' && !Number.isInteger(v) ?
-                 v.toFixed(3) : v)));
+      lines.push(key + ': ' + show(v));
     });
     return lines.join('\n');
   }
