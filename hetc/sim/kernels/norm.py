@@ -1,5 +1,6 @@
-"""Normalisations and softmax. Statistics are accumulated in float64 (cheap here, and it keeps results
-within float32 round-off of onnxruntime's)."""
+"""Normalisations and softmax. Statistics (sums, means, variances) accumulate in float64; the per-element
+work stays in the input's precision, as onnxruntime's does (a float64 copy of a whole activation would cost
+more than the kernel)."""
 from __future__ import annotations
 
 import numpy as np
@@ -22,19 +23,24 @@ def batch_normalization(call: KernelCall) -> np.ndarray:
     scale, bias, mean, var = (_per_channel(call.required(i), x) for i in range(1, 5))
     epsilon = call.attr("epsilon", 1e-5)
     factor = scale / np.sqrt(var.astype(np.float64) + epsilon)
-    return ((x - mean) * factor + bias).astype(x.dtype)
+    shift = bias - mean * factor
+    return x * factor.astype(x.dtype) + shift.astype(x.dtype)
 
 
 @kernel("InstanceNormalization")
 def instance_normalization(call: KernelCall) -> np.ndarray:
     x = call.required(0)
-    axes = tuple(range(2, x.ndim))
-    x64 = x.astype(np.float64)
-    mean = x64.mean(axis=axes, keepdims=True)
-    var = x64.var(axis=axes, keepdims=True)
-    normalized = (x64 - mean) / np.sqrt(var + call.attr("epsilon", 1e-5))
-    y = normalized * _per_channel(call.required(1), x) + _per_channel(call.required(2), x)
-    return y.astype(x.dtype)
+    centered, inv_std = _standardize(x, tuple(range(2, x.ndim)), call.attr("epsilon", 1e-5))
+    scale, bias = _per_channel(call.required(1), x), _per_channel(call.required(2), x)
+    return centered * (inv_std * scale).astype(x.dtype) + bias.astype(x.dtype)
+
+
+def _standardize(x: np.ndarray, axes: tuple[int, ...], epsilon: float) -> tuple[np.ndarray, np.ndarray]:
+    """``x - mean`` (in x's dtype) and ``1 / sqrt(var + epsilon)`` (float64) over ``axes``, keepdims."""
+    mean = x.mean(axis=axes, keepdims=True, dtype=np.float64)
+    centered = x - mean.astype(x.dtype)
+    var = np.square(centered).mean(axis=axes, keepdims=True, dtype=np.float64)
+    return centered, 1.0 / np.sqrt(var + epsilon)
 
 
 @kernel("LayerNormalization")
@@ -43,13 +49,12 @@ def layer_normalization(call: KernelCall) -> list[np.ndarray]:
     axis = call.attr("axis", -1)
     axis = axis + x.ndim if axis < 0 else axis
     axes = tuple(range(axis, x.ndim))
-    x64 = x.astype(np.float64)
-    mean = x64.mean(axis=axes, keepdims=True)
-    inv_std = 1.0 / np.sqrt(x64.var(axis=axes, keepdims=True) + call.attr("epsilon", 1e-5))
-    y = (x64 - mean) * inv_std * call.required(1)
+    centered, inv_std = _standardize(x, axes, call.attr("epsilon", 1e-5))
+    y = centered * inv_std.astype(x.dtype) * call.required(1)
     bias = call.input(2)
     if bias is not None:
         y = y + bias
+    mean = x.mean(axis=axes, keepdims=True, dtype=np.float64)
     return [y.astype(x.dtype), mean.astype(np.float32), inv_std.astype(np.float32)][:len(call.outputs)]
 
 
@@ -69,10 +74,11 @@ def _softmax_axis(call: KernelCall, x: np.ndarray) -> tuple[np.ndarray, int]:
 def softmax(call: KernelCall) -> np.ndarray:
     x = call.required(0)
     work, axis = _softmax_axis(call, x)
-    shifted = work.astype(np.float64) - work.max(axis=axis, keepdims=True)
+    shifted = work - work.max(axis=axis, keepdims=True)
+    e = np.exp(shifted)
+    total = e.sum(axis=axis, keepdims=True, dtype=np.float64)
     if call.op_type == "LogSoftmax":
-        y = shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+        y = shifted - np.log(total).astype(x.dtype)
     else:
-        e = np.exp(shifted)
-        y = e / e.sum(axis=axis, keepdims=True)
-    return y.astype(x.dtype).reshape(x.shape)
+        y = e / total.astype(x.dtype)
+    return y.astype(x.dtype, copy=False).reshape(x.shape)
