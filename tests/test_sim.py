@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 
-from hetc.codegen import Bundle, Compute, Dma, Wait, emit
+from hetc.codegen import Bundle, Compute, Dma, Operand, Wait, emit
 from hetc.errors import SimulationError
 from hetc.frontend import load_onnx
 from hetc.passes import optimize
@@ -184,3 +184,26 @@ def test_in_place_reshape_is_not_a_write() -> None:
     assert [write for *_, write in accesses(flatten)] == [False, False]
     relu = next(i for i in npu if getattr(i, "op", "") == "Relu")
     assert [write for *_, write in accesses(relu)] == [False, True]
+
+
+def test_dram_sharing_is_an_exact_fluid() -> None:
+    """Two DMAs from DRAM each asking 10 B/ns of a 10 B/ns DRAM run at half speed while both run: the short
+    one (50 ns alone) ends at 100 ns, the long one (100 ns alone) has done half its work then and ends at 150."""
+    bundle = mixed_bundle()
+    dram = bundle.manifest["machine"]["memories"]["dram"]
+
+    def copy(task: int, nbytes: int, offset: int, dst: str) -> Dma:
+        src = Operand(f"a{task}", "v", "dram", offset, "uint8", (nbytes,), (1,), nbytes)
+        to = Operand(f"b{task}", "v", dst, 0, "uint8", (nbytes,), (1,), nbytes)
+        return Dma(task, "v", src, to, nbytes, nbytes // 10, 0, nbytes // 10, nbytes)
+
+    programs = {name: replace(p, instructions=()) for name, p in bundle.programs.items()}
+    programs["dma_npu"] = replace(programs["dma_npu"], instructions=(copy(0, 1000, 0, "npu_sram"),))
+    programs["dma_dsp"] = replace(programs["dma_dsp"], instructions=(copy(1, 500, 1024, "dsp_tcm"),))
+    machine = {**bundle.manifest["machine"], "memories": {**bundle.manifest["machine"]["memories"],
+                                                         "dram": {**dram, "bandwidth": 10.0}}}
+    shared = replace(bundle, programs=programs, manifest={**bundle.manifest, "machine": machine})
+    ends = {e.engine: e.end_ns for e in simulate(shared, functional=False).events}
+    assert ends == {"dma_npu": pytest.approx(150.0), "dma_dsp": pytest.approx(100.0)}
+    alone = {e.engine: e.end_ns for e in simulate(shared, functional=False, contention=False).events}
+    assert alone == {"dma_npu": 100.0, "dma_dsp": 50.0}
