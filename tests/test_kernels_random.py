@@ -52,15 +52,18 @@ def test_conv(rank, groups, per_group, out_per_group, kernel, stride, dilation, 
 @given(rank=st.sampled_from([1, 2, 2, 3]), groups=st.sampled_from([1, 2]), per_group=st.integers(1, 3),
        out_per_group=st.integers(1, 3), kernel=st.integers(1, 3), stride=st.integers(1, 3),
        dilation=st.integers(1, 2), pad=st.integers(0, 1), output_padding=st.integers(0, 1),
-       use_output_shape=st.booleans(), seed=st.integers(0, 1000))
+       use_output_shape=st.booleans(), auto_pad=st.sampled_from(["NOTSET", "NOTSET", "SAME_UPPER", "SAME_LOWER",
+                                                                  "VALID"]), seed=st.integers(0, 1000))
 def test_conv_transpose(rank, groups, per_group, out_per_group, kernel, stride, dilation, pad, output_padding,
-                        use_output_shape, seed):
+                        use_output_shape, auto_pad, seed):
     rng = _rng(seed)
     x = rng.standard_normal((1, groups * per_group) + (4,) * rank).astype(np.float32)
     w = rng.standard_normal((groups * per_group, out_per_group) + (kernel,) * rank).astype(np.float32)
     output_padding = min(output_padding, stride - 1)  # onnxruntime requires output_padding < stride
     attrs = {"group": groups, "strides": [stride] * rank, "dilations": [dilation] * rank}
-    if use_output_shape:
+    if auto_pad != "NOTSET":
+        attrs["auto_pad"] = auto_pad
+    elif use_output_shape:
         natural = stride * 3 + (kernel - 1) * dilation + 1
         attrs["output_shape"] = [natural - pad] * rank
     else:
