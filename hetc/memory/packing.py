@@ -26,8 +26,8 @@ import numpy as np
 
 Interval = tuple[int, int, int]   # (start, end_exclusive, size)
 
-CPSAT_MAX_INTERVALS = 250
-DETERMINISTIC_PER_SECOND = 3.0    # wall seconds per CP-SAT deterministic-time unit on NoOverlap2D, measured         # above this CP-SAT rarely closes the gap within a fraction of a second
+CPSAT_MAX_INTERVALS = 250        # above this CP-SAT rarely closes the gap within a fraction of a second
+DETERMINISTIC_PER_SECOND = 6.0    # wall seconds per CP-SAT deterministic-time unit on these models, measured
 DEFAULT_TIME_LIMIT_S = 0.5
 STALE_MOVES = 300                 # hill climbing gives up after this many moves without progress
 _MATRIX_MAX = 4000                # overlap matrix up to this many intervals (16 MB of booleans)
@@ -64,14 +64,14 @@ def pack(intervals: list[Interval], alignment: int = 1, time_limit_s: float | No
     best_order, best_offsets, method = _best_greedy(problem)
     best_peak = _peak(problem, best_offsets)
     if best_peak > lower and problem.n > 1:
-        # leave most of the budget to CP-SAT when it will run: it closes small gaps hill climbing cannot
-        share = 0.3 if problem.n <= CPSAT_MAX_INTERVALS else 1.0
+        # leave part of the budget to CP-SAT when it will run: it closes small gaps hill climbing cannot
+        share = 0.6 if problem.n <= CPSAT_MAX_INTERVALS else 1.0
         order, offsets = _hill_climb(problem, best_order, best_offsets, lower,
                                      int(budget * share * WORK_PER_SECOND), safety)
         if _peak(problem, offsets) < best_peak:
             best_offsets, best_peak, method = offsets, _peak(problem, offsets), "hill-climb"
     if best_peak > lower and 1 < problem.n <= CPSAT_MAX_INTERVALS:
-        offsets = _cpsat(problem, best_offsets, best_peak, lower, max(0.05, budget * 0.7))
+        offsets = _cpsat(problem, best_offsets, best_peak, lower, max(0.05, budget * 0.4))
         if offsets is not None and _peak(problem, offsets) < best_peak:
             best_offsets, best_peak, method = offsets, _peak(problem, offsets), "cp-sat"
     return PackResult(offsets=[o * alignment for o in best_offsets], peak=best_peak * alignment,
@@ -88,6 +88,19 @@ def live_profile(intervals: list[Interval], alignment: int = 1) -> tuple[int, in
     p = _Problem.build(intervals, alignment)
     units, when = p.live_peak()
     return units * alignment, when
+
+
+def best_fit(intervals: list[Interval], order: list[int], alignment: int = 1) -> list[int]:
+    """Offsets from placing the intervals one by one in ``order``, each in the smallest gap that holds it
+    (the decoder every search here shares; also a baseline for benchmarks)."""
+    p = _Problem.build(intervals, alignment)
+    return [o * alignment for o in _decode(p, list(order))]
+
+
+def greedy_by_size(intervals: list[Interval], alignment: int = 1) -> list[int]:
+    """TFLite's greedy-by-size arena planner on its own: largest first, best fit."""
+    order = sorted(range(len(intervals)), key=lambda i: (-intervals[i][2], intervals[i][0], i))
+    return best_fit(intervals, order, alignment)
 
 
 def packing_violations(intervals: list[Interval], offsets: list[int], alignment: int = 1) -> list[str]:
