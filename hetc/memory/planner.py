@@ -77,8 +77,9 @@ def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: 
                 # spilling frees it wherever needed before the next (costly) packing.
                 memory = overflow[0]
                 overshoot = layout.stats[memory].peak_bytes - target.memories[memory].size
-                # (doubling: a handful of packings at most, for a few spills more than strictly needed)
-                margin[memory] = max(2 * margin.get(memory, 0), overshoot, target.memories[memory].alignment)
+                # Twice the overshoot, doubling after that: the fragmentation rarely shrinks with the live set,
+                # so this takes two or three packings at most, for a few more bytes spilled than strictly needed.
+                margin[memory] = max(2 * margin.get(memory, 0), 2 * overshoot, target.memories[memory].alignment)
                 if _live_overflow(storages, target, margin) is not None:
                     continue
         if overflow is None:
