@@ -113,6 +113,10 @@ def test_kernel_limitations_name_the_attribute():
     assert kernel_limitation("npu", "Resize", {"mode": b"linear"}, 19) is None
     assert "training_mode" in kernel_limitation("dsp", "BatchNormalization", {"training_mode": 1}, 15)
     assert kernel_limitation("npu", "TopK", {}, 17) == "no NPU kernel for TopK"
+    assert "float8e4m3fn" in kernel_limitation("npu", "Cast", {"to": TensorProto.FLOAT8E4M3FN}, 19)
+    assert kernel_limitation("npu", "Cast", {"to": TensorProto.FLOAT16}, 19) is None
+    assert "stride larger" in kernel_limitation("npu", "MaxPool", {"auto_pad": "SAME_UPPER", "kernel_shape": [1, 1],
+                                                                   "strides": [2, 2]}, 19)
     assert kernel_limitation("cpu", "Resize", {"mode": "cubic"}, 19) is None
 
 

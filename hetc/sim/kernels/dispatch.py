@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from hetc.ir import np_dtype
+from hetc.ir import dtype_from_onnx, np_dtype
 from hetc.sim.kernels._blas import pin_blas_threads
 from hetc.sim.kernels.cpu import run_on_cpu
+from hetc.sim.kernels.elementwise import UNSUPPORTED_CAST_TARGETS
 from hetc.sim.kernels.errors import KernelError
 from hetc.sim.kernels.registry import KERNELS, KernelCall
 from hetc.sim.kernels.resize import resize_limitation
@@ -56,6 +57,10 @@ def kernel_limitation(device_kind: str, op_type: str, attrs: dict[str, Any], ops
     if op_type in ("MaxPool", "AveragePool") and str(text.get("auto_pad", "")).startswith("SAME") and any(
             s > k for s, k in zip(text.get("strides") or (), text.get("kernel_shape") or ())):
         return f"{op_type} auto_pad={text['auto_pad']} with a stride larger than the kernel"
+    if op_type == "Cast" and "to" in text:
+        target = dtype_from_onnx(int(text["to"]))
+        if target.startswith(UNSUPPORTED_CAST_TARGETS):
+            return f"Cast to {target} (saturation and parsing rules)"
     if op_type == "Pad" and text.get("mode", "constant") not in ("constant", "reflect", "edge", "wrap"):
         return f"Pad mode '{text['mode']}'"
     return None

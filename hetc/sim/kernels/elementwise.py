@@ -170,7 +170,7 @@ def dropout(call: KernelCall) -> list[np.ndarray]:
     return results
 
 
-_UNSUPPORTED_CAST = ("string", "float8", "float4", "int4", "uint4", "int2", "uint2")
+UNSUPPORTED_CAST_TARGETS = ("string", "float8", "float4", "int4", "uint4", "int2", "uint2")
 
 
 @kernel("Cast")
@@ -179,7 +179,7 @@ def cast(call: KernelCall) -> np.ndarray:
 
     target = call.outputs[0][0]
     x = call.required(0)
-    if target.startswith(_UNSUPPORTED_CAST) or x.dtype == np.dtype(object):
-        call.fail(f"casts to or from {target if target.startswith(_UNSUPPORTED_CAST) else 'string'} "
+    if target.startswith(UNSUPPORTED_CAST_TARGETS) or x.dtype == np.dtype(object):
+        call.fail(f"casts to or from {target if target.startswith(UNSUPPORTED_CAST_TARGETS) else 'string'} "
                   f"need ONNX's saturation and parsing rules")
     return x.astype(np_dtype(target))
