@@ -146,7 +146,8 @@ def test_report_text_has_every_section(artifacts):
 
 SUMMARY = {"model": "models/tiny_cnn.onnx", "target": "edge-soc", "scheduler": "cpsat", "nodes": 12,
            "placement": {"cpu": 2, "npu": 8, "dsp": 2}, "makespan_us": 120.5, "lower_bound_us": 100.0,
-           "gap": 0.17, "solver": {"status": "FEASIBLE", "wall_s": 0.8}, "compile_s": 1.5,
+           "gap": 0.17, "solver": {"status": "FEASIBLE", "wall_s": 0.8, "heft_makespan_us": 131.0},
+           "compile_s": 1.5,
            "stage_s": {"import": 0.1, "schedule": 0.9},
            "memory": {"npu_sram": {"peak_bytes": 3 << 20, "lower_bound_bytes": 3 << 20, "capacity_bytes": 4 << 20,
                                    "spilled_bytes": 0}},
@@ -160,7 +161,7 @@ def test_summary_renders_in_rich_and_plain_text():
     plain = summary_text(SUMMARY)
     for text in (shown, plain):
         for expected in ("tiny_cnn.onnx", "FEASIBLE", "120.50 µs", "+3.7% vs planned", "passed", "npu_sram",
-                         "3.00 MiB", "75.0%", "schedule"):
+                         "3.00 MiB", "75.0%", "schedule", "HEFT alone: 131.00 µs"):
             assert expected in text, expected
 
 
@@ -214,3 +215,17 @@ def test_report_text_is_reproducible_across_solver_wall_times(artifacts):
     faster = replace(schedule, stats=replace(schedule.stats, wall_s=0.1, details={"solver_wall_s": 0.05, "seed": 0}))
     assert report_text(slower, graph, None, target, sim) == report_text(faster, graph, None, target, sim)
     assert "9.9" in report_text(slower, graph, None, target, sim, wall_clock=True)
+
+
+def test_report_makespan_is_the_emitted_schedules(artifacts):
+    """After spills the plan carries a re-timed schedule; that is the one the bundle runs, so report.txt's
+    planned makespan is its makespan, while the solver table keeps the solver's own figures."""
+    from dataclasses import replace
+    graph, target, schedule, plan, sim = artifacts
+    later = tuple(replace(t, start_ns=t.start_ns + 5000, end_ns=t.end_ns + 5000) for t in schedule.tasks)
+    retimed = replace(plan, schedule=replace(schedule, tasks=later))
+    text = report_text(schedule, graph, retimed, target)
+    makespan = text.split("Makespan\n")[1].split("\n\n")[0]
+    assert f"planned      {(schedule.makespan_ns + 5000) / 1000:,.2f}" in makespan
+    solver = text.split("Solver\n")[1].split("\n\n")[0]
+    assert f"makespan           {schedule.makespan_ns / 1000:,.2f} µs" in solver

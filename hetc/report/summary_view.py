@@ -29,8 +29,9 @@ def _build_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
     add("gap", "gap", fmt_pct)
     solver = summary.get("solver") or {}
     if solver:
-        wall = solver.get("wall_s")
-        rows.append(("solver", f"{solver.get('status', '?')}" + (f" in {wall:.2f} s" if wall is not None else "")))
+        wall, heft = solver.get("wall_s"), solver.get("heft_makespan_us")
+        rows.append(("solver", f"{solver.get('status', '?')}" + (f" in {wall:.2f} s" if wall is not None else "")
+                     + (f" (HEFT alone: {fmt_us(heft)} µs)" if heft is not None else "")))
     sim = summary.get("simulated_makespan_us")
     if sim is not None:
         planned = summary.get("makespan_us")

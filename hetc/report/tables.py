@@ -220,7 +220,9 @@ def report_text(schedule: "Schedule", graph: "Graph | None", plan: "MemoryPlan |
     tables: list[ReportTable] = list(summary_tables(summary)) if summary else []
     if plan is not None:  # the plan's memory table below says all the summary's does, and more
         tables = [t for t in tables if t.title != "Memory"]
-    tables.append(makespan_table(schedule, sim_result))
+    # The plan's schedule (re-timed when spills were inserted) is the one emitted and simulated.
+    emitted = plan.schedule if plan is not None else schedule
+    tables.append(makespan_table(emitted, sim_result))
     tables.append(solver_table(schedule, wall_clock))
     planned = Timeline.from_schedule(schedule, graph, plan, target)
     tables.append(utilisation_table(planned))
