@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import simpy
 
 from hetc.codegen import Bundle, Compute, Dma, Signal, Wait, emit
 from hetc.ir import Graph, Node, Value
@@ -63,6 +62,7 @@ def synthetic_bundle(tasks: int) -> tuple[Bundle, Target]:
 
 def simpy_run(bundle: Bundle, sync_ns: float) -> tuple[float, list[tuple[str, int, float, float]]]:
     """The same programs as SimPy processes; returns (makespan, trace of (engine, pc, start, end))."""
+    import simpy   # a dev dependency: imported here so that collecting this file never needs it
     env = simpy.Environment()
     trace: list[tuple[str, int, float, float]] = []
     counts: dict[str, int] = {}

@@ -1,6 +1,7 @@
 """Code generation: a planned graph becomes one program per engine plus the bundle's data files."""
 from __future__ import annotations
 
+import gc
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +35,16 @@ class EmitOptions:
 
 def emit(graph: Graph, plan: MemoryPlan, target: Target, options: EmitOptions | None = None) -> Bundle:
     """Per-engine programs, semaphores, the constants image and the manifest for ``plan.schedule``."""
-    options = options or EmitOptions()
+    collecting = gc.isenabled()
+    gc.disable()   # emitting allocates an object per operand; generational GC passes would dominate
+    try:
+        return _emit(graph, plan, target, options or EmitOptions())
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _emit(graph: Graph, plan: MemoryPlan, target: Target, options: EmitOptions) -> Bundle:
     schedule = plan.schedule
     lanes = {engine: [] for engine in target.engines}
     for engine, tasks in schedule.engine_tasks().items():

@@ -156,15 +156,22 @@ def storage_deps(plan: MemoryPlan) -> dict[int, set[int]]:
         by_memory.setdefault(r.memory, []).append(r)
     result: dict[int, set[int]] = {}
     for bufs in by_memory.values():
+        bufs.sort(key=lambda b: (b.offset, b.id))
         lo = np.array([b.offset for b in bufs], dtype=np.int64)
         hi = lo + np.array([max(b.size, 1) for b in bufs], dtype=np.int64)
         start = np.array([life[b.id][0] for b in bufs], dtype=np.int64)
         end = np.array([life[b.id][1] for b in bufs], dtype=np.int64)
+        # Sorted by first byte, the running maximum of last bytes is monotone: the buffers that can overlap
+        # [lo_y, hi_y) form one contiguous window found by two binary searches (no all-pairs scan).
+        reach = np.maximum.accumulate(hi)
         for y, yb in enumerate(bufs):
             ws = writers.get(yb.id)
             if not ws:
                 continue
-            before = np.nonzero((lo < hi[y]) & (hi > lo[y]) & (end <= start[y]))[0]
+            first = int(np.searchsorted(reach, lo[y], side="right"))
+            last = int(np.searchsorted(lo, hi[y], side="left"))
+            window = np.arange(first, last)
+            before = window[(hi[first:last] > lo[y]) & (end[first:last] <= start[y])]
             kept: list[int] = []
             for x in sorted(before.tolist(), key=lambda k: -end[k]):
                 a, z = max(lo[x], lo[y]), min(hi[x], hi[y])
