@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -14,6 +15,9 @@ from hetc.ir import EXPORT_IR_VERSION, dtype_from_numpy, dtype_from_onnx
 from hetc.sim.kernels.dispatch import KERNEL_OPS, run_kernel
 from hetc.sim.kernels.errors import KernelError
 from hetc.sim.kernels.onnx_attrs import plain_attrs
+
+if TYPE_CHECKING:
+    from onnx.backend.test.case.test_case import TestCase
 
 
 @dataclass(frozen=True)
@@ -26,7 +30,7 @@ class CaseResult:
     detail: str = ""
 
 
-def kernel_cases() -> list:
+def kernel_cases() -> list[TestCase]:
     """The single-node conformance cases whose op has an NPU/DSP kernel (function-expanded variants are
     multi-node models of other ops and are left out)."""
     from onnx.backend.test.case.node import collect_testcases
@@ -68,7 +72,7 @@ def _as_array(value: object) -> object:
     return value
 
 
-def run_case(case, device_kind: str = "npu") -> CaseResult:
+def run_case(case: TestCase, device_kind: str = "npu") -> CaseResult:
     model = case.model
     graph, node = model.graph, model.graph.node[0]
     opset = {(o.domain or ""): o.version for o in model.opset_import}

@@ -44,7 +44,8 @@ def has_kernel(device_kind: str, op_type: str) -> bool:
 
 def kernel_limitation(device_kind: str, op_type: str, attrs: dict[str, Any], opset: int) -> str | None:
     """Why this particular node cannot run on ``device_kind`` although the op has a kernel there (an
-    attribute value the kernel does not implement), or None. Lets capability checks route it to the CPU."""
+    attribute value the kernel does not implement), or None. Lets capability checks route it to the CPU.
+    ``opset`` (the default domain's version) is part of the signature because attribute meanings are."""
     if device_kind == "cpu":
         return None
     if not has_kernel(device_kind, op_type):
@@ -121,7 +122,7 @@ def run_kernel(device_kind: str, op_type: str, domain: str, attrs: dict[str, Any
                           f"every op)")
     pin_blas_threads()
     version = opset.get("", opset.get("ai.onnx", 0))
-    prepared = [_round_fp16(x) if precision == "fp16" else _widen(x) for x in inputs]
+    prepared = [_round_fp16(_widen(x)) if precision == "fp16" else _widen(x) for x in inputs]
     call = KernelCall(op_type, attrs, prepared, outputs, version)
     with np.errstate(all="ignore"):  # inf/nan results are legitimate ONNX outputs, as in onnxruntime
         produced = KERNELS[op_type](call)
