@@ -58,6 +58,35 @@ def test_loop_runs_whole_on_the_cpu():
     assert result[0].tolist() == [16.0, 16.0, 16.0]
 
 
+def test_scan_runs_whole_on_the_cpu():
+    body = helper.make_graph(
+        [helper.make_node("Add", ["sum_in", "x_t"], ["sum_out"]), helper.make_node("Identity", ["sum_out"], ["y_t"])],
+        "body",
+        [helper.make_tensor_value_info("sum_in", TensorProto.FLOAT, [2]),
+         helper.make_tensor_value_info("x_t", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("sum_out", TensorProto.FLOAT, [2]),
+         helper.make_tensor_value_info("y_t", TensorProto.FLOAT, [2])])
+    xs = np.arange(6, dtype=np.float32).reshape(3, 2)
+    final, running = run_kernel("cpu", "Scan", "", {"body": body, "num_scan_inputs": 1},
+                                [np.zeros(2, np.float32), xs], [("float32", (2,)), ("float32", (3, 2))], {"": 17})
+    np.testing.assert_array_equal(final, xs.sum(axis=0))
+    np.testing.assert_array_equal(running, np.cumsum(xs, axis=0))
+
+
+def test_nested_bodies_may_read_their_enclosing_body():
+    inner = helper.make_graph([helper.make_node("Neg", ["mid"], ["inner_out"])], "inner", [],
+                              [helper.make_tensor_value_info("inner_out", TensorProto.FLOAT, [2])])
+    const = helper.make_node("Constant", [], ["mid"], value=helper.make_tensor("m", TensorProto.FLOAT, [2], [1, 2]))
+    nested_if = helper.make_node("If", ["flag"], ["outer_out"], then_branch=inner, else_branch=inner)
+    flag = helper.make_node("Constant", [], ["flag"], value=helper.make_tensor("f", TensorProto.BOOL, [], [True]))
+    outer = helper.make_graph([const, flag, nested_if], "outer", [],
+                              [helper.make_tensor_value_info("outer_out", TensorProto.FLOAT, [2])])
+    assert cpu.free_names(outer) == set()
+    result = run_kernel("cpu", "If", "", {"then_branch": outer, "else_branch": outer}, [np.array(False)],
+                        [("float32", (2,))], {"": 17})
+    assert result[0].tolist() == [-1.0, -2.0]
+
+
 def test_reference_evaluator_takes_over_when_onnxruntime_has_no_kernel():
     x = (_x(2, 3) * 4).astype(np.float16)  # onnxruntime has no float16 Celu kernel on the CPU
     result = run_kernel("cpu", "Celu", "", {"alpha": 2.0}, [x], [("float16", (2, 3))], {"": 13})[0]
