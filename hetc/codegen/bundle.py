@@ -113,7 +113,11 @@ class Bundle:
             if target.exists():
                 old = target.parent / f".{target.name}.old-{os.getpid()}"
                 target.rename(old)
-                tmp.rename(target)
+                try:
+                    tmp.rename(target)
+                except OSError:
+                    old.rename(target)   # put the previous bundle back rather than lose both
+                    raise
                 shutil.rmtree(old)
             else:
                 tmp.rename(target)
