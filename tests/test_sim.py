@@ -207,3 +207,11 @@ def test_dram_sharing_is_an_exact_fluid() -> None:
     assert ends == {"dma_npu": pytest.approx(150.0), "dma_dsp": pytest.approx(100.0)}
     alone = {e.engine: e.end_ns for e in simulate(shared, functional=False, contention=False).events}
     assert alone == {"dma_npu": 100.0, "dma_dsp": 50.0}
+
+
+def test_fp16_precision_reaches_the_kernels() -> None:
+    exact = simulate(mixed_bundle(), mixed_inputs())
+    half = simulate(mixed_bundle(), mixed_inputs(), precision="fp16")
+    assert half.stats["precision"] == "fp16"
+    difference = np.abs(half.outputs["y"] - exact.outputs["y"]).max()
+    assert 0 < difference < 0.05   # NPU/DSP kernels round through fp16, the CPU does not
