@@ -250,6 +250,8 @@ def test_fp16_emulation_rounds_and_stays_close():
     np.testing.assert_array_equal(half, half.astype(np.float16).astype(np.float32))  # fp16-representable
     error = np.abs(half - exact).max() / np.abs(exact).max()
     assert 0 < error < 2e-3  # 144 fp16-rounded products accumulated in fp32: well under 0.2% of range
+    dsp = run_kernel("dsp", "Conv", "", attrs, [x, w, b], out, {"": 17}, precision="fp16")[0]
+    np.testing.assert_allclose(dsp, exact, rtol=1e-4, atol=1e-5)  # the precision is the NPU's datapath
     # integer tensors are untouched by the emulation
     idx = np.array([70000, 3], np.int64)
     assert run_kernel("npu", "Identity", "", {}, [idx], [("int64", (2,))], {"": 17},

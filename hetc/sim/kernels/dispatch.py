@@ -4,7 +4,8 @@ The CPU runs every op through onnxruntime (``hetc.sim.kernels.cpu``); the NPU an
 kernels (``KERNELS``) and nothing else: an op without a kernel there is an error, never a silent detour
 through onnxruntime. ``precision="fp16"`` emulates an fp16 datapath on the NPU/DSP: inputs and weights are
 rounded to float16, the kernel computes (accumulating in float32 or wider, as fp16 hardware does), and the
-result is rounded to float16 before being returned in the declared dtype.
+result is rounded to float16 before being returned in the declared dtype. ``precision`` is the NPU's
+datapath (the CLI's ``--npu-precision``): the DSP and the CPU always compute in fp32.
 """
 from __future__ import annotations
 
@@ -121,6 +122,8 @@ def run_kernel(device_kind: str, op_type: str, domain: str, attrs: dict[str, Any
                           f"the schedule must place this node on a device that supports it (the CPU runs "
                           f"every op)")
     pin_blas_threads()
+    if device_kind != "npu":
+        precision = "fp32"
     version = opset.get("", opset.get("ai.onnx", 0))
     prepared = [_round_fp16(_widen(x)) if precision == "fp16" else _widen(x) for x in inputs]
     call = KernelCall(op_type, attrs, prepared, outputs, version)
