@@ -2,8 +2,9 @@
 model (transfers along routes, one task per engine at a time, sync cost across engines), a MemoryPlan of its
 buffers, and a SimResult replayed from the schedule with slower DMA (shared-DRAM contention).
 
-They stand in for the scheduler, planner and simulator only as *inputs*; every report test also runs on the
-real pipeline when it is installed (see test_report_pipeline.py)."""
+They are small, fast, fully controlled *inputs* (e.g. a DSP with a short op list, thousands of tasks on
+demand); test_report_pipeline.py runs the same exports on artifacts from the real scheduler, planner and
+simulator."""
 from __future__ import annotations
 
 from dataclasses import dataclass
