@@ -12,7 +12,7 @@ import hetc
 from hetc.codegen.attrs import encode_attrs
 from hetc.codegen.bundle import FORMAT_VERSION, Bundle
 from hetc.codegen.program import BYTE_PRESERVING_OPS, Compute, Dma, Instruction, Operand, Program, Signal, Wait
-from hetc.codegen.sync import plan_sync, storage_deps, storage_root
+from hetc.codegen.sync import plan_sync, semaphore_name, storage_deps, storage_root
 from hetc.errors import BundleError
 from hetc.ir import Graph, Node, itemsize, np_dtype
 from hetc.ir import nbytes as _nbytes
@@ -69,7 +69,7 @@ def _emit(graph: Graph, plan: MemoryPlan, target: Target, options: EmitOptions) 
             instructions.append(_compute(task, nodes, plan, target) if task.kind == "compute"
                                 else _dma(task, plan, target))
             if task.id in sync.signals:
-                instructions.append(Signal(f"sem.{engine}"))
+                instructions.append(Signal(semaphore_name(engine)))
         if engine in target.devices:
             device = target.devices[engine]
             programs[engine] = Program(engine, device.kind, (device.memory,), tuple(instructions))
