@@ -21,38 +21,40 @@ def resize_limitation(mode: str, antialias: bool) -> str | None:
     return None
 
 
-def _scales(call: KernelCall, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> np.ndarray:
+def _scales(call: KernelCall, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[np.ndarray, type]:
     """Per-axis scale factors as ONNX defines them (from ``scales``, or from ``sizes`` under the
-    keep_aspect_ratio_policy); axes not listed in ``axes`` keep scale 1."""
+    keep_aspect_ratio_policy; axes not listed in ``axes`` keep scale 1), and the float type onnxruntime
+    computes source coordinates in: float32 from given scales, float64 from sizes (where 1 / (2/7) must
+    come out as exactly 3.5)."""
     rank = len(in_shape)
     axes = [a + rank if a < 0 else a for a in (call.attr("axes") or range(rank))]
-    scales_input = call.input(1) if call.opset < 11 else call.input(2)
-    given = _present(scales_input)
-    result = np.ones(rank, dtype=np.float32)
+    given = _present(call.input(1) if call.opset < 11 else call.input(2))
     if given is not None:
+        result = np.ones(rank, dtype=np.float32)
         result[axes] = given.astype(np.float32)
-        return result
+        return result, np.float32
     sizes = _present(call.input(3))
-    ratios = np.asarray(sizes if sizes is not None else [out_shape[a] for a in axes], dtype=np.float32)
-    ratios = ratios / np.asarray([in_shape[a] for a in axes], dtype=np.float32)
+    ratios = np.asarray(sizes if sizes is not None else [out_shape[a] for a in axes], dtype=np.float64)
+    ratios = ratios / np.asarray([in_shape[a] for a in axes], dtype=np.float64)
     policy = call.attr("keep_aspect_ratio_policy", "stretch")
     if policy == "not_larger":
         ratios[:] = ratios.min()
     elif policy == "not_smaller":
         ratios[:] = ratios.max()
+    result = np.ones(rank, dtype=np.float64)
     result[axes] = ratios
-    return result
+    return result, np.float64
 
 
-def _source_coordinates(mode: str, out_len: int, in_len: int, scale: float, roi: tuple[float, float]
-                        ) -> np.ndarray:
-    """The input coordinate each output position maps to along one axis, in float32 arithmetic as
-    onnxruntime does it, so that coordinates landing next to a rounding boundary mostly round the same way
-    (with float64, 1 / 0.4f rounds the other way). Exact agreement is not guaranteed when out/in is not a
-    dyadic fraction: see docs/kernels.md."""
-    x = np.arange(out_len, dtype=np.float32)
-    scale = np.float32(scale)
-    in_len, out_len = np.float32(in_len), np.float32(out_len)
+def _source_coordinates(mode: str, out_len: int, in_len: int, scale: float, roi: tuple[float, float],
+                        dtype: type = np.float32) -> np.ndarray:
+    """The input coordinate each output position maps to along one axis, computed in ``dtype`` as
+    onnxruntime does, so that coordinates landing next to a rounding boundary mostly round the same way
+    (in float64, 1 / 0.4f would round the other way). Exact agreement is not guaranteed when out/in is not
+    a dyadic fraction: see docs/kernels.md."""
+    x = np.arange(out_len, dtype=dtype)
+    scale = dtype(scale)
+    in_len, out_len = dtype(in_len), dtype(out_len)
     if mode == "half_pixel":
         return (x + 0.5) / scale - 0.5
     if mode == "half_pixel_symmetric":
@@ -100,7 +102,7 @@ def resize(call: KernelCall) -> np.ndarray:
     transform = "asymmetric" if legacy else call.attr("coordinate_transformation_mode", "half_pixel")
     nearest_mode = "legacy" if legacy else call.attr("nearest_mode", "round_prefer_floor")
     out_shape = call.output_shape
-    scales = _scales(call, x.shape, out_shape)
+    scales, coordinate_type = _scales(call, x.shape, out_shape)
     rank = x.ndim
     roi_input = None if legacy else _present(call.input(1))
     roi = np.zeros(2 * rank) if roi_input is None else roi_input.astype(np.float64)
@@ -115,7 +117,8 @@ def resize(call: KernelCall) -> np.ndarray:
         in_len, out_len = x.shape[axis], out_shape[axis]
         if in_len == out_len and scales[axis] == 1.0 and transform != "tf_crop_and_resize":
             continue
-        coords = _source_coordinates(transform, out_len, in_len, scales[axis], (roi[axis], roi[axis + rank]))
+        coords = _source_coordinates(transform, out_len, in_len, scales[axis], (roi[axis], roi[axis + rank]),
+                                     coordinate_type)
         if transform == "tf_crop_and_resize":
             off = (coords < 0) | (coords > in_len - 1)
             outside |= off.reshape((-1,) + (1,) * (rank - 1 - axis))
