@@ -1,6 +1,6 @@
 """Benchmark the simulator's event loop against SimPy on the same 10,000-task schedule.
 
-    python tools/bench_sim.py [--tasks 10000] [--repeat 5]
+    python tools/bench_sim.py [--tasks 10000] [--repeat 9]
     python tools/bench_sim.py --light [--strategy heft]    # functional simulation vs onnxruntime
 
 Builds a synthetic layered graph (Relu/Add on small tensors, placed round-robin on the CPU, NPU and DSP of
@@ -137,7 +137,7 @@ def _wall(fn) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=10_000)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=9)
     parser.add_argument("--light", action="store_true", help="functional simulation of onnx's light models vs "
                                                              "onnxruntime instead of the event-loop benchmark")
     parser.add_argument("--strategy", default="heft", help="scheduler for --light (default heft)")
