@@ -7,7 +7,7 @@ instant, sizes padded to the alignment), which no packing can beat:
 1. best-fit decoding (TFLite's greedy-by-size arena planner) of a few deterministic orders: by size, and by
    start time (optimal for equal sizes and for nested lifetimes);
 2. hill climbing over the placement order (as TVM's USMP and Arm Vela do): move a buffer that reaches the peak
-   earlier in the order, re-decode the suffix, keep the move unless the peak grows;
+   earlier in the order (or swap two at random), re-decode what moved, keep the move unless the peak grows;
 3. CP-SAT ``AddNoOverlap2D`` over time x address for instances small enough to solve quickly, hinted with the
    best order's packing.
 
@@ -293,33 +293,44 @@ def _best_greedy(p: _Problem) -> tuple[list[int], list[int], str]:
 
 def _hill_climb(p: _Problem, order: list[int], offsets: list[int], lower: int,
                 budget_work: int, deadline: float) -> tuple[list[int], list[int]]:
-    """Move a buffer that reaches the peak to an earlier place in the order; keep moves that do not raise
-    the peak (plateau moves let the search drift). Budgeted in work units so that results are reproducible."""
+    """Two moves: a buffer that reaches the peak goes to an earlier random place in the order (targeted,
+    three moves in four), or two random buffers swap places (diversifying, as a plain hill climber does).
+    A move is kept unless the peak, then the number of buffers touching it, grows: plateau moves let the
+    search drift. Budgeted in work units so that results are reproducible."""
     rng = random.Random(0x5eed)
     order = list(order)
     peak = _peak(p, offsets)
+    crowd = sum(1 for i in range(p.n) if offsets[i] + p.sizes[i] == peak)
     work = stale = 0
     while work < budget_work and stale < STALE_MOVES:
         if peak <= lower or time.perf_counter() > deadline:   # the clock is only a safety net
             break
-        top = [i for i in range(p.n) if offsets[i] + p.sizes[i] == peak]
-        victim = top[rng.randrange(len(top))]
-        pos = order.index(victim)
         work += p.n // 2 + 20            # building the decoder and scanning for the peak and the victim
         stale += 1
-        if pos == 0:
-            continue
-        target = rng.randrange(pos)
-        candidate = order[:target] + [victim] + order[target:pos] + order[pos + 1:]
-        new_offsets, cost = _redecode(p, candidate, offsets, target, {victim, *p.conflicts[victim]})
+        candidate = list(order)
+        if stale % 4:
+            top = [i for i in range(p.n) if offsets[i] + p.sizes[i] == peak]
+            victim = top[rng.randrange(len(top))]
+            pos = order.index(victim)
+            if pos == 0:
+                continue
+            first = rng.randrange(pos)
+            candidate[first:pos + 1] = [victim] + order[first:pos]
+            seeds = {victim, *p.conflicts[victim]}
+        else:
+            a, b = sorted(rng.sample(range(p.n), 2))
+            candidate[a], candidate[b] = candidate[b], candidate[a]
+            first = a
+            seeds = {candidate[a], candidate[b], *p.conflicts[candidate[a]], *p.conflicts[candidate[b]]}
+        new_offsets, cost = _redecode(p, candidate, offsets, first, seeds)
         work += cost
         new_peak = _peak(p, new_offsets)
         new_crowd = sum(1 for i in range(p.n) if new_offsets[i] + p.sizes[i] == new_peak)
         # fewer intervals touching the peak is progress too: it is how the peak eventually drops
-        if (new_peak, new_crowd) <= (peak, len(top)):
-            if (new_peak, new_crowd) < (peak, len(top)):
+        if (new_peak, new_crowd) <= (peak, crowd):
+            if (new_peak, new_crowd) < (peak, crowd):
                 stale = 0
-            order, offsets, peak = candidate, new_offsets, new_peak
+            order, offsets, peak, crowd = candidate, new_offsets, new_peak, new_crowd
     return order, offsets
 
 

@@ -2,14 +2,17 @@
 
 A candidate is a buffer live at the instant ``t`` but idle then (no task using it runs at ``t``) that shares
 its storage with nobody. Its uses split into those before ``t`` and those after; candidates go by the
-bytes x time they free (Belady's furthest-next-use, weighted by size) until the excess is covered. The spill adds, on a DMA engine between the scratchpad and DRAM:
+bytes x time they free (Belady's furthest-next-use, weighted by size) until the excess is covered. A spill
+adds, on a DMA engine between the scratchpad and DRAM:
 
 * an **evict** transfer right after the buffer is produced (skipped when DRAM already holds the value before
   ``t``: constants, graph inputs, values made in DRAM or copied there anyway: a re-fetch);
 * a **reload** transfer, released once the buffer fits in the memory again and just in time for the next use,
   into a new buffer ``<id>#k`` that every later reader is rebound to.
 
-The schedule is then re-timed keeping each engine's order (``retime``).
+A copy brought from DRAM that nobody has read by ``t`` is *postponed* instead: its own transfer moves down
+its DMA queue, which frees the same bytes without a second transfer. The schedule is then re-timed keeping
+each engine's order (``retime``).
 """
 from __future__ import annotations
 
