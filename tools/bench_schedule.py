@@ -2,6 +2,7 @@
 
     python tools/bench_schedule.py                       # every model, edge-soc and multi-npu, default limits
     python tools/bench_schedule.py --models resnet50,densenet121 --targets edge-soc --time-limit 10
+    python tools/bench_schedule.py --scaling 4,8,16,24,48    # GPT decoders of that many blocks: compile time
 
 Per model and target: makespan of single:cpu, greedy, HEFT and CP-SAT, the lower bound, CP-SAT's gap to it,
 CP-SAT / HEFT, and CP-SAT's compile time (problem building + HEFT + windows + exact re-timing).
@@ -37,7 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", default="edge-soc,multi-npu")
     parser.add_argument("--time-limit", type=float, default=None, help="CP-SAT limit in s (default: per size)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--scaling", default="", help="comma-separated GPT block counts: compile-time scaling")
     args = parser.parse_args(argv)
+    if args.scaling:
+        return scaling([int(b) for b in args.scaling.split(",")], args.targets.split(",")[0], args.time_limit)
     paths = model_paths()
     names = [n for n in args.models.split(",") if n] or list(paths)
     header = (f"{'model':16s} {'target':10s} {'nodes':>5s} {'cpu ms':>9s} {'greedy':>9s} {'heft':>9s} "
@@ -69,6 +73,41 @@ def main(argv: list[str] | None = None) -> int:
         geomean = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
         print(f"\ngeometric mean CP-SAT / HEFT makespan: {geomean:.3f} over {len(ratios)} runs; "
               f"gap <= 5% on {sum(g <= 0.05 for g in gaps)}/{len(gaps)}")
+    return 0
+
+
+def scaling(block_counts: list[int], target_name: str, time_limit_s: float | None) -> int:
+    """Schedule GPT decoders (tools/make_models.py) of growing depth; print nodes, times and makespans."""
+    import importlib.util
+    import tempfile
+
+    from hetc.frontend import load_onnx
+    from hetc.passes import optimize
+    from hetc.schedule import default_time_limit, schedule
+    from hetc.target import load_target
+
+    spec = importlib.util.spec_from_file_location("make_models", REPO / "tools" / "make_models.py")
+    make_models = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_models)
+    target = load_target(target_name)
+    print(f"{'blocks':>6s} {'nodes':>6s} {'limit s':>7s} {'heft s':>7s} {'cpsat s':>7s} {'search s':>8s} "
+          f"{'windows':>7s} {'cp/heft':>7s} {'gap':>6s}")
+    for blocks in block_counts:
+        make_models.GPT["blocks"] = blocks
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"gpt{blocks}.onnx"
+            onnx.save(make_models.gpt_decoder(), path)
+            graph = optimize(load_onnx(path))
+        began = time.perf_counter()
+        heft_span = schedule(graph, target, "heft").makespan_ns
+        heft_s = time.perf_counter() - began
+        began = time.perf_counter()
+        cp = schedule(graph, target, "cpsat", time_limit_s=time_limit_s)
+        cp_s = time.perf_counter() - began
+        limit = time_limit_s or default_time_limit(len(graph))
+        print(f"{blocks:6d} {len(graph):6d} {limit:7.1f} {heft_s:7.2f} {cp_s:7.2f} "
+              f"{cp.stats.details['solver_wall_s']:8.2f} {cp.stats.details['windows']:7d} "
+              f"{cp.makespan_ns / heft_span:7.3f} {cp.gap:6.1%}", flush=True)
     return 0
 
 

@@ -25,7 +25,9 @@ from hetc.schedule.tasks import Plan, makespan_of, time_plan
 
 TICKS = 10_000            # the HEFT makespan in ticks: durations stay small integers
 WINDOW_NODES = 60         # nodes per CP-SAT window; a graph this small is solved whole
-SEARCH_SHARE = 0.8        # of the time limit, spent inside CP-SAT searches
+SEARCH_SHARE = 0.8        # of the time limit, spent inside CP-SAT searches ...
+OVERHEAD_S_PER_OPTION = 0.002  # ... minus HEFT, model building, re-timing: ~1-2 ms per (node, candidate device)
+MIN_WINDOW_S = 0.05
 EXACT_NODES = 20          # graphs up to this size get the full CP-SAT portfolio (it can prove optimality)
 
 
@@ -67,13 +69,15 @@ def solve_cpsat(problem: SchedulingProblem, time_limit_s: float, num_workers: in
     sp = scale(problem, tick)
     order = priority_order(sp, upward_rank(sp))
     windows = [order[i:i + window_nodes] for i in range(0, len(order), window_nodes)]
+    options = sum(len(durations) for durations in problem.durations)
+    search_s = max(0.0, SEARCH_SHARE * time_limit_s - OVERHEAD_S_PER_OPTION * options)
     state = ListScheduler(sp)
     statuses: list[str] = []
     bound_ticks, solver_wall = 0, 0.0
     for k, window in enumerate(windows):
         # Budgets are fixed shares of the limit (never "what is left"), so a rerun gets the same budgets and,
         # with deterministic-time limits, the same answer. The rest pays for HEFT, model building, re-timing.
-        budget = max(0.05, SEARCH_SHARE * time_limit_s * len(window) / problem.n)
+        budget = max(MIN_WINDOW_S, search_s * len(window) / problem.n)
         hint = state.clone()
         for node in window:
             heft_step(hint, node)
