@@ -3,6 +3,7 @@ NPU/DSP kernels: single-node cases of kernel-set ops, compared at each case's ow
 atol 1e-7 for most), as ONNX's backend test runner does."""
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -30,16 +31,18 @@ class CaseResult:
     detail: str = ""
 
 
-def kernel_cases() -> list[TestCase]:
+@functools.lru_cache(maxsize=1)
+def kernel_cases() -> tuple[TestCase, ...]:
     """The single-node conformance cases whose op has an NPU/DSP kernel (function-expanded variants are
-    multi-node models of other ops and are left out)."""
+    multi-node models of other ops and are left out). Collected once per process: generating them takes
+    seconds."""
     from onnx.backend.test.case.node import collect_testcases
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cases = collect_testcases()
-    return [c for c in cases if len(c.model.graph.node) == 1 and c.model.graph.node[0].domain in ("", "ai.onnx")
-            and c.model.graph.node[0].op_type in KERNEL_OPS and "_expanded" not in c.name]
+    return tuple(c for c in cases if len(c.model.graph.node) == 1 and c.model.graph.node[0].domain in ("", "ai.onnx")
+            and c.model.graph.node[0].op_type in KERNEL_OPS and "_expanded" not in c.name)
 
 
 def _declared_outputs(model: onnx.ModelProto, expected: dict[str, np.ndarray]) -> list[tuple[str, tuple]]:
