@@ -73,3 +73,17 @@ def test_thousands_of_tasks_render_in_seconds(tmp_path):
         export_gantt(timeline, fmt, tmp_path / f"big.{fmt}")
         elapsed = time.perf_counter() - start
         assert elapsed < 5.0, f"{fmt}: {elapsed:.1f} s for {len(timeline.slices)} slices"
+
+
+def test_unused_memory_gets_a_thin_labelled_strip(tmp_path):
+    from dataclasses import replace
+
+    from hetc.report.html import render_html
+    graph, target, schedule, plan, sim = make_all(6)
+    no_dsp = replace(plan, buffers=tuple(b for b in plan.buffers if b.memory != "dsp_tcm"))
+    timeline = Timeline.from_schedule(schedule, graph, no_dsp, target)
+    assert [m.memory for m in timeline.memories] == ["dsp_tcm", "npu_sram", "dram"]
+    assert timeline.memories[0].max_bytes == 0
+    texts = _svg_texts(export_gantt(timeline, "svg", tmp_path / "unused.svg"))
+    assert any(t.startswith("unused") for t in texts)
+    assert "dsp_tcm (unused)" in render_html(timeline)

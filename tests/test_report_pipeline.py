@@ -50,9 +50,14 @@ def test_every_format_from_real_artifacts(model, tmp_path):
         assert_valid_trace(load_trace(tmp_path / f"{timeline.source}.json"), makespan_us=timeline.makespan_us)
     assert len(simulated.slices) == len(plan.schedule.tasks)
     assert simulated.flows  # the codegen's semaphores show up as arrows
-    # The simulator's occupancy never exceeds what the planner reserved for each scratchpad.
+    # Every memory gets a panel (unused ones too), and the simulator's occupancy never exceeds what the
+    # planner reserved in it.
+    for timeline in (planned, simulated):
+        assert {m.memory for m in timeline.memories} == set(target.memories)
+        assert timeline.memories[-1].memory == target.dram
     for series in simulated.memories:
-        assert series.max_bytes <= plan.stats[series.memory].peak_bytes
+        reserved = plan.stats[series.memory].peak_bytes if series.memory in plan.stats else 0
+        assert series.max_bytes <= reserved
 
 
 def test_report_text_with_real_validation():

@@ -24,6 +24,7 @@ AXIS_H = 22
 GROUP_H = 18
 LANE_H = 20
 PANEL_H = 64
+UNUSED_PANEL_H = 22    # a memory nothing lives in gets a thin strip, not a full empty panel
 PANEL_GAP = 8
 
 
@@ -49,13 +50,15 @@ class _Layout:
                 self.lane_y[lane.engine] = y
                 y += LANE_H
         self.panel_y: dict[str, float] = {}
+        self.panel_h: dict[str, float] = {}
         if timeline.memories:
             y += PANEL_GAP
             self.rows.append(("group", y, "Memory occupancy (live bytes)"))
             y += GROUP_H
             for series in timeline.memories:
                 self.panel_y[series.memory] = y
-                y += PANEL_H + PANEL_GAP
+                self.panel_h[series.memory] = PANEL_H if series.max_bytes > 0 else UNUSED_PANEL_H
+                y += self.panel_h[series.memory] + PANEL_GAP
         self.height = y + 4
 
 
@@ -95,11 +98,18 @@ def _flows_svg(timeline: Timeline, layout: _Layout) -> str:
 def _memory_svg(timeline: Timeline, layout: _Layout, span: float) -> tuple[list[str], list[str]]:
     labels, body = [], []
     for series in timeline.memories:
-        top = layout.panel_y[series.memory]
+        top, height = layout.panel_y[series.memory], layout.panel_h[series.memory]
+        cap_text = f"capacity {fmt_bytes(series.capacity_bytes)}" if series.capacity_bytes else "capacity unknown"
+        if series.max_bytes == 0:
+            labels.append(f'<text class="memory-label" x="8" y="{top + 15}">{escape(series.memory)} (unused)</text>')
+            body.append(f'<g class="memory" data-memory="{escape(series.memory)}"><rect class="panel-bg" '
+                        f'vector-effect="non-scaling-stroke" x="0" y="{top}" width="{_num(span)}" '
+                        f'height="{height}"/></g>')
+            continue
         most = max(series.max_bytes, series.peak_bytes or 0, 1)
-        # Draw the capacity line only when it is on the same scale as the use; a 512 MiB DRAM would flatten
-        # a 3 MiB curve to nothing.
-        show_cap = 0 < series.capacity_bytes <= 1.25 * most
+        # Draw the capacity line only when it is on the same scale as the use (the curve keeps at least half
+        # the panel); a 512 MiB DRAM would flatten a 3 MiB curve to nothing.
+        show_cap = 0 < series.capacity_bytes <= 2 * most
         scale_max = max(most, series.capacity_bytes if show_cap else 0) * 1.05
         def y_of(b: float) -> float:
             return top + PANEL_H - b / scale_max * (PANEL_H - 4)
@@ -107,7 +117,6 @@ def _memory_svg(timeline: Timeline, layout: _Layout, span: float) -> tuple[list[
         for t, live in series.points:
             d.append(f"H{_num(t)}V{y_of(live):.1f}")
         d.append(f"H{_num(span)}V{y_of(0):.1f}Z")
-        cap_text = f"capacity {fmt_bytes(series.capacity_bytes)}" if series.capacity_bytes else "capacity unknown"
         if series.capacity_bytes and not show_cap:
             cap_text += " (off scale)"
         labels.append(f'<text class="memory-label" x="8" y="{top + 14}">{escape(series.memory)}</text>'
@@ -149,7 +158,8 @@ def render_html(timeline: Timeline) -> str:
     mem_labels, mem_body = _memory_svg(timeline, layout, span)
     group_titles = [f'<text class="group-title" x="4" y="{y + 13}">{escape(text)}</text>'
                     for _, y, text in layout.rows]
-    label_w = int(max([MIN_LABEL_W] + [CHAR_W * len(lane.label) + 20 for lane in timeline.lanes]))
+    labels = [lane.label for lane in timeline.lanes] + [f"{m.memory} (unused)" for m in timeline.memories]
+    label_w = int(max([MIN_LABEL_W] + [CHAR_W * len(label) + 20 for label in labels]))
     data = {"makespan": span, "slices": details,
             "layout": {"labelWidth": label_w, "plotWidth": PLOT_W, "padWidth": RIGHT_PAD, "height": layout.height}}
     # "</" inside a script block would end it early; JSON allows the escaped form.

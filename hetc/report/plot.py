@@ -24,6 +24,7 @@ from hetc.report.timeline import MemorySeries, Timeline  # noqa: E402
 
 _LANE_IN = 0.32          # inches per lane
 _PANEL_IN = 1.1          # inches per memory panel
+_UNUSED_PANEL_IN = 0.35  # a memory nothing lives in gets a thin strip
 
 
 def build_figure(timeline: Timeline, width_in: float = 14.0) -> Figure:
@@ -31,7 +32,7 @@ def build_figure(timeline: Timeline, width_in: float = 14.0) -> Figure:
     lanes = list(timeline.lanes)
     memories = list(timeline.memories)
     gantt_h = max(1.6, 0.9 + _LANE_IN * len(lanes))
-    heights = [gantt_h] + [_PANEL_IN] * len(memories)
+    heights = [gantt_h] + [_PANEL_IN if m.max_bytes > 0 else _UNUSED_PANEL_IN for m in memories]
     fig = plt.figure(figsize=(width_in, sum(heights) + 0.9))
     grid = fig.add_gridspec(len(heights), 1, height_ratios=heights, hspace=0.45)
     ax = fig.add_subplot(grid[0])
@@ -80,6 +81,14 @@ def build_figure(timeline: Timeline, width_in: float = 14.0) -> Figure:
 
 
 def _memory_panel(ax: plt.Axes, series: MemorySeries) -> None:
+    cap = fmt_bytes(series.capacity_bytes, 1) if series.capacity_bytes else "unknown"
+    ax.set_ylabel(series.memory, rotation=0, ha="right", va="center", fontsize=9)
+    ax.grid(axis="x", color="#00000018")
+    if series.max_bytes == 0:
+        ax.set_yticks([])
+        ax.tick_params(axis="x", labelbottom=False)
+        ax.text(1.005, 0.5, f"unused\ncapacity {cap}", transform=ax.transAxes, fontsize=8, va="center")
+        return
     times = [t for t, _ in series.points]
     live = [b for _, b in series.points]
     most = max(series.max_bytes, 1)
@@ -87,20 +96,17 @@ def _memory_panel(ax: plt.Axes, series: MemorySeries) -> None:
     ax.step(times, live, where="post", color="#4c72b0", linewidth=0.9)
     top = most * 1.1
     # Like the HTML page: a capacity line only when it is on the scale of the use.
-    if 0 < series.capacity_bytes <= 1.25 * most:
+    if 0 < series.capacity_bytes <= 2 * most:
         ax.axhline(series.capacity_bytes, color="#c0392b", linestyle="--", linewidth=0.9, label="capacity")
         top = series.capacity_bytes * 1.1
     if series.lower_bound_bytes and series.peak_bytes and series.peak_bytes > series.lower_bound_bytes:
         ax.axhline(series.peak_bytes, color="#555", linestyle=":", linewidth=0.8, label="planned peak address")
     ax.set_ylim(0, top)
-    cap = fmt_bytes(series.capacity_bytes, 1) if series.capacity_bytes else "unknown"
-    ax.set_ylabel(series.memory, rotation=0, ha="right", va="center", fontsize=9)
     ax.text(1.005, 0.5, f"peak {fmt_bytes(series.max_bytes, 1)}\ncapacity {cap}", transform=ax.transAxes,
             fontsize=8, va="center")
     ax.yaxis.set_major_locator(matplotlib.ticker.MultipleLocator(_byte_step(top)))
     ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: fmt_bytes(v, 1)))
     ax.tick_params(axis="y", labelsize=7)
-    ax.grid(axis="x", color="#00000018")
 
 
 def _byte_step(top: float) -> float:

@@ -181,14 +181,8 @@ class Timeline:
             dst = _task_at_or_after(index_of.get(edge.dst_engine, []), edge.dst_index)
             if src is not None and dst is not None:
                 flows.append(Flow(src=src, dst=dst, label=edge.semaphore))
-        capacity = _capacities(plan, target)
-        memories = tuple(
-            MemorySeries(memory=m, capacity_bytes=capacity.get(m, 0),
-                         points=tuple((t / 1000, int(b)) for t, b in steps),
-                         peak_bytes=plan.stats[m].peak_bytes if plan is not None and m in plan.stats else None,
-                         lower_bound_bytes=(plan.stats[m].lower_bound_bytes
-                                            if plan is not None and m in plan.stats else None))
-            for m, steps in _memory_order(sim_result.memory_usage, target))
+        usage = {m: [(t / 1000, int(b)) for t, b in steps] for m, steps in sim_result.memory_usage.items()}
+        memories = _series(usage, plan, target)
         lane_tasks = [(e.engine, "transfer" if e.kind == "dma" else "compute") for e in work]
         waiting: dict[str, float] = {}
         for e in sim_result.events:
@@ -305,10 +299,19 @@ def _capacities(plan: "MemoryPlan | None", target: "Target | None") -> dict[str,
     return capacity
 
 
-def _memory_order(usage: dict[str, Any], target: "Target | None") -> list[tuple[str, Any]]:
-    """Scratchpads first, DRAM last (DRAM is the big, boring one)."""
+def _series(usage: dict[str, list[tuple[float, int]]], plan: "MemoryPlan | None",
+            target: "Target | None") -> tuple[MemorySeries, ...]:
+    """One series per memory the target or the plan knows (an unused scratchpad is information too, like an
+    idle engine), scratchpads first and DRAM, the big one, last."""
+    capacity = _capacities(plan, target)
+    stats = plan.stats if plan is not None else {}
+    names = set(usage) | set(capacity)
     dram = target.dram if target is not None else "dram"
-    return sorted(usage.items(), key=lambda kv: (kv[0] == dram, kv[0]))
+    return tuple(
+        MemorySeries(memory=m, capacity_bytes=capacity.get(m, 0), points=tuple(usage.get(m) or [(0.0, 0)]),
+                     peak_bytes=stats[m].peak_bytes if m in stats else None,
+                     lower_bound_bytes=stats[m].lower_bound_bytes if m in stats else None)
+        for m in sorted(names, key=lambda m: (m == dram, m)))
 
 
 def _plan_series(plan: "MemoryPlan", target: "Target | None") -> tuple[MemorySeries, ...]:
@@ -320,7 +323,6 @@ def _plan_series(plan: "MemoryPlan", target: "Target | None") -> tuple[MemorySer
         d = deltas.setdefault(b.memory, {})
         d[b.start_ns] = d.get(b.start_ns, 0) + b.size
         d[b.end_ns] = d.get(b.end_ns, 0) - b.size
-    capacity = _capacities(plan, target)
     usage = {}
     for memory, d in deltas.items():
         live, points = 0, [(0.0, 0)]
@@ -331,8 +333,4 @@ def _plan_series(plan: "MemoryPlan", target: "Target | None") -> tuple[MemorySer
             else:
                 points.append((t / 1000, live))
         usage[memory] = points
-    return tuple(
-        MemorySeries(memory=m, capacity_bytes=capacity.get(m, 0), points=tuple(points),
-                     peak_bytes=plan.stats[m].peak_bytes if m in plan.stats else None,
-                     lower_bound_bytes=plan.stats[m].lower_bound_bytes if m in plan.stats else None)
-        for m, points in _memory_order(usage, target))
+    return _series(usage, plan, target)
