@@ -61,7 +61,7 @@ class Trace:
 
 
 class _Lane:
-    __slots__ = ("program", "pc", "now", "wait_since", "version", "start", "remaining", "speed", "last")
+    __slots__ = ("program", "pc", "now", "wait_since", "version", "start", "remaining", "last")
 
     def __init__(self, program: tuple) -> None:
         self.program = program
@@ -70,9 +70,8 @@ class _Lane:
         self.wait_since = 0.0
         self.version = 0
         self.start = 0.0
-        self.remaining = 0.0    # DRAM users: nominal ns of work left
-        self.speed = 1.0
-        self.last = 0.0
+        self.remaining = 0.0    # DRAM users: nominal ns of work left ...
+        self.last = 0.0         # ... as of this time
 
 
 def run(machine: Machine, contention: bool = True) -> Trace:
@@ -140,22 +139,25 @@ def run(machine: Machine, contention: bool = True) -> Trace:
                 pc += 1
             lane.pc, lane.now = pc, t
 
-    def rebalance(t: float, joining: int = -1) -> None:
-        nonlocal slowest
-        total = sum(dram_users.values())
-        speed = 1.0 if total <= bandwidth else bandwidth / total
-        slowest = min(slowest, speed)
+    def reshare(t: float, total: float) -> None:
+        """Every DRAM user runs at one common speed; when it changes, bank each user's progress at the old
+        speed and re-time its end at the new one."""
+        nonlocal speed, slowest
+        new = 1.0 if total <= bandwidth else bandwidth / total
+        if new == speed:
+            return   # every pending end event is still right
         for e in dram_users:
             lane = lanes[e]
-            if e != joining and lane.speed == speed:
-                continue   # its end event is still right
-            if e != joining:
-                lane.remaining = max(0.0, lane.remaining - (t - lane.last) * lane.speed)
-            lane.last, lane.speed = t, speed
+            lane.remaining = max(0.0, lane.remaining - (t - lane.last) * speed)
+            lane.last = t
             lane.version += 1
-            push(heap, (t + lane.remaining / speed, END, next(seq), e, lane.version))
+            push(heap, (t + lane.remaining / new, END, next(seq), e, lane.version))
+        speed = new
+        slowest = min(slowest, new)
 
     popped = 0
+    speed = 1.0           # the common speed of DRAM users, as a fraction of their own
+    total_rate = 0.0      # bytes/ns the running DRAM users ask for
     while True:
         drain()
         if not heap:
@@ -165,16 +167,20 @@ def run(machine: Machine, contention: bool = True) -> Trace:
         lane = lanes[e]
         if phase == START:
             ins = lane.program[lane.pc]
+            rate = ins.dram_bytes / ins.duration_ns
+            reshare(t, total_rate + rate)   # re-times the others first, if the newcomer slows them
+            total_rate += rate
+            dram_users[e] = rate
             lane.start = lane.last = t
             lane.remaining = float(ins.duration_ns)
-            dram_users[e] = ins.dram_bytes / ins.duration_ns
-            rebalance(t, joining=e)
-        elif version == lane.version:
-            del dram_users[e]
-            lane.speed = 1.0
             lane.version += 1
-            if dram_users:
-                rebalance(t)
+            push(heap, (t + lane.remaining / speed, END, next(seq), e, lane.version))
+        elif version == lane.version:
+            lane.version += 1
+            total_rate -= dram_users.pop(e)
+            if not dram_users:
+                total_rate = 0.0   # no rounding drift across idle periods
+            reshare(t, total_rate)
             records.append((e, lane.pc, lane.start, t))
             lane.pc += 1
             lane.now = t
