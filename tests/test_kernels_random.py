@@ -11,8 +11,10 @@ from hetc.ir import dtype_from_numpy
 from hetc.sim.kernels import KernelError, run_kernel, run_on_cpu
 
 OPSET = {"": 19}
-EXAMPLES = settings(max_examples=30, deadline=None)
-MANY = settings(max_examples=150, deadline=None)  # cheap ops with many rounding corner cases
+# Derandomized so CI sees the same examples every run; explore with more examples and a random seed by
+# editing these when changing a kernel (300/600 examples passed when they were written).
+EXAMPLES = settings(max_examples=30, deadline=None, derandomize=True)
+MANY = settings(max_examples=150, deadline=None, derandomize=True)  # cheap ops, many rounding corner cases
 
 
 def assert_npu_matches_onnxruntime(op: str, attrs: dict, inputs: list, opset: dict = OPSET,
