@@ -58,9 +58,10 @@ def _live(lits: list) -> list:
 
 class WindowModel:
     def __init__(self, sp: SchedulingProblem, state: ListScheduler, window: list[int],
-                 tails: dict[int, int], hint: ListScheduler) -> None:
+                 tails: dict[int, int], hint: ListScheduler, max_candidates: int | None = None) -> None:
         self.p, self.state, self.window, self.tails, self.h = sp, state, window, tails, hint
         self.in_window = set(window)
+        self.cands = {n: self._candidates(n, max_candidates) for n in window}
         self.m = cp_model.CpModel()
         self.hints: list[tuple[cp_model.IntVar, int]] = []
         self.hint_of: dict[int, int] = {}
@@ -101,6 +102,20 @@ class WindowModel:
         self.horizon = hi + (hi - lo) // 2 + 1
         self.hint_obj = max([h.finish[n] + self.tails.get(n, 0) for n in self.window] + [hi])
 
+    def _candidates(self, node: int, limit: int | None) -> list[str]:
+        """The devices the model may choose for a node. With a limit, the most plausible ones: the hint's
+        choice, the fastest device, and where the node's producers sit (no transfer). Symmetric devices (four
+        identical NPU cores) otherwise multiply the optional transfers without adding real choices."""
+        every = self.p.candidates(node)
+        if limit is None or len(every) <= limit:
+            return every
+        durs = self.p.durations[node]
+        preferred = [self.h.placement[node], min(every, key=lambda d: (durs[d], every.index(d)))]
+        preferred += [self.h.placement[p] for p in self.p.predecessors[node]]
+        preferred += sorted(every, key=lambda d: (durs[d], every.index(d)))
+        chosen = list(dict.fromkeys(d for d in preferred if d in durs))[:limit]
+        return [d for d in every if d in chosen]
+
     def _origin(self, sched: ListScheduler, value: int) -> str:
         producer = self.p.values[value].producer
         return self.p.dram if producer is None else self.p.home(sched.placement[producer])
@@ -113,7 +128,7 @@ class WindowModel:
             hs = h.finish[n] - p.durations[n][chosen]
             s = self.start[n] = self._var(self.cut, self.horizon, f"s{n}", hs)
             e = self.end[n] = self._var(self.cut, self.horizon, f"e{n}", h.finish[n])
-            cands = p.candidates(n)
+            cands = self.cands[n]
             for d in cands:
                 lit = True if len(cands) == 1 else self._bool(f"x{n}_{d}", d == chosen)
                 self.x[(n, d)] = lit
@@ -129,8 +144,8 @@ class WindowModel:
         """Literal: node n (in the window) runs on a device homed in ``mem``."""
         if (n, mem) in self.in_memory:
             return self.in_memory[(n, mem)]
-        devices = [d for d in self.p.candidates(n) if self.p.home(d) == mem]
-        if len(devices) == len(self.p.candidates(n)):
+        devices = [d for d in self.cands[n] if self.p.home(d) == mem]
+        if len(devices) == len(self.cands[n]):
             lit = True
         elif len(devices) == 1:
             lit = self.x[(n, devices[0])]
@@ -192,15 +207,15 @@ class WindowModel:
                     self._edge_from_committed(n, value)
             for value in p.node_outputs[n]:
                 if p.values[value].is_output:
-                    for born in {p.home(d) for d in p.candidates(n)} - {p.dram}:
+                    for born in {p.home(d) for d in self.cands[n]} - {p.dram}:
                         self._transfer(value, born, p.dram).reasons.append(
                             [self._in_memory(n, born, f"pm{value}_{born}")])
 
     def _edge_in_window(self, n: int, value: int, producer: int) -> None:
         p = self.p
         self.m.add(self.start[n] >= self.end[producer])
-        origins = sorted({p.home(d) for d in p.candidates(producer)})
-        for d in p.candidates(n):
+        origins = sorted({p.home(d) for d in self.cands[producer]})
+        for d in self.cands[n]:
             mem, x = p.home(d), self.x[(n, d)]
             other = self.x.get((producer, d))
             if other is None:
@@ -219,7 +234,7 @@ class WindowModel:
     def _edge_from_committed(self, n: int, value: int) -> None:
         p = self.p
         born = self._origin(self.state, value)
-        for d in p.candidates(n):
+        for d in self.cands[n]:
             mem, x = p.home(d), self.x[(n, d)]
             if (value, mem) in self.state.copies:
                 self.m.add(self.start[n] >= self._ready(value, mem, d)).only_enforce_if(_live([x]))
@@ -304,7 +319,7 @@ class WindowModel:
     def _extract(self, solver: cp_model.CpSolver) -> tuple[list, list, int, int]:
         nodes = []
         for n in self.window:
-            device = next(d for d in self.p.candidates(n) if self.x[(n, d)] is True or solver.boolean_value(self.x[(n, d)]))
+            device = next(d for d in self.cands[n] if self.x[(n, d)] is True or solver.boolean_value(self.x[(n, d)]))
             nodes.append((n, device, solver.value(self.start[n])))
         transfers = []
         for (value, _, dst), t in self.transfers.items():

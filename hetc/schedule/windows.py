@@ -28,6 +28,7 @@ WINDOW_NODES = 60         # nodes per CP-SAT window; a graph this small is solve
 SEARCH_SHARE = 0.8        # of the time limit, spent inside CP-SAT searches ...
 OVERHEAD_S_PER_OPTION = 0.002  # ... minus HEFT, model building, re-timing: ~1-2 ms per (node, candidate device)
 MIN_WINDOW_S = 0.05
+WINDOW_CANDIDATES = 3     # devices a window node may choose among (all of them on graphs up to EXACT_NODES)
 EXACT_NODES = 20          # graphs up to this size get the full CP-SAT portfolio (it can prove optimality)
 
 
@@ -81,8 +82,9 @@ def solve_cpsat(problem: SchedulingProblem, time_limit_s: float, num_workers: in
         hint = state.clone()
         for node in window:
             heft_step(hint, node)
-        model = WindowModel(sp, state, window, _tails(sp, set(window)), hint)
         exact = len(windows) == 1 and problem.n <= EXACT_NODES
+        model = WindowModel(sp, state, window, _tails(sp, set(window)), hint,
+                            max_candidates=None if exact else WINDOW_CANDIDATES)
         result = model.solve(SolverParams(budget, num_workers, seed, lns_only=not exact))
         solver_wall += result.wall_s
         statuses.append(result.status)
