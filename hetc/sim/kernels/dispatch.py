@@ -2,10 +2,10 @@
 
 The CPU runs every op through onnxruntime (``hetc.sim.kernels.cpu``); the NPU and DSP run hetc's own numpy
 kernels (``KERNELS``) and nothing else: an op without a kernel there is an error, never a silent detour
-through onnxruntime. ``precision="fp16"`` emulates an fp16 datapath on the NPU/DSP: inputs and weights are
-rounded to float16, the kernel computes (accumulating in float32 or wider, as fp16 hardware does), and the
-result is rounded to float16 before being returned in the declared dtype. ``precision`` is the NPU's
-datapath (the CLI's ``--npu-precision``): the DSP and the CPU always compute in fp32.
+through onnxruntime. ``precision`` is the NPU's datapath (the CLI's ``--npu-precision``); the DSP and the
+CPU always compute in fp32. ``"fp16"`` rounds the NPU's inputs and weights to float16, lets the kernel
+compute (accumulating in float32 or wider, as fp16 MAC arrays do) and rounds the result to float16 before
+returning it in the declared dtype.
 """
 from __future__ import annotations
 
