@@ -2,10 +2,11 @@
 
 Each memory is packed on its own. DRAM starts with the read-only constants region (constants at fixed
 offsets in first-use order), and every other buffer is packed above it. A scratchpad whose live set exceeds
-its capacity, or whose best packing does, gets a spill at its fullest instant and the loop starts over on the
-re-timed schedule; when nothing there can be spilled, the node running then is moved to another device and
-rescheduled (``hetc.memory.fallback``), and when that is impossible too the build fails with a message that
-names the memory, the time, the bytes needed and available, and what is live.
+its capacity, or whose best packing does, gets prefetches postponed or buffers spilled at its fullest instant
+and the loop starts over on the re-timed schedule; when nothing there can leave, the node running then is
+moved to another device and the graph rescheduled (``hetc.memory.fallback``), and when that is impossible
+too the build fails with a message that names the memory, the time, the bytes needed and available, and
+what is live.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from hetc.errors import MemoryPlanError
 from hetc.ir import Graph
 from hetc.memory.aliasing import resolve_aliases
 from hetc.memory.artifact import Buffer, MemoryPlan, MemoryStats, Spill, TaskBuffers
+from hetc.memory.fallback import move_node_off
 from hetc.memory.lifetimes import BufferTable, build_table
 from hetc.memory.packing import live_profile, pack
 from hetc.memory.reuse import reuse_dependencies
@@ -108,7 +110,6 @@ def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: 
             spills += more
             postponed += later
             continue
-        from hetc.memory.fallback import move_node_off
         rescheduled = move_node_off(graph, schedule, target, memory, t) \
             if allow_moves and len(moved) < MAX_MOVES else None
         if rescheduled is None:
