@@ -127,6 +127,8 @@ def test_compare_structural_mismatches():
     report = compare({"y": np.ones((4,), np.float32)}, expected)
     notes = {o.name: o.note for o in report.outputs}
     assert notes == {"y": "shape 4", "z": "missing"} and not report.passed
+    import json
+    assert json.loads(json.dumps(report.to_dict(), allow_nan=False))["max_abs_err"] is None
     nan = np.array([1.0, np.nan], np.float32)
     assert compare({"n": nan}, {"n": nan}).passed
     assert "NaN mismatch" in compare({"n": np.array([1.0, 2.0], np.float32)}, {"n": nan}).outputs[0].note

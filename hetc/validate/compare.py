@@ -77,12 +77,16 @@ class ValidationReport:
         return max((o.max_rel_err for o in self.outputs), default=0.0)
 
     def summary(self) -> dict[str, Any]:
-        """The ``validation`` object of ``hetc build --json``."""
-        return {"passed": self.passed, "max_abs_err": self.max_abs_err, "max_rel_err": self.max_rel_err}
+        """The ``validation`` object of ``hetc build --json`` (errors are null when an output is missing or
+        misshapen: strict JSON has no infinity)."""
+        return {"passed": self.passed, "max_abs_err": _finite(self.max_abs_err),
+                "max_rel_err": _finite(self.max_rel_err)}
 
     def to_dict(self) -> dict[str, Any]:
+        outputs = [{k: _finite(v) if isinstance(v, float) else v for k, v in asdict(o).items()}
+                   for o in self.outputs]
         return {**self.summary(), "precision": self.precision, "tolerance": asdict(self.tolerance),
-                "outputs": [asdict(o) for o in self.outputs]}
+                "outputs": outputs}
 
     def __str__(self) -> str:
         header = ("output", "shape", "dtype", "max abs err", "max rel err", "cosine", "result")
@@ -100,6 +104,10 @@ class ValidationReport:
         lines.append(f"{verdict}: {passed}/{len(self.outputs)} outputs within {self.precision} tolerance "
                      f"({self.tolerance.describe()})")
         return "\n".join(lines)
+
+
+def _finite(value: float) -> float | None:
+    return value if np.isfinite(value) else None
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
