@@ -2,6 +2,8 @@
 and its report."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -127,7 +129,6 @@ def test_compare_structural_mismatches():
     report = compare({"y": np.ones((4,), np.float32)}, expected)
     notes = {o.name: o.note for o in report.outputs}
     assert notes == {"y": "shape 4", "z": "missing"} and not report.passed
-    import json
     assert json.loads(json.dumps(report.to_dict(), allow_nan=False))["max_abs_err"] is None
     nan = np.array([1.0, np.nan], np.float32)
     assert compare({"n": nan}, {"n": nan}).passed
