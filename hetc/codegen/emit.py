@@ -16,6 +16,7 @@ from hetc.codegen.sync import plan_sync, semaphore_name, storage_deps, storage_r
 from hetc.errors import BundleError
 from hetc.ir import Graph, Node, itemsize, np_dtype
 from hetc.ir import nbytes as _nbytes
+from hetc.ir.dtypes import to_storage
 from hetc.memory.artifact import Buffer, MemoryPlan
 from hetc.schedule.artifact import Task
 from hetc.target.target import Target
@@ -174,8 +175,9 @@ def _constants_image(graph: Graph, plan: MemoryPlan, target: Target) -> tuple[by
             raise BundleError(f"constant buffers overlap in {target.dram} at offset {b.offset} ('{b.id}'); "
                               "the memory plan is invalid (MemoryPlan.verify reports it)")
         data = np.ascontiguousarray(np.asarray(graph.values[b.value].const).astype(np_dtype(b.dtype), copy=False))
-        pieces += [bytes(b.offset - cursor), data.tobytes()]
-        cursor = b.offset + data.nbytes
+        stored = to_storage(data, b.dtype)   # sub-byte types packed, as the plan sized them
+        pieces += [bytes(b.offset - cursor), stored.tobytes()]
+        cursor = b.offset + stored.size
     pieces.append(bytes(size - cursor))
     return b"".join(pieces), size   # one copy of the weights, no zero-filled image to patch
 

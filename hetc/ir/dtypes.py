@@ -86,3 +86,37 @@ def itemsize(name: str) -> float:
 def nbytes(name: str, shape: tuple[int, ...]) -> int:
     """Storage size in bytes of a dense tensor of this dtype and static shape."""
     return int(math.ceil(math.prod(shape) * itemsize(name)))
+
+
+# Bits per element of the sub-byte types. numpy (ml_dtypes) holds one element per byte; memory and ONNX pack
+# them, the first element in the lowest bits.
+_SUB_BYTE_BITS = {**dict.fromkeys(_PACKED_4BIT, 4), "int2": 2, "uint2": 2}
+
+
+def to_storage(array: np.ndarray, name: str) -> np.ndarray:
+    """The bytes of ``array`` as laid out in memory (``nbytes(name, shape)`` of them), as a flat uint8 array:
+    a view for whole-byte types, packed for the sub-byte ones."""
+    raw = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+    bits = _SUB_BYTE_BITS.get(name)
+    if bits is None:
+        return raw
+    per_byte = 8 // bits
+    groups = np.zeros(-(-raw.size // per_byte) * per_byte, np.uint8)
+    groups[:raw.size] = raw & np.uint8((1 << bits) - 1)
+    groups = groups.reshape(-1, per_byte)
+    packed = np.zeros(groups.shape[0], np.uint8)
+    for i in range(per_byte):
+        packed |= groups[:, i] << np.uint8(bits * i)
+    return packed
+
+
+def from_storage(raw: np.ndarray, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """The tensor stored in the flat uint8 ``raw``: a view for whole-byte types, unpacked (a copy) for the
+    sub-byte ones."""
+    bits = _SUB_BYTE_BITS.get(name)
+    if bits is None:
+        return raw.view(np_dtype(name)).reshape(shape)
+    mask = np.uint8((1 << bits) - 1)
+    parts = [(raw >> np.uint8(bits * i)) & mask for i in range(8 // bits)]
+    elements = np.stack(parts, axis=1).reshape(-1)[:math.prod(shape)]
+    return elements.view(np_dtype(name)).reshape(shape)

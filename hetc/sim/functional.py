@@ -14,6 +14,7 @@ from hetc.codegen.attrs import decode_attrs
 from hetc.codegen.program import Compute, Operand
 from hetc.errors import SimulationError
 from hetc.ir import np_dtype
+from hetc.ir.dtypes import from_storage, to_storage
 from hetc.sim.machine import Machine, moves_data
 
 KernelFn = Callable[..., list[np.ndarray]]
@@ -25,7 +26,7 @@ def view(memories: dict[str, np.ndarray], o: Operand) -> np.ndarray:
         raise SimulationError(f"value '{o.value}' is a string tensor, which has no byte layout in device memory; "
                               "the functional simulator cannot run it (use functional=False)")
     raw = memories[o.memory][o.offset:o.offset + o.nbytes]
-    return raw.view(np_dtype(o.dtype)).reshape(o.shape)
+    return from_storage(raw, o.dtype, o.shape)
 
 
 class Executor:
@@ -103,8 +104,8 @@ class Executor:
                                       f"'{o.value}' of {self.machine.describe(e, pc)}, planned "
                                       f"{o.dtype}{list(o.shape)}")
             # Results are written at the end: detach them from device memory now.
-            out.append((o, np.ascontiguousarray(r).copy() if np.may_share_memory(r, self.memories[o.memory])
-                        else np.ascontiguousarray(r)))
+            stored = to_storage(r, o.dtype)   # the bytes as laid out in memory (sub-byte types packed)
+            out.append((o, stored.copy() if np.may_share_memory(stored, self.memories[o.memory]) else stored))
         return out
 
 

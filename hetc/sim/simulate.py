@@ -11,6 +11,7 @@ from hetc.codegen.bundle import Bundle
 from hetc.codegen.program import Compute, Dma, Instruction, Wait
 from hetc.errors import SimulationError
 from hetc.ir import np_dtype
+from hetc.ir.dtypes import from_storage, to_storage
 from hetc.sim.engine import Trace, run
 from hetc.sim.functional import Executor, KernelFn, default_kernel
 from hetc.sim.machine import Machine, allocate_memories, moves_data
@@ -93,7 +94,7 @@ def _write_inputs(bundle: Bundle, memories: dict[str, np.ndarray], inputs: dict[
         if tuple(array.shape) != tuple(b["shape"]) or array.dtype != np_dtype(b["dtype"]):
             raise SimulationError(f"input '{name}' is {array.dtype}{list(array.shape)} but the bundle was built "
                                   f"for {b['dtype']}{b['shape']}; convert it or rebuild with --shape")
-        raw = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+        raw = to_storage(array, b["dtype"])
         memories[b["memory"]][b["offset"]:b["offset"] + raw.size] = raw
 
 
@@ -102,9 +103,8 @@ def _read_outputs(bundle: Bundle, memories: dict[str, np.ndarray]) -> dict[str, 
     for b in bundle.outputs:
         if b["buffer"] is None:
             raise SimulationError(f"output '{b['name']}' has no DRAM buffer in the bundle; rebuild it")
-        dtype = np_dtype(b["dtype"])
         raw = memories[b["memory"]][b["offset"]:b["offset"] + b["nbytes"]]
-        out[b["name"]] = raw.view(dtype).reshape(b["shape"]).copy()
+        out[b["name"]] = from_storage(raw, b["dtype"], tuple(b["shape"])).copy()
     return out
 
 
