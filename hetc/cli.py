@@ -230,8 +230,9 @@ def gantt(bundle: Path = typer.Argument(..., help="A bundle directory written by
     b = _as_bundle(bundle)
     target = target_from_toml_text(b.manifest["target"]["toml"], f"{bundle}/manifest.json")
     sched, plan = b.schedule(), b.memory_plan()
-    timeline = (Timeline.from_simulation(run_sim(b, functional=False), sched, plan, target) if simulated
-                else Timeline.from_schedule(sched, None, plan, target))
+    title = b.manifest["model"]["name"]
+    timeline = (Timeline.from_simulation(run_sim(b, functional=False), sched, plan, target, title=title)
+                if simulated else Timeline.from_schedule(sched, None, plan, target, title=title))
     path = export_gantt(timeline, fmt, output or bundle / f"gantt{EXTENSIONS[fmt]}")
     stdout.print(f"wrote {path}")
 

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import hashlib
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,7 +20,7 @@ from hetc.frontend import import_model, load_onnx
 from hetc.ir import Graph
 from hetc.memory import MemoryPlan, plan_memory
 from hetc.passes import optimize
-from hetc.report import EXTENSIONS, GANTT_FORMATS, Timeline, export_gantt, report_text
+from hetc.report import GANTT_FORMATS, Timeline, gantt_files, report_text
 from hetc.schedule import Schedule, placement_rows, schedule as run_scheduler
 from hetc.sim import SimResult, simulate
 from hetc.stages import ProgressSink, StageClock
@@ -122,9 +121,9 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
     files: dict[str, bytes] = {}
     if gantt:
         with clock.stage("gantt") as say:
-            timeline = (Timeline.from_simulation(sim, sched, plan, target) if sim is not None
-                        else Timeline.from_schedule(sched, graph, plan, target))
-            files = render_gantt(timeline, gantt)
+            timeline = (Timeline.from_simulation(sim, sched, plan, target, title=model_name) if sim is not None
+                        else Timeline.from_schedule(sched, graph, plan, target, title=model_name))
+            files = gantt_files(timeline, gantt)
             say(", ".join(files))
     summary = make_summary(model_name, graph, target, plan, clock, sim, validation)
     reproducible = reproducible_summary(summary)
@@ -146,16 +145,6 @@ def check_gantt_formats(formats: Sequence[str]) -> list[str]:
     if bad:
         raise OptionError(f"unknown Gantt format {', '.join(map(repr, bad))}; choose from {', '.join(GANTT_FORMATS)}")
     return list(dict.fromkeys(formats))
-
-
-def render_gantt(timeline: Timeline, formats: Sequence[str]) -> dict[str, bytes]:
-    """Render each format to bytes (bundle files named ``gantt.<ext>``)."""
-    files: dict[str, bytes] = {}
-    with tempfile.TemporaryDirectory(prefix="hetc-gantt-") as tmp:
-        for fmt in formats:
-            name = f"gantt{EXTENSIONS[fmt]}"
-            files[name] = export_gantt(timeline, fmt, Path(tmp) / name).read_bytes()
-    return files
 
 
 def make_summary(model_name: str, graph: Graph, target: Target, plan: MemoryPlan, clock: StageClock,
