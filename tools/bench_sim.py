@@ -63,6 +63,7 @@ def synthetic_bundle(tasks: int) -> tuple[Bundle, Target]:
 def simpy_run(bundle: Bundle, sync_ns: float) -> tuple[float, list[tuple[str, int, float, float]]]:
     """The same programs as SimPy processes; returns (makespan, trace of (engine, pc, start, end))."""
     import simpy   # a dev dependency: imported here so that collecting this file never needs it
+
     env = simpy.Environment()
     trace: list[tuple[str, int, float, float]] = []
     counts: dict[str, int] = {}
