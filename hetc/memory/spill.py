@@ -16,6 +16,7 @@ each engine's order (``retime``).
 """
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, replace
 
@@ -76,12 +77,13 @@ def spill_at(table: BufferTable, schedule: Schedule, target: Target, memory: str
     spills: list[Spill] = []
     postponed: list[int] = []
     freed = 0
+    crowded = _crowded_instants(occupancy, capacity, t)
+    size_of = {b: size for members, _, _, size in occupancy for b in members}
     for cand in spill_candidates(table, schedule, memory, t, lifetimes, shared):
         if freed >= excess:
             break
-        others = [(s, e, size) for members, s, e, size in occupancy if cand.buffer not in members]
-        size = next(size for members, _, _, size in occupancy if cand.buffer in members)
-        fits_from = _fits_from(others, size, capacity, t, cand.next_use)
+        size = size_of[cand.buffer]
+        fits_from = _fits_from(crowded, t, cand.next_use)
         if fits_from > cand.next_use:
             continue                    # it would have to come back while the memory is still too full
         if _postpone(table, tasks, target, cand, fits_from):
@@ -113,28 +115,38 @@ def _postpone(table: BufferTable, tasks: list[Task], target: Target, cand: _Cand
     return True
 
 
-def _fits_from(others: list[tuple[int, int, int]], size: int, capacity: int, t: int, until: int) -> int:
-    """The earliest instant after ``t`` from which ``size`` more bytes fit in the memory until ``until``
-    (the live set only changes at interval boundaries)."""
-    deltas: dict[int, int] = {}
+def _crowded_instants(occupancy: Occupancy, capacity: int, t: int) -> tuple[list[int], list[bool]]:
+    """The boundaries from ``t`` on at which the live set changes, and whether it exceeds ``capacity``
+    from each of them to the next."""
+    deltas: dict[int, int] = {t: 0}
     live = 0
-    for s, e, sz in others:
-        if e <= t or s >= until:
+    for _, s, e, size in occupancy:
+        if e <= t:
             continue
         if s <= t:
-            live += sz                  # live at t already
+            live += size
         else:
-            deltas[s] = deltas.get(s, 0) + sz
-        if e < until:
-            deltas[e] = deltas.get(e, 0) - sz
-    release = t + 1 if live + size <= capacity else None
-    for instant in sorted(deltas):      # sweep the boundaries; remember the last crowded one's successor
-        if release is None:
-            release = instant
-        live += deltas[instant]
-        if live + size > capacity:
-            release = None
-    return until if release is None else max(release, t + 1)
+            deltas[s] = deltas.get(s, 0) + size
+        deltas[e] = deltas.get(e, 0) - size
+    instants, crowded = [], []
+    for instant in sorted(deltas):
+        live += deltas[instant] if instant != t else 0
+        instants.append(instant)
+        crowded.append(live > capacity)
+    return instants, crowded
+
+
+def _fits_from(crowded: tuple[list[int], list[bool]], t: int, until: int) -> int:
+    """The earliest instant after ``t`` from which a candidate fits back until its next use ``until``.
+    The candidate itself is live over all of ``[t, until)``, so it fits back exactly where the memory as it
+    is now is not over capacity."""
+    instants, over = crowded
+    k = bisect.bisect_left(instants, until) - 1       # the last boundary before ``until``
+    while k >= 0 and not over[k]:
+        k -= 1
+    if k < 0:
+        return t + 1
+    return instants[k + 1] if k + 1 < len(instants) and instants[k + 1] < until else until
 
 
 def _apply(table: BufferTable, tasks: list[Task], target: Target, memory: str, t: int, cand: _Candidate,
