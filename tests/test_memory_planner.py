@@ -133,3 +133,32 @@ def test_missing_transfer_is_reported():
     broken = schedule.with_tasks(tuple(t for t in schedule.tasks if not (t.kind == "transfer" and t.dst == "sram")))
     with pytest.raises(MemoryPlanError, match="missing a transfer"):
         plan_memory(graph, broken, target)
+
+
+def test_reuse_deps_order_every_earlier_user_of_reused_bytes():
+    graph = chain_graph(["Conv", "Softmax", "Conv", "Softmax", "Conv"], weights={0: (1, 512), 2: (1, 512)})
+    target = make_target()
+    plan = plan_memory(graph, list_schedule(graph, target, {n.id: "npu" for n in graph}), target)
+    tasks = {t.id: t for t in plan.schedule.tasks}
+    users: dict[str, set[int]] = {}
+    for tid, tb in plan.task_buffers.items():
+        for bid in [*tb.reads, *tb.writes]:
+            if bid is not None:
+                users.setdefault(plan.buffer(bid).alias_of or bid, set()).add(tid)
+    owners = [b for b in plan.buffers if b.alias_of is None and b.kind != "constant" and b.size]
+    checked = 0
+    for a in owners:
+        for b in owners:
+            if a.memory != b.memory or a.end_ns > b.start_ns or a is b:
+                continue
+            if a.offset < b.offset + b.size and b.offset < a.offset + a.size:   # b reuses a's bytes
+                writer = tasks[min(users[b.id], key=lambda t: (tasks[t].start_ns, t))]
+                before = set(plan.reuse_deps.get(writer.id, ())) | set(writer.deps)
+                for u in users[a.id]:
+                    if tasks[u].engine != writer.engine:
+                        last = max((x for x in users[a.id] if tasks[x].engine == tasks[u].engine),
+                                   key=lambda x: tasks[x].end_ns)
+                        assert last in before, (a.id, b.id, last)
+                        assert tasks[last].end_ns <= writer.start_ns
+                        checked += 1
+    assert checked > 0
