@@ -10,8 +10,9 @@ the target chooses the chip. Models whose inputs have dynamic dimensions are com
 ``run``, with the shapes of the arrays given; a later run with other shapes compiles (and caches) another
 bundle. hetc needs every shape static: when one depends on the *value* of a small integer input (a Reshape
 target, reduction axes, a window length given as an input), that input is frozen into the bundle as a constant
-at the first run, and a run with other values compiles another bundle. Each bundle is saved in a temporary directory and loaded back for simulation, so what runs is exactly
-what ``hetc build`` writes; the directory is removed by ``close()`` or when the rep is garbage collected.
+at the first run, and a run with other values compiles another bundle. Each bundle is saved in a temporary
+directory and loaded back for simulation, so what runs is exactly what ``hetc build`` writes; the directory is
+removed by ``close()`` or when the rep is garbage collected.
 """
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ from onnx import helper, numpy_helper
 from onnx.backend.base import Backend, BackendRep, namedtupledict
 
 from hetc.codegen import Bundle, load_bundle
-from hetc.frontend import MAX_OPSET
 from hetc.errors import ModelError, OptionError, ShapeError, ValidationError
+from hetc.frontend import MAX_OPSET
 from hetc.ir import EXPORT_IR_VERSION
 from hetc.pipeline import BuildOptions, BuildResult, build
 from hetc.sim import simulate
@@ -45,7 +46,7 @@ _DATA_DEPENDENT = re.compile(r"data-dependent shape: .* depends on data computed
 
 @dataclass(frozen=True)
 class CompiledBundle:
-    """One compilation of the model: for one set of input shapes."""
+    """One compilation of the model: for one set of input shapes (and values of frozen inputs)."""
 
     result: BuildResult
     bundle: Bundle            # loaded back from ``directory``
@@ -160,8 +161,10 @@ class HetcBackendRep(BackendRep):
             unknown = sorted(set(inputs) - set(self.input_names))
             missing = [n for n in self.input_names if n not in inputs]
             if unknown or missing:
-                raise ValidationError(f"inputs {unknown or ''} are not inputs of the model and {missing or ''} "
-                                      f"are missing; the model's inputs are {self.input_names}")
+                problems = ([f"{unknown} are not inputs of the model"] if unknown else []) + (
+                    [f"{missing} are missing"] if missing else [])
+                raise ValidationError(f"{' and '.join(problems)}; pass exactly the model's inputs "
+                                      f"{self.input_names}")
             return {n: as_array(inputs[n], n) for n in self.input_names}
         if isinstance(inputs, (np.ndarray, onnx.TensorProto)):
             inputs = [inputs]
@@ -176,7 +179,8 @@ class HetcBackendRep(BackendRep):
         graph-output order, as a namedtuple also indexable by output name. ``precision`` may be given."""
         arrays = self._named_inputs(inputs)
         compiled = self._bundle_for(arrays)
-        sim = simulate(compiled.bundle, {n: a for n, a in arrays.items() if n not in compiled.frozen}, functional=True,
+        runtime = {n: a for n, a in arrays.items() if n not in compiled.frozen}
+        sim = simulate(compiled.bundle, runtime, functional=True,
                        precision=kwargs.get("precision", self.options.precision))
         produced = sim.outputs or {}
         missing = [n for n in self.output_names if n not in produced]

@@ -49,7 +49,10 @@ ORT_MAX_IR_VERSION = 13          # the newest IR onnxruntime 1.31 reads; capping
 CASE_TIMEOUT_S = 600
 PINNED_DEVICES = ("npu", "dsp")
 # The fast subset: the first case of each op family (name up to the first '_' after "test_") and a light model.
-SUBSET_LIGHT_MODEL = "test_squeezenet"
+SUBSET_LIGHT_MODEL = "test_shufflenet"
+# ... plus these families, so the main NPU/DSP kernels always meet an official case.
+SUBSET_KERNEL_FAMILIES = {"conv", "convtranspose", "matmul", "gemm", "maxpool", "averagepool", "softmax",
+                          "layer", "instancenorm", "resize", "gelu", "pad", "slice", "gather", "concat"}
 
 
 @dataclass
@@ -162,13 +165,14 @@ def family(name: str) -> str:
 
 
 def subset(cases: list[Case]) -> list[Case]:
-    """The representative subset: the first node case of each op family, every 4th family only (a spread over
-    the alphabet of op families), the first case of each model kind, and one light model."""
+    """The representative subset: the first node case of every 4th op family (a spread over the alphabet of
+    op families) and of the main kernel families, the first case of each model kind, and one light model."""
     by_family: dict[str, Case] = {}
     for case in cases:
         if case.kind == "node" and "_expanded" not in case.name:
             by_family.setdefault(family(case.name), case)
-    chosen = list(by_family.values())[::4]
+    families = list(by_family)
+    chosen = [by_family[f] for i, f in enumerate(families) if i % 4 == 0 or f in SUBSET_KERNEL_FAMILIES]
     kinds_seen: set[str] = set()
     for case in cases:
         if case.kind in ("simple", "pytorch-converted", "pytorch-operator") and case.kind not in kinds_seen:
@@ -396,8 +400,6 @@ def _print_progress(done: int, total: int, result: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from conformance_report import summarize, write_docs
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-k", dest="keywords", action="append", default=[], help="only cases whose name has this")
     parser.add_argument("--kind", action="append", default=[], help="only these kinds (node, simple, light...)")
@@ -410,7 +412,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--include-excluded", action="store_true", help="run the excluded cases too")
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="JSON file of per-case results")
     parser.add_argument("--write-docs", action="store_true", help=f"regenerate {DOCS.relative_to(REPO)}")
+    parser.add_argument("--from-results", type=Path, help="do not run: summarise (and --write-docs) a results file")
     args = parser.parse_args(argv)
+    if args.from_results:
+        saved = json.loads(args.from_results.read_text())
+        return _finish(saved["results"], saved["meta"], args.write_docs)
 
     cases = all_cases()
     if args.subset:
@@ -429,8 +435,14 @@ def main(argv: list[str] | None = None) -> int:
             "wall_s": round(wall, 1), "jobs": args.jobs, "onnx": onnx.__version__,
             "onnxruntime": _ort_version(), "command": " ".join(["python", "tools/conformance.py"] + sys.argv[1:])}
     args.results.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    return _finish(results, meta, args.write_docs)
+
+
+def _finish(results: list[dict[str, Any]], meta: dict[str, Any], docs: bool) -> int:
+    from conformance_report import summarize, write_docs
+
     print(summarize(results, meta))
-    if args.write_docs:
+    if docs:
         DOCS.write_text(write_docs(results, meta, load_exclusions()))
         print(f"wrote {DOCS}")
     return 0

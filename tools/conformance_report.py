@@ -116,6 +116,13 @@ def write_docs(results: list[Result], meta: dict[str, Any], exclusions: dict[str
            "(`single:npu`, `single:dsp`), and passes only if every run passes. " if meta["pinned"] else "")
         + f"Wall time {meta['wall_s']:.0f} s with {meta['jobs']} job(s).",
         "",
+        "How a case runs: the whole pipeline (import, passes, schedule, memory plan, codegen), the bundle saved "
+        "and loaded back, then the functional simulation on the case's inputs. Inputs with dynamic dimensions "
+        "take the shapes of the first run's arrays. A shape that depends on the *value* of a small integer "
+        "input (Reshape targets, reduction axes, window lengths given as inputs) makes the backend freeze that "
+        "input into the bundle as a constant; another value compiles another bundle. onnxruntime runs each "
+        "model with its IR version capped at 13 (the newest it reads), which changes no semantics.",
+        "",
         "## Counts",
         "",
         "```",
