@@ -8,7 +8,7 @@ from hetc.errors import TargetError
 from hetc.ir import Node, Value
 from hetc.target.flops import value_nbytes
 from hetc.target.model import Device, Ok, Reason
-from hetc.target.ops import PARAMETER_INPUTS, VIEW_OPS
+from hetc.target.ops import PARAMETER_INPUTS, VIEW_OPS, kernel_limitation
 
 OK = Ok()
 
@@ -41,7 +41,7 @@ def supports(target: "Target", node: Node, device: str) -> Ok | Reason:  # noqa:
                           f"{', '.join(target.devices)}")
     if dev.kind == "cpu":  # every op, dtype and subgraph: onnxruntime runs them
         return _working_set(target, node, dev)
-    for check in (_op, _dtypes, _attributes):
+    for check in (_op, _dtypes, _attributes, _kernel_coverage):
         reason = check(node, dev)
         if reason is not None:
             return reason
@@ -56,6 +56,15 @@ def _op(node: Node, dev: Device) -> Reason | None:
     if node.op_type not in (dev.ops or ()):
         return Reason("op", f"{node.op_type} is not in {dev.name}'s op list")
     return None
+
+
+def _kernel_coverage(node: Node, dev: Device) -> Reason | None:
+    """The device's limits allow the node but hetc's kernels for it do not implement this attribute value."""
+    limitation = kernel_limitation(node.op_type, node.attrs)
+    if limitation is None:
+        return None
+    return Reason("attribute", f"{node.op_type}: hetc's {dev.kind.upper()} kernels do not implement "
+                               f"{limitation}; it runs on the CPU")
 
 
 def _dtypes(node: Node, dev: Device) -> Reason | None:

@@ -77,3 +77,39 @@ def op_class(op_type: str) -> str:
 def is_onnx_op(op_type: str) -> bool:
     """Whether ``op_type`` is an operator of the default ONNX domain known to the installed onnx package."""
     return onnx.defs.has(op_type)
+
+
+# Attribute values hetc's NPU/DSP kernels do not implement. Capability checks route such nodes to the CPU and
+# the simulator's kernels refuse them, both from this one rule set.
+UNSUPPORTED_CAST_TARGETS: tuple[str, ...] = ("string", "float8", "float4", "int4", "uint4", "int2", "uint2")
+
+
+def resize_limitation(mode: str, antialias: bool) -> str | None:
+    """Why a Resize node has no NPU/DSP kernel, or None when it has one."""
+    if mode not in ("nearest", "linear"):
+        return f"mode '{mode}' (only nearest and linear have NPU/DSP kernels)"
+    if antialias and mode == "linear":
+        return "antialias=1 (anti-aliased linear downscaling)"
+    return None
+
+
+def kernel_limitation(op_type: str, attrs: dict) -> str | None:
+    """Why a node of a kernel-set op still has no NPU/DSP kernel (an attribute value the kernels do not
+    implement), or None."""
+    from hetc.ir import dtype_from_onnx
+
+    text = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
+    if op_type == "Resize":
+        return resize_limitation(text.get("mode", "nearest"), bool(text.get("antialias", 0)))
+    if op_type == "BatchNormalization" and text.get("training_mode", 0):
+        return "BatchNormalization training_mode=1"
+    if op_type in ("MaxPool", "AveragePool") and str(text.get("auto_pad", "")).startswith("SAME") and any(
+            s > k for s, k in zip(text.get("strides") or (), text.get("kernel_shape") or ())):
+        return f"{op_type} auto_pad={text['auto_pad']} with a stride larger than the kernel"
+    if op_type == "Cast" and "to" in text:
+        target = dtype_from_onnx(int(text["to"]))
+        if target.startswith(UNSUPPORTED_CAST_TARGETS):
+            return f"Cast to {target} (saturation and parsing rules)"
+    if op_type == "Pad" and text.get("mode", "constant") not in ("constant", "reflect", "edge", "wrap"):
+        return f"Pad mode '{text['mode']}'"
+    return None

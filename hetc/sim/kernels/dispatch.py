@@ -13,24 +13,16 @@ from typing import Any
 
 import numpy as np
 
-from hetc.ir import dtype_from_onnx, np_dtype
+from hetc.ir import np_dtype
 from hetc.sim.kernels._blas import pin_blas_threads
 from hetc.sim.kernels.cpu import run_on_cpu
-from hetc.sim.kernels.elementwise import UNSUPPORTED_CAST_TARGETS
 from hetc.sim.kernels.errors import KernelError
 from hetc.sim.kernels.registry import KERNELS, KernelCall
-from hetc.sim.kernels.resize import resize_limitation
+from hetc.target.ops import KERNEL_SET
+from hetc.target.ops import kernel_limitation as kernel_limitation_of_attrs
 
 # The ops with NPU/DSP kernels (the kernel set of DESIGN.md); a target preset may give a device a subset.
-KERNEL_OPS = frozenset({
-    "Conv", "ConvTranspose", "Gemm", "MatMul", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
-    "LRN", "BatchNormalization", "InstanceNormalization", "LayerNormalization", "Softmax", "LogSoftmax", "Relu",
-    "LeakyRelu", "PRelu", "Elu", "Selu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Gelu", "Erf",
-    "Softplus", "Clip", "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Exp", "Log", "Neg", "Abs", "Reciprocal",
-    "Max", "Min", "Sum", "Mean", "Where", "Equal", "Less", "Greater", "ReduceMean", "ReduceSum", "ReduceMax",
-    "ReduceMin", "Concat", "Split", "Slice", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
-    "Identity", "Gather", "Pad", "Resize", "Cast", "Dropout",
-})
+KERNEL_OPS = KERNEL_SET
 DEVICE_KINDS = ("cpu", "npu", "dsp")
 PRECISIONS = ("fp32", "fp16")
 _WIDENED = {np.dtype(np.float16), np_dtype("bfloat16")}  # kernels compute these in float32
@@ -51,21 +43,7 @@ def kernel_limitation(device_kind: str, op_type: str, attrs: dict[str, Any], ops
         return None
     if not has_kernel(device_kind, op_type):
         return f"no {device_kind.upper()} kernel for {op_type}"
-    text = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
-    if op_type == "Resize":
-        return resize_limitation(text.get("mode", "nearest"), bool(text.get("antialias", 0)))
-    if op_type == "BatchNormalization" and text.get("training_mode", 0):
-        return "BatchNormalization training_mode=1"
-    if op_type in ("MaxPool", "AveragePool") and str(text.get("auto_pad", "")).startswith("SAME") and any(
-            s > k for s, k in zip(text.get("strides") or (), text.get("kernel_shape") or ())):
-        return f"{op_type} auto_pad={text['auto_pad']} with a stride larger than the kernel"
-    if op_type == "Cast" and "to" in text:
-        target = dtype_from_onnx(int(text["to"]))
-        if target.startswith(UNSUPPORTED_CAST_TARGETS):
-            return f"Cast to {target} (saturation and parsing rules)"
-    if op_type == "Pad" and text.get("mode", "constant") not in ("constant", "reflect", "edge", "wrap"):
-        return f"Pad mode '{text['mode']}'"
-    return None
+    return kernel_limitation_of_attrs(op_type, attrs)
 
 
 def _round_fp16(x: np.ndarray | None) -> np.ndarray | None:

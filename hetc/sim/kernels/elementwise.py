@@ -9,6 +9,7 @@ import numpy as np
 
 from hetc.sim.kernels._math import erf
 from hetc.sim.kernels.registry import KernelCall, kernel
+from hetc.target.ops import UNSUPPORTED_CAST_TARGETS
 
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -170,7 +171,6 @@ def dropout(call: KernelCall) -> list[np.ndarray]:
     return results
 
 
-UNSUPPORTED_CAST_TARGETS = ("string", "float8", "float4", "int4", "uint4", "int2", "uint2")
 
 
 @kernel("Cast")

@@ -6,19 +6,11 @@ from __future__ import annotations
 import numpy as np
 
 from hetc.sim.kernels.registry import KernelCall, kernel
+from hetc.target.ops import resize_limitation
 
 
 def _present(array: np.ndarray | None) -> np.ndarray | None:
     return array if array is not None and array.size else None
-
-
-def resize_limitation(mode: str, antialias: bool) -> str | None:
-    """Why a Resize node has no NPU/DSP kernel, or None when it has one."""
-    if mode not in ("nearest", "linear"):
-        return f"mode '{mode}' (only nearest and linear have NPU/DSP kernels)"
-    if antialias and mode == "linear":
-        return "antialias=1 (anti-aliased linear downscaling)"
-    return None
 
 
 def _scales(call: KernelCall, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[np.ndarray, type]:
