@@ -1,6 +1,8 @@
 """The list-scheduling strategies: HEFT, greedy (ONNX-Runtime-style) and single-device."""
 from __future__ import annotations
 
+from typing import Callable
+
 from hetc.errors import ScheduleError
 from hetc.schedule.listsched import ListScheduler, priority_order, upward_rank
 from hetc.schedule.problem import SchedulingProblem
@@ -53,7 +55,7 @@ def greedy(problem: SchedulingProblem) -> Plan:
     return fixed_placement(problem, placement)
 
 
-def single(problem: SchedulingProblem, device: str, refusal: "callable | None" = None) -> Plan:
+def single(problem: SchedulingProblem, device: str, refusal: Callable[[int], str] | None = None) -> Plan:
     """Everything on ``device``. ``refusal(node)`` explains why a node cannot run there."""
     if device not in problem.device_memory:
         raise ScheduleError(f"unknown device '{device}' in strategy 'single:{device}'; "

@@ -11,7 +11,7 @@ import bisect
 from dataclasses import dataclass, field
 
 from hetc.schedule.problem import SchedulingProblem
-from hetc.schedule.tasks import Plan, TaskKey, compute_key, copies_needed, transfer_key
+from hetc.schedule.tasks import Plan, TaskKey, compute_key, transfer_key
 
 
 @dataclass
