@@ -54,10 +54,10 @@ def graphs(draw: st.DrawFn) -> Graph:
     return random_graph(draw)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(graph=graphs(), target=st.sampled_from([EDGE, MULTI]))
 def test_every_strategy_verifies_on_random_graphs(graph: Graph, target) -> None:
-    runs = {s: schedule(graph, target, s, time_limit_s=0.5) for s in ("heft", "greedy", "single:cpu", "cpsat")}
+    runs = {s: schedule(graph, target, s, time_limit_s=0.3) for s in ("heft", "greedy", "single:cpu", "cpsat")}
     for strategy, sched in runs.items():
         sched.verify(graph, target)
         assert sched.lower_bound_ns <= sched.makespan_ns, strategy
@@ -65,10 +65,10 @@ def test_every_strategy_verifies_on_random_graphs(graph: Graph, target) -> None:
     assert runs["cpsat"].makespan_ns <= runs["heft"].makespan_ns
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(4))
 def test_random_problems_lower_bound_and_cpsat_never_worse_than_heft(seed: int) -> None:
     problem = random_problem(seed, nodes=14, two_npu_dmas=seed % 2 == 0, direct_link=seed % 3 == 0)
-    results = {s: solve(problem, s, time_limit_s=1.0) for s in ("heft", "greedy", "single:cpu", "cpsat")}
+    results = {s: solve(problem, s, time_limit_s=0.5) for s in ("heft", "greedy", "single:cpu", "cpsat")}
     bound = lower_bound(problem)
     for sched in results.values():
         assert bound <= sched.makespan_ns
@@ -143,8 +143,8 @@ def test_cpsat_is_optimal_on_tiny_problems(seed: int) -> None:
 
 def test_cpsat_is_deterministic() -> None:
     problem = random_problem(3, nodes=80, two_npu_dmas=True)  # two windows, searches stopped by their budget
-    first = solve(problem, "cpsat", time_limit_s=2.0)
-    second = solve(problem, "cpsat", time_limit_s=2.0)
+    first = solve(problem, "cpsat", time_limit_s=1.0)
+    second = solve(problem, "cpsat", time_limit_s=1.0)
     assert first.stats.details["windows"] == 2
     assert first.tasks == second.tasks and first.placement == second.placement
 
@@ -152,7 +152,7 @@ def test_cpsat_is_deterministic() -> None:
 def test_windows_cover_large_graphs() -> None:
     """A graph bigger than one window is solved in windows and still re-timed exactly."""
     problem = random_problem(5, nodes=130, edge_prob=0.05)
-    sched = solve(problem, "cpsat", time_limit_s=3.0)
+    sched = solve(problem, "cpsat", time_limit_s=1.0)
     assert sched.stats.details["windows"] == 3
     assert sched.makespan_ns <= solve(problem, "heft").makespan_ns
     _check_lanes(sched)

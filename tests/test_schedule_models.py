@@ -22,7 +22,7 @@ def model(name: str) -> Graph:
 @pytest.mark.parametrize("name", LIGHT_MODELS)
 def test_light_models_schedule_and_verify(name: str, target_name: str) -> None:
     graph, target = model(name), load_target(target_name)
-    runs = {s: schedule(graph, target, s, time_limit_s=0.5)
+    runs = {s: schedule(graph, target, s, time_limit_s=0.3)
             for s in ("heft", "greedy", "single:cpu", "cpsat")}
     for strategy, sched in runs.items():
         sched.verify(graph, target)
