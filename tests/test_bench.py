@@ -54,7 +54,7 @@ def test_quick_markdown_has_machine_summary_and_tables(quick_run: tuple[dict, st
     assert "python tools/bench.py --quick" in text and "--out" not in text
     assert "load average" in text and "onnxruntime" in text
     assert "CP-SAT / HEFT makespan, geometric mean on edge-soc" in text
-    for heading in ("## Schedules", "## Compile time per stage", "## Memory", "## Simulation and validation"):
+    for heading in ("## Schedules", "## Compile time", "## Memory", "## Simulation and validation"):
         assert heading in text
     tiny_row = next(line for line in text.splitlines() if line.startswith("| tiny_cnn | edge-soc | "))
     assert float(tiny_row.split("|")[3]) > 0  # the node count column holds a measured number
@@ -66,7 +66,7 @@ def test_a_failing_build_is_recorded_not_raised(bench, tmp_path: Path) -> None:
     broken.write_bytes(b"not a protobuf")
     case = bench.run_case("broken", broken, "edge-soc", ["heft"], 1.0, 1, lambda message: None)
     assert case.error.startswith("import: ModelError") and case.nodes is None
-    names, _, rows = bench.tables([case], ["heft", "cpsat"])[-1]
+    names, _, _, rows = bench.tables([case], ["heft", "cpsat"])[-1]
     assert names == "Failures" and rows[0][:2] == ["broken", "edge-soc"] and "ModelError" in rows[0][2]
 
 
