@@ -18,10 +18,11 @@ from hetc.schedule.artifact import Schedule, SolverStats, Task
 from hetc.target.target import Target
 
 
-def move_node_off(graph: Graph, schedule: Schedule, target: Target, memory: str,
-                  t: int) -> tuple[Schedule, dict] | None:
+def move_node_off(graph: Graph, schedule: Schedule, target: Target, memory: str, t: int,
+                  banned: frozenset[tuple[int, str]] = frozenset()) -> tuple[Schedule, dict] | None:
     """A rescheduled copy of ``schedule`` with one node moved out of ``memory``, and a record of the move;
-    None when no node running at ``t`` there can run anywhere else."""
+    None when no node running at ``t`` there can run anywhere else. ``banned`` holds (node, device) pairs
+    a node was already moved off, so that nodes never move back and forth."""
     nodes = graph.node_map()
     homed = [x for x in schedule.tasks if x.kind == "compute" and target.home(x.engine) == memory]
     running = [x for x in homed if x.start_ns <= t < x.end_ns] or \
@@ -29,7 +30,8 @@ def move_node_off(graph: Graph, schedule: Schedule, target: Target, memory: str,
     running.sort(key=lambda x: (-_operand_bytes(nodes[x.node]), x.id))
     for task in running:
         node = nodes[task.node]
-        device = next((d for d in target.candidates(node) if target.home(d) != memory), None)
+        device = next((d for d in target.candidates(node)
+                       if target.home(d) != memory and (node.id, d) not in banned), None)
         if device is None:
             continue
         placement = {**schedule.placement, node.id: device}

@@ -110,7 +110,8 @@ def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: 
             spills += more
             postponed += later
             continue
-        rescheduled = move_node_off(graph, schedule, target, memory, t) \
+        banned = frozenset((m["node"], m["from"]) for m in moved)
+        rescheduled = move_node_off(graph, schedule, target, memory, t, banned) \
             if allow_moves and len(moved) < MAX_MOVES else None
         if rescheduled is None:
             raise _overflow_error(memory, t, table, storages, lifetimes, target, layout, spilled=bool(spills))

@@ -10,7 +10,7 @@ adds, on a DMA engine between the scratchpad and DRAM:
 * a **reload** transfer, released once the buffer fits in the memory again and just in time for the next use,
   into a new buffer ``<id>#k`` that every later reader is rebound to.
 
-A copy brought from DRAM that nobody has read by ``t`` is *postponed* instead: its own transfer moves down
+A copy that nobody has read by ``t`` is *postponed* instead: its own transfer moves down
 its DMA queue, which frees the same bytes without a second transfer. The schedule is then re-timed keeping
 each engine's order (``retime``).
 """
@@ -33,30 +33,32 @@ class _Candidate:
     before: tuple[int, ...]     # task ids using the buffer before t (writer first)
     after: tuple[int, ...]      # readers after t
     next_use: int               # start of the first reader after t
+    arriving: bool = False      # its transfer is still running at t: it can only be postponed
 
 
 def spill_candidates(table: BufferTable, schedule: Schedule, memory: str, t: int,
                      lifetimes: dict[str, tuple[int, int]], shared: set[str]) -> list[_Candidate]:
-    """Buffers of ``memory`` live but idle at ``t``, best first."""
+    """Buffers of ``memory`` live but idle at ``t``, best first. A copy whose transfer is still running at
+    ``t`` and that nobody has read is a candidate too: it can be postponed (``before`` is then just that
+    transfer, unfinished)."""
     tasks = {x.id: x for x in schedule.tasks}
     found = []
     for bid, spec in table.buffers.items():
         start, end = lifetimes[bid]
         if spec.memory != memory or bid in shared or spec.writer is None or not (start <= t < end):
             continue
-        uses = [spec.writer, *spec.readers]
-        if any(tasks[u].start_ns <= t < tasks[u].end_ns for u in uses):
+        writer = tasks[spec.writer]
+        arriving = writer.kind == "transfer" and writer.start_ns <= t < writer.end_ns
+        if any(tasks[u].start_ns <= t < tasks[u].end_ns for u in spec.readers) or \
+                (writer.start_ns <= t < writer.end_ns and not arriving):
             continue                                   # in use right now: cannot leave
-        before = tuple(u for u in uses if tasks[u].end_ns <= t)
+        before = tuple(u for u in [spec.writer, *spec.readers] if tasks[u].end_ns <= t or u == spec.writer)
         after = tuple(sorted((u for u in spec.readers if tasks[u].start_ns > t),
                              key=lambda u: (tasks[u].start_ns, u)))
-        if spec.writer in before and after:
-            found.append(_Candidate(bid, before, after, tasks[after[0]].start_ns))
+        if after and (not arriving or before == (spec.writer,)):
+            found.append(_Candidate(bid, before, after, tasks[after[0]].start_ns, arriving))
     # Belady weighted by size: the most bytes x time freed first
     return sorted(found, key=lambda c: (-(c.next_use - t) * table.buffers[c.buffer].size, c.buffer))
-
-
-Occupancy = list[tuple[frozenset[str], int, int, int]]   # (buffers sharing it, start, end, padded size)
 
 
 def spill_at(table: BufferTable, schedule: Schedule, target: Target, memory: str, t: int, excess: int,
@@ -69,9 +71,7 @@ def spill_at(table: BufferTable, schedule: Schedule, target: Target, memory: str
 
     A copy brought from DRAM that nobody has read yet is not spilled but *postponed*: its transfer moves
     later in its DMA engine's queue, which frees the same bytes without a second transfer."""
-    engines = target.engines_between(memory, target.dram)
-    if not engines:
-        return None
+    engines = target.engines_between(memory, target.dram)   # none: postponing is all that can be done
     capacity = target.memories[memory].size
     tasks = list(schedule.tasks)
     spills: list[Spill] = []
@@ -90,6 +90,8 @@ def spill_at(table: BufferTable, schedule: Schedule, target: Target, memory: str
             postponed.append(table.buffers[cand.buffer].writer)
             freed += size
             continue
+        if cand.arriving or not engines:
+            continue
         spill = _apply(table, tasks, target, memory, t, cand, engines[0].name, fits_from)
         if spill is not None:
             spills.append(spill)
@@ -103,14 +105,16 @@ def spill_at(table: BufferTable, schedule: Schedule, target: Target, memory: str
 
 
 def _postpone(table: BufferTable, tasks: list[Task], target: Target, cand: _Candidate, fits_from: int) -> bool:
-    """Move the DRAM->scratchpad transfer that wrote an unread copy to just before its first reader (but
-    not before the bytes fit). Every task it passes in its queue ends before that reader starts, so no
-    dependency can point backwards."""
+    """Move the transfer that wrote an unread copy to just before its first reader (but not before the
+    bytes fit). Every task it passes in its queue ends before that reader starts, so no dependency can point
+    backwards. The source copy lives longer; the planner checks its memory like any other."""
     spec = table.buffers[cand.buffer]
     k, writer = next((k, x) for k, x in enumerate(tasks) if x.id == spec.writer)
-    if writer.kind != "transfer" or writer.src != target.dram or cand.before != (writer.id,):
+    if writer.kind != "transfer" or cand.before != (writer.id,):
         return False
-    release = max(fits_from, cand.next_use - writer.duration_ns - math.ceil(target.sync_ns), writer.start_ns)
+    release = max(fits_from, cand.next_use - writer.duration_ns - math.ceil(target.sync_ns))
+    if release <= writer.start_ns:
+        return False                    # it is as late as it can be already
     tasks[k] = replace(writer, start_ns=release, end_ns=release + writer.duration_ns)
     return True
 
