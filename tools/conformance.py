@@ -30,7 +30,6 @@ import signal
 import sys
 import time
 import warnings
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -383,7 +382,7 @@ def run_all(cases: list[Case], excluded: dict[str, str], settings: HetcSettings,
             if progress:
                 progress(len(results), len(cases), result)
         return results
-    # Light models last and one case per task: the long ones do not hold up a whole chunk.
+    # One case per task: a long one (the light models come last) does not hold up a whole chunk.
     with multiprocessing.get_context("fork").Pool(jobs, maxtasksperchild=200) as pool:
         for result in pool.imap(_work, range(len(cases)), chunksize=1):
             results.append(result)
@@ -433,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - start
     meta = {"target": args.target, "time_limit_s": args.time_limit, "pinned": not args.no_pin,
             "wall_s": round(wall, 1), "jobs": args.jobs, "onnx": onnx.__version__,
-            "onnxruntime": _ort_version(), "command": " ".join(["python", "tools/conformance.py"] + sys.argv[1:])}
+            "onnxruntime": _ort_version(), "command": " ".join(["python", "tools/conformance.py"] + (sys.argv[1:] if argv is None else argv))}
     args.results.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     return _finish(results, meta, args.write_docs)
 
