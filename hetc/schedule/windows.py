@@ -29,7 +29,7 @@ SEARCH_SHARE = 0.8        # of the time limit, spent inside CP-SAT searches ...
 OVERHEAD_S_PER_OPTION = 0.002  # ... minus HEFT, model building, re-timing: ~1-2 ms per (node, candidate device)
 MIN_WINDOW_S = 0.05
 WINDOW_CANDIDATES = 3     # devices a window node may choose among (all of them on graphs up to EXACT_NODES)
-EXACT_NODES = 20          # graphs up to this size get the full CP-SAT portfolio (it can prove optimality)
+EXACT_NODES = 30          # graphs up to this size get the full CP-SAT portfolio (it can prove optimality)
 
 
 @dataclass
@@ -66,10 +66,13 @@ def solve_cpsat(problem: SchedulingProblem, time_limit_s: float, num_workers: in
     began = time.perf_counter()
     heft_plan = heft(problem)
     heft_ms = makespan_of(time_plan(problem, heft_plan)[1])
-    tick = max(1, heft_ms // TICKS)
-    sp = scale(problem, tick)
-    order = priority_order(sp, upward_rank(sp))
+    order = priority_order(problem, upward_rank(problem))
     windows = [order[i:i + window_nodes] for i in range(0, len(order), window_nodes)]
+    exact = len(windows) == 1 and problem.n <= EXACT_NODES
+    # A graph solved whole is solved in ns (its proof is then about the real problem; CP-SAT proves these as
+    # fast in ns as in ticks); windows use ticks to keep their domains small.
+    tick = 1 if exact else max(1, heft_ms // TICKS)
+    sp = scale(problem, tick)
     options = sum(len(durations) for durations in problem.durations)
     search_s = max(0.0, SEARCH_SHARE * time_limit_s - OVERHEAD_S_PER_OPTION * options)
     state = ListScheduler(sp)
@@ -82,7 +85,6 @@ def solve_cpsat(problem: SchedulingProblem, time_limit_s: float, num_workers: in
         hint = state.clone()
         for node in window:
             heft_step(hint, node)
-        exact = len(windows) == 1 and problem.n <= EXACT_NODES
         model = WindowModel(sp, state, window, _tails(sp, set(window)), hint,
                             max_candidates=None if exact else WINDOW_CANDIDATES)
         result = model.solve(SolverParams(budget, num_workers, seed, lns_only=not exact))
