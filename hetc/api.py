@@ -45,11 +45,12 @@ def bundle_inputs(bundle: Bundle, inputs: str | Path | Mapping[str, np.ndarray] 
 
 
 def simulate(bundle: Bundle | str | Path, inputs: str | Path | Mapping[str, np.ndarray] | None = None, *,
-             functional: bool = True, precision: str = "fp32", seed: int = 0) -> SimResult:
+             functional: bool = True, precision: str = "fp32", seed: int = 0,
+             contention: bool = True) -> SimResult:
     """Run a bundle (object or directory) in the simulator."""
     b = _as_bundle(bundle)
     return _simulate(b, bundle_inputs(b, inputs, seed) if functional else None, functional=functional,
-                     precision=precision)
+                     precision=precision, contention=contention)
 
 
 @dataclass(frozen=True)

@@ -143,13 +143,16 @@ def simulate(bundle: Path = typer.Argument(..., help="A bundle directory written
              timing_only: bool = typer.Option(False, "--timing-only", help="Skip the kernels (timing only)."),
              npu_precision: str = PrecisionOpt,
              seed: int = typer.Option(0, "--seed", help="Seed of the random inputs."),
+             no_contention: bool = typer.Option(False, "--no-contention",
+                                                help="Give every DRAM user the full bandwidth."),
              as_json: bool = JsonOpt) -> None:
     """Run a bundle in the discrete-event simulator."""
     from hetc.api import simulate as run_sim
     from hetc.errors import OptionError
     if timing_only and outputs is not None:
         raise OptionError("--outputs needs the kernels to run; drop --timing-only")
-    result = run_sim(bundle, inputs, functional=not timing_only, precision=_precision(npu_precision), seed=seed)
+    result = run_sim(bundle, inputs, functional=not timing_only, precision=_precision(npu_precision), seed=seed,
+                     contention=not no_contention)
     if outputs is not None and result.outputs is not None:
         _save_npz(outputs, result.outputs)
     stats = {"planned_makespan_us": result.planned_makespan_ns / 1000,
