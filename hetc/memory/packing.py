@@ -26,7 +26,7 @@ import numpy as np
 
 Interval = tuple[int, int, int]   # (start, end_exclusive, size)
 
-CPSAT_MAX_INTERVALS = 250        # above this CP-SAT rarely closes the gap within a fraction of a second
+CPSAT_MAX_INTERVALS = 120        # above this CP-SAT's presolve alone outgrows a fraction of a second
 DETERMINISTIC_PER_SECOND = 6.0    # wall seconds per CP-SAT deterministic-time unit on these models, measured
 DEFAULT_TIME_LIMIT_S = 0.5
 STALE_MOVES = 200                 # hill climbing gives up after this many moves without progress
