@@ -3,10 +3,12 @@ only what it needs to make shapes static).
 
 Order of attempts: an exact numpy kernel (fast, covers weight generation and shape arithmetic), then a
 cached single-node onnxruntime session (the semantics the validator compares against), then
-``onnx.reference`` for what onnxruntime lacks.
+``onnx.reference`` for what onnxruntime lacks or refuses (e.g. an op newer than the opsets it loads), with
+a warning naming the op, since the folded value then comes from a different runtime than the validator's.
 """
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
 
 import numpy as np
@@ -17,6 +19,7 @@ from hetc.ir import Node, dtype_to_onnx
 from hetc.ir.dtypes import dtype_from_numpy
 from hetc.ir.onnx_export import EXPORT_IR_VERSION, make_attribute
 from hetc.frontend.numpy_kernels import run_numpy_kernel
+from hetc.frontend.opsets import runtime_opsets
 
 # Ops whose result is not a function of their inputs (or that are training-only): never folded.
 NONDETERMINISTIC_OPS = frozenset({
@@ -70,11 +73,19 @@ def evaluate(node: Node, inputs: list[np.ndarray | None], opset: dict[str, int])
         return _run_onnxruntime(model, feeds)
     except Exception as ort_error:  # noqa: BLE001 - any runtime refusal means "try the reference"
         try:
-            return _run_reference(model, feeds)
+            arrays = _run_reference(model, feeds)
         except Exception as ref_error:  # noqa: BLE001
             raise EvaluationError(f"{node.op_type} could not be evaluated: onnxruntime said "
                                   f"'{_first_line(ort_error)}', onnx.reference said "
                                   f"'{_first_line(ref_error)}'") from ref_error
+        warnings.warn(f"constant folding: onnxruntime cannot run {node.op_type} (opset "
+                      f"{_default_version(model)}): {_first_line(ort_error)}; folded with onnx.reference "
+                      "instead", RuntimeWarning, stacklevel=2)
+        return arrays
+
+
+def _default_version(model: onnx.ModelProto) -> int | str:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), "?")
 
 
 def _first_line(error: Exception) -> str:
@@ -93,7 +104,7 @@ def _single_node_model(node: Node, inputs: list[np.ndarray | None],
     # An output type the frontend has not inferred yet is left for the runtime to infer.
     graph_outputs = [helper.make_tensor_value_info(name, dtype_to_onnx(v.dtype), None) if v.dtype
                      else helper.make_empty_tensor_value_info(name) for name, v in zip(out_names, node.outputs)]
-    opsets = dict(opset)
+    opsets = runtime_opsets(node.op_type, node.domain, node.attrs, dict(opset))
     opsets.setdefault(node.domain or "", 1)
     model = helper.make_model(
         helper.make_graph([proto], "fold", graph_inputs, graph_outputs),

@@ -11,13 +11,12 @@ from google.protobuf.message import DecodeError
 from onnx import external_data_helper
 
 from hetc.errors import ModelError
+from hetc.frontend.opsets import DEFAULT_DOMAINS, MIN_OPSET, NEWEST_OPSET, RUNTIME_MAX_OPSET
 
-# The default-domain opsets hetc accepts. onnxruntime 1.31 (the CPU fallback and the reference every
-# result is validated against) only guarantees opset >= 7 and its loader rejects models stamped above 26;
-# every node conformance case stamped 7..26 builds a session there, those stamped 27/28 do not.
-MIN_OPSET = 7
-MAX_OPSET = 26
-DEFAULT_DOMAINS = ("", "ai.onnx")
+# hetc imports default-domain opsets MIN_OPSET..NEWEST_OPSET. A model above MAX_OPSET (the newest
+# onnxruntime 1.31 loads) is lowered to it when onnx's converter can do so exactly, so the whole-model
+# reference runs on onnxruntime; otherwise it keeps its opset (see hetc.frontend.opsets).
+MAX_OPSET = RUNTIME_MAX_OPSET
 
 
 def read_model_file(path: str | Path) -> onnx.ModelProto:
@@ -93,18 +92,27 @@ def default_opset(model: onnx.ModelProto) -> int | None:
 
 
 def convert_opset(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Bring the default-domain opset into MIN_OPSET..MAX_OPSET with onnx's version converter."""
+    """Bring the default-domain opset into MIN_OPSET..NEWEST_OPSET with onnx's version converter, and
+    lower a model above MAX_OPSET to it when the converter can."""
     version = default_opset(model)
     if version is None or MIN_OPSET <= version <= MAX_OPSET:
         return model
-    target = MIN_OPSET if version < MIN_OPSET else MAX_OPSET
+    if version > NEWEST_OPSET:
+        raise ModelError(f"unsupported opset: the model uses opset {version}, but the installed onnx "
+                         f"{onnx.__version__} defines opsets up to {NEWEST_OPSET}, so hetc supports "
+                         f"{MIN_OPSET}..{NEWEST_OPSET}; re-export the model with an opset in that range")
+    if version > MAX_OPSET:
+        try:
+            return onnx.version_converter.convert_version(model, MAX_OPSET)
+        except Exception:  # noqa: BLE001 - the converter refuses what it cannot lower exactly: keep the opset
+            # (an op new since MAX_OPSET, or a type/attribute value its older version lacks).
+            return model
     try:
-        converted = onnx.version_converter.convert_version(model, target)
+        return onnx.version_converter.convert_version(model, MIN_OPSET)
     except Exception as error:  # noqa: BLE001 - the converter raises RuntimeError/ConvertError freely
         raise ModelError(f"unsupported opset: the model uses opset {version}, hetc supports "
-                         f"{MIN_OPSET}..{MAX_OPSET}, and converting it to {target} failed "
+                         f"{MIN_OPSET}..{NEWEST_OPSET}, and converting it to {MIN_OPSET} failed "
                          f"({_first_line(error)}); re-export the model with an opset in that range") from error
-    return converted
 
 
 def _first_line(error: BaseException) -> str:

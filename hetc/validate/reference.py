@@ -1,8 +1,11 @@
-"""The reference: the original ONNX model run by onnxruntime."""
+"""The reference: the original ONNX model run by onnxruntime, or by ``onnx.reference`` (with a warning)
+when onnxruntime refuses to load it, e.g. a model stamped with an opset newer than onnxruntime knows."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Mapping
+
+import warnings
 
 import numpy as np
 import onnx
@@ -47,13 +50,39 @@ def _session(model: onnx.ModelProto):
 
 def reference_outputs(model_path_or_proto: str | Path | onnx.ModelProto, inputs: Mapping[str, np.ndarray]
                       ) -> dict[str, np.ndarray]:
-    """Every graph output of the original model on ``inputs``, computed by onnxruntime."""
+    """Every graph output of the original model on ``inputs``, computed by onnxruntime (onnx.reference when
+    onnxruntime cannot load the model)."""
     model = load_model(model_path_or_proto)
     feeds = check_inputs(inputs, model, origin="reference inputs")
-    session = _session(model)
+    try:
+        session = _session(model)
+    except ModelError as refusal:
+        return _reference_evaluator_outputs(model, feeds, refusal)
     try:
         results = session.run(None, feeds)
     except Exception as error:  # noqa: BLE001
         raise ValidationError(f"onnxruntime failed to run the reference model on these inputs: {error}") \
             from None
     return {out.name: np.asarray(r) for out, r in zip(session.get_outputs(), results)}
+
+
+def _reference_evaluator_outputs(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray],
+                                 refusal: ModelError) -> dict[str, np.ndarray]:
+    from onnx.reference import ReferenceEvaluator
+
+    try:
+        evaluator = ReferenceEvaluator(model)
+    except Exception as error:  # noqa: BLE001 - the evaluator raises plain exceptions for unknown ops
+        raise ModelError(f"{refusal}; onnx.reference cannot load it either: {_first_line(error)}") from None
+    warnings.warn(f"{_first_line(refusal)[:300]}; the reference outputs come from onnx.reference instead",
+                  RuntimeWarning, stacklevel=3)
+    try:
+        results = evaluator.run(None, dict(feeds))
+    except Exception as error:  # noqa: BLE001
+        raise ValidationError(f"onnx.reference failed to run the reference model on these inputs: "
+                              f"{_first_line(error)}") from None
+    return {out.name: np.asarray(r) for out, r in zip(model.graph.output, results)}
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]

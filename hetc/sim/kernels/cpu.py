@@ -1,6 +1,8 @@
 """The CPU path: any ONNX op, with exact ONNX semantics, through a one-node onnxruntime session
 (``onnx.reference.ReferenceEvaluator`` when onnxruntime cannot build or run it). If/Loop/Scan run whole this
-way, their bodies being GraphProto attributes."""
+way, their bodies being GraphProto attributes. A node of a model stamped above the newest opset onnxruntime
+loads is stamped with that opset when its definition is the same there (``runtime_opsets``), and otherwise
+keeps the model's opset, which onnxruntime refuses: onnx.reference runs it."""
 from __future__ import annotations
 
 import hashlib
@@ -12,6 +14,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from hetc.frontend.opsets import runtime_opsets
 from hetc.ir import EXPORT_IR_VERSION, dtype_from_numpy, dtype_to_onnx
 from hetc.ir.onnx_export import make_attribute
 from hetc.sim.kernels.errors import KernelError
@@ -104,7 +107,7 @@ def run_on_cpu(op_type: str, domain: str, attrs: dict[str, Any], inputs: list[np
                outputs: list[tuple[str, tuple[int, ...]]], opset: dict[str, int]) -> list[np.ndarray]:
     """Run one node with ONNX's own semantics; the session is cached per op signature."""
     _check_no_capture(op_type, attrs)
-    model = single_node_model(op_type, domain, attrs, inputs, outputs, opset)
+    model = single_node_model(op_type, domain, attrs, inputs, outputs, runtime_opsets(op_type, domain, attrs, opset))
     key = hashlib.sha256(model.SerializeToString(deterministic=True)).digest()
     feeds = {f"hetc_in{i}": x for i, x in enumerate(inputs) if x is not None}
     runner = _sessions.get(key)
