@@ -142,7 +142,8 @@ def run_case(name: str, path: Path, target: str, baselines: list[str], time_limi
             case.makespan_us[strategy] = schedule(graph, target_obj, strategy).makespan_ns / 1000
         except Exception as error:  # noqa: BLE001
             case.makespan_us[strategy] = f"{type(error).__name__}: {error}"
-    say(", ".join(f"{s} {_fmt_us(v)}" for s, v in case.makespan_us.items()) + f"; cpsat (limit {case.time_limit_s:g} s)")
+    say(", ".join(f"{s} {_fmt_us(v)}" for s, v in case.makespan_us.items())
+        + f"; cpsat (limit {case.time_limit_s:g} s)")
     try:
         result = build(path, BuildOptions(target=target, scheduler="cpsat", time_limit_s=time_limit_s, validate=True),
                        progress=StagePrinter(say))
@@ -198,7 +199,8 @@ def headline(cases: list[Case], targets: list[str]) -> list[str]:
         g = geomean([r for r in ratios if r is not None])
         lines.append(f"CP-SAT / HEFT makespan, geometric mean on {target}: "
                      f"{'n/a' if g is None else f'{g:.3f}'} over {sum(r is not None for r in ratios)} models "
-                     f"(goal <= {GOALS['cpsat_over_heft']}: {verdict(None if g is None else g <= GOALS['cpsat_over_heft'])})")
+                     f"(goal <= {GOALS['cpsat_over_heft']}: "
+                     f"{verdict(None if g is None else g <= GOALS['cpsat_over_heft'])})")
     solved = [c for c in cases if c.gap is not None]
     close = sum(c.gap <= GOALS["gap"] for c in solved)
     optimal = sum(c.status == "OPTIMAL" for c in solved)
@@ -210,7 +212,8 @@ def headline(cases: list[Case], targets: list[str]) -> list[str]:
     if dense:
         worst = max(dense.values())
         lines.append("DenseNet-121 schedule stage: " + ", ".join(f"{t} {s:.1f} s" for t, s in dense.items())
-                     + f" (goal <= {GOALS['densenet_schedule_s']:g} s: {verdict(worst <= GOALS['densenet_schedule_s'])})")
+                     + f" (goal <= {GOALS['densenet_schedule_s']:g} s: "
+                       f"{verdict(worst <= GOALS['densenet_schedule_s'])})")
     m = geomean(memory_ratios(cases))
     names = sorted({name for c in cases for name in c.memory})
     by_memory = ", ".join(f"{name} {g:.4f}" for name in names
@@ -281,13 +284,16 @@ def tables(cases: list[Case], strategies: list[str]) -> list[Table]:
             _fmt(c.sim_cold_s, ".3f"), _fmt(c.sim_warm_s, ".3f"), _fmt(_ms(c.ort_1thread_s), ".2f"),
             _fmt(_ms(c.ort_default_s), ".2f"), _fmt(_div(c.sim_warm_s, c.ort_1thread_s), ".2f"),
             _fmt(_div(c.sim_warm_s, c.ort_default_s), ".2f"),
-            _fmt(c.validation and c.validation["max_abs_err"], ".2e"), _fmt(c.validation and c.validation["max_rel_err"], ".2e"),
+            _fmt(c.validation and c.validation["max_abs_err"], ".2e"),
+            _fmt(c.validation and c.validation["max_rel_err"], ".2e"),
             "" if not c.validation else ("pass" if c.validation["passed"] else "FAIL")] for c in ok]
     result: list[Table] = [
-        ("Schedules", "Makespans in us of each strategy's schedule, before memory planning; bound: the scheduler's lower bound "
-         "(CP-SAT's own bound when better); gap and status: CP-SAT's; placement: nodes per device in the CP-SAT "
+        ("Schedules", "Makespans in us of each strategy's schedule, before memory planning; bound: the "
+         "scheduler's lower bound (CP-SAT's own bound when better); gap and status: CP-SAT's; placement: nodes per "
+         "device in the CP-SAT "
          "schedule; limit: the CP-SAT time limit used. Status HINT: CP-SAT kept its HEFT starting point.",
-         ["model", "target", "nodes", "placement", *strategies, "bound", "gap", "status", "cpsat/heft", "limit s"], sched),
+         ["model", "target", "nodes", "placement", *strategies, "bound", "gap", "status", "cpsat/heft", "limit s"],
+         sched),
         ("Compile time", "Wall seconds per stage of the CP-SAT build (`BuildResult.summary['stage_s']`); total is "
          "import to codegen.", ["model", "target", *COMPILE_STAGES, "total"], stages),
         ("Memory", "MiB per memory the CP-SAT build used: peak address in use vs the lower bound (most bytes live at "
@@ -298,7 +304,8 @@ def tables(cases: list[Case], strategies: list[str]) -> list[Table]:
          "the functional simulation, cold = its first run inside the build (per-node onnxruntime sessions created), "
          "warm = a second run; ORT: the original model in onnxruntime, median of the timed runs after one warm-up, "
          "1 intra-op thread (1t) and default threads; errors and pass/fail from `hetc.validate` vs onnxruntime.",
-         ["model", "target", "scheduled us", "planned us", "simulated us", "sim/plan", "sim cold s", "sim warm s", "ORT 1t ms",
+         ["model", "target", "scheduled us", "planned us", "simulated us", "sim/plan", "sim cold s", "sim warm s",
+          "ORT 1t ms",
           "ORT default ms", "warm/ORT 1t", "warm/ORT default", "max abs err", "max rel err", "valid"], sim),
     ]
     errors = [[c.model, c.target, c.error or ""] for c in cases if c.error] + \
@@ -306,7 +313,8 @@ def tables(cases: list[Case], strategies: list[str]) -> list[Table]:
               if isinstance(v, str) and c.error is None] + \
              [[c.model, c.target, f"timing: {c.timing_error}"] for c in cases if c.timing_error]
     if errors:
-        result.append(("Failures", "Builds or baseline schedules that raised, with their message.", ["model", "target", "error"], errors))
+        result.append(("Failures", "Builds, baseline schedules or timings that raised, with their message.",
+                       ["model", "target", "error"], errors))
     return result
 
 
@@ -326,7 +334,8 @@ def machine() -> dict[str, Any]:
                 if line.startswith("model name")), platform.processor() or "unknown")
     return {"nproc": len(os.sched_getaffinity(0)), "cpu": cpu, "python": platform.python_version(),
             "onnxruntime": onnxruntime.__version__, "ortools": ortools.__version__, "onnx": onnx.__version__,
-            "numpy": np.__version__, "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "numpy": np.__version__,
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "load_before": os.getloadavg()}
 
 
@@ -346,10 +355,12 @@ def markdown(cases: list[Case], strategies: list[str], targets: list[str], info:
            f"* Python {info['python']}, onnxruntime {info['onnxruntime']}, ortools {info['ortools']}, "
            f"onnx {info['onnx']}, numpy {info['numpy']}",
            "* CP-SAT time limit: " + (f"{info['time_limit']:g} s" if info["time_limit"] else
-                                      "the scheduler's default, `default_time_limit(nodes)` = min(10, max(2, nodes/10)) s"),
+                                      "the scheduler's default, `default_time_limit(nodes)` = "
+                                      "min(10, max(2, nodes/10)) s"),
            "", "## Summary", "", *[f"* {line}" for line in headline(cases, targets)], "",
            "The functional simulator runs NPU/DSP nodes on hetc's numpy kernels and CPU nodes in single-node "
-           "onnxruntime sessions (cached; `HETC_ORT_THREADS` intra-op threads, default min(4, cores)). The sim/ORT goal is "
+           "onnxruntime sessions (cached; `HETC_ORT_THREADS` intra-op threads, default min(4, cores)). The "
+           "sim/ORT goal is "
            "judged separately against onnxruntime with 1 intra-op thread and with its default thread count "
            f"({info['nproc']} here); on a loaded machine the default can be the slower of the two. Sim times are of "
            "the warm run; onnxruntime's are timed once per model (they do not depend on the target).", ""]
@@ -454,8 +465,9 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.out).write_text(markdown(cases, strategies, targets, info, shown, total_s))
         print(f"wrote {args.out}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": info, "total_s": total_s, "headline": headline(cases, targets),
-                                               "cases": [asdict(c) for c in cases]}, indent=1))
+        raw = {"machine": info, "total_s": total_s, "headline": headline(cases, targets),
+               "cases": [asdict(c) for c in cases]}
+        Path(args.json).write_text(json.dumps(raw, indent=1))
         print(f"wrote {args.json}")
     return 0
 
