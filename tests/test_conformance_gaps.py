@@ -106,3 +106,86 @@ def test_npu_and_dsp_kernels_mean_the_same_at_the_newest_opset() -> None:
         added = {t for c in new.type_constraints for t in c.allowed_type_strs} - {
             t for c in old.type_constraints for t in c.allowed_type_strs}
         assert added <= {"tensor(float6e2m3)", "tensor(float6e3m2)"}
+
+
+# ------------------------------------------------------------------------------------- untyped outputs
+def _reference(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    from onnx.reference import ReferenceEvaluator
+
+    return ReferenceEvaluator(model).run(None, feeds)
+
+
+def test_attention_omitting_present_outputs_types_them_and_runs() -> None:
+    """ONNX types present_key/present_value only when a past is given; omitted before qk_matmul_output they
+    get the spec's shape (batch, kv_heads, past + kv_sequence, head_size)."""
+    model = _model([helper.make_node("Attention", ["q", "k", "v"], ["y", "", "", "qk"])],
+                   [vi("q", TensorProto.FLOAT, [1, 2, 3, 4]), vi("k", TensorProto.FLOAT, [1, 2, 5, 4]),
+                    vi("v", TensorProto.FLOAT, [1, 2, 5, 4])],
+                   [vi("y", TensorProto.FLOAT, [1, 2, 3, 4]), vi("qk", TensorProto.FLOAT, [1, 2, 3, 5])], 23)
+    graph = import_model(model)
+    (attention,) = graph.nodes
+    assert [v.shape for v in attention.outputs[1:3]] == [(1, 2, 5, 4), (1, 2, 5, 4)]
+    rng = np.random.default_rng(0)
+    feeds = {"q": rng.standard_normal((1, 2, 3, 4), np.float32), "k": rng.standard_normal((1, 2, 5, 4), np.float32),
+             "v": rng.standard_normal((1, 2, 5, 4), np.float32)}
+    with backend.prepare(model, target="edge-soc", **FAST) as rep:
+        outputs = rep.run(feeds)
+    for actual, expected in zip(outputs, _reference(model, feeds)):
+        np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+
+
+def _if_on_input_size() -> onnx.ModelProto:
+    """y = Reshape(x, [-1]) if Size(x) == 6 else x: the branches disagree in rank, so ONNX cannot merge them
+    into one output type, but the condition is known at compile time."""
+    flat = helper.make_graph(
+        [helper.make_node("Constant", [], ["minus_one"], value_ints=[-1]),
+         helper.make_node("Reshape", ["x", "minus_one"], ["flat"])],
+        "then", [], [vi("flat", TensorProto.FLOAT, None)])
+    same = helper.make_graph([helper.make_node("Identity", ["x"], ["same"])], "else", [],
+                             [vi("same", TensorProto.FLOAT, None)])
+    nodes = [helper.make_node("Size", ["x"], ["size"]),
+             helper.make_node("Constant", [], ["six"], value_int=6),
+             helper.make_node("Equal", ["size", "six"], ["is_six"]),
+             helper.make_node("If", ["is_six"], ["picked"], then_branch=flat, else_branch=same),
+             helper.make_node("Relu", ["picked"], ["y"])]
+    return _model(nodes, [vi("x", TensorProto.FLOAT, [2, 3])], [vi("y", TensorProto.FLOAT, ["n"])], 17)
+
+
+def test_an_if_with_a_constant_condition_becomes_the_branch_it_takes() -> None:
+    graph = import_model(_if_on_input_size())
+    assert "If" not in graph.op_histogram()
+    assert graph.values["y"].shape == (6,)
+    x = np.arange(-3, 3, dtype=np.float32).reshape(2, 3)
+    with backend.prepare(_if_on_input_size(), target="edge-soc", **FAST) as rep:
+        (y,) = rep.run([x])
+    np.testing.assert_array_equal(y, np.maximum(x.reshape(-1), 0))
+
+
+def _scan_reading_outer_constants() -> onnx.ModelProto:
+    """A running sum whose body unsqueezes with axes captured from the outer graph, starting from a state
+    built by ConstantOfShape: whole-model inference types neither the state nor the body's scan output."""
+    body = helper.make_graph(
+        [helper.make_node("Add", ["state_in", "x_t"], ["state_out"]),
+         helper.make_node("Unsqueeze", ["state_out", "axes"], ["row"])],
+        "body", [vi("state_in", TensorProto.FLOAT, None), vi("x_t", TensorProto.FLOAT, None)],
+        [vi("state_out", TensorProto.FLOAT, None), vi("row", TensorProto.FLOAT, None)])
+    nodes = [helper.make_node("Constant", [], ["axes"], value_ints=[0]),
+             helper.make_node("Shape", ["x"], ["x_shape"], start=1),
+             helper.make_node("ConstantOfShape", ["x_shape"], ["zeros"],
+                              value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])),
+             helper.make_node("Scan", ["zeros", "x"], ["total", "rows"], body=body, num_scan_inputs=1)]
+    return _model(nodes, [vi("x", TensorProto.FLOAT, [4, 3])],
+                  [vi("total", TensorProto.FLOAT, ["d"]), vi("rows", TensorProto.FLOAT, ["t", "one", "d"])], 17)
+
+
+def test_a_scan_is_typed_through_its_body_and_runs_with_its_captured_constants() -> None:
+    model = _scan_reading_outer_constants()
+    graph = import_model(model)
+    assert (graph.values["total"].shape, graph.values["rows"].shape) == ((3,), (4, 1, 3))
+    (scan,) = [n for n in graph.nodes if n.op_type == "Scan"]
+    assert scan.outer_scope_names() == []  # the axes now live in the body, so the CPU session needs no outer scope
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    with backend.prepare(model, target="edge-soc", **FAST) as rep:
+        total, rows = rep.run([x])
+    np.testing.assert_array_equal(total, x.sum(axis=0))
+    np.testing.assert_array_equal(rows, np.cumsum(x, axis=0)[:, None, :])

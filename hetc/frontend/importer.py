@@ -12,6 +12,7 @@ from hetc.frontend.loader import (check_model, convert_opset, inline_functions, 
                                   read_model_file)
 from hetc.frontend.overrides import apply_overrides, require_static_inputs
 from hetc.frontend.static_shapes import OMITTED_SUFFIX, make_static
+from hetc.frontend.subgraphs import ConstantBranch, inline_branch
 from hetc.ir import Graph
 
 
@@ -45,10 +46,27 @@ def import_model(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | No
     _name_omitted_outputs(work.graph)
     apply_overrides(work.graph, shapes, dims)
     require_static_inputs(work.graph)
-    graph = build_graph(_infer_shapes(work))
-    make_static(graph, work.ir_version)
+    graph = _static_graph(work)
     _finish(graph)
     return graph
+
+
+# Bound on the If nodes inlined for one import (each inlined branch may hold further Ifs).
+_MAX_INLINED_BRANCHES = 256
+
+
+def _static_graph(work: onnx.ModelProto) -> Graph:
+    """Infer, build and make static; an If whose condition turns out constant is replaced by its branch in
+    ``work`` and the import starts again (see hetc.frontend.subgraphs)."""
+    for _ in range(_MAX_INLINED_BRANCHES):
+        graph = build_graph(_infer_shapes(work))
+        try:
+            make_static(graph, work.ir_version)
+            return graph
+        except ConstantBranch as choice:
+            inline_branch(work.graph, choice.index, choice.branch)
+    raise ShapeError(f"more than {_MAX_INLINED_BRANCHES} If nodes with a constant condition; hetc stops "
+                     "inlining their branches here: simplify the model (e.g. with onnx-simplifier)")
 
 
 def _promote_initializers(model: onnx.ModelProto) -> None:

@@ -19,6 +19,7 @@ from hetc.ir import Graph, Node, Value, dtype_to_onnx
 from hetc.ir.dtypes import dtype_from_numpy
 from hetc.ir.onnx_export import make_attribute
 from hetc.frontend.evaluator import SHAPE_OPS, EvaluationError, evaluate, evaluate_shape_op, is_foldable
+from hetc.frontend.subgraphs import MAX_EMBEDDED_ELEMENTS, ConstantBranch, embed_constants, infer_subgraph_outputs
 
 # Suffix the importer gives to optional outputs a node omits before one it uses.
 OMITTED_SUFFIX = "__omitted"
@@ -41,8 +42,11 @@ class ShapeResolver:
             if node.id in self.folded or all(is_static(v) for v in node.outputs):
                 continue
             self._resolve(node)
+        embedded = [self._embed_captured_constants(n) for n in self.graph.nodes if n.has_subgraph]
         if self.folded:
             self._drop_folded()
+        elif any(embedded):
+            self.graph.relink()
         for value in self.graph.inputs:
             if not is_static(value):
                 raise ShapeError(f"input '{value.name}' has no usable type or shape; fix it with "
@@ -108,7 +112,8 @@ class ShapeResolver:
 
     def _infer(self, node: Node, constant: dict[str, np.ndarray]) -> None:
         if node.has_subgraph:
-            return  # needs the outer scope; whole-model inference already did what it could
+            self._infer_subgraph_node(node, constant)
+            return
         try:
             schema = onnx.defs.get_schema(node.op_type, self.graph.opset.get(node.domain, 1), node.domain)
         except onnx.defs.SchemaError:
@@ -132,6 +137,44 @@ class ShapeResolver:
                 value.dtype = value.dtype or dtype
                 if shape is not None:
                     value.shape = shape
+
+    def _infer_subgraph_node(self, node: Node, constant: dict[str, np.ndarray]) -> None:
+        """See hetc.frontend.subgraphs: inline an If whose condition is constant (raises ConstantBranch for
+        the importer), else infer the node alone now that its inputs and captured values are known."""
+        if node.op_type == "If" and node.domain == "" and node.inputs[0].name in constant:
+            condition = bool(np.asarray(constant[node.inputs[0].name]).reshape(-1)[0])
+            raise ConstantBranch(node.id, "then_branch" if condition else "else_branch")
+        data = dict(constant)
+        for name in node.outer_scope_names():
+            if name in self.graph.values:
+                array = self._materialize(self.graph.values[name])
+                if array is not _FAILED:
+                    data[name] = array
+        data = {name: a for name, a in data.items() if np.asarray(a).dtype != object}
+        inferred = infer_subgraph_outputs(node, self.graph.values, data, self.graph.opset, self.ir_version)
+        for value in node.outputs:
+            if value.name in inferred:
+                dtype, shape = tensor_type_of(value.name, inferred[value.name])
+                value.dtype = value.dtype or dtype
+                if shape is not None and all(d is not None for d in shape):
+                    value.shape = shape
+
+    def _embed_captured_constants(self, node: Node) -> bool:
+        """Move the small compile-time constants ``node``'s bodies read from the outer scope into the bodies
+        (see hetc.frontend.subgraphs.embed_constants); True if any moved."""
+        constants = {}
+        for name in node.outer_scope_names():
+            value = self.graph.values.get(name)
+            if value is None or value.shape is None or None in value.shape:
+                continue
+            if int(np.prod(value.shape, dtype=np.int64)) > MAX_EMBEDDED_ELEMENTS:
+                continue
+            array = self._materialize(value)
+            if array is not _FAILED and np.asarray(array).dtype != object:
+                constants[name] = np.asarray(array)
+        if constants:
+            node.attrs = {k: embed_constants(a, constants) for k, a in node.attrs.items()}
+        return bool(constants)
 
     # ------------------------------------------------------------------ clean-up
     def _drop_folded(self) -> None:
@@ -210,8 +253,35 @@ def _dropout_mask_shape(node: Node) -> None:
         node.outputs[1].shape = node.inputs[0].shape
 
 
+def _attention_present_shapes(node: Node) -> None:
+    """Attention's present_key/present_value (outputs 1, 2): ONNX types them only when past_key/past_value
+    are given, yet a model may omit them and use qk_matmul_output (3), leaving them untyped. Their shape is
+    the spec's (batch, kv_num_heads, past_sequence + kv_sequence, head_size), their type that of K/V."""
+    for output, source, past in ((1, 1, 4), (2, 2, 5)):
+        if len(node.outputs) <= output or is_static(node.outputs[output]) or len(node.inputs) <= source:
+            continue
+        kv = node.inputs[source]
+        if kv is None or not is_static(kv) or len(kv.shape) not in (3, 4):
+            continue
+        if len(kv.shape) == 4:
+            batch, heads, sequence, head_size = kv.shape
+        else:  # (batch, sequence, heads * head_size)
+            heads = node.attrs.get("kv_num_heads", 0)
+            if not heads or kv.shape[2] % heads:
+                continue
+            batch, sequence, head_size = kv.shape[0], kv.shape[1], kv.shape[2] // heads
+        cache = node.inputs[past] if len(node.inputs) > past else None
+        past_sequence = 0
+        if cache is not None:
+            if not is_static(cache) or len(cache.shape) != 4:
+                continue
+            past_sequence = cache.shape[2]
+        node.outputs[output].dtype = node.outputs[output].dtype or kv.dtype
+        node.outputs[output].shape = (batch, heads, past_sequence + sequence, head_size)
+
+
 # Outputs whose shape ONNX's inference leaves open although it follows from the input shapes alone.
-_SHAPE_RULES = {"Dropout": _dropout_mask_shape}
+_SHAPE_RULES = {"Dropout": _dropout_mask_shape, "Attention": _attention_present_shapes}
 
 
 def _type_proto(value: Value) -> onnx.TypeProto:
