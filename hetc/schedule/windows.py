@@ -25,9 +25,9 @@ from hetc.schedule.tasks import Plan, makespan_of, time_plan
 
 TICKS = 10_000            # the HEFT makespan in ticks: durations stay small integers
 WINDOW_NODES = 60         # nodes per CP-SAT window; a graph this small is solved whole
-SEARCH_SHARE = 0.8        # of the time limit, spent inside CP-SAT searches ...
-OVERHEAD_S_PER_OPTION = 0.002  # ... minus HEFT, model building, re-timing: ~1-2 ms per (node, candidate device)
-MIN_WINDOW_S = 0.05
+SEARCH_SHARE = 0.4        # of the time limit, spent inside CP-SAT searches ...
+OVERHEAD_S_PER_OPTION = 0.001  # ... minus HEFT, model building, re-timing: ~1 ms per (node, candidate device)
+MIN_WINDOW_S = 0.1
 WINDOW_CANDIDATES = 3     # devices a window node may choose among (all of them on graphs up to EXACT_NODES)
 EXACT_NODES = 30          # graphs up to this size get the full CP-SAT portfolio (it can prove optimality)
 
