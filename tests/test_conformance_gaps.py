@@ -14,6 +14,7 @@ from hetc.frontend.evaluator import evaluate
 from hetc.frontend.opsets import runtime_opsets
 from hetc.ir import EXPORT_IR_VERSION, Node, Value
 from hetc.sim.kernels import run_on_cpu
+from hetc.sim.kernels.cpu import onnxruntime_deviates
 from hetc.target.ops import KERNEL_SET
 from hetc.validate import reference_outputs
 
@@ -189,3 +190,21 @@ def test_a_scan_is_typed_through_its_body_and_runs_with_its_captured_constants()
         total, rows = rep.run([x])
     np.testing.assert_array_equal(total, x.sum(axis=0))
     np.testing.assert_array_equal(rows, np.cumsum(x, axis=0)[:, None, :])
+
+
+# ---------------------------------------------------------------------------- onnxruntime deviations
+def test_nodes_onnxruntime_computes_off_spec_run_on_onnx_reference() -> None:
+    """MaxUnpool with an explicit output_shape (ONNX's own example): onnxruntime 1.31 places the values
+    elsewhere than the specification; the CPU path runs it on onnx.reference, which gives ONNX's output."""
+    pooled = np.array([[[[5.0, 6.0], [7.0, 8.0]]]], np.float32)
+    indices = np.array([[[[5, 7], [13, 15]]]], np.int64)
+    output_shape = np.array([1, 1, 5, 5], np.int64)
+    attrs = {"kernel_shape": [2, 2], "strides": [2, 2]}
+    inputs = [pooled, indices, output_shape]
+    assert onnxruntime_deviates("MaxUnpool", "", attrs, inputs, [("float32", (1, 1, 5, 5))])
+    assert not onnxruntime_deviates("MaxUnpool", "", attrs, inputs[:2], [("float32", (1, 1, 4, 4))])
+    (y,) = run_on_cpu("MaxUnpool", "", attrs, inputs, [("float32", (1, 1, 5, 5))], {"": 22})
+    # The expected output of onnx/backend/test/case/node/maxunpool.py (export_with_output_shape).
+    expected = np.array([[[[0, 0, 0, 0, 0], [0, 5, 0, 6, 0], [0, 0, 0, 0, 0], [0, 7, 0, 8, 0],
+                           [0, 0, 0, 0, 0]]]], np.float32)
+    np.testing.assert_array_equal(y, expected)
