@@ -4,8 +4,10 @@ Whole-model inference (with data propagation) already resolves most shape arithm
 usually a shape computed from constants it cannot see through (e.g. a Reshape target built from weights
 by ConstantOfShape, or ops its data propagation does not cover). For each such node, in topological
 order, the frontend folds exactly the constant producers it needs, then re-infers that one node with the
-constant data in hand; if all its inputs are constant it folds the node itself. A shape that still
-depends on runtime data is a ShapeError.
+constant data in hand; if all its inputs are constant it folds the node itself. If/Loop/Scan nodes are
+re-inferred with their bodies, or an If with a constant condition replaced by its branch (see
+``hetc.frontend.subgraphs``); a few outputs ONNX never types get their shape from ``_SHAPE_RULES``. A shape
+that still depends on runtime data is a ShapeError.
 """
 from __future__ import annotations
 
