@@ -17,6 +17,7 @@ from hetc.errors import MemoryPlanError
 from hetc.ir import Graph
 from hetc.memory.aliasing import resolve_aliases
 from hetc.memory.artifact import Buffer, MemoryPlan, MemoryStats, Spill, TaskBuffers
+from hetc.memory.delay import delay_at
 from hetc.memory.fallback import move_node_off
 from hetc.memory.lifetimes import BufferTable, build_table
 from hetc.memory.packing import live_profile, pack
@@ -63,18 +64,26 @@ def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: 
     rounds = 0
     margin: dict[str, int] = {}               # headroom each scratchpad's live bytes must leave for packing
     postponed: list[int] = []                 # transfers moved later in their DMA queue
+    delayed: set[int] = set()                 # transfers whose postponement delayed their reader once
+    aliases: dict[str, str] | None = None
+    delays: list[dict] = []                   # tasks made to wait for the end of another to free bytes
+    unmargined: set[str] = set()              # memories repaired where their packing overflows, no headroom
     while True:
         lifetimes = table.lifetimes(schedule)
-        aliases = resolve_aliases(table, schedule, nodes)
+        if aliases is None:
+            # Postponing only re-times: the table and the dependencies, which decide aliasing, stay as
+            # they were, so the groups are recomputed only after a spill or a move changed them.
+            aliases = resolve_aliases(table, schedule, nodes)
         storages = _storages(table, lifetimes, aliases)
         used = [m for m in target.memories if any(s.memory == m for s in storages)]
         share = budget / max(1, len(used))      # fixed budgets keep the plan reproducible
-        overflow = _live_overflow(storages, target, margin)
+        crowded = _live_overflow(storages, target, margin)
+        overflow = (crowded[0], crowded[1][0]) if crowded else None
         layout = None
         if overflow is None:                    # scratchpads first: DRAM is packed once they all fit
             layout = _layout(table, storages, target, [m for m in used if m != target.dram], share)
             overflow = _packing_overflow(layout, storages, target)
-            if overflow is not None and overflow[0] != target.dram:
+            if overflow is not None and overflow[0] != target.dram and overflow[0] not in unmargined:
                 # Fragmentation: ask the cheap live-bytes check for the overshoot as headroom, so that
                 # spilling frees it wherever needed before the next (costly) packing.
                 memory = overflow[0]
@@ -95,20 +104,43 @@ def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: 
         memory, t = overflow
         if memory == target.dram:
             raise _overflow_error(memory, t, table, storages, lifetimes, target, layout, spilled=False)
-        shared = _sharing_at(storages, lifetimes, t)
         align = target.memories[memory].alignment
         occupancy = [(frozenset(s.members), s.start, s.end, _pad(s.size, align)) for s in storages
                      if s.memory == memory]
-        excess = max(sum(size for _, s, e, size in occupancy if s <= t < e) - target.memories[memory].size
-                     + margin.get(memory, 0),
-                     layout.stats[memory].peak_bytes - target.memories[memory].size if layout else 0, align)
+        packing_excess = layout.stats[memory].peak_bytes - target.memories[memory].size if layout else 0
         rounds += 1
-        result = spill_at(table, schedule, target, memory, t, excess, lifetimes, shared, occupancy) \
-            if rounds <= MAX_SPILL_ROUNDS else None
-        if result is not None:
+        # Every crowded stretch of the memory is repaired in this round while the repairs are postponements,
+        # which only shift a transfer within its stretch: a round per stretch would redo all the analysis.
+        repaired = False
+        for t in (crowded[1] if crowded else [t]):
+            live = sum(size for _, s, e, size in occupancy if s <= t < e)
+            excess = max(live - target.memories[memory].size + margin.get(memory, 0), packing_excess, align)
+            shared = _sharing_at(storages, lifetimes, t)
+            result = spill_at(table, schedule, target, memory, t, excess, lifetimes, shared, occupancy, delayed) \
+                if rounds <= MAX_SPILL_ROUNDS else None
+            if result is None:
+                break
             schedule, more, later = result
+            lifetimes = table.lifetimes(schedule)   # the next stretch sees this repair's re-timing
+            repaired = True
             spills += more
             postponed += later
+            if more:
+                aliases = None                  # spills rebind readers: the next round regroups
+        if repaired:
+            continue
+        waited = delay_at(table, schedule, target, memory, t, lifetimes, aliases) \
+            if rounds <= MAX_SPILL_ROUNDS else None
+        if waited is not None:
+            schedule, delay = waited
+            delays.append({"task": delay.task, "after": delay.after, "freed_bytes": delay.freed_bytes})
+            aliases = None                      # a new dependency changes what is an ancestor of what
+            continue
+        if margin.get(memory) and live <= target.memories[memory].size:
+            # Only the fragmentation headroom is missing here, and nothing can be done at this instant:
+            # drop the headroom and repair where the packing itself sticks out instead.
+            margin.pop(memory)
+            unmargined.add(memory)
             continue
         banned = frozenset((m["node"], m["from"]) for m in moved)
         rescheduled = move_node_off(graph, schedule, target, memory, t, banned) \
@@ -118,7 +150,9 @@ def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: 
         schedule, move = rescheduled
         moved.append(move)
         table, spills, rounds, margin, postponed = build_table(graph, schedule, target), [], 0, {}, []
-    details = {"moved_nodes": moved, "postponed_transfers": sorted(set(postponed)), "spill_rounds": rounds}
+        delayed, aliases, delays, unmargined = set(), None, [], set()
+    details = {"moved_nodes": moved, "postponed_transfers": sorted(set(postponed)), "delayed_tasks": delays,
+               "spill_rounds": rounds}
     return _artifact(table, schedule, target, lifetimes, aliases, layout, spills, details,
                      time.perf_counter() - began)
 
@@ -152,16 +186,32 @@ def _is_constant(table: BufferTable, s: Storage) -> bool:
     return table.buffers[s.owner].kind == "constant"
 
 
-def _live_overflow(storages: list[Storage], target: Target, margin: dict[str, int]) -> tuple[str, int] | None:
+def _live_overflow(storages: list[Storage], target: Target,
+                   margin: dict[str, int]) -> tuple[str, list[int]] | None:
     """The first scratchpad whose live bytes at some instant exceed its capacity (less the headroom its
-    packing turned out to need): no packing can fit it."""
+    packing turned out to need), and the fullest instant of each stretch of time where they do, in time
+    order: no packing can fit those instants."""
     for name, memory in target.memories.items():
         if name == target.dram:
             continue
-        intervals = [(s.start, s.end, s.size) for s in storages if s.memory == name]
-        live, when = live_profile(intervals, memory.alignment)
-        if live > memory.size - margin.get(name, 0):
-            return name, when
+        limit = memory.size - margin.get(name, 0)
+        events = sorted([(s.end, -_pad(s.size, memory.alignment)) for s in storages if s.memory == name] +
+                        [(s.start, _pad(s.size, memory.alignment)) for s in storages if s.memory == name])
+        instants: list[int] = []
+        live = fullest = 0
+        for k, (when, delta) in enumerate(events):    # ends sort before starts at the same instant
+            live += delta
+            if k + 1 < len(events) and events[k + 1][0] == when:
+                continue                              # the live set between instants is what counts
+            if live > limit and (not instants or fullest == 0):
+                instants.append(when)
+                fullest = live
+            elif live > limit and live > fullest:
+                instants[-1], fullest = when, live
+            elif live <= limit:
+                fullest = 0
+        if instants:
+            return name, instants
     return None
 
 

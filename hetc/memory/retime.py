@@ -23,31 +23,38 @@ def engine_order(tasks: list[Task]) -> dict[str, list[int]]:
 
 def retime(tasks: list[Task], sync_ns: float) -> tuple[Task, ...] | None:
     """Tasks with start/end pushed to satisfy dependencies and engine order (read from the planned starts).
-    Returns None when the dependencies contradict the engine order (a cycle)."""
+    Returns None when the dependencies contradict the engine order (a cycle). Tasks that keep their times
+    are returned as they are: the planner re-times after every repair round, so this stays cheap."""
     sync = math.ceil(sync_ns)
     by_id = {t.id: t for t in tasks}
     chain_prev: dict[int, int] = {}
     for lane in engine_order(tasks).values():
         for before, after in zip(lane, lane[1:]):
             chain_prev[after] = before
-    preds = {t.id: set(t.deps) | ({chain_prev[t.id]} if t.id in chain_prev else set()) for t in tasks}
     users: dict[int, list[int]] = {t.id: [] for t in tasks}
-    for tid, ps in preds.items():
-        for p in ps:
-            users[p].append(tid)
-    waiting = {tid: len(ps) for tid, ps in preds.items()}
+    waiting: dict[int, int] = {}
+    for t in tasks:
+        preds = set(t.deps)
+        prev = chain_prev.get(t.id)
+        if prev is not None:
+            preds.add(prev)
+        waiting[t.id] = len(preds)
+        for p in preds:
+            users[p].append(t.id)
     ready = deque(sorted(tid for tid, n in waiting.items() if n == 0))
     done: dict[int, Task] = {}
     while ready:
         tid = ready.popleft()
         t = by_id[tid]
         start = t.start_ns
-        if tid in chain_prev:
-            start = max(start, done[chain_prev[tid]].end_ns)
+        prev = chain_prev.get(tid)
+        if prev is not None:
+            start = max(start, done[prev].end_ns)
+        engine = t.engine
         for d in t.deps:
             dep = done[d]
-            start = max(start, dep.end_ns + (sync if dep.engine != t.engine else 0))
-        done[tid] = replace(t, start_ns=start, end_ns=start + t.duration_ns)
+            start = max(start, dep.end_ns + (sync if dep.engine != engine else 0))
+        done[tid] = t if start == t.start_ns else replace(t, start_ns=start, end_ns=start + t.duration_ns)
         for u in users[tid]:
             waiting[u] -= 1
             if waiting[u] == 0:

@@ -48,6 +48,8 @@ def spill_candidates(table: BufferTable, schedule: Schedule, memory: str, t: int
         if spec.memory != memory or bid in shared or spec.writer is None or not (start <= t < end):
             continue
         writer = tasks[spec.writer]
+        if writer.start_ns > t:
+            continue                                   # re-timed past t since the lifetimes were taken
         arriving = writer.kind == "transfer" and writer.start_ns <= t < writer.end_ns
         if any(tasks[u].start_ns <= t < tasks[u].end_ns for u in spec.readers) or \
                 (writer.start_ns <= t < writer.end_ns and not arriving):
@@ -63,7 +65,8 @@ def spill_candidates(table: BufferTable, schedule: Schedule, memory: str, t: int
 
 def spill_at(table: BufferTable, schedule: Schedule, target: Target, memory: str, t: int, excess: int,
              lifetimes: dict[str, tuple[int, int]], shared: set[str],
-             occupancy: Occupancy) -> tuple[Schedule, list[Spill], list[int]] | None:
+             occupancy: Occupancy, delayed_readers: set[int] | None = None
+             ) -> tuple[Schedule, list[Spill], list[int]] | None:
     """Free ``excess`` bytes at ``t`` (or as many as can leave); mutates ``table`` and returns the re-timed
     schedule, the spills and the postponed transfers, or None when nothing can leave (everything live is in
     use, or no DMA engine links ``memory`` to DRAM). ``occupancy`` is every storage of ``memory``: each
@@ -71,6 +74,7 @@ def spill_at(table: BufferTable, schedule: Schedule, target: Target, memory: str
 
     A copy brought from DRAM that nobody has read yet is not spilled but *postponed*: its transfer moves
     later in its DMA engine's queue, which frees the same bytes without a second transfer."""
+    delayed_readers = set() if delayed_readers is None else delayed_readers
     engines = target.engines_between(memory, target.dram)   # none: postponing is all that can be done
     capacity = target.memories[memory].size
     tasks = list(schedule.tasks)
@@ -82,11 +86,13 @@ def spill_at(table: BufferTable, schedule: Schedule, target: Target, memory: str
     for cand in spill_candidates(table, schedule, memory, t, lifetimes, shared):
         if freed >= excess:
             break
-        size = size_of[cand.buffer]
+        size = size_of.get(cand.buffer)
+        if size is None:
+            continue                    # reloaded earlier in this round: the occupancy predates it
         fits_from = _fits_from(crowded, t, cand.next_use)
         if fits_from > cand.next_use:
             continue                    # it would have to come back while the memory is still too full
-        if _postpone(table, tasks, target, cand, fits_from):
+        if _postpone(table, tasks, target, cand, fits_from, delayed_readers):
             postponed.append(table.buffers[cand.buffer].writer)
             freed += size
             continue
@@ -104,7 +110,8 @@ def spill_at(table: BufferTable, schedule: Schedule, target: Target, memory: str
     return schedule.with_tasks(timed), spills, postponed
 
 
-def _postpone(table: BufferTable, tasks: list[Task], target: Target, cand: _Candidate, fits_from: int) -> bool:
+def _postpone(table: BufferTable, tasks: list[Task], target: Target, cand: _Candidate, fits_from: int,
+              delayed_readers: set[int]) -> bool:
     """Move the transfer that wrote an unread copy to just before its first reader (but not before the
     bytes fit). Every task it passes in its queue ends before that reader starts, so no dependency can point
     backwards. The source copy lives longer; the planner checks its memory like any other."""
@@ -112,9 +119,16 @@ def _postpone(table: BufferTable, tasks: list[Task], target: Target, cand: _Cand
     k, writer = next((k, x) for k, x in enumerate(tasks) if x.id == spec.writer)
     if writer.kind != "transfer" or cand.before != (writer.id,):
         return False
-    release = max(fits_from, cand.next_use - writer.duration_ns - math.ceil(target.sync_ns))
+    latest = cand.next_use - writer.duration_ns - math.ceil(target.sync_ns)
+    release = max(fits_from, latest)
     if release <= writer.start_ns:
         return False                    # it is as late as it can be already
+    if release > latest:
+        # This delays the reader. Once is fine (the memory frees meanwhile); again means the crowded
+        # stretch moves with the reader and the same overflow comes back a little later, round after round.
+        if writer.id in delayed_readers:
+            return False
+        delayed_readers.add(writer.id)
     tasks[k] = replace(writer, start_ns=release, end_ns=release + writer.duration_ns)
     return True
 
