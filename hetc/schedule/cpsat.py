@@ -334,7 +334,7 @@ class WindowModel:
         prm.use_lns_only = params.lns_only
         # The clock is only a safety net: a search normally ends on its deterministic budget, which leaves
         # room for presolve (whose wall time the deterministic clock barely counts).
-        prm.max_time_in_seconds = 2 * params.time_limit_s + 0.2
+        prm.max_time_in_seconds = 2 * params.time_limit_s + 0.05
         prm.cp_model_probing_level = 0  # probing the optional intervals costs seconds and rarely pays here
         began = time.perf_counter()
         status = solver.solve(self.m)

@@ -12,7 +12,6 @@ transfers, and the committed intervals that end within one window span before it
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -25,6 +24,7 @@ from hetc.schedule.tasks import Plan, makespan_of, time_plan
 
 TICKS = 10_000            # the HEFT makespan in ticks: durations stay small integers
 WINDOW_NODES = 60         # nodes per CP-SAT window; a graph this small is solved whole
+MAX_WINDOWS = 16
 SEARCH_SHARE = 0.4        # of the time limit, spent inside CP-SAT searches (0.7 for a graph solved whole) ...
 EXACT_SEARCH_SHARE = 0.7
 OVERHEAD_S_PER_OPTION = 0.001  # ... minus HEFT, model building, re-timing: ~1 ms per (node, candidate device)
@@ -63,11 +63,12 @@ def _tails(sp: SchedulingProblem, window: set[int]) -> dict[int, int]:
 
 
 def solve_cpsat(problem: SchedulingProblem, time_limit_s: float, num_workers: int = 2, seed: int = 0,
-                progress: Callable[[str], None] | None = None, window_nodes: int = WINDOW_NODES) -> CpSatOutcome:
-    began = time.perf_counter()
+                progress: Callable[[str], None] | None = None, window_nodes: int | None = None) -> CpSatOutcome:
     heft_plan = heft(problem)
     heft_ms = makespan_of(time_plan(problem, heft_plan)[1])
     order = priority_order(problem, upward_rank(problem))
+    # Beyond MAX_WINDOWS windows, the windows grow instead: each search pays a presolve and a fork.
+    window_nodes = window_nodes or max(WINDOW_NODES, math.ceil(problem.n / MAX_WINDOWS))
     windows = [order[i:i + window_nodes] for i in range(0, len(order), window_nodes)]
     exact = len(windows) == 1 and problem.n <= EXACT_NODES
     # A graph solved whole is solved in ns (its proof is then about the real problem; CP-SAT proves these as
