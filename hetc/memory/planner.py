@@ -1,12 +1,13 @@
-"""``plan_memory``: lifetimes -> aliasing -> capacity (spill / move / fail) -> packing -> MemoryPlan.
+"""``plan_memory``: lifetimes -> aliasing -> capacity (spill / delay / move / fail) -> packing -> MemoryPlan.
 
 Each memory is packed on its own. DRAM starts with the read-only constants region (constants at fixed
 offsets in first-use order), and every other buffer is packed above it. A scratchpad whose live set exceeds
-its capacity, or whose best packing does, gets prefetches postponed or buffers spilled at its fullest instant
-and the loop starts over on the re-timed schedule; when nothing there can leave, the node running then is
-moved to another device and the graph rescheduled (``hetc.memory.fallback``), and when that is impossible
-too the build fails with a message that names the memory, the time, the bytes needed and available, and
-what is live.
+its capacity, or whose best packing does, gets prefetches postponed or buffers spilled at the fullest instant
+of every stretch of time where it is too full, all in one round, and the loop starts over on the re-timed
+schedule. Where nothing can leave, a task running then waits for another whose end frees bytes
+(``hetc.memory.delay``); where that cannot help either, the node running then is moved to another device and
+the graph rescheduled (``hetc.memory.fallback``), and when that is impossible too the build fails with a
+message that names the memory, the time, the bytes needed and available, and what is live.
 """
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: 
     rounds = 0
     margin: dict[str, int] = {}               # headroom each scratchpad's live bytes must leave for packing
     postponed: list[int] = []                 # transfers moved later in their DMA queue
-    delayed: set[int] = set()                 # transfers whose postponement delayed their reader once
+    reader_delayed: set[int] = set()          # transfers whose postponement delayed their reader once
     aliases: dict[str, str] | None = None
     delays: list[dict] = []                   # tasks made to wait for the end of another to free bytes
     unmargined: set[str] = set()              # memories repaired where their packing overflows, no headroom
@@ -109,14 +110,16 @@ def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: 
                      if s.memory == memory]
         packing_excess = layout.stats[memory].peak_bytes - target.memories[memory].size if layout else 0
         rounds += 1
-        # Every crowded stretch of the memory is repaired in this round while the repairs are postponements,
-        # which only shift a transfer within its stretch: a round per stretch would redo all the analysis.
+        # Every crowded stretch of the memory is repaired in this one round, in time order, each seeing the
+        # re-timing of the ones before (the occupancy stays the round's; the next round checks it all again).
+        # A round per stretch redid the whole analysis hundreds of times on 2 MiB scratchpads.
         repaired = False
         for t in (crowded[1] if crowded else [t]):
             live = sum(size for _, s, e, size in occupancy if s <= t < e)
             excess = max(live - target.memories[memory].size + margin.get(memory, 0), packing_excess, align)
             shared = _sharing_at(storages, lifetimes, t)
-            result = spill_at(table, schedule, target, memory, t, excess, lifetimes, shared, occupancy, delayed) \
+            result = spill_at(table, schedule, target, memory, t, excess, lifetimes, shared, occupancy,
+                              reader_delayed) \
                 if rounds <= MAX_SPILL_ROUNDS else None
             if result is None:
                 break
@@ -150,7 +153,7 @@ def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: 
         schedule, move = rescheduled
         moved.append(move)
         table, spills, rounds, margin, postponed = build_table(graph, schedule, target), [], 0, {}, []
-        delayed, aliases, delays, unmargined = set(), None, [], set()
+        reader_delayed, aliases, delays, unmargined = set(), None, [], set()
     details = {"moved_nodes": moved, "postponed_transfers": sorted(set(postponed)), "delayed_tasks": delays,
                "spill_rounds": rounds}
     return _artifact(table, schedule, target, lifetimes, aliases, layout, spills, details,
