@@ -207,15 +207,6 @@ def test_newer_opset_is_converted_down() -> None:
     assert import_model(model).opset[""] == MAX_OPSET
 
 
-def test_unconvertible_opset_is_a_model_error() -> None:
-    model = _model([helper.make_node("BitShift", ["a", "b"], ["y"], direction="RIGHT")],
-                   [vi("a", TensorProto.INT8, [3]), vi("b", TensorProto.INT8, [3])],
-                   [vi("y", TensorProto.INT8, [3])], opset=28)
-    with pytest.raises(ModelError, match=f"unsupported opset: the model uses opset 28, hetc supports "
-                                         f"{MIN_OPSET}..{MAX_OPSET}"):
-        import_model(model)
-
-
 def test_external_data_is_loaded(tmp_path: Path) -> None:
     model = _conv_model(batch=1)
     onnx.save(model, str(tmp_path / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,

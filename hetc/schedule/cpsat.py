@@ -300,6 +300,8 @@ class WindowModel:
         this window, which then keeps its HEFT hint (status "CRASHED"), and the compiler carries on."""
         for var, value in self.hints:
             self.m.add_hint(var, value)
+        if multiprocessing.current_process().daemon:  # a pool worker may not fork: solve here, unguarded
+            return self.solve_here(params)
         began = time.perf_counter()
         context = multiprocessing.get_context("fork")
         reader, writer = context.Pipe(duplex=False)
