@@ -49,9 +49,21 @@ class BufferTable:
         return start, max(end, start + 1)
 
     def lifetimes(self, schedule: Schedule) -> dict[str, tuple[int, int]]:
-        tasks = {t.id: t for t in schedule.tasks}
+        """Every buffer's ``lifetime``; inlined, as the planner calls this after every repair."""
+        starts = {t.id: t.start_ns for t in schedule.tasks}
+        ends = {t.id: t.end_ns for t in schedule.tasks}
         makespan = max(schedule.makespan_ns, 1)
-        return {b: self.lifetime(b, tasks, makespan) for b in self.buffers}
+        out: dict[str, tuple[int, int]] = {}
+        for bid, b in self.buffers.items():
+            start = 0 if b.from_zero or b.writer is None else starts[b.writer]
+            if b.to_end or b.kind == "constant":
+                end = makespan
+            else:
+                end = max((ends[r] for r in b.readers), default=start)
+                if b.writer is not None:
+                    end = max(end, ends[b.writer])
+            out[bid] = (start, max(end, start + 1))
+        return out
 
     def add_reader(self, buffer_id: str, task_id: int) -> None:
         readers = self.buffers[buffer_id].readers
