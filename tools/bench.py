@@ -1,15 +1,15 @@
 """The whole-pipeline benchmark: every model on every preset target; writes docs/benchmarks.md.
 
-    python tools/bench.py                                   # everything (about 15 minutes on 2 cores)
+    python tools/bench.py                                   # everything (3-6 minutes on 2 cores)
     python tools/bench.py --quick                           # smoke subset in about 30 s
     python tools/bench.py --models resnet50,moe --targets edge-soc --time-limit 5 --json results.json
 
 Per (model, target): one ``hetc.pipeline.build`` with CP-SAT and ``validate=True`` (placement, makespan, bound,
 gap, per-stage compile time, memory peak vs bound, functional simulation, error vs onnxruntime), plus one
 ``hetc.schedule.schedule`` per baseline strategy (HEFT, greedy, single:cpu) on the same optimised graph. The
-functional simulation is then run once more warm (its per-node onnxruntime sessions cached, as onnxruntime's own
+functional simulation is then run again warm (its per-node onnxruntime sessions cached, as onnxruntime's own
 session is after its warm-up) and compared with the original model in onnxruntime, 1 intra-op thread and default
-threads, median of a few runs after one warm-up. A build that fails is recorded with its error message.
+threads, medians of ``--repeat`` runs. A build that fails is recorded with its error message.
 """
 from __future__ import annotations
 
@@ -116,11 +116,12 @@ class StagePrinter:
 
 
 def run_case(name: str, path: Path, target: str, baselines: list[str], time_limit_s: float | None,
-             ort_repeat: int, say: Callable[[str], None],
+             repeat: int, say: Callable[[str], None],
              ort_cache: dict[tuple[str, int | None], float] | None = None) -> Case:
     """Measure one (model, target); any HetcError (or other failure) of a build lands in the Case.
 
-    ``ort_cache`` keeps onnxruntime's time per (model, threads): it does not depend on the target."""
+    ``repeat``: timed runs of the warm simulation and of onnxruntime (medians); ``ort_cache`` keeps onnxruntime's
+    time per (model, threads): it does not depend on the target."""
     from hetc.frontend import load_onnx
     from hetc.passes import optimize
     from hetc.pipeline import BuildOptions, build
@@ -166,10 +167,11 @@ def run_case(name: str, path: Path, target: str, baselines: list[str], time_limi
     inputs = make_inputs(result.graph, seed=0)  # the inputs build() validated with (input_seed 0)
     ort_cache = {} if ort_cache is None else ort_cache
     try:
-        case.sim_warm_s = simulate(result.bundle, inputs, functional=True).stats["wall_s"]
+        case.sim_warm_s = statistics.median(simulate(result.bundle, inputs, functional=True).stats["wall_s"]
+                                            for _ in range(repeat))
         for threads in (1, None):
             if (name, threads) not in ort_cache:
-                ort_cache[name, threads] = ort_seconds(path, inputs, threads, ort_repeat)
+                ort_cache[name, threads] = ort_seconds(path, inputs, threads, repeat)
         case.ort_1thread_s, case.ort_default_s = ort_cache[name, 1], ort_cache[name, None]
     except Exception as error:  # noqa: BLE001
         case.timing_error = f"{type(error).__name__}: {error}"
@@ -306,7 +308,8 @@ def tables(cases: list[Case], strategies: list[str]) -> list[Table]:
         ("Simulation and validation", "Makespan of the CP-SAT schedule as scheduled, as planned (after memory "
          "planning, whose spills and reuse re-time it: the bundle's plan) and as simulated; sim s: wall time of "
          "the functional simulation, cold = its first run inside the build (per-node onnxruntime sessions created), "
-         "warm = a second run; ORT: the original model in onnxruntime, median of the timed runs after one warm-up, "
+         "warm = median of the next runs; ORT: the original model in onnxruntime, median of the timed runs after one "
+         "warm-up, "
          "1 intra-op thread (1t) and default threads; errors and pass/fail from `hetc.validate` vs onnxruntime.",
          ["model", "target", "scheduled us", "planned us", "simulated us", "sim/plan", "sim cold s", "sim warm s",
           "ORT 1t ms",
@@ -399,7 +402,7 @@ def print_tables(cases: list[Case], strategies: list[str], targets: list[str]) -
 
 
 def run_benchmark(models: list[str], targets: list[str], baselines: list[str], time_limit_s: float | None,
-                  ort_repeat: int = 5, progress: Callable[[str], None] = print) -> list[Case]:
+                  repeat: int = 3, progress: Callable[[str], None] = print) -> list[Case]:
     """Measure every (model, target); models are names from ``model_paths()``."""
     from hetc.errors import OptionError
 
@@ -412,7 +415,7 @@ def run_benchmark(models: list[str], targets: list[str], baselines: list[str], t
         for name in models:
             label = f"[{len(cases) + 1}/{total}] {name} on {target}"
             progress(f"{label}: start")
-            case = run_case(name, paths[name], target, baselines, time_limit_s, ort_repeat,
+            case = run_case(name, paths[name], target, baselines, time_limit_s, repeat,
                             lambda msg, label=label: progress(f"{label}: {msg}"), ort_cache)
             progress(f"{label}: {'FAILED: ' + case.error if case.error else 'done'} ({case.wall_s:.1f} s)")
             cases.append(case)
@@ -442,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", default="", help="comma-separated presets (default: all)")
     parser.add_argument("--time-limit", type=float, default=None,
                         help="CP-SAT limit in s (default: the scheduler's default_time_limit(nodes))")
-    parser.add_argument("--ort-repeat", type=int, default=5, help="timed onnxruntime runs after warm-up")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="timed runs (median) of the warm simulation and of onnxruntime after its warm-up")
     parser.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"), help="Markdown output ('' for none)")
     parser.add_argument("--json", default="", help="also write the raw results as JSON")
     args = parser.parse_args(argv)
@@ -457,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{f'{time_limit:g} s' if time_limit else 'scheduler default min(10, max(2, nodes/10)) s'}; "
           f"load average {info['load_before'][0]:.1f}", flush=True)
     began = time.perf_counter()
-    cases = run_benchmark(models, targets, baselines, time_limit, args.ort_repeat,
+    cases = run_benchmark(models, targets, baselines, time_limit, args.repeat,
                           lambda msg: print(msg, flush=True))
     total_s = time.perf_counter() - began
     info["load_after"] = os.getloadavg()
