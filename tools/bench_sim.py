@@ -1,7 +1,7 @@
 """Benchmark the simulator's event loop against SimPy on the same 10,000-task schedule.
 
     python tools/bench_sim.py [--tasks 10000] [--repeat 9]
-    python tools/bench_sim.py --light [--strategy heft]    # functional simulation vs onnxruntime
+    python tools/bench_sim.py --light [--strategy heft] [--ort-threads 1]   # functional simulation vs onnxruntime
 
 Builds a synthetic layered graph (Relu/Add on small tensors, placed round-robin on the CPU, NPU and DSP of
 the edge-soc preset so that about half the tasks are DMA transfers), schedules it with the hand planner, emits
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import statistics
 import time
 from pathlib import Path
@@ -99,9 +100,15 @@ def simpy_run(bundle: Bundle, sync_ns: float) -> tuple[float, list[tuple[str, in
     return max(end for *_, end in trace), trace
 
 
-def bench_light(strategy: str, repeat: int) -> None:
+def bench_light(strategy: str, repeat: int, ort_threads: int) -> None:
     """Functional simulation of each light model (scheduled, planned, emitted for edge-soc) against a warm
-    onnxruntime session on the same inputs: wall time of one inference each, best of ``repeat``."""
+    onnxruntime session on the same inputs: wall time of one inference each, median of ``repeat`` after one
+    warm-up run on each side.
+
+    The simulator computes every NPU/DSP kernel on one BLAS thread (``HETC_BLAS_THREADS``, default 1), so the
+    reference session gets as many intra-op threads (``--ort-threads``); the ratio against onnxruntime's
+    default thread count (all cores) is printed too. The simulator's own CPU-path sessions keep their
+    thread count (``HETC_ORT_THREADS``)."""
     import onnxruntime as ort
 
     from hetc.frontend import load_onnx
@@ -112,21 +119,34 @@ def bench_light(strategy: str, repeat: int) -> None:
 
     light = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
     target = load_target("edge-soc")
-    print(f"{'model':<14} {'tasks':>6} {'sim s':>8} {'ort s':>8} {'ratio':>6} {'max err':>9}  (goal ratio <= 2)")
+    blas = os.environ.get("HETC_BLAS_THREADS", "1")
+    print(f"median of {repeat} runs after a warm-up; simulator BLAS threads {blas}, onnxruntime threads "
+          f"{ort_threads} (ratio) and default (ratio*)")
+    print(f"{'model':<14} {'tasks':>6} {'sim s':>8} {'ort s':>8} {'ratio':>6} {'ort* s':>8} {'ratio*':>6} "
+          f"{'max err':>9}  (goal ratio <= 2)")
     for path in sorted(light.glob("light_*.onnx")):
         graph = optimize(load_onnx(path))
         plan = plan_memory(graph, schedule(graph, target, strategy), target)
         bundle = emit(graph, plan, target)
         inputs = random_inputs(bundle)
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        session.run(None, inputs)   # warm both sides: ORT's first run and the CPU kernels' session cache
-        simulate(bundle, inputs)
-        ours = min(_wall(lambda: simulate(bundle, inputs)) for _ in range(repeat))
-        theirs = min(_wall(lambda: session.run(None, inputs)) for _ in range(repeat))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = ort_threads
+        options.log_severity_level = 3
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        default_options = ort.SessionOptions()
+        default_options.log_severity_level = 3
+        default = ort.InferenceSession(str(path), default_options, providers=["CPUExecutionProvider"])
+        for warm in (lambda: session.run(None, inputs), lambda: default.run(None, inputs),
+                     lambda: simulate(bundle, inputs)):   # ORT's first run, the CPU path's session cache
+            warm()
+        ours = statistics.median(_wall(lambda: simulate(bundle, inputs)) for _ in range(repeat))
+        theirs = statistics.median(_wall(lambda: session.run(None, inputs)) for _ in range(repeat))
+        theirs_default = statistics.median(_wall(lambda: default.run(None, inputs)) for _ in range(repeat))
         result, expected = simulate(bundle, inputs), session.run(None, inputs)
         err = max(float(np.max(np.abs(a - b))) for a, b in zip(result.outputs.values(), expected))
         name = path.stem.removeprefix("light_")
-        print(f"{name:<14} {len(plan.schedule.tasks):>6} {ours:8.3f} {theirs:8.3f} {ours / theirs:6.1f} {err:9.2e}")
+        print(f"{name:<14} {len(plan.schedule.tasks):>6} {ours:8.3f} {theirs:8.3f} {ours / theirs:6.1f} "
+              f"{theirs_default:8.3f} {ours / theirs_default:6.1f} {err:9.2e}", flush=True)
 
 
 def _wall(fn) -> float:
@@ -142,9 +162,12 @@ def main() -> None:
     parser.add_argument("--light", action="store_true", help="functional simulation of onnx's light models vs "
                                                              "onnxruntime instead of the event-loop benchmark")
     parser.add_argument("--strategy", default="heft", help="scheduler for --light (default heft)")
+    parser.add_argument("--ort-threads", type=int, default=int(os.environ.get("HETC_BLAS_THREADS", "1")),
+                        help="intra-op threads of the reference session for --light (default: the "
+                             "simulator's BLAS threads)")
     args = parser.parse_args()
     if args.light:
-        bench_light(args.strategy, args.repeat)
+        bench_light(args.strategy, args.repeat, args.ort_threads)
         return
     t0 = time.perf_counter()
     bundle, target = synthetic_bundle(args.tasks)
