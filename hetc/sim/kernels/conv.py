@@ -26,14 +26,32 @@ def conv(call: KernelCall) -> np.ndarray:
     geometry = window_geometry(x.shape[2:], kernel_shape, call.attr("strides"), call.attr("dilations"),
                                call.attr("pads"), call.attr("auto_pad", "NOTSET"))
     cg, mg = channels // groups, out_channels // groups
-    padded = pad_spatial(x, geometry, 0.0)
-    if cg == 1 and groups > 1:
-        y = _depthwise(padded, w, geometry, groups, mg)
+    if groups == 1 and _is_pointwise(geometry):
+        y = _pointwise(x, w, geometry)
+    elif cg == 1 and groups > 1:
+        y = _depthwise(pad_spatial(x, geometry, 0.0), w, geometry, groups, mg)
     else:
-        y = _im2col_matmul(padded, w, geometry, groups, cg, mg)
-    if bias is not None:
-        y = y + bias.reshape(_bias_shape(rank)).astype(y.dtype, copy=False)
+        y = _im2col_matmul(pad_spatial(x, geometry, 0.0), w, geometry, groups, cg, mg)
+    if bias is not None:   # every branch returns a fresh array: add in place instead of allocating another
+        y += bias.reshape(_bias_shape(rank)).astype(y.dtype, copy=False)
     return y
+
+
+def _is_pointwise(geometry: WindowGeometry) -> bool:
+    return (all(k == 1 for k in geometry.kernel) and not any(geometry.pads_begin)
+            and not any(geometry.pads_end))
+
+
+def _pointwise(x: np.ndarray, w: np.ndarray, geometry: WindowGeometry) -> np.ndarray:
+    """A 1x1 convolution is one matmul over the channels: no im2col copy at all (strided 1x1 convs pick
+    their pixels with one strided slice first)."""
+    n, channels = x.shape[:2]
+    if any(s != 1 for s in geometry.strides):
+        x = x[(slice(None), slice(None)) + tuple(slice(0, (o - 1) * s + 1, s)
+                                                 for o, s in zip(geometry.out, geometry.strides))]
+    pixels = np.ascontiguousarray(x).reshape(n, channels, -1)
+    weights = w.reshape(w.shape[0], channels).astype(x.dtype, copy=False)
+    return np.matmul(weights, pixels).reshape((n, w.shape[0]) + geometry.out)
 
 
 def _depthwise(padded: np.ndarray, w: np.ndarray, geometry: WindowGeometry, groups: int, mg: int) -> np.ndarray:
