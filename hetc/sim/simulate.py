@@ -58,7 +58,8 @@ def simulate(bundle: Bundle, inputs: dict[str, np.ndarray] | None = None, functi
         t3 = time.perf_counter()
         outputs = None
         if functional:
-            Executor(machine, memories, kernel or default_kernel(), precision).replay(trace.records)
+            executor = Executor(machine, memories, kernel or default_kernel(), precision)
+            executor.replay(trace.records, race_free=detect_races)   # check_races raised on any race
             outputs = _read_outputs(bundle, memories)
         t4 = time.perf_counter()
         result = _result(bundle, machine, trace, outputs)
