@@ -141,7 +141,8 @@ def run(machine: Machine, contention: bool = True) -> Trace:
 
     def reshare(t: float, total: float) -> None:
         """Every DRAM user runs at one common speed; when it changes, bank each user's progress at the old
-        speed and re-time its end at the new one."""
+        speed and re-time its end at the new one (a newcomer is not in ``dram_users`` yet). Callers skip it
+        while the speed is 1 and stays 1."""
         nonlocal speed, slowest
         new = 1.0 if total <= bandwidth else bandwidth / total
         if new == speed:
@@ -168,8 +169,9 @@ def run(machine: Machine, contention: bool = True) -> Trace:
         if phase == START:
             ins = lane.program[lane.pc]
             rate = ins.dram_bytes / ins.duration_ns
-            reshare(t, total_rate + rate)   # re-times the others first, if the newcomer slows them
             total_rate += rate
+            if speed != 1.0 or total_rate > bandwidth:   # (the common case, no slowdown, needs no call)
+                reshare(t, total_rate)   # re-times the others first
             dram_users[e] = rate
             lane.start = lane.last = t
             lane.remaining = float(ins.duration_ns)
@@ -180,7 +182,8 @@ def run(machine: Machine, contention: bool = True) -> Trace:
             total_rate -= dram_users.pop(e)
             if not dram_users:
                 total_rate = 0.0   # no rounding drift across idle periods
-            reshare(t, total_rate)
+            if speed != 1.0:
+                reshare(t, total_rate)
             records.append((e, lane.pc, lane.start, t))
             lane.pc += 1
             lane.now = t
