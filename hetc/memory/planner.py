@@ -65,7 +65,7 @@ def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: 
     rounds = 0
     margin: dict[str, int] = {}               # headroom each scratchpad's live bytes must leave for packing
     postponed: list[int] = []                 # transfers moved later in their DMA queue
-    reader_delayed: set[int] = set()          # transfers whose postponement delayed their reader once
+    reader_delayed: dict[int, int] = {}       # transfer -> times its postponement delayed its reader
     aliases: dict[str, str] | None = None
     delays: list[dict] = []                   # tasks made to wait for the end of another to free bytes
     unmargined: set[str] = set()              # memories repaired where their packing overflows, no headroom
@@ -153,7 +153,7 @@ def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: 
         schedule, move = rescheduled
         moved.append(move)
         table, spills, rounds, margin, postponed = build_table(graph, schedule, target), [], 0, {}, []
-        reader_delayed, aliases, delays, unmargined = set(), None, [], set()
+        reader_delayed, aliases, delays, unmargined = {}, None, [], set()
     details = {"moved_nodes": moved, "postponed_transfers": sorted(set(postponed)), "delayed_tasks": delays,
                "spill_rounds": rounds}
     return _artifact(table, schedule, target, lifetimes, aliases, layout, spills, details,

@@ -26,6 +26,8 @@ from hetc.memory.retime import retime
 from hetc.schedule.artifact import Schedule, Task
 from hetc.target.target import Target
 
+MAX_READER_DELAYS = 1     # postponements of one transfer that may delay its reader (more: see _postpone)
+
 
 @dataclass(frozen=True)
 class _Candidate:
@@ -65,7 +67,7 @@ def spill_candidates(table: BufferTable, schedule: Schedule, memory: str, t: int
 
 def spill_at(table: BufferTable, schedule: Schedule, target: Target, memory: str, t: int, excess: int,
              lifetimes: dict[str, tuple[int, int]], shared: set[str],
-             occupancy: Occupancy, delayed_readers: set[int] | None = None
+             occupancy: Occupancy, delayed_readers: dict[int, int] | None = None
              ) -> tuple[Schedule, list[Spill], list[int]] | None:
     """Free ``excess`` bytes at ``t`` (or as many as can leave); mutates ``table`` and returns the re-timed
     schedule, the spills and the postponed transfers, or None when nothing can leave (everything live is in
@@ -74,7 +76,7 @@ def spill_at(table: BufferTable, schedule: Schedule, target: Target, memory: str
 
     A copy brought from DRAM that nobody has read yet is not spilled but *postponed*: its transfer moves
     later in its DMA engine's queue, which frees the same bytes without a second transfer."""
-    delayed_readers = set() if delayed_readers is None else delayed_readers
+    delayed_readers = {} if delayed_readers is None else delayed_readers
     engines = target.engines_between(memory, target.dram)   # none: postponing is all that can be done
     capacity = target.memories[memory].size
     tasks = list(schedule.tasks)
@@ -111,7 +113,7 @@ def spill_at(table: BufferTable, schedule: Schedule, target: Target, memory: str
 
 
 def _postpone(table: BufferTable, tasks: list[Task], target: Target, cand: _Candidate, fits_from: int,
-              delayed_readers: set[int]) -> bool:
+              delayed_readers: dict[int, int]) -> bool:
     """Move the transfer that wrote an unread copy to just before its first reader (but not before the
     bytes fit). Every task it passes in its queue ends before that reader starts, so no dependency can point
     backwards. The source copy lives longer; the planner checks its memory like any other."""
@@ -124,11 +126,11 @@ def _postpone(table: BufferTable, tasks: list[Task], target: Target, cand: _Cand
     if release <= writer.start_ns:
         return False                    # it is as late as it can be already
     if release > latest:
-        # This delays the reader. Once is fine (the memory frees meanwhile); again means the crowded
+        # This delays the reader. A few times is fine (the memory frees meanwhile); more means the crowded
         # stretch moves with the reader and the same overflow comes back a little later, round after round.
-        if writer.id in delayed_readers:
+        if delayed_readers.get(writer.id, 0) >= MAX_READER_DELAYS:
             return False
-        delayed_readers.add(writer.id)
+        delayed_readers[writer.id] = delayed_readers.get(writer.id, 0) + 1
     tasks[k] = replace(writer, start_ns=release, end_ns=release + writer.duration_ns)
     return True
 
