@@ -14,7 +14,7 @@ from hetc.ir import np_dtype
 from hetc.ir.dtypes import from_storage, to_storage
 from hetc.sim.engine import Trace, run
 from hetc.sim.functional import Executor, KernelFn, default_kernel
-from hetc.sim.machine import Machine, allocate_memories, moves_data
+from hetc.sim.machine import Machine, allocate_memories, moves_data, release_memories
 from hetc.sim.races import check_races
 from hetc.sim.result import SimEvent, SimResult, SyncEdge
 
@@ -44,9 +44,9 @@ def simulate(bundle: Bundle, inputs: dict[str, np.ndarray] | None = None, functi
     t0 = time.perf_counter()
     collecting = gc.isenabled()
     gc.disable()   # tens of thousands of small objects: generational GC passes would dominate the run
+    memories: dict[str, np.ndarray] = {}
     try:
         machine = Machine.from_bundle(bundle)
-        memories: dict[str, np.ndarray] = {}
         if functional:   # check the inputs before spending time on the run
             memories = allocate_memories(machine, bundle)
             _write_inputs(bundle, memories, random_inputs(bundle) if inputs is None else inputs)
@@ -64,6 +64,8 @@ def simulate(bundle: Bundle, inputs: dict[str, np.ndarray] | None = None, functi
         t4 = time.perf_counter()
         result = _result(bundle, machine, trace, outputs)
     finally:
+        if memories:
+            release_memories(memories)   # the next run of this bundle reuses them (zeroed again)
         if collecting:
             gc.enable()
     wall = time.perf_counter() - t0
