@@ -194,3 +194,21 @@ def test_resize_legacy_and_crop(attrs, opset):
     else:
         inputs = [x, np.zeros(0, np.float32), scales]
     assert_npu_matches_onnxruntime("Resize", attrs, inputs, opset={"": opset})
+
+
+# Each Conv strategy (1x1 matmul, shifted per-tap matmul, depthwise, im2col) on shapes that pick it.
+@pytest.mark.parametrize("channels, out_channels, groups, kernel, stride, dilation, pads, rank, batch", [
+    (8, 5, 1, 1, 1, 1, 0, 2, 2),    # pointwise
+    (8, 5, 1, 1, 2, 1, 0, 2, 1),    # strided pointwise
+    (16, 4, 1, 3, 1, 2, 1, 2, 2),   # shifted: dilated, padded, batched
+    (16, 3, 1, 2, 1, 1, 1, 3, 1),   # shifted in 3-D with an even kernel
+    (6, 6, 6, 3, 1, 1, 1, 2, 1),    # depthwise
+    (4, 8, 1, 3, 2, 1, 1, 2, 1),    # im2col
+])
+def test_conv_strategies(channels, out_channels, groups, kernel, stride, dilation, pads, rank, batch):
+    rng = _rng(channels * 7 + out_channels)
+    x = rng.standard_normal((batch, channels) + (9,) * rank).astype(np.float32)
+    w = rng.standard_normal((out_channels, channels // groups) + (kernel,) * rank).astype(np.float32)
+    attrs = {"group": groups, "strides": [stride] * rank, "dilations": [dilation] * rank,
+             "pads": [pads] * rank + [0] * rank}
+    assert_npu_matches_onnxruntime("Conv", attrs, [x, w, rng.standard_normal(out_channels).astype(np.float32)])
