@@ -27,6 +27,7 @@ from hetc.ir import Graph, Node, Value
 from hetc.sim import simulate
 from hetc.sim.engine import run
 from hetc.sim.handplan import cost_duration, plan_by_hand
+from hetc.sim.kernels._blas import openblas_core
 from hetc.sim.machine import Machine
 from hetc.target import Target, load_target
 
@@ -120,8 +121,8 @@ def bench_light(strategy: str, repeat: int, ort_threads: int) -> None:
     light = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
     target = load_target("edge-soc")
     blas = os.environ.get("HETC_BLAS_THREADS", "1")
-    print(f"median of {repeat} runs after a warm-up; simulator BLAS threads {blas}, onnxruntime threads "
-          f"{ort_threads} (ratio) and default (ratio*)")
+    print(f"median of {repeat} runs after a warm-up; simulator BLAS: OpenBLAS {openblas_core()} kernels, "
+          f"{blas} thread(s); onnxruntime: {ort_threads} thread(s) (ratio), default threads (ratio*)")
     print(f"{'model':<14} {'tasks':>6} {'sim s':>8} {'ort s':>8} {'ratio':>6} {'ort* s':>8} {'ratio*':>6} "
           f"{'max err':>9}  (goal ratio <= 2)")
     for path in sorted(light.glob("light_*.onnx")):

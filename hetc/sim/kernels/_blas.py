@@ -5,6 +5,10 @@ must not depend on the host's core count (BLAS splits sums differently per threa
 shared hosts OpenBLAS's worker hand-off costs more than it saves (a 256x576x3136 sgemm measured 18 ms on
 one thread, 48 ms on two, on the 2-core development machine). Implemented with ctypes on the OpenBLAS that
 numpy loaded, so no extra dependency; a no-op where that library cannot be found.
+
+OpenBLAS picks its CPU kernels when it loads, from ``OPENBLAS_CORETYPE`` if set (the development host
+sets "Haswell", AVX2, on an AVX-512 core: its "SkylakeX" kernels measured 185 vs 95 GFLOP/s for a
+128x1152x3136 sgemm there); ``openblas_core()`` reports the choice so that benchmarks can state it.
 """
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ import ctypes
 import os
 import re
 
+_CORE_NAMES = ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename", "openblas_get_corename64_",
+               "openblas_get_corename")
 _SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads", "openblas_set_num_threads64_",
             "openblas_set_num_threads")
 _done = False
@@ -43,3 +49,26 @@ def pin_blas_threads() -> int | None:
                 setter(ctypes.c_int(threads))
                 return threads
     return None
+
+
+def _library_function(names: tuple[str, ...]):
+    for path in _loaded_openblas():
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in names:
+            function = getattr(library, name, None)
+            if function is not None:
+                return function
+    return None
+
+
+def openblas_core() -> str | None:
+    """The CPU kernels numpy's OpenBLAS chose (e.g. "Haswell", "SkylakeX"), or None without OpenBLAS."""
+    function = _library_function(_CORE_NAMES)
+    if function is None:
+        return None
+    function.restype = ctypes.c_char_p
+    return function().decode()
+
