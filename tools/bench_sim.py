@@ -103,8 +103,8 @@ def simpy_run(bundle: Bundle, sync_ns: float) -> tuple[float, list[tuple[str, in
 
 def bench_light(strategy: str, repeat: int, ort_threads: int) -> None:
     """Functional simulation of each light model (scheduled, planned, emitted for edge-soc) against a warm
-    onnxruntime session on the same inputs: wall time of one inference each, median of ``repeat`` after one
-    warm-up run on each side.
+    onnxruntime session on the same inputs: wall time of one inference each, median of ``repeat`` interleaved
+    runs after one warm-up run on each side.
 
     The simulator computes every NPU/DSP kernel on one BLAS thread (``HETC_BLAS_THREADS``, default 1), so the
     reference session gets as many intra-op threads (``--ort-threads``); the ratio against onnxruntime's
@@ -140,9 +140,10 @@ def bench_light(strategy: str, repeat: int, ort_threads: int) -> None:
         for warm in (lambda: session.run(None, inputs), lambda: default.run(None, inputs),
                      lambda: simulate(bundle, inputs)):   # ORT's first run, the CPU path's session cache
             warm()
-        ours = statistics.median(_wall(lambda: simulate(bundle, inputs)) for _ in range(repeat))
-        theirs = statistics.median(_wall(lambda: session.run(None, inputs)) for _ in range(repeat))
-        theirs_default = statistics.median(_wall(lambda: default.run(None, inputs)) for _ in range(repeat))
+        # Interleaved, so that the load other processes put on the host weighs on both sides alike.
+        samples = [(_wall(lambda: simulate(bundle, inputs)), _wall(lambda: session.run(None, inputs)),
+                    _wall(lambda: default.run(None, inputs))) for _ in range(repeat)]
+        ours, theirs, theirs_default = (statistics.median(column) for column in zip(*samples))
         result, expected = simulate(bundle, inputs), session.run(None, inputs)
         err = max(float(np.max(np.abs(a - b))) for a, b in zip(result.outputs.values(), expected))
         name = path.stem.removeprefix("light_")
