@@ -92,8 +92,9 @@ InputsOpt = typer.Option(None, "--inputs", help=".npz file of inputs (default: s
 
 def _precision(value: str) -> str:
     from hetc.errors import OptionError
-    if value not in ("fp32", "fp16"):
-        raise OptionError(f"unknown --npu-precision '{value}'; choose fp32 or fp16")
+    from hetc.pipeline import PRECISIONS
+    if value not in PRECISIONS:
+        raise OptionError(f"unknown --npu-precision '{value}'; choose one of: {', '.join(PRECISIONS)}")
     return value
 
 

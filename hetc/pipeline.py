@@ -21,7 +21,7 @@ from hetc.ir import Graph
 from hetc.memory import MemoryPlan, plan_memory
 from hetc.passes import optimize
 from hetc.report import GANTT_FORMATS, Timeline, gantt_files, report_text
-from hetc.schedule import Schedule, placement_rows, schedule as run_scheduler
+from hetc.schedule import Schedule, check_strategy, placement_rows, schedule as run_scheduler
 from hetc.sim import SimResult, simulate
 from hetc.stages import ProgressSink, StageClock
 from hetc.target import Target, load_target
@@ -30,6 +30,7 @@ from hetc.validate import ValidationReport, load_inputs_npz, make_inputs, refere
 # Wall-clock figures vary run to run; they are printed and returned but kept out of the bundle so that the
 # same model, target and options give byte-identical bundles.
 WALL_CLOCK_KEYS = ("compile_s", "stage_s")
+PRECISIONS = ("fp32", "fp16")
 
 
 @dataclass
@@ -81,6 +82,9 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
     gantt = check_gantt_formats(options.gantt)
     clock = StageClock(progress)
     target = load_target(options.target)
+    check_strategy(options.scheduler, target)
+    if options.precision not in PRECISIONS:
+        raise OptionError(f"unknown precision '{options.precision}'; choose one of: {', '.join(PRECISIONS)}")
     with clock.stage("import") as say:
         if isinstance(model, onnx.ModelProto):
             graph = import_model(model, shapes=options.shapes, dims=options.dims)

@@ -26,7 +26,7 @@ def schedule(graph: "Graph", target: "Target", strategy: str = "cpsat", time_lim
 
     strategy: "cpsat" (default), "heft", "greedy" or "single:<device>". Raises ScheduleError for an unknown
     strategy or device, or a node no device (or not the chosen one) can run."""
-    _check_strategy(strategy, target)
+    check_strategy(strategy, target)
     if time_limit_s is not None and time_limit_s <= 0:
         raise ScheduleError(f"time limit must be positive, got {time_limit_s}; pass e.g. time_limit_s=10")
     began = time.perf_counter()
@@ -63,7 +63,9 @@ def solve(problem: SchedulingProblem, strategy: str = "cpsat", time_limit_s: flo
     return Schedule(tasks=tasks, placement=placement, stats=stats, lower_bound_ns=bound)
 
 
-def _check_strategy(strategy: str, target: "Target") -> None:  # noqa: F821
+def check_strategy(strategy: str, target: "Target") -> None:  # noqa: F821
+    """A ScheduleError unless ``strategy`` names a strategy (and a device of ``target``); callers check early
+    so a typo fails before minutes of work."""
     if strategy in ("cpsat", "heft", "greedy"):
         return
     if strategy.startswith("single:"):
