@@ -102,3 +102,20 @@ def taps(padded: np.ndarray, geometry: WindowGeometry) -> Iterator[tuple[tuple[i
         picks = tuple(slice(t * d, t * d + (o - 1) * s + 1, s)
                       for t, d, o, s in zip(tap, geometry.dilations, geometry.out, geometry.strides))
         yield tap, padded[(slice(None), slice(None)) + picks]
+
+
+def separable_reduce(padded: np.ndarray, geometry: WindowGeometry, combine: np.ufunc,
+                     dtype: np.dtype | None = None) -> np.ndarray:
+    """Reduce every window of an already padded (N, C, *spatial) array with ``combine`` (np.maximum,
+    np.add), one spatial axis at a time: a KxK window then costs K+K strided passes instead of K*K, and the
+    later passes run over an array already shrunk by the stride. Max and sum are separable, so the
+    result is the window reduction; ``dtype`` is the accumulator's (sums accumulate in float64)."""
+    result = padded
+    for axis in reversed(range(len(geometry.kernel))):
+        k, s, d, o = geometry.kernel[axis], geometry.strides[axis], geometry.dilations[axis], geometry.out[axis]
+        before = (slice(None),) * (2 + axis)
+        reduced = np.array(result[before + (slice(0, (o - 1) * s + 1, s),)], dtype=dtype or result.dtype)
+        for t in range(1, k):
+            combine(reduced, result[before + (slice(t * d, t * d + (o - 1) * s + 1, s),)], out=reduced)
+        result = reduced
+    return result

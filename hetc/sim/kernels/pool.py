@@ -6,7 +6,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from hetc.sim.kernels._windows import WindowGeometry, pad_spatial, taps, window_geometry, windows
+from hetc.sim.kernels._windows import WindowGeometry, pad_spatial, separable_reduce, window_geometry, windows
 from hetc.sim.kernels.registry import KernelCall, kernel
 
 
@@ -36,10 +36,7 @@ def max_pool(call: KernelCall) -> list[np.ndarray]:
         view = windows(padded, geometry)
         flat = view.reshape(view.shape[:2 + rank] + (-1,))
         return [flat.max(axis=-1), _argmax_indices(call, x, geometry, flat)]
-    result = None
-    for _tap, view in taps(padded, geometry):
-        result = view.copy() if result is None else np.maximum(result, view, out=result)
-    return [result]
+    return [separable_reduce(padded, geometry, np.maximum)]
 
 
 def _argmax_indices(call: KernelCall, x: np.ndarray, geometry: WindowGeometry, flat: np.ndarray) -> np.ndarray:
@@ -65,7 +62,10 @@ def _argmax_indices(call: KernelCall, x: np.ndarray, geometry: WindowGeometry, f
 def average_pool(call: KernelCall) -> np.ndarray:
     x = call.required(0)
     geometry = _geometry(call, x)
-    sums = _tap_sum(pad_spatial(x, geometry, 0.0), geometry)
+    # float32 inputs sum in float32 as onnxruntime does (a float64 pass costs three times as much); other
+    # dtypes (integers, float64) sum in float64.
+    wide = np.dtype(np.float32) if x.dtype == np.float32 else np.dtype(np.float64)
+    sums = separable_reduce(pad_spatial(x, geometry, 0.0), geometry, np.add, wide)
     # The divisor counts real elements, plus the declared padding with count_include_pad, but never the
     # extra padding ceil_mode adds (onnxruntime's convention); counting a ones-mask gives it per window.
     if call.attr("count_include_pad", 0):
@@ -75,15 +75,9 @@ def average_pool(call: KernelCall) -> np.ndarray:
         mask[(0, 0) + tuple(slice(0, n) for n in inside)] = 1.0
     else:
         mask = pad_spatial(np.ones((1, 1) + x.shape[2:]), geometry, 0.0)
-    counts = _tap_sum(mask, geometry)
-    return (sums / counts).astype(x.dtype)
-
-
-def _tap_sum(padded: np.ndarray, geometry: WindowGeometry) -> np.ndarray:
-    total = np.zeros(padded.shape[:2] + geometry.out, dtype=np.float64)
-    for _tap, view in taps(padded, geometry):
-        total += view
-    return total
+    counts = separable_reduce(mask, geometry, np.add).astype(wide)
+    sums /= counts
+    return sums.astype(x.dtype, copy=False)
 
 
 @kernel("GlobalAveragePool", "GlobalMaxPool")
