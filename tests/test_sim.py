@@ -240,3 +240,32 @@ def test_fp16_precision_reaches_the_kernels() -> None:
     assert half.stats["precision"] == "fp16"
     difference = np.abs(half.outputs["y"] - exact.outputs["y"]).max()
     assert 0 < difference < 0.05   # the NPU (conv here) rounds through fp16; the DSP and CPU compute in fp32
+
+
+def test_dram_sharing_follows_users_that_come_and_go() -> None:
+    """dma_npu copies 1000 B (100 ns alone) while dma_dsp copies 300 B twice in a row (30 ns alone each), all
+    asking 10 B/ns of a 10 B/ns DRAM: both copies on dma_dsp run at half speed (0-60, 60-120 ns); dma_npu has
+    done 60 ns of work by then and finishes the rest alone at full speed (160 ns). With DRAM to spare, each
+    runs at its own speed."""
+    bundle = mixed_bundle()
+
+    def copy(task: int, nbytes: int, offset: int, dst: str) -> Dma:
+        src = Operand(f"a{task}", "v", "dram", offset, "uint8", (nbytes,), (1,), nbytes)
+        to = Operand(f"b{task}", "v", dst, offset, "uint8", (nbytes,), (1,), nbytes)
+        return Dma(task, "v", src, to, nbytes, nbytes // 10, 0, nbytes // 10, nbytes)
+
+    programs = {name: replace(p, instructions=()) for name, p in bundle.programs.items()}
+    programs["dma_npu"] = replace(programs["dma_npu"], instructions=(copy(0, 1000, 0, "npu_sram"),))
+    programs["dma_dsp"] = replace(programs["dma_dsp"], instructions=(copy(1, 300, 1024, "dsp_tcm"),
+                                                                     copy(2, 300, 2048, "dsp_tcm")))
+
+    def ends(bandwidth: float) -> dict[tuple[str, int], float]:
+        memories = {**bundle.manifest["machine"]["memories"]}
+        memories["dram"] = {**memories["dram"], "bandwidth": bandwidth}
+        manifest = {**bundle.manifest, "machine": {**bundle.manifest["machine"], "memories": memories}}
+        result = simulate(replace(bundle, programs=programs, manifest=manifest), functional=False)
+        return {(e.engine, e.index): e.end_ns for e in result.events}
+
+    assert ends(10.0) == {("dma_npu", 0): pytest.approx(160.0), ("dma_dsp", 0): pytest.approx(60.0),
+                          ("dma_dsp", 1): pytest.approx(120.0)}
+    assert ends(1000.0) == {("dma_npu", 0): 100.0, ("dma_dsp", 0): 30.0, ("dma_dsp", 1): 60.0}

@@ -103,10 +103,18 @@ def run(machine: Machine, contention: bool = True) -> Trace:
                 ins = program[pc]
                 kind = ins.kind
                 if kind == "compute" or kind == "dma":
-                    if sharing and ins.dram_bytes and ins.duration_ns > 0:
-                        push(heap, (t, START, next(seq), e, 0))
-                        break
                     end = t + ins.duration_ns
+                    if sharing and ins.dram_bytes and ins.duration_ns > 0:
+                        # With no other engine left to run and every pending event later, nothing else can
+                        # happen before t: the start needs no event. If nothing can happen before its end
+                        # either and it leaves DRAM unsaturated, it runs at full speed with no event at all.
+                        if ready or (heap and t >= heap[0][0]):
+                            push(heap, (t, START, next(seq), e, 0))
+                            break
+                        if (heap and end >= heap[0][0]) or speed != 1.0 or (
+                                total_rate + ins.dram_bytes / ins.duration_ns > bandwidth):
+                            begin(e, lane, ins, t)
+                            break
                     record((e, pc, t, end))
                     t = end
                 elif kind == "signal":
@@ -156,6 +164,19 @@ def run(machine: Machine, contention: bool = True) -> Trace:
         speed = new
         slowest = min(slowest, new)
 
+    def begin(e: int, lane: _Lane, ins, t: float) -> None:
+        """A DRAM user starts at t: it joins the sharing and its end becomes an event."""
+        nonlocal total_rate
+        rate = ins.dram_bytes / ins.duration_ns
+        total_rate += rate
+        if speed != 1.0 or total_rate > bandwidth:   # (the common case, no slowdown, needs no call)
+            reshare(t, total_rate)   # re-times the others first
+        dram_users[e] = rate
+        lane.start = lane.last = t
+        lane.remaining = float(ins.duration_ns)
+        lane.version += 1
+        push(heap, (t + lane.remaining / speed, END, next(seq), e, lane.version))
+
     popped = 0
     speed = 1.0           # the common speed of DRAM users, as a fraction of their own
     total_rate = 0.0      # bytes/ns the running DRAM users ask for
@@ -167,16 +188,7 @@ def run(machine: Machine, contention: bool = True) -> Trace:
         popped += 1
         lane = lanes[e]
         if phase == START:
-            ins = lane.program[lane.pc]
-            rate = ins.dram_bytes / ins.duration_ns
-            total_rate += rate
-            if speed != 1.0 or total_rate > bandwidth:   # (the common case, no slowdown, needs no call)
-                reshare(t, total_rate)   # re-times the others first
-            dram_users[e] = rate
-            lane.start = lane.last = t
-            lane.remaining = float(ins.duration_ns)
-            lane.version += 1
-            push(heap, (t + lane.remaining / speed, END, next(seq), e, lane.version))
+            begin(e, lane, lane.program[lane.pc], t)
         elif version == lane.version:
             lane.version += 1
             total_rate -= dram_users.pop(e)
