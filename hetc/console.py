@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.status import Status
 
 stderr = Console(stderr=True, highlight=False)
@@ -30,4 +31,4 @@ class ConsoleProgress:
             self._status.stop()
             self._status = None
         if self.enabled:
-            self.console.print(f"[green]✓[/] {stage:<9} {seconds:7.2f} s  {detail}")
+            self.console.print(f"[green]✓[/] {stage:<9} {seconds:7.2f} s  {escape(detail)}", soft_wrap=True)
