@@ -33,6 +33,7 @@ from hetc.errors import SimulationError
 from hetc.sim.machine import Machine
 
 END, START = 0, 1   # at one instant, DRAM users leave before new ones join
+INFINITY = float("inf")
 
 
 @dataclass
@@ -105,13 +106,17 @@ def run(machine: Machine, contention: bool = True) -> Trace:
                 if kind == "compute" or kind == "dma":
                     end = t + ins.duration_ns
                     if sharing and ins.dram_bytes and ins.duration_ns > 0:
-                        # With no other engine left to run and every pending event later, nothing else can
-                        # happen before t: the start needs no event. If nothing can happen before its end
-                        # either and it leaves DRAM unsaturated, it runs at full speed with no event at all.
-                        if ready or (heap and t >= heap[0][0]):
+                        # Nothing can happen before the earliest pending event or ready engine's clock: a
+                        # start before that needs no event, and if the end comes before it too and DRAM stays
+                        # unsaturated, the instruction runs at full speed with no event at all.
+                        horizon = heap[0][0] if heap else INFINITY
+                        for other in ready:
+                            if lanes[other].now < horizon:
+                                horizon = lanes[other].now
+                        if t >= horizon:
                             push(heap, (t, START, next(seq), e, 0))
                             break
-                        if (heap and end >= heap[0][0]) or speed != 1.0 or (
+                        if end >= horizon or speed != 1.0 or (
                                 total_rate + ins.dram_bytes / ins.duration_ns > bandwidth):
                             begin(e, lane, ins, t)
                             break
