@@ -19,6 +19,23 @@ from hetc.sim.machine import Machine, moves_data
 
 KernelFn = Callable[..., list[np.ndarray]]
 
+_DECODED_LIMIT = 8192
+# id(instruction) -> (instruction, its decoded attributes), across runs: the same dict object then reaches
+# the kernels every run, which lets the CPU path find its cached session by the dict's identity. Holding the
+# instruction keeps its id from being reused while the entry lives.
+_decoded: dict[int, tuple[Compute, dict[str, Any]]] = {}
+
+
+def _decoded_attrs(ins: Compute) -> dict[str, Any]:
+    entry = _decoded.get(id(ins))
+    if entry is not None and entry[0] is ins:
+        return entry[1]
+    if len(_decoded) >= _DECODED_LIMIT:
+        _decoded.pop(next(iter(_decoded)))   # the oldest entry
+    attrs = decode_attrs(ins.attrs)
+    _decoded[id(ins)] = (ins, attrs)
+    return attrs
+
 
 def view(memories: dict[str, np.ndarray], o: Operand) -> np.ndarray:
     """The operand as a numpy array over the memory's bytes (no copy)."""
@@ -39,7 +56,6 @@ class Executor:
         self.kernel = kernel
         self.precision = precision
         self.pending: dict[int, list[tuple[Operand, np.ndarray]]] = {}
-        self._attrs: dict[int, dict[str, Any]] = {}
 
     def replay(self, records: list[tuple[int, int, float, float]], race_free: bool = False) -> None:
         """Execute the trace's computes and DMAs in time order: at one instant, writes of instructions that
@@ -92,9 +108,7 @@ class Executor:
             self.memories[o.memory][o.offset:o.offset + raw.size] = raw
 
     def _compute(self, e: int, pc: int, ins: Compute) -> list[tuple[Operand, np.ndarray]]:
-        attrs = self._attrs.get(id(ins))
-        if attrs is None:
-            attrs = self._attrs[id(ins)] = decode_attrs(ins.attrs)
+        attrs = _decoded_attrs(ins)
         inputs = []
         for o in ins.inputs:
             if o is None:
