@@ -29,6 +29,7 @@ import itertools
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from hetc.codegen.program import Compute, Dma
 from hetc.errors import SimulationError
 from hetc.sim.machine import Machine
 
@@ -169,7 +170,7 @@ def run(machine: Machine, contention: bool = True) -> Trace:
         speed = new
         slowest = min(slowest, new)
 
-    def begin(e: int, lane: _Lane, ins, t: float) -> None:
+    def begin(e: int, lane: _Lane, ins: Compute | Dma, t: float) -> None:
         """A DRAM user starts at t: it joins the sharing and its end becomes an event."""
         nonlocal total_rate
         rate = ins.dram_bytes / ins.duration_ns
