@@ -144,7 +144,7 @@ def _event(engine: str, pc: int, ins: Instruction, start: float, end: float) -> 
 def _memory_usage(bundle: Bundle, machine: Machine, trace: Trace,
                   makespan: float) -> dict[str, tuple[tuple[float, int], ...]]:
     """Bytes in use per memory over simulated time: a storage is live from its first write (0 for inputs and
-    weights) to its last access (the end of the run for graph outputs)."""
+    weights) to its last access (the end of the run for graph outputs and the read-only weights region)."""
     live: dict[tuple[str, str], list] = {}   # (memory, storage) -> [first write, last access, bytes, offset]
     for e, pc, start, end in trace.records:
         ins = machine.programs[e][pc]
@@ -166,6 +166,10 @@ def _memory_usage(bundle: Bundle, machine: Machine, trace: Trace,
                 span[1] = end
             if o.nbytes > span[2]:
                 span[2] = o.nbytes
+    weights_end = len(bundle.constants)   # the read-only region stays reserved for the whole run
+    for (memory, _), span in live.items():
+        if memory == machine.dram and span[3] < weights_end:
+            span[1] = makespan
     for b in bundle.outputs:   # outputs stay until the caller reads them: the latest storage at the binding
         at = [span for (memory, _), span in live.items() if memory == b["memory"] and span[3] == b["offset"]]
         if at:
