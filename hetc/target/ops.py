@@ -100,6 +100,10 @@ def kernel_limitation(op_type: str, attrs: dict) -> str | None:
 
     text = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
     if op_type == "Resize":
+        if text.get("mode") == "linear" and text.get("coordinate_transformation_mode") == "align_corners":
+            # onnxruntime and the ONNX spec disagree here when scales are given (the spec divides by
+            # in_len * scale - 1, onnxruntime by out_len - 1); the CPU path follows the spec.
+            return "linear align_corners (onnxruntime and the ONNX spec disagree on it)"
         return resize_limitation(text.get("mode", "nearest"), bool(text.get("antialias", 0)))
     if op_type == "BatchNormalization" and text.get("training_mode", 0):
         return "BatchNormalization training_mode=1"
