@@ -25,7 +25,7 @@ def compile(model: str | Path, output: str | Path | None = None, *, force: bool 
     return result
 
 
-def _as_bundle(bundle: Bundle | str | Path) -> Bundle:
+def as_bundle(bundle: Bundle | str | Path) -> Bundle:
     return bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
 
 
@@ -48,7 +48,7 @@ def simulate(bundle: Bundle | str | Path, inputs: str | Path | Mapping[str, np.n
              functional: bool = True, precision: str = "fp32", seed: int = 0,
              contention: bool = True) -> SimResult:
     """Run a bundle (object or directory) in the simulator."""
-    b = _as_bundle(bundle)
+    b = as_bundle(bundle)
     return _simulate(b, bundle_inputs(b, inputs, seed) if functional else None, functional=functional,
                      precision=precision, contention=contention)
 
@@ -63,7 +63,7 @@ class BundleValidation:
 def validate_bundle(bundle: Bundle | str | Path, model: str | Path, inputs: Any = None, *, seed: int = 0,
                     precision: str = "fp32") -> BundleValidation:
     """Simulate a bundle functionally and compare its outputs with onnxruntime running ``model``."""
-    b = _as_bundle(bundle)
+    b = as_bundle(bundle)
     model = Path(model)
     recorded = b.manifest.get("model", {}).get("sha256")
     if recorded and model.is_file() and file_sha256(model) != recorded:

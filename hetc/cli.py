@@ -225,13 +225,13 @@ def gantt(bundle: Path = typer.Argument(..., help="A bundle directory written by
           simulated: bool = typer.Option(False, "--simulated/--planned",
                                          help="Draw the simulated run (timing-only) or the plan.")) -> None:
     """Export the bundle's schedule as a Gantt chart."""
-    from hetc.api import _as_bundle
+    from hetc.api import as_bundle
     from hetc.pipeline import check_gantt_formats
     from hetc.report import EXTENSIONS, Timeline, export_gantt
     from hetc.sim import simulate as run_sim
     from hetc.target import target_from_toml_text
     (fmt,) = check_gantt_formats([fmt])
-    b = _as_bundle(bundle)
+    b = as_bundle(bundle)
     target = target_from_toml_text(b.manifest["target"]["toml"], f"{bundle}/manifest.json")
     sched, plan = b.schedule(), b.memory_plan()
     title = b.manifest["model"]["name"]

@@ -5,14 +5,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from rich.console import Console
-
 from hetc.frontend import load_onnx
 from hetc.ir import Graph, Node
 from hetc.passes import optimize
 from hetc.target import Target, load_target
 from hetc.target.cost import node_flops
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 @dataclass(frozen=True)

@@ -38,17 +38,11 @@ def pin_blas_threads() -> int | None:
         return None
     _done = True
     threads = int(os.environ.get("HETC_BLAS_THREADS", "1"))
-    for path in _loaded_openblas():
-        try:
-            library = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for name in _SETTERS:
-            setter = getattr(library, name, None)
-            if setter is not None:
-                setter(ctypes.c_int(threads))
-                return threads
-    return None
+    setter = _library_function(_SETTERS)
+    if setter is None:
+        return None
+    setter(ctypes.c_int(threads))
+    return threads
 
 
 def _library_function(names: tuple[str, ...]):
