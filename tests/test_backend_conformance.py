@@ -57,12 +57,7 @@ def test_representative_subset_passes(cases, exclusions):
 
 
 # Failures still open (docs/conformance.md): not limitations, so not excluded; the full run must not add any.
-KNOWN_FAILURES = {
-    # 2 of 192 fp16 elements one fp16 ulp away from the expected output (max abs 4.9e-4 at 0.47), also with
-    # every node on the CPU; the optimised graph passes in onnx.reference, and onnxruntime passes running the
-    # whole graph (fused): its fp16 kernels run node by node round once more.
-    "test_attention_4d_causal_fp16_expanded",
-}
+KNOWN_FAILURES: set[str] = set()
 
 
 @pytest.mark.slow

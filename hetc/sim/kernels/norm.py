@@ -1,11 +1,14 @@
 """Normalisations and softmax. Statistics (sums, means, variances) accumulate in float64; the per-element
 work stays in the input's precision, as onnxruntime's does (a float64 copy of a whole activation would cost
-more than the kernel)."""
+more than the kernel). A float16/bfloat16 model's Softmax rounds every step of its ONNX function body."""
 from __future__ import annotations
 
 import numpy as np
 
+from hetc.ir import np_dtype
 from hetc.sim.kernels.registry import KernelCall, kernel
+
+_NARROW_FLOATS = ("float16", "bfloat16")
 
 
 def _per_channel(param: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -74,11 +77,28 @@ def _softmax_axis(call: KernelCall, x: np.ndarray) -> tuple[np.ndarray, int]:
 def softmax(call: KernelCall) -> np.ndarray:
     x = call.required(0)
     work, axis = _softmax_axis(call, x)
+    log = call.op_type == "LogSoftmax"
+    if call.outputs[0][0] in _NARROW_FLOATS:
+        return _softmax_by_steps(work, axis, log, np_dtype(call.outputs[0][0])).reshape(x.shape)
     shifted = work - work.max(axis=axis, keepdims=True)
     e = np.exp(shifted)
     total = e.sum(axis=axis, keepdims=True, dtype=np.float64)
-    if call.op_type == "LogSoftmax":
+    if log:
         y = shifted - np.log(total).astype(x.dtype)
     else:
         y = e / total.astype(x.dtype)
     return y.astype(x.dtype, copy=False).reshape(x.shape)
+
+
+def _softmax_by_steps(x: np.ndarray, axis: int, log: bool, dtype: np.dtype) -> np.ndarray:
+    """Softmax of a float16/bfloat16 model as ONNX defines it, by its function body (ReduceMax, Sub, Exp,
+    ReduceSum, then Div, or Log and Sub), every step an op of type T that rounds to T; the sum accumulates
+    in float32. Rounding only the final result (onnxruntime's way) lands one ulp away on some elements,
+    which the float16 conformance cases reject. ``x`` holds T values widened to float32."""
+    def rounded(value: np.ndarray) -> np.ndarray:
+        return value.astype(dtype).astype(np.float32)
+
+    shifted = rounded(x - x.max(axis=axis, keepdims=True))
+    e = rounded(np.exp(shifted))
+    total = rounded(e.sum(axis=axis, keepdims=True, dtype=np.float32))
+    return rounded(shifted - rounded(np.log(total))) if log else rounded(e / total)

@@ -1,0 +1,73 @@
+"""Semantics behind three conformance fixes of issue 8: float16 Softmax rounds every step of its ONNX
+function body, MeanVarianceNormalization imports through its function body, and PRelu's slope broadcasts
+unidirectionally to the input."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from onnx.reference import ReferenceEvaluator
+
+from hetc.ir import EXPORT_IR_VERSION
+from hetc.sim.kernels import run_on_cpu
+from hetc.sim.kernels.dispatch import run_kernel
+
+vi = helper.make_tensor_value_info
+
+
+def _model(nodes: list[onnx.NodeProto], inputs: list[onnx.ValueInfoProto], outputs: list[onnx.ValueInfoProto],
+           opset: int = 13) -> onnx.ModelProto:
+    model = helper.make_model(helper.make_graph(nodes, "g", inputs, outputs),
+                              opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = EXPORT_IR_VERSION
+    return model
+
+
+def _softmax_body(log: bool, shape: tuple[int, ...]) -> onnx.ModelProto:
+    """Softmax's (LogSoftmax's) ONNX function body for axis -1, every op in float16."""
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [-1])
+    nodes = [helper.make_node("ReduceMax", ["x"], ["max"], keepdims=1, axes=[-1]),
+             helper.make_node("Sub", ["x", "max"], ["shifted"]),
+             helper.make_node("Exp", ["shifted"], ["e"]),
+             helper.make_node("ReduceSum", ["e", "axes"], ["total"], keepdims=1)]
+    if log:
+        nodes += [helper.make_node("Log", ["total"], ["log_total"]), helper.make_node("Sub", ["shifted", "log_total"], ["y"])]
+    else:
+        nodes += [helper.make_node("Div", ["e", "total"], ["y"])]
+    model = _model(nodes, [vi("x", TensorProto.FLOAT16, shape)], [vi("y", TensorProto.FLOAT16, shape)])
+    model.graph.initializer.append(axes)
+    return model
+
+
+@pytest.mark.parametrize("op_type", ["Softmax", "LogSoftmax"])
+@pytest.mark.parametrize("device", ["npu", "dsp"])
+def test_float16_softmax_kernel_rounds_every_step_of_the_function_body(op_type, device):
+    x = (np.random.default_rng(1).standard_normal((64, 7)) * 4).astype(np.float16)
+    want = ReferenceEvaluator(_softmax_body(op_type == "LogSoftmax", x.shape)).run(None, {"x": x})[0]
+    got = run_kernel(device, op_type, "", {}, [x], [("float16", x.shape)], {"": 13})[0]
+    assert got.dtype == np.float16
+    np.testing.assert_array_equal(got, want)
+    # (rounding only the final result, onnxruntime's way, differs by one ulp on some elements)
+    wide = x.astype(np.float32)
+    e = np.exp(wide - wide.max(-1, keepdims=True))
+    once = (e / e.sum(-1, keepdims=True)).astype(np.float16)
+    if op_type == "Softmax":
+        assert (once != want).any()
+
+
+def test_float16_softmax_on_the_cpu_follows_the_function_body_too():
+    x = (np.random.default_rng(2).standard_normal((64, 7)) * 4).astype(np.float16)
+    want = ReferenceEvaluator(_softmax_body(False, x.shape)).run(None, {"x": x})[0]
+    got = run_on_cpu("Softmax", "", {}, [x], [("float16", x.shape)], {"": 13})[0]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_npu_fp16_precision_of_a_float32_softmax_still_rounds_once():
+    """--npu-precision fp16 emulates an fp16 datapath with wide accumulation: inputs rounded to float16, the
+    result rounded once; a float32 model's Softmax keeps that semantics."""
+    x = (np.random.default_rng(3).standard_normal((64, 7)) * 4).astype(np.float32)
+    got = run_kernel("npu", "Softmax", "", {}, [x], [("float32", x.shape)], {"": 13}, precision="fp16")[0]
+    wide = x.astype(np.float16).astype(np.float32)
+    e = np.exp(wide - wide.max(-1, keepdims=True))
+    np.testing.assert_array_equal(got, (e / e.sum(-1, keepdims=True)).astype(np.float16).astype(np.float32))
