@@ -9,6 +9,8 @@ import pytest
 from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
+import hetc.backend as backend
+from hetc.frontend import import_model
 from hetc.ir import EXPORT_IR_VERSION
 from hetc.sim.kernels import run_on_cpu
 from hetc.sim.kernels.dispatch import run_kernel
@@ -71,3 +73,32 @@ def test_npu_fp16_precision_of_a_float32_softmax_still_rounds_once():
     wide = x.astype(np.float16).astype(np.float32)
     e = np.exp(wide - wide.max(-1, keepdims=True))
     np.testing.assert_array_equal(got, (e / e.sum(-1, keepdims=True)).astype(np.float16).astype(np.float32))
+
+
+# ---------------------------------------------------------------------------------------------- MVN
+def _mvn(opset: int, **attrs: object) -> onnx.ModelProto:
+    return _model([helper.make_node("MeanVarianceNormalization", ["x"], ["y"], **attrs)],
+                  [vi("x", TensorProto.FLOAT, [2, 3, 4, 5])], [vi("y", TensorProto.FLOAT, [2, 3, 4, 5])], opset)
+
+
+def _mvn_expected(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    mean = x.mean(axis=axes, keepdims=True)
+    return (x - mean) / (np.sqrt((x * x).mean(axis=axes, keepdims=True) - mean * mean) + 1e-9)
+
+
+@pytest.mark.parametrize("opset", [9, 13, 18])
+def test_mvn_without_axes_imports_with_its_default_axes(opset):
+    """onnx types MVN through its function body, which reads ``axes`` by reference: omitted, strict shape
+    inference failed. The importer spells out the default (0, 2, 3), which means the same."""
+    graph = import_model(_mvn(opset))
+    node = graph.nodes[0]
+    assert node.op_type == "MeanVarianceNormalization" and list(node.attrs["axes"]) == [0, 2, 3]
+    assert graph.outputs[0].shape == (2, 3, 4, 5)
+
+
+def test_mvn_given_axes_keeps_them_and_runs_through_the_backend():
+    assert list(import_model(_mvn(13, axes=[1])).nodes[0].attrs["axes"]) == [1]
+    x = np.random.default_rng(4).standard_normal((2, 3, 4, 5)).astype(np.float32)
+    for attrs, axes in (({}, (0, 2, 3)), ({"axes": [1, 3]}, (1, 3))):
+        with backend.prepare(_mvn(13, **attrs), time_limit_s=1.0, num_workers=1) as rep:
+            np.testing.assert_allclose(rep.run([x])[0], _mvn_expected(x, axes), rtol=1e-5, atol=1e-5)

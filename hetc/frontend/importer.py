@@ -8,6 +8,7 @@ import onnx
 
 from hetc.errors import ModelError, ShapeError
 from hetc.frontend.builder import build_graph, is_static
+from hetc.frontend.functions import spell_out_referenced_defaults
 from hetc.frontend.loader import (check_model, convert_opset, inline_functions, load_external_data,
                                   read_model_file)
 from hetc.frontend.overrides import apply_overrides, require_static_inputs
@@ -42,6 +43,7 @@ def import_model(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | No
     load_external_data(work, base_dir)
     check_model(work)
     work = convert_opset(inline_functions(work))
+    spell_out_referenced_defaults(work.graph, {o.domain: o.version for o in work.opset_import})
     _promote_initializers(work)
     _name_omitted_outputs(work.graph)
     apply_overrides(work.graph, shapes, dims)
