@@ -10,6 +10,7 @@ from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
 import hetc.backend as backend
+from hetc.errors import ShapeError
 from hetc.frontend import import_model
 from hetc.ir import EXPORT_IR_VERSION
 from hetc.sim.kernels import run_on_cpu
@@ -102,3 +103,56 @@ def test_mvn_given_axes_keeps_them_and_runs_through_the_backend():
     for attrs, axes in (({}, (0, 2, 3)), ({"axes": [1, 3]}, (1, 3))):
         with backend.prepare(_mvn(13, **attrs), time_limit_s=1.0, num_workers=1) as rep:
             np.testing.assert_allclose(rep.run([x])[0], _mvn_expected(x, axes), rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- PRelu
+def _prelu(opset: int, slope: np.ndarray | None, x_shape: tuple[int, ...] = (2, 3, 4),
+           slope_shape: tuple[int, ...] = (3,)) -> onnx.ModelProto:
+    """PRelu(x, slope): the slope an initializer (listed among the inputs, as IR 3 exporters did) or, when
+    ``slope`` is None, a graph input."""
+    inputs = [vi("x", TensorProto.FLOAT, list(x_shape)), vi("slope", TensorProto.FLOAT, list(slope_shape))]
+    model = _model([helper.make_node("PRelu", ["x", "slope"], ["y"])], inputs,
+                   [vi("y", TensorProto.FLOAT, list(x_shape))], opset)
+    if slope is not None:
+        model.graph.initializer.append(onnx.numpy_helper.from_array(slope, "slope"))
+        model.ir_version = 3
+    return model
+
+
+def _per_channel(x: np.ndarray, slope: np.ndarray) -> np.ndarray:
+    return np.where(x < 0, x * slope.reshape((-1,) + (1,) * (x.ndim - 2)), x)
+
+
+@pytest.mark.parametrize("scheduler", ["cpsat", "single:npu", "single:dsp"])
+def test_opset6_per_channel_slope_keeps_its_meaning_on_every_device(scheduler):
+    """PRelu-6: a slope 'of size 1 is shared across channels', else one value per channel (axis 1). The
+    importer gives it shape (C, 1) before the conversion to opset 7, where it broadcasts from the right."""
+    slope = np.array([0.1, 0.2, 0.3], dtype=np.float32)
+    graph = import_model(_prelu(6, slope))
+    assert [v.shape for v in graph.nodes[0].inputs] == [(2, 3, 4), (3, 1)]
+    assert [v.name for v in graph.values.values() if v.const is not None] == ["slope_per_channel"]
+    x = np.random.default_rng(5).standard_normal((2, 3, 4)).astype(np.float32)
+    with backend.prepare(_prelu(6, slope), scheduler=scheduler, time_limit_s=1.0, num_workers=1) as rep:
+        np.testing.assert_array_equal(rep.run([x])[0], _per_channel(x, slope))
+
+
+def test_opset6_per_channel_slope_computed_at_run_time_is_unsqueezed():
+    x = np.random.default_rng(6).standard_normal((2, 3, 4, 5)).astype(np.float32)
+    slope = np.array([0.5, -1.0, 2.0], dtype=np.float32)
+    model = _prelu(6, None, x_shape=(2, 3, 4, 5))
+    assert [n.op_type for n in import_model(model).nodes] == ["Unsqueeze", "PRelu"]
+    with backend.prepare(model, time_limit_s=1.0, num_workers=1) as rep:
+        np.testing.assert_array_equal(rep.run([x, slope])[0], _per_channel(x, slope))
+
+
+def test_opset6_slope_of_another_size_than_the_channels_is_a_shape_error():
+    with pytest.raises(ShapeError, match="the slope has 4 values, but X .* has 3 channels"):
+        import_model(_prelu(6, np.ones(4, np.float32), slope_shape=(4,)))
+
+
+def test_opset7_slope_that_does_not_broadcast_is_a_shape_error_at_import():
+    """From opset 7 the slope broadcasts unidirectionally: (3,) against (2, 3, 4) aligns 3 with 4."""
+    with pytest.raises(ShapeError, match=r"slope of shape \(3\) does not broadcast .* give it shape \(3, 1\)"):
+        import_model(_prelu(9, np.ones(3, np.float32)))
+    graph = import_model(_prelu(9, np.ones(4, np.float32), slope_shape=(4,)))  # broadcasts along the last axis
+    assert graph.nodes[0].inputs[1].shape == (4,)

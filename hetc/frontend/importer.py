@@ -12,6 +12,7 @@ from hetc.frontend.functions import spell_out_referenced_defaults
 from hetc.frontend.loader import (check_model, convert_opset, inline_functions, load_external_data,
                                   read_model_file)
 from hetc.frontend.overrides import apply_overrides, require_static_inputs
+from hetc.frontend.prelu import check_slopes, per_channel_slopes
 from hetc.frontend.static_shapes import OMITTED_SUFFIX, make_static
 from hetc.frontend.subgraphs import ConstantBranch, inline_branch
 from hetc.ir import Graph
@@ -42,13 +43,16 @@ def import_model(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | No
     work.CopyFrom(model)
     load_external_data(work, base_dir)
     check_model(work)
-    work = convert_opset(inline_functions(work))
+    work = inline_functions(work)
+    per_channel_slopes(work)
+    work = convert_opset(work)
     spell_out_referenced_defaults(work.graph, {o.domain: o.version for o in work.opset_import})
     _promote_initializers(work)
     _name_omitted_outputs(work.graph)
     apply_overrides(work.graph, shapes, dims)
     require_static_inputs(work.graph)
     graph = _static_graph(work)
+    check_slopes(graph)
     _finish(graph)
     return graph
 
