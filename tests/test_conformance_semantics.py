@@ -145,9 +145,11 @@ def test_opset6_per_channel_slope_computed_at_run_time_is_unsqueezed():
         np.testing.assert_array_equal(rep.run([x, slope])[0], _per_channel(x, slope))
 
 
-def test_opset6_slope_of_another_size_than_the_channels_is_a_shape_error():
-    with pytest.raises(ShapeError, match="the slope has 4 values, but X .* has 3 channels"):
-        import_model(_prelu(6, np.ones(4, np.float32), slope_shape=(4,)))
+def test_opset6_slope_of_another_size_than_the_channels_is_left_to_broadcast():
+    """Not one value per channel: kept as it is, and judged by the opset-7 rule (trailing axes aligned)."""
+    assert import_model(_prelu(6, np.ones(4, np.float32), slope_shape=(4,))).nodes[0].inputs[1].shape == (4,)
+    with pytest.raises(ShapeError, match="does not broadcast unidirectionally"):
+        import_model(_prelu(6, np.ones(5, np.float32), slope_shape=(5,)))
 
 
 def test_opset7_slope_that_does_not_broadcast_is_a_shape_error_at_import():

@@ -21,8 +21,8 @@ _BROADCASTING_SINCE = 7
 
 
 def per_channel_slopes(model: onnx.ModelProto) -> None:
-    """In an opset < 7 model, give each per-channel PRelu slope (1-D, more than one element, X of rank > 2)
-    the shape (C, 1, ..., 1) that means the same under unidirectional broadcasting. In place."""
+    """In an opset < 7 model, give each per-channel PRelu slope (1-D, C > 1 elements, X of rank > 2 with C
+    channels) the shape (C, 1, ..., 1) that means the same under unidirectional broadcasting. In place."""
     versions = [o.version for o in model.opset_import if o.domain in DEFAULT_DOMAINS]
     if not versions or max(versions) >= _BROADCASTING_SINCE:
         return
@@ -38,12 +38,8 @@ def per_channel_slopes(model: onnx.ModelProto) -> None:
         if x_shape is None or slope_shape is None or len(x_shape) <= 2 or len(slope_shape) != 1:
             continue
         channels, size = x_shape[1], slope_shape[0]
-        if size in (None, 1):
-            continue
-        if channels is not None and channels != size:
-            raise ShapeError(f"PRelu '{node.name or node.output[0]}' (opset < 7): the slope has {size} values, "
-                             f"but X {_dims(x_shape)} has {channels} channels; a slope holds 1 value or one per "
-                             f"channel (axis 1)")
+        if size in (None, 1) or channels not in (None, size):
+            continue  # not one value per channel: left to broadcast as it is (check_slopes judges it)
         name = _fresh(f"{node.input[1]}_per_channel", taken)
         trailing = len(x_shape) - 2
         if node.input[1] in initializers:
