@@ -35,7 +35,8 @@ def _softmax_body(log: bool, shape: tuple[int, ...]) -> onnx.ModelProto:
              helper.make_node("Exp", ["shifted"], ["e"]),
              helper.make_node("ReduceSum", ["e", "axes"], ["total"], keepdims=1)]
     if log:
-        nodes += [helper.make_node("Log", ["total"], ["log_total"]), helper.make_node("Sub", ["shifted", "log_total"], ["y"])]
+        nodes += [helper.make_node("Log", ["total"], ["log_total"]),
+                  helper.make_node("Sub", ["shifted", "log_total"], ["y"])]
     else:
         nodes += [helper.make_node("Div", ["e", "total"], ["y"])]
     model = _model(nodes, [vi("x", TensorProto.FLOAT16, shape)], [vi("y", TensorProto.FLOAT16, shape)])

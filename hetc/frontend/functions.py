@@ -25,7 +25,8 @@ def spell_out_referenced_defaults(graph: onnx.GraphProto, opset: dict[str, int])
 
 def _spell_out(node: onnx.NodeProto, opset: dict[str, int]) -> None:
     domain = "" if node.domain in DEFAULT_DOMAINS else node.domain
-    version = max((opset[d] for d in DEFAULT_DOMAINS if d in opset), default=None) if not domain else opset.get(domain)
+    domains = DEFAULT_DOMAINS if not domain else (domain,)
+    version = max((opset[d] for d in domains if d in opset), default=None)
     if version is None:
         return
     try:
