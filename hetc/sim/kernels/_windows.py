@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -104,18 +104,62 @@ def taps(padded: np.ndarray, geometry: WindowGeometry) -> Iterator[tuple[tuple[i
         yield tap, padded[(slice(None), slice(None)) + picks]
 
 
-def separable_reduce(padded: np.ndarray, geometry: WindowGeometry, combine: np.ufunc,
+def tap_span(geometry: WindowGeometry, axis: int, tap: int, size: int) -> tuple[int, int, slice]:
+    """For kernel tap ``tap`` on ``axis`` of an unpadded input of ``size`` elements: the output positions
+    [lo, hi) whose input element lies inside the input (the others read padding), and the slice of the
+    input they read. Lets kernels clip each tap's window to the input instead of padding a copy of it."""
+    stride, dilation = geometry.strides[axis], geometry.dilations[axis]
+    count, offset = geometry.out[axis], tap * dilation - geometry.pads_begin[axis]  # input index of output 0
+    lo = min(count, -(offset // stride) if offset < 0 else 0)
+    hi = max(lo, min(count, (size - 1 - offset) // stride + 1)) if size > offset else lo
+    first = lo * stride + offset
+    return lo, hi, slice(first, first + (hi - lo - 1) * stride + 1 if hi > lo else first, stride)
+
+
+def separable_reduce(x: np.ndarray, geometry: WindowGeometry, combine: np.ufunc, identity: float | int,
                      dtype: np.dtype | None = None) -> np.ndarray:
-    """Reduce every window of an already padded (N, C, *spatial) array with ``combine`` (np.maximum,
-    np.add), one spatial axis at a time: a KxK window then costs K+K strided passes instead of K*K, and the
-    later passes run over an array already shrunk by the stride. Max and sum are separable, so the
-    result is the window reduction; ``dtype`` is the accumulator's (sums accumulate in float64)."""
-    result = padded
+    """Reduce every window of an unpadded (N, C, *spatial) array with ``combine`` (np.maximum, np.add), the
+    padding counting as ``identity``, one spatial axis at a time: a KxK window then costs K+K strided passes
+    instead of K*K, and the later passes run over an array already shrunk by the stride. Max and sum are
+    separable, so the result is the window reduction; ``dtype`` is the accumulator's.
+
+    Each tap's window is clipped to the input (no padded copy). A tap that covers every output position
+    initialises the result and the others are combined in kernel order after it, so for K <= 3 the sums
+    round exactly as a left-to-right sum over the padded window would."""
+    result = x
     for axis in reversed(range(len(geometry.kernel))):
-        k, s, d, o = geometry.kernel[axis], geometry.strides[axis], geometry.dilations[axis], geometry.out[axis]
+        size, count = result.shape[2 + axis], geometry.out[axis]
         before = (slice(None),) * (2 + axis)
-        reduced = np.array(result[before + (slice(0, (o - 1) * s + 1, s),)], dtype=dtype or result.dtype)
-        for t in range(1, k):
-            combine(reduced, result[before + (slice(t * d, t * d + (o - 1) * s + 1, s),)], out=reduced)
+        spans = [tap_span(geometry, axis, t, size) for t in range(geometry.kernel[axis])]
+        accumulator = np.dtype(dtype or result.dtype)
+        first = next((t for t, (lo, hi, _) in enumerate(spans) if lo == 0 and hi == count), None)
+        if first is None:
+            reduced = np.full(result.shape[:2 + axis] + (count,) + result.shape[3 + axis:], identity,
+                              dtype=accumulator)
+        else:
+            reduced = np.array(result[before + (spans[first][2],)], dtype=accumulator)
+        for t, (lo, hi, source) in enumerate(spans):
+            if t != first and hi > lo:
+                target = reduced[before + (slice(lo, hi),)]
+                combine(target, result[before + (source,)], out=target)
         result = reduced
     return result
+
+
+def window_counts(geometry: WindowGeometry, sizes: Sequence[int], include_pad: bool) -> np.ndarray:
+    """How many elements each pooling window averages, shape (1, 1, *out): the ones inside the input, or with
+    ``include_pad`` also the declared padding (never the extra padding ceil_mode adds, as onnxruntime
+    counts). A product of per-axis counts, the window being a box."""
+    counts = np.ones((1, 1) + (1,) * len(sizes))
+    for axis, size in enumerate(sizes):
+        if include_pad:   # the declared padding counts as input: shift the extent to start at the padding
+            size = geometry.pads_begin[axis] + size + geometry.declared_end[axis]
+            geometry_axis = replace(geometry, pads_begin=(0,) * len(sizes))
+        else:
+            geometry_axis = geometry
+        per_axis = np.zeros(geometry.out[axis])
+        for t in range(geometry.kernel[axis]):
+            lo, hi, _ = tap_span(geometry_axis, axis, t, size)
+            per_axis[lo:hi] += 1
+        counts = counts * per_axis.reshape((-1,) + (1,) * (len(sizes) - 1 - axis))
+    return counts

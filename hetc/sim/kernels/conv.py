@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from hetc.sim.kernels._windows import WindowGeometry, pad_spatial, taps, window_geometry, windows
+from hetc.sim.kernels._windows import WindowGeometry, pad_spatial, taps, window_geometry
 from hetc.sim.kernels.registry import KernelCall, kernel
 
 
@@ -33,7 +33,7 @@ def conv(call: KernelCall) -> np.ndarray:
     elif cg == 1 and groups > 1:
         y = _depthwise(pad_spatial(x, geometry, 0.0), w, geometry, groups, mg)
     else:
-        y = _im2col_matmul(pad_spatial(x, geometry, 0.0), w, geometry, groups, cg, mg)
+        y = _im2col_matmul(x, w, geometry, groups, cg, mg)
     if bias is not None:   # every branch returns a fresh array: add in place instead of allocating another
         y += bias.reshape(_bias_shape(rank)).astype(y.dtype, copy=False)
     return y
@@ -95,20 +95,54 @@ def _depthwise(padded: np.ndarray, w: np.ndarray, geometry: WindowGeometry, grou
     return y.reshape((n, groups * mg) + geometry.out)
 
 
-def _im2col_matmul(padded: np.ndarray, w: np.ndarray, geometry: WindowGeometry, groups: int, cg: int, mg: int
+def _im2col_matmul(x: np.ndarray, w: np.ndarray, geometry: WindowGeometry, groups: int, cg: int, mg: int
                    ) -> np.ndarray:
-    n, rank = padded.shape[0], padded.ndim - 2
-    out_channels = groups * mg
-    view = windows(padded, geometry)  # (N, C, *out, *k)
-    out_numel, k_numel = math.prod(geometry.out), math.prod(geometry.kernel)
-    # im2col: (G, Cg*k, N*out), with the output pixels contiguous for a cache-friendly copy.
-    view = view.reshape((n, groups, cg) + geometry.out + tuple(geometry.kernel))
-    order = (1, 2) + tuple(range(3 + rank, 3 + 2 * rank)) + (0,) + tuple(range(3, 3 + rank))
-    columns = view.transpose(order).reshape(groups, cg * k_numel, n * out_numel)
-    weights = w.reshape(groups, mg, cg * k_numel).astype(columns.dtype, copy=False)
-    y = np.matmul(weights, columns)  # (G, Mg, N*out)
-    y = y.reshape((groups, mg, n) + geometry.out).transpose((2, 0, 1) + tuple(range(3, 3 + rank)))
-    return y.reshape((n, out_channels) + geometry.out)
+    """The general case: im2col into a contiguous (G, Cg*k, N*out) buffer, then one (batched) matmul. The
+    buffer is filled with one strided slice assignment per kernel tap straight from the unpadded input
+    (the taps' windows are clipped to the input, the clipped-off border is zeroed), so neither a padded copy
+    nor a 2*rank-dimensional transpose copy of the window view is ever made. With one image the matmul
+    writes straight into the NCHW result."""
+    n, rank = x.shape[0], x.ndim - 2
+    out, kernel_shape = geometry.out, tuple(geometry.kernel)
+    out_numel, k_numel = math.prod(out), math.prod(kernel_shape)
+    # (G, Cg, N, *spatial) view of the input: no copy.
+    source = x.reshape((n, groups, cg) + x.shape[2:]).transpose((1, 2, 0) + tuple(range(3, 3 + rank)))
+    cols = np.empty((groups, cg) + kernel_shape + (n,) + out, dtype=x.dtype)
+    everything = (slice(None),) * 3   # G, Cg, N
+    for tap in itertools.product(*(range(k) for k in kernel_shape)):
+        dest = cols[(slice(None), slice(None)) + tap]   # (G, Cg, N, *out)
+        kept, picks = [], []
+        for axis, t in enumerate(tap):
+            lo, hi, first = _clipped_range(t, axis, geometry, x.shape[2 + axis])
+            kept.append(slice(lo, hi))
+            picks.append(slice(first, first + (hi - lo - 1) * geometry.strides[axis] + 1, geometry.strides[axis])
+                         if hi > lo else slice(0, 0))
+            if lo > 0:
+                dest[everything + (slice(None),) * axis + (slice(0, lo),)] = 0
+            if hi < out[axis]:
+                dest[everything + (slice(None),) * axis + (slice(hi, None),)] = 0
+        if all(k.stop > k.start for k in kept):
+            dest[everything + tuple(kept)] = source[everything + tuple(picks)]
+    columns = cols.reshape(groups, cg * k_numel, n * out_numel)
+    weights = w.reshape(groups, mg, cg * k_numel).astype(x.dtype, copy=False)
+    if n == 1:   # (G, Mg, out) is already the NCHW layout of the result
+        y = np.empty((1, groups * mg) + out, dtype=x.dtype)
+        np.matmul(weights, columns, out=y.reshape(groups, mg, out_numel))
+        return y
+    y = np.matmul(weights, columns).reshape((groups, mg, n) + out)   # (G, Mg, N, *out)
+    return np.ascontiguousarray(y.transpose((2, 0, 1) + tuple(range(3, 3 + rank)))).reshape(
+        (n, groups * mg) + out)
+
+
+def _clipped_range(t: int, axis: int, geometry: WindowGeometry, size: int) -> tuple[int, int, int]:
+    """For kernel tap ``t`` on ``axis``: the output positions [lo, hi) whose input element lies inside the
+    unpadded input, and the input index of the first of them."""
+    s, d, begin, count = geometry.strides[axis], geometry.dilations[axis], geometry.pads_begin[axis], \
+        geometry.out[axis]
+    offset = t * d - begin                       # input index of output position 0
+    lo = min(count, max(0, -(offset // s) if offset < 0 else 0))
+    hi = max(lo, min(count, (size - 1 - offset) // s + 1 if size - 1 >= offset else 0))
+    return lo, hi, lo * s + offset
 
 
 def _transpose_begin_pads(call: KernelCall, in_sizes: tuple[int, ...], out_sizes: tuple[int, ...],
