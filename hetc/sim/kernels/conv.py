@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from hetc.sim.kernels._windows import WindowGeometry, pad_spatial, taps, window_geometry
+from hetc.sim.kernels._windows import WindowGeometry, pad_spatial, tap_span, taps, window_geometry
 from hetc.sim.kernels.registry import KernelCall, kernel
 
 
@@ -26,8 +26,8 @@ def conv(call: KernelCall) -> np.ndarray:
     geometry = window_geometry(x.shape[2:], kernel_shape, call.attr("strides"), call.attr("dilations"),
                                call.attr("pads"), call.attr("auto_pad", "NOTSET"))
     cg, mg = channels // groups, out_channels // groups
-    if groups == 1 and _is_pointwise(geometry):
-        y = _pointwise(x, w, geometry)
+    if _is_pointwise(geometry):
+        y = _pointwise(x, w, geometry, groups)
     elif groups == 1 and all(st == 1 for st in geometry.strides) and 2 * out_channels <= channels:
         y = _shifted_matmul(pad_spatial(x, geometry, 0.0), w, geometry)
     elif cg == 1 and groups > 1:
@@ -44,15 +44,16 @@ def _is_pointwise(geometry: WindowGeometry) -> bool:
             and not any(geometry.pads_end))
 
 
-def _pointwise(x: np.ndarray, w: np.ndarray, geometry: WindowGeometry) -> np.ndarray:
-    """A 1x1 convolution is one matmul over the channels: no im2col copy at all (strided 1x1 convs pick
-    their pixels with one strided slice first)."""
+def _pointwise(x: np.ndarray, w: np.ndarray, geometry: WindowGeometry, groups: int) -> np.ndarray:
+    """A 1x1 convolution is one matmul over the channels (per group): no im2col copy at all (strided 1x1
+    convs pick their pixels with one strided slice first). (N, G, Cg, P) pixels times (G, Mg, Cg) weights
+    give (N, G, Mg, P), already the NCHW layout of the result."""
     n, channels = x.shape[:2]
     if any(s != 1 for s in geometry.strides):
         x = x[(slice(None), slice(None)) + tuple(slice(0, (o - 1) * s + 1, s)
                                                  for o, s in zip(geometry.out, geometry.strides))]
-    pixels = np.ascontiguousarray(x).reshape(n, channels, -1)
-    weights = w.reshape(w.shape[0], channels).astype(x.dtype, copy=False)
+    pixels = np.ascontiguousarray(x).reshape(n, groups, channels // groups, -1)
+    weights = w.reshape(groups, w.shape[0] // groups, channels // groups).astype(x.dtype, copy=False)
     return np.matmul(weights, pixels).reshape((n, w.shape[0]) + geometry.out)
 
 
@@ -98,31 +99,43 @@ def _depthwise(padded: np.ndarray, w: np.ndarray, geometry: WindowGeometry, grou
 def _im2col_matmul(x: np.ndarray, w: np.ndarray, geometry: WindowGeometry, groups: int, cg: int, mg: int
                    ) -> np.ndarray:
     """The general case: im2col into a contiguous (G, Cg*k, N*out) buffer, then one (batched) matmul. The
-    buffer is filled with one strided slice assignment per kernel tap straight from the unpadded input
-    (the taps' windows are clipped to the input, the clipped-off border is zeroed), so neither a padded copy
-    nor a 2*rank-dimensional transpose copy of the window view is ever made. With one image the matmul
-    writes straight into the NCHW result."""
+    buffer is filled with one slice assignment per kernel tap straight from the unpadded input (the taps'
+    windows are clipped to the input, the clipped-off border is zeroed), so neither a padded copy nor a
+    2*rank-dimensional transpose copy of the window view is ever made. With one image the matmul writes
+    straight into the NCHW result."""
     n, rank = x.shape[0], x.ndim - 2
-    out, kernel_shape = geometry.out, tuple(geometry.kernel)
+    out, kernel_shape, strides = geometry.out, tuple(geometry.kernel), geometry.strides
     out_numel, k_numel = math.prod(out), math.prod(kernel_shape)
     # (G, Cg, N, *spatial) view of the input: no copy.
     source = x.reshape((n, groups, cg) + x.shape[2:]).transpose((1, 2, 0) + tuple(range(3, 3 + rank)))
+    # Strided taps gather every s-th element, several times slower per element than a contiguous copy.
+    # When the taps outnumber the stride phases (3x3/2, 7x7/2: each phase is read by two taps or more),
+    # one pass splits the input into its phases (x[..., r::s] per residue r) and every tap then copies a
+    # contiguous run out of one phase.
+    phases: dict[tuple[int, ...], np.ndarray] | None = (
+        {} if any(st > 1 for st in strides) and k_numel > math.prod(strides) else None)
     cols = np.empty((groups, cg) + kernel_shape + (n,) + out, dtype=x.dtype)
     everything = (slice(None),) * 3   # G, Cg, N
     for tap in itertools.product(*(range(k) for k in kernel_shape)):
         dest = cols[(slice(None), slice(None)) + tap]   # (G, Cg, N, *out)
-        kept, picks = [], []
-        for axis, t in enumerate(tap):
-            lo, hi, first = _clipped_range(t, axis, geometry, x.shape[2 + axis])
-            kept.append(slice(lo, hi))
-            picks.append(slice(first, first + (hi - lo - 1) * geometry.strides[axis] + 1, geometry.strides[axis])
-                         if hi > lo else slice(0, 0))
+        spans = [tap_span(geometry, axis, t, x.shape[2 + axis]) for axis, t in enumerate(tap)]
+        for axis, (lo, hi, _) in enumerate(spans):
             if lo > 0:
                 dest[everything + (slice(None),) * axis + (slice(0, lo),)] = 0
             if hi < out[axis]:
                 dest[everything + (slice(None),) * axis + (slice(hi, None),)] = 0
-        if all(k.stop > k.start for k in kept):
-            dest[everything + tuple(kept)] = source[everything + tuple(picks)]
+        if any(hi == lo for lo, hi, _ in spans):
+            continue
+        kept = everything + tuple(slice(lo, hi) for lo, hi, _ in spans)
+        if phases is None:
+            dest[kept] = source[everything + tuple(picks for _, _, picks in spans)]
+            continue
+        residues = tuple(picks.start % st for (_, _, picks), st in zip(spans, strides))
+        if residues not in phases:
+            phases[residues] = np.ascontiguousarray(
+                source[everything + tuple(slice(r, None, st) for r, st in zip(residues, strides))])
+        dest[kept] = phases[residues][everything + tuple(
+            slice(picks.start // st, picks.start // st + hi - lo) for (lo, hi, picks), st in zip(spans, strides))]
     columns = cols.reshape(groups, cg * k_numel, n * out_numel)
     weights = w.reshape(groups, mg, cg * k_numel).astype(x.dtype, copy=False)
     if n == 1:   # (G, Mg, out) is already the NCHW layout of the result
@@ -132,17 +145,6 @@ def _im2col_matmul(x: np.ndarray, w: np.ndarray, geometry: WindowGeometry, group
     y = np.matmul(weights, columns).reshape((groups, mg, n) + out)   # (G, Mg, N, *out)
     return np.ascontiguousarray(y.transpose((2, 0, 1) + tuple(range(3, 3 + rank)))).reshape(
         (n, groups * mg) + out)
-
-
-def _clipped_range(t: int, axis: int, geometry: WindowGeometry, size: int) -> tuple[int, int, int]:
-    """For kernel tap ``t`` on ``axis``: the output positions [lo, hi) whose input element lies inside the
-    unpadded input, and the input index of the first of them."""
-    s, d, begin, count = geometry.strides[axis], geometry.dilations[axis], geometry.pads_begin[axis], \
-        geometry.out[axis]
-    offset = t * d - begin                       # input index of output position 0
-    lo = min(count, max(0, -(offset // s) if offset < 0 else 0))
-    hi = max(lo, min(count, (size - 1 - offset) // s + 1 if size - 1 >= offset else 0))
-    return lo, hi, lo * s + offset
 
 
 def _transpose_begin_pads(call: KernelCall, in_sizes: tuple[int, ...], out_sizes: tuple[int, ...],
