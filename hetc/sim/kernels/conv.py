@@ -85,6 +85,8 @@ def _shifted_matmul(padded: np.ndarray, w: np.ndarray, geometry: WindowGeometry)
 
 def _depthwise(padded: np.ndarray, w: np.ndarray, geometry: WindowGeometry, groups: int, mg: int) -> np.ndarray:
     """One input channel per group: a multiply-accumulate per kernel tap beats a batch of tiny matmuls."""
+    if all(st == 1 for st in geometry.strides):
+        return _depthwise_flat(padded, w, geometry, groups, mg)
     n, rank = padded.shape[0], padded.ndim - 2
     weights = w.reshape((groups, mg) + tuple(geometry.kernel)).astype(padded.dtype, copy=False)
     y = np.zeros((n, groups, mg) + geometry.out, dtype=padded.dtype)
@@ -94,6 +96,32 @@ def _depthwise(padded: np.ndarray, w: np.ndarray, geometry: WindowGeometry, grou
         np.multiply(view[:, :, np.newaxis], tap_weights, out=product)
         y += product
     return y.reshape((n, groups * mg) + geometry.out)
+
+
+def _depthwise_flat(padded: np.ndarray, w: np.ndarray, geometry: WindowGeometry, groups: int, mg: int
+                    ) -> np.ndarray:
+    """Stride-1 depthwise convolution over the flattened padded image, where every tap is a constant offset
+    (as in ``_shifted_matmul``): each tap's multiply-accumulate is one long contiguous pass per channel
+    instead of one short pass per output row (1.7x on 144 channels at 56x56). The positions that wrap
+    across a row end are sliced off at the end; the sum runs in tap order as the strided version's does."""
+    n, spatial = padded.shape[0], padded.shape[2:]
+    total = math.prod(spatial)
+    flat_strides = [math.prod(spatial[i + 1:]) for i in range(len(spatial))]
+    offsets = [sum(t * d * fs for t, d, fs in zip(tap, geometry.dilations, flat_strides))
+               for tap in itertools.product(*(range(k) for k in geometry.kernel))]
+    span = total - max(offsets)
+    flat = padded.reshape(n, groups, 1, total)
+    weights = w.reshape(groups, mg, -1).astype(padded.dtype, copy=False)
+    acc = np.empty((n, groups, mg, total), dtype=padded.dtype)
+    acc[..., span:] = 0
+    np.multiply(flat[..., offsets[0]:offsets[0] + span], weights[:, :, 0:1], out=acc[..., :span])
+    product = np.empty((n, groups, mg, span), dtype=padded.dtype)
+    for k in range(1, len(offsets)):
+        np.multiply(flat[..., offsets[k]:offsets[k] + span], weights[:, :, k:k + 1], out=product)
+        acc[..., :span] += product
+    window = tuple(slice(0, o) for o in geometry.out)
+    result = acc.reshape((n, groups * mg) + spatial)[(slice(None), slice(None)) + window]
+    return np.ascontiguousarray(result)
 
 
 def _im2col_matmul(x: np.ndarray, w: np.ndarray, geometry: WindowGeometry, groups: int, cg: int, mg: int
