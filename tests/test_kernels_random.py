@@ -201,7 +201,7 @@ def test_resize_legacy_and_crop(attrs, opset):
     (8, 5, 1, 1, 1, 1, 0, 2, 2),    # pointwise
     (8, 5, 1, 1, 2, 1, 0, 2, 1),    # strided pointwise
     (8, 6, 2, 1, 1, 1, 0, 2, 2),    # grouped pointwise, batched
-    (16, 4, 1, 3, 1, 2, 1, 2, 2),   # shifted: dilated, padded, batched
+    (64, 4, 1, 3, 1, 2, 1, 2, 2),   # shifted: dilated, padded, batched
     (16, 3, 1, 2, 1, 1, 1, 3, 1),   # shifted in 3-D with an even kernel
     (6, 6, 6, 3, 1, 1, 1, 2, 1),    # depthwise, stride 1 (over the flattened image)
     (6, 12, 6, 3, 1, 2, 2, 2, 2),   # depthwise, two outputs per channel, dilated, batched
