@@ -200,10 +200,16 @@ def test_resize_legacy_and_crop(attrs, opset):
 @pytest.mark.parametrize("channels, out_channels, groups, kernel, stride, dilation, pads, rank, batch", [
     (8, 5, 1, 1, 1, 1, 0, 2, 2),    # pointwise
     (8, 5, 1, 1, 2, 1, 0, 2, 1),    # strided pointwise
-    (16, 4, 1, 3, 1, 2, 1, 2, 2),   # shifted: dilated, padded, batched
+    (8, 6, 2, 1, 1, 1, 0, 2, 2),    # grouped pointwise, batched
+    (64, 4, 1, 3, 1, 2, 1, 2, 2),   # shifted: dilated, padded, batched
     (16, 3, 1, 2, 1, 1, 1, 3, 1),   # shifted in 3-D with an even kernel
-    (6, 6, 6, 3, 1, 1, 1, 2, 1),    # depthwise
-    (4, 8, 1, 3, 2, 1, 1, 2, 1),    # im2col
+    (6, 6, 6, 3, 1, 1, 1, 2, 1),    # depthwise, stride 1 (over the flattened image)
+    (6, 12, 6, 3, 1, 2, 2, 2, 2),   # depthwise, two outputs per channel, dilated, batched
+    (6, 6, 6, 3, 2, 1, 1, 2, 1),    # depthwise, strided
+    (4, 8, 1, 3, 2, 1, 1, 2, 1),    # im2col, strided: copies out of the stride phases
+    (3, 8, 1, 7, 2, 1, 3, 2, 2),    # im2col 7x7/2 (a network's stem), batched
+    (4, 8, 1, 5, 3, 1, 4, 1, 1),    # im2col in 1-D, padding wider than some taps reach
+    (6, 6, 2, 3, 1, 1, 1, 2, 2),    # im2col, grouped, batched
 ])
 def test_conv_strategies(channels, out_channels, groups, kernel, stride, dilation, pads, rank, batch):
     rng = _rng(channels * 7 + out_channels)

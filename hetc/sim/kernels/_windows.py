@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -104,18 +104,126 @@ def taps(padded: np.ndarray, geometry: WindowGeometry) -> Iterator[tuple[tuple[i
         yield tap, padded[(slice(None), slice(None)) + picks]
 
 
-def separable_reduce(padded: np.ndarray, geometry: WindowGeometry, combine: np.ufunc,
+def tap_span(geometry: WindowGeometry, axis: int, tap: int, size: int) -> tuple[int, int, slice]:
+    """For kernel tap ``tap`` on ``axis`` of an unpadded input of ``size`` elements: the output positions
+    [lo, hi) whose input element lies inside the input (the others read padding), and the slice of the
+    input they read. Lets kernels clip each tap's window to the input instead of padding a copy of it."""
+    stride, dilation = geometry.strides[axis], geometry.dilations[axis]
+    count, offset = geometry.out[axis], tap * dilation - geometry.pads_begin[axis]  # input index of output 0
+    lo = min(count, -(offset // stride) if offset < 0 else 0)
+    hi = max(lo, min(count, (size - 1 - offset) // stride + 1)) if size > offset else lo
+    first = lo * stride + offset
+    return lo, hi, slice(first, first + (hi - lo - 1) * stride + 1 if hi > lo else first, stride)
+
+
+def separable_reduce(x: np.ndarray, geometry: WindowGeometry, combine: np.ufunc, identity: float | int,
                      dtype: np.dtype | None = None) -> np.ndarray:
-    """Reduce every window of an already padded (N, C, *spatial) array with ``combine`` (np.maximum,
-    np.add), one spatial axis at a time: a KxK window then costs K+K strided passes instead of K*K, and the
-    later passes run over an array already shrunk by the stride. Max and sum are separable, so the
-    result is the window reduction; ``dtype`` is the accumulator's (sums accumulate in float64)."""
-    result = padded
-    for axis in reversed(range(len(geometry.kernel))):
-        k, s, d, o = geometry.kernel[axis], geometry.strides[axis], geometry.dilations[axis], geometry.out[axis]
-        before = (slice(None),) * (2 + axis)
-        reduced = np.array(result[before + (slice(0, (o - 1) * s + 1, s),)], dtype=dtype or result.dtype)
-        for t in range(1, k):
-            combine(reduced, result[before + (slice(t * d, t * d + (o - 1) * s + 1, s),)], out=reduced)
-        result = reduced
+    """Reduce every window of an unpadded (N, C, *spatial) array with ``combine`` (np.maximum, np.add), the
+    padding counting as ``identity``, one spatial axis at a time: a KxK window then costs K+K strided passes
+    instead of K*K, and the later passes run over an array already shrunk by the stride. Max and sum are
+    separable, so the result is the window reduction; ``dtype`` is the accumulator's.
+
+    The leading axes go first: a strided pass along the last axis gathers every s-th element, the slowest
+    access, so it runs last, over the smallest array (1.4x on a 3x3/2 max pool at 112x112). Each tap's
+    window is clipped to the input (no padded copy); a tap that covers every output position initialises
+    the result and the others are combined in kernel order after it."""
+    result = x
+    rank = len(geometry.kernel)
+    for axis in range(rank):
+        accumulator = np.dtype(dtype or result.dtype)
+        if axis == rank - 1 and _flat_ok(result, geometry, axis):
+            result = _reduce_last_axis_flat(result, geometry, combine, identity, accumulator)
+        else:
+            result = _reduce_axis(result, geometry, axis, combine, identity, accumulator, 0, geometry.out[axis])
     return result
+
+
+def _reduce_axis(result: np.ndarray, geometry: WindowGeometry, axis: int, combine: np.ufunc,
+                 identity: float | int, accumulator: np.dtype, begin: int, end: int) -> np.ndarray:
+    """The reduction along ``axis`` of output positions [begin, end) only."""
+    stride = geometry.strides[axis]
+    before = (slice(None),) * (2 + axis)
+    spans = []
+    for t in range(geometry.kernel[axis]):
+        lo, hi, source = tap_span(geometry, axis, t, result.shape[2 + axis])
+        clipped_lo, clipped_hi = max(lo, begin), min(hi, end)
+        start = source.start + (clipped_lo - lo) * stride
+        spans.append((clipped_lo - begin, clipped_hi - begin,
+                      slice(start, start + (clipped_hi - clipped_lo - 1) * stride + 1, stride)))
+    first = _covering_tap(geometry, axis, result.shape[2 + axis])
+    if first is None:
+        reduced = np.full(result.shape[:2 + axis] + (end - begin,) + result.shape[3 + axis:], identity,
+                          dtype=accumulator)
+    else:
+        reduced = np.array(result[before + (spans[first][2],)], dtype=accumulator)
+    for t, (lo, hi, source) in enumerate(spans):
+        if t != first and hi > lo:
+            target = reduced[before + (slice(lo, hi),)]
+            combine(target, result[before + (source,)], out=target)
+    return reduced
+
+
+def _covering_tap(geometry: WindowGeometry, axis: int, size: int) -> int | None:
+    """The first tap whose clipped window covers every output position of ``axis``, if any."""
+    for t in range(geometry.kernel[axis]):
+        lo, hi, _ = tap_span(geometry, axis, t, size)
+        if lo == 0 and hi == geometry.out[axis]:
+            return t
+    return None
+
+
+def _flat_ok(result: np.ndarray, geometry: WindowGeometry, axis: int) -> bool:
+    """Whether the last axis can be reduced over the flattened array: stride 1, as many outputs as inputs
+    (so that output and input positions share their flat index) and a tap that covers every output."""
+    size = result.shape[2 + axis]
+    return (geometry.strides[axis] == 1 and geometry.out[axis] == size and size > 1 and result.flags.c_contiguous
+            and _covering_tap(geometry, axis, size) is not None)
+
+
+def _reduce_last_axis_flat(result: np.ndarray, geometry: WindowGeometry, combine: np.ufunc,
+                           identity: float | int, accumulator: np.dtype) -> np.ndarray:
+    """Stride-1 reduction along the last axis, each tap one combine over the whole flattened array instead
+    of one per (short) row: numpy's per-row loop overhead dominates rows of 7 to 28 elements. A tap at
+    offset ``o`` then also reads across row ends for the ``|o|`` border columns; those are recomputed row
+    by row afterwards, in the same order, so the result is exactly the row-by-row one."""
+    axis = len(geometry.kernel) - 1
+    size = result.shape[-1]
+    first = _covering_tap(geometry, axis, size)
+    flat = result.reshape(-1)
+    reduced = np.array(flat, dtype=accumulator)
+    spans = [tap_span(geometry, axis, t, size) for t in range(geometry.kernel[axis])]
+    for t, (lo, hi, source) in enumerate(spans):
+        offset = source.start - lo   # input index minus output index
+        if t == first or hi <= lo:
+            continue
+        if offset >= 0:
+            combine(reduced[:flat.size - offset], flat[offset:], out=reduced[:flat.size - offset])
+        else:
+            combine(reduced[-offset:], flat[:flat.size + offset], out=reduced[-offset:])
+    reduced = reduced.reshape(result.shape)
+    inner = max(lo for lo, hi, _ in spans if hi > lo)
+    outer = min(hi for lo, hi, _ in spans if hi > lo)
+    if inner > 0:
+        reduced[..., :inner] = _reduce_axis(result, geometry, axis, combine, identity, accumulator, 0, inner)
+    if outer < size:
+        reduced[..., outer:] = _reduce_axis(result, geometry, axis, combine, identity, accumulator, outer, size)
+    return reduced
+
+
+def window_counts(geometry: WindowGeometry, sizes: Sequence[int], include_pad: bool) -> np.ndarray:
+    """How many elements each pooling window averages, shape (1, 1, *out): the ones inside the input, or with
+    ``include_pad`` also the declared padding (never the extra padding ceil_mode adds, as onnxruntime
+    counts). A product of per-axis counts, the window being a box."""
+    counts = np.ones((1, 1) + (1,) * len(sizes))
+    for axis, size in enumerate(sizes):
+        if include_pad:   # the declared padding counts as input: shift the extent to start at the padding
+            size = geometry.pads_begin[axis] + size + geometry.declared_end[axis]
+            geometry_axis = replace(geometry, pads_begin=(0,) * len(sizes))
+        else:
+            geometry_axis = geometry
+        per_axis = np.zeros(geometry.out[axis])
+        for t in range(geometry.kernel[axis]):
+            lo, hi, _ = tap_span(geometry_axis, axis, t, size)
+            per_axis[lo:hi] += 1
+        counts = counts * per_axis.reshape((-1,) + (1,) * (len(sizes) - 1 - axis))
+    return counts

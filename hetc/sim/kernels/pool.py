@@ -6,7 +6,8 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from hetc.sim.kernels._windows import WindowGeometry, pad_spatial, separable_reduce, window_geometry, windows
+from hetc.sim.kernels._windows import (WindowGeometry, pad_spatial, separable_reduce, window_counts, window_geometry,
+                                      windows)
 from hetc.sim.kernels.registry import KernelCall, kernel
 
 
@@ -31,12 +32,11 @@ def max_pool(call: KernelCall) -> list[np.ndarray]:
     x = call.required(0)
     rank = x.ndim - 2
     geometry = _geometry(call, x)
-    padded = pad_spatial(x, geometry, _lowest(x.dtype))
     if len(call.outputs) > 1:
-        view = windows(padded, geometry)
+        view = windows(pad_spatial(x, geometry, _lowest(x.dtype)), geometry)
         flat = view.reshape(view.shape[:2 + rank] + (-1,))
         return [flat.max(axis=-1), _argmax_indices(call, x, geometry, flat)]
-    return [separable_reduce(padded, geometry, np.maximum)]
+    return [separable_reduce(x, geometry, np.maximum, _lowest(x.dtype))]
 
 
 def _argmax_indices(call: KernelCall, x: np.ndarray, geometry: WindowGeometry, flat: np.ndarray) -> np.ndarray:
@@ -65,17 +65,10 @@ def average_pool(call: KernelCall) -> np.ndarray:
     # float32 inputs sum in float32 as onnxruntime does (a float64 pass costs three times as much); other
     # dtypes (integers, float64) sum in float64.
     wide = np.dtype(np.float32) if x.dtype == np.float32 else np.dtype(np.float64)
-    sums = separable_reduce(pad_spatial(x, geometry, 0.0), geometry, np.add, wide)
+    sums = separable_reduce(x, geometry, np.add, 0, wide)
     # The divisor counts real elements, plus the declared padding with count_include_pad, but never the
-    # extra padding ceil_mode adds (onnxruntime's convention); counting a ones-mask gives it per window.
-    if call.attr("count_include_pad", 0):
-        inside = tuple(b + s + e for b, s, e in zip(geometry.pads_begin, x.shape[2:], geometry.declared_end))
-        mask = np.zeros((1, 1) + tuple(b + s + e for b, s, e in
-                                       zip(geometry.pads_begin, x.shape[2:], geometry.pads_end)))
-        mask[(0, 0) + tuple(slice(0, n) for n in inside)] = 1.0
-    else:
-        mask = pad_spatial(np.ones((1, 1) + x.shape[2:]), geometry, 0.0)
-    counts = separable_reduce(mask, geometry, np.add).astype(wide)
+    # extra padding ceil_mode adds (onnxruntime's convention).
+    counts = window_counts(geometry, x.shape[2:], bool(call.attr("count_include_pad", 0))).astype(wide)
     sums /= counts
     return sums.astype(x.dtype, copy=False)
 
