@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import onnx
 from onnx import helper
 
-from hetc.ir.dtypes import dtype_from_onnx, dtype_to_onnx
+from hetc.ir.dtypes import dtype_from_onnx, dtype_to_onnx, np_dtype
 
 Dims = tuple[int | None, ...]
 
@@ -141,3 +143,52 @@ def _parse(text: str) -> tuple[HostType, str]:
         shape = tuple(None if d == "?" else int(d) for d in dims.split(",")) if dims else ()
         rest = rest[end + 1:]
     return HostType("tensor", dtype=None if dtype_text == "?" else dtype_text, shape=shape), rest
+
+
+# ---------------------------------------------------------------------------------------------- Python values
+def conform_host_value(obj: Any, host: HostType, name: str) -> Any:
+    """``obj`` in the canonical form of a value of type ``host`` — a list of arrays for a sequence, None or
+    the element for an optional, an ``object`` array of ``str`` for a string tensor, an array of the dtype
+    otherwise — or a ValueError saying what is wrong. Shapes inside a sequence are not checked: ONNX types
+    a sequence's elements loosely (inference often fixes a shape the elements do not keep, and runtimes do
+    not check it)."""
+    if host.kind == "optional":
+        return None if obj is None else conform_host_value(obj, host.elem, name) if host.elem is not None else obj
+    if host.kind == "sequence":
+        if not isinstance(obj, (list, tuple)):
+            raise ValueError(f"'{name}' must be a list of arrays (a {host}), not {type(obj).__name__}")
+        elem = _any_shape(host.elem) if host.elem is not None else None
+        return [conform_host_value(x, elem, name) if elem is not None else x for x in obj]
+    if obj is None or (isinstance(obj, (list, tuple)) and host.dtype != "string"):
+        raise ValueError(f"'{name}' must be an array (a {host}), not {type(obj).__name__}")
+    array = np.asarray(obj)
+    if host.dtype == "string":
+        if array.dtype.kind not in "OUS":
+            raise ValueError(f"'{name}' must hold strings (a {host}), not {array.dtype}")
+        array = np.vectorize(_text, otypes=[object])(array) if array.size else array.astype(object)
+    elif host.dtype is not None and array.dtype != np_dtype(host.dtype):
+        raise ValueError(f"'{name}' is {array.dtype}, its type is {host}; convert it")
+    if host.shape is not None and (len(array.shape) != len(host.shape) or any(
+            d is not None and d != a for d, a in zip(host.shape, array.shape))):
+        raise ValueError(f"'{name}' has shape {list(array.shape)}, its type is {host}")
+    return array
+
+
+def _any_shape(host: HostType) -> HostType:
+    if host.kind == "tensor":
+        return HostType("tensor", dtype=host.dtype)
+    return HostType(host.kind, elem=_any_shape(host.elem) if host.elem is not None else None)
+
+
+def _text(x: Any) -> str:
+    return x.decode("utf-8", errors="surrogateescape") if isinstance(x, bytes) else str(x)
+
+
+def describe_host_value(obj: Any) -> str:
+    """A short description of a host object for messages and reports: ``list[3]``, ``None``, ``string[2]``."""
+    if obj is None:
+        return "None"
+    if isinstance(obj, (list, tuple)):
+        return f"list[{len(obj)}]"
+    array = np.asarray(obj)
+    return f"{'string' if array.dtype == object else array.dtype}[{'x'.join(map(str, array.shape)) or '()'}]"

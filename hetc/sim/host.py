@@ -27,6 +27,7 @@ from hetc.codegen.program import Compute, Operand
 from hetc.errors import SimulationError
 from hetc.frontend.opsets import runtime_opsets
 from hetc.ir import EXPORT_IR_VERSION, HostType, dtype_from_numpy, dtype_to_onnx, np_dtype, parse_host_type
+from hetc.ir.host import conform_host_value
 from hetc.ir.dtypes import to_storage
 from hetc.ir.onnx_export import make_attribute
 from hetc.sim.kernels.cpu import _check_no_capture, _ort_runner, _reference_runner, onnxruntime_deviates
@@ -61,49 +62,12 @@ def touches_host(ins: Compute) -> bool:
 
 # ---------------------------------------------------------------------------------------------- values
 def conform(obj: Any, host: HostType, name: str) -> Any:
-    """``obj`` in the heap's canonical form for ``host``, or a SimulationError saying what is wrong."""
-    if host.kind == "optional":
-        return None if obj is None else conform(obj, host.elem, name) if host.elem is not None else obj
-    if host.kind == "sequence":
-        if not isinstance(obj, (list, tuple)):
-            raise SimulationError(f"host value '{name}' must be a list (a {host}), not {type(obj).__name__}")
-        # ONNX types a sequence's elements loosely (inference often fixes a shape the elements do not keep,
-        # and runtimes do not check it): only their dtype is checked.
-        elem = _any_shape(host.elem) if host.elem is not None else None
-        return [conform(x, elem, name) if elem is not None else x for x in obj]
-    if obj is None or isinstance(obj, (list, tuple)) and host.dtype != "string":
-        raise SimulationError(f"host value '{name}' must be an array (a {host}), not {type(obj).__name__}")
-    array = np.asarray(obj)
-    if host.dtype == "string":
-        if array.dtype.kind not in "OUS":
-            raise SimulationError(f"host value '{name}' must hold strings (a {host}), not {array.dtype}")
-        array = np.vectorize(_text, otypes=[object])(array) if array.size else array.astype(object)
-    elif host.dtype is not None and array.dtype != np_dtype(host.dtype):
-        raise SimulationError(f"host value '{name}' is {array.dtype}, its type is {host}; convert it")
-    if host.shape is not None and (len(array.shape) != len(host.shape) or any(
-            d is not None and d != a for d, a in zip(host.shape, array.shape))):
-        raise SimulationError(f"host value '{name}' has shape {list(array.shape)}, its type is {host}")
-    return array
-
-
-def _any_shape(host: HostType) -> HostType:
-    if host.kind == "tensor":
-        return HostType("tensor", dtype=host.dtype)
-    return HostType(host.kind, elem=_any_shape(host.elem) if host.elem is not None else None)
-
-
-def _text(x: Any) -> str:
-    return x.decode("utf-8", errors="surrogateescape") if isinstance(x, bytes) else str(x)
-
-
-def describe(obj: Any) -> str:
-    """A short description of a host object for messages and reports: ``list[3]``, ``None``, ``float32[2x3]``."""
-    if obj is None:
-        return "None"
-    if isinstance(obj, (list, tuple)):
-        return f"list[{len(obj)}]"
-    array = np.asarray(obj)
-    return f"{'string' if array.dtype == object else array.dtype}[{'x'.join(map(str, array.shape)) or '()'}]"
+    """``obj`` in the heap's canonical form for ``host`` (see hetc.ir.host.conform_host_value), or a
+    SimulationError saying what is wrong."""
+    try:
+        return conform_host_value(obj, host, name)
+    except ValueError as error:
+        raise SimulationError(str(error)) from None
 
 
 # ---------------------------------------------------------------------------------------------- running
@@ -140,8 +104,8 @@ def run_compute(executor: "Executor", e: int, pc: int, ins: Compute,
                               f"which has {len(ins.outputs)}")
     out: list[tuple[Operand, Any]] = []
     for o, r in zip(ins.outputs, results):
-        if o.host:
-            out.append((o, conform(r, parse_host_type(o.host), o.value)))
+        if o.host:   # detached: a runtime may hand back its (read-only view) input as an element
+            out.append((o, _detached(conform(r, parse_host_type(o.host), o.value))))
             continue
         r = np.asarray(r)
         if tuple(r.shape) != o.shape or r.dtype != np_dtype(o.dtype):
@@ -149,6 +113,20 @@ def run_compute(executor: "Executor", e: int, pc: int, ins: Compute,
                                   f"{machine.describe(e, pc)}, planned {o.dtype}{list(o.shape)}")
         out.append((o, to_storage(r, o.dtype).copy()))
     return out
+
+
+def _detached(obj: Any) -> Any:
+    """A copy of every array in ``obj`` (a simulated memory's bytes may be reused after this instruction)."""
+    if isinstance(obj, list):
+        return [_detached(x) for x in obj]
+    return np.array(obj, copy=True) if isinstance(obj, np.ndarray) else obj
+
+
+def node_types(node: "Node") -> tuple[list[HostType | None], list[HostType]]:  # noqa: F821
+    """(input types, output types) of an IR node, as ``run_host_node`` takes them."""
+    def of(v: Any) -> HostType:
+        return v.host if v.host is not None else HostType("tensor", dtype=v.dtype, shape=tuple(v.shape))
+    return [None if v is None else of(v) for v in node.inputs], [of(v) for v in node.outputs]
 
 
 def _type_of(o: Operand) -> HostType:
