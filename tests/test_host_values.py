@@ -207,3 +207,25 @@ def test_manifest_of_a_tensor_graph_has_no_host_section() -> None:
                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
     manifest = build(model, FAST).bundle.manifest
     assert "host_values" not in manifest and "host" not in json.dumps(manifest["inputs"])
+
+
+@pytest.mark.parametrize("target, scheduler", [("edge-soc", "heft"), ("edge-soc", "greedy"),
+                                               ("edge-soc", "single:cpu"), ("cpu-only", "cpsat"),
+                                               ("multi-npu", "heft")])
+def test_every_scheduler_keeps_host_values_on_the_cpu(target: str, scheduler: str) -> None:
+    model = sequence_conv_model()
+    inputs = make_inputs(model, seed=1)
+    result = build(model, BuildOptions(target=target, scheduler=scheduler, time_limit_s=1.0, num_workers=1))
+    verify_schedule(result.plan.schedule, result.graph, result.target)
+    result.plan.verify(result.target)
+    placed = {t.op: t.engine for t in result.plan.schedule.tasks if t.kind == "compute"}
+    assert placed["SequenceConstruct"] == placed["SequenceAt"] == "cpu"
+    assert result.plan.schedule.lower_bound_ns <= result.plan.schedule.makespan_ns
+    assert compare(simulate(result.bundle, inputs).outputs, reference_outputs(model, inputs)).passed
+
+
+def test_single_npu_names_the_host_value() -> None:
+    from hetc.errors import ScheduleError
+
+    with pytest.raises(ScheduleError, match="'seq' is a seq.* that lives in host memory"):
+        build(sequence_conv_model(), BuildOptions(scheduler="single:npu", time_limit_s=1.0, num_workers=1))
