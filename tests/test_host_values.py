@@ -229,3 +229,19 @@ def test_single_npu_names_the_host_value() -> None:
 
     with pytest.raises(ScheduleError, match="'seq' is a seq.* that lives in host memory"):
         build(sequence_conv_model(), BuildOptions(scheduler="single:npu", time_limit_s=1.0, num_workers=1))
+
+
+def test_validation_compares_host_values() -> None:
+    seq = [np.ones(2, np.float32), np.zeros(3, np.float32)]
+    strings = np.array(["a", "b"], dtype=object)
+    ok = compare({"s": [a.copy() for a in seq], "o": None, "t": strings.copy()},
+                 {"s": seq, "o": None, "t": strings})
+    assert ok.passed and ok.outputs[0].dtype == "seq(float32)" and ok.outputs[1].note == "empty optional"
+    bad = compare({"s": seq[:1], "o": np.ones(1), "t": np.array(["a", "c"], dtype=object)},
+                  {"s": seq, "o": None, "t": strings})
+    notes = {o.name: (o.passed, o.note) for o in bad.outputs}
+    assert notes["s"] == (False, "length 1, expected 2")
+    assert notes["o"][0] is False and "expected an empty optional" in notes["o"][1]
+    assert notes["t"][0] is False
+    off = compare({"s": [seq[0], seq[1] + 1]}, {"s": seq})
+    assert not off.passed and "1 of 2 elements differ, first s[1]" in off.outputs[0].note
