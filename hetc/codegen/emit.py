@@ -17,7 +17,7 @@ from hetc.errors import BundleError
 from hetc.ir import Graph, Node, Value, itemsize, np_dtype
 from hetc.ir import nbytes as _nbytes
 from hetc.ir.dtypes import to_storage
-from hetc.memory.artifact import HOST, Buffer, MemoryPlan, host_ref_value, is_host_ref
+from hetc.memory.artifact import HOST, Buffer, MemoryPlan, host_ref, host_ref_value, is_host_ref
 from hetc.schedule.artifact import Task
 from hetc.target.target import Target
 
@@ -127,7 +127,7 @@ def _task_buffers(plan: MemoryPlan, task: Task):
 
 def host_operand(value: Value) -> Operand:
     """A host value as an instruction names it: its heap entry, by value name (no memory, no bytes)."""
-    ref = f"{value.name}@{HOST}"
+    ref = host_ref(value.name)
     return Operand(buffer=ref, value=value.name, memory=HOST, offset=0, dtype=value.dtype, shape=tuple(value.shape),
                    strides=(), nbytes=0, storage=ref, host=str(value.host))
 

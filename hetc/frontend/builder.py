@@ -80,15 +80,16 @@ def host_type_of(name: str, type_proto: onnx.TypeProto | None) -> HostType | Non
     return host_type_from_proto(type_proto)
 
 
-def set_type(value: Value, type_proto: onnx.TypeProto | None, only_missing_dtype: bool = True) -> None:
+def set_type(value: Value, type_proto: onnx.TypeProto | None) -> None:
     """Give ``value`` what ``type_proto`` (from shape inference) says: a host type for a sequence or an
-    optional, else the dtype (when unset, or always) and the partial shape (when known)."""
+    optional, else the dtype (when still unset) and the partial shape (when known); a string tensor, or a
+    tensor already held by the host, gets its host type in step with that shape."""
     host = host_type_of(value.name, type_proto)
     if host is not None:
         value.host, value.dtype, value.shape = host, host.element_dtype or "", ()
         return
     dtype, shape = tensor_type_of(value.name, type_proto)
-    value.dtype = (value.dtype or dtype) if only_missing_dtype else (dtype or value.dtype)
+    value.dtype = value.dtype or dtype
     if shape is not None:
         value.shape = shape
     if value.dtype == "string" or (value.host is not None and value.host.kind == "tensor"):

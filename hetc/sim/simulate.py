@@ -10,12 +10,11 @@ import numpy as np
 from hetc.codegen.bundle import Bundle
 from hetc.codegen.program import Compute, Dma, Instruction, Wait
 from hetc.errors import SimulationError
-from hetc.ir import np_dtype
+from hetc.ir import np_dtype, parse_host_type
 from hetc.ir.dtypes import from_storage, to_storage
 from hetc.sim.engine import Trace, run
 from hetc.sim.functional import Executor, KernelFn, default_kernel
 from hetc.sim.host import HostHeap, conform
-from hetc.ir import parse_host_type
 from hetc.sim.machine import Machine, allocate_memories, moves_data, release_memories
 from hetc.sim.races import check_races
 from hetc.sim.result import SimEvent, SimResult, SyncEdge
