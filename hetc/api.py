@@ -9,6 +9,7 @@ import numpy as np
 
 from hetc.codegen import Bundle, load_bundle
 from hetc.errors import ValidationError
+from hetc.ir import parse_host_type
 from hetc.pipeline import BuildOptions, BuildResult, build, file_sha256
 from hetc.sim import SimResult, simulate as _simulate
 from hetc.stages import ProgressSink
@@ -29,13 +30,22 @@ def as_bundle(bundle: Bundle | str | Path) -> Bundle:
     return bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
 
 
-def bundle_input_specs(bundle: Bundle) -> dict[str, tuple[str, tuple[int, ...]]]:
-    return {b["name"]: (b["dtype"], tuple(b["shape"])) for b in bundle.inputs}
+def bundle_input_specs(bundle: Bundle) -> dict[str, tuple]:
+    """``{name: (dtype, shape)}`` of the bundle's inputs; ``(dtype, shape, HostType)`` for a host value."""
+    specs: dict[str, tuple] = {}
+    for b in bundle.inputs:
+        if b.get("host"):
+            specs[b["name"]] = (b["dtype"], tuple(b["shape"] or ()), parse_host_type(b["host"]))
+        else:
+            specs[b["name"]] = (b["dtype"], tuple(b["shape"]))
+    return specs
 
 
-def bundle_inputs(bundle: Bundle, inputs: str | Path | Mapping[str, np.ndarray] | None,
-                  seed: int = 0) -> dict[str, np.ndarray]:
-    """Inputs for a bundle: an .npz path, a mapping (checked), or seeded random values."""
+def bundle_inputs(bundle: Bundle, inputs: str | Path | Mapping[str, Any] | None,
+                  seed: int = 0) -> dict[str, Any]:
+    """Inputs for a bundle: an .npz path, a mapping (checked), or seeded random values. A host input (a
+    sequence, an optional, a string tensor) is a Python object: a list of arrays, None or the element, an
+    array of strings."""
     specs = bundle_input_specs(bundle)
     if inputs is None:
         return make_inputs(specs, seed=seed)
@@ -44,7 +54,7 @@ def bundle_inputs(bundle: Bundle, inputs: str | Path | Mapping[str, np.ndarray] 
     return check_inputs(inputs, specs)
 
 
-def simulate(bundle: Bundle | str | Path, inputs: str | Path | Mapping[str, np.ndarray] | None = None, *,
+def simulate(bundle: Bundle | str | Path, inputs: str | Path | Mapping[str, Any] | None = None, *,
              functional: bool = True, precision: str = "fp32", seed: int = 0,
              contention: bool = True) -> SimResult:
     """Run a bundle (object or directory) in the simulator."""

@@ -68,14 +68,42 @@ def _is_static(info: onnx.ValueInfoProto) -> bool:
     return tensor.HasField("shape") and all(d.HasField("dim_value") for d in tensor.shape.dim)
 
 
-def as_array(value: Any, name: str) -> np.ndarray:
-    """A runtime input as a numpy array: arrays, numpy scalars and TensorProtos are accepted."""
+def as_array(value: Any, name: str) -> Any:
+    """A runtime input as hetc takes it: a numpy array (from an array, a numpy scalar or a TensorProto), or
+    for a host value (hetc.ir.host) a list of arrays (a sequence), None (an empty optional), or the element
+    of an optional; Sequence/OptionalProtos are converted the same way."""
     if isinstance(value, onnx.TensorProto):
         return numpy_helper.to_array(value)
-    if isinstance(value, (np.ndarray, np.generic, int, float, bool)):
+    if isinstance(value, onnx.SequenceProto):
+        return numpy_helper.to_list(value)
+    if isinstance(value, onnx.OptionalProto):
+        return numpy_helper.to_optional(value)
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        return [as_array(v, name) for v in value]
+    if isinstance(value, (np.ndarray, np.generic, int, float, bool, str)):
         return np.asarray(value)
-    raise ModelError(f"input '{name}' is a {type(value).__name__}; hetc compiles tensor graphs only "
-                     "(sequences, maps and optionals are unsupported value types), pass a numpy array")
+    raise ModelError(f"input '{name}' is a {type(value).__name__}; pass a numpy array, or a list of arrays "
+                     "for a sequence, None for an empty optional (maps are unsupported value types)")
+
+
+def _check_kind(value: Any, info: onnx.ValueInfoProto) -> Any:
+    """``value`` if its Python kind fits the input's ONNX type (an array for a tensor, a list for a sequence,
+    None or an element for an optional); else a ModelError that says what to pass."""
+    kind = info.type.WhichOneof("value")
+    wanted = {"tensor_type": "a numpy array", "sequence_type": "a list of numpy arrays",
+              "optional_type": "None or the element"}.get(kind, "a value of its type")
+    fits = (isinstance(value, np.ndarray) if kind == "tensor_type" else
+            isinstance(value, list) if kind == "sequence_type" else True)
+    if not fits:
+        raise ModelError(f"input '{info.name}' is given as a {type(value).__name__}, but the model's input is "
+                         f"a {kind.removesuffix('_type') if kind else 'value'}; pass {wanted}")
+    return value
+
+
+def _shape_of(value: Any) -> tuple[int, ...] | None:
+    return tuple(value.shape) if isinstance(value, np.ndarray) else None
 
 
 class HetcBackendRep(BackendRep):
@@ -85,6 +113,7 @@ class HetcBackendRep(BackendRep):
         self.model = model
         self.options = options
         self.input_names = [i.name for i in _model_inputs(model)]
+        self._infos = {i.name: i for i in _model_inputs(model)}
         self.output_names = [o.name for o in model.graph.output]
         # Small integer inputs that decide a shape (a Reshape target, reduction axes, a window length) are
         # frozen into the bundle once seen; a run with other values compiles another bundle.
@@ -115,7 +144,7 @@ class HetcBackendRep(BackendRep):
         names = [n for n in re.findall(r"'([^']*)'", found.group(1)) if n in self.input_names]
         dtypes = {i.name: i.type.tensor_type.elem_type for i in _model_inputs(self.model)}
         return [n for n in names if n not in self.frozen_inputs and dtypes.get(n) in _INTEGER_TYPES
-                and (arrays is None or arrays[n].size <= MAX_FROZEN_ELEMENTS)]
+                and (arrays is None or (isinstance(arrays[n], np.ndarray) and arrays[n].size <= MAX_FROZEN_ELEMENTS))]
 
     def _specialized_model(self, frozen: dict[str, np.ndarray]) -> onnx.ModelProto:
         if not frozen:
@@ -146,7 +175,8 @@ class HetcBackendRep(BackendRep):
     def _bundle_for(self, arrays: dict[str, np.ndarray]) -> CompiledBundle:
         while True:
             frozen = {n: arrays[n] for n in self.frozen_inputs}
-            shapes = {} if self._static else {n: tuple(a.shape) for n, a in arrays.items() if n not in frozen}
+            shapes = {} if self._static else {n: _shape_of(a) for n, a in arrays.items()
+                                              if n not in frozen and _shape_of(a) is not None}
             try:
                 return self._compile(shapes, frozen)
             except ShapeError as error:
@@ -165,14 +195,14 @@ class HetcBackendRep(BackendRep):
                     [f"{missing} are missing"] if missing else [])
                 raise ValidationError(f"{' and '.join(problems)}; pass exactly the model's inputs "
                                       f"{self.input_names}")
-            return {n: as_array(inputs[n], n) for n in self.input_names}
+            return {n: _check_kind(as_array(inputs[n], n), self._infos[n]) for n in self.input_names}
         if isinstance(inputs, (np.ndarray, onnx.TensorProto)):
             inputs = [inputs]
         inputs = list(inputs)
         if len(inputs) != len(self.input_names):
             raise ValidationError(f"{len(inputs)} inputs given, the model takes {len(self.input_names)} "
                                   f"({', '.join(self.input_names) or 'none'}); pass them in this order or as a dict")
-        return {n: as_array(v, n) for n, v in zip(self.input_names, inputs)}
+        return {n: _check_kind(as_array(v, n), self._infos[n]) for n, v in zip(self.input_names, inputs)}
 
     def run(self, inputs: Any, **kwargs: Any) -> tuple[Any, ...]:
         """Simulate the bundle on ``inputs`` (a list in graph-input order, or a dict); the outputs in

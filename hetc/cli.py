@@ -175,6 +175,16 @@ def _save_npz(path: Path, arrays: dict) -> None:
     import tempfile
 
     import numpy as np
+
+    from hetc.errors import OptionError
+    stored = {}
+    for name, value in arrays.items():   # host values (hetc.ir.host): string tensors as unicode arrays
+        if value is None or isinstance(value, (list, tuple)):
+            kind = "an empty optional" if value is None else "a sequence"
+            raise OptionError(f"output '{name}' is {kind}, which an .npz archive cannot hold (it stores arrays "
+                              "only); read the outputs through the Python API (hetc.api.simulate(...).outputs)")
+        stored[name] = value.astype(str) if value.dtype == object else value
+    arrays = stored
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent)
     os.close(fd)

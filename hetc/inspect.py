@@ -51,7 +51,10 @@ class InspectReport:
 
 
 def _value_json(v: Any) -> dict[str, Any]:
-    return {"name": v.name, "dtype": v.dtype, "shape": list(v.shape)}
+    out = {"name": v.name, "dtype": v.dtype, "shape": list(v.shape)}
+    if v.host is not None:   # a host value (hetc.ir.host): its ONNX type says more than dtype and shape
+        out["host"] = str(v.host)
+    return out
 
 
 def _node_report(node: Node, target: Target) -> NodeReport:
@@ -89,7 +92,8 @@ def render_inspect(report: InspectReport, console: "Console") -> None:
                   f"{report.total_flops / 1e9:.3f} GFLOP, weights {report.weight_bytes / 2**20:.2f} MiB")
     for kind, values in (("input", report.inputs), ("output", report.outputs)):
         for v in values:
-            console.print(f"  {kind:<6} {v['name']}: {v['dtype']}[{'x'.join(map(str, v['shape']))}]")
+            text = f"host {v['host']}" if "host" in v else f"{v['dtype']}[{'x'.join(map(str, v['shape']))}]"
+            console.print(f"  {kind:<6} {v['name']}: {_escape(text)}")
     hist = Table("op", "count", *[f"on {d}" for d in devices], title="op histogram", box=None)
     for op, count in report.op_histogram.items():
         runnable = [sum(1 for n in report.nodes if n.op == op and n.devices[d] is None) for d in devices]

@@ -165,11 +165,17 @@ def test_reshape_target_from_shape_gather_concat_chain_is_static() -> None:
 
 
 def test_data_dependent_shape_is_an_error_unless_its_input_is_constant() -> None:
-    dynamic = _model([helper.make_node("NonZero", ["x"], ["y"])], [vi("x", TensorProto.FLOAT, [3])],
-                     [vi("y", TensorProto.INT64, ["r", "n"])])
-    with pytest.raises(ShapeError, match=r"data-dependent shape: node #0 NonZero produces 'y' .* depends on data "
-                                         r"computed from input 'x'"):
+    dynamic = _model([helper.make_node("Cast", ["x"], ["s"], to=TensorProto.INT64),
+                      helper.make_node("Reshape", ["d", "s"], ["y"])],
+                     [vi("x", TensorProto.FLOAT, [2]), vi("d", TensorProto.FLOAT, [6])],
+                     [vi("y", TensorProto.FLOAT, ["r", "n"])])
+    with pytest.raises(ShapeError, match=r"data-dependent shape: node #1 Reshape produces 'y' .* depends on data "
+                                         r"computed from input 'd', 'x'"):
         import_model(dynamic)
+    # An op whose result size depends on its input's values by definition makes a host tensor instead.
+    nonzero = import_model(_model([helper.make_node("NonZero", ["x"], ["y"])], [vi("x", TensorProto.FLOAT, [3])],
+                                  [vi("y", TensorProto.INT64, ["r", "n"])]))
+    assert nonzero.outputs[0].is_host and str(nonzero.outputs[0].host) == "tensor(int64)[1,?]"
     constant = _model([helper.make_node("NonZero", ["c"], ["nz"]), helper.make_node("Add", ["nz", "nz"], ["y"])],
                       [], [vi("y", TensorProto.INT64, ["r", "n"])],
                       initializers=(numpy_helper.from_array(np.array([1, 0, 2], np.float32), "c"),))

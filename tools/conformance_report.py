@@ -121,7 +121,10 @@ def write_docs(results: list[Result], meta: dict[str, Any], exclusions: dict[str
         "and loaded back, then the functional simulation on the case's inputs. Inputs with dynamic dimensions "
         "take the shapes of the first run's arrays. A shape that depends on the *value* of a small integer "
         "input (Reshape targets, reduction axes, window lengths given as inputs) makes the backend freeze that "
-        "input into the bundle as a constant; another value compiles another bundle. onnxruntime runs each "
+        "input into the bundle as a constant; another value compiles another bundle. Sequences, optionals, "
+        "string tensors and the run-time-shaped results of Unique and friends are host values, which the "
+        "host CPU holds in its heap (docs/frontend.md, \"Host values\"); the backend takes and returns them "
+        "as ONNX's runner does (lists, None, arrays of str). onnxruntime runs each "
         "model with its IR version capped at 13 (the newest it reads), which changes no semantics.",
         "",
         "## Counts",

@@ -16,6 +16,23 @@ import numpy as np
 from hetc.errors import BundleError
 
 
+def _strings_tensor(array: np.ndarray) -> dict[str, Any]:
+    """A tensor of strings (object dtype: no .npy without pickling): its shape and items, bytes items as
+    base64 (``bytes: true``) so that either kind comes back as it was."""
+    items = array.reshape(-1).tolist()
+    if all(isinstance(x, bytes) for x in items) and items:
+        return {"shape": list(array.shape), "bytes": True,
+                "items": [base64.b64encode(x).decode("ascii") for x in items]}
+    return {"shape": list(array.shape), "items": [str(x) for x in items]}
+
+
+def _strings_from(value: dict[str, Any]) -> np.ndarray:
+    items = [base64.b64decode(x) for x in value["items"]] if value.get("bytes") else list(value["items"])
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    return array.reshape(value["shape"])
+
+
 def _npy_b64(array: np.ndarray) -> str:
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
@@ -49,6 +66,8 @@ def encode_attr(value: Any) -> dict[str, Any]:
     if isinstance(value, bytes):
         return {"type": "bytes", "value": base64.b64encode(value).decode("ascii")}
     if isinstance(value, np.ndarray):
+        if value.dtype == object or value.dtype.kind in "US":
+            return {"type": "string_tensor", "value": _strings_tensor(value)}
         return {"type": "tensor", "value": _npy_b64(value)}
     if _is_graph(value):
         return {"type": "graph", "value": base64.b64encode(value.SerializeToString()).decode("ascii")}
@@ -87,6 +106,8 @@ def decode_attr(tagged: dict[str, Any]) -> Any:
         return base64.b64decode(value)
     if kind == "tensor":
         return _npy_from_b64(value)
+    if kind == "string_tensor":
+        return _strings_from(value)
     if kind in ("graph", "graphs"):
         from onnx import GraphProto
         def parse(text: str) -> GraphProto:

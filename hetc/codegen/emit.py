@@ -14,10 +14,10 @@ from hetc.codegen.bundle import FORMAT_VERSION, Bundle
 from hetc.codegen.program import BYTE_PRESERVING_OPS, Compute, Dma, Instruction, Operand, Program, Signal, Wait
 from hetc.codegen.sync import plan_sync, semaphore_name, storage_deps, storage_root
 from hetc.errors import BundleError
-from hetc.ir import Graph, Node, itemsize, np_dtype
+from hetc.ir import Graph, Node, Value, itemsize, np_dtype
 from hetc.ir import nbytes as _nbytes
 from hetc.ir.dtypes import to_storage
-from hetc.memory.artifact import Buffer, MemoryPlan
+from hetc.memory.artifact import HOST, Buffer, MemoryPlan, host_ref, host_ref_value, is_host_ref
 from hetc.schedule.artifact import Task
 from hetc.target.target import Target
 
@@ -67,7 +67,7 @@ def _emit(graph: Graph, plan: MemoryPlan, target: Target, options: EmitOptions) 
         instructions: list[Instruction] = []
         for task in tasks:
             instructions += [Wait(sem, count) for sem, count in sync.waits.get(task.id, ())]
-            instructions.append(_compute(task, nodes, plan, target) if task.kind == "compute"
+            instructions.append(_compute(task, nodes, plan, target, graph.values) if task.kind == "compute"
                                 else _dma(task, plan, target))
             if task.id in sync.signals:
                 instructions.append(Signal(semaphore_name(engine)))
@@ -85,14 +85,17 @@ def _emit(graph: Graph, plan: MemoryPlan, target: Target, options: EmitOptions) 
         "model": {"name": options.model_name or graph.name, "sha256": options.model_sha256},
         "target": {"name": target.name, "toml": target.source},
         "machine": _machine(target, plan),
-        "inputs": [_binding(plan, v.name, target.dram, first=True) for v in graph.inputs if not v.is_const],
-        "outputs": [_binding(plan, v.name, target.dram, first=False) for v in graph.outputs],
+        "inputs": [_binding(plan, v, target.dram, first=True) for v in graph.inputs if not v.is_const],
+        "outputs": [_binding(plan, v, target.dram, first=False) for v in graph.outputs],
         "opset": dict(sorted(graph.opset.items())),
         "constants": {"file": "constants.bin", "memory": target.dram, "offset": 0, "bytes": constants_bytes},
         "engines": list(lanes),
         "planned_makespan_ns": schedule.makespan_ns,
         "summary": options.summary,
     }
+    hosted = _host_values(graph)
+    if hosted:   # (only then: bundles of tensor-only graphs stay as they were)
+        manifest["host_values"] = hosted
     return Bundle(manifest=manifest, programs=programs, constants=constants, schedule_json=schedule.to_json(),
                   memory_json=plan.to_json(), placement_rows=tuple(options.placement_rows),
                   report=options.report, extra_files=dict(options.extra_files))
@@ -122,17 +125,34 @@ def _task_buffers(plan: MemoryPlan, task: Task):
     return tb
 
 
-def _compute(task: Task, nodes: dict[int, Node], plan: MemoryPlan, target: Target) -> Compute:
+def host_operand(value: Value) -> Operand:
+    """A host value as an instruction names it: its heap entry, by value name (no memory, no bytes)."""
+    ref = host_ref(value.name)
+    return Operand(buffer=ref, value=value.name, memory=HOST, offset=0, dtype=value.dtype, shape=tuple(value.shape),
+                   strides=(), nbytes=0, storage=ref, host=str(value.host))
+
+
+def _any_operand(plan: MemoryPlan, values: dict[str, Value], ref: str) -> Operand:
+    if is_host_ref(ref):
+        return host_operand(values[host_ref_value(ref)])
+    return _operand(plan, ref)
+
+
+def _compute(task: Task, nodes: dict[int, Node], plan: MemoryPlan, target: Target,
+             graph_values: dict[str, Value]) -> Compute:
     node = nodes.get(task.node)  # type: ignore[arg-type]
     if node is None:
         raise BundleError(f"task {task.id} runs node {task.node}, which is not in the graph; "
                           "emit the bundle from the graph the schedule was built for")
     tb = _task_buffers(plan, task)
-    inputs = tuple(_operand(plan, b) if b is not None else None for b in tb.reads)
-    outputs = tuple(_operand(plan, b) for b in tb.writes)
+    inputs = tuple(_any_operand(plan, graph_values, b) if b is not None else None for b in tb.reads)
+    outputs = tuple(_any_operand(plan, graph_values, b) for b in tb.writes)
     device = target.devices[task.engine]
     for o in (*inputs, *outputs):
-        if o is not None and o.memory != device.memory:
+        if o is not None and o.host and device.kind != "cpu":
+            raise BundleError(f"node '{node.name}' runs on {task.engine} but its operand '{o.value}' is a host "
+                              "value, which only a CPU holds; schedule the node on the CPU")
+        if o is not None and not o.host and o.memory != device.memory:
             raise BundleError(f"node '{node.name}' runs on {task.engine} (home {device.memory}) but its operand "
                               f"'{o.value}' is in {o.memory}; the memory plan is missing a transfer")
     inplace: tuple[int, ...] = ()
@@ -182,8 +202,22 @@ def _constants_image(graph: Graph, plan: MemoryPlan, target: Target) -> tuple[by
     return b"".join(pieces), size   # one copy of the weights, no zero-filled image to patch
 
 
-def _binding(plan: MemoryPlan, value: str, dram: str, first: bool) -> dict[str, Any]:
-    """Where a graph input (its first DRAM copy) or output (its last one) lives."""
+def _host_values(graph: Graph) -> list[dict[str, str]]:
+    """Every host value of the graph: name, ONNX type, and whether it is a graph input, output or neither."""
+    inputs, outputs = {v.name for v in graph.inputs}, {v.name for v in graph.outputs}
+    return [{"name": v.name, "type": str(v.host),
+             "role": "input" if v.name in inputs else "output" if v.name in outputs else "intermediate"}
+            for v in sorted((v for v in graph.values.values() if v.host is not None), key=lambda v: v.name)]
+
+
+def _binding(plan: MemoryPlan, v: Value, dram: str, first: bool) -> dict[str, Any]:
+    """Where a graph input (its first DRAM copy) or output (its last one) lives; a host value is bound to the
+    host's heap by name (``memory`` "host", no offset, ``host`` its ONNX type)."""
+    value = v.name
+    if v.host is not None:
+        return {"name": value, "buffer": None, "memory": HOST, "offset": None, "dtype": v.dtype,
+                "shape": list(v.shape) if v.host.static_shape is not None else None, "nbytes": 0,
+                "host": str(v.host)}
     dram_copies: list[Buffer] = [b for b in plan.buffers if b.value == value and b.memory == dram]
     if not dram_copies:
         return {"name": value, "buffer": None, "memory": None, "offset": None, "dtype": None, "shape": None,

@@ -36,19 +36,27 @@ class Operand:
     strides: tuple[int, ...]    # bytes, C order
     nbytes: int
     storage: str = ""           # the buffer owning these bytes (differs from ``buffer`` for an alias)
+    # A host value (hetc.ir.host): its ONNX type, e.g. "seq(tensor(float32)[2])". The operand then names the
+    # value in the host CPU's heap: memory "host", no bytes (offset 0, nbytes 0), shape its static shape or ().
+    host: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"buffer": self.buffer, "value": self.value, "memory": self.memory, "offset": self.offset,
-                "dtype": self.dtype, "shape": list(self.shape), "strides": list(self.strides),
-                "nbytes": self.nbytes, "storage": self.storage or self.buffer}
+        out = {"buffer": self.buffer, "value": self.value, "memory": self.memory, "offset": self.offset,
+               "dtype": self.dtype, "shape": list(self.shape), "strides": list(self.strides),
+               "nbytes": self.nbytes, "storage": self.storage or self.buffer}
+        if self.host:
+            out["host"] = self.host
+        return out
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Operand":
         return cls(buffer=d["buffer"], value=d["value"], memory=d["memory"], offset=d["offset"],
                    dtype=d["dtype"], shape=tuple(d["shape"]), strides=tuple(d["strides"]), nbytes=d["nbytes"],
-                   storage=d.get("storage", d["buffer"]))
+                   storage=d.get("storage", d["buffer"]), host=d.get("host", ""))
 
     def asm(self) -> str:
+        if self.host:
+            return f"%{self.value} host {self.host}"
         dims = "x".join(map(str, self.shape)) or "()"
         return f"%{self.value} {self.memory}+0x{self.offset:x} {self.dtype}[{dims}]"
 

@@ -144,9 +144,11 @@ def storage_deps(plan: MemoryPlan) -> dict[int, set[int]]:
         span[0], span[1] = min(span[0], b.start_ns), max(span[1], b.end_ns)
     for tid, tb in plan.task_buffers.items():
         for bid in tb.reads:
-            if bid is not None:
+            if bid in root_of:   # (not an omitted input, nor a host value: those have no bytes)
                 users.setdefault(root_of[bid].id, set()).add(tid)
         for bid in tb.writes:
+            if bid not in root_of:
+                continue
             users.setdefault(root_of[bid].id, set()).add(tid)
             writers.setdefault(root_of[bid].id, set()).add(tid)
 

@@ -11,7 +11,7 @@ from onnx import helper, numpy_helper
 
 from hetc.errors import ModelError
 from hetc.frontend.overrides import runtime_inputs
-from hetc.ir import Graph, Node, Value, dtype_from_onnx
+from hetc.ir import Graph, HostType, Node, Value, dtype_from_onnx, host_type_from_proto, tensor_host_type
 
 # A dimension or shape the frontend has not resolved yet.
 PartialShape = tuple[int | None, ...] | None
@@ -52,8 +52,8 @@ def tensor_type_of(name: str, type_proto: onnx.TypeProto | None) -> tuple[str | 
     if kind != "tensor_type":
         readable = {"sequence_type": "a sequence", "optional_type": "an optional", "map_type": "a map",
                     "sparse_tensor_type": "a sparse tensor"}.get(kind, kind)
-        raise ModelError(f"unsupported value type: '{name}' is {readable}; hetc compiles graphs of dense "
-                         "tensors only")
+        raise ModelError(f"unsupported value type: '{name}' is {readable}; hetc holds dense tensors, and "
+                         "sequences, optionals and string tensors as host values, but not maps or sparse tensors")
     tensor = type_proto.tensor_type
     if tensor.elem_type == onnx.TensorProto.UNDEFINED:
         return None, None
@@ -67,6 +67,42 @@ def tensor_type_of(name: str, type_proto: onnx.TypeProto | None) -> tuple[str | 
     return dtype, tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
 
 
+def host_type_of(name: str, type_proto: onnx.TypeProto | None) -> HostType | None:
+    """The host type of a sequence or optional value (checking that nothing inside is a map or a sparse
+    tensor); None for a tensor or an unknown type."""
+    if type_proto is None or type_proto.WhichOneof("value") not in ("sequence_type", "optional_type"):
+        return None
+    inner = type_proto
+    while inner.WhichOneof("value") in ("sequence_type", "optional_type"):
+        inner = getattr(inner, inner.WhichOneof("value")).elem_type
+    if inner.WhichOneof("value") is not None:
+        tensor_type_of(name, inner)   # raises for a map or a sparse tensor inside
+    return host_type_from_proto(type_proto)
+
+
+def set_type(value: Value, type_proto: onnx.TypeProto | None) -> None:
+    """Give ``value`` what ``type_proto`` (from shape inference) says: a host type for a sequence or an
+    optional, else the dtype (when still unset) and the partial shape (when known); a string tensor, or a
+    tensor already held by the host, gets its host type in step with that shape."""
+    host = host_type_of(value.name, type_proto)
+    if host is not None:
+        value.host, value.dtype, value.shape = host, host.element_dtype or "", ()
+        return
+    dtype, shape = tensor_type_of(value.name, type_proto)
+    value.dtype = value.dtype or dtype
+    if shape is not None:
+        value.shape = shape
+    if value.dtype == "string" or (value.host is not None and value.host.kind == "tensor"):
+        value.host = tensor_host_type(value.dtype, value.shape)   # kept in step with the partial shape
+
+
+def type_proto_of(value: Value) -> onnx.TypeProto:
+    """The ONNX type of a value while its shape may still be partial (dims None, shape None: unknown rank)."""
+    if value.host is not None and value.host.kind != "tensor":
+        return value.host.to_type_proto()
+    return tensor_host_type(value.dtype, value.shape).to_type_proto()
+
+
 def build_graph(model: onnx.ModelProto) -> Graph:
     """IR for ``model``, whose initializers must already be out of its input list and whose values
     carry inferred types. Node ids follow the ONNX order (the checker made it topological)."""
@@ -78,9 +114,19 @@ def build_graph(model: onnx.ModelProto) -> Graph:
     for info in list(proto.input) + list(proto.value_info) + list(proto.output):
         types[info.name] = info.type
     values: dict[str, Value] = {}
+    string_constants: list[Node] = []
     for tensor in proto.initializer:
         dtype, _ = tensor_type_of(tensor.name, helper.make_tensor_type_proto(tensor.data_type, None))
         array = numpy_helper.to_array(tensor)
+        if dtype == "string":
+            # A string tensor has no byte layout, so it cannot sit in the constants image: it is a host value
+            # a Constant node on the CPU makes at run time.
+            value = Value(tensor.name, dtype, tuple(array.shape), host=tensor_host_type(dtype, array.shape))
+            values[tensor.name] = value
+            string_constants.append(Node(id=len(proto.node) + len(string_constants), op_type="Constant",
+                                         name=f"{tensor.name}_constant", inputs=[], outputs=[value],
+                                         attrs={"value": array}))
+            continue
         values[tensor.name] = Value(tensor.name, dtype, tuple(array.shape), const=array)
     inputs = []
     for info in runtime_inputs(proto):
@@ -96,6 +142,7 @@ def build_graph(model: onnx.ModelProto) -> Graph:
         nodes.append(Node(id=index, op_type=node_proto.op_type, name=node_proto.name, inputs=node_inputs,
                           outputs=node_outputs, attrs={a.name: convert_attribute(a) for a in node_proto.attribute},
                           domain=normalise_domain(node_proto.domain)))
+    nodes = string_constants + nodes
     outputs = [values[info.name] for info in proto.output]
     opset = {normalise_domain(o.domain): o.version for o in model.opset_import}
     metadata = {p.key: p.value for p in model.metadata_props}
@@ -109,10 +156,15 @@ def build_graph(model: onnx.ModelProto) -> Graph:
 
 
 def _new_value(name: str, types: dict[str, onnx.TypeProto]) -> Value:
-    dtype, shape = tensor_type_of(name, types.get(name))
-    return Value(name, dtype, shape)  # type: ignore[arg-type] - closed by static_shapes
+    value = Value(name, None, None)  # type: ignore[arg-type] - closed by static_shapes
+    set_type(value, types.get(name))
+    return value
 
 
 def is_static(value: Value) -> bool:
+    """Whether the value's type is closed: a sequence or an optional always is (its elements' shapes are a
+    run-time matter), a tensor when its dtype and every dim are known."""
+    if value.host is not None and value.host.kind != "tensor":
+        return True
     return value.dtype is not None and value.shape is not None and all(
         isinstance(d, (int, np.integer)) and d >= 0 for d in value.shape)

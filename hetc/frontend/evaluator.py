@@ -39,13 +39,18 @@ class EvaluationError(Exception):
 
 def is_foldable(node: Node) -> bool:
     """Whether folding ``node`` is allowed at all (its inputs must still be constant, or static for
-    SHAPE_OPS)."""
-    return not node.has_subgraph and node.op_type not in NONDETERMINISTIC_OPS
+    SHAPE_OPS). A node producing a host value never folds: host values are never constants (a constant
+    lives in the DRAM image, which has no room for a sequence or a string)."""
+    return (not node.has_subgraph and node.op_type not in NONDETERMINISTIC_OPS
+            and not any(v.host is not None for v in node.outputs))
 
 
 def evaluate_shape_op(node: Node) -> np.ndarray | None:
     """Shape/Size of a value whose shape is static; None if the shape is not (yet) static."""
-    shape = node.inputs[0].shape if node.inputs and node.inputs[0] is not None else None
+    source = node.inputs[0] if node.inputs else None
+    shape = source.shape if source is not None else None
+    if source is not None and source.host is not None and source.host.static_shape is None:
+        return None   # a sequence, or a tensor whose shape is known at run time only
     if shape is None or not all(isinstance(d, int) for d in shape):
         return None
     if node.op_type == "Size":

@@ -14,8 +14,8 @@ from hetc.frontend.loader import (check_model, convert_opset, inline_functions, 
 from hetc.frontend.overrides import apply_overrides, require_static_inputs
 from hetc.frontend.prelu import check_slopes, per_channel_slopes
 from hetc.frontend.static_shapes import OMITTED_SUFFIX, make_static
-from hetc.frontend.subgraphs import ConstantBranch, inline_branch
-from hetc.ir import Graph
+from hetc.frontend.subgraphs import ConstantBranch, carry_captured_values, inline_branch
+from hetc.ir import Graph, Value, tensor_host_type
 
 
 def load_onnx(path: str | Path, shapes: dict[str, tuple[int, ...]] | None = None,
@@ -52,6 +52,8 @@ def import_model(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | No
     apply_overrides(work.graph, shapes, dims)
     require_static_inputs(work.graph)
     graph = _static_graph(work)
+    if any([carry_captured_values(n, graph.values) for n in graph.nodes if n.has_subgraph]):
+        graph.relink()
     check_slopes(graph)
     _finish(graph)
     return graph
@@ -108,12 +110,27 @@ def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
                          "inconsistent (or an operator is unknown to onnx)") from error
 
 
+def _close_host_value(value: Value) -> None:
+    """Settle a host value's type: a host tensor's type takes its final dtype and (partial) shape; ``shape``
+    keeps the static shape when every dim is known (a string tensor usually), else ``()``."""
+    if value.host.kind == "tensor":
+        shape = None if value.shape is None else tuple(None if d is None else int(d) for d in value.shape)
+        value.host = tensor_host_type(value.dtype, shape)
+    static = value.host.static_shape
+    value.shape = static if static is not None else ()
+    value.dtype = value.host.element_dtype or ""
+    value.const = None
+
+
 def _finish(graph: Graph) -> None:
     """Renumber nodes in topological order, name nameless nodes, and make dims plain ints."""
     for index, node in enumerate(graph.nodes):
         node.id = index
         node.name = node.name or f"{node.op_type}_{index}"
     for value in graph.values.values():
+        if value.host is not None:
+            _close_host_value(value)
+            continue
         if not is_static(value):
             raise ShapeError(f"value '{value.name}' has no static shape after import; "
                              "fix the model's shapes or give overrides with --shape/--dim")

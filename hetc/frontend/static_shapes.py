@@ -16,8 +16,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from hetc.errors import ShapeError
-from hetc.frontend.builder import is_static, tensor_type_of
-from hetc.ir import Graph, Node, Value, dtype_to_onnx
+from hetc.frontend.builder import is_static, set_type, tensor_type_of, type_proto_of
+from hetc.ir import Graph, Node, Value, tensor_host_type
 from hetc.ir.dtypes import dtype_from_numpy
 from hetc.ir.onnx_export import make_attribute
 from hetc.frontend.evaluator import SHAPE_OPS, EvaluationError, evaluate, evaluate_shape_op, is_foldable
@@ -64,6 +64,12 @@ class ShapeResolver:
         if node.op_type in _SHAPE_RULES and not all(is_static(v) for v in node.outputs):
             _SHAPE_RULES[node.op_type](node)
         if all(is_static(v) for v in node.outputs):
+            return
+        if _held_by_host(node, self.graph):
+            for value in node.outputs:
+                if not is_static(value) and value.dtype is not None:
+                    value.host = tensor_host_type(value.dtype, value.shape)
+        if all(is_static(v) or v.host is not None for v in node.outputs):
             return
         sources = _runtime_sources(node, self.runtime)
         raise _unresolved(node, next(v for v in node.outputs if not is_static(v)), sources)
@@ -123,7 +129,7 @@ class ShapeResolver:
         proto = helper.make_node(node.op_type, [v.name if v is not None else "" for v in node.inputs],
                                  [v.name for v in node.outputs], domain=node.domain or None)
         proto.attribute.extend(make_attribute(k, a) for k, a in node.attrs.items())
-        types = {v.name: _type_proto(v) for v in node.present_inputs}
+        types = {v.name: type_proto_of(v) for v in node.present_inputs}
         data = {name: numpy_helper.from_array(np.asarray(a)) for name, a in constant.items()
                 if np.asarray(a).dtype != object}
         opsets = [helper.make_opsetid(d, v) for d, v in self.graph.opset.items()]
@@ -135,10 +141,7 @@ class ShapeResolver:
             raise ShapeError(f"shape inference failed: {label}: {str(error).strip().splitlines()[0]}") from error
         for value in node.outputs:
             if value.name in inferred:
-                dtype, shape = tensor_type_of(value.name, inferred[value.name])
-                value.dtype = value.dtype or dtype
-                if shape is not None:
-                    value.shape = shape
+                set_type(value, inferred[value.name])
 
     def _infer_subgraph_node(self, node: Node, constant: dict[str, np.ndarray]) -> None:
         """See hetc.frontend.subgraphs: inline an If whose condition is constant (raises ConstantBranch for
@@ -155,11 +158,17 @@ class ShapeResolver:
         data = {name: a for name, a in data.items() if np.asarray(a).dtype != object}
         inferred = infer_subgraph_outputs(node, self.graph.values, data, self.graph.opset, self.ir_version)
         for value in node.outputs:
-            if value.name in inferred:
-                dtype, shape = tensor_type_of(value.name, inferred[value.name])
-                value.dtype = value.dtype or dtype
-                if shape is not None and all(d is not None for d in shape):
-                    value.shape = shape
+            if value.name not in inferred:
+                continue
+            if inferred[value.name].WhichOneof("value") != "tensor_type":
+                set_type(value, inferred[value.name])
+                continue
+            dtype, shape = tensor_type_of(value.name, inferred[value.name])
+            value.dtype = value.dtype or dtype
+            if shape is not None and all(d is not None for d in shape):
+                value.shape = shape
+            if value.host is not None:
+                value.host = tensor_host_type(value.dtype, value.shape)
 
     def _embed_captured_constants(self, node: Node) -> bool:
         """Move the small compile-time constants ``node``'s bodies read from the outer scope into the bodies
@@ -167,7 +176,7 @@ class ShapeResolver:
         constants = {}
         for name in node.outer_scope_names():
             value = self.graph.values.get(name)
-            if value is None or value.shape is None or None in value.shape:
+            if value is None or value.host is not None or value.shape is None or None in value.shape:
                 continue
             if int(np.prod(value.shape, dtype=np.int64)) > MAX_EMBEDDED_ELEMENTS:
                 continue
@@ -249,6 +258,20 @@ def _unresolved(node: Node, value: Value, sources: list[str]) -> ShapeError:
                       "see through; hetc needs static shapes, and a --shape/--dim override cannot fix this")
 
 
+# Ops whose output *size* depends on the values of a data tensor: an output whose shape stays open is a host
+# tensor of run-time shape (as is any open output of a node that reads a host value).
+DATA_DEPENDENT_OPS = frozenset({"Unique", "NonZero", "Compress", "NonMaxSuppression", "StringSplit"})
+
+
+def _held_by_host(node: Node, graph: Graph) -> bool:
+    """Whether the open outputs of ``node`` may be host tensors rather than a shape error."""
+    if node.domain == "" and node.op_type in DATA_DEPENDENT_OPS:
+        return True
+    read = node.present_inputs + [graph.values[n] for n in node.outer_scope_names() if n in graph.values] \
+        if node.has_subgraph else node.present_inputs
+    return any(v.host is not None for v in read)
+
+
 def _dropout_mask_shape(node: Node) -> None:
     # ONNX's Dropout inference types the optional mask but leaves its shape open: it is the data's.
     if len(node.outputs) > 1 and node.outputs[1].shape is None and node.inputs[0] is not None:
@@ -284,18 +307,6 @@ def _attention_present_shapes(node: Node) -> None:
 
 # Outputs whose shape ONNX's inference leaves open although it follows from the input shapes alone.
 _SHAPE_RULES = {"Dropout": _dropout_mask_shape, "Attention": _attention_present_shapes}
-
-
-def _type_proto(value: Value) -> onnx.TypeProto:
-    shape = None if value.shape is None else [d if d is not None else "" for d in value.shape]
-    proto = helper.make_tensor_type_proto(dtype_to_onnx(value.dtype) if value.dtype else 0, None)
-    if shape is not None:
-        proto.tensor_type.shape.SetInParent()
-        for d in shape:
-            dim = proto.tensor_type.shape.dim.add()
-            if d != "":
-                dim.dim_value = int(d)
-    return proto
 
 
 def make_static(graph: Graph, ir_version: int) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from hetc.frontend.builder import type_proto_of
 from hetc.ir import Node, Value, dtype_to_onnx
 from hetc.ir.onnx_export import make_attribute
 
@@ -49,6 +50,9 @@ def infer_subgraph_outputs(node: Node, outer: dict[str, Value], constants: dict[
             initializers.append(numpy_helper.from_array(np.asarray(constants[name]), name))
             continue
         value = outer.get(name)
+        if value is not None and value.host is not None:
+            inputs.append(helper.make_value_info(name, type_proto_of(value)))
+            continue
         if value is None or value.dtype is None or value.shape is None or None in value.shape:
             return {}
         inputs.append(helper.make_tensor_value_info(name, dtype_to_onnx(value.dtype), list(value.shape)))
@@ -141,3 +145,41 @@ def _rename(node: onnx.NodeProto, rename: dict[str, str]) -> None:
                 _rename(inner, rename)
             for info in body.output:
                 info.name = rename.get(info.name, info.name)
+
+
+CARRIED_SUFFIX = "__carried"
+
+
+def carry_captured_values(node: Node, values: dict[str, Value]) -> bool:
+    """Make the outer values a Loop body reads without listing them (captures that are not small constants:
+    those ``embed_constants`` moved in) explicit, as extra loop-carried values the body passes through
+    unchanged: the CPU runs a Loop as one node, in a session that has no outer scope. The Loop gains one
+    input and one (unused) output per captured value; its results are unchanged. True if it changed."""
+    if node.op_type != "Loop" or node.domain != "" or "body" not in node.attrs:
+        return False
+    captured = [name for name in node.outer_scope_names() if name in values]
+    if not captured:
+        return False
+    body = onnx.GraphProto()
+    body.CopyFrom(node.attrs["body"])
+    carried = len(node.inputs) - 2            # loop-carried values before this rewrite
+    rename = {name: f"{name}{CARRIED_SUFFIX}" for name in captured}
+    for inner in body.node:
+        _rename(inner, rename)
+    for info in body.output:
+        info.name = rename.get(info.name, info.name)
+    new_inputs = [helper.make_value_info(rename[name], type_proto_of(values[name])) for name in captured]
+    passes = [helper.make_node("Identity", [rename[name]], [f"{rename[name]}_out"], name=f"{rename[name]}_pass")
+              for name in captured]
+    new_outputs = [helper.make_value_info(f"{rename[name]}_out", type_proto_of(values[name])) for name in captured]
+    body_inputs, body_outputs = list(body.input), list(body.output)
+    del body.input[:], body.output[:]
+    body.input.extend(body_inputs + new_inputs)
+    body.output.extend(body_outputs[:1 + carried] + new_outputs + body_outputs[1 + carried:])
+    body.node.extend(passes)
+    node.attrs = {**node.attrs, "body": body}
+    node.inputs = node.inputs + [values[name] for name in captured]
+    finals = [Value(f"{node.name or 'Loop'}_{name}{CARRIED_SUFFIX}", values[name].dtype, tuple(values[name].shape),
+                    host=values[name].host) for name in captured]
+    node.outputs = node.outputs[:carried] + finals + node.outputs[carried:]
+    return True

@@ -15,6 +15,7 @@ import networkx as nx
 import numpy as np
 
 from hetc.ir.dtypes import nbytes as _nbytes
+from hetc.ir.host import HostType
 
 # ONNX ops whose bodies are subgraphs; hetc keeps them opaque and runs them on the CPU.
 SUBGRAPH_OPS = frozenset({"If", "Loop", "Scan", "SequenceMap"})
@@ -22,7 +23,14 @@ SUBGRAPH_OPS = frozenset({"If", "Loop", "Scan", "SequenceMap"})
 
 @dataclass(eq=False)
 class Value:
-    """A tensor: a graph input, a constant, or the output of exactly one node."""
+    """A value: a graph input, a constant, or the output of exactly one node.
+
+    Either a *device tensor* (``host is None``: dtype, static shape, byte layout, planned in a memory) or a
+    *host value* (``host`` is its ONNX type: a sequence, an optional, a string tensor or a tensor of run-time
+    shape), which the host CPU holds in its own heap; see ``hetc.ir.host``. For a host value ``dtype`` is the
+    innermost element dtype, ``shape`` the static shape of a host tensor whose shape is known and ``()``
+    otherwise, and ``nbytes`` is 0: it occupies no planned memory, costs no transfer and no cost-model byte.
+    Host values are never constants."""
 
     name: str
     dtype: str
@@ -30,9 +38,28 @@ class Value:
     const: np.ndarray | None = None
     producer: "Node | None" = field(default=None, repr=False)
     consumers: list["Node"] = field(default_factory=list, repr=False)
+    host: HostType | None = None
+
+    @property
+    def is_host(self) -> bool:
+        return self.host is not None
+
+    @property
+    def kind(self) -> str:
+        """"tensor" (a device tensor) or "host" (a host value)."""
+        return "host" if self.host is not None else "tensor"
+
+    @property
+    def type_text(self) -> str:
+        """``float32[1x3]`` for a device tensor, the host type (``seq(tensor(float32)[2])``) for a host value."""
+        if self.host is not None:
+            return str(self.host)
+        return f"{self.dtype}[{'x'.join(map(str, self.shape)) or '()'}]"
 
     @property
     def nbytes(self) -> int:
+        if self.host is not None:
+            return 0
         return _nbytes(self.dtype, self.shape)
 
     @property
@@ -44,6 +71,8 @@ class Value:
         return self.const is not None
 
     def __repr__(self) -> str:
+        if self.host is not None:
+            return f"Value(host {self.name}: {self.host})"
         dims = "x".join(map(str, self.shape)) or "scalar"
         kind = "const " if self.is_const else ""
         return f"Value({kind}{self.name}: {self.dtype}[{dims}])"
@@ -265,7 +294,7 @@ class Graph:
 
         def clone(v: Value) -> Value:
             if id(v) not in twins:
-                twins[id(v)] = (v, Value(v.name, v.dtype, tuple(v.shape), const=v.const))
+                twins[id(v)] = (v, Value(v.name, v.dtype, tuple(v.shape), const=v.const, host=v.host))
             return twins[id(v)][1]
 
         node_twins = {
@@ -295,6 +324,8 @@ class Graph:
         def fmt(v: Value | None) -> str:
             if v is None:
                 return "_"
+            if v.host is not None:
+                return f"%{v.name}:host {v.host}"
             dims = "x".join(map(str, v.shape)) or "()"
             return f"%{v.name}:{v.dtype}[{dims}]" + ("=const" if v.is_const else "")
 

@@ -16,6 +16,8 @@ EXPORT_IR_VERSION = 9
 
 
 def value_info(v: Value) -> onnx.ValueInfoProto:
+    if v.host is not None:
+        return v.host.value_info(v.name)
     return helper.make_tensor_value_info(v.name, dtype_to_onnx(v.dtype), list(v.shape))
 
 

@@ -87,13 +87,15 @@ def resolve_aliases(table: BufferTable, schedule: Schedule, nodes: dict[int, Nod
             continue
         node = nodes[task.node]
         out = table.writes[task.id][0]
+        if out not in table.buffers:
+            continue   # a host value: nothing to share
         if node.op_type in VIEW_OPS:
             src = table.reads[task.id][0] if table.reads[task.id] else None
-            if src is not None and _may_view(table, groups, src, out):
+            if src in table.buffers and _may_view(table, groups, src, out):
                 groups.join(out, src)
         elif node.op_type in ELEMENTWISE_OPS and len(node.outputs) >= 1:
             for src in table.reads[task.id]:
-                if src is not None and _may_overwrite(table, groups, ancestry, src, out, task.id):
+                if src in table.buffers and _may_overwrite(table, groups, ancestry, src, out, task.id):
                     groups.join(out, src)
                     break
     return {b: groups.root(b) for b in table.buffers if groups.root(b) != b}

@@ -17,6 +17,24 @@ if TYPE_CHECKING:
     from hetc.target.target import Target
 
 
+# Host values (hetc.ir.host) are not buffers: nothing is planned for them. A task that reads or writes one is
+# bound to the reference ``<value>@host`` in its TaskBuffers, so that codegen can name the value in the
+# instruction; no Buffer of the plan carries that id ("host" is reserved: no target memory may use it).
+HOST = "host"
+
+
+def host_ref(value: str) -> str:
+    return f"{value}@{HOST}"
+
+
+def is_host_ref(ref: str | None) -> bool:
+    return ref is not None and ref.endswith("@" + HOST)
+
+
+def host_ref_value(ref: str) -> str:
+    return ref[:-len(HOST) - 1]
+
+
 @dataclass(frozen=True)
 class Buffer:
     id: str                     # unique, e.g. "conv1_out@npu_sram" or "conv1_out@npu_sram#1" after a spill
@@ -55,6 +73,7 @@ class Spill:
 class TaskBuffers:
     reads: tuple[str | None, ...]   # buffer ids, in the node's input order (None for an omitted input)
     writes: tuple[str, ...]         # buffer ids, in the node's output order
+    # (a host value's position holds ``host_ref(value)`` instead of a buffer id: see HOST above)
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,8 @@ def delay_at(table: BufferTable, schedule: Schedule, target: Target, memory: str
             freeing.append((freed, x))
     if not freeing:
         return None
-    writers = [x for x in running if any(table.buffers[b].memory == memory for b in table.writes.get(x.id, ()))]
+    writers = [x for x in running if any(b in table.buffers and table.buffers[b].memory == memory
+                                          for b in table.writes.get(x.id, ()))]
     # The latest starter waits: it has done the least work, and its output is what crowds the instant.
     writers.sort(key=lambda x: (-x.start_ns, x.id))
     for writer in writers:

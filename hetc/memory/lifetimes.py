@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from hetc.errors import MemoryPlanError
 from hetc.ir import Graph, Value
+from hetc.memory.artifact import host_ref
 from hetc.schedule.artifact import Schedule, Task
 from hetc.target.target import Target
 
@@ -82,6 +83,8 @@ def build_table(graph: Graph, schedule: Schedule, target: Target) -> BufferTable
     buffers: dict[str, BufferSpec] = {}
 
     def add(v: Value, memory: str, kind: str, writer: int | None) -> str:
+        if v.host is not None:
+            return host_ref(v.name)   # held in the host's heap: no buffer
         bid = buffer_id(v.name, memory)
         if bid in buffers:
             raise MemoryPlanError(
@@ -93,7 +96,7 @@ def build_table(graph: Graph, schedule: Schedule, target: Target) -> BufferTable
         return bid
 
     for v in graph.inputs:
-        if not v.is_const:
+        if not v.is_const and v.host is None:
             add(v, dram, "input", None)
     for v in graph.constants:
         add(v, dram, "constant", None)
@@ -128,6 +131,9 @@ def build_table(graph: Graph, schedule: Schedule, target: Target) -> BufferTable
             if name is None:
                 bound.append(None)
                 continue
+            if graph.values[name].host is not None:
+                bound.append(host_ref(name))
+                continue
             bid = buffer_id(name, memory)
             if bid not in buffers:
                 raise MemoryPlanError(
@@ -139,7 +145,7 @@ def build_table(graph: Graph, schedule: Schedule, target: Target) -> BufferTable
         reads[task.id] = bound
 
     for name in outputs:
-        if buffer_id(name, dram) not in buffers:
+        if buffer_id(name, dram) not in buffers and graph.values[name].host is None:
             raise MemoryPlanError(f"graph output '{name}' never reaches '{dram}'; the schedule must end it "
                                   f"with a transfer to DRAM")
     return BufferTable(buffers, reads, writes)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hetc.memory.artifact import Buffer, MemoryPlan
+from hetc.memory.artifact import Buffer, MemoryPlan, host_ref_value, is_host_ref
 
 if TYPE_CHECKING:
     from hetc.target.target import Target
@@ -82,8 +82,12 @@ def _bindings(plan: MemoryPlan, target: "Target", by_id: dict[str, Buffer]) -> l
             continue
         if task.kind == "compute":
             home = target.home(task.engine)
-            expected = [(bid, home, None) for bid in tb.reads if bid is not None]
-            expected += [(bid, home, None) for bid in tb.writes]
+            hosted = [bid for bid in (*tb.reads, *tb.writes) if is_host_ref(bid)]
+            if hosted and getattr(target.devices.get(task.engine), "kind", "cpu") != "cpu":
+                problems.append(f"task {task.id} on {task.engine} touches host value(s) "
+                                f"{[host_ref_value(b) for b in hosted]}; only a CPU may")
+            expected = [(bid, home, None) for bid in tb.reads if bid is not None and not is_host_ref(bid)]
+            expected += [(bid, home, None) for bid in tb.writes if not is_host_ref(bid)]
         else:
             if len(tb.reads) != 1 or len(tb.writes) != 1:
                 problems.append(f"transfer task {task.id} must read one buffer and write one")

@@ -26,6 +26,7 @@ class ValueSpec:
     consumers: tuple[int, ...]      # node indices, ascending, no repeats
     is_output: bool = False         # must end in DRAM
     is_const: bool = False
+    is_host: bool = False           # held in the host CPU's heap: no memory, never copied (hetc.ir.host)
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,8 @@ def build_problem(graph: "Graph", target: "Target") -> SchedulingProblem:  # noq
             producer = index[v.producer.id] if v.producer is not None and v.producer.id in index else None
             consumers = tuple(sorted({index[c.id] for c in v.consumers if c.id in index}))
             value_index[v.name] = len(values)
-            values.append(ValueSpec(v.name, v.nbytes, producer, consumers, v.name in output_names, v.is_const))
+            values.append(ValueSpec(v.name, v.nbytes, producer, consumers, v.name in output_names, v.is_const,
+                                    v.is_host))
         return value_index[v.name]
 
     node_inputs = [tuple(dict.fromkeys(value_of(v) for v in n.present_inputs)) for n in nodes]

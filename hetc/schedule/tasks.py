@@ -32,8 +32,11 @@ def origin(problem: SchedulingProblem, value: int, placement: list[str] | tuple[
 
 def copies_needed(problem: SchedulingProblem, value: int, placement: list[str] | tuple[str, ...],
                   consumers: tuple[int, ...] | None = None) -> list[tuple[str, str]]:
-    """(src, dst) memory pairs of the transfers of one value, intermediate copies (DRAM, staging) first."""
+    """(src, dst) memory pairs of the transfers of one value, intermediate copies (DRAM, staging) first.
+    A host value needs none: only CPUs (homed in DRAM) touch it, and it stays in the host's heap."""
     spec = problem.values[value]
+    if spec.is_host:
+        return []
     born = origin(problem, value, placement)
     wanted = {problem.home(placement[c]) for c in (spec.consumers if consumers is None else consumers)}
     if spec.is_output:
@@ -90,7 +93,7 @@ def derive_tasks(problem: SchedulingProblem, placement: list[str] | tuple[str, .
         deps = []
         for value in problem.node_inputs[node]:
             producer = problem.values[value].producer
-            if origin(problem, value, placement) == home:
+            if problem.values[value].is_host or origin(problem, value, placement) == home:
                 if producer is not None:
                     deps.append(compute_key(producer))
             else:

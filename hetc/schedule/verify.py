@@ -112,6 +112,10 @@ def _transfer(t: Task, graph: "Graph", target: "Target", compute: dict[int, Task
     if value is None:
         errors.append(f"transfer {t.id} moves unknown value '{t.value}'")
         return
+    if value.host is not None:
+        errors.append(f"transfer {t.id} moves host value '{t.value}' ({value.host}); host values stay in the "
+                      "host's heap and are never copied")
+        return
     if t.engine in target.dmas:
         if not target.dmas[t.engine].serves(t.src, t.dst):
             errors.append(f"transfer {t.id} uses '{t.engine}', which does not connect '{t.src}' and '{t.dst}'")

@@ -15,6 +15,7 @@ from hetc.codegen.program import Compute, Dma, Operand
 from hetc.errors import SimulationError
 from hetc.ir import np_dtype
 from hetc.ir.dtypes import from_storage, to_storage
+from hetc.sim import host
 from hetc.sim.machine import Machine, moves_data
 
 KernelFn = Callable[..., list[np.ndarray]]
@@ -50,11 +51,12 @@ class Executor:
     """Runs each step's data movement: reads at start, writes at end."""
 
     def __init__(self, machine: Machine, memories: dict[str, np.ndarray], kernel: KernelFn,
-                 precision: str) -> None:
+                 precision: str, heap: host.HostHeap | None = None) -> None:
         self.machine = machine
         self.memories = memories
         self.kernel = kernel
         self.precision = precision
+        self.heap = heap if heap is not None else host.HostHeap()   # host values (hetc.sim.host)
         self.pending: dict[int, list[tuple[Operand, np.ndarray]]] = {}
 
     def replay(self, records: list[tuple[int, int, float, float]], race_free: bool = False) -> None:
@@ -104,11 +106,16 @@ class Executor:
 
     def finish(self, e: int) -> None:
         for o, data in self.pending.pop(e):
+            if o.host:   # a host value: an object for the heap, not bytes
+                self.heap.put(o.value, data)
+                continue
             raw = data.reshape(-1).view(np.uint8) if data.dtype != np.uint8 or data.ndim != 1 else data
             self.memories[o.memory][o.offset:o.offset + raw.size] = raw
 
     def _compute(self, e: int, pc: int, ins: Compute) -> list[tuple[Operand, np.ndarray]]:
         attrs = _decoded_attrs(ins)
+        if host.touches_host(ins):   # operands fetched from / stored to the host heap
+            return host.run_compute(self, e, pc, ins, attrs)
         inputs = []
         for o in ins.inputs:
             if o is None:

@@ -10,10 +10,11 @@ import numpy as np
 from hetc.codegen.bundle import Bundle
 from hetc.codegen.program import Compute, Dma, Instruction, Wait
 from hetc.errors import SimulationError
-from hetc.ir import np_dtype
+from hetc.ir import np_dtype, parse_host_type
 from hetc.ir.dtypes import from_storage, to_storage
 from hetc.sim.engine import Trace, run
 from hetc.sim.functional import Executor, KernelFn, default_kernel
+from hetc.sim.host import HostHeap, conform
 from hetc.sim.machine import Machine, allocate_memories, moves_data, release_memories
 from hetc.sim.races import check_races
 from hetc.sim.result import SimEvent, SimResult, SyncEdge
@@ -45,11 +46,12 @@ def simulate(bundle: Bundle, inputs: dict[str, np.ndarray] | None = None, functi
     collecting = gc.isenabled()
     gc.disable()   # tens of thousands of small objects: generational GC passes would dominate the run
     memories: dict[str, np.ndarray] = {}
+    heap = HostHeap()
     try:
         machine = Machine.from_bundle(bundle)
         if functional:   # check the inputs before spending time on the run
             memories = allocate_memories(machine, bundle)
-            _write_inputs(bundle, memories, random_inputs(bundle) if inputs is None else inputs)
+            _write_inputs(bundle, memories, random_inputs(bundle) if inputs is None else inputs, heap)
         t1 = time.perf_counter()
         trace = run(machine, contention=contention)
         t2 = time.perf_counter()
@@ -58,9 +60,9 @@ def simulate(bundle: Bundle, inputs: dict[str, np.ndarray] | None = None, functi
         t3 = time.perf_counter()
         outputs = None
         if functional:
-            executor = Executor(machine, memories, kernel or default_kernel(), precision)
+            executor = Executor(machine, memories, kernel or default_kernel(), precision, heap)
             executor.replay(trace.records, race_free=detect_races)   # check_races raised on any race
-            outputs = _read_outputs(bundle, memories)
+            outputs = _read_outputs(bundle, memories, heap)
         t4 = time.perf_counter()
         result = _result(bundle, machine, trace, outputs)
     finally:
@@ -83,12 +85,18 @@ def count_events(machine: Machine, trace: Trace) -> int:
     return sum(2 if moves_data(machine.programs[e][pc]) else 1 for e, pc, _, _ in trace.records)
 
 
-def _write_inputs(bundle: Bundle, memories: dict[str, np.ndarray], inputs: dict[str, np.ndarray]) -> None:
+def _write_inputs(bundle: Bundle, memories: dict[str, np.ndarray], inputs: dict[str, Any],
+                  heap: HostHeap) -> None:
     bound = {b["name"]: b for b in bundle.inputs}
     unknown = sorted(set(inputs) - set(bound))
     if unknown:
         raise SimulationError(f"unknown input(s) {unknown}; the bundle's inputs are {sorted(bound)}")
     for name, b in bound.items():
+        if b.get("host"):   # a host value: the object goes to the host heap as it is
+            if name not in inputs:
+                raise SimulationError(f"missing input '{name}' (a {b['host']}); pass a value for it")
+            heap.put(name, conform(inputs[name], parse_host_type(b["host"]), name))
+            continue
         if b["buffer"] is None:
             continue   # an input nothing reads
         if name not in inputs:
@@ -101,9 +109,12 @@ def _write_inputs(bundle: Bundle, memories: dict[str, np.ndarray], inputs: dict[
         memories[b["memory"]][b["offset"]:b["offset"] + raw.size] = raw
 
 
-def _read_outputs(bundle: Bundle, memories: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
+def _read_outputs(bundle: Bundle, memories: dict[str, np.ndarray], heap: HostHeap) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for b in bundle.outputs:
+        if b.get("host"):
+            out[b["name"]] = heap.get(b["name"])
+            continue
         if b["buffer"] is None:
             raise SimulationError(f"output '{b['name']}' has no DRAM buffer in the bundle; rebuild it")
         raw = memories[b["memory"]][b["offset"]:b["offset"] + b["nbytes"]]
@@ -155,6 +166,8 @@ def _memory_usage(bundle: Bundle, machine: Machine, trace: Trace,
         else:
             continue
         for o, write in operands:
+            if o.host:
+                continue   # a host value occupies no simulated memory
             key = (o.memory, o.storage)
             span = live.get(key)
             if span is None:

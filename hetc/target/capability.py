@@ -41,11 +41,23 @@ def supports(target: "Target", node: Node, device: str) -> Ok | Reason:  # noqa:
                           f"{', '.join(target.devices)}")
     if dev.kind == "cpu":  # every op, dtype and subgraph: onnxruntime runs them
         return _working_set(target, node, dev)
-    for check in (_op, _dtypes, _attributes, _kernel_coverage):
+    for check in (_host_values, _op, _dtypes, _attributes, _kernel_coverage):
         reason = check(node, dev)
         if reason is not None:
             return reason
     return _working_set(target, node, dev)
+
+
+def _host_values(node: Node, dev: Device) -> Reason | None:
+    """A node reading or writing a host value (a sequence, an optional, a string tensor, a tensor of run-time
+    shape) runs on the CPU, which holds such values in its own heap (hetc.ir.host)."""
+    operands = [(f"input {i}", v) for i, v in enumerate(node.inputs) if v is not None]
+    operands += [(f"output {i}", v) for i, v in enumerate(node.outputs)]
+    for role, v in operands:
+        if v.host is not None:
+            return Reason("host", f"{node.op_type} {role} '{v.name}' is a {v.host} that lives in host memory; "
+                                  f"only the CPU touches host values, not {dev.name}")
+    return None
 
 
 def _op(node: Node, dev: Device) -> Reason | None:

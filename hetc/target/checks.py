@@ -22,6 +22,10 @@ def check_target(target: Target) -> None:
         fail(f"[memories.{target.dram}]", "kind", f"the DRAM memory has kind '{target.memories[target.dram].kind}'",
              'set kind = "dram"')
 
+    if "host" in memories:
+        fail("[memories.host]", "name", "'host' names the host CPU's own heap, where hetc keeps sequences, "
+             "optionals and strings (bundles bind them to it)", "rename the memory, e.g. to host_sram")
+
     if target.staging and target.staging not in memories:
         fail("top level", "staging", f"memory '{target.staging}' is not defined",
              f"set staging to one of: {', '.join(sorted(memories))}, or remove it to stage through DRAM")

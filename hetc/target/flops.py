@@ -76,7 +76,10 @@ def _itemsize(dtype: str) -> float:
 
 
 def value_nbytes(v: Value) -> int:
-    """``v.nbytes``, with the per-dtype item size memoised (this runs for every operand of every cost query)."""
+    """``v.nbytes``, with the per-dtype item size memoised (this runs for every operand of every cost query).
+    A host value has no bytes in any planned memory: 0."""
+    if v.host is not None:
+        return 0
     return math.ceil(math.prod(v.shape) * _itemsize(v.dtype))
 
 
@@ -192,7 +195,14 @@ _FORMULAS: dict[str, Callable[[Node], int]] = {
 
 
 def node_flops(node: Node) -> int:
-    """Arithmetic operations one execution of ``node`` performs (see the module docstring for the model)."""
+    """Arithmetic operations one execution of ``node`` performs (see the module docstring for the model).
+
+    A node touching a host value counts none: its work depends on run-time contents (a sequence's length, a
+    Unique's result size) the compiler does not know, so it is priced at the CPU's per-op overhead plus the
+    bytes of its device-tensor operands."""
+    if any(v.host is not None for v in node.outputs) or any(
+            v is not None and v.host is not None for v in node.inputs):
+        return 0
     formula = _FORMULAS.get(node.op_type)
     if formula is not None:
         return int(formula(node))

@@ -54,7 +54,7 @@ class Ok:
 class Reason:
     """Why a device refuses a node. Falsy, so ``if target.supports(n, d):`` reads naturally."""
 
-    code: str      # "op" | "dtype" | "attribute" | "working-set" | "subgraph"
+    code: str      # "op" | "dtype" | "attribute" | "working-set" | "subgraph" | "host"
     message: str   # e.g. "Resize mode 'cubic' is not supported (npu supports resize_modes: nearest, linear)"
 
     def __bool__(self) -> bool:

@@ -9,6 +9,8 @@ Tolerances per precision (an element passes when ``|actual - expected| <= atol +
   measured on the zoo models (MobileNetV2, U-Net, GPT decoder) the error stays below 0.6% of the output
   range with cosine above 0.99998.
 Integer and bool outputs must match exactly at every precision. NaNs must sit at the same positions.
+Host values (hetc.ir.host): string tensors match exactly, sequences element by element (same length), optionals
+by presence first (None is empty), then by value.
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 import numpy as np
+
+from hetc.ir import describe_host_value
 
 
 @dataclass(frozen=True)
@@ -167,5 +171,46 @@ def compare(actual: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray]
     if precision not in TOLERANCES:
         raise ValidationError(f"unknown precision '{precision}'; choose one of {', '.join(TOLERANCES)}")
     tolerance = TOLERANCES[precision]
-    rows = tuple(compare_one(name, actual.get(name), value, tolerance) for name, value in expected.items())
+    rows = tuple(compare_value(name, actual[name] if name in actual else _MISSING, value, tolerance)
+                 for name, value in expected.items())
     return ValidationReport(rows, precision, tolerance)
+
+
+_MISSING = object()
+_INF = float("inf")
+
+
+def compare_value(name: str, actual: Any, expected: Any, tolerance: Tolerance) -> OutputComparison:
+    """``compare_one``, extended to host values (hetc.ir.host): a sequence (list) element by element, an
+    optional by presence (None: empty) and then value; string tensors exactly (as ``compare_one`` does)."""
+    if actual is _MISSING:
+        return compare_one(name, None, expected if isinstance(expected, np.ndarray) else np.zeros(0), tolerance)
+    if isinstance(expected, (list, tuple)):
+        return _compare_sequence(name, actual, list(expected), tolerance)
+    if expected is None:   # an empty optional
+        ok = actual is None
+        return OutputComparison(name, (), "optional", 0.0 if ok else _INF, 0.0 if ok else _INF, 1.0 if ok else 0.0,
+                                ok, "empty optional" if ok else f"expected an empty optional, got "
+                                                                f"{describe_host_value(actual)}")
+    if actual is None or isinstance(actual, (list, tuple)):
+        expected = np.asarray(expected)
+        return OutputComparison(name, tuple(expected.shape), str(expected.dtype), _INF, _INF, 0.0, False,
+                                f"got {describe_host_value(actual)}")
+    return compare_one(name, actual, expected, tolerance)
+
+
+def _compare_sequence(name: str, actual: Any, expected: list, tolerance: Tolerance) -> OutputComparison:
+    dtype = "seq(" + (str(np.asarray(expected[0]).dtype) if expected else "?") + ")"
+    if not isinstance(actual, (list, tuple)):
+        return OutputComparison(name, (len(expected),), dtype, _INF, _INF, 0.0, False,
+                                f"expected a sequence, got {describe_host_value(actual)}")
+    if len(actual) != len(expected):
+        return OutputComparison(name, (len(expected),), dtype, _INF, _INF, 0.0, False,
+                                f"length {len(actual)}, expected {len(expected)}")
+    rows = [compare_value(f"{name}[{i}]", a, e, tolerance) for i, (a, e) in enumerate(zip(actual, expected))]
+    failed = [r for r in rows if not r.passed]
+    note = f"{len(failed)} of {len(rows)} elements differ, first {failed[0].name}" + (
+        f" ({failed[0].note})" if failed[0].note else "") if failed else ""
+    return OutputComparison(name, (len(expected),), dtype, max((r.max_abs_err for r in rows), default=0.0),
+                            max((r.max_rel_err for r in rows), default=0.0),
+                            min((r.cosine for r in rows), default=1.0), not failed, note)

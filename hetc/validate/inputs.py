@@ -9,16 +9,19 @@ import numpy as np
 import onnx
 
 from hetc.errors import ValidationError
-from hetc.ir import FLOAT_DTYPES, INT_DTYPES, Graph, dtype_from_onnx, np_dtype
+from hetc.ir import (FLOAT_DTYPES, INT_DTYPES, Graph, HostType, conform_host_value, dtype_from_onnx,
+                     host_type_from_proto, np_dtype)
 
 
 @dataclass(frozen=True)
 class InputSpec:
-    """One graph input: IR dtype name and shape (None for a dimension the model leaves symbolic)."""
+    """One graph input: IR dtype name and shape (None for a dimension the model leaves symbolic); ``host`` is
+    the type of a host value (a sequence, an optional, a string tensor; hetc.ir.host), else None."""
 
     name: str
     dtype: str
     shape: tuple[int | None, ...]
+    host: HostType | None = None
 
 
 def _onnx_specs(graph: onnx.GraphProto) -> list[InputSpec]:
@@ -26,6 +29,13 @@ def _onnx_specs(graph: onnx.GraphProto) -> list[InputSpec]:
     specs = []
     for info in graph.input:
         if info.name in initialized:  # IR < 4 lists weights among the inputs
+            continue
+        if info.type.WhichOneof("value") != "tensor_type" or info.type.tensor_type.elem_type == onnx.TensorProto.STRING:
+            host = host_type_from_proto(info.type)
+            if host is None:
+                raise ValidationError(f"input '{info.name}' is a map or a sparse tensor; hetc does not take those")
+            shape = host.shape if host.kind == "tensor" and host.shape is not None else ()
+            specs.append(InputSpec(info.name, host.element_dtype or "", shape, host))
             continue
         tensor = info.type.tensor_type
         dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
@@ -41,13 +51,13 @@ def input_specs(source: Any) -> list[InputSpec]:
 
         return _onnx_specs(load_model(source).graph)
     if isinstance(source, Graph):
-        return [InputSpec(v.name, v.dtype, tuple(v.shape)) for v in source.inputs if v.const is None]
+        return [InputSpec(v.name, v.dtype, tuple(v.shape), v.host) for v in source.inputs if v.const is None]
     if isinstance(source, onnx.ModelProto):
         return _onnx_specs(source.graph)
     if isinstance(source, onnx.GraphProto):
         return _onnx_specs(source)
     if isinstance(source, Mapping):
-        return [InputSpec(name, dtype, tuple(shape)) for name, (dtype, shape) in source.items()]
+        return [InputSpec(name, dtype, tuple(shape or ()), *rest) for name, (dtype, shape, *rest) in source.items()]
     if isinstance(source, Iterable):
         return [s if isinstance(s, InputSpec) else InputSpec(s[0], s[1], tuple(s[2])) for s in source]
     raise TypeError(f"cannot read input specs from {type(source).__name__}")
@@ -63,6 +73,9 @@ def make_inputs(graph_or_input_specs: Any, seed: int = 0, int_range: tuple[int, 
     rng = np.random.default_rng(seed)
     inputs = {}
     for spec in input_specs(graph_or_input_specs):
+        if spec.host is not None:
+            inputs[spec.name] = _random_host_value(spec.name, spec.host, rng, low, high)
+            continue
         if any(d is None for d in spec.shape):
             raise ValidationError(f"input '{spec.name}' has a symbolic dimension {spec.shape}; fix it with "
                                   f"--shape {spec.name}=... (or pass the imported hetc Graph)")
@@ -83,6 +96,29 @@ def make_inputs(graph_or_input_specs: Any, seed: int = 0, int_range: tuple[int, 
     return inputs
 
 
+# Elements of a random sequence input, and the words of random string tensors.
+RANDOM_SEQUENCE_LENGTH = 2
+_WORDS = ("alpha", "beta", "gamma", "delta", "monday", "tuesday", "a.b", "x y", "")
+
+
+def _random_host_value(name: str, host: HostType, rng: np.random.Generator, low: int, high: int) -> object:
+    """A seeded random host value: a sequence of RANDOM_SEQUENCE_LENGTH elements, a present optional, a string
+    tensor of words; its tensors need static shapes (inside a sequence too)."""
+    if host.kind == "sequence" and host.elem is not None:
+        return [_random_host_value(name, host.elem, rng, low, high) for _ in range(RANDOM_SEQUENCE_LENGTH)]
+    if host.kind == "optional" and host.elem is not None:
+        return _random_host_value(name, host.elem, rng, low, high)
+    shape = host.static_shape
+    if host.kind != "tensor" or shape is None or host.dtype is None:
+        raise ValidationError(f"cannot generate random values for input '{name}' of type {host} (its shape or "
+                              "element type is open); pass the inputs yourself (Python API: a dict of arrays "
+                              "and lists)")
+    if host.dtype == "string":
+        return np.array(rng.choice(_WORDS, size=shape), dtype=object).reshape(shape)
+    spec = make_inputs([InputSpec(name, host.dtype, shape)], seed=int(rng.integers(2**31)), int_range=(low, high))
+    return spec[name]
+
+
 def check_inputs(inputs: Mapping[str, np.ndarray], graph_or_input_specs: Any, origin: str = "inputs"
                  ) -> dict[str, np.ndarray]:
     """``inputs`` if they name exactly the graph's inputs with its dtypes and shapes (symbolic dimensions
@@ -101,6 +137,12 @@ def check_inputs(inputs: Mapping[str, np.ndarray], graph_or_input_specs: Any, or
                               f"{', '.join(s.name for s in specs) or '(none)'}")
     checked = {}
     for spec in specs:
+        if spec.host is not None:
+            try:
+                checked[spec.name] = conform_host_value(inputs[spec.name], spec.host, spec.name)
+            except ValueError as error:
+                raise ValidationError(f"{origin}: input {error}") from None
+            continue
         array = np.asarray(inputs[spec.name])
         if array.dtype != np_dtype(spec.dtype):
             raise ValidationError(f"{origin}: input '{spec.name}' is {array.dtype}, the model wants {spec.dtype}; "
@@ -120,6 +162,11 @@ def load_inputs_npz(path: str | Path, graph: Any) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise ValidationError(f"input file {path} does not exist; write one with numpy.savez('{path}', "
                               f"<input name>=<array>, ...)")
+    hosted = [s for s in input_specs(graph) if s.host is not None and s.host.kind != "tensor"]
+    if hosted:
+        raise ValidationError(f"input '{hosted[0].name}' is a {hosted[0].host}, which an .npz archive cannot hold "
+                              "(it stores arrays only; string tensors are fine as unicode arrays); pass the "
+                              "inputs through the Python API instead (hetc.api.simulate(bundle, {name: [arrays]}))")
     try:
         with np.load(path, allow_pickle=False) as archive:
             loaded = {name: archive[name] for name in archive.files}

@@ -63,7 +63,7 @@ def reference_outputs(model_path_or_proto: str | Path | onnx.ModelProto, inputs:
     except Exception as error:  # noqa: BLE001
         raise ValidationError(f"onnxruntime failed to run the reference model on these inputs: {error}") \
             from None
-    return {out.name: np.asarray(r) for out, r in zip(session.get_outputs(), results)}
+    return {out.name: as_output(r) for out, r in zip(session.get_outputs(), results)}
 
 
 def _reference_evaluator_outputs(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray],
@@ -81,7 +81,18 @@ def _reference_evaluator_outputs(model: onnx.ModelProto, feeds: Mapping[str, np.
     except Exception as error:  # noqa: BLE001
         raise ValidationError(f"onnx.reference failed to run the reference model on these inputs: "
                               f"{_first_line(error)}") from None
-    return {out.name: np.asarray(r) for out, r in zip(model.graph.output, results)}
+    return {out.name: as_output(r) for out, r in zip(model.graph.output, results)}
+
+
+def as_output(result: object) -> object:
+    """A runtime's output as hetc returns it: an array, or for a host value a list of arrays (a sequence),
+    None (an empty optional), a string tensor as an ``object`` array."""
+    if result is None:
+        return None
+    if isinstance(result, (list, tuple)):
+        return [as_output(r) for r in result]
+    array = np.asarray(result)
+    return array.astype(object) if array.dtype.kind in "US" else array
 
 
 def _first_line(error: BaseException) -> str:

@@ -16,6 +16,13 @@ def run_graph(graph: Graph, inputs: dict[str, np.ndarray], device_kind: str = "n
     values.update(inputs)
     version = graph.opset.get("", graph.opset.get("ai.onnx", 0))
     for node in graph.topo_order():
+        if any(v.host is not None for v in [*node.present_inputs, *node.outputs]):   # host values: the CPU
+            from hetc.sim.host import node_types, run_host_node
+            results = run_host_node(node.op_type, node.domain, node.attrs,
+                                    [values[v.name] if v is not None else None for v in node.inputs],
+                                    *node_types(node), graph.opset)
+            values.update({v.name: r for v, r in zip(node.outputs, results)})
+            continue
         runs_here = (has_kernel(device_kind, node.op_type) and node.domain in ("", "ai.onnx")
                      and kernel_limitation(device_kind, node.op_type, node.attrs, version) is None)
         results = run_kernel(device_kind if runs_here else "cpu", node.op_type, node.domain, node.attrs,
