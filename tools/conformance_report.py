@@ -163,7 +163,7 @@ def write_docs(results: list[Result], meta: dict[str, Any], exclusions: dict[str
     ]
     failures = failures_by_reason(results)
     if not failures:
-        out.append("None.")
+        out += ["None.", ""]
     for reason, rs in failures.items():
         both = sum(union_pass(r) for r in rs)
         out += [f"### {reason} ({len(rs)}; a reference passes {both})", "", _names(rs), ""]
