@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import OrderedDict
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import onnx
@@ -138,16 +138,45 @@ def run_on_cpu(op_type: str, domain: str, attrs: dict[str, Any], inputs: list[np
                 tuple((dtype, tuple(shape)) for dtype, shape in outputs), tuple(sorted(opset.items())))
     cached = _by_call.get(call_key)
     if cached is not None and cached[0] is attrs:
-        return list(cached[1]({f"hetc_in{i}": x for i, x in enumerate(inputs) if x is not None}))
+        return list(cached[1](_feeds(inputs)))
+    runner, results = _resolve(op_type, domain, attrs, inputs, outputs, opset)
+    _remember(call_key, attrs, runner)
+    return results
+
+
+def cpu_node(op_type: str, domain: str, attrs: dict[str, Any], inputs: list[np.ndarray | None],
+             outputs: list[tuple[str, tuple[int, ...]]], opset: dict[str, int]) -> Callable[[], list[np.ndarray]]:
+    """``run_on_cpu`` bound to fixed input arrays (views whose contents change between calls, never their
+    identity, dtype or shape): the first call finds or builds the session as ``run_on_cpu`` does, every later
+    call goes straight to it with the feeds built here."""
+    feeds = _feeds(inputs)
+    runner: _Runner | None = None
+
+    def run() -> list[np.ndarray]:
+        nonlocal runner
+        if runner is None:
+            runner, results = _resolve(op_type, domain, attrs, inputs, outputs, opset)
+            return results
+        return runner(feeds)
+    return run
+
+
+def _feeds(inputs: list[np.ndarray | None]) -> dict[str, np.ndarray]:
+    return {f"hetc_in{i}": x for i, x in enumerate(inputs) if x is not None}
+
+
+def _resolve(op_type: str, domain: str, attrs: dict[str, Any], inputs: list[np.ndarray | None],
+             outputs: list[tuple[str, tuple[int, ...]]], opset: dict[str, int]) -> tuple[_Runner, list[np.ndarray]]:
+    """The runner for this node (a cached session of the same one-node model, or a new one) and its results
+    on ``inputs``: onnxruntime first, onnx.reference when onnxruntime cannot run it (or deviates)."""
     _check_no_capture(op_type, attrs)
     model = single_node_model(op_type, domain, attrs, inputs, outputs, runtime_opsets(op_type, domain, attrs, opset))
     key = hashlib.sha256(model.SerializeToString(deterministic=True)).digest()
-    feeds = {f"hetc_in{i}": x for i, x in enumerate(inputs) if x is not None}
+    feeds = _feeds(inputs)
     runner = _sessions.get(key)
     if runner is not None:
         _sessions.move_to_end(key)
-        _remember(call_key, attrs, runner)
-        return list(runner(feeds))
+        return runner, list(runner(feeds))
     errors = []
     runtimes = (_ort_runner, _reference_runner)
     if onnxruntime_deviates(op_type, domain, attrs, inputs, outputs):
@@ -162,8 +191,7 @@ def run_on_cpu(op_type: str, domain: str, attrs: dict[str, Any], inputs: list[np
         _sessions[key] = runner
         if len(_sessions) > _CACHE_SIZE:
             _sessions.popitem(last=False)
-        _remember(call_key, attrs, runner)
-        return results
+        return runner, results
     raise KernelError(f"neither onnxruntime nor onnx.reference can run {op_type} (opset "
                       f"{opset.get(domain or '', '?')}) on inputs "
                       f"{[None if x is None else (str(x.dtype), x.shape) for x in inputs]}: " + " | ".join(errors))
