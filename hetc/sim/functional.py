@@ -177,8 +177,9 @@ class FunctionalReplay:
         if self.kernel is None and plain:
             from hetc.sim.kernels.dispatch import bind_kernel
             out = None
-            if self.whole and self.precision == "fp32":
-                # Kernels may compute straight into an output's bytes when they overlap no input's.
+            if self.whole and (self.precision == "fp32" or kind == "cpu"):
+                # Kernels may compute straight into an output's bytes when they overlap no input's (with
+                # fp16 the NPU's results are rounded after the kernel, so not there).
                 out = [view(memories, o) if _whole_bytes(o) and not any(
                     x is not None and np.may_share_memory(view(memories, o), x) for x in inputs) else None
                     for o in ins.outputs]

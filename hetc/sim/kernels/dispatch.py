@@ -132,7 +132,7 @@ def bind_kernel(device_kind: str, op_type: str, domain: str, attrs: dict[str, An
     once around a batch of calls, as the functional replay does."""
     _check_call(device_kind, op_type, domain, precision)
     if device_kind == "cpu":
-        node = cpu_node(op_type, domain, attrs, inputs, outputs, opset)
+        node = cpu_node(op_type, domain, attrs, inputs, outputs, opset, list(out) if out else None)
         return _conformed(op_type, node, outputs, "fp32")
     pin_blas_threads()
     if device_kind != "npu":
