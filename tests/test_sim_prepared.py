@@ -140,8 +140,11 @@ def test_simulate_keeps_one_prepared_simulation() -> None:
     again = simulate(bundle, other_inputs(6))
     assert first.stats["prepare_s"] > 0 and again.stats["prepare_s"] == 0
     assert same_bytes(again.outputs, fresh(bundle, other_inputs(6)))
-    copy = replace(bundle)   # an equal but distinct bundle object is prepared anew
+    summarised = bundle.with_summary({"note": 1}).with_report("report")   # what simulation reads is the same
+    assert simulate(summarised, mixed_inputs()).stats["prepare_s"] == 0
+    copy = replace(bundle, programs=dict(bundle.programs))   # equal but distinct programs are prepared anew
     assert simulate(copy, mixed_inputs()).stats["prepare_s"] > 0
+    assert simulate(bundle, mixed_inputs()).stats["prepare_s"] > 0   # one simulation is kept
     assert simulate(bundle, mixed_inputs(), precision="fp16").stats["prepare_s"] > 0
     forget_prepared()
 

@@ -1,10 +1,13 @@
 """``simulate(bundle, inputs)``: run a bundle's programs on the modelled machine.
 
-``simulate`` runs a ``PreparedSimulation`` (``hetc.sim.prepared``), which it keeps for the next call: one at a
-time (the memories of a large model are hundreds of MB: VGG-19's constants image alone is 548 MiB), for the
-same bundle object and the same precision, race detection, contention and kernel. Bundles are immutable, so
-the identity of the object is the key; the kept simulation holds the bundle, which keeps that identity
-valid. A call made while another thread runs the kept simulation prepares its own.
+``simulate`` runs a ``PreparedSimulation`` (``hetc.sim.prepared``) and keeps it for the next call: one at a
+time (the memories of a large model are hundreds of MB: VGG-19's constants image alone is 548 MiB), reused
+for the same precision, race detection, contention and kernel and a bundle whose simulated parts are the
+same objects (``_simulated_parts``: programs, constants image and the manifest's machine, inputs, outputs,
+opset and planned makespan). Bundles are immutable, so identity is the key, and the kept simulation holds
+its bundle, which keeps those objects alive: a bundle that differs only in its summary, report or extra
+files (``Bundle.with_summary``...) reuses the simulation, any other is prepared anew. A call made while
+another thread runs the kept simulation prepares its own.
 """
 from __future__ import annotations
 
@@ -34,9 +37,9 @@ def simulate(bundle: Bundle, inputs: dict[str, np.ndarray] | None = None, functi
     t0 = time.perf_counter()
     if functional and inputs is not None:
         check_inputs(bundle, inputs)   # check the inputs before spending time on the preparation
-    key = (id(bundle), precision, detect_races, contention, kernel)
+    key = (_simulated_parts(bundle), precision, detect_races, contention, kernel)
     with _kept_lock:
-        prepared = _kept.pop()[1] if _kept and _kept[0][0] == key and _kept[0][1].bundle is bundle else None
+        prepared = _kept.pop()[1] if _kept and _kept[0][0] == key else None
     prepare_s = 0.0
     if prepared is None:
         prepared = PreparedSimulation(bundle, precision=precision, detect_races=detect_races,
@@ -48,6 +51,13 @@ def simulate(bundle: Bundle, inputs: dict[str, np.ndarray] | None = None, functi
     result.stats["prepare_s"] += prepare_s
     result.stats["wall_s"] = time.perf_counter() - t0
     return result
+
+
+def _simulated_parts(bundle: Bundle) -> tuple:
+    """The identities of everything a simulation reads from ``bundle``."""
+    manifest = bundle.manifest
+    return (id(bundle.programs), id(bundle.constants), id(manifest["machine"]), id(manifest["inputs"]),
+            id(manifest["outputs"]), id(manifest["opset"]), manifest.get("planned_makespan_ns"))
 
 
 def forget_prepared() -> None:
