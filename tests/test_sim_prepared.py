@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 
-from hetc.codegen import Compute, Dma, emit
+from hetc.codegen import Compute, Dma, Wait, emit
 from hetc.errors import SimulationError
 from hetc.frontend import load_onnx
 from hetc.passes import optimize
@@ -127,7 +127,6 @@ def test_shifted_offset_repeats_its_wrong_bytes() -> None:
 
 def test_a_race_is_found_when_preparing() -> None:
     bundle = mixed_bundle()
-    from hetc.codegen import Wait
     broken = edit(bundle, "npu", find(bundle, "npu", lambda i: isinstance(i, Wait)))
     with pytest.raises(SimulationError, match="data race"):
         PreparedSimulation(broken)
