@@ -87,11 +87,11 @@ class FunctionalReplay:
             # At one instant writes of instructions that end come before reads of instructions that start
             # (the timing engine's order), except that an instruction of no duration starts before it ends.
             moves = []
-            for k, (start, end, _, _) in enumerate(moving):
-                moves.append((start, 1, k))
-                moves.append((end, 0 if end > start else 2, k))
+            for k, (start, end, e, pc) in enumerate(moving):
+                moves.append((start, 1, e, pc, k))
+                moves.append((end, 0 if end > start else 2, e, pc, k))
             moves.sort()
-            self.order = [(phase & 1, k) for _, phase, k in moves]   # 1: read, 0: write
+            self.order = [(phase & 1, k) for _, phase, _, _, k in moves]   # 1: read, 0: write
         self._calls = [self.steps[k].run for _, k in self.order] if self.whole else []
         self.input_spans: list[Span] = [(b["memory"], b["offset"], b["offset"] + b["nbytes"])
                                         for b in bundle.inputs if b["buffer"] is not None]
