@@ -14,6 +14,8 @@ from hetc.frontend import load_onnx
 from hetc.passes import optimize
 from hetc.sim import PreparedSimulation, random_inputs, simulate
 from hetc.sim.functional import _Intervals
+from hetc.sim.kernels import run_kernel
+from hetc.sim.kernels.dispatch import bind_kernel
 from hetc.sim.handplan import cost_duration, plan_by_hand
 from hetc.sim.simulate import forget_prepared
 from hetc.target import load_target
@@ -167,3 +169,19 @@ def test_intervals_match_a_byte_mask() -> None:
                 covered[a:b] = True
             assert np.array_equal(covered, mask)
             assert all(b < c for (_, b), (c, _) in zip(intervals.spans(), intervals.spans()[1:]))
+
+
+@pytest.mark.parametrize("device", ["npu", "cpu"])
+def test_bound_kernel_computes_into_out_and_follows_its_inputs(device: str) -> None:
+    """A bound Add writes into the destination it was given (numpy out= on the NPU, onnxruntime io binding
+    on the CPU after the call that finds the session) and reads its inputs' current contents every call."""
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((2, 3, 4)).astype(np.float32) for _ in range(2))
+    out = np.zeros((2, 3, 4), np.float32)
+    spec = [("float32", (2, 3, 4))]
+    bound = bind_kernel(device, "Add", "", {}, [a, b], spec, {"": 17}, out=[out])
+    bound()
+    a[...] = rng.standard_normal(a.shape)   # new contents, same arrays
+    (result,) = bound()
+    assert result is out
+    assert np.array_equal(out, run_kernel(device, "Add", "", {}, [a, b], spec, {"": 17})[0])
