@@ -113,6 +113,10 @@ def bench_light(strategy: str, repeat: int, ort_threads: int) -> None:
       an onnxruntime session and running it once. One sample each: it includes one-time costs (page faults
       of the memories) that repeats would hide.
 
+    "ratio cpu" is the steady-state ratio of CPU seconds (this process, every thread: the simulator's
+    CPU-path sessions included) against the 1-thread session's: less sensitive than wall time to other
+    processes on a shared host, but not the goal.
+
     The simulator computes every NPU/DSP kernel on one BLAS thread (``HETC_BLAS_THREADS``, default 1), so the
     reference session gets as many intra-op threads (``--ort-threads``); the ratio against onnxruntime's
     default thread count (all cores) is printed too. The simulator's own CPU-path sessions keep their
@@ -133,7 +137,7 @@ def bench_light(strategy: str, repeat: int, ort_threads: int) -> None:
           f"creation + one run, one sample; simulator BLAS: OpenBLAS {openblas_core()} kernels, {blas} "
           f"thread(s); onnxruntime: {ort_threads} thread(s) (ratio), default threads (ratio*)")
     print(f"{'model':<14} {'tasks':>6} {'sim s':>8} {'ort s':>8} {'ratio':>6} {'ort* s':>8} {'ratio*':>6} "
-          f"{'max err':>9} {'sim 1st s':>10} {'ort 1st s':>10} {'ratio 1st':>9}  (goal ratio <= 2)")
+          f"{'max err':>9} {'sim 1st s':>10} {'ort 1st s':>10} {'ratio 1st':>9} {'ratio cpu':>9}  (goal ratio <= 2)")
     for path in sorted(light.glob("light_*.onnx")):
         graph = optimize(load_onnx(path))
         plan = plan_memory(graph, schedule(graph, target, strategy), target)
@@ -165,21 +169,37 @@ def bench_light(strategy: str, repeat: int, ort_threads: int) -> None:
         for warm in (lambda: reference.run(None, inputs), lambda: default.run(None, inputs),
                      lambda: simulation.run(inputs)):
             warm()
+
+        def sample() -> tuple[float, ...]:
+            ours = _both(lambda: simulation.run(inputs))
+            theirs = _both(lambda: reference.run(None, inputs))
+            theirs_default = _wall(lambda: default.run(None, inputs))
+            # The default session's intra-op workers spin after a run and took a core from whatever ran next
+            # (SqueezeNet's simulation measured 55 ms right after, 27 ms after a 50 ms pause, 2-core host).
+            time.sleep(0.05)
+            return (*ours, *theirs, theirs_default)
+
         # Interleaved, so that the load other processes put on the host weighs on both sides alike.
-        samples = [(_wall(lambda: simulation.run(inputs)), _wall(lambda: reference.run(None, inputs)),
-                    _wall(lambda: default.run(None, inputs))) for _ in range(repeat)]
-        ours, theirs, theirs_default = (statistics.median(column) for column in zip(*samples))
+        samples = [sample() for _ in range(repeat)]
+        ours, ours_cpu, theirs, theirs_cpu, theirs_default = (statistics.median(column) for column in zip(*samples))
         result, expected = simulation.run(inputs), reference.run(None, inputs)
         err = max(float(np.max(np.abs(a - b))) for a, b in zip(result.outputs.values(), expected))
         name = path.stem.removeprefix("light_")
         print(f"{name:<14} {len(plan.schedule.tasks):>6} {ours:8.3f} {theirs:8.3f} {ours / theirs:6.1f} "
               f"{theirs_default:8.3f} {ours / theirs_default:6.1f} {err:9.2e} {sim_first:10.3f} "
-              f"{ort_first:10.3f} {sim_first / ort_first:9.1f}", flush=True)
+              f"{ort_first:10.3f} {sim_first / ort_first:9.1f} {ours_cpu / theirs_cpu:9.1f}", flush=True)
         del simulation   # the memories of one model at a time
 
 
 def _wall(fn) -> float:
     return _timed(fn)[0]
+
+
+def _both(fn) -> tuple[float, float]:
+    """Wall and CPU seconds of this process (all its threads) of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def _timed(fn):
