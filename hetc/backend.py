@@ -33,7 +33,7 @@ from hetc.errors import ModelError, OptionError, ShapeError, ValidationError
 from hetc.frontend import MAX_OPSET
 from hetc.ir import EXPORT_IR_VERSION
 from hetc.pipeline import BuildOptions, BuildResult, build
-from hetc.sim import simulate
+from hetc.sim import PreparedSimulation
 
 SUPPORTED_DEVICES = ("CPU",)
 CacheKey = tuple[tuple, tuple]
@@ -119,6 +119,8 @@ class HetcBackendRep(BackendRep):
         # frozen into the bundle once seen; a run with other values compiles another bundle.
         self.frozen_inputs: list[str] = []
         self._compiled: dict[CacheKey, CompiledBundle] = {}
+        # One prepared simulation per compiled bundle (which lives as long as the rep) and precision.
+        self._prepared: dict[tuple[int, str], PreparedSimulation] = {}
         self._tmp = tempfile.TemporaryDirectory(prefix="hetc-backend-")
         self._cleanup = weakref.finalize(self, self._tmp.cleanup)
         self._static = all(_is_static(i) for i in _model_inputs(model))
@@ -210,8 +212,11 @@ class HetcBackendRep(BackendRep):
         arrays = self._named_inputs(inputs)
         compiled = self._bundle_for(arrays)
         runtime = {n: a for n, a in arrays.items() if n not in compiled.frozen}
-        sim = simulate(compiled.bundle, runtime, functional=True,
-                       precision=kwargs.get("precision", self.options.precision))
+        precision = kwargs.get("precision", self.options.precision)
+        key = (id(compiled.bundle), precision)
+        if key not in self._prepared:
+            self._prepared[key] = PreparedSimulation(compiled.bundle, precision=precision)
+        sim = self._prepared[key].run(runtime)
         produced = sim.outputs or {}
         missing = [n for n in self.output_names if n not in produced]
         if missing:

@@ -14,7 +14,7 @@ from hetc.frontend import load_onnx
 from hetc.passes import optimize
 from hetc.sim import random_inputs, simulate
 from hetc.sim.handplan import cost_duration, plan_by_hand
-from hetc.sim.machine import Machine, accesses, allocate_memories, release_memories
+from hetc.sim.machine import accesses
 from hetc.target import load_target
 
 from test_sim_support import REPO, mixed_bundle, mixed_inputs, mixed_model, reference, toy_target
@@ -117,22 +117,6 @@ def test_default_inputs_are_deterministic() -> None:
     bundle = mixed_bundle()
     a, b = simulate(bundle), simulate(bundle)
     assert a.stats["inputs"] == "random(seed=0)" and np.array_equal(a.outputs["y"], b.outputs["y"])
-
-
-def test_reused_memories_start_zeroed_with_the_constants() -> None:
-    bundle = mixed_bundle()
-    machine = Machine.from_bundle(bundle)
-    first = allocate_memories(machine, bundle)
-    image = np.frombuffer(bundle.constants, dtype=np.uint8)
-    for name, memory in first.items():   # the previous run's leftovers (no instruction writes the constants)
-        memory[image.size if name == machine.dram else 0:] = 0x5A
-    release_memories(first)
-    second = allocate_memories(machine, bundle)
-    release_memories(second)
-    assert second is first
-    assert np.array_equal(second[machine.dram][:image.size], image)
-    assert not second[machine.dram][image.size:].any()
-    assert not any(memory.any() for name, memory in second.items() if name != machine.dram)
 
 
 def test_repeated_runs_do_not_see_each_other() -> None:

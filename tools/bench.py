@@ -7,8 +7,8 @@
 Per (model, target): one ``hetc.pipeline.build`` with CP-SAT and ``validate=True`` (placement, makespan, bound,
 gap, per-stage compile time, memory peak vs bound, functional simulation, error vs onnxruntime), plus one
 ``hetc.schedule.schedule`` per baseline strategy (HEFT, greedy, single:cpu) on the same optimised graph. The
-functional simulation is then run again warm (its per-node onnxruntime sessions cached, as onnxruntime's own
-session is after its warm-up) and compared with the original model in onnxruntime, 1 intra-op thread and default
+functional simulation is then run again warm (on the prepared simulation ``simulate`` keeps, as onnxruntime's
+own session is after its warm-up) and compared with the original model in onnxruntime, 1 intra-op thread and default
 threads, medians of ``--repeat`` runs. A build that fails is recorded with its error message.
 """
 from __future__ import annotations
@@ -307,8 +307,9 @@ def tables(cases: list[Case], strategies: list[str]) -> list[Table]:
          ["model", "target", "memory", "peak", "lower bound", "peak/bound", "capacity", "spilled"], mem),
         ("Simulation and validation", "Makespan of the CP-SAT schedule as scheduled, as planned (after memory "
          "planning, whose spills and reuse re-time it: the bundle's plan) and as simulated; sim s: wall time of "
-         "the functional simulation, cold = its first run inside the build (per-node onnxruntime sessions created), "
-         "warm = median of the next runs; ORT: the original model in onnxruntime, median of the timed runs after one "
+         "the functional simulation, cold = its first run inside the build (the simulation prepared: timing run, "
+         "race check, memories, bound kernels, per-node onnxruntime sessions), warm = median of the next runs, "
+         "which reuse that preparation; ORT: the original model in onnxruntime, median of the timed runs after one "
          "warm-up, "
          "1 intra-op thread (1t) and default threads; errors and pass/fail from `hetc.validate` vs onnxruntime.",
          ["model", "target", "scheduled us", "planned us", "simulated us", "sim/plan", "sim cold s", "sim warm s",

@@ -1,45 +1,42 @@
-"""Functional execution: kernels and DMAs on real bytes.
+"""Functional execution: kernels and DMAs on real bytes, replayed in the order the timing run traced.
 
 An instruction reads its operands when it starts and writes its results when it ends, so an instruction
 that starts too early (a missing semaphore) reads stale bytes and one whose output is overwritten before its
 consumer reads it (a wrong offset) produces wrong numbers downstream.
+
+``FunctionalReplay`` does everything that does not depend on the data once: it allocates the memories,
+decodes attributes, makes the numpy views at the planned offsets, binds each compute to its kernel (and the
+CPU path's session) and each DMA to a copy between two views, and works out which bytes a run reads before
+it writes them. ``run(write_inputs)`` then only writes the inputs, calls the bound steps in order and reads
+the outputs.
+
+Between runs the memories keep their bytes, but every byte a run reads is either written earlier in the same
+run, part of the constants image (restored when an instruction writes into it) or zeroed when the run starts
+(``resets``: empty for a sound plan): a run sees exactly what a run on freshly allocated memories would.
 """
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
 from hetc.codegen.attrs import decode_attrs
+from hetc.codegen.bundle import Bundle
 from hetc.codegen.program import Compute, Dma, Operand
 from hetc.errors import SimulationError
 from hetc.ir import np_dtype
-from hetc.ir.dtypes import from_storage, to_storage
+from hetc.ir.dtypes import from_storage, itemsize, to_storage
 from hetc.sim import host
-from hetc.sim.machine import Machine, moves_data
+from hetc.sim.machine import Machine, allocate_memories, memory_extents, moves_data
 
 KernelFn = Callable[..., list[np.ndarray]]
-
-_DECODED_LIMIT = 8192
-# id(instruction) -> (instruction, its decoded attributes), across runs: the same dict object then reaches
-# the kernels every run, which lets the CPU path find its cached session by the dict's identity. Holding the
-# instruction keeps its id from being reused while the entry lives.
-_decoded: dict[int, tuple[Compute, dict[str, Any]]] = {}
-
-
-def _decoded_attrs(ins: Compute) -> dict[str, Any]:
-    entry = _decoded.get(id(ins))
-    if entry is not None and entry[0] is ins:
-        return entry[1]
-    if len(_decoded) >= _DECODED_LIMIT:
-        _decoded.pop(next(iter(_decoded)))   # the oldest entry
-    attrs = decode_attrs(ins.attrs)
-    _decoded[id(ins)] = (ins, attrs)
-    return attrs
+Span = tuple[str, int, int]   # memory, first byte, end byte
 
 
 def view(memories: dict[str, np.ndarray], o: Operand) -> np.ndarray:
-    """The operand as a numpy array over the memory's bytes (no copy)."""
+    """The operand as a numpy array over the memory's bytes (no copy; a copy for sub-byte types)."""
     if o.dtype == "string":
         raise SimulationError(f"value '{o.value}' is a string tensor, which has no byte layout in device memory; "
                               "the functional simulator cannot run it (use functional=False)")
@@ -47,107 +44,301 @@ def view(memories: dict[str, np.ndarray], o: Operand) -> np.ndarray:
     return from_storage(raw, o.dtype, o.shape)
 
 
-class Executor:
-    """Runs each step's data movement: reads at start, writes at end."""
+def _whole_bytes(o: Operand) -> bool:
+    """Whether ``view`` of the operand is a view of memory (not an unpacked copy of sub-byte elements)."""
+    return o.dtype != "string" and itemsize(o.dtype) >= 1
 
-    def __init__(self, machine: Machine, memories: dict[str, np.ndarray], kernel: KernelFn,
-                 precision: str, heap: host.HostHeap | None = None) -> None:
+
+@dataclass
+class Step:
+    """One compute or DMA bound to the memories. ``run`` reads, computes and writes at once (the replay of a
+    race-free trace); ``read`` (at the start: returns the staged results, detached from memory) and
+    ``write`` (at the end) are the two halves for the read-at-start, write-at-end replay."""
+
+    engine: int
+    pc: int
+    run: Callable[[], None]
+    read: Callable[[], Any]
+    write: Callable[[Any], None]
+    reads: tuple[Span, ...]
+    writes: tuple[Span, ...]
+
+
+class FunctionalReplay:
+    """The functional half of a prepared simulation (see the module docstring)."""
+
+    def __init__(self, bundle: Bundle, machine: Machine, records: list[tuple[int, int, float, float]],
+                 race_free: bool, kernel: KernelFn | None, precision: str) -> None:
         self.machine = machine
-        self.memories = memories
         self.kernel = kernel
         self.precision = precision
-        self.heap = heap if heap is not None else host.HostHeap()   # host values (hetc.sim.host)
-        self.pending: dict[int, list[tuple[Operand, np.ndarray]]] = {}
-
-    def replay(self, records: list[tuple[int, int, float, float]], race_free: bool = False) -> None:
-        """Execute the trace's computes and DMAs in time order: at one instant, writes of instructions that
-        end come before reads of instructions that start (the timing engine's ordering).
-
-        ``race_free`` says the race detector passed on these records: then no other engine touches an
-        instruction's bytes while it runs, so running each one whole at its start gives the same bytes and
-        saves a staging copy per DMA (it copies memory to memory directly)."""
-        programs = self.machine.programs
+        extent, self.constants_intact = memory_extents(machine, bundle)
+        self.memories = allocate_memories(machine, bundle, extent)
+        self.heap = host.HostHeap()   # host values (hetc.sim.host): objects, not bytes
+        self._image = np.frombuffer(bundle.constants, dtype=np.uint8)
+        programs = machine.programs
         moving = [(start, end, e, pc) for e, pc, start, end in records if moves_data(programs[e][pc])]
-        if race_free and all(end > start for start, end, _, _ in moving):
-            moving.sort()
-            for _, _, e, pc in moving:
-                ins = programs[e][pc]
-                if isinstance(ins, Compute):
-                    self.pending[e] = self._compute(e, pc, ins)
-                    self.finish(e)
-                else:
-                    self._copy(ins)  # type: ignore[arg-type]
-            return
-        moves = []
-        for start, end, e, pc in moving:
-            moves.append((start, 1, e, pc))
-            moves.append((end, 0, e, pc))
-        moves.sort()
-        for _, is_start, e, pc in moves:
-            if is_start:
-                self.start(e, pc)
-            else:
-                self.finish(e)
-
-    def start(self, e: int, pc: int) -> None:
-        ins = self.machine.programs[e][pc]
-        if isinstance(ins, Compute):
-            self.pending[e] = self._compute(e, pc, ins)
+        # Once the race detector has passed, no other engine touches an instruction's bytes while it runs,
+        # so running each one whole at its start gives the same bytes and saves staging its results.
+        self.whole = race_free and all(end > start for start, end, _, _ in moving)
+        moving.sort()
+        self.steps = [self.bind(e, pc, programs[e][pc]) for _, _, e, pc in moving]
+        if self.whole:
+            self.order = [(2, k) for k in range(len(self.steps))]
         else:
-            src, dst = ins.src, ins.dst  # type: ignore[union-attr]
-            n = ins.bytes  # type: ignore[union-attr]
-            data = self.memories[src.memory][src.offset:src.offset + n].copy()
-            self.pending[e] = [(dst, data)]
+            # At one instant writes of instructions that end come before reads of instructions that start
+            # (the timing engine's order), except that an instruction of no duration starts before it ends.
+            moves = []
+            for k, (start, end, e, pc) in enumerate(moving):
+                moves.append((start, 1, e, pc, k))
+                moves.append((end, 0 if end > start else 2, e, pc, k))
+            moves.sort()
+            self.order = [(phase & 1, k) for _, phase, _, _, k in moves]   # 1: read, 0: write
+        self._calls = [self.steps[k].run for _, k in self.order] if self.whole else []
+        self.input_spans: list[Span] = [(b["memory"], b["offset"], b["offset"] + b["nbytes"])
+                                        for b in bundle.inputs if b["buffer"] is not None]
+        self.output_spans: list[Span] = [(b["memory"], b["offset"], b["offset"] + b["nbytes"])
+                                         for b in bundle.outputs if b["buffer"] is not None]
+        self.resets = self._resets(len(bundle.constants))
 
-    def _copy(self, ins: Dma) -> None:
-        src, dst, n = ins.src, ins.dst, ins.bytes
-        # (numpy stages the copy itself when source and destination overlap in one memory.)
-        self.memories[dst.memory][dst.offset:dst.offset + n] = self.memories[src.memory][src.offset:src.offset + n]
-
-    def finish(self, e: int) -> None:
-        for o, data in self.pending.pop(e):
-            if o.host:   # a host value: an object for the heap, not bytes
-                self.heap.put(o.value, data)
-                continue
-            raw = data.reshape(-1).view(np.uint8) if data.dtype != np.uint8 or data.ndim != 1 else data
-            self.memories[o.memory][o.offset:o.offset + raw.size] = raw
-
-    def _compute(self, e: int, pc: int, ins: Compute) -> list[tuple[Operand, np.ndarray]]:
-        attrs = _decoded_attrs(ins)
-        if host.touches_host(ins):   # operands fetched from / stored to the host heap
-            return host.run_compute(self, e, pc, ins, attrs)
-        inputs = []
-        for o in ins.inputs:
-            if o is None:
-                inputs.append(None)
-                continue
-            a = view(self.memories, o)
-            a.flags.writeable = False
-            inputs.append(a)
-        kind = self.machine.device_kind[self.machine.engines[e]]
+    # ------------------------------------------------------------------ running
+    def run(self, write_inputs: Callable[[dict[str, np.ndarray]], None]) -> None:
+        """One run: reset what the run would otherwise read stale, write the inputs (``write_inputs`` gets the
+        memories), replay every compute and DMA. The caller reads the outputs from ``memories``."""
+        memories = self.memories
+        self.heap.values.clear()
+        for reset in self.resets:
+            reset.fill(0)
+        if not self.constants_intact:
+            memories[self.machine.dram][:self._image.size] = self._image
+        write_inputs(memories)
+        k = 0
         try:
-            results = self.kernel(kind, ins.op, ins.domain, attrs, inputs,
-                                  [(o.dtype, o.shape) for o in ins.outputs], self.machine.opset,
-                                  precision=self.precision)
+            with np.errstate(all="ignore"):   # inf/nan results are legitimate ONNX outputs, as in onnxruntime
+                if self.whole:
+                    for k, call in enumerate(self._calls):
+                        call()
+                else:
+                    staged: dict[int, Any] = {}
+                    steps = self.steps
+                    for k, (is_read, index) in enumerate(self.order):
+                        if is_read:
+                            staged[index] = steps[index].read()
+                        else:
+                            steps[index].write(staged.pop(index))
         except SimulationError:
             raise
         except Exception as exc:  # a kernel failure is reported against the instruction that ran it
-            raise SimulationError(f"kernel {ins.kernel} failed on {self.machine.describe(e, pc)}: "
-                                  f"{type(exc).__name__}: {exc}") from exc
-        if len(results) != len(ins.outputs):
-            raise SimulationError(f"kernel {ins.kernel} returned {len(results)} outputs for "
-                                  f"{self.machine.describe(e, pc)}, which has {len(ins.outputs)}")
-        out = []
-        for o, r in zip(ins.outputs, results):
-            r = np.asarray(r)
-            if tuple(r.shape) != o.shape or r.dtype != np_dtype(o.dtype):
-                raise SimulationError(f"kernel {ins.kernel} returned {r.dtype}{list(r.shape)} for output "
-                                      f"'{o.value}' of {self.machine.describe(e, pc)}, planned "
-                                      f"{o.dtype}{list(o.shape)}")
+            step = self.steps[self.order[k][1]]
+            ins = self.machine.programs[step.engine][step.pc]
+            raise SimulationError(f"kernel {getattr(ins, 'kernel', 'dma')} failed on "
+                                  f"{self.machine.describe(step.engine, step.pc)}: {type(exc).__name__}: {exc}"
+                                  ) from exc
+
+    # ------------------------------------------------------------------ binding
+    def bind(self, e: int, pc: int, ins: Compute | Dma) -> Step:
+        """The one place where an instruction becomes bound callables over the memories."""
+        if isinstance(ins, Dma):
+            return self._bind_dma(e, pc, ins)
+        reads = tuple((o.memory, o.offset, o.offset + o.nbytes) for o in ins.inputs if o is not None and not o.host)
+        writes = tuple((o.memory, o.offset, o.offset + o.nbytes) for o in ins.outputs if not o.host)
+        try:
+            run, read, write = (self._bind_host(e, pc, ins) if host.touches_host(ins)
+                                else self._bind_compute(e, pc, ins))
+        except SimulationError as error:   # raised when the replay reaches the instruction, as a kernel's would
+            def fail(*_: Any, error: SimulationError = error) -> Any:
+                raise error
+            run, read, write = fail, fail, fail
+        return Step(e, pc, run, read, write, reads, writes)
+
+    def _bind_dma(self, e: int, pc: int, ins: Dma) -> Step:
+        src, dst, n = ins.src, ins.dst, ins.bytes
+        source = self.memories[src.memory][src.offset:src.offset + n]
+        target = self.memories[dst.memory][dst.offset:dst.offset + n]
+        copyto = np.copyto
+
+        def run() -> None:
+            copyto(target, source)   # (numpy stages the copy itself when the two overlap in one memory)
+
+        def write(data: np.ndarray) -> None:
+            copyto(target, data)
+        return Step(e, pc, run, source.copy, write, ((src.memory, src.offset, src.offset + n),),
+                    ((dst.memory, dst.offset, dst.offset + n),))
+
+    def _bind_compute(self, e: int, pc: int, ins: Compute) -> tuple[Callable, Callable, Callable]:
+        machine, memories = self.machine, self.memories
+        kind = machine.device_kind[machine.engines[e]]
+        attrs = decode_attrs(ins.attrs)
+        specs = [(o.dtype, o.shape) for o in ins.outputs]
+        inputs: list[np.ndarray | None] = []
+        for o in ins.inputs:
+            x = None if o is None else view(memories, o)
+            if x is not None:
+                x.flags.writeable = False
+            inputs.append(x)
+        sinks = [self._sink(o) for o in ins.outputs]
+        plain = all(o is None or _whole_bytes(o) for o in ins.inputs)
+        if self.kernel is None and plain:
+            from hetc.sim.kernels.dispatch import bind_kernel
+            out = None
+            if self.whole and (self.precision == "fp32" or kind == "cpu"):
+                # Kernels may compute straight into an output's bytes when they overlap no input's (with
+                # fp16 the NPU's results are rounded after the kernel, so not there).
+                out = [view(memories, o) if _whole_bytes(o) and not any(
+                    x is not None and np.may_share_memory(view(memories, o), x) for x in inputs) else None
+                    for o in ins.outputs]
+            compute = bind_kernel(kind, ins.op, ins.domain, attrs, inputs, specs, machine.opset,
+                                  precision=self.precision, out=out)
+        else:
+            compute = self._generic(e, pc, ins, kind, attrs, specs)
+        if len(sinks) == 1:
+            (sink,) = sinks
+
+            def run() -> None:
+                sink(compute()[0])
+        else:
+            def run() -> None:
+                for put, result in zip(sinks, compute()):
+                    put(result)
+        memory_arrays = tuple(memories.values())
+
+        def read() -> list[np.ndarray]:
             # Results are written at the end: detach them from device memory now.
-            stored = to_storage(r, o.dtype)   # the bytes as laid out in memory (sub-byte types packed)
-            out.append((o, stored.copy() if np.may_share_memory(stored, self.memories[o.memory]) else stored))
+            return [r.copy() if any(np.may_share_memory(r, m) for m in memory_arrays) else r for r in compute()]
+
+        def write(results: list[np.ndarray]) -> None:
+            for put, result in zip(sinks, results):
+                put(result)
+        return run, read, write
+
+    def _bind_host(self, e: int, pc: int, ins: Compute) -> tuple[Callable, Callable, Callable]:
+        """A compute with host operands: run through hetc.sim.host on the heap and the device bytes."""
+        attrs = decode_attrs(ins.attrs)
+
+        def read() -> list[tuple[Operand, Any]]:
+            return host.run_compute(self, e, pc, ins, attrs)
+
+        def write(pending: list[tuple[Operand, Any]]) -> None:
+            for o, data in pending:
+                if o.host:
+                    self.heap.put(o.value, data)
+                else:   # the result as stored (detached from memory by run_compute), as bytes
+                    raw = data.reshape(-1).view(np.uint8)
+                    self.memories[o.memory][o.offset:o.offset + raw.size] = raw
+
+        def run() -> None:
+            write(read())
+        return run, read, write
+
+    def _sink(self, o: Operand) -> Callable[[np.ndarray], None]:
+        """Writes a result (declared dtype and shape) into the operand's bytes."""
+        memory = self.memories[o.memory]
+        target = view(self.memories, o)   # (raises for a string tensor, which has no byte layout)
+        if _whole_bytes(o):
+            copyto = np.copyto
+
+            def put(result: np.ndarray) -> None:
+                if result is not target:
+                    copyto(target, result)   # (a no-op when the result is the very bytes: an in-place Reshape)
+            return put
+
+        def put_packed(result: np.ndarray) -> None:
+            raw = to_storage(result, o.dtype)   # the bytes as laid out in memory (sub-byte types packed)
+            memory[o.offset:o.offset + raw.size] = raw
+        return put_packed
+
+    def _generic(self, e: int, pc: int, ins: Compute, kind: str, attrs: dict[str, Any],
+                 specs: list[tuple[str, tuple[int, ...]]]) -> Callable[[], list[np.ndarray]]:
+        """A compute through a caller's kernel function (or sub-byte inputs): operands read per run and
+        every result checked against the plan."""
+        kernel = self.kernel or default_kernel()
+        machine, memories, precision = self.machine, self.memories, self.precision
+        operands = ins.inputs
+
+        def compute() -> list[np.ndarray]:
+            inputs = []
+            for o in operands:
+                x = None if o is None else view(memories, o)
+                if x is not None:
+                    x.flags.writeable = False
+                inputs.append(x)
+            results = kernel(kind, ins.op, ins.domain, attrs, inputs, specs, machine.opset, precision=precision)
+            if len(results) != len(ins.outputs):
+                raise SimulationError(f"kernel {ins.kernel} returned {len(results)} outputs for "
+                                      f"{machine.describe(e, pc)}, which has {len(ins.outputs)}")
+            checked = []
+            for o, r in zip(ins.outputs, results):
+                r = np.asarray(r)
+                if tuple(r.shape) != o.shape or r.dtype != np_dtype(o.dtype):
+                    raise SimulationError(f"kernel {ins.kernel} returned {r.dtype}{list(r.shape)} for output "
+                                          f"'{o.value}' of {machine.describe(e, pc)}, planned "
+                                          f"{o.dtype}{list(o.shape)}")
+                checked.append(r)
+            return checked
+        return compute
+
+    # ------------------------------------------------------------------ what a run must reset
+    def _resets(self, constants: int) -> list[np.ndarray]:
+        """Views of the bytes some run reads before it writes them (in the replay order): zeroed at the start
+        of every run, they read as zeros as on fresh memories, never as a previous run's values."""
+        written: dict[str, _Intervals] = {}
+        stale: dict[str, _Intervals] = {}
+
+        def reading(spans: tuple[Span, ...] | list[Span]) -> None:
+            for memory, lo, hi in spans:
+                for gap in written.setdefault(memory, _Intervals()).gaps(lo, hi):
+                    stale.setdefault(memory, _Intervals()).add(*gap)
+
+        def writing(spans: tuple[Span, ...] | list[Span]) -> None:
+            for memory, lo, hi in spans:
+                written.setdefault(memory, _Intervals()).add(lo, hi)
+
+        writing([(self.machine.dram, 0, constants)])
+        writing(self.input_spans)
+        for phase, k in self.order:
+            step = self.steps[k]
+            if phase:      # a read, or a whole run
+                reading(step.reads)
+            if phase != 1:  # a write, or a whole run
+                writing(step.writes)
+        reading(self.output_spans)
+        return [self.memories[memory][lo:hi] for memory, intervals in sorted(stale.items())
+                for lo, hi in intervals.spans()]
+
+
+class _Intervals:
+    """Disjoint, sorted, non-touching [lo, hi) byte ranges."""
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def gaps(self, lo: int, hi: int) -> list[tuple[int, int]]:
+        """The parts of [lo, hi) no range covers."""
+        out = []
+        i = bisect_right(self.ends, lo)
+        at = lo
+        while i < len(self.starts) and self.starts[i] < hi:
+            if self.starts[i] > at:
+                out.append((at, self.starts[i]))
+            at = max(at, self.ends[i])
+            i += 1
+        if at < hi:
+            out.append((at, hi))
         return out
+
+    def add(self, lo: int, hi: int) -> None:
+        if hi <= lo:
+            return
+        i = bisect_left(self.ends, lo)        # the first range that ends at or after lo ...
+        j = bisect_right(self.starts, hi)     # ... up to the last that starts at or before hi: merged
+        if i < j:
+            lo, hi = min(lo, self.starts[i]), max(hi, self.ends[j - 1])
+        self.starts[i:j] = [lo]
+        self.ends[i:j] = [hi]
+
+    def spans(self) -> list[tuple[int, int]]:
+        return list(zip(self.starts, self.ends))
 
 
 def default_kernel() -> KernelFn:

@@ -34,7 +34,7 @@ from hetc.sim.kernels.cpu import _check_no_capture, _ort_runner, _reference_runn
 from hetc.sim.kernels.errors import KernelError
 
 if TYPE_CHECKING:
-    from hetc.sim.functional import Executor
+    from hetc.sim.functional import FunctionalReplay
 
 _CACHE_SIZE = 256
 _runners: "OrderedDict[bytes, Callable[[dict[str, Any]], list[Any]]]" = OrderedDict()
@@ -71,10 +71,10 @@ def conform(obj: Any, host: HostType, name: str) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- running
-def run_compute(executor: "Executor", e: int, pc: int, ins: Compute,
+def run_compute(executor: "FunctionalReplay", e: int, pc: int, ins: Compute,
                 attrs: dict[str, Any]) -> list[tuple[Operand, Any]]:
     """Execute a compute instruction that has host operands; its pending writes (bytes for device outputs,
-    objects for host ones, which ``Executor.finish`` puts in the heap)."""
+    objects for host ones, which the replay's write puts in the heap)."""
     from hetc.sim.functional import view
 
     machine = executor.machine

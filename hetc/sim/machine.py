@@ -63,61 +63,38 @@ def _span(o: Operand, write: bool) -> tuple[str, int, int, bool]:
 
 
 def accesses(ins: Compute | Dma) -> list[tuple[str, int, int, bool]]:
-    """(memory, first byte, end byte, writes?) of each operand of a compute or DMA."""
+    """(memory, first byte, end byte, writes?) of each operand of a compute or DMA. Host values (hetc.ir.host)
+    have no bytes: only the CPU touches them, in program order, so they take no part in races or extents."""
     if isinstance(ins, Dma):
         return [_span(ins.src, False), _span(ins.dst, True)]
-    spans = [_span(o, False) for o in ins.inputs if o is not None]
+    spans = [_span(o, False) for o in ins.inputs if o is not None and not o.host]
     # An in-place Reshape-like output rewrites identical bytes: a read, not a write, for race purposes.
-    spans += [_span(o, k not in ins.inplace) for k, o in enumerate(ins.outputs)]
+    spans += [_span(o, k not in ins.inplace) for k, o in enumerate(ins.outputs) if not o.host]
     return spans
 
 
-@dataclass
-class _Held:
-    """The byte arrays of the last functional run, kept for the next run of the same bundle."""
-
-    bundle: Bundle
-    memories: dict[str, np.ndarray]
-    constants_intact: bool     # no instruction writes into the constants image: it need not be copied again
-
-
-_held: list[_Held] = []   # at most one: the most recently released run's memories
-_lent: dict[int, _Held] = {}   # id(memories) -> its record, while a run uses them
-
-
-def allocate_memories(machine: Machine, bundle: Bundle) -> dict[str, np.ndarray]:
-    """Zeroed byte arrays for every memory, DRAM holding the constants image at offset 0.
-
-    Copying the constants image (hundreds of MB for VGG-19) dominated repeated runs of a bundle, so the
-    arrays of the previous run (``release_memories``) are reused when it was the same bundle: everything but
-    an intact constants image is zeroed again, so a run never sees the bytes of the one before."""
-    held = _held.pop() if _held else None
-    if held is not None and held.bundle is bundle:
-        constants = len(bundle.constants) if held.constants_intact else 0
-        for name, memory in held.memories.items():
-            memory[constants if name == machine.dram else 0:] = 0
-        if not held.constants_intact:
-            held.memories[machine.dram][:len(bundle.constants)] = np.frombuffer(bundle.constants, dtype=np.uint8)
-        _lent[id(held.memories)] = held
-        return held.memories
+def memory_extents(machine: Machine, bundle: Bundle) -> tuple[dict[str, int], bool]:
+    """Bytes to allocate per memory (the plan's extents, widened by any operand that lies beyond them) and
+    whether the constants image stays intact (no instruction writes into it)."""
     extent = dict(machine.memory_extent)
-    image = np.frombuffer(bundle.constants, dtype=np.uint8)
+    image_size = len(bundle.constants)
     intact = True
-    for program in machine.programs:   # the plan's extents, widened by any operand that lies beyond them
+    for program in machine.programs:
         for ins in program:
             if moves_data(ins):
                 for memory, lo, hi, write in accesses(ins):  # type: ignore[arg-type]
                     extent[memory] = max(extent.get(memory, 0), hi)
-                    if write and lo < image.size and memory == machine.dram:
+                    if write and lo < image_size and memory == machine.dram:
                         intact = False
+    return extent, intact
+
+
+def allocate_memories(machine: Machine, bundle: Bundle,
+                      extent: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+    """Zeroed byte arrays for every memory (``extent`` bytes each, by default ``memory_extents``), DRAM
+    holding the constants image at offset 0."""
+    if extent is None:
+        extent, _ = memory_extents(machine, bundle)
     memories = {name: np.zeros(size, dtype=np.uint8) for name, size in extent.items()}
-    memories[machine.dram][:image.size] = image
-    _lent[id(memories)] = _Held(bundle, memories, intact)
+    memories[machine.dram][:len(bundle.constants)] = np.frombuffer(bundle.constants, dtype=np.uint8)
     return memories
-
-
-def release_memories(memories: dict[str, np.ndarray]) -> None:
-    """Hand a finished run's arrays back for the next run of the same bundle (replacing any others held)."""
-    held = _lent.pop(id(memories), None)
-    if held is not None:
-        _held[:] = [held]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import OrderedDict
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import onnx
@@ -97,8 +97,33 @@ def _ort_runner(model: onnx.ModelProto) -> _Runner:
     # Spinning workers would burn the cores the simulator and other sessions need between tiny runs.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 4  # failures are caught and reported (or retried) by run_on_cpu
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return lambda feeds: session.run(None, feeds)
+    return _OrtRunner(ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]))
+
+
+class _OrtRunner:
+    """A one-node onnxruntime session as a runner; ``bound`` runs it on fixed arrays with io binding."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.session.run(None, feeds)
+
+    def bound(self, inputs: list[np.ndarray | None], out: list[np.ndarray]) -> Callable[[], list[np.ndarray]]:
+        """Runs the node reading ``inputs`` and writing ``out`` in place, by pointer (no feed dict, no output
+        allocation, no copy of the results), and returns ``out``. The arrays must stay alive and contiguous."""
+        binding = self.session.io_binding()
+        for i, x in enumerate(inputs):
+            if x is not None:
+                binding.bind_input(f"hetc_in{i}", "cpu", 0, x.dtype.type, x.shape, x.ctypes.data)
+        for k, o in enumerate(out):
+            binding.bind_output(f"hetc_out{k}", "cpu", 0, o.dtype.type, o.shape, o.ctypes.data)
+        run = self.session.run_with_iobinding
+
+        def call() -> list[np.ndarray]:
+            run(binding)
+            return out
+        return call
 
 
 def _reference_runner(model: onnx.ModelProto) -> _Runner:
@@ -140,16 +165,61 @@ def run_on_cpu(op_type: str, domain: str, attrs: dict[str, Any], inputs: list[np
                 tuple((dtype, tuple(shape)) for dtype, shape in outputs), tuple(sorted(opset.items())))
     cached = _by_call.get(call_key)
     if cached is not None and cached[0] is attrs:
-        return list(cached[1]({f"hetc_in{i}": x for i, x in enumerate(inputs) if x is not None}))
+        return list(cached[1](_feeds(inputs)))
+    runner, results = _resolve(op_type, domain, attrs, inputs, outputs, opset)
+    _remember(call_key, attrs, runner)
+    return results
+
+
+def cpu_node(op_type: str, domain: str, attrs: dict[str, Any], inputs: list[np.ndarray | None],
+             outputs: list[tuple[str, tuple[int, ...]]], opset: dict[str, int],
+             out: list[np.ndarray | None] | None = None) -> Callable[[], list[np.ndarray]]:
+    """``run_on_cpu`` bound to fixed input arrays (views whose contents change between calls, never their
+    identity, dtype or shape): the first call finds or builds the session as ``run_on_cpu`` does, every later
+    call goes straight to it with the feeds built here. Given ``out`` (an array of the declared dtype and shape
+    per output, overlapping no input), an onnxruntime session then reads the inputs and writes the outputs
+    by pointer through io binding and the call returns ``out`` (measured 12 us faster a call on a
+    ShuffleNet-sized grouped Conv, 54 against 66 us with the copy into device memory)."""
+    feeds = _feeds(inputs)
+    fast: Callable[[], list[np.ndarray]] | None = None
+
+    def run() -> list[np.ndarray]:
+        nonlocal fast
+        if fast is not None:
+            return fast()
+        runner, results = _resolve(op_type, domain, attrs, inputs, outputs, opset)
+        if isinstance(runner, _OrtRunner) and out is not None and _bindable(inputs, out):
+            fast = runner.bound(inputs, out)  # type: ignore[arg-type]
+        else:
+            fast = lambda: runner(feeds)   # noqa: E731
+        return results
+    return run
+
+
+_BINDABLE = frozenset("?bBhHiIlLqQefd")   # numpy type characters onnxruntime binds by pointer
+
+
+def _bindable(inputs: list[np.ndarray | None], out: list[np.ndarray | None]) -> bool:
+    arrays = [x for x in inputs if x is not None] + list(out)
+    return all(a is not None and a.dtype.char in _BINDABLE and a.size and a.flags.c_contiguous for a in arrays)
+
+
+def _feeds(inputs: list[np.ndarray | None]) -> dict[str, np.ndarray]:
+    return {f"hetc_in{i}": x for i, x in enumerate(inputs) if x is not None}
+
+
+def _resolve(op_type: str, domain: str, attrs: dict[str, Any], inputs: list[np.ndarray | None],
+             outputs: list[tuple[str, tuple[int, ...]]], opset: dict[str, int]) -> tuple[_Runner, list[np.ndarray]]:
+    """The runner for this node (a cached session of the same one-node model, or a new one) and its results
+    on ``inputs``: onnxruntime first, onnx.reference when onnxruntime cannot run it (or deviates)."""
     _check_no_capture(op_type, attrs)
     model = single_node_model(op_type, domain, attrs, inputs, outputs, runtime_opsets(op_type, domain, attrs, opset))
     key = hashlib.sha256(model.SerializeToString(deterministic=True)).digest()
-    feeds = {f"hetc_in{i}": x for i, x in enumerate(inputs) if x is not None}
+    feeds = _feeds(inputs)
     runner = _sessions.get(key)
     if runner is not None:
         _sessions.move_to_end(key)
-        _remember(call_key, attrs, runner)
-        return list(runner(feeds))
+        return runner, list(runner(feeds))
     errors = []
     runtimes = (_ort_runner, _reference_runner)
     if onnxruntime_deviates(op_type, domain, attrs, inputs, outputs):
@@ -164,8 +234,7 @@ def run_on_cpu(op_type: str, domain: str, attrs: dict[str, Any], inputs: list[np
         _sessions[key] = runner
         if len(_sessions) > _CACHE_SIZE:
             _sessions.popitem(last=False)
-        _remember(call_key, attrs, runner)
-        return results
+        return runner, results
     raise KernelError(f"neither onnxruntime nor onnx.reference can run {op_type} (opset "
                       f"{opset.get(domain or '', '?')}) on inputs "
                       f"{[None if x is None else (str(x.dtype), x.shape) for x in inputs]}: " + " | ".join(errors))

@@ -9,13 +9,13 @@ returning it in the declared dtype.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from hetc.ir import np_dtype
 from hetc.sim.kernels._blas import pin_blas_threads
-from hetc.sim.kernels.cpu import run_on_cpu
+from hetc.sim.kernels.cpu import cpu_node, run_on_cpu
 from hetc.sim.kernels.errors import KernelError
 from hetc.sim.kernels.registry import KERNELS, KernelCall
 from hetc.target.ops import KERNEL_SET
@@ -80,6 +80,17 @@ def _conform(op_type: str, results: list[np.ndarray], outputs: list[tuple[str, t
     return conformed
 
 
+def _check_call(device_kind: str, op_type: str, domain: str, precision: str) -> None:
+    if device_kind not in DEVICE_KINDS:
+        raise KernelError(f"unknown device kind '{device_kind}'; expected one of {', '.join(DEVICE_KINDS)}")
+    if precision not in PRECISIONS:
+        raise KernelError(f"unknown precision '{precision}'; expected one of {', '.join(PRECISIONS)}")
+    if device_kind != "cpu" and (domain not in ("", "ai.onnx") or op_type not in KERNELS):
+        raise KernelError(f"the {device_kind.upper()} has no kernel for {domain + '.' if domain else ''}{op_type}; "
+                          f"the schedule must place this node on a device that supports it (the CPU runs "
+                          f"every op)")
+
+
 def run_kernel(device_kind: str, op_type: str, domain: str, attrs: dict[str, Any],
                inputs: list[np.ndarray | None], outputs: list[tuple[str, tuple[int, ...]]],
                opset: dict[str, int], precision: str = "fp32") -> list[np.ndarray]:
@@ -88,17 +99,10 @@ def run_kernel(device_kind: str, op_type: str, domain: str, attrs: dict[str, Any
     ``attrs`` are IR attributes (plain Python values, numpy arrays for tensors, GraphProto for subgraphs);
     ``outputs`` lists each output's IR dtype name and static shape; ``opset`` maps domains to versions.
     """
-    if device_kind not in DEVICE_KINDS:
-        raise KernelError(f"unknown device kind '{device_kind}'; expected one of {', '.join(DEVICE_KINDS)}")
-    if precision not in PRECISIONS:
-        raise KernelError(f"unknown precision '{precision}'; expected one of {', '.join(PRECISIONS)}")
+    _check_call(device_kind, op_type, domain, precision)
     if device_kind == "cpu":
         results = run_on_cpu(op_type, domain, attrs, inputs, outputs, opset)
         return _conform(op_type, results, outputs, inputs, "fp32")
-    if domain not in ("", "ai.onnx") or op_type not in KERNELS:
-        raise KernelError(f"the {device_kind.upper()} has no kernel for {domain + '.' if domain else ''}{op_type}; "
-                          f"the schedule must place this node on a device that supports it (the CPU runs "
-                          f"every op)")
     pin_blas_threads()
     if device_kind != "npu":
         precision = "fp32"
@@ -109,3 +113,69 @@ def run_kernel(device_kind: str, op_type: str, domain: str, attrs: dict[str, Any
         produced = KERNELS[op_type](call)
     results = produced if isinstance(produced, list) else [produced]
     return _conform(op_type, results, outputs, inputs, precision)
+
+
+BoundKernel = Callable[[], list[np.ndarray]]
+
+
+def bind_kernel(device_kind: str, op_type: str, domain: str, attrs: dict[str, Any],
+                inputs: list[np.ndarray | None], outputs: list[tuple[str, tuple[int, ...]]],
+                opset: dict[str, int], precision: str = "fp32",
+                out: Sequence[np.ndarray | None] | None = None) -> BoundKernel:
+    """``run_kernel`` prepared for repeated calls on the same input arrays, whose contents (not identity,
+    dtype or shape) change between calls, as views into device memory do: the checks, the kernel lookup,
+    the ``KernelCall`` and the CPU path's session are set up once, and each call returns the results.
+
+    Unlike ``run_kernel`` a result may alias an input or one of ``out`` (arrays of the declared dtypes and
+    shapes a kernel may compute into, ``KernelCall.out``); the caller copies results where it needs them.
+    The call runs without its own ``np.errstate`` (1-2 us a call): callers silence floating-point warnings
+    once around a batch of calls, as the functional replay does."""
+    _check_call(device_kind, op_type, domain, precision)
+    if device_kind == "cpu":
+        node = cpu_node(op_type, domain, attrs, inputs, outputs, opset, list(out) if out else None)
+        return _conformed(op_type, node, outputs, "fp32")
+    pin_blas_threads()
+    if device_kind != "npu":
+        precision = "fp32"
+    version = opset.get("", opset.get("ai.onnx", 0))
+    fn = KERNELS[op_type]
+    widened = precision == "fp16" or any(x is not None and x.dtype in _WIDENED for x in inputs)
+    if widened:
+        def produce() -> list[np.ndarray]:
+            prepared = [_round_fp16(_widen(x)) if precision == "fp16" else _widen(x) for x in inputs]
+            produced = fn(KernelCall(op_type, attrs, prepared, outputs, version))
+            return produced if isinstance(produced, list) else [produced]
+    else:
+        call = KernelCall(op_type, attrs, list(inputs), outputs, version, tuple(out) if out else None)
+
+        def produce() -> list[np.ndarray]:
+            produced = fn(call)
+            return produced if isinstance(produced, list) else [produced]
+    return _conformed(op_type, produce, outputs, precision)
+
+
+def _conformed(op_type: str, produce: BoundKernel, outputs: list[tuple[str, tuple[int, ...]]],
+               precision: str) -> BoundKernel:
+    """``produce`` with its results checked against the declared shapes and converted to the declared dtypes
+    (``_conform`` without its copies: the caller copies into device memory anyway)."""
+    declared = [(np_dtype(dtype), tuple(shape)) for dtype, shape in outputs]
+    count = len(declared)
+    fp16 = precision == "fp16"
+
+    def run() -> list[np.ndarray]:
+        results = produce()
+        if len(results) < count:
+            raise KernelError(f"internal: the {op_type} kernel produced {len(results)} outputs, the node has "
+                              f"{count}")
+        conformed = []
+        for index, (result, (dtype, shape)) in enumerate(zip(results, declared)):
+            if type(result) is not np.ndarray:
+                result = np.asarray(result)
+            if result.shape != shape:
+                raise KernelError(f"internal: the {op_type} kernel produced output {index} of shape "
+                                  f"{result.shape}, the IR declares {shape}")
+            if fp16 and result.dtype.kind == "f":
+                result = result.astype(np.float16)
+            conformed.append(result if result.dtype == dtype else result.astype(dtype))
+        return conformed
+    return run

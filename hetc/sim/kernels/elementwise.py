@@ -44,7 +44,6 @@ _BINARY = {
     "Add": np.add,
     "Sub": np.subtract,
     "Mul": np.multiply,
-    "Pow": _power,
 }
 
 
@@ -55,8 +54,10 @@ def binary_arithmetic(call: KernelCall) -> np.ndarray:
     if call.op_type == "Div":
         if np.issubdtype(a.dtype, np.integer):
             return _truncating_divide(a, b)
-        return np.divide(a, b)
-    return _BINARY[call.op_type](a, b)
+        return np.divide(a, b, out=call.into(0, a, b))
+    if call.op_type == "Pow":
+        return _power(a, b)
+    return _BINARY[call.op_type](a, b, out=call.into(0, a, b))
 
 
 @kernel("Equal", "Less", "Greater")
@@ -74,6 +75,8 @@ def variadic(call: KernelCall) -> np.ndarray:
         total = functools.reduce(np.add, operands)
         return total / np.asarray(len(operands), dtype=total.dtype)
     combine = {"Max": np.maximum, "Min": np.minimum, "Sum": np.add}[call.op_type]
+    if len(operands) == 2:
+        return combine(*operands, out=call.into(0, *operands))
     return functools.reduce(combine, operands)
 
 
@@ -103,7 +106,7 @@ def unary(call: KernelCall) -> np.ndarray:
     x = call.required(0)
     op = call.op_type
     if op == "Relu":
-        return np.maximum(x, np.zeros((), x.dtype))
+        return np.maximum(x, np.zeros((), x.dtype), out=call.into(0, x))
     if op == "LeakyRelu":
         return np.where(x >= 0, x, x * np.asarray(call.attr("alpha", 0.01), dtype=x.dtype))
     if op == "Elu":

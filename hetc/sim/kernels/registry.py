@@ -3,7 +3,8 @@
 A kernel is a function ``fn(call: KernelCall) -> np.ndarray | list[np.ndarray]``; it is registered under one
 or more ONNX op types with ``@kernel("Add", "Sub")``. Kernels see float16/bfloat16 inputs already upcast to
 float32 (see ``hetc.sim.kernels.dispatch``) and return arrays whose dtype and shape the dispatcher checks and
-converts to the IR's declared ones.
+converts to the IR's declared ones. A kernel may compute straight into device memory: ``call.into(k, ...)`` is
+the destination of output k when the caller gave one (``out``), for a numpy ``out=`` argument.
 """
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ class KernelCall:
     inputs: list[np.ndarray | None]
     outputs: list[tuple[str, tuple[int, ...]]]
     opset: int
+    # Per output, an array of its declared dtype and shape to write the result into (device memory, which
+    # overlaps no input), or None; the functional simulator's replay gives them, run_kernel does not.
+    out: tuple[np.ndarray | None, ...] | None = None
 
     def attr(self, name: str, default: Any = None) -> Any:
         value = self.attrs.get(name, default)
@@ -51,6 +55,15 @@ class KernelCall:
             return [int(v) for v in np.asarray(tensor).reshape(-1)]
         value = self.attrs.get(attr)
         return None if value is None else [int(v) for v in value]
+
+    def into(self, index: int, *operands: np.ndarray) -> np.ndarray | None:
+        """The destination of output ``index`` when the caller gave one and every operand has its dtype (so
+        that computing into it gives the very bytes computing apart would), else None: pass it as ``out=``
+        and return what the numpy function returns."""
+        if self.out is None or self.out[index] is None:
+            return None
+        target = self.out[index]
+        return target if all(x.dtype == target.dtype for x in operands) else None
 
     @property
     def output_shape(self) -> tuple[int, ...]:

@@ -16,7 +16,8 @@ def _axis(axis: int, rank: int) -> int:
 @kernel("Concat")
 def concat(call: KernelCall) -> np.ndarray:
     parts = [x for x in call.inputs if x is not None]
-    return np.concatenate(parts, axis=_axis(call.attr("axis", 1), parts[0].ndim))  # 1: opset<4 default
+    return np.concatenate(parts, axis=_axis(call.attr("axis", 1), parts[0].ndim),  # 1: opset<4 default
+                          out=call.into(0, *parts))
 
 
 @kernel("Split")
