@@ -158,14 +158,15 @@ def clip(call: KernelCall) -> np.ndarray:
 
 @kernel("Dropout")
 def dropout(call: KernelCall) -> list[np.ndarray]:
-    """Inference Dropout is the identity (mask all true). Training mode with a non-zero ratio draws random
-    numbers no two runtimes agree on, so it has no kernel."""
+    """Inference Dropout is the identity (mask all true). Training mode with a non-zero ratio draws a random
+    mask, which these kernels do not implement: capability sends a Dropout whose training_mode may be true
+    to the CPU (``hetc.target.ops.node_limitation``), so reaching the failure below is a scheduling bug."""
     x = call.required(0)
     training = call.input(2)
     ratio = call.input(1)
     ratio_value = float(ratio) if ratio is not None else call.attr("ratio", 0.5)
     if training is not None and bool(training) and ratio_value != 0.0:
-        call.fail("training_mode=True draws a random mask")
+        call.fail("training_mode=True draws a random mask; only the CPU runs training-mode Dropout")
     if call.opset < 7 and call.attr("is_test", 0) == 0 and len(call.outputs) > 1:
         call.fail("is_test=0 (training) draws a random mask")
     results = [x]
