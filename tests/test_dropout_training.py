@@ -8,6 +8,7 @@ import pytest
 from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
+from hetc.errors import ModelError
 from hetc.frontend import import_model
 from hetc.ir import EXPORT_IR_VERSION
 from hetc.passes import optimize
@@ -94,9 +95,13 @@ def test_training_dropout_compiles_to_the_cpu_and_validates_against_onnx_referen
     row = next(r for r in result.placement if r["op"] == "Dropout")
     assert row["device"] == "cpu"
     assert "dsp: Dropout: hetc's DSP kernels do not implement training mode" in row["refused"]
+    # The planner's elementwise rule lets y overwrite the Relu output dying at the Dropout (safe: the CPU
+    # computes into a fresh array and the simulator copies it over), but the write is no byte-preserving one.
+    by_id = {b.id: b for b in result.plan.buffers}
+    assert any(b.value == "y" and b.alias_of and by_id[b.alias_of].value == "h" for b in result.plan.buffers)
     compute = next(i for p in result.bundle.programs.values() for i in p.instructions
                    if getattr(i, "op", None) == "Dropout")
-    assert compute.inplace == ()   # training mode rewrites its bytes: no write is a byte-preserving one
+    assert compute.inplace == ()
 
     x = np.random.default_rng(1).standard_normal(SHAPE).astype(np.float32)
     evaluator = ReferenceEvaluator(model)
@@ -111,3 +116,26 @@ def test_training_dropout_compiles_to_the_cpu_and_validates_against_onnx_referen
             assert 0 < want["mask"].sum() < want["mask"].size
         else:
             np.testing.assert_array_equal(sim.outputs["y"], np.maximum(x, 0))
+
+
+def test_graph_runner_oracle_runs_a_training_dropout_on_the_cpu():
+    from hetc.sim.kernels.graph_runner import run_graph
+
+    model = _dropout_model(None, seed=3)
+    x = np.random.default_rng(2).standard_normal(SHAPE).astype(np.float32)
+    feeds = {"x": x, "train": np.array(True)}
+    got = run_graph(import_model(model), feeds, device_kind="npu")
+    for name, want in zip(["y", "mask"], ReferenceEvaluator(model).run(None, feeds)):
+        np.testing.assert_allclose(got[name], want, rtol=1e-6, atol=0)
+
+
+def test_opset6_training_dropout_with_a_mask_is_refused_at_import():
+    """Before opset 7, is_test=0 meant training; the conversion to opset 7 (hetc's oldest) refuses it, so the
+    IR never holds a pre-7 training Dropout."""
+    node = helper.make_node("Dropout", ["x"], ["y", "mask"], is_test=0)
+    graph = helper.make_graph([node], "g", [vi("x", TensorProto.FLOAT, [4])],
+                              [vi("y", TensorProto.FLOAT, [4]), vi("mask", TensorProto.BOOL, [4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 6)])
+    model.ir_version = EXPORT_IR_VERSION
+    with pytest.raises(ModelError, match="is_test"):
+        import_model(model)

@@ -38,8 +38,9 @@ def _is_identity(node: Node) -> bool:
 
 def dropout_may_train(node: Node) -> bool:
     """Whether a Dropout node may run in training mode, drawing a random mask: its ``training_mode`` input
-    (opset 12+) is present and not a constant false. Opset 7-11 Dropout is inference only, and an opset < 7
-    model with ``is_test=0`` never reaches the IR (the importer converts to opset 7, which refuses it)."""
+    (opset 12+) is present and not a constant false. Opset 7-11 Dropout is inference only, and no opset < 7
+    Dropout reaches the IR: the importer converts to opset 7, whose converter refuses an explicit
+    ``is_test=0`` and makes an omitted one (opset 6's training default) inference, as onnx decides."""
     if node.op_type != "Dropout" or node.domain not in ("", "ai.onnx"):
         return False
     training = node.inputs[2] if len(node.inputs) > 2 else None

@@ -166,7 +166,7 @@ def dropout(call: KernelCall) -> list[np.ndarray]:
     ratio = call.input(1)
     ratio_value = float(ratio) if ratio is not None else call.attr("ratio", 0.5)
     if training is not None and bool(training) and ratio_value != 0.0:
-        call.fail("training_mode=True draws a random mask; only the CPU runs training-mode Dropout")
+        call.fail("training_mode=True draws a random mask")
     if call.opset < 7 and call.attr("is_test", 0) == 0 and len(call.outputs) > 1:
         call.fail("is_test=0 (training) draws a random mask")
     results = [x]
