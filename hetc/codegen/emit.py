@@ -19,6 +19,7 @@ from hetc.ir import nbytes as _nbytes
 from hetc.ir.dtypes import to_storage
 from hetc.memory.artifact import HOST, Buffer, MemoryPlan, host_ref, host_ref_value, is_host_ref
 from hetc.schedule.artifact import Task
+from hetc.target.ops import dropout_may_train
 from hetc.target.target import Target
 
 
@@ -156,7 +157,7 @@ def _compute(task: Task, nodes: dict[int, Node], plan: MemoryPlan, target: Targe
             raise BundleError(f"node '{node.name}' runs on {task.engine} (home {device.memory}) but its operand "
                               f"'{o.value}' is in {o.memory}; the memory plan is missing a transfer")
     inplace: tuple[int, ...] = ()
-    if node.op_type in BYTE_PRESERVING_OPS:
+    if node.op_type in BYTE_PRESERVING_OPS and not dropout_may_train(node):   # training Dropout rewrites
         read_at = {(i.storage, i.offset) for i in inputs if i is not None}
         inplace = tuple(k for k, o in enumerate(outputs) if (o.storage, o.offset) in read_at)
     domain = node.domain or ""

@@ -12,6 +12,9 @@ end of its members.
   no member of the input's group is a constant, graph input or graph output, and every other task that reads
   the group is an ancestor of this one in the dependency graph. Ancestry, not planned time, because the
   simulator's timing may differ from the plan; an ancestor finishes first on any timing.
+* **Dropout** is elementwise here, never a view: in training mode it rewrites its bytes (masked and scaled).
+  Overwriting an input that dies at it is safe on every engine, since kernels never compute into an output
+  that overlaps an input (the simulator copies the result over it afterwards).
 """
 from __future__ import annotations
 

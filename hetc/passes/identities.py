@@ -32,12 +32,21 @@ def _is_identity(node: Node) -> bool:
         return False
     if node.op_type == "Identity":
         return True
-    if node.op_type != "Dropout":
+    # A Dropout whose training_mode may be true at run time draws a random mask: it stays.
+    return node.op_type == "Dropout" and not dropout_may_train(node)
+
+
+def dropout_may_train(node: Node) -> bool:
+    """Whether a Dropout node may run in training mode, drawing a random mask: its ``training_mode`` input
+    (opset 12+) is present and not a constant false. Opset 7-11 Dropout is inference only, and no opset < 7
+    Dropout reaches the IR: the importer converts to opset 7, whose converter refuses an explicit
+    ``is_test=0`` and makes an omitted one (opset 6's training default) inference, as onnx decides."""
+    if node.op_type != "Dropout" or node.domain not in ("", "ai.onnx"):
         return False
     training = node.inputs[2] if len(node.inputs) > 2 else None
-    if training is not None and not (training.is_const and not bool(np.asarray(training.const).any())):
-        return False  # training_mode may be true at run time
-    return not node.attrs.get("training_mode", 0)
+    if training is None:
+        return False
+    return not (training.is_const and not bool(np.asarray(training.const).any()))
 
 
 def _bypass(graph: Graph, node: Node) -> bool:

@@ -8,7 +8,7 @@ from hetc.errors import TargetError
 from hetc.ir import Node, Value
 from hetc.target.flops import value_nbytes
 from hetc.target.model import Device, Ok, Reason
-from hetc.target.ops import PARAMETER_INPUTS, VIEW_OPS, kernel_limitation
+from hetc.target.ops import PARAMETER_INPUTS, is_view, node_limitation
 
 OK = Ok()
 
@@ -71,8 +71,9 @@ def _op(node: Node, dev: Device) -> Reason | None:
 
 
 def _kernel_coverage(node: Node, dev: Device) -> Reason | None:
-    """The device's limits allow the node but hetc's kernels for it do not implement this attribute value."""
-    limitation = kernel_limitation(node.op_type, node.attrs)
+    """The device's limits allow the node but hetc's kernels for it do not implement this attribute value
+    (or input: a Dropout whose training_mode may be true)."""
+    limitation = node_limitation(node)
     if limitation is None:
         return None
     return Reason("attribute", f"{node.op_type}: hetc's {dev.kind.upper()} kernels do not implement "
@@ -216,7 +217,7 @@ def working_set_bytes(node: Node, alignment: int = 1) -> int:
         return -(-value_nbytes(v) // alignment) * alignment
 
     distinct = list({id(v): v for v in [*node.present_inputs, *node.outputs]}.values())
-    if node.op_type in VIEW_OPS and node.inputs and node.inputs[0] is not None:
+    if is_view(node) and node.inputs and node.inputs[0] is not None:
         aliased = {id(v) for v in node.outputs}
         return sum(aligned(v) for v in distinct if id(v) not in aliased)
     return sum(aligned(v) for v in distinct)

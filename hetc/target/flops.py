@@ -15,7 +15,7 @@ from functools import cache
 from typing import Callable
 
 from hetc.ir import Node, Value, itemsize
-from hetc.target.ops import VIEW_OPS
+from hetc.target.ops import is_view
 
 # Reciprocal estimate + one Newton-Raphson step + the multiply (how SIMD units without a fast divider do it).
 DIV_OPS = 4
@@ -225,7 +225,7 @@ def _distinct(values: list[Value]) -> list[Value]:
 
 def node_bytes(node: Node) -> int:
     """Bytes ``node`` reads and writes in its device's home memory."""
-    if node.op_type in VIEW_OPS:
+    if is_view(node):
         return 0
     outputs = sum(value_nbytes(v) for v in node.outputs)
     if node.op_type in ("Gather", "Slice"):

@@ -3,8 +3,14 @@ cost model keys efficiencies by."""
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import onnx.defs
+
+from hetc.passes.identities import dropout_may_train
+
+if TYPE_CHECKING:
+    from hetc.ir import Node
 
 # Ops with hetc kernels on the NPU and DSP (the CPU runs every ONNX op through onnxruntime). A preset may give
 # a device any subset of this set and nothing outside it.
@@ -53,7 +59,8 @@ _CLASS_MEMBERS: dict[str, tuple[str, ...]] = {
 _OP_TO_CLASS: dict[str, str] = {op: cls for cls, ops in _CLASS_MEMBERS.items() for op in ops}
 
 # Ops that only reinterpret their input's bytes: the memory planner aliases output and input storage
-# (DESIGN.md, "In-place aliasing"), so running one moves no data.
+# (DESIGN.md, "In-place aliasing"), so running one moves no data. Dropout is one only in inference mode:
+# ask ``is_view`` for a node.
 VIEW_OPS: frozenset[str] = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"})
 
 # Inputs that are shapes, axes, indices or scalars steering the kernel rather than tensors it computes on
@@ -117,3 +124,19 @@ def kernel_limitation(op_type: str, attrs: dict) -> str | None:
     if op_type == "Pad" and text.get("mode", "constant") not in ("constant", "reflect", "edge", "wrap"):
         return f"Pad mode '{text['mode']}'"
     return None
+
+
+def is_view(node: "Node") -> bool:
+    """Whether ``node`` only reinterprets its input's bytes (``VIEW_OPS``, less a Dropout that may train)."""
+    return node.op_type in VIEW_OPS and not dropout_may_train(node)
+
+
+def node_limitation(node: "Node") -> str | None:
+    """``kernel_limitation`` plus the limits that depend on a node's inputs rather than its attributes: why
+    this kernel-set node has no NPU/DSP kernel, or None."""
+    if dropout_may_train(node):
+        # The kernels implement inference only; the CPU path draws a seeded mask as onnx.reference does.
+        training = node.inputs[2]
+        return (f"training mode (training_mode '{training.name}' is not a constant false, so the output "
+                f"is masked at random)")
+    return kernel_limitation(node.op_type, node.attrs)

@@ -151,6 +151,12 @@ def onnxruntime_deviates(op_type: str, domain: str, attrs: dict[str, Any], input
         return bool(outputs) and outputs[0][0] == "float8e4m3fn"
     if op_type == "Softmax":  # float16: rounds once, where ONNX's function body rounds every step
         return bool(outputs) and outputs[0][0] == "float16"
+    if op_type == "Dropout":
+        # A seeded Dropout that may train: ONNX's expected outputs are onnx.reference's mask, numpy's
+        # RandomState(seed).uniform(0, 1, shape) >= ratio, which onnxruntime's own generator does not match.
+        # Decided on the input's presence, not its value, because the session chosen here serves every
+        # later run (training off computes the identity on both runtimes).
+        return "seed" in attrs and len(inputs) > 2 and inputs[2] is not None
     if op_type == "Attention":  # a causal mask over a past cache is offset; float16 loses accuracy
         with_past = len(inputs) > 4 and inputs[4] is not None
         return (bool(attrs.get("is_causal", 0)) and with_past) or (

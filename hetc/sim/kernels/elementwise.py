@@ -158,8 +158,9 @@ def clip(call: KernelCall) -> np.ndarray:
 
 @kernel("Dropout")
 def dropout(call: KernelCall) -> list[np.ndarray]:
-    """Inference Dropout is the identity (mask all true). Training mode with a non-zero ratio draws random
-    numbers no two runtimes agree on, so it has no kernel."""
+    """Inference Dropout is the identity (mask all true). Training mode with a non-zero ratio draws a random
+    mask, which these kernels do not implement: capability sends a Dropout whose training_mode may be true
+    to the CPU (``hetc.target.ops.node_limitation``), so reaching the failure below is a scheduling bug."""
     x = call.required(0)
     training = call.input(2)
     ratio = call.input(1)

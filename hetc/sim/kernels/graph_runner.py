@@ -7,6 +7,7 @@ import numpy as np
 
 from hetc.ir import Graph
 from hetc.sim.kernels.dispatch import has_kernel, kernel_limitation, run_kernel
+from hetc.target.ops import dropout_may_train
 
 
 def run_graph(graph: Graph, inputs: dict[str, np.ndarray], device_kind: str = "npu",
@@ -24,7 +25,8 @@ def run_graph(graph: Graph, inputs: dict[str, np.ndarray], device_kind: str = "n
             values.update({v.name: r for v, r in zip(node.outputs, results)})
             continue
         runs_here = (has_kernel(device_kind, node.op_type) and node.domain in ("", "ai.onnx")
-                     and kernel_limitation(device_kind, node.op_type, node.attrs, version) is None)
+                     and kernel_limitation(device_kind, node.op_type, node.attrs, version) is None
+                     and not dropout_may_train(node))
         results = run_kernel(device_kind if runs_here else "cpu", node.op_type, node.domain, node.attrs,
                              [values[v.name] if v is not None else None for v in node.inputs],
                              [(v.dtype, v.shape) for v in node.outputs], graph.opset,
