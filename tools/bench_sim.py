@@ -8,7 +8,8 @@ the edge-soc preset so that about half the tasks are DMA transfers), schedules i
 a bundle and simulates it timing-only. The SimPy model runs the very same programs (one process per engine,
 semaphores as events triggered ``sync_ns`` after a signal) without DRAM contention and records the same trace,
 so the fair comparison is hetc's timing engine (decode + run) with ``contention=False``; the DRAM-sharing figure
-and the end-to-end ``simulate()`` (race check and SimResult included) are printed too.
+and the end-to-end ``simulate()`` (race check and SimResult included) are printed too. All four run in
+``--repeat`` interleaved rounds (CPU time, medians).
 """
 from __future__ import annotations
 
@@ -177,31 +178,37 @@ def main() -> None:
     n_ins = sum(len(p.instructions) for p in bundle.programs.values())
     print(f"schedule: {n_tasks} tasks, {n_ins} instructions, built and emitted in {time.perf_counter() - t0:.2f} s")
 
-    def best(fn):
-        # Both sides run with the garbage collector paused (simulate() does the same): with this many live
-        # objects a generational pass costs more than the simulation itself and lands at random.
-        # Times are CPU seconds of this process (time.process_time): on a shared machine wall time mostly
-        # measures the other processes.
-        cpu, out = [], None
-        for _ in range(args.repeat):
-            gc.collect()
-            gc.disable()
-            start = time.process_time()
-            out = fn()
-            cpu.append(time.process_time() - start)
-            gc.enable()
-        return min(cpu), statistics.median(cpu), out
-
     def engine_only(contention: bool):
         trace = run(Machine.from_bundle(bundle), contention=contention)
         return max(end for *_, end in trace.records), trace
 
-    ours_wall, ours_med, (ours_makespan, ours_trace) = best(lambda: engine_only(False))
-    cont_wall, cont_med, (cont_makespan, cont_trace) = best(lambda: engine_only(True))
-    simpy_wall, simpy_med, (simpy_makespan, simpy_trace) = best(lambda: simpy_run(bundle, target.sync_ns))
-    full_wall, full_med, full = best(lambda: simulate(bundle, functional=False))
-    names = list(bundle.programs)
-    same = sorted((names[e], pc, s, t) for e, pc, s, t in ours_trace.records) == sorted(simpy_trace)
+    sides = {"simpy": lambda: simpy_run(bundle, target.sync_ns), "plain": lambda: engine_only(False),
+             "shared": lambda: engine_only(True), "full": lambda: simulate(bundle, functional=False)}
+    cpu: dict[str, list[float]] = {name: [] for name in sides}
+    out: dict[str, object] = {}
+    names = list(sides)
+    for round_ in range(args.repeat):
+        # Interleaved, each round in a rotated order, so that the load other processes put on the host weighs
+        # on every side alike. Every run has the garbage collector paused (simulate() does the same): with this
+        # many live objects a generational pass costs more than the simulation itself and lands at random.
+        # Times are CPU seconds of this process (time.process_time): on a shared machine wall time mostly
+        # measures the other processes.
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+            out.pop(name, None)   # free the previous result outside the timed region
+            gc.collect()
+            gc.disable()
+            start = time.process_time()
+            out[name] = sides[name]()
+            cpu[name].append(time.process_time() - start)
+            gc.enable()
+    med = {name: statistics.median(times) for name, times in cpu.items()}
+    ratios = {name: sorted(s / o for s, o in zip(cpu["simpy"], cpu[name])) for name in ("plain", "shared")}
+    simpy_makespan, simpy_trace = out["simpy"]
+    ours_makespan, ours_trace = out["plain"]
+    cont_makespan, cont_trace = out["shared"]
+    full = out["full"]
+    engines = list(bundle.programs)
+    same = sorted((engines[e], pc, s, t) for e, pc, s, t in ours_trace.records) == sorted(simpy_trace)
     events = full.stats["events"]   # starts + ends of computes/DMAs, signals, wait releases: same for both
     print(f"planned makespan          {bundle.manifest['planned_makespan_ns'] / 1000:10.1f} us")
     print(f"simulated, no sharing     {ours_makespan / 1000:10.1f} us   (SimPy: {simpy_makespan / 1000:.1f} us, "
@@ -209,15 +216,18 @@ def main() -> None:
     print(f"simulated, DRAM shared    {cont_makespan / 1000:10.1f} us")
     print(f"simulated events          {events}  (heap events: {cont_trace.heap_events} with DRAM sharing, "
           f"{ours_trace.heap_events} without)")
-    print("CPU time, best of --repeat (median):")
-    print(f"SimPy                     {simpy_wall * 1000:7.1f} ms (median {simpy_med * 1000:.1f})  "
-          f"{events / simpy_wall:12,.0f} events/s")
-    print(f"hetc engine, no sharing   {ours_wall * 1000:7.1f} ms (median {ours_med * 1000:.1f})  "
-          f"{events / ours_wall:12,.0f} events/s  {simpy_wall / ours_wall:5.1f}x SimPy")
-    print(f"hetc engine, DRAM shared  {cont_wall * 1000:7.1f} ms (median {cont_med * 1000:.1f})  "
-          f"{events / cont_wall:12,.0f} events/s  {simpy_wall / cont_wall:5.1f}x SimPy")
-    print(f"simulate() end to end     {full_wall * 1000:7.1f} ms (median {full_med * 1000:.1f})  "
-          f"(decode, engine, race check, SimResult with {len(full.events)} events and memory curves)")
+    print(f"CPU time, median of {args.repeat} interleaved rounds (min-max); ratio = SimPy median / hetc median "
+          "(range of the per-round ratios):")
+    labels = {"simpy": "SimPy", "plain": "hetc engine, no sharing", "shared": "hetc engine, DRAM shared"}
+    for name, label in labels.items():
+        line = (f"{label:<25} {med[name] * 1000:7.1f} ms ({min(cpu[name]) * 1000:.1f}-{max(cpu[name]) * 1000:.1f})"
+                f"  {events / med[name]:12,.0f} events/s")
+        if name != "simpy":
+            line += f"  {med['simpy'] / med[name]:5.2f}x SimPy ({ratios[name][0]:.2f}-{ratios[name][-1]:.2f})"
+        print(line)
+    print(f"simulate() end to end     {med['full'] * 1000:7.1f} ms ({min(cpu['full']) * 1000:.1f}-"
+          f"{max(cpu['full']) * 1000:.1f})  (decode, engine, race check, SimResult with {len(full.events)} events "
+          "and memory curves)")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 from hetc.codegen.program import Compute, Signal, Wait
@@ -77,7 +76,7 @@ def run(machine: Machine, contention: bool = True) -> Trace:
     bandwidth = machine.dram_bandwidth
     # Per semaphore: [visible time of each signal issued so far (issue order), {count: engines blocked until
     # that signal}]; one lookup gives both, since a signal must check its waiters and a wait its signals.
-    sems: defaultdict[str, list] = defaultdict(lambda: [[], {}])
+    sems: dict[str, list] = {}
     records: list[tuple[int, int, float, float]] = []
     heap: list[tuple[float, int, int, int, int]] = []
     seq = itertools.count()
@@ -88,12 +87,14 @@ def run(machine: Machine, contention: bool = True) -> Trace:
 
     # Runs every ready engine until it blocks on a wait, needs DRAM (an event) or finishes. The inner loop runs
     # once per instruction, so everything it touches is bound once as a default argument (CPython's fastest
-    # variable lookup), engines are switched inside the function rather than by calling it per engine, and
+    # variable lookup), engines are switched inside the function rather than by calling it per engine, records
+    # are added with ``records.append`` (which CPython specialises, unlike a bound method held in a variable),
+    # and
     # instructions are told apart by ``type(ins) is ...``: reading ``ins.kind`` at one place from four
     # instruction classes defeats CPython 3.11's attribute specialisation, while each field read below only
     # ever sees one class.
-    def drain(steps=steps, nows=nows, pcs=pcs, done=done, record=records.append, sharing=contention,  # noqa: B008
-              delay=sync_ns, sems=sems, ready=ready, Compute=Compute, Wait=Wait, Signal=Signal) -> None:
+    def drain(steps=steps, nows=nows, pcs=pcs, done=done, records=records, sharing=contention, delay=sync_ns,
+              sems=sems, ready=ready, Compute=Compute, Wait=Wait, Signal=Signal) -> None:
         while ready:
             e = ready.pop()
             t = nows[e]
@@ -102,12 +103,15 @@ def run(machine: Machine, contention: bool = True) -> Trace:
                 if cls is Compute:
                     end = t + ins.duration_ns
                     if not sharing or not ins.dram_bytes or ins.duration_ns <= 0:
-                        record((e, pc, t, end))
+                        records.append((e, pc, t, end))
                         t = end
                         continue
                     rate = ins.dram_bytes / ins.duration_ns
                 elif cls is Wait:
-                    sem = sems[ins.sem]
+                    try:
+                        sem = sems[ins.sem]
+                    except KeyError:   # (once per semaphore: a plain dict reads faster than a defaultdict)
+                        sem = sems[ins.sem] = [[], {}]
                     shown_by = sem[0]
                     count = ins.count
                     if len(shown_by) < count:
@@ -122,31 +126,34 @@ def run(machine: Machine, contention: bool = True) -> Trace:
                         break
                     shown = shown_by[count - 1]
                     if shown > t:
-                        record((e, pc, t, shown))
+                        records.append((e, pc, t, shown))
                         t = shown
                     else:
-                        record((e, pc, t, t))
+                        records.append((e, pc, t, t))
                     continue
                 elif cls is Signal:
-                    sem = sems[ins.sem]
+                    try:
+                        sem = sems[ins.sem]
+                    except KeyError:
+                        sem = sems[ins.sem] = [[], {}]
                     shown_by = sem[0]
                     shown = t + delay
                     shown_by.append(shown)
-                    record((e, pc, t, t))
+                    records.append((e, pc, t, t))
                     if sem[1]:
                         blocked = sem[1].pop(len(shown_by), None)
                         if blocked:
                             for w in blocked:
                                 since = nows[w]
                                 released = shown if shown > since else since
-                                record((w, pcs[w], since, released))
+                                records.append((w, pcs[w], since, released))
                                 nows[w] = released
                                 ready.append(w)
                     continue
                 else:   # Dma
                     end = t + ins.duration_ns
                     if not sharing or not ins.dram_bytes or ins.duration_ns <= 0:
-                        record((e, pc, t, end))
+                        records.append((e, pc, t, end))
                         t = end
                         continue
                     rate = ins.dram_bytes / ins.duration_ns
@@ -165,7 +172,7 @@ def run(machine: Machine, contention: bool = True) -> Trace:
                     pcs[e] = pc
                     begin(e, rate, ins.duration_ns, t)
                     break
-                record((e, pc, t, end))
+                records.append((e, pc, t, end))
                 t = end
             else:
                 done[e] = True
