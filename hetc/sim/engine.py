@@ -67,7 +67,8 @@ class Trace:
 def run(machine: Machine, contention: bool = True) -> Trace:
     programs = machine.programs
     n_engines = len(programs)
-    steps = [enumerate(program) for program in programs]   # each resumes where its engine stopped
+    pc_numbers = _pc_numbers(max(map(len, programs), default=0))
+    steps = [zip(pc_numbers, program) for program in programs]   # each resumes where its engine stopped
     nows = [0.0] * n_engines   # per engine: its clock, or since when it waits (blocked or ready)
     pcs = [0] * n_engines      # per engine: the instruction it is blocked on (a wait or a DRAM user)
     done = [not program for program in programs]
@@ -239,6 +240,17 @@ def run(machine: Machine, contention: bool = True) -> Trace:
                               + "; these waits can never be satisfied, so the programs are inconsistent: rebuild "
                               "the bundle")
     return Trace(records=records, signals=signals, heap_events=popped, stats={"dram_min_speed": slowest})
+
+
+_PC_NUMBERS: list[int] = []
+
+
+def _pc_numbers(n: int) -> list[int]:
+    """At least ``n`` program counters 0, 1, ...: the same int objects every run, so that the records do not
+    allocate one per instruction (``enumerate`` would, beyond CPython's cached small ints)."""
+    if len(_PC_NUMBERS) < n:
+        _PC_NUMBERS.extend(range(len(_PC_NUMBERS), n))
+    return _PC_NUMBERS
 
 
 class _DramUser:
