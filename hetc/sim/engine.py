@@ -220,15 +220,28 @@ def run(machine: Machine, contention: bool = True) -> Trace:
     speed = 1.0           # the common speed of DRAM users, as a fraction of their own
     total_rate = 0.0      # bytes/ns the running DRAM users ask for
     while True:
-        drain()
+        if ready:
+            drain()
         if not heap:
             break
-        t, phase, _, e, version = pop(heap)
+        t, phase, _, e, version = pop(heap)   # (no engine is ready now: drain ran them all)
         popped += 1
         user = users[e]
         if phase == START:
             ins = programs[e][pcs[e]]
-            begin(e, ins.dram_bytes / ins.duration_ns, ins.duration_ns, t)
+            duration = ins.duration_ns
+            rate = ins.dram_bytes / duration
+            end = t + duration
+            # As in drain: nothing happens before the next event, so a user that ends before it at full speed
+            # and leaves DRAM unsaturated needs no end event.
+            if speed == 1.0 and total_rate + rate <= bandwidth and (not heap or end < heap[0][0]):
+                if dram_users:   # the rounding a begin and its end would leave in the running total
+                    total_rate = total_rate + rate - rate
+                records.append((e, pcs[e], t, end))
+                nows[e] = end
+                ready.append(e)
+            else:
+                begin(e, rate, duration, t)
         elif version == user.version:
             user.version += 1
             total_rate -= dram_users.pop(e)
