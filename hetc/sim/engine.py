@@ -72,6 +72,8 @@ class Trace:
 
 
 def run(machine: Machine, contention: bool = True) -> Trace:
+    """Simulate the machine's programs timing-only; ``contention`` shares DRAM bandwidth between its users.
+    Raises SimulationError naming every blocked engine, instruction and semaphore on a deadlock."""
     programs = machine.programs
     n_engines = len(programs)
     pc_numbers = _pc_numbers(max(map(len, programs), default=0))
