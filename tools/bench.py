@@ -424,6 +424,18 @@ def run_benchmark(models: list[str], targets: list[str], baselines: list[str], t
     return cases
 
 
+def keep_timing_section(path: Path, text: str) -> str:
+    """``text`` with the timing-engine section that ``tools/bench_sim.py --write-doc`` put in the previous
+    file at ``path`` (between its markers), before the per-stage list."""
+    old = path.read_text() if path.exists() else ""
+    begin, end = "<!-- timing engine: written by tools/bench_sim.py", "<!-- end of the timing-engine section -->"
+    if begin not in old or end not in old or "## Per-stage benchmarks" not in text:
+        return text
+    section = old[old.index(begin):old.index(end) + len(end)]
+    at = text.index("## Per-stage benchmarks")
+    return text[:at] + section + "\n\n" + text[at:]
+
+
 def regenerate_args(argv: list[str]) -> list[str]:
     """The command line without its output paths (--out, --json), for the doc's "regenerate with" line."""
     kept, skip = [], False
@@ -472,7 +484,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"whole run: {total_s:.1f} s")
     if args.out:
         shown = regenerate_args(argv if argv is not None else sys.argv[1:])
-        Path(args.out).write_text(markdown(cases, strategies, targets, info, shown, total_s))
+        text = markdown(cases, strategies, targets, info, shown, total_s)
+        Path(args.out).write_text(keep_timing_section(Path(args.out), text))
         print(f"wrote {args.out}")
     if args.json:
         raw = {"machine": info, "total_s": total_s, "headline": headline(cases, targets),

@@ -21,15 +21,21 @@ same factor and its end event is re-timed (stale end events carry an old version
 
 The engine produces a trace of (engine, pc, start, end); the race detector and the functional replay work on
 that trace (``hetc.sim.races``, ``hetc.sim.functional``).
+
+The loop reads the programs' instruction objects directly: a decode pass into another form would touch every
+instruction once more, and the loop's cost is CPython's per-bytecode overhead, not the instruction objects.
+What it does instead: per-engine state in lists indexed by engine, one dict entry per semaphore holding both
+its signals' visible times and its blocked waiters, instructions told apart by their class so that every field
+read is specialised by CPython 3.11, records appended with ``list.append`` and program counters taken from one
+cached list of ints (``tools/bench_sim.py`` measures it against SimPy).
 """
 from __future__ import annotations
 
 import heapq
 import itertools
-from collections import defaultdict
 from dataclasses import dataclass, field
 
-from hetc.codegen.program import Compute, Dma
+from hetc.codegen.program import Compute, Signal, Wait
 from hetc.errors import SimulationError
 from hetc.sim.machine import Machine
 
@@ -39,7 +45,10 @@ INFINITY = float("inf")
 
 @dataclass
 class Trace:
-    records: list[tuple[int, int, float, float]]             # (engine, pc, start, end) per executed step
+    # (engine, pc, start, end) per executed step, in execution order: a step comes after every step that
+    # happens before it (its engine's earlier steps, the signal that released a wait); the memory curves rely
+    # on it.
+    records: list[tuple[int, int, float, float]]
     signals: dict[str, list[float]]                          # sem -> visible time of each signal, issue order
 
     def sync_edges(self, machine: Machine) -> list[tuple[str, int, int, int, int, float]]:
@@ -62,96 +71,121 @@ class Trace:
     stats: dict[str, float] = field(default_factory=dict)
 
 
-class _Lane:
-    __slots__ = ("program", "pc", "now", "wait_since", "version", "start", "remaining", "last")
-
-    def __init__(self, program: tuple) -> None:
-        self.program = program
-        self.pc = 0
-        self.now = 0.0          # the engine's clock: when its current instruction may start
-        self.wait_since = 0.0
-        self.version = 0
-        self.start = 0.0
-        self.remaining = 0.0    # DRAM users: nominal ns of work left ...
-        self.last = 0.0         # ... as of this time
-
-
 def run(machine: Machine, contention: bool = True) -> Trace:
-    lanes = [_Lane(program) for program in machine.programs]
+    """Simulate the machine's programs timing-only; ``contention`` shares DRAM bandwidth between its users.
+    Raises SimulationError naming every blocked engine, instruction and semaphore on a deadlock."""
+    programs = machine.programs
+    n_engines = len(programs)
+    pc_numbers = _pc_numbers(max(map(len, programs), default=0))
+    steps = [zip(pc_numbers, program) for program in programs]   # each resumes where its engine stopped
+    nows = [0.0] * n_engines   # per engine: its clock, or since when it waits (blocked or ready)
+    pcs = [0] * n_engines      # per engine: the instruction it is blocked on (a wait or a DRAM user)
+    done = [not program for program in programs]
+    users = [_DramUser() for _ in programs]
     sync_ns = machine.sync_ns
     bandwidth = machine.dram_bandwidth
-    # Per semaphore, when each signal issued so far becomes visible (in issue order).
-    signals: defaultdict[str, list[float]] = defaultdict(list)
-    waiting: dict[tuple[str, int], list[int]] = {}   # (sem, count) -> engines blocked until that signal
+    # Per semaphore: [visible time of each signal issued so far (issue order), {count: engines blocked until
+    # that signal}]; one lookup gives both, since a signal must check its waiters and a wait its signals.
+    sems: dict[str, list] = {}
     records: list[tuple[int, int, float, float]] = []
     heap: list[tuple[float, int, int, int, int]] = []
     seq = itertools.count()
     push, pop = heapq.heappush, heapq.heappop
-    ready = list(range(len(lanes)))[::-1]
+    ready = list(range(n_engines))[::-1]
     dram_users: dict[int, float] = {}   # engine -> the DRAM rate its running instruction asks for
     slowest = 1.0
 
     # Runs every ready engine until it blocks on a wait, needs DRAM (an event) or finishes. The inner loop runs
     # once per instruction, so everything it touches is bound once as a default argument (CPython's fastest
-    # variable lookup) and engines are switched inside the function rather than by calling it per engine.
-    def drain(lanes=lanes, record=records.append, sharing=contention, delay=sync_ns,  # noqa: B008
-              issued_by=signals, blocked_on=waiting, ready=ready) -> None:
+    # variable lookup), engines are switched inside the function rather than by calling it per engine, records
+    # are added with ``records.append`` (which CPython specialises, unlike a bound method held in a variable),
+    # and
+    # instructions are told apart by ``type(ins) is ...``: reading ``ins.kind`` at one place from four
+    # instruction classes defeats CPython 3.11's attribute specialisation, while each field read below only
+    # ever sees one class.
+    def drain(steps=steps, nows=nows, pcs=pcs, done=done, records=records, sharing=contention, delay=sync_ns,
+              sems=sems, ready=ready, Compute=Compute, Wait=Wait, Signal=Signal) -> None:
         while ready:
             e = ready.pop()
-            lane = lanes[e]
-            program = lane.program
-            pc, t, n = lane.pc, lane.now, len(program)
-            while pc < n:
-                ins = program[pc]
-                kind = ins.kind
-                if kind == "compute" or kind == "dma":
+            t = nows[e]
+            for pc, ins in steps[e]:
+                cls = type(ins)
+                if cls is Compute:
                     end = t + ins.duration_ns
-                    if sharing and ins.dram_bytes and ins.duration_ns > 0:
-                        # Nothing can happen before the earliest pending event or ready engine's clock: a
-                        # start before that needs no event, and if the end comes before it too and DRAM stays
-                        # unsaturated, the instruction runs at full speed with no event at all.
-                        horizon = heap[0][0] if heap else INFINITY
-                        for other in ready:
-                            if lanes[other].now < horizon:
-                                horizon = lanes[other].now
-                        if t >= horizon:
-                            push(heap, (t, START, next(seq), e, 0))
-                            break
-                        if end >= horizon or speed != 1.0 or (
-                                total_rate + ins.dram_bytes / ins.duration_ns > bandwidth):
-                            begin(e, lane, ins, t)
-                            break
-                    record((e, pc, t, end))
-                    t = end
-                elif kind == "signal":
-                    s = ins.sem
-                    shown = t + delay
-                    issued = issued_by[s]
-                    issued.append(shown)
-                    record((e, pc, t, t))
-                    blocked = blocked_on.pop((s, len(issued)), None) if blocked_on else None
-                    if blocked:
-                        for w in blocked:
-                            other = lanes[w]
-                            since = other.wait_since
-                            released = shown if shown > since else since
-                            record((w, other.pc, since, released))
-                            other.pc += 1
-                            other.now = released
-                            ready.append(w)
-                else:   # wait
-                    s, count = ins.sem, ins.count
-                    issued = issued_by[s]
-                    if len(issued) < count:
-                        blocked_on.setdefault((s, count), []).append(e)
-                        lane.wait_since = t
+                    if not sharing or not ins.dram_bytes or ins.duration_ns <= 0:
+                        records.append((e, pc, t, end))
+                        t = end
+                        continue
+                    rate = ins.dram_bytes / ins.duration_ns
+                elif cls is Wait:
+                    try:
+                        sem = sems[ins.sem]
+                    except KeyError:   # (once per semaphore: a plain dict reads faster than a defaultdict)
+                        sem = sems[ins.sem] = [[], {}]
+                    shown_by = sem[0]
+                    count = ins.count
+                    if len(shown_by) < count:
+                        waiters = sem[1]
+                        blocked = waiters.get(count)
+                        if blocked is None:
+                            waiters[count] = [e]
+                        else:
+                            blocked.append(e)
+                        pcs[e] = pc
+                        nows[e] = t
                         break
-                    shown = issued[count - 1]
-                    released = shown if shown > t else t
-                    record((e, pc, t, released))
-                    t = released
-                pc += 1
-            lane.pc, lane.now = pc, t
+                    shown = shown_by[count - 1]
+                    if shown > t:
+                        records.append((e, pc, t, shown))
+                        t = shown
+                    else:
+                        records.append((e, pc, t, t))
+                    continue
+                elif cls is Signal:
+                    try:
+                        sem = sems[ins.sem]
+                    except KeyError:
+                        sem = sems[ins.sem] = [[], {}]
+                    shown_by = sem[0]
+                    shown = t + delay
+                    shown_by.append(shown)
+                    records.append((e, pc, t, t))
+                    if sem[1]:
+                        blocked = sem[1].pop(len(shown_by), None)
+                        if blocked:
+                            for w in blocked:
+                                since = nows[w]
+                                released = shown if shown > since else since
+                                records.append((w, pcs[w], since, released))
+                                nows[w] = released
+                                ready.append(w)
+                    continue
+                else:   # Dma
+                    end = t + ins.duration_ns
+                    if not sharing or not ins.dram_bytes or ins.duration_ns <= 0:
+                        records.append((e, pc, t, end))
+                        t = end
+                        continue
+                    rate = ins.dram_bytes / ins.duration_ns
+                # A DRAM user with sharing on. Nothing can happen before the earliest pending event or ready
+                # engine's clock: a start before that needs no event, and if the end comes before it too and
+                # DRAM stays unsaturated, the instruction runs at full speed with no event at all.
+                horizon = heap[0][0] if heap else INFINITY
+                for other in ready:
+                    if nows[other] < horizon:
+                        horizon = nows[other]
+                if t >= horizon:
+                    pcs[e] = pc
+                    push(heap, (t, START, next(seq), e, 0))
+                    break
+                if end >= horizon or speed != 1.0 or total_rate + rate > bandwidth:
+                    pcs[e] = pc
+                    begin(e, rate, ins.duration_ns, t)
+                    break
+                records.append((e, pc, t, end))
+                t = end
+            else:
+                done[e] = True
 
     def reshare(t: float, total: float) -> None:
         """Every DRAM user runs at one common speed; when it changes, bank each user's progress at the old
@@ -162,63 +196,102 @@ def run(machine: Machine, contention: bool = True) -> Trace:
         if new == speed:
             return   # every pending end event is still right
         for e in dram_users:
-            lane = lanes[e]
-            lane.remaining = max(0.0, lane.remaining - (t - lane.last) * speed)
-            lane.last = t
-            lane.version += 1
-            push(heap, (t + lane.remaining / new, END, next(seq), e, lane.version))
+            user = users[e]
+            user.remaining = max(0.0, user.remaining - (t - user.last) * speed)
+            user.last = t
+            user.version += 1
+            push(heap, (t + user.remaining / new, END, next(seq), e, user.version))
         speed = new
         slowest = min(slowest, new)
 
-    def begin(e: int, lane: _Lane, ins: Compute | Dma, t: float) -> None:
-        """A DRAM user starts at t: it joins the sharing and its end becomes an event."""
+    def begin(e: int, rate: float, duration: int, t: float) -> None:
+        """A DRAM user asking ``rate`` bytes/ns for ``duration`` ns alone starts at t: it joins the sharing
+        and its end becomes an event."""
         nonlocal total_rate
-        rate = ins.dram_bytes / ins.duration_ns
         total_rate += rate
         if speed != 1.0 or total_rate > bandwidth:   # (the common case, no slowdown, needs no call)
             reshare(t, total_rate)   # re-times the others first
         dram_users[e] = rate
-        lane.start = lane.last = t
-        lane.remaining = float(ins.duration_ns)
-        lane.version += 1
-        push(heap, (t + lane.remaining / speed, END, next(seq), e, lane.version))
+        user = users[e]
+        user.start = user.last = t
+        user.remaining = float(duration)
+        user.version += 1
+        push(heap, (t + user.remaining / speed, END, next(seq), e, user.version))
 
     popped = 0
     speed = 1.0           # the common speed of DRAM users, as a fraction of their own
     total_rate = 0.0      # bytes/ns the running DRAM users ask for
     while True:
-        drain()
+        if ready:
+            drain()
         if not heap:
             break
-        t, phase, _, e, version = pop(heap)
+        t, phase, _, e, version = pop(heap)   # (no engine is ready now: drain ran them all)
         popped += 1
-        lane = lanes[e]
+        user = users[e]
         if phase == START:
-            begin(e, lane, lane.program[lane.pc], t)
-        elif version == lane.version:
-            lane.version += 1
+            ins = programs[e][pcs[e]]
+            duration = ins.duration_ns
+            rate = ins.dram_bytes / duration
+            end = t + duration
+            # As in drain: nothing happens before the next event, so a user that ends before it at full speed
+            # and leaves DRAM unsaturated needs no end event.
+            if speed == 1.0 and total_rate + rate <= bandwidth and (not heap or end < heap[0][0]):
+                if dram_users:   # the rounding a begin and its end would leave in the running total
+                    total_rate = total_rate + rate - rate
+                records.append((e, pcs[e], t, end))
+                nows[e] = end
+                ready.append(e)
+            else:
+                begin(e, rate, duration, t)
+        elif version == user.version:
+            user.version += 1
             total_rate -= dram_users.pop(e)
             if not dram_users:
                 total_rate = 0.0   # no rounding drift across idle periods
             if speed != 1.0:
                 reshare(t, total_rate)
-            records.append((e, lane.pc, lane.start, t))
-            lane.pc += 1
-            lane.now = t
+            records.append((e, pcs[e], user.start, t))
+            nows[e] = t
             ready.append(e)
 
-    stuck = [e for e, lane in enumerate(lanes) if lane.pc < len(lane.program)]
+    signals = {s: sem[0] for s, sem in sems.items()}
+    stuck = [e for e in range(n_engines) if not done[e]]
     if stuck:
-        raise SimulationError("deadlock: " + "; ".join(_stuck_reason(machine, e, lanes[e], signals) for e in stuck)
+        raise SimulationError("deadlock: " + "; ".join(_stuck_reason(machine, e, pcs[e], signals) for e in stuck)
                               + "; these waits can never be satisfied, so the programs are inconsistent: rebuild "
                               "the bundle")
-    return Trace(records=records, signals=dict(signals), heap_events=popped, stats={"dram_min_speed": slowest})
+    return Trace(records=records, signals=signals, heap_events=popped, stats={"dram_min_speed": slowest})
 
 
-def _stuck_reason(machine: Machine, e: int, lane: _Lane, signals: dict[str, list[float]]) -> str:
-    ins = lane.program[lane.pc]
+_PC_NUMBERS: list[int] = []
+
+
+def _pc_numbers(n: int) -> list[int]:
+    """At least ``n`` program counters 0, 1, ...: the same int objects every run, so that the records do not
+    allocate one per instruction (``enumerate`` would, beyond CPython's cached small ints)."""
+    if len(_PC_NUMBERS) < n:
+        _PC_NUMBERS.extend(range(len(_PC_NUMBERS), n))
+    return _PC_NUMBERS
+
+
+class _DramUser:
+    """The running DRAM instruction of one engine: when it started, its nominal ns of work left as of
+    ``last``, and the version of its pending end event (older ones are stale)."""
+
+    __slots__ = ("start", "remaining", "last", "version")
+
+    def __init__(self) -> None:
+        self.start = 0.0
+        self.remaining = 0.0
+        self.last = 0.0
+        self.version = 0
+
+
+def _stuck_reason(machine: Machine, e: int, pc: int, signals: dict[str, list[float]]) -> str:
+    ins = machine.programs[e][pc]
     name = machine.engines[e]
-    if ins.kind != "wait":
-        return f"{name} stopped at instruction {lane.pc}"
-    return (f"{name}[{lane.pc}] waits for {ins.sem} to reach {ins.count} but it only reached "
-            f"{len(signals[ins.sem])} (signalled by {machine.signaller(ins.sem)})")
+    if not isinstance(ins, Wait):
+        return f"{name} stopped at instruction {pc}"
+    return (f"{name}[{pc}] waits for {ins.sem} to reach {ins.count} but it only reached "
+            f"{len(signals.get(ins.sem, ()))} (signalled by {machine.signaller(ins.sem)})")
