@@ -15,9 +15,7 @@ and to the heap, and the node itself through a one-node onnxruntime session type
 """
 from __future__ import annotations
 
-import hashlib
-from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -30,14 +28,11 @@ from hetc.ir import EXPORT_IR_VERSION, HostType, dtype_from_numpy, dtype_to_onnx
 from hetc.ir.host import conform_host_value
 from hetc.ir.dtypes import to_storage
 from hetc.ir.onnx_export import make_attribute
-from hetc.sim.kernels.cpu import _check_no_capture, _ort_runner, _reference_runner, onnxruntime_deviates
-from hetc.sim.kernels.errors import KernelError
+from hetc.sim.kernels.cpu import _check_no_capture, onnxruntime_deviates, session_for
 
 if TYPE_CHECKING:
     from hetc.sim.functional import FunctionalReplay
 
-_CACHE_SIZE = 256
-_runners: "OrderedDict[bytes, Callable[[dict[str, Any]], list[Any]]]" = OrderedDict()
 
 
 class HostHeap:
@@ -142,31 +137,13 @@ def run_host_node(op_type: str, domain: str, attrs: dict[str, Any], inputs: list
     model = _single_node_model(op_type, domain, attrs, inputs, input_types, output_types,
                                runtime_opsets(op_type, domain, attrs, opset))
     feeds = {f"hetc_in{i}": x for i, x in enumerate(inputs) if input_types[i] is not None}
-    key = hashlib.sha256(model.SerializeToString(deterministic=True)).digest()
-    runner = _runners.get(key)
-    if runner is not None:
-        _runners.move_to_end(key)
-        return list(runner(feeds))
-    errors = []
-    makers = (_ort_runner, _reference_runner)
     arrays = [x for x in inputs if isinstance(x, np.ndarray)]
-    if onnxruntime_deviates(op_type, domain, attrs, arrays if len(arrays) == len(inputs) else [],
-                            [(t.dtype or "", ()) for t in output_types]):
-        makers = makers[::-1]
-    for make in makers:
-        try:
-            runner = make(model)
-            results = list(runner(feeds))
-        except Exception as error:  # noqa: BLE001 - any failure moves on to the next runtime
-            errors.append(f"{make.__name__.strip('_').replace('_runner', '')}: {str(error).strip()[:300]}")
-            continue
-        _runners[key] = runner
-        if len(_runners) > _CACHE_SIZE:
-            _runners.popitem(last=False)
-        return results
-    raise KernelError(f"neither onnxruntime nor onnx.reference can run {op_type} (opset "
-                      f"{opset.get(domain, '?')}) on host values {[str(t) for t in input_types]}: "
-                      + " | ".join(errors))
+    deviates = onnxruntime_deviates(op_type, domain, attrs, arrays if len(arrays) == len(inputs) else [],
+                                    [(t.dtype or "", ()) for t in output_types])
+    _, results = session_for(model, feeds, deviates,
+                             lambda: f"{op_type} (opset {opset.get(domain, '?')}) on host values "
+                                     f"{[str(t) for t in input_types]}")
+    return results
 
 
 def _single_node_model(op_type: str, domain: str, attrs: dict[str, Any], inputs: list[Any],

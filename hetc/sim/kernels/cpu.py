@@ -220,16 +220,23 @@ def _resolve(op_type: str, domain: str, attrs: dict[str, Any], inputs: list[np.n
     on ``inputs``: onnxruntime first, onnx.reference when onnxruntime cannot run it (or deviates)."""
     _check_no_capture(op_type, attrs)
     model = single_node_model(op_type, domain, attrs, inputs, outputs, runtime_opsets(op_type, domain, attrs, opset))
+    return session_for(model, _feeds(inputs), onnxruntime_deviates(op_type, domain, attrs, inputs, outputs),
+                       lambda: f"{op_type} (opset {opset.get(domain or '', '?')}) on inputs "
+                               f"{[None if x is None else (str(x.dtype), x.shape) for x in inputs]}")
+
+
+def session_for(model: onnx.ModelProto, feeds: dict[str, Any], reference_first: bool,
+                describe: Callable[[], str]) -> tuple[_Runner, list[Any]]:
+    """The runner of a one-node model (cached per model, LRU) and its results on ``feeds``: onnxruntime first,
+    onnx.reference when onnxruntime cannot run it, or the other way round (``reference_first``). ``describe``
+    names the node for the error raised when neither can."""
     key = hashlib.sha256(model.SerializeToString(deterministic=True)).digest()
-    feeds = _feeds(inputs)
     runner = _sessions.get(key)
     if runner is not None:
         _sessions.move_to_end(key)
         return runner, list(runner(feeds))
     errors = []
-    runtimes = (_ort_runner, _reference_runner)
-    if onnxruntime_deviates(op_type, domain, attrs, inputs, outputs):
-        runtimes = runtimes[::-1]
+    runtimes = (_reference_runner, _ort_runner) if reference_first else (_ort_runner, _reference_runner)
     for make in runtimes:
         try:
             runner = make(model)
@@ -241,9 +248,7 @@ def _resolve(op_type: str, domain: str, attrs: dict[str, Any], inputs: list[np.n
         if len(_sessions) > _CACHE_SIZE:
             _sessions.popitem(last=False)
         return runner, results
-    raise KernelError(f"neither onnxruntime nor onnx.reference can run {op_type} (opset "
-                      f"{opset.get(domain or '', '?')}) on inputs "
-                      f"{[None if x is None else (str(x.dtype), x.shape) for x in inputs]}: " + " | ".join(errors))
+    raise KernelError(f"neither onnxruntime nor onnx.reference can run {describe()}: " + " | ".join(errors))
 
 
 def _remember(call_key: tuple, attrs: dict[str, Any], runner: _Runner) -> None:
