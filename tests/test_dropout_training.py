@@ -18,7 +18,7 @@ from hetc.sim.kernels import run_on_cpu
 from hetc.sim.kernels.cpu import onnxruntime_deviates
 from hetc.target import load_target, working_set_bytes
 from hetc.target.ops import dropout_may_train, is_view
-from hetc.validate import compare
+from hetc.validate import compare, reference_outputs
 
 vi = helper.make_tensor_value_info
 SHAPE = (8, 64)
@@ -139,3 +139,14 @@ def test_opset6_training_dropout_with_a_mask_is_refused_at_import():
     model.ir_version = EXPORT_IR_VERSION
     with pytest.raises(ModelError, match="is_test"):
         import_model(model)
+
+
+def test_validation_takes_a_seeded_training_dropout_reference_from_onnx_reference(tmp_path):
+    model = _dropout_model(None, seed=3)
+    result = build(model, BuildOptions(target="edge-soc", time_limit_s=1.0, num_workers=1))
+    feeds = {"x": np.random.default_rng(2).standard_normal(SHAPE).astype(np.float32), "train": np.array(True)}
+    sim = simulate(result.bundle, feeds, functional=True)
+    with pytest.warns(RuntimeWarning, match="draws seeded random numbers"):
+        expected = reference_outputs(model, feeds)
+    np.testing.assert_array_equal(expected["mask"], sim.outputs["mask"])
+    assert compare(sim.outputs, expected).passed

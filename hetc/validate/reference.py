@@ -1,5 +1,7 @@
 """The reference: the original ONNX model run by onnxruntime, or by ``onnx.reference`` (with a warning)
-when onnxruntime refuses to load it, e.g. a model stamped with an opset newer than onnxruntime knows."""
+when onnxruntime refuses to load it, e.g. a model stamped with an opset newer than onnxruntime knows, or
+when the model draws seeded random numbers: hetc draws those with onnx.reference's generator (a seeded
+training-mode Dropout, see docs/kernels.md), which onnxruntime's differs from."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -54,10 +56,14 @@ def reference_outputs(model_path_or_proto: str | Path | onnx.ModelProto, inputs:
     onnxruntime cannot load the model)."""
     model = load_model(model_path_or_proto)
     feeds = check_inputs(inputs, model, origin="reference inputs")
+    seeded = _seeded_random_node(model)
+    if seeded is not None:
+        return _reference_evaluator_outputs(model, feeds, f"{seeded} draws seeded random numbers, which hetc "
+                                            "draws with onnx.reference's generator")
     try:
         session = _session(model)
     except ModelError as refusal:
-        return _reference_evaluator_outputs(model, feeds, refusal)
+        return _reference_evaluator_outputs(model, feeds, str(refusal))
     try:
         results = session.run(None, feeds)
     except Exception as error:  # noqa: BLE001
@@ -66,15 +72,25 @@ def reference_outputs(model_path_or_proto: str | Path | onnx.ModelProto, inputs:
     return {out.name: as_output(r) for out, r in zip(session.get_outputs(), results)}
 
 
+def _seeded_random_node(model: onnx.ModelProto) -> str | None:
+    """The first top-level node whose output hetc draws with onnx.reference's seeded generator: a Dropout
+    with a ``seed`` and a training_mode input (cf. ``onnxruntime_deviates`` in hetc/sim/kernels/cpu.py)."""
+    for node in model.graph.node:
+        if (node.op_type == "Dropout" and node.domain in ("", "ai.onnx") and len(node.input) > 2
+                and node.input[2] and any(a.name == "seed" for a in node.attribute)):
+            return f"Dropout '{node.name or node.output[0]}'"
+    return None
+
+
 def _reference_evaluator_outputs(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray],
-                                 refusal: ModelError) -> dict[str, np.ndarray]:
+                                 why: str) -> dict[str, np.ndarray]:
     from onnx.reference import ReferenceEvaluator
 
     try:
         evaluator = ReferenceEvaluator(model)
     except Exception as error:  # noqa: BLE001 - the evaluator raises plain exceptions for unknown ops
-        raise ModelError(f"{refusal}; onnx.reference cannot load it either: {_first_line(error)}") from None
-    warnings.warn(f"{_first_line(refusal)[:300]}; the reference outputs come from onnx.reference instead",
+        raise ModelError(f"{why}; onnx.reference cannot load it: {_first_line(error)}") from None
+    warnings.warn(f"{why.splitlines()[0][:300]}; the reference outputs come from onnx.reference instead",
                   RuntimeWarning, stacklevel=3)
     try:
         results = evaluator.run(None, dict(feeds))
