@@ -8,6 +8,10 @@ Result = dict[str, Any]
 DEVICES = ("npu", "dsp", "cpu")
 
 
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
 def union_pass(r: Result) -> bool:
     return bool(r["ort"]) or bool(r["ref"])
 
@@ -140,11 +144,11 @@ def write_docs(results: list[Result], meta: dict[str, Any], exclusions: dict[str
         "",
         f"Node cases: hetc passes **{node['hetc']} of {node['cases']}**; onnxruntime {node['ort']}, "
         f"onnx.reference {node['ref']}, either {node['union']}. All cases: hetc {allc['hetc']} of "
-        f"{allc['cases']}, either reference {allc['union']}; {allc['missed']} cases that a reference passes "
-        "are missed by hetc.",
+        f"{allc['cases']}, either reference {allc['union']}; {_count(allc['missed'], 'case')} that a reference "
+        "passes missed by hetc.",
         "",
         f"Against onnxruntime alone (hetc's CPU path runs it node by node): of the {allc['ort']} cases it passes, "
-        f"hetc passes {allc['ort'] - len(ort_missed)}; the {len(ort_missed)} others are "
+        f"hetc passes {allc['ort'] - len(ort_missed)}; of the {_count(len(ort_missed), 'other')}, "
         f"{sum(r['hetc'] == 'excluded' for r in ort_missed)} excluded and "
         f"{sum(r['hetc'] != 'excluded' for r in ort_missed)} failing. hetc passes "
         f"{sum(r['hetc'] == 'pass' and not r['ort'] for r in results)} cases onnxruntime does not (its CPU "
