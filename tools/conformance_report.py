@@ -8,9 +8,9 @@ Result = dict[str, Any]
 DEVICES = ("npu", "dsp", "cpu")
 
 
-
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
+
 
 def union_pass(r: Result) -> bool:
     return bool(r["ort"]) or bool(r["ref"])
