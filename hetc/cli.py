@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -251,8 +252,15 @@ def gantt(bundle: Path = typer.Argument(..., help="A bundle directory written by
     stdout.print(f"wrote {path}")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """Warnings (a reference taken from onnx.reference, a node folded by another runtime, ...) as one
+    ``warning: ...`` line for the user, not Python's file:line report."""
+    print(f"warning: {str(message).strip()}", file=sys.stderr)
+
+
 def main() -> None:
     """Console-script entry point: run the app, turning user errors into ``error: ...`` and exit 2."""
+    warnings.showwarning = _show_warning
     try:
         app(standalone_mode=False)
     except HetcError as exc:

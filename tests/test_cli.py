@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +144,16 @@ def test_user_mistakes_exit_2_without_traceback(hetc, tmp_path: Path, make, args
     assert code == 2, (out, err)
     assert err.startswith("error: ") and message in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()  # nothing half-written
+
+
+def test_warnings_reach_the_user_as_one_warning_line(monkeypatch, capsys):
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)   # restored after the test
+    monkeypatch.setattr(sys, "argv", ["hetc", "targets", "list"])
+    main()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("onnxruntime cannot load the model; the reference outputs come from onnx.reference instead",
+                      RuntimeWarning)
+    err = capsys.readouterr().err
+    assert "warning: onnxruntime cannot load the model; the reference outputs come from onnx.reference" in err
+    assert "RuntimeWarning" not in err and ".py:" not in err
