@@ -38,8 +38,8 @@ Span = tuple[str, int, int]   # memory, first byte, end byte
 def view(memories: dict[str, np.ndarray], o: Operand) -> np.ndarray:
     """The operand as a numpy array over the memory's bytes (no copy; a copy for sub-byte types)."""
     if o.dtype == "string":
-        raise SimulationError(f"value '{o.value}' is a string tensor, which has no byte layout in device memory; "
-                              "the functional simulator cannot run it (use functional=False)")
+        raise SimulationError(f"value '{o.value}' is a string tensor bound to device memory, where it has no byte "
+                              "layout; string tensors are host values (rebuild the bundle with this hetc)")
     raw = memories[o.memory][o.offset:o.offset + o.nbytes]
     return from_storage(raw, o.dtype, o.shape)
 
