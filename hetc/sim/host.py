@@ -27,8 +27,7 @@ from hetc.frontend.opsets import runtime_opsets
 from hetc.ir import EXPORT_IR_VERSION, HostType, dtype_from_numpy, dtype_to_onnx, np_dtype, parse_host_type
 from hetc.ir.host import conform_host_value
 from hetc.ir.dtypes import to_storage
-from hetc.ir.onnx_export import make_attribute
-from hetc.sim.kernels.cpu import _check_no_capture, onnxruntime_deviates, session_for
+from hetc.sim.kernels.cpu import _check_no_capture, one_node, onnxruntime_deviates, session_for
 
 if TYPE_CHECKING:
     from hetc.sim.functional import FunctionalReplay
@@ -149,12 +148,7 @@ def run_host_node(op_type: str, domain: str, attrs: dict[str, Any], inputs: list
 def _single_node_model(op_type: str, domain: str, attrs: dict[str, Any], inputs: list[Any],
                        input_types: list[HostType | None], output_types: list[HostType],
                        opset: dict[str, int]) -> onnx.ModelProto:
-    names = [f"hetc_in{i}" if t is not None else "" for i, t in enumerate(input_types)]
-    while names and not names[-1]:
-        names.pop()
-    outputs = [f"hetc_out{i}" for i in range(len(output_types))]
-    node = helper.make_node(op_type, names, outputs, domain=domain or None)
-    node.attribute.extend(make_attribute(k, v) for k, v in sorted(attrs.items()))
+    node, names, outputs = one_node(op_type, domain, attrs, [t is not None for t in input_types], len(output_types))
     graph_inputs = []
     for name, x, t in zip(names, inputs, input_types):
         if not name:

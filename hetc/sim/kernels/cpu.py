@@ -64,16 +64,24 @@ def _check_no_capture(op_type: str, attrs: dict[str, Any]) -> None:
                         f"explicit inputs of the body (e.g. Loop-carried values) or inline the subgraph")
 
 
+def one_node(op_type: str, domain: str, attrs: dict[str, Any], present: list[bool], n_outputs: int
+             ) -> tuple[onnx.NodeProto, list[str], list[str]]:
+    """The node of a one-node model, its input names (``hetc_in<i>``, "" for an omitted optional input, trailing
+    ones dropped) and its output names (``hetc_out<i>``)."""
+    input_names = [f"hetc_in{i}" if p else "" for i, p in enumerate(present)]
+    while input_names and not input_names[-1]:
+        input_names.pop()
+    output_names = [f"hetc_out{i}" for i in range(n_outputs)]
+    node = helper.make_node(op_type, input_names, output_names, domain=domain or None)
+    node.attribute.extend(make_attribute(k, v) for k, v in sorted(attrs.items()))
+    return node, input_names, output_names
+
+
 def single_node_model(op_type: str, domain: str, attrs: dict[str, Any], inputs: list[np.ndarray | None],
                       outputs: list[tuple[str, tuple[int, ...]]], opset: dict[str, int]) -> onnx.ModelProto:
     """A model with one node computing ``op_type`` on graph inputs ``in0..`` into outputs ``out0..``."""
     domain = "" if domain == "ai.onnx" else domain
-    input_names = [f"hetc_in{i}" if x is not None else "" for i, x in enumerate(inputs)]
-    while input_names and not input_names[-1]:
-        input_names.pop()
-    output_names = [f"hetc_out{i}" for i in range(len(outputs))]
-    node = helper.make_node(op_type, input_names, output_names, domain=domain or None)
-    node.attribute.extend(make_attribute(k, v) for k, v in sorted(attrs.items()))
+    node, input_names, output_names = one_node(op_type, domain, attrs, [x is not None for x in inputs], len(outputs))
     graph_inputs = [helper.make_tensor_value_info(name, dtype_to_onnx(dtype_from_numpy(x.dtype)), list(x.shape))
                     for name, x in zip(input_names, inputs) if name]
     graph_outputs = [helper.make_tensor_value_info(name, dtype_to_onnx(dtype), None)
