@@ -50,13 +50,6 @@ class Value:
         return "host" if self.host is not None else "tensor"
 
     @property
-    def type_text(self) -> str:
-        """``float32[1x3]`` for a device tensor, the host type (``seq(tensor(float32)[2])``) for a host value."""
-        if self.host is not None:
-            return str(self.host)
-        return f"{self.dtype}[{'x'.join(map(str, self.shape)) or '()'}]"
-
-    @property
     def nbytes(self) -> int:
         if self.host is not None:
             return 0

@@ -14,6 +14,7 @@ import onnx
 
 from hetc.errors import ModelError, ValidationError
 from hetc.ir import EXPORT_IR_VERSION
+from hetc.sim.kernels.cpu import draws_seeded_mask
 from hetc.validate.inputs import check_inputs
 
 
@@ -73,12 +74,11 @@ def reference_outputs(model_path_or_proto: str | Path | onnx.ModelProto, inputs:
 
 
 def _seeded_random_node(model: onnx.ModelProto) -> str | None:
-    """The first top-level node whose output hetc draws with onnx.reference's seeded generator: a Dropout
-    with a ``seed`` and a training_mode input (cf. ``onnxruntime_deviates`` in hetc/sim/kernels/cpu.py)."""
+    """The first top-level node whose output hetc draws with onnx.reference's seeded generator."""
     for node in model.graph.node:
-        if (node.op_type == "Dropout" and node.domain in ("", "ai.onnx") and len(node.input) > 2
-                and node.input[2] and any(a.name == "seed" for a in node.attribute)):
-            return f"Dropout '{node.name or node.output[0]}'"
+        if node.domain in ("", "ai.onnx") and draws_seeded_mask(
+                node.op_type, {a.name for a in node.attribute}, len(node.input) > 2 and bool(node.input[2])):
+            return f"{node.op_type} '{node.name or node.output[0]}'"
     return None
 
 

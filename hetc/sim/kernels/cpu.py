@@ -141,6 +141,15 @@ def _reference_runner(model: onnx.ModelProto) -> _Runner:
     return lambda feeds: evaluator.run(None, feeds)
 
 
+def draws_seeded_mask(op_type: str, attr_names: Any, training_mode_given: bool) -> bool:
+    """A seeded Dropout that may train: ONNX's expected outputs are onnx.reference's mask, numpy's
+    RandomState(seed).uniform(0, 1, shape) >= ratio, which onnxruntime's own generator does not match, so hetc
+    draws it on onnx.reference (and validates it against onnx.reference). Decided on the training_mode input's
+    presence, not its value, because the session chosen for a node serves every later run (training off
+    computes the identity on both runtimes)."""
+    return op_type == "Dropout" and "seed" in attr_names and training_mode_given
+
+
 def onnxruntime_deviates(op_type: str, domain: str, attrs: dict[str, Any], inputs: list[np.ndarray | None],
                          outputs: list[tuple[str, tuple[int, ...]]]) -> bool:
     """Whether onnxruntime 1.31 is known to compute this node differently from the ONNX specification (its
@@ -160,11 +169,7 @@ def onnxruntime_deviates(op_type: str, domain: str, attrs: dict[str, Any], input
     if op_type == "Softmax":  # float16: rounds once, where ONNX's function body rounds every step
         return bool(outputs) and outputs[0][0] == "float16"
     if op_type == "Dropout":
-        # A seeded Dropout that may train: ONNX's expected outputs are onnx.reference's mask, numpy's
-        # RandomState(seed).uniform(0, 1, shape) >= ratio, which onnxruntime's own generator does not match.
-        # Decided on the input's presence, not its value, because the session chosen here serves every
-        # later run (training off computes the identity on both runtimes).
-        return "seed" in attrs and len(inputs) > 2 and inputs[2] is not None
+        return draws_seeded_mask(op_type, attrs, len(inputs) > 2 and inputs[2] is not None)
     if op_type == "Attention":  # a causal mask over a past cache is offset; float16 loses accuracy
         with_past = len(inputs) > 4 and inputs[4] is not None
         return (bool(attrs.get("is_causal", 0)) and with_past) or (
