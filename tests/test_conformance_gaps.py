@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import pytest
 from onnx import TensorProto, helper
 
@@ -31,7 +32,7 @@ def _model(nodes: list[onnx.NodeProto], inputs: list[onnx.ValueInfoProto], outpu
 
 
 def _bitshift_int8(opset: int = 28) -> onnx.ModelProto:
-    """BitShift on int8 exists only from opset 28: onnx's converter cannot lower it, onnxruntime refuses it."""
+    """BitShift on int8 exists only from opset 28: onnx's converter cannot lower it (onnxruntime < 1.32 refuses it)."""
     return _model([helper.make_node("BitShift", ["a", "b"], ["y"], direction="RIGHT")],
                   [vi("a", TensorProto.INT8, [4]), vi("b", TensorProto.INT8, [4])],
                   [vi("y", TensorProto.INT8, [4])], opset)
@@ -77,20 +78,38 @@ def test_the_backend_compiles_and_runs_an_opset_28_model() -> None:
     np.testing.assert_array_equal(y, a >> b)
 
 
+# onnx.reference's own "experimental" domain is one no other runtime registers: onnxruntime refuses its ops by
+# construction (not because of a gap a later release may close), so they exercise the fallback paths.
+_IM2COL_KERNEL = np.array([1, 1, 2, 2], np.int64)
+
+
+def _im2col(x: np.ndarray) -> np.ndarray:
+    """Im2Col of a 1x1xHxW image with 2x2 blocks, stride 1: one column per block position."""
+    h, w = x.shape[2:]
+    return np.array([[x[0, 0, i + di, j + dj] for i in range(h - 1) for j in range(w - 1)]
+                     for di in range(2) for dj in range(2)], x.dtype)
+
+
 def test_the_validator_reference_falls_back_to_onnx_reference_and_says_so() -> None:
-    a = np.array([-128, -7, 7, 127], np.int8)
-    b = np.array([1, 1, 1, 1], np.int8)
+    model = helper.make_model(
+        helper.make_graph([helper.make_node("Im2Col", ["x", "k"], ["y"], domain="experimental")], "g",
+                          [vi("x", TensorProto.FLOAT, [1, 1, 3, 3])], [vi("y", TensorProto.FLOAT, None)],
+                          initializer=[onnx.numpy_helper.from_array(_IM2COL_KERNEL, "k")]),
+        opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("experimental", 1)])
+    model.ir_version = EXPORT_IR_VERSION
+    x = np.random.default_rng(0).standard_normal((1, 1, 3, 3)).astype(np.float32)
     with pytest.warns(RuntimeWarning, match="reference outputs come from onnx.reference"):
-        outputs = reference_outputs(_bitshift_int8(), {"a": a, "b": b})
-    np.testing.assert_array_equal(outputs["y"], a >> 1)
+        outputs = reference_outputs(model, {"x": x})
+    np.testing.assert_array_equal(outputs["y"], _im2col(x))
 
 
 def test_constant_folding_falls_back_to_onnx_reference_and_says_so() -> None:
-    node = Node(0, "BitShift", "", [Value("a", "int8", (2,)), Value("b", "int8", (2,))],
-                [Value("y", "int8", (2,))], {"direction": "LEFT"})
+    node = Node(0, "Im2Col", "im2col", [Value("x", "float32", (1, 1, 3, 3)), Value("k", "int64", (4,))],
+                [Value("y", "float32", (4, 4))], domain="experimental")
+    x = np.random.default_rng(1).standard_normal((1, 1, 3, 3)).astype(np.float32)
     with pytest.warns(RuntimeWarning, match="folded with onnx.reference"):
-        (y,) = evaluate(node, [np.array([3, -3], np.int8), np.array([1, 2], np.int8)], {"": 28})
-    np.testing.assert_array_equal(y, np.array([6, -12], np.int8))
+        (y,) = evaluate(node, [x, _IM2COL_KERNEL], {"": 21, "experimental": 1})
+    np.testing.assert_array_equal(y, _im2col(x))
 
 
 def test_npu_and_dsp_kernels_mean_the_same_at_the_newest_opset() -> None:
