@@ -1,7 +1,8 @@
 """The ``hetc`` command line. Thin: it parses flags, calls the Python API and prints.
 
-Every HetcError becomes ``error: <message>`` on stderr and exit status 2; nothing else is caught, so a
-traceback always means a bug in hetc.
+Exit status: 0 success, 1 a failed validation, 2 a user error (every HetcError becomes ``error: <message>``
+on stderr; a usage error shows typer's usage box), 130 Ctrl-C (``interrupted``). Nothing else is caught, so
+a traceback always means a bug in hetc.
 """
 from __future__ import annotations
 
@@ -11,11 +12,17 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
-import typer
+try:  # Ctrl-C while the console script imports this module: exit as anywhere else, without a traceback
+    import typer
 
-from hetc import __version__
-from hetc.console import ConsoleProgress, stderr, stdout
-from hetc.errors import HetcError
+    from hetc import __version__
+    from hetc.console import ConsoleProgress, stdout
+    from hetc.errors import HetcError
+except KeyboardInterrupt:
+    print("interrupted", file=sys.stderr)
+    sys.exit(130)
+
+USER_ERROR, INTERRUPTED = 2, 130
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compile ONNX models for a heterogeneous CPU + NPU + DSP chip.")
@@ -125,7 +132,11 @@ def build(model: Path = typer.Argument(..., help="The ONNX model."),
                            shapes=shapes, dims=dims, validate=validate or inputs is not None, inputs=inputs,
                            input_seed=seed, precision=_precision(npu_precision),
                            gantt=[g.strip() for g in gantt.split(",") if g.strip()])
-    result = run_build(model, options, progress=ConsoleProgress(enabled=not (quiet or as_json)))
+    progress = ConsoleProgress(enabled=not (quiet or as_json))
+    try:
+        result = run_build(model, options, progress=progress)
+    finally:
+        progress.stop()
     result.save(output, force=force)
     if as_json:
         print(json.dumps(result.summary, indent=1))
@@ -150,9 +161,15 @@ def simulate(bundle: Path = typer.Argument(..., help="A bundle directory written
              as_json: bool = JsonOpt) -> None:
     """Run a bundle in the discrete-event simulator."""
     from hetc.api import simulate as run_sim
+    from hetc.destination import check_output_file
     from hetc.errors import OptionError
+    from hetc.validate import check_npz_file
     if timing_only and outputs is not None:
         raise OptionError("--outputs needs the kernels to run; drop --timing-only")
+    if inputs is not None:
+        check_npz_file(inputs)
+    if outputs is not None:
+        check_output_file(outputs, "the outputs")   # before the simulation, not after
     result = run_sim(bundle, inputs, functional=not timing_only, precision=_precision(npu_precision), seed=seed,
                      contention=not no_contention)
     if outputs is not None and result.outputs is not None:
@@ -177,6 +194,7 @@ def _save_npz(path: Path, arrays: dict) -> None:
 
     import numpy as np
 
+    from hetc.destination import interrupts_deferred, write_error
     from hetc.errors import OptionError
     stored = {}
     for name, value in arrays.items():   # host values (hetc.ir.host): string tensors as unicode arrays
@@ -185,12 +203,20 @@ def _save_npz(path: Path, arrays: dict) -> None:
             raise OptionError(f"output '{name}' is {kind}, which an .npz archive cannot hold (it stores arrays "
                               "only); read the outputs through the Python API (hetc.api.simulate(...).outputs)")
         stored[name] = value.astype(str) if value.dtype == object else value
-    arrays = stored
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent)
-    os.close(fd)
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)  # never leave a half-written file behind
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent)
+        os.close(fd)
+        np.savez(tmp, **stored)
+        os.replace(tmp, path)  # never leave a half-written file behind
+        tmp = None
+    except OSError as error:
+        raise write_error(path, error, "the outputs") from None
+    finally:
+        if tmp is not None:
+            with interrupts_deferred():
+                Path(tmp).unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------- validate
@@ -206,7 +232,10 @@ def validate(source: Path = typer.Argument(..., help="An ONNX model (compiled in
              as_json: bool = JsonOpt) -> None:
     """Simulate functionally and compare every output with onnxruntime; exit 1 on a mismatch."""
     from hetc.errors import OptionError
+    from hetc.validate import check_npz_file
     precision = _precision(npu_precision)
+    if inputs is not None:
+        check_npz_file(inputs)
     if source.is_dir():
         from hetc.api import validate_bundle
         if model is None:
@@ -215,9 +244,12 @@ def validate(source: Path = typer.Argument(..., help="An ONNX model (compiled in
     else:
         from hetc.api import validate as run_validate
         shapes, dims = _overrides(shape, dim)
-        result = run_validate(source, inputs, seed=seed, target=target, scheduler=scheduler, shapes=shapes,
-                              dims=dims, precision=precision,
-                              progress=ConsoleProgress(enabled=not as_json))
+        progress = ConsoleProgress(enabled=not as_json)
+        try:
+            result = run_validate(source, inputs, seed=seed, target=target, scheduler=scheduler, shapes=shapes,
+                                  dims=dims, precision=precision, progress=progress)
+        finally:
+            progress.stop()
         report = result.validation
     if as_json:
         print(json.dumps(report.to_dict(), indent=1, default=float))
@@ -258,22 +290,49 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"warning: {str(message).strip()}", file=sys.stderr)
 
 
-def main() -> None:
-    """Console-script entry point: run the app, turning user errors into ``error: ...`` and exit 2."""
+def _is_usage_error(exc: BaseException) -> bool:
+    """A command-line usage error (unknown option, missing argument...). typer >= 0.26 raises its vendored
+    click's exceptions, older typer click's own; both carry ``exit_code`` and ``show()``, and hetc imports
+    neither click."""
+    return isinstance(getattr(exc, "exit_code", None), int) and callable(getattr(exc, "show", None))
+
+
+def _show_usage_error(exc: Exception) -> None:
+    try:  # typer's own usage box, as standalone typer prints it
+        from typer import rich_utils
+        rich_utils.rich_format_error(exc)  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - a typer without it: click's plain "Usage: ... Error: ..."
+        exc.show()  # type: ignore[attr-defined]
+
+
+def _interrupted() -> int:
+    print("interrupted", file=sys.stderr)
+    return INTERRUPTED
+
+
+def main() -> int:
+    """Console-script entry point (the script exits with what it returns). Exit status: 0 success, 1 failed
+    validation, 2 user error (``error: ...`` with the fix, or typer's usage box), 130 Ctrl-C
+    (``interrupted``, no traceback, nothing half-written)."""
     warnings.showwarning = _show_warning
     try:
-        app(standalone_mode=False)
-    except HetcError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        stderr.print("aborted")
-        sys.exit(130)
-    except Exception as exc:  # click usage errors come through here in non-standalone mode
-        import click
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(2)
-        raise
+        try:
+            status = app(standalone_mode=False)
+        except HetcError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return USER_ERROR
+        except typer.Exit as exc:  # raised outside a command (older typer), e.g. by --version
+            status = exc.exit_code
+        except typer.Abort:  # older typer (click) turns Ctrl-C into Abort
+            return _interrupted()
+        except Exception as exc:
+            if not _is_usage_error(exc):
+                raise   # a bug in hetc: keep its traceback
+            _show_usage_error(exc)
+            return USER_ERROR
+        # Non-standalone typer returns the command's value, or the code of a typer.Exit raised inside it
+        # (typer >= 0.26 also turns Ctrl-C into Exit(130)).
+        status = status if isinstance(status, int) else 0
+        return _interrupted() if status == INTERRUPTED else status
+    except KeyboardInterrupt:   # Ctrl-C outside a command's run (argument parsing, printing the error)
+        return _interrupted()

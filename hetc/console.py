@@ -26,9 +26,14 @@ class ConsoleProgress:
         if self._status is not None:
             self._status.update(f"{stage}: {message}")
 
-    def stage_finished(self, stage: str, seconds: float, detail: str) -> None:
+    def stage_finished(self, stage: str, seconds: float, detail: str, ok: bool = True) -> None:
+        self.stop()
+        if self.enabled:
+            mark = "[green]✓[/]" if ok else "[red]✗[/]"
+            self.console.print(f"{mark} {stage:<9} {seconds:7.2f} s  {escape(detail)}", soft_wrap=True)
+
+    def stop(self) -> None:
+        """Remove the spinner (a stage that raised, or Ctrl-C, never reaches stage_finished)."""
         if self._status is not None:
             self._status.stop()
             self._status = None
-        if self.enabled:
-            self.console.print(f"[green]✓[/] {stage:<9} {seconds:7.2f} s  {escape(detail)}", soft_wrap=True)

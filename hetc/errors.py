@@ -41,3 +41,8 @@ class SimulationError(HetcError):
 
 class ValidationError(HetcError):
     """Inputs for validation are malformed (wrong names, shapes or dtypes)."""
+
+
+class WriteError(HetcError):
+    """An output (bundle directory, .npz file) cannot be written: no permission, no space, a name too long,
+    a path through a regular file."""

@@ -25,7 +25,7 @@ from hetc.schedule import Schedule, check_strategy, placement_rows, schedule as 
 from hetc.sim import SimResult, simulate
 from hetc.stages import ProgressSink, StageClock
 from hetc.target import Target, load_target
-from hetc.validate import ValidationReport, load_inputs_npz, make_inputs, reference_outputs, compare
+from hetc.validate import ValidationReport, check_npz_file, load_inputs_npz, make_inputs, reference_outputs, compare
 
 # Wall-clock figures vary run to run; they are printed and returned but kept out of the bundle so that the
 # same model, target and options give byte-identical bundles.
@@ -85,6 +85,8 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
     check_strategy(options.scheduler, target)
     if options.precision not in PRECISIONS:
         raise OptionError(f"unknown precision '{options.precision}'; choose one of: {', '.join(PRECISIONS)}")
+    if isinstance(options.inputs, (str, Path)):
+        check_npz_file(options.inputs)   # a wrong --inputs fails now, not after the compile
     with clock.stage("import") as say:
         if isinstance(model, onnx.ModelProto):
             graph = import_model(model, shapes=options.shapes, dims=options.dims)
@@ -121,7 +123,8 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
             say(f"simulated makespan {sim.makespan_ns / 1000:,.1f} us")
         with clock.stage("validate") as say:
             validation = compare(sim.outputs or {}, reference_outputs(model, inputs), options.precision)
-            say(("passed" if validation.passed else "FAILED") + f", max abs err {validation.max_abs_err:.3g}")
+            say(("passed" if validation.passed else "FAILED") + f", max abs err {validation.max_abs_err:.3g}",
+                ok=validation.passed)
     files: dict[str, bytes] = {}
     if gantt:
         with clock.stage("gantt") as say:

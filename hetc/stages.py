@@ -10,7 +10,7 @@ from typing import Callable, Iterator, Protocol
 class ProgressSink(Protocol):
     def stage_started(self, stage: str) -> None: ...
     def stage_message(self, stage: str, message: str) -> None: ...
-    def stage_finished(self, stage: str, seconds: float, detail: str) -> None: ...
+    def stage_finished(self, stage: str, seconds: float, detail: str, ok: bool = True) -> None: ...
 
 
 @dataclass
@@ -20,17 +20,21 @@ class StageClock:
     sink: ProgressSink | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     _details: dict[str, str] = field(default_factory=dict)
+    _failed: set[str] = field(default_factory=set)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[Callable[[str], None]]:
         """``with clock.stage("schedule") as say: ... say("window 3/9")``; ``say`` also sets the detail
-        printed when the stage ends (the last message wins)."""
+        printed when the stage ends (the last message wins); ``say(..., ok=False)`` marks the stage as failed
+        (a validation that found a mismatch), which the console shows with a cross instead of a tick."""
         if self.sink:
             self.sink.stage_started(name)
         start = time.perf_counter()
 
-        def say(message: str) -> None:
+        def say(message: str, ok: bool = True) -> None:
             self._details[name] = message
+            if not ok:
+                self._failed.add(name)
             if self.sink:
                 self.sink.stage_message(name, message)
 
@@ -40,7 +44,7 @@ class StageClock:
             elapsed = time.perf_counter() - start
             self.seconds[name] = self.seconds.get(name, 0.0) + elapsed
         if self.sink:
-            self.sink.stage_finished(name, elapsed, self._details.get(name, ""))
+            self.sink.stage_finished(name, elapsed, self._details.get(name, ""), ok=name not in self._failed)
 
     @property
     def total(self) -> float:

@@ -19,8 +19,7 @@ def run(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, *args: s
     """Run ``hetc ARGS`` in-process, as the console script does; returns (exit status, stdout, stderr)."""
     monkeypatch.setattr(sys, "argv", ["hetc", *map(str, args)])
     try:
-        main()
-        code = 0
+        code = main()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     out, err = capsys.readouterr()

@@ -111,7 +111,7 @@ class StagePrinter:
     def stage_message(self, stage: str, message: str) -> None:
         pass
 
-    def stage_finished(self, stage: str, seconds: float, detail: str) -> None:
+    def stage_finished(self, stage: str, seconds: float, detail: str, ok: bool = True) -> None:
         self.say(f"  {stage} {seconds:.2f} s" + (f": {detail}" if detail else ""))
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hetc.codegen.program import Program
+from hetc.destination import interrupts_deferred, make_parent, probe_directory_name, write_error
 from hetc.errors import BundleError
 from hetc.memory.artifact import MemoryPlan
 from hetc.schedule.artifact import Schedule
@@ -100,35 +101,49 @@ class Bundle:
         return dict(sorted(files.items()))
 
     def save(self, directory: str | os.PathLike[str], force: bool = False) -> Path:
-        """Write the bundle to ``directory`` atomically (temporary sibling, then rename)."""
+        """Write the bundle to ``directory`` atomically (temporary sibling, then rename). An OSError (no
+        space, no permission...) becomes a WriteError; Ctrl-C leaves neither a partial bundle nor the sibling."""
         target = check_output_dir(directory, force)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
+        tmp = _sibling(target, "tmp")
         try:
+            shutil.rmtree(tmp, ignore_errors=True)
             for name, data in self.files().items():
                 path = tmp / name
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(data)
-            if target.exists():
-                old = target.parent / f".{target.name}.old-{os.getpid()}"
-                target.rename(old)
-                try:
-                    tmp.rename(target)
-                except OSError:
-                    old.rename(target)   # put the previous bundle back rather than lose both
-                    raise
-                shutil.rmtree(old)
-            else:
-                tmp.rename(target)
+            with interrupts_deferred():
+                _move_into_place(tmp, target)
+        except OSError as error:
+            raise write_error(target, error, "the bundle") from None
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            with interrupts_deferred():
+                shutil.rmtree(tmp, ignore_errors=True)
         return target
 
 
+def _sibling(target: Path, kind: str) -> Path:
+    """The hidden sibling ``save`` writes into ("tmp") or parks a replaced bundle in ("old")."""
+    return target.parent / f".{target.name}.{kind}-{os.getpid()}"
+
+
+def _move_into_place(tmp: Path, target: Path) -> None:
+    if not target.exists():
+        tmp.rename(target)
+        return
+    old = _sibling(target, "old")
+    target.rename(old)
+    try:
+        tmp.rename(target)
+    except OSError:
+        old.rename(target)   # put the previous bundle back rather than lose both
+        raise
+    shutil.rmtree(old)
+
+
 def check_output_dir(directory: str | os.PathLike[str], force: bool = False) -> Path:
-    """``directory`` as a Path if a bundle may be written there; a BundleError otherwise. The CLI calls it
-    before compiling so a long build does not end in a refusal."""
+    """``directory`` as a Path if a bundle may be written there; a BundleError (or a WriteError: parent not
+    creatable or writable, name too long) otherwise. The CLI calls it before compiling so a long build does
+    not end in a refusal. It creates the parent directory."""
     target = Path(directory)
     if target.exists():
         if not force:
@@ -136,6 +151,10 @@ def check_output_dir(directory: str | os.PathLike[str], force: bool = False) -> 
         if not target.is_dir() or (any(target.iterdir()) and not (target / MANIFEST).exists()):
             raise BundleError(f"'{target}' exists and is not a hetc bundle; refusing to overwrite it even "
                               "with --force; choose another output directory")
+    make_parent(target, "the bundle")
+    probe = _sibling(target, "tmp")
+    shutil.rmtree(probe, ignore_errors=True)   # a leftover of a killed build with this process id
+    probe_directory_name(probe, "the bundle")    # the parent is writable and the longest name fits
     return target
 
 

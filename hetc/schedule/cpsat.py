@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.connection
+import signal
 import time
 from dataclasses import dataclass, field
 
 from ortools.sat.python import cp_model
 
+from hetc.destination import interrupts_deferred
 from hetc.schedule.listsched import ListScheduler
 from hetc.schedule.problem import SchedulingProblem
 
@@ -306,18 +308,27 @@ class WindowModel:
         context = multiprocessing.get_context("fork")
         reader, writer = context.Pipe(duplex=False)
         child = context.Process(target=self._solve_and_send, args=(params, writer), daemon=True)
-        child.start()
+        with interrupts_deferred():  # the child starts with Ctrl-C held, until it ignores it
+            child.start()
         writer.close()
         try:
             result: WindowResult = reader.recv()
         except EOFError:  # the child died without an answer
             result = WindowResult("CRASHED", [], [], 0, 0, 0.0)
-        child.join()
-        reader.close()
+        except BaseException:  # Ctrl-C in this process: the child must not outlive it, nor keep searching
+            child.kill()
+            raise
+        finally:
+            child.join()
+            reader.close()
         result.wall_s = time.perf_counter() - began
         return result
 
     def _solve_and_send(self, params: SolverParams, writer: "multiprocessing.connection.Connection") -> None:
+        # Ctrl-C reaches the whole process group: the parent handles it (and kills this child); a
+        # KeyboardInterrupt here would only print a second traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         writer.send(self.solve_here(params))
         writer.close()
 
@@ -337,6 +348,7 @@ class WindowModel:
         # The clock is only a safety net: a search normally ends on its deterministic budget, which leaves
         # room for presolve (whose wall time the deterministic clock barely counts).
         prm.max_time_in_seconds = 2 * params.time_limit_s + 0.05
+        prm.catch_sigint_signal = False  # Ctrl-C interrupts hetc, it does not just end the search early
         prm.cp_model_probing_level = 0  # probing the optional intervals costs seconds and rarely pays here
         began = time.perf_counter()
         status = solver.solve(self.m)

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 
 from hetc.validate.compare import TOLERANCES, OutputComparison, Tolerance, ValidationReport, compare
-from hetc.validate.inputs import InputSpec, check_inputs, input_specs, load_inputs_npz, make_inputs
+from hetc.validate.inputs import InputSpec, check_inputs, check_npz_file, input_specs, load_inputs_npz, make_inputs
 from hetc.validate.reference import reference_outputs
 
 
@@ -19,5 +19,6 @@ def validate(model_path_or_proto: str | Path | onnx.ModelProto, actual: Mapping[
     return compare(actual, reference_outputs(model_path_or_proto, inputs), precision)
 
 
-__all__ = ["validate", "reference_outputs", "compare", "make_inputs", "load_inputs_npz", "check_inputs",
-           "input_specs", "InputSpec", "ValidationReport", "OutputComparison", "Tolerance", "TOLERANCES"]
+__all__ = ["validate", "reference_outputs", "compare", "make_inputs", "load_inputs_npz", "check_npz_file",
+           "check_inputs", "input_specs", "InputSpec", "ValidationReport", "OutputComparison", "Tolerance",
+           "TOLERANCES"]

@@ -1,6 +1,7 @@
 """Inputs for validation runs: seeded random tensors per dtype, and checked loading from ``.npz`` files."""
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -156,12 +157,29 @@ def check_inputs(inputs: Mapping[str, np.ndarray], graph_or_input_specs: Any, or
     return checked
 
 
+def check_npz_file(path: str | Path) -> Path:
+    """``path`` if it is an existing ``.npz`` archive (a zip file); a ValidationError naming the fix
+    otherwise. Cheap: commands call it before compiling or loading anything."""
+    path = Path(path)
+    how = f"write one with numpy.savez('{path}', <input name>=<array>, ...)"
+    if not path.exists():
+        raise ValidationError(f"input file {path} does not exist; {how}")
+    if not path.is_file():
+        raise ValidationError(f"input file {path} is a directory, not an .npz file; {how}")
+    try:
+        is_zip = zipfile.is_zipfile(path)
+    except OSError as error:
+        raise ValidationError(f"input file {path} cannot be read ({error.strerror or error}); check its "
+                              "permissions") from None
+    if not is_zip:
+        raise ValidationError(f"input file {path} is not an .npz archive (numpy.save's .npy, text and pickles "
+                              f"are not accepted); {how}")
+    return path
+
+
 def load_inputs_npz(path: str | Path, graph: Any) -> dict[str, np.ndarray]:
     """Inputs from an ``.npz`` file (``np.savez(path, name=array, ...)``), checked against ``graph``."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValidationError(f"input file {path} does not exist; write one with numpy.savez('{path}', "
-                              f"<input name>=<array>, ...)")
+    path = check_npz_file(path)
     hosted = [s for s in input_specs(graph) if s.host is not None and s.host.kind != "tensor"]
     if hosted:
         raise ValidationError(f"input '{hosted[0].name}' is a {hosted[0].host}, which an .npz archive cannot hold "
@@ -170,7 +188,7 @@ def load_inputs_npz(path: str | Path, graph: Any) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as archive:
             loaded = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
         raise ValidationError(f"{path} is not a readable .npz archive ({error}); write it with numpy.savez") \
             from None
     return check_inputs(loaded, graph, origin=str(path))
