@@ -23,6 +23,7 @@ _FIXES = {
     errno.EROFS: "the file system is read-only; choose a directory you can write to",
     errno.ENAMETOOLONG: "a name is too long for the file system; choose a shorter name",
     errno.ENOTDIR: "a part of the path is a regular file, not a directory; choose another path",
+    errno.ENOENT: "the file system does not let hetc create it there; choose a directory you can write to",
     errno.EEXIST: "a part of the path is a regular file, not a directory; choose another path",
 }
 
@@ -52,15 +53,20 @@ def make_parent(path: Path, what: str) -> Path:
     return path.parent
 
 
-def probe_directory_name(path: Path, what: str) -> None:
-    """Create and remove the directory ``path``: proves its parent is writable and its name fits."""
-    if len(os.fsencode(path.name)) > name_max(path.parent):
-        raise write_error(path, OSError(errno.ENAMETOOLONG, "name too long"), what)
+def probe_directory_name(path: Path, shown: Path, what: str) -> None:
+    """Create and remove the directory ``path`` (the temporary sibling a write goes through): proves that
+    its parent is writable and that its name fits. Errors name ``shown``, the path the user gave."""
+    limit, size = name_max(path.parent), len(os.fsencode(path.name))
+    if size > limit:
+        room = limit - (size - len(os.fsencode(shown.name)))
+        raise WriteError(f"cannot write {what} to '{shown}': its name is too long for the file system (hetc "
+                         f"writes it first as '{path.name}', {size} bytes, over the limit of {limit}); choose a "
+                         f"name of at most {room} bytes")
     try:
         path.mkdir()
         path.rmdir()
     except OSError as error:
-        raise write_error(path, error, what) from None
+        raise write_error(shown, error, what) from None
 
 
 def check_output_file(path: Path, what: str) -> None:

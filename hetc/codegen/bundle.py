@@ -154,7 +154,7 @@ def check_output_dir(directory: str | os.PathLike[str], force: bool = False) -> 
     make_parent(target, "the bundle")
     probe = _sibling(target, "tmp")
     shutil.rmtree(probe, ignore_errors=True)   # a leftover of a killed build with this process id
-    probe_directory_name(probe, "the bundle")    # the parent is writable and the longest name fits
+    probe_directory_name(probe, target, "the bundle")    # the parent is writable and the longest name fits
     return target
 
 
