@@ -133,8 +133,8 @@ def test_an_os_error_while_saving_becomes_a_write_error(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("command, kind, message", [
     ("build", "missing", "does not exist"), ("build", "directory", "is a directory"),
-    ("build", "text", "is not an .npz archive"), ("build", "npy", "is not an .npz archive"),
-    ("validate", "directory", "is a directory"), ("simulate", "text", "is not an .npz archive"),
+    ("build", "text", "is not a readable .npz archive"), ("build", "npy", "is not a readable .npz archive"),
+    ("validate", "directory", "is a directory"), ("simulate", "text", "is not a readable .npz archive"),
 ])
 def test_a_bad_inputs_file_is_refused_before_compiling(tmp_path: Path, command: str, kind: str,
                                                        message: str) -> None:

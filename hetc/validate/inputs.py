@@ -172,8 +172,8 @@ def check_npz_file(path: str | Path) -> Path:
         raise ValidationError(f"input file {path} cannot be read ({error.strerror or error}); check its "
                               "permissions") from None
     if not is_zip:
-        raise ValidationError(f"input file {path} is not an .npz archive (numpy.save's .npy, text and pickles "
-                              f"are not accepted); {how}")
+        raise ValidationError(f"input file {path} is not a readable .npz archive (not a zip file: numpy.save's "
+                              f".npy, text and pickles are not accepted); {how}")
     return path
 
 
