@@ -12,6 +12,14 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
+USER_ERROR, INTERRUPTED = 2, 130
+
+
+def _interrupted() -> int:
+    print("interrupted", file=sys.stderr)
+    return INTERRUPTED
+
+
 try:  # Ctrl-C while the console script imports this module: exit as anywhere else, without a traceback
     import typer
 
@@ -19,10 +27,7 @@ try:  # Ctrl-C while the console script imports this module: exit as anywhere el
     from hetc.console import ConsoleProgress, stdout
     from hetc.errors import HetcError
 except KeyboardInterrupt:
-    print("interrupted", file=sys.stderr)
-    sys.exit(130)
-
-USER_ERROR, INTERRUPTED = 2, 130
+    sys.exit(_interrupted())
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compile ONNX models for a heterogeneous CPU + NPU + DSP chip.")
@@ -303,11 +308,6 @@ def _show_usage_error(exc: Exception) -> None:
         rich_utils.rich_format_error(exc)  # type: ignore[arg-type]
     except Exception:  # noqa: BLE001 - a typer without it: click's plain "Usage: ... Error: ..."
         exc.show()  # type: ignore[attr-defined]
-
-
-def _interrupted() -> int:
-    print("interrupted", file=sys.stderr)
-    return INTERRUPTED
 
 
 def main() -> int:
