@@ -8,6 +8,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from hetc.codegen import Bundle, load_bundle
+from hetc.codegen.bundle import check_output_dir
 from hetc.errors import ValidationError
 from hetc.ir import parse_host_type
 from hetc.pipeline import BuildOptions, BuildResult, build, file_sha256
@@ -19,7 +20,9 @@ from hetc.validate import ValidationReport, check_inputs, compare, load_inputs_n
 def compile(model: str | Path, output: str | Path | None = None, *, force: bool = False,
             progress: ProgressSink | None = None, **options: Any) -> BuildResult:
     """Compile ``model`` (keyword options are the fields of ``BuildOptions``); write the bundle to ``output``
-    when given."""
+    when given (checked first, so that a long build does not end in a refusal)."""
+    if output is not None:
+        check_output_dir(output, force)
     result = build(model, BuildOptions(**options), progress=progress)
     if output is not None:
         result.save(output, force=force)
