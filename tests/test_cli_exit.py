@@ -191,10 +191,10 @@ def _processes_mentioning(text: str) -> list[int]:
 
 
 def _interrupt_build(args: list, output: Path, after_line: str | None, delay_s: float) -> subprocess.CompletedProcess:
-    """Start ``hetc build ARGS -o OUTPUT``; send SIGINT ``delay_s`` after stderr shows a line containing
+    """Start ``hetc build ARGS -o OUTPUT`` in its own process group; send it SIGINT ``delay_s`` after stderr shows a line containing
     ``after_line`` (after the start when None); return the finished process with its whole stderr."""
     proc = subprocess.Popen([HETC, "build", *map(str, args), "-o", str(output)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=_env())
+                            stderr=subprocess.PIPE, text=True, env=_env(), start_new_session=True)
     lines: list[str] = []
     if after_line is None:
         time.sleep(delay_s)
@@ -204,7 +204,7 @@ def _interrupt_build(args: list, output: Path, after_line: str | None, delay_s: 
             if after_line in line:
                 break
         time.sleep(delay_s)
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)   # as a terminal's Ctrl-C: to the whole process group
     out, err = proc.communicate(timeout=120)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, "".join(lines) + err)
 
