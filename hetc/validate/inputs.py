@@ -165,7 +165,8 @@ def check_npz_file(path: str | Path) -> Path:
     if not path.exists():
         raise ValidationError(f"input file {path} does not exist; {how}")
     if not path.is_file():
-        raise ValidationError(f"input file {path} is a directory, not an .npz file; {how}")
+        kind = "a directory" if path.is_dir() else "not a regular file"
+        raise ValidationError(f"input file {path} is {kind}, not an .npz file; {how}")
     try:
         is_zip = zipfile.is_zipfile(path)
     except OSError as error:
