@@ -2,6 +2,7 @@
 
 Serialisation is deterministic (sorted keys, no timestamps, fixed line endings) so that the same build gives
 byte-identical files. ``manifest.json`` records the sha256 and size of every other file; loading checks them.
+Wall-clock figures are the one exception: they are written to ``build-info.json``, which is not hashed.
 """
 from __future__ import annotations
 
@@ -15,13 +16,26 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from hetc.codegen.bounds import bounds_message, bounds_violations
 from hetc.codegen.program import Program
-from hetc.errors import BundleError
+from hetc.errors import BundleError, HetcError
 from hetc.memory.artifact import MemoryPlan
 from hetc.schedule.artifact import Schedule
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+BUILD_INFO = "build-info.json"
+# Figures that vary run to run, by the bundle file (in its in-memory form) and key path where each sits. They are
+# written to the unhashed BUILD_INFO instead, so that every hashed file is a function of the model, the target
+# and the options; loading puts them back when BUILD_INFO is there.
+WALL_CLOCK_FIELDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (MANIFEST, ("summary", "compile_s")),
+    (MANIFEST, ("summary", "stage_s")),
+    (MANIFEST, ("summary", "solver", "wall_s")),
+    ("schedule.json", ("solver", "wall_s")),
+    ("schedule.json", ("solver", "details", "solver_wall_s")),
+    ("memory.json", ("details", "seconds")),
+)
 
 
 def _json_bytes(obj: Any) -> bytes:
@@ -39,6 +53,68 @@ def _csv_bytes(rows: tuple[dict[str, Any], ...]) -> bytes:
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue().encode()
+
+
+def split_wall_clock(name: str, doc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``doc`` (the in-memory form of bundle file ``name``) without its wall-clock figures, and those figures
+    nested as they were in ``doc``. ``doc`` itself is not modified."""
+    removed: dict[str, Any] = {}
+    for file, path in WALL_CLOCK_FIELDS:
+        if file == name:
+            doc = _without(doc, path, removed)
+    return doc, removed
+
+
+def without_wall_clock(name: str, doc: dict[str, Any]) -> dict[str, Any]:
+    return split_wall_clock(name, doc)[0]
+
+
+def _without(doc: Any, path: tuple[str, ...], removed: dict[str, Any]) -> Any:
+    head, rest = path[0], path[1:]
+    if not isinstance(doc, dict) or head not in doc:
+        return doc
+    out = dict(doc)
+    if not rest:
+        removed[head] = out.pop(head)
+        return out
+    inner = removed.setdefault(head, {})
+    out[head] = _without(doc[head], rest, inner)
+    if not inner:
+        del removed[head]
+    return out
+
+
+def _with_figures(doc: dict[str, Any], name: str, info: Any) -> dict[str, Any]:
+    """``doc`` with the wall-clock figures of ``info`` (a parsed BUILD_INFO) put back. Only the paths of
+    WALL_CLOCK_FIELDS and only numbers are taken: the file is not hashed, so it must not be able to change
+    anything else."""
+    for file, path in WALL_CLOCK_FIELDS:
+        if file != name:
+            continue
+        value = info.get(name) if isinstance(info, dict) else None
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if not _is_figure(value):
+            continue
+        doc = _with_value(doc, path, value)
+    return doc
+
+
+def _with_value(doc: Any, path: tuple[str, ...], value: Any) -> Any:
+    if not isinstance(doc, dict) or (len(path) > 1 and not isinstance(doc.get(path[0]), dict)):
+        return doc
+    return {**doc, path[0]: value if len(path) == 1 else _with_value(doc[path[0]], path[1:], value)}
+
+
+def _is_figure(value: Any) -> bool:
+    """A number, or a flat {name: number} (the stage times)."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_number(v) for k, v in value.items())
+    return _is_number(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -79,25 +155,32 @@ class Bundle:
 
     # ------------------------------------------------------------------ serialisation
     def files(self) -> dict[str, bytes]:
-        """Every file of the bundle directory, ``manifest.json`` (with the checksums) included."""
+        """Every hashed file of the bundle directory, ``manifest.json`` (with the checksums) included: a
+        function of the model, the target and the options. ``build_info()`` has the rest."""
         files: dict[str, bytes] = {}
         for engine, program in self.programs.items():
             files[f"programs/{engine}.json"] = program.dumps().encode()
             files[f"programs/{engine}.asm"] = program.asm().encode()
         files["constants.bin"] = self.constants
-        files["schedule.json"] = _json_bytes(self.schedule_json)
-        files["memory.json"] = _json_bytes(self.memory_json)
+        files["schedule.json"] = _json_bytes(without_wall_clock("schedule.json", self.schedule_json))
+        files["memory.json"] = _json_bytes(without_wall_clock("memory.json", self.memory_json))
         files["placement.csv"] = _csv_bytes(self.placement_rows)
         files["report.txt"] = self.report.encode()
         for name, data in self.extra_files.items():
-            if name in files or name == MANIFEST or Path(name).is_absolute() or ".." in Path(name).parts:
+            if name in files or name in (MANIFEST, BUILD_INFO) or Path(name).is_absolute() or ".." in Path(name).parts:
                 raise BundleError(f"extra bundle file '{name}' clashes with a bundle file or leaves the bundle; "
                                   "give it another relative name")
             files[name] = data
         checksums = {name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
                      for name, data in sorted(files.items())}
-        files[MANIFEST] = _json_bytes({**self.manifest, "files": checksums})
+        files[MANIFEST] = _json_bytes({**without_wall_clock(MANIFEST, self.manifest), "files": checksums})
         return dict(sorted(files.items()))
+
+    def build_info(self) -> dict[str, Any]:
+        """The wall-clock figures left out of ``files()``, by file: the content of ``build-info.json``."""
+        docs = {MANIFEST: self.manifest, "schedule.json": self.schedule_json, "memory.json": self.memory_json}
+        info = {name: split_wall_clock(name, doc)[1] for name, doc in docs.items()}
+        return {name: figures for name, figures in info.items() if figures}
 
     def save(self, directory: str | os.PathLike[str], force: bool = False) -> Path:
         """Write the bundle to ``directory`` atomically (temporary sibling, then rename)."""
@@ -106,7 +189,11 @@ class Bundle:
         tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         try:
-            for name, data in self.files().items():
+            files = self.files()
+            info = self.build_info()
+            if info:
+                files[BUILD_INFO] = _json_bytes(info)
+            for name, data in files.items():
                 path = tmp / name
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(data)
@@ -140,7 +227,9 @@ def check_output_dir(directory: str | os.PathLike[str], force: bool = False) -> 
 
 
 def load_bundle(directory: str | os.PathLike[str]) -> Bundle:
-    """Read a bundle directory, checking its format version and every file's checksum."""
+    """Read a bundle directory, checking its format version, every file's checksum and every program's
+    buffers against the target's memories. ``build-info.json`` (wall-clock figures) is optional, not hashed,
+    and only ever adds those figures back."""
     root = Path(directory)
     if not (root / MANIFEST).is_file():
         raise BundleError(f"'{root}' is not a hetc bundle (no {MANIFEST}); build one with `hetc build MODEL -o DIR`")
@@ -180,10 +269,42 @@ def load_bundle(directory: str | os.PathLike[str]) -> Bundle:
         if name not in data:
             raise BundleError(f"the manifest of bundle '{root}' does not list {name}; rebuild the bundle")
         programs[engine] = Program.from_json(json.loads(data[name]))
+    _check_bounds(root, manifest, programs)
+    info = _read_build_info(root)
+    manifest = _with_figures(manifest, MANIFEST, info)
     known = {MANIFEST, "constants.bin", "schedule.json", "memory.json", "placement.csv", "report.txt"}
     known |= {f"programs/{e}.{ext}" for e in programs for ext in ("json", "asm")}
     rows = tuple(csv.DictReader(io.StringIO(data.get("placement.csv", b"").decode())))
     return Bundle(manifest=manifest, programs=programs, constants=data["constants.bin"],
-                  schedule_json=json.loads(data["schedule.json"]), memory_json=json.loads(data["memory.json"]),
+                  schedule_json=_with_figures(json.loads(data["schedule.json"]), "schedule.json", info),
+                  memory_json=_with_figures(json.loads(data["memory.json"]), "memory.json", info),
                   placement_rows=rows, report=data.get("report.txt", b"").decode(),
                   extra_files={n: d for n, d in data.items() if n not in known})
+
+
+def _check_bounds(root: Path, manifest: dict[str, Any], programs: dict[str, Program]) -> None:
+    """Every buffer of every instruction (and every input/output binding) inside its memory of the embedded
+    target, at its alignment; a BundleError naming each offender otherwise."""
+    from hetc.target import target_from_toml_text
+    toml = (manifest.get("target") or {}).get("toml")
+    if not isinstance(toml, str):
+        raise BundleError(f"the manifest of bundle '{root}' embeds no target; rebuild the bundle")
+    try:
+        memories = target_from_toml_text(toml, f"the target embedded in {root / MANIFEST}").memories
+    except HetcError as exc:
+        raise BundleError(f"{exc}; rebuild the bundle") from None
+    bindings = [("input", b) for b in manifest.get("inputs", ())] + [("output", b) for b in manifest.get("outputs", ())]
+    problems = bounds_violations(programs, memories, bindings)
+    if problems:
+        raise BundleError(f"bundle '{root}' has instructions whose buffers do not fit its target's memories: {bounds_message(problems)}; "
+                          "the programs were edited or written by a faulty hetc: rebuild the bundle with "
+                          "`hetc build`")
+
+
+def _read_build_info(root: Path) -> Any:
+    """The parsed ``build-info.json``, or None when it is absent or unreadable: it only holds wall-clock
+    figures, which nothing the simulator does depends on."""
+    try:
+        return json.loads((root / BUILD_INFO).read_bytes())
+    except (OSError, ValueError):
+        return None
