@@ -15,7 +15,7 @@ import onnx
 
 from hetc import __version__
 from hetc.codegen import Bundle, EmitOptions, emit
-from hetc.codegen.bundle import MANIFEST, without_wall_clock
+from hetc.codegen.build_info import MANIFEST, without_wall_clock
 from hetc.errors import OptionError
 from hetc.frontend import import_model, load_onnx
 from hetc.ir import Graph

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import MODELS_DIR, REPO, light_model_path
 from hetc.codegen import load_bundle
-from hetc.codegen.bundle import BUILD_INFO, MANIFEST
+from hetc.codegen.build_info import BUILD_INFO, MANIFEST
 
 MODELS = sorted(MODELS_DIR.glob("*.onnx"))
 LIGHT = [light_model_path("squeezenet"), light_model_path("inception_v1")]
@@ -63,6 +63,7 @@ def test_models_give_identical_bundles_under_different_hash_seeds(tmp_path: Path
     assert_identical_but_build_info(first, second, MODELS)
 
 
+@pytest.mark.slow   # ~16 s on top of the ~23 s of the models/ test
 def test_light_models_give_identical_bundles_under_different_hash_seeds(tmp_path: Path) -> None:
     first, second = build_under_hash_seeds(LIGHT, tmp_path)
     assert_identical_but_build_info(first, second, LIGHT)

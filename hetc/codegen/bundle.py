@@ -17,27 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from hetc.codegen.bounds import bounds_message, bounds_violations
+from hetc.codegen.build_info import (BUILD_INFO, MANIFEST, read_build_info, split_wall_clock, with_wall_clock,
+                                     without_wall_clock)
 from hetc.codegen.program import Program
 from hetc.errors import BundleError, HetcError
 from hetc.memory.artifact import MemoryPlan
 from hetc.schedule.artifact import Schedule
 
 FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-BUILD_INFO = "build-info.json"
-# Figures that vary run to run, by the bundle file (in its in-memory form) and key path where each sits. They are
-# written to the unhashed BUILD_INFO instead, so that every hashed file is a function of the model, the target
-# and the options; loading puts them back when BUILD_INFO is there.
-WALL_CLOCK_FIELDS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    (MANIFEST, ("summary", "compile_s")),
-    (MANIFEST, ("summary", "stage_s")),
-    (MANIFEST, ("summary", "solver", "wall_s")),
-    ("schedule.json", ("solver", "wall_s")),
-    ("schedule.json", ("solver", "details", "solver_wall_s")),
-    ("memory.json", ("details", "seconds")),
-)
-
-
 def _json_bytes(obj: Any) -> bytes:
     return (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
 
@@ -53,68 +40,6 @@ def _csv_bytes(rows: tuple[dict[str, Any], ...]) -> bytes:
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue().encode()
-
-
-def split_wall_clock(name: str, doc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``doc`` (the in-memory form of bundle file ``name``) without its wall-clock figures, and those figures
-    nested as they were in ``doc``. ``doc`` itself is not modified."""
-    removed: dict[str, Any] = {}
-    for file, path in WALL_CLOCK_FIELDS:
-        if file == name:
-            doc = _without(doc, path, removed)
-    return doc, removed
-
-
-def without_wall_clock(name: str, doc: dict[str, Any]) -> dict[str, Any]:
-    return split_wall_clock(name, doc)[0]
-
-
-def _without(doc: Any, path: tuple[str, ...], removed: dict[str, Any]) -> Any:
-    head, rest = path[0], path[1:]
-    if not isinstance(doc, dict) or head not in doc:
-        return doc
-    out = dict(doc)
-    if not rest:
-        removed[head] = out.pop(head)
-        return out
-    inner = removed.setdefault(head, {})
-    out[head] = _without(doc[head], rest, inner)
-    if not inner:
-        del removed[head]
-    return out
-
-
-def _with_figures(doc: dict[str, Any], name: str, info: Any) -> dict[str, Any]:
-    """``doc`` with the wall-clock figures of ``info`` (a parsed BUILD_INFO) put back. Only the paths of
-    WALL_CLOCK_FIELDS and only numbers are taken: the file is not hashed, so it must not be able to change
-    anything else."""
-    for file, path in WALL_CLOCK_FIELDS:
-        if file != name:
-            continue
-        value = info.get(name) if isinstance(info, dict) else None
-        for key in path:
-            value = value.get(key) if isinstance(value, dict) else None
-        if not _is_figure(value):
-            continue
-        doc = _with_value(doc, path, value)
-    return doc
-
-
-def _with_value(doc: Any, path: tuple[str, ...], value: Any) -> Any:
-    if not isinstance(doc, dict) or (len(path) > 1 and not isinstance(doc.get(path[0]), dict)):
-        return doc
-    return {**doc, path[0]: value if len(path) == 1 else _with_value(doc[path[0]], path[1:], value)}
-
-
-def _is_figure(value: Any) -> bool:
-    """A number, or a flat {name: number} (the stage times)."""
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _is_number(v) for k, v in value.items())
-    return _is_number(value)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -270,14 +195,14 @@ def load_bundle(directory: str | os.PathLike[str]) -> Bundle:
             raise BundleError(f"the manifest of bundle '{root}' does not list {name}; rebuild the bundle")
         programs[engine] = Program.from_json(json.loads(data[name]))
     _check_bounds(root, manifest, programs)
-    info = _read_build_info(root)
-    manifest = _with_figures(manifest, MANIFEST, info)
+    info = read_build_info(root)
+    manifest = with_wall_clock(manifest, MANIFEST, info)
     known = {MANIFEST, "constants.bin", "schedule.json", "memory.json", "placement.csv", "report.txt"}
     known |= {f"programs/{e}.{ext}" for e in programs for ext in ("json", "asm")}
     rows = tuple(csv.DictReader(io.StringIO(data.get("placement.csv", b"").decode())))
     return Bundle(manifest=manifest, programs=programs, constants=data["constants.bin"],
-                  schedule_json=_with_figures(json.loads(data["schedule.json"]), "schedule.json", info),
-                  memory_json=_with_figures(json.loads(data["memory.json"]), "memory.json", info),
+                  schedule_json=with_wall_clock(json.loads(data["schedule.json"]), "schedule.json", info),
+                  memory_json=with_wall_clock(json.loads(data["memory.json"]), "memory.json", info),
                   placement_rows=rows, report=data.get("report.txt", b"").decode(),
                   extra_files={n: d for n, d in data.items() if n not in known})
 
@@ -293,18 +218,10 @@ def _check_bounds(root: Path, manifest: dict[str, Any], programs: dict[str, Prog
         memories = target_from_toml_text(toml, f"the target embedded in {root / MANIFEST}").memories
     except HetcError as exc:
         raise BundleError(f"{exc}; rebuild the bundle") from None
-    bindings = [("input", b) for b in manifest.get("inputs", ())] + [("output", b) for b in manifest.get("outputs", ())]
+    bindings = [(kind, b) for kind in ("input", "output") for b in manifest.get(f"{kind}s", ())]
     problems = bounds_violations(programs, memories, bindings)
     if problems:
         raise BundleError(f"bundle '{root}' has instructions whose buffers do not fit its target's memories: {bounds_message(problems)}; "
                           "the programs were edited or written by a faulty hetc: rebuild the bundle with "
                           "`hetc build`")
 
-
-def _read_build_info(root: Path) -> Any:
-    """The parsed ``build-info.json``, or None when it is absent or unreadable: it only holds wall-clock
-    figures, which nothing the simulator does depends on."""
-    try:
-        return json.loads((root / BUILD_INFO).read_bytes())
-    except (OSError, ValueError):
-        return None
