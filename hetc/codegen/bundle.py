@@ -221,7 +221,7 @@ def _check_bounds(root: Path, manifest: dict[str, Any], programs: dict[str, Prog
     bindings = [(kind, b) for kind in ("input", "output") for b in manifest.get(f"{kind}s", ())]
     problems = bounds_violations(programs, memories, bindings)
     if problems:
-        raise BundleError(f"bundle '{root}' has instructions whose buffers do not fit its target's memories: {bounds_message(problems)}; "
-                          "the programs were edited or written by a faulty hetc: rebuild the bundle with "
-                          "`hetc build`")
+        raise BundleError(f"bundle '{root}' has instructions whose buffers do not fit its target's memories: "
+                          f"{bounds_message(problems)}; the programs were edited or written by a faulty hetc: "
+                          "rebuild the bundle with `hetc build`")
 
