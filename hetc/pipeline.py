@@ -15,6 +15,7 @@ import onnx
 
 from hetc import __version__
 from hetc.codegen import Bundle, EmitOptions, emit
+from hetc.codegen.build_info import MANIFEST, without_wall_clock
 from hetc.errors import OptionError
 from hetc.frontend import import_model, load_onnx
 from hetc.ir import Graph
@@ -27,9 +28,6 @@ from hetc.stages import ProgressSink, StageClock
 from hetc.target import Target, load_target
 from hetc.validate import ValidationReport, check_npz_file, load_inputs_npz, make_inputs, reference_outputs, compare
 
-# Wall-clock figures vary run to run; they are printed and returned but kept out of the bundle so that the
-# same model, target and options give byte-identical bundles.
-WALL_CLOCK_KEYS = ("compile_s", "stage_s")
 PRECISIONS = ("fp32", "fp16")
 
 
@@ -133,18 +131,12 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
             files = gantt_files(timeline, gantt)
             say(", ".join(files))
     summary = make_summary(model_name, graph, target, plan, clock, sim, validation)
-    reproducible = reproducible_summary(summary)
+    # The bundle keeps the whole summary; its wall-clock figures go to build-info.json, out of the hashed files.
+    reproducible = without_wall_clock(MANIFEST, {"summary": summary})["summary"]
     report = report_text(sched, graph, plan, target, sim, validation, summary=reproducible)
-    bundle = bundle.with_summary(reproducible).with_report(report).with_files(files)
+    bundle = bundle.with_summary(summary).with_report(report).with_files(files)
     return BuildResult(model=model, graph=graph, target=target, schedule=sched, plan=plan, bundle=bundle,
                        summary=summary, sim=sim, validation=validation, placement=rows)
-
-
-def reproducible_summary(summary: dict[str, Any]) -> dict[str, Any]:
-    """The summary without wall-clock figures: what goes into the bundle."""
-    kept = {k: v for k, v in summary.items() if k not in WALL_CLOCK_KEYS}
-    kept["solver"] = {k: v for k, v in summary["solver"].items() if k != "wall_s"}
-    return kept
 
 
 def check_gantt_formats(formats: Sequence[str]) -> list[str]:

@@ -2,6 +2,7 @@
 
 Serialisation is deterministic (sorted keys, no timestamps, fixed line endings) so that the same build gives
 byte-identical files. ``manifest.json`` records the sha256 and size of every other file; loading checks them.
+Wall-clock figures are the one exception: they are written to ``build-info.json``, which is not hashed.
 """
 from __future__ import annotations
 
@@ -15,16 +16,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from hetc.codegen.bounds import bounds_message, bounds_violations
+from hetc.codegen.build_info import (BUILD_INFO, MANIFEST, read_build_info, split_wall_clock, with_wall_clock,
+                                     without_wall_clock)
 from hetc.codegen.program import Program
 from hetc.destination import interrupts_deferred, make_parent, probe_directory_name, write_error
-from hetc.errors import BundleError
+from hetc.errors import BundleError, HetcError
 from hetc.memory.artifact import MemoryPlan
 from hetc.schedule.artifact import Schedule
 
 FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-
-
 def _json_bytes(obj: Any) -> bytes:
     return (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
 
@@ -80,25 +81,32 @@ class Bundle:
 
     # ------------------------------------------------------------------ serialisation
     def files(self) -> dict[str, bytes]:
-        """Every file of the bundle directory, ``manifest.json`` (with the checksums) included."""
+        """Every hashed file of the bundle directory, ``manifest.json`` (with the checksums) included: a
+        function of the model, the target and the options. ``build_info()`` has the rest."""
         files: dict[str, bytes] = {}
         for engine, program in self.programs.items():
             files[f"programs/{engine}.json"] = program.dumps().encode()
             files[f"programs/{engine}.asm"] = program.asm().encode()
         files["constants.bin"] = self.constants
-        files["schedule.json"] = _json_bytes(self.schedule_json)
-        files["memory.json"] = _json_bytes(self.memory_json)
+        files["schedule.json"] = _json_bytes(without_wall_clock("schedule.json", self.schedule_json))
+        files["memory.json"] = _json_bytes(without_wall_clock("memory.json", self.memory_json))
         files["placement.csv"] = _csv_bytes(self.placement_rows)
         files["report.txt"] = self.report.encode()
         for name, data in self.extra_files.items():
-            if name in files or name == MANIFEST or Path(name).is_absolute() or ".." in Path(name).parts:
+            if name in files or name in (MANIFEST, BUILD_INFO) or Path(name).is_absolute() or ".." in Path(name).parts:
                 raise BundleError(f"extra bundle file '{name}' clashes with a bundle file or leaves the bundle; "
                                   "give it another relative name")
             files[name] = data
         checksums = {name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
                      for name, data in sorted(files.items())}
-        files[MANIFEST] = _json_bytes({**self.manifest, "files": checksums})
+        files[MANIFEST] = _json_bytes({**without_wall_clock(MANIFEST, self.manifest), "files": checksums})
         return dict(sorted(files.items()))
+
+    def build_info(self) -> dict[str, Any]:
+        """The wall-clock figures left out of ``files()``, by file: the content of ``build-info.json``."""
+        docs = {MANIFEST: self.manifest, "schedule.json": self.schedule_json, "memory.json": self.memory_json}
+        info = {name: split_wall_clock(name, doc)[1] for name, doc in docs.items()}
+        return {name: figures for name, figures in info.items() if figures}
 
     def save(self, directory: str | os.PathLike[str], force: bool = False) -> Path:
         """Write the bundle to ``directory`` atomically (temporary sibling, then rename). An OSError (no
@@ -107,7 +115,11 @@ class Bundle:
         tmp = _sibling(target, "tmp")
         try:
             shutil.rmtree(tmp, ignore_errors=True)
-            for name, data in self.files().items():
+            files = self.files()
+            info = self.build_info()
+            if info:
+                files[BUILD_INFO] = _json_bytes(info)
+            for name, data in files.items():
                 path = tmp / name
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(data)
@@ -159,7 +171,9 @@ def check_output_dir(directory: str | os.PathLike[str], force: bool = False) -> 
 
 
 def load_bundle(directory: str | os.PathLike[str]) -> Bundle:
-    """Read a bundle directory, checking its format version and every file's checksum."""
+    """Read a bundle directory, checking its format version, every file's checksum and every program's
+    buffers against the target's memories. ``build-info.json`` (wall-clock figures) is optional, not hashed,
+    and only ever adds those figures back."""
     root = Path(directory)
     if not (root / MANIFEST).is_file():
         raise BundleError(f"'{root}' is not a hetc bundle (no {MANIFEST}); build one with `hetc build MODEL -o DIR`")
@@ -199,10 +213,34 @@ def load_bundle(directory: str | os.PathLike[str]) -> Bundle:
         if name not in data:
             raise BundleError(f"the manifest of bundle '{root}' does not list {name}; rebuild the bundle")
         programs[engine] = Program.from_json(json.loads(data[name]))
+    _check_bounds(root, manifest, programs)
+    info = read_build_info(root)
+    manifest = with_wall_clock(manifest, MANIFEST, info)
     known = {MANIFEST, "constants.bin", "schedule.json", "memory.json", "placement.csv", "report.txt"}
     known |= {f"programs/{e}.{ext}" for e in programs for ext in ("json", "asm")}
     rows = tuple(csv.DictReader(io.StringIO(data.get("placement.csv", b"").decode())))
     return Bundle(manifest=manifest, programs=programs, constants=data["constants.bin"],
-                  schedule_json=json.loads(data["schedule.json"]), memory_json=json.loads(data["memory.json"]),
+                  schedule_json=with_wall_clock(json.loads(data["schedule.json"]), "schedule.json", info),
+                  memory_json=with_wall_clock(json.loads(data["memory.json"]), "memory.json", info),
                   placement_rows=rows, report=data.get("report.txt", b"").decode(),
                   extra_files={n: d for n, d in data.items() if n not in known})
+
+
+def _check_bounds(root: Path, manifest: dict[str, Any], programs: dict[str, Program]) -> None:
+    """Every buffer of every instruction (and every input/output binding) inside its memory of the embedded
+    target, at its alignment; a BundleError naming each offender otherwise."""
+    from hetc.target import target_from_toml_text
+    toml = (manifest.get("target") or {}).get("toml")
+    if not isinstance(toml, str):
+        raise BundleError(f"the manifest of bundle '{root}' embeds no target; rebuild the bundle")
+    try:
+        memories = target_from_toml_text(toml, f"the target embedded in {root / MANIFEST}").memories
+    except HetcError as exc:
+        raise BundleError(f"{exc}; rebuild the bundle") from None
+    bindings = [(kind, b) for kind in ("input", "output") for b in manifest.get(f"{kind}s", ())]
+    problems = bounds_violations(programs, memories, bindings)
+    if problems:
+        raise BundleError(f"bundle '{root}' has instructions whose buffers do not fit its target's memories: "
+                          f"{bounds_message(problems)}; the programs were edited or written by a faulty hetc: "
+                          "rebuild the bundle with `hetc build`")
+

@@ -24,6 +24,8 @@ from functools import cached_property
 
 import numpy as np
 
+from hetc.schedule.cpsat import safety_net_s
+
 Interval = tuple[int, int, int]   # (start, end_exclusive, size)
 
 CPSAT_MAX_INTERVALS = 120        # above this CP-SAT's presolve alone outgrows a fraction of a second
@@ -59,7 +61,7 @@ def pack(intervals: list[Interval], alignment: int = 1, time_limit_s: float | No
         raise ValueError(f"alignment must be >= 1, got {alignment}")
     began = time.perf_counter()
     budget = DEFAULT_TIME_LIMIT_S if time_limit_s is None else max(0.0, time_limit_s)
-    safety = began + 3 * budget + 0.5     # never reached on a normal machine: the budgets below decide
+    safety = began + safety_net_s(budget)   # only a stuck search reaches it: the budgets below decide
     problem = _Problem.build(intervals, alignment)
     lower = problem.lower_bound()
     best_order, best_offsets, method = _best_greedy(problem)
@@ -368,7 +370,7 @@ def _cpsat(p: _Problem, hint: list[int], upper: int, lower: int, seconds: float)
     solver.parameters.num_workers = 1          # single worker + fixed seed: reproducible
     solver.parameters.random_seed = 7
     solver.parameters.max_deterministic_time = max(0.02, seconds / DETERMINISTIC_PER_SECOND)
-    solver.parameters.max_time_in_seconds = 3 * seconds + 0.5          # safety net only
+    solver.parameters.max_time_in_seconds = safety_net_s(seconds)      # safety net only
     status = solver.Solve(model)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None

@@ -59,7 +59,7 @@ class SolverStats:
     status: str                 # "OPTIMAL" | "FEASIBLE" | "HEURISTIC" | "HINT" (CP-SAT found nothing better)
     objective_ns: int           # the makespan the strategy achieved
     best_bound_ns: int          # the lower bound it can prove (>= the analytic bound)
-    wall_s: float
+    wall_s: float = 0.0         # run to run; 0 when unknown (a bundle loaded without its build-info.json)
     tick_ns: int = 1            # CP-SAT time unit
     details: dict[str, Any] = field(default_factory=dict)  # windows, workers, seed, HEFT makespan...
 
