@@ -6,8 +6,9 @@ instant, sizes padded to the alignment), which no packing can beat:
 
 1. best-fit decoding (TFLite's greedy-by-size arena planner) of a few deterministic orders: by size, and by
    start time (optimal for equal sizes and for nested lifetimes);
-2. hill climbing over the placement order (as TVM's USMP and Arm Vela do): move a buffer that reaches the peak
-   earlier in the order (or swap two at random), re-decode what moved, keep the move unless the peak grows;
+2. hill climbing over the placement order with Arm Vela's move: swap two of the buffers that decided where a
+   peak buffer sits (its time-neighbours and the stacks under them), re-decode what moved, keep the move
+   unless the peak grows;
 3. CP-SAT ``AddNoOverlap2D`` over time x address for instances small enough to solve quickly, hinted with the
    best order's packing.
 
