@@ -381,6 +381,8 @@ def markdown(cases: list[Case], strategies: list[str], targets: list[str], info:
             "[docs/scheduling.md](scheduling.md#results)",
             "* memory planning (packer vs lower bound, random interval sets): `tools/bench_memory.py`, "
             "[docs/memory.md](memory.md#benchmark)",
+            "* packer vs Arm Vela's HillClimb allocator: `tools/bench_packing.py`, "
+            "[docs/memory.md](memory.md#packer-vs-arm-velas-hillclimb-toolsbench_packingpy)",
             "* kernel speed against onnxruntime: `tools/kernel_speed.py`, [docs/kernels.md](kernels.md#speed)",
             "* simulator event loop vs SimPy and functional simulation: `tools/bench_sim.py`, "
             "[docs/bundle-format.md](bundle-format.md#results)", ""]

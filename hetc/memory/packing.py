@@ -6,8 +6,9 @@ instant, sizes padded to the alignment), which no packing can beat:
 
 1. best-fit decoding (TFLite's greedy-by-size arena planner) of a few deterministic orders: by size, and by
    start time (optimal for equal sizes and for nested lifetimes);
-2. hill climbing over the placement order (as TVM's USMP and Arm Vela do): move a buffer that reaches the peak
-   earlier in the order (or swap two at random), re-decode what moved, keep the move unless the peak grows;
+2. hill climbing over the placement order with Arm Vela's move: swap two of the buffers that decided where a
+   peak buffer sits (its time-neighbours and the stacks under them), re-decode what moved, keep the move
+   unless the peak grows;
 3. CP-SAT ``AddNoOverlap2D`` over time x address for instances small enough to solve quickly, hinted with the
    best order's packing.
 
@@ -35,7 +36,8 @@ STALE_MOVES = 200                 # hill climbing gives up after this many moves
 START_ORDER_MAX = 500             # the start-order greedy is tried up to this many intervals
 _MATRIX_MAX = 4000                # overlap matrix up to this many intervals (16 MB of booleans)
 _NUMPY_DEGREE = 40                # above this many time-neighbours numpy scans faster than a Python loop
-WORK_PER_SECOND = 1_200_000       # work units per second of hill climbing on the 2-core dev machine
+WORK_PER_SECOND = 1_200_000
+STUCK_WIDEN = 50       # work units per second of hill climbing on the 2-core dev machine
 
 
 @dataclass(frozen=True)
@@ -259,7 +261,7 @@ def _decode(p: _Problem, order: list[int]) -> list[int]:
 
 
 def _redecode(p: _Problem, order: list[int], offsets: list[int], from_pos: int,
-              seeds: set[int]) -> tuple[list[int], int]:
+              seeds: set[int], limit: int | None = None) -> tuple[list[int] | None, int]:
     """Re-decode after an order change at ``from_pos``: only intervals in ``seeds`` and those whose
     time-neighbours moved are re-placed (a placement depends on nothing else), so a move costs its cascade.
     Also returns the work done (neighbour visits), the unit the search budget is counted in."""
@@ -273,6 +275,8 @@ def _redecode(p: _Problem, order: list[int], offsets: list[int], from_pos: int,
         new = d.place(i, k)
         work += len(p.conflicts[i]) + 1
         if new != d.out[i]:
+            if limit is not None and new + p.sizes[i] > limit:
+                return None, work          # already worse than the limit: no need to finish (as Vela does)
             d.set(i, new)
             dirty.update(p.conflicts[i])
     return d.out, work
@@ -297,46 +301,83 @@ def _best_greedy(p: _Problem) -> tuple[list[int], list[int], str]:
     return best
 
 
+def _support(p: _Problem, offsets: list[int], tops: dict[int, list[int]], i: int, into: dict[int, None]) -> None:
+    """Add ``i`` and the stack under it to ``into``: a time-neighbour whose top is ``i``'s offset, then one
+    under that, down to address 0 (Vela's predecessor chain: the buffers that decided where ``i`` sits).
+    ``tops`` maps each top address to the buffers ending there; a chain stops where it meets one already in."""
+    starts, ends = p.starts, p.ends
+    while i not in into:
+        into[i] = None
+        off = offsets[i]
+        below = [j for j in tops.get(off, ()) if starts[j] < ends[i] and starts[i] < ends[j]] if off else ()
+        if not below:
+            return
+        i = below[0]
+
+
 def _hill_climb(p: _Problem, order: list[int], offsets: list[int], lower: int,
                 budget_work: int, deadline: float) -> tuple[list[int], list[int]]:
-    """Two moves: a buffer that reaches the peak goes to an earlier random place in the order (targeted,
-    three moves in four), or two random buffers swap places (diversifying, as a plain hill climber does).
-    A move is kept unless the peak, then the number of buffers touching it, grows: plateau moves let the
-    search drift. Budgeted in work units so that results are reproducible."""
+    """Arm Vela's bottleneck search on hetc's incremental decoder. The bottleneck is the buffer reaching the
+    peak; the buffers that decided where it sits are its time-neighbours and the stacks under them and under
+    it (each buffer rests on a neighbour's top, down to address 0). Two of those swap places in the placement
+    order (one not live with the bottleneck, three times in ten: those leave the holes), plus a second swap
+    from a wider pool when stuck; the move is kept unless the peak grows. A rejected move stops decoding as
+    soon as a buffer passes the peak. Budgeted in work units so that results are reproducible."""
     rng = random.Random(0x5eed)
     order = list(order)
+    pos = list(range(p.n))
+    for k, i in enumerate(order):
+        pos[i] = k
     peak = _peak(p, offsets)
-    crowd = sum(1 for i in range(p.n) if offsets[i] + p.sizes[i] == peak)
-    work = stale = 0
-    while work < budget_work and stale < STALE_MOVES:
+    work = stuck = 0
+    while work < budget_work and stuck < STALE_MOVES:
         if peak <= lower or time.perf_counter() > deadline:   # the clock is only a safety net
             break
-        work += p.n // 2 + 20            # building the decoder and scanning for the peak and the victim
-        stale += 1
+        work += 3 * p.n + 20             # five O(n) passes: peak, tops, candidate order and positions, decoder
+        stuck += 1
+        top = [i for i in range(p.n) if offsets[i] + p.sizes[i] == peak]
+        victim = top[rng.randrange(len(top))]
+        tops: dict[int, list[int]] = {}
+        for i in range(p.n):
+            tops.setdefault(offsets[i] + p.sizes[i], []).append(i)
+        support: dict[int, None] = {}
+        _support(p, offsets, tops, victim, support)
+        for j in p.conflicts[victim]:
+            _support(p, offsets, tops, j, support)
+        pool = list(support)
+        work += p.n + 4 * len(pool)
+        if len(pool) < 2:
+            continue
+        live = set(p.conflicts[victim])
+        holes = [i for i in pool if i != victim and i not in live]
+        x = holes[rng.randrange(len(holes))] if holes and rng.random() < 0.3 else pool[rng.randrange(len(pool))]
+        y = pool[rng.randrange(len(pool))]
+        if x == y:
+            continue
+        swaps = [(x, y)]
+        if stuck > STUCK_WIDEN:
+            wide = dict(support)
+            for h in holes:
+                wide.update(dict.fromkeys(p.conflicts[h]))
+            wide_pool = list(wide)
+            swaps.append((wide_pool[rng.randrange(len(wide_pool))], wide_pool[rng.randrange(len(wide_pool))]))
         candidate = list(order)
-        if stale % 4:
-            top = [i for i in range(p.n) if offsets[i] + p.sizes[i] == peak]
-            victim = top[rng.randrange(len(top))]
-            pos = order.index(victim)
-            if pos == 0:
-                continue
-            first = rng.randrange(pos)
-            candidate[first:pos + 1] = [victim] + order[first:pos]
-            seeds = {victim, *p.conflicts[victim]}
-        else:
-            a, b = sorted(rng.sample(range(p.n), 2))
-            candidate[a], candidate[b] = candidate[b], candidate[a]
-            first = a
-            seeds = {candidate[a], candidate[b], *p.conflicts[candidate[a]], *p.conflicts[candidate[b]]}
-        new_offsets, cost = _redecode(p, candidate, offsets, first, seeds)
+        new_pos = list(pos)
+        seeds: set[int] = set()
+        for u, v in swaps:
+            a, b = new_pos[u], new_pos[v]
+            candidate[a], candidate[b] = v, u
+            new_pos[u], new_pos[v] = b, a
+            seeds.update((u, v), p.conflicts[u], p.conflicts[v])
+        first = min(min(pos[u], pos[v]) for u, v in swaps)
+        new_offsets, cost = _redecode(p, candidate, offsets, first, seeds, peak)
         work += cost
+        if new_offsets is None:
+            continue
         new_peak = _peak(p, new_offsets)
-        new_crowd = sum(1 for i in range(p.n) if new_offsets[i] + p.sizes[i] == new_peak)
-        # fewer intervals touching the peak is progress too: it is how the peak eventually drops
-        if (new_peak, new_crowd) <= (peak, crowd):
-            if (new_peak, new_crowd) < (peak, crowd):
-                stale = 0
-            order, offsets, peak, crowd = candidate, new_offsets, new_peak, new_crowd
+        if new_peak < peak:
+            stuck = 0
+        order, pos, offsets, peak = candidate, new_pos, new_offsets, new_peak
     return order, offsets
 
 
