@@ -71,6 +71,25 @@ def _json_safe(value: Any) -> Any:
 
 
 @dataclass(frozen=True)
+class NodeFacts:
+    """What a chart says about one node: its name and op, its tensors (``name: dtype[shape]``) and bytes.
+    Built from the graph at build time, or from a bundle's programs and memory plan by ``hetc gantt``."""
+
+    id: int
+    name: str
+    op_type: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    bytes: int
+
+    @classmethod
+    def of(cls, node: "Node") -> "NodeFacts":
+        return cls(node.id, node.name or f"{node.op_type}#{node.id}", node.op_type,
+                   tuple(_describe(v) for v in node.inputs), tuple(_describe(v) for v in node.outputs),
+                   sum(v.nbytes for v in node.present_inputs) + sum(v.nbytes for v in node.outputs))
+
+
+@dataclass(frozen=True)
 class Flow:
     """A semaphore dependency: slice ``src`` (on one engine) must end before slice ``dst`` (another) starts."""
 
@@ -140,12 +159,15 @@ class Timeline:
     # ------------------------------------------------------------------ builders
     @classmethod
     def from_schedule(cls, schedule: "Schedule", graph: "Graph | None", plan: "MemoryPlan | None" = None,
-                      target: "Target | None" = None, title: str | None = None) -> "Timeline":
+                      target: "Target | None" = None, title: str | None = None,
+                      nodes: "dict[int, NodeFacts] | None" = None) -> "Timeline":
         """The planned run. With a plan, its (possibly re-timed, spill-bearing) schedule is the one drawn and
         occupancy comes from its buffers; flows are the dependencies that cross engines. Without the graph
-        (a bundle alone) slices are named by op and node id and carry no shapes."""
+        and without ``nodes`` (what a bundle says of them, see ``hetc.report.bundle_view``) slices are named
+        by op and node id and carry no shapes."""
         sched = plan.schedule if plan is not None else schedule
-        nodes = graph.node_map() if graph is not None else {}
+        if nodes is None:
+            nodes = {n.id: NodeFacts.of(n) for n in graph.nodes} if graph is not None else {}
         spill_role = _spill_roles(plan)
         slices = tuple(_task_slice(t, nodes, spill_role.get(t.id)) for t in sched.tasks)
         engine_of = {t.id: t.engine for t in sched.tasks}
@@ -197,13 +219,16 @@ class Timeline:
 
 # ---------------------------------------------------------------------------------------------- slices
 def _describe(v: "Value | None") -> str:
-    if v is None:
-        return "-"
-    dims = "x".join(map(str, v.shape)) or "scalar"
-    return f"{v.name}: {v.dtype}[{dims}]" + (" (const)" if v.is_const else "")
+    return "-" if v is None else describe_tensor(v.name, v.dtype, v.shape, v.is_const)
 
 
-def _task_slice(t: "Task", nodes: dict[int, "Node"], spill: str | None = None) -> Slice:
+def describe_tensor(name: str, dtype: str, shape: "tuple[int, ...] | list[int]", const: bool) -> str:
+    """A tensor as a tooltip shows it: ``x: float32[1x3x32x32]``, `` (const)`` for a constant."""
+    dims = "x".join(map(str, shape)) or "scalar"
+    return f"{name}: {dtype}[{dims}]" + (" (const)" if const else "")
+
+
+def _task_slice(t: "Task", nodes: "dict[int, NodeFacts]", spill: str | None = None) -> Slice:
     start, end = t.start_ns / 1000, t.end_ns / 1000
     if t.kind == "transfer":
         args: dict[str, Any] = {"task": t.id, "value": t.value, "src": t.src, "dst": t.dst, "bytes": t.bytes,
@@ -218,10 +243,10 @@ def _task_slice(t: "Task", nodes: dict[int, "Node"], spill: str | None = None) -
     args = {"task": t.id, "node": t.node, "op": op, "planned_start_us": start}
     name = f"{op or 'task'}#{t.node if t.node is not None else t.id}"
     if node is not None:
-        name = node.name or f"{op}#{node.id}"
-        args["inputs"] = [_describe(v) for v in node.inputs]
-        args["outputs"] = [_describe(v) for v in node.outputs]
-        args["bytes"] = sum(v.nbytes for v in node.present_inputs) + sum(v.nbytes for v in node.outputs)
+        name = node.name
+        args["inputs"] = list(node.inputs)
+        args["outputs"] = list(node.outputs)
+        args["bytes"] = node.bytes
     return Slice(t.id, t.engine, name, op_class(op), start, end, args)
 
 
