@@ -133,6 +133,10 @@ def build(model: Path = typer.Argument(..., help="The ONNX model."),
         from hetc.report import render_summary
         stdout.print(render_summary(result.summary))
         stdout.print(f"bundle written to {output}/")
+        charts = [output / name for name in result.bundle.extra_files if name.startswith("gantt")]
+        if charts:
+            stdout.print("Gantt chart" + ("s" if len(charts) > 1 else "") + " written to "
+                         + ", ".join(str(c) for c in charts))
     if result.validation is not None and not result.validation.passed:
         raise typer.Exit(1)
 
@@ -164,8 +168,8 @@ def simulate(bundle: Path = typer.Argument(..., help="A bundle directory written
     if as_json:
         print(json.dumps(stats, indent=1))
         return
-    stdout.print(f"planned makespan   {stats['planned_makespan_us']:,.1f} us")
-    stdout.print(f"simulated makespan {stats['simulated_makespan_us']:,.1f} us "
+    stdout.print(f"planned makespan   {stats['planned_makespan_us']:,.1f} µs")
+    stdout.print(f"simulated makespan {stats['simulated_makespan_us']:,.1f} µs "
                  f"({stats['events']} events in {stats['wall_s']} s)")
     if outputs is not None:
         stdout.print(f"outputs written to {outputs}")

@@ -100,12 +100,14 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
     with clock.stage("schedule") as say:
         sched = run_scheduler(graph, target, strategy=options.scheduler, time_limit_s=options.time_limit_s,
                               num_workers=options.num_workers, seed=options.seed, progress=say)
-        say(f"{sched.stats.strategy}: makespan {sched.makespan_ns / 1000:,.1f} us, "
-            f"bound {sched.lower_bound_ns / 1000:,.1f} us, gap {sched.gap:.1%} ({sched.stats.status})")
+        say(f"{sched.stats.strategy}: makespan {sched.makespan_ns / 1000:,.1f} µs, "
+            f"bound {sched.lower_bound_ns / 1000:,.1f} µs, solver gap {sched.gap:.1%} ({sched.stats.status})")
     with clock.stage("memory") as say:
         plan = plan_memory(graph, sched, target)
         say(", ".join(f"{m} {s.peak_bytes / 2**20:.2f}/{s.lower_bound_bytes / 2**20:.2f} MiB"
-                      for m, s in plan.stats.items()))
+                      for m, s in plan.stats.items())
+            + f"; makespan {plan.schedule.makespan_ns / 1000:,.1f} µs, "
+              f"gap after memory planning {plan.schedule.gap:.1%}")
     rows = placement_rows(graph, target, plan.schedule)
     with clock.stage("codegen") as say:
         bundle = emit(graph, plan, target, EmitOptions(model_sha256=sha, model_name=model_name,
@@ -118,7 +120,7 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
             inputs = (load_inputs_npz(options.inputs, graph) if options.inputs
                       else make_inputs(graph, seed=options.input_seed))
             sim = simulate(bundle, inputs, functional=True, precision=options.precision)
-            say(f"simulated makespan {sim.makespan_ns / 1000:,.1f} us")
+            say(f"simulated makespan {sim.makespan_ns / 1000:,.1f} µs")
         with clock.stage("validate") as say:
             validation = compare(sim.outputs or {}, reference_outputs(model, inputs), options.precision)
             say(("passed" if validation.passed else "FAILED") + f", max abs err {validation.max_abs_err:.3g}")
@@ -129,7 +131,7 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
                         else Timeline.from_schedule(sched, graph, plan, target, title=model_name))
             files = gantt_files(timeline, gantt)
             say(", ".join(files))
-    summary = make_summary(model_name, graph, target, plan, clock, sim, validation)
+    summary = make_summary(model_name, graph, target, plan, clock, sim, validation, solver_schedule=sched)
     reproducible = reproducible_summary(summary)
     report = report_text(sched, graph, plan, target, sim, validation, summary=reproducible)
     bundle = bundle.with_summary(reproducible).with_report(report).with_files(files)
@@ -152,8 +154,11 @@ def check_gantt_formats(formats: Sequence[str]) -> list[str]:
 
 
 def make_summary(model_name: str, graph: Graph, target: Target, plan: MemoryPlan, clock: StageClock,
-                 sim: SimResult | None = None, validation: ValidationReport | None = None) -> dict[str, Any]:
-    """The JSON summary of DESIGN.md (``hetc build --json`` and ``manifest.json``'s ``summary``)."""
+                 sim: SimResult | None = None, validation: ValidationReport | None = None,
+                 solver_schedule: Schedule | None = None) -> dict[str, Any]:
+    """The JSON summary of DESIGN.md (``hetc build --json`` and ``manifest.json``'s ``summary``). ``gap`` is
+    the shipped schedule's (after memory planning); ``solver.gap`` the scheduler's own, when
+    ``solver_schedule`` (the schedule before memory planning) is given."""
     sched = plan.schedule
     placement = {d: 0 for d in target.devices}
     for device in sched.placement.values():
@@ -176,6 +181,9 @@ def make_summary(model_name: str, graph: Graph, target: Target, plan: MemoryPlan
         "compile_s": round(clock.total, 3),
         "stage_s": {k: round(v, 3) for k, v in clock.seconds.items()},
     }
+    if solver_schedule is not None:
+        summary["solver"]["makespan_us"] = solver_schedule.makespan_ns / 1000
+        summary["solver"]["gap"] = round(solver_schedule.gap, 6)
     if sim is not None:
         summary["simulated_makespan_us"] = round(sim.makespan_ns / 1000, 3)
     if validation is not None:
