@@ -340,14 +340,23 @@ def _series(usage: dict[str, list[tuple[float, int]]], plan: "MemoryPlan | None"
 
 
 def _plan_series(plan: "MemoryPlan", target: "Target | None") -> tuple[MemorySeries, ...]:
-    """Live bytes per memory from the plan's buffers; aliases share their origin's storage, so they add 0."""
-    deltas: dict[str, dict[int, int]] = {m: {} for m in plan.stats}
+    """Live bytes per memory as the plan has them: each storage (a buffer and the aliases that share it:
+    views, in-place writes, Concat inputs in their slices) counted once, at its owner's address range,
+    live from its members' earliest start to their latest end, padded to the memory's alignment, which
+    is how the planner's lower bound counts it, so the curve's peak is that bound."""
+    storages: dict[tuple[str, str], list[int]] = {}     # (memory, owner id) -> [start, end, size]
     for b in plan.buffers:
-        if b.alias_of is not None:
-            continue
-        d = deltas.setdefault(b.memory, {})
-        d[b.start_ns] = d.get(b.start_ns, 0) + b.size
-        d[b.end_ns] = d.get(b.end_ns, 0) - b.size
+        key = (b.memory, b.alias_of or b.id)
+        span = storages.setdefault(key, [b.start_ns, b.end_ns, b.size])
+        span[0], span[1], span[2] = min(span[0], b.start_ns), max(span[1], b.end_ns), max(span[2], b.size)
+    alignment = {m.name: m.alignment for m in target.memories.values()} if target is not None else {}
+    deltas: dict[str, dict[int, int]] = {m: {} for m in plan.stats}
+    for (memory, _), (start, end, size) in storages.items():
+        align = alignment.get(memory, 1)
+        size = -(-size // align) * align
+        d = deltas.setdefault(memory, {})
+        d[start] = d.get(start, 0) + size
+        d[end] = d.get(end, 0) - size
     usage = {}
     for memory, d in deltas.items():
         live, points = 0, [(0.0, 0)]
