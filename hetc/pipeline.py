@@ -22,8 +22,8 @@ from hetc.ir import Graph
 from hetc.memory import MemoryPlan, plan_memory
 from hetc.passes import optimize
 from hetc.report import GANTT_FORMATS, Timeline, gantt_files, report_text
-from hetc.schedule import (Schedule, check_strategy, idle_accelerators_warning, placement_rows,
-                           schedule as run_scheduler)
+from hetc.schedule import (IdleAcceleratorsWarning, Schedule, check_strategy, idle_accelerators_warning,
+                           placement_rows, schedule as run_scheduler)
 from hetc.sim import SimResult, simulate
 from hetc.stages import ProgressSink, StageClock
 from hetc.target import Target, load_target
@@ -113,7 +113,7 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
     rows = placement_rows(graph, target, plan.schedule)
     idle = idle_accelerators_warning(graph, target, plan.schedule)
     if idle is not None:  # a build that silently runs everything on the CPU looks like a working one
-        warnings.warn(idle, stacklevel=2)
+        warnings.warn(idle, IdleAcceleratorsWarning, stacklevel=2)
     with clock.stage("codegen") as say:
         bundle = emit(graph, plan, target, EmitOptions(model_sha256=sha, model_name=model_name,
                                                        placement_rows=tuple(rows)))

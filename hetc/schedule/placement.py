@@ -38,6 +38,10 @@ def placement_rows(graph: "Graph", target: "Target", schedule: Schedule) -> list
     return rows
 
 
+class IdleAcceleratorsWarning(UserWarning):
+    """A build whose accelerators got no work: legal, but rarely what the user meant."""
+
+
 def idle_accelerators_warning(graph: "Graph", target: "Target", schedule: Schedule,  # noqa: F821
                               top: int = 3) -> str | None:
     """The warning for a build whose accelerators got no work (every node on the CPU devices), with the count
