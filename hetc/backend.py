@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+import warnings
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from hetc.errors import ModelError, OptionError, ShapeError, ValidationError
 from hetc.frontend import MAX_OPSET
 from hetc.ir import EXPORT_IR_VERSION
 from hetc.pipeline import BuildOptions, BuildResult, build
+from hetc.schedule import IdleAcceleratorsWarning
 from hetc.sim import PreparedSimulation
 
 SUPPORTED_DEVICES = ("CPU",)
@@ -167,7 +169,9 @@ class HetcBackendRep(BackendRep):
         if not self._cleanup.alive:
             raise OptionError("this backend rep was closed; prepare the model again to run it")
         options = BuildOptions(**{**vars(self.options), "shapes": shapes or None})
-        result = build(self._specialized_model(frozen), options)
+        with warnings.catch_warnings():  # one-node conformance models often belong on the CPU: not news here
+            warnings.simplefilter("ignore", IdleAcceleratorsWarning)
+            result = build(self._specialized_model(frozen), options)
         directory = result.save(Path(self._tmp.name) / f"bundle{len(self._compiled)}")
         compiled = CompiledBundle(result=result, bundle=load_bundle(directory), directory=directory,
                                   frozen=tuple(frozen))

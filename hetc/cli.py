@@ -149,6 +149,10 @@ def build(model: Path = typer.Argument(..., help="The ONNX model."),
         from hetc.report import render_summary
         stdout.print(render_summary(result.summary))
         stdout.print(f"bundle written to {output}/")
+        charts = [output / name for name in result.bundle.extra_files if name.startswith("gantt")]
+        if charts:
+            stdout.print("Gantt chart" + ("s" if len(charts) > 1 else "") + " written to "
+                         + ", ".join(str(c) for c in charts))
     if result.validation is not None and not result.validation.passed:
         raise typer.Exit(1)
 
@@ -186,8 +190,8 @@ def simulate(bundle: Path = typer.Argument(..., help="A bundle directory written
     if as_json:
         print(json.dumps(stats, indent=1))
         return
-    stdout.print(f"planned makespan   {stats['planned_makespan_us']:,.1f} us")
-    stdout.print(f"simulated makespan {stats['simulated_makespan_us']:,.1f} us "
+    stdout.print(f"planned makespan   {stats['planned_makespan_us']:,.1f} µs")
+    stdout.print(f"simulated makespan {stats['simulated_makespan_us']:,.1f} µs "
                  f"({stats['events']} events in {stats['wall_s']} s)")
     if outputs is not None:
         stdout.print(f"outputs written to {outputs}")
@@ -268,24 +272,25 @@ def validate(source: Path = typer.Argument(..., help="An ONNX model (compiled in
 @app.command()
 def gantt(bundle: Path = typer.Argument(..., help="A bundle directory written by hetc build."),
           fmt: str = typer.Option("html", "--format", "-f", help="perfetto | html | png | svg"),
-          output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write "
-                                                "(default: gantt.<ext> inside the bundle)."),
-          simulated: bool = typer.Option(False, "--simulated/--planned",
-                                         help="Draw the simulated run (timing-only) or the plan.")) -> None:
-    """Export the bundle's schedule as a Gantt chart."""
+          output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write, outside the bundle "
+                                                "(default: <bundle>.gantt.<ext> beside the bundle)."),
+          simulated: Optional[bool] = typer.Option(None, "--simulated/--planned",
+                                                   help="Draw the simulated run (timing-only) or the plan "
+                                                   "(default: what the build drew).")) -> None:
+    """Export the bundle's schedule as a Gantt chart (the bundle itself is never modified)."""
     from hetc.api import as_bundle
+    from hetc.errors import OptionError
     from hetc.pipeline import check_gantt_formats
-    from hetc.report import EXTENSIONS, Timeline, export_gantt
-    from hetc.sim import simulate as run_sim
-    from hetc.target import target_from_toml_text
+    from hetc.report import EXTENSIONS, export_gantt
+    from hetc.report.bundle_view import bundle_timeline
     (fmt,) = check_gantt_formats([fmt])
     b = as_bundle(bundle)
-    target = target_from_toml_text(b.manifest["target"]["toml"], f"{bundle}/manifest.json")
-    sched, plan = b.schedule(), b.memory_plan()
-    title = b.manifest["model"]["name"]
-    timeline = (Timeline.from_simulation(run_sim(b, functional=False), sched, plan, target, title=title)
-                if simulated else Timeline.from_schedule(sched, None, plan, target, title=title))
-    path = export_gantt(timeline, fmt, output or bundle / f"gantt{EXTENSIONS[fmt]}")
+    path = output or bundle.resolve().parent / f"{bundle.resolve().name}.gantt{EXTENSIONS[fmt]}"
+    if path.resolve().is_relative_to(bundle.resolve()):
+        raise OptionError(f"-o {output} is inside the bundle {bundle}, and a bundle is never modified after it "
+                          f"is written (its manifest's checksums would no longer match); write the chart "
+                          f"outside it, e.g. -o {bundle.resolve().name}.gantt{EXTENSIONS[fmt]}, or drop -o")
+    path = export_gantt(bundle_timeline(b, simulated, source=str(bundle)), fmt, path)
     stdout.print(f"wrote {path}")
 
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,7 +23,8 @@ from hetc.ir import Graph
 from hetc.memory import MemoryPlan, plan_memory
 from hetc.passes import optimize
 from hetc.report import GANTT_FORMATS, Timeline, gantt_files, report_text
-from hetc.schedule import Schedule, check_strategy, placement_rows, schedule as run_scheduler
+from hetc.schedule import (IdleAcceleratorsWarning, Schedule, check_strategy, idle_accelerators_warning,
+                           placement_rows, schedule as run_scheduler)
 from hetc.sim import SimResult, simulate
 from hetc.stages import ProgressSink, StageClock
 from hetc.target import Target, load_target
@@ -100,13 +102,18 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
     with clock.stage("schedule") as say:
         sched = run_scheduler(graph, target, strategy=options.scheduler, time_limit_s=options.time_limit_s,
                               num_workers=options.num_workers, seed=options.seed, progress=say)
-        say(f"{sched.stats.strategy}: makespan {sched.makespan_ns / 1000:,.1f} us, "
-            f"bound {sched.lower_bound_ns / 1000:,.1f} us, gap {sched.gap:.1%} ({sched.stats.status})")
+        say(f"{sched.stats.strategy}: makespan {sched.makespan_ns / 1000:,.1f} µs, "
+            f"bound {sched.lower_bound_ns / 1000:,.1f} µs, solver gap {sched.gap:.1%} ({sched.stats.status})")
     with clock.stage("memory") as say:
         plan = plan_memory(graph, sched, target)
         say(", ".join(f"{m} {s.peak_bytes / 2**20:.2f}/{s.lower_bound_bytes / 2**20:.2f} MiB"
-                      for m, s in plan.stats.items()))
+                      for m, s in plan.stats.items())
+            + f"; makespan {plan.schedule.makespan_ns / 1000:,.1f} µs, "
+              f"gap after memory planning {plan.schedule.gap:.1%}")
     rows = placement_rows(graph, target, plan.schedule)
+    idle = idle_accelerators_warning(graph, target, plan.schedule)
+    if idle is not None:  # a build that silently runs everything on the CPU looks like a working one
+        warnings.warn(idle, IdleAcceleratorsWarning, stacklevel=2)
     with clock.stage("codegen") as say:
         bundle = emit(graph, plan, target, EmitOptions(model_sha256=sha, model_name=model_name,
                                                        placement_rows=tuple(rows)))
@@ -118,7 +125,7 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
             inputs = (load_inputs_npz(options.inputs, graph) if options.inputs
                       else make_inputs(graph, seed=options.input_seed))
             sim = simulate(bundle, inputs, functional=True, precision=options.precision)
-            say(f"simulated makespan {sim.makespan_ns / 1000:,.1f} us")
+            say(f"simulated makespan {sim.makespan_ns / 1000:,.1f} µs")
         with clock.stage("validate") as say:
             validation = compare(sim.outputs or {}, reference_outputs(model, inputs), options.precision)
             say(("passed" if validation.passed else "FAILED") + f", max abs err {validation.max_abs_err:.3g}",
@@ -130,7 +137,7 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
                         else Timeline.from_schedule(sched, graph, plan, target, title=model_name))
             files = gantt_files(timeline, gantt)
             say(", ".join(files))
-    summary = make_summary(model_name, graph, target, plan, clock, sim, validation)
+    summary = make_summary(model_name, graph, target, plan, clock, sim, validation, solver_schedule=sched)
     # The bundle keeps the whole summary; its wall-clock figures go to build-info.json, out of the hashed files.
     reproducible = without_wall_clock(MANIFEST, {"summary": summary})["summary"]
     report = report_text(sched, graph, plan, target, sim, validation, summary=reproducible)
@@ -147,8 +154,11 @@ def check_gantt_formats(formats: Sequence[str]) -> list[str]:
 
 
 def make_summary(model_name: str, graph: Graph, target: Target, plan: MemoryPlan, clock: StageClock,
-                 sim: SimResult | None = None, validation: ValidationReport | None = None) -> dict[str, Any]:
-    """The JSON summary of DESIGN.md (``hetc build --json`` and ``manifest.json``'s ``summary``)."""
+                 sim: SimResult | None = None, validation: ValidationReport | None = None,
+                 solver_schedule: Schedule | None = None) -> dict[str, Any]:
+    """The JSON summary of DESIGN.md (``hetc build --json`` and ``manifest.json``'s ``summary``). ``gap`` is
+    the shipped schedule's (after memory planning); ``solver.gap`` the scheduler's own, when
+    ``solver_schedule`` (the schedule before memory planning) is given."""
     sched = plan.schedule
     placement = {d: 0 for d in target.devices}
     for device in sched.placement.values():
@@ -171,6 +181,9 @@ def make_summary(model_name: str, graph: Graph, target: Target, plan: MemoryPlan
         "compile_s": round(clock.total, 3),
         "stage_s": {k: round(v, 3) for k, v in clock.seconds.items()},
     }
+    if solver_schedule is not None:
+        summary["solver"]["makespan_us"] = solver_schedule.makespan_ns / 1000
+        summary["solver"]["gap"] = round(solver_schedule.gap, 6)
     if sim is not None:
         summary["simulated_makespan_us"] = round(sim.makespan_ns / 1000, 3)
     if validation is not None:

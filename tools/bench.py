@@ -294,7 +294,7 @@ def tables(cases: list[Case], strategies: list[str]) -> list[Table]:
             _fmt(c.validation and c.validation["max_rel_err"], ".2e"),
             "" if not c.validation else ("pass" if c.validation["passed"] else "FAIL")] for c in ok]
     result: list[Table] = [
-        ("Schedules", "Makespans in us of each strategy's schedule, before memory planning; bound: the "
+        ("Schedules", "Makespans in µs of each strategy's schedule, before memory planning; bound: the "
          "scheduler's lower bound (CP-SAT's own bound when better); gap and status: CP-SAT's; placement: nodes per "
          "device in the CP-SAT "
          "schedule; limit: the CP-SAT time limit used. Status HINT: CP-SAT kept its HEFT starting point.",
@@ -312,7 +312,7 @@ def tables(cases: list[Case], strategies: list[str]) -> list[Table]:
          "which reuse that preparation; ORT: the original model in onnxruntime, median of the timed runs after one "
          "warm-up, "
          "1 intra-op thread (1t) and default threads; errors and pass/fail from `hetc.validate` vs onnxruntime.",
-         ["model", "target", "scheduled us", "planned us", "simulated us", "sim/plan", "sim cold s", "sim warm s",
+         ["model", "target", "scheduled µs", "planned µs", "simulated µs", "sim/plan", "sim cold s", "sim warm s",
           "ORT 1t ms",
           "ORT default ms", "warm/ORT 1t", "warm/ORT default", "max abs err", "max rel err", "valid"], sim),
     ]

@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['model']} | {r['memory']} | {r['peak'] / mib:.3f} | {r['bound'] / mib:.3f} | "
               f"{r['peak'] / r['bound']:.4f} | {r['no_reuse'] / mib:.3f} | {r['greedy'] / mib:.3f} | "
               f"{r['spilled'] / mib:.3f} | {r['seconds']:.2f} |")
-    print(f"\nCapacity repairs on {args.target}; makespans in us")
+    print(f"\nCapacity repairs on {args.target}; makespans in µs")
     print("| model | plan s | plan CPU s | moved nodes | spills | postponed | delayed | scheduled | planned |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in repairs:

@@ -263,10 +263,10 @@ def main() -> None:
     engines = list(bundle.programs)
     same = sorted((engines[e], pc, s, t) for e, pc, s, t in ours_trace.records) == sorted(simpy_trace)
     events = full.stats["events"]   # starts + ends of computes/DMAs, signals, wait releases: same for both
-    print(f"planned makespan          {bundle.manifest['planned_makespan_ns'] / 1000:10.1f} us")
-    print(f"simulated, no sharing     {ours_makespan / 1000:10.1f} us   (SimPy: {simpy_makespan / 1000:.1f} us, "
+    print(f"planned makespan          {bundle.manifest['planned_makespan_ns'] / 1000:10.1f} µs")
+    print(f"simulated, no sharing     {ours_makespan / 1000:10.1f} µs   (SimPy: {simpy_makespan / 1000:.1f} µs, "
           f"identical trace: {same})")
-    print(f"simulated, DRAM shared    {cont_makespan / 1000:10.1f} us")
+    print(f"simulated, DRAM shared    {cont_makespan / 1000:10.1f} µs")
     print(f"simulated events          {events}  (heap events: {cont_trace.heap_events} with DRAM sharing, "
           f"{ours_trace.heap_events} without)")
     print(f"CPU time, median of {args.repeat} interleaved rounds (min-max); ratio = SimPy median / hetc median "
@@ -317,10 +317,10 @@ def timing_section(rows: list[list[str]], facts: dict, argv: list[str]) -> str:
         "wait) simulated timing-only. hetc's engine (`hetc.sim.engine.run`, decode included) runs against a "
         "SimPy model of the very same programs (one process per engine, a semaphore signal as an event "
         "triggered `sync_ns` later) that records the same trace; the two traces are compared "
-        f"(identical: {facts['same']}; makespan {facts['makespan_us']:,.1f} us). SimPy has no DRAM sharing, so the "
+        f"(identical: {facts['same']}; makespan {facts['makespan_us']:,.1f} µs). SimPy has no DRAM sharing, so the "
         "fair comparison is the row without it (issue 6's goal: at least 3x SimPy); the row with DRAM sharing "
         "runs the fluid bandwidth model too "
-        f"({facts['heap_events']:,} heap events; makespan {facts['shared_makespan_us']:,.1f} us: the schedule never "
+        f"({facts['heap_events']:,} heap events; makespan {facts['shared_makespan_us']:,.1f} µs: the schedule never "
         "saturates DRAM, so this measures the sharing bookkeeping, not re-timing). "
         f"CPU time of the process, median of {facts['repeat']} rounds that interleave the four runs in rotated "
         "order, garbage collector paused during each run; the last column is the range of the per-round ratios.",

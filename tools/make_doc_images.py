@@ -57,7 +57,7 @@ def main() -> int:
             page = export_gantt(simulated, "html", Path(tmp) / f"{name}.html")
             shot = screenshot(page, args.out / f"{name}_html.png")
         print(f"{name}: {len(schedule.tasks)} tasks, {schedule.stats.strategy} {schedule.stats.status}, planned "
-              f"{planned.makespan_us:.1f} us, simulated {simulated.makespan_us:.1f} us, validation "
+              f"{planned.makespan_us:.1f} µs, simulated {simulated.makespan_us:.1f} µs, validation "
               f"{'passed' if result.validation.passed else 'FAILED'}, html screenshot {'yes' if shot else 'no'}, "
               f"{time.perf_counter() - began:.1f} s")
     return 0

@@ -50,7 +50,7 @@ def main(paths: list[str]) -> None:
             placed = ", ".join(f"{d} {k}" for d, k in supported.items())
             print(f"{Path(path).stem:<22} {preset:<10} {len(graph.nodes):>5} nodes  {pairs:>6} pairs  "
                   f"cold {cold * 1e3:7.1f} ms  warm {warm * 1e3:7.1f} ms  "
-                  f"({warm / pairs * 1e6:5.1f} us/pair)  supported: {placed}  sum of fastest {fastest / 1e3:,.0f} us")
+                  f"({warm / pairs * 1e6:5.1f} µs/pair)  supported: {placed}  sum of fastest {fastest / 1e3:,.0f} µs")
 
 
 if __name__ == "__main__":

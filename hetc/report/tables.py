@@ -156,7 +156,7 @@ def solver_table(schedule: "Schedule", wall_clock: bool = True) -> ReportTable:
             ("solver objective", f"{fmt_us(st.objective_ns / 1000)} µs"),
             ("solver best bound", f"{fmt_us(st.best_bound_ns / 1000)} µs"),
             ("lower bound", f"{fmt_us(schedule.lower_bound_ns / 1000)} µs"),
-            ("gap", fmt_pct(schedule.gap) if schedule.lower_bound_ns > 0 else "-"),
+            ("solver gap", fmt_pct(schedule.gap) if schedule.lower_bound_ns > 0 else "-"),
             ("time unit", f"{st.tick_ns} ns")]
     if wall_clock:
         rows.append(("wall time", f"{st.wall_s:.3f} s"))

@@ -71,6 +71,25 @@ def _json_safe(value: Any) -> Any:
 
 
 @dataclass(frozen=True)
+class NodeFacts:
+    """What a chart says about one node: its name and op, its tensors (``name: dtype[shape]``) and bytes.
+    Built from the graph at build time, or from a bundle's programs and memory plan by ``hetc gantt``."""
+
+    id: int
+    name: str
+    op_type: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    bytes: int
+
+    @classmethod
+    def of(cls, node: "Node") -> "NodeFacts":
+        return cls(node.id, node.name or f"{node.op_type}#{node.id}", node.op_type,
+                   tuple(_describe(v) for v in node.inputs), tuple(_describe(v) for v in node.outputs),
+                   sum(v.nbytes for v in node.present_inputs) + sum(v.nbytes for v in node.outputs))
+
+
+@dataclass(frozen=True)
 class Flow:
     """A semaphore dependency: slice ``src`` (on one engine) must end before slice ``dst`` (another) starts."""
 
@@ -140,12 +159,15 @@ class Timeline:
     # ------------------------------------------------------------------ builders
     @classmethod
     def from_schedule(cls, schedule: "Schedule", graph: "Graph | None", plan: "MemoryPlan | None" = None,
-                      target: "Target | None" = None, title: str | None = None) -> "Timeline":
+                      target: "Target | None" = None, title: str | None = None,
+                      nodes: "dict[int, NodeFacts] | None" = None) -> "Timeline":
         """The planned run. With a plan, its (possibly re-timed, spill-bearing) schedule is the one drawn and
         occupancy comes from its buffers; flows are the dependencies that cross engines. Without the graph
-        (a bundle alone) slices are named by op and node id and carry no shapes."""
+        and without ``nodes`` (what a bundle says of them, see ``hetc.report.bundle_view``) slices are named
+        by op and node id and carry no shapes."""
         sched = plan.schedule if plan is not None else schedule
-        nodes = graph.node_map() if graph is not None else {}
+        if nodes is None:
+            nodes = {n.id: NodeFacts.of(n) for n in graph.nodes} if graph is not None else {}
         spill_role = _spill_roles(plan)
         slices = tuple(_task_slice(t, nodes, spill_role.get(t.id)) for t in sched.tasks)
         engine_of = {t.id: t.engine for t in sched.tasks}
@@ -197,13 +219,16 @@ class Timeline:
 
 # ---------------------------------------------------------------------------------------------- slices
 def _describe(v: "Value | None") -> str:
-    if v is None:
-        return "-"
-    dims = "x".join(map(str, v.shape)) or "scalar"
-    return f"{v.name}: {v.dtype}[{dims}]" + (" (const)" if v.is_const else "")
+    return "-" if v is None else describe_tensor(v.name, v.dtype, v.shape, v.is_const)
 
 
-def _task_slice(t: "Task", nodes: dict[int, "Node"], spill: str | None = None) -> Slice:
+def describe_tensor(name: str, dtype: str, shape: "tuple[int, ...] | list[int]", const: bool) -> str:
+    """A tensor as a tooltip shows it: ``x: float32[1x3x32x32]``, `` (const)`` for a constant."""
+    dims = "x".join(map(str, shape)) or "scalar"
+    return f"{name}: {dtype}[{dims}]" + (" (const)" if const else "")
+
+
+def _task_slice(t: "Task", nodes: "dict[int, NodeFacts]", spill: str | None = None) -> Slice:
     start, end = t.start_ns / 1000, t.end_ns / 1000
     if t.kind == "transfer":
         args: dict[str, Any] = {"task": t.id, "value": t.value, "src": t.src, "dst": t.dst, "bytes": t.bytes,
@@ -218,10 +243,10 @@ def _task_slice(t: "Task", nodes: dict[int, "Node"], spill: str | None = None) -
     args = {"task": t.id, "node": t.node, "op": op, "planned_start_us": start}
     name = f"{op or 'task'}#{t.node if t.node is not None else t.id}"
     if node is not None:
-        name = node.name or f"{op}#{node.id}"
-        args["inputs"] = [_describe(v) for v in node.inputs]
-        args["outputs"] = [_describe(v) for v in node.outputs]
-        args["bytes"] = sum(v.nbytes for v in node.present_inputs) + sum(v.nbytes for v in node.outputs)
+        name = node.name
+        args["inputs"] = list(node.inputs)
+        args["outputs"] = list(node.outputs)
+        args["bytes"] = node.bytes
     return Slice(t.id, t.engine, name, op_class(op), start, end, args)
 
 
@@ -315,14 +340,23 @@ def _series(usage: dict[str, list[tuple[float, int]]], plan: "MemoryPlan | None"
 
 
 def _plan_series(plan: "MemoryPlan", target: "Target | None") -> tuple[MemorySeries, ...]:
-    """Live bytes per memory from the plan's buffers; aliases share their origin's storage, so they add 0."""
-    deltas: dict[str, dict[int, int]] = {m: {} for m in plan.stats}
+    """Live bytes per memory as the plan has them: each storage (a buffer and the aliases that share it:
+    views, in-place writes, Concat inputs in their slices) counted once, at its owner's address range,
+    live from its members' earliest start to their latest end, padded to the memory's alignment, which
+    is how the planner's lower bound counts it, so the curve's peak is that bound."""
+    storages: dict[tuple[str, str], list[int]] = {}     # (memory, owner id) -> [start, end, size]
     for b in plan.buffers:
-        if b.alias_of is not None:
-            continue
-        d = deltas.setdefault(b.memory, {})
-        d[b.start_ns] = d.get(b.start_ns, 0) + b.size
-        d[b.end_ns] = d.get(b.end_ns, 0) - b.size
+        key = (b.memory, b.alias_of or b.id)
+        span = storages.setdefault(key, [b.start_ns, b.end_ns, b.size])
+        span[0], span[1], span[2] = min(span[0], b.start_ns), max(span[1], b.end_ns), max(span[2], b.size)
+    alignment = {m.name: m.alignment for m in target.memories.values()} if target is not None else {}
+    deltas: dict[str, dict[int, int]] = {m: {} for m in plan.stats}
+    for (memory, _), (start, end, size) in storages.items():
+        align = alignment.get(memory, 1)
+        size = -(-size // align) * align
+        d = deltas.setdefault(memory, {})
+        d[start] = d.get(start, 0) + size
+        d[end] = d.get(end, 0) - size
     usage = {}
     for memory, d in deltas.items():
         live, points = 0, [(0.0, 0)]

@@ -2,9 +2,10 @@
 from hetc.schedule.api import STRATEGIES, check_strategy, default_time_limit, schedule, solve
 from hetc.schedule.artifact import Schedule, SolverStats, Task
 from hetc.schedule.bound import lower_bound
-from hetc.schedule.placement import placement_rows
+from hetc.schedule.placement import (IdleAcceleratorsWarning, idle_accelerators_warning,
+                                      placement_rows)
 from hetc.schedule.problem import SchedulingProblem, build_problem
 from hetc.schedule.verify import ScheduleInvariantError
 
 __all__ = ["schedule", "solve", "check_strategy", "STRATEGIES", "default_time_limit", "Schedule", "SolverStats", "Task",
-           "lower_bound", "placement_rows", "SchedulingProblem", "build_problem", "ScheduleInvariantError"]
+           "lower_bound", "placement_rows", "idle_accelerators_warning", "IdleAcceleratorsWarning", "SchedulingProblem", "build_problem", "ScheduleInvariantError"]

@@ -36,3 +36,34 @@ def placement_rows(graph: "Graph", target: "Target", schedule: Schedule) -> list
                      "cost_us": round(costs[device] / 1000, 3), "fastest_cost_us": round(costs[fastest] / 1000, 3),
                      "reason": reason, "refused": refused})
     return rows
+
+
+class IdleAcceleratorsWarning(UserWarning):
+    """A build whose accelerators got no work: legal, but rarely what the user meant."""
+
+
+def idle_accelerators_warning(graph: "Graph", target: "Target", schedule: Schedule,  # noqa: F821
+                              top: int = 3) -> str | None:
+    """The warning for a build whose accelerators got no work (every node on the CPU devices), with the count
+    and the commonest refusal reasons, quoted from capability; None when an accelerator has work, or the
+    strategy itself chose the devices (``single:``)."""
+    accelerators = [d.name for d in target.devices.values() if d.kind != "cpu"]
+    if (not accelerators or not schedule.placement or schedule.stats.strategy.startswith("single:")
+            or any(device in accelerators for device in schedule.placement.values())):
+        return None
+    groups: dict[tuple[str, str], list[str]] = {}   # (device, reason code) -> messages, in graph order
+    capable = {d: 0 for d in accelerators}
+    for node in graph.topo_order():
+        for device in accelerators:
+            why = target.supports(node, device)
+            if why:
+                capable[device] += 1
+            else:
+                groups.setdefault((device, why.code), []).append(str(why))
+    n = len(schedule.placement)
+    ranked = sorted(groups.items(), key=lambda kv: -len(kv[1]))[:top]
+    reasons = "; ".join(f"{device} refused {len(msgs)} ({code}), e.g. \"{msgs[0]}\"" for (device, code), msgs in ranked)
+    chosen = [f"{d} could run {c} but the scheduler found the CPU faster" for d, c in capable.items() if c]
+    return (f"no work for the accelerators ({', '.join(accelerators)}) of target {target.name}: {n} of {n} nodes "
+            f"run on the CPU. Top reasons: {reasons or 'none refused'}"
+            + (f"; {', '.join(chosen)}" if chosen else "") + ". See placement.csv in the bundle for every node.")

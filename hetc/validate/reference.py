@@ -36,8 +36,11 @@ def _session(model: onnx.ModelProto):
     1.23 writes 14 by default) is retried at the IR version hetc exports, which it accepts."""
     import onnxruntime as ort
 
+    ort.set_default_logger_severity(3)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: no raw, ANSI-coloured onnxruntime warnings on the user's stderr
     try:
-        return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     except Exception as first_error:  # noqa: BLE001 - onnxruntime raises its own exception types
         if model.ir_version <= EXPORT_IR_VERSION:
             raise ModelError(f"onnxruntime cannot load the model: {first_error}") from None
@@ -45,7 +48,7 @@ def _session(model: onnx.ModelProto):
         downgraded.CopyFrom(model)
         downgraded.ir_version = EXPORT_IR_VERSION
         try:
-            return ort.InferenceSession(downgraded.SerializeToString(), providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(downgraded.SerializeToString(), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # noqa: BLE001
             raise ModelError(f"onnxruntime cannot load the model (also at IR version {EXPORT_IR_VERSION}): "
                              f"{error}") from None

@@ -128,8 +128,10 @@ def _onnxruntime_outputs(model: onnx.ModelProto, feeds: dict[str, object]) -> di
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     copy.ir_version = min(copy.ir_version, EXPORT_IR_VERSION)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: no raw, ANSI-coloured onnxruntime warnings on stderr
     try:
-        session = ort.InferenceSession(copy.SerializeToString(), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(copy.SerializeToString(), options, providers=["CPUExecutionProvider"])
         results = session.run(None, feeds)
     except Exception:  # noqa: BLE001 - no onnxruntime verdict for this case
         return None
