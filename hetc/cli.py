@@ -101,6 +101,8 @@ def inspect(model: Path = typer.Argument(..., help="The ONNX model."), target: s
 # ---------------------------------------------------------------------------------------------- build
 PrecisionOpt = typer.Option("fp32", "--npu-precision", help="NPU arithmetic in the simulation: fp32 | fp16.")
 InputsOpt = typer.Option(None, "--inputs", help=".npz file of inputs (default: seeded random values).")
+WeightsOpt = typer.Option("model", "--weights", help="model: the model's own weights; random: seeded "
+                          "fan-in-scaled random weights (--seed), for models with placeholder weights.")
 
 
 def _precision(value: str) -> str:
@@ -123,6 +125,7 @@ def build(model: Path = typer.Argument(..., help="The ONNX model."),
           shape: Optional[list[str]] = ShapeOpt, dim: Optional[list[str]] = DimOpt,
           validate: bool = typer.Option(False, "--validate", help="Simulate and compare with onnxruntime."),
           inputs: Optional[Path] = InputsOpt,
+          weights: str = WeightsOpt,
           npu_precision: str = PrecisionOpt,
           gantt: str = typer.Option("", "--gantt", help="Gantt exports to add: html,perfetto,png,svg."),
           force: bool = typer.Option(False, "--force", help="Replace an existing bundle directory."),
@@ -135,7 +138,7 @@ def build(model: Path = typer.Argument(..., help="The ONNX model."),
     check_output_dir(output, force)  # fail before minutes of compiling, not after
     options = BuildOptions(target=target, scheduler=scheduler, time_limit_s=time_limit, seed=seed,
                            shapes=shapes, dims=dims, validate=validate or inputs is not None, inputs=inputs,
-                           input_seed=seed, precision=_precision(npu_precision),
+                           input_seed=seed, weights=weights, precision=_precision(npu_precision),
                            gantt=[g.strip() for g in gantt.split(",") if g.strip()])
     progress = ConsoleProgress(enabled=not (quiet or as_json))
     try:
@@ -236,7 +239,8 @@ def validate(source: Path = typer.Argument(..., help="An ONNX model (compiled in
              scheduler: str = typer.Option("cpsat", "--scheduler", "-s", help="Scheduler, for a model."),
              shape: Optional[list[str]] = ShapeOpt, dim: Optional[list[str]] = DimOpt,
              inputs: Optional[Path] = InputsOpt,
-             seed: int = typer.Option(0, "--seed", help="Seed of the random inputs."),
+             seed: int = typer.Option(0, "--seed", help="Seed of the random inputs (and random weights)."),
+             weights: str = WeightsOpt,
              npu_precision: str = PrecisionOpt,
              as_json: bool = JsonOpt) -> None:
     """Simulate functionally and compare every output with onnxruntime; exit 1 on a mismatch."""
@@ -249,6 +253,9 @@ def validate(source: Path = typer.Argument(..., help="An ONNX model (compiled in
         from hetc.api import validate_bundle
         if model is None:
             raise OptionError(f"validating the bundle {source} needs the original model; pass --model MODEL.onnx")
+        if weights != "model":
+            raise OptionError(f"--weights applies to a model, not to the bundle {source}: validate the model itself "
+                              f"(hetc validate MODEL.onnx --weights {weights}) or build with --validate")
         report = validate_bundle(source, model, inputs, seed=seed, precision=precision).report
     else:
         from hetc.api import validate as run_validate
@@ -256,7 +263,8 @@ def validate(source: Path = typer.Argument(..., help="An ONNX model (compiled in
         progress = ConsoleProgress(enabled=not as_json)
         try:
             result = run_validate(source, inputs, seed=seed, target=target, scheduler=scheduler, shapes=shapes,
-                                  dims=dims, precision=precision, progress=progress)
+                                  dims=dims, precision=precision, weights=weights,
+                                  progress=progress)
         finally:
             progress.stop()
         report = result.validation

@@ -19,6 +19,7 @@ from hetc.codegen import Bundle, EmitOptions, emit
 from hetc.codegen.build_info import MANIFEST, without_wall_clock
 from hetc.errors import OptionError
 from hetc.frontend import import_model, load_onnx
+from hetc.frontend.loader import read_model_file
 from hetc.ir import Graph
 from hetc.memory import MemoryPlan, plan_memory
 from hetc.passes import optimize
@@ -29,6 +30,7 @@ from hetc.sim import SimResult, simulate
 from hetc.stages import ProgressSink, StageClock
 from hetc.target import Target, load_target
 from hetc.validate import ValidationReport, check_npz_file, load_inputs_npz, make_inputs, reference_outputs, compare
+from hetc.validate.weights import WEIGHT_CHOICES, randomize_weights
 
 PRECISIONS = ("fp32", "fp16")
 
@@ -45,6 +47,7 @@ class BuildOptions:
     validate: bool = False                 # simulate functionally and compare with onnxruntime
     inputs: str | Path | None = None       # .npz of inputs for --validate (default: seeded random)
     input_seed: int = 0
+    weights: str = "model"                 # "random": seeded fan-in-scaled weights (hetc.validate.weights)
     precision: str = "fp32"                # NPU arithmetic in the functional simulation
     gantt: Sequence[str] = ()              # formats written into the bundle
 
@@ -87,6 +90,11 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
         raise OptionError(f"unknown precision '{options.precision}'; choose one of: {', '.join(PRECISIONS)}")
     if isinstance(options.inputs, (str, Path)):
         check_npz_file(options.inputs)   # a wrong --inputs fails now, not after the compile
+    if options.weights not in WEIGHT_CHOICES:
+        raise OptionError(f"unknown weights '{options.weights}'; choose one of: {', '.join(WEIGHT_CHOICES)}")
+    if options.weights == "random":  # the built and the reference model both get the same random weights
+        model = randomize_weights(model if isinstance(model, onnx.ModelProto) else read_model_file(Path(model)),
+                                  options.input_seed)
     with clock.stage("import") as say:
         if isinstance(model, onnx.ModelProto):
             graph = import_model(model, shapes=options.shapes, dims=options.dims)

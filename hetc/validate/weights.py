@@ -1,0 +1,82 @@
+"""Seeded, fan-in-scaled random weights for validation.
+
+The onnx light models ship constant weights (0.02 everywhere), so every logit agrees and a comparison passes
+almost whatever the compiler does. ``randomize_weights`` replaces a model's float initializers with seeded
+random values scaled by the fan-in of the node that reads them (He for weights feeding a Relu-style network,
+LeCun-like otherwise: std = sqrt(2 / fan_in)), so that activations keep a unit-ish scale through the depth.
+Integer tensors (shapes, axes, indices) are left alone; BatchNormalization gets scale ~1 and a positive variance.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+WEIGHT_CHOICES = ("model", "random")  # keep the model's weights, or randomize_weights()
+_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16}
+# op -> index of its weight input and how to get the fan-in from the weight's shape
+_WEIGHT_FAN_IN = {
+    "Conv": (1, lambda s: int(np.prod(s[1:])) if len(s) > 1 else 1),
+    "ConvTranspose": (1, lambda s: int(s[0] * np.prod(s[2:])) if len(s) > 1 else 1),
+    "Gemm": (1, None),  # depends on transB
+    "MatMul": (1, lambda s: int(s[-2]) if len(s) >= 2 else int(s[0]) if s else 1),
+}
+_BN_ROLES = {1: "scale", 2: "bias", 3: "mean", 4: "var"}
+
+
+def _roles(graph: onnx.GraphProto) -> dict[str, tuple[str, int]]:
+    """Initializer name -> (role, fan_in) from the first node that reads it."""
+    roles: dict[str, tuple[str, int]] = {}
+    shapes = {t.name: tuple(t.dims) for t in graph.initializer}
+    for node in graph.node:
+        ins = list(node.input)
+        if node.op_type in _WEIGHT_FAN_IN and len(ins) > 1 and ins[1] in shapes:
+            index, fan = _WEIGHT_FAN_IN[node.op_type]
+            shape = shapes[ins[1]]
+            if node.op_type == "Gemm":
+                trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+                fan_in = int(shape[1] if trans_b else shape[0]) if len(shape) == 2 else 1
+            else:
+                fan_in = fan(shape)
+            roles.setdefault(ins[index], ("weight", max(fan_in, 1)))
+            if node.op_type in ("Conv", "ConvTranspose", "Gemm") and len(ins) > 2 and ins[2]:
+                roles.setdefault(ins[2], ("bias", 1))
+        elif node.op_type == "BatchNormalization":
+            for i, role in _BN_ROLES.items():
+                if i < len(ins) and ins[i]:
+                    roles.setdefault(ins[i], ("bn_" + role, 1))
+    return roles
+
+
+def randomize_weights(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
+    """A copy of ``model`` whose float initializers are seeded random values, fan-in-scaled (see module doc).
+    Deterministic for a given model and seed; integer initializers are kept as they are."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    rng = np.random.default_rng(seed)
+    roles = _roles(out.graph)
+    for i, tensor in enumerate(out.graph.initializer):
+        if tensor.data_type not in _FLOAT_TYPES:
+            continue
+        old = numpy_helper.to_array(tensor)
+        if old.size == 0:
+            continue
+        role, fan_in = roles.get(tensor.name, ("other", 1))
+        shape = old.shape
+        if role == "weight":
+            new = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
+        elif role == "bias" or role == "bn_bias" or role == "bn_mean":
+            new = rng.normal(0.0, 0.05, shape)
+        elif role == "bn_scale":
+            new = rng.normal(1.0, 0.1, shape)
+        elif role == "bn_var":
+            new = rng.uniform(0.5, 1.5, shape)
+        elif old.size <= 1:
+            continue  # a scalar constant (epsilon, a Pow exponent, a Clip bound) is semantics, not a weight
+        else:
+            new = rng.normal(0.0, 0.1, shape)
+        out.graph.initializer[i].CopyFrom(numpy_helper.from_array(new.astype(old.dtype), tensor.name))
+    return out
+
+
+__all__ = ["randomize_weights", "WEIGHT_CHOICES"]
