@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
-from conftest import MODELS_DIR, REPO
+from cli_subprocess import run_hetc
+from conftest import MODELS_DIR
 from hetc.codegen import load_bundle
 from hetc.errors import BundleError
 
@@ -92,9 +90,7 @@ def test_hetc_simulate_refuses_a_tampered_bundle(built: Path, tmp_path: Path, ca
     engine, edit, expected = CASES[case]
     root, index = tamper(built, tmp_path, engine, edit)
     # The console script's own code path, in a real process: `hetc simulate BUNDLE`.
-    run = subprocess.run([sys.executable, "-c", "import sys; from hetc.cli import main; sys.argv[0] = 'hetc'; "
-                          "sys.exit(main())", "simulate", str(root)], cwd=REPO, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    run = run_hetc("simulate", root)
     assert run.returncode == 2, run.stderr
     assert run.stderr.startswith("error: bundle ") and expected[-1] in run.stderr
     assert "Traceback" not in run.stderr

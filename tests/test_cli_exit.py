@@ -4,11 +4,9 @@ half-written, no process left behind); and writes refused before the compile, no
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import sysconfig
 import threading
 import time
 from pathlib import Path
@@ -18,28 +16,13 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from cli_subprocess import console_script, hetc_env, run_hetc
 from conftest import MODELS_DIR
 
-REPO = Path(__file__).resolve().parent.parent
 TINY = MODELS_DIR / "tiny_cnn.onnx"
-
-
-def _console_script() -> str:
-    for candidate in (Path(sysconfig.get_path("scripts")) / "hetc", shutil.which("hetc")):
-        if candidate and Path(candidate).is_file():
-            return str(candidate)
-    pytest.skip("the hetc console script is not installed (pip install -e .)")
-
-
-HETC = _console_script()
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO)}   # the script imports the hetc under test
-
-
-def hetc(*args: object, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([HETC, *map(str, args)], capture_output=True, text=True, env=_env(), timeout=timeout)
+HETC = console_script()
+_env = hetc_env
+hetc = run_hetc
 
 
 def _no_traceback(proc: subprocess.CompletedProcess) -> None:
