@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from hetc.ir import FLOAT_DTYPES, Graph
+from hetc.ir import FLOAT_DTYPES, Graph, Node
 from hetc.ir.fused import EPILOGUE_ATTR, FUSABLE_BASE_OPS, FUSED_DOMAIN, EpiloguePart, is_fused
 from hetc.passes.patterns import Match, Pattern, Rule, pattern, run_rules
 
@@ -33,9 +33,10 @@ def _fusable(m: Match) -> bool:
     return extra is None or extra.dtype == x.dtype
 
 
-def _absorb(part_of: Callable[[Match], EpiloguePart]) -> Callable[[Graph, Match], None]:
-    """The replacement builder of every epilogue rule: the producer takes the part and the match's output."""
-    def build(graph: Graph, m: Match) -> None:
+def _absorb(part_of: Callable[[Match], EpiloguePart]) -> Callable[[Graph, Match], list[Node]]:
+    """The replacement builder of every epilogue rule: the producer takes the part and the match's output
+    (the driver removes the matched nodes)."""
+    def build(graph: Graph, m: Match) -> list[Node]:
         base = m.anchor.producer
         part = part_of(m)
         base.domain = FUSED_DOMAIN
@@ -43,8 +44,7 @@ def _absorb(part_of: Callable[[Match], EpiloguePart]) -> Callable[[Graph, Match]
         if part.binary:
             base.inputs = [*base.inputs, m.captured["e"]]
         base.outputs = [m.output]
-        removed = {id(n) for n in m.nodes.values()}
-        graph.nodes = [n for n in graph.nodes if id(n) not in removed]
+        return []
     return build
 
 
@@ -95,6 +95,7 @@ def _gelu_tanh_patterns() -> list[Pattern]:
 # The epilogue rules, tried in this order at every value until none applies.
 EPILOGUE_RULES: list[Rule] = [
     _rule("bias or residual Add", pattern(("Add", ["x", "?e"], "y")), _fixed("Add")),
+    _rule("two-input Sum as Add", pattern(("Sum", ["x", "?e"], "y")), _fixed("Add")),   # old ResNet exports
     _rule("scale Mul", pattern(("Mul", ["x", "?e"], "y")), _fixed("Mul")),
     _rule("Relu", pattern(("Relu", ["x"], "y")), _fixed("Relu")),
     _rule("Clip (Relu6)", pattern(("Clip", ["x", "#min?", "#max?"], "y")), _clip),

@@ -63,12 +63,13 @@ class Match:
 
 @dataclass(frozen=True)
 class Rule:
-    """``pattern`` at an anchor, if ``where(match)``, is rewritten by ``build(graph, match)``."""
+    """``pattern`` at an anchor, if ``where(match)``, is rewritten by ``build(graph, match)``: the matched
+    nodes are removed, the builder edits surviving nodes in place and returns new nodes to add."""
 
     name: str
     pattern: Pattern
     where: Callable[[Match], bool]
-    build: Callable[[Graph, Match], None]
+    build: Callable[[Graph, Match], list[Node]]
 
 
 def _scalar(v: Value | None) -> float | None:
@@ -125,17 +126,17 @@ def _try_node(pn: PNode, node: Node, m: Match) -> Match | None:
     return None
 
 
-def _search(pat: Pattern, index: int, m: Match) -> Match | None:
+def _search(pat: Pattern, index: int, m: Match, dead: set[int]) -> Match | None:
     if index == len(pat.nodes):
         return m if _contained(pat, m) else None
     pn = pat.nodes[index]
-    used = {id(n) for n in m.nodes.values()}
+    used = {id(n) for n in m.nodes.values()} | dead
     readers = [m.values[t] for t in pn.inputs if isinstance(t, str) and t in m.values]
     candidates = {id(c): c for v in readers for c in v.consumers if id(c) not in used}
     for node in candidates.values():
         trial = _try_node(pn, node, m)
         if trial is not None:
-            found = _search(pat, index + 1, trial)
+            found = _search(pat, index + 1, trial, dead)
             if found is not None:
                 return found
     return None
@@ -148,12 +149,13 @@ def _contained(pat: Pattern, m: Match) -> bool:
     return all(id(c) in inside for v in internal for c in v.consumers)
 
 
-def match_at(pat: Pattern, anchor: Value, graph_outputs: set[str]) -> Match | None:
-    """The first match of ``pat`` anchored at ``anchor``, or None."""
+def match_at(pat: Pattern, anchor: Value, graph_outputs: set[str], dead: set[int] | None = None) -> Match | None:
+    """The first match of ``pat`` anchored at ``anchor``, or None. Nodes whose id is in ``dead`` (removed by
+    an earlier rewrite of the current sweep) are never matched."""
     if anchor.name in graph_outputs or anchor.host is not None:
         return None
     m = Match(anchor, values={"x": anchor}, _output=pat.output)
-    found = _search(pat, 0, m)
+    found = _search(pat, 0, m, dead or set())
     if found is None:
         return None
     intermediates = [found.values[p.output] for p in pat.nodes if p.output != pat.output]
@@ -163,24 +165,28 @@ def match_at(pat: Pattern, anchor: Value, graph_outputs: set[str]) -> Match | No
 
 
 def run_rules(graph: Graph, rules: Sequence[Rule]) -> dict[str, int]:
-    """Apply ``rules`` in place until none matches; returns how often each fired. Nodes a rewrite removes are
-    dropped and the graph is relinked after each rewrite (rewrites are few; patterns are small)."""
+    """Apply ``rules`` in place until none matches; returns how often each fired.
+
+    The graph is swept rule by rule; the matched nodes are removed at the end of the sweep (a node a rewrite
+    consumed is never matched again in the same sweep) and the graph is relinked once per sweep, so a sweep
+    costs one pass over the nodes per rule. A builder edits surviving nodes in place (a fused producer
+    takes the match's output) and returns any new nodes to insert."""
     fired = {rule.name: 0 for rule in rules}
-    changed = True
-    while changed:
-        changed = False
+    while True:
+        dead: set[int] = set()
+        added: list[Node] = []
+        outputs = {v.name for v in graph.outputs}
         for rule in rules:
-            outputs = {v.name for v in graph.outputs}
-            live = {id(n) for n in graph.nodes}
             for node in list(graph.nodes):
-                if id(node) not in live or len(node.outputs) != 1:
+                if id(node) in dead or len(node.outputs) != 1:
                     continue
-                m = match_at(rule.pattern, node.outputs[0], outputs)
+                m = match_at(rule.pattern, node.outputs[0], outputs, dead)
                 if m is None or not rule.where(m):
                     continue
-                rule.build(graph, m)
-                graph.relink()
-                live = {id(n) for n in graph.nodes}
+                dead |= {id(n) for n in m.nodes.values()}
+                added += rule.build(graph, m)
                 fired[rule.name] += 1
-                changed = True
-    return fired
+        if not dead:
+            return fired
+        graph.nodes = [n for n in graph.nodes if id(n) not in dead] + added
+        graph.relink()
