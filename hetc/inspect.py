@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from hetc.frontend import load_onnx
 from hetc.ir import Graph, Node
+from hetc.ir.fused import node_label
 from hetc.passes import optimize
 from hetc.target import Target, load_target
 from hetc.target.cost import node_flops
@@ -62,8 +63,16 @@ def _node_report(node: Node, target: Target) -> NodeReport:
     for device in target.devices:
         verdict = target.supports(node, device)
         devices[device] = None if verdict else str(verdict)
-    return NodeReport(id=node.id, name=node.name, op=node.op_type, outputs=[_value_json(v) for v in node.outputs],
+    return NodeReport(id=node.id, name=node.name, op=node_label(node), outputs=[_value_json(v) for v in node.outputs],
                       flops=node_flops(node), devices=devices)
+
+
+def _op_histogram(graph: Graph) -> dict[str, int]:
+    """Nodes per op, a fused node under its label ("Conv+Clip")."""
+    hist: dict[str, int] = {}
+    for n in graph.nodes:
+        hist[node_label(n)] = hist.get(node_label(n), 0) + 1
+    return dict(sorted(hist.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def inspect_graph(graph: Graph, target: Target, model: str = "") -> InspectReport:
@@ -72,7 +81,7 @@ def inspect_graph(graph: Graph, target: Target, model: str = "") -> InspectRepor
     return InspectReport(model=model or graph.name, target=target.name, nodes=nodes,
                          inputs=[_value_json(v) for v in graph.inputs],
                          outputs=[_value_json(v) for v in graph.outputs],
-                         op_histogram=graph.op_histogram(), total_flops=sum(n.flops for n in nodes),
+                         op_histogram=_op_histogram(graph), total_flops=sum(n.flops for n in nodes),
                          weight_bytes=graph.weight_bytes(), supported_counts=counts)
 
 

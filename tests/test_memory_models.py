@@ -52,7 +52,8 @@ def test_small_scratchpads_plan_without_moving_nodes():
     plan = plan_memory(graph, sched, target)
     plan.verify(target)
     assert plan.details["moved_nodes"] == [] and plan.schedule.placement == sched.placement
-    assert plan.details["postponed_transfers"] and plan.details["spill_rounds"] < 50
+    # (72 rounds since epilogue fusion: 95 larger nodes where 302 were, 2.9 s as before; it was 25)
+    assert plan.details["postponed_transfers"] and plan.details["spill_rounds"] < 100
     for memory, stats in plan.stats.items():
         assert stats.peak_bytes <= stats.capacity_bytes, memory
     again = plan_memory(graph, sched, target)              # deterministic

@@ -17,6 +17,7 @@ from hetc.errors import BundleError
 from hetc.ir import Graph, Node, Value, itemsize, np_dtype
 from hetc.ir import nbytes as _nbytes
 from hetc.ir.dtypes import to_storage
+from hetc.ir.fused import is_fused, node_label
 from hetc.memory.artifact import HOST, Buffer, MemoryPlan, host_ref, host_ref_value, is_host_ref
 from hetc.schedule.artifact import Task
 from hetc.target.ops import dropout_may_train
@@ -161,7 +162,8 @@ def _compute(task: Task, nodes: dict[int, Node], plan: MemoryPlan, target: Targe
         read_at = {(i.storage, i.offset) for i in inputs if i is not None}
         inplace = tuple(k for k, o in enumerate(outputs) if (o.storage, o.offset) in read_at)
     domain = node.domain or ""
-    qualified = node.op_type if domain in ("", "ai.onnx") else f"{domain}.{node.op_type}"
+    qualified = (node_label(node) if is_fused(node) else
+                 node.op_type if domain in ("", "ai.onnx") else f"{domain}.{node.op_type}")
     return Compute(task=task.id, node=node.id, name=node.name or f"{node.op_type}_{node.id}", op=node.op_type,
                    domain=domain, kernel=f"{device.kind}.{qualified}", inputs=inputs, outputs=outputs,
                    attrs=encode_attrs(node.attrs), duration_ns=task.duration_ns,

@@ -41,14 +41,24 @@ def make_attribute(name: str, value: Any) -> onnx.AttributeProto:
 
 def to_onnx(graph: Graph, ir_version: int = EXPORT_IR_VERSION) -> onnx.ModelProto:
     """An ONNX model computing the same function as ``graph``: constants become initializers."""
-    nodes = [
-        helper.make_node(n.op_type, [v.name if v is not None else "" for v in n.inputs],
-                         [v.name for v in n.outputs], name=n.name or f"{n.op_type}_{n.id}",
-                         domain=n.domain or None)
-        for n in graph.nodes
-    ]
-    for proto, n in zip(nodes, graph.nodes):
+    from hetc.ir.fused import epilogue_onnx, is_fused   # (fused imports this module)
+
+    default_opset = graph.opset.get("", graph.opset.get("ai.onnx", 1))
+    nodes: list[onnx.NodeProto] = []
+    fused_constants: list[onnx.TensorProto] = []
+    for n in graph.nodes:
+        name = n.name or f"{n.op_type}_{n.id}"
+        input_names = [v.name if v is not None else "" for v in n.inputs]
+        if is_fused(n):   # written back as the original nodes, which every ONNX runtime knows
+            expanded, constants = epilogue_onnx(n.op_type, n.attrs, input_names, n.outputs[0].name,
+                                                n.outputs[0].dtype, default_opset, name)
+            nodes += expanded
+            fused_constants += constants
+            continue
+        proto = helper.make_node(n.op_type, input_names, [v.name for v in n.outputs], name=name,
+                                 domain=n.domain or None)
         proto.attribute.extend(make_attribute(k, a) for k, a in sorted(n.attrs.items()))
+        nodes.append(proto)
     graph_inputs = {v.name for v in graph.inputs}
     initializers = [const_tensor(v) for v in graph.values.values()
                     if v.is_const and v.name not in graph_inputs]
@@ -57,7 +67,7 @@ def to_onnx(graph: Graph, ir_version: int = EXPORT_IR_VERSION) -> onnx.ModelProt
         nodes, graph.name or "hetc",
         [value_info(v) for v in graph.inputs],
         [value_info(v) for v in graph.outputs],
-        initializer=initializers,
+        initializer=initializers + fused_constants,
         value_info=[value_info(graph.values[name]) for name in sorted(inner)],
     )
     opsets = [helper.make_opsetid(domain, version) for domain, version in sorted(graph.opset.items())]

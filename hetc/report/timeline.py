@@ -10,6 +10,7 @@ import bisect
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from hetc.ir.fused import node_label
 from hetc.report.opclass import op_class
 
 if TYPE_CHECKING:
@@ -239,7 +240,7 @@ def _task_slice(t: "Task", nodes: "dict[int, NodeFacts]", spill: str | None = No
             name = f"spill: {name}"
         return Slice(t.id, t.engine, name, "dma", start, end, args)
     node = nodes.get(t.node) if t.node is not None else None
-    op = t.op or (node.op_type if node is not None else None)
+    op = t.op or (node_label(node) if node is not None else None)
     args = {"task": t.id, "node": t.node, "op": op, "planned_start_us": start}
     name = f"{op or 'task'}#{t.node if t.node is not None else t.id}"
     if node is not None:

@@ -1,6 +1,7 @@
 """Rows of ``placement.csv``: where each node runs and, when not on its fastest device, why."""
 from __future__ import annotations
 
+from hetc.ir.fused import node_label
 from hetc.schedule.artifact import Schedule
 
 
@@ -32,7 +33,7 @@ def placement_rows(graph: "Graph", target: "Target", schedule: Schedule) -> list
             else:
                 reason = (f"{faster}, but {strategy} placed it on {device}: on {fastest} it needs {_mb(inputs)} "
                           f"of inputs moved ({_mb(weights)} of them weights) and queues behind {fastest}'s other work")
-        rows.append({"node": node.id, "name": node.name, "op": node.op_type, "device": device, "fastest": fastest,
+        rows.append({"node": node.id, "name": node.name, "op": node_label(node), "device": device, "fastest": fastest,
                      "cost_us": round(costs[device] / 1000, 3), "fastest_cost_us": round(costs[fastest] / 1000, 3),
                      "reason": reason, "refused": refused})
     return rows

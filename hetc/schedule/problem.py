@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from hetc.errors import ScheduleError
+from hetc.ir.fused import node_label
 
 Hop = tuple[str, str]
 
@@ -161,6 +162,6 @@ def build_problem(graph: "Graph", target: "Target") -> SchedulingProblem:  # noq
     dmas = {e.name: DmaSpec(e.name, tuple(e.memories), e.latency_ns, e.bandwidth) for e in target.dmas.values()}
     return SchedulingProblem(
         node_ids=tuple(n.id for n in nodes), node_names=tuple(n.name or f"{n.op_type}_{n.id}" for n in nodes),
-        ops=tuple(n.op_type for n in nodes), durations=tuple(durations), node_inputs=tuple(node_inputs),
+        ops=tuple(node_label(n) for n in nodes), durations=tuple(durations), node_inputs=tuple(node_inputs),
         values=tuple(values), device_memory={d: dev.memory for d, dev in target.devices.items()}, dmas=dmas,
         sync_ns=math.ceil(target.sync_ns), priority=tuple(target.priority), dram=target.dram, routes=routes)

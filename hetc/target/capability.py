@@ -6,6 +6,7 @@ from typing import Any, Callable
 
 from hetc.errors import TargetError
 from hetc.ir import Node, Value
+from hetc.ir.fused import base_node, epilogue_of, is_fused, node_label, part_ops
 from hetc.target.flops import value_nbytes
 from hetc.target.model import Device, Ok, Reason
 from hetc.target.ops import PARAMETER_INPUTS, is_view, node_limitation
@@ -41,11 +42,32 @@ def supports(target: "Target", node: Node, device: str) -> Ok | Reason:  # noqa:
                           f"{', '.join(target.devices)}")
     if dev.kind == "cpu":  # every op, dtype and subgraph: onnxruntime runs them
         return _working_set(target, node, dev)
+    reason = _node_checks(base_node(node), dev)
+    if reason is None and is_fused(node):
+        reason = _epilogue(node, dev)
+    if reason is not None:
+        return reason if not is_fused(node) else Reason(reason.code, f"{node_label(node)}: {reason.message}")
+    return _working_set(target, node, dev)
+
+
+def _node_checks(node: Node, dev: Device) -> Reason | None:
     for check in (_host_values, _op, _dtypes, _attributes, _kernel_coverage):
         reason = check(node, dev)
         if reason is not None:
             return reason
-    return _working_set(target, node, dev)
+    return None
+
+
+def _epilogue(node: Node, dev: Device) -> Reason | None:
+    """A fused node runs where every part of its epilogue does: each op a part is made of is judged as a
+    pointwise node on the fused output by the same checks as any node (the first refusal is quoted)."""
+    out = node.outputs[0]
+    for part in epilogue_of(node):
+        for op in part_ops(part):
+            reason = _node_checks(Node(node.id, op, node.name, [out], [out]), dev)
+            if reason is not None:
+                return Reason(reason.code, f"epilogue part {part.op}: {reason.message}")
+    return None
 
 
 def _host_values(node: Node, dev: Device) -> Reason | None:

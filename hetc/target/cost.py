@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from hetc.errors import TargetError
 from hetc.ir import Node
-from hetc.target.flops import node_bytes, node_flops
+from hetc.target.flops import epilogue_flops, node_bytes, node_flops
 from hetc.target.model import Device
 from hetc.target.ops import op_class
 
@@ -27,6 +27,9 @@ class NodeWork:
     bytes: int
     op_class: str        # one of OP_CLASSES, or "depthwise" for a depthwise convolution
     dtype: str           # the element type its arithmetic runs in
+    # A fused node's epilogue parts as (op class, flops), included in ``flops``: each runs at its own class's
+    # efficiency (a Clip after a depthwise Conv runs on the output pipeline, not at the depthwise MAC rate).
+    epilogue: tuple[tuple[str, int], ...] = ()
 
 
 # node -> (signature it was computed for, work); the signature catches a node edited after it was costed.
@@ -66,9 +69,16 @@ def node_work(node: Node) -> NodeWork:
     hit = _WORK.get(node)
     if hit is not None and hit[0] == signature:
         return hit[1]
-    work = NodeWork(node_flops(node), node_bytes(node), node_class(node), compute_dtype(node))
+    epilogue = tuple((_part_class(op), flops) for op, flops in epilogue_flops(node))
+    work = NodeWork(node_flops(node), node_bytes(node), node_class(node), compute_dtype(node), epilogue)
     _WORK[node] = (signature, work)
     return work
+
+
+def _part_class(op: str) -> str:
+    """The class an epilogue part is priced in: its op's, and "activation" for the composite ones (SiLU)."""
+    cls = op_class(op)
+    return "activation" if cls == "other" else cls
 
 
 def peak_for(device: Device, dtype: str) -> float:
@@ -98,6 +108,9 @@ def node_cost_ns(target: "Target", node: Node, device: str) -> float:  # noqa: F
         raise TargetError(f"target '{target.name}' has no device '{device}'; its devices are: "
                           f"{', '.join(target.devices)}")
     work = node_work(node)
-    compute_ns = work.flops / (peak_for(dev, work.dtype) * efficiency_for(dev, work.op_class))
+    peak = peak_for(dev, work.dtype)
+    base_flops = work.flops - sum(flops for _cls, flops in work.epilogue)
+    compute_ns = base_flops / (peak * efficiency_for(dev, work.op_class)) + sum(
+        flops / (peak * efficiency_for(dev, cls)) for cls, flops in work.epilogue)
     memory_ns = work.bytes / target.memories[dev.memory].bandwidth
     return dev.launch_ns + max(compute_ns, memory_ns)

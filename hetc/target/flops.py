@@ -15,6 +15,7 @@ from functools import cache
 from typing import Callable
 
 from hetc.ir import Node, Value, itemsize
+from hetc.ir.fused import base_node, epilogue_of, is_fused, part_steps
 from hetc.target.ops import is_view
 
 # Reciprocal estimate + one Newton-Raphson step + the multiply (how SIMD units without a fast divider do it).
@@ -203,6 +204,8 @@ def node_flops(node: Node) -> int:
     if any(v.host is not None for v in node.outputs) or any(
             v is not None and v.host is not None for v in node.inputs):
         return 0
+    if is_fused(node):
+        return node_flops(base_node(node)) + _epilogue_flops(node)
     formula = _FORMULAS.get(node.op_type)
     if formula is not None:
         return int(formula(node))
@@ -214,6 +217,18 @@ def node_flops(node: Node) -> int:
     if node.op_type in _NO_ARITHMETIC:
         return 0
     return DEFAULT_OPS_PER_ELEMENT * _largest_numel(node)
+
+
+def epilogue_flops(node: Node) -> list[tuple[str, int]]:
+    """A fused node's epilogue parts with the operations each does: its steps, per output element (their
+    intermediates never leave the registers, so ``node_bytes`` has nothing to add for them)."""
+    return [(part.op, _out_numel(node) * sum(_PER_ELEMENT[op](len(operands))
+                                             for op, _attrs, operands in part_steps(part, 11)))
+            for part in epilogue_of(node)]
+
+
+def _epilogue_flops(node: Node) -> int:
+    return sum(flops for _op, flops in epilogue_flops(node))
 
 
 def _distinct(values: list[Value]) -> list[Value]:

@@ -17,6 +17,7 @@ from onnx import helper
 
 from hetc.frontend.opsets import runtime_opsets
 from hetc.ir import EXPORT_IR_VERSION, dtype_from_numpy, dtype_to_onnx
+from hetc.ir.fused import FUSED_DOMAIN, epilogue_onnx
 from hetc.ir.onnx_export import make_attribute
 from hetc.sim.kernels.errors import KernelError
 
@@ -81,6 +82,8 @@ def single_node_model(op_type: str, domain: str, attrs: dict[str, Any], inputs: 
                       outputs: list[tuple[str, tuple[int, ...]]], opset: dict[str, int]) -> onnx.ModelProto:
     """A model with one node computing ``op_type`` on graph inputs ``in0..`` into outputs ``out0..``."""
     domain = "" if domain == "ai.onnx" else domain
+    if domain == FUSED_DOMAIN:
+        return _fused_model(op_type, attrs, inputs, outputs, opset)
     node, input_names, output_names = one_node(op_type, domain, attrs, [x is not None for x in inputs], len(outputs))
     graph_inputs = [helper.make_tensor_value_info(name, dtype_to_onnx(dtype_from_numpy(x.dtype)), list(x.shape))
                     for name, x in zip(input_names, inputs) if name]
@@ -91,6 +94,25 @@ def single_node_model(op_type: str, domain: str, attrs: dict[str, Any], inputs: 
     if domain not in imports:
         raise KernelError(f"{op_type} is in domain '{domain}' but the model imports no opset for it; add an "
                           f"opset import for '{domain}'")
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(imports.items())])
+    model.ir_version = EXPORT_IR_VERSION
+    return model
+
+
+def _fused_model(op_type: str, attrs: dict[str, Any], inputs: list[np.ndarray | None],
+                 outputs: list[tuple[str, tuple[int, ...]]], opset: dict[str, int]) -> onnx.ModelProto:
+    """A fused node as the small model of its original nodes (the base op, then each epilogue part's ONNX
+    steps), with the one-node model's input and output names: ONNX semantics, whatever the fusion did."""
+    input_names = [f"hetc_in{i}" if x is not None else "" for i, x in enumerate(inputs)]
+    imports = {("" if d == "ai.onnx" else d): v for d, v in opset.items() if d not in ("", "ai.onnx", FUSED_DOMAIN)}
+    imports[""] = opset.get("", opset.get("ai.onnx", 1))
+    dtype = outputs[0][0]
+    nodes, constants = epilogue_onnx(op_type, attrs, input_names, "hetc_out0", dtype, imports[""], "hetc_fused")
+    graph_inputs = [helper.make_tensor_value_info(name, dtype_to_onnx(dtype_from_numpy(x.dtype)), list(x.shape))
+                    for name, x in zip(input_names, inputs) if name]
+    graph = helper.make_graph(nodes, f"hetc_fused_{op_type}", graph_inputs,
+                              [helper.make_tensor_value_info("hetc_out0", dtype_to_onnx(dtype), None)],
+                              initializer=constants)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(imports.items())])
     model.ir_version = EXPORT_IR_VERSION
     return model
@@ -232,7 +254,8 @@ def _resolve(op_type: str, domain: str, attrs: dict[str, Any], inputs: list[np.n
     """The runner for this node (a cached session of the same one-node model, or a new one) and its results
     on ``inputs``: onnxruntime first, onnx.reference when onnxruntime cannot run it (or deviates)."""
     _check_no_capture(op_type, attrs)
-    model = single_node_model(op_type, domain, attrs, inputs, outputs, runtime_opsets(op_type, domain, attrs, opset))
+    opsets = opset if domain == FUSED_DOMAIN else runtime_opsets(op_type, domain, attrs, opset)
+    model = single_node_model(op_type, domain, attrs, inputs, outputs, opsets)
     return session_for(model, _feeds(inputs), onnxruntime_deviates(op_type, domain, attrs, inputs, outputs),
                        lambda: f"{op_type} (opset {opset.get(domain or '', '?')}) on inputs "
                                f"{[None if x is None else (str(x.dtype), x.shape) for x in inputs]}")

@@ -17,7 +17,9 @@ from hetc.ir import np_dtype
 from hetc.sim.kernels._blas import pin_blas_threads
 from hetc.sim.kernels.cpu import cpu_node, run_on_cpu
 from hetc.sim.kernels.errors import KernelError
-from hetc.sim.kernels.registry import KERNELS, KernelCall
+from hetc.ir.fused import (EPILOGUE_ATTR, FUSED_DOMAIN, base_attrs, base_input_count, parse_part, part_steps,
+                           run_epilogue)
+from hetc.sim.kernels.registry import KERNELS, KernelCall, KernelFn
 from hetc.target.ops import KERNEL_SET
 from hetc.target.ops import kernel_limitation as kernel_limitation_of_attrs
 
@@ -85,10 +87,34 @@ def _check_call(device_kind: str, op_type: str, domain: str, precision: str) -> 
         raise KernelError(f"unknown device kind '{device_kind}'; expected one of {', '.join(DEVICE_KINDS)}")
     if precision not in PRECISIONS:
         raise KernelError(f"unknown precision '{precision}'; expected one of {', '.join(PRECISIONS)}")
-    if device_kind != "cpu" and (domain not in ("", "ai.onnx") or op_type not in KERNELS):
+    if device_kind != "cpu" and (domain not in ("", "ai.onnx", FUSED_DOMAIN) or op_type not in KERNELS):
         raise KernelError(f"the {device_kind.upper()} has no kernel for {domain + '.' if domain else ''}{op_type}; "
                           f"the schedule must place this node on a device that supports it (the CPU runs "
                           f"every op)")
+
+
+def _kernel_fn(op_type: str, domain: str, attrs: dict[str, Any]) -> KernelFn:
+    """The NPU/DSP kernel of a node: the registered one, or for a fused node (hetc.ir.fused) one kernel that
+    runs the base op's and then applies each epilogue part's steps to its result in place, with the same
+    kernels (the intermediates never go to memory)."""
+    if domain != FUSED_DOMAIN:
+        return KERNELS[op_type]
+    parts = [parse_part(t) for t in attrs.get(EPILOGUE_ATTR, [])]
+    base_fn, plain_attrs = KERNELS[op_type], base_attrs(attrs)
+    for op, _attrs, _operands in (step for part in parts for step in part_steps(part, 11)):
+        if op not in KERNELS:
+            raise KernelError(f"internal: no NPU/DSP kernel for {op}, a step of a fused {op_type}")
+
+    def fused(call: KernelCall) -> np.ndarray:
+        count = base_input_count(len(call.inputs), parts)
+        produced = base_fn(KernelCall(op_type, plain_attrs, call.inputs[:count], call.outputs, call.opset))
+        acc = np.asarray(produced[0] if isinstance(produced, list) else produced)
+
+        def step(op: str, step_attrs: dict[str, Any], args: list[np.ndarray | None]) -> np.ndarray:
+            result = KERNELS[op](KernelCall(op, step_attrs, args, call.outputs, call.opset))
+            return np.asarray(result[0] if isinstance(result, list) else result)
+        return run_epilogue(parts, acc, list(call.inputs[count:]), call.opset, step)
+    return fused
 
 
 def run_kernel(device_kind: str, op_type: str, domain: str, attrs: dict[str, Any],
@@ -110,7 +136,7 @@ def run_kernel(device_kind: str, op_type: str, domain: str, attrs: dict[str, Any
     prepared = [_round_fp16(_widen(x)) if precision == "fp16" else _widen(x) for x in inputs]
     call = KernelCall(op_type, attrs, prepared, outputs, version)
     with np.errstate(all="ignore"):  # inf/nan results are legitimate ONNX outputs, as in onnxruntime
-        produced = KERNELS[op_type](call)
+        produced = _kernel_fn(op_type, domain, attrs)(call)
     results = produced if isinstance(produced, list) else [produced]
     return _conform(op_type, results, outputs, inputs, precision)
 
@@ -138,7 +164,7 @@ def bind_kernel(device_kind: str, op_type: str, domain: str, attrs: dict[str, An
     if device_kind != "npu":
         precision = "fp32"
     version = opset.get("", opset.get("ai.onnx", 0))
-    fn = KERNELS[op_type]
+    fn = _kernel_fn(op_type, domain, attrs)
     widened = precision == "fp16" or any(x is not None and x.dtype in _WIDENED for x in inputs)
     if widened:
         def produce() -> list[np.ndarray]:

@@ -1,0 +1,204 @@
+"""Fused nodes: a base op (Conv, ConvTranspose, Gemm, MatMul) followed by an *epilogue* of pointwise parts
+applied to its output in registers, written by the fusion pass (hetc.passes.fusion) and run as one kernel.
+
+Representation. A fused node keeps the base op's ``op_type`` and attributes, takes the domain
+``FUSED_DOMAIN`` (so that nothing that runs ONNX can mistake it for the plain op) and lists its parts in the
+string attribute ``epilogue``, e.g. ``["Add", "Clip min=0 max=6"]``. Its inputs are the base op's inputs
+followed by one extra operand per binary part (a bias, a residual, a scale or a mask), in part order; its one
+output is the last part's output. Every stage reads the parts from here: capability (each part must be
+supported), the cost model (base FLOPs plus the epilogue's), the NPU/DSP kernels (the base kernel, then each
+part's steps), the CPU path and ``to_onnx`` (the parts expanded back into ONNX nodes), Gantt labels.
+
+Each part is a short list of ONNX *steps* (``part_steps``): the one statement of what the part computes, used
+both to run it with hetc's kernels and to write it back as ONNX nodes for onnxruntime.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Union
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from hetc.ir.dtypes import np_dtype
+from hetc.ir.graph import Node
+
+FUSED_DOMAIN = "hetc.fused"
+EPILOGUE_ATTR = "epilogue"
+# Base ops an epilogue may follow (default domain).
+FUSABLE_BASE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+# Parts that read one extra operand (the fused node's next extra input).
+BINARY_PARTS = frozenset({"Add", "Mul"})
+UNARY_PARTS = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "SiLU", "HardSwish", "Gelu"})
+
+_SQRT2 = math.sqrt(2.0)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+# A step operand: "x" (the part's input), "e" (its extra operand), an int k (step k's output), a float (a
+# scalar constant of the running dtype) or None (an omitted optional input).
+Operand = Union[str, int, float, None]
+Step = tuple[str, dict[str, Any], tuple[Operand, ...]]
+
+
+@dataclass(frozen=True)
+class EpiloguePart:
+    """One part of an epilogue: ``op`` (one of BINARY_PARTS | UNARY_PARTS) and its parameters."""
+
+    op: str
+    params: tuple[tuple[str, Any], ...] = ()
+
+    def param(self, name: str, default: Any = None) -> Any:
+        return dict(self.params).get(name, default)
+
+    @property
+    def binary(self) -> bool:
+        return self.op in BINARY_PARTS
+
+    def text(self) -> str:
+        """The attribute form, e.g. "Clip min=0 max=6" (``parse_part`` reads it back)."""
+        return " ".join([self.op] + [f"{k}={v!r}" if isinstance(v, str) else f"{k}={float(v)!r}"
+                                     for k, v in self.params])
+
+
+def parse_part(text: str) -> EpiloguePart:
+    op, *pairs = text.split()
+    params: list[tuple[str, Any]] = []
+    for pair in pairs:
+        key, _, raw = pair.partition("=")
+        params.append((key, raw.strip("'\"") if raw[:1] in "'\"" else float(raw)))
+    if op not in BINARY_PARTS | UNARY_PARTS:
+        raise ValueError(f"unknown epilogue part '{text}'")
+    return EpiloguePart(op, tuple(params))
+
+
+def is_fused(node: Node) -> bool:
+    return node.domain == FUSED_DOMAIN
+
+
+def epilogue_of(node: Node) -> list[EpiloguePart]:
+    """The parts of a fused node's epilogue, in order ([] for any other node)."""
+    if not is_fused(node):
+        return []
+    return [parse_part(t) for t in node.attrs.get(EPILOGUE_ATTR, [])]
+
+
+def base_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in attrs.items() if k != EPILOGUE_ATTR}
+
+
+def base_input_count(n_inputs: int, parts: list[EpiloguePart]) -> int:
+    return n_inputs - sum(p.binary for p in parts)
+
+
+def base_node(node: Node) -> Node:
+    """The base op of a fused node as a plain node (its own inputs, the fused output): what capability and
+    the FLOP formulas judge. ``node`` itself when it is not fused."""
+    if not is_fused(node):
+        return node
+    count = base_input_count(len(node.inputs), epilogue_of(node))
+    return Node(node.id, node.op_type, node.name, list(node.inputs[:count]), list(node.outputs),
+                base_attrs(node.attrs), "")
+
+
+def display_op(op_type: str, domain: str, attrs: dict[str, Any]) -> str:
+    """"Conv+Add+Clip" for a fused node, the op type otherwise: labels in programs, Gantt charts, errors."""
+    if domain != FUSED_DOMAIN:
+        return op_type
+    return "+".join([op_type] + [parse_part(t).op for t in attrs.get(EPILOGUE_ATTR, [])])
+
+
+def node_label(node: Node) -> str:
+    return display_op(node.op_type, node.domain, node.attrs)
+
+
+def part_steps(part: EpiloguePart, opset: int) -> list[Step]:
+    """What ``part`` computes, as ONNX steps (see ``Operand``). ``opset`` is the default domain's version."""
+    op = part.op
+    if op in BINARY_PARTS:
+        return [(op, {}, ("x", "e"))]
+    if op == "Clip":
+        low, high = part.param("min"), part.param("max")
+        if opset < 11:
+            attrs = {k: float(v) for k, v in (("min", low), ("max", high)) if v is not None}
+            return [("Clip", attrs, ("x",))]
+        return [("Clip", {}, ("x", low, high))]
+    if op == "LeakyRelu":
+        return [("LeakyRelu", {"alpha": float(part.param("alpha", 0.01))}, ("x",))]
+    if op == "SiLU":
+        return [("Sigmoid", {}, ("x",)), ("Mul", {}, ("x", 0))]
+    if op == "Gelu" and part.param("approximate", "none") == "tanh":
+        return [("Mul", {}, ("x", "x")), ("Mul", {}, (0, "x")), ("Mul", {}, (1, 0.044715)), ("Add", {}, ("x", 2)),
+                ("Mul", {}, (3, _SQRT_2_OVER_PI)), ("Tanh", {}, (4,)), ("Add", {}, (5, 1.0)),
+                ("Mul", {}, ("x", 6)), ("Mul", {}, (7, 0.5))]
+    if op == "Gelu":
+        return [("Div", {}, ("x", _SQRT2)), ("Erf", {}, (0,)), ("Add", {}, (1, 1.0)), ("Mul", {}, ("x", 2)),
+                ("Mul", {}, (3, 0.5))]
+    return [(op, {}, ("x",))]   # Relu, Sigmoid, HardSwish
+
+
+def part_ops(part: EpiloguePart) -> list[str]:
+    """The ONNX ops a device must run to run ``part`` (capability asks for each)."""
+    return sorted({op for op, _, _ in part_steps(part, 11)})
+
+
+def run_epilogue(parts: list[EpiloguePart], acc: np.ndarray, extras: list[np.ndarray | None], opset: int,
+                 run_step: Any) -> np.ndarray:
+    """Apply ``parts`` to ``acc`` (the base op's result). ``run_step(op, attrs, inputs)`` runs one ONNX op on
+    numpy arrays (the device's own kernel); constants take ``acc``'s dtype."""
+    extra = iter(extras)
+    for part in parts:
+        e = next(extra) if part.binary else None
+        x, outs = acc, []
+        for op, attrs, operands in part_steps(part, opset):
+            args = [x if o == "x" else e if o == "e" else None if o is None else
+                    outs[o] if isinstance(o, int) else np.asarray(o, dtype=x.dtype) for o in operands]
+            outs.append(run_step(op, attrs, args))
+        acc = outs[-1]
+    return acc
+
+
+def epilogue_onnx(op_type: str, attrs: dict[str, Any], input_names: list[str], output_name: str, dtype: str,
+                  opset: int, prefix: str) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """The fused node written back as ONNX: the base node then each part's steps, with scalar constants as
+    initializers. ``input_names`` are the fused node's inputs ("" for an omitted one); ``prefix`` makes the
+    intermediate names unique."""
+    parts = [parse_part(t) for t in attrs.get(EPILOGUE_ATTR, [])]
+    count = base_input_count(len(input_names), parts)
+    base_inputs, extras = input_names[:count], iter(input_names[count:])
+    while base_inputs and not base_inputs[-1]:
+        base_inputs = base_inputs[:-1]
+    nodes, inits = [], []
+    from hetc.ir.onnx_export import make_attribute   # (onnx_export imports this module)
+    current = f"{prefix}_base" if parts else output_name
+    base = helper.make_node(op_type, base_inputs, [current], name=prefix)
+    base.attribute.extend(make_attribute(k, v) for k, v in sorted(base_attrs(attrs).items()))
+    nodes.append(base)
+    for p, part in enumerate(parts):
+        e = next(extras) if part.binary else None
+        steps = part_steps(part, opset)
+        names: list[str] = []
+        for s, (op, step_attrs, operands) in enumerate(steps):
+            last = p == len(parts) - 1 and s == len(steps) - 1
+            out = output_name if last else f"{prefix}_p{p}_s{s}"
+            ins = []
+            for k, o in enumerate(operands):
+                if o == "x":
+                    ins.append(current)
+                elif o == "e":
+                    ins.append(e)
+                elif o is None:
+                    ins.append("")
+                elif isinstance(o, int):
+                    ins.append(names[o])
+                else:
+                    name = f"{prefix}_p{p}_s{s}_c{k}"
+                    inits.append(numpy_helper.from_array(np.asarray(o, dtype=np_dtype(dtype)), name))
+                    ins.append(name)
+            node = helper.make_node(op, ins, [out], name=f"{prefix}_p{p}_s{s}")
+            node.attribute.extend(make_attribute(k, v) for k, v in sorted(step_attrs.items()))
+            nodes.append(node)
+            names.append(out)
+        current = names[-1]
+    return nodes, inits

@@ -1,0 +1,121 @@
+"""Epilogue fusion: pointwise ops that follow a Conv, ConvTranspose, Gemm or MatMul are absorbed into it, so
+that the pair runs as one kernel with one launch and no round trip of the intermediate through memory.
+
+Every rule below is data: a pattern anchored at the base op's output (hetc.passes.patterns), a condition and
+the epilogue part it becomes (hetc.ir.fused). A rule applies again to the fused node's new output, so chains
+fuse whole: MatMul -> Add(bias) -> Gelu, Conv -> Add(residual) -> Relu, Conv -> Clip (Relu6).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+from hetc.ir import FLOAT_DTYPES, Graph, Node
+from hetc.ir.fused import EPILOGUE_ATTR, FUSABLE_BASE_OPS, FUSED_DOMAIN, EpiloguePart, is_fused
+from hetc.passes.patterns import Match, Pattern, Rule, pattern, run_rules
+
+_INV_SQRT2 = 1 / math.sqrt(2.0)
+_SQRT2 = math.sqrt(2.0)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+def _fusable(m: Match) -> bool:
+    """The anchor comes from a base op (plain or already fused) and the epilogue keeps its shape and dtype."""
+    producer = m.anchor.producer
+    if producer is None or len(producer.outputs) != 1:
+        return False
+    if not (is_fused(producer) or (producer.domain == "" and producer.op_type in FUSABLE_BASE_OPS)):
+        return False
+    out, x = m.output, m.anchor
+    if x.dtype not in FLOAT_DTYPES or out.dtype != x.dtype or out.shape != x.shape:
+        return False   # an extra operand that broadcasts the result larger is not an epilogue
+    extra = m.captured.get("e")
+    return extra is None or extra.dtype == x.dtype
+
+
+def _absorb(part_of: Callable[[Match], EpiloguePart]) -> Callable[[Graph, Match], list[Node]]:
+    """The replacement builder of every epilogue rule: the producer takes the part and the match's output
+    (the driver removes the matched nodes)."""
+    def build(graph: Graph, m: Match) -> list[Node]:
+        base = m.anchor.producer
+        part = part_of(m)
+        base.domain = FUSED_DOMAIN
+        base.attrs = {**base.attrs, EPILOGUE_ATTR: [*base.attrs.get(EPILOGUE_ATTR, []), part.text()]}
+        if part.binary:
+            base.inputs = [*base.inputs, m.captured["e"]]
+        base.outputs = [m.output]
+        return []
+    return build
+
+
+def _rule(name: str, pat: Pattern, part_of: Callable[[Match], EpiloguePart]) -> Rule:
+    return Rule(name, pat, _fusable, _absorb(part_of))
+
+
+def _fixed(op: str, **params: object) -> Callable[[Match], EpiloguePart]:
+    return lambda m: EpiloguePart(op, tuple(params.items()))
+
+
+def _clip(m: Match) -> EpiloguePart:
+    node = m.nodes["y"]   # opset < 11 gives the bounds as attributes
+    bounds = [(key, m.captured.get(key) if m.captured.get(key) is not None else node.attrs.get(key))
+              for key in ("min", "max")]
+    return EpiloguePart("Clip", tuple((k, float(v)) for k, v in bounds if v is not None))
+
+
+def _leaky_relu(m: Match) -> EpiloguePart:
+    return EpiloguePart("LeakyRelu", (("alpha", float(m.nodes["y"].attrs.get("alpha", 0.01))),))
+
+
+def _gelu_op(m: Match) -> EpiloguePart:
+    approximate = m.nodes["y"].attrs.get("approximate", "none")
+    approximate = approximate.decode() if isinstance(approximate, bytes) else str(approximate)
+    return EpiloguePart("Gelu", (("approximate", approximate),))
+
+
+def _gelu_erf_patterns() -> list[Pattern]:
+    """0.5 * x * (1 + erf(x / sqrt 2)) as exporters write it: x / sqrt 2 or x * (1 / sqrt 2), and the 0.5
+    applied last or to x first."""
+    found = []
+    for scale in (("Div", ["x", _SQRT2], "a"), ("Mul", ["x", _INV_SQRT2], "a")):
+        head = [scale, ("Erf", ["a"], "b"), ("Add", ["b", 1.0], "c")]
+        found.append(pattern(*head, ("Mul", ["x", "c"], "d"), ("Mul", ["d", 0.5], "y")))
+        found.append(pattern(*head, ("Mul", ["x", 0.5], "h"), ("Mul", ["h", "c"], "y")))
+    return found
+
+
+def _gelu_tanh_patterns() -> list[Pattern]:
+    """0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3))), with Pow(x, 3), the 0.5 last or first."""
+    head = [("Pow", ["x", 3.0], "p"), ("Mul", ["p", 0.044715], "q"), ("Add", ["x", "q"], "r"),
+            ("Mul", ["r", _SQRT_2_OVER_PI], "s"), ("Tanh", ["s"], "t"), ("Add", ["t", 1.0], "u")]
+    return [pattern(*head, ("Mul", ["x", "u"], "v"), ("Mul", ["v", 0.5], "y")),
+            pattern(*head, ("Mul", ["x", 0.5], "h"), ("Mul", ["h", "u"], "y"))]
+
+
+# The epilogue rules, tried in this order at every value until none applies.
+EPILOGUE_RULES: list[Rule] = [
+    _rule("bias or residual Add", pattern(("Add", ["x", "?e"], "y")), _fixed("Add")),
+    _rule("two-input Sum as Add", pattern(("Sum", ["x", "?e"], "y")), _fixed("Add")),   # old ResNet exports
+    _rule("scale Mul", pattern(("Mul", ["x", "?e"], "y")), _fixed("Mul")),
+    _rule("Relu", pattern(("Relu", ["x"], "y")), _fixed("Relu")),
+    _rule("Clip (Relu6)", pattern(("Clip", ["x", "#min?", "#max?"], "y")), _clip),
+    _rule("LeakyRelu", pattern(("LeakyRelu", ["x"], "y")), _leaky_relu),
+    _rule("Sigmoid", pattern(("Sigmoid", ["x"], "y")), _fixed("Sigmoid")),
+    _rule("SiLU x*Sigmoid(x)", pattern(("Sigmoid", ["x"], "s"), ("Mul", ["x", "s"], "y")), _fixed("SiLU")),
+    _rule("HardSwish", pattern(("HardSwish", ["x"], "y")), _fixed("HardSwish")),
+    _rule("Gelu op", pattern(("Gelu", ["x"], "y")), _gelu_op),
+    *[_rule("Gelu erf form", p, _fixed("Gelu", approximate="none")) for p in _gelu_erf_patterns()],
+    *[_rule("Gelu tanh form", p, _fixed("Gelu", approximate="tanh")) for p in _gelu_tanh_patterns()],
+]
+
+
+def run_fuse_epilogues(graph: Graph) -> int:
+    """Fuse in place; returns the number of rewrites."""
+    return sum(run_rules(graph, EPILOGUE_RULES).values())
+
+
+def fuse_epilogues(graph: Graph) -> Graph:
+    """A copy of ``graph`` with every epilogue fused into its producer."""
+    result = graph.copy()
+    run_fuse_epilogues(result)
+    return result
