@@ -63,7 +63,7 @@ def test_one_node_models_are_stamped_with_the_newest_opset_that_defines_the_op_t
     assert runtime_opsets("If", "", {"then_branch": body, "else_branch": body}, {"": 28}) == {"": 28}
 
 
-def test_the_cpu_path_runs_an_op_onnxruntime_refuses_on_onnx_reference() -> None:
+def test_the_cpu_path_runs_opset_28_bitshift_int8_as_an_arithmetic_shift() -> None:
     a = np.array([-128, -7, 7, 127], np.int8)
     b = np.array([1, 2, 3, 9], np.int8)
     (y,) = run_on_cpu("BitShift", "", {"direction": "RIGHT"}, [a, b], [("int8", (4,))], {"": 28})
