@@ -71,6 +71,19 @@ class Value:
         return f"Value({kind}{self.name}: {self.dtype}[{dims}])"
 
 
+@dataclass(frozen=True)
+class TileRef:
+    """Which piece of which original node a tile node is: tile ``index`` of ``count`` of node ``of`` (its
+    name), cut along ``axis`` ("rows", "channels", "M", "N", "K", or an axis name for other ops), and the
+    tiling's one-line rationale ``why`` as the tiler chose it (shown in placement tables and ``hetc inspect``)."""
+
+    of: str
+    index: int
+    count: int
+    axis: str
+    why: str = ""
+
+
 @dataclass(eq=False)
 class Node:
     """One operator application. ``inputs`` may hold ``None`` for an omitted optional input."""
@@ -82,6 +95,7 @@ class Node:
     outputs: list[Value]
     attrs: dict[str, Any] = field(default_factory=dict)
     domain: str = ""
+    tile: "TileRef | None" = None   # set on the pieces the tiler cut a node into (hetc.ir.tiles)
 
     @property
     def has_subgraph(self) -> bool:
@@ -293,7 +307,8 @@ class Graph:
         node_twins = {
             id(n): Node(n.id, n.op_type, n.name, [None if v is None else clone(v) for v in n.inputs],
                         [clone(v) for v in n.outputs],
-                        {k: list(a) if isinstance(a, list) else a for k, a in n.attrs.items()}, n.domain)
+                        {k: list(a) if isinstance(a, list) else a for k, a in n.attrs.items()}, n.domain,
+                        n.tile)
             for n in self.nodes}
         values = {name: clone(v) for name, v in self.values.items()}
         inputs, outputs = [clone(v) for v in self.inputs], [clone(v) for v in self.outputs]

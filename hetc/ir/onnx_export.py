@@ -9,7 +9,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from hetc.ir.dtypes import dtype_to_onnx, np_dtype
-from hetc.ir.graph import Graph, Value
+from hetc.ir.graph import Graph, Node, Value
 
 # onnxruntime 1.31 refuses the IR version onnx 1.23 writes by default; 9 is accepted by every runtime we use.
 EXPORT_IR_VERSION = 9
@@ -42,6 +42,7 @@ def make_attribute(name: str, value: Any) -> onnx.AttributeProto:
 def to_onnx(graph: Graph, ir_version: int = EXPORT_IR_VERSION) -> onnx.ModelProto:
     """An ONNX model computing the same function as ``graph``: constants become initializers."""
     from hetc.ir.fused import epilogue_onnx, is_fused   # (fused imports this module)
+    from hetc.ir.tiles import is_alias
 
     default_opset = graph.opset.get("", graph.opset.get("ai.onnx", 1))
     nodes: list[onnx.NodeProto] = []
@@ -53,6 +54,11 @@ def to_onnx(graph: Graph, ir_version: int = EXPORT_IR_VERSION) -> onnx.ModelProt
             expanded, constants = epilogue_onnx(n.op_type, n.attrs, input_names, n.outputs[0].name,
                                                 n.outputs[0].dtype, default_opset, name)
             nodes += expanded
+            fused_constants += constants
+            continue
+        if is_alias(n):   # Region -> Slice, Assemble -> Concat
+            proto, constants = _alias_onnx(n, name, input_names)
+            nodes.append(proto)
             fused_constants += constants
             continue
         proto = helper.make_node(n.op_type, input_names, [v.name for v in n.outputs], name=name,
@@ -74,3 +80,15 @@ def to_onnx(graph: Graph, ir_version: int = EXPORT_IR_VERSION) -> onnx.ModelProt
     model = helper.make_model(g, opset_imports=opsets, producer_name="hetc")
     model.ir_version = ir_version
     return model
+
+
+def _alias_onnx(n: "Node", name: str, input_names: list[str]) -> tuple[onnx.NodeProto, list[onnx.TensorProto]]:
+    from hetc.ir.tiles import REGION, region_bounds
+
+    out = n.outputs[0].name
+    if n.op_type != REGION:
+        return helper.make_node("Concat", input_names, [out], name=name, axis=int(n.attrs["axis"])), []
+    starts, ends = region_bounds(n)
+    constants = [numpy_helper.from_array(np.asarray(a, dtype=np.int64), name=f"{name}_{k}")
+                 for k, a in (("starts", starts), ("ends", ends), ("axes", list(range(len(starts)))))]
+    return helper.make_node("Slice", [input_names[0], *(c.name for c in constants)], [out], name=name), constants
