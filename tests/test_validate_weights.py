@@ -64,3 +64,19 @@ def test_build_validates_with_random_weights():
     assert result.validation is not None and result.validation.passed
     with pytest.raises(HetcError, match="choose one of"):
         build(_model(), BuildOptions(weights="zeros"))
+
+
+def test_float_parameters_are_kept():
+    """A Resize's scales and a Clip's bounds are semantics: randomising them changed unet's shapes."""
+    scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
+    low, high = (numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("lo", 0.0), ("hi", 6.0)))
+    nodes = [helper.make_node("Resize", ["x", "", "scales"], ["r"], mode="nearest"),
+             helper.make_node("Clip", ["r", "lo", "hi"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 4, 4])],
+                              initializer=[scales, low, high])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 9
+    kept = _arrays(randomize_weights(model))
+    np.testing.assert_array_equal(kept["scales"], [1, 1, 2, 2])
+    assert kept["lo"] == 0 and kept["hi"] == 6

@@ -4,13 +4,15 @@ The onnx light models ship constant weights (0.02 everywhere), so every logit ag
 almost whatever the compiler does. ``randomize_weights`` replaces a model's float initializers with seeded
 random values scaled by the fan-in of the node that reads them (He for weights feeding a Relu-style network,
 LeCun-like otherwise: std = sqrt(2 / fan_in)), so that activations keep a unit-ish scale through the depth.
-Integer tensors (shapes, axes, indices) are left alone; BatchNormalization gets scale ~1 and a positive variance.
+Integer tensors (shapes, axes, indices) and float parameters (a Resize's scales, a Clip's bounds) are left alone; BatchNormalization gets scale ~1 and a positive variance.
 """
 from __future__ import annotations
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
+
+from hetc.target.ops import PARAMETER_INPUTS
 
 WEIGHT_CHOICES = ("model", "random")  # keep the model's weights, or randomize_weights()
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16}
@@ -22,6 +24,9 @@ _WEIGHT_FAN_IN = {
     "MatMul": (1, lambda s: int(s[-2]) if len(s) >= 2 else int(s[0]) if s else 1),
 }
 _BN_ROLES = {1: "scale", 2: "bias", 3: "mean", 4: "var"}
+# Float inputs that are semantics, not weights (a Resize's scales, a Clip's bounds): kept as the model has them.
+_PARAMETERS = {**PARAMETER_INPUTS, "Upsample": frozenset({1}), "Clip": frozenset({1, 2}),
+               "Range": frozenset({0, 1, 2}), "ConstantOfShape": frozenset({0})}
 
 
 def _roles(graph: onnx.GraphProto) -> dict[str, tuple[str, int]]:
@@ -30,6 +35,9 @@ def _roles(graph: onnx.GraphProto) -> dict[str, tuple[str, int]]:
     shapes = {t.name: tuple(t.dims) for t in graph.initializer}
     for node in graph.node:
         ins = list(node.input)
+        for index in _PARAMETERS.get(node.op_type, ()):
+            if index < len(ins) and ins[index] in shapes:
+                roles.setdefault(ins[index], ("parameter", 1))
         if node.op_type in _WEIGHT_FAN_IN and len(ins) > 1 and ins[1] in shapes:
             index, fan = _WEIGHT_FAN_IN[node.op_type]
             shape = shapes[ins[1]]
@@ -71,7 +79,7 @@ def randomize_weights(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
             new = rng.normal(1.0, 0.1, shape)
         elif role == "bn_var":
             new = rng.uniform(0.5, 1.5, shape)
-        elif old.size <= 1:
+        elif role == "parameter" or old.size <= 1:
             continue  # a scalar constant (epsilon, a Pow exponent, a Clip bound) is semantics, not a weight
         else:
             new = rng.normal(0.0, 0.1, shape)
