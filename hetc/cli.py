@@ -127,6 +127,9 @@ def build(model: Path = typer.Argument(..., help="The ONNX model."),
           inputs: Optional[Path] = InputsOpt,
           weights: str = WeightsOpt,
           npu_precision: str = PrecisionOpt,
+          tiling: bool = typer.Option(True, "--tiling/--no-tiling",
+                                      help="Cut nodes too big for an accelerator's scratchpad into tiles "
+                                           "(and split large ones across identical cores)."),
           gantt: str = typer.Option("", "--gantt", help="Gantt exports to add: html,perfetto,png,svg."),
           force: bool = typer.Option(False, "--force", help="Replace an existing bundle directory."),
           as_json: bool = JsonOpt,
@@ -139,7 +142,7 @@ def build(model: Path = typer.Argument(..., help="The ONNX model."),
     options = BuildOptions(target=target, scheduler=scheduler, time_limit_s=time_limit, seed=seed,
                            shapes=shapes, dims=dims, validate=validate or inputs is not None, inputs=inputs,
                            input_seed=seed, weights=weights, precision=_precision(npu_precision),
-                           gantt=[g.strip() for g in gantt.split(",") if g.strip()])
+                           tiling=tiling, gantt=[g.strip() for g in gantt.split(",") if g.strip()])
     progress = ConsoleProgress(enabled=not (quiet or as_json))
     try:
         result = run_build(model, options, progress=progress)

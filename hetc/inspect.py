@@ -11,6 +11,7 @@ from hetc.ir.fused import node_label
 from hetc.passes import optimize
 from hetc.target import Target, load_target
 from hetc.target.cost import node_flops
+from hetc.target.tiling import TilePlan, plan_node
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -24,6 +25,7 @@ class NodeReport:
     outputs: list[dict[str, Any]]       # name, dtype, shape
     flops: int
     devices: dict[str, str | None]      # device -> None when it can run the node, else the reason
+    tiling: dict[str, Any] | None = None  # how the tiler cuts it (tiles, axis, why), or None when it stays whole
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,8 @@ class InspectReport:
             "weight_bytes": self.weight_bytes, "supported_counts": self.supported_counts,
             "nodes": [{"id": n.id, "name": n.name, "op": n.op, "outputs": n.outputs, "flops": n.flops,
                        "devices": {d: ({"ok": True} if r is None else {"ok": False, "reason": r})
-                                   for d, r in n.devices.items()}}
+                                   for d, r in n.devices.items()},
+                       "tiling": n.tiling}
                       for n in self.nodes],
         }
 
@@ -58,13 +61,18 @@ def _value_json(v: Any) -> dict[str, Any]:
     return out
 
 
-def _node_report(node: Node, target: Target) -> NodeReport:
+def _node_report(node: Node, target: Target, opset: int) -> NodeReport:
+    """What each device can do with ``node`` as it is, and how the build's tiler would cut it. The device
+    verdicts are for the node whole: a node the tiler cuts runs as tiles that fit (its ``tiling``)."""
     devices: dict[str, str | None] = {}
     for device in target.devices:
         verdict = target.supports(node, device)
         devices[device] = None if verdict else str(verdict)
+    plan = plan_node(target, node, opset)
+    tiling = ({"tiles": plan.count, "axis": plan.axis_label, "cut": plan.describe(), "why": plan.why}
+              if isinstance(plan, TilePlan) else None)
     return NodeReport(id=node.id, name=node.name, op=node_label(node), outputs=[_value_json(v) for v in node.outputs],
-                      flops=node_flops(node), devices=devices)
+                      flops=node_flops(node), devices=devices, tiling=tiling)
 
 
 def _op_histogram(graph: Graph) -> dict[str, int]:
@@ -76,7 +84,8 @@ def _op_histogram(graph: Graph) -> dict[str, int]:
 
 
 def inspect_graph(graph: Graph, target: Target, model: str = "") -> InspectReport:
-    nodes = [_node_report(n, target) for n in graph.nodes]
+    opset = graph.opset.get("", graph.opset.get("ai.onnx", 17))
+    nodes = [_node_report(n, target, opset) for n in graph.nodes]
     counts = {d: sum(1 for n in nodes if n.devices[d] is None) for d in target.devices}
     return InspectReport(model=model or graph.name, target=target.name, nodes=nodes,
                          inputs=[_value_json(v) for v in graph.inputs],
@@ -115,6 +124,14 @@ def render_inspect(report: InspectReport, console: "Console") -> None:
                  for d in devices]
         table.add_row(str(n.id), _escape(n.name), n.op, shapes, f"{n.flops / 1e6:.2f}", *cells)
     console.print(table)
+    tiled = [n for n in report.nodes if n.tiling is not None]
+    if tiled:
+        tiles = Table("#", "node", "op", "tiles", "cut", "why", title="tiling (hetc build cuts these nodes)", box=None)
+        for n in tiled:
+            assert n.tiling is not None
+            tiles.add_row(str(n.id), _escape(n.name), n.op, str(n.tiling["tiles"]), _escape(n.tiling["cut"]),
+                          _escape(n.tiling["why"]))
+        console.print(tiles)
 
 
 def _escape(text: str | None) -> str:

@@ -29,6 +29,7 @@ from hetc.schedule import (IdleAcceleratorsWarning, Schedule, check_strategy, id
 from hetc.sim import SimResult, simulate
 from hetc.stages import ProgressSink, StageClock
 from hetc.target import Target, load_target
+from hetc.target.tiling import tile_graph, tiling_note
 from hetc.validate import ValidationReport, check_npz_file, load_inputs_npz, make_inputs, reference_outputs, compare
 from hetc.validate.weights import WEIGHT_CHOICES, randomize_weights
 
@@ -50,6 +51,7 @@ class BuildOptions:
     weights: str = "model"                 # "random": seeded fan-in-scaled weights (hetc.validate.weights)
     precision: str = "fp32"                # NPU arithmetic in the functional simulation
     gantt: Sequence[str] = ()              # formats written into the bundle
+    tiling: bool = True                    # cut nodes too big for a scratchpad into tiles (hetc.target.tiling)
 
 
 @dataclass
@@ -107,6 +109,10 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
     with clock.stage("passes") as say:
         graph = optimize(graph)
         say(f"{len(graph.nodes)} nodes after folding")
+    if options.tiling:
+        with clock.stage("tiling") as say:
+            graph = tile_graph(graph, target)
+            say(tiling_note(graph))
     with clock.stage("schedule") as say:
         sched = run_scheduler(graph, target, strategy=options.scheduler, time_limit_s=options.time_limit_s,
                               num_workers=options.num_workers, seed=options.seed, progress=say)

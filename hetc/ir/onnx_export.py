@@ -57,7 +57,7 @@ def to_onnx(graph: Graph, ir_version: int = EXPORT_IR_VERSION) -> onnx.ModelProt
             fused_constants += constants
             continue
         if is_alias(n):   # Region -> Slice, Assemble -> Concat
-            proto, constants = _alias_onnx(n, name, input_names)
+            proto, constants = _alias_onnx(n, name, input_names, default_opset)
             nodes.append(proto)
             fused_constants += constants
             continue
@@ -82,13 +82,17 @@ def to_onnx(graph: Graph, ir_version: int = EXPORT_IR_VERSION) -> onnx.ModelProt
     return model
 
 
-def _alias_onnx(n: "Node", name: str, input_names: list[str]) -> tuple[onnx.NodeProto, list[onnx.TensorProto]]:
+def _alias_onnx(n: "Node", name: str, input_names: list[str],
+                opset: int) -> tuple[onnx.NodeProto, list[onnx.TensorProto]]:
     from hetc.ir.tiles import REGION, region_bounds
 
     out = n.outputs[0].name
     if n.op_type != REGION:
         return helper.make_node("Concat", input_names, [out], name=name, axis=int(n.attrs["axis"])), []
     starts, ends = region_bounds(n)
+    if opset < 10:   # Slice-1 takes its bounds as attributes
+        return helper.make_node("Slice", [input_names[0]], [out], name=name, starts=list(starts), ends=list(ends),
+                                axes=list(range(len(starts)))), []
     constants = [numpy_helper.from_array(np.asarray(a, dtype=np.int64), name=f"{name}_{k}")
                  for k, a in (("starts", starts), ("ends", ends), ("axes", list(range(len(starts)))))]
     return helper.make_node("Slice", [input_names[0], *(c.name for c in constants)], [out], name=name), constants

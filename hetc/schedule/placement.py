@@ -11,7 +11,8 @@ def _mb(nbytes: int) -> str:
 
 def placement_rows(graph: "Graph", target: "Target", schedule: Schedule) -> list[dict]:  # noqa: F821
     """One dict per node: node, name, op, device, fastest, cost_us (on its device), fastest_cost_us, reason,
-    refused ("device: reason; ..." for every device that cannot run it)."""
+    refused ("device: reason; ..." for every device that cannot run it), tile ("3/12 rows x channels of conv1"
+    for a tile, else "") and tiling (the tiler's rationale for that cut)."""
     rows = []
     strategy = schedule.stats.strategy
     for node in graph.topo_order():
@@ -33,9 +34,12 @@ def placement_rows(graph: "Graph", target: "Target", schedule: Schedule) -> list
             else:
                 reason = (f"{faster}, but {strategy} placed it on {device}: on {fastest} it needs {_mb(inputs)} "
                           f"of inputs moved ({_mb(weights)} of them weights) and queues behind {fastest}'s other work")
+        tile = node.tile   # a tile of a node the tiler cut: which piece, along what, and why that cut
         rows.append({"node": node.id, "name": node.name, "op": node_label(node), "device": device, "fastest": fastest,
                      "cost_us": round(costs[device] / 1000, 3), "fastest_cost_us": round(costs[fastest] / 1000, 3),
-                     "reason": reason, "refused": refused})
+                     "reason": reason, "refused": refused,
+                     "tile": f"{tile.index + 1}/{tile.count} {tile.axis} of {tile.of}" if tile is not None else "",
+                     "tiling": tile.why if tile is not None else ""})
     return rows
 
 

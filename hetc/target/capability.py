@@ -40,14 +40,24 @@ def supports(target: "Target", node: Node, device: str) -> Ok | Reason:  # noqa:
     if dev is None:
         raise TargetError(f"target '{target.name}' has no device '{device}'; its devices are: "
                           f"{', '.join(target.devices)}")
+    verdict = kernel_support(target, node, device)
+    if not verdict:
+        return verdict
+    return _working_set(target, node, dev)
+
+
+def kernel_support(target: "Target", node: Node, device: str) -> Ok | Reason:  # noqa: F821 (import cycle)
+    """Every check of ``supports`` but the working set: Ok when ``device`` has a kernel for ``node`` (op,
+    dtypes, attributes, epilogue), whatever its size. The tiler cuts nodes for the devices this admits."""
+    dev = target.devices[device]
     if dev.kind == "cpu":  # every op, dtype and subgraph: onnxruntime runs them
-        return _working_set(target, node, dev)
+        return OK
     reason = _node_checks(base_node(node), dev)
     if reason is None and is_fused(node):
         reason = _epilogue(node, dev)
     if reason is not None:
         return reason if not is_fused(node) else Reason(reason.code, f"{node_label(node)}: {reason.message}")
-    return _working_set(target, node, dev)
+    return OK
 
 
 def _node_checks(node: Node, dev: Device) -> Reason | None:
@@ -254,6 +264,11 @@ def _working_set(target: "Target", node: Node, dev: Device) -> Ok | Reason:  # n
     in_bytes = sum(value_nbytes(v) for v in inputs)
     weights = sum(value_nbytes(v) for v in inputs if v.is_const)
     out_bytes = sum(value_nbytes(v) for v in node.outputs)
+    if dev.kind == "cpu":
+        tiling = ""
+    else:  # the tiler's verdict: why this node cannot be cut into tiles that fit, or how it would be
+        from hetc.target.tiling import tiling_verdict
+        tiling = f"; {tiling_verdict(target, node)}"
     return Reason("working-set", f"{node.op_type} needs {need:,} bytes resident at once (inputs {in_bytes:,} "
                                  f"including weights {weights:,}, outputs {out_bytes:,}) but {memory.name} "
-                                 f"holds {memory.size:,} bytes")
+                                 f"holds {memory.size:,} bytes{tiling}")

@@ -1,0 +1,195 @@
+"""``tile_graph``: the graph with every node the planner cuts replaced by its tiles, joined by alias nodes
+(hetc.ir.tiles): a ``Region`` per activation box a tile reads (halo included; one per distinct box, shared by
+the tiles that read it), constants sliced at compile time into new constants, the K tiles of a matrix
+product chained through fused MatMul/Gemm+Add nodes, and one ``Assemble`` per cut output axis making the
+original output value (same name, shape and dtype; a cut along two axes nests an Assemble of row bands in an
+Assemble of channel bands)."""
+from __future__ import annotations
+
+import itertools
+from typing import Any, Sequence
+
+import numpy as np
+
+from hetc.ir import Graph, Node, Value
+from hetc.ir.fused import base_node
+from hetc.ir.graph import TileRef
+from hetc.ir.tiles import ASSEMBLE, REGION, TILE_DOMAIN
+from hetc.target.tiling.plan import ACC, TilePlan, describe_tile, plan_node, split_bands
+from hetc.target.tiling.rules import RULES, Box, Untileable, box_shape, full
+
+
+def tile_graph(graph: Graph, target: Any) -> Graph:
+    """A new graph in which each node too big for an accelerator that could otherwise run it (and, on targets
+    with several identical cores, each node whose split the cost model finds faster) is cut into tiles that
+    fit; ``graph`` is untouched. Nodes that cannot be tiled stay whole; capability says why."""
+    result = graph.copy()
+    opset = result.opset.get("", result.opset.get("ai.onnx", 17))
+    names = _Names(result)
+    next_id = result.next_node_id()
+    nodes: list[Node] = []
+    changed = False
+    for node in result.nodes:
+        plan = plan_node(target, node, opset)
+        if not isinstance(plan, TilePlan):
+            nodes.append(node)
+            continue
+        made, next_id = _materialize(node, plan, opset, names, next_id)
+        nodes += made
+        changed = True
+    if not changed:
+        return result
+    return Graph.build(result.name, nodes, result.inputs, result.outputs, result.opset, result.metadata)
+
+
+class _Names:
+    """Fresh value and node names that collide with nothing in the graph."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.used = set(graph.values) | {n.name for n in graph.nodes}
+
+    def fresh(self, base: str) -> str:
+        name, k = base, 1
+        while name in self.used:
+            name, k = f"{base}_{k}", k + 1
+        self.used.add(name)
+        return name
+
+
+def _materialize(node: Node, plan: TilePlan, opset: int, names: _Names,
+                 next_id: int) -> tuple[list[Node], int]:
+    y = node.outputs[0]
+    label = node.name or f"{node.op_type}_{node.id}"
+    axes = [a for a, _n in plan.cuts]
+    out_cuts = [(a, split_bands(a.extent, n, a.unit)) for a, n in plan.cuts if a.out_axis is not None]
+    k_cut = next(((a, split_bands(a.extent, n, a.unit)) for a, n in plan.cuts if a.out_axis is None), None)
+    k_bands = k_cut[1] if k_cut is not None else [None]
+    made: list[Node] = []
+    regions: dict[tuple[str, Box], Value] = {}
+    slices: dict[tuple[str, Box], Value] = {}
+    count = plan.count
+    index = 0
+    parts: dict[tuple[int, ...], Value] = {}   # output block (band index per cut output axis) -> its value
+
+    def operand(source: Any, box: Box, acc: Value | None, replace: dict[int, Any]) -> Value:
+        nonlocal next_id
+        if source == ACC:
+            assert acc is not None
+            return acc
+        if source in replace:
+            array = np.asarray(replace[source])
+            v = node.inputs[source]
+            assert v is not None
+            return Value(names.fresh(f"{v.name}__{label}_t{index}"), v.dtype, tuple(array.shape), const=array)
+        v = node.inputs[source]
+        assert v is not None
+        if box == full(v):
+            return v
+        key = (v.name, box)
+        if v.is_const:
+            if key not in slices:
+                array = np.ascontiguousarray(np.asarray(v.const)[tuple(slice(s, e) for s, e in zip(*box))])
+                slices[key] = Value(names.fresh(f"{v.name}__{label}_s{len(slices)}"), v.dtype, box_shape(box),
+                                    const=array)
+            return slices[key]
+        if key not in regions:
+            out = Value(names.fresh(f"{v.name}__{label}_r{len(regions)}"), v.dtype, box_shape(box))
+            made.append(Node(next_id, REGION, names.fresh(f"{label}/region{len(regions)}"), [v], [out],
+                             {"starts": list(box[0]), "ends": list(box[1])}, TILE_DOMAIN))
+            next_id += 1
+            regions[key] = out
+        return regions[key]
+
+    for block in itertools.product(*[range(len(bands)) for _a, bands in out_cuts]):
+        bands = {a.name: bands_[i] for (a, bands_), i in zip(out_cuts, block)}
+        acc: Value | None = None
+        for k, kband in enumerate(k_bands):
+            full_bands = dict(bands)
+            if kband is not None:
+                full_bands["K"] = kband
+            shape = describe_tile(node, axes, full_bands, (k, len(k_bands)), opset)
+            ins: list[Value | None] = [None if e is None else operand(e[0], e[1], acc, shape.replace)
+                                       for e in shape.inputs]
+            whole = not out_cuts and k == len(k_bands) - 1   # a K-only cut: the last tile makes the output
+            out = y if whole else Value(names.fresh(f"{y.name}__{label}_t{index}"), y.dtype, box_shape(shape.out))
+            made.append(Node(next_id, shape.op_type, names.fresh(f"{label}/tile{index}"), ins, [out],
+                             shape.attrs, shape.domain,
+                             TileRef(label, index, count, plan.axis_label, plan.why)))
+            next_id += 1
+            index += 1
+            acc = out
+        assert acc is not None
+        parts[block] = acc
+    next_id = _assemble(node, out_cuts, parts, made, names, label, next_id)
+    return made, next_id
+
+
+def _assemble(node: Node, out_cuts: list, parts: dict[tuple[int, ...], Value], made: list[Node], names: _Names,
+              label: str, next_id: int) -> int:
+    """Join the output blocks: along the last cut axis first (an Assemble per band of the outer axis), then
+    the outer axis into the original output."""
+    if not out_cuts:
+        return next_id
+    y = node.outputs[0]
+    level = dict(parts)
+    for depth in range(len(out_cuts) - 1, -1, -1):
+        axis = out_cuts[depth][0].out_axis
+        grouped: dict[tuple[int, ...], list[Value]] = {}
+        for block in sorted(level):
+            grouped.setdefault(block[:depth], []).append(level[block])
+        level = {}
+        for prefix, members in grouped.items():
+            if len(members) == 1:
+                level[prefix] = members[0]
+                continue
+            shape = list(members[0].shape)
+            shape[axis] = sum(v.shape[axis] for v in members)
+            out = y if depth == 0 else Value(names.fresh(f"{y.name}__{label}_a{len(made)}"), y.dtype, tuple(shape))
+            made.append(Node(next_id, ASSEMBLE, names.fresh(f"{label}/assemble"), list(members), [out],
+                             {"axis": axis}, TILE_DOMAIN))
+            next_id += 1
+            level[prefix] = out
+    return next_id
+
+
+def tiling_note(graph: Graph) -> str:
+    """One line for the build's progress: how many nodes were cut into how many tiles."""
+    per_node: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.tile is not None:
+            per_node[node.tile.of] = node.tile.count
+    if not per_node:
+        return "no node needed tiling"
+    return (f"{len(per_node)} nodes cut into {sum(per_node.values())} tiles "
+            f"(at most {max(per_node.values())} per node)")
+
+
+def tiling_rows(graph: Graph) -> list[dict[str, Any]]:
+    """One row per tiled node, in graph order: its name, op, tile count, the axes cut and the tiler's
+    rationale (report.txt and ``hetc inspect`` show them)."""
+    from hetc.ir.fused import node_label
+    rows: dict[str, dict[str, Any]] = {}
+    for node in graph.nodes:
+        ref = node.tile
+        if ref is not None and ref.of not in rows:
+            rows[ref.of] = {"node": ref.of, "op": node_label(node).removesuffix("+Add") if ref.axis.endswith("K")
+                            else node_label(node), "tiles": ref.count, "axis": ref.axis, "why": ref.why}
+    return list(rows.values())
+
+
+def cut_node(graph: Graph, name: str, cuts: Sequence[tuple[str, int]], why: str = "cut by hand") -> Graph:
+    """``graph`` with node ``name`` cut as given, e.g. ``[("rows", 4), ("channels", 2)]``, whatever its size
+    (tests and experiments; ``tile_graph`` chooses cuts itself). Raises Untileable for an axis the node's
+    rule does not offer."""
+    result = graph.copy()
+    opset = result.opset.get("", result.opset.get("ai.onnx", 17))
+    node = next(n for n in result.nodes if n.name == name)
+    base = base_node(node)
+    axes = {a.name: a for a in RULES[base.op_type].axes(base, opset)}
+    missing = [a for a, _n in cuts if a not in axes]
+    if missing:
+        raise Untileable(f"{node.op_type} '{name}' has no axis {missing[0]}; it has {', '.join(axes)}")
+    plan = TilePlan(tuple((axes[a], n) for a, n in cuts), "", 0, 0.0, None, why)
+    made, _ = _materialize(node, plan, opset, _Names(result), result.next_node_id())
+    nodes = [m for n in result.nodes for m in (made if n is node else [n])]
+    return Graph.build(result.name, nodes, result.inputs, result.outputs, result.opset, result.metadata)

@@ -1,0 +1,431 @@
+"""Tiling rules per op family, as data: ``RULES`` maps an op type to the rule that says along which axes its
+output may be cut and, for one tile (one band per cut axis), which box of each input the tile reads and
+which attributes it runs with. The driver (hetc.target.tiling.plan) chooses the cut; it knows nothing of ops.
+
+Boxes are ``(starts, ends)`` over every axis of a value, in the value's own coordinates. A box covering a
+whole constant keeps the constant; a smaller one becomes a new, sliced constant; on an activation it becomes a
+``Region`` (hetc.ir.tiles). The output box of a tile is the product of its bands (full along other axes).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from hetc.ir import Node, Value
+
+Box = tuple[tuple[int, ...], tuple[int, ...]]
+Bands = dict[str, tuple[int, int]]
+
+
+class Untileable(Exception):
+    """A rule's refusal: the message says what cannot be tiled and why (quoted by capability)."""
+
+
+@dataclass(frozen=True)
+class Axis:
+    """An axis a node may be cut along: its name ("rows", "channels", "M", "N", "K", "axis 3"), the output
+    axis it cuts (None for a reduction axis: K, whose tiles chain partial sums), its extent and the unit band
+    boundaries must be multiples of (the output channels of one group in a grouped convolution)."""
+
+    name: str
+    out_axis: int | None
+    extent: int
+    unit: int = 1
+
+
+@dataclass
+class BaseTile:
+    """One tile of the base op: per base input a box of it (None: the input is omitted), and the tile's
+    attributes. ``inputs[i] is None`` where the original input is omitted or the tile drops it (a K tile
+    after the first drops Gemm's C)."""
+
+    inputs: list[Box | None]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    replace: dict[int, Any] = field(default_factory=dict)   # input index -> new constant array (Resize sizes)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """``axes(node, opset)`` lists the cuttable axes; ``tile(node, bands, opset)`` gives one tile."""
+
+    axes: Callable[[Node, int], list[Axis]]
+    tile: Callable[[Node, Bands, int], BaseTile]
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def full(v: Value) -> Box:
+    return tuple(0 for _ in v.shape), tuple(v.shape)
+
+
+def with_band(box: Box, axis: int, lo: int, hi: int) -> Box:
+    starts, ends = list(box[0]), list(box[1])
+    starts[axis], ends[axis] = lo, hi
+    return tuple(starts), tuple(ends)
+
+
+def out_box(node: Node, bands: Bands, axes: Sequence[Axis]) -> Box:
+    box = full(node.outputs[0])
+    for axis in axes:
+        if axis.out_axis is not None and axis.name in bands:
+            box = with_band(box, axis.out_axis, *bands[axis.name])
+    return box
+
+
+def broadcast_box(v: Value, out: Box, out_shape: Sequence[int]) -> Box:
+    """The box of an operand broadcast (numpy rules) to an output of ``out_shape`` that a tile with output box
+    ``out`` reads: the same band along axes the operand spans, the whole (size 1) axis where it broadcasts."""
+    rank, out_rank = len(v.shape), len(out_shape)
+    starts, ends = [], []
+    for i, dim in enumerate(v.shape):
+        o = i + out_rank - rank
+        if dim == 1 and out_shape[o] != 1:
+            starts.append(0)
+            ends.append(1)
+        else:
+            starts.append(out[0][o])
+            ends.append(out[1][o])
+    return tuple(starts), tuple(ends)
+
+
+def nchw_name(axis: int, rank: int) -> str:
+    if rank >= 3:
+        return {0: "batch", 1: "channels", 2: "rows"}.get(axis, f"axis {axis}")
+    return f"axis {axis}"
+
+
+def _x(node: Node) -> Value:
+    x = node.inputs[0]
+    assert x is not None
+    return x
+
+
+# ----------------------------------------------------------------------------------------------- windows
+def _explicit_pads(node: Node, x: Value, kernel: Sequence[int]) -> list[int]:
+    """The node's pads as an explicit list (auto_pad resolved as ONNX defines it)."""
+    spatial = len(x.shape) - 2
+    auto = str(node.attr("auto_pad", "NOTSET"))
+    strides = list(node.attr("strides") or [1] * spatial)
+    dilations = list(node.attr("dilations") or [1] * spatial)
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        begins, ends = [], []
+        for i in range(spatial):
+            out = -(-x.shape[2 + i] // strides[i])
+            eff = (kernel[i] - 1) * dilations[i] + 1
+            total = max(0, (out - 1) * strides[i] + eff - x.shape[2 + i])
+            small, big = total // 2, total - total // 2
+            begins.append(small if auto == "SAME_UPPER" else big)
+            ends.append(big if auto == "SAME_UPPER" else small)
+        return begins + ends
+    if auto == "VALID":
+        return [0] * (2 * spatial)
+    return list(node.attr("pads") or [0] * (2 * spatial))
+
+
+def _kernel(node: Node) -> list[int]:
+    if node.op_type in ("Conv", "ConvTranspose"):
+        w = node.inputs[1]
+        assert w is not None
+        return list(node.attr("kernel_shape") or w.shape[2:])
+    return list(node.attr("kernel_shape"))
+
+
+def _row_window(node: Node, r0: int, r1: int) -> tuple[int, int, int, int]:
+    """Input rows [i0, i1) that output rows [r0, r1) read, with the tile's top and bottom pads."""
+    x = _x(node)
+    kernel = _kernel(node)
+    spatial = len(x.shape) - 2
+    pads = _explicit_pads(node, x, kernel)
+    stride = int((node.attr("strides") or [1] * spatial)[0])
+    dilation = int((node.attr("dilations") or [1] * spatial)[0])
+    eff = (kernel[0] - 1) * dilation + 1
+    lo = r0 * stride - pads[0]
+    hi = (r1 - 1) * stride - pads[0] + eff
+    height = x.shape[2]
+    i0, i1 = max(lo, 0), min(hi, height)
+    if i1 <= i0:   # the band sees only padding; read one row so the tile has an input
+        raise Untileable(f"{node.op_type} output rows {r0}-{r1} read only padding")
+    return i0, i1, i0 - lo, hi - i1
+
+
+def _window_axes(node: Node, opset: int) -> list[Axis]:
+    x, y = _x(node), node.outputs[0]
+    if len(x.shape) < 3:
+        return []
+    axes = [Axis("channels", 1, y.shape[1], _group_unit(node)), Axis("rows", 2, y.shape[2])]
+    if y.shape[0] > 1:
+        axes.append(Axis("batch", 0, y.shape[0]))
+    if node.op_type == "AveragePool" and int(node.attr("ceil_mode", 0)) and int(node.attr("count_include_pad", 0)):
+        axes = [a for a in axes if a.name != "rows"]   # the ceil overhang would count as padding in a tile
+    return axes
+
+
+def _group_unit(node: Node) -> int:
+    group = int(node.attr("group", 1))
+    if node.op_type == "Conv" and group > 1:
+        return node.outputs[0].shape[1] // group
+    if node.op_type == "ConvTranspose" and group > 1:
+        return node.outputs[0].shape[1] // group
+    return 1
+
+
+def _window_tile(node: Node, bands: Bands, opset: int) -> BaseTile:
+    x, y = _x(node), node.outputs[0]
+    attrs = dict(node.attrs)
+    xbox = full(x)
+    if "batch" in bands:
+        xbox = with_band(xbox, 0, *bands["batch"])
+    c0, c1 = bands.get("channels", (0, y.shape[1]))
+    boxes: list[Box | None] = []
+    if node.op_type in ("Conv", "ConvTranspose"):
+        group = int(node.attr("group", 1))
+        if group > 1:   # whole groups: their input channels and a smaller group count
+            unit_out = y.shape[1] // group
+            unit_in = x.shape[1] // group
+            g0, g1 = c0 // unit_out, c1 // unit_out
+            xbox = with_band(xbox, 1, g0 * unit_in, g1 * unit_in)
+            attrs["group"] = g1 - g0
+        w = node.inputs[1]
+        assert w is not None
+        if node.op_type == "Conv":   # W is [M, C / group, *kernel]
+            wbox = with_band(full(w), 0, c0, c1)
+        elif group > 1:   # W is [C, M / group, *kernel]: the input channels of the tile's groups
+            wbox = with_band(full(w), 0, xbox[0][1], xbox[1][1])
+        else:
+            wbox = with_band(full(w), 1, c0, c1)
+        boxes = [None, wbox]
+        b = node.inputs[2] if len(node.inputs) > 2 else None
+        boxes.append(with_band(full(b), 0, c0, c1) if b is not None else None)
+    else:
+        xbox = with_band(xbox, 1, c0, c1)
+        boxes = [None]
+    if "rows" in bands:
+        if node.op_type == "ConvTranspose":
+            raise Untileable("ConvTranspose is tiled by output channels only")
+        i0, i1, top, bottom = _row_window(node, *bands["rows"])
+        xbox = with_band(xbox, 2, i0, i1)
+        kernel = _kernel(node)
+        pads = _explicit_pads(node, x, kernel)
+        spatial = len(x.shape) - 2
+        pads[0], pads[spatial] = top, bottom
+        attrs["pads"] = pads
+        attrs.pop("auto_pad", None)   # (ceil_mode stays for the other axes: along rows the tile's pads end
+        # exactly where its last window does, so ceil and floor agree)
+    boxes[0] = xbox
+    return BaseTile(boxes, attrs)
+
+
+# ----------------------------------------------------------------------------------------------- matmul
+def _gemm_axes(node: Node, opset: int) -> list[Axis]:
+    a = _x(node)
+    y = node.outputs[0]
+    k = a.shape[0] if int(node.attr("transA", 0)) else a.shape[1]
+    return [Axis("M", 0, y.shape[0]), Axis("N", 1, y.shape[1]), Axis("K", None, k)]
+
+
+def _gemm_tile(node: Node, bands: Bands, opset: int) -> BaseTile:
+    a, b = node.inputs[0], node.inputs[1]
+    assert a is not None and b is not None
+    y = node.outputs[0]
+    m0, m1 = bands.get("M", (0, y.shape[0]))
+    n0, n1 = bands.get("N", (0, y.shape[1]))
+    k0, k1 = bands.get("K", (0, a.shape[0] if int(node.attr("transA", 0)) else a.shape[1]))
+    abox = ((k0, m0), (k1, m1)) if int(node.attr("transA", 0)) else ((m0, k0), (m1, k1))
+    bbox = ((n0, k0), (n1, k1)) if int(node.attr("transB", 0)) else ((k0, n0), (k1, n1))
+    c = node.inputs[2] if len(node.inputs) > 2 else None
+    cbox = None
+    tile = BaseTile([abox, bbox, None], dict(node.attrs))
+    if c is not None and k0 == 0:   # the bias joins the first partial sum only
+        tile.inputs[2] = broadcast_box(c, ((m0, n0), (m1, n1)), y.shape)
+    elif c is not None and opset < 11:   # C is required before opset 11: a zero bias
+        tile.inputs[2] = ((0,), (1,))
+        tile.replace[2] = np.zeros(1, dtype=np.asarray(c.const).dtype if c.const is not None else np.float32)
+    return tile
+
+
+def _matmul_axes(node: Node, opset: int) -> list[Axis]:
+    a, b = node.inputs[0], node.inputs[1]
+    assert a is not None and b is not None
+    y = node.outputs[0]
+    if len(a.shape) < 2 or len(b.shape) < 2:
+        return []
+    rank = len(y.shape)
+    return [Axis("M", rank - 2, y.shape[-2]), Axis("N", rank - 1, y.shape[-1]), Axis("K", None, a.shape[-1])]
+
+
+def _matmul_tile(node: Node, bands: Bands, opset: int) -> BaseTile:
+    a, b = node.inputs[0], node.inputs[1]
+    assert a is not None and b is not None
+    y = node.outputs[0]
+    m0, m1 = bands.get("M", (0, y.shape[-2]))
+    n0, n1 = bands.get("N", (0, y.shape[-1]))
+    k0, k1 = bands.get("K", (0, a.shape[-1]))
+    abox = with_band(with_band(full(a), len(a.shape) - 2, m0, m1), len(a.shape) - 1, k0, k1)
+    bbox = with_band(with_band(full(b), len(b.shape) - 2, k0, k1), len(b.shape) - 1, n0, n1)
+    return BaseTile([abox, bbox], dict(node.attrs))
+
+
+# ----------------------------------------------------------------------------------------------- along free axes
+def _free_axes(reduced: Callable[[Node, int], set[int]]) -> Callable[[Node, int], list[Axis]]:
+    def axes(node: Node, opset: int) -> list[Axis]:
+        y = node.outputs[0]
+        rank = len(y.shape)
+        skip = reduced(node, opset)
+        return [Axis(nchw_name(i, rank), i, y.shape[i]) for i in range(rank) if i not in skip and y.shape[i] > 1]
+    return axes
+
+
+def _bands_box(node: Node, bands: Bands) -> Box:
+    y = node.outputs[0]
+    rank = len(y.shape)
+    box = full(y)
+    for i in range(rank):
+        name = nchw_name(i, rank)
+        if name in bands:
+            box = with_band(box, i, *bands[name])
+    return box
+
+
+def _broadcast_tile(node: Node, bands: Bands, opset: int) -> BaseTile:
+    """Every input read at the output's box, broadcast axes whole (elementwise ops, activations)."""
+    y = node.outputs[0]
+    box = _bands_box(node, bands)
+    return BaseTile([None if v is None else broadcast_box(v, box, y.shape) for v in node.inputs], dict(node.attrs))
+
+
+def _same_box_tile(data_inputs: int) -> Callable[[Node, Bands, int], BaseTile]:
+    """The first ``data_inputs`` inputs at the output's box, the rest whole (LayerNorm's scale and bias,
+    Softmax has none)."""
+    def tile(node: Node, bands: Bands, opset: int) -> BaseTile:
+        box = _bands_box(node, bands)
+        return BaseTile([box if i < data_inputs else (None if v is None else full(v))
+                         for i, v in enumerate(node.inputs)], dict(node.attrs))
+    return tile
+
+
+def _global_tile(node: Node, bands: Bands, opset: int) -> BaseTile:
+    """Global pools: the output's batch and channel bands, every spatial position."""
+    x = _x(node)
+    box = _bands_box(node, bands)
+    return BaseTile([(box[0][:2] + (0,) * (len(x.shape) - 2), box[1][:2] + tuple(x.shape[2:]))], dict(node.attrs))
+
+
+def _no_reduction(node: Node, opset: int) -> set[int]:
+    return set()
+
+
+def _softmax_reduced(node: Node, opset: int) -> set[int]:
+    rank = len(node.outputs[0].shape)
+    axis = int(node.attr("axis", -1 if opset >= 13 else 1)) % rank
+    return {axis} if opset >= 13 else set(range(axis, rank))   # before 13: the axes from `axis` on, flattened
+
+
+def _layernorm_reduced(node: Node, opset: int) -> set[int]:
+    rank = len(node.outputs[0].shape)
+    return set(range(int(node.attr("axis", -1)) % rank, rank))
+
+
+def _spatial_reduced(node: Node, opset: int) -> set[int]:
+    return set(range(2, len(node.outputs[0].shape)))   # global pools and LRN's window: keep batch/channels
+
+
+def _lrn_reduced(node: Node, opset: int) -> set[int]:
+    return {1}   # the window runs across channels
+
+
+def _batchnorm_tile(node: Node, bands: Bands, opset: int) -> BaseTile:
+    box = _bands_box(node, bands)
+    c0, c1 = box[0][1], box[1][1]
+    return BaseTile([box] + [None if v is None else ((c0,), (c1,)) for v in node.inputs[1:]], dict(node.attrs))
+
+
+def _concat_reduced(node: Node, opset: int) -> set[int]:
+    return {int(node.attr("axis")) % len(node.outputs[0].shape)}
+
+
+def _concat_tile(node: Node, bands: Bands, opset: int) -> BaseTile:
+    box = _bands_box(node, bands)
+    axis = int(node.attr("axis")) % len(node.outputs[0].shape)
+    return BaseTile([None if v is None else with_band(box, axis, 0, v.shape[axis]) for v in node.inputs],
+                    dict(node.attrs))
+
+
+def _transpose_tile(node: Node, bands: Bands, opset: int) -> BaseTile:
+    box = _bands_box(node, bands)
+    perm = list(node.attr("perm") or reversed(range(len(box[0]))))
+    starts, ends = [0] * len(perm), [0] * len(perm)
+    for out_axis, in_axis in enumerate(perm):
+        starts[in_axis], ends[in_axis] = box[0][out_axis], box[1][out_axis]
+    return BaseTile([(tuple(starts), tuple(ends))], dict(node.attrs))
+
+
+def _pad_widths(node: Node) -> list[int] | None:
+    if "pads" in node.attrs:
+        return [int(p) for p in node.attrs["pads"]]
+    pads = node.inputs[1] if len(node.inputs) > 1 else None
+    if pads is None or pads.const is None or (len(node.inputs) > 3 and node.inputs[3] is not None):
+        return None
+    return [int(p) for p in pads.const.reshape(-1)]
+
+
+def _pad_reduced(node: Node, opset: int) -> set[int]:
+    widths = _pad_widths(node)
+    rank = len(node.outputs[0].shape)
+    if widths is None:
+        raise Untileable("Pad with run-time pads or an axes input")
+    return {i for i in range(rank) if widths[i] or widths[i + rank]}
+
+
+def _pad_tile(node: Node, bands: Bands, opset: int) -> BaseTile:
+    box = _bands_box(node, bands)
+    return BaseTile([box] + [None if v is None else full(v) for v in node.inputs[1:]], dict(node.attrs))
+
+
+def _resize_reduced(node: Node, opset: int) -> set[int]:
+    if str(node.attr("coordinate_transformation_mode", "half_pixel")) == "tf_crop_and_resize" or node.attr("axes"):
+        raise Untileable("Resize with tf_crop_and_resize or an axes attribute")
+    x, y = _x(node), node.outputs[0]
+    return {i for i, (a, b) in enumerate(zip(x.shape, y.shape)) if a != b}   # only unscaled axes are free
+
+
+def _resize_tile(node: Node, bands: Bands, opset: int) -> BaseTile:
+    box = _bands_box(node, bands)
+    tile = BaseTile([box] + [None if v is None else full(v) for v in node.inputs[1:]], dict(node.attrs))
+    sizes = node.inputs[3] if len(node.inputs) > 3 else None
+    if sizes is not None:   # the tile's own output size
+        tile.replace[3] = np.asarray(box_shape(box), dtype=np.int64)
+    return tile
+
+
+ELEMENTWISE = ("Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh",
+               "Gelu", "Erf", "Softplus", "Clip", "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Exp", "Log", "Neg",
+               "Abs", "Reciprocal", "Max", "Min", "Sum", "Mean", "Where", "Equal", "Less", "Greater", "Cast")
+
+RULES: dict[str, Rule] = {
+    **{op: Rule(_window_axes, _window_tile) for op in ("Conv", "MaxPool", "AveragePool", "ConvTranspose")},
+    "Gemm": Rule(_gemm_axes, _gemm_tile),
+    "MatMul": Rule(_matmul_axes, _matmul_tile),
+    **{op: Rule(_free_axes(_no_reduction), _broadcast_tile) for op in ELEMENTWISE},
+    "BatchNormalization": Rule(_free_axes(_no_reduction), _batchnorm_tile),
+    "LRN": Rule(_free_axes(_lrn_reduced), _same_box_tile(1)),
+    "Softmax": Rule(_free_axes(_softmax_reduced), _same_box_tile(1)),
+    "LogSoftmax": Rule(_free_axes(_softmax_reduced), _same_box_tile(1)),
+    "LayerNormalization": Rule(_free_axes(_layernorm_reduced), _same_box_tile(1)),
+    "InstanceNormalization": Rule(_free_axes(_spatial_reduced), _batchnorm_tile),
+    "GlobalAveragePool": Rule(_free_axes(_spatial_reduced), _global_tile),
+    "GlobalMaxPool": Rule(_free_axes(_spatial_reduced), _global_tile),
+    "Concat": Rule(_free_axes(_concat_reduced), _concat_tile),
+    "Transpose": Rule(_free_axes(_no_reduction), _transpose_tile),
+    "Pad": Rule(_free_axes(_pad_reduced), _pad_tile),
+    "Resize": Rule(_free_axes(_resize_reduced), _resize_tile),
+}
+
+
+def box_shape(box: Box) -> tuple[int, ...]:
+    return tuple(e - s for s, e in zip(*box))
+
+
+def box_numel(box: Box) -> int:
+    return math.prod(box_shape(box))
