@@ -1,0 +1,173 @@
+"""tile_graph: which nodes it cuts, that every tile fits its budget, that the tiled graph computes the same, the
+refusal capability gives for what cannot be tiled, multi-core splits, and the build option."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from onnx import helper
+
+from hetc.inspect import inspect_graph
+from hetc.ir.tiles import is_alias
+from hetc.pipeline import BuildOptions
+from hetc.target import target_from_toml_text, working_set_bytes
+from hetc.target.tiling import TILE_BUDGET_FRACTION, TilePlan, plan_node, tile_graph, tiling_rows
+from hetc.target.tiling import plan as tiling_plan
+
+from tiling_helpers import assert_same_outputs, load, make_model, tiles_of
+
+mk = helper.make_node
+
+
+def target_text(cores: int = 1, spm: str = "64KiB", dsp: str | None = None) -> str:
+    """A CPU and ``cores`` identical NPU cores (Conv, Relu, Add, MaxPool, Gemm, Softmax), each with its own
+    scratchpad, and optionally a DSP running Relu/Add/Softmax."""
+    text = ['name = "tiles"', 'description = "tiling test"', "sync_ns = 500",
+            'priority = [' + ", ".join(f'"npu{i}"' for i in range(cores)) + ', "cpu"]',
+            '[memories.dram]\nkind = "dram"\nsize = "1GiB"\nbandwidth = 10.0',
+            '[devices.cpu]\nkind = "cpu"\nmemory = "dram"\nlaunch_ns = 5000\npeak = { float32 = 20.0 }\n'
+            'efficiency = { default = 0.5 }']
+    for i in range(cores):
+        text.append(f'[memories.spm{i}]\nsize = "{spm}"\nbandwidth = 100.0')
+        text.append(f'[devices.npu{i}]\nkind = "npu"\nmemory = "spm{i}"\nlaunch_ns = 1000\n'
+                    'peak = { float32 = 200.0 }\nefficiency = { default = 0.5 }\n'
+                    'ops = ["Conv", "Relu", "Add", "MaxPool", "Gemm", "Softmax"]\ndtypes = ["float32"]')
+        text.append(f'[[dma]]\nname = "dma{i}"\nmemories = ["dram", "spm{i}"]\nbandwidth = 8.0\nlatency_ns = 500')
+    if dsp:
+        text.append(f'[memories.tcm]\nsize = "{dsp}"\nbandwidth = 50.0')
+        text.append('[devices.dsp]\nkind = "dsp"\nmemory = "tcm"\nlaunch_ns = 1000\npeak = { float32 = 50.0 }\n'
+                    'efficiency = { default = 0.5 }\nops = ["Relu", "Add", "Softmax"]\ndtypes = ["float32"]')
+        text.append('[[dma]]\nname = "dma_dsp"\nmemories = ["dram", "tcm"]\nbandwidth = 8.0\nlatency_ns = 500')
+    return "\n\n".join(text) + "\n"
+
+
+def conv_chain():
+    model = make_model([mk("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+                        mk("Relu", ["c1"], ["r1"], name="relu1"),
+                        mk("MaxPool", ["r1"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+                        mk("Conv", ["p", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1], strides=[2, 2]),
+                        mk("Add", ["c2", "c2"], ["y"], name="add")],
+                       {"x": (1, 8, 48, 48)}, ["y"],
+                       {"w1": (32, 8, 3, 3), "b1": (32,), "w2": (64, 32, 3, 3), "b2": (64,)})
+    return load(model)
+
+
+def accelerators(target):
+    return [d for d, dev in target.devices.items() if dev.kind != "cpu"]
+
+
+def test_every_tile_fits_and_nothing_is_refused_for_its_size_only():
+    target = target_from_toml_text(target_text())
+    graph = conv_chain()
+    tiled = tile_graph(graph, target)
+    budget = 64 * 1024 * TILE_BUDGET_FRACTION
+    tiles = [n for n in tiled.nodes if n.tile is not None]
+    assert {n.tile.of for n in tiles} >= {"conv1", "pool", "conv2"}
+    for n in tiles:
+        assert working_set_bytes(n, 64) <= budget, n
+        assert n.tile.why and 0 <= n.tile.index < n.tile.count
+    for n in tiled.nodes:
+        if is_alias(n):
+            continue
+        verdicts = [target.supports(n, d) for d in accelerators(target)]
+        assert any(verdicts) or all(v.code != "working-set" for v in verdicts), [str(v) for v in verdicts]
+    assert [v.name for v in tiled.outputs] == ["y"]
+    assert_same_outputs(graph, tiled)
+    rows = tiling_rows(tiled)
+    assert {r["node"] for r in rows} == {n.tile.of for n in tiles} and all(r["why"] for r in rows)
+
+
+def test_budget_is_the_smallest_home_of_the_accelerators_that_can_run_the_node():
+    # 400 KB of Relu: fits the NPU's 1 MiB whole, not the DSP's 256 KiB, so it is cut for the DSP's budget
+    target = target_from_toml_text(target_text(spm="1MiB", dsp="256KiB"))
+    graph = load(make_model([mk("Relu", ["x"], ["y"], name="relu")], {"x": (1, 16, 80, 80)}, ["y"], {}))
+    plan = plan_node(target, graph.nodes[0])
+    assert isinstance(plan, TilePlan) and plan.budget == 128 * 1024
+    tiled = tile_graph(graph, target)
+    assert all(working_set_bytes(t, 64) <= 128 * 1024 for t in tiles_of(tiled, "relu"))
+    assert_same_outputs(graph, tiled)
+    # Conv runs on the NPU only: its budget is half the NPU's scratchpad
+    conv = conv_chain().nodes[0]
+    assert plan_node(target, conv) is None   # fits the NPU whole; the DSP has no Conv
+
+
+def test_a_node_that_cannot_be_tiled_keeps_a_reason_naming_what_cannot_be_tiled():
+    target = target_from_toml_text(target_text())
+    # Softmax over the only axis of a 1-D tensor: nothing is free to cut along
+    graph = load(make_model([mk("Softmax", ["x"], ["y"], name="softmax", axis=0)], {"x": (40000,)}, ["y"], {}))
+    tiled = tile_graph(graph, target)
+    assert [n.op_type for n in tiled.nodes] == ["Softmax"]
+    reason = target.supports(tiled.nodes[0], "npu0")
+    assert reason.code == "working-set"
+    assert "cannot be tiled" in str(reason) and "no axis to cut along" in str(reason)
+
+
+def test_the_cap_leaves_a_node_whole_with_its_reason(monkeypatch):
+    target = target_from_toml_text(target_text())
+    graph = conv_chain()
+    monkeypatch.setattr(tiling_plan, "MAX_TILES", 2)
+    reason = target.supports(graph.nodes[0], "npu0")
+    assert "more than 2 tiles (the cap per node)" in str(reason)
+    assert not any(n.tile for n in tile_graph(graph, target).nodes if n.name == "conv1")
+
+
+def test_an_untiled_graph_says_how_the_tiler_would_cut_it():
+    target = target_from_toml_text(target_text())
+    reason = target.supports(conv_chain().nodes[0], "npu0")
+    assert reason.code == "working-set" and "tiling would cut it into" in str(reason)
+
+
+def test_several_cores_split_a_node_that_fits_whole_when_that_pays():
+    target = target_from_toml_text(target_text(cores=4, spm="2MiB"))
+    model = make_model([mk("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1]),
+                        mk("Relu", ["x"], ["z"], name="relu")],
+                       {"x": (1, 32, 28, 28)}, ["y", "z"], {"w": (64, 32, 3, 3), "b": (64,)})
+    graph = load(model)
+    conv = next(n for n in graph.nodes if n.name == "conv")
+    assert target.supports(conv, "npu0")   # fits whole
+    plan = plan_node(target, conv)
+    assert isinstance(plan, TilePlan) and plan.count >= 4 and plan.whole_ns is not None
+    assert plan.estimate_ns < plan.whole_ns and "split across 4 npu cores" in plan.why
+    assert plan_node(target, next(n for n in graph.nodes if n.name == "relu")) is None   # launches outweigh it
+    tiled = tile_graph(graph, target)
+    assert len(tiles_of(tiled, "conv")) == plan.count
+    assert_same_outputs(graph, tiled)
+
+
+def test_one_core_never_splits_a_node_that_fits():
+    target = target_from_toml_text(target_text(cores=1, spm="2MiB"))
+    graph = load(make_model([mk("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1])],
+                            {"x": (1, 32, 28, 28)}, ["y"], {"w": (64, 32, 3, 3), "b": (64,)}))
+    assert [n.name for n in tile_graph(graph, target).nodes] == ["conv"]
+
+
+def test_gemm_too_big_for_its_weights_streams_them_through_a_k_chain():
+    target = target_from_toml_text(target_text())
+    graph = load(make_model([mk("Gemm", ["a", "w", "b"], ["y"], name="fc", transB=1)],
+                            {"a": (1, 2048)}, ["y"], {"w": (64, 2048), "b": (64,)}))
+    tiled = tile_graph(graph, target)
+    tiles = tiles_of(tiled, "fc")
+    assert tiles and all(working_set_bytes(t, 64) <= 32 * 1024 for t in tiles)
+    assert_same_outputs(graph, tiled, rtol=1e-5)
+
+
+def test_inspect_shows_the_tiling_of_each_node_it_would_cut():
+    target = target_from_toml_text(target_text())
+    report = inspect_graph(conv_chain(), target)
+    tiled = {n.name: n.tiling for n in report.nodes if n.tiling is not None}
+    assert "conv1" in tiled and tiled["conv1"]["tiles"] > 1 and "tile budget" in tiled["conv1"]["why"]
+    assert report.to_json()["nodes"][0]["tiling"] == tiled.get(report.nodes[0].name)
+
+
+def test_build_options_tile_by_default():
+    assert BuildOptions().tiling is True
+    assert {f.name for f in dataclasses.fields(BuildOptions)} >= {"tiling"}
+
+
+@pytest.mark.parametrize("flag", ["--tiling", "--no-tiling"])
+def test_cli_build_takes_the_tiling_flag(tmp_path, flag):
+    from cli_subprocess import REPO, run_hetc
+    out = tmp_path / "bundle"
+    done = run_hetc("build", REPO / "models" / "tiny_cnn.onnx", "-o", out, "-s", "greedy", "-q", flag)
+    assert done.returncode == 0, done.stderr
+    assert (out / "placement.csv").read_text().splitlines()[0].endswith("tile,tiling")
