@@ -233,7 +233,22 @@ def report_text(schedule: "Schedule", graph: "Graph | None", plan: "MemoryPlan |
     if numerics is not None:
         tables.append(numerics_table(numerics))
     tables.append(placement_table(plan.schedule if plan is not None else schedule, graph, target))
+    if graph is not None:
+        tiling = tiling_table(graph)
+        if tiling is not None:
+            tables.append(tiling)
     return "\n".join(str(t) for t in tables)
+
+
+def tiling_table(graph: "Graph") -> ReportTable | None:
+    """One row per node the tiler cut: its tiles, the axes and why that cut (None when no node was cut)."""
+    from hetc.target.tiling import tiling_rows
+    rows = tiling_rows(graph)
+    if not rows:
+        return None
+    return ReportTable("Tiling", ("node", "op", "tiles", "cut along", "why"),
+                       tuple((r["node"], r["op"], str(r["tiles"]), r["axis"], r["why"]) for r in rows), "llrll",
+                       f"{len(rows)} nodes cut into {sum(r['tiles'] for r in rows)} tiles")
 
 
 def _short(value: Any) -> str:

@@ -172,8 +172,9 @@ def tiling_rows(graph: Graph) -> list[dict[str, Any]]:
     for node in graph.nodes:
         ref = node.tile
         if ref is not None and ref.of not in rows:
-            rows[ref.of] = {"node": ref.of, "op": node_label(node).removesuffix("+Add") if ref.axis.endswith("K")
-                            else node_label(node), "tiles": ref.count, "axis": ref.axis, "why": ref.why}
+            # a K chain's tiles carry the partial-sum Add: name the chain by its base op
+            op = node.op_type if "K" in ref.axis.split(" x ") else node_label(node)
+            rows[ref.of] = {"node": ref.of, "op": op, "tiles": ref.count, "axis": ref.axis, "why": ref.why}
     return list(rows.values())
 
 

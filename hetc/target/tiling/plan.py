@@ -30,7 +30,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from hetc.ir import Node, Value
+from hetc.ir import Node, Value, itemsize
 from hetc.ir.fused import EPILOGUE_ATTR, FUSED_DOMAIN, base_input_count, base_node, epilogue_of, is_fused
 from hetc.target.capability import kernel_support, working_set_bytes
 from hetc.target.tiling.rules import (RULES, Axis, Bands, Box, Untileable, box_shape, broadcast_box, full,
@@ -78,7 +78,7 @@ class TilePlan:
         return " x ".join(axis.name for axis, _n in self.cuts)
 
     def describe(self) -> str:
-        return " x ".join(f"{n} {axis.name}" for axis, n in self.cuts)
+        return _label(self.cuts)
 
 
 def split_bands(extent: int, count: int, unit: int = 1) -> list[tuple[int, int]]:
@@ -195,7 +195,23 @@ def _fits(ctx: _Context, cuts: Sequence[tuple[Axis, int]]) -> bool:
         reps = _representatives(ctx, cuts)
     except Untileable:
         return False
-    return all(working_set_bytes(sketch(ctx.node, t), ctx.alignment) <= ctx.budget for t, _m in reps)
+    return all(_tile_bytes(ctx, t) <= ctx.budget for t, _m in reps)
+
+
+def _tile_bytes(ctx: _Context, tile: TileShape) -> int:
+    """``working_set_bytes`` of the tile, from its boxes (no node is built: this runs for every cut tried)."""
+    y = ctx.node.outputs[0]
+    distinct: dict[tuple, int] = {}
+    for entry in tile.inputs:
+        if entry is None:
+            continue
+        source, box = entry
+        v = y if source == ACC else ctx.node.inputs[source]
+        assert v is not None
+        distinct[(source if source == ACC else v.name, box)] = math.prod(box_shape(box)) * itemsize(v.dtype)
+    distinct[("out", tile.out)] = math.prod(box_shape(tile.out)) * itemsize(y.dtype)
+    a = ctx.alignment
+    return sum(-(-b // a) * a for b in distinct.values())
 
 
 def _dma_ns(ctx: _Context, nbytes: int) -> float:
@@ -308,13 +324,21 @@ def plan_node(target: Any, node: Node, opset: int | None = None) -> TilePlan | s
     """The tiling of ``node`` for ``target``: a TilePlan; a string saying why it cannot be tiled to fit
     (the node is too big for an accelerator that could otherwise run it); or None (nothing to do: no
     accelerator could run it, or it fits and no split pays). Cached per node and target."""
+    if node.tile is not None:
+        return None   # a tile fits by construction
     per_target = _PLANS.setdefault(node, {})
     key = id(target)
     signature = _signature(node)
     hit = per_target.get(key)
     if hit is not None and hit[0] == signature:
         return hit[1]
-    result = _plan(target, node, opset_of(node, opset))
+    # Nodes of one shape get one plan (a network repeats its layers): the plan names no value.
+    shared_key = (signature, opset, tuple(v is not None and v.is_const for v in node.inputs),
+                  len({id(v) for v in node.present_inputs}))
+    shared = target._cache.setdefault("tile-plans", {})
+    if shared_key not in shared:
+        shared[shared_key] = _plan(target, node, opset_of(node, opset))
+    result = shared[shared_key]
     per_target[key] = (signature, result)
     return result
 
@@ -366,6 +390,9 @@ def _plan(target: Any, node: Node, opset: int) -> TilePlan | str | None:
 def _split(ctx: _Context, need: int, memory: str) -> TilePlan | None:
     """A node that fits whole, cut into at least as many parts as cores when that is estimated faster."""
     whole = _whole_ns(ctx)
+    launch = ctx.target.devices[ctx.device].launch_ns
+    if launch + ctx.target.sync_ns + (whole - launch) / ctx.cores >= whole:
+        return None   # even a perfect split of the compute would not pay for a launch and the join
     scored = []
     for axis in ctx.axes:
         if axis.out_axis is None:
@@ -391,7 +418,8 @@ def _pick(scored: list[tuple[float, Any]]) -> tuple[float, Any]:
     not that precise, and every tile costs the scheduler tasks."""
     best = min(e for e, _c in scored)
     near = [(e, c) for e, c in scored if e <= best * (1 + NEAR_BEST)]
-    return min(near, key=lambda ec: (_count(ec[1]), ec[0]))
+    # then the outer axes: their tiles are fewer, longer contiguous runs for the DMA descriptors
+    return min(near, key=lambda ec: (_count(ec[1]), ec[0], [99 if a.out_axis is None else a.out_axis for a, _n in ec[1]]))
 
 
 def _why_not(ctx: _Context) -> str:
@@ -415,7 +443,7 @@ def _count(cuts: Sequence[tuple[Axis, int]]) -> int:
 
 
 def _label(cuts: Sequence[tuple[Axis, int]]) -> str:
-    return " x ".join(f"{n} {a.name}" for a, n in cuts) + f" ({_count(cuts)} tiles)"
+    return " x ".join(f"{n} bands of {a.name}" for a, n in cuts) + f" ({_count(cuts)} tiles)"
 
 
 def tiling_verdict(target: Any, node: Node) -> str:

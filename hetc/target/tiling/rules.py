@@ -92,7 +92,7 @@ def broadcast_box(v: Value, out: Box, out_shape: Sequence[int]) -> Box:
 
 def nchw_name(axis: int, rank: int) -> str:
     if rank >= 3:
-        return {0: "batch", 1: "channels", 2: "rows"}.get(axis, f"axis {axis}")
+        return {0: "batch", 1: "channels", 2: "rows", 3: "columns"}.get(axis, f"axis {axis}")
     return f"axis {axis}"
 
 
