@@ -179,3 +179,16 @@ def test_layernorm_concat_transpose_pad_resize():
                        ("resize", [("channels", 3)])):
         tiled = cut_node(tiled, name, cuts)
     assert_same_outputs(graph, tiled)
+
+
+@pytest.mark.parametrize("group", [1, 2])
+def test_conv_transpose_by_output_channels(group):
+    model = make_model([mk("ConvTranspose", ["x", "w", "b"], ["y"], name="deconv", strides=[2, 2], pads=[1, 1, 1, 1],
+                           group=group)],
+                       {"x": (1, 8, 7, 7)}, ["y"], {"w": (8, 12 // group, 3, 3), "b": (12,)})
+    graph = load(model)
+    tiled = cut_node(graph, "deconv", [("channels", 2)])
+    assert all(t.inputs[2].shape == (6,) for t in tiles_of(tiled, "deconv"))
+    assert_same_outputs(graph, tiled)
+    with pytest.raises(Untileable):
+        cut_node(graph, "deconv", [("rows", 2)])

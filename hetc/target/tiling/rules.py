@@ -154,7 +154,9 @@ def _window_axes(node: Node, opset: int) -> list[Axis]:
     x, y = _x(node), node.outputs[0]
     if len(x.shape) < 3:
         return []
-    axes = [Axis("channels", 1, y.shape[1], _group_unit(node)), Axis("rows", 2, y.shape[2])]
+    axes = [Axis("channels", 1, y.shape[1], _group_unit(node))]
+    if node.op_type != "ConvTranspose":   # its rows scatter into overlapping output windows: not cut here
+        axes.append(Axis("rows", 2, y.shape[2]))
     if y.shape[0] > 1:
         axes.append(Axis("batch", 0, y.shape[0]))
     if node.op_type == "AveragePool" and int(node.attr("ceil_mode", 0)) and int(node.attr("count_include_pad", 0)):
@@ -202,8 +204,6 @@ def _window_tile(node: Node, bands: Bands, opset: int) -> BaseTile:
         xbox = with_band(xbox, 1, c0, c1)
         boxes = [None]
     if "rows" in bands:
-        if node.op_type == "ConvTranspose":
-            raise Untileable("ConvTranspose is tiled by output channels only")
         i0, i1, top, bottom = _row_window(node, *bands["rows"])
         xbox = with_band(xbox, 2, i0, i1)
         kernel = _kernel(node)
