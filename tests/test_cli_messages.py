@@ -20,7 +20,7 @@ PRESET = Path(__file__).resolve().parent.parent / "hetc" / "target" / "presets" 
 
 
 def _tiny_scratchpads(tmp_path: Path) -> Path:
-    """edge-soc with 1 KiB scratchpads: no node fits an accelerator."""
+    """edge-soc with 1 KiB scratchpads: no node fits an accelerator whole (build with --no-tiling to keep it so)."""
     text = re.sub(r'(?m)^size = "(8|4)MiB".*$', 'size = "1KiB"', PRESET.read_text())
     path = tmp_path / "tiny-spm.toml"
     path.write_text(text)
@@ -29,7 +29,8 @@ def _tiny_scratchpads(tmp_path: Path) -> Path:
 
 def test_idle_accelerators_are_warned_about_with_quoted_reasons(tmp_path: Path) -> None:
     target_path = _tiny_scratchpads(tmp_path)
-    run = run_hetc("build", MODELS_DIR / "tiny_cnn.onnx", "-o", tmp_path / "b", "-t", target_path, "-q")
+    run = run_hetc("build", MODELS_DIR / "tiny_cnn.onnx", "-o", tmp_path / "b", "-t", target_path, "-q",
+                   "--no-tiling")
     assert run.returncode == 0, run.stderr
     warning = [line for line in run.stderr.splitlines() if line.startswith("warning: no work for the accelerators")]
     assert len(warning) == 1, run.stderr
