@@ -14,7 +14,7 @@ from hetc.target import target_from_toml_text, working_set_bytes
 from hetc.target.tiling import TILE_BUDGET_FRACTION, TilePlan, plan_node, tile_graph, tiling_rows
 from hetc.target.tiling import plan as tiling_plan
 
-from tiling_helpers import assert_same_outputs, load, make_model, tiles_of
+from tiler_helpers import assert_same_outputs, load, make_model, tiles_of
 
 mk = helper.make_node
 

@@ -17,7 +17,7 @@ from hetc.target.flops import node_flops
 from hetc.target.tiling import TilePlan, plan_node, tile_graph
 from hetc.validate.weights import randomize_weights
 
-from tiling_helpers import run
+from tiler_helpers import run
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 MODELS = ["bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet", "squeezenet",

@@ -10,7 +10,7 @@ from hetc.ir.fused import is_fused
 from hetc.ir.tiles import region_bounds
 from hetc.target.tiling import Untileable, cut_node
 
-from tiling_helpers import aliases, assert_same_outputs, load, make_model, tiles_of
+from tiler_helpers import aliases, assert_same_outputs, load, make_model, tiles_of
 
 mk = helper.make_node
 
