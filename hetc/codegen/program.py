@@ -15,8 +15,11 @@ needs; the simulator never has to rebuild IR nodes.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Union
+
+from hetc.ir.tiles import spans
 
 # Ops whose output may share its input's storage without changing a byte: an in-place one of these reads
 # and "writes" the same bytes, which is not a race.
@@ -33,7 +36,7 @@ class Operand:
     offset: int
     dtype: str
     shape: tuple[int, ...]
-    strides: tuple[int, ...]    # bytes, C order
+    strides: tuple[int, ...]    # bytes; a region of a tensor (hetc.ir.tiles) has its base's, else C order
     nbytes: int
     storage: str = ""           # the buffer owning these bytes (differs from ``buffer`` for an alias)
     # A host value (hetc.ir.host): its ONNX type, e.g. "seq(tensor(float32)[2])". The operand then names the
@@ -54,11 +57,37 @@ class Operand:
                    dtype=d["dtype"], shape=tuple(d["shape"]), strides=tuple(d["strides"]), nbytes=d["nbytes"],
                    storage=d.get("storage", d["buffer"]), host=d.get("host", ""))
 
+    @property
+    def dense(self) -> bool:
+        """Whether the elements are C-contiguous from ``offset`` (one run of ``nbytes``); axes of one element
+        have no stride."""
+        if not self.strides or self.nbytes == 0:
+            return True
+        step = self.nbytes // max(1, math.prod(self.shape))
+        for d, s in zip(reversed(self.shape), reversed(self.strides)):
+            if d != 1 and s != step:
+                return False
+            step *= d
+        return True
+
+    def runs(self) -> list[tuple[int, int]]:
+        """The byte runs ``[first, end)`` the operand touches (one for a dense operand; ``hetc.ir.tiles.spans``
+        of a region: a row band of an NCHW tensor is one run per channel)."""
+        if self.dense:
+            return [(self.offset, self.offset + self.nbytes)]
+        return spans(self.offset, self.shape, self.strides, self.nbytes // max(1, math.prod(self.shape)))
+
+    @property
+    def end(self) -> int:
+        """One past the last byte the operand touches."""
+        return self.runs()[-1][1] if self.nbytes else self.offset
+
     def asm(self) -> str:
         if self.host:
             return f"%{self.value} host {self.host}"
         dims = "x".join(map(str, self.shape)) or "()"
-        return f"%{self.value} {self.memory}+0x{self.offset:x} {self.dtype}[{dims}]"
+        strided = "" if self.dense else " strides=" + ",".join(map(str, self.strides))
+        return f"%{self.value} {self.memory}+0x{self.offset:x} {self.dtype}[{dims}]{strided}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,8 @@
 """Spilling: free a scratchpad at its fullest instant by evicting a buffer to DRAM and reloading it later.
 
 A candidate is a buffer live at the instant ``t`` but idle then (no task using it runs at ``t``) that shares
-its storage with nobody. Its uses split into those before ``t`` and those after; candidates go by the
+its storage with nobody, and is in no group holding a region (hetc.memory.aliasing): such a group is never
+split, so nothing of it is spilled (the planner passes its buffers as ``shared``). Its uses split into those before ``t`` and those after; candidates go by the
 bytes x time they free (Belady's furthest-next-use, weighted by size) until the excess is covered. A spill
 adds, on a DMA engine between the scratchpad and DRAM:
 

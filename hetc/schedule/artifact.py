@@ -77,6 +77,8 @@ class Schedule:
     placement: dict[int, str]   # node id -> device
     stats: SolverStats
     lower_bound_ns: int         # analytic bound, raised to the solver's proven bound when stronger
+    # alias node id (hetc.ir.tiles: Region, Assemble; not tasks) -> the memory its output lives in
+    aliases: dict[int, str] = field(default_factory=dict)
 
     @property
     def makespan_ns(self) -> int:
@@ -128,6 +130,7 @@ class Schedule:
             "placement": {str(k): v for k, v in sorted(self.placement.items())},
             "solver": {**asdict(self.stats), "gap": self.stats.gap},
             "tasks": [t.to_json() for t in self.tasks],
+            "aliases": [{"node": n, "memory": m} for n, m in sorted(self.aliases.items())],
         }
 
     @classmethod
@@ -136,7 +139,8 @@ class Schedule:
         s.pop("gap", None)
         return cls(tasks=tuple(Task.from_json(t) for t in d["tasks"]),
                    placement={int(k): v for k, v in d["placement"].items()},
-                   stats=SolverStats(**s), lower_bound_ns=d["lower_bound_ns"])
+                   stats=SolverStats(**s), lower_bound_ns=d["lower_bound_ns"],
+                   aliases={int(a["node"]): a["memory"] for a in d.get("aliases", ())})
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=1, sort_keys=False)
