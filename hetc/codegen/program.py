@@ -144,8 +144,16 @@ class Dma:
                 "dram_bytes": self.dram_bytes}
 
     def asm(self) -> str:
-        return (f"dma %{self.value} {self.src.memory}+0x{self.src.offset:x} -> {self.dst.memory}+0x"
-                f"{self.dst.offset:x} {self.bytes} B  ; task {self.task}, {self.duration_ns} ns")
+        return (f"dma %{self.value} {self.src.memory}+0x{self.src.offset:x}{_descriptor(self.src)} -> "
+                f"{self.dst.memory}+0x{self.dst.offset:x}{_descriptor(self.dst)} {self.bytes} B  ; task "
+                f"{self.task}, {self.duration_ns} ns")
+
+
+def _descriptor(o: Operand) -> str:
+    """A strided side of a DMA (a region of a tensor): its shape and byte strides; nothing for a dense one."""
+    if o.dense:
+        return ""
+    return f" [{'x'.join(map(str, o.shape))} strides={','.join(map(str, o.strides))}]"
 
 
 @dataclass(frozen=True, slots=True)
