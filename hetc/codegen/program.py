@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from hetc.ir.tiles import spans
+from hetc.memory.artifact import strided_extent
 
 # Ops whose output may share its input's storage without changing a byte: an in-place one of these reads
 # and "writes" the same bytes, which is not a race.
@@ -80,7 +81,9 @@ class Operand:
     @property
     def end(self) -> int:
         """One past the last byte the operand touches."""
-        return self.runs()[-1][1] if self.nbytes else self.offset
+        if self.dense:
+            return self.offset + self.nbytes
+        return self.offset + strided_extent(self.shape, self.strides, self.nbytes)
 
     def asm(self) -> str:
         if self.host:

@@ -81,6 +81,14 @@ class BufferTable:
             out[bid] = (start, max(end, start + 1))
         return out
 
+    def makers(self, buffer_id: str) -> tuple[int, ...]:
+        """The tasks whose end makes the buffer's value available: its writer, or for an alias output those of
+        the buffers that make it (none: available at time 0)."""
+        b = self.buffers[buffer_id]
+        if b.writer is not None:
+            return (b.writer,)
+        return tuple(sorted({t for m in b.made_by for t in self.makers(m)}))
+
     def add_reader(self, buffer_id: str, task_id: int) -> None:
         readers = self.buffers[buffer_id].readers
         if task_id not in readers:

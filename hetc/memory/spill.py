@@ -183,9 +183,9 @@ def _apply(table: BufferTable, tasks: list[Task], target: Target, memory: str, t
     evict: Task | None = None
     release = fits_from
     if dram_copy is not None:
-        if dram_copy.writer is not None and by_id[dram_copy.writer].end_ns > t:
+        source_deps: tuple[int, ...] = table.makers(dram_id)   # (a region in DRAM: what makes its base)
+        if any(by_id[d].end_ns > t for d in source_deps):
             return None                                # DRAM gets the value only later: not worth a 2nd copy
-        source_deps: tuple[int, ...] = () if dram_copy.writer is None else (dram_copy.writer,)
     else:
         produced = by_id[spec.writer]
         evict_at = produced.end_ns + sync
