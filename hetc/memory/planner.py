@@ -114,10 +114,11 @@ def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: 
         # re-timing of the ones before (the occupancy stays the round's; the next round checks it all again).
         # A round per stretch redid the whole analysis hundreds of times on 2 MiB scratchpads.
         repaired = False
+        regioned = _regioned(table, storages)
         for t in (crowded[1] if crowded else [t]):
             live = sum(size for _, s, e, size in occupancy if s <= t < e)
             excess = max(live - target.memories[memory].size + margin.get(memory, 0), packing_excess, align)
-            shared = _sharing_at(storages, lifetimes, t) | _regioned(table, storages)
+            shared = _sharing_at(storages, lifetimes, t) | regioned
             result = spill_at(table, schedule, target, memory, t, excess, lifetimes, shared, occupancy,
                               reader_delayed) \
                 if rounds <= MAX_SPILL_ROUNDS else None
