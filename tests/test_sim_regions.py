@@ -190,3 +190,27 @@ def test_a_strided_write_over_another_tiles_rows_is_a_race():
     assert bad_plan.violations(target) == []           # inside y, same group: only the timing can tell
     with pytest.raises(SimulationError, match="data race"):
         simulate(emit(graph, bad_plan, target), inputs())
+
+
+def test_regions_of_an_assemble_output_feed_the_next_layer():
+    """Conv A by rows -> its Assemble output in DRAM -> Conv B by rows reading Regions of it (one a region of a
+    region): B's NPU tile gets its region by a strided DMA out of A's bytes, its CPU tile reads in place."""
+    rng = np.random.default_rng(11)
+    wa, ba = he_weights(rng, (8, 4, 3, 3)), rng.standard_normal(8).astype(np.float32) * 0.1
+    wb, bb = he_weights(rng, (5, 8, 3, 3)), rng.standard_normal(5).astype(np.float32) * 0.1
+    model = conv_model([("A", wa, ba, [1, 1, 1, 1]), ("B", wb, bb, [1, 1, 1, 1])], X_SHAPE, (1, 5, 12, 10))
+    t = TiledBuilder()
+    x = Value("x", "float32", X_SHAPE)
+    a = conv_by_rows(t, "A", x, wa, ba, 3)
+    y = conv_by_rows(t, "y", a, wb, bb, 3, region_of_region=True)
+    graph = Graph.build("tiled", t.nodes, [x], [y], {"": 17})
+    target = make_target()
+    plan = plan_memory(graph, hand_schedule(graph, target, {"A_t0": "npu", "A_t2": "npu", "y_t1": "npu"}),
+                       target)
+    plan.verify(target)
+    owner = plan.buffer("A@dram")
+    assert {plan.buffer(f"y_in{k}@dram").alias_of for k in range(3)} == {"A@dram"}
+    assert plan.buffer("y_in2@dram").offset == owner.offset + 7 * 10 * 4       # rows 7.. through rows 5..
+    (expected,) = onnxruntime_outputs(model, inputs())
+    result = simulate(emit(graph, plan, target), inputs())
+    np.testing.assert_allclose(result.outputs["y"], expected, rtol=1e-4, atol=1e-4)
