@@ -159,3 +159,14 @@ def test_bounds_check_the_last_run_of_a_strided_operand():
     small = {**target.memories, "dram": replace(target.memories["dram"], size=plan.buffer("A_in1@dram").end - 1)}
     problems = bounds_violations(bundle.programs, small)
     assert any("A_in1@dram" in p and "lies outside memory 'dram'" in p for p in problems)
+
+
+def test_plans_and_schedules_written_before_regions_read_the_same():
+    graph, _, target, plan = build(PLACEMENTS["cpu"])
+    old_schedule = {k: v for k, v in plan.schedule.to_json().items() if k != "aliases"}
+    assert Schedule.from_json(old_schedule).aliases == {}
+    old_plan = plan.to_json()
+    old_plan["buffers"] = [{k: v for k, v in b.items() if k != "strides"} for b in old_plan["buffers"]]
+    again = MemoryPlan.from_json(old_plan, plan.schedule)
+    assert all(b.strides is None for b in again.buffers)
+    assert [b.offset for b in again.buffers] == [b.offset for b in plan.buffers]
