@@ -214,3 +214,21 @@ def test_regions_of_an_assemble_output_feed_the_next_layer():
     (expected,) = onnxruntime_outputs(model, inputs())
     result = simulate(emit(graph, plan, target), inputs())
     np.testing.assert_allclose(result.outputs["y"], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_saved_tiled_bundle_loads_and_computes_the_same(tmp_path):
+    """On a target read from TOML (embedded in the bundle, so it loads), with a semaphore cost."""
+    from hetc.codegen.bundle import load_bundle
+    from test_sim_support import toy_target
+    graph, model = three_layers()
+    target = toy_target()
+    plan = plan_memory(graph, hand_schedule(graph, target, PLACEMENTS["mixed"]), target)
+    plan.verify(target)
+    emit(graph, plan, target).save(tmp_path / "b")
+    loaded = load_bundle(tmp_path / "b")              # load-time bounds: regions at unaligned offsets pass
+    strided = [o for p in loaded.programs.values() for i in p.instructions if i.kind == "compute"
+               for o in i.inputs if o is not None and not o.dense]
+    assert any(o.offset % 64 for o in strided)
+    assert loaded.memory_plan().buffer("A_in1@dram").strides == (4 * 12 * 10 * 4, 12 * 10 * 4, 10 * 4, 4)
+    (expected,) = onnxruntime_outputs(model, inputs())
+    np.testing.assert_allclose(simulate(loaded, inputs()).outputs["y"], expected, rtol=1e-4, atol=1e-4)
