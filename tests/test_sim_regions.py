@@ -232,3 +232,30 @@ def test_a_saved_tiled_bundle_loads_and_computes_the_same(tmp_path):
     assert loaded.memory_plan().buffer("A_in1@dram").strides == (4 * 12 * 10 * 4, 12 * 10 * 4, 10 * 4, 4)
     (expected,) = onnxruntime_outputs(model, inputs())
     np.testing.assert_allclose(simulate(loaded, inputs()).outputs["y"], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_alias_nodes_cost_no_copy():
+    """Eight row tiles of one Conv, every other one on the NPU: the only activation traffic is each NPU tile's
+    region in and part out (nothing assembles or slices by copying), and the result is onnxruntime's."""
+    shape = (1, 16, 28, 28)
+    rng = np.random.default_rng(3)
+    w, b = he_weights(rng, (16, 16, 3, 3)), rng.standard_normal(16).astype(np.float32) * 0.1
+    model = conv_model([("y", w, b, [1, 1, 1, 1])], shape, shape)
+    t = TiledBuilder()
+    x = Value("x", "float32", shape)
+    y = conv_by_rows(t, "y", x, w, b, 8)
+    graph = Graph.build("tiled", t.nodes, [x], [y], {"": 17})
+    target = make_target(sram=1 << 20)
+    npu = {f"y_t{k}" for k in range(0, 8, 2)}
+    plan = plan_memory(graph, hand_schedule(graph, target, dict.fromkeys(npu, "npu")), target)
+    plan.verify(target)
+    bundle = emit(graph, plan, target)
+    moved = [i for p in bundle.programs.values() for i in p.instructions
+             if i.kind == "dma" and not graph.values[i.value].is_const]
+    tiles = [n for n in graph if n.name in npu]
+    assert sorted(d.bytes for d in moved) == sorted([n.inputs[0].nbytes for n in tiles] +
+                                                    [n.outputs[0].nbytes for n in tiles])
+    assert all(len((d.src if d.dst.memory == "sram" else d.dst).runs()) == 16 for d in moved)   # 16 channels
+    feeds = {"x": rng.standard_normal(shape).astype(np.float32)}
+    (expected,) = onnxruntime_outputs(model, feeds)
+    np.testing.assert_allclose(simulate(bundle, feeds).outputs["y"], expected, rtol=1e-4, atol=1e-4)
