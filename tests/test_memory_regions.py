@@ -21,7 +21,7 @@ from hetc.memory.spill import spill_candidates
 from hetc.schedule.artifact import Schedule
 from hetc.sim.simulate import simulate
 from test_memory_planner import make_target
-from test_sim_regions import PLACEMENTS, build, inputs
+from test_sim_regions import PLACEMENTS, build
 from tiling_helpers import TiledBuilder, hand_schedule, he_weights, onnxruntime_outputs
 
 ROW = 10 * 4            # one row of a [.., .., 12, 10] float32 tensor
