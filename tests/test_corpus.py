@@ -112,7 +112,7 @@ def test_report_table_names_each_failure() -> None:
     Outcome = corpus.Outcome
     outcomes = [Outcome("nudenet_320n", "edge-soc", True, True, "max abs err 1e-05", 1.0),
                 Outcome("nudenet_320n", "cpu-only", False, False, "ShapeError: boom", 1.0)]
-    table = corpus.report_table(outcomes, ("edge-soc", "cpu-only"))
-    assert "| `nudenet_320n` | nudenet 3.4.2 | pytorch 2.3 | validates | build error |" in table
+    table = corpus.report_table(outcomes, ("edge-soc", "cpu-only"), {"nudenet_320n": ""})
+    assert "| `nudenet_320n` | nudenet 3.4.2 | pytorch 2.3 | runs | validates | build error |" in table
     assert "- `nudenet_320n` on `cpu-only`: ShapeError: boom" in table
     assert "1 of 2 builds validate (1 build); 0 of 1 models validate on every preset." in table
