@@ -66,9 +66,6 @@ _VAD_SHAPES = {"input": (1, 512), "state": (2, 1, 128)}
 _IF_SHAPE = ("frontend: an If on a graph input (the sample rate) whose branches' output shapes ONNX shape "
              "inference cannot determine: 'unresolved subgraph output' (issue 18, item 2: run-time shapes "
              "through control flow)")
-_IF_CAPTURE = ("sim: an If whose branches read outer-scope values (graph inputs, weights, earlier results) runs "
-               "as a one-node onnxruntime model that is not given those values: KernelError 'reads outer-scope "
-               "value(s)' (hetc/sim/kernels/cpu.py)")
 _CONTRIB_SHAPE = ("frontend: the com.microsoft DynamicQuantizeLSTM's output has no static shape (ONNX shape "
                   "inference does not know the contrib op): 'data-dependent shape' (issue 18, item 1: types and "
                   "shapes of contrib ops from onnxruntime)")
@@ -125,8 +122,7 @@ MODELS: tuple[CorpusModel, ...] = (
     CorpusModel("silero_vad_ifless", *_SILERO, "silero_vad/data/silero_vad_op18_ifless.onnx",
                 "7671cd04b004e9076da0d4a7b1a5aec36adf161c39230c1cb94a4fd5db6bbd28",
                 "speech voice-activity detector (opset 18)", "pytorch 2.9", shapes=_VAD_SHAPES,
-                fixed_inputs=_VAD_SR,
-                expected={ALL_PRESETS: _IF_CAPTURE}),
+                fixed_inputs=_VAD_SR),
     CorpusModel("silero_vad_half", *_SILERO, "silero_vad/data/silero_vad_half.onnx",
                 "1e0b195ad4806595ef4466f419d16fca7e4afcfc6669b8c0b5f76ea87547c769",
                 "speech voice-activity detector (16 kHz, float16 inside)", "pytorch 2.3", shapes=_VAD_SHAPES),
@@ -153,8 +149,7 @@ MODELS: tuple[CorpusModel, ...] = (
                 "wake-word classifier (LSTM)", "tf2onnx 1.10", shapes={"input_1": (1, 16, 96)}),
     CorpusModel("oww_hey_jarvis", *_OWW, "openwakeword/resources/models/hey_jarvis_v0.1.onnx",
                 "94a13cfe60075b132f6a472e7e462e8123ee70861bc3fb58434a73712ee0d2cb",
-                "wake-word classifier (MLP + LayerNorm; an If runs a verifier MLP on a hit)", "pytorch 1.12",
-                expected={ALL_PRESETS: _IF_CAPTURE}),
+                "wake-word classifier (MLP + LayerNorm; an If runs a verifier MLP on a hit)", "pytorch 1.12"),
     CorpusModel("romanizer_encoder", "arabic-name-romanizer", "0.2.0", "arabic_name_romanizer/resources/encoder.onnx",
                 "f5d65df2189e5ec3929a3167d70de5f1f9eedd89dab964875039089581c5ec49",
                 "text encoder (bidirectional GRU)", "pytorch 2.14", dims={"batch": 1, "src_len": 16}),
