@@ -10,7 +10,6 @@ Loop's iteration axis from each result. The results are the If's, bit for bit: t
 from __future__ import annotations
 
 import numpy as np
-import onnx
 from onnx import TensorProto, helper
 
 from hetc.ir import Graph, Node, Value, dtype_to_onnx
