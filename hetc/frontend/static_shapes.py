@@ -261,11 +261,15 @@ def _unresolved(node: Node, value: Value, sources: list[str]) -> ShapeError:
 # Ops whose output *size* depends on the values of a data tensor: an output whose shape stays open is a host
 # tensor of run-time shape (as is any open output of a node that reads a host value).
 DATA_DEPENDENT_OPS = frozenset({"Unique", "NonZero", "Compress", "NonMaxSuppression", "StringSplit"})
+# Control flow whose outputs may be shaped by the data: an If whose branches return different shapes, a Loop
+# whose trip count or condition is computed at run time, a Scan over a run-time-shaped input. The CPU runs
+# them (hetc.sim's control-flow kernels), so their open outputs are host tensors too.
+CONTROL_FLOW_OPS = frozenset({"If", "Loop", "Scan"})
 
 
 def _held_by_host(node: Node, graph: Graph) -> bool:
     """Whether the open outputs of ``node`` may be host tensors rather than a shape error."""
-    if node.domain == "" and node.op_type in DATA_DEPENDENT_OPS:
+    if node.domain == "" and (node.op_type in DATA_DEPENDENT_OPS or node.op_type in CONTROL_FLOW_OPS):
         return True
     read = node.present_inputs + [graph.values[n] for n in node.outer_scope_names() if n in graph.values] \
         if node.has_subgraph else node.present_inputs
