@@ -8,6 +8,7 @@ import onnx
 
 from hetc.errors import ModelError, ShapeError
 from hetc.frontend.builder import build_graph, is_static
+from hetc.frontend.contrib import lower_contrib_ops
 from hetc.frontend.functions import spell_out_referenced_defaults
 from hetc.frontend.loader import (check_model, convert_opset, inline_functions, load_external_data,
                                   read_model_file)
@@ -46,6 +47,7 @@ def import_model(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | No
     work = inline_functions(work)
     per_channel_slopes(work)
     work = convert_opset(work)
+    work = lower_contrib_ops(work)
     spell_out_referenced_defaults(work.graph, {o.domain: o.version for o in work.opset_import})
     _promote_initializers(work)
     _name_omitted_outputs(work.graph)
