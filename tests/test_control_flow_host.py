@@ -101,3 +101,43 @@ def test_loop_whose_trip_count_comes_from_the_data(n: list[int]) -> None:
     assert sim.outputs["h"].shape == (max(n), 3)
     report = validate(model, sim.outputs, inputs)
     assert report.passed, str(report)
+
+
+def capturing_if_model(branch_shapes_differ: bool = True) -> onnx.ModelProto:
+    """x = Relu(inp); y = If(sum(inp) > 0) then x[:2] * 2 else x + 1, both branches reading x from the outer
+    scope; z = Sigmoid(y). With ``branch_shapes_differ`` False the then branch is x * 2 (static 4x5)."""
+    stop = 2 if branch_shapes_differ else 4
+    then_branch = helper.make_graph(
+        [helper.make_node("Slice", ["x", "s0", "stop"], ["xs"]), helper.make_node("Mul", ["xs", "two"], ["t"])],
+        "then", [], [helper.make_tensor_value_info("t", TensorProto.FLOAT, ["n", 5])],
+        [numpy_helper.from_array(np.array([0], np.int64), "s0"),
+         numpy_helper.from_array(np.array([stop], np.int64), "stop"),
+         numpy_helper.from_array(np.array(2, np.float32), "two")])
+    else_branch = helper.make_graph(
+        [helper.make_node("Add", ["x", "one"], ["e"])], "else", [],
+        [helper.make_tensor_value_info("e", TensorProto.FLOAT, ["n", 5])],
+        [numpy_helper.from_array(np.array(1, np.float32), "one")])
+    nodes = [helper.make_node("Relu", ["inp"], ["x"]),
+             helper.make_node("ReduceSum", ["inp"], ["total"], keepdims=0),
+             helper.make_node("Greater", ["total", "zero"], ["cond"]),
+             helper.make_node("If", ["cond"], ["y"], then_branch=then_branch, else_branch=else_branch),
+             helper.make_node("Sigmoid", ["y"], ["z"])]
+    return _model(nodes, [helper.make_tensor_value_info("inp", TensorProto.FLOAT, [4, 5])],
+                  [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["n", 5])],
+                  [numpy_helper.from_array(np.array(0, np.float32), "zero")])
+
+
+@pytest.mark.parametrize("differ", [True, False], ids=["run-time shape", "static shape"])
+@pytest.mark.parametrize("sign", [1.0, -1.0], ids=["then", "else"])
+def test_if_reading_outer_run_time_values(differ: bool, sign: float) -> None:
+    """The CPU runs control flow without an outer scope: the If becomes a one-trip Loop carrying x."""
+    model = capturing_if_model(differ)
+    result = build(model, FAST)
+    ops = [n.op_type for n in result.graph.nodes]
+    assert "If" not in ops and "Loop" in ops and "Squeeze" in ops
+    assert (result.graph.values["y"].host is not None) == differ
+    inputs = {"inp": (sign * np.abs(np.random.default_rng(4).normal(size=(4, 5)))).astype(np.float32)}
+    sim = simulate(result.bundle, inputs)
+    assert sim.outputs["z"].shape == ((2 if sign > 0 else 4) if differ else 4, 5)
+    report = validate(model, sim.outputs, inputs)
+    assert report.passed, str(report)
