@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import onnx
 
 from hetc import __version__
@@ -205,6 +204,3 @@ def _heft_us(sched: Schedule) -> float | None:
     heft = sched.stats.details.get("heft_makespan_ns")
     return None if heft is None else heft / 1000
 
-
-def _finite(x: float) -> float | None:
-    return float(x) if np.isfinite(x) else None

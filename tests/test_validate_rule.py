@@ -277,6 +277,9 @@ def test_squeezenet_on_edge_soc_passes(randomize):
     report = result.validation
     assert report.passed and report.exact_source == "onnx.reference float64", str(report)
     assert result.summary["validation"]["max_ratio"] == report.max_ratio <= 16
+    numerics = result.bundle.report[result.bundle.report.index("Numerics vs onnxruntime"):]
+    assert "hetc err" in numerics and "ort err" in numerics and "ratio" in numerics
+    assert "reference: onnxruntime float32 and onnx.reference float64" in numerics
 
 
 @pytest.mark.slow
