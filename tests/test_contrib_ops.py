@@ -11,7 +11,6 @@ from onnx import TensorProto, helper, numpy_helper
 from hetc.errors import ShapeError
 from hetc.frontend import import_model
 from hetc.pipeline import BuildOptions, build
-from hetc.validate import make_inputs
 
 FAST = BuildOptions(target="edge-soc", time_limit_s=1.0, num_workers=1, validate=True)
 MS = "com.microsoft"

@@ -172,10 +172,9 @@ def _check(model: onnx.ModelProto, bundle: Bundle, inputs):
 
 def _with_constants(bundle: Bundle, weight: str, edit) -> Bundle:
     """``bundle`` with the constant ``weight`` (as the conv reading it sees it) edited in the DRAM image."""
-    dma = next(i for p in bundle.programs.values() for i in p.instructions
-               if isinstance(i, Dma) and i.value == weight and i.src.memory == i.src.memory and i.src.offset
-               < len(bundle.constants))
-    operand = dma.src
+    dram = bundle.manifest["constants"]["memory"]   # the image sits at offset 0 of this memory
+    operand = next(i.src for p in bundle.programs.values() for i in p.instructions
+                   if isinstance(i, Dma) and i.value == weight and i.src.memory == dram)
     image = bytearray(bundle.constants)
     array = np.frombuffer(image, np.float32, count=int(np.prod(operand.shape)), offset=operand.offset
                           ).reshape(operand.shape).copy()
