@@ -291,3 +291,24 @@ def test_resnet50_logits_of_large_scale_pass_where_the_fixed_tolerance_failed():
     expected = reference_outputs(model, inputs)
     assert np.abs(next(iter(expected.values()))).max() > 1e3
     assert not compare(result.sim.outputs, expected).passed   # the old per-element rule's false alarm
+
+
+def test_hetc_validate_prints_the_figures_and_the_references() -> None:
+    """The console script: text and --json carry hetc's and onnxruntime's errors and their ratio."""
+    import json
+
+    from cli_subprocess import run_hetc
+    from conftest import MODELS_DIR
+
+    model = MODELS_DIR / "tiny_cnn.onnx"
+    text = run_hetc("validate", model, "--scheduler", "heft", "--weights", "random")
+    assert text.returncode == 0, text.stderr
+    assert "hetc err" in text.stdout and "ort err" in text.stdout and "ratio" in text.stdout
+    assert "reference: onnxruntime float32 and " in text.stdout and "16 x max(onnxruntime error" in text.stdout
+    header = next(line for line in text.stdout.splitlines() if line.startswith("output"))
+    assert header.split() == ["output", "shape", "dtype", "max", "abs", "err", "hetc", "err", "ort", "err", "ratio",
+                              "cosine", "result"]   # one line, whatever the terminal width
+    data = json.loads(run_hetc("validate", model, "--scheduler", "heft", "--weights", "random", "--json").stdout)
+    assert data["passed"] and data["reference"].endswith("float64") and data["max_ratio"] <= 16
+    assert all(o["ratio"] is not None and o["hetc_err"] is not None and o["ort_err"] is not None
+               for o in data["outputs"])
