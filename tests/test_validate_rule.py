@@ -64,6 +64,18 @@ def test_one_perturbed_channel_fails_the_ratio_rule():
     assert "ratio" in str(report) and "FAIL" in str(report)
 
 
+def test_fp16_datapath_is_judged_against_half_precision_ulps():
+    """At fp16 the floor is 2^-10 of the scale: 16 of those (1.6%) pass, more fails, whatever onnxruntime's
+    float32 error."""
+    exact = np.linspace(-50, 50, 101)
+    expected = exact.astype(np.float32)
+    rounded = exact.astype(np.float16).astype(np.float32) + 0.25   # 0.5% of the scale off
+    kwargs = dict(exact={"y": exact}, exact_source="x")
+    assert compare({"y": rounded}, {"y": expected}, "fp16", **kwargs).passed
+    assert not compare({"y": rounded}, {"y": expected}, "fp32", **kwargs).passed
+    assert not compare({"y": expected + 1.0}, {"y": expected}, "fp16", **kwargs).passed   # 2% of the scale
+
+
 def test_nan_where_onnxruntime_is_finite_fails():
     exact = np.array([1.0, 2.0, 3.0])
     expected = exact.astype(np.float32)
