@@ -1,4 +1,5 @@
-"""hetc.validate: the onnxruntime reference run and the comparison of simulated outputs with it."""
+"""hetc.validate: the reference runs (onnxruntime float32, the model widened to float64) and the verdict on the
+simulated outputs (the rule: hetc.validate.compare, docs/validation.md)."""
 from __future__ import annotations
 
 from pathlib import Path
