@@ -102,26 +102,39 @@ def test_a_lowered_fused_conv_may_run_on_the_npu() -> None:
     assert row["op"] == "Conv+Relu" and "npu:" not in row["refused"], row
 
 
-def _matmul_nbits() -> onnx.ModelProto:
-    """MatMulNBits (4-bit weights, blocks of 16) then a standard Relu: no standard equivalent, typed and run
-    by onnxruntime."""
-    k, n, block = 32, 8, 16
-    packed = numpy_helper.from_array(RNG.integers(0, 256, (n, k // block, block // 2)).astype(np.uint8), "wq")
-    scales = _init("scales", (n * k // block,), 0.05)
-    nodes = [helper.make_node("MatMulNBits", ["x", "wq", "scales"], ["h"], domain=MS, K=k, N=n, bits=4,
-                              block_size=block),
+def _matmul_nbits(bits: int = 4, k: int = 32, zero_points: bool = False) -> onnx.ModelProto:
+    """MatMulNBits (weights in blocks of 16, K padded to whole blocks) then a standard Relu."""
+    n, block = 8, 16
+    blocks = -(-k // block)
+    packed = RNG.integers(0, 256, (n, blocks, block * bits // 8)).astype(np.uint8)
+    initializers = [numpy_helper.from_array(packed, "wq"), _init("scales", (n * blocks,), 0.05)]
+    inputs = ["x", "wq", "scales"]
+    if zero_points:
+        per_row = -(-blocks * bits // 8)
+        initializers.append(numpy_helper.from_array(RNG.integers(0, 256, n * per_row).astype(np.uint8), "zp"))
+        inputs.append("zp")
+    nodes = [helper.make_node("MatMulNBits", inputs, ["h"], domain=MS, K=k, N=n, bits=bits, block_size=block),
              helper.make_node("Relu", ["h"], ["y"])]
-    return _model(nodes, [vi("x", [3, k])], [vi("y", [3, n])], [packed, scales])
+    return _model(nodes, [vi("x", [3, k])], [vi("y", [3, n])], initializers)
+
+
+@pytest.mark.parametrize("bits,k,zero_points", [(4, 32, False), (4, 40, True), (8, 40, True)])
+def test_matmul_nbits_with_constant_weights_becomes_a_matmul(bits: int, k: int, zero_points: bool) -> None:
+    model = _matmul_nbits(bits, k, zero_points)
+    assert "MatMul" in [n.op_type for n in import_model(model).nodes]
+    result = build(model, FAST)
+    assert result.validation.passed and result.validation.max_abs_err < 1e-5, str(result.validation)
 
 
 def test_contrib_op_without_equivalent_is_typed_by_onnxruntime_and_runs_on_the_cpu() -> None:
-    model = _matmul_nbits()
+    model = _model([helper.make_node("Inverse", ["x"], ["h"], domain=MS), helper.make_node("Relu", ["h"], ["y"])],
+                   [vi("x", [2, 3, 3])], [vi("y", [2, 3, 3])])
     graph = import_model(model)
     h = graph.values["h"]
-    assert (h.dtype, h.shape) == ("float32", (3, 8))
+    assert (h.dtype, h.shape) == ("float32", (2, 3, 3))
     result = build(model, FAST)
     placement = {row["op"]: row["device"] for row in result.placement}
-    assert placement["MatMulNBits"] == "cpu"
+    assert placement["Inverse"] == "cpu"
     assert result.validation.passed, str(result.validation)
 
 

@@ -13,6 +13,7 @@ through onnxruntime (hetc.frontend.runtime_types). Each rewrite computes what on
 | QuickGelu(X) alpha | X Sigmoid(alpha X) |
 | FusedConv(X, W, B?, Z?) activation | activation(Conv(X, W, B) + Z) for Relu, Tanh, Sigmoid, LeakyRelu, Clip, HardSigmoid |
 | SkipLayerNormalization(X, skip, gamma, beta?, bias?) | LayerNormalization(X + skip + bias) over the last axis (opset >= 17; also output 3, the sum) |
+| MatMulNBits(A, B, scales, zero_points?) 4 or 8 bits, B, scales and zero points constant | MatMul(A, W) with W dequantized at compile time to A's float type (onnxruntime's default accuracy level dequantizes too) |
 
 A node is rewritten only when the dtype of its inputs is known (constants take it) and every output it has
 is one the rewrite produces; anything else stays a contrib node.
@@ -39,13 +40,15 @@ def lower_contrib_ops(model: onnx.ModelProto) -> onnx.ModelProto:
     version = default_domain_version(opset) or 0
     if not any(n.domain == CONTRIB_DOMAIN for n in model.graph.node) or version < 13:
         return model
+    constants = {t.name: t for t in model.graph.initializer}
     for _ in range(len(model.graph.node)):
         dtypes = _elem_types(model)
         lowered, changed = [], False
         for index, node in enumerate(model.graph.node):
             rewrite = _RULES.get(node.op_type) if node.domain == CONTRIB_DOMAIN else None
             dtype = dtypes.get(node.input[0]) if rewrite and node.input else None
-            nodes = rewrite(node, f"{node.name or node.op_type}_{index}", dtype, version) if dtype else None
+            nodes = rewrite(node, f"{node.name or node.op_type}_{index}", dtype, version, constants) if dtype \
+                else None
             if nodes is None:
                 lowered.append(node)
             else:
@@ -110,7 +113,7 @@ def _erf_gelu(b: _Builder, x: str, output: str) -> None:
     b.op("Mul", [b.op("Mul", [x, b.const(0.5)]), one_plus], output)
 
 
-def _gelu(node, prefix, dtype, version):
+def _gelu(node, prefix, dtype, version, constants=None):
     if _used_outputs(node) != [0]:
         return None
     b = _Builder(prefix, dtype)
@@ -118,7 +121,7 @@ def _gelu(node, prefix, dtype, version):
     return b.nodes
 
 
-def _bias_gelu(node, prefix, dtype, version):
+def _bias_gelu(node, prefix, dtype, version, constants=None):
     if _used_outputs(node) != [0] or len(node.input) < 2:
         return None
     b = _Builder(prefix, dtype)
@@ -126,7 +129,7 @@ def _bias_gelu(node, prefix, dtype, version):
     return b.nodes
 
 
-def _fast_gelu(node, prefix, dtype, version):
+def _fast_gelu(node, prefix, dtype, version, constants=None):
     if _used_outputs(node) != [0]:
         return None
     b = _Builder(prefix, dtype)
@@ -138,7 +141,7 @@ def _fast_gelu(node, prefix, dtype, version):
     return b.nodes
 
 
-def _quick_gelu(node, prefix, dtype, version):
+def _quick_gelu(node, prefix, dtype, version, constants=None):
     if _used_outputs(node) != [0]:
         return None
     b = _Builder(prefix, dtype)
@@ -151,7 +154,7 @@ def _quick_gelu(node, prefix, dtype, version):
 _CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
 
 
-def _fused_conv(node, prefix, dtype, version):
+def _fused_conv(node, prefix, dtype, version, constants=None):
     activation = _attr(node, "activation", b"")
     activation = activation.decode() if isinstance(activation, bytes) else activation
     params = list(_attr(node, "activation_params", []) or [])
@@ -182,7 +185,7 @@ def _fused_conv(node, prefix, dtype, version):
     return b.nodes
 
 
-def _skip_layer_norm(node, prefix, dtype, version):
+def _skip_layer_norm(node, prefix, dtype, version, constants=None):
     used = _used_outputs(node)
     if version < 17 or any(i in (1, 2) for i in used) or len(node.input) < 3:
         return None
@@ -198,5 +201,41 @@ def _skip_layer_norm(node, prefix, dtype, version):
     return b.nodes
 
 
+def _matmul_nbits(node, prefix, dtype, version, constants=None):
+    """Weight-only quantized MatMul with constant weights: dequantize once, here, to a plain MatMul."""
+    constants = constants or {}
+    bits, block = int(_attr(node, "bits", 4)), int(_attr(node, "block_size", 0))
+    k, n = int(_attr(node, "K", 0)), int(_attr(node, "N", 0))
+    names = list(node.input) + [""] * (6 - len(node.input))
+    if (_used_outputs(node) != [0] or bits not in (4, 8) or block <= 0 or any(names[4:6])
+            or any(name not in constants for name in names[1:3]) or (names[3] and names[3] not in constants)):
+        return None
+    packed = numpy_helper.to_array(constants[names[1]])
+    if packed.dtype != np.uint8:
+        return None
+    blocks = -(-k // block)
+    if bits == 4:   # two values a byte, the low nibble first
+        values = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(n, blocks, -1)[..., :block]
+    else:
+        values = packed.reshape(n, blocks, -1)[..., :block]
+    scales = numpy_helper.to_array(constants[names[2]]).astype(np.float64).reshape(n, blocks)
+    if names[3]:
+        zero = numpy_helper.to_array(constants[names[3]])
+        if zero.dtype != np.uint8:
+            return None   # float zero points: a different formula, left to onnxruntime
+        if bits == 4:
+            zero = np.stack([zero & 0x0F, zero >> 4], axis=-1).reshape(n, -1)[:, :blocks]
+        zero = zero.reshape(n, blocks).astype(np.float64)
+    else:
+        zero = np.full((n, blocks), 2 ** (bits - 1), np.float64)
+    weight = (values.astype(np.float64) - zero[..., None]) * scales[..., None]
+    weight = weight.reshape(n, blocks * block)[:, :k].T.astype(np_dtype(dtype_from_onnx(dtype)))
+    b = _Builder(prefix, dtype)
+    name = b.name()
+    b.nodes.append(helper.make_node("Constant", [], [name], value=numpy_helper.from_array(weight, name)))
+    b.op("MatMul", [node.input[0], name], node.output[0])
+    return b.nodes
+
+
 _RULES = {"Gelu": _gelu, "BiasGelu": _bias_gelu, "FastGelu": _fast_gelu, "QuickGelu": _quick_gelu,
-          "FusedConv": _fused_conv, "SkipLayerNormalization": _skip_layer_norm}
+          "FusedConv": _fused_conv, "SkipLayerNormalization": _skip_layer_norm, "MatMulNBits": _matmul_nbits}
