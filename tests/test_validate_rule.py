@@ -133,6 +133,16 @@ def test_widened_model_computes_in_float64_but_keeps_float32_parameters():
     np.testing.assert_array_equal(exact.outputs["y"], reference_outputs(model, {"i": x})["y"])
 
 
+def test_widened_constants_spelled_as_floats_become_float64():
+    nodes = [helper.make_node("Constant", [], ["c"], value_float=0.1), helper.make_node("Mul", ["x", "c"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    exact = exact_outputs(model, {"x": np.ones(3, np.float32)})
+    assert exact.source == "onnxruntime float64"   # no float32/float64 mix for onnxruntime to refuse
+    np.testing.assert_array_equal(exact.outputs["y"], np.float64(np.float32(0.1)))
+
+
 def test_exact_reference_comes_from_onnxruntime_where_it_has_double_kernels():
     rng = np.random.default_rng(0)
     w = rng.normal(0, 1, (64, 8)).astype(np.float32)

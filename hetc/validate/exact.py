@@ -138,6 +138,8 @@ def _widen_graph(graph: onnx.GraphProto, pinned: set[str]) -> None:
             _widen_type(info.type)
     for node in graph.node:
         outputs_pinned = any(o in pinned for o in node.output)
+        if node.op_type == "Constant" and not outputs_pinned:
+            _widen_float_constant(node)
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.GRAPH:
                 _widen_graph(attr.g, pinned)
@@ -149,6 +151,16 @@ def _widen_graph(graph: onnx.GraphProto, pinned: set[str]) -> None:
             elif (attr.type == onnx.AttributeProto.INT and attr.i == _FLOAT and not outputs_pinned
                   and _DTYPE_ATTRS.get(node.op_type) == attr.name):
                 attr.i = _DOUBLE
+
+
+def _widen_float_constant(node: onnx.NodeProto) -> None:
+    """A Constant spelled ``value_float``/``value_floats`` (float32 by definition) as a float64 ``value``."""
+    for attr in list(node.attribute):
+        if attr.name in ("value_float", "value_floats"):
+            data = attr.f if attr.name == "value_float" else list(attr.floats)
+            node.attribute.remove(attr)
+            node.attribute.append(onnx.helper.make_attribute(
+                "value", numpy_helper.from_array(np.array(data, np.float64))))
 
 
 def _widen_tensor(tensor: onnx.TensorProto) -> onnx.TensorProto:
