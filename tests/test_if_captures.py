@@ -1,4 +1,4 @@
-"""An If whose branches read values of the enclosing graph (hetc.frontend.if_captures): the shape of
+"""An If whose branches read values of the enclosing graph (`loop_capturing_if` in hetc.frontend.subgraphs): the shape of
 openwakeword's hey_jarvis, whose If runs a verifier network on a hit, and of silero-vad's If on the sample
 rate. It compiles, and the simulator computes what onnxruntime computes down either branch."""
 from __future__ import annotations
