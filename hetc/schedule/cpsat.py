@@ -87,6 +87,7 @@ class WindowModel:
         self.p, self.state, self.window, self.tails, self.h = sp, state, window, tails, hint
         self.in_window = set(window)
         self.dram_terms: dict[int, list[_Term]] = {}
+        self.assembled_ready: dict[tuple[int, str], cp_model.IntVar] = {}
         self.cands = {n: self._candidates(n, max_candidates) for n in window}
         self.m = cp_model.CpModel()
         self.hints: list[tuple[cp_model.IntVar, int]] = []
@@ -221,8 +222,8 @@ class WindowModel:
         if src == born and producer in self.in_window:
             self.m.add(start >= self.end[producer] + p.sync_ns).only_enforce_if(need)
         elif assembling is not None:
-            for term in self._in_dram(assembling):
-                self._wait(start, term, engines, [])
+            for eng, lit in engines.items():
+                self.m.add(start >= self._assembled(assembling, eng)).only_enforce_if(lit)
         elif (value, src) in self.state.copies:
             for eng, lit in engines.items():
                 self.m.add(start >= self._ready(value, src, eng)).only_enforce_if(lit)
@@ -248,6 +249,18 @@ class WindowModel:
                 self.m.add(var >= time + self.p.sync_ns).only_enforce_if(when + [by.engines[engine].Not()])
             else:
                 self.m.add(var >= time + (0 if by == engine else self.p.sync_ns)).only_enforce_if(when)
+
+    def _assembled(self, assemble: int, engine: str) -> cp_model.IntVar:
+        """When a task on ``engine`` may start after an uncommitted Assemble's output is in DRAM: one variable
+        per (Assemble, engine) above every part's term, so k readers of k parts cost 2k constraints, not k^2."""
+        key = (assemble, engine)
+        if key not in self.assembled_ready:
+            made = self.h.copies[(self.p.node_outputs[assemble][0], self.p.dram)]
+            var = self._var(0, self.horizon + self.p.sync_ns, f"a{assemble}_{engine}", self.h.ready_on(made, engine))
+            for term in self._in_dram(assemble):
+                self._wait(var, term, {engine: True}, [])
+            self.assembled_ready[key] = var
+        return self.assembled_ready[key]
 
     def _in_dram(self, assemble: int) -> list[_Term]:
         """The terms after which an uncommitted Assemble's output is in DRAM: per part, its producer's end
@@ -324,8 +337,7 @@ class WindowModel:
         for d in self.cands[n]:
             mem, x = p.home(d), self.x[(n, d)]
             if mem == p.dram:
-                for term in self._in_dram(assemble):
-                    self._wait(self.start[n], term, {d: x}, [])
+                self.m.add(self.start[n] >= self._assembled(assemble, d)).only_enforce_if(_live([x]))
             else:
                 t = self._transfer(value, p.dram, mem)
                 t.reasons.append([x])
