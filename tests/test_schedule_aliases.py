@@ -17,7 +17,8 @@ from hetc.schedule.bound import critical_path, work_bound
 from hetc.schedule.problem import DmaSpec, SchedulingProblem, ValueSpec
 from hetc.schedule.tasks import asap, derive_tasks, makespan_of
 from hetc.target import load_target
-from tiled_graphs import regions_of_computed, tiled_chain, tiled_channels, tiled_conv, tiled_vgg
+from tiled_graphs import (random_tiled_graph, regions_of_computed, tiled_chain, tiled_channels, tiled_conv,
+                          tiled_vgg)
 
 EDGE = load_target("edge-soc")
 MULTI = load_target("multi-npu")
@@ -45,18 +46,34 @@ def test_every_strategy_schedules_tiled_graphs(name: str, target) -> None:
     if all(target.supports(n, accelerator) for n in graph.nodes if not is_alias(n)):
         strategies.append(f"single:{accelerator}")
     runs = {s: schedule(graph, target, s, time_limit_s=1.0) for s in strategies}
+    _check_runs(graph, target, runs)
     for strategy, sched in runs.items():
-        sched.verify(graph, target)
         assert not any(t.kind == "compute" and t.node in aliases for t in sched.tasks), strategy
         assert set(sched.placement) == {n.id for n in graph.nodes} - aliases, strategy
         assert set(sched.aliases) == aliases, strategy
         for node in graph.nodes:
             if node.op_type == "Assemble" or (is_alias(node) and node.inputs[0].name == "x"):
                 assert sched.aliases[node.id] == target.dram  # an Assemble, or a Region of the graph input
-        assert sched.lower_bound_ns <= sched.makespan_ns, strategy
         again = Schedule.from_json(json.loads(sched.dumps()))
         assert again.aliases == sched.aliases and again.tasks == sched.tasks
+
+
+def _check_runs(graph, target, runs: dict[str, Schedule]) -> None:
+    """Every schedule verifies; every bound (CP-SAT's proven one included) is below every real makespan."""
+    best = min(sched.makespan_ns for sched in runs.values())
+    for strategy, sched in runs.items():
+        sched.verify(graph, target)
+        assert sched.lower_bound_ns <= best, strategy
     assert runs["cpsat"].makespan_ns <= runs["heft"].makespan_ns
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_tiled_graphs(seed: int) -> None:
+    graph = random_tiled_graph(seed)
+    for target in (EDGE, MULTI):
+        runs = {s: schedule(graph, target, s, time_limit_s=0.5) for s in ("cpsat", "heft", "greedy", "single:cpu")}
+        _check_runs(graph, target, runs)
+        assert all(set(s.aliases) == {n.id for n in graph.nodes if is_alias(n)} for s in runs.values())
 
 
 def test_schedule_json_lists_aliases() -> None:

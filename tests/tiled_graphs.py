@@ -3,6 +3,8 @@ activation input (halo included) -> tile nodes with their own pads and weights -
 original output. Used by the scheduling tests of alias nodes and to measure scheduling at scale."""
 from __future__ import annotations
 
+import random
+
 import numpy as np
 
 from hetc.ir import Graph, Node, Value
@@ -137,3 +139,31 @@ def tiled_vgg(layers: int = 16, tiles: int = 24, shape: tuple[int, ...] = (1, 64
     for layer in range(layers):
         value = builder.conv_rows(f"conv{layer}", value, shape[1], tiles)
     return builder.graph("tiled_vgg", [x], [value])
+
+
+def random_tiled_graph(seed: int) -> Graph:
+    """A random small DAG of whole and tiled 3x3 Convs (by rows or channels, 2-4 tiles), Relus, Mishes (CPU
+    only) and Regions of computed values, all on one activation shape."""
+    rng = random.Random(seed)
+    shape = (1, rng.choice([8, 16]), rng.choice([16, 24]), 16)
+    builder = TiledBuilder(seed)
+    x = Value("x", "float32", shape)
+    pool, ends = [x], []
+    for i in range(rng.randint(2, 5)):
+        src = rng.choice(pool)
+        kind = rng.choice(["rows", "channels", "conv", "relu", "mish", "region"])
+        if kind == "rows":
+            pool.append(builder.conv_rows(f"n{i}", src, shape[1], rng.randint(2, 4)))
+        elif kind == "channels":
+            pool.append(builder.conv_channels(f"n{i}", src, shape[1], rng.randint(2, 4)))
+        elif kind == "conv":
+            w, b = builder.weight(f"n{i}", shape[1], shape[1])
+            pool.append(builder.conv(f"n{i}", src, w, b, (1, 1, 1, 1)))
+        elif kind in ("relu", "mish"):
+            pool.append(builder.unary(kind.capitalize(), f"n{i}", src))
+        else:
+            half = builder.region(f"n{i}_half", src, [0, 0, 0, 0], [1, shape[1], shape[2] // 2, shape[3]])
+            ends.append(builder.unary(rng.choice(["Relu", "Mish"]), f"n{i}", half))
+    read = {v.name for n in builder.nodes for v in n.inputs}
+    outputs = [v for v in pool[1:] if v.name not in read] + ends
+    return builder.graph(f"random_tiled_{seed}", [x], outputs or [pool[-1]])
