@@ -13,15 +13,13 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
-from typing import Union
-
 from hetc.ir.tiles import ASSEMBLE, REGION
 from hetc.schedule.problem import SchedulingProblem
 from hetc.schedule.tasks import Plan, TaskKey, compute_key, origin, transfer_key, wanted_in_dram
 
 # When a copy is ready: (time, what made it): None (in DRAM from t=0), an engine name, or, for an Assemble's
 # output, ((engine, time), ...) per engine that wrote a part (a waiter on another engine pays a semaphore).
-Made = tuple[int, Union[str, None, tuple]]
+Made = tuple[int, "str | None | tuple[tuple[str | None, int], ...]"]
 
 
 @dataclass

@@ -70,8 +70,8 @@ def solve_cpsat(problem: SchedulingProblem, time_limit_s: float, num_workers: in
                 progress: Callable[[str], None] | None = None, window_nodes: int | None = None) -> CpSatOutcome:
     heft_plan = heft(problem)
     heft_ms = makespan_of(time_plan(problem, heft_plan)[1])
-    if not problem.compute_nodes:  # nothing to place: alias nodes only
-        return CpSatOutcome(heft_plan, heft_ms, "OPTIMAL", heft_ms, 1, {"windows": 0})
+    if not problem.compute_nodes:  # alias nodes only: nothing to place, no search
+        return CpSatOutcome(heft_plan, heft_ms, "HINT", 0, 1, {"windows": 0, "heft_makespan_ns": heft_ms})
     order = priority_order(problem, upward_rank(problem))
     computed = len(problem.compute_nodes)
     # Beyond MAX_WINDOWS windows, the windows grow instead: each search pays a presolve and a fork.
