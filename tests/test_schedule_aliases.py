@@ -215,15 +215,19 @@ def test_cpsat_is_exact_with_alias_nodes(build, seed: int) -> None:
 
 # ---------------------------------------------------------------------------------------------- lower bound
 def test_lower_bound_counts_no_alias_work_and_the_part_write_back() -> None:
-    """One NPU-only tile between a Region of the input and an Assemble that is the graph output: the bound is
-    the region's load + the tile + the part's write-back to DRAM (+ two semaphores), and it is the optimum."""
+    """Two NPU-only tiles in a chain, each between a Region and an Assemble (the second Assemble is the graph
+    output): the bound is, per stage, the region's load + the tile + the part's write-back to DRAM (with a
+    semaphore each), since a Region of an Assemble's output can only be loaded once every part is in DRAM;
+    and it is the optimum."""
     values = (ValueSpec("in", 4096, None, (0,)), ValueSpec("r", 1024, 0, (1,)), ValueSpec("p", 2048, 1, (2,)),
-              ValueSpec("O", 2048, 2, (), is_output=True))
-    problem = _problem(("R", "T", "A"), ({}, {"npu": 300}, {}), ((0,), (1,), (2,)), values,
-                       {0: "Region", 2: "Assemble"})
-    load, write = 10 + 1024 // 16, 10 + 2048 // 16
-    assert critical_path(problem) == work_bound(problem) == 300
-    assert lower_bound(problem) == load + 7 + 300 + 7 + write
+              ValueSpec("O", 2048, 2, (3,)), ValueSpec("q", 512, 3, (4,)), ValueSpec("p2", 1024, 4, (5,)),
+              ValueSpec("O2", 1024, 5, (), is_output=True))
+    problem = _problem(("R", "T", "A", "RQ", "U", "A2"), ({}, {"npu": 300}, {}, {}, {"npu": 200}, {}),
+                       ((0,), (1,), (2,), (3,), (4,), (5,)), values,
+                       {0: "Region", 2: "Assemble", 3: "Region", 5: "Assemble"})
+    move = lambda nbytes: 10 + nbytes // 16 + 7  # noqa: E731  (latency + bytes / bandwidth + a semaphore)
+    assert critical_path(problem) == work_bound(problem) == 500
+    assert lower_bound(problem) == move(1024) + 300 + move(2048) + move(512) + 200 + move(1024)
     sched = solve(problem, "cpsat", time_limit_s=2.0)
     assert sched.makespan_ns == lower_bound(problem) and sched.stats.status == "OPTIMAL"
 

@@ -23,9 +23,10 @@ def release_path(problem: SchedulingProblem) -> int:
     """The critical path, sharpened by the transfers no schedule avoids.
 
     A node on a device away from DRAM cannot start before its weights and graph inputs (which start in DRAM),
-    or Regions of them, have crossed the route to that device, nor can a graph output produced there count as
-    done before it is back in DRAM, nor an Assemble's output before each part is in DRAM. Each node takes the
-    device that minimises its own finish (separately for each such arrival), so the result is a lower bound."""
+    or an Assemble's output (in DRAM once each part has been written there), or Regions of those, have
+    crossed the route to that device; nor can a graph output produced there count as done before it is back
+    in DRAM. Each node takes the device that minimises its own finish (separately for each such arrival), so
+    the result is a lower bound."""
     def moved(value: int, src: str, dst: str) -> int:
         hops = problem.route(src, dst)
         if not hops:
@@ -33,7 +34,14 @@ def release_path(problem: SchedulingProblem) -> int:
         time = sum(min(problem.transfer_ns(value, e) for e in problem.engines_between(a, b)) for a, b in hops)
         return time + problem.sync_ns * len(hops)  # a semaphore between every two engines on the chain
 
-    in_dram_at_start = [problem.values[problem.region_root[v]].producer is None for v in range(len(problem.values))]
+    def dram_ready(value: int) -> int | None:
+        """When a value that can only live in DRAM (an input, a constant, an Assemble's output, Regions of
+        them) is there at the earliest; None for a value whose memory depends on the placement."""
+        root = problem.values[problem.region_root[value]].producer
+        if root is None:
+            return 0
+        return finish[root] if problem.alias_ops.get(root) == ASSEMBLE else None
+
     in_dram = {}  # value -> earliest time it can be in DRAM, for the values an Assemble gathers
     finish, best = [0] * problem.n, 0
     for node in range(problem.n):
@@ -49,8 +57,8 @@ def release_path(problem: SchedulingProblem) -> int:
                     if m in problem.assembled}  # born with the node, written into an Assemble's output
         for device, duration in problem.durations[node].items():
             home = problem.home(device)
-            release = max((moved(v, problem.dram, home) for v in problem.node_inputs[node] if in_dram_at_start[v]),
-                          default=0)
+            release = max((at + moved(v, problem.dram, home) for v in problem.node_inputs[node]
+                           if (at := dram_ready(v)) is not None), default=0)
             end = max(ready, release) + duration
             done.append(end)
             out.append(max([end] + [end + moved(v, home, problem.dram) for v in problem.node_outputs[node]
