@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 from hetc.ir.tiles import ASSEMBLE, REGION
 from hetc.schedule.problem import SchedulingProblem
-from hetc.schedule.tasks import Plan, TaskKey, compute_key, origin, transfer_key, wanted_in_dram
+from hetc.schedule.tasks import (Plan, TaskKey, alias_memory, available_after, compute_key, origin, transfer_key,
+                                 wanted_in_dram)
 
 # When a copy is ready: (time, what made it): None (in DRAM from t=0), an engine name, or, for an Assemble's
 # output, ((engine, time), ...) per engine that wrote a part (a waiter on another engine pays a semaphore).
@@ -135,10 +136,18 @@ class ListScheduler:
 
     def settle(self, node: int) -> None:
         """Make an alias node's output available (every predecessor committed). A Region's output became
-        available with its root already (``_born``); an Assemble's is ready in DRAM when every part is there."""
-        if self.p.alias_ops[node] == ASSEMBLE:
-            made = self._join([self.copies[(part, self.p.dram)] for part in self.p.node_inputs[node]])
-            self._born(node, self.p.dram, made, copy_out=True)
+        available with its root already (``_born``); an Assemble's once the tasks ``available_after`` names
+        have ended (every part in DRAM)."""
+        if self.p.alias_ops[node] == ASSEMBLE and self.p.node_outputs[node]:
+            keys = available_after(self.p, self.p.node_outputs[node][0], self.placement)
+            made = self._join([self._made_by(key) for key in keys])
+            self._born(node, alias_memory(self.p, node, self.placement), made, copy_out=True)
+
+    def _made_by(self, key: TaskKey) -> Made:
+        """When a booked task ends, and on which engine."""
+        if key[0] == "c":
+            return self.finish[key[1]], self.placement[key[1]]
+        return self.copies[(key[1], key[2])]
 
     def _join(self, made: list[Made]) -> Made:
         """Ready when all of ``made`` are: per engine the latest time, so each waiter pays only the semaphores
