@@ -11,6 +11,7 @@ from hetc.frontend.builder import build_graph, is_static
 from hetc.frontend.functions import spell_out_referenced_defaults
 from hetc.frontend.loader import (check_model, convert_opset, inline_functions, load_external_data,
                                   read_model_file)
+from hetc.frontend.if_captures import wrap_capturing_if
 from hetc.frontend.overrides import apply_overrides, require_static_inputs
 from hetc.frontend.prelu import check_slopes, per_channel_slopes
 from hetc.frontend.static_shapes import OMITTED_SUFFIX, make_static
@@ -52,6 +53,8 @@ def import_model(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | No
     apply_overrides(work.graph, shapes, dims)
     require_static_inputs(work.graph)
     graph = _static_graph(work)
+    if any([wrap_capturing_if(graph, n) for n in list(graph.nodes) if n.op_type == "If"]):
+        graph.relink()
     if any([carry_captured_values(n, graph.values) for n in graph.nodes if n.has_subgraph]):
         graph.relink()
     check_slopes(graph)

@@ -80,7 +80,8 @@ class Schedule:
     placement: dict[int, str]   # node id -> device
     stats: SolverStats
     lower_bound_ns: int         # analytic bound, raised to the solver's proven bound when stronger
-    aliases: dict[int, str] = field(default_factory=dict)  # alias node id -> memory its output lives in
+    # alias node id (hetc.ir.tiles: Region, Assemble; not tasks) -> the memory its output lives in
+    aliases: dict[int, str] = field(default_factory=dict)
 
     @property
     def makespan_ns(self) -> int:
@@ -131,9 +132,9 @@ class Schedule:
             "lower_bound_ns": self.lower_bound_ns,
             "gap": self.gap,
             "placement": {str(k): v for k, v in sorted(self.placement.items())},
-            "aliases": [{"node": k, "memory": m} for k, m in sorted(self.aliases.items())],
             "solver": {**asdict(self.stats), "gap": self.stats.gap},
             "tasks": [t.to_json() for t in self.tasks],
+            "aliases": [{"node": n, "memory": m} for n, m in sorted(self.aliases.items())],
         }
 
     @classmethod
