@@ -9,6 +9,9 @@ reports) walks a single list:
 Times are integer nanoseconds; ``end_ns`` is exclusive. ``deps`` lists the ids of tasks that must end before
 this one starts (data dependencies only: producer -> transfer -> consumer). Engine order is implied by start
 times: tasks of one engine never overlap.
+
+Alias nodes (``hetc.ir.tiles``: Region, Assemble) have no task and no placement: ``aliases`` says which memory
+each one's output lives in (``hetc.schedule.tasks`` states the rules).
 """
 from __future__ import annotations
 
@@ -113,7 +116,8 @@ class Schedule:
 
     def verify(self, graph: "Graph", target: "Target") -> None:  # noqa: F821
         """Raise ScheduleInvariantError listing every broken invariant: precedence (+ sync), one task at a
-        time per engine, capability, inputs resident via a transfer chain, outputs in DRAM."""
+        time per engine, capability, inputs resident via a transfer chain, outputs in DRAM, alias nodes (no
+        task; their memory; readers and transfers of their outputs wait for what makes them available)."""
         from hetc.schedule.verify import verify_schedule
         verify_schedule(self, graph, target)
 
