@@ -6,6 +6,8 @@
 """
 from __future__ import annotations
 
+import sys
+import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -23,5 +25,17 @@ def __getattr__(name: str) -> Any:
         return getattr(api, name)
     raise AttributeError(f"module 'hetc' has no attribute '{name}'")
 
+
+class _Package(types.ModuleType):
+    """The package object: importing the subpackage ``hetc.validate`` would otherwise rebind the name
+    ``hetc.validate`` from the API function to that subpackage, for every later caller."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _API and isinstance(value, types.ModuleType):
+            return  # the subpackage stays importable (`from hetc.validate import ...` reads sys.modules)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __all__ = ["__version__", "HetcError", *sorted(_API)]

@@ -14,7 +14,7 @@ from hetc.ir import parse_host_type
 from hetc.pipeline import BuildOptions, BuildResult, build, file_sha256
 from hetc.sim import SimResult, simulate as _simulate
 from hetc.stages import ProgressSink
-from hetc.validate import ValidationReport, check_inputs, compare, load_inputs_npz, make_inputs, reference_outputs
+from hetc.validate import ValidationReport, check_inputs, load_inputs_npz, make_inputs, validate as validate_outputs
 
 
 def compile(model: str | Path, output: str | Path | None = None, *, force: bool = False,
@@ -84,7 +84,7 @@ def validate_bundle(bundle: Bundle | str | Path, model: str | Path, inputs: Any 
                               f"{recorded[:12]}...); pass the original model with --model")
     values = bundle_inputs(b, inputs, seed)
     sim = _simulate(b, values, functional=True, precision=precision)
-    report = compare(sim.outputs or {}, reference_outputs(model, values), precision)
+    report = validate_outputs(model, sim.outputs or {}, values, precision)
     return BundleValidation(sim=sim, report=report, inputs=values)
 
 

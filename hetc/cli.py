@@ -274,7 +274,7 @@ def validate(source: Path = typer.Argument(..., help="An ONNX model (compiled in
     if as_json:
         print(json.dumps(report.to_dict(), indent=1, default=float))
     else:
-        stdout.print(str(report), markup=False)
+        stdout.print(str(report), markup=False, soft_wrap=True)  # a table: never re-wrapped at 80 columns
     if not report.passed:
         raise typer.Exit(1)
 

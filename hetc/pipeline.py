@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import onnx
 
 from hetc import __version__
@@ -30,7 +29,7 @@ from hetc.sim import SimResult, simulate
 from hetc.stages import ProgressSink, StageClock
 from hetc.target import Target, load_target
 from hetc.target.tiling import tile_graph, tiling_note
-from hetc.validate import ValidationReport, check_npz_file, load_inputs_npz, make_inputs, reference_outputs, compare
+from hetc.validate import ValidationReport, check_npz_file, load_inputs_npz, make_inputs, validate
 from hetc.validate.weights import WEIGHT_CHOICES, randomize_weights
 
 PRECISIONS = ("fp32", "fp16")
@@ -141,8 +140,10 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
             sim = simulate(bundle, inputs, functional=True, precision=options.precision)
             say(f"simulated makespan {sim.makespan_ns / 1000:,.1f} µs")
         with clock.stage("validate") as say:
-            validation = compare(sim.outputs or {}, reference_outputs(model, inputs), options.precision)
-            say(("passed" if validation.passed else "FAILED") + f", max abs err {validation.max_abs_err:.3g}",
+            validation = validate(model, sim.outputs or {}, inputs, options.precision)
+            ratio = validation.max_ratio
+            say(("passed" if validation.passed else "FAILED") + f", max abs err {validation.max_abs_err:.3g}"
+                + (f", error {ratio:.3g}x onnxruntime's" if ratio is not None else ""),
                 ok=validation.passed)
     files: dict[str, bytes] = {}
     if gantt:
@@ -201,8 +202,7 @@ def make_summary(model_name: str, graph: Graph, target: Target, plan: MemoryPlan
     if sim is not None:
         summary["simulated_makespan_us"] = round(sim.makespan_ns / 1000, 3)
     if validation is not None:
-        summary["validation"] = {"passed": validation.passed, "max_abs_err": _finite(validation.max_abs_err),
-                                 "max_rel_err": _finite(validation.max_rel_err)}
+        summary["validation"] = validation.summary()
     return summary
 
 
@@ -210,6 +210,3 @@ def _heft_us(sched: Schedule) -> float | None:
     heft = sched.stats.details.get("heft_makespan_ns")
     return None if heft is None else heft / 1000
 
-
-def _finite(x: float) -> float | None:
-    return float(x) if np.isfinite(x) else None

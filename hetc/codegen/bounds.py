@@ -1,4 +1,5 @@
-"""Load-time bounds: every buffer an instruction names lies inside its memory, at that memory's alignment.
+"""Load-time bounds: every buffer an instruction names lies inside its memory, at that memory's alignment
+(a strided region of a tensor: every byte run it touches).
 
 The simulator trusts programs: it sizes each memory's byte array to what the instructions touch, so an operand
 beyond a memory's capacity would quietly grow the array and run to wrong outputs instead of failing. Checksums
@@ -53,11 +54,21 @@ class _Span(NamedTuple):
 
 
 def _operand_problems(where: str, o: Operand, memories: Mapping[str, Memory], copied: int) -> list[str]:
+    """A dense operand spans ``nbytes`` (or the bytes a DMA copies); a strided one (a region of a tensor) from
+    its first byte to its last run's end. A region lies inside another buffer's storage, at an offset that
+    need not be aligned: only storage owners are checked for alignment."""
     nbytes = max(o.nbytes, copied) if _is_int(o.nbytes) and _is_int(copied) else o.nbytes
-    return _span_problems(where, _Span(o.buffer, o.memory, o.offset, nbytes), memories)
+    if _is_int(o.offset) and _is_int(o.nbytes) and o.nbytes >= 0 and _strides_ok(o) and not o.dense:
+        nbytes = o.end - o.offset
+    owner = o.storage in ("", o.buffer)
+    return _span_problems(where, _Span(o.buffer, o.memory, o.offset, nbytes), memories, aligned=owner)
 
 
-def _span_problems(where: str, s: _Span, memories: Mapping[str, Memory]) -> list[str]:
+def _strides_ok(o: Operand) -> bool:
+    return len(o.strides) == len(o.shape) and all(_is_int(s) and s >= 0 for s in o.strides)
+
+
+def _span_problems(where: str, s: _Span, memories: Mapping[str, Memory], aligned: bool = True) -> list[str]:
     memory = memories.get(s.memory) if isinstance(s.memory, str) else None
     if memory is None:
         return [f"{where}: buffer '{s.buffer}' is in unknown memory '{s.memory}' (the target has "
@@ -68,7 +79,7 @@ def _span_problems(where: str, s: _Span, memories: Mapping[str, Memory]) -> list
     if s.offset < 0 or s.offset + s.nbytes > memory.size:
         problems.append(f"{where}: buffer '{s.buffer}' [{s.offset}, {s.offset + s.nbytes}) lies outside memory "
                         f"'{memory.name}' ({memory.size} B)")
-    if s.offset % memory.alignment:
+    if aligned and s.offset % memory.alignment:
         problems.append(f"{where}: buffer '{s.buffer}' offset {s.offset} is not a multiple of memory "
                         f"'{memory.name}''s alignment ({memory.alignment} B)")
     return problems

@@ -105,18 +105,24 @@ def _emit(graph: Graph, plan: MemoryPlan, target: Target, options: EmitOptions) 
 
 # ---------------------------------------------------------------------------------------------- instructions
 def _operand(plan: MemoryPlan, buffer_id: str) -> Operand:
+    """The buffer where the plan put it: an alias lives in its root's bytes, at its own offset (a region of
+    a tensor, an Assemble part, at an offset with the base's strides; a view, at the root's offset)."""
     b = plan.buffer(buffer_id)
-    root = storage_root(plan, buffer_id)   # an alias lives in its root's bytes
+    root = storage_root(plan, buffer_id)
     shape = tuple(int(d) for d in b.shape)
     size = itemsize(b.dtype) if b.dtype != "string" else 8
-    strides: list[int] = []
-    step = size
-    for d in reversed(shape):
-        strides.append(int(step))
-        step *= d
+    if b.strides is not None:
+        strides = tuple(int(s) for s in b.strides)
+    else:
+        dense: list[int] = []
+        step = size
+        for d in reversed(shape):
+            dense.append(int(step))
+            step *= d
+        strides = tuple(reversed(dense))
     nbytes = int(math.ceil(math.prod(shape) * size))
-    return Operand(buffer=b.id, value=b.value, memory=root.memory, offset=root.offset, dtype=b.dtype,
-                   shape=shape, strides=tuple(reversed(strides)), nbytes=nbytes, storage=root.id)
+    return Operand(buffer=b.id, value=b.value, memory=root.memory, offset=b.offset, dtype=b.dtype,
+                   shape=shape, strides=strides, nbytes=nbytes, storage=root.id)
 
 
 def _task_buffers(plan: MemoryPlan, task: Task):
@@ -178,6 +184,9 @@ def _dma(task: Task, plan: MemoryPlan, target: Target) -> Dma:
         raise BundleError(f"transfer task {task.id} must read one buffer and write one; the memory plan binds "
                           f"{tb.reads} -> {tb.writes}")
     src, dst = _operand(plan, tb.reads[0]), _operand(plan, tb.writes[0])
+    if not (src.dense and dst.dense) and src.shape != dst.shape:
+        raise BundleError(f"transfer task {task.id} copies '{src.buffer}' {list(src.shape)} to '{dst.buffer}' "
+                          f"{list(dst.shape)}; a strided DMA needs equal shapes (the memory plan is invalid)")
     nbytes = task.bytes or min(src.nbytes, dst.nbytes)
     return Dma(task=task.id, value=task.value or src.value, src=src, dst=dst, bytes=nbytes,
                duration_ns=task.duration_ns, planned_start_ns=task.start_ns, planned_end_ns=task.end_ns,
@@ -228,7 +237,10 @@ def _binding(plan: MemoryPlan, v: Value, dram: str, first: bool) -> dict[str, An
     b = min(dram_copies, key=lambda b: (b.start_ns, b.id)) if first else \
         max(dram_copies, key=lambda b: (b.end_ns, b.id))
     root = storage_root(plan, b.id)
-    return {"name": value, "buffer": b.id, "memory": root.memory, "offset": root.offset, "dtype": b.dtype,
+    if b.strides is not None:
+        raise BundleError(f"graph {'input' if first else 'output'} '{value}' is bound to the strided buffer "
+                          f"'{b.id}'; the caller reads and writes whole tensors (the plan is invalid)")
+    return {"name": value, "buffer": b.id, "memory": root.memory, "offset": b.offset, "dtype": b.dtype,
             "shape": list(b.shape), "nbytes": _nbytes(b.dtype, tuple(b.shape))}
 
 
@@ -236,7 +248,7 @@ def _machine(target: Target, plan: MemoryPlan) -> dict[str, Any]:
     """The part of the target the simulator needs, plus how many bytes of each memory the plan touches."""
     extent: dict[str, int] = {}
     for b in plan.buffers:
-        extent[b.memory] = max(extent.get(b.memory, 0), b.offset + b.size)
+        extent[b.memory] = max(extent.get(b.memory, 0), b.end)
     return {
         "dram": target.dram,
         "sync_ns": target.sync_ns,

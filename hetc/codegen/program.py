@@ -15,8 +15,12 @@ needs; the simulator never has to rebuild IR nodes.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Union
+
+from hetc.ir.tiles import spans
+from hetc.memory.artifact import strided_extent
 
 # Ops whose output may share its input's storage without changing a byte: an in-place one of these reads
 # and "writes" the same bytes, which is not a race.
@@ -33,7 +37,7 @@ class Operand:
     offset: int
     dtype: str
     shape: tuple[int, ...]
-    strides: tuple[int, ...]    # bytes, C order
+    strides: tuple[int, ...]    # bytes; a region of a tensor (hetc.ir.tiles) has its base's, else C order
     nbytes: int
     storage: str = ""           # the buffer owning these bytes (differs from ``buffer`` for an alias)
     # A host value (hetc.ir.host): its ONNX type, e.g. "seq(tensor(float32)[2])". The operand then names the
@@ -54,11 +58,39 @@ class Operand:
                    dtype=d["dtype"], shape=tuple(d["shape"]), strides=tuple(d["strides"]), nbytes=d["nbytes"],
                    storage=d.get("storage", d["buffer"]), host=d.get("host", ""))
 
+    @property
+    def dense(self) -> bool:
+        """Whether the elements are C-contiguous from ``offset`` (one run of ``nbytes``); axes of one element
+        have no stride."""
+        if not self.strides or self.nbytes == 0:
+            return True
+        step = self.nbytes // max(1, math.prod(self.shape))
+        for d, s in zip(reversed(self.shape), reversed(self.strides)):
+            if d != 1 and s != step:
+                return False
+            step *= d
+        return True
+
+    def runs(self) -> list[tuple[int, int]]:
+        """The byte runs ``[first, end)`` the operand touches (one for a dense operand; ``hetc.ir.tiles.spans``
+        of a region: a row band of an NCHW tensor is one run per channel)."""
+        if self.dense:
+            return [(self.offset, self.offset + self.nbytes)]
+        return spans(self.offset, self.shape, self.strides, self.nbytes // max(1, math.prod(self.shape)))
+
+    @property
+    def end(self) -> int:
+        """One past the last byte the operand touches."""
+        if self.dense:
+            return self.offset + self.nbytes
+        return self.offset + strided_extent(self.shape, self.strides, self.nbytes)
+
     def asm(self) -> str:
         if self.host:
             return f"%{self.value} host {self.host}"
         dims = "x".join(map(str, self.shape)) or "()"
-        return f"%{self.value} {self.memory}+0x{self.offset:x} {self.dtype}[{dims}]"
+        strided = "" if self.dense else " strides=" + ",".join(map(str, self.strides))
+        return f"%{self.value} {self.memory}+0x{self.offset:x} {self.dtype}[{dims}]{strided}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +147,16 @@ class Dma:
                 "dram_bytes": self.dram_bytes}
 
     def asm(self) -> str:
-        return (f"dma %{self.value} {self.src.memory}+0x{self.src.offset:x} -> {self.dst.memory}+0x"
-                f"{self.dst.offset:x} {self.bytes} B  ; task {self.task}, {self.duration_ns} ns")
+        return (f"dma %{self.value} {self.src.memory}+0x{self.src.offset:x}{_descriptor(self.src)} -> "
+                f"{self.dst.memory}+0x{self.dst.offset:x}{_descriptor(self.dst)} {self.bytes} B  ; task "
+                f"{self.task}, {self.duration_ns} ns")
+
+
+def _descriptor(o: Operand) -> str:
+    """A strided side of a DMA (a region of a tensor): its shape and byte strides; nothing for a dense one."""
+    if o.dense:
+        return ""
+    return f" [{'x'.join(map(str, o.shape))} strides={','.join(map(str, o.strides))}]"
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,13 +8,14 @@ import onnx
 
 from hetc.errors import ModelError, ShapeError
 from hetc.frontend.builder import build_graph, is_static
+from hetc.frontend.contrib import lower_contrib_ops
 from hetc.frontend.functions import spell_out_referenced_defaults
 from hetc.frontend.loader import (check_model, convert_opset, inline_functions, load_external_data,
                                   read_model_file)
 from hetc.frontend.overrides import apply_overrides, require_static_inputs
 from hetc.frontend.prelu import check_slopes, per_channel_slopes
 from hetc.frontend.static_shapes import OMITTED_SUFFIX, make_static
-from hetc.frontend.subgraphs import ConstantBranch, carry_captured_values, inline_branch
+from hetc.frontend.subgraphs import ConstantBranch, carry_captured_values, inline_branch, loop_capturing_if
 from hetc.ir import Graph, Value, tensor_host_type
 
 
@@ -46,12 +47,14 @@ def import_model(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | No
     work = inline_functions(work)
     per_channel_slopes(work)
     work = convert_opset(work)
+    work = lower_contrib_ops(work)
     spell_out_referenced_defaults(work.graph, {o.domain: o.version for o in work.opset_import})
     _promote_initializers(work)
     _name_omitted_outputs(work.graph)
     apply_overrides(work.graph, shapes, dims)
     require_static_inputs(work.graph)
     graph = _static_graph(work)
+    _loop_capturing_ifs(graph)
     if any([carry_captured_values(n, graph.values) for n in graph.nodes if n.has_subgraph]):
         graph.relink()
     check_slopes(graph)
@@ -75,6 +78,24 @@ def _static_graph(work: onnx.ModelProto) -> Graph:
             inline_branch(work.graph, choice.index, choice.branch)
     raise ShapeError(f"more than {_MAX_INLINED_BRANCHES} If nodes with a constant condition; hetc stops "
                      "inlining their branches here: simplify the model (e.g. with onnx-simplifier)")
+
+
+def _loop_capturing_ifs(graph: Graph) -> None:
+    """Replace each If that reads run-time outer values by a one-trip Loop carrying them (see
+    hetc.frontend.subgraphs.loop_capturing_if): the CPU runs control flow in a session without outer scope."""
+    nodes, next_id, changed = [], max((n.id for n in graph.nodes), default=-1) + 1, False
+    for node in graph.nodes:
+        replacement = loop_capturing_if(node, graph.values, graph.opset) if node.has_subgraph else None
+        if replacement is None:
+            nodes.append(node)
+            continue
+        for new in replacement:
+            new.id, next_id = next_id, next_id + 1
+        nodes.extend(replacement)
+        changed = True
+    if changed:
+        graph.nodes = nodes
+        graph.relink()
 
 
 def _promote_initializers(model: onnx.ModelProto) -> None:

@@ -93,6 +93,12 @@ def _resolve_symbols(graph: onnx.GraphProto, dims: dict[str, int]) -> None:
                          f"symbolic dimensions are {', '.join(repr(s) for s in sorted(seen)) or 'none'}")
 
 
+def is_static_dim(dim: onnx.TensorShapeProto.Dimension) -> bool:
+    """A dimension with a size. Some exporters (old paddle2onnx) write -1 as the size of a dynamic dimension,
+    and onnxruntime accepts any size there, so a negative size is dynamic too."""
+    return dim.HasField("dim_value") and dim.dim_value >= 0
+
+
 def require_static_inputs(graph: onnx.GraphProto) -> None:
     """Raise a ShapeError naming the first dynamic input dimension and the override that fixes it."""
     for info in runtime_inputs(graph):
@@ -104,9 +110,9 @@ def require_static_inputs(graph: onnx.GraphProto) -> None:
                              f"--shape {info.name}=1x3x224x224 (one size per dimension)")
         dims = tensor_type.shape.dim
         for index, dim in enumerate(dims):
-            if dim.HasField("dim_value"):
+            if is_static_dim(dim):
                 continue
-            example = "x".join(str(d.dim_value) if d.HasField("dim_value") else "1" for d in dims)
+            example = "x".join(str(d.dim_value) if is_static_dim(d) else "1" for d in dims)
             if dim.dim_param:
                 raise ShapeError(f"input '{info.name}' has a dynamic dimension '{dim.dim_param}' (dim {index}); "
                                  f"fix it with --dim {dim.dim_param}=1 or --shape {info.name}={example}")

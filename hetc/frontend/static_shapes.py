@@ -21,6 +21,7 @@ from hetc.ir import Graph, Node, Value, tensor_host_type
 from hetc.ir.dtypes import dtype_from_numpy
 from hetc.ir.onnx_export import make_attribute
 from hetc.frontend.evaluator import SHAPE_OPS, EvaluationError, evaluate, evaluate_shape_op, is_foldable
+from hetc.frontend.runtime_types import RuntimeTypingError, runtime_output_types
 from hetc.frontend.subgraphs import MAX_EMBEDDED_ELEMENTS, ConstantBranch, embed_constants, infer_subgraph_outputs
 
 # Suffix the importer gives to optional outputs a node omits before one it uses.
@@ -36,6 +37,7 @@ class ShapeResolver:
         self.ir_version = ir_version
         self.graph_outputs = {v.name for v in graph.outputs}
         self.known: dict[str, object] = {}  # value name -> array, or _FAILED
+        self.runtime_refusals: dict[int, str] = {}  # node id -> why onnxruntime could not type it
         self.folded: set[int] = set()  # ids of nodes replaced by constants
         self.runtime = _runtime_values(graph)
 
@@ -65,6 +67,8 @@ class ShapeResolver:
             _SHAPE_RULES[node.op_type](node)
         if all(is_static(v) for v in node.outputs):
             return
+        if not _has_schema(node, self.graph) and self._type_from_runtime(node, constant):
+            return
         if _held_by_host(node, self.graph):
             for value in node.outputs:
                 if not is_static(value) and value.dtype is not None:
@@ -72,7 +76,20 @@ class ShapeResolver:
         if all(is_static(v) or v.host is not None for v in node.outputs):
             return
         sources = _runtime_sources(node, self.runtime)
-        raise _unresolved(node, next(v for v in node.outputs if not is_static(v)), sources)
+        raise _unresolved(node, next(v for v in node.outputs if not is_static(v)), sources,
+                          self.runtime_refusals.get(node.id, ""))
+
+    def _type_from_runtime(self, node: Node, constant: dict[str, object]) -> bool:
+        """Type a node ONNX has no schema for (a contrib or custom-domain operator) by running it in
+        onnxruntime (hetc.frontend.runtime_types); False, with the reason kept for the error, if it cannot."""
+        try:
+            types = runtime_output_types(node, self.graph.opset, constant, self.ir_version)  # type: ignore[arg-type]
+        except RuntimeTypingError as why:
+            self.runtime_refusals[node.id] = str(why)
+            return False
+        for value, (dtype, shape) in zip(node.outputs, types):
+            value.dtype, value.shape = dtype, shape
+        return True
 
     def _fold(self, node: Node) -> bool:
         """Replace ``node`` by constants (or, for a graph output, only learn its shapes)."""
@@ -236,7 +253,15 @@ def _runtime_sources(node: Node, runtime: set[str]) -> list[str]:
     return sorted(sources)
 
 
-def _unresolved(node: Node, value: Value, sources: list[str]) -> ShapeError:
+def _has_schema(node: Node, graph: Graph) -> bool:
+    try:
+        onnx.defs.get_schema(node.op_type, graph.opset.get(node.domain, 1), node.domain)
+    except onnx.defs.SchemaError:
+        return False
+    return True
+
+
+def _unresolved(node: Node, value: Value, sources: list[str], runtime_refusal: str = "") -> ShapeError:
     """The error for an output whose shape import could not close, by the most likely cause."""
     label = f"node #{node.id} {node.op_type}" + (f" '{node.name}'" if node.name else "")
     position = node.outputs.index(value)
@@ -244,8 +269,9 @@ def _unresolved(node: Node, value: Value, sources: list[str]) -> ShapeError:
         return ShapeError(f"unsupported optional output: {label} omits its optional output #{position} but "
                           "uses a later one, and ONNX cannot type the omitted one; hetc needs every output typed")
     if value.dtype is None:
+        why = f"; {runtime_refusal}" if runtime_refusal else ""
         return ShapeError(f"unknown output type: {label} gives '{value.name}' a type shape inference cannot "
-                          "determine (custom or unknown operator?); hetc needs every type")
+                          f"determine (custom or unknown operator?){why}; hetc needs every type")
     if node.has_subgraph:
         return ShapeError(f"unresolved subgraph output: {label} produces '{value.name}' whose shape ONNX shape "
                           "inference cannot determine through the node's subgraph; hetc needs static shapes "
@@ -261,11 +287,15 @@ def _unresolved(node: Node, value: Value, sources: list[str]) -> ShapeError:
 # Ops whose output *size* depends on the values of a data tensor: an output whose shape stays open is a host
 # tensor of run-time shape (as is any open output of a node that reads a host value).
 DATA_DEPENDENT_OPS = frozenset({"Unique", "NonZero", "Compress", "NonMaxSuppression", "StringSplit"})
+# Control flow whose outputs may be shaped by the data: an If whose branches return different shapes, a Loop
+# whose trip count or condition is computed at run time, a Scan over a run-time-shaped input. The CPU runs
+# them (hetc.sim's control-flow kernels), so their open outputs are host tensors too.
+CONTROL_FLOW_OPS = frozenset({"If", "Loop", "Scan"})
 
 
 def _held_by_host(node: Node, graph: Graph) -> bool:
     """Whether the open outputs of ``node`` may be host tensors rather than a shape error."""
-    if node.domain == "" and node.op_type in DATA_DEPENDENT_OPS:
+    if node.domain == "" and (node.op_type in DATA_DEPENDENT_OPS or node.op_type in CONTROL_FLOW_OPS):
         return True
     read = node.present_inputs + [graph.values[n] for n in node.outer_scope_names() if n in graph.values] \
         if node.has_subgraph else node.present_inputs

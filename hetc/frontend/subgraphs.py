@@ -18,7 +18,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from hetc.frontend.builder import type_proto_of
-from hetc.ir import Node, Value, dtype_to_onnx
+from hetc.ir import Node, Value, dtype_to_onnx, tensor_host_type
 from hetc.ir.onnx_export import make_attribute
 
 
@@ -183,3 +183,69 @@ def carry_captured_values(node: Node, values: dict[str, Value]) -> bool:
                     host=values[name].host) for name in captured]
     node.outputs = node.outputs[:carried] + finals + node.outputs[carried:]
     return True
+
+
+def loop_capturing_if(node: Node, values: dict[str, Value], opset: dict[str, int]) -> list[Node] | None:
+    """An If whose branches read outer values that are not small constants, as nodes the CPU can run without
+    an outer scope: a one-trip Loop that carries the condition and the captured values into its body, runs the
+    If there and scans its results out (each gains a leading dim of 1), then one Squeeze per result back to
+    the If's outputs (the same Value objects). None when the If captures nothing or has a non-tensor output
+    (a Loop scans only tensors). The caller relinks the graph."""
+    if node.op_type != "If" or node.domain != "" or any(v.host is not None and v.host.kind != "tensor"
+                                                        for v in node.outputs):
+        return None
+    captured = [name for name in node.outer_scope_names() if name in values]
+    if not captured:
+        return None
+    prefix = node.name or f"If_{node.id}"
+    rename = {name: f"{name}{CARRIED_SUFFIX}" for name in captured}
+    condition = node.inputs[0]
+    inner_condition = f"{prefix}__condition"
+    branches = {}
+    for key in ("then_branch", "else_branch"):
+        branch = onnx.GraphProto()
+        branch.CopyFrom(node.attrs[key])
+        for inner in branch.node:
+            _rename(inner, rename)
+        for info in branch.output:
+            info.name = rename.get(info.name, info.name)
+        branches[key] = branch
+    results = [f"{prefix}__result{i}" for i in range(len(node.outputs))]
+    scalar_bool = helper.make_tensor_value_info(f"{prefix}__cond_in", onnx.TensorProto.BOOL, [])
+    body_nodes = [helper.make_node("Identity", [scalar_bool.name], [f"{prefix}__cond_out"]),
+                  helper.make_node("Identity", [inner_condition], [f"{inner_condition}_out"]),
+                  helper.make_node("If", [inner_condition], results, name=prefix, **branches)]
+    body_nodes += [helper.make_node("Identity", [rename[n]], [f"{rename[n]}_out"]) for n in captured]
+    body = helper.make_graph(
+        body_nodes, f"{prefix}__body",
+        [helper.make_tensor_value_info(f"{prefix}__trip", onnx.TensorProto.INT64, []), scalar_bool,
+         helper.make_value_info(inner_condition, type_proto_of(condition))]
+        + [helper.make_value_info(rename[n], type_proto_of(values[n])) for n in captured],
+        [helper.make_tensor_value_info(f"{prefix}__cond_out", onnx.TensorProto.BOOL, []),
+         helper.make_value_info(f"{inner_condition}_out", type_proto_of(condition))]
+        + [helper.make_value_info(f"{rename[n]}_out", type_proto_of(values[n])) for n in captured]
+        + [helper.make_value_info(r, type_proto_of(v)) for r, v in zip(results, node.outputs)])
+    trips = Value(f"{prefix}__trips", "int64", (), const=np.array(1, np.int64))
+    finals = [Value(f"{prefix}__condition_final", condition.dtype, tuple(condition.shape), host=condition.host)]
+    finals += [Value(f"{prefix}_{n}{CARRIED_SUFFIX}", values[n].dtype, tuple(values[n].shape), host=values[n].host)
+               for n in captured]
+    scanned = [_scanned(f"{prefix}__scanned{i}", v) for i, v in enumerate(node.outputs)]
+    loop = Node(node.id, "Loop", f"{prefix}__loop", [trips, None, condition] + [values[n] for n in captured],
+                finals + scanned, {"body": body})
+    axes = Value(f"{prefix}__axes", "int64", (1,), const=np.array([0], np.int64))
+    squeezes = []
+    for i, (stacked, output) in enumerate(zip(scanned, node.outputs)):
+        if opset.get("", 1) >= 13:
+            squeezes.append(Node(node.id, "Squeeze", f"{prefix}__squeeze{i}", [stacked, axes], [output]))
+        else:
+            squeezes.append(Node(node.id, "Squeeze", f"{prefix}__squeeze{i}", [stacked], [output], {"axes": [0]}))
+    return [loop] + squeezes
+
+
+def _scanned(name: str, output: Value) -> Value:
+    """The Loop's scan output for an If output: a leading dim of 1, a host tensor when the output is one."""
+    if output.host is None:
+        return Value(name, output.dtype, (1,) + tuple(output.shape))
+    shape = None if output.host.shape is None else (1,) + tuple(output.host.shape)
+    # The importer settles a host tensor's type from ``shape`` (partial dims) when it finishes.
+    return Value(name, output.dtype, shape, host=tensor_host_type(output.dtype, shape))  # type: ignore[arg-type]

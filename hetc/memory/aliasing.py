@@ -12,13 +12,23 @@ end of its members.
   no member of the input's group is a constant, graph input or graph output, and every other task that reads
   the group is an ancestor of this one in the dependency graph. Ancestry, not planned time, because the
   simulator's timing may differ from the plan; an ancestor finishes first on any timing.
+* **Regions and Assemble parts** (hetc.ir.tiles) are not a choice: a Region's output lies in its base's bytes
+  at ``region_offset(starts, base strides)`` with the base's byte strides, and each Assemble part's DRAM
+  buffer lies in the output's bytes at the part's start with the output's strides (its producer, or the DMA
+  bringing it, writes straight there). Positions compose (a region of a region, of an Assemble output, of a
+  view): ``placement`` gives each buffer's byte offset from its group's first byte and its strides. These
+  members are joined first; a buffer lying at an offset or with strides is then neither viewed nor
+  overwritten in place (the rules below assume their operands start at the group's first byte).
 * **Dropout** is elementwise here, never a view: in training mode it rewrites its bytes (masked and scaled).
   Overwriting an input that dies at it is safe on every engine, since kernels never compute into an output
   that overlaps an input (the simulator copies the result over it afterwards).
 """
 from __future__ import annotations
 
+from hetc.errors import MemoryPlanError
 from hetc.ir import Node
+from hetc.ir.tiles import contiguous_strides, region_offset
+from hetc.memory.artifact import strided_extent
 from hetc.memory.lifetimes import BufferTable
 from hetc.schedule.artifact import Schedule
 
@@ -46,7 +56,8 @@ class _Groups:
         return b
 
     def join(self, member: str, into: str) -> None:
-        """``member`` (a single fresh buffer) joins the group of ``into``; the group keeps its owner."""
+        """``member`` (the owner of its group, often a single buffer) and its group join the group of ``into``;
+        that group keeps its owner."""
         r = self.root(into)
         self.owner[member] = r
         self.members[r].extend(self.members.pop(member))
@@ -84,29 +95,78 @@ class _Ancestry:
 def resolve_aliases(table: BufferTable, schedule: Schedule, nodes: dict[int, Node]) -> dict[str, str]:
     """``{buffer id: owner buffer id}`` for every buffer that shares another's storage."""
     groups = _Groups(table)
+    for bid, spec in table.buffers.items():   # regions and parts first: they are not a choice
+        if spec.region_of is not None:
+            if groups.root(spec.region_of) == groups.root(bid):
+                raise MemoryPlanError(f"buffer '{bid}' would lie in its own bytes (a cycle of regions)")
+            groups.join(groups.root(bid), spec.region_of)
     ancestry = _Ancestry(schedule)
     for task in sorted(schedule.tasks, key=lambda t: (t.start_ns, t.id)):
         if task.kind != "compute" or not table.writes.get(task.id):
             continue
         node = nodes[task.node]
         out = table.writes[task.id][0]
-        if out not in table.buffers:
-            continue   # a host value: nothing to share
+        if out not in table.buffers or groups.root(out) != out or _placed(table, out):
+            continue   # a host value (nothing to share), or a buffer a region rule has placed already
         if node.op_type in VIEW_OPS:
             src = table.reads[task.id][0] if table.reads[task.id] else None
-            if src in table.buffers and _may_view(table, groups, src, out):
+            if src in table.buffers and not _placed(table, src) and _may_view(table, groups, src, out):
                 groups.join(out, src)
         elif node.op_type in ELEMENTWISE_OPS and len(node.outputs) >= 1:
             for src in table.reads[task.id]:
-                if src in table.buffers and _may_overwrite(table, groups, ancestry, src, out, task.id):
+                if src in table.buffers and not _placed(table, src) and \
+                        _may_overwrite(table, groups, ancestry, src, out, task.id):
                     groups.join(out, src)
                     break
     return {b: groups.root(b) for b in table.buffers if groups.root(b) != b}
 
 
+def _placed(table: BufferTable, bid: str) -> bool:
+    """Whether the buffer lies inside another's bytes by a region rule (at an offset, maybe strided)."""
+    return table.buffers[bid].region_of is not None
+
+
+def placement(table: BufferTable, bid: str, memo: dict[str, tuple[int, tuple[int, ...] | None]] | None = None
+              ) -> tuple[int, tuple[int, ...] | None]:
+    """(byte offset from its group's first byte, byte strides or None when C-contiguous) of a buffer. Every
+    other member of a group starts at the group's first byte, contiguous (the view and in-place rules)."""
+    memo = {} if memo is None else memo
+    chain = []
+    while bid not in memo and table.buffers[bid].region_of is not None:
+        chain.append(bid)
+        bid = table.buffers[bid].region_of   # type: ignore[assignment]
+    memo.setdefault(bid, (0, None))
+    for member in reversed(chain):
+        spec = table.buffers[member]
+        base_offset, base_strides = memo[spec.region_of]   # type: ignore[index]
+        base = table.buffers[spec.region_of]               # type: ignore[index]
+        strides = base_strides or contiguous_strides(base.shape, base.dtype)
+        memo[member] = (base_offset + region_offset(spec.region_starts or (), strides), strides)
+    return memo[chain[0] if chain else bid]
+
+
+def member_end(table: BufferTable, bid: str, memo: dict | None = None) -> int:
+    """One past the last byte a buffer touches, from its group's first byte."""
+    offset, strides = placement(table, bid, memo)
+    spec = table.buffers[bid]
+    if strides is None:
+        return offset + spec.size
+    return offset + strided_extent(spec.shape, strides, spec.size)
+
+
+def strides_or_none(shape: tuple[int, ...], strides: tuple[int, ...] | None, dtype: str
+                    ) -> tuple[int, ...] | None:
+    """``strides``, or None when they are C-contiguous for ``shape`` (axes of one element have no stride)."""
+    if strides is None:
+        return None
+    dense = contiguous_strides(shape, dtype)
+    same = all(d == 1 or s == c for d, s, c in zip(shape, strides, dense))
+    return None if same else tuple(strides)
+
+
 def _may_view(table: BufferTable, groups: _Groups, src: str, out: str) -> bool:
     s, o = table.buffers[src], table.buffers[out]
-    kinds = groups.kinds[groups.root(src)] | {o.kind}
+    kinds = groups.kinds[groups.root(src)] | groups.kinds[groups.root(out)]
     return (s.memory == o.memory and s.size == o.size and "constant" not in kinds
             and not {"input", "output"} <= kinds)
 

@@ -8,6 +8,7 @@ schedule to the buffers it reads and writes, so codegen never has to guess which
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,15 @@ def host_ref_value(ref: str) -> str:
     return ref[:-len(HOST) - 1]
 
 
+def strided_extent(shape: tuple[int, ...], strides: tuple[int, ...], nbytes: int) -> int:
+    """Bytes from a strided tensor's first byte to one past its last (``nbytes`` its element bytes)."""
+    if nbytes == 0 or any(d == 0 for d in shape):
+        return 0
+    item = nbytes // max(1, math.prod(shape))
+    return sum((d - 1) * st for d, st in zip(shape, strides)) + item
+
+
+
 @dataclass(frozen=True)
 class Buffer:
     id: str                     # unique, e.g. "conv1_out@npu_sram" or "conv1_out@npu_sram#1" after a spill
@@ -45,9 +55,19 @@ class Buffer:
     start_ns: int               # live from the start of the task that writes it ...
     end_ns: int                 # ... to the end of its last reader (exclusive)
     kind: str = "activation"    # "input" | "output" | "constant" | "activation" | "copy"
-    alias_of: str | None = None  # buffer id whose storage this one shares (in-place Reshape and friends)
+    alias_of: str | None = None  # buffer id whose storage this one shares (in-place Reshape, regions...)
     dtype: str = "float32"
     shape: tuple[int, ...] = ()
+    # Byte strides, None when C-contiguous. A region of a tensor (hetc.ir.tiles) lies in its base's bytes at
+    # ``offset`` with the base's strides; its ``size`` stays the element bytes.
+    strides: tuple[int, ...] | None = None
+
+    @property
+    def end(self) -> int:
+        """One past the last byte the buffer touches."""
+        if self.strides is None:
+            return self.offset + self.size
+        return self.offset + strided_extent(self.shape, self.strides, self.size)
 
 
 @dataclass(frozen=True)
@@ -133,7 +153,9 @@ class MemoryPlan:
     @classmethod
     def from_json(cls, d: dict[str, Any], schedule: Schedule) -> "MemoryPlan":
         return cls(
-            buffers=tuple(Buffer(**{**b, "shape": tuple(b["shape"])}) for b in d["buffers"]),
+            buffers=tuple(Buffer(**{**b, "shape": tuple(b["shape"]),
+                                    "strides": None if b.get("strides") is None else tuple(b["strides"])})
+                          for b in d["buffers"]),
             stats={m: MemoryStats(**{**s, "peak_buffers": tuple(s["peak_buffers"])})
                    for m, s in d["memories"].items()},
             task_buffers={int(t): TaskBuffers(tuple(tb["reads"]), tuple(tb["writes"]))

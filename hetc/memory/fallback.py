@@ -5,7 +5,8 @@ target's priority order) that supports it and is homed in another memory — in 
 everything from DRAM. The schedule is then rebuilt by list scheduling with the new placement: nodes in the
 order the previous schedule ran them, each on its device as early as its engine and its operands allow,
 values copied along ``target.route`` exactly once per memory (an intermediate DRAM copy is shared), graph
-outputs brought back to DRAM. The planner then starts over on the new schedule.
+outputs brought back to DRAM. The planner then starts over on the new schedule. A graph with alias nodes
+(hetc.ir.tiles) is not rescheduled here.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dataclasses import replace
 from typing import Callable
 
 from hetc.ir import Graph, Node, Value
+from hetc.ir.tiles import is_alias
 from hetc.schedule.artifact import Schedule, SolverStats, Task
 from hetc.target.target import Target
 
@@ -23,6 +25,10 @@ def move_node_off(graph: Graph, schedule: Schedule, target: Target, memory: str,
     """A rescheduled copy of ``schedule`` with one node moved out of ``memory``, and a record of the move;
     None when no node running at ``t`` there can run anywhere else. ``banned`` holds (node, device) pairs
     a node was already moved off, so that nodes never move back and forth."""
+    if any(is_alias(n) for n in graph):
+        # This list scheduler does not know alias nodes (not tasks; hetc.schedule.tasks states how they
+        # run), so it cannot reschedule a tiled graph: the planner reports the overflow instead.
+        return None
     nodes = graph.node_map()
     homed = [x for x in schedule.tasks if x.kind == "compute" and target.home(x.engine) == memory]
     running = [x for x in homed if x.start_ns <= t < x.end_ns] or \

@@ -6,6 +6,11 @@ one in ``dst``. A buffer lives from the start of its writer to the end of its la
 graph inputs live from 0, graph outputs (their DRAM copy) until the makespan, constants for the whole run in
 DRAM's read-only region.
 
+Alias nodes (hetc.ir.tiles: Region, Assemble) are not tasks. The output of one gets a buffer in the memory the
+schedule puts it in (``Schedule.aliases``) that no task writes: it is *made by* other buffers (a Region's by
+its base there, an Assemble's by its parts' buffers in DRAM) and lives from when they start. The table records
+these facts (``made_by``, ``region_of``, ``region_starts``); hetc.memory.aliasing turns them into storage.
+
 The ``BufferTable`` is the planner's mutable working state: spilling adds buffers and rebinds readers, so it
 is kept apart from the schedule, whose times alone decide the intervals.
 """
@@ -14,7 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hetc.errors import MemoryPlanError
-from hetc.ir import Graph, Value
+from hetc.ir import Graph, Node, Value
+from hetc.ir.tiles import REGION, assemble_starts, is_alias, region_bounds
 from hetc.memory.artifact import host_ref
 from hetc.schedule.artifact import Schedule, Task
 from hetc.target.target import Target
@@ -33,6 +39,9 @@ class BufferSpec:
     readers: list[int] = field(default_factory=list)
     from_zero: bool = False         # written by the caller before the run
     to_end: bool = False            # read by the caller after the run
+    made_by: tuple[str, ...] = ()   # an alias output: the buffers whose availability makes it available
+    region_of: str | None = None    # lies in this buffer's bytes (a Region's base; an Assemble part's output)
+    region_starts: tuple[int, ...] | None = None   # ... from this element on (full rank)
 
 
 @dataclass
@@ -44,7 +53,10 @@ class BufferTable:
     def lifetime(self, buffer_id: str, tasks: dict[int, Task], makespan: int) -> tuple[int, int]:
         """``[start, end)`` in ns; never empty (a buffer nobody reads still exists while it is written)."""
         b = self.buffers[buffer_id]
-        start = 0 if b.from_zero or b.writer is None else tasks[b.writer].start_ns
+        if b.made_by:
+            start = min(self.lifetime(m, tasks, makespan)[0] for m in b.made_by)
+        else:
+            start = 0 if b.from_zero or b.writer is None else tasks[b.writer].start_ns
         ends = [tasks[t].end_ns for t in ([b.writer] if b.writer is not None else []) + b.readers]
         end = makespan if b.to_end or b.kind == "constant" else max(ends, default=start)
         return start, max(end, start + 1)
@@ -55,8 +67,11 @@ class BufferTable:
         ends = {t.id: t.end_ns for t in schedule.tasks}
         makespan = max(schedule.makespan_ns, 1)
         out: dict[str, tuple[int, int]] = {}
-        for bid, b in self.buffers.items():
-            start = 0 if b.from_zero or b.writer is None else starts[b.writer]
+        for bid, b in self.buffers.items():   # (insertion order: what makes an alias output comes first)
+            if b.made_by:
+                start = min(out[m][0] for m in b.made_by)
+            else:
+                start = 0 if b.from_zero or b.writer is None else starts[b.writer]
             if b.to_end or b.kind == "constant":
                 end = makespan
             else:
@@ -65,6 +80,14 @@ class BufferTable:
                     end = max(end, ends[b.writer])
             out[bid] = (start, max(end, start + 1))
         return out
+
+    def makers(self, buffer_id: str) -> tuple[int, ...]:
+        """The tasks whose end makes the buffer's value available: its writer, or for an alias output those of
+        the buffers that make it (none: available at time 0)."""
+        b = self.buffers[buffer_id]
+        if b.writer is not None:
+            return (b.writer,)
+        return tuple(sorted({t for m in b.made_by for t in self.makers(m)}))
 
     def add_reader(self, buffer_id: str, task_id: int) -> None:
         readers = self.buffers[buffer_id].readers
@@ -119,6 +142,8 @@ def build_table(graph: Graph, schedule: Schedule, target: Target) -> BufferTable
             kind = "output" if v.name in outputs and task.dst == dram else "copy"
             writes[task.id] = [add(v, task.dst or "", kind, task.id)]
 
+    _add_alias_outputs(graph, schedule, target, buffers)
+
     reads: dict[int, list[str | None]] = {}
     for task in schedule.tasks:
         if task.kind == "compute":
@@ -149,6 +174,58 @@ def build_table(graph: Graph, schedule: Schedule, target: Target) -> BufferTable
             raise MemoryPlanError(f"graph output '{name}' never reaches '{dram}'; the schedule must end it "
                                   f"with a transfer to DRAM")
     return BufferTable(buffers, reads, writes)
+
+
+def _add_alias_outputs(graph: Graph, schedule: Schedule, target: Target, buffers: dict[str, BufferSpec]) -> None:
+    """A buffer for each alias node's output in the memory the schedule gives it, made by its base (Region)
+    or parts (Assemble); each Assemble part's DRAM buffer is recorded as lying in the output's bytes."""
+    outputs = {v.name for v in graph.outputs}
+    for node in graph.topo_order():
+        if not is_alias(node):
+            continue
+        memory = schedule.aliases.get(node.id)
+        if memory is None:
+            raise MemoryPlanError(f"alias node {node.id} ('{node.name}', {node.op_type}) has no memory in the "
+                                  f"schedule (Schedule.aliases); schedule the tiled graph again")
+        out = node.outputs[0]
+        bid = buffer_id(out.name, memory)
+        if bid in buffers:
+            raise MemoryPlanError(f"value '{out.name}' of alias node '{node.name}' is also written to '{memory}' "
+                                  f"by task {buffers[bid].writer}; an alias output is made by its inputs only")
+        if node.op_type == REGION:
+            base = _alias_input(node, 0, memory, buffers)
+            made_by: tuple[str, ...] = (base,)
+            starts, _ = region_bounds(node)
+            buffers[bid] = BufferSpec(bid, out.name, memory, out.nbytes, out.dtype, tuple(out.shape), "activation",
+                                      None, made_by=made_by, region_of=base, region_starts=starts)
+            continue
+        if memory != target.dram:
+            raise MemoryPlanError(f"Assemble node '{node.name}' is placed in '{memory}'; an Assemble's output "
+                                  f"lives in DRAM ('{target.dram}')")
+        parts = tuple(_alias_input(node, k, memory, buffers) for k in range(len(node.inputs)))
+        pinned = out.name in outputs
+        buffers[bid] = BufferSpec(bid, out.name, memory, out.nbytes, out.dtype, tuple(out.shape),
+                                  "output" if pinned else "activation", None, to_end=pinned, made_by=parts)
+        for part, start in zip(parts, assemble_starts(node)):
+            spec = buffers[part]
+            if spec.region_of is not None:
+                raise MemoryPlanError(f"part '{spec.value}' of Assemble '{node.name}' already lies in the bytes "
+                                      f"of '{buffers[spec.region_of].value}'; a part is written in place into one "
+                                      f"output only")
+            if spec.kind in ("input", "constant"):
+                raise MemoryPlanError(f"part '{spec.value}' of Assemble '{node.name}' is a graph {spec.kind}, "
+                                      f"which no task writes into the output's bytes; assemble a copy of it")
+            spec.region_of, spec.region_starts = bid, start
+
+
+def _alias_input(node: Node, index: int, memory: str, buffers: dict[str, BufferSpec]) -> str:
+    v = node.inputs[index]
+    assert v is not None
+    bid = buffer_id(v.name, memory)
+    if bid not in buffers:
+        raise MemoryPlanError(f"{node.op_type} node '{node.name}' lives in '{memory}' but its input '{v.name}' "
+                              f"never reaches '{memory}'; the schedule is missing a transfer")
+    return bid
 
 
 def _node_of(task: Task, nodes: dict):

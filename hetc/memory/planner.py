@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 from hetc.errors import MemoryPlanError
 from hetc.ir import Graph
-from hetc.memory.aliasing import resolve_aliases
+from hetc.memory.aliasing import member_end, placement, resolve_aliases, strides_or_none
 from hetc.memory.artifact import Buffer, MemoryPlan, MemoryStats, Spill, TaskBuffers
 from hetc.memory.delay import delay_at
 from hetc.memory.fallback import move_node_off
@@ -114,10 +114,11 @@ def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: 
         # re-timing of the ones before (the occupancy stays the round's; the next round checks it all again).
         # A round per stretch redid the whole analysis hundreds of times on 2 MiB scratchpads.
         repaired = False
+        regioned = _regioned(table, storages)
         for t in (crowded[1] if crowded else [t]):
             live = sum(size for _, s, e, size in occupancy if s <= t < e)
             excess = max(live - target.memories[memory].size + margin.get(memory, 0), packing_excess, align)
-            shared = _sharing_at(storages, lifetimes, t)
+            shared = _sharing_at(storages, lifetimes, t) | regioned
             result = spill_at(table, schedule, target, memory, t, excess, lifetimes, shared, occupancy,
                               reader_delayed) \
                 if rounds <= MAX_SPILL_ROUNDS else None
@@ -161,17 +162,28 @@ def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: 
 
 
 def _storages(table: BufferTable, lifetimes: dict[str, tuple[int, int]], aliases: dict[str, str]) -> list[Storage]:
+    """One storage per alias group: live from its members' earliest start to their latest end, as large as
+    the furthest byte any member touches (members at offsets with strides included)."""
     groups: dict[str, Storage] = {}
+    memo: dict = {}
     for bid, spec in table.buffers.items():
         owner = aliases.get(bid, bid)
         start, end = lifetimes[bid]
+        size = member_end(table, bid, memo) if spec.region_of is not None else spec.size
         g = groups.get(owner)
         if g is None:
-            groups[owner] = Storage(owner, spec.memory, start, end, spec.size, [bid])
+            groups[owner] = Storage(owner, spec.memory, start, end, size, [bid])
         else:
-            g.start, g.end, g.size = min(g.start, start), max(g.end, end), max(g.size, spec.size)
+            g.start, g.end, g.size = min(g.start, start), max(g.end, end), max(g.size, size)
             g.members.append(bid)
     return sorted(groups.values(), key=lambda g: g.owner)
+
+
+def _regioned(table: BufferTable, storages: list[Storage]) -> set[str]:
+    """Every buffer of a group holding a region member: repairs never split such a group (no member is
+    spilled on its own, and the owner's later readers share bytes with the regions)."""
+    return {m for s in storages if any(table.buffers[x].region_of is not None for x in s.members)
+            for m in s.members}
 
 
 def _sharing_at(storages: list[Storage], lifetimes: dict[str, tuple[int, int]], t: int) -> set[str]:
@@ -284,12 +296,16 @@ def _artifact(table: BufferTable, schedule: Schedule, target: Target, lifetimes:
               seconds: float) -> MemoryPlan:
     assert layout is not None
     buffers = []
+    memo: dict = {}
     for bid, spec in table.buffers.items():
         owner = aliases.get(bid, bid)
         start, end = lifetimes[bid]
-        buffers.append(Buffer(id=bid, value=spec.value, memory=spec.memory, offset=layout.offsets[owner],
+        at, strides = placement(table, bid, memo)
+        strides = strides_or_none(spec.shape, strides, spec.dtype)   # e.g. a channel block of an NCHW tensor
+        buffers.append(Buffer(id=bid, value=spec.value, memory=spec.memory, offset=layout.offsets[owner] + at,
                               size=spec.size, start_ns=start, end_ns=end, kind=spec.kind,
-                              alias_of=None if owner == bid else owner, dtype=spec.dtype, shape=spec.shape))
+                              alias_of=None if owner == bid else owner, dtype=spec.dtype, shape=spec.shape,
+                              strides=strides))
     spilled: dict[str, int] = {}
     for s in spills:
         spilled[s.memory] = spilled.get(s.memory, 0) + s.bytes

@@ -12,27 +12,29 @@ def reuse_dependencies(plan: MemoryPlan) -> dict[int, tuple[int, ...]]:
     """``{writer task: tasks on other engines that must end first}`` for every reused address range."""
     tasks = {t.id: t for t in plan.schedule.tasks}
     users: dict[str, list[int]] = {}
-    writer: dict[str, int] = {}
+    writers: dict[str, set[int]] = {}
     for tid, tb in plan.task_buffers.items():
         for bid in tb.reads:
             if bid is not None:
                 users.setdefault(bid, []).append(tid)
         for bid in tb.writes:
             users.setdefault(bid, []).append(tid)
-            writer.setdefault(bid, tid)
-    # storage = alias group: address range, lifetime, every task touching it, the task that first writes it
+            writers.setdefault(bid, set()).add(tid)
+    # storage = alias group: address range, lifetime, every task touching it, the tasks writing its first bytes
+    # (the owner's writer; for an Assemble output, whose owner no task writes, each part's writer)
     groups: dict[tuple[str, str], dict] = {}
     for b in plan.buffers:
         if b.size == 0 or b.kind == "constant":
             continue
         owner = b.alias_of or b.id
-        g = groups.setdefault((b.memory, owner), {"lo": b.offset, "hi": b.offset + b.size, "start": b.start_ns,
-                                                   "end": b.end_ns, "users": set(), "first": None})
-        g["hi"] = max(g["hi"], b.offset + b.size)
+        g = groups.setdefault((b.memory, owner), {"lo": b.offset, "hi": b.end, "start": b.start_ns,
+                                                   "end": b.end_ns, "users": set(), "writers": set()})
+        g["lo"], g["hi"] = min(g["lo"], b.offset), max(g["hi"], b.end)
         g["start"], g["end"] = min(g["start"], b.start_ns), max(g["end"], b.end_ns)
         g["users"].update(users.get(b.id, ()))
+        g["writers"].update(writers.get(b.id, ()))
         if b.id == owner:
-            g["first"] = writer.get(b.id)
+            g["owner"] = b.id
     deps: dict[int, set[int]] = {}
     by_memory: dict[str, list[dict]] = {}
     for (memory, _), g in groups.items():
@@ -41,19 +43,18 @@ def reuse_dependencies(plan: MemoryPlan) -> dict[int, tuple[int, ...]]:
         storages.sort(key=lambda g: g["lo"])
         los = [g["lo"] for g in storages]
         for b in storages:
-            first = b["first"]
-            if first is None:
-                continue
-            engine = tasks[first].engine
-            for a in storages[:bisect.bisect_left(los, b["hi"])]:
-                if a is b or a["hi"] <= b["lo"] or a["end"] > b["start"]:
-                    continue
-                last: dict[str, int] = {}     # per other engine, the user of ``a`` that ends last
-                for u in a["users"]:
-                    e = tasks[u].engine
-                    if e != engine and (e not in last or tasks[u].end_ns > tasks[last[e]].end_ns):
-                        last[e] = u
-                extra = set(last.values()) - set(tasks[first].deps)
-                if extra:
-                    deps.setdefault(first, set()).update(extra)
+            firsts = writers.get(b.get("owner", ""), ()) or b["writers"]
+            for first in sorted(firsts):
+                engine = tasks[first].engine
+                for a in storages[:bisect.bisect_left(los, b["hi"])]:
+                    if a is b or a["hi"] <= b["lo"] or a["end"] > b["start"]:
+                        continue
+                    last: dict[str, int] = {}     # per other engine, the user of ``a`` that ends last
+                    for u in a["users"]:
+                        e = tasks[u].engine
+                        if e != engine and (e not in last or tasks[u].end_ns > tasks[last[e]].end_ns):
+                            last[e] = u
+                    extra = set(last.values()) - set(tasks[first].deps)
+                    if extra:
+                        deps.setdefault(first, set()).update(extra)
     return {t: tuple(sorted(d)) for t, d in sorted(deps.items())}

@@ -1,7 +1,8 @@
 """Spilling: free a scratchpad at its fullest instant by evicting a buffer to DRAM and reloading it later.
 
 A candidate is a buffer live at the instant ``t`` but idle then (no task using it runs at ``t``) that shares
-its storage with nobody. Its uses split into those before ``t`` and those after; candidates go by the
+its storage with nobody, and is in no group holding a region (hetc.memory.aliasing): such a group is never
+split, so nothing of it is spilled (the planner passes its buffers as ``shared``). Its uses split into those before ``t`` and those after; candidates go by the
 bytes x time they free (Belady's furthest-next-use, weighted by size) until the excess is covered. A spill
 adds, on a DMA engine between the scratchpad and DRAM:
 
@@ -182,9 +183,9 @@ def _apply(table: BufferTable, tasks: list[Task], target: Target, memory: str, t
     evict: Task | None = None
     release = fits_from
     if dram_copy is not None:
-        if dram_copy.writer is not None and by_id[dram_copy.writer].end_ns > t:
+        source_deps: tuple[int, ...] = table.makers(dram_id)   # (a region in DRAM: what makes its base)
+        if any(by_id[d].end_ns > t for d in source_deps):
             return None                                # DRAM gets the value only later: not worth a 2nd copy
-        source_deps: tuple[int, ...] = () if dram_copy.writer is None else (dram_copy.writer,)
     else:
         produced = by_id[spec.writer]
         evict_at = produced.end_ns + sync

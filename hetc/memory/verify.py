@@ -1,7 +1,10 @@
 """Every invariant of a MemoryPlan, checked from the artifact alone (plus the target it was planned for)."""
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
+
+from hetc.ir.tiles import spans
 
 from hetc.memory.artifact import Buffer, MemoryPlan, host_ref_value, is_host_ref
 
@@ -37,11 +40,11 @@ def _placement(plan: MemoryPlan, target: "Target", by_id: dict[str, Buffer]) -> 
         if memory is None:
             problems.append(f"buffer '{b.id}' is in unknown memory '{b.memory}'")
             continue
-        if b.offset % memory.alignment:
+        if b.alias_of is None and b.offset % memory.alignment:   # (a region lies where its base's bytes are)
             problems.append(f"buffer '{b.id}' offset {b.offset} is not a multiple of {b.memory}'s alignment "
                             f"{memory.alignment}")
-        if b.offset < 0 or b.offset + b.size > memory.size:
-            problems.append(f"buffer '{b.id}' [{b.offset}, {b.offset + b.size}) lies outside '{b.memory}' "
+        if b.offset < 0 or b.end > memory.size:
+            problems.append(f"buffer '{b.id}' [{b.offset}, {b.end}) lies outside '{b.memory}' "
                             f"({memory.size} B)")
         if b.end_ns <= b.start_ns:
             problems.append(f"buffer '{b.id}' has an empty lifetime [{b.start_ns}, {b.end_ns})")
@@ -49,10 +52,25 @@ def _placement(plan: MemoryPlan, target: "Target", by_id: dict[str, Buffer]) -> 
             problems.append(f"constant '{b.id}' lies outside the read-only region of {plan.constants_bytes} B")
         if b.alias_of is not None:
             owner = by_id.get(b.alias_of)
-            if owner is None or owner.memory != b.memory or owner.offset != b.offset or owner.alias_of:
-                problems.append(f"buffer '{b.id}' aliases '{b.alias_of}', which is not a storage owner at the "
-                                f"same memory and offset")
+            if owner is None or owner.memory != b.memory or owner.alias_of:
+                problems.append(f"buffer '{b.id}' aliases '{b.alias_of}', which is not a storage owner in the "
+                                f"same memory")
+            elif not _inside(b, owner):
+                problems.append(f"buffer '{b.id}' at {b.offset} (strides {b.strides}) reaches bytes outside its "
+                                f"owner '{owner.id}' [{owner.offset}, {owner.offset + owner.size})")
     return problems
+
+
+def _inside(member: Buffer, owner: Buffer) -> bool:
+    """Whether every byte run of ``member`` lies in the owner's bytes (what a region or in-place part needs)."""
+    if member.size == 0:
+        return True
+    if member.strides is None:
+        runs = [(member.offset, member.offset + member.size)]
+    else:
+        shape = member.shape
+        runs = spans(member.offset, shape, member.strides, member.size // max(1, math.prod(shape)))
+    return owner.offset <= runs[0][0] and runs[-1][1] <= owner.offset + owner.size
 
 
 def _overlaps(plan: MemoryPlan, by_id: dict[str, Buffer]) -> list[str]:
@@ -67,7 +85,7 @@ def _overlaps(plan: MemoryPlan, by_id: dict[str, Buffer]) -> list[str]:
         for b in sorted(buffers, key=lambda b: (b.start_ns, b.id)):
             active = [a for a in active if a.end_ns > b.start_ns]
             for a in active:
-                if _owner(a) != _owner(b) and a.offset < b.offset + b.size and b.offset < a.offset + a.size:
+                if _owner(a) != _owner(b) and a.offset < b.end and b.offset < a.end:
                     problems.append(f"buffers '{a.id}' and '{b.id}' in '{b.memory}' overlap in time and address")
             active.append(b)
     return problems

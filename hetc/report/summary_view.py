@@ -46,7 +46,9 @@ def _build_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
     if validation:
         verdict = "passed" if validation.get("passed") else "FAILED"
         rows.append(("validation", f"{verdict} (max abs err {fmt_err(validation.get('max_abs_err'))}, "
-                                   f"max rel err {fmt_err(validation.get('max_rel_err'))})"))
+                                   f"max rel err {fmt_err(validation.get('max_rel_err'))}"
+                                   + (f", error {fmt_err(validation['max_ratio'])}x onnxruntime's"
+                                      if validation.get("max_ratio") is not None else "") + ")"))
     add("compile time", "compile_s", lambda v: f"{v:.2f} s")
     return rows
 

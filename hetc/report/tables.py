@@ -182,12 +182,14 @@ def makespan_table(schedule: "Schedule", sim_result: "SimResult | None" = None) 
 
 
 def numerics_table(results: Any) -> ReportTable:
-    """Per graph output: max absolute and relative error against onnxruntime, and pass/fail.
+    """Per graph output: max absolute error against onnxruntime, the validation rule's figures (hetc's and
+    onnxruntime's error against the float64 reference, their ratio; hetc.validate.compare) and pass/fail.
 
-    ``results`` is a ``hetc.validate.ValidationReport`` (its ``outputs`` and ``tolerance`` are used), a mapping
+    ``results`` is a ``hetc.validate.ValidationReport`` (its ``outputs`` and ``rule()`` are used), a mapping
     output name -> record, or a sequence of records with a ``name``. A record is a dict or an object with
-    ``max_abs_err``, ``max_rel_err``, ``passed`` and optionally ``shape``, ``dtype``, ``cosine``, ``note``."""
-    tolerance = None if isinstance(results, Mapping) else getattr(results, "tolerance", None)
+    ``max_abs_err``, ``max_rel_err``, ``passed`` and optionally ``shape``, ``dtype``, ``cosine``, ``note``,
+    ``hetc_err``, ``ort_err``, ``ratio``."""
+    rule = None if isinstance(results, Mapping) else getattr(results, "rule", None)
     records = getattr(results, "outputs", results)
     items = records.items() if isinstance(records, Mapping) else ((field_of(r, "name", "?"), r) for r in records)
     rows, failed = [], 0
@@ -196,17 +198,20 @@ def numerics_table(results: Any) -> ReportTable:
         failed += not passed
         shape = field_of(r, "shape")
         cosine = field_of(r, "cosine")
+        ratio = field_of(r, "ratio")
         note = field_of(r, "note") or ""
         rows.append((str(name), ("x".join(map(str, shape)) or "scalar") if shape is not None else "-",
                      str(field_of(r, "dtype", "-")), fmt_err(field_of(r, "max_abs_err")),
-                     fmt_err(field_of(r, "max_rel_err")), "-" if cosine is None else f"{cosine:.6f}",
+                     fmt_err(field_of(r, "max_rel_err")), fmt_err(field_of(r, "hetc_err")),
+                     fmt_err(field_of(r, "ort_err")), "-" if ratio is None else f"{ratio:.3g}",
+                     "-" if cosine is None else f"{cosine:.6f}",
                      ("ok" if passed else "FAIL") + (f" ({note})" if note else "")))
     note = f"{len(rows) - failed}/{len(rows)} outputs within tolerance"
-    if tolerance is not None:
-        describe = getattr(tolerance, "describe", None)
-        note += f" ({describe() if callable(describe) else tolerance})"
+    if callable(rule):
+        note += f" ({rule()}); reference: {results.reference}"
     return ReportTable("Numerics vs onnxruntime", ("output", "shape", "dtype", "max abs err", "max rel err",
-                                                   "cosine", "result"), tuple(rows), "lllrrrl", note)
+                                                   "hetc err", "ort err", "ratio", "cosine", "result"),
+                       tuple(rows), "lllrrrrrrl", note)
 
 
 def report_text(schedule: "Schedule", graph: "Graph | None", plan: "MemoryPlan | None" = None,

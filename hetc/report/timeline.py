@@ -82,12 +82,15 @@ class NodeFacts:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     bytes: int
+    tile: str = ""   # "3/8 by rows of conv1" for a tile node: the chart groups a tiled node's bars by it
 
     @classmethod
     def of(cls, node: "Node") -> "NodeFacts":
+        tile = "" if node.tile is None else (
+            f"{node.tile.index + 1}/{node.tile.count} by {node.tile.axis} of {node.tile.of}")
         return cls(node.id, node.name or f"{node.op_type}#{node.id}", node.op_type,
                    tuple(_describe(v) for v in node.inputs), tuple(_describe(v) for v in node.outputs),
-                   sum(v.nbytes for v in node.present_inputs) + sum(v.nbytes for v in node.outputs))
+                   sum(v.nbytes for v in node.present_inputs) + sum(v.nbytes for v in node.outputs), tile)
 
 
 @dataclass(frozen=True)
@@ -248,6 +251,8 @@ def _task_slice(t: "Task", nodes: "dict[int, NodeFacts]", spill: str | None = No
         args["inputs"] = list(node.inputs)
         args["outputs"] = list(node.outputs)
         args["bytes"] = node.bytes
+        if node.tile:
+            args["tile"] = node.tile
     return Slice(t.id, t.engine, name, op_class(op), start, end, args)
 
 

@@ -9,7 +9,7 @@ from hetc.schedule.artifact import Schedule, SolverStats, Task
 from hetc.schedule.bound import lower_bound
 from hetc.schedule.heuristics import greedy, heft, single
 from hetc.schedule.problem import SchedulingProblem, build_problem
-from hetc.schedule.tasks import Plan, TaskKey, time_plan
+from hetc.schedule.tasks import Plan, TaskKey, alias_memory, time_plan
 from hetc.schedule.windows import solve_cpsat
 
 STRATEGIES = ("cpsat", "heft", "greedy", "single:<device>")
@@ -43,7 +43,7 @@ def solve(problem: SchedulingProblem, strategy: str = "cpsat", time_limit_s: flo
     bound = lower_bound(problem)
     tick, details = 1, {}
     if strategy == "cpsat":
-        limit = default_time_limit(problem.n) if time_limit_s is None else time_limit_s
+        limit = default_time_limit(len(problem.compute_nodes)) if time_limit_s is None else time_limit_s
         outcome = solve_cpsat(problem, limit, num_workers, seed, progress)
         plan, status, tick, details = outcome.plan, outcome.status, outcome.tick_ns, outcome.details
         bound = max(bound, outcome.bound_ns)
@@ -59,8 +59,9 @@ def solve(problem: SchedulingProblem, strategy: str = "cpsat", time_limit_s: flo
     makespan = max((t.end_ns for t in tasks), default=0)
     stats = SolverStats(strategy=strategy, status=status, objective_ns=makespan, best_bound_ns=bound,
                         wall_s=round(time.perf_counter() - began, 4), tick_ns=tick, details=details)
-    placement = {problem.node_ids[i]: d for i, d in enumerate(plan.placement)}
-    return Schedule(tasks=tasks, placement=placement, stats=stats, lower_bound_ns=bound)
+    placement = {problem.node_ids[i]: plan.placement[i] for i in problem.compute_nodes}
+    aliases = {problem.node_ids[i]: alias_memory(problem, i, plan.placement) for i in problem.alias_ops}
+    return Schedule(tasks=tasks, placement=placement, stats=stats, lower_bound_ns=bound, aliases=aliases)
 
 
 def check_strategy(strategy: str, target: "Target") -> None:  # noqa: F821

@@ -9,6 +9,9 @@ reports) walks a single list:
 Times are integer nanoseconds; ``end_ns`` is exclusive. ``deps`` lists the ids of tasks that must end before
 this one starts (data dependencies only: producer -> transfer -> consumer). Engine order is implied by start
 times: tasks of one engine never overlap.
+
+Alias nodes (``hetc.ir.tiles``: Region, Assemble) have no task and no placement: ``aliases`` says which memory
+each one's output lives in (``hetc.schedule.tasks`` states the rules).
 """
 from __future__ import annotations
 
@@ -77,6 +80,8 @@ class Schedule:
     placement: dict[int, str]   # node id -> device
     stats: SolverStats
     lower_bound_ns: int         # analytic bound, raised to the solver's proven bound when stronger
+    # alias node id (hetc.ir.tiles: Region, Assemble; not tasks) -> the memory its output lives in
+    aliases: dict[int, str] = field(default_factory=dict)
 
     @property
     def makespan_ns(self) -> int:
@@ -111,7 +116,8 @@ class Schedule:
 
     def verify(self, graph: "Graph", target: "Target") -> None:  # noqa: F821
         """Raise ScheduleInvariantError listing every broken invariant: precedence (+ sync), one task at a
-        time per engine, capability, inputs resident via a transfer chain, outputs in DRAM."""
+        time per engine, capability, inputs resident via a transfer chain, outputs in DRAM, alias nodes (no
+        task; their memory; readers and transfers of their outputs wait for what makes them available)."""
         from hetc.schedule.verify import verify_schedule
         verify_schedule(self, graph, target)
 
@@ -128,6 +134,7 @@ class Schedule:
             "placement": {str(k): v for k, v in sorted(self.placement.items())},
             "solver": {**asdict(self.stats), "gap": self.stats.gap},
             "tasks": [t.to_json() for t in self.tasks],
+            "aliases": [{"node": n, "memory": m} for n, m in sorted(self.aliases.items())],
         }
 
     @classmethod
@@ -136,7 +143,8 @@ class Schedule:
         s.pop("gap", None)
         return cls(tasks=tuple(Task.from_json(t) for t in d["tasks"]),
                    placement={int(k): v for k, v in d["placement"].items()},
-                   stats=SolverStats(**s), lower_bound_ns=d["lower_bound_ns"])
+                   stats=SolverStats(**s), lower_bound_ns=d["lower_bound_ns"],
+                   aliases={int(a["node"]): a["memory"] for a in d.get("aliases", ())})
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=1, sort_keys=False)

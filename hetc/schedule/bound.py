@@ -1,8 +1,12 @@
-"""Lower bounds on the makespan that no schedule of the problem can beat."""
+"""Lower bounds on the makespan that no schedule of the problem can beat.
+
+Alias nodes (Region, Assemble) are no work: they take no time on the critical path and count in no device's
+work; an Assemble's output is not available before its parts are in DRAM."""
 from __future__ import annotations
 
 import math
 
+from hetc.ir.tiles import ASSEMBLE
 from hetc.schedule.problem import SchedulingProblem
 
 
@@ -18,9 +22,11 @@ def critical_path(problem: SchedulingProblem) -> int:
 def release_path(problem: SchedulingProblem) -> int:
     """The critical path, sharpened by the transfers no schedule avoids.
 
-    A node on a device away from DRAM cannot start before its weights and graph inputs (which start in DRAM)
-    have crossed the route to that device, nor can a graph output produced there count as done before it is
-    back in DRAM. Each node takes the device that minimises its own finish, so the result is a lower bound."""
+    A node on a device away from DRAM cannot start before its weights and graph inputs (which start in DRAM),
+    or an Assemble's output (in DRAM once each part has been written there), or Regions of those, have
+    crossed the route to that device; nor can a graph output produced there count as done before it is back
+    in DRAM. Each node takes the device that minimises its own finish (separately for each such arrival), so
+    the result is a lower bound."""
     def moved(value: int, src: str, dst: str) -> int:
         hops = problem.route(src, dst)
         if not hops:
@@ -28,20 +34,40 @@ def release_path(problem: SchedulingProblem) -> int:
         time = sum(min(problem.transfer_ns(value, e) for e in problem.engines_between(a, b)) for a, b in hops)
         return time + problem.sync_ns * len(hops)  # a semaphore between every two engines on the chain
 
+    def dram_ready(value: int) -> int | None:
+        """When a value that can only live in DRAM (an input, a constant, an Assemble's output, Regions of
+        them) is there at the earliest; None for a value whose memory depends on the placement."""
+        root = problem.values[problem.region_root[value]].producer
+        if root is None:
+            return 0
+        return finish[root] if problem.alias_ops.get(root) == ASSEMBLE else None
+
+    in_dram = {}  # value -> earliest time it can be in DRAM, for the values an Assemble gathers
     finish, best = [0] * problem.n, 0
     for node in range(problem.n):
         ready = max((finish[p] for p in problem.predecessors[node]), default=0)
+        if problem.is_alias(node):
+            if problem.alias_ops[node] == ASSEMBLE:
+                ready = max([ready] + [in_dram.get(v, 0) for v in problem.node_inputs[node]])
+            finish[node] = ready
+            best = max(best, ready)
+            continue
         done, out = [], []
+        gathered = {m: [] for v in problem.node_outputs[node] for m in problem.region_closure[v]
+                    if m in problem.assembled}  # born with the node, written into an Assemble's output
         for device, duration in problem.durations[node].items():
             home = problem.home(device)
-            release = max((moved(v, problem.dram, home) for v in problem.node_inputs[node]
-                           if problem.values[v].producer is None), default=0)
+            release = max((at + moved(v, problem.dram, home) for v in problem.node_inputs[node]
+                           if (at := dram_ready(v)) is not None), default=0)
             end = max(ready, release) + duration
             done.append(end)
             out.append(max([end] + [end + moved(v, home, problem.dram) for v in problem.node_outputs[node]
                                     if problem.values[v].is_output]))
+            for m, times in gathered.items():
+                times.append(end + moved(m, home, problem.dram))
         finish[node] = min(done)
         best = max(best, min(out))
+        in_dram.update((m, min(times)) for m, times in gathered.items())
     return best
 
 
@@ -53,7 +79,7 @@ def work_bound(problem: SchedulingProblem) -> int:
     for mask in range(1, 1 << len(devices)) if len(devices) <= 10 else [(1 << len(devices)) - 1]:
         subset = {d for k, d in enumerate(devices) if mask >> k & 1}
         work = sum(min(ns for d, ns in problem.durations[node].items())
-                   for node in range(problem.n) if set(problem.durations[node]) <= subset)
+                   for node in problem.compute_nodes if set(problem.durations[node]) <= subset)
         best = max(best, math.ceil(work / len(subset)))
     return best
 

@@ -5,6 +5,12 @@ transfer whose presence follows from placement literals; tasks already committed
 engines. With the window = the whole graph and nothing committed, this is the exact problem and the objective
 is the makespan; on a window the objective is max(end + tail), the tail being the fastest path still to come.
 
+Alias nodes (Region, Assemble) get no variables: a window's alias nodes are settled in the committed state
+once the window is booked. A value is read as ``hetc.schedule.tasks`` says: a Region's output is born with its
+root (the compute node, input or Assemble it is a Region of), in the same memory at the same time; an
+Assemble's output is in DRAM once each part is (its producer's end when born there, else the end of its
+transfer to DRAM, which every part born elsewhere gets, as a graph output does).
+
 Units are ticks: the problem handed in is already scaled (``hetc.schedule.ticks``).
 """
 from __future__ import annotations
@@ -20,6 +26,7 @@ from ortools.sat.python import cp_model
 from hetc.destination import interrupts_deferred
 from hetc.schedule.listsched import ListScheduler
 from hetc.schedule.problem import SchedulingProblem
+from hetc.schedule.tasks import origin, wanted_in_dram
 
 Literal = "cp_model.IntVar | bool"
 # Deterministic seconds CP-SAT advances per wall second on the 2-core reference machine, measured on the
@@ -68,11 +75,19 @@ def _live(lits: list) -> list:
     return [lit for lit in lits if lit is not True]
 
 
+# A time after which a value is available, to wait for: (the end variable or constant time, what made it: the
+# device of a compute task, the _Transfer, or a committed copy's ``Made``; the literals under which it holds)
+_Term = tuple
+
+
 class WindowModel:
     def __init__(self, sp: SchedulingProblem, state: ListScheduler, window: list[int],
                  tails: dict[int, int], hint: ListScheduler, max_candidates: int | None = None) -> None:
+        window = [n for n in window if not sp.is_alias(n)]  # alias nodes are settled by the caller
         self.p, self.state, self.window, self.tails, self.h = sp, state, window, tails, hint
         self.in_window = set(window)
+        self.dram_terms: dict[int, list[_Term]] = {}
+        self.assembled_ready: dict[tuple[int, str], cp_model.IntVar] = {}
         self.cands = {n: self._candidates(n, max_candidates) for n in window}
         self.m = cp_model.CpModel()
         self.hints: list[tuple[cp_model.IntVar, int]] = []
@@ -123,14 +138,25 @@ class WindowModel:
             return every
         durs = self.p.durations[node]
         preferred = [self.h.placement[node], min(every, key=lambda d: (durs[d], every.index(d)))]
-        preferred += [self.h.placement[p] for p in self.p.predecessors[node]]
+        preferred += [self.h.placement[p] for p in self.p.compute_predecessors[node]]
         preferred += sorted(every, key=lambda d: (durs[d], every.index(d)))
         chosen = list(dict.fromkeys(d for d in preferred if d in durs))[:limit]
         return [d for d in every if d in chosen]
 
     def _origin(self, sched: ListScheduler, value: int) -> str:
-        producer = self.p.values[value].producer
-        return self.p.dram if producer is None else self.p.home(sched.placement[producer])
+        return origin(self.p, value, sched.placement)
+
+    def _root_producer(self, value: int) -> int | None:
+        """The node a value is born with: its producer, or for a Region the producer of the value it is a
+        Region of (a compute node or an Assemble; None for inputs and constants)."""
+        return self.p.values[self.p.region_root[value]].producer
+
+    def _unsettled_assemble(self, value: int) -> int | None:
+        """The Assemble a value is (a Region of) the output of, when that Assemble is not committed yet."""
+        root = self._root_producer(value)
+        if root is not None and self.p.is_alias(root) and (value, self.p.dram) not in self.state.copies:
+            return root
+        return None
 
     # ------------------------------------------------------------------ variables
     def _nodes(self) -> None:
@@ -191,9 +217,13 @@ class WindowModel:
             self.m.add(sum(engines.values()) == need)
         t = self.transfers[key] = _Transfer(need, start, end, engines)
         # the transfer's own source: the producer, a committed copy, or the DRAM copy made in this window
-        producer = p.values[value].producer
+        producer = self._root_producer(value)
+        assembling = self._unsettled_assemble(value) if src == born else None
         if src == born and producer in self.in_window:
             self.m.add(start >= self.end[producer] + p.sync_ns).only_enforce_if(need)
+        elif assembling is not None:
+            for eng, lit in engines.items():
+                self.m.add(start >= self._assembled(assembling, eng)).only_enforce_if(lit)
         elif (value, src) in self.state.copies:
             for eng, lit in engines.items():
                 self.m.add(start >= self._ready(value, src, eng)).only_enforce_if(lit)
@@ -204,24 +234,81 @@ class WindowModel:
         return t
 
     def _ready(self, value: int, mem: str, engine: str) -> int:
-        ready, by = self.state.copies[(value, mem)]
-        return ready if by is None or by == engine else ready + self.p.sync_ns
+        return self.state.ready_on(self.state.copies[(value, mem)], engine)
+
+    def _wait(self, var: cp_model.IntVar, term: _Term, engines: dict[str, Literal], enforce: list) -> None:
+        """``var``, the start of a task on one of ``engines`` (engine -> literal choosing it), is after
+        ``term``, plus a semaphore unless the same engine made it. Exact: the whole-graph bound is a proof."""
+        time, by, lits = term
+        for engine, lit in engines.items():
+            when = _live([lit] + enforce + lits)
+            if isinstance(time, int):
+                self.m.add(var >= self.state.ready_on((time, by), engine)).only_enforce_if(when)
+            elif isinstance(by, _Transfer) and engine in by.engines:
+                self.m.add(var >= time).only_enforce_if(when)
+                self.m.add(var >= time + self.p.sync_ns).only_enforce_if(when + [by.engines[engine].Not()])
+            else:
+                self.m.add(var >= time + (0 if by == engine else self.p.sync_ns)).only_enforce_if(when)
+
+    def _assembled(self, assemble: int, engine: str) -> cp_model.IntVar:
+        """When a task on ``engine`` may start after an uncommitted Assemble's output is in DRAM: one variable
+        per (Assemble, engine) above every part's term, so k readers of k parts cost 2k constraints, not k^2."""
+        key = (assemble, engine)
+        if key not in self.assembled_ready:
+            made = self.h.copies[(self.p.node_outputs[assemble][0], self.p.dram)]
+            var = self._var(0, self.horizon + self.p.sync_ns, f"a{assemble}_{engine}", self.h.ready_on(made, engine))
+            for term in self._in_dram(assemble):
+                self._wait(var, term, {engine: True}, [])
+            self.assembled_ready[key] = var
+        return self.assembled_ready[key]
+
+    def _in_dram(self, assemble: int) -> list[_Term]:
+        """The terms after which an uncommitted Assemble's output is in DRAM: per part, its producer's end
+        (on a device homed in DRAM) or its transfer's to DRAM, under the literals placing it so."""
+        if assemble in self.dram_terms:
+            return self.dram_terms[assemble]
+        p, terms = self.p, []
+        for part in p.node_inputs[assemble]:
+            root = self._root_producer(part)
+            nested = self._unsettled_assemble(part)
+            if nested is not None:
+                terms += self._in_dram(nested)
+            elif (part, p.dram) in self.state.copies:
+                terms.append((*self.state.copies[(part, p.dram)], []))
+            elif root in self.in_window:
+                for born in sorted({p.home(d) for d in self.cands[root]}):
+                    if born == p.dram:
+                        terms += [(self.end[root], d, [self.x[(root, d)]]) for d in self.cands[root]
+                                  if p.home(d) == born]
+                    else:  # the transfer's presence follows from the part's own need (see _edges)
+                        t = self._transfer(part, born, p.dram)
+                        terms.append((t.end, t, [self._in_memory(root, born, f"pm{part}_{born}")]))
+            else:  # born in a committed memory but not yet copied: the copy is needed, here
+                t = self._transfer(part, self._origin(self.state, part), p.dram)
+                t.reasons.append([])
+                terms.append((t.end, t, []))
+        self.dram_terms[assemble] = terms
+        return terms
 
     # ------------------------------------------------------------------ constraints
     def _edges(self) -> None:
         p = self.p
         for n in self.window:
             for value in p.node_inputs[n]:
-                producer = p.values[value].producer
+                producer = self._root_producer(value)
+                assembling = self._unsettled_assemble(value)
                 if producer in self.in_window:
                     self._edge_in_window(n, value, producer)
+                elif assembling is not None:
+                    self._edge_from_assemble(n, value, assembling)
                 else:
                     self._edge_from_committed(n, value)
-            for value in p.node_outputs[n]:
-                if p.values[value].is_output:
-                    for born in sorted({p.home(d) for d in self.cands[n]} - {p.dram}):
-                        self._transfer(value, born, p.dram).reasons.append(
-                            [self._in_memory(n, born, f"pm{value}_{born}")])
+            for out in p.node_outputs[n]:
+                for value in p.region_closure[out]:  # born with n: graph outputs and Assemble parts
+                    if wanted_in_dram(p, value):
+                        for born in sorted({p.home(d) for d in self.cands[n]} - {p.dram}):
+                            self._transfer(value, born, p.dram).reasons.append(
+                                [self._in_memory(n, born, f"pm{value}_{born}")])
 
     def _edge_in_window(self, n: int, value: int, producer: int) -> None:
         p = self.p
@@ -242,6 +329,19 @@ class WindowModel:
                 t = self._transfer(value, born, mem)
                 t.reasons.append([x, pm])
                 self.m.add(self.start[n] >= t.end + p.sync_ns).only_enforce_if(_live([x, pm]))
+
+    def _edge_from_assemble(self, n: int, value: int, assemble: int) -> None:
+        """n reads (a Region of) the output of an Assemble of this window: in place in DRAM after every part
+        is there, else through a transfer from DRAM that waits for them."""
+        p = self.p
+        for d in self.cands[n]:
+            mem, x = p.home(d), self.x[(n, d)]
+            if mem == p.dram:
+                self.m.add(self.start[n] >= self._assembled(assemble, d)).only_enforce_if(_live([x]))
+            else:
+                t = self._transfer(value, p.dram, mem)
+                t.reasons.append([x])
+                self.m.add(self.start[n] >= t.end + p.sync_ns).only_enforce_if(_live([x]))
 
     def _edge_from_committed(self, n: int, value: int) -> None:
         p = self.p

@@ -15,7 +15,7 @@ def heft(problem: SchedulingProblem) -> Plan:
     best = heft_list(problem)
     best_span = makespan_of(time_plan(problem, best)[1])
     for device in problem.devices:
-        if all(device in durs for durs in problem.durations):
+        if all(device in problem.durations[i] for i in problem.compute_nodes):
             plan = fixed_placement(problem, [device] * problem.n)
             span = makespan_of(time_plan(problem, plan)[1])
             if span < best_span:
@@ -34,13 +34,16 @@ def heft_list(problem: SchedulingProblem) -> Plan:
 
 
 def heft_step(scheduler: ListScheduler, node: int) -> None:
-    """Commit ``node`` on the candidate device where it finishes earliest."""
+    """Commit ``node`` on the candidate device where it finishes earliest (an alias node: settle it)."""
+    if scheduler.p.is_alias(node):
+        scheduler.settle(node)
+        return
     finish = {d: scheduler.trial(node, d) for d in scheduler.p.candidates(node)}
     scheduler.commit(node, min(finish, key=finish.__getitem__))
 
 
-def fixed_placement(problem: SchedulingProblem, placement: list[str]) -> Plan:
-    """List-schedule a given placement in upward-rank order."""
+def fixed_placement(problem: SchedulingProblem, placement: list[str | None]) -> Plan:
+    """List-schedule a given placement (ignored for alias nodes) in upward-rank order."""
     scheduler = ListScheduler(problem)
     for node in priority_order(problem, upward_rank(problem, placement)):
         scheduler.commit(node, placement[node])
@@ -51,7 +54,7 @@ def greedy(problem: SchedulingProblem) -> Plan:
     """Each node on the first device of the priority list that supports it (as ONNX Runtime assigns
     execution providers), then list-scheduled."""
     order = list(problem.priority) + [d for d in problem.devices if d not in problem.priority]
-    placement = [next(d for d in order if d in problem.durations[i]) for i in range(problem.n)]
+    placement = [next((d for d in order if d in problem.durations[i]), None) for i in range(problem.n)]
     return fixed_placement(problem, placement)
 
 
@@ -60,7 +63,7 @@ def single(problem: SchedulingProblem, device: str, refusal: Callable[[int], str
     if device not in problem.device_memory:
         raise ScheduleError(f"unknown device '{device}' in strategy 'single:{device}'; "
                             f"choose one of: {', '.join(problem.devices)}")
-    for i in range(problem.n):
+    for i in problem.compute_nodes:
         if device not in problem.durations[i]:
             why = refusal(i) if refusal else "it is not among the node's candidate devices"
             raise ScheduleError(f"strategy 'single:{device}': node '{problem.node_names[i]}' "

@@ -4,14 +4,23 @@ Nodes are committed one at a time (all predecessors first). Committing a node on
 transfers its inputs need (earliest-finishing DMA engine per hop, reusing a copy already made), then the
 compute in the earliest gap of the device that fits. ``trial`` answers "when would it finish there" without
 booking anything, which is HEFT's earliest-finish-time question.
+
+Committing an alias node books nothing: its output becomes available as ``hetc.schedule.tasks`` says (a
+Region's with its input, eagerly; an Assemble's once every part is in DRAM, a join of several engines).
 """
 from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
 
+from hetc.ir.tiles import ASSEMBLE, REGION
 from hetc.schedule.problem import SchedulingProblem
-from hetc.schedule.tasks import Plan, TaskKey, compute_key, transfer_key
+from hetc.schedule.tasks import (Plan, TaskKey, alias_memory, available_after, compute_key, origin, transfer_key,
+                                 wanted_in_dram)
+
+# When a copy is ready: (time, what made it): None (in DRAM from t=0), an engine name, or, for an Assemble's
+# output, ((engine, time), ...) per engine that wrote a part (a waiter on another engine pays a semaphore).
+Made = tuple[int, "str | None | tuple[tuple[str | None, int], ...]"]
 
 
 @dataclass
@@ -54,14 +63,18 @@ class ListScheduler:
         self.lanes: dict[str, Lane] = {e: Lane() for e in list(problem.device_memory) + list(problem.dmas)}
         self.placement: list[str | None] = [None] * problem.n
         self.finish: list[int] = [0] * problem.n
-        # (value, memory) -> (ready time, engine that made the copy); inputs and constants sit in DRAM at t=0
-        self.copies: dict[tuple[int, str], tuple[int, str | None]] = {
-            (v, problem.dram): (0, None) for v, s in enumerate(problem.values) if s.producer is None}
+        # (value, memory) -> when the copy is ready; inputs and constants (and Regions of them) sit in DRAM at t=0
+        self.copies: dict[tuple[int, str], Made] = {
+            (r, problem.dram): (0, None) for v, s in enumerate(problem.values) if s.producer is None
+            for r in problem.region_closure[v]}
         self.dma_choice: dict[tuple[int, str], str] = {}
 
     # ------------------------------------------------------------------ queries
-    def _after(self, made: tuple[int, str | None], engine: str) -> int:
+    def ready_on(self, made: Made, engine: str | None) -> int:
+        """When a task on ``engine`` may start after ``made`` (a semaphore when another engine made it)."""
         end, by = made
+        if isinstance(by, tuple):
+            return max(t + (0 if e is None or e == engine else self.p.sync_ns) for e, t in by)
         return end if by is None or by == engine else end + self.p.sync_ns
 
     def _plan_copy(self, value: int, mem: str, pending: dict[str, list[tuple[int, int]]],
@@ -77,7 +90,7 @@ class ListScheduler:
                 best = None
                 for engine in p.engines_between(src, dst):
                     dur = p.transfer_ns(value, engine)
-                    start = self.lanes[engine].earliest(self._after(source, engine), dur, pending.get(engine, []))
+                    start = self.lanes[engine].earliest(self.ready_on(source, engine), dur, pending.get(engine, []))
                     if best is None or start + dur < best[5]:
                         best = (value, src, dst, engine, start, start + dur)
                 booked.append(best)
@@ -92,12 +105,11 @@ class ListScheduler:
         pending: dict[str, list[tuple[int, int]]] = {}
         made: dict[tuple[int, str], tuple[int, str]] = {}
         for value in self.p.node_inputs[node]:
-            ready = max(ready, self._after(self._plan_copy(value, home, pending, made, booked), device))
+            ready = max(ready, self.ready_on(self._plan_copy(value, home, pending, made, booked), device))
         return ready, booked
 
     def _origin(self, value: int) -> str:
-        producer = self.p.values[value].producer
-        return self.p.dram if producer is None else self.p.home(self.placement[producer])
+        return origin(self.p, value, self.placement)
 
     def trial(self, node: int, device: str) -> int:
         """Finish time of ``node`` on ``device`` if it were committed now."""
@@ -106,7 +118,12 @@ class ListScheduler:
         return self.lanes[device].earliest(ready, dur) + dur
 
     # ------------------------------------------------------------------ booking
-    def commit(self, node: int, device: str) -> int:
+    def commit(self, node: int, device: str | None) -> int | None:
+        """Book ``node`` on ``device`` with its input transfers and return its end; an alias node (device
+        ignored) is settled instead."""
+        if self.p.is_alias(node):
+            self.settle(node)
+            return None
         ready, transfers = self._plan_inputs(node, device)
         for value, src, dst, engine, start, end in transfers:
             self._book_transfer(value, dst, engine, start, end)
@@ -114,11 +131,47 @@ class ListScheduler:
         start = self.lanes[device].earliest(ready, dur)
         self.lanes[device].book(start, start + dur, compute_key(node))
         self.placement[node], self.finish[node] = device, start + dur
-        for value in self.p.node_outputs[node]:
-            self.copies[(value, self.p.home(device))] = (start + dur, device)
-            if self.p.values[value].is_output:
-                self._copy_to_dram(value)
+        self._born(node, self.p.home(device), (start + dur, device), copy_out=True)
         return start + dur
+
+    def settle(self, node: int) -> None:
+        """Make an alias node's output available (every predecessor committed). A Region's output became
+        available with its root already (``_born``); an Assemble's once the tasks ``available_after`` names
+        have ended (every part in DRAM)."""
+        if self.p.alias_ops[node] == ASSEMBLE and self.p.node_outputs[node]:
+            keys = available_after(self.p, self.p.node_outputs[node][0], self.placement)
+            made = self._join([self._made_by(key) for key in keys])
+            self._born(node, alias_memory(self.p, node, self.placement), made, copy_out=True)
+
+    def _made_by(self, key: TaskKey) -> Made:
+        """When a booked task ends, and on which engine."""
+        if key[0] == "c":
+            return self.finish[key[1]], self.placement[key[1]]
+        return self.copies[(key[1], key[2])]
+
+    def _join(self, made: list[Made]) -> Made:
+        """Ready when all of ``made`` are: per engine the latest time, so each waiter pays only the semaphores
+        it must."""
+        latest: dict[str | None, int] = {}
+        for end, by in made:
+            for engine, t in (by if isinstance(by, tuple) else ((by, end),)):
+                latest[engine] = max(latest.get(engine, 0), t)
+        ready = max(latest.values(), default=0)
+        if len(latest) <= 1:
+            return ready, next(iter(latest), None)
+        return ready, tuple(sorted(latest.items(), key=lambda kv: (kv[0] or "", kv[1])))
+
+    def _born(self, node: int, mem: str, made: Made, copy_out: bool) -> None:
+        """``node``'s outputs, and every Region of them, are available in ``mem`` as ``made`` says; with
+        ``copy_out``, book the transfers to DRAM of those that must be there."""
+        for value in self.p.node_outputs[node]:
+            for member in self.p.region_closure[value]:
+                self.copies[(member, mem)] = made
+        if copy_out:
+            for value in self.p.node_outputs[node]:
+                for member in self.p.region_closure[value]:
+                    if wanted_in_dram(self.p, member):
+                        self._copy_to_dram(member)
 
     def _book_transfer(self, value: int, dst: str, engine: str, start: int, end: int) -> None:
         self.lanes[engine].book(start, end, transfer_key(value, dst))
@@ -136,8 +189,7 @@ class ListScheduler:
         end = start + self.p.durations[node][device]
         self.lanes[device].book(start, end, compute_key(node))
         self.placement[node], self.finish[node] = device, end
-        for value in self.p.node_outputs[node]:
-            self.copies[(value, self.p.home(device))] = (end, device)
+        self._born(node, self.p.home(device), (end, device), copy_out=False)
 
     def book_transfer(self, value: int, dst: str, engine: str, start: int) -> None:
         self._book_transfer(value, dst, engine, start, start + self.p.transfer_ns(value, engine))
@@ -151,8 +203,8 @@ class ListScheduler:
         return twin
 
     def plan(self) -> Plan:
-        """The committed decisions (every node must be committed)."""
-        assert all(d is not None for d in self.placement), "list scheduling left nodes unplaced"
+        """The committed decisions (every node but the alias nodes must be placed)."""
+        assert all(self.placement[i] is not None for i in self.p.compute_nodes), "list scheduling left nodes unplaced"
         orders = {e: list(lane.keys) for e, lane in self.lanes.items() if lane.keys}
         return Plan(tuple(self.placement), dict(self.dma_choice), orders)
 
@@ -167,11 +219,16 @@ def upward_rank(problem: SchedulingProblem, placement: list[str] | None = None) 
     for spec in problem.values:
         if spec.producer is not None and problem.dmas:
             for c in spec.consumers:
+                if problem.alias_ops.get(c) == REGION:
+                    continue  # a Region reads its input in place: no transfer on that edge
                 key = (spec.producer, c)
                 edge_cost[key] = max(edge_cost.get(key, 0.0), mean_lat + spec.nbytes / mean_bw)
     for node in reversed(range(problem.n)):
         durs = problem.durations[node]
-        own = durs[placement[node]] if placement else sum(durs.values()) / len(durs)
+        if problem.is_alias(node):
+            own = 0.0
+        else:
+            own = durs[placement[node]] if placement else sum(durs.values()) / len(durs)
         rank[node] = own + max((edge_cost.get((node, s), 0.0) + rank[s] for s in problem.successors[node]),
                                default=0.0)
     return rank

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from hetc.ir.fused import node_label
+from hetc.ir.tiles import is_alias
 from hetc.schedule.artifact import Schedule
 
 
@@ -12,10 +13,13 @@ def _mb(nbytes: int) -> str:
 def placement_rows(graph: "Graph", target: "Target", schedule: Schedule) -> list[dict]:  # noqa: F821
     """One dict per node: node, name, op, device, fastest, cost_us (on its device), fastest_cost_us, reason,
     refused ("device: reason; ..." for every device that cannot run it), tile ("3/12 rows x channels of conv1"
-    for a tile, else "") and tiling (the tiler's rationale for that cut)."""
+    for a tile, else "") and tiling (the tiler's rationale for that cut). Alias nodes (Region, Assemble) run
+    nowhere and have no row."""
     rows = []
     strategy = schedule.stats.strategy
     for node in graph.topo_order():
+        if is_alias(node):
+            continue
         device = schedule.placement[node.id]
         refusals = {d: target.supports(node, d) for d in target.devices}
         refused = "; ".join(f"{d}: {why}" for d, why in refusals.items() if not why)
@@ -59,6 +63,8 @@ def idle_accelerators_warning(graph: "Graph", target: "Target", schedule: Schedu
     groups: dict[tuple[str, str], list[str]] = {}   # (device, reason code) -> messages, in graph order
     capable = {d: 0 for d in accelerators}
     for node in graph.topo_order():
+        if is_alias(node):
+            continue
         for device in accelerators:
             why = target.supports(node, device)
             if why:

@@ -6,6 +6,10 @@ Every algorithm (HEFT, greedy, CP-SAT, the lower bound) works on a ``SchedulingP
 Nodes are indexed 0..n-1 in a topological order; values are indexed too. A value with no producer (a graph
 input or a constant) starts in DRAM. All durations are integer nanoseconds (rounded up, so a schedule timed
 with them is never optimistic).
+
+Alias nodes (``hetc.ir.tiles``: Region, Assemble) keep their index but are flagged in ``alias_ops``: they have
+no candidate device and no duration, and are never placed. What their outputs mean for tasks is stated once,
+in ``hetc.schedule.tasks``; this module only records the structure (which value is a Region of which).
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from functools import cached_property
 
 from hetc.errors import ScheduleError
 from hetc.ir.fused import node_label
+from hetc.ir.tiles import ASSEMBLE, REGION, is_alias
 
 Hop = tuple[str, str]
 
@@ -52,6 +57,7 @@ class SchedulingProblem:
     priority: tuple[str, ...]
     dram: str = "dram"
     routes: dict[tuple[str, str], tuple[Hop, ...]] = field(default_factory=dict)  # from Target.route
+    alias_ops: dict[int, str] = field(default_factory=dict)  # alias node index -> "Region" | "Assemble"
     _memo: dict = field(default_factory=dict, compare=False, repr=False, hash=False)
 
     # ------------------------------------------------------------------ structure
@@ -70,7 +76,58 @@ class SchedulingProblem:
         return list(self.durations[node])
 
     def fastest(self, node: int) -> int:
-        return min(self.durations[node].values())
+        """The node's shortest duration; 0 for an alias node (it is no work)."""
+        return min(self.durations[node].values(), default=0)
+
+    def is_alias(self, node: int) -> bool:
+        return node in self.alias_ops
+
+    @cached_property
+    def compute_nodes(self) -> tuple[int, ...]:
+        """The nodes that are tasks (every node but the alias nodes), in index order."""
+        return tuple(i for i in range(self.n) if i not in self.alias_ops)
+
+    @cached_property
+    def region_root(self) -> tuple[int, ...]:
+        """Per value, the value it is a Region of, followed through chains of Regions (itself when it is not
+        a Region's output). The root's producer is a compute node, an Assemble, or none (DRAM from t=0)."""
+        root = list(range(len(self.values)))
+        for node in range(self.n):  # topological: a Region's input is rooted before its output
+            if self.alias_ops.get(node) == REGION:
+                for out in self.node_outputs[node]:
+                    root[out] = root[self.node_inputs[node][0]]
+        return tuple(root)
+
+    @cached_property
+    def region_closure(self) -> tuple[tuple[int, ...], ...]:
+        """Per value, itself and every value rooted at it by Regions: they are available in the same memory
+        at the same time."""
+        closure: list[list[int]] = [[v] for v in range(len(self.values))]
+        for value, root in enumerate(self.region_root):
+            if root != value:
+                closure[root].append(value)
+        return tuple(tuple(c) for c in closure)
+
+    @cached_property
+    def assembled(self) -> frozenset[int]:
+        """Values some Assemble writes in place into its output in DRAM (its parts)."""
+        return frozenset(v for node, op in self.alias_ops.items() if op == ASSEMBLE for v in self.node_inputs[node])
+
+    @cached_property
+    def compute_consumers(self) -> tuple[tuple[int, ...], ...]:
+        """Per value, the consumers that are tasks (alias consumers read nothing themselves)."""
+        return tuple(tuple(c for c in v.consumers if c not in self.alias_ops) for v in self.values)
+
+    @cached_property
+    def compute_predecessors(self) -> tuple[tuple[int, ...], ...]:
+        """Per node, the compute nodes whose outputs it reads, looking through alias nodes."""
+        found: list[tuple[int, ...]] = []
+        for node in range(self.n):
+            preds: dict[int, None] = {}
+            for p in self.predecessors[node]:
+                preds.update(dict.fromkeys(found[p] if p in self.alias_ops else (p,)))
+            found.append(tuple(preds))
+        return tuple(found)
 
     @cached_property
     def successors(self) -> tuple[tuple[int, ...], ...]:
@@ -134,6 +191,9 @@ def build_problem(graph: "Graph", target: "Target") -> SchedulingProblem:  # noq
     index = {n.id: i for i, n in enumerate(nodes)}
     durations: list[dict[str, int]] = []
     for node in nodes:
+        if is_alias(node):  # not a task: no device, no duration
+            durations.append({})
+            continue
         cands = target.candidates(node)
         if not cands:
             reasons = "; ".join(f"{d}: {target.supports(node, d)}" for d in target.devices)
@@ -164,4 +224,5 @@ def build_problem(graph: "Graph", target: "Target") -> SchedulingProblem:  # noq
         node_ids=tuple(n.id for n in nodes), node_names=tuple(n.name or f"{n.op_type}_{n.id}" for n in nodes),
         ops=tuple(node_label(n) for n in nodes), durations=tuple(durations), node_inputs=tuple(node_inputs),
         values=tuple(values), device_memory={d: dev.memory for d, dev in target.devices.items()}, dmas=dmas,
-        sync_ns=math.ceil(target.sync_ns), priority=tuple(target.priority), dram=target.dram, routes=routes)
+        sync_ns=math.ceil(target.sync_ns), priority=tuple(target.priority), dram=target.dram, routes=routes,
+        alias_ops={i: n.op_type for i, n in enumerate(nodes) if is_alias(n)})

@@ -4,12 +4,22 @@ This module is the single statement of the execution model inside the scheduler:
 (one per destination memory, shared by its consumers there; an intermediate DRAM copy reused), which task
 each task waits for, and when a wait costs a semaphore. HEFT, greedy and CP-SAT all end in ``Plan`` and are
 timed by ``asap``, so every strategy's artifact obeys the same rules exactly.
+
+Alias nodes (``hetc.ir.tiles``: Region, Assemble) are not tasks and run on no device. The output of one lives
+in one memory (``origin``): a Region's where its input was born, an Assemble's in DRAM. It is available there
+once the tasks ``available_after`` names have ended: a Region's input's; for an Assemble, per part its
+producer (a part born in DRAM) or the part's transfer to DRAM, which writes straight into the output's bytes
+(so every part born elsewhere gets that transfer: ``wanted_in_dram``). A consumer homed in the alias's memory
+reads it in place and waits for those tasks; a consumer elsewhere gets a transfer of the alias value (its own
+bytes, a strided DMA) from that memory, which waits for them.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional, Sequence
 
 from hetc.errors import ScheduleError
+from hetc.ir.tiles import REGION
 from hetc.schedule.problem import SchedulingProblem
 
 # A task is named by a key: ("c", node) for a compute task, ("x", value, dst_memory) for a transfer.
@@ -24,22 +34,66 @@ def transfer_key(value: int, dst: str) -> TaskKey:
     return ("x", value, dst)
 
 
-def origin(problem: SchedulingProblem, value: int, placement: list[str] | tuple[str, ...]) -> str:
-    """The memory a value is born in: its producer's home, or DRAM for inputs and constants."""
+Placement = Sequence[Optional[str]]   # per node index its device; None for an alias node
+
+
+def origin(problem: SchedulingProblem, value: int, placement: Placement) -> str:
+    """The memory a value is born in: its producer's home, or DRAM for inputs and constants; a Region's output
+    is in the memory its input is born in, an Assemble's output in DRAM."""
     producer = problem.values[value].producer
-    return problem.dram if producer is None else problem.home(placement[producer])
+    if producer is None:
+        return problem.dram
+    if problem.is_alias(producer):
+        return alias_memory(problem, producer, placement)
+    return problem.home(placement[producer])
 
 
-def copies_needed(problem: SchedulingProblem, value: int, placement: list[str] | tuple[str, ...],
+def alias_memory(problem: SchedulingProblem, node: int, placement: Placement) -> str:
+    """The memory an alias node's output lives in: its input's origin for a Region, DRAM for an Assemble."""
+    if problem.alias_ops[node] == REGION:
+        return origin(problem, problem.node_inputs[node][0], placement)
+    return problem.dram
+
+
+def available_after(problem: SchedulingProblem, value: int, placement: Placement) -> tuple[TaskKey, ...]:
+    """The tasks after whose end a value is available in its origin memory: its producer; nothing for an
+    input or constant; a Region's input's; for an Assemble, per part the tasks that make the part available
+    in DRAM (its own, when born there, else its transfer to DRAM)."""
+    producer = problem.values[value].producer
+    if producer is None:
+        return ()
+    op = problem.alias_ops.get(producer)
+    if op is None:
+        return (compute_key(producer),)
+    if op == REGION:
+        return available_after(problem, problem.node_inputs[producer][0], placement)
+    deps: dict[TaskKey, None] = {}
+    for part in problem.node_inputs[producer]:
+        if origin(problem, part, placement) == problem.dram:
+            deps.update(dict.fromkeys(available_after(problem, part, placement)))
+        else:
+            deps[transfer_key(part, problem.dram)] = None
+    return tuple(deps)
+
+
+def wanted_in_dram(problem: SchedulingProblem, value: int) -> bool:
+    """Whether a value must be in DRAM whoever reads it: a graph output, or a part an Assemble writes in place
+    into its output (which lives in DRAM)."""
+    return problem.values[value].is_output or value in problem.assembled
+
+
+def copies_needed(problem: SchedulingProblem, value: int, placement: Placement,
                   consumers: tuple[int, ...] | None = None) -> list[tuple[str, str]]:
     """(src, dst) memory pairs of the transfers of one value, intermediate copies (DRAM, staging) first.
-    A host value needs none: only CPUs (homed in DRAM) touch it, and it stays in the host's heap."""
+    A host value needs none: only CPUs (homed in DRAM) touch it, and it stays in the host's heap. Alias
+    consumers want no copy: a Region reads its input in place, an Assemble wants its part in DRAM."""
     spec = problem.values[value]
     if spec.is_host:
         return []
     born = origin(problem, value, placement)
-    wanted = {problem.home(placement[c]) for c in (spec.consumers if consumers is None else consumers)}
-    if spec.is_output:
+    readers = problem.compute_consumers[value] if consumers is None else consumers
+    wanted = {problem.home(placement[c]) for c in readers if not problem.is_alias(c)}
+    if wanted_in_dram(problem, value):
         wanted.add(problem.dram)
     wanted.discard(born)
     hops: dict[str, tuple[int, str]] = {}
@@ -58,18 +112,16 @@ class TaskSpec:
     deps: tuple[TaskKey, ...]
 
 
-def derive_tasks(problem: SchedulingProblem, placement: list[str] | tuple[str, ...],
+def derive_tasks(problem: SchedulingProblem, placement: Placement,
                  dma_choice: dict[tuple[int, str], str]) -> dict[TaskKey, TaskSpec]:
-    """Every task the placement implies, in a topological order (dicts keep insertion order).
+    """Every task the placement implies, in a topological order (dicts keep insertion order). An alias node
+    has no task; its output's copies follow the tasks that make it available.
 
     ``dma_choice`` maps (value, dst memory) to the DMA engine doing that copy; a missing entry takes the
     first engine serving the hop."""
     tasks: dict[TaskKey, TaskSpec] = {}
-    made: set[int] = set()
 
     def make_copies(value: int) -> None:
-        made.add(value)
-        producer = problem.values[value].producer
         born = origin(problem, value, placement)
         for src, dst in copies_needed(problem, value, placement):
             engine = dma_choice.get((value, dst)) or problem.engines_between(src, dst)[0]
@@ -78,7 +130,7 @@ def derive_tasks(problem: SchedulingProblem, placement: list[str] | tuple[str, .
             if src != born:
                 deps: tuple[TaskKey, ...] = (transfer_key(value, src),)
             else:
-                deps = () if producer is None else (compute_key(producer),)
+                deps = available_after(problem, value, placement)
             key = transfer_key(value, dst)
             tasks[key] = TaskSpec(key, engine, problem.transfer_ns(value, engine), deps)
 
@@ -86,16 +138,18 @@ def derive_tasks(problem: SchedulingProblem, placement: list[str] | tuple[str, .
         if spec.producer is None:
             make_copies(value)
     for node in range(problem.n):
+        if problem.is_alias(node):
+            for value in problem.node_outputs[node]:
+                make_copies(value)
+            continue
         device = placement[node]
         if device not in problem.durations[node]:
             raise ScheduleError(f"node '{problem.node_names[node]}' cannot run on '{device}'")
         home = problem.home(device)
         deps = []
         for value in problem.node_inputs[node]:
-            producer = problem.values[value].producer
             if problem.values[value].is_host or origin(problem, value, placement) == home:
-                if producer is not None:
-                    deps.append(compute_key(producer))
+                deps.extend(available_after(problem, value, placement))
             else:
                 deps.append(transfer_key(value, home))
         key = compute_key(node)
@@ -107,9 +161,10 @@ def derive_tasks(problem: SchedulingProblem, placement: list[str] | tuple[str, .
 
 @dataclass
 class Plan:
-    """A complete decision: placement, DMA engine per copy, and the task order on every engine."""
+    """A complete decision: placement (None for an alias node), DMA engine per copy, and the task order on
+    every engine."""
 
-    placement: tuple[str, ...]
+    placement: tuple[str | None, ...]
     dma_choice: dict[tuple[int, str], str]
     orders: dict[str, list[TaskKey]]
 

@@ -1,12 +1,16 @@
 """Independent check of a Schedule against the graph and the target: the execution model's invariants.
 
 It re-derives nothing from the scheduler's own data structures, so a scheduler bug cannot hide behind itself.
+Alias nodes (``hetc.ir.tiles``) are checked against the rules of DESIGN.md / ``hetc.schedule.tasks``: no task,
+the memory ``Schedule.aliases`` records, every reader elsewhere served by a transfer, and every wait on an
+alias output covering the tasks that make it available (an Assemble's parts written to DRAM).
 """
 from __future__ import annotations
 
 import math
 from collections import defaultdict
 
+from hetc.ir.tiles import REGION, is_alias
 from hetc.schedule.artifact import Schedule, Task
 
 
@@ -34,23 +38,82 @@ def verify_schedule(schedule: Schedule, graph: "Graph", target: "Target") -> Non
                 errors.append(f"value '{t.value}' is copied into '{t.dst}' twice (tasks {transfers[(t.value, t.dst)].id}"
                               f" and {t.id}); one copy per memory is shared by its consumers")
             transfers[(t.value, t.dst)] = t
-            _transfer(t, graph, target, compute, by_id, errors)
+    born = _Birth(target, compute, transfers, errors)
+    _aliases(schedule, graph, born, errors)
+    for t in schedule.tasks:
+        if t.kind == "transfer":
+            _transfer(t, graph, target, born, by_id, errors)
     for node in graph.nodes:
         task = compute.get(node.id)
         if task is None:
             continue
         home = target.home(task.engine)
         for v in node.present_inputs:
-            if not _resident(v, home, task, graph, target, compute, transfers):
+            if not _resident(v, home, task, born, transfers):
                 errors.append(f"task {task.id} ({node.name or node.op_type} on {task.engine}) reads '{v.name}' but no "
                               f"dependency makes it resident in '{home}'")
     for v in graph.outputs:
-        if v.producer is not None and v.producer.id in compute:
-            born = target.home(compute[v.producer.id].engine)
-            if born != target.dram and (v.name, target.dram) not in transfers:
-                errors.append(f"graph output '{v.name}' stays in '{born}': it must end in '{target.dram}'")
+        where = born(v)
+        if where is not None and where[0] != target.dram and (v.name, target.dram) not in transfers:
+            errors.append(f"graph output '{v.name}' stays in '{where[0]}': it must end in '{target.dram}'")
     if errors:
         raise ScheduleInvariantError(errors)
+
+
+class _Birth:
+    """Per value: the memory it is born in and the tasks after which it is there (None when unknown: an error
+    already reported). A Region's output is its input's; an Assemble's is in DRAM after every part is."""
+
+    def __init__(self, target: "Target", compute: dict[int, Task], transfers: dict[tuple[str, str], Task],  # noqa: F821
+                 errors: list[str]) -> None:
+        self.target, self.compute, self.transfers, self.errors = target, compute, transfers, errors
+        self.memo: dict[str, tuple[str, list[Task]] | None] = {}
+
+    def __call__(self, v: "Value") -> tuple[str, list[Task]] | None:  # noqa: F821
+        if v.name not in self.memo:
+            self.memo[v.name] = self._find(v)
+        return self.memo[v.name]
+
+    def _find(self, v: "Value") -> tuple[str, list[Task]] | None:  # noqa: F821
+        node, dram = v.producer, self.target.dram
+        if node is None:
+            return dram, []
+        if not is_alias(node):
+            task = self.compute.get(node.id)
+            return None if task is None else (self.target.home(task.engine), [task])
+        if node.op_type == REGION:
+            return self(node.inputs[0])
+        tasks: list[Task] = []
+        for part in node.present_inputs:
+            where = self(part)
+            if where is None:
+                return None
+            if where[0] == dram:
+                tasks += where[1]
+            elif (part.name, dram) in self.transfers:
+                tasks.append(self.transfers[(part.name, dram)])
+            else:
+                self.errors.append(f"Assemble '{node.name or node.id}': part '{part.name}' is born in '{where[0]}' "
+                                   f"and never written to '{dram}', where the Assemble's output lives")
+                return None
+        return dram, tasks
+
+
+def _aliases(schedule: Schedule, graph: "Graph", born: _Birth, errors: list[str]) -> None:  # noqa: F821
+    for node in graph.nodes:
+        if not is_alias(node):
+            if node.id in schedule.aliases:
+                errors.append(f"node {node.id} ({node.name or node.op_type}) is not an alias node but has an alias "
+                              f"memory")
+            continue
+        if node.id in schedule.placement:
+            errors.append(f"alias node {node.id} ({node.name or node.op_type}) is placed on "
+                          f"'{schedule.placement[node.id]}'; alias nodes run on no device")
+        where = born(node.outputs[0])
+        recorded = schedule.aliases.get(node.id)
+        if where is not None and recorded != where[0]:
+            errors.append(f"alias node {node.id} ({node.name or node.op_type}): its output lives in '{where[0]}', "
+                          f"the schedule records '{recorded}'")
 
 
 def _timing(schedule: Schedule, by_id: dict[int, Task], target: "Target", errors: list[str]) -> None:  # noqa: F821
@@ -88,6 +151,10 @@ def _compute(schedule: Schedule, graph: "Graph", target: "Target", errors: list[
         if node is None:
             errors.append(f"task {t.id} computes unknown node {t.node}")
             continue
+        if is_alias(node):
+            errors.append(f"task {t.id} computes alias node {t.node} ({node.name or node.op_type}); an alias node "
+                          "is not a task")
+            continue
         if t.node in compute:
             errors.append(f"node {t.node} is computed twice (tasks {compute[t.node].id} and {t.id})")
         compute[t.node] = t
@@ -101,12 +168,12 @@ def _compute(schedule: Schedule, graph: "Graph", target: "Target", errors: list[
         if schedule.placement.get(t.node) != t.engine:
             errors.append(f"placement says node {t.node} is on '{schedule.placement.get(t.node)}', its task on '{t.engine}'")
     for node in graph.nodes:
-        if node.id not in compute:
+        if node.id not in compute and not is_alias(node):
             errors.append(f"node {node.id} ({node.name or node.op_type}) has no compute task")
     return compute
 
 
-def _transfer(t: Task, graph: "Graph", target: "Target", compute: dict[int, Task],  # noqa: F821
+def _transfer(t: Task, graph: "Graph", target: "Target", born: _Birth,  # noqa: F821
               by_id: dict[int, Task], errors: list[str]) -> None:
     value = graph.values.get(t.value)
     if value is None:
@@ -124,25 +191,23 @@ def _transfer(t: Task, graph: "Graph", target: "Target", compute: dict[int, Task
     if t.bytes != value.nbytes:
         errors.append(f"transfer {t.id} moves {t.bytes} bytes of '{t.value}', which has {value.nbytes}")
     deps = [by_id[d] for d in t.deps if d in by_id]
-    producer = compute.get(value.producer.id) if value.producer is not None else None
-    if producer is not None and target.home(producer.engine) == t.src:
-        ok = producer in deps
-    elif producer is None and t.src == target.dram:
-        ok = True
+    where = born(value)
+    if where is None:
+        return
+    if where[0] == t.src:
+        ok = all(task in deps for task in where[1])
     else:
         ok = any(d.kind == "transfer" and d.value == t.value and d.dst == t.src for d in deps)
     if not ok:
         errors.append(f"transfer {t.id} copies '{t.value}' from '{t.src}', where no dependency put it")
 
 
-def _resident(v: "Value", home: str, task: Task, graph: "Graph", target: "Target",  # noqa: F821
-              compute: dict[int, Task], transfers: dict[tuple[str, str], Task]) -> bool:
-    if v.producer is None:
-        if home == target.dram:
-            return True
-    else:
-        producer = compute.get(v.producer.id)
-        if producer is not None and target.home(producer.engine) == home:
-            return producer.id in task.deps
+def _resident(v: "Value", home: str, task: Task, born: _Birth,  # noqa: F821
+              transfers: dict[tuple[str, str], Task]) -> bool:
+    where = born(v)
+    if where is None:
+        return True  # the missing producer (or part copy) is reported already
+    if where[0] == home:
+        return all(t.id in task.deps for t in where[1])
     copy = transfers.get((v.name, home))
     return copy is not None and copy.id in task.deps

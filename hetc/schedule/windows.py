@@ -6,6 +6,9 @@
    continuation from that state; a graph that fits one window is solved whole, for its true makespan.
 3. The committed engine orders are re-timed exactly in ns. If that is not better than HEFT, HEFT stands.
 
+Windows count compute nodes only: alias nodes (Region, Assemble) ride in the window where the order puts them,
+cost the model nothing, and are settled in the committed state after their window is booked.
+
 Compile time is linear in the number of windows: each window's model only holds its own nodes, their
 transfers, and the committed intervals that end within one window span before it.
 """
@@ -55,7 +58,8 @@ def scale(problem: SchedulingProblem, tick: int) -> SchedulingProblem:
 
 
 def _tails(sp: SchedulingProblem, window: set[int]) -> dict[int, int]:
-    """Per window node: the fastest path still to run after it, through successors outside the window."""
+    """Per window node: the fastest path still to run after it, through successors outside the window (alias
+    nodes count as outside: they take no time, and the path goes on through them)."""
     path = [0] * sp.n
     for node in reversed(range(sp.n)):
         path[node] = sp.fastest(node) + max((path[s] for s in sp.successors[node]), default=0)
@@ -66,11 +70,14 @@ def solve_cpsat(problem: SchedulingProblem, time_limit_s: float, num_workers: in
                 progress: Callable[[str], None] | None = None, window_nodes: int | None = None) -> CpSatOutcome:
     heft_plan = heft(problem)
     heft_ms = makespan_of(time_plan(problem, heft_plan)[1])
+    if not problem.compute_nodes:  # alias nodes only: nothing to place, no search
+        return CpSatOutcome(heft_plan, heft_ms, "HINT", 0, 1, {"windows": 0, "heft_makespan_ns": heft_ms})
     order = priority_order(problem, upward_rank(problem))
+    computed = len(problem.compute_nodes)
     # Beyond MAX_WINDOWS windows, the windows grow instead: each search pays a presolve and a fork.
-    window_nodes = window_nodes or max(WINDOW_NODES, math.ceil(problem.n / MAX_WINDOWS))
-    windows = [order[i:i + window_nodes] for i in range(0, len(order), window_nodes)]
-    exact = len(windows) == 1 and problem.n <= EXACT_NODES
+    window_nodes = window_nodes or max(WINDOW_NODES, math.ceil(computed / MAX_WINDOWS))
+    windows = _cut(problem, order, window_nodes)
+    exact = len(windows) == 1 and computed <= EXACT_NODES
     # A graph solved whole is solved in ns (its proof is then about the real problem; CP-SAT proves these as
     # fast in ns as in ticks); windows use ticks to keep their domains small.
     tick = 1 if exact else max(1, heft_ms // TICKS)
@@ -85,11 +92,12 @@ def solve_cpsat(problem: SchedulingProblem, time_limit_s: float, num_workers: in
     for k, window in enumerate(windows):
         # Budgets are fixed shares of the limit (never "what is left"), so a rerun gets the same budgets and,
         # with deterministic-time limits, the same answer. The rest pays for HEFT, model building, re-timing.
-        budget = max(MIN_WINDOW_S, search_s * len(window) / problem.n)
+        tasks = [n for n in window if not problem.is_alias(n)]
+        budget = max(MIN_WINDOW_S, search_s * len(tasks) / max(1, computed))
         hint = state.clone()
         for node in window:
             heft_step(hint, node)
-        model = WindowModel(sp, state, window, _tails(sp, set(window)), hint,
+        model = WindowModel(sp, state, tasks, _tails(sp, set(tasks)), hint,
                             max_candidates=None if exact else WINDOW_CANDIDATES)
         result = model.solve(SolverParams(budget, num_workers, seed, lns_only=not exact))
         solver_wall += result.wall_s
@@ -99,12 +107,15 @@ def solve_cpsat(problem: SchedulingProblem, time_limit_s: float, num_workers: in
                 state.book_transfer(value, dst, engine, start)
             for node, device, start in result.nodes:
                 state.book_node(node, device, start)
+            for node in window:
+                if problem.is_alias(node):
+                    state.settle(node)
         else:
             state = hint
         if len(windows) == 1 and result.nodes:
             bound_ticks = result.bound
         if progress:
-            progress(f"cpsat window {k + 1}/{len(windows)}: {result.status}, {len(window)} nodes, "
+            progress(f"cpsat window {k + 1}/{len(windows)}: {result.status}, {len(tasks)} nodes, "
                      f"{result.wall_s:.2f}s")
     plan = state.plan()
     makespan = makespan_of(time_plan(problem, plan)[1])
@@ -117,6 +128,20 @@ def solve_cpsat(problem: SchedulingProblem, time_limit_s: float, num_workers: in
                             details)
     status = "OPTIMAL" if bound_ns >= makespan else "FEASIBLE"
     return CpSatOutcome(plan, makespan, status, bound_ns, tick, details)
+
+
+def _cut(problem: SchedulingProblem, order: list[int], size: int) -> list[list[int]]:
+    """``order`` cut into windows of ``size`` compute nodes each; alias nodes go with the window they fall in
+    (a tail of alias nodes alone joins the last window)."""
+    windows: list[list[int]] = [[]]
+    count = 0
+    for node in order:
+        if count == size and not problem.is_alias(node):
+            windows.append([])
+            count = 0
+        windows[-1].append(node)
+        count += not problem.is_alias(node)
+    return windows
 
 
 def _count(statuses: list[str]) -> dict[str, int]:

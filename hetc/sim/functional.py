@@ -36,12 +36,24 @@ Span = tuple[str, int, int]   # memory, first byte, end byte
 
 
 def view(memories: dict[str, np.ndarray], o: Operand) -> np.ndarray:
-    """The operand as a numpy array over the memory's bytes (no copy; a copy for sub-byte types)."""
+    """The operand as a numpy array over the memory's bytes (no copy; a copy for sub-byte types). A strided
+    operand (a region of a tensor, hetc.ir.tiles) is viewed with its byte strides, still without a copy."""
     if o.dtype == "string":
         raise SimulationError(f"value '{o.value}' is a string tensor bound to device memory, where it has no byte "
                               "layout; string tensors are host values (rebuild the bundle with this hetc)")
-    raw = memories[o.memory][o.offset:o.offset + o.nbytes]
-    return from_storage(raw, o.dtype, o.shape)
+    if o.dense:
+        raw = memories[o.memory][o.offset:o.offset + o.nbytes]
+        return from_storage(raw, o.dtype, o.shape)
+    if not _whole_bytes(o):
+        raise SimulationError(f"value '{o.value}' is a strided region of a {o.dtype} tensor; sub-byte elements "
+                              "have no byte strides (tile such tensors along their outermost axis only)")
+    memory = memories[o.memory]
+    return np.ndarray(o.shape, dtype=np_dtype(o.dtype), buffer=memory, offset=o.offset, strides=o.strides)
+
+
+def _runs(o: Operand) -> list[Span]:
+    """The byte runs of an operand, as spans (exact for a strided one: its gaps are not touched)."""
+    return [(o.memory, lo, hi) for lo, hi in o.runs()]
 
 
 def _whole_bytes(o: Operand) -> bool:
@@ -140,8 +152,8 @@ class FunctionalReplay:
         """The one place where an instruction becomes bound callables over the memories."""
         if isinstance(ins, Dma):
             return self._bind_dma(e, pc, ins)
-        reads = tuple((o.memory, o.offset, o.offset + o.nbytes) for o in ins.inputs if o is not None and not o.host)
-        writes = tuple((o.memory, o.offset, o.offset + o.nbytes) for o in ins.outputs if not o.host)
+        reads = tuple(s for o in ins.inputs if o is not None and not o.host for s in _runs(o))
+        writes = tuple(s for o in ins.outputs if not o.host for s in _runs(o))
         try:
             run, read, write = (self._bind_host(e, pc, ins) if host.touches_host(ins)
                                 else self._bind_compute(e, pc, ins))
@@ -153,9 +165,22 @@ class FunctionalReplay:
 
     def _bind_dma(self, e: int, pc: int, ins: Dma) -> Step:
         src, dst, n = ins.src, ins.dst, ins.bytes
+        copyto = np.copyto
+        if not (src.dense and dst.dense):
+            # A strided descriptor: the source region's elements land in the destination's, shape for shape.
+            if src.shape != dst.shape or src.dtype != dst.dtype:
+                raise SimulationError(f"strided dma {self.machine.describe(e, pc)} copies {src.dtype}"
+                                      f"{list(src.shape)} to {dst.dtype}{list(dst.shape)}; shapes must match")
+            source, target = view(self.memories, src), view(self.memories, dst)
+
+            def run_strided() -> None:
+                copyto(target, source)
+
+            def write_strided(data: np.ndarray) -> None:
+                copyto(target, data)
+            return Step(e, pc, run_strided, source.copy, write_strided, tuple(_runs(src)), tuple(_runs(dst)))
         source = self.memories[src.memory][src.offset:src.offset + n]
         target = self.memories[dst.memory][dst.offset:dst.offset + n]
-        copyto = np.copyto
 
         def run() -> None:
             copyto(target, source)   # (numpy stages the copy itself when the two overlap in one memory)
@@ -184,7 +209,7 @@ class FunctionalReplay:
             if self.whole and (self.precision == "fp32" or kind == "cpu"):
                 # Kernels may compute straight into an output's bytes when they overlap no input's (with
                 # fp16 the NPU's results are rounded after the kernel, so not there).
-                out = [view(memories, o) if _whole_bytes(o) and not any(
+                out = [view(memories, o) if _whole_bytes(o) and o.dense and not any(
                     x is not None and np.may_share_memory(view(memories, o), x) for x in inputs) else None
                     for o in ins.outputs]
             compute = bind_kernel(kind, ins.op, ins.domain, attrs, inputs, specs, machine.opset,
@@ -222,6 +247,8 @@ class FunctionalReplay:
             for o, data in pending:
                 if o.host:
                     self.heap.put(o.value, data)
+                elif not o.dense:   # a region of a tensor: element by element through its strides
+                    np.copyto(view(self.memories, o), data.reshape(o.shape))
                 else:   # the result as stored (detached from memory by run_compute), as bytes
                     raw = data.reshape(-1).view(np.uint8)
                     self.memories[o.memory][o.offset:o.offset + raw.size] = raw

@@ -58,19 +58,22 @@ def moves_data(ins: Instruction) -> bool:
     return ins.kind == "compute" or ins.kind == "dma"
 
 
-def _span(o: Operand, write: bool) -> tuple[str, int, int, bool]:
-    return (o.memory, o.offset, o.offset + o.nbytes, write)
+def operand_accesses(ins: Compute | Dma) -> list[tuple[Operand, bool]]:
+    """(operand, writes?) of each operand of a compute or DMA that has bytes. Host values (hetc.ir.host) have
+    none: only the CPU touches them, in program order, so they take no part in races or extents."""
+    if isinstance(ins, Dma):
+        return [(ins.src, False), (ins.dst, True)]
+    out = [(o, False) for o in ins.inputs if o is not None and not o.host]
+    # An in-place Reshape-like output rewrites identical bytes: a read, not a write, for race purposes.
+    out += [(o, k not in ins.inplace) for k, o in enumerate(ins.outputs) if not o.host]
+    return out
 
 
 def accesses(ins: Compute | Dma) -> list[tuple[str, int, int, bool]]:
-    """(memory, first byte, end byte, writes?) of each operand of a compute or DMA. Host values (hetc.ir.host)
-    have no bytes: only the CPU touches them, in program order, so they take no part in races or extents."""
-    if isinstance(ins, Dma):
-        return [_span(ins.src, False), _span(ins.dst, True)]
-    spans = [_span(o, False) for o in ins.inputs if o is not None and not o.host]
-    # An in-place Reshape-like output rewrites identical bytes: a read, not a write, for race purposes.
-    spans += [_span(o, k not in ins.inplace) for k, o in enumerate(ins.outputs) if not o.host]
-    return spans
+    """(memory, first byte, end byte, writes?) of each byte run of each operand of a compute or DMA: one per
+    dense operand, the exact runs of a strided one (a row band of an NCHW tensor is one run per channel, so
+    two tiles writing interleaved rows of one tensor touch disjoint bytes)."""
+    return [(o.memory, lo, hi, write) for o, write in operand_accesses(ins) for lo, hi in o.runs()]
 
 
 def memory_extents(machine: Machine, bundle: Bundle) -> tuple[dict[str, int], bool]:

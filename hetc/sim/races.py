@@ -1,33 +1,40 @@
 """The race detector: two engines touching overlapping bytes at overlapping times, one of them writing.
 
 It runs on the timing trace with a sweep over start times per memory. Each engine executes one instruction at
-a time, so at any instant at most one interval per engine is live: the sweep's live set stays small.
+a time, so at any instant at most one interval per engine is live: the sweep's live set stays small. The
+sweep compares each operand's byte hull; where two hulls meet, a strided operand (a region of a tensor) is
+checked by its exact byte runs (``Operand.runs``), so tiles writing interleaved rows of one tensor at once are
+not a race and a band shifted over another tile's rows is.
 """
 from __future__ import annotations
 
 from hetc.errors import SimulationError
-from hetc.sim.machine import Machine, accesses, moves_data
+from hetc.codegen.program import Operand
+from hetc.sim.machine import Machine, moves_data, operand_accesses
 
 
 def check_races(machine: Machine, records: list[tuple[int, int, float, float]]) -> None:
     """Raise SimulationError naming both instructions of the earliest race in ``records``."""
-    by_memory: dict[str, list[tuple[float, float, int, int, bool, int, int]]] = {}
+    by_memory: dict[str, list[tuple[float, float, int, int, bool, int, int, Operand]]] = {}
     for e, pc, start, end in records:
         ins = machine.programs[e][pc]
         if end <= start or not moves_data(ins):
             continue
-        for memory, lo, hi, write in accesses(ins):  # type: ignore[arg-type]
-            by_memory.setdefault(memory, []).append((start, end, lo, hi, write, e, pc))
+        for o, write in operand_accesses(ins):  # type: ignore[arg-type]
+            by_memory.setdefault(o.memory, []).append((start, end, o.offset, o.end, write, e, pc, o))
     found: list[tuple[float, str]] = []
     for memory, spans in by_memory.items():
-        spans.sort()
-        live: list[tuple[float, float, int, int, bool, int, int]] = []
+        spans.sort(key=lambda a: a[:7])
+        live: list[tuple[float, float, int, int, bool, int, int, Operand]] = []
         for a in spans:
-            start, _, lo, hi, write, e, pc = a
+            start, _, lo, hi, write, e, pc, o = a
             live = [b for b in live if b[1] > start]
             for b in live:
                 if b[5] != e and b[2] < hi and lo < b[3] and (write or b[4]):
-                    found.append((start, _message(machine, memory, a, b)))
+                    shared = _first_shared_byte(o, b[7])
+                    if shared is None:
+                        continue
+                    found.append((start, _message(machine, memory, a, b, shared)))
                     break
             else:
                 live.append(a)
@@ -37,10 +44,27 @@ def check_races(machine: Machine, records: list[tuple[int, int, float, float]]) 
         raise SimulationError(min(found)[1])
 
 
-def _message(machine: Machine, memory: str, a: tuple, b: tuple) -> str:
-    start, _, lo, hi, write, e, pc = a
-    _, _, olo, ohi, owrite, oe, opc = b
-    return (f"data race at t={start:.0f} ns in {memory}[0x{max(lo, olo):x}, 0x{min(hi, ohi):x}): "
+def _first_shared_byte(a: Operand, b: Operand) -> tuple[int, int] | None:
+    """The first byte range two operands whose hulls meet both touch, or None (interleaved strided runs)."""
+    if a.dense and b.dense:
+        return max(a.offset, b.offset), min(a.end, b.end)
+    runs_a, runs_b = a.runs(), b.runs()
+    i = j = 0
+    while i < len(runs_a) and j < len(runs_b):
+        (alo, ahi), (blo, bhi) = runs_a[i], runs_b[j]
+        if alo < bhi and blo < ahi:
+            return max(alo, blo), min(ahi, bhi)
+        if ahi <= bhi:
+            i += 1
+        else:
+            j += 1
+    return None
+
+
+def _message(machine: Machine, memory: str, a: tuple, b: tuple, shared: tuple[int, int]) -> str:
+    start, _, lo, hi, write, e, pc, _ = a
+    _, _, olo, ohi, owrite, oe, opc, _ = b
+    return (f"data race at t={start:.0f} ns in {memory}[0x{shared[0]:x}, 0x{shared[1]:x}): "
             f"{machine.describe(e, pc)} {'writes' if write else 'reads'} while "
             f"{machine.describe(oe, opc)} {'writes' if owrite else 'reads'}; a semaphore "
             "between them is missing or an offset is wrong")

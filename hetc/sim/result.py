@@ -88,7 +88,9 @@ def _memory_usage(bundle: "Bundle", machine: "Machine", trace: "Trace",
                   makespan: float) -> dict[str, tuple[tuple[float, int], ...]]:
     """Bytes in use per memory over simulated time: a storage is live from its first write (0 for inputs and
     weights) to its last access (the end of the run for graph outputs and the read-only weights region)."""
-    live: dict[tuple[str, str], list] = {}   # (memory, storage) -> [first write, last access, bytes, offset]
+    # (memory, storage) -> [first write, last access, first byte, end byte]: a storage's operands may lie at
+    # offsets in it (regions of a tensor, Assemble parts), so its bytes are the hull of theirs
+    live: dict[tuple[str, str], list] = {}
     for e, pc, start, end in trace.records:
         ins = machine.programs[e][pc]
         if isinstance(ins, Dma):
@@ -103,24 +105,24 @@ def _memory_usage(bundle: "Bundle", machine: "Machine", trace: "Trace",
             key = (o.memory, o.storage)
             span = live.get(key)
             if span is None:
-                live[key] = [start if write else 0.0, end, o.nbytes, o.offset]
+                live[key] = [start if write else 0.0, end, o.offset, o.end]
                 continue
             if write and start < span[0]:
                 span[0] = start
             if end > span[1]:
                 span[1] = end
-            if o.nbytes > span[2]:
-                span[2] = o.nbytes
+            span[2], span[3] = min(span[2], o.offset), max(span[3], o.end)
     weights_end = len(bundle.constants)   # the read-only region stays reserved for the whole run
     for (memory, _), span in live.items():
-        if memory == machine.dram and span[3] < weights_end:
+        if memory == machine.dram and span[2] < weights_end:
             span[1] = makespan
     for b in bundle.outputs:   # outputs stay until the caller reads them: the latest storage at the binding
-        at = [span for (memory, _), span in live.items() if memory == b["memory"] and span[3] == b["offset"]]
+        at = [span for (memory, _), span in live.items() if memory == b["memory"] and span[2] == b["offset"]]
         if at:
             max(at, key=lambda span: span[0])[1] = makespan
     deltas: dict[str, list[tuple[float, int]]] = {}
-    for (memory, _), (start, end, size, _offset) in live.items():
+    for (memory, _), (start, end, lo, hi) in live.items():
+        size = hi - lo
         deltas.setdefault(memory, []).extend(((start, size), (end, -size)))
     usage: dict[str, tuple[tuple[float, int], ...]] = {}
     for memory, changes in sorted(deltas.items()):

@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 
 from hetc.errors import ValidationError
+from hetc.frontend.overrides import is_static_dim
 from hetc.ir import (FLOAT_DTYPES, INT_DTYPES, Graph, HostType, conform_host_value, dtype_from_onnx,
                      host_type_from_proto, np_dtype)
 
@@ -39,7 +40,7 @@ def _onnx_specs(graph: onnx.GraphProto) -> list[InputSpec]:
             specs.append(InputSpec(info.name, host.element_dtype or "", shape, host))
             continue
         tensor = info.type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
+        dims = tuple(d.dim_value if is_static_dim(d) else None for d in tensor.shape.dim)
         specs.append(InputSpec(info.name, dtype_from_onnx(tensor.elem_type), dims))
     return specs
 

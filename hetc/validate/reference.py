@@ -60,7 +60,7 @@ def reference_outputs(model_path_or_proto: str | Path | onnx.ModelProto, inputs:
     onnxruntime cannot load the model)."""
     model = load_model(model_path_or_proto)
     feeds = check_inputs(inputs, model, origin="reference inputs")
-    seeded = _seeded_random_node(model)
+    seeded = seeded_random_node(model)
     if seeded is not None:
         return _reference_evaluator_outputs(model, feeds, f"{seeded} draws seeded random numbers, which hetc "
                                             "draws with onnx.reference's generator")
@@ -76,7 +76,7 @@ def reference_outputs(model_path_or_proto: str | Path | onnx.ModelProto, inputs:
     return {out.name: as_output(r) for out, r in zip(session.get_outputs(), results)}
 
 
-def _seeded_random_node(model: onnx.ModelProto) -> str | None:
+def seeded_random_node(model: onnx.ModelProto) -> str | None:
     """The first top-level node whose output hetc draws with onnx.reference's seeded generator."""
     for node in model.graph.node:
         if node.domain in ("", "ai.onnx") and draws_seeded_mask(

@@ -56,12 +56,63 @@ def _roles(graph: onnx.GraphProto) -> dict[str, tuple[str, int]]:
     return roles
 
 
+def _materialize_filled_weights(graph: onnx.GraphProto, ir_version: int) -> None:
+    """Weights written as ``ConstantOfShape(constant shape)`` (how onnx's light models store theirs: every
+    weight 0.02) become initializers holding the same values, so that they are randomized like the others.
+    Only outputs read as a weight, bias or BatchNormalization parameter are turned; a filled tensor used for
+    anything else (padding, a mask) keeps its node. Before IR 4 every initializer is also a graph input."""
+    constants = {t.name: t for t in graph.initializer}
+    roles = _roles(_with_filled_as_initializers(graph, constants))
+    kept = []
+    for node in graph.node:
+        filled = _filled_value(node, constants)
+        if filled is not None and roles.get(node.output[0], ("other",))[0] in _WEIGHT_ROLES:
+            tensor = numpy_helper.from_array(filled, node.output[0])
+            graph.initializer.append(tensor)
+            if ir_version < 4:
+                graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, filled.shape))
+        else:
+            kept.append(node)
+    if len(kept) < len(graph.node):
+        del graph.node[:]
+        graph.node.extend(kept)
+
+
+_WEIGHT_ROLES = {"weight", "bias"} | {"bn_" + role for role in _BN_ROLES.values()}
+
+
+def _filled_value(node: onnx.NodeProto, constants: dict[str, onnx.TensorProto]) -> np.ndarray | None:
+    """The float tensor a ``ConstantOfShape`` node with a constant shape produces, else None."""
+    if node.op_type != "ConstantOfShape" or node.domain not in ("", "ai.onnx") or node.input[0] not in constants:
+        return None
+    value = next((a.t for a in node.attribute if a.name == "value"), None)
+    if value is None or value.data_type not in _FLOAT_TYPES:
+        return None  # the default fill is float32 zero: not a weight anyone would randomize
+    shape = tuple(int(d) for d in numpy_helper.to_array(constants[node.input[0]]).ravel())
+    return np.full(shape, numpy_helper.to_array(value).ravel()[0])
+
+
+def _with_filled_as_initializers(graph: onnx.GraphProto, constants: dict[str, onnx.TensorProto]
+                                 ) -> onnx.GraphProto:
+    """``graph`` with a data-less initializer per filled tensor: enough for ``_roles``, which reads shapes."""
+    view = onnx.GraphProto()
+    view.node.extend(graph.node)
+    view.initializer.extend(graph.initializer)
+    for node in graph.node:
+        filled = _filled_value(node, constants)
+        if filled is not None:
+            view.initializer.append(onnx.TensorProto(name=node.output[0], dims=filled.shape,
+                                                     data_type=onnx.TensorProto.FLOAT))
+    return view
+
+
 def randomize_weights(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
     """A copy of ``model`` whose float initializers are seeded random values, fan-in-scaled (see module doc).
     Deterministic for a given model and seed; integer initializers are kept as they are."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     rng = np.random.default_rng(seed)
+    _materialize_filled_weights(out.graph, out.ir_version)
     roles = _roles(out.graph)
     for i, tensor in enumerate(out.graph.initializer):
         if tensor.data_type not in _FLOAT_TYPES:
