@@ -28,13 +28,14 @@ def tile_graph(graph: Graph, target: Any) -> Graph:
     names = _Names(result)
     next_id = result.next_node_id()
     nodes: list[Node] = []
+    staged: dict[str, Value] = {}
     changed = False
     for node in result.nodes:
         plan = plan_node(target, node, opset)
         if not isinstance(plan, TilePlan):
             nodes.append(node)
             continue
-        made, next_id = _materialize(node, plan, opset, names, next_id)
+        made, next_id = _materialize(node, plan, opset, names, next_id, staged)
         nodes += made
         changed = True
     if not changed:
@@ -56,8 +57,26 @@ class _Names:
         return name
 
 
+def _staged(v: Value, staged: dict[str, Value], made: list[Node], names: _Names, next_id: int) -> tuple[Value, int]:
+    """The value tiles take their Regions of: ``v`` itself when it lives in DRAM already (a graph input, an
+    Assemble's output), else a one-part Assemble of it, i.e. ``v`` written to DRAM once. A Region lives where
+    its base is born (hetc.schedule.tasks); read in place from the scratchpad of the core that made it, the
+    whole base would stay there beside every tile's double-buffered working set, which the tile budget leaves
+    no room for (it overflowed 2 MiB cores on VGG-19 and DenseNet-121)."""
+    producer = v.producer
+    if producer is None or producer.domain == TILE_DOMAIN:
+        return v, next_id
+    if v.name not in staged:
+        out = Value(names.fresh(f"{v.name}__dram"), v.dtype, v.shape)
+        made.append(Node(next_id, ASSEMBLE, names.fresh(f"{v.name}/to_dram"), [v], [out], {"axis": 0},
+                         TILE_DOMAIN))
+        next_id += 1
+        staged[v.name] = out
+    return staged[v.name], next_id
+
+
 def _materialize(node: Node, plan: TilePlan, opset: int, names: _Names,
-                 next_id: int) -> tuple[list[Node], int]:
+                 next_id: int, staged: dict[str, Value]) -> tuple[list[Node], int]:
     y = node.outputs[0]
     label = node.name or f"{node.op_type}_{node.id}"
     axes = [a for a, _n in plan.cuts]
@@ -93,8 +112,9 @@ def _materialize(node: Node, plan: TilePlan, opset: int, names: _Names,
                                     const=array)
             return slices[key]
         if key not in regions:
+            base, next_id = _staged(v, staged, made, names, next_id)
             out = Value(names.fresh(f"{v.name}__{label}_r{len(regions)}"), v.dtype, box_shape(box))
-            made.append(Node(next_id, REGION, names.fresh(f"{label}/region{len(regions)}"), [v], [out],
+            made.append(Node(next_id, REGION, names.fresh(f"{label}/region{len(regions)}"), [base], [out],
                              {"starts": list(box[0]), "ends": list(box[1])}, TILE_DOMAIN))
             next_id += 1
             regions[key] = out
@@ -191,6 +211,6 @@ def cut_node(graph: Graph, name: str, cuts: Sequence[tuple[str, int]], why: str 
     if missing:
         raise Untileable(f"{node.op_type} '{name}' has no axis {missing[0]}; it has {', '.join(axes)}")
     plan = TilePlan(tuple((axes[a], n) for a, n in cuts), "", 0, 0.0, None, why)
-    made, _ = _materialize(node, plan, opset, _Names(result), result.next_node_id())
+    made, _ = _materialize(node, plan, opset, _Names(result), result.next_node_id(), {})
     nodes = [m for n in result.nodes for m in (made if n is node else [n])]
     return Graph.build(result.name, nodes, result.inputs, result.outputs, result.opset, result.metadata)

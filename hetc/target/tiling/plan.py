@@ -5,9 +5,10 @@ tries cuts along one axis or two, keeps those whose every tile fits the tile bud
 cost model and keeps the fastest.
 
 * **Budget.** A tile's working set (``working_set_bytes``, aligned) is at most ``TILE_BUDGET_FRACTION`` of the
-  smallest home memory among the accelerators that could run the node but for its size. Half, for double
-  buffering: while tile k computes, tile k+1's operands arrive and tile k-1's output drains, and those two
-  together are at most one more tile's working set.
+  smallest home memory among the accelerators that could run the node but for its size. A third: while tile k
+  computes, tile k+1's operands arrive and tile k-1's output drains, three tiles' buffers at once. (Half, which
+  counted the load and the drain as one tile, left the planner no room on 2 MiB cores: VGG-19's packing on
+  multi-npu overflowed by 1 MB at instants where nothing could leave.)
 * **Estimate.** Per tile, its compute time ``Target.cost`` (launch + roofline on the tile's own shapes, so the
   halo's extra rows count) and its DMA time (each input box and each weight slice fetched from DRAM per tile,
   so re-fetches count; the output drained to DRAM). A core runs its tiles as a two-stage pipeline, so it
@@ -36,7 +37,7 @@ from hetc.target.capability import kernel_support, working_set_bytes
 from hetc.target.tiling.rules import (RULES, Axis, Bands, Box, Untileable, box_shape, broadcast_box, full,
                                       out_box)
 
-TILE_BUDGET_FRACTION = 0.5
+TILE_BUDGET_FRACTION = 1 / 3
 MAX_TILES = 512
 NEAR_BEST = 0.05   # cuts estimated within 5% of the fastest count as equally fast (fewest tiles wins)
 ACC = "acc"   # a tile input that is the previous partial sum of its K chain
