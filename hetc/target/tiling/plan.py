@@ -381,8 +381,8 @@ def _plan(target: Any, node: Node, opset: int) -> TilePlan | str | None:
         if not scored:
             return f"no tile of {base.op_type} that fits has a kernel on {device}"
         estimate, cuts = _pick(scored)
-        why = (f"working set {need:,} B over the {budget:,} B tile budget (half of {smallest.name}, for double "
-               f"buffering); {_label(cuts)} is the fastest cut that fits: {estimate / 1000:,.1f} µs estimated "
+        why = (f"working set {need:,} B over the {budget:,} B tile budget (a third of {smallest.name}: one tile "
+               f"loading, one computing, one draining); {_label(cuts)} is the fastest cut that fits: {estimate / 1000:,.1f} µs estimated "
                f"on {device}" + (f" and {_parallel(ctx, cuts) - 1} more {kind} cores" if _parallel(ctx, cuts) > 1 else ""))
         return TilePlan(tuple(cuts), device, budget, estimate, None, why)
     return _split(ctx, need, smallest.name)
