@@ -6,6 +6,7 @@ plots and report come out."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,12 +40,14 @@ def run_search(spec: SweepSpec, out: Path, trials: int, *, address: str | None =
     if trials < 1:
         raise OptionError(f"--trials {trials} is not positive; ask for at least one trial")
     ray = require_ray()
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")   # the classic reporter honours verbose=0: stdout stays ours
     try:
         import optuna
         from ray import tune
         from ray.tune.search.optuna import OptunaSearch
     except ImportError:
         raise OptionError(f"--search optuna needs ray[tune] and optuna; {INSTALL_HINT}") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     rows = prepare_output(out, resume)
     inputs = Inputs.of(spec)
     init_ray(ray, address, num_cpus)
