@@ -44,6 +44,7 @@ def test_a_grid_on_ray_gives_the_serial_rows(local_ray, tmp_path: Path) -> None:
     assert (tmp_path / "ray" / "report.html") in files
 
 
+@pytest.mark.slow   # Ray Tune starts its own driver-side machinery: about 30 s for three trials
 def test_optuna_search_records_every_trial(local_ray, tmp_path: Path) -> None:
     from hetc.sweep.search import run_search
     (tmp_path / "spec.toml").write_text(SPEC.replace(f', "{MOE}"', ""))
