@@ -186,3 +186,15 @@ def test_cli_without_ray_says_how_to_install_it(capsys, monkeypatch, tmp_path: P
 def test_cli_spec_error_exits_2(capsys, monkeypatch, tmp_path: Path) -> None:
     code, _, err = run(capsys, monkeypatch, "sweep", tmp_path / "none.toml", "-o", tmp_path / "out", "--serial")
     assert code == 2 and "error: " in err and "does not exist" in err
+
+
+def test_regenerating_benchmarks_md_keeps_the_sweep_section(tmp_path: Path) -> None:
+    from test_bench_sim_doc import tool
+    bench = tool("bench")
+    doc = tmp_path / "benchmarks.md"
+    section = ("<!-- sweep: written from tools/bench_sweep.py -->\n## Design-space sweep on Ray\n\nfigures\n\n"
+               "<!-- end of the sweep section -->")
+    doc.write_text(f"# Benchmarks\n\nold\n\n{section}\n\n## Per-stage benchmarks\n\n* links\n")
+    regenerated = bench.keep_timing_section(doc, "# Benchmarks\n\nnew\n\n## Per-stage benchmarks\n\n* links\n")
+    assert "old" not in regenerated and regenerated.count(section) == 1
+    assert regenerated.index("new") < regenerated.index(section) < regenerated.index("## Per-stage")
