@@ -305,6 +305,50 @@ def gantt(bundle: Path = typer.Argument(..., help="A bundle directory written by
     stdout.print(f"wrote {path}")
 
 
+# ---------------------------------------------------------------------------------------------- sweep
+@app.command()
+def sweep(spec: Path = typer.Argument(..., help="A sweep spec TOML (see examples/sweeps/, docs/sweep.md)."),
+          output: Path = typer.Option(..., "--output", "-o", help="Directory for rows, tables, plots, report."),
+          resume: bool = typer.Option(False, "--resume", help="Continue a sweep in -o: skip its finished points."),
+          address: Optional[str] = typer.Option(None, "--address", help="Join this Ray cluster (default: a "
+                                                "local Ray started for the sweep)."),
+          num_cpus: Optional[int] = typer.Option(None, "--num-cpus", min=1, help="CPUs of the local Ray "
+                                                 "(default: all)."),
+          serial: bool = typer.Option(False, "--serial", help="Run the points one by one in this process, "
+                                      "without Ray."),
+          search: str = typer.Option("grid", "--search", help="grid: every point of [axes]; optuna: Ray Tune + "
+                                     "Optuna over the [search] ranges."),
+          trials: int = typer.Option(20, "--trials", help="Optuna trials per model and scheduler."),
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary.")) -> None:
+    """Compile and simulate every point of a design-space sweep (on Ray) and write the results to -o."""
+    from hetc.console import stderr
+    from hetc.errors import OptionError
+    from hetc.sweep import finish, load_spec, require_ray, run_sweep
+    from hetc.sweep.progress import SweepProgress
+    if search not in ("grid", "optuna"):
+        raise OptionError(f"unknown --search '{search}'; choose grid or optuna")
+    if not serial or search == "optuna":
+        require_ray()   # say how to install it before reading anything
+    loaded = load_spec(spec)
+    progress = SweepProgress(stderr, enabled=not quiet)
+    try:
+        if search == "optuna":
+            from hetc.sweep.search import run_search
+            rows = run_search(loaded, output, trials, address=address, num_cpus=num_cpus, resume=resume,
+                              progress=progress)
+        else:
+            rows = run_sweep(loaded, output, resume=resume, serial=serial, address=address, num_cpus=num_cpus,
+                             progress=progress)
+    finally:
+        progress.stop()
+    axes = list(loaded.search) if search == "optuna" else list(loaded.axes)
+    files = finish(rows, axes, output, loaded.name)
+    if not quiet:
+        failed = sum(r.get("status") != "ok" for r in rows)
+        stdout.print(f"{len(rows)} points, {failed} failed, {sum(bool(r.get('pareto')) for r in rows)} on the "
+                     f"Pareto front; wrote {', '.join(f.name for f in files if f.suffix != '.svg')} to {output}/")
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
     """Warnings (a reference taken from onnx.reference, a node folded by another runtime, ...) as one
     ``warning: ...`` line for the user, not Python's file:line report."""

@@ -37,7 +37,7 @@ PRECISIONS = ("fp32", "fp16")
 
 @dataclass
 class BuildOptions:
-    target: str | Path = "edge-soc"
+    target: str | Path | Target = "edge-soc"   # a preset, a TOML file, or a loaded Target (hetc sweep)
     scheduler: str = "cpsat"
     time_limit_s: float | None = None
     seed: int = 0
@@ -85,7 +85,7 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
     options = options or BuildOptions()
     gantt = check_gantt_formats(options.gantt)
     clock = StageClock(progress)
-    target = load_target(options.target)
+    target = options.target if isinstance(options.target, Target) else load_target(options.target)
     check_strategy(options.scheduler, target)
     if options.precision not in PRECISIONS:
         raise OptionError(f"unknown precision '{options.precision}'; choose one of: {', '.join(PRECISIONS)}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-STAGES = ["ir", "frontend", "passes", "target", "schedule", "memory", "codegen", "sim", "validate", "report"]
+STAGES = ["ir", "frontend", "passes", "target", "schedule", "memory", "codegen", "sim", "validate", "report", "sweep"]
 PACKAGE = Path(__file__).resolve().parent.parent / "hetc"
 
 

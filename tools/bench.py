@@ -426,16 +426,23 @@ def run_benchmark(models: list[str], targets: list[str], baselines: list[str], t
     return cases
 
 
+KEPT_SECTIONS = (  # (begin, end) markers of sections other tools write into the file
+    ("<!-- timing engine: written by tools/bench_sim.py", "<!-- end of the timing-engine section -->"),
+    ("<!-- sweep: written from tools/bench_sweep.py", "<!-- end of the sweep section -->"),
+)
+
+
 def keep_timing_section(path: Path, text: str) -> str:
-    """``text`` with the timing-engine section that ``tools/bench_sim.py --write-doc`` put in the previous
-    file at ``path`` (between its markers), before the per-stage list."""
+    """``text`` with the sections that other tools (``tools/bench_sim.py --write-doc``, ``tools/bench_sweep.py``)
+    put in the previous file at ``path`` (between their markers), before the per-stage list."""
     old = path.read_text() if path.exists() else ""
-    begin, end = "<!-- timing engine: written by tools/bench_sim.py", "<!-- end of the timing-engine section -->"
-    if begin not in old or end not in old or "## Per-stage benchmarks" not in text:
-        return text
-    section = old[old.index(begin):old.index(end) + len(end)]
-    at = text.index("## Per-stage benchmarks")
-    return text[:at] + section + "\n\n" + text[at:]
+    for begin, end in KEPT_SECTIONS:
+        if begin not in old or end not in old or "## Per-stage benchmarks" not in text:
+            continue
+        section = old[old.index(begin):old.index(end) + len(end)]
+        at = text.index("## Per-stage benchmarks")
+        text = text[:at] + section + "\n\n" + text[at:]
+    return text
 
 
 def regenerate_args(argv: list[str]) -> list[str]:

@@ -1,0 +1,33 @@
+"""The sweep's progress bar on stderr: points done of the total, how many failed, elapsed time and ETA."""
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+    TimeRemainingColumn
+
+
+class SweepProgress:
+    """A ``run_sweep`` progress callback drawing a rich bar; ``enabled=False`` draws nothing."""
+
+    def __init__(self, console: Console, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.failed = 0
+        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TextColumn("[red]{task.fields[failed]} failed"), TimeElapsedColumn(),
+                             TextColumn("ETA"), TimeRemainingColumn(), console=console, disable=not enabled)
+        self._task: Any = None
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event["event"] == "start":
+            self._bar.start()
+            skipped = event["skipped"]
+            self._task = self._bar.add_task("sweep" + (f" ({skipped} done before)" if skipped else ""),
+                                            total=event["total"] - skipped, failed=0)
+        elif event["event"] == "point":
+            self.failed += event["row"].get("status") != "ok"
+            self._bar.update(self._task, advance=1, failed=self.failed)
+
+    def stop(self) -> None:
+        self._bar.stop()
