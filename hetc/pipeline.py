@@ -16,7 +16,7 @@ import onnx
 from hetc import __version__
 from hetc.codegen import Bundle, EmitOptions, emit
 from hetc.codegen.build_info import MANIFEST, without_wall_clock
-from hetc.errors import OptionError
+from hetc.errors import MemoryPlanError, OptionError
 from hetc.frontend import import_model, load_onnx
 from hetc.frontend.loader import read_model_file
 from hetc.ir import Graph
@@ -28,7 +28,7 @@ from hetc.schedule import (IdleAcceleratorsWarning, Schedule, check_strategy, id
 from hetc.sim import SimResult, simulate
 from hetc.stages import ProgressSink, StageClock
 from hetc.target import Target, load_target
-from hetc.target.tiling import tile_graph, tiling_note
+from hetc.target.tiling import TILE_BUDGET_FRACTION, tile_graph, tiling_note
 from hetc.validate import ValidationReport, check_npz_file, load_inputs_npz, make_inputs, validate
 from hetc.validate.weights import WEIGHT_CHOICES, randomize_weights
 
@@ -108,21 +108,34 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
     with clock.stage("passes") as say:
         graph = optimize(graph)
         say(f"{len(graph.nodes)} nodes after folding")
-    if options.tiling:
-        with clock.stage("tiling") as say:
-            graph = tile_graph(graph, target)
-            say(tiling_note(graph))
-    with clock.stage("schedule") as say:
-        sched = run_scheduler(graph, target, strategy=options.scheduler, time_limit_s=options.time_limit_s,
-                              num_workers=options.num_workers, seed=options.seed, progress=say)
-        say(f"{sched.stats.strategy}: makespan {sched.makespan_ns / 1000:,.1f} µs, "
-            f"bound {sched.lower_bound_ns / 1000:,.1f} µs, solver gap {sched.gap:.1%} ({sched.stats.status})")
-    with clock.stage("memory") as say:
-        plan = plan_memory(graph, sched, target)
-        say(", ".join(f"{m} {s.peak_bytes / 2**20:.2f}/{s.lower_bound_bytes / 2**20:.2f} MiB"
-                      for m, s in plan.stats.items())
-            + f"; makespan {plan.schedule.makespan_ns / 1000:,.1f} µs, "
-              f"gap after memory planning {plan.schedule.gap:.1%}")
+    untiled, fraction = graph, TILE_BUDGET_FRACTION
+    while True:
+        if options.tiling:
+            with clock.stage("tiling") as say:
+                graph = tile_graph(untiled, target, fraction)
+                say(tiling_note(graph))
+        with clock.stage("schedule") as say:
+            sched = run_scheduler(graph, target, strategy=options.scheduler, time_limit_s=options.time_limit_s,
+                                  num_workers=options.num_workers, seed=options.seed, progress=say)
+            say(f"{sched.stats.strategy}: makespan {sched.makespan_ns / 1000:,.1f} µs, "
+                f"bound {sched.lower_bound_ns / 1000:,.1f} µs, solver gap {sched.gap:.1%} ({sched.stats.status})")
+        try:
+            with clock.stage("memory") as say:
+                plan = plan_memory(graph, sched, target)
+                say(", ".join(f"{m} {s.peak_bytes / 2**20:.2f}/{s.lower_bound_bytes / 2**20:.2f} MiB"
+                              for m, s in plan.stats.items())
+                    + f"; makespan {plan.schedule.makespan_ns / 1000:,.1f} µs, "
+                      f"gap after memory planning {plan.schedule.gap:.1%}")
+            break
+        except MemoryPlanError as exc:
+            # The scheduler does not yet see scratchpad capacity (issue 15): when the planner cannot place the
+            # tiles it scheduled, smaller tiles leave it room. Twice at most, then the error stands.
+            if not options.tiling or fraction < TILE_BUDGET_FRACTION / 3:
+                raise
+            fraction /= 2
+            with clock.stage("memory") as say:
+                say(f"{exc.args[0].split(';')[0]}; tiling again with tiles of at most {fraction:.0%} of a "
+                    "scratchpad")
     rows = placement_rows(graph, target, plan.schedule)
     idle = idle_accelerators_warning(graph, target, plan.schedule)
     if idle is not None:  # a build that silently runs everything on the CPU looks like a working one

@@ -15,14 +15,15 @@ from hetc.ir import Graph, Node, Value
 from hetc.ir.fused import base_node
 from hetc.ir.graph import TileRef
 from hetc.ir.tiles import ASSEMBLE, REGION, TILE_DOMAIN
-from hetc.target.tiling.plan import ACC, TilePlan, describe_tile, plan_node, split_bands
+from hetc.target.tiling.plan import ACC, TILE_BUDGET_FRACTION, TilePlan, describe_tile, plan_node, split_bands
 from hetc.target.tiling.rules import RULES, Box, Untileable, box_shape, full
 
 
-def tile_graph(graph: Graph, target: Any) -> Graph:
+def tile_graph(graph: Graph, target: Any, fraction: float = TILE_BUDGET_FRACTION) -> Graph:
     """A new graph in which each node too big for an accelerator that could otherwise run it (and, on targets
     with several identical cores, each node whose split the cost model finds faster) is cut into tiles that
-    fit; ``graph`` is untouched. Nodes that cannot be tiled stay whole; capability says why."""
+    fit (each tile's working set at most ``fraction`` of the scratchpad); ``graph`` is untouched. Nodes that
+    cannot be tiled stay whole; capability says why."""
     result = graph.copy()
     opset = result.opset.get("", result.opset.get("ai.onnx", 17))
     names = _Names(result)
@@ -31,7 +32,7 @@ def tile_graph(graph: Graph, target: Any) -> Graph:
     staged: dict[str, Value] = {}
     changed = False
     for node in result.nodes:
-        plan = plan_node(target, node, opset)
+        plan = plan_node(target, node, opset, fraction)
         if not isinstance(plan, TilePlan):
             nodes.append(node)
             continue

@@ -321,30 +321,31 @@ def _signature(node: Node) -> tuple:
             tuple(v.shape for v in node.outputs), repr(sorted(node.attrs.items(), key=lambda kv: kv[0]))[:2000])
 
 
-def plan_node(target: Any, node: Node, opset: int | None = None) -> TilePlan | str | None:
+def plan_node(target: Any, node: Node, opset: int | None = None,
+              fraction: float = TILE_BUDGET_FRACTION) -> TilePlan | str | None:
     """The tiling of ``node`` for ``target``: a TilePlan; a string saying why it cannot be tiled to fit
     (the node is too big for an accelerator that could otherwise run it); or None (nothing to do: no
     accelerator could run it, or it fits and no split pays). Cached per node and target."""
     if node.tile is not None:
         return None   # a tile fits by construction
     per_target = _PLANS.setdefault(node, {})
-    key = id(target)
+    key = (id(target), fraction)
     signature = _signature(node)
     hit = per_target.get(key)
     if hit is not None and hit[0] == signature:
         return hit[1]
     # Nodes of one shape get one plan (a network repeats its layers): the plan names no value.
     shared_key = (signature, opset, tuple(v is not None and v.is_const for v in node.inputs),
-                  len({id(v) for v in node.present_inputs}))
+                  len({id(v) for v in node.present_inputs}), fraction)
     shared = target._cache.setdefault("tile-plans", {})
     if shared_key not in shared:
-        shared[shared_key] = _plan(target, node, opset_of(node, opset))
+        shared[shared_key] = _plan(target, node, opset_of(node, opset), fraction)
     result = shared[shared_key]
     per_target[key] = (signature, result)
     return result
 
 
-def _plan(target: Any, node: Node, opset: int) -> TilePlan | str | None:
+def _plan(target: Any, node: Node, opset: int, fraction: float) -> TilePlan | str | None:
     if node.tile is not None or len(node.outputs) != 1:
         return None
     eligible = eligible_accelerators(target, node)
@@ -359,7 +360,7 @@ def _plan(target: Any, node: Node, opset: int) -> TilePlan | str | None:
         return None
     homes = [target.memories[target.devices[d].memory] for d in eligible]
     smallest = min(homes, key=lambda m: m.size)
-    budget = int(smallest.size * TILE_BUDGET_FRACTION)
+    budget = int(smallest.size * fraction)
     alignment = max(m.alignment for m in homes)
     base = base_node(node)
     rule = RULES.get(base.op_type)
@@ -381,8 +382,8 @@ def _plan(target: Any, node: Node, opset: int) -> TilePlan | str | None:
         if not scored:
             return f"no tile of {base.op_type} that fits has a kernel on {device}"
         estimate, cuts = _pick(scored)
-        why = (f"working set {need:,} B over the {budget:,} B tile budget (a third of {smallest.name}: one tile "
-               f"loading, one computing, one draining); {_label(cuts)} is the fastest cut that fits: {estimate / 1000:,.1f} µs estimated "
+        why = (f"working set {need:,} B over the {budget:,} B tile budget ({fraction:.0%} of {smallest.name}: "
+               f"one tile loading, one computing, one draining); {_label(cuts)} is the fastest cut that fits: {estimate / 1000:,.1f} µs estimated "
                f"on {device}" + (f" and {_parallel(ctx, cuts) - 1} more {kind} cores" if _parallel(ctx, cuts) > 1 else ""))
         return TilePlan(tuple(cuts), device, budget, estimate, None, why)
     return _split(ctx, need, smallest.name)
