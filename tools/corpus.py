@@ -65,8 +65,10 @@ _VAD_SHAPES = {"input": (1, 512), "state": (2, 1, 128)}
 # that would lift it.
 _INT8_ACCELERATORS = ("validate: builds (the com.microsoft DynamicQuantizeLSTM typed by onnxruntime, issue 18 item 1) "
                       "and validates on cpu-only, but on a preset with accelerators output '387' misses the rule "
-                      "(max abs err 3.4e-3, rel 0.21): a quantized path placed off the CPU rounds differently; "
-                      "not a frontend matter")
+                      "(max abs err 3.4e-3, rel 0.21). Likely cause, not confirmed: the model quantizes each bias as "
+                      "Floor(bias / scale) and each activation with DynamicQuantizeLinear after a Sigmoid; the Div "
+                      "(dsp) and Sigmoid (npu) run off the CPU, and a last-ulp difference there flips a Floor or "
+                      "rounding step. Not a frontend matter")
 
 MODELS: tuple[CorpusModel, ...] = (
     CorpusModel("ppocrv4_det", *_RAPIDOCR_ORT, "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
