@@ -153,3 +153,32 @@ def test_an_op_onnxruntime_does_not_know_either_is_a_clear_error() -> None:
                    [vi("x", [2])], [vi("y", [2])])
     with pytest.raises(ShapeError, match="unknown output type: .*NoSuchOp.*onnxruntime cannot run it either"):
         import_model(model)
+
+
+def _dynamic_quantize_lstm(hidden: int = 2, features: int = 3, steps: int = 4) -> onnx.ModelProto:
+    """ddddocr's OCR head: a bidirectional com.microsoft DynamicQuantizeLSTM whose exporter declares Y as
+    ['', 2, 1, hidden] (sequence length open) although X is a static [steps, 1, features]."""
+    def quantized(name: str, rows: int) -> onnx.TensorProto:
+        return numpy_helper.from_array(RNG.integers(-127, 128, size=(2, rows, 4 * hidden)).astype(np.int8), name)
+    scale = 1.0 / (127 * np.sqrt(features))
+    inputs = ["x", "w", "r", "b", "", "", "", "", "w_scale", "w_zero", "r_scale", "r_zero"]
+    nodes = [helper.make_node("DynamicQuantizeLSTM", inputs, ["y_all"], domain=MS, hidden_size=hidden,
+                              direction="bidirectional"),
+             helper.make_node("Relu", ["y_all"], ["y"])]
+    model = _model(nodes, [vi("x", [steps, 1, features])], [vi("y", [steps, 2, 1, hidden])],
+                   [quantized("w", features), quantized("r", hidden), _init("b", (2, 8 * hidden), 0.1),
+                    numpy_helper.from_array(np.full(2, scale, np.float32), "w_scale"),
+                    numpy_helper.from_array(np.zeros(2, np.int8), "w_zero"),
+                    numpy_helper.from_array(np.full(2, scale, np.float32), "r_scale"),
+                    numpy_helper.from_array(np.zeros(2, np.int8), "r_zero")])
+    model.graph.value_info.append(vi("y_all", ["", 2, 1, hidden]))
+    return model
+
+
+def test_contrib_op_declared_with_an_open_dim_is_typed_by_onnxruntime() -> None:
+    model = _dynamic_quantize_lstm()
+    graph = import_model(model)
+    assert (graph.values["y_all"].dtype, graph.values["y_all"].shape) == ("float32", (4, 2, 1, 2))
+    result = build(model, FAST)
+    assert {row["op"]: row["device"] for row in result.placement}["DynamicQuantizeLSTM"] == "cpu"
+    assert result.validation.passed, str(result.validation)

