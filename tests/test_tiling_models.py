@@ -66,3 +66,15 @@ def test_light_model_tiled_fits_and_computes_the_same(model_name, target_name):
     for name in a:
         scale = float(np.abs(a[name]).max())
         np.testing.assert_allclose(b[name], a[name], rtol=0, atol=1e-5 * scale, err_msg=name)
+
+
+@pytest.mark.slow
+def test_tiles_the_planner_cannot_place_are_cut_again_smaller():
+    """ZFNet-512 on multi-npu: with tiles of a third of a 2 MiB core the capacity-blind schedule fragments a
+    scratchpad beyond repair; the build tiles again with half the budget and ships a plan that verifies."""
+    from hetc.pipeline import BuildOptions, build
+
+    result = build(LIGHT / "light_zfnet512.onnx", BuildOptions(target="multi-npu", weights="random"))
+    result.plan.verify(result.target)
+    whys = {n.tile.why for n in result.graph.nodes if n.tile is not None}
+    assert whys and all("17% of" in why for why in whys if "tile budget" in why)
