@@ -78,8 +78,8 @@ def test_every_tile_fits_and_nothing_is_refused_for_its_size_only():
 
 
 def test_budget_is_the_smallest_home_of_the_accelerators_that_can_run_the_node():
-    # 400 KB of Relu: fits the NPU's 1 MiB whole, not the DSP's 256 KiB, so it is cut for the DSP's budget
-    target = target_from_toml_text(target_text(spm="1MiB", dsp="256KiB"))
+    # 800 KB of Relu (in and out): fits neither the NPU's 512 KiB nor the DSP's 256 KiB; cut for the DSP's budget
+    target = target_from_toml_text(target_text(spm="512KiB", dsp="256KiB"))
     graph = load(make_model([mk("Relu", ["x"], ["y"], name="relu")], {"x": (1, 16, 80, 80)}, ["y"], {}))
     plan = plan_node(target, graph.nodes[0])
     assert isinstance(plan, TilePlan) and plan.budget == int(256 * 1024 * TILE_BUDGET_FRACTION)
@@ -191,3 +191,10 @@ def test_regions_are_taken_of_values_in_dram():
     staged = [n for n in tiled.nodes if is_alias(n) and n.op_type == "Assemble" and len(n.inputs) == 1]
     assert [n.inputs[0].name for n in staged] == ["r"]
     assert_same_outputs(graph, tiled)
+
+
+def test_a_node_the_fastest_device_holds_whole_is_not_cut_for_a_smaller_one():
+    # 800 KB of Relu: the NPU (the faster) holds it whole in 1 MiB; the DSP's 256 KiB would need tiles
+    target = target_from_toml_text(target_text(spm="1MiB", dsp="256KiB"))
+    graph = load(make_model([mk("Relu", ["x"], ["y"], name="relu")], {"x": (1, 16, 80, 80)}, ["y"], {}))
+    assert plan_node(target, graph.nodes[0]) is None

@@ -356,8 +356,8 @@ def _plan(target: Any, node: Node, opset: int, fraction: float) -> TilePlan | st
     device = min(eligible, key=lambda d: (target.cost(node, d), eligible.index(d)))
     kind = target.devices[device].kind
     cores = sum(1 for d in eligible if target.devices[d].kind == kind)
-    if not too_big and cores < 2:
-        return None
+    if device not in too_big and cores < 2:
+        return None   # the fastest device holds it whole: tiles for a smaller, slower one would only cost launches
     homes = [target.memories[target.devices[d].memory] for d in eligible]
     smallest = min(homes, key=lambda m: m.size)
     budget = int(smallest.size * fraction)
@@ -374,7 +374,7 @@ def _plan(target: Any, node: Node, opset: int, fraction: float) -> TilePlan | st
         return f"{base.op_type} of these shapes has no axis to cut along" if too_big else None
     ctx = _Context(node, target, axes, opset, device, cores, budget, alignment)
     need = working_set_bytes(node, alignment)
-    if too_big:
+    if device in too_big:
         options = _candidates(ctx)
         if not options:
             return _why_not(ctx)
