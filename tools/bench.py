@@ -429,6 +429,8 @@ def run_benchmark(models: list[str], targets: list[str], baselines: list[str], t
 KEPT_SECTIONS = (  # (begin, end) markers of sections other tools write into the file
     ("<!-- timing engine: written by tools/bench_sim.py", "<!-- end of the timing-engine section -->"),
     ("<!-- sweep: written from tools/bench_sweep.py", "<!-- end of the sweep section -->"),
+    ("<!-- packer: written from tools/bench_packing.py", "<!-- end of the packer section -->"),
+    ("<!-- tiling: written from tools/bench_tiling.py", "<!-- end of the tiling section -->"),
 )
 
 
