@@ -209,8 +209,10 @@ def test_ctrl_c_during_the_imports_exits_130(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_during_the_cpsat_solve_exits_130_and_kills_the_solver(tmp_path: Path) -> None:
-    proc = _interrupt_build([MODELS_DIR / "mobilenet_v2.onnx", "--time-limit", "30"], tmp_path / "b",
-                            "passes", 2.0)
+    # ResNet-50 tiled for multi-npu: some 600 tiles, a solve of several seconds however idle the machine is
+    # (mobilenet_v2's solve could end within the delay)
+    resnet = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / "light_resnet50.onnx"
+    proc = _interrupt_build([resnet, "--target", "multi-npu", "--time-limit", "30"], tmp_path / "b", "tiling", 1.0)
     assert "schedule" not in proc.stderr   # it landed in the solve
     _assert_interrupted(proc, tmp_path / "b")
 
