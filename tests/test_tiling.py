@@ -198,3 +198,17 @@ def test_a_node_the_fastest_device_holds_whole_is_not_cut_for_a_smaller_one():
     target = target_from_toml_text(target_text(spm="1MiB", dsp="256KiB"))
     graph = load(make_model([mk("Relu", ["x"], ["y"], name="relu")], {"x": (1, 16, 80, 80)}, ["y"], {}))
     assert plan_node(target, graph.nodes[0]) is None
+
+
+def test_a_grouped_conv_the_npu_refuses_runs_there_as_one_plain_conv_per_group():
+    text = target_text(spm="1MiB") + "\n[devices.npu0.limits]\ngrouped_conv = false\n"
+    target = target_from_toml_text(text)
+    graph = load(make_model([mk("Conv", ["x", "w", "b"], ["y"], name="gconv", group=2, pads=[1, 1, 1, 1])],
+                            {"x": (1, 8, 16, 16)}, ["y"], {"w": (12, 4, 3, 3), "b": (12,)}))
+    assert not target.supports(graph.nodes[0], "npu0")
+    tiled = tile_graph(graph, target)
+    tiles = tiles_of(tiled, "gconv")
+    assert len(tiles) == 2 and all(int(t.attrs.get("group", 1)) == 1 for t in tiles)
+    assert all(target.supports(t, "npu0") for t in tiles)
+    assert "grouped_conv = false" in tiles[0].tile.why
+    assert_same_outputs(graph, tiled)

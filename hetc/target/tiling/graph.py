@@ -15,7 +15,8 @@ from hetc.ir import Graph, Node, Value
 from hetc.ir.fused import base_node
 from hetc.ir.graph import TileRef
 from hetc.ir.tiles import ASSEMBLE, REGION, TILE_DOMAIN
-from hetc.target.tiling.plan import ACC, TILE_BUDGET_FRACTION, TilePlan, describe_tile, plan_node, split_bands
+from hetc.target.tiling.plan import (ACC, TILE_BUDGET_FRACTION, TilePlan, describe_tile, group_plan, plan_node,
+                                     split_bands)
 from hetc.target.tiling.rules import RULES, Box, Untileable, box_shape, full
 
 
@@ -33,6 +34,8 @@ def tile_graph(graph: Graph, target: Any, fraction: float = TILE_BUDGET_FRACTION
     changed = False
     for node in result.nodes:
         plan = plan_node(target, node, opset, fraction)
+        if not isinstance(plan, TilePlan):
+            plan = group_plan(target, node, opset)
         if not isinstance(plan, TilePlan):
             nodes.append(node)
             continue

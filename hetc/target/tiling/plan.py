@@ -456,3 +456,29 @@ def tiling_verdict(target: Any, node: Node) -> str:
     if isinstance(plan, str):
         return f"it cannot be tiled to fit: {plan}"
     return "it is not tiled"
+
+
+def group_plan(target: Any, node: Node, opset: int | None = None) -> TilePlan | None:
+    """A grouped convolution that no accelerator runs as such (``grouped_conv = false``) but one runs as plain
+    convolutions: cut into one tile per group, each a group-1 Conv over its own input and output channels
+    (AlexNet's and ShuffleNet's grouped layers). None when that does not apply."""
+    base = base_node(node)
+    group = int(base.attr("group", 1))
+    if node.tile is not None or base.op_type != "Conv" or group <= 1 or len(node.outputs) != 1:
+        return None
+    weight = base.inputs[1]
+    if weight is None or weight.shape[1] == 1 or group > MAX_TILES:
+        return None   # depthwise: its own capability key decides
+    probe = Node(node.id, node.op_type, node.name, list(node.inputs), list(node.outputs),
+                 {**node.attrs, "group": 1}, node.domain)
+    plain = [d for d, dev in target.devices.items()
+             if dev.kind != "cpu" and not kernel_support(target, node, d) and kernel_support(target, probe, d)]
+    if not plain:
+        return None
+    channels = next((a for a in RULES["Conv"].axes(base, opset_of(node, opset)) if a.name == "channels"), None)
+    if channels is None or channels.extent // channels.unit != group:
+        return None
+    device = min(plain, key=lambda d: (target.cost(probe, d), plain.index(d)))
+    why = (f"grouped convolution (group = {group}): {device} runs it as {group} plain convolutions, one per group "
+           f"(its limit grouped_conv = false)")
+    return TilePlan(((channels, group),), device, 0, 0.0, None, why)
