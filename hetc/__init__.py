@@ -10,9 +10,8 @@ import sys
 import types
 from typing import Any
 
-__version__ = "0.1.0"
-
-from hetc.errors import HetcError  # noqa: E402
+from hetc.errors import HetcError
+from hetc.version import __version__
 
 _API = {"compile", "simulate", "validate", "validate_bundle", "load_bundle", "BuildOptions", "BuildResult"}
 

@@ -23,7 +23,7 @@ def _interrupted() -> int:
 try:  # Ctrl-C while the console script imports this module: exit as anywhere else, without a traceback
     import typer
 
-    from hetc import __version__
+    from hetc.version import __version__
     from hetc.console import ConsoleProgress, stdout
     from hetc.errors import HetcError
 except KeyboardInterrupt:

@@ -13,7 +13,6 @@ from typing import Any, Sequence
 
 import onnx
 
-from hetc import __version__
 from hetc.codegen import Bundle, EmitOptions, emit
 from hetc.codegen.build_info import MANIFEST, without_wall_clock
 from hetc.errors import MemoryPlanError, OptionError
@@ -29,6 +28,7 @@ from hetc.sim import SimResult, simulate
 from hetc.stages import ProgressSink, StageClock
 from hetc.target import Target, load_target
 from hetc.target.tiling import TILE_BUDGET_FRACTION, tile_graph, tiling_note
+from hetc.version import __version__
 from hetc.validate import ValidationReport, check_npz_file, load_inputs_npz, make_inputs, validate
 from hetc.validate.weights import WEIGHT_CHOICES, randomize_weights
 

@@ -31,3 +31,16 @@ def test_every_stage_imports_only_earlier_stages() -> None:
 
 def test_the_checker_sees_imports() -> None:
     assert {"ir", "target"} <= _imported_stages(PACKAGE / "target" / "capability.py")
+
+
+def test_no_stage_imports_the_top_level_package() -> None:
+    """``import hetc`` inside a stage would pull in the API (and through it every later stage)."""
+    offenders = []
+    for stage in STAGES:
+        for path in sorted((PACKAGE / stage).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import) and any(a.name == "hetc" for a in node.names):
+                    offenders.append(str(path.relative_to(PACKAGE.parent)))
+                elif isinstance(node, ast.ImportFrom) and node.module == "hetc":
+                    offenders.append(str(path.relative_to(PACKAGE.parent)))
+    assert offenders == []

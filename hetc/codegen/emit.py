@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 
-import hetc
 from hetc.codegen.attrs import encode_attrs
 from hetc.codegen.bundle import FORMAT_VERSION, Bundle
 from hetc.codegen.program import BYTE_PRESERVING_OPS, Compute, Dma, Instruction, Operand, Program, Signal, Wait
@@ -22,6 +21,7 @@ from hetc.memory.artifact import HOST, Buffer, MemoryPlan, host_ref, host_ref_va
 from hetc.schedule.artifact import Task
 from hetc.target.ops import dropout_may_train
 from hetc.target.target import Target
+from hetc.version import __version__
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def _emit(graph: Graph, plan: MemoryPlan, target: Target, options: EmitOptions) 
     manifest = {
         "format": "hetc-bundle",
         "format_version": FORMAT_VERSION,
-        "hetc_version": hetc.__version__,
+        "hetc_version": __version__,
         "model": {"name": options.model_name or graph.name, "sha256": options.model_sha256},
         "target": {"name": target.name, "toml": target.source},
         "machine": _machine(target, plan),
