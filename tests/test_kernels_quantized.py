@@ -164,3 +164,14 @@ def test_fixed_point_requantisation_differs_by_at_most_one_step():
     differ = np.abs(ours - fixed)
     assert differ.max() <= 1
     assert differ.sum() / acc.size < 0.01
+
+
+@pytest.mark.parametrize("weight", [127, -128])
+def test_extreme_operands_accumulate_without_16_bit_saturation(weight):
+    """255 x 127 pairs overflow a 16-bit pairwise sum (x86's vpmaddubsw): onnxruntime and the NPU both
+    accumulate them exactly in int32."""
+    x = np.full((1, 16, 8, 8), 255, np.uint8)
+    w = np.full((8, 16, 3, 3), weight, np.int8)
+    args = [x, np.float32(1), np.uint8(0), w, np.float32(1), np.int8(0), np.float32(65536), np.uint8(128)]
+    assert_identical("QLinearConv", {"pads": [1] * 4}, args)
+    assert_identical("MatMulInteger", {}, [x.reshape(16, 64), w.reshape(8, 144)[:, :64].T.copy(), np.uint8(0)])

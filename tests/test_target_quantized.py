@@ -81,9 +81,10 @@ def test_integer_ops_cost_at_the_int8_rate(edge):
     assert compute_dtype(q) == "uint8" and peak_for(edge.devices["npu"], "uint8") == 4096.0
     assert node_flops(q) == 2 * 64 * 28 * 28 * 64 * 9
     assert node_class(q) == "conv" and node_class(qlinear_conv(group=64, cin=64, cout=64)) == "depthwise"
-    integer = node("ConvInteger", [val("x", (1, 64, 28, 28), "uint8"), val("w", (64, 64, 3, 3), "int8", True)],
+    integer = node("ConvInteger", [val("x", (1, 64, 28, 28), "uint8"), val("w", (64, 64, 3, 3), "int8", True),
+                                   val("xz", (), "uint8", True)],
                    [val("y", (1, 64, 28, 28), "int32")], pads=[1] * 4)
-    assert compute_dtype(integer) == "uint8"
+    assert compute_dtype(integer) == "uint8" and node_flops(integer) == node_flops(q)
     # 4096 int8 GOP/s against 256 fp32 on the NPU: the compute part is 16x shorter.
     launch = edge.devices["npu"].launch_ns
     assert (node_cost_ns(edge, f, "npu") - launch) / (node_cost_ns(edge, q, "npu") - launch) == pytest.approx(16, rel=0.05)
