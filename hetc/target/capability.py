@@ -10,7 +10,7 @@ from hetc.ir.fused import base_node, epilogue_of, is_fused, node_label, part_ops
 from hetc.target.flops import value_nbytes
 from hetc.target.model import Device, Ok, Reason
 from hetc.target.ops import (ACCUMULATOR_OUTPUT_OPS, CONV_WEIGHT_INPUT, PARAMETER_INPUTS, QUANTIZED_OPS, SIGNED_TWIN,
-                             conv_weight_shape, is_view, node_limitation)
+                             conv_weight_shape, has_device_kernel, is_view, node_limitation, qualified_op)
 
 OK = Ok()
 
@@ -96,10 +96,11 @@ def _host_values(node: Node, dev: Device) -> Reason | None:
 def _op(node: Node, dev: Device) -> Reason | None:
     if node.has_subgraph:
         return Reason("subgraph", f"{node.op_type} carries a subgraph; only the CPU runs subgraphs")
-    if node.domain not in ("", "ai.onnx"):
+    if node.domain not in ("", "ai.onnx") and not has_device_kernel(node.domain, node.op_type):
         return Reason("op", f"{node.domain}::{node.op_type} is a custom-domain op; only the CPU runs it")
-    if node.op_type not in (dev.ops or ()):
-        return Reason("op", f"{node.op_type} is not in {dev.name}'s op list")
+    name = qualified_op(node.domain, node.op_type)
+    if name not in (dev.ops or ()):
+        return Reason("op", f"{name} is not in {dev.name}'s op list")
     return None
 
 

@@ -192,6 +192,10 @@ _FORMULAS: dict[str, Callable[[Node], int]] = {
     # quantised variants: X, x_scale, x_zero_point, W, ... (W at index 3)
     "QLinearConv": lambda n: 2 * _out_numel(n) * math.prod(_shape(n, 3)[1:]),
     "ConvInteger": lambda n: 2 * _out_numel(n) * math.prod(_shape(n, 1)[1:]),   # (input 2 is a zero point)
+    # onnxruntime's contrib integer ops (com.microsoft): QGemm's A at 0 (bias C at 6), QLinearAdd's two FMAs
+    "QGemm": lambda n: 2 * _out_numel(n) * (_shape(n, 0)[0] if n.attr("transA", 0) else _shape(n, 0)[-1]),
+    "QLinearAdd": lambda n: 4 * _out_numel(n),
+    "QLinearGlobalAveragePool": _global_pool,
     "QLinearMatMul": lambda n: 2 * _out_numel(n) * _shape(n, 0)[-1],
 }
 

@@ -20,7 +20,7 @@ from hetc.sim.kernels.errors import KernelError
 from hetc.ir.fused import (EPILOGUE_ATTR, FUSED_DOMAIN, base_attrs, base_input_count, parse_part, part_steps,
                            run_epilogue)
 from hetc.sim.kernels.registry import KERNELS, KernelCall, KernelFn
-from hetc.target.ops import KERNEL_SET, QUANTIZED_OPS
+from hetc.target.ops import CONTRIB_DOMAIN, KERNEL_SET, QUANTIZED_OPS, has_device_kernel
 from hetc.target.ops import kernel_limitation as kernel_limitation_of_attrs
 
 # The ops with NPU/DSP kernels (the kernel set of DESIGN.md); a target preset may give a device a subset.
@@ -95,7 +95,8 @@ def _check_call(device_kind: str, op_type: str, domain: str, precision: str) -> 
         raise KernelError(f"unknown device kind '{device_kind}'; expected one of {', '.join(DEVICE_KINDS)}")
     if precision not in PRECISIONS:
         raise KernelError(f"unknown precision '{precision}'; expected one of {', '.join(PRECISIONS)}")
-    if device_kind != "cpu" and (domain not in ("", "ai.onnx", FUSED_DOMAIN) or op_type not in KERNELS):
+    known = domain in ("", "ai.onnx", FUSED_DOMAIN) or has_device_kernel(domain, op_type)
+    if device_kind != "cpu" and (not known or op_type not in KERNELS):
         raise KernelError(f"the {device_kind.upper()} has no kernel for {domain + '.' if domain else ''}{op_type}; "
                           f"the schedule must place this node on a device that supports it (the CPU runs "
                           f"every op)")
