@@ -13,6 +13,8 @@ result is the integer the int32 MAC array accumulates (then wrapped to 32 bits).
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from hetc.ir import np_dtype
@@ -56,14 +58,22 @@ def output_multiplier(in_scale: np.ndarray, w_scale: np.ndarray, out_scale: np.n
     return (np.asarray(in_scale, f32).reshape(()) * np.asarray(w_scale, f32)) / np.asarray(out_scale, f32).reshape(())
 
 
-def _shifted(call: KernelCall, value: int, zero: int | None, rank: int | None = None, axis: int = 0) -> np.ndarray:
+def _shifted(call: KernelCall, value: int, zero: int | None, axis: int = 0) -> np.ndarray:
     """Input ``value`` minus its zero point (input ``zero``; per-axis along ``axis`` when 1-D), as float64."""
     x = call.required(value)
     zp = call.input(zero) if zero is not None else None
     shifted = x.astype(np.float64)
     if zp is not None:
-        shifted -= _axis_param(zp, rank if rank is not None else x.ndim, axis, x.shape[axis]).astype(np.float64)
+        shifted -= _axis_param(zp, x.ndim, axis, x.shape[axis]).astype(np.float64)
     return shifted
+
+
+def _param_shaper(call: KernelCall, x: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Shapes QuantizeLinear/DequantizeLinear's scale and zero point against ``x`` (axis, block_size)."""
+    if not x.ndim:
+        return lambda p: np.asarray(p).reshape(())
+    axis, block = int(call.attr("axis", 1)), int(call.attr("block_size", 0) or 0)
+    return lambda p: _axis_param(p, x.ndim, axis, x.shape[axis % x.ndim], block)
 
 
 def _wrap_int32(acc: np.ndarray) -> np.ndarray:
@@ -77,13 +87,11 @@ def quantize_linear(call: KernelCall) -> np.ndarray:
     out_type = call.outputs[0][0]
     if out_type not in _QUANTIZED_TYPES:
         call.fail(f"quantizing to {out_type} (saturation and parsing rules; only integer types have kernels)")
-    axis, block = int(call.attr("axis", 1)), int(call.attr("block_size", 0) or 0)
-    length = x.shape[axis % x.ndim] if x.ndim else 1
-    scale = _axis_param(scale, x.ndim, axis, length, block) if x.ndim else scale.reshape(())
+    shaped = _param_shaper(call, x)
     # x / scale in x's float type (a division, as MlasQuantizeLinear does), rounded half to even.
-    q = np.rint(x / scale.astype(x.dtype)).astype(np.int64)
+    q = np.rint(x / shaped(scale).astype(x.dtype)).astype(np.int64)
     if zero is not None:
-        q += (_axis_param(zero, x.ndim, axis, length, block) if x.ndim else zero.reshape(())).astype(np.int64)
+        q += shaped(zero).astype(np.int64)
     return _saturate(q, np_dtype(out_type))
 
 
@@ -92,19 +100,16 @@ def dequantize_linear(call: KernelCall) -> np.ndarray:
     x, scale, zero = call.required(0), call.required(1), call.input(2)
     if x.dtype.kind not in "iu":
         call.fail(f"dequantizing {x.dtype} (saturation and parsing rules; only integer types have kernels)")
-    axis, block = int(call.attr("axis", 1)), int(call.attr("block_size", 0) or 0)
-    length = x.shape[axis % x.ndim] if x.ndim else 1
-    shape_param = (lambda p: _axis_param(p, x.ndim, axis, length, block)) if x.ndim else (lambda p: p.reshape(()))
+    shaped = _param_shaper(call, x)
     centred = x.astype(np.int64)
     if zero is not None:
-        centred = centred - shape_param(zero).astype(np.int64)
-    return centred.astype(np.float32) * shape_param(scale).astype(np.float32)
+        centred = centred - shaped(zero).astype(np.int64)
+    return centred.astype(np.float32) * shaped(scale).astype(np.float32)
 
 
 def _integer_conv(call: KernelCall, x: np.ndarray, w: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
     """The exact int32 accumulators of a convolution of zero-point-shifted operands (float64 carriers)."""
-    attrs = {k: v for k, v in call.attrs.items()}
-    acc = conv(KernelCall("Conv", attrs, [x, w, None], call.outputs, call.opset))
+    acc = conv(KernelCall("Conv", dict(call.attrs), [x, w, None], call.outputs, call.opset))
     if bias is not None:
         acc += bias.astype(np.float64).reshape((1, -1) + (1,) * (x.ndim - 2))
     return _wrap_int32(acc)

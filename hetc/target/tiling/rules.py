@@ -315,7 +315,7 @@ def _integer_matmul_tile(node: Node, bands: Bands, opset: int) -> BaseTile:
 def _quantize_tile(node: Node, bands: Bands, opset: int) -> BaseTile:
     """QuantizeLinear/DequantizeLinear: the data at the output's box; a per-axis scale and zero point take
     the band of their axis, scalars stay whole."""
-    x, y = _x(node), node.outputs[0]
+    y = node.outputs[0]
     if int(node.attr("block_size", 0) or 0):
         raise Untileable(f"{node.op_type} with blocked scales (block_size)")
     box = _bands_box(node, bands)
