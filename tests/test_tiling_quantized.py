@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from hetc.target import load_target
+from conftest import MODELS_DIR, REPO
+from hetc.api import validate
+from hetc.target import load_target, target_from_toml_text
 from hetc.target.capability import working_set_bytes
 from hetc.target.tiling import cut_node
 from hetc.target.tiling.plan import TilePlan, plan_node
@@ -110,3 +112,14 @@ def test_an_int8_convolution_needs_a_quarter_of_the_bytes_and_fits_where_its_fp3
     assert working_set_bytes(quantized) == activations_and_weights + 4 * 64 + 4 * 64 + 64 + 2 * (4 + 1)
     assert isinstance(plan_node(target, twin, 17), TilePlan)          # 13 MB > 8 MiB: cut
     assert not isinstance(plan_node(target, quantized, 13), TilePlan)  # 3.3 MB: runs whole
+
+
+def test_a_quantized_model_tiled_for_a_small_scratchpad_still_matches_onnxruntime_exactly():
+    """The QOperator MobileNetV2 on edge-soc with a 48 KiB NPU SRAM: its early QLinearConvs are cut into row and
+    channel tiles, and the outputs stay identical to onnxruntime's."""
+    text = (REPO / "hetc" / "target" / "presets" / "edge-soc.toml").read_text()
+    small = target_from_toml_text(text.replace('size = "8MiB"', 'size = "48KiB"', 1))
+    result = validate(MODELS_DIR / "mobilenet_v2_qoperator.onnx", target=small, scheduler="heft")
+    tiled = {n.tile.of for n in result.graph.nodes if n.tile is not None and n.op_type == "QLinearConv"}
+    assert len(tiled) >= 3
+    assert result.validation.passed and result.validation.max_abs_err == 0.0
