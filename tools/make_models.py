@@ -382,5 +382,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+# --- int8 QOperator model (issue 16): quantized by onnxruntime's own quantizer, not by hand -----------------
+def mobilenet_v2_qoperator() -> onnx.ModelProto:
+    """``mobilenet_v2`` (its seeded He-scaled weights) with Conv+BN folded by onnxruntime's pre-processing,
+    then ``quantize_static`` in QOperator format: int8 activations and per-channel int8 weights, MinMax
+    calibration on 8 seeded standard-normal inputs. QLinearConv carries the convolutions (ReLU6 is absorbed
+    by the output ranges); residual Adds, the pool and the classifier become com.microsoft QLinearAdd,
+    QLinearGlobalAveragePool and QGemm."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Calibration(CalibrationDataReader):
+        def __init__(self) -> None:
+            rng = np.random.default_rng(16)
+            self.feeds = iter([{"x": rng.standard_normal((1, 3, 96, 96)).astype(np.float32)} for _ in range(8)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.feeds, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        float_path, pre_path, out_path = (Path(tmp) / f for f in ("f.onnx", "pre.onnx", "q.onnx"))
+        float_path.write_bytes(mobilenet_v2().SerializeToString())
+        quant_pre_process(str(float_path), str(pre_path))
+        quantize_static(str(pre_path), str(out_path), Calibration(), quant_format=QuantFormat.QOperator,
+                        per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+        model = onnx.load(str(out_path))
+    used = {node.domain for node in model.graph.node}
+    kept = [o for o in model.opset_import if o.domain in used | {""}]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+    model.graph.name = "mobilenet_v2_qoperator"
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+MODELS["mobilenet_v2_qoperator"] = mobilenet_v2_qoperator
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -184,13 +184,18 @@ def _topk(node: Node) -> int:
 
 
 _FORMULAS: dict[str, Callable[[Node], int]] = {
-    "Conv": _conv, "ConvInteger": _conv, "ConvTranspose": _conv_transpose, "Gemm": _gemm, "MatMul": _matmul,
+    "Conv": _conv, "ConvTranspose": _conv_transpose, "Gemm": _gemm, "MatMul": _matmul,
     "MatMulInteger": _matmul, "Einsum": _einsum, "LSTM": _recurrent, "GRU": _recurrent, "RNN": _recurrent,
     "MaxPool": _pool, "AveragePool": _pool, "LpPool": _pool, "GlobalAveragePool": _global_pool,
     "GlobalMaxPool": _global_pool, "GlobalLpPool": _global_pool, "LRN": _lrn, "Resize": _resize,
     "Upsample": _resize, "TopK": _topk,
     # quantised variants: X, x_scale, x_zero_point, W, ... (W at index 3)
     "QLinearConv": lambda n: 2 * _out_numel(n) * math.prod(_shape(n, 3)[1:]),
+    "ConvInteger": lambda n: 2 * _out_numel(n) * math.prod(_shape(n, 1)[1:]),   # (input 2 is a zero point)
+    # onnxruntime's contrib integer ops (com.microsoft): QGemm's A at 0 (bias C at 6), QLinearAdd's two FMAs
+    "QGemm": lambda n: 2 * _out_numel(n) * (_shape(n, 0)[0] if n.attr("transA", 0) else _shape(n, 0)[-1]),
+    "QLinearAdd": lambda n: 4 * _out_numel(n),
+    "QLinearGlobalAveragePool": _global_pool,
     "QLinearMatMul": lambda n: 2 * _out_numel(n) * _shape(n, 0)[-1],
 }
 
