@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from hetc.ir import Node, Value, itemsize
-from hetc.ir.fused import EPILOGUE_ATTR, FUSED_DOMAIN, base_input_count, base_node, epilogue_of, is_fused
+from hetc.ir.fused import (EPILOGUE_ATTR, FUSED_DOMAIN, base_input_count, base_node, epilogue_of, is_composite,
+                           is_fused)
 from hetc.target.capability import kernel_support, working_set_bytes
 from hetc.target.tiling.rules import (RULES, Axis, Bands, Box, Untileable, box_shape, broadcast_box, full,
                                       out_box)
@@ -123,7 +124,9 @@ def describe_tile(node: Node, axes: Sequence[Axis], bands: Bands, k: tuple[int, 
     attrs = {key: value for key, value in tile.attrs.items() if key != EPILOGUE_ATTR}
     if epilogue:
         attrs[EPILOGUE_ATTR] = epilogue
-    return TileShape(base.op_type, FUSED_DOMAIN if epilogue else "", attrs, tuple(inputs), ob, dict(tile.replace),
+    # A composite's tile stays in the fused domain: the model's opset may predate its op (hetc.ir.fused).
+    domain = FUSED_DOMAIN if epilogue or is_composite(node) else ""
+    return TileShape(base.op_type, domain, attrs, tuple(inputs), ob, dict(tile.replace),
                      partial=k[0] < k[1] - 1)
 
 
