@@ -4,7 +4,8 @@ For each tile of ``kv_tile`` keys the kernel computes the tile's scores, updates
 maximum ``m`` and running sum ``l`` of exponentials, rescales the output accumulator by ``exp(m_old - m_new)``
 and adds the tile's probabilities times its values; the output is the accumulator over ``l``. The scores of
 one tile are all that ever exist (``B x Hq x Sq x kv_tile``), never the ``Sq x Skv`` matrix, which is what
-lets a scratchpad hold attention over any sequence length (hetc.target.tiling sizes the tile).
+lets a scratchpad hold attention over long sequences (hetc.target.tiling cuts a node whose Q, K, V and output
+do not fit along heads, batch and query rows).
 Grouped-query heads: query head h reads K/V head ``h // (Hq / Hkv)``. ``is_causal`` masks key j for query i
 when j > i (upper-left, as the spec and onnxruntime align it); a boolean mask keeps the keys that are true,
 a float mask is added to the scaled scores.
@@ -16,8 +17,8 @@ import numpy as np
 from hetc.sim.kernels.registry import KernelCall, kernel
 from hetc.target.ops import attention_limitation
 
-# The key-tile length when the node does not say (a node the tiler did not size runs in one tile).
-KV_TILE_ATTR = "kv_tile"
+# Keys per step of the online softmax: a step's scores (B x Hq x Sq x KV_TILE) are the only ones that exist.
+KV_TILE = 128
 
 
 def online_softmax_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None,
@@ -68,6 +69,5 @@ def attention(call: KernelCall) -> np.ndarray:
         call.fail(f"{q.shape[1]} query heads are not a multiple of {k.shape[1]} key/value heads")
     scale = call.attr("scale", None)
     scale = 1.0 / np.sqrt(q.shape[3]) if scale is None else float(scale)
-    tile = int(call.attr(KV_TILE_ATTR, 0)) or k.shape[2]
-    out = online_softmax_attention(q, k, v, call.input(3), scale, bool(call.attr("is_causal", 0)), tile)
+    out = online_softmax_attention(q, k, v, call.input(3), scale, bool(call.attr("is_causal", 0)), KV_TILE)
     return out.astype(q.dtype, copy=False)
