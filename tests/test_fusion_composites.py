@@ -301,3 +301,11 @@ def test_a_decomposed_attention_builds_as_one_kernel_and_validates(target: str, 
     kernels = [ins.kernel for p in result.bundle.programs.values() for ins in p.instructions
                if ins.kind == "compute"]
     assert kernels == [f"{kind}.Attention"]
+
+
+def test_a_gamma_that_broadcasts_along_another_axis_is_not_a_layer_norm() -> None:
+    model = layer_norm(np.random.default_rng(10), affine="scale")
+    for init in model.graph.initializer:
+        if init.name == "gamma":   # (5, 1): one scale per row, not per normalised element
+            init.CopyFrom(numpy_helper.from_array(np.linspace(0.5, 1.5, 5, dtype=np.float32).reshape(5, 1), "gamma"))
+    assert _composites(model) == []

@@ -68,14 +68,14 @@ def _reduces_last_axis(node: Node, captured_axis: float | None, rank: int) -> bo
 
 
 def _affine_operand(v: Value | None, x: Value) -> bool:
-    """A gamma or beta that broadcasts along the normalised axis only: (D,) or (1, ..., D), or a constant."""
+    """A gamma or beta that broadcasts along the normalised axis only: (D,), or a constant of shape
+    (1, ..., 1, D) or one element (reshaped to (D,) by the builder)."""
     if v is None:
         return True
     if v.dtype != x.dtype or len(v.shape) > len(x.shape):
         return False
-    if v.is_const and v.numel in (1, x.shape[-1]):
-        return True
-    return v.shape == (x.shape[-1],)
+    along_last = all(d == 1 for d in v.shape[:-1]) and (not v.shape or v.shape[-1] in (1, x.shape[-1]))
+    return v.shape == (x.shape[-1],) or (v.is_const and along_last)
 
 
 def _normalises_last_axis(m: Match) -> bool:
