@@ -186,11 +186,17 @@ def run_rules(graph: Graph, rules: Sequence[Rule]) -> dict[str, int]:
         dead: set[int] = set()
         added: list[Node] = []
         outputs = {v.name for v in graph.outputs}
+        # Anchors by the op types reading them: a pattern's first node reads the anchor (nothing else is bound
+        # yet), so a rule is tried only where a reader has that op. Links change only at the end of a sweep.
+        read_by: dict[str, list[Value]] = {}
+        for anchor in [v for v in graph.inputs if not v.is_const] + [
+                node.outputs[0] for node in graph.nodes if len(node.outputs) == 1]:
+            for op in {c.op_type for c in anchor.consumers}:
+                read_by.setdefault(op, []).append(anchor)
         for rule in rules:
-            anchors = [node.outputs[0] for node in graph.nodes if len(node.outputs) == 1]
-            if rule.pattern.keep_anchor:
-                anchors = [v for v in graph.inputs if not v.is_const] + anchors
-            for anchor in anchors:
+            for anchor in read_by.get(rule.pattern.nodes[0].op, []):
+                if anchor.producer is None and not rule.pattern.keep_anchor:
+                    continue   # only a kept anchor may be a graph input
                 if anchor.producer is not None and id(anchor.producer) in dead:
                     continue
                 m = match_at(rule.pattern, anchor, outputs, dead)
