@@ -431,6 +431,7 @@ KEPT_SECTIONS = (  # (begin, end) markers of sections other tools write into the
     ("<!-- sweep: written from tools/bench_sweep.py", "<!-- end of the sweep section -->"),
     ("<!-- packer: written from tools/bench_packing.py", "<!-- end of the packer section -->"),
     ("<!-- tiling: written from tools/bench_tiling.py", "<!-- end of the tiling section -->"),
+    ("<!-- llm: written from tools/bench_llm.py", "<!-- end of the llm section -->"),
 )
 
 

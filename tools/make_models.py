@@ -33,6 +33,7 @@ class ModelBuilder:
         self.initializers: list[onnx.TensorProto] = []
         self._counts: dict[str, int] = {}
         self._shared: dict[tuple[str, str, bytes], str] = {}
+        self.weights: dict[str, np.ndarray] = {}   # named weights a model adds itself (the Llama graphs)
 
     def fresh(self, stem: str) -> str:
         """A unique, stable name: ``stem`` followed by a per-stem counter."""
@@ -243,6 +244,128 @@ def gpt_decoder() -> onnx.ModelProto:
     return b.build(inputs, [(logits, "logits", FLOAT, (1, new, vocab))] + outputs)
 
 
+# Llama-style decoder: RMSNorm, rotary positions, grouped-query attention, SwiGLU MLP, untied LM head; two graphs
+# with the same weights: prefill (a 128-token prompt) and decode (one token against a 512-entry KV cache).
+LLAMA = {"vocab": 512, "d_model": 128, "heads": 4, "kv_heads": 2, "head_dim": 32, "hidden": 384, "layers": 4,
+         "prompt": 128, "cache": 512, "eps": 1e-5, "rope_base": 10000.0}
+
+
+def _llama_weights() -> dict[str, np.ndarray]:
+    """Every weight of the Llama model by name, seeded and fan-in scaled (std 1/sqrt(fan_in)); both graphs
+    take these very arrays."""
+    rng = np.random.default_rng(7)
+    d, hd, hidden, vocab = LLAMA["d_model"], LLAMA["head_dim"], LLAMA["hidden"], LLAMA["vocab"]
+    shapes: dict[str, tuple[int, int]] = {"embed": (vocab, d)}
+    for layer in range(LLAMA["layers"]):
+        shapes |= {f"layers.{layer}.wq": (d, LLAMA["heads"] * hd), f"layers.{layer}.wk": (d, LLAMA["kv_heads"] * hd),
+                   f"layers.{layer}.wv": (d, LLAMA["kv_heads"] * hd), f"layers.{layer}.wo": (LLAMA["heads"] * hd, d),
+                   f"layers.{layer}.w_gate": (d, hidden), f"layers.{layer}.w_up": (d, hidden),
+                   f"layers.{layer}.w_down": (hidden, d)}
+    shapes["lm_head"] = (d, vocab)
+    weights = {name: (rng.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float32) for name, shape in shapes.items()}
+    weights["embed"] = (rng.standard_normal((vocab, d)) * 0.5).astype(np.float32)   # rows, not a fan-in product
+    for layer in range(LLAMA["layers"]):
+        for norm in ("attn_norm", "mlp_norm"):
+            weights[f"layers.{layer}.{norm}"] = (1 + 0.05 * rng.standard_normal(d)).astype(np.float32)
+    weights["final_norm"] = (1 + 0.05 * rng.standard_normal(d)).astype(np.float32)
+    return weights
+
+
+def _rms_norm(b: ModelBuilder, x: str, weight: str) -> str:
+    """x * 1/sqrt(mean(x^2) + eps) * w, as torch exports Llama's RMSNorm (Pow, ReduceMean, Add, Sqrt,
+    Reciprocal, Mul, Mul)."""
+    mean_square = b.op1("ReduceMean", [b.op1("Pow", [x, b.f32("two", 2.0)])], axes=[-1], keepdims=1)
+    inverse = b.op1("Reciprocal", [b.op1("Sqrt", [b.op1("Add", [mean_square, b.f32("rms_eps", LLAMA["eps"])])])])
+    return b.op1("Mul", [weight, b.op1("Mul", [x, inverse])])
+
+
+def _rotary(b: ModelBuilder, x: str, positions: Sequence[int]) -> str:
+    """Rotary position embedding of [1, H, T, D] heads: x * cos + rotate_half(x) * sin, rotate_half(x) =
+    Concat(-x2, x1) of the two halves (the Llama/NeoX form); cos and sin are constants of the positions."""
+    half = LLAMA["head_dim"] // 2
+    inv_freq = 1.0 / LLAMA["rope_base"] ** (np.arange(half) / half)
+    angles = np.asarray(positions, np.float64)[:, None] * inv_freq[None, :]
+    angles = np.concatenate([angles, angles], axis=-1)
+    cos = b.shared("rope_cos", np.cos(angles).astype(np.float32))
+    sin = b.shared("rope_sin", np.sin(angles).astype(np.float32))
+    x1, x2 = b.op("Split", [x, b.i64("rope_split", (half, half))], n_outputs=2, axis=-1)
+    rotated = b.op1("Concat", [b.op1("Neg", [x2]), x1], axis=-1)
+    return b.op1("Add", [b.op1("Mul", [x, cos]), b.op1("Mul", [rotated, sin])])
+
+
+def _heads(b: ModelBuilder, x: str, tokens: int, heads: int) -> str:
+    """[1, T, H*D] -> [1, H, T, D]."""
+    shaped = b.op1("Reshape", [x, b.i64("heads_shape", (1, tokens, heads, LLAMA["head_dim"]))])
+    return b.op1("Transpose", [shaped], perm=[0, 2, 1, 3])
+
+
+def _repeat_kv(b: ModelBuilder, x: str, length: int) -> str:
+    """Grouped-query heads: each of the kv_heads K/V heads serves heads / kv_heads query heads (HF's
+    repeat_kv: Unsqueeze, Expand, Reshape)."""
+    kv, heads, hd = LLAMA["kv_heads"], LLAMA["heads"], LLAMA["head_dim"]
+    expanded = b.op1("Expand", [b.op1("Unsqueeze", [x, b.i64("kv_axis", (2,))]),
+                                b.i64("kv_expand", (1, kv, heads // kv, length, hd))])
+    return b.op1("Reshape", [expanded, b.i64("kv_merge", (1, heads, length, hd))])
+
+
+def _llama_layer(b: ModelBuilder, x: str, layer: int, tokens: int, past: int) -> tuple[str, str, str]:
+    """One pre-norm decoder layer on ``tokens`` new tokens after ``past`` cached ones; returns (x, present
+    keys, present values). The cache is ``present = Concat(past, new)`` (prefill has no past)."""
+    w = {name.split(".")[-1]: name for name in b.weights if name.startswith(f"layers.{layer}.")}
+    d, heads, kv, hd = LLAMA["d_model"], LLAMA["heads"], LLAMA["kv_heads"], LLAMA["head_dim"]
+    positions = range(past, past + tokens)
+    h = _rms_norm(b, x, w["attn_norm"])
+    q = _rotary(b, _heads(b, b.op1("MatMul", [h, w["wq"]]), tokens, heads), positions)
+    k = _rotary(b, _heads(b, b.op1("MatMul", [h, w["wk"]]), tokens, kv), positions)
+    v = _heads(b, b.op1("MatMul", [h, w["wv"]]), tokens, kv)
+    if past:
+        k = b.op1("Concat", [f"past_key_{layer}", k], axis=2)
+        v = b.op1("Concat", [f"past_value_{layer}", v], axis=2)
+    length = past + tokens
+    scores = b.op1("MatMul", [q, b.op1("Transpose", [_repeat_kv(b, k, length)], perm=[0, 1, 3, 2])])
+    scores = b.op1("Mul", [scores, b.f32("attn_scale", 1.0 / np.sqrt(hd))])
+    if tokens > 1:   # the prompt attends causally; the decode token sees the whole cache
+        scores = b.op1("Add", [scores, b.shared("causal_mask", _causal_mask(tokens, past))])
+    context = b.op1("MatMul", [b.op1("Softmax", [scores], axis=-1), _repeat_kv(b, v, length)])
+    context = b.op1("Reshape", [b.op1("Transpose", [context], perm=[0, 2, 1, 3]), b.i64("merge_shape", (1, tokens, d))])
+    x = b.op1("Add", [x, b.op1("MatMul", [context, w["wo"]])])
+    h = _rms_norm(b, x, w["mlp_norm"])
+    gate = b.op1("MatMul", [h, w["w_gate"]])
+    silu = b.op1("Mul", [gate, b.op1("Sigmoid", [gate])])
+    mlp = b.op1("MatMul", [b.op1("Mul", [silu, b.op1("MatMul", [h, w["w_up"]])]), w["w_down"]])
+    return b.op1("Add", [x, mlp]), k, v
+
+
+def _llama(name: str, tokens: int, past: int) -> onnx.ModelProto:
+    b = ModelBuilder(name, seed=7)
+    b.weights = _llama_weights()
+    for weight_name, array in b.weights.items():
+        b.initializers.append(numpy_helper.from_array(array, weight_name))
+    d, kv, hd = LLAMA["d_model"], LLAMA["kv_heads"], LLAMA["head_dim"]
+    x = b.op1("Gather", ["embed", "input_ids"], axis=0)
+    inputs: list[tuple[str, int, Sequence[int]]] = [("input_ids", INT64, (1, tokens))]
+    outputs: list[tuple[str, str, int, Sequence[int]]] = []
+    for layer in range(LLAMA["layers"]):
+        if past:
+            inputs += [(f"past_key_{layer}", FLOAT, (1, kv, past, hd)), (f"past_value_{layer}", FLOAT, (1, kv, past, hd))]
+        x, k, v = _llama_layer(b, x, layer, tokens, past)
+        outputs += [(k, f"present_key_{layer}", FLOAT, (1, kv, past + tokens, hd)),
+                    (v, f"present_value_{layer}", FLOAT, (1, kv, past + tokens, hd))]
+    logits = b.op1("MatMul", [_rms_norm(b, x, "final_norm"), "lm_head"])
+    return b.build(inputs, [(logits, "logits", FLOAT, (1, tokens, LLAMA["vocab"]))] + outputs)
+
+
+def llama_prefill() -> onnx.ModelProto:
+    """The Llama-style decoder over a 128-token prompt: logits and the prompt's KV cache."""
+    return _llama("llama_prefill", LLAMA["prompt"], 0)
+
+
+def llama_decode() -> onnx.ModelProto:
+    """One decode step of the same weights: 1 token against a 512-entry cache (past_key/past_value inputs,
+    present = Concat(past, new) outputs)."""
+    return _llama("llama_decode", 1, LLAMA["cache"])
+
+
 MOE = {"tokens": 16, "d_model": 64, "hidden": 128, "experts": 4, "top_k": 2}
 
 
@@ -342,6 +465,8 @@ MODELS: dict[str, Callable[[], onnx.ModelProto]] = {
     "gpt_decoder": gpt_decoder,
     "moe": moe,
     "unet": unet,
+    "llama_prefill": llama_prefill,
+    "llama_decode": llama_decode,
 }
 
 

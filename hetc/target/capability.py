@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 from hetc.errors import TargetError
 from hetc.ir import Node, Value
-from hetc.ir.fused import base_node, epilogue_of, is_fused, node_label, part_ops
+from hetc.ir.fused import base_node, composite_parts, epilogue_of, is_fused, node_label, part_ops
 from hetc.target.flops import value_nbytes
 from hetc.target.model import Device, Ok, Reason
 from hetc.target.ops import (ACCUMULATOR_OUTPUT_OPS, CONV_WEIGHT_INPUT, PARAMETER_INPUTS, QUANTIZED_OPS, SIGNED_TWIN,
@@ -57,7 +57,11 @@ def kernel_support(target: "Target", node: Node, device: str) -> Ok | Reason:  #
     if reason is None and is_fused(node):
         reason = _epilogue(node, dev)
     if reason is not None:
-        return reason if not is_fused(node) else Reason(reason.code, f"{node_label(node)}: {reason.message}")
+        if not is_fused(node):
+            return reason
+        parts = composite_parts(node)   # a norm or attention names the ops it was recognised from
+        made_of = f" (fused from {', '.join(parts)})" if parts else ""
+        return Reason(reason.code, f"{node_label(node)}{made_of}: {reason.message}")
     return OK
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from hetc.errors import TargetError
 from hetc.ir import Node
-from hetc.target.flops import epilogue_flops, node_bytes, node_flops
+from hetc.target.flops import class_shares, node_bytes, node_flops
 from hetc.target.model import Device
 from hetc.target.ops import INTEGER_MAC_OPS, SIGNED_TWIN, conv_weight_shape, op_class
 
@@ -27,8 +27,9 @@ class NodeWork:
     bytes: int
     op_class: str        # one of OP_CLASSES, or "depthwise" for a depthwise convolution
     dtype: str           # the element type its arithmetic runs in
-    # A fused node's epilogue parts as (op class, flops), included in ``flops``: each runs at its own class's
-    # efficiency (a Clip after a depthwise Conv runs on the output pipeline, not at the depthwise MAC rate).
+    # A fused node's epilogue parts (and an Attention's softmax) as (op class, flops), included in ``flops``:
+    # each runs at its own class's efficiency (a Clip after a depthwise Conv runs on the output pipeline, not
+    # at the depthwise MAC rate; an Attention's exponentials on the vector unit, not the MAC array).
     epilogue: tuple[tuple[str, int], ...] = ()
 
 
@@ -71,7 +72,7 @@ def node_work(node: Node) -> NodeWork:
     hit = _WORK.get(node)
     if hit is not None and hit[0] == signature:
         return hit[1]
-    epilogue = tuple((_part_class(op), flops) for op, flops in epilogue_flops(node))
+    epilogue = tuple((_part_class(op), flops) for op, flops in class_shares(node))
     work = NodeWork(node_flops(node), node_bytes(node), node_class(node), compute_dtype(node), epilogue)
     _WORK[node] = (signature, work)
     return work

@@ -21,7 +21,7 @@ KERNEL_SET: frozenset[str] = frozenset({
     "Softplus", "Clip", "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Exp", "Log", "Neg", "Abs", "Reciprocal",
     "Max", "Min", "Sum", "Mean", "Where", "Equal", "Less", "Greater", "ReduceMean", "ReduceSum", "ReduceMax",
     "ReduceMin", "Concat", "Split", "Slice", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
-    "Identity", "Gather", "Pad", "Resize", "Cast", "Dropout",
+    "Identity", "Gather", "Pad", "Resize", "Cast", "Dropout", "RMSNormalization", "Attention",
     # integer arithmetic (docs/kernels.md, "Integer kernels")
     "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QuantizeLinear", "DequantizeLinear",
 })
@@ -181,6 +181,22 @@ def conv_weight_shape(node: "Node") -> tuple[int, ...]:
     return tuple(node.inputs[index].shape)
 
 
+def attention_limitation(ranks: list[int], n_inputs: int, n_outputs: int, dtype: str, attrs: dict) -> str | None:
+    """Why an Attention node has no NPU/DSP kernel, or None: the kernel takes 4-D Q, K, V (heads as an axis)
+    and an optional mask, in float32 (ONNX rounds every step of a 16-bit attention's function body)."""
+    if any(rank != 4 for rank in ranks):
+        return "Attention with 3-D Q, K, V (the kernel takes heads as an axis)"
+    if n_inputs > 4 or n_outputs > 1:
+        return "Attention with past key/value inputs, padded key lengths or present/qk outputs"
+    text = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
+    if text.get("softcap", 0.0) or text.get("qk_matmul_output_mode", 0) or \
+            text.get("left_window_size", -1) != -1 or text.get("right_window_size", -1) != -1:
+        return "Attention with softcap, a qk_matmul output or a local window"
+    if dtype in ("float16", "bfloat16"):
+        return f"Attention in {dtype} (ONNX rounds every step of its function body)"
+    return None
+
+
 def is_view(node: "Node") -> bool:
     """Whether ``node`` only reinterprets its input's bytes (``VIEW_OPS``, less a Dropout that may train)."""
     return node.op_type in VIEW_OPS and not dropout_may_train(node)
@@ -194,4 +210,10 @@ def node_limitation(node: "Node") -> str | None:
         training = node.inputs[2]
         return (f"training mode (training_mode '{training.name}' is not a constant false, so the output "
                 f"is masked at random)")
+    if node.op_type == "Attention":
+        inputs = list(node.inputs)
+        while inputs and inputs[-1] is None:
+            inputs.pop()
+        return attention_limitation([len(v.shape) if v is not None else 0 for v in node.inputs[:3]], len(inputs),
+                                    len(node.outputs), node.outputs[0].dtype, node.attrs)
     return kernel_limitation(node.op_type, node.attrs)

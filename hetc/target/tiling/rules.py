@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from hetc.ir import Node, Value
+from hetc.ir import Node, Value, np_dtype
 
 from hetc.target.ops import CONV_WEIGHT_INPUT, conv_weight_shape
 
@@ -57,7 +57,9 @@ class BaseTile:
 
     inputs: list[Box | None]
     attrs: dict[str, Any] = field(default_factory=dict)
-    replace: dict[int, Any] = field(default_factory=dict)   # input index -> new constant array (Resize sizes)
+    # input index -> new constant array (Resize sizes, a causal attention band's mask: an input the node
+    # itself may lack)
+    replace: dict[int, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -459,6 +461,48 @@ def _resize_tile(node: Node, bands: Bands, opset: int) -> BaseTile:
     return tile
 
 
+# ----------------------------------------------------------------------------------------------- attention
+def _attention_axes(node: Node, opset: int) -> list[Axis]:
+    """Attention (4-D) is cut along batch, query heads (whole groups of the K/V head they share) and query
+    rows. Each tile reads its queries and its heads' whole K and V: the kernel streams the keys through an
+    online softmax, so no tile holds a score matrix. A causal node's row band does not start at row 0, so
+    its tile takes the band's causal triangle as a constant mask instead of ``is_causal``."""
+    q, k = node.inputs[0], node.inputs[1]
+    assert q is not None and k is not None
+    if len(q.shape) != 4 or len(k.shape) != 4:
+        raise Untileable("Attention with 3-D Q, K, V")
+    batch, heads, rows, _ = q.shape
+    axes = [Axis("heads", 1, heads, heads // k.shape[1]), Axis("batch", 0, batch)]
+    has_mask = len(node.inputs) > 3 and node.inputs[3] is not None
+    if not (int(node.attr("is_causal", 0)) and has_mask):   # a causal band gets its rows' mask (below)
+        axes.append(Axis("query rows", 2, rows))
+    return [a for a in axes if a.extent > a.unit]
+
+
+def _attention_tile(node: Node, bands: Bands, opset: int) -> BaseTile:
+    q, k, v = node.inputs[0], node.inputs[1], node.inputs[2]
+    assert q is not None and k is not None and v is not None
+    group = q.shape[1] // k.shape[1]
+    b0, b1 = bands.get("batch", (0, q.shape[0]))
+    h0, h1 = bands.get("heads", (0, q.shape[1]))
+    r0, r1 = bands.get("query rows", (0, q.shape[2]))
+    qbox = ((b0, h0, r0, 0), (b1, h1, r1, q.shape[3]))
+    kv = [((b0, h0 // group, 0, 0), (b1, h1 // group) + tuple(x.shape[2:])) for x in (k, v)]
+    mask = node.inputs[3] if len(node.inputs) > 3 else None
+    scores = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+    boxes: list[Box | None] = [qbox, *kv]
+    if mask is not None:
+        boxes.append(broadcast_box(mask, ((b0, h0, r0, 0), (b1, h1, r1, k.shape[2])), scores))
+    tile = BaseTile(boxes, dict(node.attrs))
+    if int(node.attr("is_causal", 0)) and "query rows" in bands:
+        keys = np.arange(k.shape[2])[None, :]
+        band = np.arange(r0, r1)[:, None]
+        tile.attrs.pop("is_causal")
+        tile.inputs.append(((0, 0), (r1 - r0, k.shape[2])))
+        tile.replace[3] = np.where(keys > band, -np.inf, 0).astype(np_dtype(q.dtype))
+    return tile
+
+
 ELEMENTWISE = ("Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh",
                "Gelu", "Erf", "Softplus", "Clip", "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Exp", "Log", "Neg",
                "Abs", "Reciprocal", "Max", "Min", "Sum", "Mean", "Where", "Equal", "Less", "Greater", "Cast")
@@ -483,6 +527,8 @@ RULES: dict[str, Rule] = {
     "Transpose": Rule(_free_axes(_no_reduction), _transpose_tile),
     "Pad": Rule(_free_axes(_pad_reduced), _pad_tile),
     "Resize": Rule(_free_axes(_resize_reduced), _resize_tile),
+    "Attention": Rule(_attention_axes, _attention_tile),
+    "RMSNormalization": Rule(_free_axes(_layernorm_reduced), _same_box_tile(1)),
 }
 
 
