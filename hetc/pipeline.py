@@ -21,6 +21,7 @@ from hetc.frontend.loader import read_model_file
 from hetc.ir import Graph
 from hetc.memory import MemoryPlan, plan_memory
 from hetc.passes import optimize
+from hetc.passes.qdq import QDQ_NOTE
 from hetc.report import GANTT_FORMATS, Timeline, gantt_files, report_text
 from hetc.schedule import (IdleAcceleratorsWarning, Schedule, check_strategy, idle_accelerators_warning,
                            placement_rows, schedule as run_scheduler)
@@ -107,7 +108,8 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
         say(f"{len(graph.nodes)} nodes")
     with clock.stage("passes") as say:
         graph = optimize(graph)
-        say(f"{len(graph.nodes)} nodes after folding")
+        qdq = graph.metadata.get(QDQ_NOTE)   # what the QDQ lowering made integer, and why the rest stayed float
+        say(f"{len(graph.nodes)} nodes after folding" + (f"; {qdq}" if qdq else ""))
     untiled, fraction = graph, TILE_BUDGET_FRACTION
     while True:
         if options.tiling:
