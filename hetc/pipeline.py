@@ -32,6 +32,7 @@ from hetc.target.tiling import TILE_BUDGET_FRACTION, tile_graph, tiling_note
 from hetc.version import __version__
 from hetc.validate import ValidationReport, check_npz_file, load_inputs_npz, make_inputs, validate
 from hetc.validate.weights import WEIGHT_CHOICES, randomize_weights
+from hetc.validate.integer import IntegerValidationReport
 
 PRECISIONS = ("fp32", "fp16")
 
@@ -158,7 +159,8 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
             validation = validate(model, sim.outputs or {}, inputs, options.precision)
             ratio = validation.max_ratio
             say(("passed" if validation.passed else "FAILED") + f", max abs err {validation.max_abs_err:.3g}"
-                + (f", error {ratio:.3g}x onnxruntime's" if ratio is not None else ""),
+                + (f", error {ratio:.3g}x onnxruntime's" if ratio is not None else "")
+                + (f"; {validation.headline}" if isinstance(validation, IntegerValidationReport) else ""),
                 ok=validation.passed)
     files: dict[str, bytes] = {}
     if gantt:

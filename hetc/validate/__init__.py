@@ -10,6 +10,7 @@ import onnx
 
 from hetc.validate.compare import TOLERANCES, OutputComparison, Tolerance, ValidationReport, compare
 from hetc.validate.inputs import InputSpec, check_inputs, check_npz_file, input_specs, load_inputs_npz, make_inputs
+from hetc.validate.integer import compare_quantized, is_quantized
 from hetc.validate.exact import ExactReference, exact_outputs, widen_model
 from hetc.validate.reference import load_model, reference_outputs, seeded_random_node
 
@@ -19,6 +20,8 @@ def validate(model_path_or_proto: str | Path | onnx.ModelProto, actual: Mapping[
     """Run the original model in onnxruntime (float32) and widened to float64 on ``inputs``, and judge
     ``actual`` (the simulated outputs) by the rule of hetc.validate.compare."""
     model = load_model(model_path_or_proto)
+    if is_quantized(model):   # judged in quantisation steps (hetc.validate.integer)
+        return compare_quantized(model, actual, check_inputs(inputs, model, origin="reference inputs"), precision)
     expected = reference_outputs(model, inputs)
     exact = (exact_outputs(model, inputs, evaluator_only=seeded_random_node(model) is not None)
              if _has_float_output(expected) else None)
