@@ -29,13 +29,13 @@ tie: hetc.validate.integer judges that.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from hetc.ir import Graph, Node, Value
-from hetc.passes.patterns import Match, Rule, pattern, run_rules
+from hetc.passes.patterns import Match, Rule, match_at, pattern, run_rules
 from hetc.passes.rewrite import unique_name
 
 DQ, Q = "DequantizeLinear", "QuantizeLinear"
@@ -46,6 +46,7 @@ DATA_MOVEMENT = frozenset({"Reshape", "Flatten", "Transpose", "Squeeze", "Unsque
 _CONTRIB_POOLS = {"AveragePool": "QLinearAveragePool", "GlobalAveragePool": "QLinearGlobalAveragePool"}
 _CONTRIB_BINARY = {"Add": "QLinearAdd", "Mul": "QLinearMul"}
 _POOL_ATTRS = ("auto_pad", "ceil_mode", "count_include_pad", "kernel_shape", "pads", "strides")
+QDQ_NOTE = "hetc.qdq"   # graph.metadata key of the lowering's one-line summary
 _ids = itertools.count(1 << 30)   # ids of inserted nodes: unique until optimize() renumbers
 
 
@@ -80,6 +81,8 @@ def dequantized(value: Value | None) -> Quant | str:
     node = value.producer if value is not None else None
     if node is None or node.op_type != DQ or node.domain != "":
         return f"input '{value.name if value is not None else ''}' does not come from a DequantizeLinear"
+    if node.attrs.get("block_size", 0):
+        return f"{DQ} '{node.name}' quantizes in blocks; the integer ops take one scale per tensor or channel"
     q, scale, zero = (list(node.inputs) + [None, None])[:3]
     scale_array, zero_array = _const(scale), _const(zero)
     if scale_array is None or (zero is not None and zero_array is None):
@@ -119,7 +122,6 @@ class Lowering:
     clamp: tuple[int, int] | None = None
     reshape_in: tuple[int, ...] | None = None
     reshape_out: tuple[int, ...] | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 def _type_range(dtype: str) -> tuple[int, int]:
@@ -127,7 +129,7 @@ def _type_range(dtype: str) -> tuple[int, int]:
     return int(info.min), int(info.max)
 
 
-def _clamp(match: Match, out: Quant) -> tuple[int, int] | None | str:
+def _clamp(match: Match, out: Quant) -> tuple[int, int] | None:
     """The integer bounds a Relu or Clip in the match becomes, None when they are the type's whole range."""
     act = match.nodes.get("r")
     if act is None:
@@ -159,10 +161,7 @@ def _plan(match: Match) -> Lowering | str:
     lowering = planner(op, out)
     if isinstance(lowering, str):
         return lowering
-    clamp = _clamp(match, out)
-    if isinstance(clamp, str):
-        return clamp
-    lowering.clamp = clamp
+    lowering.clamp = _clamp(match, out)
     return lowering
 
 
@@ -177,11 +176,11 @@ def _activation_input(op: Node, index: int = 0) -> Quant | str:
     return x
 
 
-def _zero_point(graph_free: Quant, like: Value) -> Value:
+def _zero_point(quant: Quant, like: Value) -> Value:
     """The quantisation's zero-point value, made explicit when the DequantizeLinear omitted it."""
-    if graph_free.zero_point is not None:
-        return graph_free.zero_point
-    return _new_const(f"{like.name}_zero_point", graph_free.zero_array.astype(np.dtype(like.dtype)))
+    if quant.zero_point is not None:
+        return quant.zero_point
+    return _new_const(f"{like.name}_zero_point", quant.zero_array.astype(np.dtype(like.dtype)))
 
 
 def _new_const(name: str, array: np.ndarray) -> Value:
@@ -347,7 +346,8 @@ def _plan_data_movement(op: Node, out: Quant) -> Lowering | str:
     x = _activation_input(op)
     if isinstance(x, str):
         return x
-    if op.op_type == "Resize" and str(op.attrs.get("mode", "nearest")) not in ("nearest", "b'nearest'"):
+    mode = op.attrs.get("mode", "nearest")
+    if op.op_type == "Resize" and (mode.decode() if isinstance(mode, bytes) else str(mode)) != "nearest":
         return f"Resize '{op.name}' interpolates ({op.attrs.get('mode')}): not data movement"
     if not x.same_as(out):
         return (f"{op.op_type} '{op.name}' changes the quantisation (scale {x.scale_array.reshape(-1)[0]:.6g} -> "
@@ -424,14 +424,10 @@ def run_lower_qdq(graph: Graph) -> int:
     return count
 
 
-QDQ_NOTE = "hetc.qdq"
-
 
 def explain_unlowered(graph: Graph) -> dict[str, str]:
     """Float ops that a QuantizeLinear reads (directly or through a Relu/Clip), by node name, with why each
     stays float."""
-    from hetc.passes.patterns import match_at
-
     outputs = {v.name for v in graph.outputs}
     reasons: dict[str, str] = {}
     for node in graph.nodes:
