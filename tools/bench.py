@@ -432,6 +432,7 @@ KEPT_SECTIONS = (  # (begin, end) markers of sections other tools write into the
     ("<!-- packer: written from tools/bench_packing.py", "<!-- end of the packer section -->"),
     ("<!-- tiling: written from tools/bench_tiling.py", "<!-- end of the tiling section -->"),
     ("<!-- llm: written from tools/bench_llm.py", "<!-- end of the llm section -->"),
+    ("<!-- int8: written from tools/bench_int8.py", "<!-- end of the int8 section -->"),
 )
 
 

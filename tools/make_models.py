@@ -4,10 +4,13 @@ Run ``python tools/make_models.py [--out models/]``. Every weight comes from a s
 name from a counter, so two runs write byte-identical files (``tests/test_models.py`` checks this).
 ``--big`` additionally writes ``transformer24.onnx`` (a 24-layer encoder, thousands of nodes) for the
 scheduler benchmark; it is too big to commit, so it goes to ``--big-out`` (a temp dir by default).
+``--on-demand`` makes the QDQ ResNet-50 (about 25 MB) and its float model into ``--cache``; tests and
+benchmarks call ``cached_model`` instead, which makes them there once.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from collections import Counter
@@ -457,6 +460,119 @@ def transformer24() -> onnx.ModelProto:
     return b.build([("x", FLOAT, shape)], [(x, "y", FLOAT, shape)])
 
 
+# --- Quantized (QDQ) models ----------------------------------------------------------------------------------
+# onnxruntime's own quantizer (quantize_static, QDQ format, per-channel symmetric int8 weights, asymmetric
+# activations calibrated with MinMax on seeded standard-normal inputs) applied to float models with seeded
+# fan-in-scaled weights, after onnxruntime's pre-processing (shape inference, Conv+BatchNormalization folding),
+# as a deployment flow quantizes a model. Activations are int8 (see mobilenet_v2_qdq).
+QDQ_CALIBRATION_SAMPLES = 4
+RESNET50_QDQ = "resnet50_qdq"   # made on demand (about 25 MB): cached_model(RESNET50_QDQ)
+
+
+def _calibration_reader(model: onnx.ModelProto, seed: int):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    rng = np.random.default_rng(seed)
+    shapes = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
+    batches = iter([{name: rng.standard_normal(shape).astype(np.float32) for name, shape in shapes.items()}
+                    for _ in range(QDQ_CALIBRATION_SAMPLES)])
+
+    class Reader(CalibrationDataReader):
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(batches, None)
+
+    return Reader()
+
+
+def quantize_qdq(model: onnx.ModelProto, seed: int, activation: str = "uint8") -> onnx.ModelProto:
+    """``model`` quantized by ``onnxruntime.quantization.quantize_static`` in the QDQ format: per-channel
+    int8 weights, ``activation`` (uint8 or int8) activations, calibrated on seeded random inputs."""
+    import onnxruntime
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    onnxruntime.set_default_logger_severity(3)
+
+    activation_type = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[activation]
+    with tempfile.TemporaryDirectory() as scratch:
+        float_path, prepared, quantized = (str(Path(scratch) / n) for n in ("f.onnx", "p.onnx", "q.onnx"))
+        onnx.save(model, float_path)
+        quant_pre_process(float_path, prepared)
+        quantize_static(prepared, quantized, _calibration_reader(model, seed), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=activation_type, weight_type=QuantType.QInt8)
+        result = onnx.load(quantized)
+    used = {node.domain for node in result.graph.node}   # the pre-processor stamps every domain it knows
+    kept = [o for o in result.opset_import if o.domain in used or o.domain in ("", "ai.onnx")]
+    del result.opset_import[:]
+    result.opset_import.extend(kept)
+    result.producer_name, result.producer_version = PRODUCER, ""
+    result.ir_version = IR_VERSION
+    onnx.checker.check_model(result, full_check=True)
+    return result
+
+
+def mobilenet_v2_qdq() -> onnx.ModelProto:
+    """models/mobilenet_v2.onnx quantized: int8 activations, per-channel int8 weights. Not uint8: onnxruntime's
+    u8s8 convolution on x86 without VNNI saturates 16-bit pair sums, which full-range int8 weights reach
+    (docs/validation.md measures it); s8s8 is exact there."""
+    return quantize_qdq(mobilenet_v2(), seed=7, activation="int8")
+
+
+def resnet50_float() -> onnx.ModelProto:
+    """onnx's light ResNet-50 with seeded fan-in-scaled weights (hetc.validate.weights, seed 0), its two-input
+    Sums written as Add (the quantizer has no Sum) at opset 13, and the final Softmax cut: the output is the
+    logits (a softmax of random logits saturates to one-hot, which would hide every numeric error)."""
+    from onnx import version_converter
+
+    from hetc.validate.weights import randomize_weights
+
+    light = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / "light_resnet50.onnx"
+    model = version_converter.convert_version(randomize_weights(onnx.load(str(light)), seed=0), 13)
+    graph = model.graph
+    softmax = next(n for n in graph.node if n.op_type == "Softmax")
+    for node in graph.node:
+        if node.op_type == "Sum" and len(node.input) == 2:
+            node.op_type = "Add"
+    logits = softmax.input[0]
+    graph.node.remove(softmax)
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info(logits, FLOAT, [1, 1000]))
+    initializers = {t.name for t in graph.initializer}   # IR 3 lists them as graph inputs too
+    read = {name for node in graph.node for name in node.input}
+    kept = [t for t in graph.initializer if t.name in read]   # not the filled weights' shape constants
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    kept_inputs = [i for i in graph.input if i.name not in initializers]
+    del graph.input[:]
+    graph.input.extend(kept_inputs)
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def resnet50_qdq() -> onnx.ModelProto:
+    """``resnet50_float`` quantized: int8 activations, per-channel int8 weights."""
+    return quantize_qdq(resnet50_float(), seed=8, activation="int8")
+
+
+QDQ_MODELS: dict[str, Callable[[], onnx.ModelProto]] = {"mobilenet_v2_qdq": mobilenet_v2_qdq}
+ON_DEMAND_MODELS: dict[str, Callable[[], onnx.ModelProto]] = {"resnet50_float": resnet50_float,
+                                                              RESNET50_QDQ: resnet50_qdq}
+MODEL_CACHE = Path(tempfile.gettempdir()) / "hetc_models"
+
+
+def cached_model(name: str, cache_dir: Path = MODEL_CACHE) -> Path:
+    """The path of on-demand model ``name`` (ON_DEMAND_MODELS) in ``cache_dir``, made there first if absent
+    (written to a temporary name and renamed, so a concurrent reader never sees half a file)."""
+    path = cache_dir / f"{name}.onnx"
+    if not path.is_file():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.partial")
+        partial.write_bytes(ON_DEMAND_MODELS[name]().SerializeToString(deterministic=True))
+        partial.replace(path)
+    return path
+
+
 BIG_MODELS: dict[str, Callable[[], onnx.ModelProto]] = {"transformer24": transformer24}
 
 MODELS: dict[str, Callable[[], onnx.ModelProto]] = {
@@ -467,6 +583,7 @@ MODELS: dict[str, Callable[[], onnx.ModelProto]] = {
     "unet": unet,
     "llama_prefill": llama_prefill,
     "llama_decode": llama_decode,
+    **QDQ_MODELS,
 }
 
 
@@ -498,12 +615,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also write transformer24.onnx (not committed: too big) into --big-out")
     parser.add_argument("--big-out", type=Path, default=Path(tempfile.gettempdir()) / "hetc_models",
                         help="directory for --big models (default: <tmp>/hetc_models)")
+    parser.add_argument("--on-demand", action="store_true",
+                        help="also make the on-demand models (the QDQ ResNet-50 and its float model, too big to "
+                             f"commit) into --cache (default {MODEL_CACHE})")
+    parser.add_argument("--cache", type=Path, default=MODEL_CACHE, help="directory for --on-demand models")
     args = parser.parse_args(argv)
     for path in write_models(args.out):
         print(describe(path))
     if args.big:
         for path in write_models(args.big_out, BIG_MODELS):
             print(describe(path))
+    if args.on_demand:
+        for name in ON_DEMAND_MODELS:
+            print(describe(cached_model(name, args.cache)))
     return 0
 
 

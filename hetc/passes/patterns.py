@@ -6,7 +6,8 @@ with tokens:
 
 * ``"x"``: the anchor; ``"t"`` (any other identifier): the output of an earlier pattern node;
 * a float: a constant scalar (any shape of one element) equal to it within 1e-5 relative;
-* ``"?e"``: any tensor value from outside the match, captured as ``e`` (bias, residual, mask...);
+* ``"?e"``: any tensor value from outside the match, captured as ``e`` (bias, residual, mask...); ``"?e?"``: the
+  same, or an omitted input (captured as None);
 * ``"#lo"``: a constant scalar, captured as ``lo``; ``"#lo?"``: the same, or an omitted input.
 
 Add and Mul match either operand order. A match holds only when the anchor and every intermediate value are
@@ -92,7 +93,10 @@ def _bind(token: Token, actual: Value | None, m: Match) -> bool:
         value = _scalar(actual)
         return value is not None and abs(value - token) <= 1e-5 * max(1.0, abs(token))
     if token.startswith("?"):
-        key = token[1:]
+        key = token[1:].rstrip("?")
+        if actual is None and token.endswith("?") and len(token) > 2:
+            m.captured[key] = None
+            return True
         if actual is None or actual.host is not None or actual in m.values.values():
             return False
         if key in m.captured:
