@@ -78,11 +78,10 @@ def run_on_ray(ray: Any, spec: SweepSpec, inputs: "Inputs", todo: list[tuple[Poi
             with lock:
                 progress({"event": "ray", "cpus": cpus, "init_s": time.perf_counter() - began})
         _run_tasks(ray, spec, inputs, queue, locked, cpus * TASKS_AHEAD_PER_CPU, lane)
-        if lane is not None:
-            lane.join()
     finally:
         if lane is not None:
-            lane.stop.set()   # an error or Ctrl-C: the lane finishes its point and takes no other
+            lane.stop.set()   # done, or an error or Ctrl-C: the lane records the point it is on and stops
+            lane.join()
 
 
 def _run_tasks(ray: Any, spec: SweepSpec, inputs: "Inputs", queue: deque[tuple[Point, str]], record: Record,
