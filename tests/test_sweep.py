@@ -209,11 +209,11 @@ def test_the_progress_bar_says_when_ray_is_up() -> None:
     progress = SweepProgress(Console(file=io.StringIO(), force_terminal=True, width=100))
     progress({"event": "start", "total": 3, "skipped": 1})
     progress({"event": "point", "row": {"status": "ok"}})   # run by the driver while Ray starts
-    progress({"event": "ray", "cpus": 2, "init_s": 4.0})
+    progress({"event": "ray", "cpus": 1, "driver": True, "init_s": 4.0})
     progress({"event": "point", "row": {"status": "failed"}})
     task = progress._bar.tasks[0]
     progress.stop()
-    assert task.description == "sweep on Ray (2 CPUs) (1 done before)"
+    assert task.description == "sweep on Ray (1 CPU + the driver) (1 done before)"
     assert (task.completed, task.total, progress.failed) == (2, 2, 1)
 
 

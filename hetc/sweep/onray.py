@@ -2,21 +2,24 @@
 
 Where a sweep on a small machine loses time to Ray (measured in docs/benchmarks.md#design-space-sweep-on-ray):
 
-- **Start.** ``ray.init()`` starts Ray's own processes and each worker imports hetc on its first task: several
-  seconds on two cores, which a serial run spends on points. While a local Ray starts, the driver runs points
-  itself on a thread (the *driver lane*, from the end of the queue); it stops taking points when the first
-  Ray task comes back, i.e. once the workers are warm. ``ray.init`` stays on the main thread (called from
-  another thread the driver lost its GCS connection), and the lane records through the same lock.
+- **Start.** ``ray.init()`` starts Ray's own processes (~4 s of CPU) and each worker imports Ray and hetc on
+  its first task (~3 s of CPU each): a fixed cost that a serial run spends on points. A local sweep's driver
+  runs points itself on a thread (the *driver lane*, from the end of the queue) from the start, while Ray
+  starts, and on to the end: it is warm already, so the local Ray gets one CPU fewer (one worker fewer to
+  start) and the machine's cores stay busy. With one core, or a Ray already running (a notebook's), the lane
+  only covers the start: it stops when the first Ray task comes back. ``ray.init`` stays on the main thread
+  (called from another thread the driver lost its GCS connection); rows are recorded under one lock.
 - **Threads.** A task owns one CPU, so its libraries must not start a thread per core: CP-SAT gets one worker
   (``run_point``), and the workers' environment caps OpenMP, OpenBLAS, MKL and hetc's onnxruntime sessions
   at one thread (``WORKER_ENV``, set through the job's ``runtime_env``: the user's own environment is left
   alone, and Ray's workers get it wherever they run).
 - **Per task** Ray costs about a millisecond against a point's 0.1-1 s of CPU, so points are not batched;
-  the model bytes and target texts go through the object store once (``ray.put``). Tasks are submitted a
-  few per CPU ahead, not all at once, so that the driver lane and Ray take from the same queue.
+  the model bytes and target texts go through the object store once (``ray.put``). Tasks are submitted one
+  per CPU and a few ahead, not all at once, so that the driver lane and Ray take from the same queue.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
@@ -33,7 +36,6 @@ if TYPE_CHECKING:
 # (HETC_ORT_THREADS, read by hetc.sim.kernels.cpu). Ray sets OMP_NUM_THREADS=1 itself for num_cpus=1.
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
               "HETC_ORT_THREADS": "1"}
-TASKS_AHEAD_PER_CPU = 2
 Record = Callable[[dict[str, Any]], None]
 Progress = Callable[[dict[str, Any]], None]
 
@@ -58,7 +60,8 @@ def init_ray(ray: Any, address: str | None, num_cpus: int | None) -> bool:
 
 def run_on_ray(ray: Any, spec: SweepSpec, inputs: "Inputs", todo: list[tuple[Point, str]], record: Record,
                address: str | None, num_cpus: int | None, progress: Progress | None = None) -> None:
-    """Run ``todo`` on Ray, recording each row as it comes back (from this thread or the driver lane)."""
+    """Run ``todo`` on Ray, recording each row as it comes back (from this thread or the driver lane).
+    ``num_cpus`` of a local Ray counts the driver's lane: ``num_cpus - 1`` Ray workers and the driver."""
     queue: deque[tuple[Point, str]] = deque(todo)
     lock = threading.Lock()
 
@@ -66,18 +69,23 @@ def run_on_ray(ray: Any, spec: SweepSpec, inputs: "Inputs", todo: list[tuple[Poi
         with lock:
             record(row)
 
+    local = not address and not ray.is_initialized()
+    cores = num_cpus or os.cpu_count() or 1
+    # A local sweep's driver has hetc imported already: a lane for the whole sweep, one Ray worker fewer to
+    # start (each costs ~3 s of CPU). On one core, or a Ray already up, it only covers Ray's start.
+    stays = local and cores >= 2
     lane = None
-    if not address and not ray.is_initialized():
+    if local:
         lane = _DriverLane(queue, lambda p, k: run_point(p, k, inputs.models[p.model], inputs.base, inputs.files,
                                                          spec.time_limit_s, spec.seed), locked)
     began = time.perf_counter()
     try:
-        init_ray(ray, address, num_cpus)
+        init_ray(ray, address, cores - 1 if stays else num_cpus)
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         if progress is not None:
             with lock:
-                progress({"event": "ray", "cpus": cpus, "init_s": time.perf_counter() - began})
-        _run_tasks(ray, spec, inputs, queue, locked, cpus * TASKS_AHEAD_PER_CPU, lane)
+                progress({"event": "ray", "cpus": cpus, "driver": stays, "init_s": time.perf_counter() - began})
+        _run_tasks(ray, spec, inputs, queue, locked, cpus + max(1, cpus // 4), None if stays else lane)
     finally:
         if lane is not None:
             lane.stop.set()   # done, or an error or Ctrl-C: the lane records the point it is on and stops

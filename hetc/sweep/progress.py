@@ -28,7 +28,9 @@ class SweepProgress:
             self._task = self._bar.add_task("sweep" + self._note,
                                             total=event["total"] - skipped, failed=0)
         elif event["event"] == "ray":   # a local Ray is up (the driver ran points while it started)
-            self._bar.update(self._task, description=f"sweep on Ray ({event['cpus']} CPUs){self._note}")
+            cpus = f"{event['cpus']} CPU{'s' if event['cpus'] > 1 else ''}"
+            cpus += " + the driver" if event.get("driver") else ""
+            self._bar.update(self._task, description=f"sweep on Ray ({cpus}){self._note}")
         elif event["event"] == "point":
             self.failed += event["row"].get("status") != "ok"
             self._bar.update(self._task, advance=1, failed=self.failed)
