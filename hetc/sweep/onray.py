@@ -6,9 +6,10 @@ Where a sweep on a small machine loses time to Ray (measured in docs/benchmarks.
   its first task (~3 s of CPU each): a fixed cost that a serial run spends on points. A local sweep's driver
   runs points itself on a thread (the *driver lane*, from the end of the queue) from the start, while Ray
   starts, and on to the end: it is warm already, so the local Ray gets one CPU fewer (one worker fewer to
-  start) and the machine's cores stay busy. With one core, or a Ray already running (a notebook's), the lane
-  only covers the start: it stops when the first Ray task comes back. ``ray.init`` stays on the main thread
-  (called from another thread the driver lost its GCS connection); rows are recorded under one lock.
+  start) and the machine's cores stay busy. With one core the lane only covers the start: it stops when the
+  first Ray task comes back. On a cluster, or with a Ray the caller started (a notebook's), there is no
+  lane. ``ray.init`` stays on the main thread (called from another thread the driver lost its GCS
+  connection); rows are recorded under one lock.
 - **Threads.** A task owns one CPU, so its libraries must not start a thread per core: CP-SAT gets one worker
   (``run_point``), and the workers' environment caps OpenMP, OpenBLAS, MKL and hetc's onnxruntime sessions
   at one thread (``WORKER_ENV``, set through the job's ``runtime_env``: the user's own environment is left
@@ -72,7 +73,8 @@ def run_on_ray(ray: Any, spec: SweepSpec, inputs: "Inputs", todo: list[tuple[Poi
     local = not address and not ray.is_initialized()
     cores = num_cpus or os.cpu_count() or 1
     # A local sweep's driver has hetc imported already: a lane for the whole sweep, one Ray worker fewer to
-    # start (each costs ~3 s of CPU). On one core, or a Ray already up, it only covers Ray's start.
+    # start (each costs ~3 s of CPU). On one core it only covers Ray's start; on a cluster, or when the caller
+    # has a Ray running already, the driver runs no points.
     stays = local and cores >= 2
     lane = None
     if local:
