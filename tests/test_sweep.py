@@ -220,3 +220,14 @@ def test_the_progress_bar_says_when_ray_is_up() -> None:
 def test_a_point_row_has_its_cpu_time(tmp_path: Path) -> None:
     rows = run_sweep(load_spec(write_spec(tmp_path, "")), tmp_path / "out", serial=True)
     assert rows[0]["status"] == "ok" and 0 < rows[0]["cpu_s"]
+
+
+def test_the_sweep_benchmark_spreads_a_smaller_run_over_every_model() -> None:
+    from test_bench_sim_doc import tool
+    bench = tool("bench_sweep")
+    grid = load_spec(EXAMPLE).points()
+    chosen = bench.choose(grid, 20)
+    assert len(set(chosen)) == 20 and {p.model for p in chosen} == {p.model for p in grid}
+    assert bench.choose(grid, None) == grid == bench.choose(grid, 500)
+    # seconds per point between the 10th and 90th percentile of completions: the start and the tail left out
+    assert bench.steady_s_per_point([10.0] + [10.0 + 0.5 * i for i in range(1, 20)]) == 0.5

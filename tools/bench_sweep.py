@@ -67,7 +67,8 @@ def child(mode: str, spec_path: Path, out: Path, points: int | None, resume: boo
     if mode == "ray":
         import ray
         ray.shutdown()
-    print(json.dumps({"import_s": imported - began, "sequential_cpu_s": import_cpu + finish_cpu, "ray_ready_s": marks.get("ray_ready"), "done_s": done,
+    print(json.dumps({"import_s": imported - began, "sequential_cpu_s": import_cpu + finish_cpu,
+                      "ray_ready_s": marks.get("ray_ready"), "done_s": done,
                       "run_s": ran - began, "finish_s": finished - ran, "end_s": time.perf_counter() - began,
                       "cpu_s": cpu, "point_cpu_s": [r.get("cpu_s") for r in rows],
                       "failed": sum(r.get("status") != "ok" for r in rows)}))
