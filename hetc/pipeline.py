@@ -21,6 +21,7 @@ from hetc.frontend.loader import read_model_file
 from hetc.ir import Graph
 from hetc.memory import MemoryPlan, plan_memory
 from hetc.passes import optimize
+from hetc.passes.alias_ops import alias_ops
 from hetc.report import GANTT_FORMATS, Timeline, gantt_files, report_text
 from hetc.schedule import (IdleAcceleratorsWarning, Schedule, check_strategy, idle_accelerators_warning,
                            placement_rows, schedule as run_scheduler)
@@ -110,10 +111,12 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
         say(f"{len(graph.nodes)} nodes after folding")
     untiled, fraction = graph, TILE_BUDGET_FRACTION
     while True:
+        graph = untiled
         if options.tiling:
             with clock.stage("tiling") as say:
                 graph = tile_graph(untiled, target, fraction)
                 say(tiling_note(graph))
+        graph = alias_ops(graph)   # Split, Slice and in-place Concat as views (after tiling: it cuts the originals)
         with clock.stage("schedule") as say:
             sched = run_scheduler(graph, target, strategy=options.scheduler, time_limit_s=options.time_limit_s,
                                   num_workers=options.num_workers, seed=options.seed, progress=say)
