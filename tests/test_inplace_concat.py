@@ -136,6 +136,7 @@ def test_which_concat_writes_its_inputs_in_place(change, reason):
     rewritten = alias_ops(graph)
     ops = {n.outputs[0].name: n.op_type for n in rewritten}
     assert ops["y"] == (ASSEMBLE if reason is None else "Concat")
+    assert (rewritten is graph) == (reason is not None)   # nothing to rewrite: no copy
 
 
 def test_split_and_slice_become_regions_and_compute_the_same():

@@ -56,26 +56,13 @@ def run_alias_ops(graph: Graph) -> int:
     changed = 0
     outputs = {v.name for v in graph.outputs}
     for node in graph.nodes:
-        made: list[Node] | None = None
-        if node.domain in ("", "ai.onnx") and not node.has_subgraph:
-            if node.op_type in ("Split", "Slice"):
-                bounds = _view_bounds(node)
-                if bounds is not None and _viewable(node, outputs):
-                    made = []
-                    for k, (out, (starts, ends)) in enumerate(zip(node.outputs, bounds)):
-                        made.append(Node(node.id if k == 0 else next_id, REGION, node.name if k == 0 else
-                                         f"{node.name}/{k}", [node.inputs[0]], [out],
-                                         {"starts": list(starts), "ends": list(ends)}, TILE_DOMAIN))
-                        next_id += k > 0
-            elif node.op_type == "Concat" and concat_copy_reason(graph, node) is None:
-                axis = int(node.attrs.get("axis", 0)) % len(node.outputs[0].shape)
-                made = [Node(node.id, ASSEMBLE, node.name, list(node.inputs), list(node.outputs), {"axis": axis},
-                             TILE_DOMAIN)]
+        made = _alias_nodes(graph, node, outputs, next_id)
         if made is None:
             nodes.append(node)
-        else:
-            nodes += made
-            changed += 1
+            continue
+        nodes += made
+        next_id += len(made) - 1
+        changed += 1
     if changed:
         graph.nodes = nodes
         graph.relink()
@@ -83,10 +70,33 @@ def run_alias_ops(graph: Graph) -> int:
 
 
 def alias_ops(graph: Graph) -> Graph:
-    """A copy of ``graph`` with ``run_alias_ops`` applied."""
+    """A copy of ``graph`` with ``run_alias_ops`` applied, or ``graph`` itself when it has nothing to rewrite
+    (no copy: a model without such ops leaves no discarded graph behind)."""
+    outputs = {v.name for v in graph.outputs}
+    if all(_alias_nodes(graph, node, outputs, 0) is None for node in graph.nodes):
+        return graph
     result = graph.copy()
     run_alias_ops(result)
     return result
+
+
+def _alias_nodes(graph: Graph, node: Node, outputs: set[str], next_id: int) -> list[Node] | None:
+    """The alias nodes replacing ``node`` (the first keeps its id, the others number from ``next_id``), or
+    None when it stays."""
+    if node.domain not in ("", "ai.onnx") or node.has_subgraph:
+        return None
+    if node.op_type in ("Split", "Slice"):
+        bounds = _view_bounds(node)
+        if bounds is None or not _viewable(node, outputs):
+            return None
+        return [Node(node.id if k == 0 else next_id + k - 1, REGION, node.name if k == 0 else f"{node.name}/{k}",
+                     [node.inputs[0]], [out], {"starts": list(starts), "ends": list(ends)}, TILE_DOMAIN)
+                for k, (out, (starts, ends)) in enumerate(zip(node.outputs, bounds))]
+    if node.op_type == "Concat" and concat_copy_reason(graph, node) is None:
+        axis = int(node.attrs.get("axis", 0)) % len(node.outputs[0].shape)
+        return [Node(node.id, ASSEMBLE, node.name, list(node.inputs), list(node.outputs), {"axis": axis},
+                     TILE_DOMAIN)]
+    return None
 
 
 def _viewable(node: Node, outputs: set[str]) -> bool:

@@ -166,9 +166,9 @@ class Timeline:
                       target: "Target | None" = None, title: str | None = None,
                       nodes: "dict[int, NodeFacts] | None" = None) -> "Timeline":
         """The planned run. With a plan, ``schedule`` must be the plan's (the one the build ships; re-timed,
-        spill-bearing) and occupancy comes from its buffers; flows are the dependencies that cross engines. Without the graph
-        and without ``nodes`` (what a bundle says of them, see ``hetc.report.bundle_view``) slices are named
-        by op and node id and carry no shapes."""
+        spill-bearing) and occupancy comes from its buffers; flows are the dependencies that cross engines.
+        Without the graph and without ``nodes`` (what a bundle says of them, see ``hetc.report.bundle_view``)
+        slices are named by op and node id and carry no shapes."""
         sched = one_schedule(schedule, plan)
         if nodes is None:
             nodes = {n.id: NodeFacts.of(n) for n in graph.nodes} if graph is not None else {}
@@ -191,6 +191,8 @@ class Timeline:
         (from the last task before the signal to the first task after the wait), occupancy is the
         simulator's ``memory_usage``. The schedule (the plan's, when a plan is given: that is the one the
         bundle was generated from) fills in planned start times and task details."""
+        if schedule is None and plan is not None:
+            schedule = plan.schedule   # the only schedule a plan has
         sched = one_schedule(schedule, plan) if schedule is not None else None
         tasks = {t.id: t for t in sched.tasks} if sched is not None else {}
         spill_role = _spill_roles(plan)
