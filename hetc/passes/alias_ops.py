@@ -13,7 +13,7 @@ The pass runs after tiling (``hetc.pipeline``): the tiler cuts the original ops 
 """
 from __future__ import annotations
 
-from hetc.ir import Graph, Node
+from hetc.ir import Graph, Node, Value
 from hetc.ir.dtypes import itemsize
 from hetc.ir.tiles import ASSEMBLE, REGION, TILE_DOMAIN, is_alias
 
@@ -60,6 +60,10 @@ def run_alias_ops(graph: Graph) -> int:
         if made is None:
             nodes.append(node)
             continue
+        if made[0].op_type == "Concat":         # an in-place Concat's readers read its local twin
+            out, local = node.outputs[0], made[0].outputs[0]
+            for reader in out.consumers:
+                reader.inputs = [local if v is out else v for v in reader.inputs]
         nodes += made
         next_id += len(made) - 1
         changed += 1
@@ -93,9 +97,20 @@ def _alias_nodes(graph: Graph, node: Node, outputs: set[str], next_id: int) -> l
                      [node.inputs[0]], [out], {"starts": list(starts), "ends": list(ends)}, TILE_DOMAIN)
                 for k, (out, (starts, ends)) in enumerate(zip(node.outputs, bounds))]
     if node.op_type == "Concat" and concat_copy_reason(graph, node) is None:
-        axis = int(node.attrs.get("axis", 0)) % len(node.outputs[0].shape)
-        return [Node(node.id, ASSEMBLE, node.name, list(node.inputs), list(node.outputs), {"axis": axis},
-                     TILE_DOMAIN)]
+        out = node.outputs[0]
+        axis = int(node.attrs.get("axis", 0)) % len(out.shape)
+        made = [Node(node.id, ASSEMBLE, node.name, list(node.inputs), [out], {"axis": axis}, TILE_DOMAIN)]
+        if out.consumers and not any(c.has_subgraph for c in out.consumers):
+            # The graph's own readers (a KV cache's attention) keep a Concat of their own: it runs where they
+            # do, with past brought in ahead of time, where reading the Assemble in DRAM would wait for every
+            # part to be written there first.
+            name, k = f"{out.name}__local", 1
+            while name in graph.values:
+                name, k = f"{out.name}__local{k}", k + 1
+            local = Value(name, out.dtype, tuple(out.shape))
+            made.insert(0, Node(next_id, "Concat", f"{node.name}/local", list(node.inputs), [local],
+                                dict(node.attrs), node.domain))
+        return made
     return None
 
 
