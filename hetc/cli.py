@@ -312,8 +312,8 @@ def sweep(spec: Path = typer.Argument(..., help="A sweep spec TOML (see examples
           resume: bool = typer.Option(False, "--resume", help="Continue a sweep in -o: skip its finished points."),
           address: Optional[str] = typer.Option(None, "--address", help="Join this Ray cluster (default: a "
                                                 "local Ray started for the sweep)."),
-          num_cpus: Optional[int] = typer.Option(None, "--num-cpus", min=1, help="CPUs of the local Ray "
-                                                 "(default: all)."),
+          num_cpus: Optional[int] = typer.Option(None, "--num-cpus", min=1, help="CPUs a local sweep uses "
+                                                 "(default: all): the driver and a Ray of the others."),
           serial: bool = typer.Option(False, "--serial", help="Run the points one by one in this process, "
                                       "without Ray."),
           search: str = typer.Option("grid", "--search", help="grid: every point of [axes]; optuna: Ray Tune + "

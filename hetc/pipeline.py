@@ -22,6 +22,7 @@ from hetc.ir import Graph
 from hetc.memory import MemoryPlan, plan_memory
 from hetc.passes import optimize
 from hetc.passes.alias_ops import alias_ops
+from hetc.passes.qdq import QDQ_NOTE
 from hetc.report import GANTT_FORMATS, Timeline, gantt_files, report_text
 from hetc.schedule import (IdleAcceleratorsWarning, Schedule, check_strategy, idle_accelerators_warning,
                            placement_rows, schedule as run_scheduler)
@@ -32,6 +33,7 @@ from hetc.target.tiling import TILE_BUDGET_FRACTION, tile_graph, tiling_note
 from hetc.version import __version__
 from hetc.validate import ValidationReport, check_npz_file, load_inputs_npz, make_inputs, validate
 from hetc.validate.weights import WEIGHT_CHOICES, randomize_weights
+from hetc.validate.integer import IntegerValidationReport
 
 PRECISIONS = ("fp32", "fp16")
 
@@ -108,7 +110,8 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
         say(f"{len(graph.nodes)} nodes")
     with clock.stage("passes") as say:
         graph = optimize(graph)
-        say(f"{len(graph.nodes)} nodes after folding")
+        qdq = graph.metadata.get(QDQ_NOTE)   # what the QDQ lowering made integer, and why the rest stayed float
+        say(f"{len(graph.nodes)} nodes after folding" + (f"; {qdq}" if qdq else ""))
     untiled, fraction = graph, TILE_BUDGET_FRACTION
     while True:
         graph = untiled
@@ -160,7 +163,8 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
             validation = validate(model, sim.outputs or {}, inputs, options.precision)
             ratio = validation.max_ratio
             say(("passed" if validation.passed else "FAILED") + f", max abs err {validation.max_abs_err:.3g}"
-                + (f", error {ratio:.3g}x onnxruntime's" if ratio is not None else ""),
+                + (f", error {ratio:.3g}x onnxruntime's" if ratio is not None else "")
+                + (f"; {validation.headline}" if isinstance(validation, IntegerValidationReport) else ""),
                 ok=validation.passed)
     files: dict[str, bytes] = {}
     if gantt:

@@ -148,7 +148,8 @@ def test_peak_and_efficiency_lookup() -> None:
     soc = load_target("edge-soc")
     npu, cpu = soc.devices["npu"], soc.devices["cpu"]
     assert peak_for(npu, "float16") == 4 * peak_for(npu, "float32")
-    assert peak_for(cpu, "uint8") == min(cpu.peak.values())  # unlisted dtype: the slowest listed rate
+    assert peak_for(cpu, "bool") == min(cpu.peak.values())  # unlisted dtype: the slowest listed rate
+    assert peak_for(cpu, "uint8") == cpu.peak["int8"]  # unsigned: the signed datapath of its width
     assert efficiency_for(npu, "depthwise") < efficiency_for(npu, "conv")
     assert efficiency_for(cpu, "other") == cpu.efficiency["default"]
     fp32 = conv((1, 64, 28, 28), (64, 64, 3, 3), (1, 64, 28, 28), pads=[1, 1, 1, 1])

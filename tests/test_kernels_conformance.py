@@ -11,7 +11,7 @@ from hetc.sim.kernels.conformance import CaseResult, kernel_cases, run_all, run_
 
 # Reasons a kernel may refuse a case (the node then belongs on the CPU); anything else is a bug.
 DOCUMENTED_REFUSALS = ("mode 'cubic'", "antialias=1", "training mode", "training_mode", "saturation and parsing",
-                       "non-tensor input")
+                       "non-tensor input", "Attention with", "Attention in float16", "Attention in bfloat16")
 # Cases where ONNX's expected output and onnxruntime disagree; hetc follows onnxruntime.
 KNOWN_ONNXRUNTIME_DIVERGENCES = {"test_resize_downsample_scales_linear_align_corners"}
 

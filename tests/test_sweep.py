@@ -198,3 +198,36 @@ def test_regenerating_benchmarks_md_keeps_the_sweep_section(tmp_path: Path) -> N
     regenerated = bench.keep_timing_section(doc, "# Benchmarks\n\nnew\n\n## Per-stage benchmarks\n\n* links\n")
     assert "old" not in regenerated and regenerated.count(section) == 1
     assert regenerated.index("new") < regenerated.index(section) < regenerated.index("## Per-stage")
+
+
+def test_the_progress_bar_says_when_ray_is_up() -> None:
+    import io
+
+    from rich.console import Console
+
+    from hetc.sweep.progress import SweepProgress
+    progress = SweepProgress(Console(file=io.StringIO(), force_terminal=True, width=100))
+    progress({"event": "start", "total": 3, "skipped": 1})
+    progress({"event": "point", "row": {"status": "ok"}})   # run by the driver while Ray starts
+    progress({"event": "ray", "cpus": 1, "driver": True, "init_s": 4.0})
+    progress({"event": "point", "row": {"status": "failed"}})
+    task = progress._bar.tasks[0]
+    progress.stop()
+    assert task.description == "sweep on Ray (1 CPU + the driver) (1 done before)"
+    assert (task.completed, task.total, progress.failed) == (2, 2, 1)
+
+
+def test_a_point_row_has_its_cpu_time(tmp_path: Path) -> None:
+    rows = run_sweep(load_spec(write_spec(tmp_path, "")), tmp_path / "out", serial=True)
+    assert rows[0]["status"] == "ok" and 0 < rows[0]["cpu_s"]
+
+
+def test_the_sweep_benchmark_spreads_a_smaller_run_over_every_model() -> None:
+    from test_bench_sim_doc import tool
+    bench = tool("bench_sweep")
+    grid = load_spec(EXAMPLE).points()
+    chosen = bench.choose(grid, 20)
+    assert len(set(chosen)) == 20 and {p.model for p in chosen} == {p.model for p in grid}
+    assert bench.choose(grid, None) == grid == bench.choose(grid, 500)
+    # seconds per point between the 10th and 90th percentile of completions: the start and the tail left out
+    assert bench.steady_s_per_point([10.0] + [10.0 + 0.5 * i for i in range(1, 20)]) == 0.5

@@ -9,7 +9,7 @@ import pytest
 ray = pytest.importorskip("ray", reason="Ray is not installed; pip install -e '.[sweep]' to run the sweep tests")
 
 from conftest import MODELS_DIR  # noqa: E402
-from hetc.sweep import finish, load_spec, run_sweep  # noqa: E402
+from hetc.sweep import finish, load_rows, load_spec, run_sweep  # noqa: E402
 
 MOE = MODELS_DIR / "moe.onnx"
 SPEC = f"""models = ["{MODELS_DIR / 'tiny_cnn.onnx'}", "{MOE}"]
@@ -30,16 +30,30 @@ def local_ray():
     ray.shutdown()
 
 
-def test_a_grid_on_ray_gives_the_serial_rows(local_ray, tmp_path: Path) -> None:
+def test_a_grid_on_ray_gives_the_serial_rows(tmp_path: Path) -> None:
+    """The sweep starts its own local Ray (as ``hetc sweep`` does): 2 CPUs are a Ray worker and the driver."""
+    if ray.is_initialized():
+        ray.shutdown()
     (tmp_path / "spec.toml").write_text(SPEC)
     spec = load_spec(tmp_path / "spec.toml")
-    on_ray = run_sweep(spec, tmp_path / "ray")
+    events: list[dict] = []
+    try:
+        on_ray = run_sweep(spec, tmp_path / "ray", num_cpus=2, progress=events.append)
+    finally:
+        ray.shutdown()
     serial = run_sweep(spec, tmp_path / "serial", serial=True)
     assert [r["status"] for r in on_ray] == ["ok", "ok", "failed"] * 2
     assert all(r.get("validated") for r in on_ray if r["model"] == "tiny_cnn.onnx" and r["status"] == "ok")
     deterministic = ("key", "makespan_sim_us", "makespan_planned_us", "dma_bytes", "error")
     assert [{k: r.get(k) for k in deterministic} for r in on_ray] == \
            [{k: r.get(k) for k in deterministic} for r in serial]
+    assert all(0 < r["cpu_s"] for r in on_ray)
+    kinds = [e["event"] for e in events]
+    # Ray took seconds to start; the driver ran points (a bad point fails in milliseconds) meanwhile
+    ready = events[kinds.index("ray")]
+    assert kinds.count("ray") == 1 and kinds.index("ray") > 1 and (ready["cpus"], ready["driver"]) == (1, True)
+    recorded = [r["key"] for r in load_rows(tmp_path / "ray")]
+    assert sorted(recorded) == sorted(r["key"] for r in on_ray)   # every point once, by Ray or the driver
     files = finish(on_ray, list(spec.axes), tmp_path / "ray", "t")
     assert (tmp_path / "ray" / "report.html") in files
 

@@ -4,10 +4,13 @@ Run ``python tools/make_models.py [--out models/]``. Every weight comes from a s
 name from a counter, so two runs write byte-identical files (``tests/test_models.py`` checks this).
 ``--big`` additionally writes ``transformer24.onnx`` (a 24-layer encoder, thousands of nodes) for the
 scheduler benchmark; it is too big to commit, so it goes to ``--big-out`` (a temp dir by default).
+``--on-demand`` makes the QDQ ResNet-50 (about 25 MB) and its float model into ``--cache``; tests and
+benchmarks call ``cached_model`` instead, which makes them there once.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from collections import Counter
@@ -33,6 +36,7 @@ class ModelBuilder:
         self.initializers: list[onnx.TensorProto] = []
         self._counts: dict[str, int] = {}
         self._shared: dict[tuple[str, str, bytes], str] = {}
+        self.weights: dict[str, np.ndarray] = {}   # named weights a model adds itself (the Llama graphs)
 
     def fresh(self, stem: str) -> str:
         """A unique, stable name: ``stem`` followed by a per-stem counter."""
@@ -243,6 +247,128 @@ def gpt_decoder() -> onnx.ModelProto:
     return b.build(inputs, [(logits, "logits", FLOAT, (1, new, vocab))] + outputs)
 
 
+# Llama-style decoder: RMSNorm, rotary positions, grouped-query attention, SwiGLU MLP, untied LM head; two graphs
+# with the same weights: prefill (a 128-token prompt) and decode (one token against a 512-entry KV cache).
+LLAMA = {"vocab": 512, "d_model": 128, "heads": 4, "kv_heads": 2, "head_dim": 32, "hidden": 384, "layers": 4,
+         "prompt": 128, "cache": 512, "eps": 1e-5, "rope_base": 10000.0}
+
+
+def _llama_weights() -> dict[str, np.ndarray]:
+    """Every weight of the Llama model by name, seeded and fan-in scaled (std 1/sqrt(fan_in)); both graphs
+    take these very arrays."""
+    rng = np.random.default_rng(7)
+    d, hd, hidden, vocab = LLAMA["d_model"], LLAMA["head_dim"], LLAMA["hidden"], LLAMA["vocab"]
+    shapes: dict[str, tuple[int, int]] = {"embed": (vocab, d)}
+    for layer in range(LLAMA["layers"]):
+        shapes |= {f"layers.{layer}.wq": (d, LLAMA["heads"] * hd), f"layers.{layer}.wk": (d, LLAMA["kv_heads"] * hd),
+                   f"layers.{layer}.wv": (d, LLAMA["kv_heads"] * hd), f"layers.{layer}.wo": (LLAMA["heads"] * hd, d),
+                   f"layers.{layer}.w_gate": (d, hidden), f"layers.{layer}.w_up": (d, hidden),
+                   f"layers.{layer}.w_down": (hidden, d)}
+    shapes["lm_head"] = (d, vocab)
+    weights = {name: (rng.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float32) for name, shape in shapes.items()}
+    weights["embed"] = (rng.standard_normal((vocab, d)) * 0.5).astype(np.float32)   # rows, not a fan-in product
+    for layer in range(LLAMA["layers"]):
+        for norm in ("attn_norm", "mlp_norm"):
+            weights[f"layers.{layer}.{norm}"] = (1 + 0.05 * rng.standard_normal(d)).astype(np.float32)
+    weights["final_norm"] = (1 + 0.05 * rng.standard_normal(d)).astype(np.float32)
+    return weights
+
+
+def _rms_norm(b: ModelBuilder, x: str, weight: str) -> str:
+    """x * 1/sqrt(mean(x^2) + eps) * w, as torch exports Llama's RMSNorm (Pow, ReduceMean, Add, Sqrt,
+    Reciprocal, Mul, Mul)."""
+    mean_square = b.op1("ReduceMean", [b.op1("Pow", [x, b.f32("two", 2.0)])], axes=[-1], keepdims=1)
+    inverse = b.op1("Reciprocal", [b.op1("Sqrt", [b.op1("Add", [mean_square, b.f32("rms_eps", LLAMA["eps"])])])])
+    return b.op1("Mul", [weight, b.op1("Mul", [x, inverse])])
+
+
+def _rotary(b: ModelBuilder, x: str, positions: Sequence[int]) -> str:
+    """Rotary position embedding of [1, H, T, D] heads: x * cos + rotate_half(x) * sin, rotate_half(x) =
+    Concat(-x2, x1) of the two halves (the Llama/NeoX form); cos and sin are constants of the positions."""
+    half = LLAMA["head_dim"] // 2
+    inv_freq = 1.0 / LLAMA["rope_base"] ** (np.arange(half) / half)
+    angles = np.asarray(positions, np.float64)[:, None] * inv_freq[None, :]
+    angles = np.concatenate([angles, angles], axis=-1)
+    cos = b.shared("rope_cos", np.cos(angles).astype(np.float32))
+    sin = b.shared("rope_sin", np.sin(angles).astype(np.float32))
+    x1, x2 = b.op("Split", [x, b.i64("rope_split", (half, half))], n_outputs=2, axis=-1)
+    rotated = b.op1("Concat", [b.op1("Neg", [x2]), x1], axis=-1)
+    return b.op1("Add", [b.op1("Mul", [x, cos]), b.op1("Mul", [rotated, sin])])
+
+
+def _heads(b: ModelBuilder, x: str, tokens: int, heads: int) -> str:
+    """[1, T, H*D] -> [1, H, T, D]."""
+    shaped = b.op1("Reshape", [x, b.i64("heads_shape", (1, tokens, heads, LLAMA["head_dim"]))])
+    return b.op1("Transpose", [shaped], perm=[0, 2, 1, 3])
+
+
+def _repeat_kv(b: ModelBuilder, x: str, length: int) -> str:
+    """Grouped-query heads: each of the kv_heads K/V heads serves heads / kv_heads query heads (HF's
+    repeat_kv: Unsqueeze, Expand, Reshape)."""
+    kv, heads, hd = LLAMA["kv_heads"], LLAMA["heads"], LLAMA["head_dim"]
+    expanded = b.op1("Expand", [b.op1("Unsqueeze", [x, b.i64("kv_axis", (2,))]),
+                                b.i64("kv_expand", (1, kv, heads // kv, length, hd))])
+    return b.op1("Reshape", [expanded, b.i64("kv_merge", (1, heads, length, hd))])
+
+
+def _llama_layer(b: ModelBuilder, x: str, layer: int, tokens: int, past: int) -> tuple[str, str, str]:
+    """One pre-norm decoder layer on ``tokens`` new tokens after ``past`` cached ones; returns (x, present
+    keys, present values). The cache is ``present = Concat(past, new)`` (prefill has no past)."""
+    w = {name.split(".")[-1]: name for name in b.weights if name.startswith(f"layers.{layer}.")}
+    d, heads, kv, hd = LLAMA["d_model"], LLAMA["heads"], LLAMA["kv_heads"], LLAMA["head_dim"]
+    positions = range(past, past + tokens)
+    h = _rms_norm(b, x, w["attn_norm"])
+    q = _rotary(b, _heads(b, b.op1("MatMul", [h, w["wq"]]), tokens, heads), positions)
+    k = _rotary(b, _heads(b, b.op1("MatMul", [h, w["wk"]]), tokens, kv), positions)
+    v = _heads(b, b.op1("MatMul", [h, w["wv"]]), tokens, kv)
+    if past:
+        k = b.op1("Concat", [f"past_key_{layer}", k], axis=2)
+        v = b.op1("Concat", [f"past_value_{layer}", v], axis=2)
+    length = past + tokens
+    scores = b.op1("MatMul", [q, b.op1("Transpose", [_repeat_kv(b, k, length)], perm=[0, 1, 3, 2])])
+    scores = b.op1("Mul", [scores, b.f32("attn_scale", 1.0 / np.sqrt(hd))])
+    if tokens > 1:   # the prompt attends causally; the decode token sees the whole cache
+        scores = b.op1("Add", [scores, b.shared("causal_mask", _causal_mask(tokens, past))])
+    context = b.op1("MatMul", [b.op1("Softmax", [scores], axis=-1), _repeat_kv(b, v, length)])
+    context = b.op1("Reshape", [b.op1("Transpose", [context], perm=[0, 2, 1, 3]), b.i64("merge_shape", (1, tokens, d))])
+    x = b.op1("Add", [x, b.op1("MatMul", [context, w["wo"]])])
+    h = _rms_norm(b, x, w["mlp_norm"])
+    gate = b.op1("MatMul", [h, w["w_gate"]])
+    silu = b.op1("Mul", [gate, b.op1("Sigmoid", [gate])])
+    mlp = b.op1("MatMul", [b.op1("Mul", [silu, b.op1("MatMul", [h, w["w_up"]])]), w["w_down"]])
+    return b.op1("Add", [x, mlp]), k, v
+
+
+def _llama(name: str, tokens: int, past: int) -> onnx.ModelProto:
+    b = ModelBuilder(name, seed=7)
+    b.weights = _llama_weights()
+    for weight_name, array in b.weights.items():
+        b.initializers.append(numpy_helper.from_array(array, weight_name))
+    d, kv, hd = LLAMA["d_model"], LLAMA["kv_heads"], LLAMA["head_dim"]
+    x = b.op1("Gather", ["embed", "input_ids"], axis=0)
+    inputs: list[tuple[str, int, Sequence[int]]] = [("input_ids", INT64, (1, tokens))]
+    outputs: list[tuple[str, str, int, Sequence[int]]] = []
+    for layer in range(LLAMA["layers"]):
+        if past:
+            inputs += [(f"past_key_{layer}", FLOAT, (1, kv, past, hd)), (f"past_value_{layer}", FLOAT, (1, kv, past, hd))]
+        x, k, v = _llama_layer(b, x, layer, tokens, past)
+        outputs += [(k, f"present_key_{layer}", FLOAT, (1, kv, past + tokens, hd)),
+                    (v, f"present_value_{layer}", FLOAT, (1, kv, past + tokens, hd))]
+    logits = b.op1("MatMul", [_rms_norm(b, x, "final_norm"), "lm_head"])
+    return b.build(inputs, [(logits, "logits", FLOAT, (1, tokens, LLAMA["vocab"]))] + outputs)
+
+
+def llama_prefill() -> onnx.ModelProto:
+    """The Llama-style decoder over a 128-token prompt: logits and the prompt's KV cache."""
+    return _llama("llama_prefill", LLAMA["prompt"], 0)
+
+
+def llama_decode() -> onnx.ModelProto:
+    """One decode step of the same weights: 1 token against a 512-entry cache (past_key/past_value inputs,
+    present = Concat(past, new) outputs)."""
+    return _llama("llama_decode", 1, LLAMA["cache"])
+
+
 MOE = {"tokens": 16, "d_model": 64, "hidden": 128, "experts": 4, "top_k": 2}
 
 
@@ -334,6 +460,119 @@ def transformer24() -> onnx.ModelProto:
     return b.build([("x", FLOAT, shape)], [(x, "y", FLOAT, shape)])
 
 
+# --- Quantized (QDQ) models ----------------------------------------------------------------------------------
+# onnxruntime's own quantizer (quantize_static, QDQ format, per-channel symmetric int8 weights, asymmetric
+# activations calibrated with MinMax on seeded standard-normal inputs) applied to float models with seeded
+# fan-in-scaled weights, after onnxruntime's pre-processing (shape inference, Conv+BatchNormalization folding),
+# as a deployment flow quantizes a model. Activations are int8 (see mobilenet_v2_qdq).
+QDQ_CALIBRATION_SAMPLES = 4
+RESNET50_QDQ = "resnet50_qdq"   # made on demand (about 25 MB): cached_model(RESNET50_QDQ)
+
+
+def _calibration_reader(model: onnx.ModelProto, seed: int):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    rng = np.random.default_rng(seed)
+    shapes = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
+    batches = iter([{name: rng.standard_normal(shape).astype(np.float32) for name, shape in shapes.items()}
+                    for _ in range(QDQ_CALIBRATION_SAMPLES)])
+
+    class Reader(CalibrationDataReader):
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(batches, None)
+
+    return Reader()
+
+
+def quantize_qdq(model: onnx.ModelProto, seed: int, activation: str = "uint8") -> onnx.ModelProto:
+    """``model`` quantized by ``onnxruntime.quantization.quantize_static`` in the QDQ format: per-channel
+    int8 weights, ``activation`` (uint8 or int8) activations, calibrated on seeded random inputs."""
+    import onnxruntime
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    onnxruntime.set_default_logger_severity(3)
+
+    activation_type = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[activation]
+    with tempfile.TemporaryDirectory() as scratch:
+        float_path, prepared, quantized = (str(Path(scratch) / n) for n in ("f.onnx", "p.onnx", "q.onnx"))
+        onnx.save(model, float_path)
+        quant_pre_process(float_path, prepared)
+        quantize_static(prepared, quantized, _calibration_reader(model, seed), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=activation_type, weight_type=QuantType.QInt8)
+        result = onnx.load(quantized)
+    used = {node.domain for node in result.graph.node}   # the pre-processor stamps every domain it knows
+    kept = [o for o in result.opset_import if o.domain in used or o.domain in ("", "ai.onnx")]
+    del result.opset_import[:]
+    result.opset_import.extend(kept)
+    result.producer_name, result.producer_version = PRODUCER, ""
+    result.ir_version = IR_VERSION
+    onnx.checker.check_model(result, full_check=True)
+    return result
+
+
+def mobilenet_v2_qdq() -> onnx.ModelProto:
+    """models/mobilenet_v2.onnx quantized: int8 activations, per-channel int8 weights. Not uint8: onnxruntime's
+    u8s8 convolution on x86 without VNNI saturates 16-bit pair sums, which full-range int8 weights reach
+    (docs/validation.md measures it); s8s8 is exact there."""
+    return quantize_qdq(mobilenet_v2(), seed=7, activation="int8")
+
+
+def resnet50_float() -> onnx.ModelProto:
+    """onnx's light ResNet-50 with seeded fan-in-scaled weights (hetc.validate.weights, seed 0), its two-input
+    Sums written as Add (the quantizer has no Sum) at opset 13, and the final Softmax cut: the output is the
+    logits (a softmax of random logits saturates to one-hot, which would hide every numeric error)."""
+    from onnx import version_converter
+
+    from hetc.validate.weights import randomize_weights
+
+    light = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / "light_resnet50.onnx"
+    model = version_converter.convert_version(randomize_weights(onnx.load(str(light)), seed=0), 13)
+    graph = model.graph
+    softmax = next(n for n in graph.node if n.op_type == "Softmax")
+    for node in graph.node:
+        if node.op_type == "Sum" and len(node.input) == 2:
+            node.op_type = "Add"
+    logits = softmax.input[0]
+    graph.node.remove(softmax)
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info(logits, FLOAT, [1, 1000]))
+    initializers = {t.name for t in graph.initializer}   # IR 3 lists them as graph inputs too
+    read = {name for node in graph.node for name in node.input}
+    kept = [t for t in graph.initializer if t.name in read]   # not the filled weights' shape constants
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    kept_inputs = [i for i in graph.input if i.name not in initializers]
+    del graph.input[:]
+    graph.input.extend(kept_inputs)
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def resnet50_qdq() -> onnx.ModelProto:
+    """``resnet50_float`` quantized: int8 activations, per-channel int8 weights."""
+    return quantize_qdq(resnet50_float(), seed=8, activation="int8")
+
+
+QDQ_MODELS: dict[str, Callable[[], onnx.ModelProto]] = {"mobilenet_v2_qdq": mobilenet_v2_qdq}
+ON_DEMAND_MODELS: dict[str, Callable[[], onnx.ModelProto]] = {"resnet50_float": resnet50_float,
+                                                              RESNET50_QDQ: resnet50_qdq}
+MODEL_CACHE = Path(tempfile.gettempdir()) / "hetc_models"
+
+
+def cached_model(name: str, cache_dir: Path = MODEL_CACHE) -> Path:
+    """The path of on-demand model ``name`` (ON_DEMAND_MODELS) in ``cache_dir``, made there first if absent
+    (written to a temporary name and renamed, so a concurrent reader never sees half a file)."""
+    path = cache_dir / f"{name}.onnx"
+    if not path.is_file():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.partial")
+        partial.write_bytes(ON_DEMAND_MODELS[name]().SerializeToString(deterministic=True))
+        partial.replace(path)
+    return path
+
+
 BIG_MODELS: dict[str, Callable[[], onnx.ModelProto]] = {"transformer24": transformer24}
 
 MODELS: dict[str, Callable[[], onnx.ModelProto]] = {
@@ -342,6 +581,9 @@ MODELS: dict[str, Callable[[], onnx.ModelProto]] = {
     "gpt_decoder": gpt_decoder,
     "moe": moe,
     "unet": unet,
+    "llama_prefill": llama_prefill,
+    "llama_decode": llama_decode,
+    **QDQ_MODELS,
 }
 
 
@@ -373,13 +615,58 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also write transformer24.onnx (not committed: too big) into --big-out")
     parser.add_argument("--big-out", type=Path, default=Path(tempfile.gettempdir()) / "hetc_models",
                         help="directory for --big models (default: <tmp>/hetc_models)")
+    parser.add_argument("--on-demand", action="store_true",
+                        help="also make the on-demand models (the QDQ ResNet-50 and its float model, too big to "
+                             f"commit) into --cache (default {MODEL_CACHE})")
+    parser.add_argument("--cache", type=Path, default=MODEL_CACHE, help="directory for --on-demand models")
     args = parser.parse_args(argv)
     for path in write_models(args.out):
         print(describe(path))
     if args.big:
         for path in write_models(args.big_out, BIG_MODELS):
             print(describe(path))
+    if args.on_demand:
+        for name in ON_DEMAND_MODELS:
+            print(describe(cached_model(name, args.cache)))
     return 0
+
+
+# --- int8 QOperator model (issue 16): quantized by onnxruntime's own quantizer, not by hand -----------------
+def mobilenet_v2_qoperator() -> onnx.ModelProto:
+    """``mobilenet_v2`` (its seeded He-scaled weights) with Conv+BN folded by onnxruntime's pre-processing,
+    then ``quantize_static`` in QOperator format: int8 activations and per-channel int8 weights, MinMax
+    calibration on 8 seeded standard-normal inputs. QLinearConv carries the convolutions (ReLU6 is absorbed
+    by the output ranges); residual Adds, the pool and the classifier become com.microsoft QLinearAdd,
+    QLinearGlobalAveragePool and QGemm."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Calibration(CalibrationDataReader):
+        def __init__(self) -> None:
+            rng = np.random.default_rng(16)
+            self.feeds = iter([{"x": rng.standard_normal((1, 3, 96, 96)).astype(np.float32)} for _ in range(8)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.feeds, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        float_path, pre_path, out_path = (Path(tmp) / f for f in ("f.onnx", "pre.onnx", "q.onnx"))
+        float_path.write_bytes(mobilenet_v2().SerializeToString())
+        quant_pre_process(str(float_path), str(pre_path))
+        quantize_static(str(pre_path), str(out_path), Calibration(), quant_format=QuantFormat.QOperator,
+                        per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+        model = onnx.load(str(out_path))
+    used = {node.domain for node in model.graph.node}
+    kept = [o for o in model.opset_import if o.domain in used | {""}]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+    model.graph.name = "mobilenet_v2_qoperator"
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+MODELS["mobilenet_v2_qoperator"] = mobilenet_v2_qoperator
 
 
 if __name__ == "__main__":

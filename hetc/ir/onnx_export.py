@@ -51,8 +51,9 @@ def to_onnx(graph: Graph, ir_version: int = EXPORT_IR_VERSION) -> onnx.ModelProt
         name = n.name or f"{n.op_type}_{n.id}"
         input_names = [v.name if v is not None else "" for v in n.inputs]
         if is_fused(n):   # written back as the original nodes, which every ONNX runtime knows
+            specs = [None if v is None else (v.dtype, v.shape) for v in n.inputs]
             expanded, constants = epilogue_onnx(n.op_type, n.attrs, input_names, n.outputs[0].name,
-                                                n.outputs[0].dtype, default_opset, name)
+                                                n.outputs[0].dtype, default_opset, name, specs)
             nodes += expanded
             fused_constants += constants
             continue

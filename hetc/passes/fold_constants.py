@@ -23,6 +23,8 @@ def run_fold_constants(graph: Graph) -> int:
     for node in graph.nodes:
         if not is_foldable(node) or any(v.name in graph_outputs for v in node.outputs):
             continue
+        if _dequantizes_a_tensor(node):
+            continue
         if node.op_type in SHAPE_OPS and node.domain == "":
             arrays = [evaluate_shape_op(node)]
         elif all(v.is_const for v in node.present_inputs):
@@ -44,6 +46,15 @@ def run_fold_constants(graph: Graph) -> int:
         graph.nodes = [n for n in graph.nodes if n.id not in folded]
         graph.relink()
     return len(folded)
+
+
+def _dequantizes_a_tensor(node) -> bool:
+    """A DequantizeLinear of a constant tensor is kept: the weight stays int8 in memory and is dequantized
+    at run time, as the model says, rather than stored as a float copy (hetc.passes.qdq lowers the ones an
+    integer op can read directly)."""
+    source = node.inputs[0] if node.inputs else None
+    return (node.op_type == "DequantizeLinear" and node.domain == "" and source is not None
+            and source.is_const and source.numel > 1)
 
 
 def _conform(array: np.ndarray, dtype: str) -> np.ndarray:

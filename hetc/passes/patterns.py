@@ -6,11 +6,16 @@ with tokens:
 
 * ``"x"``: the anchor; ``"t"`` (any other identifier): the output of an earlier pattern node;
 * a float: a constant scalar (any shape of one element) equal to it within 1e-5 relative;
-* ``"?e"``: any tensor value from outside the match, captured as ``e`` (bias, residual, mask...);
+* ``"?e"``: any tensor value from outside the match, captured as ``e`` (bias, residual, mask...); ``"?e?"``: the
+  same, or an omitted input (captured as None);
 * ``"#lo"``: a constant scalar, captured as ``lo``; ``"#lo?"``: the same, or an omitted input.
 
 Add and Mul match either operand order. A match holds only when the anchor and every intermediate value are
 read by the matched nodes alone and are not graph outputs (they disappear), so a rewrite never duplicates work.
+A pattern that *keeps* its anchor (``keep_anchor``: a normalisation reads its input and the residual stream
+reads it too) is tried at graph inputs as well, and the anchor may have other readers. A builder may also
+absorb nodes upstream of the anchor (``Match.absorbed``: the attention rule takes the Q.K^T MatMul, the
+Transpose of K, the head repeats) when it has checked that nothing else reads their outputs.
 The driver tries every rule at every value, in table order, until no rule applies.
 """
 from __future__ import annotations
@@ -39,12 +44,13 @@ class PNode:
 class Pattern:
     nodes: tuple[PNode, ...]
     output: str   # the pattern value the match produces (replaces the last node's output)
+    keep_anchor: bool = False   # the anchor survives the rewrite (see the module docstring)
 
 
-def pattern(*nodes: tuple[str, Sequence[Token], str]) -> Pattern:
+def pattern(*nodes: tuple[str, Sequence[Token], str], keep_anchor: bool = False) -> Pattern:
     """``pattern(("Div", ["x", 1.41], "a"), ("Erf", ["a"], "b"), ...)``; the last node's output is the result."""
     built = tuple(PNode(op, tuple(ins), out) for op, ins, out in nodes)
-    return Pattern(built, built[-1].output)
+    return Pattern(built, built[-1].output, keep_anchor)
 
 
 @dataclass
@@ -53,6 +59,9 @@ class Match:
     nodes: dict[str, Node] = field(default_factory=dict)        # pattern output name -> matched node
     values: dict[str, Value] = field(default_factory=dict)      # pattern value name -> graph value
     captured: dict[str, Any] = field(default_factory=dict)      # "?e" -> Value, "#lo" -> float | None
+    absorbed: list[Node] = field(default_factory=list)          # upstream nodes a builder consumed too
+    graph_outputs: frozenset[str] = frozenset()                 # names of the graph's outputs
+    opset: int = 0                                              # the graph's default-domain opset
 
     @property
     def output(self) -> Value:
@@ -84,7 +93,10 @@ def _bind(token: Token, actual: Value | None, m: Match) -> bool:
         value = _scalar(actual)
         return value is not None and abs(value - token) <= 1e-5 * max(1.0, abs(token))
     if token.startswith("?"):
-        key = token[1:]
+        key = token[1:].rstrip("?")
+        if actual is None and token.endswith("?") and len(token) > 2:
+            m.captured[key] = None
+            return True
         if actual is None or actual.host is not None or actual in m.values.values():
             return False
         if key in m.captured:
@@ -118,7 +130,7 @@ def _try_node(pn: PNode, node: Node, m: Match) -> Match | None:
         return None
     orders = [inputs] + ([inputs[::-1]] if pn.op in COMMUTATIVE and len(inputs) == 2 else [])
     for order in orders:
-        trial = Match(m.anchor, dict(m.nodes), dict(m.values), dict(m.captured), m._output)
+        trial = Match(m.anchor, dict(m.nodes), dict(m.values), dict(m.captured), _output=m._output)
         if all(_bind(t, v, trial) for t, v in zip(tokens, order)):
             trial.nodes[pn.output] = node
             trial.values[pn.output] = node.outputs[0]
@@ -145,19 +157,21 @@ def _search(pat: Pattern, index: int, m: Match, dead: set[int]) -> Match | None:
 def _contained(pat: Pattern, m: Match) -> bool:
     """The anchor and the intermediates are read only inside the match and are not graph outputs."""
     inside = {id(n) for n in m.nodes.values()}
-    internal = [m.anchor] + [m.values[p.output] for p in pat.nodes if p.output != pat.output]
+    internal = [] if pat.keep_anchor else [m.anchor]
+    internal += [m.values[p.output] for p in pat.nodes if p.output != pat.output]
     return all(id(c) in inside for v in internal for c in v.consumers)
 
 
 def match_at(pat: Pattern, anchor: Value, graph_outputs: set[str], dead: set[int] | None = None) -> Match | None:
     """The first match of ``pat`` anchored at ``anchor``, or None. Nodes whose id is in ``dead`` (removed by
     an earlier rewrite of the current sweep) are never matched."""
-    if anchor.name in graph_outputs or anchor.host is not None:
+    if (anchor.name in graph_outputs and not pat.keep_anchor) or anchor.host is not None:
         return None
     m = Match(anchor, values={"x": anchor}, _output=pat.output)
     found = _search(pat, 0, m, dead or set())
     if found is None:
         return None
+    found.graph_outputs = frozenset(graph_outputs)
     intermediates = [found.values[p.output] for p in pat.nodes if p.output != pat.output]
     if any(v.name in graph_outputs for v in intermediates):
         return None
@@ -176,15 +190,26 @@ def run_rules(graph: Graph, rules: Sequence[Rule]) -> dict[str, int]:
         dead: set[int] = set()
         added: list[Node] = []
         outputs = {v.name for v in graph.outputs}
+        # Anchors by the op types reading them: a pattern's first node reads the anchor (nothing else is bound
+        # yet), so a rule is tried only where a reader has that op. Links change only at the end of a sweep.
+        read_by: dict[str, list[Value]] = {}
+        for anchor in [v for v in graph.inputs if not v.is_const] + [
+                node.outputs[0] for node in graph.nodes if len(node.outputs) == 1]:
+            for op in {c.op_type for c in anchor.consumers}:
+                read_by.setdefault(op, []).append(anchor)
         for rule in rules:
-            for node in list(graph.nodes):
-                if id(node) in dead or len(node.outputs) != 1:
+            for anchor in read_by.get(rule.pattern.nodes[0].op, []):
+                if anchor.producer is None and not rule.pattern.keep_anchor:
+                    continue   # only a kept anchor may be a graph input
+                if anchor.producer is not None and id(anchor.producer) in dead:
                     continue
-                m = match_at(rule.pattern, node.outputs[0], outputs, dead)
+                m = match_at(rule.pattern, anchor, outputs, dead)
+                if m is not None:
+                    m.opset = graph.opset.get("", graph.opset.get("ai.onnx", 0))
                 if m is None or not rule.where(m):
                     continue
-                dead |= {id(n) for n in m.nodes.values()}
                 added += rule.build(graph, m)
+                dead |= {id(n) for n in [*m.nodes.values(), *m.absorbed]}
                 fired[rule.name] += 1
         if not dead:
             return fired

@@ -8,17 +8,23 @@ from hetc.ir import Graph
 from hetc.passes.conv_batchnorm import run_fold_conv_batchnorm
 from hetc.passes.dead_code import run_eliminate_dead_code
 from hetc.passes.fold_constants import run_fold_constants
+from hetc.passes.attention import run_fuse_composites
 from hetc.passes.fusion import run_fuse_epilogues
 from hetc.passes.identities import run_remove_identities
+from hetc.passes.qdq import run_lower_qdq
 from hetc.passes.rewrite import renumber
 
-# Identity removal first (it exposes constants and Conv->BN pairs hidden behind Identity/Dropout),
-# folding next (BN parameters are often computed), epilogue fusion after BN folding (a Conv+BN+Relu6
-# becomes one Conv+Clip), DCE last to sweep what the others orphaned.
+# Identity removal first (it exposes constants and Conv->BN pairs hidden behind Identity/Dropout), QDQ
+# lowering before folding (folding would turn a DequantizeLinear of an int8 weight into a float copy), folding
+# next (BN parameters are often computed), norms and attention from their decomposed forms before epilogue
+# fusion (which would otherwise take the scores' scale and mask into the Q.K^T MatMul), epilogue fusion after
+# BN folding (a Conv+BN+Relu6 becomes one Conv+Clip), DCE last to sweep what the others orphaned.
 PIPELINE: list[tuple[str, Callable[[Graph], int]]] = [
     ("remove_identities", run_remove_identities),
+    ("lower_qdq", run_lower_qdq),
     ("fold_constants", run_fold_constants),
     ("fold_conv_batchnorm", run_fold_conv_batchnorm),
+    ("fuse_norms_attention", run_fuse_composites),
     ("fuse_epilogues", run_fuse_epilogues),
     ("eliminate_dead_code", run_eliminate_dead_code),
 ]

@@ -2,8 +2,8 @@
 
 Each finished point's row is appended to ``DIR/points.jsonl`` at once, so an interrupted sweep keeps every
 point it finished and ``resume`` skips them (matched by the content hash of model, target and options;
-``hetc.sweep.spec.point_key``). Ray tasks take one CPU each and build with one CP-SAT worker; the model
-bytes and target texts go through the object store once (``ray.put``), never per task.
+``hetc.sweep.spec.point_key``). How points run on Ray (one CPU and one thread each, the local Ray's start
+hidden behind points run in the driver) is ``hetc.sweep.onray``.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable
 
 from hetc.errors import OptionError, WriteError
 from hetc.sweep.derive import base_text
+from hetc.sweep.onray import run_on_ray
 from hetc.sweep.point import FAILED, model_bytes_of, run_point
 from hetc.sweep.spec import TARGET_FILE_AXIS, Point, SweepSpec, point_key
 
@@ -111,44 +112,8 @@ def run_sweep(spec: SweepSpec, out: Path, *, resume: bool = False, serial: bool 
                 record(run_point(p, k, inputs.models[p.model], inputs.base, inputs.files, spec.time_limit_s,
                                  spec.seed))
         elif todo:
-            _run_on_ray(ray, spec, inputs, todo, record, address, num_cpus)
+            run_on_ray(ray, spec, inputs, todo, record, address, num_cpus, progress)
     return [done[k] for k in dict.fromkeys(keys)]
-
-
-def init_ray(ray: Any, address: str | None, num_cpus: int | None) -> None:
-    if ray.is_initialized():
-        return
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                              "configure_logging": False}
-    if address:
-        kwargs["address"] = address
-    elif num_cpus:
-        kwargs["num_cpus"] = num_cpus
-    try:
-        ray.init(**kwargs)
-    except ConnectionError as exc:
-        raise OptionError(f"cannot join the Ray cluster at '{address}' ({exc}); check the address "
-                          f"(ray status prints it) or drop --address for a local Ray") from None
-
-
-def _run_on_ray(ray: Any, spec: SweepSpec, inputs: Inputs, todo: list[tuple[Point, str]],
-                record: Callable[[dict[str, Any]], None], address: str | None, num_cpus: int | None) -> None:
-    init_ray(ray, address, num_cpus)
-    task = ray.remote(num_cpus=1, max_retries=0)(run_point)
-    model_refs = {name: ray.put(b) for name, b in inputs.models.items()}   # shipped once, read by every task
-    base_ref, files_ref = ray.put(inputs.base), ray.put(inputs.files)
-    pending = {task.remote(p, k, model_refs[p.model], base_ref, files_ref, spec.time_limit_s, spec.seed): (p, k)
-               for p, k in todo}
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        for ref in ready:
-            p, k = pending.pop(ref)
-            try:
-                row = ray.get(ref)
-            except Exception as exc:  # noqa: BLE001 - a worker that died: the point failed, the sweep goes on
-                row = {"key": k, "model": p.model, "scheduler": p.scheduler, **p.axes, "status": FAILED,
-                       "error": f"ray task failed: {type(exc).__name__}: {exc}".splitlines()[0]}
-            record(row)
 
 
 def failed_count(rows: list[dict[str, Any]]) -> int:

@@ -12,7 +12,8 @@ from typing import Any, Callable
 
 from hetc.errors import OptionError
 from hetc.sweep.point import OK, run_point
-from hetc.sweep.runner import INSTALL_HINT, ROWS_FILE, Inputs, init_ray, prepare_output, require_ray
+from hetc.sweep.onray import init_ray
+from hetc.sweep.runner import INSTALL_HINT, ROWS_FILE, Inputs, prepare_output, require_ray
 from hetc.sweep.spec import Point, Range, SweepSpec
 
 SEARCH_OBJECTIVES = ("makespan_sim_us", "sram_bytes", "peak_gops")

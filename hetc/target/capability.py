@@ -6,10 +6,11 @@ from typing import Any, Callable
 
 from hetc.errors import TargetError
 from hetc.ir import Node, Value
-from hetc.ir.fused import base_node, epilogue_of, is_fused, node_label, part_ops
+from hetc.ir.fused import base_node, composite_parts, epilogue_of, is_fused, node_label, part_ops
 from hetc.target.flops import value_nbytes
 from hetc.target.model import Device, Ok, Reason
-from hetc.target.ops import PARAMETER_INPUTS, is_view, node_limitation
+from hetc.target.ops import (ACCUMULATOR_OUTPUT_OPS, CONV_WEIGHT_INPUT, PARAMETER_INPUTS, QUANTIZED_OPS, SIGNED_TWIN,
+                             conv_weight_shape, has_device_kernel, is_view, node_limitation, qualified_op)
 
 OK = Ok()
 
@@ -31,7 +32,7 @@ LIMIT_KEYS: dict[str, type] = {
     "softmax_last_axis_only": bool,   # Softmax/LogSoftmax only along the innermost axis
 }
 
-_SPATIAL_OPS = frozenset({"Conv", "ConvTranspose", "MaxPool", "AveragePool"})
+_SPATIAL_OPS = frozenset({"Conv", "ConvTranspose", "QLinearConv", "ConvInteger", "MaxPool", "AveragePool"})
 
 
 def supports(target: "Target", node: Node, device: str) -> Ok | Reason:  # noqa: F821 (import cycle)
@@ -56,7 +57,11 @@ def kernel_support(target: "Target", node: Node, device: str) -> Ok | Reason:  #
     if reason is None and is_fused(node):
         reason = _epilogue(node, dev)
     if reason is not None:
-        return reason if not is_fused(node) else Reason(reason.code, f"{node_label(node)}: {reason.message}")
+        if not is_fused(node):
+            return reason
+        parts = composite_parts(node)   # a norm or attention names the ops it was recognised from
+        made_of = f" (fused from {', '.join(parts)})" if parts else ""
+        return Reason(reason.code, f"{node_label(node)}{made_of}: {reason.message}")
     return OK
 
 
@@ -95,10 +100,11 @@ def _host_values(node: Node, dev: Device) -> Reason | None:
 def _op(node: Node, dev: Device) -> Reason | None:
     if node.has_subgraph:
         return Reason("subgraph", f"{node.op_type} carries a subgraph; only the CPU runs subgraphs")
-    if node.domain not in ("", "ai.onnx"):
+    if node.domain not in ("", "ai.onnx") and not has_device_kernel(node.domain, node.op_type):
         return Reason("op", f"{node.domain}::{node.op_type} is a custom-domain op; only the CPU runs it")
-    if node.op_type not in (dev.ops or ()):
-        return Reason("op", f"{node.op_type} is not in {dev.name}'s op list")
+    name = qualified_op(node.domain, node.op_type)
+    if name not in (dev.ops or ()):
+        return Reason("op", f"{name} is not in {dev.name}'s op list")
     return None
 
 
@@ -120,10 +126,25 @@ def _dtypes(node: Node, dev: Device) -> Reason | None:
                                          if v is not None and i not in parameters]
     operands += [(f"output {i}", v) for i, v in enumerate(node.outputs)]
     for role, v in operands:
-        if v.dtype not in dev.dtypes:
+        if _datapath_dtype(node, role, v.dtype) not in dev.dtypes:
             return Reason("dtype", f"{node.op_type} {role} '{v.name}' is {v.dtype}; {dev.name} supports "
-                                   f"{', '.join(sorted(dev.dtypes))}")
+                                   f"{', '.join(sorted(dev.dtypes))}{_quantized_note(node)}")
     return None
+
+
+def _datapath_dtype(node: Node, role: str, dtype: str) -> str:
+    """The dtype a device's datapath must have for an operand of ``dtype``: itself, except that a quantised
+    op's unsigned operand runs on the signed datapath of its width and an integer MAC op's int32 accumulator
+    output needs only its 8-bit multipliers (hetc.target.ops)."""
+    if node.op_type not in QUANTIZED_OPS:
+        return dtype
+    if role.startswith("output") and node.op_type in ACCUMULATOR_OUTPUT_OPS:
+        dtype = node.inputs[0].dtype
+    return SIGNED_TWIN.get(dtype, dtype)
+
+
+def _quantized_note(node: Node) -> str:
+    return " (uint8 counts as int8 for quantised ops)" if node.op_type in QUANTIZED_OPS else ""
 
 
 def _attributes(node: Node, dev: Device) -> Reason | None:
@@ -151,9 +172,8 @@ def _refuse(dev: Device, what: str, key: str) -> Reason:
 
 def _spatial(node: Node, dev: Device, limits: dict[str, Any]) -> Reason | None:
     op = node.op_type
-    if op in ("Conv", "ConvTranspose"):
-        w = node.inputs[1].shape if node.inputs[1] is not None else ()
-        kernel = list(node.attr("kernel_shape") or w[2:])
+    if op in CONV_WEIGHT_INPUT:
+        kernel = list(node.attr("kernel_shape") or conv_weight_shape(node)[2:])
     else:
         kernel = list(node.attr("kernel_shape") or [])
     dims = limits.get("spatial_dims")
@@ -172,7 +192,7 @@ def _spatial(node: Node, dev: Device, limits: dict[str, Any]) -> Reason | None:
         return _refuse(dev, f"{op} with ceil_mode = 1 is not supported", "ceil_mode")
     if op == "MaxPool" and len(node.outputs) > 1:
         return Reason("attribute", f"MaxPool's Indices output is computed only on the CPU, not on {dev.name}")
-    if op in ("Conv", "ConvTranspose"):
+    if op in CONV_WEIGHT_INPUT:
         return _groups(node, dev, limits)
     return None
 
@@ -181,8 +201,8 @@ def _groups(node: Node, dev: Device, limits: dict[str, Any]) -> Reason | None:
     group = int(node.attr("group", 1))
     if group == 1:
         return None
-    w = node.inputs[1].shape if node.inputs[1] is not None else ()
-    depthwise = node.op_type == "Conv" and len(w) >= 2 and w[1] == 1
+    w = conv_weight_shape(node)
+    depthwise = node.op_type != "ConvTranspose" and len(w) >= 2 and w[1] == 1
     key = "depthwise_conv" if depthwise else "grouped_conv"
     if not limits.get(key, True):
         kind = "depthwise" if depthwise else f"grouped (group = {group})"

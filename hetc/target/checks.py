@@ -3,7 +3,8 @@ op lists against ONNX and the kernel set, and reachability of every scratchpad."
 from __future__ import annotations
 
 from hetc.errors import TargetError
-from hetc.target.ops import KERNEL_SET, OP_CLASSES, is_onnx_op, op_class
+from hetc.target.ops import (CONTRIB_DOMAIN, CONTRIB_KERNEL_SET, KERNEL_SET, OP_CLASSES, has_device_kernel, is_onnx_op,
+                             op_class)
 from hetc.target.target import Target
 
 
@@ -51,6 +52,13 @@ def check_target(target: Target) -> None:
         if dev.dtypes is None and dev.kind != "cpu":
             fail(where, "dtypes", f"a {dev.kind} device must list its dtypes", 'add dtypes = ["float32", ...]')
         for op in sorted(dev.ops or ()):
+            domain, _, name = op.rpartition(".")
+            if domain:   # a contrib op, domain-qualified
+                if not has_device_kernel(domain, name):
+                    fail(where, "ops", f"'{op}' has no {dev.kind} kernel in hetc",
+                         f"remove it (the CPU runs it); contrib kernels: "
+                         f"{', '.join(CONTRIB_DOMAIN + '.' + o for o in sorted(CONTRIB_KERNEL_SET))}")
+                continue
             if not is_onnx_op(op):
                 fail(where, "ops", f"'{op}' is not an ONNX operator", "check the spelling against onnx.defs")
             if dev.kind != "cpu" and op not in KERNEL_SET:

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 from hetc.errors import TargetError
 from hetc.ir import Node
-from hetc.target.flops import epilogue_flops, node_bytes, node_flops
+from hetc.target.flops import class_shares, node_bytes, node_flops
 from hetc.target.model import Device
-from hetc.target.ops import op_class
+from hetc.target.ops import INTEGER_MAC_OPS, SIGNED_TWIN, conv_weight_shape, op_class
 
 __all__ = ["op_class", "node_class", "node_flops", "node_bytes", "node_work", "node_cost_ns", "compute_dtype",
            "peak_for", "efficiency_for", "NodeWork"]
@@ -27,8 +27,9 @@ class NodeWork:
     bytes: int
     op_class: str        # one of OP_CLASSES, or "depthwise" for a depthwise convolution
     dtype: str           # the element type its arithmetic runs in
-    # A fused node's epilogue parts as (op class, flops), included in ``flops``: each runs at its own class's
-    # efficiency (a Clip after a depthwise Conv runs on the output pipeline, not at the depthwise MAC rate).
+    # A fused node's epilogue parts (and an Attention's softmax) as (op class, flops), included in ``flops``:
+    # each runs at its own class's efficiency (a Clip after a depthwise Conv runs on the output pipeline, not
+    # at the depthwise MAC rate; an Attention's exponentials on the vector unit, not the MAC array).
     epilogue: tuple[tuple[str, int], ...] = ()
 
 
@@ -42,10 +43,10 @@ def _signature(node: Node) -> tuple:
 
 
 def is_depthwise(node: Node) -> bool:
-    """A Conv whose every group holds one input channel (MobileNet/ShuffleNet's depthwise layers)."""
-    if node.op_type != "Conv" or int(node.attr("group", 1)) <= 1:
+    """A convolution whose every group holds one input channel (MobileNet/ShuffleNet's depthwise layers)."""
+    if node.op_type not in ("Conv", "QLinearConv", "ConvInteger") or int(node.attr("group", 1)) <= 1:
         return False
-    w = node.inputs[1].shape if len(node.inputs) > 1 and node.inputs[1] is not None else ()
+    w = conv_weight_shape(node)
     return len(w) >= 2 and w[1] == 1
 
 
@@ -56,7 +57,9 @@ def node_class(node: Node) -> str:
 
 def compute_dtype(node: Node) -> str:
     """The dtype a node computes in: its first output's, unless that is a boolean/index result of a
-    comparison or an arg-reduction, in which case its first input's."""
+    comparison or an arg-reduction, or the node is an integer MAC op, in which case its first input's."""
+    if node.op_type in INTEGER_MAC_OPS and node.inputs and node.inputs[0] is not None:
+        return node.inputs[0].dtype  # the products' type, not the int32 accumulators' or the requantised output's
     out = node.outputs[0].dtype if node.outputs else "float32"
     if out in ("bool", "int64") and node.present_inputs:
         return node.present_inputs[0].dtype
@@ -69,7 +72,7 @@ def node_work(node: Node) -> NodeWork:
     hit = _WORK.get(node)
     if hit is not None and hit[0] == signature:
         return hit[1]
-    epilogue = tuple((_part_class(op), flops) for op, flops in epilogue_flops(node))
+    epilogue = tuple((_part_class(op), flops) for op, flops in class_shares(node))
     work = NodeWork(node_flops(node), node_bytes(node), node_class(node), compute_dtype(node), epilogue)
     _WORK[node] = (signature, work)
     return work
@@ -82,9 +85,11 @@ def _part_class(op: str) -> str:
 
 
 def peak_for(device: Device, dtype: str) -> float:
-    """Peak rate (ops per ns) of ``device`` in ``dtype``; a dtype without an entry runs at the slowest listed
-    rate (the CPU executes int64 or float64 arithmetic, but no preset claims a fast rate for it)."""
+    """Peak rate (ops per ns) of ``device`` in ``dtype`` (uint8 at the int8 rate when only that is listed); a
+    dtype without an entry runs at the slowest listed rate (the CPU executes int64 or float64 arithmetic, but no preset claims a fast rate for it)."""
     rate = device.peak.get(dtype)
+    if rate is None and dtype in SIGNED_TWIN:  # an unsigned type runs on the signed datapath of its width
+        rate = device.peak.get(SIGNED_TWIN[dtype])
     return rate if rate is not None else min(device.peak.values())
 
 

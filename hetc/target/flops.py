@@ -183,14 +183,34 @@ def _topk(node: Node) -> int:
     return math.prod(_shape(node, 0)) * max(1, math.ceil(math.log2(k + 1)))
 
 
+def _attention_softmax(node: Node) -> int:
+    # Per score: scale 1, mask 1, the online softmax's running max 1, subtract 1, exp T, sum 1 (rescaling
+    # the accumulator once per key tile is negligible); one 1/sum per output element.
+    batch, q_heads, q_len, _ = _shape(node, 0)
+    return batch * q_heads * q_len * _shape(node, 2)[2] * (5 + T) + _out_numel(node)
+
+
+def _attention(node: Node) -> int:
+    # Q.K^T and P.V, 2 operations per multiply-accumulate, then the softmax.
+    batch, q_heads, q_len, head = _shape(node, 0)
+    kv_len, v_head = _shape(node, 2)[2], _shape(node, 2)[3]
+    return 2 * batch * q_heads * q_len * kv_len * (head + v_head) + _attention_softmax(node)
+
+
 _FORMULAS: dict[str, Callable[[Node], int]] = {
-    "Conv": _conv, "ConvInteger": _conv, "ConvTranspose": _conv_transpose, "Gemm": _gemm, "MatMul": _matmul,
+    "Attention": _attention,
+    "Conv": _conv, "ConvTranspose": _conv_transpose, "Gemm": _gemm, "MatMul": _matmul,
     "MatMulInteger": _matmul, "Einsum": _einsum, "LSTM": _recurrent, "GRU": _recurrent, "RNN": _recurrent,
     "MaxPool": _pool, "AveragePool": _pool, "LpPool": _pool, "GlobalAveragePool": _global_pool,
     "GlobalMaxPool": _global_pool, "GlobalLpPool": _global_pool, "LRN": _lrn, "Resize": _resize,
     "Upsample": _resize, "TopK": _topk,
     # quantised variants: X, x_scale, x_zero_point, W, ... (W at index 3)
     "QLinearConv": lambda n: 2 * _out_numel(n) * math.prod(_shape(n, 3)[1:]),
+    "ConvInteger": lambda n: 2 * _out_numel(n) * math.prod(_shape(n, 1)[1:]),   # (input 2 is a zero point)
+    # onnxruntime's contrib integer ops (com.microsoft): QGemm's A at 0 (bias C at 6), QLinearAdd's two FMAs
+    "QGemm": lambda n: 2 * _out_numel(n) * (_shape(n, 0)[0] if n.attr("transA", 0) else _shape(n, 0)[-1]),
+    "QLinearAdd": lambda n: 4 * _out_numel(n),
+    "QLinearGlobalAveragePool": _global_pool,
     "QLinearMatMul": lambda n: 2 * _out_numel(n) * _shape(n, 0)[-1],
 }
 
@@ -225,6 +245,16 @@ def epilogue_flops(node: Node) -> list[tuple[str, int]]:
     return [(part.op, _out_numel(node) * sum(_PER_ELEMENT[op](len(operands))
                                              for op, _attrs, operands in part_steps(part, 11)))
             for part in epilogue_of(node)]
+
+
+def class_shares(node: Node) -> list[tuple[str, int]]:
+    """Operations of ``node`` (included in ``node_flops``) that run at another op's efficiency than its own
+    class's: an epilogue part's at the part's, an Attention's softmax at Softmax's (the matrix products
+    run on the MAC array, the exponentials on the vector unit)."""
+    shares = epilogue_flops(node)
+    if node.op_type == "Attention" and len(_shape(node, 0)) == 4:
+        shares.insert(0, ("Softmax", _attention_softmax(node)))
+    return shares
 
 
 def _epilogue_flops(node: Node) -> int:

@@ -21,8 +21,42 @@ KERNEL_SET: frozenset[str] = frozenset({
     "Softplus", "Clip", "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Exp", "Log", "Neg", "Abs", "Reciprocal",
     "Max", "Min", "Sum", "Mean", "Where", "Equal", "Less", "Greater", "ReduceMean", "ReduceSum", "ReduceMax",
     "ReduceMin", "Concat", "Split", "Slice", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
-    "Identity", "Gather", "Pad", "Resize", "Cast", "Dropout",
+    "Identity", "Gather", "Pad", "Resize", "Cast", "Dropout", "RMSNormalization", "Attention",
+    # integer arithmetic (docs/kernels.md, "Integer kernels")
+    "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QuantizeLinear", "DequantizeLinear",
 })
+
+# onnxruntime's contrib ops with NPU/DSP kernels (what its quantizer writes in QOperator format around the
+# standard integer ops). A preset lists them domain-qualified, e.g. "com.microsoft.QLinearAdd".
+CONTRIB_DOMAIN = "com.microsoft"
+CONTRIB_KERNEL_SET: frozenset[str] = frozenset({"QLinearAdd", "QLinearGlobalAveragePool", "QGemm"})
+
+
+def qualified_op(domain: str, op_type: str) -> str:
+    """How a device's op list names an op: plain for the default ONNX domain, ``domain.op`` otherwise."""
+    return op_type if domain in ("", "ai.onnx") else f"{domain}.{op_type}"
+
+
+def has_device_kernel(domain: str, op_type: str) -> bool:
+    """Whether hetc has an NPU/DSP kernel for ``op_type`` of ``domain``."""
+    if domain in ("", "ai.onnx"):
+        return op_type in KERNEL_SET
+    return domain == CONTRIB_DOMAIN and op_type in CONTRIB_KERNEL_SET
+
+
+# Ops whose products are integer x integer, accumulated in int32: they compute at the rate of their 8-bit
+# (or 16-bit) operands, whatever type they write (ConvInteger/MatMulInteger write the int32 accumulators).
+INTEGER_MAC_OPS: frozenset[str] = frozenset({"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm"})
+# Ops of the quantised vocabulary: their unsigned integer operands run on the signed datapath of the same width
+# (uint8 x is int8 x - 128 with the zero point moved by 128, which the kernel folds into the zero point).
+QUANTIZED_OPS: frozenset[str] = INTEGER_MAC_OPS | {"QuantizeLinear", "DequantizeLinear", "QLinearAdd",
+                                                   "QLinearGlobalAveragePool"}
+SIGNED_TWIN: dict[str, str] = {"uint8": "int8", "uint16": "int16", "uint32": "int32"}
+# Where each convolution keeps its weight [M, C / group, *kernel] ([C, M / group, *kernel] for ConvTranspose).
+CONV_WEIGHT_INPUT: dict[str, int] = {"Conv": 1, "ConvTranspose": 1, "ConvInteger": 1, "QLinearConv": 3}
+# Outputs that are accumulators: an integer MAC array holds int32 partial sums, so writing them out needs no
+# int32 datapath of the device beyond its 8-bit MACs.
+ACCUMULATOR_OUTPUT_OPS: frozenset[str] = frozenset({"ConvInteger", "MatMulInteger"})
 
 # The classes a device's ``efficiency`` table is keyed by. "depthwise" is an optional refinement of "conv"
 # (MAC arrays run depthwise convolutions far below their dense-conv utilisation); "default" covers any class a
@@ -33,9 +67,10 @@ EFFICIENCY_KEYS: frozenset[str] = frozenset(OP_CLASSES) | {"depthwise", "default
 
 _CLASS_MEMBERS: dict[str, tuple[str, ...]] = {
     "conv": ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "DeformConv"),
-    "matmul": ("Gemm", "MatMul", "MatMulInteger", "QLinearMatMul", "Einsum", "LSTM", "GRU", "RNN", "Attention"),
+    "matmul": ("Gemm", "MatMul", "MatMulInteger", "QLinearMatMul", "QGemm", "Einsum", "LSTM", "GRU", "RNN",
+               "Attention"),
     "pool": ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool",
-             "MaxRoiPool", "RoiAlign", "MaxUnpool"),
+             "MaxRoiPool", "RoiAlign", "MaxUnpool", "QLinearGlobalAveragePool"),
     "norm": ("BatchNormalization", "InstanceNormalization", "LayerNormalization", "GroupNormalization",
              "RMSNormalization", "LRN", "MeanVarianceNormalization", "LpNormalization"),
     "softmax": ("Softmax", "LogSoftmax", "Hardmax"),
@@ -49,7 +84,7 @@ _CLASS_MEMBERS: dict[str, tuple[str, ...]] = {
                     "And", "Or", "Xor", "Not", "Floor", "Ceil", "Round", "Sign", "Mod", "BitShift", "IsNaN",
                     "IsInf", "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh",
                     "Atanh", "BitwiseAnd", "BitwiseOr", "BitwiseXor", "BitwiseNot", "QuantizeLinear",
-                    "DequantizeLinear", "DynamicQuantizeLinear"),
+                    "DequantizeLinear", "DynamicQuantizeLinear", "QLinearAdd"),
     "data": ("Concat", "Split", "Slice", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity",
              "Gather", "GatherElements", "GatherND", "Scatter", "ScatterElements", "ScatterND", "Pad", "Resize",
              "Upsample", "Cast", "CastLike", "Dropout", "Expand", "Tile", "DepthToSpace", "SpaceToDepth",
@@ -72,12 +107,20 @@ PARAMETER_INPUTS: dict[str, frozenset[int]] = {
     "Unsqueeze": frozenset({1}), "ReduceMean": frozenset({1}), "ReduceSum": frozenset({1}),
     "ReduceMax": frozenset({1}), "ReduceMin": frozenset({1}), "Gather": frozenset({1}),
     "Dropout": frozenset({1, 2}),
+    # quantisation parameters: scales, zero points and QLinearConv's int32 bias (added to the accumulator)
+    "QLinearConv": frozenset({1, 2, 4, 5, 6, 7, 8}), "QLinearMatMul": frozenset({1, 2, 4, 5, 6, 7}),
+    "ConvInteger": frozenset({2, 3}), "MatMulInteger": frozenset({2, 3}),
+    "QuantizeLinear": frozenset({1, 2}), "DequantizeLinear": frozenset({1, 2}),
+    "QLinearAdd": frozenset({1, 2, 4, 5, 6, 7}), "QLinearGlobalAveragePool": frozenset({1, 2, 3, 4}),
+    "QGemm": frozenset({1, 2, 4, 5, 6, 7, 8}),
 }
 
 
 def op_class(op_type: str) -> str:
-    """The cost class of an op type: one of ``OP_CLASSES`` ("other" for anything unlisted)."""
-    return _OP_TO_CLASS.get(op_type, "other")
+    """The cost class of an op type (plain or domain-qualified): one of ``OP_CLASSES`` ("other" for anything
+    unlisted)."""
+    return _OP_TO_CLASS.get(op_type.rsplit(".", 1)[-1] if op_type.startswith(CONTRIB_DOMAIN + ".") else op_type,
+                            "other")
 
 
 @lru_cache(maxsize=None)
@@ -121,8 +164,36 @@ def kernel_limitation(op_type: str, attrs: dict) -> str | None:
         target = dtype_from_onnx(int(text["to"]))
         if target.startswith(UNSUPPORTED_CAST_TARGETS):
             return f"Cast to {target} (saturation and parsing rules)"
+    if op_type == "QuantizeLinear" and int(text.get("output_dtype", 0)):  # 0: the zero point's type
+        target = dtype_from_onnx(int(text["output_dtype"]))
+        if target.startswith(UNSUPPORTED_CAST_TARGETS):
+            return f"QuantizeLinear to {target} (saturation and parsing rules)"
     if op_type == "Pad" and text.get("mode", "constant") not in ("constant", "reflect", "edge", "wrap"):
         return f"Pad mode '{text['mode']}'"
+    return None
+
+
+def conv_weight_shape(node: "Node") -> tuple[int, ...]:
+    """The weight shape of a convolution node (``CONV_WEIGHT_INPUT``), () when absent or not a convolution."""
+    index = CONV_WEIGHT_INPUT.get(node.op_type)
+    if index is None or index >= len(node.inputs) or node.inputs[index] is None:
+        return ()
+    return tuple(node.inputs[index].shape)
+
+
+def attention_limitation(ranks: list[int], n_inputs: int, n_outputs: int, dtype: str, attrs: dict) -> str | None:
+    """Why an Attention node has no NPU/DSP kernel, or None: the kernel takes 4-D Q, K, V (heads as an axis)
+    and an optional mask, in float32 (ONNX rounds every step of a 16-bit attention's function body)."""
+    if any(rank != 4 for rank in ranks):
+        return "Attention with 3-D Q, K, V (the kernel takes heads as an axis)"
+    if n_inputs > 4 or n_outputs > 1:
+        return "Attention with past key/value inputs, padded key lengths or present/qk outputs"
+    text = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
+    if text.get("softcap", 0.0) or text.get("qk_matmul_output_mode", 0) or \
+            text.get("left_window_size", -1) != -1 or text.get("right_window_size", -1) != -1:
+        return "Attention with softcap, a qk_matmul output or a local window"
+    if dtype in ("float16", "bfloat16"):
+        return f"Attention in {dtype} (ONNX rounds every step of its function body)"
     return None
 
 
@@ -139,4 +210,10 @@ def node_limitation(node: "Node") -> str | None:
         training = node.inputs[2]
         return (f"training mode (training_mode '{training.name}' is not a constant false, so the output "
                 f"is masked at random)")
+    if node.op_type == "Attention":
+        inputs = list(node.inputs)
+        while inputs and inputs[-1] is None:
+            inputs.pop()
+        return attention_limitation([len(v.shape) if v is not None else 0 for v in node.inputs[:3]], len(inputs),
+                                    len(node.outputs), node.outputs[0].dtype, node.attrs)
     return kernel_limitation(node.op_type, node.attrs)

@@ -1,5 +1,6 @@
 """hetc.validate: the reference runs (onnxruntime float32, the model widened to float64) and the verdict on the
-simulated outputs (the rule: hetc.validate.compare, docs/validation.md)."""
+simulated outputs (the rule: hetc.validate.compare, docs/validation.md; for quantized models the integer rule of
+hetc.validate.integer)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,14 +12,18 @@ import onnx
 from hetc.validate.compare import TOLERANCES, OutputComparison, Tolerance, ValidationReport, compare
 from hetc.validate.inputs import InputSpec, check_inputs, check_npz_file, input_specs, load_inputs_npz, make_inputs
 from hetc.validate.exact import ExactReference, exact_outputs, widen_model
+from hetc.validate.integer import IntegerValidationReport, compare_quantized, is_quantized
 from hetc.validate.reference import load_model, reference_outputs, seeded_random_node
 
 
 def validate(model_path_or_proto: str | Path | onnx.ModelProto, actual: Mapping[str, np.ndarray],
              inputs: Mapping[str, np.ndarray], precision: str = "fp32") -> ValidationReport:
     """Run the original model in onnxruntime (float32) and widened to float64 on ``inputs``, and judge
-    ``actual`` (the simulated outputs) by the rule of hetc.validate.compare."""
+    ``actual`` (the simulated outputs) by the rule of hetc.validate.compare; a quantized model instead by the
+    integer rule of hetc.validate.integer (in quantisation steps, against hetc's lowered graph)."""
     model = load_model(model_path_or_proto)
+    if is_quantized(model):   # judged in quantisation steps (hetc.validate.integer)
+        return compare_quantized(model, actual, check_inputs(inputs, model, origin="reference inputs"), precision)
     expected = reference_outputs(model, inputs)
     exact = (exact_outputs(model, inputs, evaluator_only=seeded_random_node(model) is not None)
              if _has_float_output(expected) else None)
@@ -38,4 +43,4 @@ def _has_float_output(outputs: Mapping[str, object]) -> bool:
 
 __all__ = ["validate", "reference_outputs", "exact_outputs", "widen_model", "ExactReference", "compare", "make_inputs", "load_inputs_npz", "check_npz_file",
            "check_inputs", "input_specs", "InputSpec", "ValidationReport", "OutputComparison", "Tolerance",
-           "TOLERANCES"]
+           "TOLERANCES", "compare_quantized", "is_quantized", "IntegerValidationReport"]

@@ -17,7 +17,7 @@ from onnx import helper
 
 from hetc.frontend.opsets import runtime_opsets
 from hetc.ir import EXPORT_IR_VERSION, dtype_from_numpy, dtype_to_onnx
-from hetc.ir.fused import FUSED_DOMAIN, epilogue_onnx
+from hetc.ir.fused import COMPOSITE_SINCE, FUSED_DOMAIN, epilogue_onnx
 from hetc.ir.onnx_export import make_attribute
 from hetc.sim.kernels.errors import KernelError
 
@@ -105,7 +105,8 @@ def _fused_model(op_type: str, attrs: dict[str, Any], inputs: list[np.ndarray | 
     steps), with the one-node model's input and output names: ONNX semantics, whatever the fusion did."""
     input_names = [f"hetc_in{i}" if x is not None else "" for i, x in enumerate(inputs)]
     imports = {("" if d == "ai.onnx" else d): v for d, v in opset.items() if d not in ("", "ai.onnx", FUSED_DOMAIN)}
-    imports[""] = opset.get("", opset.get("ai.onnx", 1))
+    # A composite base op runs at the opset that defines it (one node: no other op's meaning can change).
+    imports[""] = max(opset.get("", opset.get("ai.onnx", 1)), COMPOSITE_SINCE.get(op_type, 0))
     dtype = outputs[0][0]
     nodes, constants = epilogue_onnx(op_type, attrs, input_names, "hetc_out0", dtype, imports[""], "hetc_fused")
     graph_inputs = [helper.make_tensor_value_info(name, dtype_to_onnx(dtype_from_numpy(x.dtype)), list(x.shape))

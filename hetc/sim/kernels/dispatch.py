@@ -20,7 +20,7 @@ from hetc.sim.kernels.errors import KernelError
 from hetc.ir.fused import (EPILOGUE_ATTR, FUSED_DOMAIN, base_attrs, base_input_count, parse_part, part_steps,
                            run_epilogue)
 from hetc.sim.kernels.registry import KERNELS, KernelCall, KernelFn
-from hetc.target.ops import KERNEL_SET
+from hetc.target.ops import CONTRIB_DOMAIN, KERNEL_SET, QUANTIZED_OPS, has_device_kernel
 from hetc.target.ops import kernel_limitation as kernel_limitation_of_attrs
 
 # The ops with NPU/DSP kernels (the kernel set of DESIGN.md); a target preset may give a device a subset.
@@ -60,6 +60,14 @@ def _widen(x: np.ndarray | None) -> np.ndarray | None:
     return x
 
 
+def _prepare(op_type: str, inputs: Sequence[np.ndarray | None], precision: str) -> list[np.ndarray | None]:
+    """The kernel's inputs: float16/bfloat16 widened to float32, rounded to float16 first on the fp16
+    datapath, except an integer op's float inputs, its scales, which the output pipeline holds in float32
+    whatever the MAC array's float precision."""
+    rounded = precision == "fp16" and op_type not in QUANTIZED_OPS
+    return [_round_fp16(_widen(x)) if rounded else _widen(x) for x in inputs]
+
+
 def _conform(op_type: str, results: list[np.ndarray], outputs: list[tuple[str, tuple[int, ...]]],
              inputs: list[np.ndarray | None], precision: str) -> list[np.ndarray]:
     """Results in exactly the declared dtypes and shapes, never aliasing an input array."""
@@ -87,7 +95,8 @@ def _check_call(device_kind: str, op_type: str, domain: str, precision: str) -> 
         raise KernelError(f"unknown device kind '{device_kind}'; expected one of {', '.join(DEVICE_KINDS)}")
     if precision not in PRECISIONS:
         raise KernelError(f"unknown precision '{precision}'; expected one of {', '.join(PRECISIONS)}")
-    if device_kind != "cpu" and (domain not in ("", "ai.onnx", FUSED_DOMAIN) or op_type not in KERNELS):
+    known = domain in ("", "ai.onnx", FUSED_DOMAIN) or has_device_kernel(domain, op_type)
+    if device_kind != "cpu" and (not known or op_type not in KERNELS):
         raise KernelError(f"the {device_kind.upper()} has no kernel for {domain + '.' if domain else ''}{op_type}; "
                           f"the schedule must place this node on a device that supports it (the CPU runs "
                           f"every op)")
@@ -133,7 +142,7 @@ def run_kernel(device_kind: str, op_type: str, domain: str, attrs: dict[str, Any
     if device_kind != "npu":
         precision = "fp32"
     version = opset.get("", opset.get("ai.onnx", 0))
-    prepared = [_round_fp16(_widen(x)) if precision == "fp16" else _widen(x) for x in inputs]
+    prepared = _prepare(op_type, inputs, precision)
     call = KernelCall(op_type, attrs, prepared, outputs, version)
     with np.errstate(all="ignore"):  # inf/nan results are legitimate ONNX outputs, as in onnxruntime
         produced = _kernel_fn(op_type, domain, attrs)(call)
@@ -168,7 +177,7 @@ def bind_kernel(device_kind: str, op_type: str, domain: str, attrs: dict[str, An
     widened = precision == "fp16" or any(x is not None and x.dtype in _WIDENED for x in inputs)
     if widened:
         def produce() -> list[np.ndarray]:
-            prepared = [_round_fp16(_widen(x)) if precision == "fp16" else _widen(x) for x in inputs]
+            prepared = _prepare(op_type, inputs, precision)
             produced = fn(KernelCall(op_type, attrs, prepared, outputs, version))
             return produced if isinstance(produced, list) else [produced]
     else:

@@ -102,3 +102,13 @@ def _softmax_by_steps(x: np.ndarray, axis: int, log: bool, dtype: np.dtype) -> n
     e = rounded(np.exp(shifted))
     total = rounded(e.sum(axis=axis, keepdims=True, dtype=np.float32))
     return rounded(shifted - rounded(np.log(total))) if log else rounded(e / total)
+
+
+@kernel("RMSNormalization")
+def rms_normalization(call: KernelCall) -> np.ndarray:
+    x = call.required(0)
+    axis = call.attr("axis", -1)
+    axes = tuple(range(axis + x.ndim if axis < 0 else axis, x.ndim))
+    mean_square = np.square(x, dtype=np.float64).mean(axis=axes, keepdims=True)
+    inv_rms = 1.0 / np.sqrt(mean_square + call.attr("epsilon", 1e-5))
+    return (x * inv_rms.astype(x.dtype) * call.required(1)).astype(x.dtype)

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from hetc.ir import Graph, Node, Value
+from hetc.ir import Graph, Node, Value, dtype_from_numpy
 from hetc.ir.fused import base_node
 from hetc.ir.graph import TileRef
 from hetc.ir.tiles import ASSEMBLE, REGION, TILE_DOMAIN
@@ -101,9 +101,10 @@ def _materialize(node: Node, plan: TilePlan, opset: int, names: _Names,
             return acc
         if source in replace:
             array = np.asarray(replace[source])
-            v = node.inputs[source]
-            assert v is not None
-            return Value(names.fresh(f"{v.name}__{label}_t{index}"), v.dtype, tuple(array.shape), const=array)
+            v = node.inputs[source] if source < len(node.inputs) else None   # (a tile may add an input)
+            name, dtype = (v.name, v.dtype) if v is not None else (f"{y.name}_in{source}",
+                                                                   dtype_from_numpy(array.dtype))
+            return Value(names.fresh(f"{name}__{label}_t{index}"), dtype, tuple(array.shape), const=array)
         v = node.inputs[source]
         assert v is not None
         if box == full(v):

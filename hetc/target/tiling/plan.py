@@ -31,8 +31,11 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from hetc.ir import Node, Value, itemsize
-from hetc.ir.fused import EPILOGUE_ATTR, FUSED_DOMAIN, base_input_count, base_node, epilogue_of, is_fused
+import numpy as np
+
+from hetc.ir import Node, Value, dtype_from_numpy, itemsize
+from hetc.ir.fused import (EPILOGUE_ATTR, FUSED_DOMAIN, base_input_count, base_node, epilogue_of, is_composite,
+                           is_fused)
 from hetc.target.capability import kernel_support, working_set_bytes
 from hetc.target.tiling.rules import (RULES, Axis, Bands, Box, Untileable, box_shape, broadcast_box, full,
                                       out_box)
@@ -108,6 +111,8 @@ def describe_tile(node: Node, axes: Sequence[Axis], bands: Bands, k: tuple[int, 
     inputs: list[tuple[Any, Box] | None] = [None if box is None else (i, box) for i, box in enumerate(tile.inputs)]
     parts = list(node.attrs.get(EPILOGUE_ATTR, [])) if is_fused(node) else []
     nbase = base_input_count(len(node.inputs), epilogue_of(node))
+    if parts and any(i >= nbase for i in tile.replace):   # the added input would take an operand's place
+        raise Untileable(f"{base.op_type} tile adds an input ahead of its epilogue's operands")
     epilogue: list[str] = []
     if k[0] > 0:   # add the previous partial sum first, then (last tile) the node's own epilogue
         epilogue.append("Add")
@@ -123,8 +128,24 @@ def describe_tile(node: Node, axes: Sequence[Axis], bands: Bands, k: tuple[int, 
     attrs = {key: value for key, value in tile.attrs.items() if key != EPILOGUE_ATTR}
     if epilogue:
         attrs[EPILOGUE_ATTR] = epilogue
-    return TileShape(base.op_type, FUSED_DOMAIN if epilogue else "", attrs, tuple(inputs), ob, dict(tile.replace),
+    # A composite's tile stays in the fused domain: the model's opset may predate its op (hetc.ir.fused).
+    domain = FUSED_DOMAIN if epilogue or is_composite(node) else ""
+    return TileShape(base.op_type, domain, attrs, tuple(inputs), ob, dict(tile.replace),
                      partial=k[0] < k[1] - 1)
+
+
+def source_value(node: Node, shape: TileShape, source: Any) -> Value:
+    """The value tile input ``source`` reads: the node's input, the K chain's accumulator (ACC), or an input
+    the tile adds (a constant in ``shape.replace`` past the node's inputs)."""
+    y = node.outputs[0]
+    if source == ACC:
+        return y
+    if source >= len(node.inputs):
+        array = np.asarray(shape.replace[source])
+        return Value(f"{y.name}_in{source}", dtype_from_numpy(array.dtype), tuple(array.shape), const=array)
+    v = node.inputs[source]
+    assert v is not None
+    return v
 
 
 def sketch(node: Node, shape: TileShape) -> Node:
@@ -136,8 +157,7 @@ def sketch(node: Node, shape: TileShape) -> Node:
             ins.append(None)
             continue
         source, box = entry
-        v = y if source == ACC else node.inputs[source]
-        assert v is not None
+        v = source_value(node, shape, source)
         ins.append(Value(v.name, v.dtype, box_shape(box)))
     return Node(node.id, shape.op_type, node.name, ins, [Value(y.name, y.dtype, box_shape(shape.out))],
                 shape.attrs, shape.domain)
@@ -207,8 +227,7 @@ def _tile_bytes(ctx: _Context, tile: TileShape) -> int:
         if entry is None:
             continue
         source, box = entry
-        v = y if source == ACC else ctx.node.inputs[source]
-        assert v is not None
+        v = source_value(ctx.node, tile, source)
         distinct[(source if source == ACC else v.name, box)] = math.prod(box_shape(box)) * itemsize(v.dtype)
     distinct[("out", tile.out)] = math.prod(box_shape(tile.out)) * itemsize(y.dtype)
     a = ctx.alignment

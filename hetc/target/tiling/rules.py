@@ -14,9 +14,22 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from hetc.ir import Node, Value
+from hetc.ir import Node, Value, np_dtype
+
+from hetc.target.ops import CONV_WEIGHT_INPUT, conv_weight_shape
 
 Box = tuple[tuple[int, ...], tuple[int, ...]]
+# Inputs of a convolution indexed by output channel besides the weight: the bias, and an integer
+# convolution's per-channel weight scale and zero point.
+_PER_CHANNEL_INPUTS: dict[str, frozenset[int]] = {
+    "Conv": frozenset({2}), "ConvTranspose": frozenset({2}), "ConvInteger": frozenset({3}),
+    "QLinearConv": frozenset({4, 5, 8}),
+}
+# Integer matmuls: where B is, and which 1-D parameters may be per row of A (its zero point; QLinearMatMul's
+# are scalars in practice) or per column of B (B's scale and zero point).
+INTEGER_MATMUL_B: dict[str, int] = {"QLinearMatMul": 3, "MatMulInteger": 1}
+_PER_ROW_INPUTS: dict[str, frozenset[int]] = {"QLinearMatMul": frozenset({1, 2}), "MatMulInteger": frozenset({2})}
+_PER_COLUMN_INPUTS: dict[str, frozenset[int]] = {"QLinearMatMul": frozenset({4, 5}), "MatMulInteger": frozenset({3})}
 Bands = dict[str, tuple[int, int]]
 
 
@@ -44,7 +57,9 @@ class BaseTile:
 
     inputs: list[Box | None]
     attrs: dict[str, Any] = field(default_factory=dict)
-    replace: dict[int, Any] = field(default_factory=dict)   # input index -> new constant array (Resize sizes)
+    # input index -> new constant array (Resize sizes, a causal attention band's mask: an input the node
+    # itself may lack)
+    replace: dict[int, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -125,10 +140,8 @@ def _explicit_pads(node: Node, x: Value, kernel: Sequence[int]) -> list[int]:
 
 
 def _kernel(node: Node) -> list[int]:
-    if node.op_type in ("Conv", "ConvTranspose"):
-        w = node.inputs[1]
-        assert w is not None
-        return list(node.attr("kernel_shape") or w.shape[2:])
+    if node.op_type in CONV_WEIGHT_INPUT:
+        return list(node.attr("kernel_shape") or conv_weight_shape(node)[2:])
     return list(node.attr("kernel_shape"))
 
 
@@ -166,9 +179,7 @@ def _window_axes(node: Node, opset: int) -> list[Axis]:
 
 def _group_unit(node: Node) -> int:
     group = int(node.attr("group", 1))
-    if node.op_type == "Conv" and group > 1:
-        return node.outputs[0].shape[1] // group
-    if node.op_type == "ConvTranspose" and group > 1:
+    if node.op_type in CONV_WEIGHT_INPUT and group > 1:
         return node.outputs[0].shape[1] // group
     return 1
 
@@ -181,7 +192,7 @@ def _window_tile(node: Node, bands: Bands, opset: int) -> BaseTile:
         xbox = with_band(xbox, 0, *bands["batch"])
     c0, c1 = bands.get("channels", (0, y.shape[1]))
     boxes: list[Box | None] = []
-    if node.op_type in ("Conv", "ConvTranspose"):
+    if node.op_type in CONV_WEIGHT_INPUT:
         group = int(node.attr("group", 1))
         if group > 1:   # whole groups: their input channels and a smaller group count
             unit_out = y.shape[1] // group
@@ -189,17 +200,22 @@ def _window_tile(node: Node, bands: Bands, opset: int) -> BaseTile:
             g0, g1 = c0 // unit_out, c1 // unit_out
             xbox = with_band(xbox, 1, g0 * unit_in, g1 * unit_in)
             attrs["group"] = g1 - g0
-        w = node.inputs[1]
+        w = node.inputs[CONV_WEIGHT_INPUT[node.op_type]]
         assert w is not None
-        if node.op_type == "Conv":   # W is [M, C / group, *kernel]
+        if node.op_type != "ConvTranspose":   # W is [M, C / group, *kernel]
             wbox = with_band(full(w), 0, c0, c1)
         elif group > 1:   # W is [C, M / group, *kernel]: the input channels of the tile's groups
             wbox = with_band(full(w), 0, xbox[0][1], xbox[1][1])
         else:
             wbox = with_band(full(w), 1, c0, c1)
-        boxes = [None, wbox]
-        b = node.inputs[2] if len(node.inputs) > 2 else None
-        boxes.append(with_band(full(b), 0, c0, c1) if b is not None else None)
+        boxes = [None] * len(node.inputs)
+        boxes[CONV_WEIGHT_INPUT[node.op_type]] = wbox
+        for i in range(1, len(node.inputs)):
+            v = node.inputs[i]
+            if v is not None and i != CONV_WEIGHT_INPUT[node.op_type]:
+                # the bias, per-channel scales and zero points move with the channel cut; scalars stay whole
+                per_channel = i in _PER_CHANNEL_INPUTS[node.op_type] and v.shape and v.shape[0] > 1
+                boxes[i] = with_band(full(v), 0, c0, c1) if per_channel else full(v)
     else:
         xbox = with_band(xbox, 1, c0, c1)
         boxes = [None]
@@ -265,6 +281,52 @@ def _matmul_tile(node: Node, bands: Bands, opset: int) -> BaseTile:
     abox = with_band(with_band(full(a), len(a.shape) - 2, m0, m1), len(a.shape) - 1, k0, k1)
     bbox = with_band(with_band(full(b), len(b.shape) - 2, k0, k1), len(b.shape) - 1, n0, n1)
     return BaseTile([abox, bbox], dict(node.attrs))
+
+
+def _integer_matmul_axes(node: Node, opset: int) -> list[Axis]:
+    """M and N only: a K tile's int32 partial sum would need an int32 Add on the device, and QLinearMatMul
+    requantises only the whole sum, so the integer matmuls refuse K splits."""
+    a, b, y = node.inputs[0], node.inputs[INTEGER_MATMUL_B[node.op_type]], node.outputs[0]
+    if a is None or b is None or len(a.shape) < 2 or len(b.shape) < 2:
+        return []
+    rank = len(y.shape)
+    return [Axis("M", rank - 2, y.shape[-2]), Axis("N", rank - 1, y.shape[-1])]
+
+
+def _integer_matmul_tile(node: Node, bands: Bands, opset: int) -> BaseTile:
+    """A, B (and their zero points and scales) of an M x N tile: A's rows, B's columns; a per-row zero point
+    of A (MatMulInteger) takes the rows, a per-column scale or zero point of B takes the columns."""
+    a_index, b_index = 0, INTEGER_MATMUL_B[node.op_type]
+    a, b, y = node.inputs[a_index], node.inputs[b_index], node.outputs[0]
+    assert a is not None and b is not None
+    m0, m1 = bands.get("M", (0, y.shape[-2]))
+    n0, n1 = bands.get("N", (0, y.shape[-1]))
+    boxes: list[Box | None] = [None if v is None else full(v) for v in node.inputs]
+    boxes[a_index] = with_band(full(a), len(a.shape) - 2, m0, m1)
+    boxes[b_index] = with_band(full(b), len(b.shape) - 1, n0, n1)
+    for i, v in enumerate(node.inputs):
+        if v is None or len(v.shape) != 1 or v.shape[0] <= 1:
+            continue
+        if i in _PER_COLUMN_INPUTS[node.op_type]:
+            boxes[i] = ((n0,), (n1,))
+        elif i in _PER_ROW_INPUTS[node.op_type]:
+            boxes[i] = ((m0,), (m1,))
+    return BaseTile(boxes, dict(node.attrs))
+
+
+def _quantize_tile(node: Node, bands: Bands, opset: int) -> BaseTile:
+    """QuantizeLinear/DequantizeLinear: the data at the output's box; a per-axis scale and zero point take
+    the band of their axis, scalars stay whole."""
+    y = node.outputs[0]
+    if int(node.attr("block_size", 0) or 0):
+        raise Untileable(f"{node.op_type} with blocked scales (block_size)")
+    box = _bands_box(node, bands)
+    axis = int(node.attr("axis", 1)) % max(len(y.shape), 1)
+    params: list[Box | None] = []
+    for v in node.inputs[1:]:
+        per_axis = v is not None and len(v.shape) == 1 and v.shape[0] > 1
+        params.append(None if v is None else ((box[0][axis],), (box[1][axis],)) if per_axis else full(v))
+    return BaseTile([box] + params, dict(node.attrs))
 
 
 # ----------------------------------------------------------------------------------------------- along free axes
@@ -399,6 +461,48 @@ def _resize_tile(node: Node, bands: Bands, opset: int) -> BaseTile:
     return tile
 
 
+# ----------------------------------------------------------------------------------------------- attention
+def _attention_axes(node: Node, opset: int) -> list[Axis]:
+    """Attention (4-D) is cut along batch, query heads (whole groups of the K/V head they share) and query
+    rows. Each tile reads its queries and its heads' whole K and V: the kernel streams the keys through an
+    online softmax, so no tile holds a score matrix. A causal node's row band does not start at row 0, so
+    its tile takes the band's causal triangle as a constant mask instead of ``is_causal``."""
+    q, k = node.inputs[0], node.inputs[1]
+    assert q is not None and k is not None
+    if len(q.shape) != 4 or len(k.shape) != 4:
+        raise Untileable("Attention with 3-D Q, K, V")
+    batch, heads, rows, _ = q.shape
+    axes = [Axis("heads", 1, heads, heads // k.shape[1]), Axis("batch", 0, batch)]
+    has_mask = len(node.inputs) > 3 and node.inputs[3] is not None
+    if not (int(node.attr("is_causal", 0)) and has_mask):   # a causal band gets its rows' mask (below)
+        axes.append(Axis("query rows", 2, rows))
+    return [a for a in axes if a.extent > a.unit]
+
+
+def _attention_tile(node: Node, bands: Bands, opset: int) -> BaseTile:
+    q, k, v = node.inputs[0], node.inputs[1], node.inputs[2]
+    assert q is not None and k is not None and v is not None
+    group = q.shape[1] // k.shape[1]
+    b0, b1 = bands.get("batch", (0, q.shape[0]))
+    h0, h1 = bands.get("heads", (0, q.shape[1]))
+    r0, r1 = bands.get("query rows", (0, q.shape[2]))
+    qbox = ((b0, h0, r0, 0), (b1, h1, r1, q.shape[3]))
+    kv = [((b0, h0 // group, 0, 0), (b1, h1 // group) + tuple(x.shape[2:])) for x in (k, v)]
+    mask = node.inputs[3] if len(node.inputs) > 3 else None
+    scores = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+    boxes: list[Box | None] = [qbox, *kv]
+    if mask is not None:
+        boxes.append(broadcast_box(mask, ((b0, h0, r0, 0), (b1, h1, r1, k.shape[2])), scores))
+    tile = BaseTile(boxes, dict(node.attrs))
+    if int(node.attr("is_causal", 0)) and "query rows" in bands:
+        keys = np.arange(k.shape[2])[None, :]
+        band = np.arange(r0, r1)[:, None]
+        tile.attrs.pop("is_causal")
+        tile.inputs.append(((0, 0), (r1 - r0, k.shape[2])))
+        tile.replace[3] = np.where(keys > band, -np.inf, 0).astype(np_dtype(q.dtype))
+    return tile
+
+
 ELEMENTWISE = ("Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh",
                "Gelu", "Erf", "Softplus", "Clip", "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Exp", "Log", "Neg",
                "Abs", "Reciprocal", "Max", "Min", "Sum", "Mean", "Where", "Equal", "Less", "Greater", "Cast")
@@ -407,6 +511,9 @@ RULES: dict[str, Rule] = {
     **{op: Rule(_window_axes, _window_tile) for op in ("Conv", "MaxPool", "AveragePool", "ConvTranspose")},
     "Gemm": Rule(_gemm_axes, _gemm_tile),
     "MatMul": Rule(_matmul_axes, _matmul_tile),
+    **{op: Rule(_window_axes, _window_tile) for op in ("QLinearConv", "ConvInteger")},
+    **{op: Rule(_integer_matmul_axes, _integer_matmul_tile) for op in INTEGER_MATMUL_B},
+    **{op: Rule(_free_axes(_no_reduction), _quantize_tile) for op in ("QuantizeLinear", "DequantizeLinear")},
     **{op: Rule(_free_axes(_no_reduction), _broadcast_tile) for op in ELEMENTWISE},
     "BatchNormalization": Rule(_free_axes(_no_reduction), _batchnorm_tile),
     "LRN": Rule(_free_axes(_lrn_reduced), _same_box_tile(1)),
@@ -420,6 +527,8 @@ RULES: dict[str, Rule] = {
     "Transpose": Rule(_free_axes(_no_reduction), _transpose_tile),
     "Pad": Rule(_free_axes(_pad_reduced), _pad_tile),
     "Resize": Rule(_free_axes(_resize_reduced), _resize_tile),
+    "Attention": Rule(_attention_axes, _attention_tile),
+    "RMSNormalization": Rule(_free_axes(_layernorm_reduced), _same_box_tile(1)),
 }
 
 
