@@ -7,7 +7,9 @@
   output lives in DRAM (hetc.schedule.tasks), so only a Concat whose output must reach DRAM anyway, a graph
   output, is rewritten; one whose result stays on chip keeps its copy. That is the KV cache: in
   ``present = Concat(past, new)`` the caller's ``past`` lies in the first rows of ``present`` and only the new
-  rows are written.
+  rows are written. The graph's own readers of ``present`` (the attention) read a local Concat instead, which
+  runs where they do (``past`` prefetched there), not the Assemble, which is complete only once every part has
+  reached DRAM.
 
 The pass runs after tiling (``hetc.pipeline``): the tiler cuts the original ops and sees no alias node.
 """
