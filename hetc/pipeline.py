@@ -21,6 +21,7 @@ from hetc.frontend.loader import read_model_file
 from hetc.ir import Graph
 from hetc.memory import MemoryPlan, plan_memory
 from hetc.passes import optimize
+from hetc.passes.alias_ops import alias_ops
 from hetc.passes.qdq import QDQ_NOTE
 from hetc.report import GANTT_FORMATS, Timeline, gantt_files, report_text
 from hetc.schedule import (IdleAcceleratorsWarning, Schedule, check_strategy, idle_accelerators_warning,
@@ -60,7 +61,7 @@ class BuildResult:
     model: str | Path | onnx.ModelProto
     graph: Graph
     target: Target
-    schedule: Schedule
+    schedule: Schedule                     # the one schedule: ``plan.schedule``, emitted, simulated, reported
     plan: MemoryPlan
     bundle: Bundle
     summary: dict[str, Any]
@@ -113,10 +114,12 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
         say(f"{len(graph.nodes)} nodes after folding" + (f"; {qdq}" if qdq else ""))
     untiled, fraction = graph, TILE_BUDGET_FRACTION
     while True:
+        graph = untiled
         if options.tiling:
             with clock.stage("tiling") as say:
                 graph = tile_graph(untiled, target, fraction)
                 say(tiling_note(graph))
+        graph = alias_ops(graph)   # Split, Slice and in-place Concat as views (after tiling: it cuts the originals)
         with clock.stage("schedule") as say:
             sched = run_scheduler(graph, target, strategy=options.scheduler, time_limit_s=options.time_limit_s,
                                   num_workers=options.num_workers, seed=options.seed, progress=say)
@@ -139,8 +142,9 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
             with clock.stage("memory") as say:
                 say(f"{exc.args[0].split(';')[0]}; tiling again with tiles of at most {fraction:.0%} of a "
                     "scratchpad")
-    rows = placement_rows(graph, target, plan.schedule)
-    idle = idle_accelerators_warning(graph, target, plan.schedule)
+    sched = plan.schedule   # the one schedule from here on: emitted, simulated, reported, charted
+    rows = placement_rows(graph, target, sched)
+    idle = idle_accelerators_warning(graph, target, sched)
     if idle is not None:  # a build that silently runs everything on the CPU looks like a working one
         warnings.warn(idle, IdleAcceleratorsWarning, stacklevel=2)
     with clock.stage("codegen") as say:
@@ -169,7 +173,7 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
                         else Timeline.from_schedule(sched, graph, plan, target, title=model_name))
             files = gantt_files(timeline, gantt)
             say(", ".join(files))
-    summary = make_summary(model_name, graph, target, plan, clock, sim, validation, solver_schedule=sched)
+    summary = make_summary(model_name, graph, target, plan, clock, sim, validation)
     # The bundle keeps the whole summary; its wall-clock figures go to build-info.json, out of the hashed files.
     reproducible = without_wall_clock(MANIFEST, {"summary": summary})["summary"]
     report = report_text(sched, graph, plan, target, sim, validation, summary=reproducible)
@@ -186,11 +190,11 @@ def check_gantt_formats(formats: Sequence[str]) -> list[str]:
 
 
 def make_summary(model_name: str, graph: Graph, target: Target, plan: MemoryPlan, clock: StageClock,
-                 sim: SimResult | None = None, validation: ValidationReport | None = None,
-                 solver_schedule: Schedule | None = None) -> dict[str, Any]:
-    """The JSON summary of DESIGN.md (``hetc build --json`` and ``manifest.json``'s ``summary``). ``gap`` is
-    the shipped schedule's (after memory planning); ``solver.gap`` the scheduler's own, when
-    ``solver_schedule`` (the schedule before memory planning) is given."""
+                 sim: SimResult | None = None, validation: ValidationReport | None = None) -> dict[str, Any]:
+    """The JSON summary of DESIGN.md (``hetc build --json`` and ``manifest.json``'s ``summary``), of the one
+    schedule that ships (``plan.schedule``): ``gap`` and ``solver`` (status, makespan, gap) describe it; when
+    memory planning re-timed the solver's schedule, ``solver.own`` has the solver's own status, makespan and
+    gap."""
     sched = plan.schedule
     placement = {d: 0 for d in target.devices}
     for device in sched.placement.values():
@@ -213,9 +217,12 @@ def make_summary(model_name: str, graph: Graph, target: Target, plan: MemoryPlan
         "compile_s": round(clock.total, 3),
         "stage_s": {k: round(v, 3) for k, v in clock.seconds.items()},
     }
-    if solver_schedule is not None:
-        summary["solver"]["makespan_us"] = solver_schedule.makespan_ns / 1000
-        summary["solver"]["gap"] = round(solver_schedule.gap, 6)
+    summary["solver"]["makespan_us"] = sched.stats.objective_ns / 1000
+    summary["solver"]["gap"] = round(sched.stats.gap, 6)
+    own = sched.stats.details.get("solver_own")
+    if own is not None:
+        summary["solver"]["own"] = {"status": own["status"], "makespan_us": own["objective_ns"] / 1000,
+                                    "gap": own["gap"]}
     if sim is not None:
         summary["simulated_makespan_us"] = round(sim.makespan_ns / 1000, 3)
     if validation is not None:

@@ -14,7 +14,7 @@ from hetc.codegen import Bundle, Compute, Dma, Signal, Wait, emit
 from hetc.codegen.attrs import decode_attrs, encode_attrs
 from hetc.errors import BundleError
 from hetc.memory.artifact import MemoryPlan
-from hetc.sim.handplan import plan_by_hand
+from handplan import plan_by_hand
 from hetc.target import load_target
 
 from test_sim_support import REPO, fixed_duration, mixed_plan, toy_target

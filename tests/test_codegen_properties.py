@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hetc.codegen import Wait, emit
 from hetc.ir import Graph, Node, Value, to_onnx
 from hetc.sim import random_inputs, simulate
-from hetc.sim.handplan import plan_by_hand
+from handplan import plan_by_hand
 
 from test_codegen import unordered, without_instruction
 from test_sim_support import fixed_duration, reference, toy_target

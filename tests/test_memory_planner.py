@@ -9,7 +9,7 @@ import pytest
 from hetc.errors import MemoryPlanError
 from hetc.ir import Graph, Node, Value
 from hetc.memory import MemoryPlan, plan_memory
-from hetc.memory.fallback import list_schedule as fallback_list_schedule
+from hetc.schedule.api import schedule_placement
 from hetc.schedule.artifact import Schedule
 from hetc.target.model import Device, DmaEngine, Memory
 from hetc.target.target import Target
@@ -43,10 +43,10 @@ def chain_graph(ops: list[str], shape: tuple[int, ...] = (1, 1024), weights: dic
 
 
 def list_schedule(graph: Graph, target: Target, placement: dict[int, str], duration: int = 100) -> Schedule:
-    """The planner's own list scheduler (the one its fallback reschedules with), nodes in topological
-    order, every node ``duration`` ns; unplaced nodes run on the CPU."""
+    """The scheduler's list scheduler on a fixed placement (the one the planner's fallback reschedules with),
+    nodes in topological order, every node ``duration`` ns; unplaced nodes run on the CPU."""
     full = {n.id: placement.get(n.id, "cpu") for n in graph}
-    return fallback_list_schedule(graph, target, full, [n.id for n in graph.topo_order()], lambda n, d: duration)
+    return schedule_placement(graph, target, full, [n.id for n in graph.topo_order()], lambda n, d: duration)
 
 
 # ------------------------------------------------------------------------------------------ tests

@@ -122,6 +122,27 @@ def test_a_node_that_cannot_fit_moves_to_another_device_and_the_graph_is_resched
     assert plan.buffer("a@sram").kind == "copy" and plan.stats["sram"].peak_bytes <= 12 * KIB
 
 
+def test_a_graph_with_alias_nodes_is_rescheduled_too():
+    # as above, with the small node reading a Region of the big one's output: the move reschedules it with
+    # the scheduler's own list scheduler, which knows alias nodes (hetc.schedule.tasks)
+    from hetc.ir.tiles import REGION, TILE_DOMAIN
+    x, a = Value("x", "float32", (1, 2048)), Value("a", "float32", (1, 2048))
+    half, b = Value("half", "float32", (1, 1024)), Value("b", "float32", (1, 512))
+    nodes = [Node(0, "Softmax", "big", [x], [a]),
+             Node(1, REGION, "half", [a], [half], {"starts": [0, 0], "ends": [1, 1024]}, TILE_DOMAIN),
+             Node(2, "ReduceMean", "small", [half], [b])]
+    graph = Graph.build("big", nodes, [x], [b], {"": 17})
+    target = _fast_dma(make_target(sram=12 * KIB))
+    schedule = list_schedule(graph, target, {0: "npu", 2: "npu"})
+    assert schedule.aliases == {1: "sram"}
+    plan = plan_memory(graph, schedule, target)
+    plan.verify(target)
+    assert [(m["node"], m["to"]) for m in plan.details["moved_nodes"]] == [(0, "cpu")]
+    assert plan.schedule.placement == {0: "cpu", 2: "npu"} and plan.schedule.aliases == {1: "dram"}
+    region = plan.buffer("half@dram")                      # the Region now lies in a's DRAM bytes
+    assert region.alias_of == "a@dram" and region.offset == plan.buffer("a@dram").offset
+
+
 def test_an_early_prefetch_is_postponed_rather_than_spilled():
     # Four Mul nodes, each with its own 4 KiB weight: the idle DMA engine fetches every weight up front,
     # which does not fit; moving the later fetches down the DMA queue does, without a second transfer.

@@ -1,7 +1,7 @@
 """Reports on artifacts made by the real stages: import, passes, scheduler, memory planner, codegen,
 simulator, validation.
 
-Most tests schedule with the simulator's reference list scheduler (``hetc.sim.handplan``: fast and
+Most tests schedule with the reference planner of the tests (``tests/handplan.py``: fast and
 placement-controlled); one uses ``hetc.schedule.schedule`` itself."""
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from hetc.report import GANTT_FORMATS, EXTENSIONS, Timeline, export_gantt, numer
 from hetc.report.tables import fmt_bytes
 from hetc.schedule import schedule as run_scheduler
 from hetc.sim import random_inputs, simulate
-from hetc.sim.handplan import cost_duration, first_candidate_placement, plan_by_hand
+from handplan import cost_duration, first_candidate_placement, plan_by_hand
 from hetc.target import load_target
 from trace_checker import assert_valid_trace, load_trace
 

@@ -219,15 +219,23 @@ def test_report_text_is_reproducible_across_solver_wall_times(artifacts):
     assert "9.9" in report_text(slower, graph, None, target, sim, wall_clock=True)
 
 
-def test_report_makespan_is_the_emitted_schedules(artifacts):
-    """After spills the plan carries a re-timed schedule; that is the one the bundle runs, so report.txt's
-    planned makespan is its makespan, while the solver table keeps the solver's own figures."""
+def test_report_describes_the_one_schedule_and_the_solvers_own_figures_apart(artifacts):
+    """After spills the plan carries a re-timed schedule; that is the one the bundle runs and the only one a
+    report accepts: its makespan in both tables, its gap against the same bound, the solver's own apart."""
     from dataclasses import replace
     graph, target, schedule, plan, sim = artifacts
     later = tuple(replace(t, start_ns=t.start_ns + 5000, end_ns=t.end_ns + 5000) for t in schedule.tasks)
-    retimed = replace(plan, schedule=replace(schedule, tasks=later))
-    text = report_text(schedule, graph, retimed, target)
+    shipped = replace(schedule, tasks=later, stats=schedule.stats.shipped(schedule.makespan_ns + 5000))
+    retimed = replace(plan, schedule=shipped)
+    with pytest.raises(ValueError, match="pass plan.schedule"):
+        report_text(schedule, graph, retimed, target)          # the solver's schedule beside a re-timed plan
+    text = report_text(shipped, graph, retimed, target)
     makespan = text.split("Makespan\n")[1].split("\n\n")[0]
     assert re.search(r"^planned\s+([\d,.]+)", makespan, re.M).group(1) == f"{(schedule.makespan_ns + 5000) / 1000:,.2f}"
     solver = text.split("Solver\n")[1].split("\n\n")[0]
-    assert re.search(r"^makespan\s+([\d,.]+) µs", solver, re.M).group(1) == f"{schedule.makespan_ns / 1000:,.2f}"
+    assert re.search(r"^makespan\s+([\d,.]+) µs", solver, re.M).group(1) == f"{shipped.makespan_ns / 1000:,.2f}"
+    assert re.search(r"^solver objective\s+([\d,.]+) µs", solver, re.M).group(1) == \
+        f"{shipped.makespan_ns / 1000:,.2f}"
+    own = re.search(r"^solver's own makespan\s+([\d,.]+) µs", solver, re.M).group(1)
+    assert own == f"{schedule.stats.objective_ns / 1000:,.2f}"
+    assert shipped.stats.gap > schedule.stats.gap and shipped.stats.best_bound_ns == schedule.stats.best_bound_ns

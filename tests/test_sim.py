@@ -13,7 +13,7 @@ from hetc.errors import SimulationError
 from hetc.frontend import load_onnx
 from hetc.passes import optimize
 from hetc.sim import random_inputs, simulate
-from hetc.sim.handplan import cost_duration, plan_by_hand
+from handplan import cost_duration, plan_by_hand
 from hetc.sim.machine import accesses
 from hetc.target import load_target
 

@@ -11,7 +11,7 @@ from hetc.memory import plan_memory
 from hetc.passes import optimize
 from hetc.schedule import placement_rows, schedule
 from hetc.sim import random_inputs, simulate
-from hetc.sim.handplan import cost_duration, first_candidate_placement, plan_by_hand
+from handplan import cost_duration, first_candidate_placement, plan_by_hand
 from hetc.target import load_target, target_from_toml_text
 
 from test_codegen import unordered
@@ -45,8 +45,9 @@ def test_real_plans_simulate_to_onnxruntime(model: str, npu_sram: str | None, mi
     expected = reference(onnx.load(REPO / "models" / f"{model}.onnx"), inputs)
     for (name, got), want in zip(result.outputs.items(), expected):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=name)
-    # Semaphores added for address reuse may delay a task by sync_ns beyond the plan, never by much.
-    assert result.planned_makespan_ns <= result.makespan_ns <= 1.05 * result.planned_makespan_ns
+    # Semaphores added for address reuse may delay a task by sync_ns beyond the plan, never by much; the plan's
+    # durations are rounded up to whole ns and a repaired plan keeps release times, slack an ASAP run may use.
+    assert 0.99 * result.planned_makespan_ns <= result.makespan_ns <= 1.05 * result.planned_makespan_ns
 
 
 def test_spilled_plan_moves_values_through_dram() -> None:

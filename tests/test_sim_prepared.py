@@ -16,7 +16,7 @@ from hetc.sim import PreparedSimulation, random_inputs, simulate
 from hetc.sim.functional import _Intervals
 from hetc.sim.kernels import run_kernel
 from hetc.sim.kernels.dispatch import bind_kernel
-from hetc.sim.handplan import cost_duration, plan_by_hand
+from handplan import cost_duration, plan_by_hand
 from hetc.sim.simulate import forget_prepared
 from hetc.target import load_target
 

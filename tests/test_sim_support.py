@@ -13,7 +13,7 @@ from hetc.codegen import Bundle, emit
 from hetc.frontend import import_model
 from hetc.ir import EXPORT_IR_VERSION, Graph
 from hetc.memory.artifact import MemoryPlan
-from hetc.sim.handplan import plan_by_hand
+from handplan import plan_by_hand
 from hetc.target import Target, target_from_toml_text
 
 REPO = Path(__file__).resolve().parent.parent

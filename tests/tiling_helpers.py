@@ -1,10 +1,9 @@
 """Test scaffolding for tiled graphs: hand-built tiles (hetc.ir.tiles), an alias-aware hand schedule, and the
 untiled ONNX models they must agree with.
 
-``hand_schedule`` follows the execution model of alias nodes as hetc.schedule.tasks states it (Region output in
-the memory its base is in, Assemble output in DRAM, parts brought to DRAM, readers elsewhere fed by a transfer
-of the alias value); it is scaffolding so that the memory, codegen and simulator side can be tested without
-the scheduler, on a target of two memories (one DMA hop).
+``hand_schedule`` is the scheduler's list scheduler on a placement chosen by the test
+(``hetc.schedule.schedule_placement``, timed by hetc.schedule.tasks, which states how alias nodes run), so that
+the memory, codegen and simulator side can be tested on placements and durations the test controls.
 """
 from __future__ import annotations
 
@@ -19,7 +18,8 @@ from onnx import TensorProto, helper, numpy_helper
 from hetc.ir import EXPORT_IR_VERSION, Graph, Node, Value
 from hetc.ir.graph import TileRef
 from hetc.ir.tiles import ASSEMBLE, REGION, TILE_DOMAIN, is_alias
-from hetc.schedule.artifact import Schedule, SolverStats, Task
+from hetc.schedule.api import schedule_placement
+from hetc.schedule.artifact import Schedule, SolverStats
 from hetc.target.target import Target
 
 
@@ -137,56 +137,11 @@ def conv_by_channels(builder: TiledBuilder, name: str, x: Value, w: np.ndarray, 
 # ------------------------------------------------------------------------------------------ hand schedule
 def hand_schedule(graph: Graph, target: Target, placement: dict[str, str], duration: int = 100,
                   durations: dict[str, int] | None = None) -> Schedule:
-    """Tasks in topological order, each as early as its engine and operands allow; ``placement`` maps node
-    names to devices (default: the CPU), ``durations`` node names to ns (default ``duration``). Alias nodes
-    are no tasks (see the module docstring)."""
-    dram = target.dram
-    tasks: list[Task] = []
-    free: dict[str, int] = {}
-    ready: dict[tuple[str, str], tuple[int, ...]] = {}   # (value, memory) -> tasks that make it available there
-    lives: dict[str, str] = {}                            # value -> memory it is born (or aliased) in
-    aliases: dict[int, str] = {}
-    by_node: dict[int, str] = {}
-
-    def add(kind: str, engine: str, deps: tuple[int, ...], length: int, **fields) -> int:
-        start = max([free.get(engine, 0)] + [tasks[d].end_ns + math.ceil(target.sync_ns) for d in deps])
-        tasks.append(Task(len(tasks), kind, engine, start, start + length, tuple(sorted(set(deps))), **fields))
-        free[engine] = start + length
-        return len(tasks) - 1
-
-    def bring(v: Value, memory: str) -> tuple[int, ...]:
-        if (v.name, memory) not in ready:
-            src = lives[v.name]
-            engine = target.engines_between(src, memory)[0].name
-            tid = add("transfer", engine, ready[(v.name, src)],
-                      max(1, math.ceil(target.transfer_ns(v.nbytes, engine))),
-                      value=v.name, src=src, dst=memory, bytes=v.nbytes)
-            ready[(v.name, memory)] = (tid,)
-        return ready[(v.name, memory)]
-
-    for v in [*graph.inputs, *graph.constants]:
-        ready[(v.name, dram)], lives[v.name] = (), dram
-    for node in graph.topo_order():
-        out = node.outputs[0]
-        if is_alias(node):
-            if node.op_type == REGION:
-                base = node.inputs[0]
-                memory = lives[base.name]
-                ready[(out.name, memory)] = ready[(base.name, memory)]
-            else:
-                memory = dram
-                ready[(out.name, dram)] = tuple(d for p in node.inputs for d in bring(p, dram))
-            lives[out.name] = aliases[node.id] = memory
-            continue
-        device = placement.get(node.name, "cpu")
-        home = target.home(device)
-        deps = tuple(d for v in node.present_inputs for d in bring(v, home))
-        tid = add("compute", device, deps, (durations or {}).get(node.name, duration), node=node.id,
-                  op=node.op_type)
-        by_node[node.id] = device
-        for v in node.outputs:
-            ready[(v.name, home)], lives[v.name] = (tid,), home
-    for v in graph.outputs:
-        bring(v, dram)
-    makespan = max(t.end_ns for t in tasks)
-    return Schedule(tuple(tasks), by_node, SolverStats("hand", "HEURISTIC", makespan, 0), 0, aliases=aliases)
+    """Tasks in topological order, each as early as its engine and operands allow (the scheduler's own list
+    scheduler and execution model: ``hetc.schedule.schedule_placement``); ``placement`` maps node names to
+    devices (default: the CPU), ``durations`` node names to ns (default ``duration``). Alias nodes are no
+    tasks."""
+    devices = {n.id: placement.get(n.name, "cpu") for n in graph if not is_alias(n)}
+    return schedule_placement(graph, target, devices, [n.id for n in graph.topo_order()],
+                              lambda node, device: (durations or {}).get(node.name, duration),
+                              SolverStats("hand", "HEURISTIC", 0, 0))

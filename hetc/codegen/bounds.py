@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping, NamedTuple
 
 from hetc.codegen.program import Compute, Dma, Operand, Program
-from hetc.memory.artifact import HOST
+from hetc.memory.artifact import HOST, strided_extent
 from hetc.target.model import Memory
 
 MAX_LISTED = 5   # problems spelled out in the error; the rest are counted
@@ -35,8 +35,13 @@ def bounds_violations(programs: Mapping[str, Program], memories: Mapping[str, Me
                     problems += _operand_problems(where, operand, memories, 0)
     for kind, binding in bindings:
         if binding.get("memory") not in (None, HOST):
-            span = _Span(binding.get("buffer"), binding["memory"], binding.get("offset"), binding.get("nbytes"))
-            problems += _span_problems(f"{kind} '{binding.get('name')}'", span, memories)
+            nbytes, strides, shape = binding.get("nbytes"), binding.get("strides"), binding.get("shape")
+            if strides is not None and _is_int(nbytes) and isinstance(shape, list) and len(strides) == len(shape) \
+                    and all(_is_int(x) and x >= 0 for x in (*strides, *shape)):
+                nbytes = strided_extent(tuple(shape), tuple(strides), nbytes)   # an input in a slice of an output
+            span = _Span(binding.get("buffer"), binding["memory"], binding.get("offset"), nbytes)
+            owner = binding.get("storage") in (None, binding.get("buffer"))   # only owners are aligned
+            problems += _span_problems(f"{kind} '{binding.get('name')}'", span, memories, aligned=owner)
     return problems
 
 

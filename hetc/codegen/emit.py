@@ -237,11 +237,16 @@ def _binding(plan: MemoryPlan, v: Value, dram: str, first: bool) -> dict[str, An
     b = min(dram_copies, key=lambda b: (b.start_ns, b.id)) if first else \
         max(dram_copies, key=lambda b: (b.end_ns, b.id))
     root = storage_root(plan, b.id)
+    if b.strides is not None and not first:
+        raise BundleError(f"graph output '{value}' is bound to the strided buffer '{b.id}'; the caller reads "
+                          f"whole tensors (the plan is invalid)")
+    binding = {"name": value, "buffer": b.id, "memory": root.memory, "offset": b.offset, "dtype": b.dtype,
+               "shape": list(b.shape), "nbytes": _nbytes(b.dtype, tuple(b.shape))}
+    if root.id != b.id:         # an input written in place into a slice of an output (a KV cache's past rows)
+        binding["storage"] = root.id
     if b.strides is not None:
-        raise BundleError(f"graph {'input' if first else 'output'} '{value}' is bound to the strided buffer "
-                          f"'{b.id}'; the caller reads and writes whole tensors (the plan is invalid)")
-    return {"name": value, "buffer": b.id, "memory": root.memory, "offset": b.offset, "dtype": b.dtype,
-            "shape": list(b.shape), "nbytes": _nbytes(b.dtype, tuple(b.shape))}
+        binding["strides"] = list(b.strides)
+    return binding
 
 
 def _machine(target: Target, plan: MemoryPlan) -> dict[str, Any]:

@@ -17,7 +17,9 @@ DRAM. A Region's output is available there when its input is; an Assemble's when
 there (by its producer, or by the DMA that brings it, which writes straight into O's bytes). A reader in
 another memory gets the region by DMA like any value: a strided (2-D/3-D) descriptor, not a gather.
 
-The ops exist only inside hetc between tiling and code generation; ``to_onnx`` writes them as Slice and Concat.
+The ops exist only inside hetc between tiling and code generation: the tiler makes them, and so does
+hetc.passes.alias_ops from the model's own Split, Slice and (in-place) Concat. ``to_onnx`` writes them as Slice
+and Concat.
 """
 from __future__ import annotations
 

@@ -92,8 +92,10 @@ class _Ancestry:
         return a == b or bool(self.mask(b) & self.bit[a])
 
 
-def resolve_aliases(table: BufferTable, schedule: Schedule, nodes: dict[int, Node]) -> dict[str, str]:
-    """``{buffer id: owner buffer id}`` for every buffer that shares another's storage."""
+def resolve_aliases(table: BufferTable, schedule: Schedule, nodes: dict[int, Node],
+                    overwrite: bool = True) -> dict[str, str]:
+    """``{buffer id: owner buffer id}`` for every buffer that shares another's storage; ``overwrite=False``
+    leaves out the elementwise in-place rule (views and regions only)."""
     groups = _Groups(table)
     for bid, spec in table.buffers.items():   # regions and parts first: they are not a choice
         if spec.region_of is not None:
@@ -112,7 +114,7 @@ def resolve_aliases(table: BufferTable, schedule: Schedule, nodes: dict[int, Nod
             src = table.reads[task.id][0] if table.reads[task.id] else None
             if src in table.buffers and not _placed(table, src) and _may_view(table, groups, src, out):
                 groups.join(out, src)
-        elif node.op_type in ELEMENTWISE_OPS and len(node.outputs) >= 1:
+        elif overwrite and node.op_type in ELEMENTWISE_OPS and len(node.outputs) >= 1:
             for src in table.reads[task.id]:
                 if src in table.buffers and not _placed(table, src) and \
                         _may_overwrite(table, groups, ancestry, src, out, task.id):

@@ -9,7 +9,8 @@ DRAM's read-only region.
 Alias nodes (hetc.ir.tiles: Region, Assemble) are not tasks. The output of one gets a buffer in the memory the
 schedule puts it in (``Schedule.aliases``) that no task writes: it is *made by* other buffers (a Region's by
 its base there, an Assemble's by its parts' buffers in DRAM) and lives from when they start. The table records
-these facts (``made_by``, ``region_of``, ``region_starts``); hetc.memory.aliasing turns them into storage.
+these facts (``made_by``, ``region_of``, ``region_starts``); hetc.memory.aliasing turns them into storage. A part
+that is a graph input lies in the output's bytes too: the caller writes it there (a KV cache's past rows).
 
 The ``BufferTable`` is the planner's mutable working state: spilling adds buffers and rebinds readers, so it
 is kept apart from the schedule, whose times alone decide the intervals.
@@ -212,9 +213,9 @@ def _add_alias_outputs(graph: Graph, schedule: Schedule, target: Target, buffers
                 raise MemoryPlanError(f"part '{spec.value}' of Assemble '{node.name}' already lies in the bytes "
                                       f"of '{buffers[spec.region_of].value}'; a part is written in place into one "
                                       f"output only")
-            if spec.kind in ("input", "constant"):
-                raise MemoryPlanError(f"part '{spec.value}' of Assemble '{node.name}' is a graph {spec.kind}, "
-                                      f"which no task writes into the output's bytes; assemble a copy of it")
+            if spec.kind == "constant":
+                raise MemoryPlanError(f"part '{spec.value}' of Assemble '{node.name}' is a constant, which no "
+                                      f"task writes into the output's bytes; assemble a copy of it")
             spec.region_of, spec.region_starts = bid, start
 
 

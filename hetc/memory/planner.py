@@ -54,9 +54,11 @@ class _Layout:
 def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: float | None = None,
                 allow_moves: bool = True) -> MemoryPlan:
     """Place every buffer of ``schedule`` in ``target``'s memories. The returned plan carries the schedule it
-    is valid for: the input one, or a re-timed one with spill transfers, or a rescheduled one when a node had
-    to move (``details['moved_nodes']``)."""
+    is valid for, the one that ships: the input one, or a re-timed one with spill transfers, or a rescheduled
+    one when a node had to move (``details['moved_nodes']``), whose statistics then describe it
+    (``SolverStats.shipped``)."""
     began = time.perf_counter()
+    solver_stats = schedule.stats
     budget = DEFAULT_TIME_LIMIT_S if time_limit_s is None else time_limit_s
     nodes = graph.node_map()
     table = build_table(graph, schedule, target)
@@ -157,6 +159,11 @@ def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: 
         reader_delayed, aliases, delays, unmargined = {}, None, [], set()
     details = {"moved_nodes": moved, "postponed_transfers": sorted(set(postponed)), "delayed_tasks": delays,
                "spill_rounds": rounds}
+    # One schedule leaves this stage: the statistics describe it, the solver's own figures kept apart.
+    stats = solver_stats.shipped(schedule.makespan_ns)
+    if moved:
+        stats = replace(stats, details={**stats.details, "rescheduled_by": "memory planner"})
+    schedule = replace(schedule, stats=stats)
     return _artifact(table, schedule, target, lifetimes, aliases, layout, spills, details,
                      time.perf_counter() - began)
 

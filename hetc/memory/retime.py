@@ -1,16 +1,16 @@
-"""Re-timing a schedule after tasks were inserted, keeping every engine's program order.
+"""Re-timing a schedule after tasks were inserted or made to wait, keeping every engine's program order.
 
-Each task starts at the latest of: its previous start (a release time: re-timing only ever delays, so the
-untouched part of a schedule stays as planned), the end of the previous task on its engine, and the end of each
-dependency (plus the semaphore cost when the dependency ran on another engine). Durations do not change.
+The rule is ``hetc.schedule.tasks.earliest_times`` (the one statement of the execution model: engine order,
+dependencies, the semaphore cost across engines), with each task's previous start as its release time:
+re-timing only ever delays, so the untouched part of a schedule stays as planned. Durations do not change.
 """
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import replace
 
 from hetc.schedule.artifact import Task
+from hetc.schedule.tasks import TaskSpec, earliest_times
 
 
 def engine_order(tasks: list[Task]) -> dict[str, list[int]]:
@@ -24,41 +24,11 @@ def engine_order(tasks: list[Task]) -> dict[str, list[int]]:
 def retime(tasks: list[Task], sync_ns: float) -> tuple[Task, ...] | None:
     """Tasks with start/end pushed to satisfy dependencies and engine order (read from the planned starts).
     Returns None when the dependencies contradict the engine order (a cycle). Tasks that keep their times
-    are returned as they are: the planner re-times after every repair round, so this stays cheap."""
-    sync = math.ceil(sync_ns)
-    by_id = {t.id: t for t in tasks}
-    chain_prev: dict[int, int] = {}
-    for lane in engine_order(tasks).values():
-        for before, after in zip(lane, lane[1:]):
-            chain_prev[after] = before
-    users: dict[int, list[int]] = {t.id: [] for t in tasks}
-    waiting: dict[int, int] = {}
-    for t in tasks:
-        preds = set(t.deps)
-        prev = chain_prev.get(t.id)
-        if prev is not None:
-            preds.add(prev)
-        waiting[t.id] = len(preds)
-        for p in preds:
-            users[p].append(t.id)
-    ready = deque(sorted(tid for tid, n in waiting.items() if n == 0))
-    done: dict[int, Task] = {}
-    while ready:
-        tid = ready.popleft()
-        t = by_id[tid]
-        start = t.start_ns
-        prev = chain_prev.get(tid)
-        if prev is not None:
-            start = max(start, done[prev].end_ns)
-        engine = t.engine
-        for d in t.deps:
-            dep = done[d]
-            start = max(start, dep.end_ns + (sync if dep.engine != engine else 0))
-        done[tid] = t if start == t.start_ns else replace(t, start_ns=start, end_ns=start + t.duration_ns)
-        for u in users[tid]:
-            waiting[u] -= 1
-            if waiting[u] == 0:
-                ready.append(u)
-    if len(done) != len(tasks):
+    are returned as they are."""
+    specs = {t.id: TaskSpec(t.id, t.engine, t.duration_ns, t.deps) for t in tasks}
+    try:
+        times = earliest_times(specs, engine_order(tasks), math.ceil(sync_ns), {t.id: t.start_ns for t in tasks})
+    except ValueError:
         return None
-    return tuple(done[t.id] for t in tasks)
+    return tuple(t if times[t.id][0] == t.start_ns else replace(t, start_ns=times[t.id][0], end_ns=times[t.id][1])
+                 for t in tasks)

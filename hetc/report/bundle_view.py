@@ -57,7 +57,8 @@ def bundle_timeline(bundle: Bundle, simulated: bool | None = None, source: str =
     if simulated is None:
         simulated = bundle_simulated(bundle)
     target = target_from_toml_text(bundle.manifest["target"]["toml"], f"{source}/manifest.json")
-    sched, plan = bundle.schedule(), bundle.memory_plan()
+    plan = bundle.memory_plan()
+    sched = plan.schedule
     title = bundle.manifest["model"]["name"]
     if simulated:
         return Timeline.from_simulation(simulate(bundle, functional=False), sched, plan, target, title=title)

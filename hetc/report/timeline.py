@@ -165,11 +165,11 @@ class Timeline:
     def from_schedule(cls, schedule: "Schedule", graph: "Graph | None", plan: "MemoryPlan | None" = None,
                       target: "Target | None" = None, title: str | None = None,
                       nodes: "dict[int, NodeFacts] | None" = None) -> "Timeline":
-        """The planned run. With a plan, its (possibly re-timed, spill-bearing) schedule is the one drawn and
-        occupancy comes from its buffers; flows are the dependencies that cross engines. Without the graph
-        and without ``nodes`` (what a bundle says of them, see ``hetc.report.bundle_view``) slices are named
-        by op and node id and carry no shapes."""
-        sched = plan.schedule if plan is not None else schedule
+        """The planned run. With a plan, ``schedule`` must be the plan's (the one the build ships; re-timed,
+        spill-bearing) and occupancy comes from its buffers; flows are the dependencies that cross engines.
+        Without the graph and without ``nodes`` (what a bundle says of them, see ``hetc.report.bundle_view``)
+        slices are named by op and node id and carry no shapes."""
+        sched = one_schedule(schedule, plan)
         if nodes is None:
             nodes = {n.id: NodeFacts.of(n) for n in graph.nodes} if graph is not None else {}
         spill_role = _spill_roles(plan)
@@ -191,7 +191,9 @@ class Timeline:
         (from the last task before the signal to the first task after the wait), occupancy is the
         simulator's ``memory_usage``. The schedule (the plan's, when a plan is given: that is the one the
         bundle was generated from) fills in planned start times and task details."""
-        sched = plan.schedule if plan is not None else schedule
+        if schedule is None and plan is not None:
+            schedule = plan.schedule   # the only schedule a plan has
+        sched = one_schedule(schedule, plan) if schedule is not None else None
         tasks = {t.id: t for t in sched.tasks} if sched is not None else {}
         spill_role = _spill_roles(plan)
         work = [e for e in sim_result.events if e.kind in ("compute", "dma")]
@@ -374,3 +376,13 @@ def _plan_series(plan: "MemoryPlan", target: "Target | None") -> tuple[MemorySer
                 points.append((t / 1000, live))
         usage[memory] = points
     return _series(usage, plan, target)
+
+
+def one_schedule(schedule: "Schedule", plan: "MemoryPlan | None") -> "Schedule":
+    """``schedule``, checked to be the plan's when a plan is given: a build ships one schedule, the plan's
+    (``BuildResult.schedule`` is ``plan.schedule``), and a report drawn from another would disagree with the
+    bundle."""
+    if plan is not None and plan.schedule is not schedule and plan.schedule.tasks != schedule.tasks:
+        raise ValueError("the schedule is not the one the memory plan is valid for; pass plan.schedule (the "
+                         "schedule the build emitted)")
+    return schedule

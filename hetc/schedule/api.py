@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import time
-from typing import Callable
+from dataclasses import replace
+from typing import Callable, Sequence
 
 from hetc.errors import ScheduleError
+from hetc.ir.tiles import is_alias
 from hetc.schedule.artifact import Schedule, SolverStats, Task
 from hetc.schedule.bound import lower_bound
 from hetc.schedule.heuristics import greedy, heft, single
+from hetc.schedule.listsched import ListScheduler, priority_order
 from hetc.schedule.problem import SchedulingProblem, build_problem
 from hetc.schedule.tasks import Plan, TaskKey, alias_memory, time_plan
 from hetc.schedule.windows import solve_cpsat
@@ -64,6 +67,47 @@ def solve(problem: SchedulingProblem, strategy: str = "cpsat", time_limit_s: flo
     return Schedule(tasks=tasks, placement=placement, stats=stats, lower_bound_ns=bound, aliases=aliases)
 
 
+def schedule_placement(graph: "Graph", target: "Target", placement: dict[int, str],  # noqa: F821
+                       order: Sequence[int] | None = None,
+                       durations: Callable[["Node", str], int] | None = None,  # noqa: F821
+                       stats: SolverStats | None = None) -> Schedule:
+    """The schedule of a placement decided elsewhere (node id -> device; alias nodes need none): nodes
+    committed in ``order`` (node ids; default topological), each as early as its engine and operands allow,
+    by the list scheduler every strategy shares, timed by ``hetc.schedule.tasks``. ``durations(node, device)``
+    overrides the cost model (a placement on a device the node is no candidate of then needs it). The memory
+    planner reschedules a moved node with this; tests build their hand-made plans with it."""
+    def durations_of(node: "Node") -> dict[str, int]:  # noqa: F821
+        return {placement[node.id]: durations(node, placement[node.id])}
+
+    missing = [n.name or str(n.id) for n in graph if not is_alias(n) and n.id not in placement]
+    if missing:
+        raise ScheduleError(f"the placement leaves {len(missing)} node(s) unplaced ({', '.join(missing[:5])})")
+    problem = build_problem(graph, target, durations_of if durations is not None else None)
+    index = {nid: i for i, nid in enumerate(problem.node_ids)}
+    chosen: list[str | None] = [None if problem.is_alias(i) else placement[nid] for i, nid in
+                                enumerate(problem.node_ids)]
+    for i in problem.compute_nodes:
+        if chosen[i] not in problem.durations[i]:
+            raise ScheduleError(f"node '{problem.node_names[i]}' cannot run on '{chosen[i]}'")
+    position = {index[nid]: k for k, nid in enumerate(order)} if order is not None else {}
+    # Alias nodes settle as soon as their inputs are there; the others go in the given order (predecessors
+    # first whatever the order says).
+    rank = [float("inf") if problem.is_alias(i) else -float(position.get(i, problem.n + i))
+            for i in range(problem.n)]
+    scheduler = ListScheduler(problem)
+    for node in priority_order(problem, rank):
+        scheduler.commit(node, chosen[node])
+    plan = scheduler.plan()
+    tasks = to_tasks(problem, plan)
+    makespan = max((t.end_ns for t in tasks), default=0)
+    bound = lower_bound(problem)
+    stats = replace(stats, objective_ns=makespan) if stats is not None else \
+        SolverStats("fixed", "HEURISTIC", makespan, bound)
+    aliases = {problem.node_ids[i]: alias_memory(problem, i, plan.placement) for i in problem.alias_ops}
+    return Schedule(tasks=tasks, placement={problem.node_ids[i]: chosen[i] for i in problem.compute_nodes},
+                    stats=stats, lower_bound_ns=bound, aliases=aliases)
+
+
 def check_strategy(strategy: str, target: "Target") -> None:  # noqa: F821
     """A ScheduleError unless ``strategy`` names a strategy (and a device of ``target``); callers check early
     so a typo fails before minutes of work."""
@@ -101,4 +145,4 @@ def to_tasks(problem: SchedulingProblem, plan: Plan) -> tuple[Task, ...]:
     return tuple(tasks)
 
 
-__all__ = ["schedule", "solve", "STRATEGIES", "default_time_limit", "to_tasks"]
+__all__ = ["schedule", "solve", "schedule_placement", "STRATEGIES", "default_time_limit", "to_tasks"]

@@ -73,6 +73,18 @@ class SolverStats:
             return 0.0
         return max(0.0, (self.objective_ns - self.best_bound_ns) / self.objective_ns)
 
+    def shipped(self, makespan_ns: int) -> "SolverStats":
+        """These statistics for the schedule that ships when memory planning re-timed the solver's to
+        ``makespan_ns``: the objective is that makespan and the gap is recomputed against the same bound; the
+        status stays unless it claimed optimality the re-timed schedule no longer has; the solver's own
+        status, objective and gap are kept apart in ``details['solver_own']``."""
+        if makespan_ns == self.objective_ns:
+            return self
+        own = self.details.get("solver_own") or {"status": self.status, "objective_ns": self.objective_ns,
+                                                 "gap": round(self.gap, 6)}
+        status = "FEASIBLE" if self.status == "OPTIMAL" and makespan_ns > self.best_bound_ns else self.status
+        return replace(self, status=status, objective_ns=makespan_ns, details={**self.details, "solver_own": own})
+
 
 @dataclass(frozen=True)
 class Schedule:

@@ -183,8 +183,10 @@ class SchedulingProblem:
         return math.ceil(e.latency_ns + self.values[value].nbytes / e.bandwidth)
 
 
-def build_problem(graph: "Graph", target: "Target") -> SchedulingProblem:  # noqa: F821
-    """Durations, data edges and transfer costs of ``graph`` on ``target``.
+def build_problem(graph: "Graph", target: "Target",  # noqa: F821
+                  durations_of: "Callable[[Node], dict[str, int]] | None" = None) -> SchedulingProblem:  # noqa: F821
+    """Durations, data edges and transfer costs of ``graph`` on ``target``; ``durations_of(node)`` replaces
+    the candidates and the cost model ({device: ns}) when given (a placement decided elsewhere).
 
     Raises ScheduleError when a node has no device that can run it, naming each device's reason."""
     nodes = graph.topo_order()
@@ -193,6 +195,9 @@ def build_problem(graph: "Graph", target: "Target") -> SchedulingProblem:  # noq
     for node in nodes:
         if is_alias(node):  # not a task: no device, no duration
             durations.append({})
+            continue
+        if durations_of is not None:
+            durations.append({d: max(1, int(ns)) for d, ns in durations_of(node).items()})
             continue
         cands = target.candidates(node)
         if not cands:

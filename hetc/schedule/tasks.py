@@ -3,7 +3,8 @@
 This module is the single statement of the execution model inside the scheduler: which copies a value needs
 (one per destination memory, shared by its consumers there; an intermediate DRAM copy reused), which task
 each task waits for, and when a wait costs a semaphore. HEFT, greedy and CP-SAT all end in ``Plan`` and are
-timed by ``asap``, so every strategy's artifact obeys the same rules exactly.
+timed by ``asap``, so every strategy's artifact obeys the same rules exactly; the memory planner re-times with
+``earliest_times`` and reschedules a moved node through the same list scheduler (hetc.memory.retime, fallback).
 
 Alias nodes (``hetc.ir.tiles``: Region, Assemble) are not tasks and run on no device. The output of one lives
 in one memory (``origin``): a Region's where its input was born, an Assemble's in DRAM. It is available there
@@ -174,10 +175,20 @@ def asap(problem: SchedulingProblem, tasks: dict[TaskKey, TaskSpec],
     """Earliest start of every task given data deps (+ sync across engines) and each engine's order.
 
     Raises ValueError when the orders contradict the data dependencies (a cycle)."""
+    return earliest_times(tasks, orders, problem.sync_ns)
+
+
+def earliest_times(tasks: dict[TaskKey, TaskSpec], orders: dict[str, list[TaskKey]], sync_ns: int,
+                   release: dict[TaskKey, int] | None = None) -> dict[TaskKey, tuple[int, int]]:
+    """The timing rule itself: a task starts once the previous task on its engine has ended, and each
+    dependency has ended (plus ``sync_ns`` when it ran on another engine: a semaphore), and not before its
+    ``release`` time when given (the memory planner re-times a schedule without moving anything earlier).
+
+    Raises ValueError when the orders contradict the data dependencies (a cycle)."""
     preds: dict[TaskKey, list[tuple[TaskKey, int]]] = {k: [] for k in tasks}
     for t in tasks.values():
         for d in t.deps:
-            preds[t.key].append((d, 0 if tasks[d].engine == t.engine else problem.sync_ns))
+            preds[t.key].append((d, 0 if tasks[d].engine == t.engine else sync_ns))
     for engine, keys in orders.items():
         for a, b in zip(keys, keys[1:]):
             preds[b].append((a, 0))
@@ -191,9 +202,11 @@ def asap(problem: SchedulingProblem, tasks: dict[TaskKey, TaskSpec],
             succs[p].append(k)
     ready = [k for k, d in indegree.items() if d == 0]
     times: dict[TaskKey, tuple[int, int]] = {}
+    release = release or {}
     while ready:
         k = ready.pop()
         start = max((times[p][1] + gap for p, gap in preds[k]), default=0)
+        start = max(start, release.get(k, 0))
         times[k] = (start, start + tasks[k].duration)
         for s in succs[k]:
             indegree[s] -= 1

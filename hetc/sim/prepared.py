@@ -11,6 +11,7 @@ when the simulation is prepared).
 from __future__ import annotations
 
 import gc
+import math
 import threading
 import time
 from dataclasses import replace
@@ -121,7 +122,7 @@ def random_inputs(bundle: Bundle, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def check_inputs(bundle: Bundle, inputs: dict[str, Any]
-                 ) -> tuple[list[tuple[str, int, np.ndarray]], dict[str, Any]]:
+                 ) -> tuple[list[tuple[str, int, np.ndarray, tuple | None]], dict[str, Any]]:
     """(memory, offset, bytes as stored) of every bound input, and the objects of the host inputs (in the host
     heap's canonical form), after checking names, dtypes and shapes."""
     bound = {b["name"]: b for b in bundle.inputs}
@@ -144,14 +145,22 @@ def check_inputs(bundle: Bundle, inputs: dict[str, Any]
         if tuple(array.shape) != tuple(b["shape"]) or array.dtype != np_dtype(b["dtype"]):
             raise SimulationError(f"input '{name}' is {array.dtype}{list(array.shape)} but the bundle was built "
                                   f"for {b['dtype']}{b['shape']}; convert it or rebuild with --shape")
-        out.append((b["memory"], b["offset"], to_storage(array, b["dtype"])))
+        strides = b.get("strides")   # an input written in place into a slice of an output (a KV cache's past)
+        out.append((b["memory"], b["offset"], to_storage(array, b["dtype"]),
+                    None if strides is None else (tuple(b["shape"]), tuple(int(s) for s in strides))))
     return out, host_inputs
 
 
-def _write(memories: dict[str, np.ndarray], raw: list[tuple[str, int, np.ndarray]], heap: HostHeap,
+def _write(memories: dict[str, np.ndarray], raw: list[tuple[str, int, np.ndarray, tuple | None]], heap: HostHeap,
            host_inputs: dict[str, Any]) -> None:
-    for memory, offset, data in raw:
-        memories[memory][offset:offset + data.size] = data
+    for memory, offset, data, layout in raw:
+        if layout is None:
+            memories[memory][offset:offset + data.size] = data
+            continue
+        shape, strides = layout      # scattered into the slice: element bytes at the given byte strides
+        item = data.size // max(1, math.prod(shape))
+        np.lib.stride_tricks.as_strided(memories[memory][offset:], (*shape, item),
+                                        (*strides, 1))[...] = data.reshape(*shape, item)
     for name, obj in host_inputs.items():
         heap.put(name, obj)
 
