@@ -13,7 +13,6 @@ from __future__ import annotations
 import gc
 import threading
 import time
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -27,7 +26,7 @@ from hetc.sim.functional import FunctionalReplay, KernelFn
 from hetc.sim.host import HostHeap, conform
 from hetc.sim.machine import Machine
 from hetc.sim.races import check_races
-from hetc.sim.result import SimResult, count_events, timing_result
+from hetc.sim.result import SimResult, count_events, timing_result, with_run
 
 
 class PreparedSimulation:
@@ -100,7 +99,7 @@ class PreparedSimulation:
         stats = {**self.timing.stats, **self._stats, "wall_s": time.perf_counter() - t0,
                  "prepare_s": prepared_here, "functional_s": functional_s, "functional": functional,
                  "inputs": "random(seed=0)" if functional and inputs is None else "given"}
-        return replace(self.timing, memory_usage=dict(self.timing.memory_usage), outputs=outputs, stats=stats)
+        return with_run(self.timing, outputs, stats)
 
 
 def random_inputs(bundle: Bundle, seed: int = 0) -> dict[str, np.ndarray]:
