@@ -8,13 +8,13 @@ from dataclasses import replace
 
 import pytest
 
-from hetc.codegen import Wait
+from hetc.codegen import Dma, Wait
 from hetc.errors import SimulationError
 from hetc.sim import PreparedSimulation, simulate
 from hetc.sim import races
 from hetc.sim.engine import run
 from hetc.sim.machine import Machine
-from hetc.sim.result import Deferred, SimEvent, _event, _memory_usage
+from hetc.sim.result import Deferred, SimEvent, _event, _memory_usage, count_events
 from hetc.sim.simulate import forget_prepared
 
 from test_sim import edit, find
@@ -116,3 +116,13 @@ def test_other_programs_with_an_equal_trace_are_checked_again(sweeps) -> None:
 def test_the_engine_end_is_the_latest_record_end(dram_bw: float, contention: bool) -> None:
     trace = run(Machine.from_bundle(mixed_bundle(toy_target(dram_bw=dram_bw))), contention=contention)
     assert trace.stats["end_ns"] == max(r[3] for r in trace.records)
+
+
+def test_event_counts_follow_the_programs_run() -> None:
+    bundle = mixed_bundle()
+    broken = edit(bundle, "dma_dsp", find(bundle, "dma_dsp", lambda i: isinstance(i, Dma)))   # one DMA fewer
+    for b in (bundle, broken, bundle, broken):   # kept counts never answer for other programs
+        machine = Machine.from_bundle(b)
+        trace = run(machine)
+        expected = sum(2 if machine.programs[e][pc].kind in ("compute", "dma") else 1 for e, pc, _, _ in trace.records)
+        assert count_events(machine, trace) == expected
