@@ -3,7 +3,9 @@ first read and equal the eager ones; a race-free verdict is kept for the same pr
 reused for another program or another trace (the stale-cache cases)."""
 from __future__ import annotations
 
+import gc
 import pickle
+import weakref
 from dataclasses import replace
 
 import pytest
@@ -47,8 +49,20 @@ def test_deferred_fields_equal_the_eager_ones() -> None:
     eager = tuple(_event(machine.engines[e], pc, machine.programs[e][pc], s, t) for e, pc, s, t in order)
     assert result.events == eager and all(isinstance(e, SimEvent) for e in result.events)
     assert not isinstance(result.__dict__["events"], Deferred)   # computed once, then kept
-    assert result.memory_usage == _memory_usage(bundle, machine, trace, result.makespan_ns)
+    assert result.memory_usage == _memory_usage(len(bundle.constants), bundle.outputs, machine, trace,
+                                                result.makespan_ns)
     assert len(result.sync_edges) == sum(e.kind == "wait" for e in result.events)
+
+
+def test_an_unread_result_does_not_hold_its_bundle() -> None:
+    """(A deferred field must not keep the bundle, and its constants image, alive.)"""
+    bundle = mixed_bundle()
+    result = PreparedSimulation(bundle).run(functional=False)
+    gone = weakref.ref(bundle)
+    del bundle
+    gc.collect()
+    assert gone() is None
+    assert result.memory_usage and result.events   # still computed from what the result kept
 
 
 def test_results_of_one_preparation_do_not_share_mutable_fields() -> None:

@@ -128,6 +128,8 @@ def with_run(result: SimResult, outputs: dict[str, Any] | None, stats: dict[str,
 def timing_result(bundle: "Bundle", machine: "Machine", trace: "Trace") -> SimResult:
     """Everything a run observes but its outputs: events, sync edges, memory usage over time, makespan."""
     engines = machine.engines
+    # What the memory curves read from the bundle, so that an unread result does not hold the constants image
+    weights_end, outputs = len(bundle.constants), bundle.outputs
 
     def events() -> tuple[SimEvent, ...]:
         order = sorted(trace.records, key=lambda r: (r[2], engines[r[0]], r[1]))
@@ -143,7 +145,8 @@ def timing_result(bundle: "Bundle", machine: "Machine", trace: "Trace") -> SimRe
                              "slowdown": makespan / planned if planned else 1.0}
     return SimResult(makespan_ns=makespan, planned_makespan_ns=planned, events=Deferred(events),
                      sync_edges=Deferred(edges), stats=stats,
-                     memory_usage=Deferred(lambda: _memory_usage(bundle, machine, trace, makespan), copy=dict))
+                     memory_usage=Deferred(lambda: _memory_usage(weights_end, outputs, machine, trace, makespan),
+                                           copy=dict))
 
 
 def _event(engine: str, pc: int, ins: Instruction, start: float, end: float) -> SimEvent:
@@ -162,7 +165,7 @@ def _event(engine: str, pc: int, ins: Instruction, start: float, end: float) -> 
     return SimEvent(engine, pc, "signal", ins.sem, start, end)
 
 
-def _memory_usage(bundle: "Bundle", machine: "Machine", trace: "Trace",
+def _memory_usage(weights_end: int, outputs: list[dict[str, Any]], machine: "Machine", trace: "Trace",
                   makespan: float) -> dict[str, tuple[tuple[float, int], ...]]:
     """Bytes in use per memory over simulated time: a storage is live from its first write (0 for inputs and
     weights) to its last access (the end of the run for graph outputs and the read-only weights region)."""
@@ -190,11 +193,11 @@ def _memory_usage(bundle: "Bundle", machine: "Machine", trace: "Trace",
             if end > span[1]:
                 span[1] = end
             span[2], span[3] = min(span[2], o.offset), max(span[3], o.end)
-    weights_end = len(bundle.constants)   # the read-only region stays reserved for the whole run
+    # the read-only region (the constants image, ``weights_end`` bytes) stays reserved for the whole run
     for (memory, _), span in live.items():
         if memory == machine.dram and span[2] < weights_end:
             span[1] = makespan
-    for b in bundle.outputs:   # outputs stay until the caller reads them: the latest storage at the binding
+    for b in outputs:   # outputs stay until the caller reads them: the latest storage at the binding
         at = [span for (memory, _), span in live.items() if memory == b["memory"] and span[2] == b["offset"]]
         if at:
             max(at, key=lambda span: span[0])[1] = makespan
