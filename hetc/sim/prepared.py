@@ -1,8 +1,9 @@
 """``PreparedSimulation``: a bundle made ready to simulate many times, as an onnxruntime InferenceSession is.
 
 Everything that depends only on the bundle is done once: decoding the programs, the timing run (DRAM
-contention included) and its trace, the race check, the SimResult's events, sync edges and memory curves,
-and, at the first functional run, the memories and every instruction bound to numpy views at its planned
+contention included) and its trace, the race check (a verdict kept from an earlier run of the same programs
+and trace is reused: ``hetc.sim.races``), the SimResult (its events, sync edges and memory curves built at
+their first read: ``hetc.sim.result.Deferred``), and, at the first functional run, the memories and every instruction bound to numpy views at its planned
 offsets (``hetc.sim.functional``). ``run(inputs)`` then writes the inputs, replays the computes and DMAs in
 the traced order on the bytes and reads the outputs: the same bytes a fresh ``simulate()`` gives, so a
 wrong offset, a missing transfer or a missing semaphore still gives wrong numbers (or a race error, raised
