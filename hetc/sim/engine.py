@@ -186,6 +186,7 @@ def run(machine: Machine, contention: bool = True) -> Trace:
                 t = end
             else:
                 done[e] = True
+                nows[e] = t   # its clock at the end: the last of its records ends there
 
     def reshare(t: float, total: float) -> None:
         """Every DRAM user runs at one common speed; when it changes, bank each user's progress at the old
@@ -261,7 +262,9 @@ def run(machine: Machine, contention: bool = True) -> Trace:
         raise SimulationError("deadlock: " + "; ".join(_stuck_reason(machine, e, pcs[e], signals) for e in stuck)
                               + "; these waits can never be satisfied, so the programs are inconsistent: rebuild "
                               "the bundle")
-    return Trace(records=records, signals=signals, heap_events=popped, stats={"dram_min_speed": slowest})
+    # Every engine's records end by its final clock, and its last one ends there: the run's end is the latest.
+    return Trace(records=records, signals=signals, heap_events=popped,
+                 stats={"dram_min_speed": slowest, "end_ns": max(nows, default=0.0)})
 
 
 _PC_NUMBERS: list[int] = []

@@ -1,8 +1,9 @@
 """``PreparedSimulation``: a bundle made ready to simulate many times, as an onnxruntime InferenceSession is.
 
 Everything that depends only on the bundle is done once: decoding the programs, the timing run (DRAM
-contention included) and its trace, the race check, the SimResult's events, sync edges and memory curves,
-and, at the first functional run, the memories and every instruction bound to numpy views at its planned
+contention included) and its trace, the race check (a verdict kept from an earlier run of the same programs
+and trace is reused: ``hetc.sim.races``), the SimResult (its events, sync edges and memory curves built at
+their first read: ``hetc.sim.result.Deferred``), and, at the first functional run, the memories and every instruction bound to numpy views at its planned
 offsets (``hetc.sim.functional``). ``run(inputs)`` then writes the inputs, replays the computes and DMAs in
 the traced order on the bytes and reads the outputs: the same bytes a fresh ``simulate()`` gives, so a
 wrong offset, a missing transfer or a missing semaphore still gives wrong numbers (or a race error, raised
@@ -14,7 +15,6 @@ import gc
 import math
 import threading
 import time
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,7 @@ from hetc.sim.functional import FunctionalReplay, KernelFn
 from hetc.sim.host import HostHeap, conform
 from hetc.sim.machine import Machine
 from hetc.sim.races import check_races
-from hetc.sim.result import SimResult, count_events, timing_result
+from hetc.sim.result import SimResult, count_events, timing_result, with_run
 
 
 class PreparedSimulation:
@@ -101,7 +101,7 @@ class PreparedSimulation:
         stats = {**self.timing.stats, **self._stats, "wall_s": time.perf_counter() - t0,
                  "prepare_s": prepared_here, "functional_s": functional_s, "functional": functional,
                  "inputs": "random(seed=0)" if functional and inputs is None else "given"}
-        return replace(self.timing, memory_usage=dict(self.timing.memory_usage), outputs=outputs, stats=stats)
+        return with_run(self.timing, outputs, stats)
 
 
 def random_inputs(bundle: Bundle, seed: int = 0) -> dict[str, np.ndarray]:

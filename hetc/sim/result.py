@@ -1,8 +1,15 @@
-"""The SimResult artifact: what the discrete-event simulator observed, and how a timing trace becomes one."""
+"""The SimResult artifact: what the discrete-event simulator observed, and how a timing trace becomes one.
+
+A timing run's events, sync edges and memory curves cost several times the event loop to build (one object
+per executed instruction), and a sweep point reads none of them: ``timing_result`` defers them (``Deferred``)
+and a SimResult computes a deferred field at its first read. Callers see the same values: every read,
+``==``, ``repr``, ``dataclasses.replace`` and pickling go through the field.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+import threading
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -52,20 +59,94 @@ class SimResult:
     outputs: dict[str, np.ndarray] | None = None             # functional mode only
     stats: dict[str, Any] = field(default_factory=dict)      # events processed, wall time, contention...
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}   # deferred fields computed
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+
+class Deferred:
+    """A field value computed by ``compute`` at the first read of any SimResult holding it, then kept (results
+    of one prepared simulation share it; ``copy`` gives each its own copy of a mutable value)."""
+
+    def __init__(self, compute: Callable[[], Any], copy: Callable[[Any], Any] | None = None) -> None:
+        self._compute, self._copy = compute, copy
+        self._value: Any = None
+        self._done = False
+        self._lock = threading.Lock()
+
+    def value(self) -> Any:
+        if not self._done:
+            with self._lock:
+                if not self._done:
+                    self._value = self._compute()
+                    self._done, self._compute = True, None
+        return self._copy(self._value) if self._copy is not None else self._value
+
+    def copied(self) -> "Deferred":
+        """A Deferred for another result: the same computation, its own copy of the value."""
+        return self if self._copy is None else Deferred(self.value)
+
+
+class _DeferrableField:
+    """Data descriptor over a SimResult field: stores what ``__init__`` gives and turns a Deferred into its
+    value at the first read."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name]
+        if isinstance(value, Deferred):
+            value = value.value()
+            obj.__dict__[self.name] = value
+        return value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.name] = value
+
+
+for _name in ("events", "sync_edges", "memory_usage"):   # installed after @dataclass: not taken as defaults
+    setattr(SimResult, _name, _DeferrableField(_name))
+
+
+def with_run(result: SimResult, outputs: dict[str, Any] | None, stats: dict[str, Any]) -> SimResult:
+    """``result`` with a run's outputs and stats, its deferred fields still deferred (``replace`` would
+    compute them)."""
+    state = result.__dict__
+    deferred = {name: value.copied() if isinstance(value, Deferred) else value
+                for name in ("events", "sync_edges", "memory_usage") for value in (state[name],)}
+    if not isinstance(deferred["memory_usage"], Deferred):
+        deferred["memory_usage"] = dict(deferred["memory_usage"])
+    return SimResult(makespan_ns=result.makespan_ns, planned_makespan_ns=result.planned_makespan_ns,
+                     outputs=outputs, stats=stats, **deferred)
+
 
 def timing_result(bundle: "Bundle", machine: "Machine", trace: "Trace") -> SimResult:
     """Everything a run observes but its outputs: events, sync edges, memory usage over time, makespan."""
     engines = machine.engines
-    order = sorted(trace.records, key=lambda r: (r[2], engines[r[0]], r[1]))
-    events = tuple(_event(engines[e], pc, machine.programs[e][pc], start, end) for e, pc, start, end in order)
-    edges = tuple(SyncEdge(s, engines[se], sp, engines[de], dp, t)
-                  for s, se, sp, de, dp, t in trace.sync_edges(machine))
-    makespan = max((r[3] for r in trace.records), default=0.0)
+    # What the memory curves read from the bundle, so that an unread result does not hold the constants image
+    weights_end, outputs = len(bundle.constants), bundle.outputs
+
+    def events() -> tuple[SimEvent, ...]:
+        order = sorted(trace.records, key=lambda r: (r[2], engines[r[0]], r[1]))
+        return tuple(_event(engines[e], pc, machine.programs[e][pc], start, end) for e, pc, start, end in order)
+
+    def edges() -> tuple[SyncEdge, ...]:
+        return tuple(SyncEdge(s, engines[se], sp, engines[de], dp, t)
+                     for s, se, sp, de, dp, t in trace.sync_edges(machine))
+
+    makespan = trace.stats["end_ns"] if "end_ns" in trace.stats else max((r[3] for r in trace.records), default=0.0)
     planned = float(bundle.manifest.get("planned_makespan_ns", 0))
     stats: dict[str, Any] = {"dram_min_speed": trace.stats["dram_min_speed"],
                              "slowdown": makespan / planned if planned else 1.0}
-    return SimResult(makespan_ns=makespan, planned_makespan_ns=planned, events=events, sync_edges=edges,
-                     memory_usage=_memory_usage(bundle, machine, trace, makespan), stats=stats)
+    return SimResult(makespan_ns=makespan, planned_makespan_ns=planned, events=Deferred(events),
+                     sync_edges=Deferred(edges), stats=stats,
+                     memory_usage=Deferred(lambda: _memory_usage(weights_end, outputs, machine, trace, makespan),
+                                           copy=dict))
 
 
 def _event(engine: str, pc: int, ins: Instruction, start: float, end: float) -> SimEvent:
@@ -84,7 +165,7 @@ def _event(engine: str, pc: int, ins: Instruction, start: float, end: float) -> 
     return SimEvent(engine, pc, "signal", ins.sem, start, end)
 
 
-def _memory_usage(bundle: "Bundle", machine: "Machine", trace: "Trace",
+def _memory_usage(weights_end: int, outputs: list[dict[str, Any]], machine: "Machine", trace: "Trace",
                   makespan: float) -> dict[str, tuple[tuple[float, int], ...]]:
     """Bytes in use per memory over simulated time: a storage is live from its first write (0 for inputs and
     weights) to its last access (the end of the run for graph outputs and the read-only weights region)."""
@@ -112,11 +193,11 @@ def _memory_usage(bundle: "Bundle", machine: "Machine", trace: "Trace",
             if end > span[1]:
                 span[1] = end
             span[2], span[3] = min(span[2], o.offset), max(span[3], o.end)
-    weights_end = len(bundle.constants)   # the read-only region stays reserved for the whole run
+    # the read-only region (the constants image, ``weights_end`` bytes) stays reserved for the whole run
     for (memory, _), span in live.items():
         if memory == machine.dram and span[2] < weights_end:
             span[1] = makespan
-    for b in bundle.outputs:   # outputs stay until the caller reads them: the latest storage at the binding
+    for b in outputs:   # outputs stay until the caller reads them: the latest storage at the binding
         at = [span for (memory, _), span in live.items() if memory == b["memory"] and span[2] == b["offset"]]
         if at:
             max(at, key=lambda span: span[0])[1] = makespan
@@ -140,4 +221,23 @@ def _memory_usage(bundle: "Bundle", machine: "Machine", trace: "Trace",
 
 def count_events(machine: "Machine", trace: "Trace") -> int:
     """Simulated state changes: a start and an end per compute/DMA, one per signal and per wait."""
-    return sum(2 if machine.programs[e][pc].kind in ("compute", "dma") else 1 for e, pc, _, _ in trace.records)
+    records = trace.records
+    if len(records) == machine.n_instructions:   # a finished run executes every instruction once
+        return len(records) + sum(map(_computes_and_dmas, machine.programs))
+    return sum(2 if machine.programs[e][pc].kind in ("compute", "dma") else 1 for e, pc, _, _ in records)
+
+
+# The last programs counted: (instruction tuple, its computes and DMAs). Holding the tuple keeps its id its own.
+_counted: list[tuple[tuple, int]] = []
+
+
+def _computes_and_dmas(program: tuple[Instruction, ...]) -> int:
+    """How many computes and DMAs ``program`` has, kept for the last few programs (a sweep point runs the same
+    ones again)."""
+    for kept, count in _counted:
+        if kept is program:
+            return count
+    count = sum(map((Compute, Dma).__contains__, map(type, program)))
+    _counted.insert(0, (program, count))
+    del _counted[32:]
+    return count
