@@ -189,7 +189,10 @@ def cnn_build():
 
 
 def _check(model: onnx.ModelProto, bundle: Bundle, inputs):
-    return validate(model, simulate(bundle, inputs).outputs, inputs)
+    """The verdict as a build gives it: re-anchoring at the cut nodes allowed (hetc.validate.anchors), so a
+    defect must fail that too."""
+    return validate(model, simulate(bundle, inputs).outputs, inputs,
+                    probe=lambda names: simulate(bundle, inputs, probes=names).probes)
 
 
 def _with_constants(bundle: Bundle, weight: str, edit) -> Bundle:
@@ -225,6 +228,7 @@ def test_one_perturbed_output_channel_fails(cnn_build):
         w[5] *= 1 + 1e-3   # one output channel of the second conv, 0.1%
     report = _check(model, _with_constants(bundle, _conv_weight(bundle, 1), perturb), inputs)
     assert not report.passed and report.outputs[0].ratio > 16, str(report)
+    assert report.anchors and not report.anchors[0].passed   # the Gemm's input carries the defect
 
 
 def test_dropped_partial_sum_fails(cnn_build):
@@ -261,8 +265,9 @@ def test_plans_broken_on_purpose_fail_validation(case):
     else:
         broken = edit(bundle, "dma_dsp", find(bundle, "dma_dsp", lambda i: isinstance(i, Dma) and i.value == "scale"))
     inputs = mixed_inputs()
-    assert validate(mixed_model(), simulate(bundle, inputs).outputs, inputs).passed
-    assert not validate(mixed_model(), simulate(broken, inputs).outputs, inputs).passed
+    assert _check(mixed_model(), bundle, inputs).passed
+    report = _check(mixed_model(), broken, inputs)
+    assert not report.passed and report.anchors, str(report)   # re-anchored, and still failing
 
 
 # ---------------------------------------------------------------------------------------------- light models

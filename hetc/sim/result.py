@@ -51,6 +51,7 @@ class SimResult:
     memory_usage: dict[str, tuple[tuple[float, int], ...]]  # memory -> (time, bytes in use) steps
     outputs: dict[str, np.ndarray] | None = None             # functional mode only
     stats: dict[str, Any] = field(default_factory=dict)      # events processed, wall time, contention...
+    probes: dict[str, np.ndarray] | None = None              # values asked for by name (functional mode)
 
 
 def timing_result(bundle: "Bundle", machine: "Machine", trace: "Trace") -> SimResult:
