@@ -297,6 +297,19 @@ def test_randomized_light_models_get_random_weights():
     onnx.checker.check_model(model)
 
 
+def test_a_weight_reshaped_before_its_gemm_is_randomized_too():
+    """Inception-v1's classifier weight reaches its Gemm through a Reshape: it stayed 0.02 everywhere, so every
+    logit was equal whatever the random convolutions computed."""
+    from conftest import light_model_path
+
+    model = randomize_weights(onnx.load(light_model_path("inception_v1")), seed=0)
+    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    weight, bias = values["loss3/classifier_w_0"], values["loss3/classifier_b_0"]
+    assert weight.shape == (1, 1, 1000, 1024) and weight.std() == pytest.approx(np.sqrt(2 / 1024), rel=0.05)
+    assert bias.std() > 0.01
+    onnx.checker.check_model(model)
+
+
 @pytest.mark.parametrize("randomize", [False, True], ids=["equal logits", "random weights"])
 def test_squeezenet_on_edge_soc_passes(randomize):
     result = build(_logits("squeezenet", randomize), BuildOptions(target="edge-soc", validate=True, time_limit_s=5))
