@@ -205,3 +205,10 @@ def test_cut_nodes_are_the_steps_and_the_failing_outputs_producers():
     reshaped = _equal_logits_model()
     reshaped.graph.node.append(helper.make_node("Flatten", ["p"], ["flat"]))
     assert [n.op_type for n in cut_nodes(reshaped, ["flat"])] == ["Softmax"]   # behind data movement
+
+
+def test_without_the_probed_values_the_rule_stands(softmax_build):
+    model, bundle, inputs = softmax_build
+    sim = simulate(bundle, inputs, kernel=_kernel("MatMul", _one_ulp_off(0)))
+    report = validate(model, sim.outputs, inputs, probe=lambda names: {})
+    assert not report.passed and report.anchors == ()

@@ -91,7 +91,11 @@ def reanchor(model: onnx.ModelProto, rows: tuple[OutputComparison, ...], actual:
     nodes = [n for n in nodes if all(v in probed for v in (*n.input, *n.output) if v and v not in constants)]
     if not nodes:
         return rows, ()
-    anchors = _check_cut_inputs_and_outputs(model, nodes, probed, actual, inputs, tolerance, failing, constants)
+    try:
+        anchors = _check_cut_inputs_and_outputs(model, nodes, probed, actual, inputs, tolerance, failing, constants)
+    except Exception as error:  # noqa: BLE001 - a cut model the references refuse: the rule's verdict stands
+        why = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        return tuple(replace(r, note=f"not re-anchored: {why}") if r.name in failing else r for r in rows), ()
     ok = all(a.passed for a in anchors)
     names = ", ".join(sorted({n.op_type for n in nodes}))
     judged = []

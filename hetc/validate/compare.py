@@ -157,8 +157,15 @@ class ValidationReport:
                      f"({self.rule()})")
         lines.append(f"reference: {self.reference}")
         if self.anchors:
-            lines.append("cut checks (from hetc's own values at the cut nodes, docs/validation.md):")
-            lines.extend(self._table("value", self.anchors))
+            # Every failing check, else the closest calls: a quantized model has a hundred or more.
+            shown = [a for a in self.anchors if not a.passed] or sorted(
+                self.anchors, key=lambda a: a.ratio if a.ratio is not None else a.max_rel_err, reverse=True
+            )[:_ANCHORS_SHOWN]
+            lines.append(f"cut checks (from hetc's own values at the cut nodes, docs/validation.md): "
+                         f"{sum(a.passed for a in self.anchors)}/{len(self.anchors)} pass")
+            lines.extend(self._table("value", tuple(shown)))
+            if len(shown) < len(self.anchors):
+                lines.append(f"... and {len(self.anchors) - len(shown)} more (--json lists every check)")
         return "\n".join(lines)
 
     @staticmethod
@@ -282,6 +289,7 @@ def compare(actual: Mapping[str, Any], expected: Mapping[str, Any], precision: s
 
 
 _MISSING = object()
+_ANCHORS_SHOWN = 8
 _INF = float("inf")
 
 
