@@ -84,7 +84,8 @@ def validate_bundle(bundle: Bundle | str | Path, model: str | Path, inputs: Any 
                               f"{recorded[:12]}...); pass the original model with --model")
     values = bundle_inputs(b, inputs, seed)
     sim = _simulate(b, values, functional=True, precision=precision)
-    report = validate_outputs(model, sim.outputs or {}, values, precision)
+    report = validate_outputs(model, sim.outputs or {}, values, precision, probe=lambda names: _simulate(
+        b, values, functional=True, precision=precision, probes=names).probes)
     return BundleValidation(sim=sim, report=report, inputs=values)
 
 

@@ -189,7 +189,10 @@ def cnn_build():
 
 
 def _check(model: onnx.ModelProto, bundle: Bundle, inputs):
-    return validate(model, simulate(bundle, inputs).outputs, inputs)
+    """The verdict as a build gives it: re-anchoring at the cut nodes allowed (hetc.validate.anchors), so a
+    defect must fail that too."""
+    return validate(model, simulate(bundle, inputs).outputs, inputs,
+                    probe=lambda names: simulate(bundle, inputs, probes=names).probes)
 
 
 def _with_constants(bundle: Bundle, weight: str, edit) -> Bundle:
@@ -225,6 +228,7 @@ def test_one_perturbed_output_channel_fails(cnn_build):
         w[5] *= 1 + 1e-3   # one output channel of the second conv, 0.1%
     report = _check(model, _with_constants(bundle, _conv_weight(bundle, 1), perturb), inputs)
     assert not report.passed and report.outputs[0].ratio > 16, str(report)
+    assert report.anchors and not report.anchors[0].passed   # the Gemm's input carries the defect
 
 
 def test_dropped_partial_sum_fails(cnn_build):
@@ -261,8 +265,9 @@ def test_plans_broken_on_purpose_fail_validation(case):
     else:
         broken = edit(bundle, "dma_dsp", find(bundle, "dma_dsp", lambda i: isinstance(i, Dma) and i.value == "scale"))
     inputs = mixed_inputs()
-    assert validate(mixed_model(), simulate(bundle, inputs).outputs, inputs).passed
-    assert not validate(mixed_model(), simulate(broken, inputs).outputs, inputs).passed
+    assert _check(mixed_model(), bundle, inputs).passed
+    report = _check(mixed_model(), broken, inputs)
+    assert not report.passed and report.anchors, str(report)   # re-anchored, and still failing
 
 
 # ---------------------------------------------------------------------------------------------- light models
@@ -289,6 +294,19 @@ def test_randomized_light_models_get_random_weights():
     assert values.shape == (64, 3, 3, 3) and values.std() == pytest.approx(np.sqrt(2 / 27), rel=0.1)
     assert not any(n.op_type == "ConstantOfShape" and n.output[0] == "conv1_w_0" for n in model.graph.node)
     assert "conv1_w_0" in {i.name for i in model.graph.input}   # IR 3: initializers are graph inputs
+    onnx.checker.check_model(model)
+
+
+def test_a_weight_reshaped_before_its_gemm_is_randomized_too():
+    """Inception-v1's classifier weight reaches its Gemm through a Reshape: it stayed 0.02 everywhere, so every
+    logit was equal whatever the random convolutions computed."""
+    from conftest import light_model_path
+
+    model = randomize_weights(onnx.load(light_model_path("inception_v1")), seed=0)
+    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    weight, bias = values["loss3/classifier_w_0"], values["loss3/classifier_b_0"]
+    assert weight.shape == (1, 1, 1000, 1024) and weight.std() == pytest.approx(np.sqrt(2 / 1024), rel=0.05)
+    assert bias.std() > 0.01
     onnx.checker.check_model(model)
 
 
@@ -334,3 +352,17 @@ def test_hetc_validate_prints_the_figures_and_the_references() -> None:
     assert data["passed"] and data["reference"].endswith("float64") and data["max_ratio"] <= 16
     assert all(o["ratio"] is not None and o["hetc_err"] is not None and o["ort_err"] is not None
                for o in data["outputs"])
+
+
+def test_exact_reference_normalises_every_channel_of_an_lrn():
+    """onnx.reference's own LRN normalises channel 0 only (it loops over the batch): the float64 reference of
+    an LRN model was off by far more than float32 noise, and the rule tolerated 16 times that in hetc."""
+    node = helper.make_node("LRN", ["x"], ["y"], size=5, alpha=0.5, beta=0.75, bias=1.0)
+    graph = helper.make_graph([node], "lrn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 7, 3, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 7, 3, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    x = make_inputs(model)
+    exact = exact_outputs(model, x)
+    assert exact.source == "onnx.reference float64"   # onnxruntime has no double LRN
+    np.testing.assert_allclose(exact.outputs["y"], reference_outputs(model, x)["y"], rtol=1e-6, atol=1e-7)

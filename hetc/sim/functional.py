@@ -114,10 +114,18 @@ class FunctionalReplay:
         self.resets = self._resets(len(bundle.constants))
 
     # ------------------------------------------------------------------ running
-    def run(self, write_inputs: Callable[[dict[str, np.ndarray]], None]) -> None:
+    def run(self, write_inputs: Callable[[dict[str, np.ndarray]], None], probes: frozenset[str] = frozenset()
+            ) -> dict[str, np.ndarray]:
         """One run: reset what the run would otherwise read stale, write the inputs (``write_inputs`` gets the
-        memories), replay every compute and DMA. The caller reads the outputs from ``memories``."""
+        memories), replay every compute and DMA. The caller reads the outputs from ``memories``. Returns the
+        probed values: each value named in ``probes`` as a compute read or wrote it (the largest operand of
+        that name: a whole tensor rather than a tile of it), copied at that moment, since the plan may reuse
+        its bytes later (what hetc.validate re-anchors on)."""
         memories = self.memories
+        probed: dict[str, np.ndarray] = {}
+        calls, steps = self._calls, self.steps
+        if probes:
+            calls, steps = self._probing(probes, probed)
         self.heap.values.clear()
         for reset in self.resets:
             reset.fill(0)
@@ -128,11 +136,10 @@ class FunctionalReplay:
         try:
             with np.errstate(all="ignore"):   # inf/nan results are legitimate ONNX outputs, as in onnxruntime
                 if self.whole:
-                    for k, call in enumerate(self._calls):
+                    for k, call in enumerate(calls):
                         call()
                 else:
                     staged: dict[int, Any] = {}
-                    steps = self.steps
                     for k, (is_read, index) in enumerate(self.order):
                         if is_read:
                             staged[index] = steps[index].read()
@@ -146,6 +153,44 @@ class FunctionalReplay:
             raise SimulationError(f"kernel {getattr(ins, 'kernel', 'dma')} failed on "
                                   f"{self.machine.describe(step.engine, step.pc)}: {type(exc).__name__}: {exc}"
                                   ) from exc
+        return probed
+
+    def _probing(self, probes: frozenset[str], probed: dict[str, np.ndarray]
+                 ) -> tuple[list[Callable[[], None]], list[Step]]:
+        """The calls (whole replay) and steps (staged replay) with every compute that reads or writes a probed
+        value wrapped to copy it into ``probed``: inputs before the compute, outputs after it."""
+        memories = self.memories
+
+        def keep(operands: tuple[Operand | None, ...]) -> None:
+            for o in operands:
+                if o is not None and o.value in probes and not o.host and o.dtype != "string":
+                    held = probed.get(o.value)
+                    if held is None or held.size <= int(np.prod(o.shape, dtype=np.int64)):
+                        probed[o.value] = np.array(view(memories, o))
+
+        calls, steps = list(self._calls), list(self.steps)
+        for k, step in enumerate(self.steps):
+            ins = self.machine.programs[step.engine][step.pc]
+            if not isinstance(ins, Compute) or not any(
+                    o is not None and o.value in probes for o in (*ins.inputs, *ins.outputs)):
+                continue
+
+            def run(step: Step = step, ins: Compute = ins) -> None:
+                keep(ins.inputs)
+                step.run()
+                keep(ins.outputs)
+
+            def read(step: Step = step, ins: Compute = ins) -> Any:
+                keep(ins.inputs)
+                return step.read()
+
+            def write(results: Any, step: Step = step, ins: Compute = ins) -> None:
+                step.write(results)
+                keep(ins.outputs)
+            steps[k] = Step(step.engine, step.pc, run, read, write, step.reads, step.writes)
+        if self.whole:
+            calls = [steps[k].run for _, k in self.order]
+        return calls, steps
 
     # ------------------------------------------------------------------ binding
     def bind(self, e: int, pc: int, ins: Compute | Dma) -> Step:

@@ -77,11 +77,13 @@ class PreparedSimulation:
             self.prepare_s += time.perf_counter() - t0
         return self._replay
 
-    def run(self, inputs: dict[str, np.ndarray] | None = None, functional: bool = True) -> SimResult:
+    def run(self, inputs: dict[str, np.ndarray] | None = None, functional: bool = True,
+            probes: frozenset[str] = frozenset()) -> SimResult:
         """One simulation. Functional mode (``inputs=None``: ``random_inputs(bundle, seed=0)``) computes the
-        outputs; timing-only mode returns the prepared timing result."""
+        outputs, and the intermediate values named in ``probes`` as the computes saw them (``SimResult.probes``);
+        timing-only mode returns the prepared timing result."""
         t0 = time.perf_counter()
-        outputs = None
+        outputs = probed = None
         prepared_here = 0.0
         if functional:
             raw, host_inputs = check_inputs(self.bundle, random_inputs(self.bundle) if inputs is None else inputs)
@@ -93,7 +95,8 @@ class PreparedSimulation:
                 else:
                     replay = self._replay
                 t1 = time.perf_counter()
-                replay.run(lambda memories: _write(memories, raw, replay.heap, host_inputs))
+                probed = replay.run(lambda memories: _write(memories, raw, replay.heap, host_inputs),
+                                    frozenset(probes))
                 outputs = _read_outputs(self.bundle, replay.memories, replay.heap)
             functional_s = time.perf_counter() - t1
         else:
@@ -101,7 +104,7 @@ class PreparedSimulation:
         stats = {**self.timing.stats, **self._stats, "wall_s": time.perf_counter() - t0,
                  "prepare_s": prepared_here, "functional_s": functional_s, "functional": functional,
                  "inputs": "random(seed=0)" if functional and inputs is None else "given"}
-        return with_run(self.timing, outputs, stats)
+        return with_run(self.timing, outputs, stats, probed)
 
 
 def random_inputs(bundle: Bundle, seed: int = 0) -> dict[str, np.ndarray]:

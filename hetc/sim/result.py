@@ -58,6 +58,7 @@ class SimResult:
     memory_usage: dict[str, tuple[tuple[float, int], ...]]  # memory -> (time, bytes in use) steps
     outputs: dict[str, np.ndarray] | None = None             # functional mode only
     stats: dict[str, Any] = field(default_factory=dict)      # events processed, wall time, contention...
+    probes: dict[str, np.ndarray] | None = None              # values asked for by name (functional mode)
 
     def __getstate__(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}   # deferred fields computed
@@ -113,16 +114,17 @@ for _name in ("events", "sync_edges", "memory_usage"):   # installed after @data
     setattr(SimResult, _name, _DeferrableField(_name))
 
 
-def with_run(result: SimResult, outputs: dict[str, Any] | None, stats: dict[str, Any]) -> SimResult:
-    """``result`` with a run's outputs and stats, its deferred fields still deferred (``replace`` would
-    compute them)."""
+def with_run(result: SimResult, outputs: dict[str, Any] | None, stats: dict[str, Any],
+             probes: dict[str, Any] | None = None) -> SimResult:
+    """``result`` with a run's outputs, probed values and stats, its deferred fields still deferred (``replace``
+    would compute them)."""
     state = result.__dict__
     deferred = {name: value.copied() if isinstance(value, Deferred) else value
                 for name in ("events", "sync_edges", "memory_usage") for value in (state[name],)}
     if not isinstance(deferred["memory_usage"], Deferred):
         deferred["memory_usage"] = dict(deferred["memory_usage"])
     return SimResult(makespan_ns=result.makespan_ns, planned_makespan_ns=result.planned_makespan_ns,
-                     outputs=outputs, stats=stats, **deferred)
+                     outputs=outputs, stats=stats, probes=probes, **deferred)
 
 
 def timing_result(bundle: "Bundle", machine: "Machine", trace: "Trace") -> SimResult:

@@ -102,6 +102,8 @@ class ValidationReport:
     tolerance: Tolerance
     exact_source: str | None = None   # who computed the float64 reference; None: there is none
     exact_why: str = ""               # why there is none
+    # The checks at the cut nodes that judged the outputs missing the rule end to end (hetc.validate.anchors).
+    anchors: tuple[OutputComparison, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -141,13 +143,36 @@ class ValidationReport:
     def to_dict(self) -> dict[str, Any]:
         outputs = [{k: _finite(v) if isinstance(v, float) else v for k, v in asdict(o).items()}
                    for o in self.outputs]
+        anchors = [{k: _finite(v) if isinstance(v, float) else v for k, v in asdict(o).items()}
+                   for o in self.anchors]
         return {**self.summary(), "precision": self.precision, "rule": self.rule(),
-                "tolerance": asdict(self.tolerance), "exact_why": self.exact_why, "outputs": outputs}
+                "tolerance": asdict(self.tolerance), "exact_why": self.exact_why, "outputs": outputs,
+                "anchors": anchors}
 
     def __str__(self) -> str:
-        header = ("output", "shape", "dtype", "max abs err", "hetc err", "ort err", "ratio", "cosine", "result")
+        lines = self._table("output", self.outputs)
+        verdict = "PASSED" if self.passed else "FAILED"
+        passed = sum(o.passed for o in self.outputs)
+        lines.append(f"{verdict}: {passed}/{len(self.outputs)} outputs within {self.precision} tolerance "
+                     f"({self.rule()})")
+        lines.append(f"reference: {self.reference}")
+        if self.anchors:
+            # Every failing check, else the closest calls: a quantized model has a hundred or more.
+            shown = [a for a in self.anchors if not a.passed] or sorted(
+                self.anchors, key=lambda a: a.ratio if a.ratio is not None else a.max_rel_err, reverse=True
+            )[:_ANCHORS_SHOWN]
+            lines.append(f"cut checks (from hetc's own values at the cut nodes, docs/validation.md): "
+                         f"{sum(a.passed for a in self.anchors)}/{len(self.anchors)} pass")
+            lines.extend(self._table("value", tuple(shown)))
+            if len(shown) < len(self.anchors):
+                lines.append(f"... and {len(self.anchors) - len(shown)} more (--json lists every check)")
+        return "\n".join(lines)
+
+    @staticmethod
+    def _table(first: str, comparisons: tuple[OutputComparison, ...]) -> list[str]:
+        header = (first, "shape", "dtype", "max abs err", "hetc err", "ort err", "ratio", "cosine", "result")
         rows = [header]
-        for o in self.outputs:
+        for o in comparisons:
             shape = "x".join(map(str, o.shape)) or "scalar"
             result = ("pass" if o.passed else "FAIL") + (f" ({o.note})" if o.note else "")
             rows.append((o.name, shape, o.dtype, f"{o.max_abs_err:.3e}", fmt_optional(o.hetc_err),
@@ -155,12 +180,7 @@ class ValidationReport:
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
-        verdict = "PASSED" if self.passed else "FAILED"
-        passed = sum(o.passed for o in self.outputs)
-        lines.append(f"{verdict}: {passed}/{len(self.outputs)} outputs within {self.precision} tolerance "
-                     f"({self.rule()})")
-        lines.append(f"reference: {self.reference}")
-        return "\n".join(lines)
+        return lines
 
 
 def fmt_optional(value: float | None, spec: str = ".3e") -> str:
@@ -269,6 +289,7 @@ def compare(actual: Mapping[str, Any], expected: Mapping[str, Any], precision: s
 
 
 _MISSING = object()
+_ANCHORS_SHOWN = 8
 _INF = float("inf")
 
 

@@ -33,8 +33,11 @@ def _roles(graph: onnx.GraphProto) -> dict[str, tuple[str, int]]:
     """Initializer name -> (role, fan_in) from the first node that reads it."""
     roles: dict[str, tuple[str, int]] = {}
     shapes = {t.name: tuple(t.dims) for t in graph.initializer}
+    source = _reshaped_constants(graph, shapes)   # a reshaped weight's name -> the initializer it reshapes
     for node in graph.node:
-        ins = list(node.input)
+        ins = [source.get(i, i) for i in node.input]
+        if node.op_type in _WEIGHT_FAN_IN and len(ins) > 1 and node.input[1] in source:
+            shapes = {**shapes, ins[1]: shapes[node.input[1]]}   # the fan-in is read off the reshaped shape
         for index in _PARAMETERS.get(node.op_type, ()):
             if index < len(ins) and ins[index] in shapes:
                 roles.setdefault(ins[index], ("parameter", 1))
@@ -54,6 +57,27 @@ def _roles(graph: onnx.GraphProto) -> dict[str, tuple[str, int]]:
                 if i < len(ins) and ins[i]:
                     roles.setdefault(ins[i], ("bn_" + role, 1))
     return roles
+
+
+def _reshaped_constants(graph: onnx.GraphProto, shapes: dict[str, tuple[int, ...]]) -> dict[str, str]:
+    """Outputs of a ``Reshape`` of an initializer by a constant shape (how caffe2's exporter feeds Inception-v1's
+    classifier weight to its Gemm), mapped to that initializer; their shapes are added to ``shapes``."""
+    source: dict[str, str] = {}
+    for node in graph.node:
+        if node.op_type != "Reshape" or len(node.input) < 2 or node.input[0] not in shapes:
+            continue
+        target = next((t for t in graph.initializer if t.name == node.input[1]), None)
+        if target is None:
+            continue
+        dims = [int(d) for d in numpy_helper.to_array(target).ravel()]
+        old = shapes[node.input[0]]
+        dims = [old[i] if d == 0 and i < len(old) else d for i, d in enumerate(dims)]
+        try:
+            shapes[node.output[0]] = np.empty(old, dtype=np.uint8).reshape(dims).shape
+        except ValueError:
+            continue
+        source[node.output[0]] = node.input[0]
+    return source
 
 
 def _materialize_filled_weights(graph: onnx.GraphProto, ir_version: int) -> None:
