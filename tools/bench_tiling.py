@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import resource
 import statistics
 import sys
 import time
@@ -58,6 +59,10 @@ class Case:
     npu_busy: float | None = None     # mean busy share of the NPU devices over the makespan
     compile_s: float | None = None
     schedule_s: float | None = None
+    # CPU seconds of the build, its own and its CP-SAT children's: on a shared machine the wall clock above
+    # mostly measures the other jobs, this what the build itself costs.
+    compile_cpu_s: float | None = None
+    stage_s: dict[str, float] = field(default_factory=dict)      # wall seconds per pipeline stage
 
 
 def model_paths(names: list[str] | None) -> dict[str, Path]:
@@ -71,6 +76,12 @@ def model_paths(names: list[str] | None) -> dict[str, Path]:
     return found
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the CP-SAT searches run in forked children)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def measure(name: str, path: Path, target: str, tiling: bool, time_limit: float | None) -> Case:
     case = Case(name, target, tiling)
     options = {"target": target, "weights": "random", "time_limit_s": time_limit}
@@ -78,14 +89,16 @@ def measure(name: str, path: Path, target: str, tiling: bool, time_limit: float 
         options["tiling"] = tiling
     elif tiling:
         case.error = "this hetc has no tiling option"
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), cpu_seconds()
     try:
         result = build(path, BuildOptions(**options))
     except Exception as exc:  # a failed build is a row, not the end of the benchmark
         case.error = f"{type(exc).__name__}: {exc}"
         return case
     case.compile_s = time.perf_counter() - t0
-    case.schedule_s = result.summary.get("stage_s", {}).get("schedule")
+    case.compile_cpu_s = cpu_seconds() - cpu0
+    case.stage_s = dict(result.summary.get("stage_s", {}))
+    case.schedule_s = case.stage_s.get("schedule")
     graph, sched, target_obj = result.graph, result.plan.schedule, result.target
     kinds = {d: dev.kind for d, dev in target_obj.devices.items()}
     flops: Counter[str] = Counter()
@@ -123,11 +136,18 @@ def row(c: Case) -> str:
     busy = f"{c.npu_busy:.0%}" if c.npu_busy is not None else "-"
     return (f"| {c.model} | {c.target} | {'on' if c.tiling else 'off'} | {share} | {c.planned_us:,.0f} | "
             f"{c.simulated_us:,.0f} | {c.gap:.1%} | {c.tiled_nodes} / {c.tiles} (max {c.max_tiles}) | "
-            f"{c.dma_bytes / 2**20:,.1f} / {c.compulsory_bytes / 2**20:,.1f} | {busy} | {c.compile_s:.1f} |")
+            f"{c.dma_bytes / 2**20:,.1f} / {c.compulsory_bytes / 2**20:,.1f} | {busy} | {c.compile_s:.1f} "
+            f"(cpu {c.compile_cpu_s:.1f}; {slowest_stages(c)}) |")
+
+
+def slowest_stages(c: Case, count: int = 2) -> str:
+    """The stages that took longest, with their wall seconds: where the compile time goes."""
+    ranked = sorted(c.stage_s.items(), key=lambda kv: -kv[1])[:count]
+    return ", ".join(f"{name} {seconds:.1f}" for name, seconds in ranked)
 
 
 HEADER = ("| model | target | tiling | FLOPs by device kind | planned µs | simulated µs | gap | tiled nodes / "
-          "tiles (max) | DMA MiB / compulsory MiB | NPU busy | compile s |\n|" + "---|" * 11)
+          "tiles (max) | DMA MiB / compulsory MiB | NPU busy | compile s (cpu; slowest stages) |\n|" + "---|" * 11)
 
 
 def summary(cases: list[Case]) -> list[str]:
