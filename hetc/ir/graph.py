@@ -96,6 +96,10 @@ class Node:
     attrs: dict[str, Any] = field(default_factory=dict)
     domain: str = ""
     tile: "TileRef | None" = None   # set on the pieces the tiler cut a node into (hetc.ir.tiles)
+    # Per-node results later stages cache (cost, tile plans), keyed by the stage, each checked against the
+    # node's signature. On the node rather than in a WeakKeyDictionary: a Ctrl-C landing in such a dictionary's
+    # removal callback is swallowed ("Exception ignored"), and the build ran on. A copy starts empty.
+    memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def has_subgraph(self) -> bool:

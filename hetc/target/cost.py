@@ -6,7 +6,6 @@ is computed once per node and cached; the per-device part is a few multiplicatio
 """
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 
 from hetc.errors import TargetError
@@ -33,8 +32,9 @@ class NodeWork:
     epilogue: tuple[tuple[str, int], ...] = ()
 
 
-# node -> (signature it was computed for, work); the signature catches a node edited after it was costed.
-_WORK: "weakref.WeakKeyDictionary[Node, tuple[tuple, NodeWork]]" = weakref.WeakKeyDictionary()
+# node.memo[_MEMO_KEY] = (signature it was computed for, work); the signature catches a node edited after it
+# was costed.
+_MEMO_KEY = "cost.work"
 
 
 def _signature(node: Node) -> tuple:
@@ -69,12 +69,12 @@ def compute_dtype(node: Node) -> str:
 def node_work(node: Node) -> NodeWork:
     """Flops, bytes, class and dtype of ``node``, cached per node."""
     signature = _signature(node)
-    hit = _WORK.get(node)
+    hit = node.memo.get(_MEMO_KEY)
     if hit is not None and hit[0] == signature:
         return hit[1]
     epilogue = tuple((_part_class(op), flops) for op, flops in class_shares(node))
     work = NodeWork(node_flops(node), node_bytes(node), node_class(node), compute_dtype(node), epilogue)
-    _WORK[node] = (signature, work)
+    node.memo[_MEMO_KEY] = (signature, work)
     return work
 
 

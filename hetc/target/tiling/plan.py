@@ -27,7 +27,6 @@ cost model and keeps the fastest.
 from __future__ import annotations
 
 import math
-import weakref
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -331,8 +330,8 @@ def eligible_accelerators(target: Any, node: Node) -> list[str]:
     return [d for d, dev in target.devices.items() if dev.kind != "cpu" and kernel_support(target, node, d)]
 
 
-_PLANS: "weakref.WeakKeyDictionary[Node, dict[int, tuple[tuple, TilePlan | str | None]]]" = \
-    weakref.WeakKeyDictionary()
+# node.memo[_MEMO_KEY]: (id(target), budget fraction) -> (the node's signature, its plan).
+_MEMO_KEY = "tiling.plans"
 
 
 def _signature(node: Node) -> tuple:
@@ -347,7 +346,7 @@ def plan_node(target: Any, node: Node, opset: int | None = None,
     accelerator could run it, or it fits and no split pays). Cached per node and target."""
     if node.tile is not None:
         return None   # a tile fits by construction
-    per_target = _PLANS.setdefault(node, {})
+    per_target = node.memo.setdefault(_MEMO_KEY, {})
     key = (id(target), fraction)
     signature = _signature(node)
     hit = per_target.get(key)
