@@ -1,0 +1,80 @@
+"""The schedules that ship: CP-SAT against HEFT after tiling and memory planning (prints a table; not a test).
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python tools/bench_shipped.py
+    python tools/bench_shipped.py --models resnet50,moe --targets edge-soc --json shipped.json
+
+Per model and target, two whole builds (``hetc.pipeline.build``, tiling on, timing simulation, no validation):
+one scheduled by HEFT and one by CP-SAT. Reported: each bundle's planned makespan (the schedule after memory
+planning, the one emitted), CP-SAT's gap as shipped, the planner's re-timing (shipped / solver's own makespan)
+and CP-SAT / HEFT (re-timed '-': the planner kept the solver's times). Issue 15's goal: CP-SAT <= HEFT on every row, geometric mean <= 0.95 on edge-soc.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_schedule import model_paths  # noqa: E402  (the light models and models/*.onnx)
+
+
+def build_once(path: Path, target: str, scheduler: str) -> dict:
+    from hetc.pipeline import BuildOptions, build
+
+    began = time.perf_counter()
+    result = build(str(path), BuildOptions(target=target, scheduler=scheduler))
+    solver = result.summary.get("solver", {})
+    own_us = (solver.get("own") or {}).get("makespan_us")
+    return {"planned_ns": result.schedule.makespan_ns, "gap": result.summary.get("gap"),
+            "solver_own_ns": None if own_us is None else own_us * 1000, "wall_s": time.perf_counter() - began}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from hetc.errors import HetcError
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="", help="comma-separated names (default: all)")
+    parser.add_argument("--targets", default="edge-soc,multi-npu")
+    parser.add_argument("--json", default="", help="also write the rows as JSON")
+    args = parser.parse_args(argv)
+    paths = model_paths()
+    names = [n for n in args.models.split(",") if n] or list(paths)
+    rows: list[dict] = []
+    print(f"{'model':16s} {'target':10s} {'heft µs':>12s} {'cpsat µs':>12s} {'cp/heft':>7s} {'gap':>6s} "
+          f"{'re-timed':>8s} {'wall s':>6s}", flush=True)
+    for target in args.targets.split(","):
+        for name in names:
+            row: dict = {"model": name, "target": target}
+            try:
+                heft, cp = (build_once(paths[name], target, s) for s in ("heft", "cpsat"))
+            except HetcError as error:   # recorded, the sweep over models goes on
+                row["error"] = f"{type(error).__name__}: {error}"
+                print(f"{name:16s} {target:10s} failed: {row['error'][:100]}", flush=True)
+                rows.append(row)
+                continue
+            row.update(heft_ns=heft["planned_ns"], cpsat_ns=cp["planned_ns"], gap=cp["gap"],
+                       ratio=cp["planned_ns"] / heft["planned_ns"],
+                       retimed=cp["planned_ns"] / cp["solver_own_ns"] if cp["solver_own_ns"] else None,
+                       wall_s=heft["wall_s"] + cp["wall_s"])
+            rows.append(row)
+            retimed = f"{row['retimed']:8.3f}" if row["retimed"] else f"{'-':>8s}"
+            gap = f"{row['gap']:6.1%}" if isinstance(row["gap"], (int, float)) else f"{'-':>6s}"
+            print(f"{name:16s} {target:10s} {row['heft_ns'] / 1e3:12,.1f} {row['cpsat_ns'] / 1e3:12,.1f} "
+                  f"{row['ratio']:7.3f} {gap} {retimed} {row['wall_s']:6.1f}", flush=True)
+    for target in args.targets.split(","):
+        ratios = [r["ratio"] for r in rows if r["target"] == target and "ratio" in r]
+        if ratios:
+            geomean = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+            worse = [r["model"] for r in rows if r["target"] == target and r.get("ratio", 0) > 1.0]
+            print(f"{target}: geometric mean CP-SAT / HEFT (shipped) {geomean:.3f} over {len(ratios)} models; "
+                  f"CP-SAT worse than HEFT on {len(worse)}: {', '.join(worse) or 'none'}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
