@@ -435,6 +435,7 @@ KEPT_SECTIONS = (  # (begin, end) markers of sections other tools write into the
     ("<!-- timing engine: written by tools/bench_sim.py", "<!-- end of the timing-engine section -->"),
     ("<!-- sweep: written from tools/bench_sweep.py", "<!-- end of the sweep section -->"),
     ("<!-- packer: written from tools/bench_packing.py", "<!-- end of the packer section -->"),
+    ("<!-- shipped: written from tools/bench_shipped.py", "<!-- end of the shipped section -->"),
     ("<!-- tiling: written from tools/bench_tiling.py", "<!-- end of the tiling section -->"),
     ("<!-- llm: written from tools/bench_llm.py", "<!-- end of the llm section -->"),
     ("<!-- int8: written from tools/bench_int8.py", "<!-- end of the int8 section -->"),
