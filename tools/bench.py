@@ -390,7 +390,10 @@ def markdown(cases: list[Case], strategies: list[str], targets: list[str], info:
             "[docs/memory.md](memory.md#packer-vs-arm-velas-hillclimb-toolsbench_packingpy)",
             "* kernel speed against onnxruntime: `tools/kernel_speed.py`, [docs/kernels.md](kernels.md#speed)",
             "* simulator event loop vs SimPy and functional simulation: `tools/bench_sim.py`, "
-            "[docs/bundle-format.md](bundle-format.md#results)", ""]
+            "[docs/bundle-format.md](bundle-format.md#results)",
+            "* design-space sweep, serial against local Ray, and resume after a kill: `tools/bench_sweep.py`, "
+            "[docs/sweep.md](sweep.md)",
+            "* the shipped schedules, CP-SAT against HEFT after memory planning: `tools/bench_shipped.py`", ""]
     return "\n".join(out)
 
 
