@@ -89,6 +89,13 @@ def out_box(node: Node, bands: Bands, axes: Sequence[Axis]) -> Box:
     return box
 
 
+def reshaped_axes_box(x: Value, out: Box, out_shape: Sequence[int]) -> Box:
+    """The box of the data input of an op that changes some axes' extent (Pad, Resize): the output's band
+    along axes of equal extent (the only ones a tile cuts), the input's whole axis where the op resizes it."""
+    return (tuple(s if d == o else 0 for s, d, o in zip(out[0], x.shape, out_shape)),
+            tuple(e if d == o else d for e, d, o in zip(out[1], x.shape, out_shape)))
+
+
 def broadcast_box(v: Value, out: Box, out_shape: Sequence[int]) -> Box:
     """The box of an operand broadcast (numpy rules) to an output of ``out_shape`` that a tile with output box
     ``out`` reads: the same band along axes the operand spans, the whole (size 1) axis where it broadcasts."""
@@ -442,7 +449,8 @@ def _pad_reduced(node: Node, opset: int) -> set[int]:
 
 def _pad_tile(node: Node, bands: Bands, opset: int) -> BaseTile:
     box = _bands_box(node, bands)
-    return BaseTile([box] + [None if v is None else full(v) for v in node.inputs[1:]], dict(node.attrs))
+    x = reshaped_axes_box(_x(node), box, node.outputs[0].shape)
+    return BaseTile([x] + [None if v is None else full(v) for v in node.inputs[1:]], dict(node.attrs))
 
 
 def _resize_reduced(node: Node, opset: int) -> set[int]:
@@ -454,7 +462,8 @@ def _resize_reduced(node: Node, opset: int) -> set[int]:
 
 def _resize_tile(node: Node, bands: Bands, opset: int) -> BaseTile:
     box = _bands_box(node, bands)
-    tile = BaseTile([box] + [None if v is None else full(v) for v in node.inputs[1:]], dict(node.attrs))
+    x = reshaped_axes_box(_x(node), box, node.outputs[0].shape)
+    tile = BaseTile([x] + [None if v is None else full(v) for v in node.inputs[1:]], dict(node.attrs))
     sizes = node.inputs[3] if len(node.inputs) > 3 else None
     if sizes is not None:   # the tile's own output size
         tile.replace[3] = np.asarray(box_shape(box), dtype=np.int64)
