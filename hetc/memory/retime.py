@@ -15,8 +15,16 @@ from hetc.schedule.tasks import TaskSpec, earliest_times
 
 def engine_order(tasks: list[Task]) -> dict[str, list[int]]:
     """Program order of each engine: by planned start (ties: end, then id), as ``Schedule.engine_tasks``."""
+    return _lanes(_by_start(tasks))
+
+
+def _by_start(tasks: list[Task]) -> list[Task]:
+    return sorted(tasks, key=lambda t: (t.start_ns, t.end_ns, t.id))
+
+
+def _lanes(ordered: list[Task]) -> dict[str, list[int]]:
     lanes: dict[str, list[int]] = {}
-    for t in sorted(tasks, key=lambda t: (t.start_ns, t.end_ns, t.id)):
+    for t in ordered:
         lanes.setdefault(t.engine, []).append(t.id)
     return lanes
 
@@ -26,8 +34,10 @@ def retime(tasks: list[Task], sync_ns: float) -> tuple[Task, ...] | None:
     Returns None when the dependencies contradict the engine order (a cycle). Tasks that keep their times
     are returned as they are."""
     specs = {t.id: TaskSpec(t.id, t.engine, t.duration_ns, t.deps) for t in tasks}
+    ordered = _by_start(tasks)      # the planned order: topological, as re-timing only adds forward edges
     try:
-        times = earliest_times(specs, engine_order(tasks), math.ceil(sync_ns), {t.id: t.start_ns for t in tasks})
+        times = earliest_times(specs, _lanes(ordered), math.ceil(sync_ns), {t.id: t.start_ns for t in tasks},
+                               order_hint=[t.id for t in ordered])
     except ValueError:
         return None
     return tuple(t if times[t.id][0] == t.start_ns else replace(t, start_ns=times[t.id][0], end_ns=times[t.id][1])

@@ -179,12 +179,22 @@ def asap(problem: SchedulingProblem, tasks: dict[TaskKey, TaskSpec],
 
 
 def earliest_times(tasks: dict[TaskKey, TaskSpec], orders: dict[str, list[TaskKey]], sync_ns: int,
-                   release: dict[TaskKey, int] | None = None) -> dict[TaskKey, tuple[int, int]]:
+                   release: dict[TaskKey, int] | None = None,
+                   order_hint: list[TaskKey] | None = None) -> dict[TaskKey, tuple[int, int]]:
     """The timing rule itself: a task starts once the previous task on its engine has ended, and each
     dependency has ended (plus ``sync_ns`` when it ran on another engine: a semaphore), and not before its
     ``release`` time when given (the memory planner re-times a schedule without moving anything earlier).
 
+    ``order_hint`` is a likely topological order (a re-timed schedule's planned starts): when every task's
+    predecessors come before it there, the times are computed in one pass over it, without building the
+    graph; the result is the same, since both compute each start from its predecessors' final ends.
+
     Raises ValueError when the orders contradict the data dependencies (a cycle)."""
+    listed_count = sum(len(keys) for keys in orders.values())
+    if order_hint is not None and listed_count == len(tasks) == len(order_hint):
+        times = _one_pass(tasks, orders, sync_ns, release or {}, order_hint)
+        if times is not None:
+            return times
     preds: dict[TaskKey, list[tuple[TaskKey, int]]] = {k: [] for k in tasks}
     for t in tasks.values():
         for d in t.deps:
@@ -214,6 +224,36 @@ def earliest_times(tasks: dict[TaskKey, TaskSpec], orders: dict[str, list[TaskKe
                 ready.append(s)
     if len(times) != len(tasks):
         raise ValueError("engine orders contradict the data dependencies")
+    return times
+
+
+def _one_pass(tasks: dict[TaskKey, TaskSpec], orders: dict[str, list[TaskKey]], sync_ns: int,
+              release: dict[TaskKey, int], order: list[TaskKey]) -> dict[TaskKey, tuple[int, int]] | None:
+    """``earliest_times`` along ``order``; None as soon as a predecessor comes later in it (or a task is
+    missing from the orders), and the caller takes the general path."""
+    previous: dict[TaskKey, TaskKey | None] = {}
+    for keys in orders.values():
+        previous.update(zip(keys, [None, *keys[:-1]]))
+    if len(previous) != len(tasks):
+        return None
+    ends: dict[TaskKey, int] = {}
+    times: dict[TaskKey, tuple[int, int]] = {}
+    for k in order:
+        task = tasks[k]
+        start = release.get(k, 0)
+        before = previous[k]
+        if before is not None:
+            end = ends.get(before)
+            if end is None:
+                return None
+            start = max(start, end)
+        for d in task.deps:
+            end = ends.get(d)
+            if end is None:
+                return None
+            start = max(start, end if tasks[d].engine == task.engine else end + sync_ns)
+        ends[k] = start + task.duration
+        times[k] = (start, ends[k])
     return times
 
 
