@@ -186,3 +186,27 @@ def test_gpt_decoder_appends_only_the_new_rows_to_its_kv_cache():
     written = [t.bytes for t in transfers if t.value in parts and t.dst == result.target.dram]
     assert written and all(b == new_rows for b in written)
     assert not any(t.value.startswith("present_") and t.dst == result.target.dram for t in transfers)
+
+
+def test_a_split_output_written_in_place_elsewhere_is_not_a_view():
+    # A buffer lies in one other at most: a Split output that is a part of an in-place Concat (or of a tile's
+    # one-part Assemble to DRAM, as in YOLOv8's C2f blocks on multi-npu) keeps its own bytes.
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("Split", ["r", "sizes"], ["s0", "s1"], axis=1),
+             helper.make_node("Relu", ["s0"], ["t"]),
+             helper.make_node("Concat", ["t", "s1"], ["y"], axis=1)]
+    sizes = numpy_helper.from_array(np.array([2, 4], np.int64), "sizes")
+    model = helper.make_model(helper.make_graph(
+        nodes, "split_into_concat", [helper.make_tensor_value_info("x", TensorProto.FLOAT, (3, 6, 5))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, (3, 6, 5))], [sizes]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = EXPORT_IR_VERSION
+    graph = alias_ops(optimize(import_model(model)))
+    ops = {n.outputs[0].name: n.op_type for n in graph}
+    assert ops["y"] == ASSEMBLE and ops["s0"] == "Split"   # (a node is keyed by its first output)
+    target = make_target()
+    plan = plan_memory(graph, hand_schedule(graph, target, {}), target)
+    plan.verify(target)
+    x = {"x": np.random.default_rng(1).standard_normal((3, 6, 5)).astype(np.float32)}
+    np.testing.assert_allclose(simulate(emit(graph, plan, target), x).outputs["y"],
+                               onnxruntime_outputs(model, x)[0], rtol=1e-6)

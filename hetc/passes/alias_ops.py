@@ -93,7 +93,7 @@ def _alias_nodes(graph: Graph, node: Node, outputs: set[str], next_id: int) -> l
         return None
     if node.op_type in ("Split", "Slice"):
         bounds = _view_bounds(node)
-        if bounds is None or not _viewable(node, outputs):
+        if bounds is None or not _viewable(graph, node, outputs):
             return None
         return [Node(node.id if k == 0 else next_id + k - 1, REGION, node.name if k == 0 else f"{node.name}/{k}",
                      [node.inputs[0]], [out], {"starts": list(starts), "ends": list(ends)}, TILE_DOMAIN)
@@ -116,12 +116,16 @@ def _alias_nodes(graph: Graph, node: Node, outputs: set[str], next_id: int) -> l
     return None
 
 
-def _viewable(node: Node, outputs: set[str]) -> bool:
-    """A view's output lives where its input was born and has no buffer of its own for the caller to read."""
+def _viewable(graph: Graph, node: Node, outputs: set[str]) -> bool:
+    """A view's output lives where its input was born and has no buffer of its own for the caller to read;
+    nor for an Assemble to write in place (a tile's one-part Assemble to DRAM, an in-place Concat): its bytes
+    already lie in its input's, and a buffer lies in one other at most."""
     data = node.inputs[0] if node.inputs else None
     if data is None or data.is_const or data.is_host or data.nbytes == 0 or itemsize(data.dtype) < 1:
         return False
-    return all(not v.is_host and v.name not in outputs and v.nbytes > 0 for v in node.outputs)
+    return all(not v.is_host and v.name not in outputs and v.nbytes > 0 and not any(
+        (is_alias(c) and c.op_type == ASSEMBLE) or (c.op_type == "Concat" and concat_copy_reason(graph, c) is None)
+        for c in v.consumers) for v in node.outputs)
 
 
 def _view_bounds(node: Node) -> list[tuple[tuple[int, ...], tuple[int, ...]]] | None:
