@@ -17,6 +17,7 @@ there; tests/test_corpus.py turns those into strict xfails, so a fix shows up as
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import os
 import subprocess
@@ -60,29 +61,27 @@ class CorpusModel:
         return self.expected.get(preset) or self.expected.get(ALL_PRESETS)
 
 
-_SATURATES: list[bool] = []
-
-
+@functools.cache
 def onnxruntime_u8s8_saturates() -> bool:
     """Whether onnxruntime's MatMulInteger(uint8, int8) differs from exact integer arithmetic here: its AVX2
     kernel adds pairs of u8 x s8 products in saturating int16 (documented in onnxruntime's quantization
     notes); AVX-512 VNNI and AVX-VNNI machines compute exactly."""
-    if not _SATURATES:
-        import onnxruntime as ort
-        from onnx import TensorProto, helper
-        rng = np.random.default_rng(0)
-        a = rng.integers(0, 256, (16, 128), dtype=np.uint8)
-        b = rng.integers(-128, 128, (128, 64), dtype=np.int8)
-        graph = helper.make_graph([helper.make_node("MatMulInteger", ["a", "b"], ["y"])], "u8s8",
-                                  [helper.make_tensor_value_info("a", TensorProto.UINT8, a.shape),
-                                   helper.make_tensor_value_info("b", TensorProto.INT8, b.shape)],
-                                  [helper.make_tensor_value_info("y", TensorProto.INT32, (16, 64))])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
-        model.ir_version = 9
-        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-        y = session.run(None, {"a": a, "b": b})[0]
-        _SATURATES.append(bool((y != a.astype(np.int64) @ b.astype(np.int64)).any()))
-    return _SATURATES[0]
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from hetc.ir import EXPORT_IR_VERSION
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (16, 128), dtype=np.uint8)
+    b = rng.integers(-128, 128, (128, 64), dtype=np.int8)
+    graph = helper.make_graph([helper.make_node("MatMulInteger", ["a", "b"], ["y"])], "u8s8",
+                              [helper.make_tensor_value_info("a", TensorProto.UINT8, a.shape),
+                               helper.make_tensor_value_info("b", TensorProto.INT8, b.shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.INT32, (16, 64))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = EXPORT_IR_VERSION
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    y = session.run(None, {"a": a, "b": b})[0]
+    return bool((y != a.astype(np.int64) @ b.astype(np.int64)).any())
 
 
 _RAPIDOCR_ORT = ("rapidocr-onnxruntime", "1.4.4")

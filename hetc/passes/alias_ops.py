@@ -123,9 +123,14 @@ def _viewable(graph: Graph, node: Node, outputs: set[str]) -> bool:
     data = node.inputs[0] if node.inputs else None
     if data is None or data.is_const or data.is_host or data.nbytes == 0 or itemsize(data.dtype) < 1:
         return False
-    return all(not v.is_host and v.name not in outputs and v.nbytes > 0 and not any(
-        (is_alias(c) and c.op_type == ASSEMBLE) or (c.op_type == "Concat" and concat_copy_reason(graph, c) is None)
-        for c in v.consumers) for v in node.outputs)
+    return all(not v.is_host and v.name not in outputs and v.nbytes > 0 and not _written_in_place(graph, v)
+               for v in node.outputs)
+
+
+def _written_in_place(graph: Graph, v: Value) -> bool:
+    """Whether an Assemble, or a Concat that becomes one, writes ``v`` into its output's bytes."""
+    return any((is_alias(c) and c.op_type == ASSEMBLE)
+               or (c.op_type == "Concat" and concat_copy_reason(graph, c) is None) for c in v.consumers)
 
 
 def _view_bounds(node: Node) -> list[tuple[tuple[int, ...], tuple[int, ...]]] | None:

@@ -190,8 +190,7 @@ def earliest_times(tasks: dict[TaskKey, TaskSpec], orders: dict[str, list[TaskKe
     graph; the result is the same, since both compute each start from its predecessors' final ends.
 
     Raises ValueError when the orders contradict the data dependencies (a cycle)."""
-    listed_count = sum(len(keys) for keys in orders.values())
-    if order_hint is not None and listed_count == len(tasks) == len(order_hint):
+    if order_hint is not None and len(order_hint) == len(tasks):
         times = _one_pass(tasks, orders, sync_ns, release or {}, order_hint)
         if times is not None:
             return times
@@ -254,7 +253,7 @@ def _one_pass(tasks: dict[TaskKey, TaskSpec], orders: dict[str, list[TaskKey]], 
             start = max(start, end if tasks[d].engine == task.engine else end + sync_ns)
         ends[k] = start + task.duration
         times[k] = (start, ends[k])
-    return times
+    return times if len(times) == len(tasks) else None
 
 
 def time_plan(problem: SchedulingProblem, plan: Plan) -> tuple[dict[TaskKey, TaskSpec],

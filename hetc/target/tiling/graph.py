@@ -17,7 +17,8 @@ from hetc.ir.graph import TileRef
 from hetc.ir.tiles import ASSEMBLE, REGION, TILE_DOMAIN
 from hetc.target.tiling.plan import (ACC, TILE_BUDGET_FRACTION, TilePlan, describe_tile, group_plan, plan_node,
                                      split_bands)
-from hetc.target.tiling.rules import RULES, Box, Untileable, box_shape, full
+from hetc.target.tiling.boxes import Box, box_shape, full
+from hetc.target.tiling.rules import RULES, Untileable
 
 
 def tile_graph(graph: Graph, target: Any, fraction: float = TILE_BUDGET_FRACTION) -> Graph:

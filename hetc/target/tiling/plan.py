@@ -36,8 +36,8 @@ from hetc.ir import Node, Value, dtype_from_numpy, itemsize
 from hetc.ir.fused import (EPILOGUE_ATTR, FUSED_DOMAIN, base_input_count, base_node, epilogue_of, is_composite,
                            is_fused)
 from hetc.target.capability import kernel_support, working_set_bytes
-from hetc.target.tiling.rules import (RULES, Axis, Bands, Box, Untileable, box_shape, broadcast_box, full,
-                                      out_box)
+from hetc.target.tiling.boxes import Box, box_shape, broadcast_box, full
+from hetc.target.tiling.rules import RULES, Axis, Bands, Untileable, out_box
 
 TILE_BUDGET_FRACTION = 1 / 3
 MAX_TILES = 512

@@ -1,14 +1,12 @@
 """Tiling rules per op family, as data: ``RULES`` maps an op type to the rule that says along which axes its
 output may be cut and, for one tile (one band per cut axis), which box of each input the tile reads and
-which attributes it runs with. The driver (hetc.target.tiling.plan) chooses the cut; it knows nothing of ops.
-
-Boxes are ``(starts, ends)`` over every axis of a value, in the value's own coordinates. A box covering a
-whole constant keeps the constant; a smaller one becomes a new, sliced constant; on an activation it becomes a
-``Region`` (hetc.ir.tiles). The output box of a tile is the product of its bands (full along other axes).
+which attributes it runs with (boxes: hetc.target.tiling.boxes). The driver (hetc.target.tiling.plan) chooses
+the cut; it knows nothing of ops. A box covering a whole constant keeps the constant; a smaller one becomes a
+new, sliced constant; on an activation it becomes a ``Region`` (hetc.ir.tiles). The output box of a tile is
+the product of its bands (full along other axes).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -17,8 +15,8 @@ import numpy as np
 from hetc.ir import Node, Value, np_dtype
 
 from hetc.target.ops import CONV_WEIGHT_INPUT, conv_weight_shape
+from hetc.target.tiling.boxes import Box, box_shape, broadcast_box, full, reshaped_axes_box, with_band
 
-Box = tuple[tuple[int, ...], tuple[int, ...]]
 # Inputs of a convolution indexed by output channel besides the weight: the bias, and an integer
 # convolution's per-channel weight scale and zero point.
 _PER_CHANNEL_INPUTS: dict[str, frozenset[int]] = {
@@ -71,45 +69,12 @@ class Rule:
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-def full(v: Value) -> Box:
-    return tuple(0 for _ in v.shape), tuple(v.shape)
-
-
-def with_band(box: Box, axis: int, lo: int, hi: int) -> Box:
-    starts, ends = list(box[0]), list(box[1])
-    starts[axis], ends[axis] = lo, hi
-    return tuple(starts), tuple(ends)
-
-
 def out_box(node: Node, bands: Bands, axes: Sequence[Axis]) -> Box:
     box = full(node.outputs[0])
     for axis in axes:
         if axis.out_axis is not None and axis.name in bands:
             box = with_band(box, axis.out_axis, *bands[axis.name])
     return box
-
-
-def reshaped_axes_box(x: Value, out: Box, out_shape: Sequence[int]) -> Box:
-    """The box of the data input of an op that changes some axes' extent (Pad, Resize): the output's band
-    along axes of equal extent (the only ones a tile cuts), the input's whole axis where the op resizes it."""
-    return (tuple(s if d == o else 0 for s, d, o in zip(out[0], x.shape, out_shape)),
-            tuple(e if d == o else d for e, d, o in zip(out[1], x.shape, out_shape)))
-
-
-def broadcast_box(v: Value, out: Box, out_shape: Sequence[int]) -> Box:
-    """The box of an operand broadcast (numpy rules) to an output of ``out_shape`` that a tile with output box
-    ``out`` reads: the same band along axes the operand spans, the whole (size 1) axis where it broadcasts."""
-    rank, out_rank = len(v.shape), len(out_shape)
-    starts, ends = [], []
-    for i, dim in enumerate(v.shape):
-        o = i + out_rank - rank
-        if dim == 1 and out_shape[o] != 1:
-            starts.append(0)
-            ends.append(1)
-        else:
-            starts.append(out[0][o])
-            ends.append(out[1][o])
-    return tuple(starts), tuple(ends)
 
 
 def nchw_name(axis: int, rank: int) -> str:
@@ -539,11 +504,3 @@ RULES: dict[str, Rule] = {
     "Attention": Rule(_attention_axes, _attention_tile),
     "RMSNormalization": Rule(_free_axes(_layernorm_reduced), _same_box_tile(1)),
 }
-
-
-def box_shape(box: Box) -> tuple[int, ...]:
-    return tuple(e - s for s, e in zip(*box))
-
-
-def box_numel(box: Box) -> int:
-    return math.prod(box_shape(box))
