@@ -2,6 +2,7 @@
 Skipped when Ray is not installed (pip install -e '.[sweep]')."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ ray = pytest.importorskip("ray", reason="Ray is not installed; pip install -e '.
 
 from conftest import MODELS_DIR  # noqa: E402
 from hetc.sweep import finish, load_rows, load_spec, run_sweep  # noqa: E402
+from hetc.sweep.onray import WORKER_ENV  # noqa: E402
 
 MOE = MODELS_DIR / "moe.onnx"
 SPEC = f"""models = ["{MODELS_DIR / 'tiny_cnn.onnx'}", "{MOE}"]
@@ -37,10 +39,15 @@ def test_a_grid_on_ray_gives_the_serial_rows(tmp_path: Path) -> None:
     (tmp_path / "spec.toml").write_text(SPEC)
     spec = load_spec(tmp_path / "spec.toml")
     events: list[dict] = []
+    before = {k: os.environ.get(k) for k in WORKER_ENV}
     try:
         on_ray = run_sweep(spec, tmp_path / "ray", num_cpus=2, progress=events.append)
+        # the local Ray's worker got one thread per library from the driver, whose environment is restored
+        worker_env = ray.get(ray.remote(lambda: {k: os.environ.get(k) for k in WORKER_ENV}).remote())
     finally:
         ray.shutdown()
+    assert worker_env == WORKER_ENV
+    assert {k: os.environ.get(k) for k in WORKER_ENV} == before
     serial = run_sweep(spec, tmp_path / "serial", serial=True)
     assert [r["status"] for r in on_ray] == ["ok", "ok", "failed"] * 2
     assert all(r.get("validated") for r in on_ray if r["model"] == "tiny_cnn.onnx" and r["status"] == "ok")

@@ -12,19 +12,22 @@ Where a sweep on a small machine loses time to Ray (measured in docs/benchmarks.
   connection); rows are recorded under one lock.
 - **Threads.** A task owns one CPU, so its libraries must not start a thread per core: CP-SAT gets one worker
   (``run_point``), and the workers' environment caps OpenMP, OpenBLAS, MKL and hetc's onnxruntime sessions
-  at one thread (``WORKER_ENV``, set through the job's ``runtime_env``: the user's own environment is left
-  alone, and Ray's workers get it wherever they run).
+  at one thread (``WORKER_ENV``). A local Ray inherits it from the driver's environment, set for the sweep
+  and restored after it: a job ``runtime_env`` would make Ray start a worker of its own for the first task
+  beside the one it prestarts at ``ray.init`` (~1 s more to the first result, ~1.4 s of CPU for the idle
+  worker, measured). On a cluster the job's ``runtime_env`` carries it to every node.
 - **Per task** Ray costs about a millisecond against a point's 0.1-1 s of CPU, so points are not batched;
   the model bytes and target texts go through the object store once (``ray.put``). Tasks are submitted one
   per CPU and a few ahead, not all at once, so that the driver lane and Ray take from the same queue.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from hetc.errors import OptionError
 from hetc.sweep.point import FAILED, run_point
@@ -42,13 +45,14 @@ Progress = Callable[[dict[str, Any]], None]
 
 
 def init_ray(ray: Any, address: str | None, num_cpus: int | None) -> bool:
-    """Start a local Ray (or join ``address``) unless one is up; True when this call started or joined it."""
+    """Start a local Ray (or join ``address``) unless one is up; True when this call started or joined it.
+    A local Ray's workers inherit the caller's environment: start it inside ``worker_environment()``."""
     if ray.is_initialized():
         return False
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False,
-                              "runtime_env": {"env_vars": dict(WORKER_ENV)}}
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
     if address:
         kwargs["address"] = address
+        kwargs["runtime_env"] = {"env_vars": dict(WORKER_ENV)}
     elif num_cpus:
         kwargs["num_cpus"] = num_cpus
     try:
@@ -76,22 +80,41 @@ def run_on_ray(ray: Any, spec: SweepSpec, inputs: "Inputs", todo: list[tuple[Poi
     # start (each costs ~3 s of CPU). On one core it only covers Ray's start; on a cluster, or when the caller
     # has a Ray running already, the driver runs no points.
     stays = local and cores >= 2
-    lane = None
-    if local:
-        lane = _DriverLane(queue, lambda p, k: run_point(p, k, inputs.models[p.model], inputs.base, inputs.files,
-                                                         spec.time_limit_s, spec.seed), locked)
-    began = time.perf_counter()
+    # Set before the lane's thread starts (changing the environment beside a running thread is a race)
+    with worker_environment() if local else contextlib.nullcontext():
+        lane = None
+        if local:
+            lane = _DriverLane(queue, lambda p, k: run_point(p, k, inputs.models[p.model], inputs.base,
+                                                             inputs.files, spec.time_limit_s, spec.seed), locked)
+        began = time.perf_counter()
+        try:
+            init_ray(ray, address, cores - 1 if stays else num_cpus)
+            cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+            if progress is not None:
+                with lock:
+                    progress({"event": "ray", "cpus": cpus, "driver": stays,
+                              "init_s": time.perf_counter() - began})
+            _run_tasks(ray, spec, inputs, queue, locked, cpus + max(1, cpus // 4), None if stays else lane)
+        finally:
+            if lane is not None:
+                lane.stop.set()   # done, or an error or Ctrl-C: the lane records the point it is on and stops
+                lane.join()
+
+
+@contextlib.contextmanager
+def worker_environment() -> Iterator[None]:
+    """``WORKER_ENV`` in this process's environment (so in a local Ray's, started meanwhile), then the
+    caller's environment as it was."""
+    saved = {k: os.environ.get(k) for k in WORKER_ENV}
+    os.environ.update(WORKER_ENV)
     try:
-        init_ray(ray, address, cores - 1 if stays else num_cpus)
-        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        if progress is not None:
-            with lock:
-                progress({"event": "ray", "cpus": cpus, "driver": stays, "init_s": time.perf_counter() - began})
-        _run_tasks(ray, spec, inputs, queue, locked, cpus + max(1, cpus // 4), None if stays else lane)
+        yield
     finally:
-        if lane is not None:
-            lane.stop.set()   # done, or an error or Ctrl-C: the lane records the point it is on and stops
-            lane.join()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _run_tasks(ray: Any, spec: SweepSpec, inputs: "Inputs", queue: deque[tuple[Point, str]], record: Record,
