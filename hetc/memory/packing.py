@@ -36,8 +36,10 @@ STALE_MOVES = 200                 # hill climbing gives up after this many moves
 START_ORDER_MAX = 500             # the start-order greedy is tried up to this many intervals
 _MATRIX_MAX = 4000                # overlap matrix up to this many intervals (16 MB of booleans)
 _NUMPY_DEGREE = 40                # above this many time-neighbours numpy scans faster than a Python loop
-WORK_PER_SECOND = 1_200_000
-STUCK_WIDEN = 50       # work units per second of hill climbing on the 2-core dev machine
+WORK_PER_SECOND = 1_600_000      # hill climbing, idle 2-core machine: median of 1.25-2.65 M/s over tools/bench_packing.py sets
+STUCK_WIDEN = 50                  # moves without progress before a second, wider swap joins each move
+_VECTOR_CALL_WORK = 50            # a vectorised best-fit costs this many neighbour visits, plus a seventh of
+_VECTOR_VISIT_DIVISOR = 7         # its neighbours: measured against the Python loop (2026-12-04, idle)
 
 
 @dataclass(frozen=True)
@@ -50,15 +52,18 @@ class PackResult:
 
 
 def pack_intervals(intervals: list[Interval], alignment: int = 1,
-                   time_limit_s: float | None = None) -> list[int]:
+                   time_limit_s: float | None = None, restarts: bool = True) -> list[int]:
     """Offsets (bytes, multiples of ``alignment``) for ``(start, end_exclusive, size)`` intervals such that
     intervals live at the same time never share an address. An empty interval (``end <= start``) is treated
     as live for one instant, which is always safe."""
-    return pack(intervals, alignment, time_limit_s).offsets
+    return pack(intervals, alignment, time_limit_s, restarts).offsets
 
 
-def pack(intervals: list[Interval], alignment: int = 1, time_limit_s: float | None = None) -> PackResult:
-    """``pack_intervals`` with the peak, the lower bound and the method that won."""
+def pack(intervals: list[Interval], alignment: int = 1, time_limit_s: float | None = None,
+         restarts: bool = True) -> PackResult:
+    """``pack_intervals`` with the peak, the lower bound and the method that won. Without ``restarts`` the
+    hill climb stops at its first local optimum (``STALE_MOVES`` moves without progress), often well inside
+    the budget: for packings that only need to fit."""
     if alignment < 1:
         raise ValueError(f"alignment must be >= 1, got {alignment}")
     began = time.perf_counter()
@@ -72,7 +77,7 @@ def pack(intervals: list[Interval], alignment: int = 1, time_limit_s: float | No
         # leave part of the budget to CP-SAT when it will run: it closes small gaps hill climbing cannot
         share = 0.6 if problem.n <= CPSAT_MAX_INTERVALS else 1.0
         order, offsets = _hill_climb(problem, best_order, best_offsets, lower,
-                                     int(budget * share * WORK_PER_SECOND), safety)
+                                     int(budget * share * WORK_PER_SECOND), safety, restarts)
         if _peak(problem, offsets) < best_peak:
             best_offsets, best_peak, method = offsets, _peak(problem, offsets), "hill-climb"
     if best_peak > lower and 1 < problem.n <= CPSAT_MAX_INTERVALS:
@@ -142,6 +147,12 @@ class _Problem:
         return _conflicts(self.starts, self.ends, self.sizes)
 
     @cached_property
+    def place_work(self) -> list[int]:
+        """Work units of one best-fit placement of each interval (see ``_Decoder.place``)."""
+        return [_VECTOR_CALL_WORK + len(c) // _VECTOR_VISIT_DIVISOR if len(c) > _NUMPY_DEGREE else len(c) + 1
+                for c in self.conflicts]
+
+    @cached_property
     def arrays(self) -> tuple[np.ndarray, list[np.ndarray | None]]:
         """Sizes, and the conflict lists long enough to be worth scanning with numpy."""
         return (np.array(self.sizes, dtype=np.int64),
@@ -170,6 +181,24 @@ class _Problem:
 
     def lower_bound(self) -> int:
         return self.live_peak()[0]
+
+    def pressure(self) -> list[int]:
+        """Per interval, the most units live at one instant of its lifetime: those where the peak is decided
+        come first in Vela's initial order (its "urgency"), longest-lived first among equals."""
+        if not self.n:
+            return []
+        starts, ends = np.array(self.starts), np.array(self.ends)
+        sizes = np.array(self.sizes, dtype=np.int64)
+        instants = np.unique(starts)          # live bytes only grow at a start: the maximum is at one
+        by_start, by_end = np.argsort(starts, kind="stable"), np.argsort(ends, kind="stable")
+        begun = np.concatenate(([0], np.cumsum(sizes[by_start])))[np.searchsorted(starts[by_start], instants,
+                                                                                  side="right")]
+        ended = np.concatenate(([0], np.cumsum(sizes[by_end])))[np.searchsorted(ends[by_end], instants,
+                                                                                side="right")]
+        live = np.append(begun - ended, 0)    # a sentinel: reduceat's indices must stay inside the array
+        lo = np.searchsorted(instants, starts)
+        hi = np.searchsorted(instants, ends)  # > lo: an interval's own start lies in [start, end)
+        return np.maximum.reduceat(live, np.column_stack((lo, hi)).ravel())[::2].tolist()
 
 
 def _conflicts(starts: list[int], ends: list[int], sizes: list[int]) -> list[list[int]]:
@@ -264,7 +293,7 @@ def _redecode(p: _Problem, order: list[int], offsets: list[int], from_pos: int,
               seeds: set[int], limit: int | None = None) -> tuple[list[int] | None, int]:
     """Re-decode after an order change at ``from_pos``: only intervals in ``seeds`` and those whose
     time-neighbours moved are re-placed (a placement depends on nothing else), so a move costs its cascade.
-    Also returns the work done (neighbour visits), the unit the search budget is counted in."""
+    Also returns the work done (``place_work`` summed), the unit the search budget is counted in."""
     d = _Decoder(p, order, offsets)
     dirty = set(seeds)
     work = 0
@@ -273,7 +302,7 @@ def _redecode(p: _Problem, order: list[int], offsets: list[int], from_pos: int,
         if i not in dirty:
             continue
         new = d.place(i, k)
-        work += len(p.conflicts[i]) + 1
+        work += p.place_work[i]
         if new != d.out[i]:
             if limit is not None and new + p.sizes[i] > limit:
                 return None, work          # already worse than the limit: no need to finish (as Vela does)
@@ -290,6 +319,9 @@ def _best_greedy(p: _Problem) -> tuple[list[int], list[int], str]:
         "greedy-size": sorted(idx, key=lambda i: (-p.sizes[i], p.starts[i], -p.ends[i], i)),
         "greedy-area": sorted(idx, key=lambda i: (-p.sizes[i] * (p.ends[i] - p.starts[i]), p.starts[i], i)),
     }
+    pressure = p.pressure()
+    orders["greedy-pressure"] = sorted(idx, key=lambda i: (-pressure[i], p.starts[i] - p.ends[i], p.starts[i],
+                                                         -p.sizes[i], i))
     if p.n <= START_ORDER_MAX:
         orders["greedy-start"] = sorted(idx, key=lambda i: (p.starts[i], -p.ends[i], -p.sizes[i], i))
     best: tuple[list[int], list[int], str] | None = None
@@ -316,7 +348,7 @@ def _support(p: _Problem, offsets: list[int], tops: dict[int, list[int]], i: int
 
 
 def _hill_climb(p: _Problem, order: list[int], offsets: list[int], lower: int,
-                budget_work: int, deadline: float) -> tuple[list[int], list[int]]:
+                budget_work: int, deadline: float, restarts: bool = True) -> tuple[list[int], list[int]]:
     """Arm Vela's bottleneck search on hetc's incremental decoder. The bottleneck is the buffer reaching the
     peak; the buffers that decided where it sits are its time-neighbours and the stacks under them and under
     it (each buffer rests on a neighbour's top, down to address 0). Two of those swap places in the placement
@@ -329,10 +361,23 @@ def _hill_climb(p: _Problem, order: list[int], offsets: list[int], lower: int,
     for k, i in enumerate(order):
         pos[i] = k
     peak = _peak(p, offsets)
+    best = (list(order), list(offsets), peak)
     work = stuck = 0
-    while work < budget_work and stuck < STALE_MOVES:
+    while work < budget_work:
         if peak <= lower or time.perf_counter() > deadline:   # the clock is only a safety net
             break
+        if stuck >= STALE_MOVES:
+            if not restarts:
+                break
+            # A local optimum: restart from the best order with a random stretch of it shuffled (iterated
+            # local search), which the stale moves around one bottleneck could not reach
+            order, offsets = _kick(p, best[0], rng)
+            pos = list(range(p.n))
+            for k, i in enumerate(order):
+                pos[i] = k
+            peak, stuck = _peak(p, offsets), 0
+            work += p.n + sum(p.place_work)
+            continue
         work += 3 * p.n + 20             # five O(n) passes: peak, tops, candidate order and positions, decoder
         stuck += 1
         top = [i for i in range(p.n) if offsets[i] + p.sizes[i] == peak]
@@ -378,7 +423,19 @@ def _hill_climb(p: _Problem, order: list[int], offsets: list[int], lower: int,
         if new_peak < peak:
             stuck = 0
         order, pos, offsets, peak = candidate, new_pos, new_offsets, new_peak
-    return order, offsets
+        if peak < best[2]:
+            best = (list(order), list(offsets), peak)
+    return best[0], best[1]
+
+
+def _kick(p: _Problem, order: list[int], rng: random.Random) -> tuple[list[int], list[int]]:
+    """``order`` with a random stretch of about a tenth of it shuffled, and its decoding."""
+    width = max(2, p.n // 10)
+    first = rng.randrange(max(1, p.n - width + 1))
+    stretch = order[first:first + width]
+    rng.shuffle(stretch)
+    kicked = order[:first] + stretch + order[first + width:]
+    return kicked, _decode(p, kicked)
 
 
 def _cpsat(p: _Problem, hint: list[int], upper: int, lower: int, seconds: float) -> list[int] | None:

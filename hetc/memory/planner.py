@@ -157,6 +157,7 @@ def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: 
         moved.append(move)
         table, spills, rounds, margin, postponed = build_table(graph, schedule, target), [], 0, {}, []
         reader_delayed, aliases, delays, unmargined = {}, None, [], set()
+    _polish(layout, table, storages, target, share)
     details = {"moved_nodes": moved, "postponed_transfers": sorted(set(postponed)), "delayed_tasks": delays,
                "spill_rounds": rounds}
     # One schedule leaves this stage: the statistics describe it, the solver's own figures kept apart.
@@ -248,13 +249,28 @@ def _packing_overflow(layout: _Layout, storages: list[Storage], target: Target) 
     return None
 
 
+def _polish(layout: _Layout, table: BufferTable, storages: list[Storage], target: Target, seconds: float) -> None:
+    """Re-pack, with restarts, each memory of the shipped layout whose peak is above its lower bound, and
+    keep the lower peak (a lower peak fits wherever the first one did)."""
+    for name, stats in list(layout.stats.items()):
+        if stats.peak_bytes <= stats.lower_bound_bytes:
+            continue
+        again = _layout(table, storages, target, [name], seconds, restarts=True)
+        if again.stats[name].peak_bytes < stats.peak_bytes:
+            owners = {s.owner for s in storages if s.memory == name}
+            layout.offsets.update({o: off for o, off in again.offsets.items() if o in owners})
+            layout.stats[name], layout.methods[name] = again.stats[name], again.methods[name]
+
+
 def _pad(size: int, alignment: int) -> int:
     return -(-size // alignment) * alignment
 
 
 def _layout(table: BufferTable, storages: list[Storage], target: Target, memories: list[str],
-            seconds: float) -> _Layout:
-    """Pack ``memories``, each given ``seconds``; DRAM's constants take the fixed region at its bottom."""
+            seconds: float, restarts: bool = False) -> _Layout:
+    """Pack ``memories``, each given ``seconds``; DRAM's constants take the fixed region at its bottom. The
+    search restarts from its local optima (using all of ``seconds``) only when asked: the packings inside the
+    repair loop only need to fit, the one that ships is polished once (``_polish``)."""
     offsets: dict[str, int] = {}
     stats: dict[str, MemoryStats] = {}
     methods: dict[str, str] = {}
@@ -269,7 +285,7 @@ def _layout(table: BufferTable, storages: list[Storage], target: Target, memorie
         base = constants_bytes if name == target.dram else 0
         packed = [s for s in storages if s.memory == name and s.owner not in offsets]
         intervals = [(s.start, s.end, s.size) for s in packed]
-        result = pack(intervals, memory.alignment, seconds)
+        result = pack(intervals, memory.alignment, seconds, restarts)
         for s, off in zip(packed, result.offsets):
             offsets[s.owner] = base + off
         live, when = live_profile(intervals, memory.alignment)
