@@ -30,7 +30,7 @@ def bounds_violations(programs: Mapping[str, Program], memories: Mapping[str, Me
                     problems += _operand_problems(f"{where} {role}", operand, memories, ins.bytes)
             elif isinstance(ins, Compute):
                 where = f"engine '{engine}' instruction {index} (compute '{ins.name}')"
-                operands = [o for o in (*ins.inputs, *ins.outputs) if o is not None and not o.host]
+                operands = [o for o in (*ins.inputs, *ins.outputs) if o is not None and o.has_bytes]
                 for operand in operands:
                     problems += _operand_problems(where, operand, memories, 0)
     for kind, binding in bindings:

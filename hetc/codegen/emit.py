@@ -17,7 +17,8 @@ from hetc.ir import Graph, Node, Value, itemsize, np_dtype
 from hetc.ir import nbytes as _nbytes
 from hetc.ir.dtypes import to_storage
 from hetc.ir.fused import is_fused, node_label
-from hetc.memory.artifact import HOST, Buffer, MemoryPlan, host_ref, host_ref_value, is_host_ref
+from hetc.memory.artifact import (HOST, IMMEDIATE, Buffer, MemoryPlan, host_ref, host_ref_value, immediate_ref,
+                                  immediate_ref_value, is_host_ref, is_immediate_ref)
 from hetc.schedule.artifact import Task
 from hetc.target.ops import dropout_may_train
 from hetc.target.target import Target
@@ -140,9 +141,19 @@ def host_operand(value: Value) -> Operand:
                    strides=(), nbytes=0, storage=ref, host=str(value.host))
 
 
+def immediate_operand(value: Value) -> Operand:
+    """An immediate as an instruction carries it: its element in the descriptor (no memory, no bytes)."""
+    ref = immediate_ref(value.name)
+    return Operand(buffer=ref, value=value.name, memory=IMMEDIATE, offset=0, dtype=value.dtype,
+                   shape=tuple(value.shape), strides=(), nbytes=0, storage=ref,
+                   immediate=tuple(np.asarray(value.const).reshape(-1).tolist()))
+
+
 def _any_operand(plan: MemoryPlan, values: dict[str, Value], ref: str) -> Operand:
     if is_host_ref(ref):
         return host_operand(values[host_ref_value(ref)])
+    if is_immediate_ref(ref):
+        return immediate_operand(values[immediate_ref_value(ref)])
     return _operand(plan, ref)
 
 
@@ -160,7 +171,7 @@ def _compute(task: Task, nodes: dict[int, Node], plan: MemoryPlan, target: Targe
         if o is not None and o.host and device.kind != "cpu":
             raise BundleError(f"node '{node.name}' runs on {task.engine} but its operand '{o.value}' is a host "
                               "value, which only a CPU holds; schedule the node on the CPU")
-        if o is not None and not o.host and o.memory != device.memory:
+        if o is not None and o.has_bytes and o.memory != device.memory:
             raise BundleError(f"node '{node.name}' runs on {task.engine} (home {device.memory}) but its operand "
                               f"'{o.value}' is in {o.memory}; the memory plan is missing a transfer")
     inplace: tuple[int, ...] = ()

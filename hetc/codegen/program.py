@@ -43,6 +43,13 @@ class Operand:
     # A host value (hetc.ir.host): its ONNX type, e.g. "seq(tensor(float32)[2])". The operand then names the
     # value in the host CPU's heap: memory "host", no bytes (offset 0, nbytes 0), shape its static shape or ().
     host: str = ""
+    # An immediate (hetc.ir.immediates): its element, carried by the instruction. Memory "immediate", no bytes.
+    immediate: tuple[Any, ...] | None = None
+
+    @property
+    def has_bytes(self) -> bool:
+        """Whether the operand is bytes in a memory (not a host value, not an immediate)."""
+        return not self.host and self.immediate is None
 
     def to_json(self) -> dict[str, Any]:
         out = {"buffer": self.buffer, "value": self.value, "memory": self.memory, "offset": self.offset,
@@ -50,13 +57,16 @@ class Operand:
                "nbytes": self.nbytes, "storage": self.storage or self.buffer}
         if self.host:
             out["host"] = self.host
+        if self.immediate is not None:
+            out["immediate"] = list(self.immediate)
         return out
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Operand":
         return cls(buffer=d["buffer"], value=d["value"], memory=d["memory"], offset=d["offset"],
                    dtype=d["dtype"], shape=tuple(d["shape"]), strides=tuple(d["strides"]), nbytes=d["nbytes"],
-                   storage=d.get("storage", d["buffer"]), host=d.get("host", ""))
+                   storage=d.get("storage", d["buffer"]), host=d.get("host", ""),
+                   immediate=tuple(d["immediate"]) if "immediate" in d else None)
 
     @property
     def dense(self) -> bool:
@@ -73,7 +83,10 @@ class Operand:
 
     def runs(self) -> list[tuple[int, int]]:
         """The byte runs ``[first, end)`` the operand touches (one for a dense operand; ``hetc.ir.tiles.spans``
-        of a region: a row band of an NCHW tensor is one run per channel)."""
+        of a region: a row band of an NCHW tensor is one run per channel; none for a host value or an
+        immediate)."""
+        if not self.has_bytes:
+            return []
         if self.dense:
             return [(self.offset, self.offset + self.nbytes)]
         return spans(self.offset, self.shape, self.strides, self.nbytes // max(1, math.prod(self.shape)))
@@ -88,6 +101,8 @@ class Operand:
     def asm(self) -> str:
         if self.host:
             return f"%{self.value} host {self.host}"
+        if self.immediate is not None:
+            return f"%{self.value} #{','.join(map(repr, self.immediate))} {self.dtype}"
         dims = "x".join(map(str, self.shape)) or "()"
         strided = "" if self.dense else " strides=" + ",".join(map(str, self.strides))
         return f"%{self.value} {self.memory}+0x{self.offset:x} {self.dtype}[{dims}]{strided}"

@@ -36,6 +36,23 @@ def host_ref_value(ref: str) -> str:
     return ref[:-len(HOST) - 1]
 
 
+# Immediates (hetc.ir.immediates) are not buffers either: the instruction carries the value. A compute task
+# reading one is bound to ``<value>@immediate`` ("immediate" is reserved like "host").
+IMMEDIATE = "immediate"
+
+
+def immediate_ref(value: str) -> str:
+    return f"{value}@{IMMEDIATE}"
+
+
+def is_immediate_ref(ref: str | None) -> bool:
+    return ref is not None and ref.endswith("@" + IMMEDIATE)
+
+
+def immediate_ref_value(ref: str) -> str:
+    return ref[:-len(IMMEDIATE) - 1]
+
+
 def strided_extent(shape: tuple[int, ...], strides: tuple[int, ...], nbytes: int) -> int:
     """Bytes from a strided tensor's first byte to one past its last (``nbytes`` its element bytes)."""
     if nbytes == 0 or any(d == 0 for d in shape):

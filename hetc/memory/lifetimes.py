@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from hetc.errors import MemoryPlanError
 from hetc.ir import Graph, Node, Value
 from hetc.ir.tiles import REGION, assemble_starts, is_alias, region_bounds
-from hetc.memory.artifact import host_ref
+from hetc.ir.immediates import is_immediate
+from hetc.memory.artifact import host_ref, immediate_ref
 from hetc.schedule.artifact import Schedule, Task
 from hetc.target.target import Target
 
@@ -123,7 +124,8 @@ def build_table(graph: Graph, schedule: Schedule, target: Target) -> BufferTable
         if not v.is_const and v.host is None:
             add(v, dram, "input", None)
     for v in graph.constants:
-        add(v, dram, "constant", None)
+        if not is_immediate(v) or v.name in outputs:
+            add(v, dram, "constant", None)
     for v in graph.outputs:
         if v.is_const and buffer_id(v.name, dram) not in buffers:
             add(v, dram, "constant", None)
@@ -159,6 +161,9 @@ def build_table(graph: Graph, schedule: Schedule, target: Target) -> BufferTable
                 continue
             if graph.values[name].host is not None:
                 bound.append(host_ref(name))
+                continue
+            if task.kind == "compute" and is_immediate(graph.values[name]):
+                bound.append(immediate_ref(name))
                 continue
             bid = buffer_id(name, memory)
             if bid not in buffers:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from hetc.ir.tiles import spans
 
-from hetc.memory.artifact import Buffer, MemoryPlan, host_ref_value, is_host_ref
+from hetc.memory.artifact import Buffer, MemoryPlan, host_ref_value, is_host_ref, is_immediate_ref
 
 if TYPE_CHECKING:
     from hetc.target.target import Target
@@ -104,7 +104,8 @@ def _bindings(plan: MemoryPlan, target: "Target", by_id: dict[str, Buffer]) -> l
             if hosted and getattr(target.devices.get(task.engine), "kind", "cpu") != "cpu":
                 problems.append(f"task {task.id} on {task.engine} touches host value(s) "
                                 f"{[host_ref_value(b) for b in hosted]}; only a CPU may")
-            expected = [(bid, home, None) for bid in tb.reads if bid is not None and not is_host_ref(bid)]
+            expected = [(bid, home, None) for bid in tb.reads
+                        if bid is not None and not is_host_ref(bid) and not is_immediate_ref(bid)]
             expected += [(bid, home, None) for bid in tb.writes if not is_host_ref(bid)]
         else:
             if len(tb.reads) != 1 or len(tb.writes) != 1:

@@ -47,7 +47,7 @@ def _tensors(operands: "tuple[Operand | None, ...]", tensors: dict[str, tuple[st
             continue
         dtype, shape, const = tensors.get(op.value, (op.dtype, tuple(op.shape), False))
         texts.append(describe_tensor(op.value, dtype, shape, const))
-        total += 0 if op.host else Value(op.value, dtype, shape).nbytes
+        total += Value(op.value, dtype, shape).nbytes if op.has_bytes else 0
     return tuple(texts), total
 
 

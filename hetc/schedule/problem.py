@@ -19,6 +19,7 @@ from functools import cached_property
 
 from hetc.errors import ScheduleError
 from hetc.ir.fused import node_label
+from hetc.ir.immediates import is_immediate
 from hetc.ir.tiles import ASSEMBLE, REGION, is_alias
 
 Hop = tuple[str, str]
@@ -219,7 +220,9 @@ def build_problem(graph: "Graph", target: "Target",  # noqa: F821
                                     v.is_host))
         return value_index[v.name]
 
-    node_inputs = [tuple(dict.fromkeys(value_of(v) for v in n.present_inputs)) for n in nodes]
+    # an immediate (hetc.ir.immediates) rides in the instruction: no input to bring, no transfer
+    node_inputs = [tuple(dict.fromkeys(value_of(v) for v in n.present_inputs if not is_immediate(v)))
+                   for n in nodes]
     for v in graph.outputs:
         value_of(v)
     memories = sorted({dev.memory for dev in target.devices.values()} | {target.dram})

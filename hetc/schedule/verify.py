@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
+from hetc.ir.immediates import is_immediate
 from hetc.ir.tiles import REGION, is_alias
 from hetc.schedule.artifact import Schedule, Task
 
@@ -49,7 +50,7 @@ def verify_schedule(schedule: Schedule, graph: "Graph", target: "Target") -> Non
             continue
         home = target.home(task.engine)
         for v in node.present_inputs:
-            if not _resident(v, home, task, born, transfers):
+            if not is_immediate(v) and not _resident(v, home, task, born, transfers):
                 errors.append(f"task {task.id} ({node.name or node.op_type} on {task.engine}) reads '{v.name}' but no "
                               f"dependency makes it resident in '{home}'")
     for v in graph.outputs:

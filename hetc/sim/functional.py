@@ -38,6 +38,8 @@ Span = tuple[str, int, int]   # memory, first byte, end byte
 def view(memories: dict[str, np.ndarray], o: Operand) -> np.ndarray:
     """The operand as a numpy array over the memory's bytes (no copy; a copy for sub-byte types). A strided
     operand (a region of a tensor, hetc.ir.tiles) is viewed with its byte strides, still without a copy."""
+    if o.immediate is not None:   # carried by the instruction (hetc.ir.immediates)
+        return np.array(o.immediate, dtype=np_dtype(o.dtype)).reshape(o.shape)
     if o.dtype == "string":
         raise SimulationError(f"value '{o.value}' is a string tensor bound to device memory, where it has no byte "
                               "layout; string tensors are host values (rebuild the bundle with this hetc)")
@@ -163,7 +165,7 @@ class FunctionalReplay:
 
         def keep(operands: tuple[Operand | None, ...]) -> None:
             for o in operands:
-                if o is not None and o.value in probes and not o.host and o.dtype != "string":
+                if o is not None and o.value in probes and o.has_bytes and o.dtype != "string":
                     held = probed.get(o.value)
                     if held is None or held.size <= int(np.prod(o.shape, dtype=np.int64)):
                         probed[o.value] = np.array(view(memories, o))
@@ -197,7 +199,7 @@ class FunctionalReplay:
         """The one place where an instruction becomes bound callables over the memories."""
         if isinstance(ins, Dma):
             return self._bind_dma(e, pc, ins)
-        reads = tuple(s for o in ins.inputs if o is not None and not o.host for s in _runs(o))
+        reads = tuple(s for o in ins.inputs if o is not None and o.has_bytes for s in _runs(o))
         writes = tuple(s for o in ins.outputs if not o.host for s in _runs(o))
         try:
             run, read, write = (self._bind_host(e, pc, ins) if host.touches_host(ins)

@@ -60,10 +60,11 @@ def moves_data(ins: Instruction) -> bool:
 
 def operand_accesses(ins: Compute | Dma) -> list[tuple[Operand, bool]]:
     """(operand, writes?) of each operand of a compute or DMA that has bytes. Host values (hetc.ir.host) have
-    none: only the CPU touches them, in program order, so they take no part in races or extents."""
+    none: only the CPU touches them, in program order, so they take no part in races or extents; nor have
+    immediates (hetc.ir.immediates), carried by the instruction."""
     if isinstance(ins, Dma):
         return [(ins.src, False), (ins.dst, True)]
-    out = [(o, False) for o in ins.inputs if o is not None and not o.host]
+    out = [(o, False) for o in ins.inputs if o is not None and o.has_bytes]
     # An in-place Reshape-like output rewrites identical bytes: a read, not a write, for race purposes.
     out += [(o, k not in ins.inplace) for k, o in enumerate(ins.outputs) if not o.host]
     return out

@@ -183,8 +183,8 @@ def _memory_usage(weights_end: int, outputs: list[dict[str, Any]], machine: "Mac
         else:
             continue
         for o, write in operands:
-            if o.host:
-                continue   # a host value occupies no simulated memory
+            if not o.has_bytes:
+                continue   # a host value or an immediate occupies no simulated memory
             key = (o.memory, o.storage)
             span = live.get(key)
             if span is None:

@@ -26,6 +26,9 @@ def check_target(target: Target) -> None:
     if "host" in memories:
         fail("[memories.host]", "name", "'host' names the host CPU's own heap, where hetc keeps sequences, "
              "optionals and strings (bundles bind them to it)", "rename the memory, e.g. to host_sram")
+    if "immediate" in memories:
+        fail("[memories.immediate]", "name", "'immediate' names the constants an instruction carries in its "
+             "descriptor (bundles bind them to it)", "rename the memory, e.g. to immediate_sram")
 
     if target.staging and target.staging not in memories:
         fail("top level", "staging", f"memory '{target.staging}' is not defined",
