@@ -108,6 +108,17 @@ def test_pointwise_pool_norm_and_reduce_flops() -> None:
     assert node_flops(unary("Transpose", (3, 4), perm=[1, 0])) == 0
 
 
+def test_attention_flops_are_the_same_for_3d_and_4d_inputs() -> None:
+    # 2 batches, 4 query heads of 8 over 3 queries, 2 key/value heads (grouped) over 5 keys; value heads of 6.
+    four_d = node("Attention", [val("q", (2, 4, 3, 8)), val("k", (2, 2, 5, 8)), val("v", (2, 2, 5, 6))],
+                  [val("y", (2, 4, 3, 6))])
+    three_d = node("Attention", [val("q", (2, 3, 32)), val("k", (2, 5, 16)), val("v", (2, 5, 12))],
+                   [val("y", (2, 3, 24))], q_num_heads=4, kv_num_heads=2)
+    # Q.K^T and P.V: 2 x 2 x 4 x 3 x 5 x (8 + 6) MACs x 2 ops; softmax 5 + T per score, one divide per output
+    scores = 2 * 4 * 3 * 5
+    assert node_flops(four_d) == node_flops(three_d) > 2 * scores * (8 + 6) + scores * 5 + 2 * 4 * 3 * 6
+
+
 def test_bytes() -> None:
     # x 768 + w 432 + y 1,024 bytes.
     assert node_bytes(conv((1, 3, 8, 8), (4, 3, 3, 3), (1, 4, 8, 8), pads=[1, 1, 1, 1])) == 2_224

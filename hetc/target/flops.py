@@ -183,17 +183,27 @@ def _topk(node: Node) -> int:
     return math.prod(_shape(node, 0)) * max(1, math.ceil(math.log2(k + 1)))
 
 
+def _attention_dims(node: Node) -> tuple[int, int, int, int, int, int]:
+    """(batch, query heads, query length, head size, key length, value head size) of an Attention, whose
+    inputs are 4-D (batch, heads, length, size) or 3-D (batch, length, heads x size, with the head counts in
+    ``q_num_heads`` and ``kv_num_heads``)."""
+    q, v = _shape(node, 0), _shape(node, 2)
+    if len(q) == 4:
+        return q[0], q[1], q[2], q[3], v[2], v[3]
+    q_heads, kv_heads = int(node.attr("q_num_heads", 1)), int(node.attr("kv_num_heads", 1))
+    return q[0], q_heads, q[1], q[2] // q_heads, v[1], v[2] // kv_heads
+
+
 def _attention_softmax(node: Node) -> int:
     # Per score: scale 1, mask 1, the online softmax's running max 1, subtract 1, exp T, sum 1 (rescaling
     # the accumulator once per key tile is negligible); one 1/sum per output element.
-    batch, q_heads, q_len, _ = _shape(node, 0)
-    return batch * q_heads * q_len * _shape(node, 2)[2] * (5 + T) + _out_numel(node)
+    batch, q_heads, q_len, _, kv_len, _ = _attention_dims(node)
+    return batch * q_heads * q_len * kv_len * (5 + T) + _out_numel(node)
 
 
 def _attention(node: Node) -> int:
     # Q.K^T and P.V, 2 operations per multiply-accumulate, then the softmax.
-    batch, q_heads, q_len, head = _shape(node, 0)
-    kv_len, v_head = _shape(node, 2)[2], _shape(node, 2)[3]
+    batch, q_heads, q_len, head, kv_len, v_head = _attention_dims(node)
     return 2 * batch * q_heads * q_len * kv_len * (head + v_head) + _attention_softmax(node)
 
 
