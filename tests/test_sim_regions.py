@@ -259,3 +259,18 @@ def test_alias_nodes_cost_no_copy():
     feeds = {"x": rng.standard_normal(shape).astype(np.float32)}
     (expected,) = onnxruntime_outputs(model, feeds)
     np.testing.assert_allclose(simulate(bundle, feeds).outputs["y"], expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype, strides, dense", [
+    ("int4", (2, 0), True),          # a packed 3x4 int4 tensor as codegen writes it: half a byte per element
+    ("uint2", (1, 0), True),         # a quarter of a byte
+    ("int4", (4, 0), False),         # every other row of a wider tensor
+    ("float32", (16, 4), True),
+    ("float32", (32, 4), False),
+])
+def test_sub_byte_tensors_are_dense_in_c_order(dtype, strides, dense):
+    from hetc.codegen.program import Operand
+    from hetc.ir import nbytes as tensor_bytes
+    o = Operand(buffer="b", value="v", memory="dram", offset=0, dtype=dtype, shape=(3, 4), strides=strides,
+                nbytes=tensor_bytes(dtype, (3, 4)))
+    assert o.dense is dense

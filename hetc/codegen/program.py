@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from hetc.ir.dtypes import itemsize
 from hetc.ir.tiles import spans
 from hetc.memory.artifact import strided_extent
 
@@ -74,9 +75,11 @@ class Operand:
         have no stride."""
         if not self.strides or self.nbytes == 0:
             return True
-        step = self.nbytes // max(1, math.prod(self.shape))
+        # The element size as codegen writes C-order strides: a fraction of a byte for sub-byte types (their
+        # innermost stride is then 0), so a packed int4 tensor is dense too
+        step = itemsize(self.dtype)
         for d, s in zip(reversed(self.shape), reversed(self.strides)):
-            if d != 1 and s != step:
+            if d != 1 and s != int(step):
                 return False
             step *= d
         return True
