@@ -38,3 +38,52 @@ def test_a_cycle_is_still_reported_with_a_hint():
     with pytest.raises(ValueError):
         earliest_times({0: TaskSpec(0, "cpu", 1, (1,)), 1: TaskSpec(1, "cpu", 1, ())},
                        {"cpu": [0, 1]}, 0, order_hint=[0, 1])
+
+
+# ------------------------------------------------------------------ the memory planner's incremental re-timing
+def _timed_schedule(seed: int, n: int = 80):
+    """A random schedule that satisfies the rule (re-timed from random planned starts)."""
+    from hetc.memory.retime import retime
+    from hetc.schedule.artifact import Task
+    rng = random.Random(seed)
+    engines = ["cpu", "npu", "dma0", "dma1"]
+    tasks, start = [], 0
+    for k in range(n):
+        deps = tuple(sorted(rng.sample(range(k), min(k, rng.randint(0, 3)))))
+        start += rng.randint(1, 4)   # strictly later: engine order (by start) agrees with the dependencies
+        duration = rng.randint(1, 9)
+        tasks.append(Task(k, "compute", rng.choice(engines), start, start + duration, deps=deps))
+    return rng, retime(tasks, 3)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_re_timing_only_what_edits_reach_gives_the_full_answer(seed):
+    """The edits spill_at and delay_at make: new transfers, new dependencies on them or on earlier tasks,
+    a task postponed in its engine's queue; the incremental answer equals the whole re-timing's."""
+    from dataclasses import replace
+
+    from hetc.memory.retime import retime
+    from hetc.schedule.artifact import Task
+    rng, timed = _timed_schedule(seed)
+    tasks = list(timed)
+    for _ in range(rng.randint(1, 4)):
+        edit = rng.random()
+        k = rng.randrange(len(tasks))
+        x = tasks[k]
+        if edit < 0.4:      # a new transfer after x, read by a later task
+            at = x.end_ns + 3
+            new = Task(max(t.id for t in tasks) + 1, "transfer", rng.choice(["dma0", "dma1"]), at, at + 5,
+                       deps=(x.id,))
+            tasks.append(new)
+            later = [j for j, t in enumerate(tasks) if t.start_ns > new.end_ns and t.id != new.id]
+            if later:
+                j = rng.choice(later)
+                tasks[j] = replace(tasks[j], deps=tuple(sorted({*tasks[j].deps, new.id})))
+        elif edit < 0.7:    # postponed: the same task starts later (its queue order may change)
+            shift = rng.randint(1, 15)
+            tasks[k] = replace(x, start_ns=x.start_ns + shift, end_ns=x.end_ns + shift)
+        else:               # made to wait for the end of an earlier-starting task
+            earlier = [t for t in tasks if t.end_ns <= x.start_ns and t.id != x.id]
+            if earlier:
+                tasks[k] = replace(x, deps=tuple(sorted({*x.deps, rng.choice(earlier).id})))
+    assert retime(tasks, 3, timed) == retime(tasks, 3)

@@ -29,12 +29,21 @@ def _lanes(ordered: list[Task]) -> dict[str, list[int]]:
     return lanes
 
 
-def retime(tasks: list[Task], sync_ns: float) -> tuple[Task, ...] | None:
+def retime(tasks: list[Task], sync_ns: float, timed: tuple[Task, ...] | None = None) -> tuple[Task, ...] | None:
     """Tasks with start/end pushed to satisfy dependencies and engine order (read from the planned starts).
     Returns None when the dependencies contradict the engine order (a cycle). Tasks that keep their times
-    are returned as they are."""
-    specs = {t.id: TaskSpec(t.id, t.engine, t.duration_ns, t.deps) for t in tasks}
+    are returned as they are.
+
+    ``timed`` is the schedule ``tasks`` was edited from, which must satisfy the rule itself (a scheduler's or
+    a re-timed schedule does): then only what the edits reach is recomputed (``_changed_only``), with the
+    same result. On VGG-19's 5,000 tasks a repair reaches a few hundred."""
     ordered = _by_start(tasks)      # the planned order: topological, as re-timing only adds forward edges
+    if timed is not None:
+        times = _changed_only(ordered, math.ceil(sync_ns), timed)
+        if times is not None:
+            return tuple(t if times[t.id] == t.start_ns else
+                         replace(t, start_ns=times[t.id], end_ns=times[t.id] + t.duration_ns) for t in tasks)
+    specs = {t.id: TaskSpec(t.id, t.engine, t.duration_ns, t.deps) for t in tasks}
     try:
         times = earliest_times(specs, _lanes(ordered), math.ceil(sync_ns), {t.id: t.start_ns for t in tasks},
                                order_hint=[t.id for t in ordered])
@@ -42,3 +51,40 @@ def retime(tasks: list[Task], sync_ns: float) -> tuple[Task, ...] | None:
         return None
     return tuple(t if times[t.id][0] == t.start_ns else replace(t, start_ns=times[t.id][0], end_ns=times[t.id][1])
                  for t in tasks)
+
+
+def _changed_only(ordered: list[Task], sync_ns: int, timed: tuple[Task, ...]) -> dict[int, int] | None:
+    """Starts by the rule of ``earliest_times`` along ``ordered``, recomputed only for the tasks an edit may
+    move: a task that is not the same object as in ``timed``, whose engine predecessor is another, or one of
+    whose predecessors now ends at another time. Any other task keeps its start: its release is that start,
+    and ``timed`` satisfying the rule puts every constraint it meets at or before it. None when a predecessor comes later in the order (the caller then
+    takes the general path, which reports a cycle)."""
+    was = {t.id: t for t in timed}
+    was_before: dict[int, int | None] = {}
+    for lane in _lanes(_by_start(list(timed))).values():
+        was_before.update(zip(lane, [None, *lane[:-1]]))
+    engine = {t.id: t.engine for t in ordered}
+    last: dict[str, int] = {}
+    ends: dict[int, int] = {}
+    starts: dict[int, int] = {}
+    moved: set[int] = set()
+    for t in ordered:
+        k = t.id
+        before = last.get(t.engine)
+        last[t.engine] = k
+        if not all(d in ends for d in t.deps):
+            return None                  # a predecessor comes later: the order is no longer topological
+        if was.get(k) is t and was_before.get(k) == before and before not in moved and moved.isdisjoint(t.deps):
+            starts[k], ends[k] = t.start_ns, t.end_ns
+            continue
+        start = t.start_ns
+        if before is not None:
+            start = max(start, ends[before])
+        for d in t.deps:
+            end = ends[d]
+            start = max(start, end if engine[d] == t.engine else end + sync_ns)
+        starts[k], ends[k] = start, start + t.duration_ns
+        old = was.get(k)
+        if old is None or ends[k] != old.end_ns:
+            moved.add(k)
+    return starts

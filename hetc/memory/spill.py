@@ -107,7 +107,7 @@ def spill_at(table: BufferTable, schedule: Schedule, target: Target, memory: str
             freed += size
     if not spills and not postponed:
         return None
-    timed = retime(tasks, target.sync_ns)
+    timed = retime(tasks, target.sync_ns, schedule.tasks)
     if timed is None:   # cannot happen: every new edge goes forward in planned time
         raise RuntimeError(f"internal error: spilling in '{memory}' at t={t} made the schedule cyclic")
     return schedule.with_tasks(timed), spills, postponed
