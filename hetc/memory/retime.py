@@ -55,14 +55,12 @@ def retime(tasks: list[Task], sync_ns: float, timed: tuple[Task, ...] | None = N
 
 def _changed_only(ordered: list[Task], sync_ns: int, timed: tuple[Task, ...]) -> dict[int, int] | None:
     """Starts by the rule of ``earliest_times`` along ``ordered``, recomputed only for the tasks an edit may
-    move: a task that is not the same object as in ``timed``, whose engine predecessor is another, or one of
-    whose predecessors now ends at another time. Any other task keeps its start: its release is that start,
-    and ``timed`` satisfying the rule puts every constraint it meets at or before it. None when a predecessor comes later in the order (the caller then
-    takes the general path, which reports a cycle)."""
+    move: a task that is not the same object as in ``timed``, or whose engine predecessor or one of whose
+    dependencies now ends at another time. Any other task keeps its start: its release is that start, and
+    ``timed`` satisfying the rule puts every constraint it meets at or before it (an unchanged task that is now
+    its engine predecessor ran before it in ``timed`` too, since unchanged tasks keep their order). None when
+    a dependency comes later in the order (the caller then takes the general path, which reports a cycle)."""
     was = {t.id: t for t in timed}
-    was_before: dict[int, int | None] = {}
-    for lane in _lanes(_by_start(list(timed))).values():
-        was_before.update(zip(lane, [None, *lane[:-1]]))
     engine = {t.id: t.engine for t in ordered}
     last: dict[str, int] = {}
     ends: dict[int, int] = {}
@@ -74,7 +72,7 @@ def _changed_only(ordered: list[Task], sync_ns: int, timed: tuple[Task, ...]) ->
         last[t.engine] = k
         if not all(d in ends for d in t.deps):
             return None                  # a predecessor comes later: the order is no longer topological
-        if was.get(k) is t and was_before.get(k) == before and before not in moved and moved.isdisjoint(t.deps):
+        if was.get(k) is t and before not in moved and moved.isdisjoint(t.deps):
             starts[k], ends[k] = t.start_ns, t.end_ns
             continue
         start = t.start_ns
