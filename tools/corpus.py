@@ -17,7 +17,6 @@ there; tests/test_corpus.py turns those into strict xfails, so a fix shows up as
 from __future__ import annotations
 
 import argparse
-import functools
 import hashlib
 import os
 import subprocess
@@ -51,37 +50,9 @@ class CorpusModel:
     dims: Mapping[str, int] = field(default_factory=dict)
     fixed_inputs: Mapping[str, Any] = field(default_factory=dict)  # the rest are seeded random
     expected: Mapping[str, str] = field(default_factory=dict)      # preset or "*" -> why it does not validate
-    u8s8_matmul: bool = False      # MatMulInteger of uint8 x int8 that hetc's accelerators run exactly
 
     def expected_failure(self, preset: str) -> str | None:
-        if self.u8s8_matmul and preset != "cpu-only" and onnxruntime_u8s8_saturates():
-            return ("onnxruntime's u8s8 MatMulInteger saturates on this CPU (AVX2 without VNNI: VPMADDUBSW's "
-                    "int16 pair sums), so its float32 run, the only reference (no float64 one for "
-                    "DynamicQuantizeLSTM), differs from the exact integer products hetc's NPU/DSP kernels compute")
         return self.expected.get(preset) or self.expected.get(ALL_PRESETS)
-
-
-@functools.cache
-def onnxruntime_u8s8_saturates() -> bool:
-    """Whether onnxruntime's MatMulInteger(uint8, int8) differs from exact integer arithmetic here: its AVX2
-    kernel adds pairs of u8 x s8 products in saturating int16 (documented in onnxruntime's quantization
-    notes); AVX-512 VNNI and AVX-VNNI machines compute exactly."""
-    import onnxruntime as ort
-    from onnx import TensorProto, helper
-
-    from hetc.ir import EXPORT_IR_VERSION
-    rng = np.random.default_rng(0)
-    a = rng.integers(0, 256, (16, 128), dtype=np.uint8)
-    b = rng.integers(-128, 128, (128, 64), dtype=np.int8)
-    graph = helper.make_graph([helper.make_node("MatMulInteger", ["a", "b"], ["y"])], "u8s8",
-                              [helper.make_tensor_value_info("a", TensorProto.UINT8, a.shape),
-                               helper.make_tensor_value_info("b", TensorProto.INT8, b.shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.INT32, (16, 64))])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
-    model.ir_version = EXPORT_IR_VERSION
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    y = session.run(None, {"a": a, "b": b})[0]
-    return bool((y != a.astype(np.int64) @ b.astype(np.int64)).any())
 
 
 _RAPIDOCR_ORT = ("rapidocr-onnxruntime", "1.4.4")
@@ -156,7 +127,7 @@ MODELS: tuple[CorpusModel, ...] = (
     CorpusModel("voicefilter_lite", "open-voicefilter-lite", "0.2.0", "voicefilter_lite/models/voicefilter_lite.int8.onnx",
                 "9c7a3b9a585b79cf6c976b5fdf0a38de7437074a839e9ea95a70057632b464b7",
                 "targeted voice separation (quantized LSTM mask)", "onnx.quantize (pytorch)",
-                dims={"batch": 1, "time": 16}, u8s8_matmul=True),
+                dims={"batch": 1, "time": 16}),
     CorpusModel("oww_melspectrogram", *_OWW, "openwakeword/resources/models/melspectrogram.onnx",
                 "ba2b0e0f8b7b875369a2c89cb13360ff53bac436f2895cced9f479fa65eb176f",
                 "speech front end (STFT as Conv, mel filterbank)", "pytorch 1.11", shapes={"input": (1, 1280)}),

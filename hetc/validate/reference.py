@@ -14,7 +14,7 @@ import onnx
 
 from hetc.errors import ModelError, ValidationError
 from hetc.ir import EXPORT_IR_VERSION
-from hetc.sim.kernels.cpu import draws_seeded_mask
+from hetc.sim.kernels.cpu import draws_seeded_mask, onnxruntime_u8s8_saturates
 from hetc.validate.inputs import check_inputs
 
 
@@ -64,6 +64,12 @@ def reference_outputs(model_path_or_proto: str | Path | onnx.ModelProto, inputs:
     if seeded is not None:
         return _reference_evaluator_outputs(model, feeds, f"{seeded} draws seeded random numbers, which hetc "
                                             "draws with onnx.reference's generator")
+    exact = exact_integer_matmuls(model) if onnxruntime_u8s8_saturates() else None
+    if exact is not None:
+        model, count = exact
+        warnings.warn(f"onnxruntime's MatMulInteger(uint8, int8) saturates on this CPU (its AVX2 kernel adds pairs "
+                      f"of products in int16); the reference computes the model's {count} such node(s) as exact "
+                      f"int32 MatMuls, as ONNX specifies", RuntimeWarning, stacklevel=2)
     try:
         session = _session(model)
     except ModelError as refusal:
@@ -74,6 +80,54 @@ def reference_outputs(model_path_or_proto: str | Path | onnx.ModelProto, inputs:
         raise ValidationError(f"onnxruntime failed to run the reference model on these inputs: {error}") \
             from None
     return {out.name: as_output(r) for out, r in zip(session.get_outputs(), results)}
+
+
+def exact_integer_matmuls(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int] | None:
+    """A copy of ``model`` whose top-level MatMulInteger nodes with a uint8 first and an int8 second operand
+    compute as ONNX specifies, in int32 (operands cast, zero points subtracted, an int32 MatMul), and how
+    many; None when it has no such node."""
+    from onnx import TensorProto, helper
+
+    types = {t.name: t.data_type for t in model.graph.initializer}
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model).graph
+    except Exception:  # noqa: BLE001 - inference may stop at a contrib op; what it typed before is enough
+        inferred = model.graph
+    for v in (*inferred.input, *inferred.value_info, *inferred.output):
+        types.setdefault(v.name, v.type.tensor_type.elem_type)
+    # scalars: a per-row zero point of A (1-D, size M) would need reshaping to broadcast; such nodes stay
+    scalar = {t.name for t in model.graph.initializer if np.prod(t.dims, dtype=np.int64) <= 1} | {""}
+    for n in model.graph.node:     # DynamicQuantizeLinear's outputs are uint8 whatever inference reached
+        if n.op_type == "DynamicQuantizeLinear" and n.domain in ("", "ai.onnx"):
+            types.setdefault(n.output[0], TensorProto.UINT8)
+            types.setdefault(n.output[2], TensorProto.UINT8)
+            scalar.add(n.output[2])
+    nodes, count = [], 0
+    for n in model.graph.node:
+        operands = list(n.input) + [""] * (4 - len(n.input))
+        if not (n.op_type == "MatMulInteger" and n.domain in ("", "ai.onnx") and operands[2] in scalar
+                and types.get(operands[0]) == TensorProto.UINT8 and types.get(operands[1]) == TensorProto.INT8):
+            nodes.append(n)
+            continue
+        count += 1
+        stem = f"hetc_exact_{count}_"
+        wide = []
+        for k, (x, zero) in enumerate(((operands[0], operands[2]), (operands[1], operands[3]))):
+            nodes.append(helper.make_node("Cast", [x], [f"{stem}{k}"], to=TensorProto.INT32))
+            if zero:
+                nodes.append(helper.make_node("Cast", [zero], [f"{stem}{k}_zero"], to=TensorProto.INT32))
+                nodes.append(helper.make_node("Sub", [f"{stem}{k}", f"{stem}{k}_zero"], [f"{stem}{k}_centred"]))
+                wide.append(f"{stem}{k}_centred")
+            else:
+                wide.append(f"{stem}{k}")
+        nodes.append(helper.make_node("MatMul", wide, list(n.output), name=n.name))
+    if not count:
+        return None
+    exact = onnx.ModelProto()
+    exact.CopyFrom(model)
+    del exact.graph.node[:]
+    exact.graph.node.extend(nodes)
+    return exact, count
 
 
 def seeded_random_node(model: onnx.ModelProto) -> str | None:

@@ -6,6 +6,8 @@ loads is stamped with that opset when its definition is the same there (``runtim
 keeps the model's opset, which onnxruntime refuses: onnx.reference runs it."""
 from __future__ import annotations
 
+import functools
+
 import hashlib
 import os
 from collections import OrderedDict
@@ -173,6 +175,28 @@ def draws_seeded_mask(op_type: str, attr_names: Any, training_mode_given: bool) 
     return op_type == "Dropout" and "seed" in attr_names and training_mode_given
 
 
+@functools.cache
+def onnxruntime_u8s8_saturates() -> bool:
+    """Whether onnxruntime's MatMulInteger(uint8, int8) differs from exact integer arithmetic on this machine:
+    its AVX2 kernel adds pairs of u8 x s8 products in saturating int16 (onnxruntime's quantization notes warn
+    of it); AVX-512 VNNI and AVX-VNNI machines compute exactly. hetc's kernels compute exactly everywhere."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (16, 128), dtype=np.uint8)
+    b = rng.integers(-128, 128, (128, 64), dtype=np.int8)
+    graph = helper.make_graph([helper.make_node("MatMulInteger", ["a", "b"], ["y"])], "u8s8",
+                              [helper.make_tensor_value_info("a", TensorProto.UINT8, a.shape),
+                               helper.make_tensor_value_info("b", TensorProto.INT8, b.shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.INT32, (16, 64))])
+    probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    probe.ir_version = EXPORT_IR_VERSION
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    y = session.run(None, {"a": a, "b": b})[0]
+    return bool((y != a.astype(np.int64) @ b.astype(np.int64)).any())
+
+
 def onnxruntime_deviates(op_type: str, domain: str, attrs: dict[str, Any], inputs: list[np.ndarray | None],
                          outputs: list[tuple[str, tuple[int, ...]]]) -> bool:
     """Whether onnxruntime 1.31 is known to compute this node differently from the ONNX specification (its
@@ -193,6 +217,9 @@ def onnxruntime_deviates(op_type: str, domain: str, attrs: dict[str, Any], input
         return bool(outputs) and outputs[0][0] == "float16"
     if op_type == "Dropout":
         return draws_seeded_mask(op_type, attrs, len(inputs) > 2 and inputs[2] is not None)
+    if op_type == "MatMulInteger":  # uint8 x int8 on an AVX2 machine without VNNI: saturating int16 sums
+        return (len(inputs) > 1 and inputs[0] is not None and inputs[1] is not None and inputs[0].dtype == np.uint8
+                and inputs[1].dtype == np.int8 and onnxruntime_u8s8_saturates())
     if op_type == "Attention":  # a causal mask over a past cache is offset; float16 loses accuracy
         with_past = len(inputs) > 4 and inputs[4] is not None
         return (bool(attrs.get("is_causal", 0)) and with_past) or (
