@@ -36,7 +36,7 @@ STALE_MOVES = 200                 # hill climbing gives up after this many moves
 START_ORDER_MAX = 500             # the start-order greedy is tried up to this many intervals
 _MATRIX_MAX = 4000                # overlap matrix up to this many intervals (16 MB of booleans)
 _NUMPY_DEGREE = 40                # above this many time-neighbours numpy scans faster than a Python loop
-WORK_PER_SECOND = 1_600_000      # hill climbing, idle 2-core machine: median of 1.25-2.65 M/s over tools/bench_packing.py sets
+WORK_PER_SECOND = 1_600_000      # hill climbing, idle 2-core machine: median of 1.25-2.65 M/s (bench_packing sets)
 STUCK_WIDEN = 50                  # moves without progress before a second, wider swap joins each move
 _VECTOR_CALL_WORK = 50            # a vectorised best-fit costs this many neighbour visits, plus a seventh of
 _VECTOR_VISIT_DIVISOR = 7         # its neighbours: measured against the Python loop (2026-12-04, idle)
@@ -235,9 +235,7 @@ class _Decoder:
         self.p = p
         self.out = list(offsets) if offsets is not None else [0] * p.n
         self.out_np = np.array(self.out, dtype=np.int64)
-        self.pos = [0] * p.n
-        for k, i in enumerate(order):
-            self.pos[i] = k
+        self.pos = _positions(order)
         self.pos_np = np.array(self.pos, dtype=np.int64)
 
     def set(self, i: int, offset: int) -> None:
@@ -357,11 +355,9 @@ def _hill_climb(p: _Problem, order: list[int], offsets: list[int], lower: int,
     soon as a buffer passes the peak. Budgeted in work units so that results are reproducible."""
     rng = random.Random(0x5eed)
     order = list(order)
-    pos = list(range(p.n))
-    for k, i in enumerate(order):
-        pos[i] = k
+    pos = _positions(order)
     peak = _peak(p, offsets)
-    best = (list(order), list(offsets), peak)
+    best = (order, offsets, peak)
     work = stuck = 0
     while work < budget_work:
         if peak <= lower or time.perf_counter() > deadline:   # the clock is only a safety net
@@ -372,9 +368,7 @@ def _hill_climb(p: _Problem, order: list[int], offsets: list[int], lower: int,
             # A local optimum: restart from the best order with a random stretch of it shuffled (iterated
             # local search), which the stale moves around one bottleneck could not reach
             order, offsets = _kick(p, best[0], rng)
-            pos = list(range(p.n))
-            for k, i in enumerate(order):
-                pos[i] = k
+            pos = _positions(order)
             peak, stuck = _peak(p, offsets), 0
             work += p.n + sum(p.place_work)
             continue
@@ -424,8 +418,16 @@ def _hill_climb(p: _Problem, order: list[int], offsets: list[int], lower: int,
             stuck = 0
         order, pos, offsets, peak = candidate, new_pos, new_offsets, new_peak
         if peak < best[2]:
-            best = (list(order), list(offsets), peak)
+            best = (order, offsets, peak)
     return best[0], best[1]
+
+
+def _positions(order: list[int]) -> list[int]:
+    """Each interval's rank in ``order``."""
+    pos = [0] * len(order)
+    for k, i in enumerate(order):
+        pos[i] = k
+    return pos
 
 
 def _kick(p: _Problem, order: list[int], rng: random.Random) -> tuple[list[int], list[int]]:

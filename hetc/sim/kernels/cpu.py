@@ -7,7 +7,6 @@ keeps the model's opset, which onnxruntime refuses: onnx.reference runs it."""
 from __future__ import annotations
 
 import functools
-
 import hashlib
 import os
 from collections import OrderedDict
