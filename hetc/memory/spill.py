@@ -122,7 +122,10 @@ def _postpone(table: BufferTable, tasks: list[Task], target: Target, cand: _Cand
     k, writer = next((k, x) for k, x in enumerate(tasks) if x.id == spec.writer)
     if writer.kind != "transfer" or cand.before != (writer.id,):
         return False
-    latest = cand.next_use - writer.duration_ns - math.ceil(target.sync_ns)
+    # Every task that waits for the transfer bounds it, not only this buffer's readers: a reader rebound to a
+    # reload by an earlier spill still waits for it.
+    first_wait = min([cand.next_use] + [x.start_ns for x in tasks if writer.id in x.deps])
+    latest = first_wait - writer.duration_ns - math.ceil(target.sync_ns)
     release = max(fits_from, latest)
     if release <= writer.start_ns:
         return False                    # it is as late as it can be already
