@@ -28,11 +28,12 @@ def release_path(problem: SchedulingProblem) -> int:
     in DRAM. Each node takes the device that minimises its own finish (separately for each such arrival), so
     the result is a lower bound."""
     def moved(value: int, src: str, dst: str) -> int:
-        hops = problem.route(src, dst)
-        if not hops:
+        """The fastest chain of copies from ``src`` to ``dst``, over every source a copy may be made from."""
+        if src == dst:
             return 0
-        time = sum(min(problem.transfer_ns(value, e) for e in problem.engines_between(a, b)) for a, b in hops)
-        return time + problem.sync_ns * len(hops)  # a semaphore between every two engines on the chain
+        return min(moved(value, src, via) + problem.sync_ns   # a semaphore between every two engines on the chain
+                   + min(problem.transfer_ns(value, e) for e in problem.engines_between(via, dst))
+                   for via in problem.copy_sources(src, dst))
 
     def dram_ready(value: int) -> int | None:
         """When a value that can only live in DRAM (an input, a constant, an Assemble's output, Regions of

@@ -198,7 +198,6 @@ class WindowModel:
         if key in self.transfers:
             return self.transfers[key]
         p = self.p
-        src = p.copy_source(born, dst)
         made = self.new_copies.get((value, dst))
         used = made is not None and self._origin(self.h, value) == born
         end_hint, engine_hint = made if used else (self.cut, None)
@@ -207,8 +206,9 @@ class WindowModel:
         start = self._var(self.cut, self.horizon, f"ts{value}_{born}_{dst}", start_hint)
         end = self._var(self.cut, self.horizon, f"te{value}_{born}_{dst}", end_hint)
         engines: dict[str, Literal] = {}
-        choices = p.engines_between(src, dst)
-        for eng in choices:
+        # one engine per (source, engine) choice: the engine decides where the copy is read from
+        choices = [(src, eng) for src in p.copy_sources(born, dst) for eng in p.engines_between(src, dst)]
+        for src, eng in choices:
             lit = need if len(choices) == 1 else self._bool(f"y{value}_{dst}_{eng}", used and eng == engine_hint)
             engines[eng] = lit
             self.intervals[eng].append(self.m.new_optional_interval_var(
@@ -216,22 +216,31 @@ class WindowModel:
         if len(choices) > 1:
             self.m.add(sum(engines.values()) == need)
         t = self.transfers[key] = _Transfer(need, start, end, engines)
-        # the transfer's own source: the producer, a committed copy, or the DRAM copy made in this window
+        for src in dict.fromkeys(src for src, _eng in choices):
+            self._after_source(t, value, born, src, {eng: engines[eng] for s, eng in choices if s == src})
+        return t
+
+    def _after_source(self, t: _Transfer, value: int, born: str, src: str, engines: dict[str, Literal]) -> None:
+        """The copy ``t``, made from ``src`` by one of ``engines``, starts after the value is there: after its
+        producer, a committed copy, or the copy into ``src`` made in this window (needed when one of
+        ``engines`` is chosen)."""
+        p = self.p
         producer = self._root_producer(value)
         assembling = self._unsettled_assemble(value) if src == born else None
         if src == born and producer in self.in_window:
-            self.m.add(start >= self.end[producer] + p.sync_ns).only_enforce_if(need)
+            for lit in engines.values():
+                self.m.add(t.start >= self.end[producer] + p.sync_ns).only_enforce_if(lit)
         elif assembling is not None:
             for eng, lit in engines.items():
-                self.m.add(start >= self._assembled(assembling, eng)).only_enforce_if(lit)
+                self.m.add(t.start >= self._assembled(assembling, eng)).only_enforce_if(lit)
         elif (value, src) in self.state.copies:
             for eng, lit in engines.items():
-                self.m.add(start >= self._ready(value, src, eng)).only_enforce_if(lit)
+                self.m.add(t.start >= self._ready(value, src, eng)).only_enforce_if(lit)
         else:
             via = self._transfer(value, born, src)
-            via.reasons.append([need])
-            self.m.add(start >= via.end + p.sync_ns).only_enforce_if(need)
-        return t
+            for lit in engines.values():
+                via.reasons.append([lit])
+                self.m.add(t.start >= via.end + p.sync_ns).only_enforce_if(lit)
 
     def _ready(self, value: int, mem: str, engine: str) -> int:
         return self.state.ready_on(self.state.copies[(value, mem)], engine)

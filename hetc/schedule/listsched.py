@@ -79,24 +79,37 @@ class ListScheduler:
 
     def _plan_copy(self, value: int, mem: str, pending: dict[str, list[tuple[int, int]]],
                    made: dict[tuple[int, str], tuple[int, str]], booked: list) -> tuple[int, str | None]:
-        """The copy of ``value`` in ``mem``: existing, or planned hop by hop on the earliest-finishing engine
-        (planned transfers go to ``booked``; ``pending`` and ``made`` keep the plan self-consistent)."""
-        p = self.p
-        if (value, mem) not in self.copies and (value, mem) not in made:
-            for src, dst in p.route(self._origin(value), mem):
-                if (value, dst) in self.copies or (value, dst) in made:
-                    continue
-                source = self.copies.get((value, src)) or made[(value, src)]
-                best = None
-                for engine in p.engines_between(src, dst):
-                    dur = p.transfer_ns(value, engine)
-                    start = self.lanes[engine].earliest(self.ready_on(source, engine), dur, pending.get(engine, []))
-                    if best is None or start + dur < best[5]:
-                        best = (value, src, dst, engine, start, start + dur)
-                booked.append(best)
-                pending.setdefault(best[3], []).append((best[4], best[5]))
-                made[(value, dst)] = (best[5], best[3])
-        return self.copies.get((value, mem)) or made[(value, mem)]
+        """The copy of ``value`` in ``mem``: existing, or planned from the source and on the engine that finish
+        it earliest, its source's own copy planned first (planned transfers go to ``booked``; ``pending`` and
+        ``made`` keep the plan self-consistent)."""
+        have = self.copies.get((value, mem)) or made.get((value, mem))
+        if have is not None:
+            return have
+        p, born = self.p, self._origin(value)
+        sources = p.copy_sources(born, mem)
+        best = None
+        for src in sources:
+            # a second source is tried on copies of the plan, so that the first's bookings do not leak into it
+            trial = (pending, made, booked) if len(sources) == 1 else (
+                {e: list(spans) for e, spans in pending.items()}, dict(made), list(booked))
+            source = self._plan_copy(value, src, *trial)
+            for engine in p.engines_between(src, mem):
+                dur = p.transfer_ns(value, engine)
+                start = self.lanes[engine].earliest(self.ready_on(source, engine), dur, trial[0].get(engine, []))
+                if best is None or start + dur < best[0]:
+                    best = (start + dur, start, src, engine, trial)
+        assert best is not None, f"no DMA engine copies into '{mem}'"
+        end, start, src, engine, (plan_pending, plan_made, plan_booked) = best
+        if plan_pending is not pending:
+            pending.clear()
+            pending.update(plan_pending)
+            made.clear()
+            made.update(plan_made)
+            booked[:] = plan_booked
+        booked.append((value, src, mem, engine, start, end))
+        pending.setdefault(engine, []).append((start, end))
+        made[(value, mem)] = (end, engine)
+        return made[(value, mem)]
 
     def _plan_inputs(self, node: int, device: str) -> tuple[int, list[tuple[int, str, str, str, int, int]]]:
         """Ready time of all inputs in the device's memory, and the transfers (value, src, dst, engine,

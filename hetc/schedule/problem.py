@@ -58,6 +58,7 @@ class SchedulingProblem:
     priority: tuple[str, ...]
     dram: str = "dram"
     routes: dict[tuple[str, str], tuple[Hop, ...]] = field(default_factory=dict)  # from Target.route
+    staging: str | None = None                  # Target.staging when it is not the DRAM (copy_sources)
     alias_ops: dict[int, str] = field(default_factory=dict)  # alias node index -> "Region" | "Assemble"
     _memo: dict = field(default_factory=dict, compare=False, repr=False, hash=False)
 
@@ -176,8 +177,31 @@ class SchedulingProblem:
         return hops
 
     def copy_source(self, origin: str, dst: str) -> str:
-        """The memory a copy in ``dst`` is made from when the value originates in ``origin``."""
+        """The memory a copy in ``dst`` is made from by default when the value originates in ``origin``: the
+        last hop of the route."""
         return self.route(origin, dst)[-1][0]
+
+    def copy_sources(self, origin: str, dst: str) -> list[str]:
+        """The memories a copy in ``dst`` may be made from, the default first. A value born in DRAM (a weight,
+        a graph input) may also come from the staging memory when an engine links it to ``dst``: cores that
+        read the same bytes then fetch them from DRAM once, into the staging memory, and fan them out on chip
+        (one DRAM read instead of one per core). Which source a copy uses is its DMA engine's choice."""
+        default = self.copy_source(origin, dst)
+        staged = self.staging
+        if (origin == self.dram and staged is not None and staged not in (dst, default)
+                and self.engines_between(origin, staged) and self.engines_between(staged, dst)):
+            return [default, staged]
+        return [default]
+
+    def source_by(self, origin: str, dst: str, engine: str | None) -> str:
+        """The memory the copy in ``dst`` made by ``engine`` reads (the default source when ``engine`` is None)."""
+        sources = self.copy_sources(origin, dst)
+        if engine is None:
+            return sources[0]
+        for src in sources:
+            if engine in self.engines_between(src, dst):
+                return src
+        raise ScheduleError(f"DMA engine '{engine}' cannot copy into '{dst}' a value born in '{origin}'")
 
     def transfer_ns(self, value: int, engine: str) -> int:
         e = self.dmas[engine]
@@ -233,4 +257,5 @@ def build_problem(graph: "Graph", target: "Target",  # noqa: F821
         ops=tuple(node_label(n) for n in nodes), durations=tuple(durations), node_inputs=tuple(node_inputs),
         values=tuple(values), device_memory={d: dev.memory for d, dev in target.devices.items()}, dmas=dmas,
         sync_ns=math.ceil(target.sync_ns), priority=tuple(target.priority), dram=target.dram, routes=routes,
+        staging=target.staging if target.staging and target.staging != target.dram else None,
         alias_ops={i: n.op_type for i, n in enumerate(nodes) if is_alias(n)})

@@ -84,25 +84,35 @@ def wanted_in_dram(problem: SchedulingProblem, value: int) -> bool:
 
 
 def copies_needed(problem: SchedulingProblem, value: int, placement: Placement,
-                  consumers: tuple[int, ...] | None = None) -> list[tuple[str, str]]:
+                  dma_choice: dict[tuple[int, str], str] | None = None) -> list[tuple[str, str]]:
     """(src, dst) memory pairs of the transfers of one value, intermediate copies (DRAM, staging) first.
-    A host value needs none: only CPUs (homed in DRAM) touch it, and it stays in the host's heap. Alias
-    consumers want no copy: a Region reads its input in place, an Assemble wants its part in DRAM."""
+    Each copy is made from the source its DMA engine reads (``SchedulingProblem.source_by``; the route's
+    last hop when ``dma_choice`` has no engine for it), and that source needs a copy of its own unless the
+    value is born there. A host value needs none: only CPUs (homed in DRAM) touch it, and it stays in the
+    host's heap. Alias consumers want no copy: a Region reads its input in place, an Assemble wants its part
+    in DRAM."""
     spec = problem.values[value]
     if spec.is_host:
         return []
     born = origin(problem, value, placement)
-    readers = problem.compute_consumers[value] if consumers is None else consumers
-    wanted = {problem.home(placement[c]) for c in readers if not problem.is_alias(c)}
+    wanted = {problem.home(placement[c]) for c in problem.compute_consumers[value]}
     if wanted_in_dram(problem, value):
         wanted.add(problem.dram)
     wanted.discard(born)
-    hops: dict[str, tuple[int, str]] = {}
-    for dst in wanted:
-        for position, (a, b) in enumerate(problem.route(born, dst)):
-            hops[b] = min(hops.get(b, (position, a)), (position, a))
-    order = sorted(hops, key=lambda m: (hops[m][0], m))
-    return [(hops[m][1], m) for m in order]
+    choice = dma_choice or {}
+    source: dict[str, str] = {}
+    pending = sorted(wanted)
+    while pending:
+        dst = pending.pop()
+        if dst not in source:
+            source[dst] = problem.source_by(born, dst, choice.get((value, dst)))
+            if source[dst] != born:
+                pending.append(source[dst])
+
+    def hops(memory: str) -> int:
+        return 0 if source[memory] == born else 1 + hops(source[memory])
+
+    return [(source[m], m) for m in sorted(source, key=lambda m: (hops(m), m))]
 
 
 @dataclass(frozen=True)
@@ -124,7 +134,7 @@ def derive_tasks(problem: SchedulingProblem, placement: Placement,
 
     def make_copies(value: int) -> None:
         born = origin(problem, value, placement)
-        for src, dst in copies_needed(problem, value, placement):
+        for src, dst in copies_needed(problem, value, placement, dma_choice):
             engine = dma_choice.get((value, dst)) or problem.engines_between(src, dst)[0]
             if engine not in problem.engines_between(src, dst):
                 raise ScheduleError(f"DMA engine '{engine}' does not connect '{src}' and '{dst}'")
