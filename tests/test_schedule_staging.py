@@ -31,12 +31,14 @@ def staged_problem(staging: str | None = "l2") -> SchedulingProblem:
         sync_ns=7, priority=("npu0", "npu1"), routes=routes, staging=staging)
 
 
-def test_a_dram_value_may_come_from_the_staging_memory_and_nothing_else_may():
+def test_a_dram_value_several_tasks_read_may_come_from_the_staging_memory_and_nothing_else_may():
     p = staged_problem()
-    assert p.copy_sources("dram", "spm0") == ["dram", "l2"]
-    assert p.copy_sources("spm0", "spm1") == ["l2"]          # already staged: its route's hop
-    assert p.copy_sources("spm0", "dram") == ["spm0"]
-    assert staged_problem(staging=None).copy_sources("dram", "spm0") == ["dram"]
+    assert p.copy_sources(0, "dram", "spm0") == ["dram", "l2"]
+    assert p.copy_sources(0, "spm0", "spm1") == ["l2"]          # already staged: its route's hop
+    assert p.copy_sources(0, "spm0", "dram") == ["spm0"]
+    assert staged_problem(staging=None).copy_sources(0, "dram", "spm0") == ["dram"]
+    lone = replace(p, values=(ValueSpec("w", WEIGHT, None, (0,), is_const=True), *p.values[1:]), _memo={})
+    assert lone.copy_sources(0, "dram", "spm0") == ["dram"]     # one reader: nothing to share
 
 
 def test_the_engine_chosen_for_a_copy_decides_its_source():

@@ -28,12 +28,13 @@ def release_path(problem: SchedulingProblem) -> int:
     in DRAM. Each node takes the device that minimises its own finish (separately for each such arrival), so
     the result is a lower bound."""
     def moved(value: int, src: str, dst: str) -> int:
-        """The fastest chain of copies from ``src`` to ``dst``, over every source a copy may be made from."""
+        """The fastest chain of copies of ``value`` from ``src`` to ``dst``, over every source a copy may be
+        made from."""
         if src == dst:
             return 0
         return min(moved(value, src, via) + problem.sync_ns   # a semaphore between every two engines on the chain
                    + min(problem.transfer_ns(value, e) for e in problem.engines_between(via, dst))
-                   for via in problem.copy_sources(src, dst))
+                   for via in problem.copy_sources(value, src, dst))
 
     def dram_ready(value: int) -> int | None:
         """When a value that can only live in DRAM (an input, a constant, an Assemble's output, Regions of

@@ -207,7 +207,7 @@ class WindowModel:
         end = self._var(self.cut, self.horizon, f"te{value}_{born}_{dst}", end_hint)
         engines: dict[str, Literal] = {}
         # one engine per (source, engine) choice: the engine decides where the copy is read from
-        choices = [(src, eng) for src in p.copy_sources(born, dst) for eng in p.engines_between(src, dst)]
+        choices = [(src, eng) for src in p.copy_sources(value, born, dst) for eng in p.engines_between(src, dst)]
         for src, eng in choices:
             lit = need if len(choices) == 1 else self._bool(f"y{value}_{dst}_{eng}", used and eng == engine_hint)
             engines[eng] = lit

@@ -86,7 +86,7 @@ class ListScheduler:
         if have is not None:
             return have
         p, born = self.p, self._origin(value)
-        sources = p.copy_sources(born, mem)
+        sources = p.copy_sources(value, born, mem)
         best = None
         for src in sources:
             # a second source is tried on copies of the plan, so that the first's bookings do not leak into it

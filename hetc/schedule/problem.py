@@ -181,21 +181,25 @@ class SchedulingProblem:
         last hop of the route."""
         return self.route(origin, dst)[-1][0]
 
-    def copy_sources(self, origin: str, dst: str) -> list[str]:
-        """The memories a copy in ``dst`` may be made from, the default first. A value born in DRAM (a weight,
-        a graph input) may also come from the staging memory when an engine links it to ``dst``: cores that
-        read the same bytes then fetch them from DRAM once, into the staging memory, and fan them out on chip
-        (one DRAM read instead of one per core). Which source a copy uses is its DMA engine's choice."""
+    def copy_sources(self, value: int, origin: str, dst: str) -> list[str]:
+        """The memories a copy of ``value`` in ``dst`` may be made from, the default first. A value born in
+        DRAM (a weight, a graph input) that several tasks read may also come from the staging memory when an
+        engine links it to ``dst``: cores that read the same bytes then fetch them from DRAM once, into the
+        staging memory, and fan them out on chip (one DRAM read instead of one per core). A value one task
+        reads gains nothing there but a detour through the staging memory's capacity. Which source a copy uses
+        is its DMA engine's choice."""
         default = self.copy_source(origin, dst)
         staged = self.staging
         if (origin == self.dram and staged is not None and staged not in (dst, default)
+                and len(self.compute_consumers[value]) > 1
                 and self.engines_between(origin, staged) and self.engines_between(staged, dst)):
             return [default, staged]
         return [default]
 
-    def source_by(self, origin: str, dst: str, engine: str | None) -> str:
-        """The memory the copy in ``dst`` made by ``engine`` reads (the default source when ``engine`` is None)."""
-        sources = self.copy_sources(origin, dst)
+    def source_by(self, value: int, origin: str, dst: str, engine: str | None) -> str:
+        """The memory the copy of ``value`` in ``dst`` made by ``engine`` reads (the default source when
+        ``engine`` is None)."""
+        sources = self.copy_sources(value, origin, dst)
         if engine is None:
             return sources[0]
         for src in sources:

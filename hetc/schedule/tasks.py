@@ -105,7 +105,7 @@ def copies_needed(problem: SchedulingProblem, value: int, placement: Placement,
     while pending:
         dst = pending.pop()
         if dst not in source:
-            source[dst] = problem.source_by(born, dst, choice.get((value, dst)))
+            source[dst] = problem.source_by(value, born, dst, choice.get((value, dst)))
             if source[dst] != born:
                 pending.append(source[dst])
 
