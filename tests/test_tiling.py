@@ -134,11 +134,31 @@ def test_several_cores_split_a_node_that_fits_whole_when_that_pays():
     assert_same_outputs(graph, tiled)
 
 
-def test_one_core_never_splits_a_node_that_fits():
-    target = target_from_toml_text(target_text(cores=1, spm="2MiB"))
+def test_one_core_and_a_slow_cpu_do_not_split_a_node_that_fits():
+    target = target_from_toml_text(target_text(cores=1, spm="2MiB"))   # the CPU is 10x slower than the NPU
     graph = load(make_model([mk("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1])],
                             {"x": (1, 32, 28, 28)}, ["y"], {"w": (64, 32, 3, 3), "b": (64,)}))
     assert [n.name for n in tile_graph(graph, target).nodes] == ["conv"]
+
+
+def test_a_node_that_fits_is_spread_over_unlike_devices_when_that_pays():
+    # One NPU and a CPU half as fast: a third of the convolution's parts on the CPU beats the NPU alone, even
+    # with the input and output staged through DRAM for the parts.
+    text = target_text(cores=1, spm="2MiB").replace("peak = { float32 = 20.0 }", "peak = { float32 = 100.0 }")
+    target = target_from_toml_text(text)
+    model = make_model([mk("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1]),
+                        mk("Relu", ["x"], ["z"], name="relu")],
+                       {"x": (1, 32, 56, 56)}, ["y", "z"], {"w": (64, 32, 3, 3), "b": (64,)})
+    graph = load(model)
+    conv = next(n for n in graph.nodes if n.name == "conv")
+    assert target.supports(conv, "npu0")   # fits whole
+    plan = plan_node(target, conv)
+    assert isinstance(plan, TilePlan) and plan.estimate_ns < plan.whole_ns
+    assert "split over npu0, cpu" in plan.why and "staged through DRAM" in plan.why
+    assert plan_node(target, next(n for n in graph.nodes if n.name == "relu")) is None   # launches outweigh it
+    tiled = tile_graph(graph, target)
+    assert len(tiles_of(tiled, "conv")) == plan.count
+    assert_same_outputs(graph, tiled)
 
 
 def test_gemm_too_big_for_its_weights_streams_them_through_a_k_chain():

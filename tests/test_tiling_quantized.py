@@ -13,7 +13,7 @@ from hetc.api import validate
 from hetc.target import load_target, target_from_toml_text
 from hetc.target.capability import working_set_bytes
 from hetc.target.tiling import cut_node
-from hetc.target.tiling.plan import TilePlan, plan_node
+from hetc.target.tiling import TilePlan, plan_node
 from hetc.target.tiling.rules import RULES
 
 from tiler_helpers import assert_same_outputs, load, make_model, tiles_of

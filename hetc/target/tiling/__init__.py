@@ -2,12 +2,13 @@
 tiles that fit (and, on targets with several identical cores, nodes whose split pays are cut into parts).
 
 * ``rules``: per op family, along which axes a node may be cut and what each tile reads (a table).
-* ``plan``: the one driver that chooses the cut with the cost model (budget, estimate, cap).
+* ``plan``: the one driver that chooses the cut with the cost model (budget, estimate, cap); ``shapes`` describes
+  a tile, ``estimate`` judges a cut, ``parts`` cuts nodes that fit whole into parts for several devices.
 * ``graph``: ``tile_graph``, which writes the chosen cuts into the graph with alias nodes (hetc.ir.tiles).
 """
 from hetc.target.tiling.graph import cut_node, tile_graph, tiling_note, tiling_rows
-from hetc.target.tiling.plan import (MAX_TILES, TILE_BUDGET_FRACTION, TilePlan, eligible_accelerators, plan_node,
-                                     tiling_verdict)
+from hetc.target.tiling.estimate import TILE_BUDGET_FRACTION, TilePlan
+from hetc.target.tiling.plan import MAX_TILES, eligible_accelerators, plan_node, tiling_verdict
 from hetc.target.tiling.rules import RULES, Untileable
 
 __all__ = ["tile_graph", "cut_node", "tiling_rows", "tiling_note", "plan_node", "tiling_verdict", "eligible_accelerators", "TilePlan", "MAX_TILES",

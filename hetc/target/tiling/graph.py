@@ -15,8 +15,9 @@ from hetc.ir import Graph, Node, Value, dtype_from_numpy
 from hetc.ir.fused import base_node
 from hetc.ir.graph import TileRef
 from hetc.ir.tiles import ASSEMBLE, REGION, TILE_DOMAIN
-from hetc.target.tiling.plan import (ACC, TILE_BUDGET_FRACTION, TilePlan, describe_tile, group_plan, plan_node,
-                                     split_bands)
+from hetc.target.tiling.estimate import TILE_BUDGET_FRACTION, TilePlan
+from hetc.target.tiling.plan import group_plan, plan_node
+from hetc.target.tiling.shapes import ACC, describe_tile, split_bands
 from hetc.target.tiling.boxes import Box, box_shape, full
 from hetc.target.tiling.rules import RULES, Untileable
 

@@ -1,0 +1,113 @@
+"""Nodes that fit whole, cut into parts that run at the same time on several devices: across identical cores
+(``split_across_cores``) or over devices that differ (``spread_over_devices``); plan.py's docstring states
+when each applies."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from hetc.target.capability import kernel_support
+from hetc.target.tiling.estimate import (NEAR_BEST, CutContext, TilePlan, cut_count, cut_estimate, cut_label, dma_ns,
+                                         fits, pick_cut, representatives, tile_bytes, whole_ns)
+from hetc.target.tiling.rules import Axis
+from hetc.target.tiling.shapes import sketch, source_value
+
+
+def split_across_cores(ctx: CutContext, need: int, memory: str) -> TilePlan | None:
+    """A node that fits whole, cut into at least as many parts as cores when that is estimated faster."""
+    whole = whole_ns(ctx)
+    launch = ctx.target.devices[ctx.device].launch_ns
+    if launch + ctx.target.sync_ns + (whole - launch) / ctx.cores >= whole:
+        return None   # even a perfect split of the compute would not pay for a launch and the join
+    scored = []
+    for axis in ctx.axes:
+        if axis.out_axis is None:
+            continue   # a K chain runs its tiles one after the other: no parallelism
+        for n in (ctx.cores, 2 * ctx.cores):
+            if n > axis.extent // axis.unit or not fits(ctx, [(axis, n)]):
+                continue
+            estimate = cut_estimate(ctx, [(axis, n)])
+            if estimate is not None:
+                scored.append((estimate, ((axis, n),)))
+    if not scored:
+        return None
+    estimate, cuts = pick_cut(scored)
+    if estimate >= whole:
+        return None
+    why = (f"fits whole, but split across {ctx.cores} {ctx.target.devices[ctx.device].kind} cores: {cut_label(cuts)} "
+           f"estimated {estimate / 1000:,.1f} µs against {whole / 1000:,.1f} µs whole on {ctx.device}")
+    return TilePlan(cuts, ctx.device, ctx.budget, estimate, whole, why)
+
+
+SPREAD_COUNTS = (2, 3, 4, 5, 6, 8, 12, 16)
+
+
+def spread_over_devices(ctx: CutContext) -> TilePlan | None:
+    """A node the fastest device holds whole, on a target whose other devices differ from it (edge-soc's NPU,
+    DSP and CPU): cut into equal parts when every device that can run a part, each taking parts while it
+    would finish them first, is estimated to beat the fastest device alone. Weights are left out on both
+    sides (a schedule prefetches them behind other work, whole or in slices); activations are not: the parts
+    read their input from DRAM and write their output there (``_staged``), so both cross DRAM once more than
+    the whole node's, and each part on an accelerator loads and drains its own slices."""
+    target, node = ctx.target, ctx.node
+    order = [ctx.device, *target.priority, *target.devices]
+    devices = [d for d in dict.fromkeys(order) if kernel_support(target, node, d)]
+    if len(devices) < 2:
+        return None
+    whole = target.cost(node, ctx.device)
+    floor = min(target.devices[d].launch_ns for d in devices) + target.sync_ns
+    if floor >= whole / 2:
+        return None   # two parts could not pay for their launches and the join
+    activations = sum(v.nbytes for v in {id(v): v for v in node.present_inputs if not v.is_const}.values())
+    staging = dma_ns(ctx, activations) + dma_ns(ctx, node.outputs[0].nbytes)
+    scored = []
+    for axis in ctx.axes:
+        if axis.out_axis is None:
+            continue   # a K chain runs its tiles one after the other: no parallelism
+        for n in SPREAD_COUNTS:
+            if n > axis.extent // axis.unit or not fits(ctx, [(axis, n)]):
+                continue
+            spread = _spread_estimate(ctx, [(axis, n)], devices)
+            if spread is not None:
+                scored.append((spread[0] + staging, ((axis, n),), spread[1]))
+    if not scored:
+        return None
+    estimate, cuts, used = min(scored, key=lambda s: (s[0], cut_count(s[1])))
+    if estimate >= whole * (1 - NEAR_BEST) or len(used) < 2:
+        return None   # within an estimate's precision of the whole node: the parts' tasks are not worth it
+    why = (f"fits whole, but split over {', '.join(used)}: {cut_label(cuts)} estimated {estimate / 1000:,.1f} µs "
+           f"(parts staged through DRAM) against {whole / 1000:,.1f} µs whole on {ctx.device}")
+    return TilePlan(tuple(cuts), ctx.device, ctx.budget, estimate, whole, why)
+
+
+def _spread_estimate(ctx: CutContext, cuts: Sequence[tuple[Axis, int]],
+                     devices: list[str]) -> tuple[float, list[str]] | None:
+    """(estimated ns, devices used) of a cut's parts spread over ``devices``: each part, longest first, goes
+    to the device that would finish it first; a part on an accelerator loads its slices and drains its output
+    by DMA (its activation slices; weights are prefetched), on the CPU it reads DRAM in place; a part fits an
+    accelerator when its working set is within the tile budget of that device's memory."""
+    target, node = ctx.target, ctx.node
+    parts: list[dict[str, float]] = []
+    for tile, mult in representatives(ctx, cuts):
+        s = sketch(node, tile)
+        times = {}
+        for d in devices:
+            dev = target.devices[d]
+            if dev.kind != "cpu":
+                home = target.memories[dev.memory]
+                if not kernel_support(target, s, d) or tile_bytes(ctx, tile) > home.size * ctx.fraction:
+                    continue
+                moved = sum(v.nbytes for v, entry in zip(s.inputs, tile.inputs) if v is not None and entry is not None
+                            and not source_value(node, tile, entry[0]).is_const)
+                moved += s.outputs[0].nbytes
+                times[d] = target.cost(s, d) + dma_ns(ctx, moved, d)
+            else:
+                times[d] = target.cost(s, d)
+        if not times:
+            return None
+        parts += [times] * mult
+    finish = dict.fromkeys(devices, 0.0)
+    for times in sorted(parts, key=lambda t: -min(t.values())):
+        d = min(times, key=lambda d: (finish[d] + times[d], devices.index(d)))
+        finish[d] += times[d]
+    used = [d for d in devices if finish[d] > 0]
+    return max(finish.values()) + (target.sync_ns if len(used) > 1 else 0.0), used
