@@ -173,7 +173,9 @@ def test_gpt_decoder_appends_only_the_new_rows_to_its_kv_cache():
                                                           time_limit_s=2))
     assert result.validation.passed
     graph, schedule = result.graph, result.plan.schedule
-    assembles = [n for n in graph if is_alias(n) and n.op_type == ASSEMBLE]
+    # (other Assembles join the parts of nodes the tiler spread over the NPU, DSP and CPU)
+    assembles = [n for n in graph if is_alias(n) and n.op_type == ASSEMBLE
+                 and n.outputs[0].name.startswith(("present_", "past_"))]
     assert sorted(n.outputs[0].name for n in assembles) == sorted(
         f"present_{kind}_{i}" for kind in ("key", "value") for i in range(4))
     transfers = [t for t in schedule.tasks if t.kind == "transfer"]
