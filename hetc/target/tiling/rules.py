@@ -223,7 +223,6 @@ def _gemm_tile(node: Node, bands: Bands, opset: int) -> BaseTile:
     abox = ((k0, m0), (k1, m1)) if int(node.attr("transA", 0)) else ((m0, k0), (m1, k1))
     bbox = ((n0, k0), (n1, k1)) if int(node.attr("transB", 0)) else ((k0, n0), (k1, n1))
     c = node.inputs[2] if len(node.inputs) > 2 else None
-    cbox = None
     tile = BaseTile([abox, bbox, None], dict(node.attrs))
     if c is not None and k0 == 0:   # the bias joins the first partial sum only
         tile.inputs[2] = broadcast_box(c, ((m0, n0), (m1, n1)), y.shape)
