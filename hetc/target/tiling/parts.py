@@ -12,7 +12,7 @@ from hetc.target.tiling.rules import Axis
 from hetc.target.tiling.shapes import sketch, source_value
 
 
-def split_across_cores(ctx: CutContext, need: int, memory: str) -> TilePlan | None:
+def split_across_cores(ctx: CutContext) -> TilePlan | None:
     """A node that fits whole, cut into at least as many parts as cores when that is estimated faster."""
     whole = whole_ns(ctx)
     launch = ctx.target.devices[ctx.device].launch_ns
@@ -46,7 +46,7 @@ def spread_over_devices(ctx: CutContext) -> TilePlan | None:
     DSP and CPU): cut into equal parts when every device that can run a part, each taking parts while it
     would finish them first, is estimated to beat the fastest device alone. Weights are left out on both
     sides (a schedule prefetches them behind other work, whole or in slices); activations are not: the parts
-    read their input from DRAM and write their output there (``_staged``), so both cross DRAM once more than
+    read their input from DRAM and write their output there (``graph._staged``), so both cross DRAM once more than
     the whole node's, and each part on an accelerator loads and drains its own slices."""
     target, node = ctx.target, ctx.node
     order = [ctx.device, *target.priority, *target.devices]

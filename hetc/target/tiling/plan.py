@@ -154,25 +154,26 @@ def _plan(target: Any, node: Node, opset: int, fraction: float) -> TilePlan | st
         return f"{base.op_type} cannot be tiled: {exc}" if too_big else None
     if not axes:
         return f"{base.op_type} of these shapes has no axis to cut along" if too_big else None
-    ctx = CutContext(node, target, axes, opset, device, cores, budget, alignment)
-    need = working_set_bytes(node, alignment)
-    if device not in too_big and cores < 2:
+    if device not in too_big:   # it fits whole: parts only where several devices run them at once
+        if cores >= 2:
+            return split_across_cores(CutContext(node, target, axes, opset, device, cores, budget, alignment))
         home = target.memories[target.devices[device].memory]
-        return spread_over_devices(CutContext(node, target, axes, opset, device, 1, int(home.size * fraction), home.alignment,
-                                fraction))
-    if device in too_big:
-        options = _candidates(ctx)
-        if not options:
-            return _why_not(ctx)
-        scored = [(e, c) for c in options if (e := cut_estimate(ctx, c)) is not None]
-        if not scored:
-            return f"no tile of {base.op_type} that fits has a kernel on {device}"
-        estimate, cuts = pick_cut(scored)
-        why = (f"working set {need:,} B over the {budget:,} B tile budget ({fraction:.0%} of {smallest.name}: "
-               f"one tile loading, one computing, one draining); {cut_label(cuts)} is the fastest cut that fits: {estimate / 1000:,.1f} µs estimated "
-               f"on {device}" + (f" and {parallel_cores(ctx, cuts) - 1} more {kind} cores" if parallel_cores(ctx, cuts) > 1 else ""))
-        return TilePlan(tuple(cuts), device, budget, estimate, None, why)
-    return split_across_cores(ctx, need, smallest.name)
+        return spread_over_devices(CutContext(node, target, axes, opset, device, 1, int(home.size * fraction),
+                                              home.alignment, fraction))
+    ctx = CutContext(node, target, axes, opset, device, cores, budget, alignment, fraction)
+    options = _candidates(ctx)
+    if not options:
+        return _why_not(ctx)
+    scored = [(e, c) for c in options if (e := cut_estimate(ctx, c)) is not None]
+    if not scored:
+        return f"no tile of {base.op_type} that fits has a kernel on {device}"
+    estimate, cuts = pick_cut(scored)
+    more = parallel_cores(ctx, cuts) - 1
+    why = (f"working set {working_set_bytes(node, alignment):,} B over the {budget:,} B tile budget ({fraction:.0%} "
+           f"of {smallest.name}: one tile loading, one computing, one draining); {cut_label(cuts)} is the fastest "
+           f"cut that fits: {estimate / 1000:,.1f} µs estimated on {device}"
+           + (f" and {more} more {kind} cores" if more else ""))
+    return TilePlan(tuple(cuts), device, budget, estimate, None, why)
 
 
 def _why_not(ctx: CutContext) -> str:
