@@ -164,7 +164,8 @@ def pick_cut(scored: list[tuple[float, Any]]) -> tuple[float, Any]:
     best = min(e for e, _c in scored)
     near = [(e, c) for e, c in scored if e <= best * (1 + NEAR_BEST)]
     # then the outer axes: their tiles are fewer, longer contiguous runs for the DMA descriptors
-    return min(near, key=lambda ec: (cut_count(ec[1]), ec[0], [99 if a.out_axis is None else a.out_axis for a, _n in ec[1]]))
+    return min(near, key=lambda ec: (cut_count(ec[1]), ec[0],
+                                     [99 if a.out_axis is None else a.out_axis for a, _n in ec[1]]))
 
 
 def cut_count(cuts: Sequence[tuple[Axis, int]]) -> int:
