@@ -117,21 +117,28 @@ def test_an_untiled_graph_says_how_the_tiler_would_cut_it():
     assert reason.code == "working-set" and "tiling would cut it into" in str(reason)
 
 
-def test_several_cores_split_a_node_that_fits_whole_when_that_pays():
-    target = target_from_toml_text(target_text(cores=4, spm="2MiB"))
+def _parts_of_a_conv_that_fits(target, rows: int) -> TilePlan:
+    """The parts the tiler makes of a 3x3 Conv (32 -> 64 channels, ``rows`` x ``rows``) that fits whole on npu0,
+    checked to compute the same as the Conv; a Relu beside it stays whole (launches outweigh it)."""
     model = make_model([mk("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1]),
                         mk("Relu", ["x"], ["z"], name="relu")],
-                       {"x": (1, 32, 28, 28)}, ["y", "z"], {"w": (64, 32, 3, 3), "b": (64,)})
+                       {"x": (1, 32, rows, rows)}, ["y", "z"], {"w": (64, 32, 3, 3), "b": (64,)})
     graph = load(model)
     conv = next(n for n in graph.nodes if n.name == "conv")
     assert target.supports(conv, "npu0")   # fits whole
     plan = plan_node(target, conv)
-    assert isinstance(plan, TilePlan) and plan.count >= 4 and plan.whole_ns is not None
-    assert plan.estimate_ns < plan.whole_ns and "split across 4 npu cores" in plan.why
-    assert plan_node(target, next(n for n in graph.nodes if n.name == "relu")) is None   # launches outweigh it
+    assert isinstance(plan, TilePlan)
+    assert plan_node(target, next(n for n in graph.nodes if n.name == "relu")) is None
     tiled = tile_graph(graph, target)
     assert len(tiles_of(tiled, "conv")) == plan.count
     assert_same_outputs(graph, tiled)
+    return plan
+
+
+def test_several_cores_split_a_node_that_fits_whole_when_that_pays():
+    plan = _parts_of_a_conv_that_fits(target_from_toml_text(target_text(cores=4, spm="2MiB")), rows=28)
+    assert plan.count >= 4 and plan.whole_ns is not None
+    assert plan.estimate_ns < plan.whole_ns and "split across 4 npu cores" in plan.why
 
 
 def test_one_core_and_a_slow_cpu_do_not_split_a_node_that_fits():
@@ -145,20 +152,9 @@ def test_a_node_that_fits_is_spread_over_unlike_devices_when_that_pays():
     # One NPU and a CPU half as fast: a third of the convolution's parts on the CPU beats the NPU alone, even
     # with the input and output staged through DRAM for the parts.
     text = target_text(cores=1, spm="2MiB").replace("peak = { float32 = 20.0 }", "peak = { float32 = 100.0 }")
-    target = target_from_toml_text(text)
-    model = make_model([mk("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1]),
-                        mk("Relu", ["x"], ["z"], name="relu")],
-                       {"x": (1, 32, 56, 56)}, ["y", "z"], {"w": (64, 32, 3, 3), "b": (64,)})
-    graph = load(model)
-    conv = next(n for n in graph.nodes if n.name == "conv")
-    assert target.supports(conv, "npu0")   # fits whole
-    plan = plan_node(target, conv)
-    assert isinstance(plan, TilePlan) and plan.estimate_ns < plan.whole_ns
+    plan = _parts_of_a_conv_that_fits(target_from_toml_text(text), rows=56)
+    assert plan.estimate_ns < plan.whole_ns
     assert "split over npu0, cpu" in plan.why and "staged through DRAM" in plan.why
-    assert plan_node(target, next(n for n in graph.nodes if n.name == "relu")) is None   # launches outweigh it
-    tiled = tile_graph(graph, target)
-    assert len(tiles_of(tiled, "conv")) == plan.count
-    assert_same_outputs(graph, tiled)
 
 
 def test_gemm_too_big_for_its_weights_streams_them_through_a_k_chain():

@@ -3,10 +3,10 @@
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python tools/bench_moe.py
     python tools/bench_moe.py --tokens 1 --targets edge-soc
 
-Both models are made here with ``tools/make_models.py``'s builder, as ``models/moe.onnx`` is (d_model 64,
-hidden 128, seeded fan-in-scaled weights): the MoE routes with Softmax, TopK and OneHot and weights each
-expert's output by its gate (zero for the experts a token did not choose), the dense model sums its 2 experts
-with no router. Each is built with CP-SAT, simulated on seeded random inputs and validated against
+Both models are ``tools/make_models.py``'s ``moe`` (the builder of ``models/moe.onnx``: d_model 64, hidden
+128, seeded fan-in-scaled weights) with other token and expert counts: the MoE routes with Softmax, TopK and
+OneHot and weights each expert's output by its gate (zero for the experts a token did not choose), the dense
+model sums its 2 experts with no router. Each is built with CP-SAT, simulated on seeded random inputs and validated against
 onnxruntime. The goal is a ratio of at most 1.3: an MoE that computes only the experts its router picks costs
 about what its 2 chosen experts cost. With dense dispatch (every expert computed, as hetc builds it today) the
 ratio is about experts / top-k.
@@ -18,36 +18,12 @@ import sys
 import warnings
 from pathlib import Path
 
-import numpy as np
-from onnx import ModelProto, TensorProto
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import make_models  # noqa: E402
 
 from hetc.api import BuildOptions, build  # noqa: E402
 
-D_MODEL, HIDDEN, GOAL = 64, 128, 1.3
-
-
-def mixture(tokens: int, experts: int, top_k: int | None) -> ModelProto:
-    """``experts`` ReLU MLP experts on ``tokens`` tokens; routed top-``top_k`` (gates) or, with None, summed."""
-    b = make_models.ModelBuilder(f"moe{experts}" if top_k else f"dense{experts}", seed=4)
-    gates: list[str] = []
-    if top_k:
-        probs = b.op1("Softmax", [b.linear("x", D_MODEL, experts, bias=False)], axis=-1)
-        _, chosen = b.op("TopK", [probs, b.i64("top_k", (top_k,))], n_outputs=2, axis=-1)
-        one_hot = b.op1("OneHot", [chosen, b.i64("depth", (experts,)), b.f32("off_on", np.array([0.0, 1.0]))],
-                        axis=-1)
-        mask = b.op1("ReduceSum", [one_hot, b.i64("k_axis", (1,))], keepdims=0)
-        weighted = b.op1("Mul", [probs, mask])
-        weighted = b.op1("Div", [weighted, b.op1("ReduceSum", [weighted, b.i64("expert_axis", (1,))], keepdims=1)])
-        gates = b.op("Split", [weighted, b.i64("gate_split", (1,) * experts)], n_outputs=experts, axis=1)
-    outputs = []
-    for i in range(experts):
-        expert = b.linear(b.op1("Relu", [b.linear("x", D_MODEL, HIDDEN)]), HIDDEN, D_MODEL)
-        outputs.append(b.op1("Mul", [expert, gates[i]]) if gates else expert)
-    y = b.op1("Add", ["x", b.op1("Sum", outputs)])
-    return b.build([("x", TensorProto.FLOAT, (tokens, D_MODEL))], [(y, "y", TensorProto.FLOAT, (tokens, D_MODEL))])
+GOAL = 1.3
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,8 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         for target in args.targets.split(","):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")   # the accelerators' idle warnings of a tiny model
-                routed = build(mixture(tokens, args.experts, args.top_k), BuildOptions(target=target, validate=True))
-                dense = build(mixture(tokens, args.top_k, None), BuildOptions(target=target, validate=True))
+                routed = build(make_models.moe(tokens, args.experts, args.top_k, name=f"moe{args.experts}"),
+                               BuildOptions(target=target, validate=True))
+                dense = build(make_models.moe(tokens, args.top_k, None, name=f"dense{args.top_k}"),
+                              BuildOptions(target=target, validate=True))
             ratio = routed.sim.makespan_ns / dense.sim.makespan_ns
             verdict = "pass" if routed.validation.passed and dense.validation.passed else "FAIL"
             print(f"| {tokens} | {target} | {routed.sim.makespan_ns / 1000:,.1f} | {dense.sim.makespan_ns / 1000:,.1f} "

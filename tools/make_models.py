@@ -372,24 +372,28 @@ def llama_decode() -> onnx.ModelProto:
 MOE = {"tokens": 16, "d_model": 64, "hidden": 128, "experts": 4, "top_k": 2}
 
 
-def moe() -> onnx.ModelProto:
+def moe(tokens: int = MOE["tokens"], experts: int = MOE["experts"], top_k: int | None = MOE["top_k"],
+        name: str = "moe") -> onnx.ModelProto:
     """Top-k routed mixture of experts with dense dispatch: every expert runs on every token, the gate
-    weights (zero for unchosen experts) pick the result, so every shape is static."""
-    b = ModelBuilder("moe", seed=4)
-    tokens, d, hidden, experts, top_k = (MOE[k] for k in ("tokens", "d_model", "hidden", "experts", "top_k"))
-    probs = b.op1("Softmax", [b.linear("x", d, experts, bias=False)], axis=-1)
-    _, chosen = b.op("TopK", [probs, b.i64("top_k", (top_k,))], n_outputs=2, axis=-1)
-    one_hot = b.op1("OneHot", [chosen, b.i64("depth", (experts,)), b.f32("off_on", np.array([0.0, 1.0]))],
-                    axis=-1)
-    mask = b.op1("ReduceSum", [one_hot, b.i64("k_axis", (1,))], keepdims=0)  # [tokens, experts] of 0/1
-    gates = b.op1("Mul", [probs, mask])
-    gates = b.op1("Div", [gates, b.op1("ReduceSum", [gates, b.i64("expert_axis", (1,))], keepdims=1)])
-    gate_columns = b.op("Split", [gates, b.i64("gate_split", (1,) * experts)], n_outputs=experts, axis=1)
-    weighted = []
-    for gate in gate_columns:
+    weights (zero for unchosen experts) pick the result, so every shape is static. With ``top_k`` None, a
+    dense model: no router, the experts' outputs summed (tools/bench_moe.py's baseline)."""
+    b = ModelBuilder(name, seed=4)
+    d, hidden = MOE["d_model"], MOE["hidden"]
+    gate_columns: list[str] = []
+    if top_k is not None:
+        probs = b.op1("Softmax", [b.linear("x", d, experts, bias=False)], axis=-1)
+        _, chosen = b.op("TopK", [probs, b.i64("top_k", (top_k,))], n_outputs=2, axis=-1)
+        one_hot = b.op1("OneHot", [chosen, b.i64("depth", (experts,)), b.f32("off_on", np.array([0.0, 1.0]))],
+                        axis=-1)
+        mask = b.op1("ReduceSum", [one_hot, b.i64("k_axis", (1,))], keepdims=0)  # [tokens, experts] of 0/1
+        gates = b.op1("Mul", [probs, mask])
+        gates = b.op1("Div", [gates, b.op1("ReduceSum", [gates, b.i64("expert_axis", (1,))], keepdims=1)])
+        gate_columns = b.op("Split", [gates, b.i64("gate_split", (1,) * experts)], n_outputs=experts, axis=1)
+    outputs = []
+    for k in range(experts):
         expert_out = b.linear(b.op1("Relu", [b.linear("x", d, hidden)]), hidden, d)
-        weighted.append(b.op1("Mul", [expert_out, gate]))
-    y = b.op1("Add", ["x", b.op1("Sum", weighted)])
+        outputs.append(b.op1("Mul", [expert_out, gate_columns[k]]) if gate_columns else expert_out)
+    y = b.op1("Add", ["x", b.op1("Sum", outputs)])
     return b.build([("x", FLOAT, (tokens, d))], [(y, "y", FLOAT, (tokens, d))])
 
 

@@ -89,19 +89,18 @@ def _spread_estimate(ctx: CutContext, cuts: Sequence[tuple[Axis, int]],
     parts: list[dict[str, float]] = []
     for tile, mult in representatives(ctx, cuts):
         s = sketch(node, tile)
+        working_set = tile_bytes(ctx, tile)
+        moved = s.outputs[0].nbytes + sum(v.nbytes for v, entry in zip(s.inputs, tile.inputs)
+                                          if v is not None and entry is not None
+                                          and not source_value(node, tile, entry[0]).is_const)
         times = {}
         for d in devices:
             dev = target.devices[d]
-            if dev.kind != "cpu":
-                home = target.memories[dev.memory]
-                if not kernel_support(target, s, d) or tile_bytes(ctx, tile) > home.size * ctx.fraction:
-                    continue
-                moved = sum(v.nbytes for v, entry in zip(s.inputs, tile.inputs) if v is not None and entry is not None
-                            and not source_value(node, tile, entry[0]).is_const)
-                moved += s.outputs[0].nbytes
-                times[d] = target.cost(s, d) + dma_ns(ctx, moved, d)
-            else:
+            if dev.kind == "cpu":
                 times[d] = target.cost(s, d)
+            elif (kernel_support(target, s, d)
+                  and working_set <= target.memories[dev.memory].size * ctx.fraction):
+                times[d] = target.cost(s, d) + dma_ns(ctx, moved, d)
         if not times:
             return None
         parts += [times] * mult
