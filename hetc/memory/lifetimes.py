@@ -63,13 +63,16 @@ class BufferTable:
         end = makespan if b.to_end or b.kind == "constant" else max(ends, default=start)
         return start, max(end, start + 1)
 
-    def lifetimes(self, schedule: Schedule) -> dict[str, tuple[int, int]]:
-        """Every buffer's ``lifetime``; inlined, as the planner calls this after every repair."""
+    def lifetimes(self, schedule: Schedule, memory: str | None = None) -> dict[str, tuple[int, int]]:
+        """Every buffer's ``lifetime``, or only those in ``memory``; inlined, as the planner calls this after
+        every repair. (What makes an alias output lies in its memory: a Region's base, an Assemble's parts.)"""
         starts = {t.id: t.start_ns for t in schedule.tasks}
         ends = {t.id: t.end_ns for t in schedule.tasks}
         makespan = max(schedule.makespan_ns, 1)
         out: dict[str, tuple[int, int]] = {}
         for bid, b in self.buffers.items():   # (insertion order: what makes an alias output comes first)
+            if memory is not None and b.memory != memory:
+                continue
             if b.made_by:
                 start = min(out[m][0] for m in b.made_by)
             else:
@@ -77,7 +80,7 @@ class BufferTable:
             if b.to_end or b.kind == "constant":
                 end = makespan
             else:
-                end = max((ends[r] for r in b.readers), default=start)
+                end = max(map(ends.__getitem__, b.readers), default=start)
                 if b.writer is not None:
                     end = max(end, ends[b.writer])
             out[bid] = (start, max(end, start + 1))

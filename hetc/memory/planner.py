@@ -120,14 +120,16 @@ def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: 
         for t in (crowded[1] if crowded else [t]):
             live = sum(size for _, s, e, size in occupancy if s <= t < e)
             excess = max(live - target.memories[memory].size + margin.get(memory, 0), packing_excess, align)
-            shared = _sharing_at(storages, lifetimes, t) | regioned
+            shared = _sharing_at(storages, lifetimes, memory, t) | regioned
             result = spill_at(table, schedule, target, memory, t, excess, lifetimes, shared, occupancy,
                               reader_delayed) \
                 if rounds <= MAX_SPILL_ROUNDS else None
             if result is None:
                 break
             schedule, more, later = result
-            lifetimes = table.lifetimes(schedule)   # the next stretch sees this repair's re-timing
+            # The next stretch sees this repair's re-timing; until the next round, only this memory's
+            # buffers are looked at (candidates and the storages they share).
+            lifetimes = table.lifetimes(schedule, memory)
             repaired = True
             spills += more
             postponed += later
@@ -194,11 +196,13 @@ def _regioned(table: BufferTable, storages: list[Storage]) -> set[str]:
             for m in s.members}
 
 
-def _sharing_at(storages: list[Storage], lifetimes: dict[str, tuple[int, int]], t: int) -> set[str]:
-    """Buffers whose storage another live buffer also holds at ``t``: evicting one would free nothing.
-    (Members that start later are rebound to the reloaded copy, and aliasing is decided afresh.)"""
+def _sharing_at(storages: list[Storage], lifetimes: dict[str, tuple[int, int]], memory: str, t: int) -> set[str]:
+    """Buffers of ``memory`` whose storage another live buffer also holds at ``t``: evicting one would free
+    nothing. (Members that start later are rebound to the reloaded copy, and aliasing is decided afresh.)"""
     shared: set[str] = set()
     for s in storages:
+        if s.memory != memory or len(s.members) < 2:
+            continue
         live = [m for m in s.members if lifetimes[m][0] <= t < lifetimes[m][1]]
         if len(live) > 1:
             shared.update(live)

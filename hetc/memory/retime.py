@@ -6,7 +6,9 @@ re-timing only ever delays, so the untouched part of a schedule stays as planned
 """
 from __future__ import annotations
 
+import bisect
 import math
+from operator import attrgetter
 from dataclasses import replace
 
 from hetc.schedule.artifact import Task
@@ -19,7 +21,7 @@ def engine_order(tasks: list[Task]) -> dict[str, list[int]]:
 
 
 def _by_start(tasks: list[Task]) -> list[Task]:
-    return sorted(tasks, key=lambda t: (t.start_ns, t.end_ns, t.id))
+    return sorted(tasks, key=attrgetter("start_ns", "end_ns", "id"))
 
 
 def _lanes(ordered: list[Task]) -> dict[str, list[int]]:
@@ -62,16 +64,26 @@ def _changed_only(ordered: list[Task], sync_ns: int, timed: tuple[Task, ...]) ->
     a dependency comes later in the order (the caller then takes the general path, which reports a cycle)."""
     was = {t.id: t for t in timed}
     engine = {t.id: t.engine for t in ordered}
-    last: dict[str, int] = {}
-    ends: dict[int, int] = {}
-    starts: dict[int, int] = {}
+    # The tasks that start before the earliest edited one are all unedited and keep their times. (They read
+    # no edited task: that one would come after them, which the loop below reports as a broken order.)
+    edited = {t.id for t in ordered if was.get(t.id) is not t}
+    first = bisect.bisect_left(ordered, min((t.start_ns for t in ordered if t.id in edited), default=0),
+                               key=attrgetter("start_ns")) if edited else len(ordered)
+    prefix = ordered[:first]
+    if not edited.isdisjoint(set().union(*(t.deps for t in prefix))):
+        return None
+    last: dict[str, int] = {t.engine: t.id for t in prefix}
+    ends: dict[int, int] = {t.id: t.end_ns for t in prefix}
+    starts: dict[int, int] = {t.id: t.start_ns for t in prefix}
     moved: set[int] = set()
-    for t in ordered:
+    seen: set[int] = set(starts)
+    for t in ordered[first:]:
         k = t.id
         before = last.get(t.engine)
         last[t.engine] = k
-        if not all(d in ends for d in t.deps):
+        if not seen.issuperset(t.deps):
             return None                  # a predecessor comes later: the order is no longer topological
+        seen.add(k)
         if was.get(k) is t and before not in moved and moved.isdisjoint(t.deps):
             starts[k], ends[k] = t.start_ns, t.end_ns
             continue

@@ -30,6 +30,32 @@ from hetc.target.target import Target
 MAX_READER_DELAYS = 1     # postponements of one transfer that may delay its reader (more: see _postpone)
 
 
+class _Edits:
+    """The schedule's tasks being edited by one ``spill_at`` (appended to, replaced in place), indexed by id."""
+
+    def __init__(self, tasks: list[Task]) -> None:
+        self.tasks = tasks
+        self.position = {x.id: k for k, x in enumerate(tasks)}
+
+    def __getitem__(self, task_id: int) -> Task:
+        return self.tasks[self.position[task_id]]
+
+    def waiters(self, task_id: int) -> list[Task]:
+        """The tasks that wait for ``task_id`` (a scan: an index costs more than the few calls per edit)."""
+        return [x for x in self.tasks if task_id in x.deps]
+
+    def put(self, task: Task) -> None:
+        """Replace the task of that id, or append a new one."""
+        k = self.position.setdefault(task.id, len(self.tasks))
+        if k == len(self.tasks):
+            self.tasks.append(task)
+        else:
+            self.tasks[k] = task
+
+    def next_id(self) -> int:
+        return max(self.position) + 1
+
+
 @dataclass(frozen=True)
 class _Candidate:
     buffer: str
@@ -47,8 +73,10 @@ def spill_candidates(table: BufferTable, schedule: Schedule, memory: str, t: int
     tasks = {x.id: x for x in schedule.tasks}
     found = []
     for bid, spec in table.buffers.items():
+        if spec.memory != memory or bid in shared or spec.writer is None:
+            continue
         start, end = lifetimes[bid]
-        if spec.memory != memory or bid in shared or spec.writer is None or not (start <= t < end):
+        if not start <= t < end:
             continue
         writer = tasks[spec.writer]
         if writer.start_ns > t:
@@ -80,7 +108,7 @@ def spill_at(table: BufferTable, schedule: Schedule, target: Target, memory: str
     delayed_readers = {} if delayed_readers is None else delayed_readers
     engines = target.engines_between(memory, target.dram)   # none: postponing is all that can be done
     capacity = target.memories[memory].size
-    tasks = list(schedule.tasks)
+    edits = _Edits(list(schedule.tasks))
     spills: list[Spill] = []
     postponed: list[int] = []
     freed = 0
@@ -95,36 +123,36 @@ def spill_at(table: BufferTable, schedule: Schedule, target: Target, memory: str
         fits_from = _fits_from(crowded, t, cand.next_use)
         if fits_from > cand.next_use:
             continue                    # it would have to come back while the memory is still too full
-        if _postpone(table, tasks, target, cand, fits_from, delayed_readers):
+        if _postpone(table, edits, target, cand, fits_from, delayed_readers):
             postponed.append(table.buffers[cand.buffer].writer)
             freed += size
             continue
         if cand.arriving or not engines:
             continue
-        spill = _apply(table, tasks, target, memory, t, cand, engines[0].name, fits_from)
+        spill = _apply(table, edits, target, memory, t, cand, engines[0].name, fits_from)
         if spill is not None:
             spills.append(spill)
             freed += size
     if not spills and not postponed:
         return None
-    timed = retime(tasks, target.sync_ns, schedule.tasks)
+    timed = retime(edits.tasks, target.sync_ns, schedule.tasks)
     if timed is None:   # cannot happen: every new edge goes forward in planned time
         raise RuntimeError(f"internal error: spilling in '{memory}' at t={t} made the schedule cyclic")
     return schedule.with_tasks(timed), spills, postponed
 
 
-def _postpone(table: BufferTable, tasks: list[Task], target: Target, cand: _Candidate, fits_from: int,
+def _postpone(table: BufferTable, edits: _Edits, target: Target, cand: _Candidate, fits_from: int,
               delayed_readers: dict[int, int]) -> bool:
     """Move the transfer that wrote an unread copy to just before its first reader (but not before the
     bytes fit). Every task it passes in its queue ends before that reader starts, so no dependency can point
     backwards. The source copy lives longer; the planner checks its memory like any other."""
     spec = table.buffers[cand.buffer]
-    k, writer = next((k, x) for k, x in enumerate(tasks) if x.id == spec.writer)
+    writer = edits[spec.writer]
     if writer.kind != "transfer" or cand.before != (writer.id,):
         return False
     # Every task that waits for the transfer bounds it, not only this buffer's readers: a reader rebound to a
     # reload by an earlier spill still waits for it.
-    first_wait = min([cand.next_use] + [x.start_ns for x in tasks if writer.id in x.deps])
+    first_wait = min([cand.next_use] + [x.start_ns for x in edits.waiters(writer.id)])
     latest = first_wait - writer.duration_ns - math.ceil(target.sync_ns)
     release = max(fits_from, latest)
     if release <= writer.start_ns:
@@ -135,7 +163,7 @@ def _postpone(table: BufferTable, tasks: list[Task], target: Target, cand: _Cand
         if delayed_readers.get(writer.id, 0) >= MAX_READER_DELAYS:
             return False
         delayed_readers[writer.id] = delayed_readers.get(writer.id, 0) + 1
-    tasks[k] = replace(writer, start_ns=release, end_ns=release + writer.duration_ns)
+    edits.put(replace(writer, start_ns=release, end_ns=release + writer.duration_ns))
     return True
 
 
@@ -173,28 +201,27 @@ def _fits_from(crowded: tuple[list[int], list[bool]], t: int, until: int) -> int
     return instants[k + 1] if k + 1 < len(instants) and instants[k + 1] < until else until
 
 
-def _apply(table: BufferTable, tasks: list[Task], target: Target, memory: str, t: int, cand: _Candidate,
+def _apply(table: BufferTable, edits: _Edits, target: Target, memory: str, t: int, cand: _Candidate,
            engine: str, fits_from: int) -> Spill | None:
-    """Add the evict/reload transfers to ``tasks`` (in place, not yet re-timed) and rebind the buffers."""
+    """Add the evict/reload transfers to ``edits`` (not yet re-timed) and rebind the buffers."""
     spec = table.buffers[cand.buffer]
-    by_id = {x.id: x for x in tasks}
     sync = math.ceil(target.sync_ns)
     duration = max(1, math.ceil(target.transfer_ns(spec.size, engine)))
-    next_id = max(by_id) + 1
+    next_id = edits.next_id()
     dram_id = buffer_id(spec.value, target.dram)
     dram_copy = table.buffers.get(dram_id)
     evict: Task | None = None
     release = fits_from
     if dram_copy is not None:
         source_deps: tuple[int, ...] = table.makers(dram_id)   # (a region in DRAM: what makes its base)
-        if any(by_id[d].end_ns > t for d in source_deps):
+        if any(edits[d].end_ns > t for d in source_deps):
             return None                                # DRAM gets the value only later: not worth a 2nd copy
     else:
-        produced = by_id[spec.writer]
+        produced = edits[spec.writer]
         evict_at = produced.end_ns + sync
         evict = Task(next_id, "transfer", engine, evict_at, evict_at + duration, deps=(spec.writer,),
                      value=spec.value, src=memory, dst=target.dram, bytes=spec.size)
-        tasks.append(evict)
+        edits.put(evict)
         next_id += 1
         source_deps = (evict.id,)
         release = max(release, evict.end_ns)
@@ -202,11 +229,11 @@ def _apply(table: BufferTable, tasks: list[Task], target: Target, memory: str, t
     release = max(release, cand.next_use - duration - sync)
     reload = Task(next_id, "transfer", engine, release, release + duration, deps=source_deps,
                   value=spec.value, src=target.dram, dst=memory, bytes=spec.size)
-    tasks.append(reload)
+    edits.put(reload)
     rebound = set(cand.after)
-    for k, x in enumerate(tasks):
-        if x.id in rebound:
-            tasks[k] = replace(x, deps=tuple(sorted({*x.deps, reload.id})))
+    for reader in cand.after:
+        x = edits[reader]
+        edits.put(replace(x, deps=tuple(sorted({*x.deps, reload.id}))))
 
     copies = sum(1 for b in table.buffers if b.startswith(cand.buffer + "#"))
     reloaded_id = f"{cand.buffer}#{copies + 1}"
