@@ -29,7 +29,6 @@ def delay_at(table: BufferTable, schedule: Schedule, target: Target, memory: str
              lifetimes: dict[str, tuple[int, int]], aliases: dict[str, str]) -> tuple[Schedule, Delay] | None:
     """Make the task running at ``t`` that writes into ``memory`` wait for the running task whose end frees
     the most bytes there; the re-timed schedule and the record, or None when no pair helps."""
-    tasks = {x.id: x for x in schedule.tasks}
     running = [x for x in schedule.tasks if x.start_ns <= t < x.end_ns]
     # Bytes each running task frees in ``memory`` when it ends: storages whose whole lifetime ends with it.
     ends: dict[str, int] = {}

@@ -27,6 +27,9 @@ from hetc.memory.retime import retime
 from hetc.schedule.artifact import Schedule, Task
 from hetc.target.target import Target
 
+# One storage of the memory: its members, live from start to end, its size padded to the alignment.
+Occupancy = list[tuple[frozenset[str], int, int, int]]
+
 MAX_READER_DELAYS = 1     # postponements of one transfer that may delay its reader (more: see _postpone)
 
 
