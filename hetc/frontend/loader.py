@@ -64,11 +64,18 @@ _PROTOBUF_LIMIT = 2**31 - 1
 
 def check_model(model: onnx.ModelProto) -> None:
     """Run the ONNX checker, turning its verdict into a ModelError."""
-    if model.ByteSize() > _PROTOBUF_LIMIT:
-        raise ModelError(f"the model is {model.ByteSize() / 2**30:.1f} GiB with its weights; hetc handles models "
-                         "up to 2 GiB (the protobuf limit onnx's checker and shape inference work within)")
+    # Serialised once, here: the checker would serialise it again, and ByteSize costs as much as that (2-3 s
+    # for VGG-19's 550 MiB).
+    too_big = ("hetc handles models up to 2 GiB (the protobuf limit onnx's checker and shape inference work "
+               "within)")
     try:
-        onnx.checker.check_model(model)
+        data = model.SerializeToString()
+    except Exception as error:  # noqa: BLE001 - protobuf refuses to encode a message over 2 GiB
+        raise ModelError(f"the model cannot be serialised ({_first_line(error)}); {too_big}") from error
+    if len(data) > _PROTOBUF_LIMIT:
+        raise ModelError(f"the model is {len(data) / 2**30:.1f} GiB with its weights; {too_big}")
+    try:
+        onnx.checker.check_model(data)
     except (onnx.checker.ValidationError, ValueError) as error:
         raise ModelError(f"the model fails the ONNX checker: {_first_line(error)}; "
                          "fix or re-export the model") from error
