@@ -127,7 +127,7 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
                 f"bound {sched.lower_bound_ns / 1000:,.1f} µs, solver gap {sched.gap:.1%} ({sched.stats.status})")
         try:
             with clock.stage("memory") as say:
-                plan = plan_memory(graph, sched, target)
+                plan = plan_memory(graph, sched, target, progress=say)
                 say(", ".join(f"{m} {s.peak_bytes / 2**20:.2f}/{s.lower_bound_bytes / 2**20:.2f} MiB"
                               for m, s in plan.stats.items())
                     + f"; makespan {plan.schedule.makespan_ns / 1000:,.1f} µs, "

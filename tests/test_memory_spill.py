@@ -34,9 +34,11 @@ def test_spill_evicts_the_idle_buffer_and_reloads_it_before_its_next_use():
     assert plan_memory(graph, schedule, roomy).stats["sram"].lower_bound_bytes == 12 * KIB
 
     tight = _fast_dma(make_target(sram=10 * KIB))
-    plan = plan_memory(graph, schedule, tight)
+    heard: list[str] = []
+    plan = plan_memory(graph, schedule, tight, progress=heard.append)
     plan.verify(tight)
     assert [(s.value, s.memory, s.bytes) for s in plan.spills] == [("a", "sram", 4 * KIB)]
+    assert heard and heard[0].startswith("repair round 1: 'sram' too full at ")   # a long plan shows progress
     spill = plan.spills[0]
     evict, reload = plan.schedule.task(spill.evict_task), plan.schedule.task(spill.reload_task)
     assert (evict.src, evict.dst, evict.engine) == ("sram", "dram", "dma")

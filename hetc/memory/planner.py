@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
+from typing import Callable
 
 from hetc.errors import MemoryPlanError
 from hetc.ir import Graph
@@ -52,11 +53,11 @@ class _Layout:
 
 
 def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: float | None = None,
-                allow_moves: bool = True) -> MemoryPlan:
+                allow_moves: bool = True, progress: Callable[[str], None] | None = None) -> MemoryPlan:
     """Place every buffer of ``schedule`` in ``target``'s memories. The returned plan carries the schedule it
     is valid for, the one that ships: the input one, or a re-timed one with spill transfers, or a rescheduled
     one when a node had to move (``details['moved_nodes']``), whose statistics then describe it
-    (``SolverStats.shipped``)."""
+    (``SolverStats.shipped``). ``progress`` hears of every repair round (a large model takes hundreds)."""
     began = time.perf_counter()
     solver_stats = schedule.stats
     budget = DEFAULT_TIME_LIMIT_S if time_limit_s is None else time_limit_s
@@ -112,6 +113,9 @@ def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: 
                      if s.memory == memory]
         packing_excess = layout.stats[memory].peak_bytes - target.memories[memory].size if layout else 0
         rounds += 1
+        if progress:
+            progress(f"repair round {rounds}: '{memory}' too full at {t / 1000:,.1f} µs; {len(spills)} spills, "
+                     f"{len(set(postponed))} prefetches postponed so far")
         # Every crowded stretch of the memory is repaired in this one round, in time order, each seeing the
         # re-timing of the ones before (the occupancy stays the round's; the next round checks it all again).
         # A round per stretch redid the whole analysis hundreds of times on 2 MiB scratchpads.
