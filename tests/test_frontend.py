@@ -289,3 +289,25 @@ def test_conformance_sample_imports_or_fails_with_a_known_reason() -> None:
         _assert_static(graph)
         imported += 1
     assert imported >= 0.85 * len(cases), (imported, len(cases), reasons)
+
+
+def test_shape_inference_without_the_weights_bytes_keeps_model_and_weights():
+    """Large initializers go through shape inference without their bytes (import speed); the model handed in
+    keeps them, the inferred one gets them back, and a small shape tensor still propagates its values."""
+    from hetc.frontend.static_shapes import infer_shapes
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((128, 256)).astype(np.float32)            # 128 KiB: taken out for the inference
+    model = _model([helper.make_node("MatMul", ["x", "w"], ["y"]),
+                    helper.make_node("Reshape", ["y", "shape"], ["z"]), helper.make_node("Relu", ["z"], ["o"])],
+                   [vi("x", TensorProto.FLOAT, [4, 128])], [vi("o", TensorProto.FLOAT, [2, 512])],
+                   initializers=(numpy_helper.from_array(w, "w"),
+                                 numpy_helper.from_array(np.array([2, 512], np.int64), "shape")))
+    before = model.SerializeToString()
+    inferred = infer_shapes(model)
+    assert model.SerializeToString() == before
+    weights = {t.name: numpy_helper.to_array(t) for t in inferred.graph.initializer}
+    np.testing.assert_array_equal(weights["w"], w)
+    z = next(v for v in inferred.graph.value_info if v.name == "z")
+    assert [d.dim_value for d in z.type.tensor_type.shape.dim] == [2, 512]
+    graph = import_model(model)
+    np.testing.assert_allclose(graph.values["w"].const, w)
