@@ -159,13 +159,41 @@ def test_an_early_prefetch_is_postponed_rather_than_spilled():
     target = _fast_dma(make_target(sram=16 * KIB))
     schedule = list_schedule(graph, target, {n.id: "npu" for n in nodes})
     before = {t.value: t.start_ns for t in schedule.tasks if t.kind == "transfer"}
-    plan = plan_memory(graph, schedule, target)
+    plan = plan_memory(graph, schedule, target, double_buffer=False)   # the repair alone
     plan.verify(target)
     assert plan.spills == () and plan.details["postponed_transfers"]
     after = {t.value: t.start_ns for t in plan.schedule.tasks if t.kind == "transfer"}
     assert after["w3"] > before["w3"]
     assert len(plan.schedule.tasks) == len(schedule.tasks)          # no extra traffic
     assert plan.stats["sram"].peak_bytes <= 16 * KIB
+
+
+def test_double_buffering_loads_a_weight_no_earlier_than_the_compute_before_its_reader():
+    # The same four MatMuls: with double buffering no repair is needed at all. Each weight's copy starts no
+    # earlier than the MatMul before its reader, so at most two weights are in the scratchpad at once.
+    x = Value("x", "float32", (1, 1024))
+    cur, nodes = x, []
+    for i in range(4):
+        w = Value(f"w{i}", "float32", (1, 1024), const=np.full((1, 1024), i, np.float32))
+        out = Value(f"v{i}", "float32", (1, 1024))
+        nodes.append(Node(i, "MatMul", f"m{i}", [cur, w], [out]))
+        cur = out
+    graph = Graph.build("prefetch", nodes, [x], [cur], {"": 17})
+    target = _fast_dma(make_target(sram=16 * KIB))
+    schedule = list_schedule(graph, target, {n.id: "npu" for n in nodes})
+    planned = {t.node if t.kind == "compute" else t.value: t.start_ns for t in schedule.tasks}
+    assert planned["w3"] < planned[2] and planned["w2"] < planned[1]          # the DMA queue runs ahead
+    plan = plan_memory(graph, schedule, target)
+    plan.verify(target)
+    assert plan.spills == () and plan.details["postponed_transfers"] == [] and plan.details["limited_prefetches"] == 2
+    start = {t.node: t.start_ns for t in plan.schedule.tasks if t.kind == "compute"}
+    for t in plan.schedule.tasks:
+        if t.kind == "transfer" and t.value in ("w2", "w3"):
+            assert t.start_ns >= start[int(t.value[1]) - 1]
+    assert len(plan.schedule.tasks) == len(schedule.tasks)
+    # Where everything fits, loading ahead is free: the scheduler's lead stays.
+    roomy = _fast_dma(make_target(sram=64 * KIB))
+    assert plan_memory(graph, schedule, roomy).details["limited_prefetches"] == 0
 
 
 def test_a_postponed_copy_stays_before_every_task_that_waits_for_it():

@@ -1,4 +1,5 @@
-"""``plan_memory``: lifetimes -> aliasing -> capacity (spill / delay / move / fail) -> packing -> MemoryPlan.
+"""``plan_memory``: double buffering -> lifetimes -> aliasing -> capacity (spill / delay / move / fail) ->
+packing -> MemoryPlan.
 
 Each memory is packed on its own. DRAM starts with the read-only constants region (constants at fixed
 offsets in first-use order), and every other buffer is packed above it. A scratchpad whose live set exceeds
@@ -23,6 +24,7 @@ from hetc.memory.delay import delay_at
 from hetc.memory.fallback import move_node_off
 from hetc.memory.lifetimes import BufferTable, build_table
 from hetc.memory.packing import live_profile, pack
+from hetc.memory.prefetch import limit_prefetch
 from hetc.memory.reuse import reuse_dependencies
 from hetc.memory.spill import spill_at
 from hetc.schedule.artifact import Schedule
@@ -53,16 +55,20 @@ class _Layout:
 
 
 def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: float | None = None,
-                allow_moves: bool = True, progress: Callable[[str], None] | None = None) -> MemoryPlan:
+                allow_moves: bool = True, progress: Callable[[str], None] | None = None,
+                double_buffer: bool = True) -> MemoryPlan:
     """Place every buffer of ``schedule`` in ``target``'s memories. The returned plan carries the schedule it
     is valid for, the one that ships: the input one, or a re-timed one with spill transfers, or a rescheduled
     one when a node had to move (``details['moved_nodes']``), whose statistics then describe it
-    (``SolverStats.shipped``). ``progress`` hears of every repair round (a large model takes hundreds)."""
+    (``SolverStats.shipped``). ``progress`` hears of every repair round (a large model takes hundreds).
+    ``double_buffer=False`` leaves the scheduler's prefetch times as they are, to the repairs alone
+    (``hetc.memory.prefetch``)."""
     began = time.perf_counter()
     solver_stats = schedule.stats
     budget = DEFAULT_TIME_LIMIT_S if time_limit_s is None else time_limit_s
     nodes = graph.node_map()
     table = build_table(graph, schedule, target)
+    schedule, limited = _double_buffered(table, schedule, target, nodes) if double_buffer else (schedule, 0)
     spills: list[Spill] = []
     moved: list[dict] = []
     rounds = 0
@@ -160,12 +166,14 @@ def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: 
         if rescheduled is None:
             raise _overflow_error(memory, t, table, storages, lifetimes, target, layout, spilled=bool(spills))
         schedule, move = rescheduled
+        table = build_table(graph, schedule, target)
+        schedule, limited = _double_buffered(table, schedule, target, nodes) if double_buffer else (schedule, 0)
         moved.append(move)
-        table, spills, rounds, margin, postponed = build_table(graph, schedule, target), [], 0, {}, []
+        spills, rounds, margin, postponed = [], 0, {}, []
         reader_delayed, aliases, delays, unmargined = {}, None, [], set()
     _polish(layout, table, storages, target, share)
-    details = {"moved_nodes": moved, "postponed_transfers": sorted(set(postponed)), "delayed_tasks": delays,
-               "spill_rounds": rounds}
+    details = {"moved_nodes": moved, "limited_prefetches": limited, "postponed_transfers": sorted(set(postponed)),
+               "delayed_tasks": delays, "spill_rounds": rounds}
     # One schedule leaves this stage: the statistics describe it, the solver's own figures kept apart.
     stats = solver_stats.shipped(schedule.makespan_ns)
     if moved:
@@ -173,6 +181,25 @@ def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: 
     schedule = replace(schedule, stats=stats)
     return _artifact(table, schedule, target, lifetimes, aliases, layout, spills, details,
                      time.perf_counter() - began)
+
+
+def _double_buffered(table: BufferTable, schedule: Schedule, target: Target, nodes: dict) -> tuple[Schedule, int]:
+    """``limit_prefetch`` on the stretches of time where a device memory's live bytes exceed its capacity as
+    scheduled."""
+    storages = _storages(table, table.lifetimes(schedule), resolve_aliases(table, schedule, nodes))
+    crowded: dict[str, list[tuple[int, int]]] = {}
+    for name, memory in target.memories.items():
+        events = sorted([(s.end, -_pad(s.size, memory.alignment)) for s in storages if s.memory == name] +
+                        [(s.start, _pad(s.size, memory.alignment)) for s in storages if s.memory == name])
+        live, since = 0, None
+        for when, delta in events:          # ends sort before starts at the same instant
+            live += delta
+            if live > memory.size and since is None:
+                since = when
+            elif live <= memory.size and since is not None:
+                crowded.setdefault(name, []).append((since, when))
+                since = None
+    return limit_prefetch(schedule, target, crowded)
 
 
 def _storages(table: BufferTable, lifetimes: dict[str, tuple[int, int]], aliases: dict[str, str]) -> list[Storage]:
