@@ -130,7 +130,8 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
                 plan = plan_memory(graph, sched, target, progress=say)
                 say(", ".join(f"{m} {s.peak_bytes / 2**20:.2f}/{s.lower_bound_bytes / 2**20:.2f} MiB"
                               for m, s in plan.stats.items())
-                    + f"; makespan {plan.schedule.makespan_ns / 1000:,.1f} µs, "
+                    + f"; {plan.details['limited_prefetches']} prefetches double-buffered, {len(plan.spills)} spills; "
+                      f"makespan {plan.schedule.makespan_ns / 1000:,.1f} µs, "
                       f"gap after memory planning {plan.schedule.gap:.1%}")
             break
         except MemoryPlanError as exc:
