@@ -42,11 +42,12 @@ def retime(tasks: list[Task], sync_ns: float, timed: tuple[Task, ...] | None = N
     tasks a repair reaches a few dozen."""
     sync = math.ceil(sync_ns)
     ordered = _by_start(tasks)      # the planned order: topological, as re-timing only adds forward edges
-    first = _untouched(ordered, timed) if timed is not None else None
+    was = {t.id: t for t in timed} if timed is not None else {}
+    first = _untouched(ordered, was) if timed is not None else None
     if first is None:
         first = 0
     else:
-        times = _changed_only(ordered, first, sync, timed)
+        times = _changed_only(ordered, first, sync, was)
         if times is not None:
             return tuple(t if times[t.id] == t.start_ns else
                          replace(t, start_ns=times[t.id], end_ns=times[t.id] + t.duration_ns) for t in tasks)
@@ -72,11 +73,10 @@ def retime(tasks: list[Task], sync_ns: float, timed: tuple[Task, ...] | None = N
                  replace(t, start_ns=times[t.id][0], end_ns=times[t.id][1]) for t in tasks)
 
 
-def _untouched(ordered: list[Task], timed: tuple[Task, ...]) -> int | None:
-    """How many tasks of ``ordered`` start before the earliest edited one (not the same object as in
-    ``timed``): they keep their times. None when one of them waits for an edited task, which now comes after
-    it: then nothing is known to keep its time."""
-    was = {t.id: t for t in timed}
+def _untouched(ordered: list[Task], was: dict[int, Task]) -> int | None:
+    """How many tasks of ``ordered`` start before the earliest edited one (not the same object as in the
+    schedule it was edited from, ``was`` by id): they keep their times. None when one of them waits for an
+    edited task, which now comes after it: then nothing is known to keep its time."""
     edited = {t.id for t in ordered if was.get(t.id) is not t}
     if not edited:
         return len(ordered)
@@ -87,15 +87,15 @@ def _untouched(ordered: list[Task], timed: tuple[Task, ...]) -> int | None:
     return first
 
 
-def _changed_only(ordered: list[Task], first: int, sync_ns: int, timed: tuple[Task, ...]) -> dict[int, int] | None:
+def _changed_only(ordered: list[Task], first: int, sync_ns: int, was: dict[int, Task]) -> dict[int, int] | None:
     """Starts by the rule of ``earliest_times`` along ``ordered``, the first ``first`` tasks kept as they are,
     the others recomputed only where an edit may move them: a task that is not the same object as in
-    ``timed``, or whose engine predecessor or one of whose dependencies now ends at another time. Any other
-    task keeps its start: its release is that start, and ``timed`` satisfying the rule puts every constraint
-    it meets at or before it (an unchanged task that is now its engine predecessor ran before it in ``timed``
-    too, since unchanged tasks keep their order). None when a dependency comes later in the order (a
-    postponed copy that now ends after its reader's planned start: the caller takes the general path)."""
-    was = {t.id: t for t in timed}
+    the schedule it was edited from (``was``, by id), or whose engine predecessor or one of whose dependencies
+    now ends at another time. Any other task keeps its start: its release is that start, and that schedule
+    satisfying the rule puts every constraint it meets at or before it (an unchanged task that is now its
+    engine predecessor ran before it there too, since unchanged tasks keep their order). None when a
+    dependency comes later in the order (a postponed copy that now ends after its reader's planned start:
+    the caller takes the general path)."""
     engine = {t.id: t.engine for t in ordered}
     prefix = ordered[:first]
     last: dict[str, int] = {t.engine: t.id for t in prefix}

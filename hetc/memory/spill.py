@@ -238,8 +238,10 @@ def _apply(table: BufferTable, edits: _Edits, target: Target, memory: str, t: in
         x = edits[reader]
         edits.put(replace(x, deps=tuple(sorted({*x.deps, reload.id}))))
 
-    copies = sum(1 for b in table.buffers if b.startswith(cand.buffer + "#"))
-    reloaded_id = f"{cand.buffer}#{copies + 1}"
+    k = 1
+    while f"{cand.buffer}#{k}" in table.buffers:   # (counting every id that starts so cost O(buffers) a spill)
+        k += 1
+    reloaded_id = f"{cand.buffer}#{k}"
     if evict is not None:
         table.buffers[dram_id] = BufferSpec(dram_id, spec.value, target.dram, spec.size, spec.dtype, spec.shape,
                                             "copy", evict.id)
