@@ -187,19 +187,30 @@ def _double_buffered(table: BufferTable, schedule: Schedule, target: Target, nod
     """``limit_prefetch`` on the stretches of time where a device memory's live bytes exceed its capacity as
     scheduled."""
     storages = _storages(table, table.lifetimes(schedule), resolve_aliases(table, schedule, nodes))
-    crowded: dict[str, list[tuple[int, int]]] = {}
-    for name, memory in target.memories.items():
-        events = sorted([(s.end, -_pad(s.size, memory.alignment)) for s in storages if s.memory == name] +
-                        [(s.start, _pad(s.size, memory.alignment)) for s in storages if s.memory == name])
-        live, since = 0, None
-        for when, delta in events:          # ends sort before starts at the same instant
-            live += delta
-            if live > memory.size and since is None:
-                since = when
-            elif live <= memory.size and since is not None:
-                crowded.setdefault(name, []).append((since, when))
-                since = None
+    crowded = {name: [(start, end) for start, end, _ in _crowded(storages, name, memory, memory.size)]
+               for name, memory in target.memories.items() if name != target.dram}
     return limit_prefetch(schedule, target, crowded)
+
+
+def _crowded(storages: list[Storage], name: str, memory, limit: int) -> list[tuple[int, int, int]]:
+    """The stretches ``(start, end, fullest instant)`` of time where the live bytes of memory ``name``
+    (storages padded to its alignment) exceed ``limit``, in time order."""
+    events = sorted([(s.end, -_pad(s.size, memory.alignment)) for s in storages if s.memory == name] +
+                    [(s.start, _pad(s.size, memory.alignment)) for s in storages if s.memory == name])
+    stretches: list[tuple[int, int, int]] = []
+    live, since, fullest, fullest_at = 0, None, 0, 0
+    for k, (when, delta) in enumerate(events):    # ends sort before starts at the same instant
+        live += delta
+        if k + 1 < len(events) and events[k + 1][0] == when:
+            continue                              # the live set between instants is what counts
+        if live > limit:
+            if since is None or live > fullest:
+                fullest, fullest_at = live, when
+            since = when if since is None else since
+        elif since is not None:
+            stretches.append((since, when, fullest_at))
+            since = None
+    return stretches
 
 
 def _storages(table: BufferTable, lifetimes: dict[str, tuple[int, int]], aliases: dict[str, str]) -> list[Storage]:
@@ -252,24 +263,9 @@ def _live_overflow(storages: list[Storage], target: Target,
     for name, memory in target.memories.items():
         if name == target.dram:
             continue
-        limit = memory.size - margin.get(name, 0)
-        events = sorted([(s.end, -_pad(s.size, memory.alignment)) for s in storages if s.memory == name] +
-                        [(s.start, _pad(s.size, memory.alignment)) for s in storages if s.memory == name])
-        instants: list[int] = []
-        live = fullest = 0
-        for k, (when, delta) in enumerate(events):    # ends sort before starts at the same instant
-            live += delta
-            if k + 1 < len(events) and events[k + 1][0] == when:
-                continue                              # the live set between instants is what counts
-            if live > limit and (not instants or fullest == 0):
-                instants.append(when)
-                fullest = live
-            elif live > limit and live > fullest:
-                instants[-1], fullest = when, live
-            elif live <= limit:
-                fullest = 0
-        if instants:
-            return name, instants
+        stretches = _crowded(storages, name, memory, memory.size - margin.get(name, 0))
+        if stretches:
+            return name, [fullest_at for _, _, fullest_at in stretches]
     return None
 
 
