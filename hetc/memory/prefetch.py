@@ -9,10 +9,10 @@ that no device computes in): every copy into it whose waiters all compute and th
 through a stretch of time where the memory's live bytes exceed its capacity is released at the start of the
 compute task that precedes that reader on its device, and the schedule is re-timed (``retime``: nothing moves
 earlier, a postponed copy moves down its DMA queue, a reader it now ends after waits for it). Elsewhere the
-scheduler's lead stays: loading further ahead is free where it fits, and bounding every copy of an overfilled
-memory made SqueezeNet 2% slower on ``edge-soc``, whose one crowded instant a single postponement repairs.
+scheduler's lead stays: loading further ahead is free where it fits. The price: SqueezeNet on ``edge-soc`` is
+2% slower, its one crowded instant having been repaired by a single postponement that delayed nobody.
 
-Measured on the light models (docs/benchmarks.md, "Double buffering"): ZFNet-512 on ``multi-npu`` goes from
+Measured on the light models (docs/benchmarks.md, "double buffering before the repairs"): ZFNet-512 on ``multi-npu`` goes from
 388 spills and 32.6 ms planned to 2 spills and 22.0 ms, because repairs that spill one buffer at a time leave
 worse schedules than a bounded lead does up front.
 """
