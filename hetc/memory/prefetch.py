@@ -12,9 +12,9 @@ earlier, a postponed copy moves down its DMA queue, a reader it now ends after w
 scheduler's lead stays: loading further ahead is free where it fits. The price: SqueezeNet on ``edge-soc`` is
 2% slower, its one crowded instant having been repaired by a single postponement that delayed nobody.
 
-Measured on the light models (docs/benchmarks.md, "double buffering before the repairs"): ZFNet-512 on ``multi-npu`` goes from
-388 spills and 32.6 ms planned to 2 spills and 22.0 ms, because repairs that spill one buffer at a time leave
-worse schedules than a bounded lead does up front.
+Measured on the light models (docs/benchmarks.md, "double buffering before the repairs"): ZFNet-512 on
+``multi-npu`` goes from 388 spills and 32.6 ms planned to 2 spills and 22.0 ms, because repairs that spill one
+buffer at a time leave worse schedules than a bounded lead does up front.
 """
 from __future__ import annotations
 
