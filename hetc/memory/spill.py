@@ -2,9 +2,9 @@
 
 A candidate is a buffer live at the instant ``t`` but idle then (no task using it runs at ``t``) that shares
 its storage with nobody, and is in no group holding a region (hetc.memory.aliasing): such a group is never
-split, so nothing of it is spilled (the planner passes its buffers as ``shared``). Its uses split into those before ``t`` and those after; candidates go by the
-bytes x time they free (Belady's furthest-next-use, weighted by size) until the excess is covered. A spill
-adds, on a DMA engine between the scratchpad and DRAM:
+split, so nothing of it is spilled (the planner passes its buffers as ``shared``). Its uses split into those
+before ``t`` and those after; candidates go by the bytes x time they free (Belady's furthest-next-use,
+weighted by size) until the excess is covered. A spill adds, on a DMA engine between the scratchpad and DRAM:
 
 * an **evict** transfer right after the buffer is produced (skipped when DRAM already holds the value before
   ``t``: constants, graph inputs, values made in DRAM or copied there anyway: a re-fetch);
