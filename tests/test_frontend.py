@@ -294,7 +294,7 @@ def test_conformance_sample_imports_or_fails_with_a_known_reason() -> None:
 def test_shape_inference_without_the_weights_bytes_keeps_model_and_weights():
     """Large initializers go through shape inference without their bytes (import speed); the model handed in
     keeps them, the inferred one gets them back, and a small shape tensor still propagates its values."""
-    from hetc.frontend.static_shapes import infer_shapes
+    from hetc.frontend.inference import infer_shapes
     rng = np.random.default_rng(0)
     w = rng.standard_normal((128, 256)).astype(np.float32)            # 128 KiB: taken out for the inference
     model = _model([helper.make_node("MatMul", ["x", "w"], ["y"]),

@@ -145,9 +145,9 @@ def test_a_graph_with_alias_nodes_is_rescheduled_too():
     assert region.alias_of == "a@dram" and region.offset == plan.buffer("a@dram").offset
 
 
-def test_an_early_prefetch_is_postponed_rather_than_spilled():
-    # Four Mul nodes, each with its own 4 KiB weight: the idle DMA engine fetches every weight up front,
-    # which does not fit; moving the later fetches down the DMA queue does, without a second transfer.
+def _four_matmuls():
+    """Four MatMuls in a chain on the NPU, each with its own 4 KiB weight, in a 16 KiB scratchpad: the list
+    schedule's idle DMA engine fetches every weight up front, which does not fit."""
     x = Value("x", "float32", (1, 1024))
     cur, nodes = x, []
     for i in range(4):
@@ -157,7 +157,13 @@ def test_an_early_prefetch_is_postponed_rather_than_spilled():
         cur = out
     graph = Graph.build("prefetch", nodes, [x], [cur], {"": 17})
     target = _fast_dma(make_target(sram=16 * KIB))
-    schedule = list_schedule(graph, target, {n.id: "npu" for n in nodes})
+    return graph, target, list_schedule(graph, target, {n.id: "npu" for n in nodes})
+
+
+def test_an_early_prefetch_is_postponed_rather_than_spilled():
+    # Four Mul nodes, each with its own 4 KiB weight: the idle DMA engine fetches every weight up front,
+    # which does not fit; moving the later fetches down the DMA queue does, without a second transfer.
+    graph, target, schedule = _four_matmuls()
     before = {t.value: t.start_ns for t in schedule.tasks if t.kind == "transfer"}
     plan = plan_memory(graph, schedule, target, double_buffer=False)   # the repair alone
     plan.verify(target)
@@ -171,16 +177,7 @@ def test_an_early_prefetch_is_postponed_rather_than_spilled():
 def test_double_buffering_loads_a_weight_no_earlier_than_the_compute_before_its_reader():
     # The same four MatMuls: with double buffering no repair is needed at all. Each weight's copy starts no
     # earlier than the MatMul before its reader, so at most two weights are in the scratchpad at once.
-    x = Value("x", "float32", (1, 1024))
-    cur, nodes = x, []
-    for i in range(4):
-        w = Value(f"w{i}", "float32", (1, 1024), const=np.full((1, 1024), i, np.float32))
-        out = Value(f"v{i}", "float32", (1, 1024))
-        nodes.append(Node(i, "MatMul", f"m{i}", [cur, w], [out]))
-        cur = out
-    graph = Graph.build("prefetch", nodes, [x], [cur], {"": 17})
-    target = _fast_dma(make_target(sram=16 * KIB))
-    schedule = list_schedule(graph, target, {n.id: "npu" for n in nodes})
+    graph, target, schedule = _four_matmuls()
     planned = {t.node if t.kind == "compute" else t.value: t.start_ns for t in schedule.tasks}
     assert planned["w3"] < planned[2] and planned["w2"] < planned[1]          # the DMA queue runs ahead
     plan = plan_memory(graph, schedule, target)

@@ -19,6 +19,7 @@ buffer at a time leave worse schedules than a bounded lead does up front.
 from __future__ import annotations
 
 from dataclasses import replace
+from operator import attrgetter
 
 from hetc.memory.retime import engine_order, retime
 from hetc.schedule.artifact import Schedule, Task
@@ -37,24 +38,20 @@ def limit_prefetch(schedule: Schedule, target: Target,
         if engine in target.devices:
             for before, after in zip(ids, ids[1:]):
                 previous_start[after] = by_id[before].start_ns
-    first_reader: dict[int, Task | None] = {}   # copy -> its earliest waiter; None when a waiter is a copy
+    waiters: dict[int, list[Task]] = {}
     for t in schedule.tasks:
         for d in t.deps:
-            if d in first_reader and first_reader[d] is None:
-                continue
-            if t.kind != "compute":
-                first_reader[d] = None
-            elif first_reader.get(d) is None or (t.start_ns, t.id) < (first_reader[d].start_ns, first_reader[d].id):
-                first_reader[d] = t
+            waiters.setdefault(d, []).append(t)
     tasks, moved = [], 0
     for t in schedule.tasks:
-        reader = first_reader.get(t.id)
-        if t.kind == "transfer" and t.dst in homes and reader is not None and \
-                any(s < reader.start_ns and t.start_ns < e for s, e in crowded.get(t.dst, ())):
-            release = previous_start.get(reader.id, 0)
-            if release > t.start_ns:
-                t = replace(t, start_ns=release, end_ns=release + t.duration_ns)
-                moved += 1
+        ws = waiters.get(t.id, [])
+        if t.kind == "transfer" and t.dst in homes and ws and all(w.kind == "compute" for w in ws):
+            reader = min(ws, key=attrgetter("start_ns", "id"))
+            if any(s < reader.start_ns and t.start_ns < e for s, e in crowded.get(t.dst, ())):
+                release = previous_start.get(reader.id, 0)
+                if release > t.start_ns:
+                    t = replace(t, start_ns=release, end_ns=release + t.duration_ns)
+                    moved += 1
         tasks.append(t)
     if not moved:
         return schedule, 0
