@@ -6,9 +6,9 @@
 Both models are ``tools/make_models.py``'s ``moe`` (the builder of ``models/moe.onnx``: d_model 64, hidden
 128, seeded fan-in-scaled weights) with other token and expert counts: the MoE routes with Softmax, TopK and
 OneHot and weights each expert's output by its gate (zero for the experts a token did not choose), the dense
-model sums its 2 experts with no router. Each is built with CP-SAT, simulated on seeded random inputs and validated against
-onnxruntime. The goal is a ratio of at most 1.3: an MoE that computes only the experts its router picks costs
-about what its 2 chosen experts cost. With dense dispatch (every expert computed, as hetc builds it today) the
+model sums its 2 experts with no router. Each is built with CP-SAT, simulated on seeded random inputs and
+validated against onnxruntime. The goal is a ratio of at most 1.3: an MoE that computes only the experts its
+router picks costs about what its 2 chosen experts cost. With dense dispatch (every expert computed, as hetc builds it today) the
 ratio is about experts / top-k.
 """
 from __future__ import annotations
