@@ -73,6 +73,18 @@ def test_rows_by_channels_nest_two_assembles():
     assert_same_outputs(graph, tiled)
 
 
+@pytest.mark.parametrize("cuts", [[("channels", 3), ("rows", 4)], [("rows", 4), ("channels", 3)]])
+def test_tiles_reading_one_row_band_come_back_to_back_and_cycle_through_the_weight_slices(cuts):
+    graph = _conv(pads=[1, 1, 1, 1])
+    tiled = cut_node(graph, "conv", cuts)
+    tiles = sorted(tiles_of(tiled, "conv"), key=lambda t: t.tile.index)
+    bands = [t.inputs[0].name for t in tiles]
+    weights = [t.inputs[1].name for t in tiles]
+    assert bands == [b for b in dict.fromkeys(bands) for _ in range(3)]   # each band read by 3 tiles in a row
+    assert weights == list(dict.fromkeys(weights)) * 4                    # the 3 slices, once per band
+    assert_same_outputs(graph, tiled)
+
+
 def test_fused_epilogue_slices_the_residual_like_the_output():
     model = make_model([mk("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
                         mk("Add", ["c", "r"], ["s"], name="add"), mk("Relu", ["s"], ["y"], name="relu")],
