@@ -3,7 +3,7 @@ holding None (or a None shape for an unknown rank) and closed by ``static_shapes
 handed out."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import onnx
@@ -103,9 +103,10 @@ def type_proto_of(value: Value) -> onnx.TypeProto:
     return tensor_host_type(value.dtype, value.shape).to_type_proto()
 
 
-def build_graph(model: onnx.ModelProto) -> Graph:
+def build_graph(model: onnx.ModelProto, initializers: Sequence[onnx.TensorProto] | None = None) -> Graph:
     """IR for ``model``, whose initializers must already be out of its input list and whose values
-    carry inferred types. Node ids follow the ONNX order (the checker made it topological)."""
+    carry inferred types; ``initializers`` replace its own (the weights of a model inferred without them).
+    Node ids follow the ONNX order (the checker made it topological)."""
     proto = model.graph
     if len(proto.sparse_initializer):
         raise ModelError("unsupported initializer: the model has sparse initializers; densify them "
@@ -115,9 +116,9 @@ def build_graph(model: onnx.ModelProto) -> Graph:
         types[info.name] = info.type
     values: dict[str, Value] = {}
     string_constants: list[Node] = []
-    for tensor in proto.initializer:
+    for tensor in proto.initializer if initializers is None else initializers:
         dtype, _ = tensor_type_of(tensor.name, helper.make_tensor_type_proto(tensor.data_type, None))
-        array = numpy_helper.to_array(tensor)
+        array = _array_of(tensor)
         if dtype == "string":
             # A string tensor has no byte layout, so it cannot sit in the constants image: it is a host value
             # a Constant node on the CPU makes at run time.
@@ -153,6 +154,14 @@ def build_graph(model: onnx.ModelProto) -> Graph:
                   metadata=metadata)
     graph.relink()
     return graph
+
+
+def _array_of(tensor: onnx.TensorProto) -> np.ndarray:
+    try:
+        return numpy_helper.to_array(tensor)
+    except ValueError as error:   # raw bytes that do not fill the shape (the checker saw the tensor without them)
+        raise ModelError(f"initializer '{tensor.name}' does not hold the {list(tensor.dims)} elements its shape "
+                         f"declares ({error}); fix or re-export the model") from error
 
 
 def _new_value(name: str, types: dict[str, onnx.TypeProto]) -> Value:

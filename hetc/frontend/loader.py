@@ -2,12 +2,13 @@
 inlining of model-local functions and conversion into the opset range hetc supports."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import onnx
 import onnx.inliner
 import onnx.version_converter
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from onnx import external_data_helper
 
 from hetc.errors import ModelError
@@ -60,20 +61,65 @@ def load_external_data(model: onnx.ModelProto, base_dir: str | Path | None) -> N
 
 # Protobuf cannot serialise more than this, and onnx's in-memory checker and shape inference need to.
 _PROTOBUF_LIMIT = 2**31 - 1
+# Initializers at least this large reach the checker and shape inference without their bytes (``weightless``):
+# serialising VGG-19's 550 MiB for each and parsing them back took 7 of its 11 s of import. Tensors whose
+# values inference may propagate (shapes, axes, pads, repeats) are a few dozen bytes.
+LARGE_WEIGHT_BYTES = 1 << 16
+_ITEM_BYTES = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.DOUBLE: 8, onnx.TensorProto.FLOAT16: 2,
+               onnx.TensorProto.BFLOAT16: 2, onnx.TensorProto.INT8: 1, onnx.TensorProto.UINT8: 1,
+               onnx.TensorProto.INT16: 2, onnx.TensorProto.UINT16: 2, onnx.TensorProto.INT32: 4,
+               onnx.TensorProto.UINT32: 4, onnx.TensorProto.INT64: 8, onnx.TensorProto.UINT64: 8,
+               onnx.TensorProto.BOOL: 1}
+
+
+def weightless(model: onnx.ModelProto, keep_shapes: bool = True) -> onnx.ModelProto:
+    """A copy of ``model`` whose large raw initializers carry no bytes: for tools that read an initializer's
+    name, type and shape but never its values. Without ``keep_shapes`` they are empty tensors of their type,
+    which the checker takes (it insists that a tensor's bytes match its shape); their bytes are checked when
+    the importer reads them (``hetc.frontend.builder``). The weights are not copied, nor read."""
+    out = onnx.ModelProto()
+    _copy_fields(model, out, skip="graph")
+    _copy_fields(model.graph, out.graph, skip="initializer")
+    for tensor in model.graph.initializer:
+        if _declared_bytes(tensor) < LARGE_WEIGHT_BYTES:
+            out.graph.initializer.append(tensor)
+        else:
+            out.graph.initializer.append(onnx.TensorProto(name=tensor.name, data_type=tensor.data_type,
+                                                          dims=list(tensor.dims) if keep_shapes else [0]))
+    return out
+
+
+def _declared_bytes(tensor: onnx.TensorProto) -> int:
+    """The bytes a raw-data tensor's shape and type call for; 0 for any other tensor (kept whole)."""
+    item = _ITEM_BYTES.get(tensor.data_type)
+    if item is None or not tensor.HasField("raw_data") or tensor.data_location == onnx.TensorProto.EXTERNAL:
+        return 0
+    return item * math.prod(tensor.dims)
+
+
+def _copy_fields(source: Message, target: Message, skip: str) -> None:
+    for field, value in source.ListFields():
+        if field.name == skip:
+            continue
+        if isinstance(value, Message):
+            getattr(target, field.name).CopyFrom(value)
+        elif not isinstance(value, (str, bytes)) and hasattr(value, "extend"):   # a repeated field
+            getattr(target, field.name).extend(value)
+        else:
+            setattr(target, field.name, value)
 
 
 def check_model(model: onnx.ModelProto) -> None:
     """Run the ONNX checker, turning its verdict into a ModelError."""
-    # Serialised once, here: the checker would serialise it again, and ByteSize costs as much as that (2-3 s
-    # for VGG-19's 550 MiB).
     too_big = ("hetc handles models up to 2 GiB (the protobuf limit onnx's checker and shape inference work "
                "within)")
     try:
-        data = model.SerializeToString()
+        data = weightless(model, keep_shapes=False).SerializeToString()
     except Exception as error:  # noqa: BLE001 - protobuf refuses to encode a message over 2 GiB
         raise ModelError(f"the model cannot be serialised ({_first_line(error)}); {too_big}") from error
-    if len(data) > _PROTOBUF_LIMIT:
-        raise ModelError(f"the model is {len(data) / 2**30:.1f} GiB with its weights; {too_big}")
+    size = len(data) + sum(_declared_bytes(t) for t in model.graph.initializer)   # give or take tags
+    if size > _PROTOBUF_LIMIT:
+        raise ModelError(f"the model is {size / 2**30:.1f} GiB with its weights; {too_big}")
     try:
         onnx.checker.check_model(data)
     except (onnx.checker.ValidationError, ValueError) as error:

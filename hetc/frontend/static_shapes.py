@@ -421,7 +421,7 @@ def static_graph(work: onnx.ModelProto, strict: bool = True) -> Graph:
     """Infer, build and make static; an If whose condition turns out constant is replaced by its branch in
     ``work`` and the import starts again (see hetc.frontend.subgraphs). ``strict``: see ``infer_shapes``."""
     for _ in range(_MAX_INLINED_BRANCHES):
-        graph = build_graph(infer_shapes(work, strict))
+        graph = build_graph(infer_shapes(work, strict), work.graph.initializer)
         try:
             make_static(graph, work.ir_version)
             return graph
