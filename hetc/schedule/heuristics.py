@@ -12,6 +12,11 @@ from hetc.schedule.tasks import Plan, makespan_of, time_plan
 def heft(problem: SchedulingProblem) -> Plan:
     """HEFT, or the whole graph on one device when that is shorter: HEFT's greedy choices can lose to
     keeping everything on the CPU (transfers it did not foresee), and a baseline should never do that."""
+    return heft_timed(problem)[0]
+
+
+def heft_timed(problem: SchedulingProblem) -> tuple[Plan, int]:
+    """``heft`` and its makespan."""
     best = heft_list(problem)
     best_span = makespan_of(time_plan(problem, best)[1])
     for device in problem.devices:
@@ -20,7 +25,7 @@ def heft(problem: SchedulingProblem) -> Plan:
             span = makespan_of(time_plan(problem, plan)[1])
             if span < best_span:
                 best, best_span = plan, span
-    return best
+    return best, best_span
 
 
 def heft_list(problem: SchedulingProblem) -> Plan:

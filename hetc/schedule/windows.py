@@ -20,7 +20,7 @@ from typing import Callable
 
 from hetc.schedule.bound import tick_bound_to_ns
 from hetc.schedule.cpsat import SolverParams, WindowModel
-from hetc.schedule.heuristics import heft, heft_step
+from hetc.schedule.heuristics import heft_step, heft_timed
 from hetc.schedule.listsched import ListScheduler, priority_order, upward_rank
 from hetc.schedule.problem import DmaSpec, SchedulingProblem
 from hetc.schedule.tasks import Plan, makespan_of, time_plan
@@ -68,8 +68,7 @@ def _tails(sp: SchedulingProblem, window: set[int]) -> dict[int, int]:
 
 def solve_cpsat(problem: SchedulingProblem, time_limit_s: float, num_workers: int = 2, seed: int = 0,
                 progress: Callable[[str], None] | None = None, window_nodes: int | None = None) -> CpSatOutcome:
-    heft_plan = heft(problem)
-    heft_ms = makespan_of(time_plan(problem, heft_plan)[1])
+    heft_plan, heft_ms = heft_timed(problem)
     if not problem.compute_nodes:  # alias nodes only: nothing to place, no search
         return CpSatOutcome(heft_plan, heft_ms, "HINT", 0, 1, {"windows": 0, "heft_makespan_ns": heft_ms})
     order = priority_order(problem, upward_rank(problem))
