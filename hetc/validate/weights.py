@@ -8,6 +8,8 @@ Integer tensors (shapes, axes, indices) and float parameters (a Resize's scales,
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import onnx
 from onnx import numpy_helper
@@ -91,10 +93,15 @@ def _materialize_filled_weights(graph: onnx.GraphProto, ir_version: int) -> None
     for node in graph.node:
         filled = _filled_value(node, constants)
         if filled is not None and roles.get(node.output[0], ("other",))[0] in _WEIGHT_ROLES:
-            tensor = numpy_helper.from_array(filled, node.output[0])
+            shape, fill = filled
+            if math.prod(shape) > 1:   # randomized below from its type and shape alone: no bytes to make here
+                tensor = onnx.TensorProto(name=node.output[0], dims=shape, data_type=fill.data_type)
+            else:                      # a scalar is left as it is (see randomize_weights)
+                tensor = numpy_helper.from_array(np.full(shape, numpy_helper.to_array(fill).ravel()[0]),
+                                                 node.output[0])
             graph.initializer.append(tensor)
             if ir_version < 4:
-                graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, filled.shape))
+                graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, shape))
         else:
             kept.append(node)
     if len(kept) < len(graph.node):
@@ -105,15 +112,16 @@ def _materialize_filled_weights(graph: onnx.GraphProto, ir_version: int) -> None
 _WEIGHT_ROLES = {"weight", "bias"} | {"bn_" + role for role in _BN_ROLES.values()}
 
 
-def _filled_value(node: onnx.NodeProto, constants: dict[str, onnx.TensorProto]) -> np.ndarray | None:
-    """The float tensor a ``ConstantOfShape`` node with a constant shape produces, else None."""
+def _filled_value(node: onnx.NodeProto, constants: dict[str, onnx.TensorProto]
+                  ) -> tuple[tuple[int, ...], onnx.TensorProto] | None:
+    """The shape and the one-element fill of the float tensor a ``ConstantOfShape`` node with a constant shape
+    produces, else None."""
     if node.op_type != "ConstantOfShape" or node.domain not in ("", "ai.onnx") or node.input[0] not in constants:
         return None
     value = next((a.t for a in node.attribute if a.name == "value"), None)
     if value is None or value.data_type not in _FLOAT_TYPES:
         return None  # the default fill is float32 zero: not a weight anyone would randomize
-    shape = tuple(int(d) for d in numpy_helper.to_array(constants[node.input[0]]).ravel())
-    return np.full(shape, numpy_helper.to_array(value).ravel()[0])
+    return tuple(int(d) for d in numpy_helper.to_array(constants[node.input[0]]).ravel()), value
 
 
 def _with_filled_as_initializers(graph: onnx.GraphProto, constants: dict[str, onnx.TensorProto]
@@ -125,7 +133,7 @@ def _with_filled_as_initializers(graph: onnx.GraphProto, constants: dict[str, on
     for node in graph.node:
         filled = _filled_value(node, constants)
         if filled is not None:
-            view.initializer.append(onnx.TensorProto(name=node.output[0], dims=filled.shape,
+            view.initializer.append(onnx.TensorProto(name=node.output[0], dims=filled[0],
                                                      data_type=onnx.TensorProto.FLOAT))
     return view
 
@@ -141,11 +149,11 @@ def randomize_weights(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
     for i, tensor in enumerate(out.graph.initializer):
         if tensor.data_type not in _FLOAT_TYPES:
             continue
-        old = numpy_helper.to_array(tensor)
-        if old.size == 0:
+        shape = tuple(tensor.dims)    # the values are replaced: their type and shape are all that is read
+        size = math.prod(shape)
+        if size == 0:
             continue
         role, fan_in = roles.get(tensor.name, ("other", 1))
-        shape = old.shape
         if role == "weight":
             new = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
         elif role == "bias" or role == "bn_bias" or role == "bn_mean":
@@ -154,11 +162,12 @@ def randomize_weights(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
             new = rng.normal(1.0, 0.1, shape)
         elif role == "bn_var":
             new = rng.uniform(0.5, 1.5, shape)
-        elif role == "parameter" or old.size <= 1:
+        elif role == "parameter" or size <= 1:
             continue  # a scalar constant (epsilon, a Pow exponent, a Clip bound) is semantics, not a weight
         else:
             new = rng.normal(0.0, 0.1, shape)
-        out.graph.initializer[i].CopyFrom(numpy_helper.from_array(new.astype(old.dtype), tensor.name))
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
+        out.graph.initializer[i].CopyFrom(numpy_helper.from_array(new.astype(dtype), tensor.name))
     return out
 
 
