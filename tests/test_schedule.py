@@ -14,10 +14,10 @@ from hetc.ir import Graph, Node, Value
 from hetc.schedule import (Schedule, ScheduleInvariantError, build_problem, lower_bound, placement_rows, schedule,
                            solve)
 from hetc.schedule.artifact import Task
-from hetc.schedule.heuristics import heft
+from hetc.schedule.heuristics import fixed_placement, heft, heft_list, heft_timed
 from hetc.schedule.problem import DmaSpec, SchedulingProblem, ValueSpec
 from hetc.schedule.synthetic import random_problem
-from hetc.schedule.tasks import Plan, asap, derive_tasks, makespan_of
+from hetc.schedule.tasks import Plan, asap, derive_tasks, makespan_of, time_plan
 from hetc.target import load_target
 
 EDGE = load_target("edge-soc")
@@ -75,6 +75,18 @@ def test_random_problems_lower_bound_and_cpsat_never_worse_than_heft(seed: int) 
         _check_lanes(sched)
     assert results["cpsat"].makespan_ns <= results["heft"].makespan_ns
     assert results["cpsat"].makespan_ns <= results["single:cpu"].makespan_ns
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_heft_is_its_list_schedule_or_the_whole_graph_on_one_device_whichever_is_shorter(seed: int) -> None:
+    """Devices whose compute alone outlasts the best so far are not scheduled: the answer is the same."""
+    problem = random_problem(seed, nodes=14)
+    spans = [makespan_of(time_plan(problem, heft_list(problem))[1])]
+    spans += [makespan_of(time_plan(problem, fixed_placement(problem, [d] * problem.n))[1]) for d in problem.devices
+              if all(d in problem.durations[i] for i in problem.compute_nodes)]
+    assert len(spans) > 1
+    plan, span = heft_timed(problem)
+    assert span == min(spans) == makespan_of(time_plan(problem, plan)[1])
 
 
 def _check_lanes(sched: Schedule) -> None:

@@ -21,6 +21,8 @@ def heft_timed(problem: SchedulingProblem) -> tuple[Plan, int]:
     best_span = makespan_of(time_plan(problem, best)[1])
     for device in problem.devices:
         if all(device in problem.durations[i] for i in problem.compute_nodes):
+            if sum(problem.durations[i][device] for i in problem.compute_nodes) >= best_span:
+                continue   # its compute alone, one task after the other, takes longer: no need to schedule it
             plan = fixed_placement(problem, [device] * problem.n)
             span = makespan_of(time_plan(problem, plan)[1])
             if span < best_span:
