@@ -124,7 +124,8 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
             sched = run_scheduler(graph, target, strategy=options.scheduler, time_limit_s=options.time_limit_s,
                                   num_workers=options.num_workers, seed=options.seed, progress=say)
             say(f"{sched.stats.strategy}: makespan {sched.makespan_ns / 1000:,.1f} µs, "
-                f"bound {sched.lower_bound_ns / 1000:,.1f} µs, solver gap {sched.gap:.1%} ({sched.stats.status})")
+                f"bound {sched.lower_bound_ns / 1000:,.1f} µs, solver gap {sched.gap:.1%} ({sched.stats.status})"
+                + (f"; {sched.stats.details['no_search']}" if "no_search" in sched.stats.details else ""))
         try:
             with clock.stage("memory") as say:
                 plan = plan_memory(graph, sched, target, progress=say)

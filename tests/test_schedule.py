@@ -89,6 +89,16 @@ def test_heft_is_its_list_schedule_or_the_whole_graph_on_one_device_whichever_is
     assert span == min(spans) == makespan_of(time_plan(problem, plan)[1])
 
 
+def test_a_limit_that_heft_and_model_building_take_whole_ships_heft_without_a_search() -> None:
+    problem = random_problem(1, nodes=80)
+    sched = solve(problem, "cpsat", time_limit_s=0.2)
+    assert sched.stats.status == "HINT" and sched.stats.details["windows"] == 0
+    assert "no CP-SAT search" in sched.stats.details["no_search"] and "a limit of" in sched.stats.details["no_search"]
+    assert sched.makespan_ns == solve(problem, "heft").makespan_ns
+    searched = solve(problem, "cpsat", time_limit_s=4)
+    assert searched.stats.details["windows"] >= 1 and "no_search" not in searched.stats.details
+
+
 def _check_lanes(sched: Schedule) -> None:
     """Precedence (+ sync) and exclusivity, checked on the artifact alone."""
     by_id = {t.id: t for t in sched.tasks}

@@ -85,6 +85,16 @@ def solve_cpsat(problem: SchedulingProblem, time_limit_s: float, num_workers: in
     # A graph solved whole pays presolve once and may finish early with a proof: it gets most of the limit.
     share = EXACT_SEARCH_SHARE if exact else SEARCH_SHARE
     search_s = max(0.0, share * time_limit_s - OVERHEAD_S_PER_OPTION * options)
+    if search_s == 0.0 and not exact:
+        # HEFT, model building and re-timing take the whole limit: windows given a token budget each
+        # returned their hint (VGG-19 and DenseNet-121 on multi-npu) and only made the stage overrun it.
+        needed = math.ceil(OVERHEAD_S_PER_OPTION * options / share) + 1
+        note = (f"no CP-SAT search: the {time_limit_s:g} s time limit goes to HEFT and model building for "
+                f"{options:,} (node, device) options; a limit of {needed} s or more leaves time to search")
+        if progress:
+            progress(note)
+        return CpSatOutcome(heft_plan, heft_ms, "HINT", 0, 1, {"windows": 0, "heft_makespan_ns": heft_ms,
+                                                               "no_search": note, "time_limit_s": time_limit_s})
     state = ListScheduler(sp)
     statuses: list[str] = []
     bound_ticks, solver_wall = 0, 0.0
