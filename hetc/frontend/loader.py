@@ -2,7 +2,6 @@
 inlining of model-local functions and conversion into the opset range hetc supports."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import onnx
@@ -12,6 +11,7 @@ from google.protobuf.message import DecodeError, Message
 from onnx import external_data_helper
 
 from hetc.errors import ModelError
+from hetc.ir.dtypes import dtype_from_onnx, nbytes
 from hetc.frontend.opsets import DEFAULT_DOMAINS, MIN_OPSET, NEWEST_OPSET, RUNTIME_MAX_OPSET
 
 # hetc imports default-domain opsets MIN_OPSET..NEWEST_OPSET. A model above MAX_OPSET (the newest
@@ -65,11 +65,6 @@ _PROTOBUF_LIMIT = 2**31 - 1
 # serialising VGG-19's 550 MiB for each and parsing them back took 7 of its 11 s of import. Tensors whose
 # values inference may propagate (shapes, axes, pads, repeats) are a few dozen bytes.
 LARGE_WEIGHT_BYTES = 1 << 16
-_ITEM_BYTES = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.DOUBLE: 8, onnx.TensorProto.FLOAT16: 2,
-               onnx.TensorProto.BFLOAT16: 2, onnx.TensorProto.INT8: 1, onnx.TensorProto.UINT8: 1,
-               onnx.TensorProto.INT16: 2, onnx.TensorProto.UINT16: 2, onnx.TensorProto.INT32: 4,
-               onnx.TensorProto.UINT32: 4, onnx.TensorProto.INT64: 8, onnx.TensorProto.UINT64: 8,
-               onnx.TensorProto.BOOL: 1}
 
 
 def weightless(model: onnx.ModelProto, keep_shapes: bool = True) -> onnx.ModelProto:
@@ -91,10 +86,14 @@ def weightless(model: onnx.ModelProto, keep_shapes: bool = True) -> onnx.ModelPr
 
 def _declared_bytes(tensor: onnx.TensorProto) -> int:
     """The bytes a raw-data tensor's shape and type call for; 0 for any other tensor (kept whole)."""
-    item = _ITEM_BYTES.get(tensor.data_type)
-    if item is None or not tensor.HasField("raw_data") or tensor.data_location == onnx.TensorProto.EXTERNAL:
+    if (not tensor.HasField("raw_data") or tensor.data_location == onnx.TensorProto.EXTERNAL
+            or tensor.data_type == onnx.TensorProto.STRING):
         return 0
-    return item * math.prod(tensor.dims)
+    try:
+        dtype = dtype_from_onnx(tensor.data_type)
+    except ValueError:
+        return 0   # a type hetc does not know: the checker sees it whole and says what it thinks
+    return nbytes(dtype, tuple(tensor.dims))
 
 
 def _copy_fields(source: Message, target: Message, skip: str) -> None:
