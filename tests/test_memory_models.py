@@ -52,8 +52,10 @@ def test_small_scratchpads_plan_without_moving_nodes():
     plan = plan_memory(graph, sched, target)
     plan.verify(target)
     assert plan.details["moved_nodes"] == [] and plan.schedule.placement == sched.placement
-    # (72 rounds since epilogue fusion: 95 larger nodes where 302 were, 2.9 s as before; it was 25)
-    assert plan.details["postponed_transfers"] and plan.details["spill_rounds"] < 100
+    # The scheduler bounds each copy's lead by the scratchpad (hetc.schedule.tasks.lead_deps), so the
+    # repairs stay small: 13 spill rounds where there were 72, within 1% of the scheduler's makespan.
+    assert plan.details["spill_rounds"] < 20
+    assert plan.schedule.makespan_ns <= 1.01 * sched.makespan_ns
     for memory, stats in plan.stats.items():
         assert stats.peak_bytes <= stats.capacity_bytes, memory
     again = plan_memory(graph, sched, target)              # deterministic

@@ -65,7 +65,8 @@ def test_every_crowded_stretch_is_repaired_in_one_round():
         cur = out
     graph = Graph.build("two-stretches", nodes, [x], [cur], {"": 17})
     target = _fast_dma(make_target(sram=8 * KIB))
-    schedule = list_schedule(graph, target, {n.id: "npu" for n in nodes})
+    # scheduled for a scratchpad too large to bound the lead (hetc.schedule.tasks.lead_deps), then crowded
+    schedule = list_schedule(graph, _fast_dma(make_target(sram=1024 * KIB)), {n.id: "npu" for n in nodes})
     middle = next(t for t in schedule.tasks if t.node == 4).start_ns
     late = {"w6": 0, "w8": 41}              # the list schedule fetches all four up front; fetch two later
     schedule = schedule.with_tasks(tuple(

@@ -146,8 +146,9 @@ def test_a_graph_with_alias_nodes_is_rescheduled_too():
 
 
 def _four_matmuls():
-    """Four MatMuls in a chain on the NPU, each with its own 4 KiB weight, in a 16 KiB scratchpad: the list
-    schedule's idle DMA engine fetches every weight up front, which does not fit."""
+    """Four MatMuls in a chain on the NPU, each with its own 4 KiB weight, in a 16 KiB scratchpad, and a
+    schedule made for a scratchpad too large to bound the lead (hetc.schedule.tasks.lead_deps): its idle DMA
+    engine fetches every weight up front, which does not fit in 16 KiB."""
     x = Value("x", "float32", (1, 1024))
     cur, nodes = x, []
     for i in range(4):
@@ -157,7 +158,22 @@ def _four_matmuls():
         cur = out
     graph = Graph.build("prefetch", nodes, [x], [cur], {"": 17})
     target = _fast_dma(make_target(sram=16 * KIB))
-    return graph, target, list_schedule(graph, target, {n.id: "npu" for n in nodes})
+    unbounded = _fast_dma(make_target(sram=1024 * KIB))
+    return graph, target, list_schedule(graph, unbounded, {n.id: "npu" for n in nodes})
+
+
+def test_the_scheduler_bounds_each_copy_lead_by_the_scratchpad():
+    # Scheduled for the 16 KiB scratchpad itself, the weights' copies wait for the compute whose end makes room
+    # (the input and four weights do not fit at once): no spill, no postponement; the scheduler does not see
+    # the outputs, so double buffering still holds two copies back, at no cost to the makespan.
+    graph, target, _ = _four_matmuls()
+    schedule = list_schedule(graph, target, {n.id: "npu" for n in graph})
+    start = {t.node if t.kind == "compute" else t.value: t for t in schedule.tasks}
+    assert start["w3"].start_ns >= start[0].end_ns and start[0].id in start["w3"].deps
+    plan = plan_memory(graph, schedule, target)
+    plan.verify(target)
+    assert plan.spills == () and plan.details["postponed_transfers"] == []
+    assert plan.schedule.makespan_ns == schedule.makespan_ns
 
 
 def test_an_early_prefetch_is_postponed_rather_than_spilled():

@@ -85,7 +85,8 @@ def test_real_scheduler_output_exports(tmp_path):
 
 def _spilling_plan(graph, base):
     """Shrink the NPU scratchpad step by step until the real planner spills (how small that must be depends
-    on the planner's cleverness, so no single size is hard-coded)."""
+    on the planner's cleverness, so no single size is hard-coded). The schedule is made for the base target's
+    scratchpad, whose lead the smaller one cannot hold (hetc.schedule.tasks.lead_deps)."""
     from dataclasses import replace
 
     from hetc.errors import MemoryPlanError
@@ -93,7 +94,7 @@ def _spilling_plan(graph, base):
         small = replace(base.memories["npu_sram"], size=kib << 10)
         target = replace(base, memories={**base.memories, "npu_sram": small}, _cache={})
         placement = first_candidate_placement(graph, target)
-        schedule = plan_by_hand(graph, target, placement, cost_duration(target)).schedule
+        schedule = plan_by_hand(graph, base, placement, cost_duration(target)).schedule
         try:
             plan = plan_memory(graph, schedule, target)
         except MemoryPlanError:

@@ -163,11 +163,21 @@ def _postpone(table: BufferTable, edits: _Edits, target: Target, cand: _Candidat
     if release > latest:
         # This delays the reader. A few times is fine (the memory frees meanwhile); more means the crowded
         # stretch moves with the reader and the same overflow comes back a little later, round after round.
-        if delayed_readers.get(writer.id, 0) >= MAX_READER_DELAYS:
+        if delayed_readers.get(writer.id, 0) >= MAX_READER_DELAYS or _passes_a_waiter(
+                edits, writer.engine, writer.start_ns, release, first_wait):
             return False
         delayed_readers[writer.id] = delayed_readers.get(writer.id, 0) + 1
     edits.put(replace(writer, start_ns=release, end_ns=release + writer.duration_ns))
     return True
+
+
+def _passes_a_waiter(edits: _Edits, engine: str, since: int, release: int, first_wait: int) -> bool:
+    """Whether a transfer that enters ``engine``'s queue at ``release`` instead of ``since``, past its first
+    reader's start ``first_wait``, lands behind a task that waits for something starting from then on: that
+    may wait, through the reader's engine, for the reader, which waits for the transfer (a cycle)."""
+    started = {x.id: x.start_ns for x in edits.tasks}
+    return any(x.engine == engine and since < x.start_ns < release and any(started[d] >= first_wait for d in x.deps)
+               for x in edits.tasks)
 
 
 def _crowded_instants(occupancy: Occupancy, capacity: int, t: int) -> tuple[list[int], list[bool]]:
@@ -224,12 +234,16 @@ def _apply(table: BufferTable, edits: _Edits, target: Target, memory: str, t: in
         evict_at = produced.end_ns + sync
         evict = Task(next_id, "transfer", engine, evict_at, evict_at + duration, deps=(spec.writer,),
                      value=spec.value, src=memory, dst=target.dram, bytes=spec.size)
+        release = max(release, evict.end_ns)
+    # Released once the bytes fit again, and as late as still meets the next use.
+    in_time = cand.next_use - duration - sync
+    release = max(release, in_time)
+    if release > in_time and _passes_a_waiter(edits, engine, in_time, release, cand.next_use):
+        return None                                   # a reload that late would close a cycle
+    if evict is not None:
         edits.put(evict)
         next_id += 1
         source_deps = (evict.id,)
-        release = max(release, evict.end_ns)
-    # Released once the bytes fit again, and as late as still meets the next use.
-    release = max(release, cand.next_use - duration - sync)
     reload = Task(next_id, "transfer", engine, release, release + duration, deps=source_deps,
                   value=spec.value, src=target.dram, dst=memory, bytes=spec.size)
     edits.put(reload)

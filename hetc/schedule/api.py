@@ -10,7 +10,7 @@ from hetc.ir.tiles import is_alias
 from hetc.schedule.artifact import Schedule, SolverStats, Task
 from hetc.schedule.bound import lower_bound
 from hetc.schedule.heuristics import greedy, heft, single
-from hetc.schedule.listsched import ListScheduler, priority_order
+from hetc.schedule.listsched import replay
 from hetc.schedule.problem import SchedulingProblem, build_problem
 from hetc.schedule.tasks import Plan, TaskKey, alias_memory, time_plan
 from hetc.schedule.windows import solve_cpsat
@@ -89,15 +89,7 @@ def schedule_placement(graph: "Graph", target: "Target", placement: dict[int, st
     for i in problem.compute_nodes:
         if chosen[i] not in problem.durations[i]:
             raise ScheduleError(f"node '{problem.node_names[i]}' cannot run on '{chosen[i]}'")
-    position = {index[nid]: k for k, nid in enumerate(order)} if order is not None else {}
-    # Alias nodes settle as soon as their inputs are there; the others go in the given order (predecessors
-    # first whatever the order says).
-    rank = [float("inf") if problem.is_alias(i) else -float(position.get(i, problem.n + i))
-            for i in range(problem.n)]
-    scheduler = ListScheduler(problem)
-    for node in priority_order(problem, rank):
-        scheduler.commit(node, chosen[node])
-    plan = scheduler.plan()
+    plan = replay(problem, chosen, [index[nid] for nid in order] if order is not None else [])
     tasks = to_tasks(problem, plan)
     makespan = max((t.end_ns for t in tasks), default=0)
     bound = lower_bound(problem)

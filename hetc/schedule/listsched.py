@@ -18,6 +18,8 @@ from hetc.schedule.problem import SchedulingProblem
 from hetc.schedule.tasks import (Plan, TaskKey, alias_memory, available_after, compute_key, origin, transfer_key,
                                  wanted_in_dram)
 
+LEAD_LOOKBACK = 64   # computes of a device looked back at for the bounded lead (a cheap estimate of the rule)
+
 # When a copy is ready: (time, what made it): None (in DRAM from t=0), an engine name, or, for an Assemble's
 # output, ((engine, time), ...) per engine that wrote a part (a waiter on another engine pays a semaphore).
 Made = tuple[int, "str | None | tuple[tuple[str | None, int], ...]"]
@@ -68,6 +70,7 @@ class ListScheduler:
             (r, problem.dram): (0, None) for v, s in enumerate(problem.values) if s.producer is None
             for r in problem.region_closure[v]}
         self.dma_choice: dict[tuple[int, str], str] = {}
+        self.loaded: dict[int, int] = {}    # node -> bytes copied into its device's memory for it
 
     # ------------------------------------------------------------------ queries
     def ready_on(self, made: Made, engine: str | None) -> int:
@@ -78,7 +81,8 @@ class ListScheduler:
         return end if by is None or by == engine else end + self.p.sync_ns
 
     def _plan_copy(self, value: int, mem: str, pending: dict[str, list[tuple[int, int]]],
-                   made: dict[tuple[int, str], tuple[int, str]], booked: list) -> tuple[int, str | None]:
+                   made: dict[tuple[int, str], tuple[int, str]], booked: list,
+                   release: int = 0) -> tuple[int, str | None]:
         """The copy of ``value`` in ``mem``: existing, or planned from the source and on the engine that finish
         it earliest, its source's own copy planned first (planned transfers go to ``booked``; ``pending`` and
         ``made`` keep the plan self-consistent)."""
@@ -95,7 +99,8 @@ class ListScheduler:
             source = self._plan_copy(value, src, *trial)
             for engine in p.engines_between(src, mem):
                 dur = p.transfer_ns(value, engine)
-                start = self.lanes[engine].earliest(self.ready_on(source, engine), dur, trial[0].get(engine, []))
+                ready = max(self.ready_on(source, engine), release)
+                start = self.lanes[engine].earliest(ready, dur, trial[0].get(engine, []))
                 if best is None or start + dur < best[0]:
                     best = (start + dur, start, src, engine, trial)
         assert best is not None, f"no DMA engine copies into '{mem}'"
@@ -117,9 +122,27 @@ class ListScheduler:
         home, ready, booked = self.p.home(device), 0, []
         pending: dict[str, list[tuple[int, int]]] = {}
         made: dict[tuple[int, str], tuple[int, str]] = {}
+        release = self._lead_release(node, device)
         for value in self.p.node_inputs[node]:
-            ready = max(ready, self.ready_on(self._plan_copy(value, home, pending, made, booked), device))
+            made_here = self._plan_copy(value, home, pending, made, booked, release)
+            ready = max(ready, self.ready_on(made_here, device))
         return ready, booked
+
+    def _lead_release(self, node: int, device: str) -> int:
+        """When copies into the device's memory for ``node`` may start, by ``hetc.schedule.tasks.lead_deps``
+        with ``node`` taken as the device's next compute (its last ``LEAD_LOOKBACK`` computes looked at)."""
+        home = self.p.home(device)
+        budget = self.p.capacity.get(home)
+        if not budget:
+            return 0
+        load = sum(self.p.values[v].nbytes for v in self.p.node_inputs[node] if (v, home) not in self.copies
+                   and not self.p.values[v].is_host and self._origin(v) != home)
+        lane = self.lanes[device]
+        for i in range(len(lane.keys) - 1, max(-1, len(lane.keys) - 1 - LEAD_LOOKBACK), -1):
+            load += self.loaded.get(lane.keys[i][1], 0)
+            if load > budget:
+                return lane.ends[i] + self.p.sync_ns
+        return 0
 
     def _origin(self, value: int) -> str:
         return origin(self.p, value, self.placement)
@@ -138,8 +161,11 @@ class ListScheduler:
             self.settle(node)
             return None
         ready, transfers = self._plan_inputs(node, device)
+        home = self.p.home(device)
         for value, src, dst, engine, start, end in transfers:
             self._book_transfer(value, dst, engine, start, end)
+            if dst == home:
+                self.loaded[node] = self.loaded.get(node, 0) + self.p.values[value].nbytes
         dur = self.p.durations[node][device]
         start = self.lanes[device].earliest(ready, dur)
         self.lanes[device].book(start, start + dur, compute_key(node))
@@ -212,7 +238,7 @@ class ListScheduler:
         twin.p = self.p
         twin.lanes = {e: Lane(list(l.starts), list(l.ends), list(l.keys)) for e, l in self.lanes.items()}
         twin.placement, twin.finish = list(self.placement), list(self.finish)
-        twin.copies, twin.dma_choice = dict(self.copies), dict(self.dma_choice)
+        twin.copies, twin.dma_choice, twin.loaded = dict(self.copies), dict(self.dma_choice), dict(self.loaded)
         return twin
 
     def plan(self) -> Plan:
@@ -220,6 +246,19 @@ class ListScheduler:
         assert all(self.placement[i] is not None for i in self.p.compute_nodes), "list scheduling left nodes unplaced"
         orders = {e: list(lane.keys) for e, lane in self.lanes.items() if lane.keys}
         return Plan(tuple(self.placement), dict(self.dma_choice), orders)
+
+
+def replay(problem: SchedulingProblem, placement: list[str | None], order: list[int]) -> Plan:
+    """The plan of a placement decided elsewhere: compute nodes committed in ``order`` (predecessors first
+    whatever it says), each on its device as early as its engine and operands allow, alias nodes settled as
+    soon as they can be. The DMA queues are this scheduler's, so every copy obeys the bounded lead."""
+    position = {node: k for k, node in enumerate(order)}
+    rank = [float("inf") if problem.is_alias(i) else -float(position.get(i, problem.n + i))
+            for i in range(problem.n)]
+    scheduler = ListScheduler(problem)
+    for node in priority_order(problem, rank):
+        scheduler.commit(node, placement[node])
+    return scheduler.plan()
 
 
 def upward_rank(problem: SchedulingProblem, placement: list[str] | None = None) -> list[float]:

@@ -60,6 +60,7 @@ class SchedulingProblem:
     routes: dict[tuple[str, str], tuple[Hop, ...]] = field(default_factory=dict)  # from Target.route
     staging: str | None = None                  # Target.staging when it is not the DRAM (copy_sources)
     alias_ops: dict[int, str] = field(default_factory=dict)  # alias node index -> "Region" | "Assemble"
+    capacity: dict[str, int] = field(default_factory=dict)   # device memory -> bytes (no entry: unbounded lead)
     _memo: dict = field(default_factory=dict, compare=False, repr=False, hash=False)
 
     # ------------------------------------------------------------------ structure
@@ -262,4 +263,6 @@ def build_problem(graph: "Graph", target: "Target",  # noqa: F821
         values=tuple(values), device_memory={d: dev.memory for d, dev in target.devices.items()}, dmas=dmas,
         sync_ns=math.ceil(target.sync_ns), priority=tuple(target.priority), dram=target.dram, routes=routes,
         staging=target.staging if target.staging and target.staging != target.dram else None,
-        alias_ops={i: n.op_type for i, n in enumerate(nodes) if is_alias(n)})
+        alias_ops={i: n.op_type for i, n in enumerate(nodes) if is_alias(n)},
+        capacity={dev.memory: target.memories[dev.memory].size for dev in target.devices.values()
+                  if dev.memory != target.dram})

@@ -16,7 +16,8 @@ bytes, a strided DMA) from that memory, which waits for them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import bisect
+from dataclasses import dataclass, replace
 from typing import Optional, Sequence
 
 from hetc.errors import ScheduleError
@@ -204,6 +205,20 @@ def earliest_times(tasks: dict[TaskKey, TaskSpec], orders: dict[str, list[TaskKe
         times = _one_pass(tasks, orders, sync_ns, release or {}, order_hint)
         if times is not None:
             return times
+    times, _ = _kahn(tasks, orders, sync_ns, release or {})
+    if len(times) != len(tasks):
+        raise ValueError("engine orders contradict the data dependencies")
+    return times
+
+
+def _kahn(tasks: dict[TaskKey, TaskSpec], orders: dict[str, list[TaskKey]], sync_ns: int,
+          release: dict[TaskKey, int], soft: dict[TaskKey, TaskKey] | None = None,
+          ) -> tuple[dict[TaskKey, tuple[int, int]], set[TaskKey]]:
+    """``earliest_times`` by Kahn's algorithm, with ``soft`` dependencies (task -> the task it waits for)
+    that are dropped where they would close a cycle: when every task left waits for something, the first
+    (in ``tasks``' order) that waits only for soft dependencies starts without them. Returns the times (the
+    tasks on or after a hard cycle missing) and the tasks whose soft dependency was dropped."""
+    soft = soft or {}
     preds: dict[TaskKey, list[tuple[TaskKey, int]]] = {k: [] for k in tasks}
     for t in tasks.values():
         for d in t.deps:
@@ -214,26 +229,36 @@ def earliest_times(tasks: dict[TaskKey, TaskSpec], orders: dict[str, list[TaskKe
     listed = {k for keys in orders.values() for k in keys}
     if listed != set(tasks):
         raise ValueError(f"engine orders miss {len(set(tasks) - listed)} tasks")
+    hard = {k: len(p) for k, p in preds.items()}
+    for k, d in soft.items():
+        preds[k].append((d, 0 if tasks[d].engine == tasks[k].engine else sync_ns))
     succs: dict[TaskKey, list[TaskKey]] = {k: [] for k in tasks}
-    indegree = {k: len(p) for k, p in preds.items()}
     for k, ps in preds.items():
         for p, _ in ps:
             succs[p].append(k)
+    indegree = {k: len(p) for k, p in preds.items()}
     ready = [k for k, d in indegree.items() if d == 0]
     times: dict[TaskKey, tuple[int, int]] = {}
-    release = release or {}
-    while ready:
-        k = ready.pop()
-        start = max((times[p][1] + gap for p, gap in preds[k]), default=0)
-        start = max(start, release.get(k, 0))
-        times[k] = (start, start + tasks[k].duration)
-        for s in succs[k]:
-            indegree[s] -= 1
-            if indegree[s] == 0:
-                ready.append(s)
-    if len(times) != len(tasks):
-        raise ValueError("engine orders contradict the data dependencies")
-    return times
+    dropped: set[TaskKey] = set()
+    while True:
+        while ready:
+            k = ready.pop()
+            ps = preds[k] if k not in dropped else preds[k][:hard[k]]
+            start = max((times[p][1] + gap for p, gap in ps), default=0)
+            start = max(start, release.get(k, 0))
+            times[k] = (start, start + tasks[k].duration)
+            for s in succs[k]:
+                indegree[s] -= 1
+                if indegree[s] == 0 and s not in times:
+                    ready.append(s)
+        if len(times) == len(tasks) or not soft:
+            return times, dropped
+        stalled = next((k for k in soft if k not in times and k not in dropped and indegree[k] == 1
+                        and soft[k] not in times), None)
+        if stalled is None:
+            return times, dropped
+        dropped.add(stalled)
+        ready.append(stalled)
 
 
 def _one_pass(tasks: dict[TaskKey, TaskSpec], orders: dict[str, list[TaskKey]], sync_ns: int,
@@ -266,10 +291,68 @@ def _one_pass(tasks: dict[TaskKey, TaskSpec], orders: dict[str, list[TaskKey]], 
     return times if len(times) == len(tasks) else None
 
 
+def lead_window(loaded: Sequence[int], budget: int) -> list[int | None]:
+    """Per position k in a device's compute order, the earlier position j whose end a copy first read at k
+    waits for (None: no wait): the latest j < k such that the bytes copied in for the readers j..k exceed
+    ``budget`` (they cannot all be resident at once). ``loaded[i]``: bytes of the copies first read at i."""
+    prefix = [0]
+    for b in loaded:
+        prefix.append(prefix[-1] + b)
+    waits: list[int | None] = []
+    for k in range(len(loaded)):
+        j = min(k - 1, bisect.bisect_left(prefix, prefix[k + 1] - budget) - 1)
+        waits.append(j if j >= 0 else None)
+    return waits
+
+
+def lead_deps(problem: SchedulingProblem, tasks: dict[TaskKey, TaskSpec],
+              orders: dict[str, list[TaskKey]]) -> dict[TaskKey, TaskKey]:
+    """The bounded lead: copy -> the compute on its readers' device it waits for (``lead_window`` over that
+    device's order, the budget its memory's capacity). Only copies into a bounded device memory whose waiters
+    are all compute tasks on that one device wait. The scheduler itself does not see the rest of what the
+    memory holds (outputs, copies read again later); the planner fits that, and rarely has to move anything
+    (docs/scheduling.md, "Bounded lead")."""
+    waiters: dict[TaskKey, list[TaskKey]] = {}
+    for t in tasks.values():
+        for d in t.deps:
+            waiters.setdefault(d, []).append(t.key)
+    deps: dict[TaskKey, TaskKey] = {}
+    for device, memory in problem.device_memory.items():
+        capacity = problem.capacity.get(memory)
+        computes = [k for k in orders.get(device, ()) if k[0] == "c"]
+        if not capacity or not computes:
+            continue
+        position = {k: i for i, k in enumerate(computes)}
+        loaded = [0] * len(computes)
+        first: dict[TaskKey, int] = {}
+        for key in tasks:
+            if key[0] == "x" and key[2] == memory:
+                readers = waiters.get(key, ())
+                if readers and all(r in position for r in readers):
+                    first[key] = min(position[r] for r in readers)
+                    loaded[first[key]] += problem.values[key[1]].nbytes
+        waits = lead_window(loaded, capacity)
+        for key, k in first.items():
+            if waits[k] is not None:
+                deps[key] = computes[waits[k]]
+    return deps
+
+
 def time_plan(problem: SchedulingProblem, plan: Plan) -> tuple[dict[TaskKey, TaskSpec],
                                                                 dict[TaskKey, tuple[int, int]]]:
+    """Every task of ``plan`` and its times. Copies into device memories wait as ``lead_deps`` says, except
+    where the plan's engine orders were built without that rule and the wait would close a cycle: such a
+    copy keeps its place in its DMA queue and starts without it."""
     tasks = derive_tasks(problem, plan.placement, plan.dma_choice)
-    return tasks, asap(problem, tasks, plan.orders)
+    leads = lead_deps(problem, tasks, plan.orders)
+    if not leads:
+        return tasks, asap(problem, tasks, plan.orders)
+    times, dropped = _kahn(tasks, plan.orders, problem.sync_ns, {}, leads)
+    if len(times) != len(tasks):
+        raise ValueError("engine orders contradict the data dependencies")
+    kept = {k: (replace(t, deps=t.deps + (leads[k],)) if k in leads and k not in dropped else t)
+            for k, t in tasks.items()}
+    return kept, times
 
 
 def makespan_of(times: dict[TaskKey, tuple[int, int]]) -> int:

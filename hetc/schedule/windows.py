@@ -21,7 +21,7 @@ from typing import Callable
 from hetc.schedule.bound import tick_bound_to_ns
 from hetc.schedule.cpsat import SolverParams, WindowModel
 from hetc.schedule.heuristics import heft_step, heft_timed
-from hetc.schedule.listsched import ListScheduler, priority_order, upward_rank
+from hetc.schedule.listsched import ListScheduler, priority_order, replay, upward_rank
 from hetc.schedule.problem import DmaSpec, SchedulingProblem
 from hetc.schedule.tasks import Plan, makespan_of, time_plan
 
@@ -126,7 +126,12 @@ def solve_cpsat(problem: SchedulingProblem, time_limit_s: float, num_workers: in
         if progress:
             progress(f"cpsat window {k + 1}/{len(windows)}: {result.status}, {len(tasks)} nodes, "
                      f"{result.wall_s:.2f}s")
-    plan = state.plan()
+    # CP-SAT's decisions are its placement and compute order; its DMA queues ignore the bounded lead
+    # (hetc.schedule.tasks.lead_deps), so the list scheduler fills them again under that rule.
+    decided = state.plan()
+    started = {node: state.finish[node] - sp.durations[node][decided.placement[node]]
+               for node in problem.compute_nodes}
+    plan = replay(problem, list(decided.placement), sorted(started, key=lambda n: (started[n], n)))
     makespan = makespan_of(time_plan(problem, plan)[1])
     bound_ns = tick_bound_to_ns(bound_ticks, problem, sp, tick) if bound_ticks else 0
     details = {"windows": len(windows), "window_nodes": window_nodes, "window_status": _count(statuses),
