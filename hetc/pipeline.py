@@ -29,6 +29,7 @@ from hetc.schedule import (IdleAcceleratorsWarning, Schedule, check_strategy, id
 from hetc.sim import SimResult, simulate
 from hetc.stages import ProgressSink, StageClock
 from hetc.target import Target, load_target
+from hetc.target.lowering import lowering_rules
 from hetc.target.tiling import TILE_BUDGET_FRACTION, tile_graph, tiling_note
 from hetc.version import __version__
 from hetc.validate import ValidationReport, check_npz_file, load_inputs_npz, make_inputs, validate
@@ -109,9 +110,12 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
             sha, model_name = file_sha256(Path(model)), Path(model).name
         say(f"{len(graph.nodes)} nodes")
     with clock.stage("passes") as say:
-        graph = optimize(graph)
+        stats: dict[str, dict[str, float]] = {}
+        graph = optimize(graph, stats, lowerings=lowering_rules(target))
         qdq = graph.metadata.get(QDQ_NOTE)   # what the QDQ lowering made integer, and why the rest stayed float
-        say(f"{len(graph.nodes)} nodes after folding" + (f"; {qdq}" if qdq else ""))
+        lowered = int(stats.get("lower_for_target", {}).get("changed", 0))
+        say(f"{len(graph.nodes)} nodes after folding" + (f"; {qdq}" if qdq else "")
+            + (f"; {lowered} node(s) lowered for {target.name} (docs/targets.md, \"Lowering\")" if lowered else ""))
     untiled, fraction = graph, TILE_BUDGET_FRACTION
     while True:
         graph = untiled

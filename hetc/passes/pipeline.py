@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 from hetc.ir import Graph
 from hetc.passes.conv_batchnorm import run_fold_conv_batchnorm
@@ -12,6 +12,7 @@ from hetc.passes.attention import run_fuse_composites
 from hetc.passes.fusion import run_fuse_epilogues
 from hetc.passes.identities import run_remove_identities
 from hetc.passes.qdq import run_lower_qdq
+from hetc.passes.patterns import Rule, run_rules
 from hetc.passes.rewrite import renumber
 
 # Identity removal first (it exposes constants and Conv->BN pairs hidden behind Identity/Dropout), QDQ
@@ -30,12 +31,19 @@ PIPELINE: list[tuple[str, Callable[[Graph], int]]] = [
 ]
 
 
-def optimize(graph: Graph, stats: dict[str, dict[str, float]] | None = None) -> Graph:
+def optimize(graph: Graph, stats: dict[str, dict[str, float]] | None = None,
+             lowerings: Sequence[Rule] = ()) -> Graph:
     """A new, optimised graph (``graph`` is untouched) with nodes renumbered 0..n-1 in topological order.
 
-    If ``stats`` is given it receives, per pass, the number of nodes it changed and its wall time."""
+    ``lowerings`` are a target's rewrite rules (hetc.target.lowering), run after Conv+BN folding and before
+    the fusions, so that a lowered node still takes its epilogue. If ``stats`` is given it receives, per
+    pass, the number of nodes it changed and its wall time."""
     result = graph.copy()
-    for name, run in PIPELINE:
+    steps = list(PIPELINE)
+    if lowerings:
+        at = [name for name, _ in steps].index("fold_conv_batchnorm") + 1
+        steps.insert(at, ("lower_for_target", lambda g: sum(run_rules(g, lowerings).values())))
+    for name, run in steps:
         start = time.perf_counter()
         changed = run(result)
         if stats is not None:

@@ -1,0 +1,149 @@
+"""Lowerings a target asks for: a node that no accelerator of the target runs as written, rewritten into ops
+one of them runs. Each is a rewrite rule (hetc.passes.patterns: a pattern, a condition, a replacement) made for
+one target; ``optimize(graph, lowerings=lowering_rules(target))`` runs them after folding and before fusion,
+so that the lowered node still takes its epilogue.
+
+* ``strided_conv_as_space_to_depth``: a 2-D convolution whose stride exceeds every accelerator's
+  ``max_stride`` (AlexNet's first layer: 11x11, stride 4, against the NPU's 1-3) becomes a space-to-depth
+  rearrangement of its input (Reshape, Transpose, Reshape: each stride-by-stride block of pixels becomes
+  channels) and a stride-1 convolution with ceil(kernel / stride) taps per axis over stride^2 times the
+  channels, its weights rearranged the same way at compile time (taps beyond the kernel are zero). The two are
+  equal term by term: output pixel (i, j) reads input pixels stride*i + k, which the rearranged input holds at
+  block i + k // stride, channel k % stride. The price is the zero taps (AlexNet: 12x12 instead of 11x11 per
+  channel, +19% MACs) and one pass over the input; Google's TPUs run ResNet's stride-2 stem this way.
+  It applies only where an accelerator accepts the lowered convolution and none the original.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from hetc.ir import Graph, Node, Value
+from hetc.passes.patterns import Match, Rule, pattern
+from hetc.passes.rewrite import unique_name
+from hetc.target.capability import kernel_support
+
+
+def lowering_rules(target: Any) -> list[Rule]:
+    """The lowering rules for ``target`` (none when it has no accelerator)."""
+    accelerators = [d for d, dev in target.devices.items() if dev.kind != "cpu"]
+    if not accelerators:
+        return []
+    ids = _Ids()
+
+    def where(m: Match) -> bool:
+        conv = m.nodes["y"]
+        if any(kernel_support(target, conv, d) for d in accelerators):
+            return False
+        lowered = _space_to_depth(conv, m.opset, ids, probe=True)
+        return lowered is not None and any(kernel_support(target, lowered[-1], d) for d in accelerators)
+
+    def build(graph: Graph, m: Match) -> list[Node]:
+        lowered = _space_to_depth(m.nodes["y"], m.opset, ids, graph=graph)
+        assert lowered is not None   # ``where`` built it already
+        return lowered
+
+    conv = pattern(("Conv", ["x", "?w", "?b?"], "y"), keep_anchor=True)
+    return [Rule("strided_conv_as_space_to_depth", conv, where, build)]
+
+
+class _Ids:
+    """Fresh node ids per graph: the nodes a sweep adds join the graph only at its end."""
+
+    def __init__(self) -> None:
+        self.next: dict[int, int] = {}
+
+    def __call__(self, graph: Graph | None) -> int:
+        if graph is None:
+            return -1
+        k = max(graph.next_node_id(), self.next.get(id(graph), 0))
+        self.next[id(graph)] = k + 1
+        return k
+
+
+def _space_to_depth(conv: Node, opset: int, ids: _Ids, graph: Graph | None = None,
+                    probe: bool = False) -> list[Node] | None:
+    """The lowered nodes ending in the stride-1 Conv that writes ``conv``'s output (module docstring), or
+    None when ``conv`` is not a plain 2-D convolution with a stride above 1 and a constant weight. With
+    ``probe`` the nodes are only for asking capability (names and ids are not fresh)."""
+    x, w = conv.inputs[0], conv.inputs[1]
+    y = conv.outputs[0]
+    attrs = conv.attrs
+    strides = [int(s) for s in attrs.get("strides", [1, 1])]
+    if (len(x.shape) != 4 or w.const is None or int(attrs.get("group", 1)) != 1 or max(strides) <= 1
+            or any(int(d) != 1 for d in attrs.get("dilations", [1, 1]))
+            or attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID")):
+        return None
+    n, c, h, wid = x.shape
+    m_out, _, kh, kw = w.shape
+    sh, sw = strides
+    pads = [int(p) for p in attrs.get("pads", [0, 0, 0, 0])] if attrs.get("auto_pad", "NOTSET") == "NOTSET" \
+        else [0, 0, 0, 0]
+    ho, wo = y.shape[2], y.shape[3]
+    th, tw = math.ceil(kh / sh), math.ceil(kw / sw)          # taps per axis after the rearrangement
+    hp, wp = sh * (ho + th - 1), sw * (wo + tw - 1)           # the padded input the blocks cover
+    below, right = hp - h - pads[0], wp - wid - pads[1]       # < 0: rows or columns no output reads
+
+    def name(suffix: str) -> str:
+        base = f"{y.name}_{suffix}"
+        return base if graph is None else unique_name(graph, base)
+
+    def value(suffix: str, dtype: str, shape: tuple[int, ...], const: np.ndarray | None = None) -> Value:
+        return Value(name(suffix), dtype, tuple(int(d) for d in shape), const=const)
+
+    def int64(suffix: str, data: list[int]) -> Value:
+        return value(suffix, "int64", (len(data),), np.asarray(data, np.int64))
+
+    label = conv.name or y.name
+    nodes: list[Node] = []
+    current = x
+    if below < 0 or right < 0:   # crop what no output reads (a view once Slice becomes a Region)
+        ends = [h + min(0, below), wid + min(0, right)]
+        cropped = value("cropped", x.dtype, (n, c, ends[0], ends[1]))
+        if opset >= 10:
+            inputs = [current, int64("crop_starts", [0, 0]), int64("crop_ends", ends), int64("crop_axes", [2, 3])]
+            nodes.append(Node(ids(graph), "Slice", f"{label}/crop", inputs, [cropped]))
+        else:
+            nodes.append(Node(ids(graph), "Slice", f"{label}/crop", [current], [cropped],
+                              {"starts": [0, 0], "ends": ends, "axes": [2, 3]}))
+        current = cropped
+    if pads[0] or pads[1] or below > 0 or right > 0:
+        full = [0, 0, pads[0], pads[1], 0, 0, max(0, below), max(0, right)]
+        padded = value("padded", x.dtype, (n, c, hp, wp))
+        if opset >= 11:
+            nodes.append(Node(ids(graph), "Pad", f"{label}/pad", [current, int64("pads", full)], [padded]))
+        else:
+            nodes.append(Node(ids(graph), "Pad", f"{label}/pad", [current], [padded], {"pads": full}))
+        current = padded
+    blocks = (n, c, hp // sh, sh, wp // sw, sw)
+    split = value("blocks", x.dtype, blocks)
+    nodes.append(Node(ids(graph), "Reshape", f"{label}/blocks", [current, int64("blocks_shape", list(blocks))],
+                      [split]))
+    moved_shape = (n, sh, sw, c, hp // sh, wp // sw)
+    moved = value("block_channels", x.dtype, moved_shape)
+    nodes.append(Node(ids(graph), "Transpose", f"{label}/space_to_depth", [split], [moved],
+                      {"perm": [0, 3, 5, 1, 2, 4]}))
+    depth_shape = (n, sh * sw * c, hp // sh, wp // sw)
+    depth = value("space_to_depth", x.dtype, depth_shape)
+    nodes.append(Node(ids(graph), "Reshape", f"{label}/channels", [moved, int64("channels_shape", list(depth_shape))],
+                      [depth]))
+    weight = None if probe else _rearranged(np.asarray(w.const), sh, sw, th, tw)
+    lowered_w = value("weight_s2d", w.dtype, (m_out, sh * sw * c, th, tw), weight)
+    conv_attrs = {k: v for k, v in attrs.items() if k not in ("strides", "pads", "auto_pad", "dilations")}
+    conv_attrs.update(kernel_shape=[th, tw], strides=[1, 1], pads=[0, 0, 0, 0])
+    nodes.append(Node(conv.id if graph is not None else -1, "Conv", conv.name, [depth, lowered_w, *conv.inputs[2:]],
+                      [y], conv_attrs))
+    return nodes
+
+
+def _rearranged(w: np.ndarray, sh: int, sw: int, th: int, tw: int) -> np.ndarray:
+    """``w`` [M, C, kh, kw] as the weight of the stride-1 convolution over the space-to-depth input:
+    [M, sh*sw*C, th, tw], channel (p*sw + q)*C + c, tap (a, b) = w[:, c, a*sh + p, b*sw + q] (zero past the
+    kernel)."""
+    m, c, kh, kw = w.shape
+    padded = np.zeros((m, c, th * sh, tw * sw), w.dtype)
+    padded[:, :, :kh, :kw] = w
+    blocks = padded.reshape(m, c, th, sh, tw, sw).transpose(0, 3, 5, 1, 2, 4)
+    return np.ascontiguousarray(blocks.reshape(m, sh * sw * c, th, tw))

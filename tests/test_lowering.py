@@ -1,0 +1,82 @@
+"""Target lowerings (hetc.target.lowering): a strided convolution no accelerator takes becomes space-to-depth and
+a stride-1 convolution one does, with the same numbers."""
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+
+from hetc.frontend import import_model
+from hetc.ir import EXPORT_IR_VERSION, to_onnx
+from hetc.ir.fused import node_label
+from hetc.passes import optimize
+from hetc.target import load_target
+from hetc.target.capability import kernel_support
+from hetc.target.lowering import lowering_rules
+
+
+def _conv_model(size: int, channels: int, kernel: int, stride: int, pads: list[int], relu: bool = True,
+                seed: int = 0, opset: int = 17):
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((8, channels, kernel, kernel)) / np.sqrt(channels * kernel * kernel)).astype(np.float32)
+    b = rng.standard_normal(8).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c" if relu else "y"], kernel_shape=[kernel, kernel],
+                              strides=[stride, stride], pads=pads)]
+    if relu:
+        nodes.append(helper.make_node("Relu", ["c"], ["y"]))
+    out = [(size + pads[i] + pads[i + 2] - kernel) // stride + 1 for i in (0, 1)]
+    graph = helper.make_graph(nodes, "strided", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                                [1, channels, size, size])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, out[0], out[1]])],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = EXPORT_IR_VERSION
+    return model
+
+
+def _run(model, x):
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})[0]
+
+
+def test_alexnets_first_layer_runs_on_the_npu_after_lowering():
+    # 11x11 stride 4 (the NPU takes strides 1-3): space-to-depth, then a 3x3 stride-1 Conv+Relu it runs
+    target = load_target("edge-soc")
+    graph = import_model(_conv_model(224, 3, 11, 4, [0, 0, 0, 0]))
+    plain = optimize(graph)
+    assert not kernel_support(target, plain.nodes[0], "npu")
+    lowered = optimize(graph, lowerings=lowering_rules(target))
+    conv = lowered.nodes[-1]
+    assert [n.op_type for n in lowered.nodes] == ["Reshape", "Transpose", "Reshape", "Conv"]
+    assert node_label(conv) == "Conv+Relu" and kernel_support(target, conv, "npu")
+    assert conv.attrs["kernel_shape"] == [3, 3] and conv.inputs[0].shape == (1, 48, 56, 56)
+    assert conv.inputs[1].shape == (8, 48, 3, 3)
+    x = np.random.default_rng(1).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    np.testing.assert_allclose(_run(to_onnx(lowered), x), _run(to_onnx(plain), x), rtol=1e-4, atol=1e-5)
+
+
+@settings(max_examples=25, deadline=None)
+@given(size=st.integers(9, 30), kernel=st.integers(1, 7), stride=st.integers(4, 6),
+       pads=st.lists(st.integers(0, 3), min_size=4, max_size=4), opset=st.sampled_from([9, 17]))
+def test_the_lowered_graph_computes_the_same(size, kernel, stride, pads, opset):
+    if size + pads[0] + pads[2] < kernel or size + pads[1] + pads[3] < kernel:
+        return   # no output pixel
+    model = _conv_model(size, 2, kernel, stride, pads, relu=False, opset=opset)
+    graph = import_model(model)
+    lowered = optimize(graph, lowerings=lowering_rules(load_target("edge-soc")))
+    assert lowered.nodes[-1].attrs["strides"] == [1, 1]
+    x = np.random.default_rng(size).standard_normal((1, 2, size, size)).astype(np.float32)
+    np.testing.assert_allclose(_run(to_onnx(lowered), x), _run(model, x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("target_name, stride", [("cpu-only", 4), ("edge-soc", 2)])
+def test_nothing_is_lowered_where_no_accelerator_gains(target_name, stride):
+    # the CPU runs any stride; a stride the NPU takes needs no lowering
+    graph = import_model(_conv_model(32, 3, 5, stride, [1, 1, 1, 1]))
+    stats: dict = {}
+    lowered = optimize(graph, stats, lowerings=lowering_rules(load_target(target_name)))
+    assert [n.op_type for n in lowered.nodes] == ["Conv"]
+    assert stats.get("lower_for_target", {"changed": 0})["changed"] == 0
