@@ -123,3 +123,20 @@ def test_on_random_staged_problems_every_copy_reads_a_copy_that_is_there_and_the
                 assert any(by_id[d].kind == "transfer" and by_id[d].value == t.value and by_id[d].dst == t.src
                            for d in t.deps), (strategy, t)
     assert spans["cpsat"] <= spans["heft"]
+
+
+
+def test_a_weight_staged_once_is_never_read_from_dram_again():
+    # The weight is in the L2 already (node a's copy came that way) and spm1's L2 port is busy for a while:
+    # a direct read from DRAM would reach npu1 sooner, but the weight would cross DRAM twice.
+    from hetc.schedule.listsched import ListScheduler
+    p = staged_problem()
+    state = ListScheduler(p)
+    state.book_transfer(0, "l2", "l2dram", 0)
+    state.lanes["l1"].book(0, 200_000, ("busy",))
+    state.commit(1, "npu1")
+    assert state.dma_choice[(0, "spm1")] == "l1"
+    fresh = ListScheduler(p)          # nothing staged yet: the direct read wins here
+    fresh.lanes["l1"].book(0, 200_000, ("busy",))
+    fresh.commit(1, "npu1")
+    assert fresh.dma_choice[(0, "spm1")] == "d1"

@@ -91,6 +91,8 @@ class ListScheduler:
             return have
         p, born = self.p, self._origin(value)
         sources = p.copy_sources(value, born, mem)
+        if len(sources) > 1 and ((value, p.staging) in self.copies or (value, p.staging) in made):
+            sources = [p.staging]   # staged once: fanned out from there, never read from DRAM again
         best = None
         for src in sources:
             # a second source is tried on copies of the plan, so that the first's bookings do not leak into it

@@ -2,9 +2,11 @@
 
 This module is the single statement of the execution model inside the scheduler: which copies a value needs
 (one per destination memory, shared by its consumers there; an intermediate DRAM copy reused), which task
-each task waits for, and when a wait costs a semaphore. HEFT, greedy and CP-SAT all end in ``Plan`` and are
-timed by ``asap``, so every strategy's artifact obeys the same rules exactly; the memory planner re-times with
-``earliest_times`` and reschedules a moved node through the same list scheduler (hetc.memory.retime, fallback).
+each task waits for (its data, and for a copy into a scratchpad the compute whose end makes room for it:
+``lead_deps``), and when a wait costs a semaphore. HEFT, greedy and CP-SAT all end in ``Plan`` and are
+timed by ``time_plan``, so every strategy's artifact obeys the same rules exactly; the memory planner
+re-times with ``earliest_times`` and reschedules a moved node through the same list scheduler
+(hetc.memory.retime, fallback).
 
 Alias nodes (``hetc.ir.tiles``: Region, Assemble) are not tasks and run on no device. The output of one lives
 in one memory (``origin``): a Region's where its input was born, an Assemble's in DRAM. It is available there
