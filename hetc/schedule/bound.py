@@ -86,11 +86,64 @@ def work_bound(problem: SchedulingProblem) -> int:
     return best
 
 
+def balance_bound(problem: SchedulingProblem) -> int:
+    """A linear program over the placement, relaxed to fractions: each node's work split over its candidate
+    devices, no device busier than T; a weight or graph input (in DRAM from the start) that some share of a
+    node reads on a device must be copied into that device's memory once, and the copies into a memory keep
+    the DMA engines ending there busy for their bytes over those engines' summed bandwidth, at most T too.
+    Dependencies, latencies and activations are ignored, so every schedule is at least the optimum T.
+    0 when the problem has no compute node."""
+    from ortools.linear_solver import pywraplp
+
+    nodes = problem.compute_nodes
+    if not nodes:
+        return 0
+    solver = pywraplp.Solver.CreateSolver("GLOP")
+    horizon = solver.NumVar(0, solver.infinity(), "T")
+    share: dict[tuple[int, str], object] = {}
+    busy: dict[str, list] = {d: [] for d in problem.devices}
+    for node in nodes:
+        parts = []
+        for device, ns in problem.durations[node].items():
+            x = share[(node, device)] = solver.NumVar(0, 1, "")
+            parts.append(x)
+            busy[device].append(ns * x)
+        solver.Add(solver.Sum(parts) == 1)
+    inflow = {m: sum(e.bandwidth for e in problem.dmas.values() if m in e.memories)
+              for m in set(problem.device_memory.values()) - {problem.dram}}
+    fetched: dict[str, list] = {m: [] for m, bw in inflow.items() if bw > 0}
+    for value, spec in enumerate(problem.values):
+        if spec.producer is not None or spec.is_host or not spec.nbytes:
+            continue
+        copies: dict[str, object] = {}
+        for node in problem.compute_consumers[value]:
+            for device in problem.durations[node]:
+                memory = problem.home(device)
+                if memory in fetched:
+                    if memory not in copies:
+                        copies[memory] = solver.NumVar(0, 1, "")
+                        fetched[memory].append(spec.nbytes / inflow[memory] * copies[memory])
+                    solver.Add(copies[memory] >= share[(node, device)])
+    for terms in [*busy.values(), *fetched.values()]:
+        if terms:
+            solver.Add(solver.Sum(terms) <= horizon)
+    solver.Minimize(horizon)
+    if solver.Solve() != pywraplp.Solver.OPTIMAL:
+        return 0
+    # makespans are whole ns: an optimum within the solver's tolerance of an integer rounds to it
+    value = horizon.solution_value()
+    nearest = round(value)
+    return max(0, nearest if abs(value - nearest) <= 1e-7 * max(1.0, value) else math.floor(value))
+
+
 def lower_bound(problem: SchedulingProblem) -> int:
     """max(critical path on fastest devices with free transfers, total fastest work / number of devices,
     the same work bound for every subset of devices, the critical path with unavoidable weight/input/output
-    transfers)."""
-    return max(critical_path(problem), release_path(problem), work_bound(problem))
+    transfers, the load-balancing linear program)."""
+    if "lower_bound" not in problem._memo:
+        problem._memo["lower_bound"] = max(critical_path(problem), release_path(problem), work_bound(problem),
+                                           balance_bound(problem))
+    return problem._memo["lower_bound"]
 
 
 def tick_bound_to_ns(bound_ticks: int, problem: SchedulingProblem, scaled: SchedulingProblem, tick: int) -> int:
