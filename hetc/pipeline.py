@@ -141,8 +141,8 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
                       f"gap after memory planning {plan.schedule.gap:.1%}")
             break
         except MemoryPlanError as exc:
-            # The scheduler does not yet see scratchpad capacity (issue 15): when the planner cannot place the
-            # tiles it scheduled, smaller tiles leave it room. Twice at most, then the error stands.
+            # The scheduler bounds only its copies' lead by the scratchpads (hetc.schedule.tasks.lead_deps): when
+            # the planner cannot place the tiles it scheduled, smaller tiles leave it room. Twice at most.
             if not options.tiling or fraction < TILE_BUDGET_FRACTION / 3:
                 raise
             fraction /= 2

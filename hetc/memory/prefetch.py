@@ -1,8 +1,10 @@
 """Double buffering: a copy into a device's memory starts no earlier than the compute before its first reader.
 
-The scheduler times every task as early as its engine order and dependencies allow, and it does not see
-scratchpad capacity (issue 15): a DMA queue faster than its device runs ahead of it, loading operands of
-tiles many steps away, and each of them occupies the scratchpad until its reader ends. NPU compilers bound
+The scheduler times every task as early as its engine order and dependencies allow; it bounds a copy's lead
+by the scratchpad (``hetc.schedule.tasks.lead_deps``) but counts only the copies, not the outputs and the copies
+read again later, and a CP-SAT order may keep a copy early. A DMA queue faster than its device can then still
+run ahead of it, loading operands of tiles many steps away, and each of them occupies the scratchpad until its
+reader ends. NPU compilers bound
 that lead by double buffering: tile k+1's operands load while tile k computes, no earlier. This is that bound,
 applied once before any repair where the schedule overfills a device memory (not DRAM, not a staging memory
 that no device computes in): every copy into it whose waiters all compute and that waits for its first reader
