@@ -9,7 +9,7 @@ from typing import Any, Sequence
 from hetc.ir import Node, itemsize
 from hetc.target.capability import kernel_support
 from hetc.target.tiling.boxes import box_shape
-from hetc.target.tiling.rules import Axis, Untileable
+from hetc.target.tiling.axes import Axis, Untileable
 from hetc.target.tiling.shapes import ACC, TileShape, describe_tile, sketch, source_value, split_bands
 
 TILE_BUDGET_FRACTION = 1 / 3

@@ -19,7 +19,8 @@ from hetc.target.tiling.estimate import TILE_BUDGET_FRACTION, TilePlan
 from hetc.target.tiling.plan import group_plan, plan_node
 from hetc.target.tiling.shapes import ACC, describe_tile, split_bands
 from hetc.target.tiling.boxes import Box, box_shape, full
-from hetc.target.tiling.rules import RULES, Untileable
+from hetc.target.tiling.axes import Untileable
+from hetc.target.tiling.rules import RULES
 
 
 def tile_graph(graph: Graph, target: Any, fraction: float = TILE_BUDGET_FRACTION) -> Graph:

@@ -8,7 +8,7 @@ from typing import Sequence
 from hetc.target.capability import kernel_support
 from hetc.target.tiling.estimate import (NEAR_BEST, CutContext, TilePlan, cut_count, cut_estimate, cut_label, dma_ns,
                                          fits, pick_cut, representatives, tile_bytes, whole_ns)
-from hetc.target.tiling.rules import Axis
+from hetc.target.tiling.axes import Axis
 from hetc.target.tiling.shapes import sketch, source_value
 
 

@@ -39,7 +39,8 @@ from hetc.target.capability import kernel_support, working_set_bytes
 from hetc.target.tiling.estimate import (TILE_BUDGET_FRACTION, CutContext, TilePlan, cut_estimate, cut_label, fits,
                                          parallel_cores, pick_cut, representatives)
 from hetc.target.tiling.parts import split_across_cores, spread_over_devices
-from hetc.target.tiling.rules import RULES, Axis, Untileable
+from hetc.target.tiling.axes import Axis, Untileable
+from hetc.target.tiling.rules import RULES
 from hetc.target.tiling.shapes import opset_of, sketch
 
 MAX_TILES = 512

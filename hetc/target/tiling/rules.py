@@ -7,15 +7,15 @@ the product of its bands (full along other axes).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from hetc.ir import Node, Value, np_dtype
-
 from hetc.target.ops import CONV_WEIGHT_INPUT, conv_weight_shape
-from hetc.target.tiling.boxes import Box, box_shape, broadcast_box, full, reshaped_axes_box, with_band
+from hetc.target.tiling.axes import Axis, BaseTile, Bands, Rule, Untileable, data_input
+from hetc.target.tiling.boxes import Box, broadcast_box, full, with_band
+from hetc.target.tiling.free_axes import FREE_AXIS_RULES
 
 # Inputs of a convolution indexed by output channel besides the weight: the bias, and an integer
 # convolution's per-channel weight scale and zero point.
@@ -28,65 +28,6 @@ _PER_CHANNEL_INPUTS: dict[str, frozenset[int]] = {
 INTEGER_MATMUL_B: dict[str, int] = {"QLinearMatMul": 3, "MatMulInteger": 1}
 _PER_ROW_INPUTS: dict[str, frozenset[int]] = {"QLinearMatMul": frozenset({1, 2}), "MatMulInteger": frozenset({2})}
 _PER_COLUMN_INPUTS: dict[str, frozenset[int]] = {"QLinearMatMul": frozenset({4, 5}), "MatMulInteger": frozenset({3})}
-Bands = dict[str, tuple[int, int]]
-
-
-class Untileable(Exception):
-    """A rule's refusal: the message says what cannot be tiled and why (quoted by capability)."""
-
-
-@dataclass(frozen=True)
-class Axis:
-    """An axis a node may be cut along: its name ("rows", "channels", "M", "N", "K", "axis 3"), the output
-    axis it cuts (None for a reduction axis: K, whose tiles chain partial sums), its extent and the unit band
-    boundaries must be multiples of (the output channels of one group in a grouped convolution)."""
-
-    name: str
-    out_axis: int | None
-    extent: int
-    unit: int = 1
-
-
-@dataclass
-class BaseTile:
-    """One tile of the base op: per base input a box of it (None: the input is omitted), and the tile's
-    attributes. ``inputs[i] is None`` where the original input is omitted or the tile drops it (a K tile
-    after the first drops Gemm's C)."""
-
-    inputs: list[Box | None]
-    attrs: dict[str, Any] = field(default_factory=dict)
-    # input index -> new constant array (Resize sizes, a causal attention band's mask: an input the node
-    # itself may lack)
-    replace: dict[int, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Rule:
-    """``axes(node, opset)`` lists the cuttable axes; ``tile(node, bands, opset)`` gives one tile."""
-
-    axes: Callable[[Node, int], list[Axis]]
-    tile: Callable[[Node, Bands, int], BaseTile]
-
-
-# ----------------------------------------------------------------------------------------------- helpers
-def out_box(node: Node, bands: Bands, axes: Sequence[Axis]) -> Box:
-    box = full(node.outputs[0])
-    for axis in axes:
-        if axis.out_axis is not None and axis.name in bands:
-            box = with_band(box, axis.out_axis, *bands[axis.name])
-    return box
-
-
-def nchw_name(axis: int, rank: int) -> str:
-    if rank >= 3:
-        return {0: "batch", 1: "channels", 2: "rows", 3: "columns"}.get(axis, f"axis {axis}")
-    return f"axis {axis}"
-
-
-def _x(node: Node) -> Value:
-    x = node.inputs[0]
-    assert x is not None
-    return x
 
 
 # ----------------------------------------------------------------------------------------------- windows
@@ -119,7 +60,7 @@ def _kernel(node: Node) -> list[int]:
 
 def _row_window(node: Node, r0: int, r1: int) -> tuple[int, int, int, int]:
     """Input rows [i0, i1) that output rows [r0, r1) read, with the tile's top and bottom pads."""
-    x = _x(node)
+    x = data_input(node)
     kernel = _kernel(node)
     spatial = len(x.shape) - 2
     pads = _explicit_pads(node, x, kernel)
@@ -136,7 +77,7 @@ def _row_window(node: Node, r0: int, r1: int) -> tuple[int, int, int, int]:
 
 
 def _window_axes(node: Node, opset: int) -> list[Axis]:
-    x, y = _x(node), node.outputs[0]
+    x, y = data_input(node), node.outputs[0]
     if len(x.shape) < 3:
         return []
     axes = [Axis("channels", 1, y.shape[1], _group_unit(node))]
@@ -157,7 +98,7 @@ def _group_unit(node: Node) -> int:
 
 
 def _window_tile(node: Node, bands: Bands, opset: int) -> BaseTile:
-    x, y = _x(node), node.outputs[0]
+    x, y = data_input(node), node.outputs[0]
     attrs = dict(node.attrs)
     xbox = full(x)
     if "batch" in bands:
@@ -207,7 +148,7 @@ def _window_tile(node: Node, bands: Bands, opset: int) -> BaseTile:
 
 # ----------------------------------------------------------------------------------------------- matmul
 def _gemm_axes(node: Node, opset: int) -> list[Axis]:
-    a = _x(node)
+    a = data_input(node)
     y = node.outputs[0]
     k = a.shape[0] if int(node.attr("transA", 0)) else a.shape[1]
     return [Axis("M", 0, y.shape[0]), Axis("N", 1, y.shape[1]), Axis("K", None, k)]
@@ -285,155 +226,6 @@ def _integer_matmul_tile(node: Node, bands: Bands, opset: int) -> BaseTile:
     return BaseTile(boxes, dict(node.attrs))
 
 
-def _quantize_tile(node: Node, bands: Bands, opset: int) -> BaseTile:
-    """QuantizeLinear/DequantizeLinear: the data at the output's box; a per-axis scale and zero point take
-    the band of their axis, scalars stay whole."""
-    y = node.outputs[0]
-    if int(node.attr("block_size", 0) or 0):
-        raise Untileable(f"{node.op_type} with blocked scales (block_size)")
-    box = _bands_box(node, bands)
-    axis = int(node.attr("axis", 1)) % max(len(y.shape), 1)
-    params: list[Box | None] = []
-    for v in node.inputs[1:]:
-        per_axis = v is not None and len(v.shape) == 1 and v.shape[0] > 1
-        params.append(None if v is None else ((box[0][axis],), (box[1][axis],)) if per_axis else full(v))
-    return BaseTile([box] + params, dict(node.attrs))
-
-
-# ----------------------------------------------------------------------------------------------- along free axes
-def _free_axes(reduced: Callable[[Node, int], set[int]]) -> Callable[[Node, int], list[Axis]]:
-    def axes(node: Node, opset: int) -> list[Axis]:
-        y = node.outputs[0]
-        rank = len(y.shape)
-        skip = reduced(node, opset)
-        return [Axis(nchw_name(i, rank), i, y.shape[i]) for i in range(rank) if i not in skip and y.shape[i] > 1]
-    return axes
-
-
-def _bands_box(node: Node, bands: Bands) -> Box:
-    y = node.outputs[0]
-    rank = len(y.shape)
-    box = full(y)
-    for i in range(rank):
-        name = nchw_name(i, rank)
-        if name in bands:
-            box = with_band(box, i, *bands[name])
-    return box
-
-
-def _broadcast_tile(node: Node, bands: Bands, opset: int) -> BaseTile:
-    """Every input read at the output's box, broadcast axes whole (elementwise ops, activations)."""
-    y = node.outputs[0]
-    box = _bands_box(node, bands)
-    return BaseTile([None if v is None else broadcast_box(v, box, y.shape) for v in node.inputs], dict(node.attrs))
-
-
-def _same_box_tile(data_inputs: int) -> Callable[[Node, Bands, int], BaseTile]:
-    """The first ``data_inputs`` inputs at the output's box, the rest whole (LayerNorm's scale and bias,
-    Softmax has none)."""
-    def tile(node: Node, bands: Bands, opset: int) -> BaseTile:
-        box = _bands_box(node, bands)
-        return BaseTile([box if i < data_inputs else (None if v is None else full(v))
-                         for i, v in enumerate(node.inputs)], dict(node.attrs))
-    return tile
-
-
-def _global_tile(node: Node, bands: Bands, opset: int) -> BaseTile:
-    """Global pools: the output's batch and channel bands, every spatial position."""
-    x = _x(node)
-    box = _bands_box(node, bands)
-    return BaseTile([(box[0][:2] + (0,) * (len(x.shape) - 2), box[1][:2] + tuple(x.shape[2:]))], dict(node.attrs))
-
-
-def _no_reduction(node: Node, opset: int) -> set[int]:
-    return set()
-
-
-def _softmax_reduced(node: Node, opset: int) -> set[int]:
-    rank = len(node.outputs[0].shape)
-    axis = int(node.attr("axis", -1 if opset >= 13 else 1)) % rank
-    return {axis} if opset >= 13 else set(range(axis, rank))   # before 13: the axes from `axis` on, flattened
-
-
-def _layernorm_reduced(node: Node, opset: int) -> set[int]:
-    rank = len(node.outputs[0].shape)
-    return set(range(int(node.attr("axis", -1)) % rank, rank))
-
-
-def _spatial_reduced(node: Node, opset: int) -> set[int]:
-    return set(range(2, len(node.outputs[0].shape)))   # global pools and LRN's window: keep batch/channels
-
-
-def _lrn_reduced(node: Node, opset: int) -> set[int]:
-    return {1}   # the window runs across channels
-
-
-def _batchnorm_tile(node: Node, bands: Bands, opset: int) -> BaseTile:
-    box = _bands_box(node, bands)
-    c0, c1 = box[0][1], box[1][1]
-    return BaseTile([box] + [None if v is None else ((c0,), (c1,)) for v in node.inputs[1:]], dict(node.attrs))
-
-
-def _concat_reduced(node: Node, opset: int) -> set[int]:
-    return {int(node.attr("axis")) % len(node.outputs[0].shape)}
-
-
-def _concat_tile(node: Node, bands: Bands, opset: int) -> BaseTile:
-    box = _bands_box(node, bands)
-    axis = int(node.attr("axis")) % len(node.outputs[0].shape)
-    return BaseTile([None if v is None else with_band(box, axis, 0, v.shape[axis]) for v in node.inputs],
-                    dict(node.attrs))
-
-
-def _transpose_tile(node: Node, bands: Bands, opset: int) -> BaseTile:
-    box = _bands_box(node, bands)
-    perm = list(node.attr("perm") or reversed(range(len(box[0]))))
-    starts, ends = [0] * len(perm), [0] * len(perm)
-    for out_axis, in_axis in enumerate(perm):
-        starts[in_axis], ends[in_axis] = box[0][out_axis], box[1][out_axis]
-    return BaseTile([(tuple(starts), tuple(ends))], dict(node.attrs))
-
-
-def _pad_widths(node: Node) -> list[int] | None:
-    if "pads" in node.attrs:
-        return [int(p) for p in node.attrs["pads"]]
-    pads = node.inputs[1] if len(node.inputs) > 1 else None
-    if pads is None or pads.const is None or (len(node.inputs) > 3 and node.inputs[3] is not None):
-        return None
-    return [int(p) for p in pads.const.reshape(-1)]
-
-
-def _pad_reduced(node: Node, opset: int) -> set[int]:
-    widths = _pad_widths(node)
-    rank = len(node.outputs[0].shape)
-    if widths is None:
-        raise Untileable("Pad with run-time pads or an axes input")
-    return {i for i in range(rank) if widths[i] or widths[i + rank]}
-
-
-def _pad_tile(node: Node, bands: Bands, opset: int) -> BaseTile:
-    box = _bands_box(node, bands)
-    x = reshaped_axes_box(_x(node), box, node.outputs[0].shape)
-    return BaseTile([x] + [None if v is None else full(v) for v in node.inputs[1:]], dict(node.attrs))
-
-
-def _resize_reduced(node: Node, opset: int) -> set[int]:
-    if str(node.attr("coordinate_transformation_mode", "half_pixel")) == "tf_crop_and_resize" or node.attr("axes"):
-        raise Untileable("Resize with tf_crop_and_resize or an axes attribute")
-    x, y = _x(node), node.outputs[0]
-    return {i for i, (a, b) in enumerate(zip(x.shape, y.shape)) if a != b}   # only unscaled axes are free
-
-
-def _resize_tile(node: Node, bands: Bands, opset: int) -> BaseTile:
-    box = _bands_box(node, bands)
-    x = reshaped_axes_box(_x(node), box, node.outputs[0].shape)
-    tile = BaseTile([x] + [None if v is None else full(v) for v in node.inputs[1:]], dict(node.attrs))
-    sizes = node.inputs[3] if len(node.inputs) > 3 else None
-    if sizes is not None:   # the tile's own output size
-        tile.replace[3] = np.asarray(box_shape(box), dtype=np.int64)
-    return tile
-
-
 # ----------------------------------------------------------------------------------------------- attention
 def _attention_axes(node: Node, opset: int) -> list[Axis]:
     """Attention (4-D) is cut along batch, query heads (whole groups of the K/V head they share) and query
@@ -476,30 +268,12 @@ def _attention_tile(node: Node, bands: Bands, opset: int) -> BaseTile:
     return tile
 
 
-ELEMENTWISE = ("Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh",
-               "Gelu", "Erf", "Softplus", "Clip", "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Exp", "Log", "Neg",
-               "Abs", "Reciprocal", "Max", "Min", "Sum", "Mean", "Where", "Equal", "Less", "Greater", "Cast")
-
 RULES: dict[str, Rule] = {
     **{op: Rule(_window_axes, _window_tile) for op in ("Conv", "MaxPool", "AveragePool", "ConvTranspose")},
     "Gemm": Rule(_gemm_axes, _gemm_tile),
     "MatMul": Rule(_matmul_axes, _matmul_tile),
     **{op: Rule(_window_axes, _window_tile) for op in ("QLinearConv", "ConvInteger")},
     **{op: Rule(_integer_matmul_axes, _integer_matmul_tile) for op in INTEGER_MATMUL_B},
-    **{op: Rule(_free_axes(_no_reduction), _quantize_tile) for op in ("QuantizeLinear", "DequantizeLinear")},
-    **{op: Rule(_free_axes(_no_reduction), _broadcast_tile) for op in ELEMENTWISE},
-    "BatchNormalization": Rule(_free_axes(_no_reduction), _batchnorm_tile),
-    "LRN": Rule(_free_axes(_lrn_reduced), _same_box_tile(1)),
-    "Softmax": Rule(_free_axes(_softmax_reduced), _same_box_tile(1)),
-    "LogSoftmax": Rule(_free_axes(_softmax_reduced), _same_box_tile(1)),
-    "LayerNormalization": Rule(_free_axes(_layernorm_reduced), _same_box_tile(1)),
-    "InstanceNormalization": Rule(_free_axes(_spatial_reduced), _batchnorm_tile),
-    "GlobalAveragePool": Rule(_free_axes(_spatial_reduced), _global_tile),
-    "GlobalMaxPool": Rule(_free_axes(_spatial_reduced), _global_tile),
-    "Concat": Rule(_free_axes(_concat_reduced), _concat_tile),
-    "Transpose": Rule(_free_axes(_no_reduction), _transpose_tile),
-    "Pad": Rule(_free_axes(_pad_reduced), _pad_tile),
-    "Resize": Rule(_free_axes(_resize_reduced), _resize_tile),
     "Attention": Rule(_attention_axes, _attention_tile),
-    "RMSNormalization": Rule(_free_axes(_layernorm_reduced), _same_box_tile(1)),
+    **FREE_AXIS_RULES,
 }

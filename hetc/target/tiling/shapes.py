@@ -11,7 +11,8 @@ from hetc.ir import Node, Value, dtype_from_numpy
 from hetc.ir.fused import (EPILOGUE_ATTR, FUSED_DOMAIN, base_input_count, base_node, epilogue_of, is_composite,
                            is_fused)
 from hetc.target.tiling.boxes import Box, box_shape, broadcast_box
-from hetc.target.tiling.rules import RULES, Axis, Bands, Untileable, out_box
+from hetc.target.tiling.axes import Axis, Bands, Untileable, out_box
+from hetc.target.tiling.rules import RULES
 
 ACC = "acc"   # a tile input that is the previous partial sum of its K chain
 
