@@ -16,29 +16,20 @@ import warnings
 from dataclasses import replace
 from pathlib import Path
 
-import onnx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hetc.frontend import load_onnx  # noqa: E402
-from hetc.passes import optimize  # noqa: E402
-from hetc.passes.alias_ops import alias_ops  # noqa: E402
 from hetc.schedule.heuristics import heft_timed  # noqa: E402
 from hetc.schedule.problem import build_problem  # noqa: E402
 from hetc.target import load_target  # noqa: E402
 from hetc.target.flops import node_flops  # noqa: E402
-from hetc.target.lowering import lowering_rules  # noqa: E402
-from hetc.target.tiling import TILE_BUDGET_FRACTION, tile_graph  # noqa: E402
-
-LIGHT = Path(onnx.__file__).parent / "backend/test/data/light"
-MODELS = ["bvlc_alexnet", "zfnet512", "shufflenet", "squeezenet", "inception_v1", "inception_v2", "resnet50",
-          "densenet121", "vgg19"]
+from speedup_bound import LIGHT, MODELS, scheduled_graph  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", default="edge-soc")
-    parser.add_argument("--models", nargs="+", default=MODELS)
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     target = load_target(args.target)
@@ -46,8 +37,7 @@ def main() -> None:
     ratios, flops, off = [], 0, [0, 0]
     print("| model | HEFT ms | FLOPs off CPU | CPU kept off: HEFT ms | FLOPs off CPU |\n|---|---:|---:|---:|---:|")
     for model in args.models:
-        graph = optimize(load_onnx(str(LIGHT / f"light_{model}.onnx")), lowerings=lowering_rules(target))
-        tiled = alias_ops(tile_graph(graph, target, TILE_BUDGET_FRACTION))
+        tiled = scheduled_graph(LIGHT / f"light_{model}.onnx", target)
         problem = build_problem(tiled, target)
         nodes = tiled.node_map()
         work = [0 if problem.is_alias(k) else node_flops(nodes[i]) for k, i in enumerate(problem.node_ids)]

@@ -40,10 +40,14 @@ MODELS = ("bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet
           "vgg19", "zfnet512")
 
 
+def scheduled_graph(path: Path, target):
+    """The graph a build of ``path`` schedules: lowered for ``target``, tiled, Split/Slice/Concat as views."""
+    return alias_ops(tile_graph(optimize(load_onnx(path), lowerings=lowering_rules(target)), target))
+
+
 def balance_bound_ns(path: Path, target) -> int:
-    """``hetc.schedule.bound.balance_bound`` on the graph the build schedules (lowered, tiled, views made)."""
-    graph = optimize(load_onnx(path), lowerings=lowering_rules(target))
-    return balance_bound(build_problem(alias_ops(tile_graph(graph, target)), target))
+    """``hetc.schedule.bound.balance_bound`` on the graph the build schedules."""
+    return balance_bound(build_problem(scheduled_graph(path, target), target))
 
 
 def main(argv: list[str] | None = None) -> int:

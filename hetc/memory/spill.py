@@ -175,9 +175,8 @@ def _passes_a_waiter(edits: _Edits, engine: str, since: int, release: int, first
     """Whether a transfer that enters ``engine``'s queue at ``release`` instead of ``since``, past its first
     reader's start ``first_wait``, lands behind a task that waits for something starting from then on: that
     may wait, through the reader's engine, for the reader, which waits for the transfer (a cycle)."""
-    started = {x.id: x.start_ns for x in edits.tasks}
-    return any(x.engine == engine and since < x.start_ns < release and any(started[d] >= first_wait for d in x.deps)
-               for x in edits.tasks)
+    between = (x for x in edits.tasks if x.engine == engine and since < x.start_ns < release)
+    return any(edits[d].start_ns >= first_wait for x in between for d in x.deps)
 
 
 def _crowded_instants(occupancy: Occupancy, capacity: int, t: int) -> tuple[list[int], list[bool]]:

@@ -347,14 +347,11 @@ def time_plan(problem: SchedulingProblem, plan: Plan) -> tuple[dict[TaskKey, Tas
     copy keeps its place in its DMA queue and starts without it."""
     tasks = derive_tasks(problem, plan.placement, plan.dma_choice)
     leads = lead_deps(problem, tasks, plan.orders)
-    if not leads:
-        return tasks, asap(problem, tasks, plan.orders)
     times, dropped = _kahn(tasks, plan.orders, problem.sync_ns, {}, leads)
     if len(times) != len(tasks):
         raise ValueError("engine orders contradict the data dependencies")
-    kept = {k: (replace(t, deps=t.deps + (leads[k],)) if k in leads and k not in dropped else t)
-            for k, t in tasks.items()}
-    return kept, times
+    waits = {k: d for k, d in leads.items() if k not in dropped}
+    return {k: replace(t, deps=t.deps + (waits[k],)) if k in waits else t for k, t in tasks.items()}, times
 
 
 def makespan_of(times: dict[TaskKey, tuple[int, int]]) -> int:
