@@ -9,8 +9,9 @@ from hetc.ir import Node, Value
 from hetc.ir.fused import base_node, composite_parts, epilogue_of, is_fused, node_label, part_ops
 from hetc.target.flops import value_nbytes
 from hetc.target.model import Device, Ok, Reason
-from hetc.target.ops import (ACCUMULATOR_OUTPUT_OPS, CONV_WEIGHT_INPUT, PARAMETER_INPUTS, QUANTIZED_OPS, SIGNED_TWIN,
-                             conv_weight_shape, has_device_kernel, is_view, node_limitation, qualified_op)
+from hetc.target.ops import (ACCUMULATOR_OUTPUT_OPS, CONV_WEIGHT_INPUT, INDEX_OUTPUTS, PARAMETER_INPUTS,
+                             QUANTIZED_OPS, SIGNED_TWIN, conv_weight_shape, has_device_kernel, is_view,
+                             node_limitation, qualified_op)
 
 OK = Ok()
 
@@ -89,7 +90,8 @@ def _host_values(node: Node, dev: Device) -> Reason | None:
     """A node reading or writing a host value (a sequence, an optional, a string tensor, a tensor of run-time
     shape) runs on the CPU, which holds such values in its own heap (hetc.ir.host)."""
     operands = [(f"input {i}", v) for i, v in enumerate(node.inputs) if v is not None]
-    operands += [(f"output {i}", v) for i, v in enumerate(node.outputs)]
+    indices = INDEX_OUTPUTS.get(node.op_type, frozenset())
+    operands += [(f"output {i}", v) for i, v in enumerate(node.outputs) if i not in indices]
     for role, v in operands:
         if v.host is not None:
             return Reason("host", f"{node.op_type} {role} '{v.name}' is a {v.host} that lives in host memory; "
@@ -124,7 +126,8 @@ def _dtypes(node: Node, dev: Device) -> Reason | None:
     parameters = PARAMETER_INPUTS.get(node.op_type, frozenset())
     operands: list[tuple[str, Value]] = [(f"input {i}", v) for i, v in enumerate(node.inputs)
                                          if v is not None and i not in parameters]
-    operands += [(f"output {i}", v) for i, v in enumerate(node.outputs)]
+    indices = INDEX_OUTPUTS.get(node.op_type, frozenset())
+    operands += [(f"output {i}", v) for i, v in enumerate(node.outputs) if i not in indices]
     for role, v in operands:
         if _datapath_dtype(node, role, v.dtype) not in dev.dtypes:
             return Reason("dtype", f"{node.op_type} {role} '{v.name}' is {v.dtype}; {dev.name} supports "

@@ -22,6 +22,7 @@ KERNEL_SET: frozenset[str] = frozenset({
     "Max", "Min", "Sum", "Mean", "Where", "Equal", "Less", "Greater", "ReduceMean", "ReduceSum", "ReduceMax",
     "ReduceMin", "Concat", "Split", "Slice", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
     "Identity", "Gather", "Pad", "Resize", "Cast", "Dropout", "RMSNormalization", "Attention",
+    "TopK", "OneHot",   # a mixture of experts' router (hetc.sim.kernels.select)
     # integer arithmetic (docs/kernels.md, "Integer kernels")
     "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QuantizeLinear", "DequantizeLinear",
 })
@@ -106,6 +107,7 @@ PARAMETER_INPUTS: dict[str, frozenset[int]] = {
     "Resize": frozenset({1, 2, 3}), "Split": frozenset({1}), "Squeeze": frozenset({1}),
     "Unsqueeze": frozenset({1}), "ReduceMean": frozenset({1}), "ReduceSum": frozenset({1}),
     "ReduceMax": frozenset({1}), "ReduceMin": frozenset({1}), "Gather": frozenset({1}),
+    "TopK": frozenset({1}), "OneHot": frozenset({0, 1}),
     "Dropout": frozenset({1, 2}),
     # quantisation parameters: scales, zero points and QLinearConv's int32 bias (added to the accumulator)
     "QLinearConv": frozenset({1, 2, 4, 5, 6, 7, 8}), "QLinearMatMul": frozenset({1, 2, 4, 5, 6, 7}),
@@ -114,6 +116,11 @@ PARAMETER_INPUTS: dict[str, frozenset[int]] = {
     "QLinearAdd": frozenset({1, 2, 4, 5, 6, 7}), "QLinearGlobalAveragePool": frozenset({1, 2, 3, 4}),
     "QGemm": frozenset({1, 2, 4, 5, 6, 7, 8}),
 }
+
+
+# Outputs that are positions (op -> output positions): an index is an address whatever its stored width, so
+# the device's data dtypes do not constrain it either (TopK's int64 indices come from an int32 lane).
+INDEX_OUTPUTS: dict[str, frozenset[int]] = {"TopK": frozenset({1})}
 
 
 def op_class(op_type: str) -> str:
