@@ -159,13 +159,17 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
                                                        placement_rows=tuple(rows)))
         say(f"{sum(len(p.instructions) for p in bundle.programs.values())} instructions on "
             f"{len(bundle.programs)} engines")
-    sim = validation = None
+    sim = validation = predicated = None
     if options.validate:
         with clock.stage("simulate") as say:
             inputs = (load_inputs_npz(options.inputs, graph) if options.inputs
                       else make_inputs(graph, seed=options.input_seed))
             sim = simulate(bundle, inputs, functional=True, precision=options.precision)
             say(f"simulated makespan {sim.makespan_ns / 1000:,.1f} µs")
+            if "worst_case_makespan_ns" in sim.stats:   # predicated: the time depends on the routing
+                predicated = _predicated_makespans(bundle, graph, sched, sim, options)
+                say(f"predicated: expected {predicated['expected_us']:,.1f} µs over {predicated['draws']} "
+                    f"input(s), worst case {predicated['worst_case_us']:,.1f} µs")
         with clock.stage("validate") as say:
             # The values at cut nodes, for an output that misses the rule end to end (hetc.validate.anchors):
             # simulated again on demand, from the simulation simulate() keeps.
@@ -185,6 +189,8 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
             files = gantt_files(timeline, gantt)
             say(", ".join(files))
     summary = make_summary(model_name, graph, target, plan, clock, sim, validation)
+    if predicated is not None:
+        summary["predicated"] = predicated
     # The bundle keeps the whole summary; its wall-clock figures go to build-info.json, out of the hashed files.
     reproducible = without_wall_clock(MANIFEST, {"summary": summary})["summary"]
     report = report_text(sched, graph, plan, target, sim, validation, summary=reproducible)
@@ -261,6 +267,24 @@ def _no_worse_than_heft(graph: Graph, target: Target, plan: MemoryPlan, say: Any
                       best_bound_ns=max(stats.best_bound_ns, bound),
                       details={**stats.details, "solver_own": own, "heft_after_planning": note})
     return replace(heft, schedule=replace(heft.schedule, stats=shipped, lower_bound_ns=bound))
+
+
+PREDICATE_DRAWS = 8   # seeded inputs a predicated model's expected makespan averages over
+
+
+def _predicated_makespans(bundle: Any, graph: Graph, sched: Schedule, sim: SimResult,
+                          options: BuildOptions) -> dict[str, Any]:
+    """The worst case (every gate on: the schedule's, simulated) and the expected makespan of a predicated
+    build (hetc.ir.predicates): the mean over ``PREDICATE_DRAWS`` seeded inputs, the build's own first, or
+    over the given inputs alone."""
+    spans = [sim.makespan_ns]
+    if not options.inputs:
+        spans += [simulate(bundle, make_inputs(graph, seed=options.input_seed + k), functional=True,
+                           precision=options.precision).makespan_ns for k in range(1, PREDICATE_DRAWS)]
+    return {"expected_us": round(sum(spans) / len(spans) / 1000, 3), "draws": len(spans),
+            "min_us": round(min(spans) / 1000, 3), "max_us": round(max(spans) / 1000, 3),
+            "worst_case_us": round(sim.stats["worst_case_makespan_ns"] / 1000, 3),
+            "predicated_tasks": sum(1 for t in sched.tasks if t.when is not None)}
 
 
 def _heft_us(sched: Schedule) -> float | None:

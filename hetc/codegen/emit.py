@@ -17,9 +17,12 @@ from hetc.ir import Graph, Node, Value, itemsize, np_dtype
 from hetc.ir import nbytes as _nbytes
 from hetc.ir.dtypes import to_storage
 from hetc.ir.fused import is_fused, node_label
+from hetc.ir.predicates import zero_fills
 from hetc.memory.artifact import (HOST, IMMEDIATE, Buffer, MemoryPlan, host_ref, host_ref_value, immediate_ref,
                                   immediate_ref_value, is_host_ref, is_immediate_ref)
+from hetc.memory.lifetimes import buffer_id
 from hetc.schedule.artifact import Task
+from hetc.target.cost import skipped_cost_ns
 from hetc.target.ops import dropout_may_train
 from hetc.target.target import Target
 from hetc.version import __version__
@@ -164,10 +167,16 @@ def _compute(task: Task, nodes: dict[int, Node], plan: MemoryPlan, target: Targe
         raise BundleError(f"task {task.id} runs node {task.node}, which is not in the graph; "
                           "emit the bundle from the graph the schedule was built for")
     tb = _task_buffers(plan, task)
-    inputs = tuple(_any_operand(plan, graph_values, b) if b is not None else None for b in tb.reads)
+    inputs = tuple(_any_operand(plan, graph_values, b) if b is not None else None
+                   for b in tb.reads[:len(node.inputs)])
     outputs = tuple(_any_operand(plan, graph_values, b) for b in tb.writes)
+    when = None
+    if node.when is not None:   # the gate: one of the inputs, or read after them (hetc.memory.lifetimes)
+        gate = tb.reads[len(node.inputs)] if len(tb.reads) > len(node.inputs) else tb.reads[
+            [v.name if v is not None else None for v in node.inputs].index(node.when.name)]
+        when = _operand(plan, gate)
     device = target.devices[task.engine]
-    for o in (*inputs, *outputs):
+    for o in (*inputs, *outputs, *([when] if when is not None else [])):
         if o is not None and o.host and device.kind != "cpu":
             raise BundleError(f"node '{node.name}' runs on {task.engine} but its operand '{o.value}' is a host "
                               "value, which only a CPU holds; schedule the node on the CPU")
@@ -186,7 +195,9 @@ def _compute(task: Task, nodes: dict[int, Node], plan: MemoryPlan, target: Targe
                    attrs=encode_attrs(node.attrs), duration_ns=task.duration_ns,
                    planned_start_ns=task.start_ns, planned_end_ns=task.end_ns,
                    dram_bytes=sum(o.nbytes for o in (*inputs, *outputs) if o is not None and o.memory == target.dram),
-                   inplace=inplace)
+                   inplace=inplace, when=when,
+                   skip_ns=math.ceil(skipped_cost_ns(target, node, task.engine, zero_fills(node))) if when else 0,
+                   zero_fill=when is not None and zero_fills(node))
 
 
 def _dma(task: Task, plan: MemoryPlan, target: Target) -> Dma:
@@ -199,9 +210,11 @@ def _dma(task: Task, plan: MemoryPlan, target: Target) -> Dma:
         raise BundleError(f"transfer task {task.id} copies '{src.buffer}' {list(src.shape)} to '{dst.buffer}' "
                           f"{list(dst.shape)}; a strided DMA needs equal shapes (the memory plan is invalid)")
     nbytes = task.bytes or min(src.nbytes, dst.nbytes)
+    # predicated: the gate is read where the copy goes (hetc.schedule.tasks.copy_gate waits for it there)
+    when = None if task.when is None else _operand(plan, buffer_id(task.when, dst.memory))
     return Dma(task=task.id, value=task.value or src.value, src=src, dst=dst, bytes=nbytes,
                duration_ns=task.duration_ns, planned_start_ns=task.start_ns, planned_end_ns=task.end_ns,
-               dram_bytes=nbytes * ((src.memory == target.dram) + (dst.memory == target.dram)))
+               dram_bytes=nbytes * ((src.memory == target.dram) + (dst.memory == target.dram)), when=when)
 
 
 # ---------------------------------------------------------------------------------------------- data files

@@ -1,6 +1,7 @@
 """Per-engine programs: the instruction set, its JSON form and the readable ``.asm`` listing.
 
-Four instructions, executed strictly in order by one engine:
+Four instructions, executed strictly in order by one engine (a compute or dma may be *predicated*: it reads
+its gate, ``when``, and when that is all zero does not run: hetc.ir.predicates):
 
 * ``compute``: run a kernel for one graph node on a device; operands are buffers in the device's home memory;
 * ``dma``: copy ``bytes`` bytes from a source buffer to a destination buffer (a DMA engine);
@@ -127,21 +128,31 @@ class Compute:
     planned_end_ns: int
     dram_bytes: int                     # operand bytes it streams through DRAM (bandwidth sharing)
     inplace: tuple[int, ...] = ()       # outputs that alias an input without changing bytes
+    # Predicated (hetc.ir.predicates): the gate it reads to decide; when the gate is all zero it runs for
+    # ``skip_ns`` instead, writing zeros to its outputs (``zero_fill``) or nothing.
+    when: Operand | None = None
+    skip_ns: int = 0
+    zero_fill: bool = False
     kind: str = field(default="compute", init=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {"op": "compute", "task": self.task, "node": self.node, "name": self.name, "op_type": self.op,
-                "domain": self.domain, "kernel": self.kernel,
-                "inputs": [o.to_json() if o is not None else None for o in self.inputs],
-                "outputs": [o.to_json() for o in self.outputs], "attrs": self.attrs,
-                "duration_ns": self.duration_ns, "planned_start_ns": self.planned_start_ns,
-                "planned_end_ns": self.planned_end_ns, "dram_bytes": self.dram_bytes,
-                "inplace": list(self.inplace)}
+        out = {"op": "compute", "task": self.task, "node": self.node, "name": self.name, "op_type": self.op,
+               "domain": self.domain, "kernel": self.kernel,
+               "inputs": [o.to_json() if o is not None else None for o in self.inputs],
+               "outputs": [o.to_json() for o in self.outputs], "attrs": self.attrs,
+               "duration_ns": self.duration_ns, "planned_start_ns": self.planned_start_ns,
+               "planned_end_ns": self.planned_end_ns, "dram_bytes": self.dram_bytes,
+               "inplace": list(self.inplace)}
+        if self.when is not None:   # (only then: bundles without predicates stay as they were)
+            out.update(when=self.when.to_json(), skip_ns=self.skip_ns, zero_fill=self.zero_fill)
+        return out
 
     def asm(self) -> str:
         ins = ", ".join(o.asm() if o is not None else "_" for o in self.inputs)
         outs = ", ".join(o.asm() for o in self.outputs)
-        return (f"compute #{self.node} {self.kernel} '{self.name}' ({ins}) -> ({outs})"
+        guard = "" if self.when is None else (f" if {self.when.asm()} else "
+                                               f"{'zero-fill' if self.zero_fill else 'skip'} {self.skip_ns} ns")
+        return (f"compute #{self.node} {self.kernel} '{self.name}' ({ins}) -> ({outs}){guard}"
                 f"  ; task {self.task}, {self.duration_ns} ns")
 
 
@@ -156,17 +167,22 @@ class Dma:
     planned_start_ns: int
     planned_end_ns: int
     dram_bytes: int
+    when: Operand | None = None         # predicated: the gate it reads at its destination; all zero: no copy
     kind: str = field(default="dma", init=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {"op": "dma", "task": self.task, "value": self.value, "src": self.src.to_json(),
-                "dst": self.dst.to_json(), "bytes": self.bytes, "duration_ns": self.duration_ns,
-                "planned_start_ns": self.planned_start_ns, "planned_end_ns": self.planned_end_ns,
-                "dram_bytes": self.dram_bytes}
+        out = {"op": "dma", "task": self.task, "value": self.value, "src": self.src.to_json(),
+               "dst": self.dst.to_json(), "bytes": self.bytes, "duration_ns": self.duration_ns,
+               "planned_start_ns": self.planned_start_ns, "planned_end_ns": self.planned_end_ns,
+               "dram_bytes": self.dram_bytes}
+        if self.when is not None:
+            out["when"] = self.when.to_json()
+        return out
 
     def asm(self) -> str:
+        guard = "" if self.when is None else f" if {self.when.asm()}"
         return (f"dma %{self.value} {self.src.memory}+0x{self.src.offset:x}{_descriptor(self.src)} -> "
-                f"{self.dst.memory}+0x{self.dst.offset:x}{_descriptor(self.dst)} {self.bytes} B  ; task "
+                f"{self.dst.memory}+0x{self.dst.offset:x}{_descriptor(self.dst)} {self.bytes} B{guard}  ; task "
                 f"{self.task}, {self.duration_ns} ns")
 
 
@@ -214,12 +230,14 @@ def instruction_from_json(d: dict[str, Any]) -> Instruction:
                        outputs=tuple(Operand.from_json(o) for o in d["outputs"]), attrs=d["attrs"],
                        duration_ns=d["duration_ns"], planned_start_ns=d["planned_start_ns"],
                        planned_end_ns=d["planned_end_ns"], dram_bytes=d["dram_bytes"],
-                       inplace=tuple(d.get("inplace", ())))
+                       inplace=tuple(d.get("inplace", ())),
+                       when=Operand.from_json(d["when"]) if "when" in d else None, skip_ns=d.get("skip_ns", 0),
+                       zero_fill=d.get("zero_fill", False))
     if op == "dma":
         return Dma(task=d["task"], value=d["value"], src=Operand.from_json(d["src"]),
                    dst=Operand.from_json(d["dst"]), bytes=d["bytes"], duration_ns=d["duration_ns"],
                    planned_start_ns=d["planned_start_ns"], planned_end_ns=d["planned_end_ns"],
-                   dram_bytes=d["dram_bytes"])
+                   dram_bytes=d["dram_bytes"], when=Operand.from_json(d["when"]) if "when" in d else None)
     if op == "signal":
         return Signal(sem=d["sem"])
     if op == "wait":

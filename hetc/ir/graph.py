@@ -96,6 +96,9 @@ class Node:
     attrs: dict[str, Any] = field(default_factory=dict)
     domain: str = ""
     tile: "TileRef | None" = None   # set on the pieces the tiler cut a node into (hetc.ir.tiles)
+    # The node's predicate (hetc.ir.predicates): it runs only when this value has a nonzero element, and reads
+    # it to decide, like an input. None: the node always runs.
+    when: "Value | None" = None
     # Per-node results later stages cache (cost, tile plans), keyed by the stage, each checked against the
     # node's signature. On the node rather than in a WeakKeyDictionary: a Ctrl-C landing in such a dictionary's
     # removal callback is swallowed ("Exception ignored"), and the build ran on. A copy starts empty.
@@ -108,6 +111,14 @@ class Node:
     @property
     def present_inputs(self) -> list[Value]:
         return [v for v in self.inputs if v is not None]
+
+    @property
+    def reads(self) -> list[Value]:
+        """Every value the node reads: its present inputs, then its predicate when that is not one of them."""
+        ins = self.present_inputs
+        if self.when is not None and all(v is not self.when for v in ins):
+            return ins + [self.when]
+        return ins
 
     def outer_scope_names(self) -> list[str]:
         """Names of outer values the node's subgraphs read without listing them as inputs (ONNX's implicit
@@ -178,7 +189,7 @@ class Graph:
             v.producer, v.consumers = None, []
             values[v.name] = v
         for node in self.nodes:
-            for v in node.present_inputs:
+            for v in node.reads:
                 if v.name not in values:
                     v.producer, v.consumers = None, []
                     values[v.name] = v
@@ -195,7 +206,7 @@ class Graph:
         for node in self.nodes:
             for v in node.outputs:
                 v.producer = node
-            for v in node.present_inputs:
+            for v in node.reads:
                 v.consumers.append(node)
             for name in implicit.get(node.id, ()):
                 if name in values and node not in values[name].consumers:
@@ -212,7 +223,7 @@ class Graph:
         indegree = {n.id: 0 for n in nodes}
         users: dict[int, list[Node]] = {n.id: [] for n in nodes}
         for n in nodes:
-            names = [v.name for v in n.present_inputs] + (n.outer_scope_names() if n.has_subgraph else [])
+            names = [v.name for v in n.reads] + (n.outer_scope_names() if n.has_subgraph else [])
             preds = {producer_of[name].id for name in names if name in producer_of} - {n.id}
             indegree[n.id] = len(preds)
             for p in preds:
@@ -271,7 +282,7 @@ class Graph:
 
     def predecessors(self, node: Node) -> list[Node]:
         seen: dict[int, Node] = {}
-        for v in node.present_inputs:
+        for v in node.reads:
             if v.producer is not None:
                 seen.setdefault(v.producer.id, v.producer)
         return list(seen.values())
@@ -290,8 +301,8 @@ class Graph:
         for n in self.nodes:
             g.add_node(n.id, op=n.op_type, name=n.name)
         for n in self.nodes:
-            read = n.present_inputs + ([self.values[name] for name in n.outer_scope_names() if name in self.values]
-                                       if n.has_subgraph else [])
+            read = n.reads + ([self.values[name] for name in n.outer_scope_names() if name in self.values]
+                         if n.has_subgraph else [])
             for v in read:
                 if v.producer is not None:
                     g.add_edge(v.producer.id, n.id, key=v.name, value=v.name, bytes=v.nbytes)
@@ -312,7 +323,7 @@ class Graph:
             id(n): Node(n.id, n.op_type, n.name, [None if v is None else clone(v) for v in n.inputs],
                         [clone(v) for v in n.outputs],
                         {k: list(a) if isinstance(a, list) else a for k, a in n.attrs.items()}, n.domain,
-                        n.tile)
+                        n.tile, None if n.when is None else clone(n.when))
             for n in self.nodes}
         values = {name: clone(v) for name, v in self.values.items()}
         inputs, outputs = [clone(v) for v in self.inputs], [clone(v) for v in self.outputs]
@@ -347,7 +358,8 @@ class Graph:
             attrs = ", ".join(f"{k}={_short(a)}" for k, a in sorted(n.attrs.items()))
             outs = ", ".join(fmt(v) for v in n.outputs)
             ins = ", ".join(fmt(v) for v in n.inputs)
-            lines.append(f"  #{n.id:<4} {outs} = {n.op_type}({ins})" + (f" {{{attrs}}}" if attrs else ""))
+            lines.append(f"  #{n.id:<4} {outs} = {n.op_type}({ins})" + (f" {{{attrs}}}" if attrs else "")
+                         + (f" if %{n.when.name}" if n.when is not None else ""))
         lines += [f"  output {fmt(v)}" for v in self.outputs]
         return "\n".join(lines)
 

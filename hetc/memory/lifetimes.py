@@ -1,10 +1,10 @@
 """Buffers and their lifetimes, derived from a schedule.
 
-Every task of the schedule is bound to the buffers it touches: a compute task reads its node's inputs from and
-writes its outputs to its device's home memory; a transfer reads the value's buffer in ``src`` and writes the
-one in ``dst``. A buffer lives from the start of its writer to the end of its last reader (transfers count);
-graph inputs live from 0, graph outputs (their DRAM copy) until the makespan, constants for the whole run in
-DRAM's read-only region.
+Every task of the schedule is bound to the buffers it touches: a compute task reads its node's inputs (and,
+predicated, its gate after them) from and writes its outputs to its device's home memory; a transfer reads the
+value's buffer in ``src`` and writes the one in ``dst``. A buffer lives from the start of its writer to the end
+of its last reader (transfers count); graph inputs live from 0, graph outputs (their DRAM copy) until the
+makespan, constants for the whole run in DRAM's read-only region.
 
 Alias nodes (hetc.ir.tiles: Region, Assemble) are not tasks. The output of one gets a buffer in the memory the
 schedule puts it in (``Schedule.aliases``) that no task writes: it is *made by* other buffers (a Region's by
@@ -154,7 +154,10 @@ def build_table(graph: Graph, schedule: Schedule, target: Target) -> BufferTable
     for task in schedule.tasks:
         if task.kind == "compute":
             memory = target.home(task.engine)
-            names = [v.name if v is not None else None for v in _node_of(task, nodes).inputs]
+            node = _node_of(task, nodes)
+            names = [v.name if v is not None else None for v in node.inputs]
+            if node.when is not None and node.when.name not in names:
+                names.append(node.when.name)   # read after the inputs to decide (hetc.ir.predicates)
         else:
             memory, names = task.src or "", [task.value]
         bound: list[str | None] = []

@@ -20,7 +20,7 @@ def run_eliminate_dead_code(graph: Graph) -> int:
         if not any(v.name in needed for v in node.outputs):
             continue
         live.append(node)
-        needed.update(v.name for v in node.present_inputs)
+        needed.update(v.name for v in node.reads)
         if node.has_subgraph:
             needed.update(node.outer_scope_names())
     removed = len(graph.nodes) - len(live)

@@ -41,6 +41,12 @@ def _build_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
         planned = summary.get("makespan_us")
         delta = f" ({(sim - planned) / planned:+.1%} vs planned)" if planned else ""
         rows.append(("simulated makespan", f"{fmt_us(sim)} µs{delta}"))
+    predicated = summary.get("predicated")
+    if predicated:   # hetc.ir.predicates: the planned makespan is the worst case, every gate on
+        rows.append(("predicated", f"{predicated['predicated_tasks']} tasks; expected "
+                                   f"{fmt_us(predicated['expected_us'])} µs over {predicated['draws']} input(s) ({fmt_us(predicated['min_us'])}-"
+                                   f"{fmt_us(predicated['max_us'])}), worst case "
+                                   f"{fmt_us(predicated['worst_case_us'])} µs"))
     validation = summary.get("validation")
     if validation:
         verdict = "passed" if validation.get("passed") else "FAILED"

@@ -12,7 +12,7 @@ from hetc.schedule.bound import lower_bound
 from hetc.schedule.heuristics import greedy, heft, single
 from hetc.schedule.listsched import replay
 from hetc.schedule.problem import SchedulingProblem, build_problem
-from hetc.schedule.tasks import Plan, TaskKey, alias_memory, time_plan
+from hetc.schedule.tasks import Plan, TaskKey, alias_memory, copy_gate, time_plan
 from hetc.schedule.windows import solve_cpsat
 
 STRATEGIES = ("cpsat", "heft", "greedy", "single:<device>")
@@ -127,13 +127,16 @@ def to_tasks(problem: SchedulingProblem, plan: Plan) -> tuple[Task, ...]:
         deps = tuple(sorted(ids[d] for d in spec.deps))
         if key[0] == "c":
             node = key[1]
+            gate = problem.gates.get(node)
             tasks.append(Task(ids[key], "compute", spec.engine, start, end, deps, node=problem.node_ids[node],
-                              op=problem.ops[node]))
+                              op=problem.ops[node], when=None if gate is None else problem.values[gate].name))
         else:
             value, dst = key[1], key[2]
             src = next(m for m in problem.dmas[spec.engine].memories if m != dst)
+            gate = copy_gate(problem, value, dst, plan.placement)
             tasks.append(Task(ids[key], "transfer", spec.engine, start, end, deps, value=problem.values[value].name,
-                              src=src, dst=dst, bytes=problem.values[value].nbytes))
+                              src=src, dst=dst, bytes=problem.values[value].nbytes,
+                              when=None if gate is None else problem.values[gate].name))
     return tuple(tasks)
 
 

@@ -34,6 +34,7 @@ class Task:
     src: str | None = None      # transfer: source memory
     dst: str | None = None      # transfer: destination memory
     bytes: int = 0              # transfer: bytes moved
+    when: str | None = None     # the gate the task is predicated on (hetc.ir.predicates); None: it always runs
 
     @property
     def duration_ns(self) -> int:
@@ -47,13 +48,16 @@ class Task:
             d.update(node=self.node, op=self.op)
         else:
             d.update(value=self.value, src=self.src, dst=self.dst, bytes=self.bytes)
+        if self.when is not None:
+            d["when"] = self.when
         return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Task":
         return cls(id=d["id"], kind=d["kind"], engine=d["engine"], start_ns=d["start_ns"], end_ns=d["end_ns"],
                    deps=tuple(d.get("deps", ())), node=d.get("node"), op=d.get("op"), value=d.get("value"),
-                   src=d.get("src"), dst=d.get("dst"), bytes=d.get("bytes", 0))
+                   src=d.get("src"), dst=d.get("dst"), bytes=d.get("bytes", 0),
+                   when=d.get("when"))
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 from hetc.ir.tiles import ASSEMBLE, REGION
 from hetc.schedule.problem import SchedulingProblem
-from hetc.schedule.tasks import (Plan, TaskKey, alias_memory, available_after, compute_key, origin, transfer_key,
-                                 wanted_in_dram)
+from hetc.schedule.tasks import (Plan, TaskKey, alias_memory, available_after, compute_key, copy_gate, origin,
+                                 transfer_key, wanted_in_dram)
 
 LEAD_LOOKBACK = 64   # computes of a device looked back at for the bounded lead (a cheap estimate of the rule)
 
@@ -125,9 +125,20 @@ class ListScheduler:
         pending: dict[str, list[tuple[int, int]]] = {}
         made: dict[tuple[int, str], tuple[int, str]] = {}
         release = self._lead_release(node, device)
-        for value in self.p.node_inputs[node]:
-            made_here = self._plan_copy(value, home, pending, made, booked, release)
+        gate = self.p.gates.get(node)
+        values = self.p.node_inputs[node]
+        if gate is not None:   # the gate first: the node's predicated copies wait for it (tasks.copy_gate)
+            values = (gate,) + tuple(v for v in values if v != gate)
+        gate_release = release
+        for value in values:
+            held = self.placement[node]
+            self.placement[node] = device   # as copy_gate will see it once the node is committed here
+            gated = gate is not None and copy_gate(self.p, value, home, self.placement) == gate
+            self.placement[node] = held
+            made_here = self._plan_copy(value, home, pending, made, booked, gate_release if gated else release)
             ready = max(ready, self.ready_on(made_here, device))
+            if value == gate:
+                gate_release = max(release, made_here[0] + self.p.sync_ns)   # read once the gate is there
         return ready, booked
 
     def _lead_release(self, node: int, device: str) -> int:

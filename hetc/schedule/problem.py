@@ -61,6 +61,7 @@ class SchedulingProblem:
     staging: str | None = None                  # Target.staging when it is not the DRAM (copy_sources)
     alias_ops: dict[int, str] = field(default_factory=dict)  # alias node index -> "Region" | "Assemble"
     capacity: dict[str, int] = field(default_factory=dict)   # device memory -> bytes (no entry: unbounded lead)
+    gates: dict[int, int] = field(default_factory=dict)      # predicated node -> its gate value (hetc.ir.predicates)
     _memo: dict = field(default_factory=dict, compare=False, repr=False, hash=False)
 
     # ------------------------------------------------------------------ structure
@@ -250,8 +251,7 @@ def build_problem(graph: "Graph", target: "Target",  # noqa: F821
         return value_index[v.name]
 
     # an immediate (hetc.ir.immediates) rides in the instruction: no input to bring, no transfer
-    node_inputs = [tuple(dict.fromkeys(value_of(v) for v in n.present_inputs if not is_immediate(v)))
-                   for n in nodes]
+    node_inputs = [tuple(dict.fromkeys(value_of(v) for v in n.reads if not is_immediate(v))) for n in nodes]
     for v in graph.outputs:
         value_of(v)
     memories = sorted({dev.memory for dev in target.devices.values()} | {target.dram})
@@ -264,5 +264,6 @@ def build_problem(graph: "Graph", target: "Target",  # noqa: F821
         sync_ns=math.ceil(target.sync_ns), priority=tuple(target.priority), dram=target.dram, routes=routes,
         staging=target.staging if target.staging and target.staging != target.dram else None,
         alias_ops={i: n.op_type for i, n in enumerate(nodes) if is_alias(n)},
+        gates={i: value_index[n.when.name] for i, n in enumerate(nodes) if n.when is not None},
         capacity={dev.memory: target.memories[dev.memory].size for dev in target.devices.values()
                   if dev.memory != target.dram})

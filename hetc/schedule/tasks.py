@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Optional, Sequence
 
 from hetc.errors import ScheduleError
+from hetc.ir.predicates import shared_gate
 from hetc.ir.tiles import REGION
 from hetc.schedule.problem import SchedulingProblem
 
@@ -118,6 +119,24 @@ def copies_needed(problem: SchedulingProblem, value: int, placement: Placement,
     return [(source[m], m) for m in sorted(source, key=lambda m: (hops(m), m))]
 
 
+def copy_gate(problem: SchedulingProblem, value: int, dst: str, placement: Placement) -> int | None:
+    """The gate a copy of ``value`` into ``dst`` is predicated on (``hetc.ir.predicates.shared_gate`` over the
+    nodes reading it there; a list scheduler's unplaced nodes, None in ``placement``, are not counted), or
+    None."""
+    if wanted_in_dram(problem, value) and dst == problem.dram:
+        return None
+    return shared_gate((problem.gates.get(c) for c in problem.compute_consumers[value]
+                        if placement[c] is not None and problem.home(placement[c]) == dst), value)
+
+
+def gate_ready(problem: SchedulingProblem, gate: int, memory: str, placement: Placement) -> tuple[TaskKey, ...]:
+    """The tasks after which a predicated task in ``memory`` may read its gate there: the gate's copy into
+    ``memory``, or what makes it available when it is born there."""
+    if origin(problem, gate, placement) == memory:
+        return available_after(problem, gate, placement)
+    return (transfer_key(gate, memory),)
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     key: TaskKey
@@ -145,6 +164,9 @@ def derive_tasks(problem: SchedulingProblem, placement: Placement,
                 deps: tuple[TaskKey, ...] = (transfer_key(value, src),)
             else:
                 deps = available_after(problem, value, placement)
+            gate = copy_gate(problem, value, dst, placement)
+            if gate is not None:   # the DMA reads the gate at its destination to decide
+                deps = tuple(dict.fromkeys(deps + gate_ready(problem, gate, dst, placement)))
             key = transfer_key(value, dst)
             tasks[key] = TaskSpec(key, engine, problem.transfer_ns(value, engine), deps)
 

@@ -13,6 +13,10 @@ the outputs.
 Between runs the memories keep their bytes, but every byte a run reads is either written earlier in the same
 run, part of the constants image (restored when an instruction writes into it) or zeroed when the run starts
 (``resets``: empty for a sound plan): a run sees exactly what a run on freshly allocated memories would.
+
+A predicated instruction (hetc.ir.predicates) reads its gate when its turn comes and, if it is all zero, does
+not run (a zero-filling compute writes zeros instead); ``off`` collects them for the run's timing. The order
+stays the worst case's: skipping an instruction changes when the others run, not which bytes they see.
 """
 from __future__ import annotations
 
@@ -89,6 +93,7 @@ class FunctionalReplay:
         extent, self.constants_intact = memory_extents(machine, bundle)
         self.memories = allocate_memories(machine, bundle, extent)
         self.heap = host.HostHeap()   # host values (hetc.sim.host): objects, not bytes
+        self.off: set[tuple[int, int]] = set()   # predicated (engine, pc) the last run's gates turned off
         self._image = np.frombuffer(bundle.constants, dtype=np.uint8)
         programs = machine.programs
         moving = [(start, end, e, pc) for e, pc, start, end in records if moves_data(programs[e][pc])]
@@ -129,6 +134,7 @@ class FunctionalReplay:
         if probes:
             calls, steps = self._probing(probes, probed)
         self.heap.values.clear()
+        self.off.clear()
         for reset in self.resets:
             reset.fill(0)
         if not self.constants_intact:
@@ -198,17 +204,54 @@ class FunctionalReplay:
     def bind(self, e: int, pc: int, ins: Compute | Dma) -> Step:
         """The one place where an instruction becomes bound callables over the memories."""
         if isinstance(ins, Dma):
-            return self._bind_dma(e, pc, ins)
-        reads = tuple(s for o in ins.inputs if o is not None and o.has_bytes for s in _runs(o))
-        writes = tuple(s for o in ins.outputs if not o.host for s in _runs(o))
-        try:
-            run, read, write = (self._bind_host(e, pc, ins) if host.touches_host(ins)
-                                else self._bind_compute(e, pc, ins))
-        except SimulationError as error:   # raised when the replay reaches the instruction, as a kernel's would
-            def fail(*_: Any, error: SimulationError = error) -> Any:
-                raise error
-            run, read, write = fail, fail, fail
-        return Step(e, pc, run, read, write, reads, writes)
+            step = self._bind_dma(e, pc, ins)
+        else:
+            reads = tuple(s for o in ins.inputs if o is not None and o.has_bytes for s in _runs(o))
+            writes = tuple(s for o in ins.outputs if not o.host for s in _runs(o))
+            try:
+                run, read, write = (self._bind_host(e, pc, ins) if host.touches_host(ins)
+                                    else self._bind_compute(e, pc, ins))
+            except SimulationError as error:   # raised when the replay reaches the instruction, as a kernel's
+                def fail(*_: Any, error: SimulationError = error) -> Any:
+                    raise error
+                run, read, write = fail, fail, fail
+            step = Step(e, pc, run, read, write, reads, writes)
+        return step if ins.when is None else self._predicated(step, ins)
+
+    def _predicated(self, step: Step, ins: Compute | Dma) -> Step:
+        """``step`` run only when its gate has a nonzero element (hetc.ir.predicates); otherwise it does
+        nothing, or writes zeros to its outputs (a compute's ``zero_fill``), and its (engine, pc) joins
+        ``off`` for the timing of the run."""
+        assert ins.when is not None
+        gate, where, off = view(self.memories, ins.when), (step.engine, step.pc), self.off
+        zeros = ([(self._sink(o), np.zeros(o.shape, np_dtype(o.dtype))) for o in ins.outputs]
+                 if isinstance(ins, Compute) and ins.zero_fill else [])
+
+        def taken() -> bool:
+            if gate.any():
+                return True
+            off.add(where)
+            return False
+
+        def fill() -> None:
+            for put, zero in zeros:
+                put(zero)
+
+        def run() -> None:
+            if taken():
+                step.run()
+            else:
+                fill()
+
+        def read() -> Any:
+            return (True, step.read()) if taken() else (False, None)
+
+        def write(staged: Any) -> None:
+            if staged[0]:
+                step.write(staged[1])
+            else:
+                fill()
+        return Step(step.engine, step.pc, run, read, write, step.reads + tuple(_runs(ins.when)), step.writes)
 
     def _bind_dma(self, e: int, pc: int, ins: Dma) -> Step:
         src, dst, n = ins.src, ins.dst, ins.bytes

@@ -6,7 +6,7 @@ The event loop reads the programs' instruction objects directly (``kind``, ``dur
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -37,6 +37,25 @@ class Machine:
                    dram_bandwidth=float(machine["memories"][dram]["bandwidth"]),
                    device_kind={n: p.kind for n, p in bundle.programs.items()},
                    opset=dict(bundle.manifest["opset"]), memory_extent=extent)
+
+    @property
+    def predicated(self) -> bool:
+        """Whether some compute or DMA is predicated (hetc.ir.predicates): its timing depends on the data."""
+        return any(getattr(ins, "when", None) is not None for program in self.programs for ins in program)
+
+    def skipping(self, off: frozenset[tuple[int, int]]) -> "Machine":
+        """This machine with the predicated instructions at ``off`` ((engine, pc) pairs, their gates all zero)
+        as they run then: a DMA copies nothing, a compute takes its ``skip_ns`` (a zero fill of its outputs,
+        or nothing)."""
+        programs = [list(p) for p in self.programs]
+        for e, pc in off:
+            ins = programs[e][pc]
+            if isinstance(ins, Dma):
+                programs[e][pc] = replace(ins, duration_ns=0, dram_bytes=0)
+            else:
+                written = sum(o.nbytes for o in ins.outputs if o.memory == self.dram) if ins.zero_fill else 0
+                programs[e][pc] = replace(ins, duration_ns=ins.skip_ns, dram_bytes=written)
+        return replace(self, programs=[tuple(p) for p in programs])
 
     @property
     def n_instructions(self) -> int:

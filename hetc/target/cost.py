@@ -119,3 +119,13 @@ def node_cost_ns(target: "Target", node: Node, device: str) -> float:  # noqa: F
         flops / (peak * efficiency_for(dev, cls)) for cls, flops in work.epilogue)
     memory_ns = work.bytes / target.memories[dev.memory].bandwidth
     return dev.launch_ns + max(compute_ns, memory_ns)
+
+
+def skipped_cost_ns(target: "Target", node: Node, device: str, zero_fill: bool) -> float:  # noqa: F821
+    """Duration of a predicated node whose gate is off (hetc.ir.predicates): its outputs' zeros written at the
+    memory's bandwidth (``zero_fill``), or nothing. No launch: the command stream reads the gate and skips the
+    kernel, and a fill is a store stream, not a kernel (as a DMA engine's memset)."""
+    if not zero_fill:
+        return 0.0
+    dev = target.devices[device]
+    return sum(v.nbytes for v in node.outputs) / target.memories[dev.memory].bandwidth

@@ -142,7 +142,7 @@ def _materialize(node: Node, plan: TilePlan, opset: int, names: _Names,
             out = y if whole else Value(names.fresh(f"{y.name}__{label}_t{index}"), y.dtype, box_shape(shape.out))
             made.append(Node(next_id, shape.op_type, names.fresh(f"{label}/tile{index}"), ins, [out],
                              shape.attrs, shape.domain,
-                             TileRef(label, index, count, plan.axis_label, plan.why)))
+                             TileRef(label, index, count, plan.axis_label, plan.why), node.when))
             next_id += 1
             index += 1
             acc = out
