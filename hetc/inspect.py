@@ -26,6 +26,7 @@ class NodeReport:
     flops: int
     devices: dict[str, str | None]      # device -> None when it can run the node, else the reason
     tiling: dict[str, Any] | None = None  # how the tiler cuts it (tiles, axis, why), or None when it stays whole
+    when: str | None = None             # the gate it is predicated on (hetc.ir.predicates), or None
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class InspectReport:
             "nodes": [{"id": n.id, "name": n.name, "op": n.op, "outputs": n.outputs, "flops": n.flops,
                        "devices": {d: ({"ok": True} if r is None else {"ok": False, "reason": r})
                                    for d, r in n.devices.items()},
-                       "tiling": n.tiling}
+                       "tiling": n.tiling, **({"when": n.when} if n.when else {})}
                       for n in self.nodes],
         }
 
@@ -72,7 +73,8 @@ def _node_report(node: Node, target: Target, opset: int) -> NodeReport:
     tiling = ({"tiles": plan.count, "axis": plan.axis_label, "cut": plan.describe(), "why": plan.why}
               if isinstance(plan, TilePlan) else None)
     return NodeReport(id=node.id, name=node.name, op=node_label(node), outputs=[_value_json(v) for v in node.outputs],
-                      flops=node_flops(node), devices=devices, tiling=tiling)
+                      flops=node_flops(node), devices=devices, tiling=tiling,
+                      when=None if node.when is None else node.when.name)
 
 
 def _op_histogram(graph: Graph) -> dict[str, int]:
@@ -117,12 +119,15 @@ def render_inspect(report: InspectReport, console: "Console") -> None:
         runnable = [sum(1 for n in report.nodes if n.op == op and n.devices[d] is None) for d in devices]
         hist.add_row(op, str(count), *map(str, runnable))
     console.print(hist)
-    table = Table("#", "node", "op", "output shape", "MFLOP", *devices, title="nodes", box=None)
+    predicated = any(n.when for n in report.nodes)   # a column for the experts' gates (hetc.ir.predicates)
+    table = Table("#", "node", "op", *(["runs if"] if predicated else []), "output shape", "MFLOP", *devices,
+                  title="nodes", box=None)
     for n in report.nodes:
         shapes = ", ".join("x".join(map(str, o["shape"])) or "()" for o in n.outputs)
         cells = ["[green]yes[/]" if n.devices[d] is None else f"[red]no[/]: {_escape(n.devices[d])}"
                  for d in devices]
-        table.add_row(str(n.id), _escape(n.name), n.op, shapes, f"{n.flops / 1e6:.2f}", *cells)
+        gate = [_escape(n.when or "")] if predicated else []
+        table.add_row(str(n.id), _escape(n.name), n.op, *gate, shapes, f"{n.flops / 1e6:.2f}", *cells)
     console.print(table)
     tiled = [n for n in report.nodes if n.tiling is not None]
     if tiled:

@@ -23,6 +23,7 @@ from hetc.ir.fused import base_input_count, epilogue_of, is_fused
 from hetc.ir.graph import Node, Value
 
 T = TypeVar("T")
+ROUTING_OPS = frozenset({"TopK"})
 
 
 def gating_operand(node: Node) -> Value | None:
@@ -58,3 +59,30 @@ def shared_gate(gates: Iterable[T | None], value: T) -> T | None:
         return None
     gate = found.pop()
     return None if gate is None or gate == value else gate
+
+
+def skip_chance(gate: Value) -> float:
+    """The probability that a whole batch leaves the expert of ``gate`` out, under uniform top-k routing by the
+    ``TopK`` that computes the gate: ``(1 - k / E) ** rows``, with E the size of its axis and ``rows`` the gate
+    column's; the largest over several TopKs, and 0 when none computes it or its k is not a constant."""
+    best = 0.0
+    for router in ancestors(gate).values():
+        k_input = router.inputs[1] if router.op_type in ROUTING_OPS and len(router.inputs) > 1 else None
+        if k_input is None or not k_input.is_const or router.inputs[0] is None or not router.inputs[0].shape:
+            continue
+        k, experts = int(k_input.const.reshape(-1)[0]), router.inputs[0].shape[router.attr("axis", -1)]
+        if experts > k:
+            best = max(best, (1.0 - k / experts) ** max(1, gate.numel))
+    return best
+
+
+def ancestors(value: Value) -> dict[int, Node]:
+    """The nodes ``value`` is computed from (its producer and theirs, transitively), by id."""
+    found: dict[int, Node] = {}
+    stack = [value]
+    while stack:
+        producer = stack.pop().producer
+        if producer is not None and producer.id not in found:
+            found[producer.id] = producer
+            stack.extend(producer.reads)
+    return found

@@ -51,6 +51,8 @@ class BufferTable:
     buffers: dict[str, BufferSpec]
     reads: dict[int, list[str | None]]   # task id -> buffer ids, in node input order
     writes: dict[int, list[str]]         # task id -> buffer ids, in node output order
+    # Per memory, the bytes the buffers of predicated tasks may hold apart from one another (``_apart``)
+    apart_budget: dict[str, int] = field(default_factory=dict)
 
     def lifetime(self, buffer_id: str, tasks: dict[int, Task], makespan: int) -> tuple[int, int]:
         """``[start, end)`` in ns; never empty (a buffer nobody reads still exists while it is written)."""
@@ -84,7 +86,29 @@ class BufferTable:
                 if b.writer is not None:
                     end = max(end, ends[b.writer])
             out[bid] = (start, max(end, start + 1))
+        self._apart(out, schedule)
         return out
+
+    def _apart(self, out: dict[str, tuple[int, int]], schedule: Schedule) -> None:
+        """Keep the bytes of different experts apart: in each memory, the buffers that predicated tasks
+        (hetc.ir.predicates) write live through the whole stretch those buffers span, so none reuses
+        another's bytes. Reuse would make an expert's task wait for the one whose bytes it takes, and a skipped
+        expert then waits for a chosen one's real work, holding its engine. Only where they fit in
+        ``apart_budget`` (half the memory): beyond, the bytes are worth more than the coupling costs."""
+        gated = {t.id for t in schedule.tasks if t.when is not None}
+        if not gated:
+            return
+        groups: dict[str, list[str]] = {}
+        for bid in out:
+            b = self.buffers[bid]
+            if b.writer in gated and not b.made_by:
+                groups.setdefault(b.memory, []).append(bid)
+        for memory, bids in groups.items():
+            if sum(self.buffers[b].size for b in bids) > self.apart_budget.get(memory, 0):
+                continue
+            lo, hi = min(out[b][0] for b in bids), max(out[b][1] for b in bids)
+            for b in bids:
+                out[b] = (lo, hi)
 
     def makers(self, buffer_id: str) -> tuple[int, ...]:
         """The tasks whose end makes the buffer's value available: its writer, or for an alias output those of
@@ -185,7 +209,7 @@ def build_table(graph: Graph, schedule: Schedule, target: Target) -> BufferTable
         if buffer_id(name, dram) not in buffers and graph.values[name].host is None:
             raise MemoryPlanError(f"graph output '{name}' never reaches '{dram}'; the schedule must end it "
                                   f"with a transfer to DRAM")
-    return BufferTable(buffers, reads, writes)
+    return BufferTable(buffers, reads, writes, {name: m.size // 2 for name, m in target.memories.items()})
 
 
 def _add_alias_outputs(graph: Graph, schedule: Schedule, target: Target, buffers: dict[str, BufferSpec]) -> None:

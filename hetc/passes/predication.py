@@ -1,21 +1,18 @@
 """Predicate a router's experts: a node whose result is multiplied by a routing gate, and the work only it
 needs, run only when the router picks them (hetc.ir.predicates states what that means).
 
-The rule fires on a *gated* node (``gating_operand``) when its gate is computed from a ``TopK`` (a router: the
-gates of the experts it did not choose are zero), the node with its cone reads a weight (an expert: work
-worth skipping), and the expert is likely to be skipped: predication delays its weights until the router has
-run, which pays only if the whole batch often leaves it out. With ``k`` of ``E`` experts chosen per row and
-``rows`` rows, uniform routing leaves it out with probability ``(1 - k / E) ** rows``; the rule wants at least
-``MIN_SKIP_CHANCE`` (a decode step's one token, top-2 of 8: 0.75; a 16-token batch: 0.01, dense is better).
-The cone is every node whose outputs only the gated node and the cone read, none of them a graph output nor
-needed to compute the gate itself.
+The rule fires on a *gated* node (``gating_operand``) when the node with its cone reads a weight (an expert:
+work worth skipping) and the expert is likely to be skipped (``skip_chance``: its gate computed by a ``TopK``
+router that often leaves it out of the whole batch). Predication delays an expert's weights until the router
+has run, which pays only then: the rule wants a chance of at least ``MIN_SKIP_CHANCE`` (a decode step's one
+token, top-2 of 8: 0.75; a 16-token batch: 0.01, and dense is better). The cone is every node whose outputs
+only the gated node and the cone read, none of them a graph output nor needed to compute the gate itself.
 """
 from __future__ import annotations
 
-from hetc.ir import Graph, Node, Value
-from hetc.ir.predicates import gating_operand
+from hetc.ir import Graph, Node
+from hetc.ir.predicates import ancestors, gating_operand, skip_chance
 
-ROUTING_OPS = frozenset({"TopK"})
 MIN_SKIP_CHANCE = 0.5
 
 
@@ -25,13 +22,9 @@ def run_predicate_experts(graph: Graph) -> int:
     predicated = 0
     for node in list(reversed(graph.nodes)):
         gate = gating_operand(node)
-        if node.when is not None or gate is None:
+        if node.when is not None or gate is None or skip_chance(gate) < MIN_SKIP_CHANCE:
             continue
-        upstream = _ancestors(gate)
-        routers = [n for n in upstream.values() if n.op_type in ROUTING_OPS]
-        if not routers or max(skip_chance(r, gate) for r in routers) < MIN_SKIP_CHANCE:
-            continue
-        cone = _cone(graph, node, upstream, outputs)
+        cone = _cone(graph, node, ancestors(gate), outputs)
         if not any(v.is_const and v.numel > 1 for n in [node, *cone] for v in n.present_inputs):
             continue
         for member in [node, *cone]:
@@ -40,33 +33,6 @@ def run_predicate_experts(graph: Graph) -> int:
     if predicated:
         graph.relink()
     return predicated
-
-
-def skip_chance(router: Node, gate: Value) -> float:
-    """The probability that uniform top-k routing by ``router`` (a TopK) leaves every row of ``gate`` out:
-    ``(1 - k / E) ** rows``, with E the size of the TopK's axis and the rows those of the gate column; 0 when
-    k is not a constant."""
-    k_input = router.inputs[1] if len(router.inputs) > 1 else None
-    if k_input is None or not k_input.is_const:
-        return 0.0
-    k = int(k_input.const.reshape(-1)[0])
-    scores = router.inputs[0]
-    experts = scores.shape[router.attr("axis", -1)] if scores is not None and scores.shape else 0
-    if experts <= k:
-        return 0.0
-    return (1.0 - k / experts) ** max(1, gate.numel)
-
-
-def _ancestors(value: Value) -> dict[int, Node]:
-    """The nodes ``value`` is computed from (its producer and theirs, transitively)."""
-    found: dict[int, Node] = {}
-    stack = [value]
-    while stack:
-        producer = stack.pop().producer
-        if producer is not None and producer.id not in found:
-            found[producer.id] = producer
-            stack.extend(producer.reads)
-    return found
 
 
 def _cone(graph: Graph, gated: Node, upstream: dict[int, Node], outputs: set[str]) -> list[Node]:

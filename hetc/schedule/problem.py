@@ -61,7 +61,7 @@ class SchedulingProblem:
     staging: str | None = None                  # Target.staging when it is not the DRAM (copy_sources)
     alias_ops: dict[int, str] = field(default_factory=dict)  # alias node index -> "Region" | "Assemble"
     capacity: dict[str, int] = field(default_factory=dict)   # device memory -> bytes (no entry: unbounded lead)
-    gates: dict[int, int] = field(default_factory=dict)      # predicated node -> its gate value (hetc.ir.predicates)
+    gates: dict[int, int] = field(default_factory=dict)      # predicated node -> its gate (hetc.ir.predicates)
     _memo: dict = field(default_factory=dict, compare=False, repr=False, hash=False)
 
     # ------------------------------------------------------------------ structure
