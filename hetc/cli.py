@@ -193,12 +193,19 @@ def simulate(bundle: Path = typer.Argument(..., help="A bundle directory written
              "simulated_makespan_us": result.makespan_ns / 1000,
              "events": result.stats.get("events"), "wall_s": round(result.stats.get("wall_s", 0.0), 3),
              "functional": not timing_only}
+    if "worst_case_makespan_ns" in result.stats:   # predicated experts (hetc.ir.predicates)
+        stats.update(worst_case_makespan_us=result.stats["worst_case_makespan_ns"] / 1000,
+                     skipped_instructions=result.stats["skipped"], gates_off=result.stats["gates_off"])
     if as_json:
         print(json.dumps(stats, indent=1))
         return
     stdout.print(f"planned makespan   {stats['planned_makespan_us']:,.1f} µs")
     stdout.print(f"simulated makespan {stats['simulated_makespan_us']:,.1f} µs "
                  f"({stats['events']} events in {stats['wall_s']} s)")
+    if "worst_case_makespan_us" in stats:
+        stdout.print(f"predicated         {len(stats['gates_off'])} gates off, {stats['skipped_instructions']} "
+                     f"instructions skipped; worst case {stats['worst_case_makespan_us']:,.1f} µs"
+                     + (" (timing only reads no gate: every gate on)" if timing_only else ""))
     if outputs is not None:
         stdout.print(f"outputs written to {outputs}")
 

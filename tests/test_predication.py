@@ -160,3 +160,18 @@ def test_inspect_names_each_experts_gate():
     report = inspect_graph(_graph(_moe()), load_target("edge-soc")).to_json()
     gated = {n["name"]: n["when"] for n in report["nodes"] if "when" in n}
     assert len(gated) == 16 and len(set(gated.values())) == 8
+
+
+def test_hetc_simulate_reports_the_gates_and_the_worst_case(moe_build, tmp_path, capsys, monkeypatch):
+    import json
+
+    from test_cli import run
+
+    moe_build.bundle.save(tmp_path / "moe")
+    code, out, _ = run(capsys, monkeypatch, "simulate", str(tmp_path / "moe"), "--json")
+    stats = json.loads(out)
+    assert code == 0 and len(stats["gates_off"]) == 6
+    assert stats["simulated_makespan_us"] < stats["worst_case_makespan_us"]
+    code, out, _ = run(capsys, monkeypatch, "simulate", str(tmp_path / "moe"), "--timing-only", "--json")
+    timing = json.loads(out)
+    assert timing["simulated_makespan_us"] == timing["worst_case_makespan_us"] and timing["gates_off"] == []
