@@ -175,3 +175,12 @@ def test_hetc_simulate_reports_the_gates_and_the_worst_case(moe_build, tmp_path,
     code, out, _ = run(capsys, monkeypatch, "simulate", str(tmp_path / "moe"), "--timing-only", "--json")
     timing = json.loads(out)
     assert timing["simulated_makespan_us"] == timing["worst_case_makespan_us"] and timing["gates_off"] == []
+
+
+def test_the_race_detector_sees_the_gate_reads(moe_build):
+    from hetc.sim.machine import operand_accesses
+
+    for program in moe_build.bundle.programs.values():
+        for ins in program.instructions:
+            if getattr(ins, "when", None) is not None:
+                assert (ins.when, False) in operand_accesses(ins)

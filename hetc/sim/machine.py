@@ -81,9 +81,10 @@ def operand_accesses(ins: Compute | Dma) -> list[tuple[Operand, bool]]:
     """(operand, writes?) of each operand of a compute or DMA that has bytes. Host values (hetc.ir.host) have
     none: only the CPU touches them, in program order, so they take no part in races or extents; nor have
     immediates (hetc.ir.immediates), carried by the instruction."""
+    gate = [(ins.when, False)] if ins.when is not None else []   # a predicated one reads its gate to decide
     if isinstance(ins, Dma):
-        return [(ins.src, False), (ins.dst, True)]
-    out = [(o, False) for o in ins.inputs if o is not None and o.has_bytes]
+        return [(ins.src, False), (ins.dst, True), *gate]
+    out = [(o, False) for o in ins.inputs if o is not None and o.has_bytes] + gate
     # An in-place Reshape-like output rewrites identical bytes: a read, not a write, for race purposes.
     out += [(o, k not in ins.inplace) for k, o in enumerate(ins.outputs) if not o.host]
     return out
