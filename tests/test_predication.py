@@ -184,3 +184,17 @@ def test_the_race_detector_sees_the_gate_reads(moe_build):
         for ins in program.instructions:
             if getattr(ins, "when", None) is not None:
                 assert (ins.when, False) in operand_accesses(ins)
+
+
+def test_an_index_output_is_exempt_from_dtypes_but_not_from_host_memory():
+    """TopK's int64 indices do not stop the DSP (an index is an address), but a host-valued one still does."""
+    from hetc.ir import Node, Value, parse_host_type
+    from hetc.target import load_target
+
+    target = load_target("edge-soc")
+    scores, k = Value("p", "float32", (1, 8)), Value("k", "int64", (1,), const=np.array([2], np.int64))
+    plain = Node(0, "TopK", "topk", [scores, k], [Value("v", "float32", (1, 2)), Value("i", "int64", (1, 2))])
+    assert target.supports(plain, "dsp")
+    hosted = Node(1, "TopK", "topk", [scores, k],
+                  [Value("v", "float32", (1, 2)), Value("j", "int64", (), host=parse_host_type("seq(tensor(int64))"))])
+    assert not target.supports(hosted, "dsp") and "host" in str(target.supports(hosted, "dsp"))

@@ -90,8 +90,7 @@ def _host_values(node: Node, dev: Device) -> Reason | None:
     """A node reading or writing a host value (a sequence, an optional, a string tensor, a tensor of run-time
     shape) runs on the CPU, which holds such values in its own heap (hetc.ir.host)."""
     operands = [(f"input {i}", v) for i, v in enumerate(node.inputs) if v is not None]
-    indices = INDEX_OUTPUTS.get(node.op_type, frozenset())
-    operands += [(f"output {i}", v) for i, v in enumerate(node.outputs) if i not in indices]
+    operands += [(f"output {i}", v) for i, v in enumerate(node.outputs)]
     for role, v in operands:
         if v.host is not None:
             return Reason("host", f"{node.op_type} {role} '{v.name}' is a {v.host} that lives in host memory; "
