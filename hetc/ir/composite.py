@@ -43,6 +43,11 @@ class _Writer:
             return self.op("ReduceMean", [x, self.const(np.array([-1], np.int64))], keepdims=1)
         return self.op("ReduceMean", [x], axes=[-1], keepdims=1)
 
+    def reduce_sum(self, x: str, axis: int, keepdims: int) -> str:
+        if self.opset >= 13:
+            return self.op("ReduceSum", [x, self.const(np.array([axis], np.int64))], keepdims=keepdims)
+        return self.op("ReduceSum", [x], axes=[axis], keepdims=keepdims)
+
     def unsqueeze(self, x: str, axis: int) -> str:
         if self.opset >= 13:
             return self.op("Unsqueeze", [x, self.const(np.array([axis], np.int64))])
@@ -61,6 +66,8 @@ def decompose(op_type: str, attrs: dict[str, Any], inputs: list[str], output: st
         _norm(w, op_type == "LayerNormalization", inputs, output, float(attrs.get("epsilon", 1e-5)))
     elif op_type == "Attention":
         _attention(w, attrs, inputs, output, specs)
+    elif op_type == "TopKGate":
+        _topk_gate(w, attrs, inputs, output)
     else:
         raise ValueError(f"internal: {op_type} is no composite op")
     return w.nodes, w.inits
@@ -104,3 +111,18 @@ def _repeat_heads(w: _Writer, x: str, shape: tuple[int, ...], q_heads: int) -> s
     group = q_heads // heads
     expanded = w.op("Expand", [w.unsqueeze(x, 2), w.const(np.array([batch, heads, group, length, size], np.int64))])
     return w.op("Reshape", [expanded, w.const(np.array([batch, q_heads, length, size], np.int64))])
+
+
+def _topk_gate(w: _Writer, attrs: dict[str, Any], inputs: list[str], output: str) -> None:
+    """A router's gates from its logits [rows, experts]: the softmax, zero but for each row's top ``k``,
+    renormalised to sum to one (hetc.passes.router matched exactly these ops)."""
+    k, experts = int(attrs["k"]), int(attrs["experts"])
+    probs = w.op("Softmax", [inputs[0]], axis=-1 if w.opset >= 13 else 1)
+    w.nodes.append(helper.make_node("TopK", [probs, w.const(np.array([k], np.int64))],
+                                    [f"{w.prefix}_topv", f"{w.prefix}_topi"], name=f"{w.prefix}_s{len(w.nodes)}",
+                                    axis=-1))
+    hot = w.op("OneHot", [f"{w.prefix}_topi", w.const(np.array([experts], np.int64)),
+                          w.const(np.array([0, 1], np_dtype(w.dtype)))], axis=-1)
+    mask = w.reduce_sum(hot, 1, keepdims=0)
+    gated = w.op("Mul", [probs, mask])
+    w.op("Div", [gated, w.reduce_sum(gated, -1, keepdims=1)], output)

@@ -41,6 +41,10 @@ BINARY_PARTS = frozenset({"Add", "Mul"})
 UNARY_PARTS = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "SiLU", "HardSwish", "Gelu"})
 # Composite ops (standard ONNX ops a fused node may stand for) and the default-domain opset defining each.
 COMPOSITE_SINCE: dict[str, int] = {"LayerNormalization": 17, "RMSNormalization": 23, "Attention": 23}
+# Composite ops hetc defines itself (no ONNX opset has them): always written back decomposed. ``TopKGate``: a
+# mixture of experts' router, Softmax -> TopK -> one-hot mask -> masked probabilities renormalised
+# (hetc.passes.router, hetc.ir.composite).
+HETC_COMPOSITES: frozenset[str] = frozenset({"TopKGate"})
 PARTS_ATTR = "parts"
 
 _SQRT2 = math.sqrt(2.0)
@@ -88,8 +92,9 @@ def is_fused(node: Node) -> bool:
 
 
 def is_composite(node: Node) -> bool:
-    """A fused node standing for a standard normalisation or attention op (see the module docstring)."""
-    return is_fused(node) and node.op_type in COMPOSITE_SINCE
+    """A fused node standing for a standard normalisation or attention op, or one of hetc's own composites
+    (see the module docstring)."""
+    return is_fused(node) and (node.op_type in COMPOSITE_SINCE or node.op_type in HETC_COMPOSITES)
 
 
 def composite_parts(node: Node) -> list[str]:
@@ -194,7 +199,7 @@ def epilogue_onnx(op_type: str, attrs: dict[str, Any], input_names: list[str], o
     nodes, inits = [], []
     from hetc.ir.onnx_export import make_attribute   # (onnx_export imports this module)
     current = f"{prefix}_base" if parts else output_name
-    if op_type in COMPOSITE_SINCE and opset < COMPOSITE_SINCE[op_type]:
+    if op_type in HETC_COMPOSITES or (op_type in COMPOSITE_SINCE and opset < COMPOSITE_SINCE[op_type]):
         from hetc.ir.composite import decompose   # (composite imports this module)
         nodes, inits = decompose(op_type, base_attrs(attrs), base_inputs, current, dtype, opset, prefix,
                                  list(input_specs or [])[:count])

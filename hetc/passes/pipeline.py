@@ -14,12 +14,14 @@ from hetc.passes.identities import run_remove_identities
 from hetc.passes.qdq import run_lower_qdq
 from hetc.passes.patterns import Rule, run_rules
 from hetc.passes.predication import run_predicate_experts
+from hetc.passes.router import run_fuse_routers
 from hetc.passes.rewrite import renumber
 
 # Identity removal first (it exposes constants and Conv->BN pairs hidden behind Identity/Dropout), QDQ
 # lowering before folding (folding would turn a DequantizeLinear of an int8 weight into a float copy), folding
 # next (BN parameters are often computed), norms and attention from their decomposed forms before epilogue
-# fusion (which would otherwise take the scores' scale and mask into the Q.K^T MatMul), epilogue fusion after
+# fusion (which would otherwise take the scores' scale and mask into the Q.K^T MatMul), then routers (also
+# recognised from plain ops), epilogue fusion after
 # BN folding (a Conv+BN+Relu6 becomes one Conv+Clip), experts predicated once their gating Mul is fused, DCE
 # last to sweep what the others orphaned.
 PIPELINE: list[tuple[str, Callable[[Graph], int]]] = [
@@ -28,6 +30,7 @@ PIPELINE: list[tuple[str, Callable[[Graph], int]]] = [
     ("fold_constants", run_fold_constants),
     ("fold_conv_batchnorm", run_fold_conv_batchnorm),
     ("fuse_norms_attention", run_fuse_composites),
+    ("fuse_routers", run_fuse_routers),
     ("fuse_epilogues", run_fuse_epilogues),
     ("predicate_experts", run_predicate_experts),
     ("eliminate_dead_code", run_eliminate_dead_code),

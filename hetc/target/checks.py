@@ -3,6 +3,7 @@ op lists against ONNX and the kernel set, and reachability of every scratchpad."
 from __future__ import annotations
 
 from hetc.errors import TargetError
+from hetc.ir.fused import HETC_COMPOSITES
 from hetc.target.ops import (CONTRIB_DOMAIN, CONTRIB_KERNEL_SET, KERNEL_SET, OP_CLASSES, has_device_kernel, is_onnx_op,
                              op_class)
 from hetc.target.target import Target
@@ -62,7 +63,7 @@ def check_target(target: Target) -> None:
                          f"remove it (the CPU runs it); contrib kernels: "
                          f"{', '.join(CONTRIB_DOMAIN + '.' + o for o in sorted(CONTRIB_KERNEL_SET))}")
                 continue
-            if not is_onnx_op(op):
+            if not is_onnx_op(op) and op not in HETC_COMPOSITES:   # (hetc's own composites: hetc.ir.fused)
                 fail(where, "ops", f"'{op}' is not an ONNX operator", "check the spelling against onnx.defs")
             if dev.kind != "cpu" and op not in KERNEL_SET:
                 fail(where, "ops", f"'{op}' has no {dev.kind} kernel in hetc",

@@ -214,6 +214,8 @@ _FORMULAS: dict[str, Callable[[Node], int]] = {
     "MaxPool": _pool, "AveragePool": _pool, "LpPool": _pool, "GlobalAveragePool": _global_pool,
     "GlobalMaxPool": _global_pool, "GlobalLpPool": _global_pool, "LRN": _lrn, "Resize": _resize,
     "Upsample": _resize, "TopK": _topk,
+    # a router fused whole (hetc.passes.router): its softmax, the top-k selection, then mask and renormalise
+    "TopKGate": lambda n: math.prod(_shape(n, 0)) * (4 + T + max(1, math.ceil(math.log2(n.attr("k") + 1))) + 3 + D),
     # quantised variants: X, x_scale, x_zero_point, W, ... (W at index 3)
     "QLinearConv": lambda n: 2 * _out_numel(n) * math.prod(_shape(n, 3)[1:]),
     "ConvInteger": lambda n: 2 * _out_numel(n) * math.prod(_shape(n, 1)[1:]),   # (input 2 is a zero point)

@@ -23,6 +23,7 @@ KERNEL_SET: frozenset[str] = frozenset({
     "ReduceMin", "Concat", "Split", "Slice", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
     "Identity", "Gather", "Pad", "Resize", "Cast", "Dropout", "RMSNormalization", "Attention",
     "TopK", "OneHot",   # a mixture of experts' router (hetc.sim.kernels.select)
+    "TopKGate",         # the router fused whole (hetc.passes.router): hetc's own composite, no ONNX cases
     # integer arithmetic (docs/kernels.md, "Integer kernels")
     "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QuantizeLinear", "DequantizeLinear",
 })
@@ -74,7 +75,7 @@ _CLASS_MEMBERS: dict[str, tuple[str, ...]] = {
              "MaxRoiPool", "RoiAlign", "MaxUnpool", "QLinearGlobalAveragePool"),
     "norm": ("BatchNormalization", "InstanceNormalization", "LayerNormalization", "GroupNormalization",
              "RMSNormalization", "LRN", "MeanVarianceNormalization", "LpNormalization"),
-    "softmax": ("Softmax", "LogSoftmax", "Hardmax"),
+    "softmax": ("Softmax", "LogSoftmax", "Hardmax", "TopKGate"),
     "reduce": ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
                "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "ArgMax", "ArgMin", "CumSum", "TopK"),
     "activation": ("Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "HardSwish",

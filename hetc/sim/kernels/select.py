@@ -1,4 +1,5 @@
-"""Selection kernels: TopK and OneHot, what a mixture of experts' router runs (hetc.passes.predication).
+"""Selection kernels: TopK and OneHot, what a mixture of experts' router runs (hetc.passes.predication), and
+the router fused whole, TopKGate (hetc.passes.router).
 
 TopK keeps ONNX's order exactly: by value (largest or smallest first), equal values by ascending index; a
 stable sort of the keys gives it. OneHot maps each index in [-depth, depth) to its one-hot row (negative
@@ -35,3 +36,17 @@ def one_hot(call: KernelCall) -> np.ndarray:
     axis = call.attr("axis", -1)
     axis = axis + indices.ndim + 1 if axis < 0 else axis
     return np.moveaxis(np.where(hot, on, off).astype(off.dtype), -1, axis)
+
+
+@kernel("TopKGate")
+def topk_gate(call: KernelCall) -> np.ndarray:
+    """Softmax over the last axis, each row's top ``k`` kept (ties to the lower index, as TopK), renormalised:
+    the ops hetc.passes.router fused, in their order."""
+    logits = call.required(0)
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    probs = shifted / shifted.sum(axis=-1, keepdims=True)
+    order = np.argsort(-probs, axis=-1, kind="stable")[..., :int(call.attr("k"))]
+    mask = np.zeros_like(probs)
+    np.put_along_axis(mask, order, 1, axis=-1)
+    gated = probs * mask
+    return (gated / gated.sum(axis=-1, keepdims=True)).astype(logits.dtype)
