@@ -26,12 +26,12 @@ def _axes(node: Node, opset: int) -> list[int] | None:
 
 
 def _only_reader(value: Value, reader: Node) -> bool:
-    return [c for c in value.consumers] == [reader]
+    return value.consumers == [reader]
 
 
 def _plan(m: Match) -> tuple[int, list[Node]] | None:
     """(k, the upstream nodes to absorb) when the match is a router's gating exactly, else None."""
-    p, mul, total, div = m.anchor, m.nodes["g"], m.nodes["s"], m.nodes["y"]
+    p, mul, total = m.anchor, m.nodes["g"], m.nodes["s"]
     softmax, mask = p.producer, m.captured["mask"]
     rows, experts = (p.shape + (0, 0))[:2] if len(p.shape) == 2 else (0, 0)
     if softmax is None or softmax.op_type != "Softmax" or softmax.domain or p.dtype not in FLOAT_DTYPES or not rows:

@@ -131,10 +131,7 @@ class ListScheduler:
             values = (gate,) + tuple(v for v in values if v != gate)
         gate_release = release
         for value in values:
-            held = self.placement[node]
-            self.placement[node] = device   # as copy_gate will see it once the node is committed here
-            gated = gate is not None and copy_gate(self.p, value, home, self.placement) == gate
-            self.placement[node] = held
+            gated = gate is not None and copy_gate(self.p, value, home, self.placement, (node, device)) == gate
             made_here = self._plan_copy(value, home, pending, made, booked, gate_release if gated else release)
             ready = max(ready, self.ready_on(made_here, device))
             if value == gate:

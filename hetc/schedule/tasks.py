@@ -2,8 +2,9 @@
 
 This module is the single statement of the execution model inside the scheduler: which copies a value needs
 (one per destination memory, shared by its consumers there; an intermediate DRAM copy reused), which task
-each task waits for (its data, and for a copy into a scratchpad the compute whose end makes room for it:
-``lead_deps``), and when a wait costs a semaphore. HEFT, greedy and CP-SAT all end in ``Plan`` and are
+each task waits for (its data, for a copy into a scratchpad the compute whose end makes room for it:
+``lead_deps``, and for a predicated copy its gate at the destination: ``copy_gate``), and when a wait costs a
+semaphore. HEFT, greedy and CP-SAT all end in ``Plan`` and are
 timed by ``time_plan``, so every strategy's artifact obeys the same rules exactly; the memory planner
 re-times with ``earliest_times`` and reschedules a moved node through the same list scheduler
 (hetc.memory.retime, fallback).
@@ -119,14 +120,18 @@ def copies_needed(problem: SchedulingProblem, value: int, placement: Placement,
     return [(source[m], m) for m in sorted(source, key=lambda m: (hops(m), m))]
 
 
-def copy_gate(problem: SchedulingProblem, value: int, dst: str, placement: Placement) -> int | None:
+def copy_gate(problem: SchedulingProblem, value: int, dst: str, placement: Placement,
+              trying: tuple[int, str] | None = None) -> int | None:
     """The gate a copy of ``value`` into ``dst`` is predicated on (``hetc.ir.predicates.shared_gate`` over the
-    nodes reading it there; a list scheduler's unplaced nodes, None in ``placement``, are not counted), or
-    None."""
+    nodes reading it there), or None. A list scheduler's unplaced nodes (None in ``placement``) are not
+    counted, but for the (node, device) it is ``trying``."""
     if wanted_in_dram(problem, value) and dst == problem.dram:
         return None
+
+    def device(c: int) -> str | None:
+        return trying[1] if trying is not None and c == trying[0] else placement[c]
     return shared_gate((problem.gates.get(c) for c in problem.compute_consumers[value]
-                        if placement[c] is not None and problem.home(placement[c]) == dst), value)
+                        if device(c) is not None and problem.home(device(c)) == dst), value)
 
 
 def gate_ready(problem: SchedulingProblem, gate: int, memory: str, placement: Placement) -> tuple[TaskKey, ...]:
