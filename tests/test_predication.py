@@ -198,3 +198,12 @@ def test_an_index_output_is_exempt_from_dtypes_but_not_from_host_memory():
     hosted = Node(1, "TopK", "topk", [scores, k],
                   [Value("v", "float32", (1, 2)), Value("j", "int64", (), host=parse_host_type("seq(tensor(int64))"))])
     assert not target.supports(hosted, "dsp") and "host" in str(target.supports(hosted, "dsp"))
+
+
+def test_a_build_without_simulation_says_its_makespan_is_the_worst_case(moe_build):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = build(_moe(), BuildOptions(target="edge-soc", scheduler="heft"))
+    assert result.summary["predicated"] == {"predicated_tasks": moe_build.summary["predicated"]["predicated_tasks"]}
+    assert "worst case (every gate on)" in result.bundle.report
+    assert moe_build.summary["predicated"]["worst_case_us"] >= moe_build.summary["predicated"]["expected_us"]
