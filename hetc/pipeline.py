@@ -159,15 +159,17 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
                                                        placement_rows=tuple(rows)))
         say(f"{sum(len(p.instructions) for p in bundle.programs.values())} instructions on "
             f"{len(bundle.programs)} engines")
-    sim = validation = predicated = None
+    sim = validation = None
+    gated = sum(1 for t in sched.tasks if t.when is not None)   # predicated tasks (hetc.ir.predicates)
+    predicated: dict[str, Any] = {"predicated_tasks": gated} if gated else {}
     if options.validate:
         with clock.stage("simulate") as say:
             inputs = (load_inputs_npz(options.inputs, graph) if options.inputs
                       else make_inputs(graph, seed=options.input_seed))
             sim = simulate(bundle, inputs, functional=True, precision=options.precision)
             say(f"simulated makespan {sim.makespan_ns / 1000:,.1f} µs")
-            if "worst_case_makespan_ns" in sim.stats:   # predicated: the time depends on the routing
-                predicated = _predicated_makespans(bundle, graph, sched, sim, options)
+            if gated:   # the time depends on the routing
+                predicated.update(_predicated_makespans(bundle, graph, sim, options))
                 say(f"predicated: expected {predicated['expected_us']:,.1f} µs over {predicated['draws']} "
                     f"input(s), worst case {predicated['worst_case_us']:,.1f} µs")
         with clock.stage("validate") as say:
@@ -189,11 +191,8 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
             files = gantt_files(timeline, gantt)
             say(", ".join(files))
     summary = make_summary(model_name, graph, target, plan, clock, sim, validation)
-    gated = sum(1 for t in sched.tasks if t.when is not None)
-    if predicated is not None:
+    if predicated:   # (not simulated: only the count; the planned makespan is the worst case)
         summary["predicated"] = predicated
-    elif gated:   # not simulated: the planned makespan is the worst case, every gate on
-        summary["predicated"] = {"predicated_tasks": gated}
     # The bundle keeps the whole summary; its wall-clock figures go to build-info.json, out of the hashed files.
     reproducible = without_wall_clock(MANIFEST, {"summary": summary})["summary"]
     report = report_text(sched, graph, plan, target, sim, validation, summary=reproducible)
@@ -275,8 +274,7 @@ def _no_worse_than_heft(graph: Graph, target: Target, plan: MemoryPlan, say: Any
 PREDICATE_DRAWS = 8   # seeded inputs a predicated model's expected makespan averages over
 
 
-def _predicated_makespans(bundle: Any, graph: Graph, sched: Schedule, sim: SimResult,
-                          options: BuildOptions) -> dict[str, Any]:
+def _predicated_makespans(bundle: Any, graph: Graph, sim: SimResult, options: BuildOptions) -> dict[str, Any]:
     """The worst case (every gate on: the schedule's, simulated) and the expected makespan of a predicated
     build (hetc.ir.predicates): the mean over ``PREDICATE_DRAWS`` seeded inputs, the build's own first, or
     over the given inputs alone."""
@@ -286,8 +284,7 @@ def _predicated_makespans(bundle: Any, graph: Graph, sched: Schedule, sim: SimRe
                            precision=options.precision).makespan_ns for k in range(1, PREDICATE_DRAWS)]
     return {"expected_us": round(sum(spans) / len(spans) / 1000, 3), "draws": len(spans),
             "min_us": round(min(spans) / 1000, 3), "max_us": round(max(spans) / 1000, 3),
-            "worst_case_us": round(sim.stats["worst_case_makespan_ns"] / 1000, 3),
-            "predicated_tasks": sum(1 for t in sched.tasks if t.when is not None)}
+            "worst_case_us": round(sim.stats["worst_case_makespan_ns"] / 1000, 3)}
 
 
 def _heft_us(sched: Schedule) -> float | None:

@@ -170,11 +170,9 @@ def _compute(task: Task, nodes: dict[int, Node], plan: MemoryPlan, target: Targe
     inputs = tuple(_any_operand(plan, graph_values, b) if b is not None else None
                    for b in tb.reads[:len(node.inputs)])
     outputs = tuple(_any_operand(plan, graph_values, b) for b in tb.writes)
-    when = None
-    if node.when is not None:   # the gate: one of the inputs, or read after them (hetc.memory.lifetimes)
-        gate = tb.reads[len(node.inputs)] if len(tb.reads) > len(node.inputs) else tb.reads[
-            [v.name if v is not None else None for v in node.inputs].index(node.when.name)]
-        when = _operand(plan, gate)
+    # the gate, read after the inputs (hetc.memory.lifetimes)
+    when = _operand(plan, tb.reads[len(node.inputs)]) if node.when is not None else None
+    zero_fill = when is not None and zero_fills(node)
     device = target.devices[task.engine]
     for o in (*inputs, *outputs, *([when] if when is not None else [])):
         if o is not None and o.host and device.kind != "cpu":
@@ -196,8 +194,8 @@ def _compute(task: Task, nodes: dict[int, Node], plan: MemoryPlan, target: Targe
                    planned_start_ns=task.start_ns, planned_end_ns=task.end_ns,
                    dram_bytes=sum(o.nbytes for o in (*inputs, *outputs) if o is not None and o.memory == target.dram),
                    inplace=inplace, when=when,
-                   skip_ns=math.ceil(skipped_cost_ns(target, node, task.engine, zero_fills(node))) if when else 0,
-                   zero_fill=when is not None and zero_fills(node))
+                   skip_ns=math.ceil(skipped_cost_ns(target, node, task.engine, zero_fill)) if when else 0,
+                   zero_fill=zero_fill)
 
 
 def _dma(task: Task, plan: MemoryPlan, target: Target) -> Dma:

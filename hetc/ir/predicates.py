@@ -23,7 +23,6 @@ from hetc.ir.fused import base_input_count, epilogue_of, is_fused
 from hetc.ir.graph import Node, Value
 
 T = TypeVar("T")
-ROUTING_OPS = frozenset({"TopK", "TopKGate"})   # (TopKGate: a router fused whole, hetc.passes.router)
 
 
 def gating_operand(node: Node) -> Value | None:
@@ -63,8 +62,9 @@ def shared_gate(gates: Iterable[T | None], value: T) -> T | None:
 
 def skip_chance(gate: Value) -> float:
     """The probability that a whole batch leaves the expert of ``gate`` out, under uniform top-k routing by the
-    ``TopK`` (or fused ``TopKGate``) that computes the gate: ``(1 - k / E) ** rows``, with E the size of its axis and ``rows`` the gate
-    column's; the largest over several TopKs, and 0 when none computes it or its k is not a constant."""
+    ``TopK`` (or fused ``TopKGate``) that computes the gate: ``(1 - k / E) ** rows``, with E the size of its
+    axis and ``rows`` the gate column's; the largest over several routers, and 0 when none computes it or its k
+    is not a constant."""
     best = 0.0
     for router in ancestors(gate).values():
         k = _constant_k(router)
@@ -80,7 +80,7 @@ def _constant_k(router: Node) -> int | None:
     """How many experts a routing node picks per row, when that is a constant."""
     if router.op_type == "TopKGate":
         return int(router.attrs["k"])
-    k_input = router.inputs[1] if router.op_type in ROUTING_OPS and len(router.inputs) > 1 else None
+    k_input = router.inputs[1] if router.op_type == "TopK" and len(router.inputs) > 1 else None
     return int(k_input.const.reshape(-1)[0]) if k_input is not None and k_input.is_const else None
 
 

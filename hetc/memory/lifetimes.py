@@ -180,7 +180,7 @@ def build_table(graph: Graph, schedule: Schedule, target: Target) -> BufferTable
             memory = target.home(task.engine)
             node = _node_of(task, nodes)
             names = [v.name if v is not None else None for v in node.inputs]
-            if node.when is not None and node.when.name not in names:
+            if node.when is not None:
                 names.append(node.when.name)   # read after the inputs to decide (hetc.ir.predicates)
         else:
             memory, names = task.src or "", [task.value]

@@ -19,11 +19,10 @@ from hetc.passes.rewrite import renumber
 
 # Identity removal first (it exposes constants and Conv->BN pairs hidden behind Identity/Dropout), QDQ
 # lowering before folding (folding would turn a DequantizeLinear of an int8 weight into a float copy), folding
-# next (BN parameters are often computed), norms and attention from their decomposed forms before epilogue
-# fusion (which would otherwise take the scores' scale and mask into the Q.K^T MatMul), then routers (also
-# recognised from plain ops), epilogue fusion after
-# BN folding (a Conv+BN+Relu6 becomes one Conv+Clip), experts predicated once their gating Mul is fused, DCE
-# last to sweep what the others orphaned.
+# next (BN parameters are often computed), norms, attention and routers from their decomposed forms before
+# epilogue fusion (which would otherwise take the scores' scale and mask into the Q.K^T MatMul), epilogue fusion
+# after BN folding (a Conv+BN+Relu6 becomes one Conv+Clip), experts predicated once their gating Mul is fused,
+# DCE last to sweep what the others orphaned.
 PIPELINE: list[tuple[str, Callable[[Graph], int]]] = [
     ("remove_identities", run_remove_identities),
     ("lower_qdq", run_lower_qdq),

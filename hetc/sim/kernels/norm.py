@@ -80,14 +80,17 @@ def softmax(call: KernelCall) -> np.ndarray:
     log = call.op_type == "LogSoftmax"
     if call.outputs[0][0] in _NARROW_FLOATS:
         return _softmax_by_steps(work, axis, log, np_dtype(call.outputs[0][0])).reshape(x.shape)
-    shifted = work - work.max(axis=axis, keepdims=True)
+    return softmax_along(work, axis, log).reshape(x.shape)
+
+
+def softmax_along(x: np.ndarray, axis: int, log: bool = False) -> np.ndarray:
+    """(Log)softmax of a float32/64 ``x`` over ``axis``, its sums in float64 (also a router's first step:
+    hetc.sim.kernels.select)."""
+    shifted = x - x.max(axis=axis, keepdims=True)
     e = np.exp(shifted)
     total = e.sum(axis=axis, keepdims=True, dtype=np.float64)
-    if log:
-        y = shifted - np.log(total).astype(x.dtype)
-    else:
-        y = e / total.astype(x.dtype)
-    return y.astype(x.dtype, copy=False).reshape(x.shape)
+    y = shifted - np.log(total).astype(x.dtype) if log else e / total.astype(x.dtype)
+    return y.astype(x.dtype, copy=False)
 
 
 def _softmax_by_steps(x: np.ndarray, axis: int, log: bool, dtype: np.dtype) -> np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from hetc.sim.kernels.norm import softmax_along
 from hetc.sim.kernels.registry import KernelCall, kernel
 
 
@@ -18,11 +19,16 @@ def topk(call: KernelCall) -> list[np.ndarray]:
     k = int(np.asarray(call.required(1)).reshape(-1)[0]) if len(call.inputs) > 1 else int(call.attr("k"))
     axis = call.attr("axis", -1)
     axis = axis + x.ndim if axis < 0 else axis
+    indices = top_indices(x, k, axis, bool(call.attr("largest", 1)))
+    return [np.take_along_axis(x, indices, axis=axis), indices]
+
+
+def top_indices(x: np.ndarray, k: int, axis: int, largest: bool = True) -> np.ndarray:
+    """The int64 indices of the ``k`` largest (or smallest) elements along ``axis`` in TopK's order."""
     keys = x.astype(np.float64) if x.dtype.kind in "iub" else x
     # stable: equal keys keep ascending indices (negating floats keeps NaN last either way; ONNX leaves it open)
-    order = np.argsort(-keys if call.attr("largest", 1) else keys, axis=axis, kind="stable")
-    indices = np.take(order, np.arange(k), axis=axis)
-    return [np.take_along_axis(x, indices, axis=axis), indices.astype(np.int64)]
+    order = np.argsort(-keys if largest else keys, axis=axis, kind="stable")
+    return np.take(order, np.arange(k), axis=axis).astype(np.int64)
 
 
 @kernel("OneHot")
@@ -43,10 +49,8 @@ def topk_gate(call: KernelCall) -> np.ndarray:
     """Softmax over the last axis, each row's top ``k`` kept (ties to the lower index, as TopK), renormalised:
     the ops hetc.passes.router fused, in their order."""
     logits = call.required(0)
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    probs = shifted / shifted.sum(axis=-1, keepdims=True)
-    order = np.argsort(-probs, axis=-1, kind="stable")[..., :int(call.attr("k"))]
+    probs = softmax_along(logits, logits.ndim - 1)
     mask = np.zeros_like(probs)
-    np.put_along_axis(mask, order, 1, axis=-1)
+    np.put_along_axis(mask, top_indices(probs, int(call.attr("k")), logits.ndim - 1), 1, axis=-1)
     gated = probs * mask
     return (gated / gated.sum(axis=-1, keepdims=True)).astype(logits.dtype)
