@@ -140,3 +140,25 @@ def test_a_weight_staged_once_is_never_read_from_dram_again():
     fresh.lanes["l1"].book(0, 200_000, ("busy",))
     fresh.commit(1, "npu1")
     assert fresh.dma_choice[(0, "spm1")] == "d1"
+
+
+def test_a_weight_is_staged_on_its_first_copy_when_that_does_not_delay_its_reader():
+    # A small weight both cores read, beside a large input each core must load: direct reads would bring the
+    # weight sooner, but the inputs decide when the nodes start, so the weight crosses DRAM once.
+    from hetc.schedule.listsched import ListScheduler
+    p = staged_problem()
+    values = (ValueSpec("w", 640, None, (0, 1), is_const=True), ValueSpec("a", 256, 0, (), is_output=True),
+              ValueSpec("b", 256, 1, (), is_output=True), ValueSpec("x", 400_000, None, (0,)),
+              ValueSpec("y", 400_000, None, (1,)))
+    slack = replace(p, values=values, node_inputs=((0, 3), (0, 4)), _memo={})
+    plan = heft(slack)
+    reads = {dst: engine for (value, dst), engine in plan.dma_choice.items() if value == 0}
+    assert reads == {"l2": "l2dram", "spm0": "l0", "spm1": "l1"}
+    # with no other input the weight is the node's critical input, and the direct read wins
+    alone = ListScheduler(replace(slack, node_inputs=((0,), (0, 4)), _memo={}))
+    alone.commit(0, "npu0")
+    assert alone.dma_choice[(0, "spm0")] == "d0"
+    # a read that is mostly latency (64 B: 8 ns of bytes, 10 ns of latency) takes little of DRAM's bandwidth,
+    # so staging it would only add a second latency: it stays direct
+    tiny = replace(slack, values=(ValueSpec("w", 64, None, (0, 1), is_const=True), *values[1:]), _memo={})
+    assert {engine for (value, _dst), engine in heft(tiny).dma_choice.items() if value == 0} == {"d0", "d1"}

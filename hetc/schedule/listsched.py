@@ -82,16 +82,16 @@ class ListScheduler:
 
     def _plan_copy(self, value: int, mem: str, pending: dict[str, list[tuple[int, int]]],
                    made: dict[tuple[int, str], tuple[int, str]], booked: list,
-                   release: int = 0) -> tuple[int, str | None]:
+                   release: int = 0, stage: bool = False) -> tuple[int, str | None]:
         """The copy of ``value`` in ``mem``: existing, or planned from the source and on the engine that finish
         it earliest, its source's own copy planned first (planned transfers go to ``booked``; ``pending`` and
-        ``made`` keep the plan self-consistent)."""
+        ``made`` keep the plan self-consistent). With ``stage``, a value that may be staged is."""
         have = self.copies.get((value, mem)) or made.get((value, mem))
         if have is not None:
             return have
         p, born = self.p, self._origin(value)
         sources = p.copy_sources(value, born, mem)
-        if len(sources) > 1 and ((value, p.staging) in self.copies or (value, p.staging) in made):
+        if len(sources) > 1 and (stage or (value, p.staging) in self.copies or (value, p.staging) in made):
             sources = [p.staging]   # staged once: fanned out from there, never read from DRAM again
         best = None
         for src in sources:
@@ -120,7 +120,22 @@ class ListScheduler:
 
     def _plan_inputs(self, node: int, device: str) -> tuple[int, list[tuple[int, str, str, str, int, int]]]:
         """Ready time of all inputs in the device's memory, and the transfers (value, src, dst, engine,
-        start, end) that would have to be booked for it."""
+        start, end) that would have to be booked for it. A value several tasks read is staged on its first
+        copy when that does not delay the node and the read is bandwidth-bound: the scheduler's model gives
+        every DMA engine its full bandwidth, but DRAM's is shared (the simulator shares it), so a second read
+        of many bytes is never free."""
+        ready, booked = self._plan_inputs_once(node, device, frozenset())
+        stage = frozenset(value for value, src, dst, engine, *_ in booked
+                          if src == self.p.dram and len(self.p.copy_sources(value, src, dst)) > 1
+                          and self._bandwidth_bound(value, engine))
+        if stage:
+            staged_ready, staged = self._plan_inputs_once(node, device, stage)
+            if staged_ready <= ready:
+                return staged_ready, staged
+        return ready, booked
+
+    def _plan_inputs_once(self, node: int, device: str,
+                          stage: frozenset[int]) -> tuple[int, list[tuple[int, str, str, str, int, int]]]:
         home, ready, booked = self.p.home(device), 0, []
         pending: dict[str, list[tuple[int, int]]] = {}
         made: dict[tuple[int, str], tuple[int, str]] = {}
@@ -132,11 +147,18 @@ class ListScheduler:
         gate_release = release
         for value in values:
             gated = gate is not None and copy_gate(self.p, value, home, self.placement, (node, device)) == gate
-            made_here = self._plan_copy(value, home, pending, made, booked, gate_release if gated else release)
+            made_here = self._plan_copy(value, home, pending, made, booked, gate_release if gated else release,
+                                        value in stage)
             ready = max(ready, self.ready_on(made_here, device))
             if value == gate:
                 gate_release = max(release, made_here[0] + self.p.sync_ns)   # read once the gate is there
         return ready, booked
+
+    def _bandwidth_bound(self, value: int, engine: str) -> bool:
+        """Whether the copy of ``value`` by ``engine`` spends longer moving bytes than waiting: a read that is
+        mostly latency takes little of DRAM's bandwidth, and staging it would add a second latency."""
+        dma = self.p.dmas[engine]
+        return self.p.values[value].nbytes / dma.bandwidth > dma.latency_ns
 
     def _lead_release(self, node: int, device: str) -> int:
         """When copies into the device's memory for ``node`` may start, by ``hetc.schedule.tasks.lead_deps``
