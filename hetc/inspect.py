@@ -112,7 +112,7 @@ def render_inspect(report: InspectReport, console: "Console") -> None:
                   f"{report.total_flops / 1e9:.3f} GFLOP, weights {report.weight_bytes / 2**20:.2f} MiB")
     for kind, values in (("input", report.inputs), ("output", report.outputs)):
         for v in values:
-            text = f"host {v['host']}" if "host" in v else f"{v['dtype']}[{'x'.join(map(str, v['shape']))}]"
+            text = f"host {v['host']}" if "host" in v else _typed(v)
             console.print(f"  {kind:<6} {v['name']}: {_escape(text)}")
     hist = Table("op", "count", *[f"on {d}" for d in devices], title="op histogram", box=None)
     for op, count in report.op_histogram.items():
@@ -120,14 +120,14 @@ def render_inspect(report: InspectReport, console: "Console") -> None:
         hist.add_row(op, str(count), *map(str, runnable))
     console.print(hist)
     predicated = any(n.when for n in report.nodes)   # a column for the experts' gates (hetc.ir.predicates)
-    table = Table("#", "node", "op", *(["runs if"] if predicated else []), "output shape", "MFLOP", *devices,
+    table = Table("#", "node", "op", *(["runs if"] if predicated else []), "output", "MFLOP", *devices,
                   title="nodes", box=None)
     for n in report.nodes:
-        shapes = ", ".join("x".join(map(str, o["shape"])) or "()" for o in n.outputs)
+        outputs = _escape(", ".join(_typed(o) for o in n.outputs))
         cells = ["[green]yes[/]" if n.devices[d] is None else f"[red]no[/]: {_escape(n.devices[d])}"
                  for d in devices]
         gate = [_escape(n.when or "")] if predicated else []
-        table.add_row(str(n.id), _escape(n.name), n.op, *gate, shapes, f"{n.flops / 1e6:.2f}", *cells)
+        table.add_row(str(n.id), _escape(n.name), n.op, *gate, outputs, f"{n.flops / 1e6:.2f}", *cells)
     console.print(table)
     tiled = [n for n in report.nodes if n.tiling is not None]
     if tiled:
@@ -137,6 +137,11 @@ def render_inspect(report: InspectReport, console: "Console") -> None:
             tiles.add_row(str(n.id), _escape(n.name), n.op, str(n.tiling["tiles"]), _escape(n.tiling["cut"]),
                           _escape(n.tiling["why"]))
         console.print(tiles)
+
+
+def _typed(value: dict) -> str:
+    """``int8[1x16x48x48]``: a quantized model's integer tensors show as such."""
+    return f"{value['dtype']}[{'x'.join(map(str, value['shape']))}]"
 
 
 def _escape(text: str | None) -> str:

@@ -156,3 +156,10 @@ def test_warnings_reach_the_user_as_one_warning_line(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "warning: onnxruntime cannot load the model; the reference outputs come from onnx.reference" in err
     assert "RuntimeWarning" not in err and ".py:" not in err
+
+
+def test_inspect_table_gives_each_output_its_dtype(hetc, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a quantized model's integer tensors show as such (issue 16: inspect gives the dtype per tensor)
+    monkeypatch.setenv("COLUMNS", "200")   # a terminal wide enough that rich shortens no cell
+    code, out, _ = hetc("inspect", MODELS_DIR / "mobilenet_v2_qdq.onnx", "--target", "edge-soc")
+    assert code == 0 and "int8[1x16x48x48]" in out and "float32[1x100]" in out
