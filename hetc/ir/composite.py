@@ -114,10 +114,12 @@ def _repeat_heads(w: _Writer, x: str, shape: tuple[int, ...], q_heads: int) -> s
 
 
 def _topk_gate(w: _Writer, attrs: dict[str, Any], inputs: list[str], output: str) -> None:
-    """A router's gates from its logits [rows, experts]: the softmax, zero but for each row's top ``k``,
-    renormalised to sum to one (hetc.passes.router matched exactly these ops)."""
+    """A router's gates from its logits [rows, experts] (or from ``x @ W`` when it has two inputs): the
+    softmax, zero but for each row's top ``k``, renormalised to sum to one (hetc.passes.router matched exactly
+    these ops)."""
     k, experts = int(attrs["k"]), int(attrs["experts"])
-    probs = w.op("Softmax", [inputs[0]], axis=-1 if w.opset >= 13 else 1)
+    logits = w.op("MatMul", inputs[:2]) if len(inputs) > 1 and inputs[1] else inputs[0]
+    probs = w.op("Softmax", [logits], axis=-1 if w.opset >= 13 else 1)
     w.nodes.append(helper.make_node("TopK", [probs, w.const(np.array([k], np.int64))],
                                     [f"{w.prefix}_topv", f"{w.prefix}_topi"], name=f"{w.prefix}_s{len(w.nodes)}",
                                     axis=-1))

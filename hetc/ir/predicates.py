@@ -70,7 +70,8 @@ def skip_chance(gate: Value) -> float:
         k = _constant_k(router)
         if k is None or router.inputs[0] is None or not router.inputs[0].shape:
             continue
-        experts = router.inputs[0].shape[router.attr("axis", -1)]
+        experts = int(router.attrs["experts"]) if router.op_type == "TopKGate" else \
+            router.inputs[0].shape[router.attr("axis", -1)]
         if experts > k:
             best = max(best, (1.0 - k / experts) ** max(1, gate.numel))
     return best

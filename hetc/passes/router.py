@@ -5,8 +5,11 @@ Routers write their gates as ``p = Softmax(logits)``, ``TopK(p, k)``'s indices o
 the k choices into a 0/1 mask, ``g = p * mask`` and ``g / ReduceSum(g)``: each row's top-k probabilities
 renormalised, zero elsewhere. The rule anchors at ``p`` (read by the TopK and the Mul, so the anchor is kept),
 matches ``Mul -> ReduceSum -> Div`` after it and absorbs the Softmax, the TopK, the OneHot and the mask's
-ReduceSum before, once it has checked that nothing else reads them. The composite means exactly those ops
-(hetc.ir.composite writes them back for onnxruntime; the NPU/DSP kernel is hetc.sim.kernels.select).
+ReduceSum before, once it has checked that nothing else reads them. When the logits are a MatMul of a
+constant matrix read by the Softmax alone (the router's projection), the composite takes that too and reads
+``(x, W)``: the router is then one launch, not two, and its gates are known a launch and a sync earlier, which
+is what a predicated expert's weights wait for. The composite means exactly those ops (hetc.ir.composite writes
+them back for onnxruntime; the NPU/DSP kernel is hetc.sim.kernels.select).
 """
 from __future__ import annotations
 
@@ -34,7 +37,8 @@ def _plan(m: Match) -> tuple[int, list[Node]] | None:
     p, mul, total = m.anchor, m.nodes["g"], m.nodes["s"]
     softmax, mask = p.producer, m.captured["mask"]
     rows, experts = (p.shape + (0, 0))[:2] if len(p.shape) == 2 else (0, 0)
-    if softmax is None or softmax.op_type != "Softmax" or softmax.domain or p.dtype not in FLOAT_DTYPES or not rows:
+    if softmax is None or softmax.op_type != "Softmax" or softmax.domain or p.dtype not in FLOAT_DTYPES or not rows \
+            or p.name in m.graph_outputs:   # (the composite absorbs the Softmax: its output must go)
         return None
     if int(softmax.attrs.get("axis", -1 if m.opset >= 13 else 1)) not in (-1, 1):
         return None
@@ -62,7 +66,22 @@ def _plan(m: Match) -> tuple[int, list[Node]] | None:
         return None
     if m.output.shape != p.shape or m.output.dtype != p.dtype:
         return None
-    return int(np.asarray(k_input.const).reshape(-1)[0]), [softmax, topk, hot, collapse]
+    projection = _projection(softmax, m.graph_outputs)
+    return int(np.asarray(k_input.const).reshape(-1)[0]), [*projection, softmax, topk, hot, collapse]
+
+
+def _projection(softmax: Node, graph_outputs: frozenset[str]) -> list[Node]:
+    """``[MatMul]`` when the Softmax's logits are ``x @ W`` (x of rank 2, W a constant matrix) read by the
+    Softmax alone and no graph output, else ``[]``."""
+    logits = softmax.inputs[0]
+    mm = logits.producer
+    if mm is None or mm.op_type != "MatMul" or mm.domain or not _only_reader(logits, softmax) or \
+            logits.name in graph_outputs:
+        return []
+    x, w = mm.inputs[0], mm.inputs[1]
+    if x is None or w is None or not w.is_const or len(x.shape) != 2 or len(w.shape) != 2 or x.dtype != w.dtype:
+        return []
+    return [mm]
 
 
 def _build(graph: Graph, m: Match) -> list[Node]:
@@ -70,12 +89,13 @@ def _build(graph: Graph, m: Match) -> list[Node]:
     assert planned is not None   # (where() said so)
     k, upstream = planned
     m.absorbed += upstream
-    softmax = upstream[0]
+    softmax = next(n for n in upstream if n.op_type == "Softmax")
+    first = upstream[0]   # the MatMul when the projection is absorbed: its inputs become the composite's
     attrs = {"k": k, "experts": int(m.anchor.shape[1]),
              PARTS_ATTR: [n.op_type for n in upstream] + [n.op_type for n in m.nodes.values()]}
     # The Softmax's id: it is removed, and ids must stay unique until the pipeline renumbers.
-    return [Node(softmax.id, "TopKGate", softmax.name or m.output.name, [softmax.inputs[0]], [m.output], attrs,
-                 FUSED_DOMAIN)]
+    return [Node(softmax.id, "TopKGate", softmax.name or m.output.name, list(first.inputs[:2]) if first is not
+                 softmax else [softmax.inputs[0]], [m.output], attrs, FUSED_DOMAIN)]
 
 
 ROUTER_RULES: list[Rule] = [

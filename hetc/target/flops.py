@@ -201,6 +201,11 @@ def _attention_softmax(node: Node) -> int:
     return batch * q_heads * q_len * kv_len * (5 + T) + _out_numel(node)
 
 
+def _router_projection(node: Node) -> int:
+    """A TopKGate's MatMul x @ W when it took the router's projection (two inputs), else 0."""
+    return 2 * _out_numel(node) * _shape(node, 0)[-1] if _has_input(node, 1) else 0
+
+
 def _attention(node: Node) -> int:
     # Q.K^T and P.V, 2 operations per multiply-accumulate, then the softmax.
     batch, q_heads, q_len, head, kv_len, v_head = _attention_dims(node)
@@ -215,7 +220,9 @@ _FORMULAS: dict[str, Callable[[Node], int]] = {
     "GlobalMaxPool": _global_pool, "GlobalLpPool": _global_pool, "LRN": _lrn, "Resize": _resize,
     "Upsample": _resize, "TopK": _topk,
     # a router fused whole (hetc.passes.router): its softmax, the top-k selection, then mask and renormalise
-    "TopKGate": lambda n: math.prod(_shape(n, 0)) * (4 + T + max(1, math.ceil(math.log2(n.attr("k") + 1))) + 3 + D),
+    # (and the projection x @ W before, when it took the MatMul: ``_router_projection``)
+    "TopKGate": lambda n: _out_numel(n) * (4 + T + max(1, math.ceil(math.log2(n.attr("k") + 1))) + 3 + D)
+    + _router_projection(n),
     # quantised variants: X, x_scale, x_zero_point, W, ... (W at index 3)
     "QLinearConv": lambda n: 2 * _out_numel(n) * math.prod(_shape(n, 3)[1:]),
     "ConvInteger": lambda n: 2 * _out_numel(n) * math.prod(_shape(n, 1)[1:]),   # (input 2 is a zero point)
@@ -262,10 +269,12 @@ def epilogue_flops(node: Node) -> list[tuple[str, int]]:
 def class_shares(node: Node) -> list[tuple[str, int]]:
     """Operations of ``node`` (included in ``node_flops``) that run at another op's efficiency than its own
     class's: an epilogue part's at the part's, an Attention's softmax at Softmax's (the matrix products
-    run on the MAC array, the exponentials on the vector unit)."""
+    run on the MAC array, the exponentials on the vector unit), a router's projection at MatMul's."""
     shares = epilogue_flops(node)
     if node.op_type == "Attention" and len(_shape(node, 0)) == 4:
         shares.insert(0, ("Softmax", _attention_softmax(node)))
+    if node.op_type == "TopKGate" and _router_projection(node):
+        shares.insert(0, ("MatMul", _router_projection(node)))
     return shares
 
 

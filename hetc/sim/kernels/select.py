@@ -47,8 +47,10 @@ def one_hot(call: KernelCall) -> np.ndarray:
 @kernel("TopKGate")
 def topk_gate(call: KernelCall) -> np.ndarray:
     """Softmax over the last axis, each row's top ``k`` kept (ties to the lower index, as TopK), renormalised:
-    the ops hetc.passes.router fused, in their order."""
+    the ops hetc.passes.router fused, in their order; with a second input the logits are ``x @ W`` first."""
     logits = call.required(0)
+    if call.input(1) is not None:
+        logits = np.matmul(logits, call.required(1))   # the router's projection (MatMul's kernel: linalg)
     probs = softmax_along(logits, logits.ndim - 1)
     mask = np.zeros_like(probs)
     np.put_along_axis(mask, top_indices(probs, int(call.attr("k")), logits.ndim - 1), 1, axis=-1)
