@@ -65,7 +65,19 @@ def skip_chance(gate: Value) -> float:
     ``TopK`` (or fused ``TopKGate``) that computes the gate: ``(1 - k / E) ** rows``, with E the size of its
     axis and ``rows`` the gate column's; the largest over several routers, and 0 when none computes it or its k
     is not a constant."""
-    best = 0.0
+    return max(((1.0 - k / experts) ** max(1, gate.numel) for _router, k, experts in routers(gate)), default=0.0)
+
+
+def router_of(gate: Value) -> tuple[Node, int, int] | None:
+    """The router that decides ``gate`` (the one ``skip_chance`` judges by: the likeliest to leave it out) as
+    (node, k, experts), or None."""
+    found = list(routers(gate))
+    return max(found, key=lambda r: (1.0 - r[1] / r[2], -r[0].id)) if found else None
+
+
+def routers(gate: Value) -> Iterable[tuple[Node, int, int]]:
+    """Every routing node ``gate`` is computed from that picks a constant k of more than k experts per row, as
+    (node, k, experts)."""
     for router in ancestors(gate).values():
         k = _constant_k(router)
         if k is None or router.inputs[0] is None or not router.inputs[0].shape:
@@ -73,8 +85,7 @@ def skip_chance(gate: Value) -> float:
         experts = int(router.attrs["experts"]) if router.op_type == "TopKGate" else \
             router.inputs[0].shape[router.attr("axis", -1)]
         if experts > k:
-            best = max(best, (1.0 - k / experts) ** max(1, gate.numel))
-    return best
+            yield router, k, experts
 
 
 def _constant_k(router: Node) -> int | None:

@@ -20,6 +20,7 @@ from functools import cached_property
 from hetc.errors import ScheduleError
 from hetc.ir.fused import node_label
 from hetc.ir.immediates import is_immediate
+from hetc.ir.predicates import router_of
 from hetc.ir.tiles import ASSEMBLE, REGION, is_alias
 
 Hop = tuple[str, str]
@@ -62,6 +63,8 @@ class SchedulingProblem:
     alias_ops: dict[int, str] = field(default_factory=dict)  # alias node index -> "Region" | "Assemble"
     capacity: dict[str, int] = field(default_factory=dict)   # device memory -> bytes (no entry: unbounded lead)
     gates: dict[int, int] = field(default_factory=dict)      # predicated node -> its gate (hetc.ir.predicates)
+    # gate -> (the node id of the router deciding it, its k, its number of experts): hetc.schedule.gated
+    gate_routers: dict[int, tuple[int, int, int]] = field(default_factory=dict)
     _memo: dict = field(default_factory=dict, compare=False, repr=False, hash=False)
 
     # ------------------------------------------------------------------ structure
@@ -265,5 +268,7 @@ def build_problem(graph: "Graph", target: "Target",  # noqa: F821
         staging=target.staging if target.staging and target.staging != target.dram else None,
         alias_ops={i: n.op_type for i, n in enumerate(nodes) if is_alias(n)},
         gates={i: value_index[n.when.name] for i, n in enumerate(nodes) if n.when is not None},
+        gate_routers={value_index[n.when.name]: (r[0].id, r[1], r[2]) for n in nodes if n.when is not None
+                      for r in [router_of(n.when)] if r is not None},
         capacity={dev.memory: target.memories[dev.memory].size for dev in target.devices.values()
                   if dev.memory != target.dram})

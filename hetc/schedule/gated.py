@@ -1,0 +1,121 @@
+"""The expected case of a schedule with predicated tasks (hetc.ir.predicates), and a placement tuned for it.
+
+A schedule keeps time for every predicated task (its makespan is the worst case, every gate on); a run skips
+the tasks whose gate is off, and the engines' queues close up behind them. So which engine a chosen expert's
+weights queue on decides the run: two chosen experts whose four weight matrices share one DMA engine take
+about one matrix longer than two whose matrices are spread over two. The worst case cannot tell these
+placements apart (every expert runs there); the expected case can.
+
+``gate_scenarios`` lists the gates on in the runs to weigh: each router picks ``k`` of its ``experts``
+uniformly (all combinations when few, else a seeded sample). ``expected_makespan`` times a plan with the
+off tasks at zero duration (a skipped compute writes no more than its zeros; a skipped copy moves nothing),
+by the same timing rule as the worst case (``tasks.earliest_times``). ``balance_gated`` then moves predicated
+nodes to another candidate device, or swaps two of equal cost between devices, keeping a move when the
+expected makespan falls and the worst case does not grow.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from dataclasses import replace
+
+from hetc.schedule.listsched import replay
+from hetc.schedule.problem import SchedulingProblem
+from hetc.schedule.tasks import Plan, TaskKey, TaskSpec, copy_gate, earliest_times, makespan_of, time_plan
+
+MAX_SCENARIOS = 64     # all of a top-2 of 8 router's 28 choices; a seeded sample beyond
+MAX_TRIALS = 200       # re-schedules a search may try (each a list-scheduling pass, ~4 ms at 20 nodes)
+
+
+def gate_scenarios(problem: SchedulingProblem, limit: int = MAX_SCENARIOS, seed: int = 0) -> list[frozenset[int]]:
+    """Sets of gates (value indices) on together in one run: per router, ``k`` of its ``experts`` chosen
+    uniformly, a router's gates standing for its first experts (the rest route to unpredicated work). Gates
+    no router decides are always on."""
+    gates = sorted(set(problem.gates.values()))
+    by_router: dict[int, list[int]] = {}
+    for gate in gates:
+        if gate in problem.gate_routers:
+            by_router.setdefault(problem.gate_routers[gate][0], []).append(gate)
+    fixed = frozenset(g for g in gates if g not in problem.gate_routers)
+    picks = {r: problem.gate_routers[members[0]][1:] for r, members in by_router.items()}
+    total = math.prod(math.comb(experts, k) for k, experts in picks.values())
+    if total <= limit:
+        per_router = [[frozenset(members[i] for i in combo if i < len(members))
+                       for combo in itertools.combinations(range(picks[r][1]), picks[r][0])]
+                      for r, members in by_router.items()]
+        return [fixed.union(*choice) for choice in itertools.product(*per_router)]
+    rng = random.Random(seed)
+    return [fixed.union(*(frozenset(members[i] for i in rng.sample(range(picks[r][1]), picks[r][0])
+                                    if i < len(members)) for r, members in by_router.items()))
+            for _ in range(limit)]
+
+
+def expected_makespan(problem: SchedulingProblem, plan: Plan, scenarios: list[frozenset[int]],
+                      specs: dict[TaskKey, TaskSpec] | None = None) -> float:
+    """The mean makespan of ``plan`` over ``scenarios`` (see the module docstring); ``specs``: its tasks as
+    ``time_plan`` gives them, when the caller has them."""
+    specs = time_plan(problem, plan)[0] if specs is None else specs
+    gate_of: dict[TaskKey, int] = {}
+    for key in specs:
+        gate = problem.gates.get(key[1]) if key[0] == "c" else copy_gate(problem, key[1], key[2], plan.placement)
+        if gate is not None:
+            gate_of[key] = gate
+    order = list(specs)   # topological: one pass per scenario
+    total = 0
+    for on in scenarios:
+        run = {k: replace(t, duration=0) if k in gate_of and gate_of[k] not in on else t for k, t in specs.items()}
+        total += makespan_of(earliest_times(run, plan.orders, problem.sync_ns, order_hint=order))
+    return total / max(1, len(scenarios))
+
+
+def balance_gated(problem: SchedulingProblem, plan: Plan, max_trials: int = MAX_TRIALS
+                  ) -> tuple[Plan, dict[str, float]]:
+    """``plan``, or a re-placement of its predicated nodes with a lower expected makespan and no longer a
+    worst case (see the module docstring); and what the search found, for the schedule's details."""
+    scenarios = gate_scenarios(problem)
+    specs, times = time_plan(problem, plan)
+    worst = makespan_of(times)
+    expected = start = expected_makespan(problem, plan, scenarios, specs)
+    order = _start_order(times)
+    trials = moves = 0
+    tried = {tuple(plan.placement)}
+    improved = True
+    while improved and trials < max_trials:   # passes over the moves until one changes nothing
+        improved = False
+        for change in _moves(problem, plan.placement):
+            placement = list(plan.placement)
+            for node, device in change:
+                placement[node] = device
+            if tuple(placement) in tried:
+                continue
+            if trials >= max_trials:
+                break
+            trials += 1
+            tried.add(tuple(placement))
+            candidate = replay(problem, placement, order)
+            specs, times = time_plan(problem, candidate)
+            if makespan_of(times) > worst:
+                continue
+            mean = expected_makespan(problem, candidate, scenarios, specs)
+            if mean < expected:
+                plan, worst, expected, order = candidate, makespan_of(times), mean, _start_order(times)
+                improved, moves = True, moves + 1
+    return plan, {"scenarios": len(scenarios), "expected_before_ns": round(start),
+                  "expected_ns": round(expected), "moves": moves, "trials": trials}
+
+
+def _moves(problem: SchedulingProblem, placement: tuple[str | None, ...]) -> list[tuple[tuple[int, str], ...]]:
+    """Each pair of predicated nodes of equal costs on different devices swapped (which keeps every device's
+    load), then each predicated node to another of its devices."""
+    gated = sorted(problem.gates)
+    single = [((n, d),) for n in gated for d in problem.candidates(n) if d != placement[n]]
+    swaps = [((a, placement[b]), (b, placement[a])) for a, b in itertools.combinations(gated, 2)
+             if placement[a] != placement[b] and problem.durations[a] == problem.durations[b]]
+    return swaps + single
+
+
+def _start_order(times: dict[TaskKey, tuple[int, int]]) -> list[int]:
+    """The compute nodes in the order their tasks start."""
+    starts = {key[1]: start for key, (start, _end) in times.items() if key[0] == "c"}
+    return sorted(starts, key=lambda n: (starts[n], n))

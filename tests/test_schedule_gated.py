@@ -1,0 +1,61 @@
+"""The expected case of a schedule with predicated experts (hetc.schedule.gated): the runs it weighs, its timing,
+and the placement search that lowers it without lengthening the worst case."""
+from __future__ import annotations
+
+from hetc.frontend import import_model
+from hetc.passes import optimize
+from hetc.schedule.api import solve
+from hetc.schedule.gated import balance_gated, expected_makespan, gate_scenarios
+from hetc.schedule.heuristics import fixed_placement, heft
+from hetc.schedule.problem import build_problem
+from hetc.schedule.tasks import makespan_of, time_plan
+from hetc.target import load_target
+from qdq_helpers import make_models
+
+
+def _problem(target: str = "edge-soc", experts: int = 8):
+    graph = optimize(import_model(make_models().moe(1, experts, 2, name=f"moe{experts}")))
+    return build_problem(graph, load_target(target))
+
+
+def test_the_runs_weighed_are_every_choice_of_k_experts():
+    problem = _problem()
+    scenarios = gate_scenarios(problem)
+    assert len(scenarios) == 28 and len(set(scenarios)) == 28   # C(8, 2)
+    assert all(len(on) == 2 for on in scenarios)
+    assert set().union(*scenarios) == set(problem.gates.values())
+
+
+def test_every_gate_on_is_the_worst_case_and_fewer_take_less():
+    problem = _problem()
+    plan = heft(problem)
+    worst = makespan_of(time_plan(problem, plan)[1])
+    every = frozenset(problem.gates.values())
+    assert expected_makespan(problem, plan, [every]) == worst
+    assert expected_makespan(problem, plan, gate_scenarios(problem)) < worst
+    assert expected_makespan(problem, plan, [frozenset()]) < expected_makespan(problem, plan, gate_scenarios(problem))
+
+
+def test_experts_kept_whole_on_one_device_are_spread_without_a_longer_worst_case():
+    """Each expert wholly on the NPU or wholly on the DSP: two chosen experts on one device queue their four
+    weight matrices on one DMA engine. The search spreads them and the expected run gets shorter."""
+    problem = _problem()
+    placement = list(heft(problem).placement)
+    experts = sorted({g for g in problem.gates.values()})
+    for node, gate in problem.gates.items():
+        if "npu" in problem.candidates(node) and "dsp" in problem.candidates(node):
+            placement[node] = "npu" if experts.index(gate) % 2 else "dsp"
+    plan = fixed_placement(problem, placement)
+    worst = makespan_of(time_plan(problem, plan)[1])
+    before = expected_makespan(problem, plan, gate_scenarios(problem))
+    tuned, info = balance_gated(problem, plan)
+    assert makespan_of(time_plan(problem, tuned)[1]) <= worst
+    assert info["moves"] >= 1 and info["expected_ns"] < before
+    assert abs(expected_makespan(problem, tuned, gate_scenarios(problem)) - info["expected_ns"]) <= 0.5
+    split = sum(len({tuned.placement[n] for n, g in problem.gates.items() if g == gate}) > 1 for gate in experts)
+    assert split > 0
+
+
+def test_the_cpsat_schedule_reports_its_expected_case():
+    details = solve(_problem(), "cpsat", time_limit_s=0.5).stats.details["expected_case"]
+    assert details["scenarios"] == 28 and details["expected_ns"] <= details["expected_before_ns"]
