@@ -204,6 +204,7 @@ def test_a_build_without_simulation_says_its_makespan_is_the_worst_case(moe_buil
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = build(_moe(), BuildOptions(target="edge-soc", scheduler="heft"))
-    assert result.summary["predicated"] == {"predicated_tasks": moe_build.summary["predicated"]["predicated_tasks"]}
+    predicated = sum(t.when is not None for t in result.schedule.tasks)
+    assert predicated > 0 and result.summary["predicated"] == {"predicated_tasks": predicated}
     assert "worst case (every gate on)" in result.bundle.report
     assert moe_build.summary["predicated"]["worst_case_us"] >= moe_build.summary["predicated"]["expected_us"]
