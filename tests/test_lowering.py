@@ -80,3 +80,56 @@ def test_nothing_is_lowered_where_no_accelerator_gains(target_name, stride):
     lowered = optimize(graph, stats, lowerings=lowering_rules(load_target(target_name)))
     assert [n.op_type for n in lowered.nodes] == ["Conv"]
     assert stats.get("lower_for_target", {"changed": 0})["changed"] == 0
+
+
+def _shuffle_model(channels: int = 12, groups: int = 3, size: int = 6, rank: int = 5):
+    """ShuffleNet's channel shuffle: Reshape to [N, g, C/g, H, W] (``rank`` 4: [N, g, C/g, H*W]), swap the two
+    channel axes, Reshape back."""
+    i64 = lambda name, v: numpy_helper.from_array(np.array(v, np.int64), name)  # noqa: E731
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("Reshape", ["r", "split"], ["a"]),
+             helper.make_node("Transpose", ["a"], ["t"], perm=[0, 2, 1, 3, 4][:rank]),
+             helper.make_node("Reshape", ["t", "back"], ["y"])]
+    shape = [1, channels, size, size]
+    spatial = [size, size] if rank == 5 else [size * size]
+    graph = helper.make_graph(nodes, "shuffle", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+                              [i64("split", [1, groups, channels // groups] + spatial), i64("back", shape)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = EXPORT_IR_VERSION
+    return model
+
+
+def test_a_channel_shuffle_is_lowered_to_the_npus_rank_and_computes_the_same():
+    target = load_target("edge-soc")
+    model = _shuffle_model()
+    plain = optimize(import_model(model))
+    (transpose,) = [n for n in plain.nodes if n.op_type == "Transpose"]
+    assert not kernel_support(target, transpose, "npu")   # rank 5 against the NPU's max_rank 4
+    lowered = optimize(import_model(model), lowerings=lowering_rules(target))
+    (transpose,) = [n for n in lowered.nodes if n.op_type == "Transpose"]
+    assert transpose.inputs[0].shape == (1, 3, 4, 36) and transpose.attrs["perm"] == [0, 2, 1, 3]
+    assert all(kernel_support(target, n, "npu") for n in lowered.nodes)
+    x = np.random.default_rng(3).standard_normal((1, 12, 6, 6)).astype(np.float32)
+    np.testing.assert_array_equal(_run(to_onnx(lowered), x), _run(model, x))
+
+
+@pytest.mark.parametrize("perm, merged_shape, merged_perm", [
+    ([0, 2, 1, 3, 4], (2, 3, 4, 30), [0, 2, 1, 3]),      # the shuffle: H and W stay together
+    ([0, 1, 2, 3, 4], (720,), [0]),                       # nothing moves: one axis
+    ([4, 3, 2, 1, 0], (2, 3, 4, 5, 6), [4, 3, 2, 1, 0]),  # every axis moves alone
+    ([], (2, 3, 4, 5, 6), [4, 3, 2, 1, 0]),               # ONNX's default: reversed
+    ([2, 3, 4, 0, 1], (6, 120), [1, 0]),                  # two runs swapped
+])
+def test_the_axes_a_permutation_keeps_together_merge(perm, merged_shape, merged_perm):
+    from hetc.target.lowering import _merged_axes
+    assert _merged_axes((2, 3, 4, 5, 6), perm) == (merged_shape, merged_perm)
+    x = np.arange(720).reshape(2, 3, 4, 5, 6)
+    full = np.transpose(x, perm or None)
+    assert np.array_equal(np.transpose(x.reshape(merged_shape), merged_perm).reshape(full.shape), full)
+
+
+def test_a_shuffle_the_npu_already_runs_is_left_alone():
+    stats: dict = {}
+    optimize(import_model(_shuffle_model(rank=4)), stats, lowerings=lowering_rules(load_target("edge-soc")))
+    assert stats.get("lower_for_target", {"changed": 0})["changed"] == 0
