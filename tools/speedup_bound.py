@@ -68,10 +68,10 @@ def main(argv: list[str] | None = None) -> int:
             after = build(str(path), BuildOptions(target=target)).schedule.makespan_ns
         reached.append(before / after)
         possible.append(before / bound)
-        print(f"| {name} | {before / 1e6:,.1f} | {after / 1e6:,.1f} | {bound / 1e6:,.1f} | {before / after:.2f}x "
+        print(f"| {name} | {before / 1e6:,.2f} | {after / 1e6:,.2f} | {bound / 1e6:,.2f} | {before / after:.3f}x "
               f"| {before / bound:.2f}x |", flush=True)
     geo = lambda xs: math.exp(sum(map(math.log, xs)) / len(xs))  # noqa: E731
-    print(f"\ngeometric mean: reached {geo(reached):.2f}x, at most {geo(possible):.2f}x with these tiles")
+    print(f"\ngeometric mean: reached {geo(reached):.3f}x, at most {geo(possible):.3f}x with these tiles")
     return 0
 
 
