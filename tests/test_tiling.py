@@ -157,22 +157,6 @@ def test_a_node_that_fits_is_spread_over_unlike_devices_when_that_pays():
     assert "split over npu0, cpu" in plan.why and "staged through DRAM" in plan.why
 
 
-def test_a_node_the_cpu_runs_fastest_whole_is_spread_without_staging_against_it():
-    """A depthwise convolution on edge-soc: the CPU (in DRAM) beats the NPU whole, so parts staged through DRAM
-    cross it no more than the whole node on the CPU does, and a part on the NPU beside the CPU's pays."""
-    from hetc.target import load_target
-    target = load_target("edge-soc")
-    model = make_model([mk("Conv", ["x", "w"], ["y"], name="dw", pads=[1, 1, 1, 1], group=136)],
-                       {"x": (1, 136, 28, 28)}, ["y"], {"w": (136, 1, 3, 3)})
-    graph = load(model)
-    conv = next(n for n in graph.nodes if n.name == "dw")
-    assert target.cost(conv, "cpu") < target.cost(conv, "npu")
-    plan = plan_node(target, conv)
-    assert isinstance(plan, TilePlan) and plan.whole_ns == pytest.approx(target.cost(conv, "cpu"))
-    assert "split over npu, cpu" in plan.why and "whole on cpu" in plan.why
-    assert_same_outputs(graph, tile_graph(graph, target), rtol=1e-5)
-
-
 def test_gemm_too_big_for_its_weights_streams_them_through_a_k_chain():
     target = target_from_toml_text(target_text())
     graph = load(make_model([mk("Gemm", ["a", "w", "b"], ["y"], name="fc", transB=1)],

@@ -3,8 +3,6 @@
 when each applies."""
 from __future__ import annotations
 
-import math
-
 from typing import Sequence
 
 from hetc.target.capability import kernel_support
@@ -49,25 +47,18 @@ def spread_over_devices(ctx: CutContext) -> TilePlan | None:
     would finish them first, is estimated to beat the fastest device alone. Weights are left out on both
     sides (a schedule prefetches them behind other work, whole or in slices); activations are not: the parts
     read their input from DRAM and write their output there (``graph._staged``), so both cross DRAM once more than
-    the whole node's on an accelerator (not than the CPU's, which works in DRAM: against a node the CPU runs
-    fastest whole the parts stage nothing extra), and each part on an accelerator loads and drains its own
-    slices."""
+    the whole node's, and each part on an accelerator loads and drains its own slices."""
     target, node = ctx.target, ctx.node
     order = [ctx.device, *target.priority, *target.devices]
     devices = [d for d in dict.fromkeys(order) if kernel_support(target, node, d)]
     if len(devices) < 2:
         return None
     whole = target.cost(node, ctx.device)
-    activations = sum(v.nbytes for v in {id(v): v for v in node.present_inputs if not v.is_const}.values())
-    staging = dma_ns(ctx, activations) + dma_ns(ctx, node.outputs[0].nbytes)
-    on_cpu = min((target.cost(node, d) for d in devices if target.devices[d].kind == "cpu"), default=math.inf)
-    if on_cpu < whole:
-        # Faster whole on the CPU, which works in DRAM: there the node's activations cross DRAM as the parts'
-        # do, so the parts stage nothing extra against it.
-        whole, staging = on_cpu, 0.0
     floor = min(target.devices[d].launch_ns for d in devices) + target.sync_ns
     if floor >= whole / 2:
         return None   # two parts could not pay for their launches and the join
+    activations = sum(v.nbytes for v in {id(v): v for v in node.present_inputs if not v.is_const}.values())
+    staging = dma_ns(ctx, activations) + dma_ns(ctx, node.outputs[0].nbytes)
     scored = []
     for axis in ctx.axes:
         if axis.out_axis is None:
@@ -83,9 +74,8 @@ def spread_over_devices(ctx: CutContext) -> TilePlan | None:
     estimate, cuts, used = min(scored, key=lambda s: (s[0], cut_count(s[1])))
     if estimate >= whole * (1 - NEAR_BEST) or len(used) < 2:
         return None   # within an estimate's precision of the whole node: the parts' tasks are not worth it
-    fastest = ctx.device if staging else next(d for d in devices if target.devices[d].kind == "cpu")
     why = (f"fits whole, but split over {', '.join(used)}: {cut_label(cuts)} estimated {estimate / 1000:,.1f} µs "
-           f"(parts staged through DRAM) against {whole / 1000:,.1f} µs whole on {fastest}")
+           f"(parts staged through DRAM) against {whole / 1000:,.1f} µs whole on {ctx.device}")
     return TilePlan(tuple(cuts), ctx.device, ctx.budget, estimate, whole, why)
 
 

@@ -20,8 +20,8 @@ cost model and keeps the fastest.
   semaphore, against a fraction of the compute.
 * **Spreading.** On a target whose devices differ (an NPU, a DSP and the CPU), a node the fastest device
   holds whole is cut into equal parts when every device that can run one, taking parts while it would
-  finish them first, is estimated at least ``NEAR_BEST`` faster than the fastest device alone, the CPU
-  included (``parts.spread_over_devices``).
+  finish them first, is estimated at least ``NEAR_BEST`` faster than the fastest device alone
+  (``parts.spread_over_devices``).
 * **Cap.** At most ``MAX_TILES`` (512) tiles per node. Every tile is a compute task and two or three DMA tasks
   for the scheduler, so 512 tiles of one node are about two thousand tasks, several times a whole light model;
   the largest layer of the light models, VGG-19's fc6 (411 MB of fp32 weights streamed through 1 MiB tile
