@@ -25,7 +25,8 @@ from hetc.schedule.problem import SchedulingProblem
 from hetc.schedule.tasks import Plan, TaskKey, TaskSpec, copy_gate, earliest_times, makespan_of, time_plan
 
 MAX_SCENARIOS = 64     # all of a top-2 of 8 router's 28 choices; a seeded sample beyond
-MAX_TRIALS = 200       # re-schedules a search may try (each a list-scheduling pass, ~4 ms at 20 nodes)
+MAX_TRIALS = 200       # re-schedules a search may try (each a list-scheduling pass, ~4 ms at 20 nodes) ...
+TRIAL_NODES = 20_000   # ... and at most this many nodes re-scheduled in all: a pass costs in proportion to them
 
 
 def gate_scenarios(problem: SchedulingProblem, limit: int = MAX_SCENARIOS, seed: int = 0) -> list[frozenset[int]]:
@@ -74,6 +75,7 @@ def balance_gated(problem: SchedulingProblem, plan: Plan, max_trials: int = MAX_
     """``plan``, or a re-placement of its predicated nodes with a lower expected makespan and no longer a
     worst case (see the module docstring); and what the search found, for the schedule's details."""
     scenarios = gate_scenarios(problem)
+    max_trials = min(max_trials, TRIAL_NODES // max(1, problem.n))
     specs, times = time_plan(problem, plan)
     worst = makespan_of(times)
     expected = start = expected_makespan(problem, plan, scenarios, specs)
