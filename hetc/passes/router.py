@@ -89,13 +89,13 @@ def _build(graph: Graph, m: Match) -> list[Node]:
     assert planned is not None   # (where() said so)
     k, upstream = planned
     m.absorbed += upstream
-    softmax = next(n for n in upstream if n.op_type == "Softmax")
-    first = upstream[0]   # the MatMul when the projection is absorbed: its inputs become the composite's
+    softmax = m.anchor.producer
+    # the first absorbed node's inputs: the projection's (x, W), or the Softmax's logits
+    inputs = list(upstream[0].inputs[:2] if upstream[0] is not softmax else softmax.inputs[:1])
     attrs = {"k": k, "experts": int(m.anchor.shape[1]),
              PARTS_ATTR: [n.op_type for n in upstream] + [n.op_type for n in m.nodes.values()]}
     # The Softmax's id: it is removed, and ids must stay unique until the pipeline renumbers.
-    return [Node(softmax.id, "TopKGate", softmax.name or m.output.name, list(first.inputs[:2]) if first is not
-                 softmax else [softmax.inputs[0]], [m.output], attrs, FUSED_DOMAIN)]
+    return [Node(softmax.id, "TopKGate", softmax.name or m.output.name, inputs, [m.output], attrs, FUSED_DOMAIN)]
 
 
 ROUTER_RULES: list[Rule] = [

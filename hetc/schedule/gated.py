@@ -97,11 +97,12 @@ def balance_gated(problem: SchedulingProblem, plan: Plan, max_trials: int = MAX_
             tried.add(tuple(placement))
             candidate = replay(problem, placement, order)
             specs, times = time_plan(problem, candidate)
-            if makespan_of(times) > worst:
+            span = makespan_of(times)
+            if span > worst:
                 continue
             mean = expected_makespan(problem, candidate, scenarios, specs)
             if mean < expected:
-                plan, worst, expected, order = candidate, makespan_of(times), mean, _start_order(times)
+                plan, worst, expected, order = candidate, span, mean, _start_order(times)
                 improved, moves = True, moves + 1
     return plan, {"scenarios": len(scenarios), "expected_before_ns": round(start),
                   "expected_ns": round(expected), "moves": moves, "trials": trials}

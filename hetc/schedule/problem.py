@@ -257,6 +257,7 @@ def build_problem(graph: "Graph", target: "Target",  # noqa: F821
     node_inputs = [tuple(dict.fromkeys(value_of(v) for v in n.reads if not is_immediate(v))) for n in nodes]
     for v in graph.outputs:
         value_of(v)
+    gates = {n.when.name: n.when for n in nodes if n.when is not None}   # each once: an expert has several nodes
     memories = sorted({dev.memory for dev in target.devices.values()} | {target.dram})
     routes = {(a, b): tuple(target.route(a, b)) for a in memories for b in memories if a != b}
     dmas = {e.name: DmaSpec(e.name, tuple(e.memories), e.latency_ns, e.bandwidth) for e in target.dmas.values()}
@@ -268,7 +269,7 @@ def build_problem(graph: "Graph", target: "Target",  # noqa: F821
         staging=target.staging if target.staging and target.staging != target.dram else None,
         alias_ops={i: n.op_type for i, n in enumerate(nodes) if is_alias(n)},
         gates={i: value_index[n.when.name] for i, n in enumerate(nodes) if n.when is not None},
-        gate_routers={value_index[n.when.name]: (r[0].id, r[1], r[2]) for n in nodes if n.when is not None
-                      for r in [router_of(n.when)] if r is not None},
+        gate_routers={value_index[name]: (r[0].id, r[1], r[2]) for name, gate in gates.items()
+                      for r in [router_of(gate)] if r is not None},
         capacity={dev.memory: target.memories[dev.memory].size for dev in target.devices.values()
                   if dev.memory != target.dram})

@@ -12,7 +12,7 @@ so that the lowered node still takes its epilogue.
   block i + k // stride, channel k % stride. The price is the zero taps (AlexNet: 12x12 instead of 11x11 per
   channel, +19% MACs) and one pass over the input; Google's TPUs run ResNet's stride-2 stem this way.
   It applies only where an accelerator accepts the lowered convolution and none the original.
-* ``transpose_at_lower_rank``: ``Reshape -> Transpose -> Reshape`` whose Transpose exceeds every accelerator's
+* ``transpose_at_lower_rank``: ``Reshape -> Transpose -> Reshape`` whose Transpose exceeds an accelerator's
   ``max_rank`` (ShuffleNet's channel shuffle: [N, g, C/g, H, W], perm (0, 2, 1, 3, 4), against the NPU's 4)
   becomes the same three ops with the input axes the permutation keeps together, in order, merged into one
   ([N, g, C/g, H*W], perm (0, 2, 1, 3)). The bytes are the same at every step (a Reshape is a C-order view),
