@@ -228,3 +228,47 @@ def test_a_grouped_conv_the_npu_refuses_runs_there_as_one_plain_conv_per_group()
     assert all(target.supports(t, "npu0") for t in tiles)
     assert "grouped_conv = false" in tiles[0].tile.why
     assert_same_outputs(graph, tiled)
+
+
+def _grouped_after_relu(channels: int, hw: int):
+    """Relu -> grouped Conv (group 2): the conv's input is an activation some node produced."""
+    return load(make_model([mk("Relu", ["x"], ["r"], name="relu"),
+                            mk("Conv", ["r", "w", "b"], ["y"], name="gconv", group=2, pads=[1, 1, 1, 1])],
+                           {"x": (1, channels, hw, hw)}, ["y"],
+                           {"w": (2 * channels, channels // 2, 3, 3), "b": (2 * channels,)}))
+
+
+def test_a_grouped_conv_that_fits_whole_reads_its_groups_in_place():
+    target = target_from_toml_text(target_text(spm="1MiB") + "\n[devices.npu0.limits]\ngrouped_conv = false\n")
+    graph = _grouped_after_relu(8, 16)
+    tiled = tile_graph(graph, target)
+    assert len(tiles_of(tiled, "gconv")) == 2
+    # cut for want of a kernel, not of room: no copy of the Relu's output goes to DRAM for the tiles
+    assert not [n for n in tiled.nodes if n.name.endswith("/to_dram")]
+    assert_same_outputs(graph, tiled)
+
+
+def test_a_grouped_conv_too_big_to_hold_whole_stages_its_input_through_dram():
+    target = target_from_toml_text(target_text(spm="256KiB") + "\n[devices.npu0.limits]\ngrouped_conv = false\n")
+    graph = _grouped_after_relu(16, 24)   # 147 KB in, 74 KB out: over a third of 256 KiB whole, a group fits
+    assert working_set_bytes(graph.nodes[1], 64) > 256 * 1024 // 3
+    tiled = tile_graph(graph, target)
+    assert tiles_of(tiled, "gconv") and [n for n in tiled.nodes if n.name.endswith("/to_dram")]
+    assert_same_outputs(graph, tiled)
+
+
+def test_groups_are_cut_into_row_bands_when_an_idle_cpu_can_take_some():
+    # a CPU half as fast as the NPU: bands of each group over both beat the two groups one after the other
+    text = (target_text(spm="4MiB").replace("peak = { float32 = 20.0 }", "peak = { float32 = 100.0 }")
+            + "\n[devices.npu0.limits]\ngrouped_conv = false\n")
+    target = target_from_toml_text(text)
+    graph = _grouped_after_relu(32, 48)
+    tiled = tile_graph(graph, target)
+    tiles = tiles_of(tiled, "gconv")
+    assert tiles[0].tile.axis == "channels x rows" and len(tiles) > 2
+    assert "spread over npu0, cpu" in tiles[0].tile.why
+    assert all(int(t.attrs.get("group", 1)) == 1 for t in tiles)
+    assert_same_outputs(graph, tiled)
+    # with a CPU a fortieth as fast as the NPU, the groups stay whole
+    slow = target_from_toml_text(text.replace("peak = { float32 = 100.0 }", "peak = { float32 = 5.0 }"))
+    assert len(tiles_of(tile_graph(graph, slow), "gconv")) == 2

@@ -59,7 +59,8 @@ def test_light_model_tiled_fits_and_computes_the_same(model_name, target_name):
             plan = plan_node(target, next(n for n in graph.nodes if n.name == node.tile.of))
             assert isinstance(plan, TilePlan)
             alignment = max(target.memories[target.devices[d].memory].alignment for d in accelerators)
-            assert working_set_bytes(node, alignment) <= plan.budget
+            if plan.budget:   # a grouped conv cut per group for want of a kernel promises no budget
+                assert working_set_bytes(node, alignment) <= plan.budget
     print(f"{model_name} on {target_name}: {accelerator_share(graph, target):.1%} of FLOPs accelerator-eligible "
           f"before tiling, {accelerator_share(tiled, target):.1%} after")
     a, b = run(logits(graph)), run(logits(tiled))

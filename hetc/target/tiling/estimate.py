@@ -26,6 +26,9 @@ class TilePlan:
     estimate_ns: float
     whole_ns: float | None       # the node whole on one core, when it fits (a split), else None
     why: str
+    # The tiles take their activation boxes from a copy in DRAM (``graph._staged``); False: in place, from
+    # wherever the producer left the activation, for a node whose whole working set fits the tile budget.
+    staged: bool = True
 
     @property
     def count(self) -> int:

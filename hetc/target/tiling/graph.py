@@ -16,7 +16,7 @@ from hetc.ir.fused import base_node
 from hetc.ir.graph import TileRef
 from hetc.ir.tiles import ASSEMBLE, REGION, TILE_DOMAIN
 from hetc.target.tiling.estimate import TILE_BUDGET_FRACTION, TilePlan
-from hetc.target.tiling.plan import group_plan, plan_node
+from hetc.target.tiling.plan import plan_node
 from hetc.target.tiling.shapes import ACC, describe_tile, split_bands
 from hetc.target.tiling.boxes import Box, box_shape, full
 from hetc.target.tiling.axes import Untileable
@@ -37,8 +37,6 @@ def tile_graph(graph: Graph, target: Any, fraction: float = TILE_BUDGET_FRACTION
     changed = False
     for node in result.nodes:
         plan = plan_node(target, node, opset, fraction)
-        if not isinstance(plan, TilePlan):
-            plan = group_plan(target, node, opset)
         if not isinstance(plan, TilePlan):
             nodes.append(node)
             continue
@@ -120,7 +118,7 @@ def _materialize(node: Node, plan: TilePlan, opset: int, names: _Names,
                                     const=array)
             return slices[key]
         if key not in regions:
-            base, next_id = _staged(v, staged, made, names, next_id)
+            base, next_id = _staged(v, staged, made, names, next_id) if plan.staged else (v, next_id)
             out = Value(names.fresh(f"{v.name}__{label}_r{len(regions)}"), v.dtype, box_shape(box))
             made.append(Node(next_id, REGION, names.fresh(f"{label}/region{len(regions)}"), [base], [out],
                              {"starts": list(box[0]), "ends": list(box[1])}, TILE_DOMAIN))

@@ -21,7 +21,8 @@ cost model and keeps the fastest.
 * **Spreading.** On a target whose devices differ (an NPU, a DSP and the CPU), a node the fastest device
   holds whole is cut into equal parts when every device that can run one, taking parts while it would
   finish them first, is estimated at least ``NEAR_BEST`` faster than the fastest device alone
-  (``parts.spread_over_devices``).
+  (``parts.spread_over_devices``). A grouped convolution cut per group for want of a kernel has its groups
+  cut into row bands by the same rule (``parts.spread_groups``).
 * **Cap.** At most ``MAX_TILES`` (512) tiles per node. Every tile is a compute task and two or three DMA tasks
   for the scheduler, so 512 tiles of one node are about two thousand tasks, several times a whole light model;
   the largest layer of the light models, VGG-19's fc6 (411 MB of fp32 weights streamed through 1 MiB tile
@@ -38,7 +39,7 @@ from hetc.ir.fused import base_node
 from hetc.target.capability import kernel_support, working_set_bytes
 from hetc.target.tiling.estimate import (TILE_BUDGET_FRACTION, CutContext, TilePlan, cut_estimate, cut_label, fits,
                                          parallel_cores, pick_cut, representatives)
-from hetc.target.tiling.parts import split_across_cores, spread_over_devices
+from hetc.target.tiling.parts import split_across_cores, spread_groups, spread_over_devices
 from hetc.target.tiling.axes import Axis, Untileable
 from hetc.target.tiling.rules import RULES
 from hetc.target.tiling.shapes import opset_of, sketch
@@ -109,9 +110,10 @@ def _signature(node: Node) -> tuple:
 
 def plan_node(target: Any, node: Node, opset: int | None = None,
               fraction: float = TILE_BUDGET_FRACTION) -> TilePlan | str | None:
-    """The tiling of ``node`` for ``target``: a TilePlan; a string saying why it cannot be tiled to fit
-    (the node is too big for an accelerator that could otherwise run it); or None (nothing to do: no
-    accelerator could run it, or it fits and no split pays). Cached per node and target."""
+    """The tiling of ``node`` for ``target``: a TilePlan (a grouped convolution no accelerator runs as such
+    gets ``group_plan``'s); a string saying why it cannot be tiled to fit (the node is too big for an
+    accelerator that could otherwise run it); or None (nothing to do: no accelerator could run it, or it fits
+    and no split pays). Cached per node and target."""
     if node.tile is not None:
         return None   # a tile fits by construction
     per_target = node.memo.setdefault(_MEMO_KEY, {})
@@ -125,7 +127,8 @@ def plan_node(target: Any, node: Node, opset: int | None = None,
                   len({id(v) for v in node.present_inputs}), fraction)
     shared = target._cache.setdefault("tile-plans", {})
     if shared_key not in shared:
-        shared[shared_key] = _plan(target, node, opset_of(node, opset), fraction)
+        plan = _plan(target, node, opset_of(node, opset), fraction)
+        shared[shared_key] = plan if isinstance(plan, TilePlan) else group_plan(target, node, opset, fraction) or plan
     result = shared[shared_key]
     per_target[key] = (signature, result)
     return result
@@ -204,7 +207,8 @@ def tiling_verdict(target: Any, node: Node) -> str:
     return "it is not tiled"
 
 
-def group_plan(target: Any, node: Node, opset: int | None = None) -> TilePlan | None:
+def group_plan(target: Any, node: Node, opset: int | None = None,
+               fraction: float = TILE_BUDGET_FRACTION) -> TilePlan | None:
     """A grouped convolution that no accelerator runs as such (``grouped_conv = false``) but one runs as plain
     convolutions: cut into one tile per group, each a group-1 Conv over its own input and output channels
     (AlexNet's and ShuffleNet's grouped layers). None when that does not apply."""
@@ -221,10 +225,21 @@ def group_plan(target: Any, node: Node, opset: int | None = None) -> TilePlan | 
              if dev.kind != "cpu" and not kernel_support(target, node, d) and kernel_support(target, probe, d)]
     if not plain:
         return None
-    channels = next((a for a in RULES["Conv"].axes(base, opset_of(node, opset)) if a.name == "channels"), None)
+    axes = RULES["Conv"].axes(base, opset_of(node, opset))
+    channels = next((a for a in axes if a.name == "channels"), None)
     if channels is None or channels.extent // channels.unit != group:
         return None
     device = min(plain, key=lambda d: (target.cost(probe, d), plain.index(d)))
     why = (f"grouped convolution (group = {group}): {device} runs it as {group} plain convolutions, one per group "
            f"(its limit grouped_conv = false)")
-    return TilePlan(((channels, group),), device, 0, 0.0, None, why)
+    home = target.memories[target.devices[device].memory]
+    budget = int(home.size * fraction)
+    # A grouped convolution that fits the budget whole is cut for want of a kernel, not of room: its tiles
+    # read their groups in place (ShuffleNet's activations went to DRAM and back around every grouped layer).
+    staged = working_set_bytes(node, home.alignment) > budget
+    ctx = CutContext(node, target, axes, opset_of(node, opset), device, 1, budget, home.alignment, fraction)
+    spread = spread_groups(ctx, (channels, group), list(dict.fromkeys([device, *target.priority, *target.devices])))
+    if spread is not None:
+        return TilePlan(spread.cuts, device, budget, spread.estimate_ns, spread.whole_ns, f"{why}; {spread.why}",
+                        staged)
+    return TilePlan(((channels, group),), device, 0, 0.0, None, why, staged)
