@@ -80,3 +80,66 @@ def test_float_parameters_are_kept():
     kept = _arrays(randomize_weights(model))
     np.testing.assert_array_equal(kept["scales"], [1, 1, 2, 2])
     assert kept["lo"] == 0 and kept["hi"] == 6
+
+
+def _residual_stack(blocks: int) -> onnx.ModelProto:
+    """``blocks`` residual blocks of Conv -> BatchNormalization -> Relu added to their input, then a Gemm: the
+    shape of ResNet's trunk, where random statistics let the activations grow block after block."""
+    nodes, inits, x = [], [], "x"
+    for k in range(blocks):
+        nodes += [helper.make_node("Conv", [x, f"w{k}"], [f"c{k}"], pads=[1, 1, 1, 1]),
+                  helper.make_node("BatchNormalization", [f"c{k}", f"s{k}", f"b{k}", f"m{k}", f"v{k}"], [f"n{k}"]),
+                  helper.make_node("Relu", [f"n{k}"], [f"r{k}"]),
+                  helper.make_node("Add", [x, f"r{k}"], [f"a{k}"])]
+        inits += [numpy_helper.from_array(np.zeros((8, 8, 3, 3), np.float32), f"w{k}")]
+        inits += [numpy_helper.from_array(np.zeros(8, np.float32), f"{p}{k}") for p in "sbmv"]
+        x = f"a{k}"
+    nodes += [helper.make_node("GlobalAveragePool", [x], ["p"]), helper.make_node("Flatten", ["p"], ["f"]),
+              helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1)]
+    inits.append(numpy_helper.from_array(np.zeros((10, 8), np.float32), "fc"))
+    graph = helper.make_graph(nodes, "stack", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 12, 12])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    return model
+
+
+def _values(model: onnx.ModelProto, names: list[str]) -> dict[str, np.ndarray]:
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    probe.graph.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names)
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(7).standard_normal((1, 8, 12, 12)).astype(np.float32)   # not the calibration input
+    return dict(zip(names, session.run(names, {"x": x})))
+
+
+def test_batch_norms_normalise_their_inputs_as_trained_ones_do():
+    model = randomize_weights(_residual_stack(12), seed=0)
+    values = _values(model, [f"n{k}" for k in range(12)] + ["y"])
+    for k in range(12):   # each BatchNormalization's output: about zero mean, unit spread per channel
+        n = values[f"n{k}"]
+        assert abs(float(n.mean())) < 0.5 and 0.5 < float(n.std()) < 2.0, (k, n.mean(), n.std())
+    assert float(np.abs(values["y"]).max()) < 100   # logits of a sensible scale, not one-hot after a Softmax
+
+
+def test_uncalibrated_statistics_would_let_the_activations_grow(monkeypatch):
+    # the control for the test above: with the statistics left as drawn, the same stack's last normalised
+    # activations are far from unit scale
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("hetc.validate.weights"), "calibrate_batch_norms",
+                        lambda model, seed=0: model)
+    n = _values(randomize_weights(_residual_stack(12), seed=0), ["n11"])["n11"]
+    assert float(n.std()) > 10
+
+
+def test_a_batch_norm_over_one_value_per_channel_keeps_its_random_statistics():
+    # [1, C] input: one value per channel, no variance to measure
+    graph = helper.make_graph([helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"])], "bn1",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+                              [numpy_helper.from_array(np.full(4, 0.02, np.float32), n) for n in "sbmv"])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    var = _arrays(randomize_weights(model, 0))["v"]
+    assert (var >= 0.5).all() and (var <= 1.5).all()   # drawn, not measured

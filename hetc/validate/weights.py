@@ -4,7 +4,9 @@ The onnx light models ship constant weights (0.02 everywhere), so every logit ag
 almost whatever the compiler does. ``randomize_weights`` replaces a model's float initializers with seeded
 random values scaled by the fan-in of the node that reads them (He for weights feeding a Relu-style network,
 LeCun-like otherwise: std = sqrt(2 / fan_in)), so that activations keep a unit-ish scale through the depth.
-Integer tensors (shapes, axes, indices) and float parameters (a Resize's scales, a Clip's bounds) are left alone; BatchNormalization gets scale ~1 and a positive variance.
+Integer tensors (shapes, axes, indices) and float parameters (a Resize's scales, a Clip's bounds) are left
+alone. BatchNormalization gets a scale ~1 and a small bias, and the mean and variance its input has on a seeded
+random input (``hetc.validate.calibrate``), so that it normalises as a trained one does.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import onnx
 from onnx import numpy_helper
 
 from hetc.target.ops import PARAMETER_INPUTS
+from hetc.validate.calibrate import calibrate_batch_norms
 
 WEIGHT_CHOICES = ("model", "random")  # keep the model's weights, or randomize_weights()
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16}
@@ -168,7 +171,7 @@ def randomize_weights(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
             new = rng.normal(0.0, 0.1, shape)
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
         out.graph.initializer[i].CopyFrom(numpy_helper.from_array(new.astype(dtype), tensor.name))
-    return out
+    return calibrate_batch_norms(out, seed)
 
 
 __all__ = ["randomize_weights", "WEIGHT_CHOICES"]

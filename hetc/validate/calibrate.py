@@ -1,0 +1,149 @@
+"""Batch-normalisation statistics for random weights.
+
+A trained network's BatchNormalization holds the mean and variance of the activations it sees, so each one
+hands the next layer values of unit scale. Random statistics do not: through ResNet-50's 16 residual blocks
+the activations grow until the logits reach about 10^4 (ShuffleNet's 10^5), the final Softmax is exactly one-hot,
+and comparing its output with onnxruntime's proves nothing. ``calibrate_batch_norms`` measures them instead:
+one onnxruntime run of the model in which every BatchNormalization normalises by the statistics of its own
+input on a seeded random input (as in training), each layer seeing the ones before it normalised; those
+statistics become its mean and variance.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from hetc.validate.inputs import make_inputs
+
+# A channel's statistics need several values: a [N, C] input of one sample would get a variance of 0.
+MIN_VALUES_PER_CHANNEL = 16
+
+
+def calibrate_batch_norms(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
+    """A copy of ``model`` whose BatchNormalization means and variances are those of their inputs on seeded
+    random inputs (``make_inputs(model, seed)``). A node is left as it is when its statistics are not
+    initializers of its own, it runs in training mode or not per channel, its input's shape is not known, or
+    a channel has fewer than ``MIN_VALUES_PER_CHANNEL`` values; the whole model when an input is not a float
+    tensor of static shape."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < 7 or not _float_static_inputs(model):
+        return model
+    shapes = _shapes(model)
+    eligible = [(node, shapes[node.input[0]]) for node in _eligible(model) if node.input[0] in shapes
+                and math.prod(shapes[node.input[0]]) // shapes[node.input[0]][1] >= MIN_VALUES_PER_CHANNEL]
+    if not eligible:
+        return model
+    probe, stats = _probe(model, eligible, opset)
+    from hetc.validate.reference import _session   # onnxruntime only when there is something to measure
+
+    names = [name for pair in stats.values() for name in pair]
+    values = dict(zip(names, _session(probe).run(names, make_inputs(model, seed))))
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    index = {t.name: i for i, t in enumerate(out.graph.initializer)}
+    for node, _shape in eligible:
+        for name, measured in zip((node.input[3], node.input[4]), stats[node.output[0]]):
+            tensor = out.graph.initializer[index[name]]
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
+            tensor.CopyFrom(numpy_helper.from_array(values[measured].ravel().astype(dtype), name))
+    return out
+
+
+def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    """Static shapes of the model's float32 values, from onnx's shape inference (only those fully known)."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    shapes = {}
+    for info in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
+        dims = info.type.tensor_type.shape.dim
+        if (info.type.WhichOneof("value") == "tensor_type" and info.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+                and dims and all(d.HasField("dim_value") for d in dims)):
+            shapes[info.name] = tuple(int(d.dim_value) for d in dims)
+    return shapes
+
+
+def _eligible(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """BatchNormalization nodes in inference mode, per channel, whose mean and variance are initializers no
+    other node reads."""
+    initializers = {t.name for t in model.graph.initializer}
+    readers: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    found = []
+    for node in model.graph.node:
+        if node.op_type != "BatchNormalization" or node.domain not in ("", "ai.onnx") or len(node.input) < 5:
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if attrs.get("training_mode", 0) or not attrs.get("spatial", 1) or len(node.output) > 1:
+            continue
+        if all(node.input[i] in initializers and readers[node.input[i]] == 1 for i in (3, 4)):
+            found.append(node)
+    return found
+
+
+def _float_static_inputs(model: onnx.ModelProto) -> bool:
+    initializers = {t.name for t in model.graph.initializer}
+    for info in model.graph.input:
+        if info.name in initializers:
+            continue
+        tensor = info.type.tensor_type
+        if info.type.WhichOneof("value") != "tensor_type" or tensor.elem_type not in (
+                onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
+            return False
+        if any(not d.HasField("dim_value") for d in tensor.shape.dim):
+            return False
+    return True
+
+
+def _probe(model: onnx.ModelProto, eligible: list[tuple[onnx.NodeProto, tuple[int, ...]]], opset: int
+           ) -> tuple[onnx.ModelProto, dict[str, tuple[str, str]]]:
+    """The model with each eligible node replaced by a normalisation by its input's own statistics (as in
+    training), which become graph outputs: (mean, variance) names by the node's output name."""
+    chosen = {id(node): shape for node, shape in eligible}
+    graph = onnx.GraphProto()
+    graph.CopyFrom(model.graph)
+    del graph.node[:]
+    stats: dict[str, tuple[str, str]] = {}
+    for node in model.graph.node:
+        if id(node) not in chosen:
+            graph.node.append(node)
+            continue
+        rank = len(chosen[id(node)])
+        y, (x, scale, bias) = node.output[0], node.input[:3]
+        eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+        n = {k: f"{y}__calib_{k}" for k in ("mean", "var", "axes", "centred", "sq", "eps", "spread", "std",
+                                              "normed", "kept", "scale", "bias", "scaled")}
+        axes = [0, *range(2, rank)]
+        graph.initializer.extend([numpy_helper.from_array(np.array(eps, np.float32), n["eps"]),
+                                  numpy_helper.from_array(np.array([-1] + [1] * (rank - 2), np.int64), n["kept"])])
+        if opset >= 18:
+            graph.initializer.append(numpy_helper.from_array(np.array(axes, np.int64), n["axes"]))
+        graph.node.extend([
+            _reduce_mean(x, axes, n, "mean", opset),
+            helper.make_node("Sub", [x, n["mean"]], [n["centred"]]),
+            helper.make_node("Mul", [n["centred"], n["centred"]], [n["sq"]]),
+            _reduce_mean(n["sq"], axes, n, "var", opset),
+            helper.make_node("Add", [n["var"], n["eps"]], [n["spread"]]),
+            helper.make_node("Sqrt", [n["spread"]], [n["std"]]),
+            helper.make_node("Div", [n["centred"], n["std"]], [n["normed"]]),
+            helper.make_node("Reshape", [scale, n["kept"]], [n["scale"]]),
+            helper.make_node("Reshape", [bias, n["kept"]], [n["bias"]]),
+            helper.make_node("Mul", [n["normed"], n["scale"]], [n["scaled"]]),
+            helper.make_node("Add", [n["scaled"], n["bias"]], [y]),
+        ])
+        stats[y] = (n["mean"], n["var"])
+        graph.output.extend(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in stats[y])
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    probe.graph.CopyFrom(graph)
+    return probe, stats
+
+
+def _reduce_mean(x: str, axes: list[int], names: dict[str, str], out: str, opset: int) -> onnx.NodeProto:
+    """ReduceMean over ``axes``, keeping them: an attribute before opset 18, an input from it."""
+    if opset >= 18:
+        return helper.make_node("ReduceMean", [x, names["axes"]], [names[out]], keepdims=1)
+    return helper.make_node("ReduceMean", [x], [names[out]], axes=axes, keepdims=1)
