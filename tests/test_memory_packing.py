@@ -110,6 +110,20 @@ def test_restarts_leave_a_local_optimum_the_plain_hill_climb_stops_in():
     assert stalled.peak > restarted.peak == restarted.lower_bound
 
 
+def test_enough_stops_the_search_once_the_packing_fits_and_decides_fit_as_the_full_search():
+    # the gap-closing set above: greedy's peak 14, the bound 13
+    intervals = [(2, 7, 3), (1, 3, 5), (4, 5, 3), (0, 2, 4), (4, 9, 4), (2, 5, 3)]
+    full = pack(intervals, 1, 0.5, restarts=False)
+    assert full.peak == 13
+    for capacity in (12, 13, 14, 20):
+        quick = pack(intervals, 1, 0.5, restarts=False, enough=capacity)
+        assert packing_violations(intervals, quick.offsets, 1) == []
+        assert quick.lower_bound == full.lower_bound == 13
+        assert (quick.peak <= capacity) == (full.peak <= capacity)
+    assert pack(intervals, 1, 0.5, restarts=False, enough=14).method.startswith("greedy")   # fits: no search
+    assert pack(intervals, 1, 0.5, restarts=False, enough=12).peak == 13   # cannot fit: the full search ran
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 10), st.integers(0, 9)), max_size=25))
 def test_pressure_is_the_most_live_at_one_instant_of_each_lifetime(spans):

@@ -60,17 +60,20 @@ def pack_intervals(intervals: list[Interval], alignment: int = 1,
 
 
 def pack(intervals: list[Interval], alignment: int = 1, time_limit_s: float | None = None,
-         restarts: bool = True) -> PackResult:
+         restarts: bool = True, enough: int | None = None) -> PackResult:
     """``pack_intervals`` with the peak, the lower bound and the method that won. Without ``restarts`` the
     hill climb stops at its first local optimum (``STALE_MOVES`` moves without progress), often well inside
-    the budget: for packings that only need to fit."""
+    the budget: for packings that only need to fit. With ``enough`` (bytes), the search also stops as soon as
+    the peak is at most that: whether a memory's packing fits is then decided as the full search would
+    decide it (its best peak only falls), at a fraction of the work."""
     if alignment < 1:
         raise ValueError(f"alignment must be >= 1, got {alignment}")
     began = time.perf_counter()
     budget = DEFAULT_TIME_LIMIT_S if time_limit_s is None else max(0.0, time_limit_s)
     safety = began + safety_net_s(budget)   # only a stuck search reaches it: the budgets below decide
     problem = _Problem.build(intervals, alignment)
-    lower = problem.lower_bound()
+    bound = problem.lower_bound()
+    lower = bound if enough is None else max(bound, enough // alignment)   # the searches stop once there
     best_order, best_offsets, method = _best_greedy(problem)
     best_peak = _peak(problem, best_offsets)
     if best_peak > lower and problem.n > 1:
@@ -85,7 +88,8 @@ def pack(intervals: list[Interval], alignment: int = 1, time_limit_s: float | No
         if offsets is not None and _peak(problem, offsets) < best_peak:
             best_offsets, best_peak, method = offsets, _peak(problem, offsets), "cp-sat"
     return PackResult(offsets=[o * alignment for o in best_offsets], peak=best_peak * alignment,
-                      lower_bound=lower * alignment, method=method, seconds=time.perf_counter() - began)
+                      lower_bound=bound * alignment, method=method,
+                      seconds=time.perf_counter() - began)
 
 
 def lower_bound(intervals: list[Interval], alignment: int = 1) -> int:

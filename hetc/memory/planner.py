@@ -78,6 +78,7 @@ def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: 
     aliases: dict[str, str] | None = None
     delays: list[dict] = []                   # tasks made to wait for the end of another to free bytes
     unmargined: set[str] = set()              # memories repaired where their packing overflows, no headroom
+    packings: dict = {}                       # _layout's memo: a repair often leaves a memory as it was
     while True:
         lifetimes = table.lifetimes(schedule)
         if aliases is None:
@@ -91,7 +92,7 @@ def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: 
         overflow = (crowded[0], crowded[1][0]) if crowded else None
         layout = None
         if overflow is None:                    # scratchpads first: DRAM is packed once they all fit
-            layout = _layout(table, storages, target, [m for m in used if m != target.dram], share)
+            layout = _layout(table, storages, target, [m for m in used if m != target.dram], share, memo=packings)
             overflow = _packing_overflow(layout, storages, target)
             if overflow is not None and overflow[0] != target.dram and overflow[0] not in unmargined:
                 # Fragmentation: ask the cheap live-bytes check for the overshoot as headroom, so that
@@ -104,7 +105,7 @@ def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: 
                 if _live_overflow(storages, target, margin) is not None:
                     continue
         if overflow is None:
-            dram = _layout(table, storages, target, [target.dram], share)
+            dram = _layout(table, storages, target, [target.dram], share, memo=packings)
             layout.offsets.update(dram.offsets)
             layout.stats.update(dram.stats)
             layout.methods.update(dram.methods)
@@ -298,10 +299,11 @@ def _pad(size: int, alignment: int) -> int:
 
 
 def _layout(table: BufferTable, storages: list[Storage], target: Target, memories: list[str],
-            seconds: float, restarts: bool = False) -> _Layout:
+            seconds: float, restarts: bool = False, memo: dict | None = None) -> _Layout:
     """Pack ``memories``, each given ``seconds``; DRAM's constants take the fixed region at its bottom. The
     search restarts from its local optima (using all of ``seconds``) only when asked: the packings inside the
-    repair loop only need to fit, the one that ships is polished once (``_polish``)."""
+    repair loop only need to fit, the one that ships is polished once (``_polish``): they stop once a
+    scratchpad fits. ``memo`` keeps each packing by its intervals for the next rounds."""
     offsets: dict[str, int] = {}
     stats: dict[str, MemoryStats] = {}
     methods: dict[str, str] = {}
@@ -316,7 +318,15 @@ def _layout(table: BufferTable, storages: list[Storage], target: Target, memorie
         base = constants_bytes if name == target.dram else 0
         packed = [s for s in storages if s.memory == name and s.owner not in offsets]
         intervals = [(s.start, s.end, s.size) for s in packed]
-        result = pack(intervals, memory.alignment, seconds, restarts)
+        # Inside the repairs a scratchpad's packing only has to fit (the one that ships is polished); DRAM's
+        # is never polished, so it gets the full search.
+        enough = memory.size if not restarts and name != target.dram else None
+        key = (tuple(intervals), memory.alignment, seconds, restarts, enough)
+        result = memo.get(key) if memo is not None else None
+        if result is None:   # packing is deterministic: the same intervals get the same offsets again
+            result = pack(intervals, memory.alignment, seconds, restarts, enough)
+            if memo is not None:
+                memo[key] = result
         for s, off in zip(packed, result.offsets):
             offsets[s.owner] = base + off
         live, when = live_profile(intervals, memory.alignment)
