@@ -14,7 +14,7 @@ from hetc.ir.tiles import is_alias
 from hetc.passes import optimize
 from hetc.target import load_target, working_set_bytes
 from hetc.target.flops import node_flops
-from hetc.target.tiling import TilePlan, plan_node, tile_graph
+from hetc.target.tiling import MAX_TILES, TilePlan, plan_node, tile_graph
 from hetc.validate.weights import randomize_weights
 
 from tiler_helpers import run
@@ -53,7 +53,9 @@ def test_light_model_tiled_fits_and_computes_the_same(model_name, target_name):
         if is_alias(node):
             continue
         verdicts = [target.supports(node, d) for d in accelerators]
-        assert any(verdicts) or any(v.code != "working-set" for v in verdicts), \
+        # the one exception: a node past the tile cap (VGG-19's fc6 on multi-npu), whose refusal says so
+        assert any(verdicts) or any(v.code != "working-set" for v in verdicts) \
+            or all(f"more than {MAX_TILES} tiles" in str(v) for v in verdicts), \
             f"{node.name}: refused for its working set only: {verdicts[0]}"
         if node.tile is not None:
             plan = plan_node(target, next(n for n in graph.nodes if n.name == node.tile.of))
@@ -70,12 +72,14 @@ def test_light_model_tiled_fits_and_computes_the_same(model_name, target_name):
 
 
 @pytest.mark.slow
-def test_tiles_the_planner_cannot_place_are_cut_again_smaller():
-    """ZFNet-512 on multi-npu: with tiles of a third of a 2 MiB core the capacity-blind schedule fragments a
-    scratchpad beyond repair; the build tiles again with half the budget and ships a plan that verifies."""
+def test_zfnet_on_multi_npu_plans_at_the_first_tile_budget():
+    """ZFNet-512 on multi-npu once fragmented its 2 MiB scratchpads beyond repair with tiles of a third of a
+    core, and the build tiled again with half the budget. Since the scheduler bounds its copies' lead by the
+    scratchpads (hetc.schedule.tasks.lead_deps) the first budget plans, and the plan verifies. (No model at hand
+    now reaches the retry in hetc.pipeline.build; it stays as a safety net.)"""
     from hetc.pipeline import BuildOptions, build
 
     result = build(LIGHT / "light_zfnet512.onnx", BuildOptions(target="multi-npu", weights="random"))
     result.plan.verify(result.target)
     whys = {n.tile.why for n in result.graph.nodes if n.tile is not None}
-    assert whys and all("17% of" in why for why in whys if "tile budget" in why)
+    assert whys and all("33% of" in why for why in whys if "tile budget" in why)

@@ -25,9 +25,10 @@ cost model and keeps the fastest.
   cut into row bands by the same rule (``parts.spread_groups``).
 * **Cap.** At most ``MAX_TILES`` (512) tiles per node. Every tile is a compute task and two or three DMA tasks
   for the scheduler, so 512 tiles of one node are about two thousand tasks, several times a whole light model;
-  the largest layer of the light models, VGG-19's fc6 (411 MB of fp32 weights streamed through 1 MiB tile
-  budgets on multi-npu), needs about 400. A node that needs more is left whole and falls back, its reason
-  saying so.
+  the largest layer of the light models, VGG-19's fc6 (411 MB of fp32 weights), needs more than 588 tiles of a
+  third of a 2 MiB multi-npu core and so stays whole there, on the CPU, which streams those weights from DRAM
+  no slower than the cores' DMA would (DRAM bounds both). A node that needs more is left whole and falls
+  back, its reason saying so.
 """
 from __future__ import annotations
 
