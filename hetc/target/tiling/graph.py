@@ -67,7 +67,8 @@ def _staged(v: Value, staged: dict[str, Value], made: list[Node], names: _Names,
     Assemble's output), else a one-part Assemble of it, i.e. ``v`` written to DRAM once. A Region lives where
     its base is born (hetc.schedule.tasks); read in place from the scratchpad of the core that made it, the
     whole base would stay there beside every tile's double-buffered working set, which the tile budget leaves
-    no room for (it overflowed 2 MiB cores on VGG-19 and DenseNet-121)."""
+    no room for (it overflowed 2 MiB cores on VGG-19 and DenseNet-121). Not called for a plan that reads in
+    place (``TilePlan.staged`` false: a node whose whole working set fits the budget)."""
     producer = v.producer
     if producer is None or producer.domain == TILE_DOMAIN:
         return v, next_id
