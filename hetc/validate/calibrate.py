@@ -102,16 +102,16 @@ def _probe(model: onnx.ModelProto, eligible: list[tuple[onnx.NodeProto, tuple[in
            ) -> tuple[onnx.ModelProto, dict[str, tuple[str, str]]]:
     """The model with each eligible node replaced by a normalisation by its input's own statistics (as in
     training), which become graph outputs: (mean, variance) names by the node's output name."""
-    chosen = {id(node): shape for node, shape in eligible}
+    chosen = {node.output[0]: shape for node, shape in eligible}   # by output name: protobuf wrappers come and go
     graph = onnx.GraphProto()
     graph.CopyFrom(model.graph)
     del graph.node[:]
     stats: dict[str, tuple[str, str]] = {}
     for node in model.graph.node:
-        if id(node) not in chosen:
+        if node.op_type != "BatchNormalization" or node.output[0] not in chosen:
             graph.node.append(node)
             continue
-        rank = len(chosen[id(node)])
+        rank = len(chosen[node.output[0]])
         y, (x, scale, bias) = node.output[0], node.input[:3]
         eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
         n = {k: f"{y}__calib_{k}" for k in ("mean", "var", "axes", "centred", "sq", "eps", "spread", "std",
