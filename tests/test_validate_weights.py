@@ -129,7 +129,7 @@ def test_uncalibrated_statistics_would_let_the_activations_grow(monkeypatch):
     import importlib
 
     monkeypatch.setattr(importlib.import_module("hetc.validate.weights"), "calibrate_batch_norms",
-                        lambda model, seed=0: model)
+                        lambda model, seed=0: None)
     n = _values(randomize_weights(_residual_stack(12), seed=0), ["n11"])["n11"]
     assert float(n.std()) > 10
 

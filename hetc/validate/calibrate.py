@@ -17,27 +17,30 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from hetc.validate.inputs import make_inputs
+from hetc.frontend.inference import infer_shapes
+from hetc.ir import FLOAT_DTYPES
+from hetc.validate.inputs import input_specs, make_inputs
 
 # A channel's statistics need several values: a [N, C] input of one sample would get a variance of 0.
 MIN_VALUES_PER_CHANNEL = 16
 
 
-def calibrate_batch_norms(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
-    """A copy of ``model`` whose BatchNormalization means and variances are those of their inputs on seeded
+def calibrate_batch_norms(model: onnx.ModelProto, seed: int = 0) -> None:
+    """Set ``model``'s BatchNormalization means and variances, in place, to those of their inputs on seeded
     random inputs (``make_inputs(model, seed)``). A node is left as it is when its statistics are not
     initializers of its own, it runs in training mode or not per channel, its input's shape is not known, or
     a channel has fewer than ``MIN_VALUES_PER_CHANNEL`` values; the whole model when an input is not a float
-    tensor of static shape."""
+    tensor of static shape, or (with a warning) when onnxruntime cannot run it."""
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    if opset < 7 or not _float_static_inputs(model):
-        return model
+    if opset < 7 or not all(spec.host is None and spec.dtype in FLOAT_DTYPES and None not in spec.shape
+                            for spec in input_specs(model)):
+        return
     shapes = _shapes(model)
-    eligible = [(node, shapes[node.input[0]]) for node in _eligible(model) if node.input[0] in shapes
-                and math.prod(shapes[node.input[0]]) // shapes[node.input[0]][1] >= MIN_VALUES_PER_CHANNEL]
-    if not eligible:
-        return model
-    probe, stats = _probe(model, eligible, opset)
+    ranks = {node.output[0]: len(shapes[node.input[0]]) for node in _eligible(model) if node.input[0] in shapes
+             and math.prod(shapes[node.input[0]]) // shapes[node.input[0]][1] >= MIN_VALUES_PER_CHANNEL}
+    if not ranks:
+        return
+    probe, stats = _probe(model, ranks, opset)
     from hetc.validate.reference import _session   # onnxruntime only when there is something to measure
 
     names = [name for pair in stats.values() for name in pair]
@@ -48,21 +51,19 @@ def calibrate_batch_norms(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelPr
         warnings.warn(f"BatchNormalization statistics left as drawn (onnxruntime cannot run the model to measure "
                       f"them: {str(error).splitlines()[0][:200]}); validating a deep network against them "
                       f"may compare saturated outputs", RuntimeWarning, stacklevel=3)
-        return model
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    index = {t.name: i for i, t in enumerate(out.graph.initializer)}
-    for node, _shape in eligible:
-        for name, measured in zip((node.input[3], node.input[4]), stats[node.output[0]]):
-            tensor = out.graph.initializer[index[name]]
-            dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
-            tensor.CopyFrom(numpy_helper.from_array(values[measured].ravel().astype(dtype), name))
-    return out
+        return
+    index = {t.name: i for i, t in enumerate(model.graph.initializer)}
+    for node in model.graph.node:
+        if node.op_type == "BatchNormalization" and node.output[0] in stats:
+            for name, measured in zip((node.input[3], node.input[4]), stats[node.output[0]]):
+                tensor = model.graph.initializer[index[name]]
+                dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
+                tensor.CopyFrom(numpy_helper.from_array(values[measured].ravel().astype(dtype), name))
 
 
 def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     """Static shapes of the model's float32 values, from onnx's shape inference (only those fully known)."""
-    inferred = onnx.shape_inference.infer_shapes(model)
+    inferred = infer_shapes(model, strict=False)
     shapes = {}
     for info in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
         dims = info.type.tensor_type.shape.dim
@@ -92,34 +93,21 @@ def _eligible(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return found
 
 
-def _float_static_inputs(model: onnx.ModelProto) -> bool:
-    initializers = {t.name for t in model.graph.initializer}
-    for info in model.graph.input:
-        if info.name in initializers:
-            continue
-        tensor = info.type.tensor_type
-        if info.type.WhichOneof("value") != "tensor_type" or tensor.elem_type not in (
-                onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
-            return False
-        if any(not d.HasField("dim_value") for d in tensor.shape.dim):
-            return False
-    return True
-
-
-def _probe(model: onnx.ModelProto, eligible: list[tuple[onnx.NodeProto, tuple[int, ...]]], opset: int
+def _probe(model: onnx.ModelProto, ranks: dict[str, int], opset: int
            ) -> tuple[onnx.ModelProto, dict[str, tuple[str, str]]]:
-    """The model with each eligible node replaced by a normalisation by its input's own statistics (as in
-    training), which become graph outputs: (mean, variance) names by the node's output name."""
-    chosen = {node.output[0]: shape for node, shape in eligible}   # by output name: protobuf wrappers come and go
-    graph = onnx.GraphProto()
-    graph.CopyFrom(model.graph)
+    """A copy of the model with each chosen node (by output name, with its input's rank) replaced by a
+    normalisation by its input's own statistics (as in training), which become graph outputs: (mean,
+    variance) names by the node's output name."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    graph = probe.graph
     del graph.node[:]
     stats: dict[str, tuple[str, str]] = {}
     for node in model.graph.node:
-        if node.op_type != "BatchNormalization" or node.output[0] not in chosen:
+        if node.op_type != "BatchNormalization" or node.output[0] not in ranks:
             graph.node.append(node)
             continue
-        rank = len(chosen[node.output[0]])
+        rank = ranks[node.output[0]]
         y, (x, scale, bias) = node.output[0], node.input[:3]
         eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
         n = {k: f"{y}__calib_{k}" for k in ("mean", "var", "axes", "centred", "sq", "eps", "spread", "std",
@@ -144,9 +132,6 @@ def _probe(model: onnx.ModelProto, eligible: list[tuple[onnx.NodeProto, tuple[in
         ])
         stats[y] = (n["mean"], n["var"])
         graph.output.extend(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in stats[y])
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    probe.graph.CopyFrom(graph)
     return probe, stats
 
 

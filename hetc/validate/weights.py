@@ -171,7 +171,8 @@ def randomize_weights(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
             new = rng.normal(0.0, 0.1, shape)
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
         out.graph.initializer[i].CopyFrom(numpy_helper.from_array(new.astype(dtype), tensor.name))
-    return calibrate_batch_norms(out, seed)
+    calibrate_batch_norms(out, seed)
+    return out
 
 
 __all__ = ["randomize_weights", "WEIGHT_CHOICES"]

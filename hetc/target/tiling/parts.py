@@ -49,8 +49,7 @@ def spread_over_devices(ctx: CutContext) -> TilePlan | None:
     read their input from DRAM and write their output there (``graph._staged``), so both cross DRAM once more than
     the whole node's, and each part on an accelerator loads and drains its own slices."""
     target, node = ctx.target, ctx.node
-    order = [ctx.device, *target.priority, *target.devices]
-    devices = [d for d in dict.fromkeys(order) if kernel_support(target, node, d)]
+    devices = [d for d in _device_order(ctx) if kernel_support(target, node, d)]
     if len(devices) < 2:
         return None
     whole = target.cost(node, ctx.device)
@@ -59,55 +58,58 @@ def spread_over_devices(ctx: CutContext) -> TilePlan | None:
         return None   # two parts could not pay for their launches and the join
     activations = sum(v.nbytes for v in {id(v): v for v in node.present_inputs if not v.is_const}.values())
     staging = dma_ns(ctx, activations) + dma_ns(ctx, node.outputs[0].nbytes)
-    scored = []
-    for axis in ctx.axes:
-        if axis.out_axis is None:
-            continue   # a K chain runs its tiles one after the other: no parallelism
-        for n in SPREAD_COUNTS:
-            if n > axis.extent // axis.unit or not fits(ctx, [(axis, n)]):
-                continue
-            spread = _spread_estimate(ctx, [(axis, n)], devices)
-            if spread is not None:
-                scored.append((spread[0] + staging, ((axis, n),), spread[1]))
-    if not scored:
+    options = [[(axis, n)] for axis in ctx.axes if axis.out_axis is not None   # (a K chain runs in sequence)
+               for n in SPREAD_COUNTS if n <= axis.extent // axis.unit]
+    best = _worth_spreading(ctx, options, devices, whole, staging)
+    if best is None:
         return None
-    estimate, cuts, used = min(scored, key=lambda s: (s[0], cut_count(s[1])))
-    if estimate >= whole * (1 - NEAR_BEST) or len(used) < 2:
-        return None   # within an estimate's precision of the whole node: the parts' tasks are not worth it
+    estimate, cuts, used = best
     why = (f"fits whole, but split over {', '.join(used)}: {cut_label(cuts)} estimated {estimate / 1000:,.1f} µs "
            f"(parts staged through DRAM) against {whole / 1000:,.1f} µs whole on {ctx.device}")
-    return TilePlan(tuple(cuts), ctx.device, ctx.budget, estimate, whole, why)
+    return TilePlan(cuts, ctx.device, ctx.budget, estimate, whole, why)
 
 
-def spread_groups(ctx: CutContext, groups: tuple[Axis, int], devices: list[str]) -> TilePlan | None:
+def spread_groups(ctx: CutContext, groups: tuple[Axis, int]) -> TilePlan | None:
     """A grouped convolution cut one tile per group (``plan.group_plan``), its groups cut again into row bands
-    when the bands, spread over ``devices`` as ``spread_over_devices`` spreads parts, are estimated at least
+    when the bands, spread over the devices as ``spread_over_devices`` spreads parts, are estimated at least
     ``NEAR_BEST`` faster than the groups whole on those devices. Both read their input the same way (in place or
     staged, as ``group_plan`` decides), so staging is left out of both sides. (AlexNet's conv2 on edge-soc: two
     groups, each 1.2 ms on the NPU and about three times that on the CPU, ran one after the other on the NPU
     while the CPU waited.)"""
+    devices = _device_order(ctx)   # _spread_estimate keeps those with a kernel for a group's plain convolution
     whole = _spread_estimate(ctx, [groups], devices)
-    if whole is None:
-        return None
     rows = next((a for a in ctx.axes if a.name == "rows"), None)
-    if rows is None:
+    if whole is None or rows is None:
         return None
-    scored = []
-    for n in SPREAD_COUNTS:
-        cuts = [groups, (rows, n)]
-        if n > rows.extent // rows.unit or not fits(ctx, cuts):
-            continue
-        spread = _spread_estimate(ctx, cuts, devices)
-        if spread is not None:
-            scored.append((spread[0], tuple(cuts), spread[1]))
-    if not scored:
+    options = [[groups, (rows, n)] for n in SPREAD_COUNTS if n <= rows.extent // rows.unit]
+    best = _worth_spreading(ctx, options, devices, whole[0])
+    if best is None:
         return None
-    estimate, cuts, used = min(scored, key=lambda s: (s[0], cut_count(s[1])))
-    if estimate >= whole[0] * (1 - NEAR_BEST) or len(used) < 2:
-        return None
+    estimate, cuts, used = best
     return TilePlan(cuts, ctx.device, ctx.budget, estimate, whole[0],
                     f"{cut_label(cuts)} spread over {', '.join(used)}: estimated {estimate / 1000:,.1f} µs "
                     f"against {whole[0] / 1000:,.1f} µs for the groups whole")
+
+
+def _device_order(ctx: CutContext) -> list[str]:
+    """The devices in the order parts try them: the one the cut is costed on, then the target's priority."""
+    return list(dict.fromkeys([ctx.device, *ctx.target.priority, *ctx.target.devices]))
+
+
+def _worth_spreading(ctx: CutContext, options: list[list[tuple[Axis, int]]], devices: list[str], whole: float,
+                     extra: float = 0.0) -> tuple[float, tuple[tuple[Axis, int], ...], list[str]] | None:
+    """The fastest of the cuts ``options`` whose tiles fit, spread over ``devices``, as (estimate + ``extra``,
+    cuts, devices used); None unless it uses two devices and beats ``whole`` by ``NEAR_BEST`` (within an
+    estimate's precision of the whole node, the parts' tasks are not worth it)."""
+    scored = []
+    for cuts in options:
+        spread = _spread_estimate(ctx, cuts, devices) if fits(ctx, cuts) else None
+        if spread is not None:
+            scored.append((spread[0] + extra, tuple(cuts), spread[1]))
+    best = min(scored, key=lambda s: (s[0], cut_count(s[1])), default=None)
+    if best is None or best[0] >= whole * (1 - NEAR_BEST) or len(best[2]) < 2:
+        return None
+    return best
 
 
 def _spread_estimate(ctx: CutContext, cuts: Sequence[tuple[Axis, int]],

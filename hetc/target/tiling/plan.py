@@ -239,7 +239,7 @@ def group_plan(target: Any, node: Node, opset: int | None = None,
     # read their groups in place (ShuffleNet's activations went to DRAM and back around every grouped layer).
     staged = working_set_bytes(node, home.alignment) > budget
     ctx = CutContext(node, target, axes, opset_of(node, opset), device, 1, budget, home.alignment, fraction)
-    spread = spread_groups(ctx, (channels, group), list(dict.fromkeys([device, *target.priority, *target.devices])))
+    spread = spread_groups(ctx, (channels, group))
     if spread is not None:
         return TilePlan(spread.cuts, device, budget, spread.estimate_ns, spread.whole_ns, f"{why}; {spread.why}",
                         staged)
