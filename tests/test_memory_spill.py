@@ -1,6 +1,8 @@
 """Capacity is never silently exceeded: spill, re-fetch, move a node off the device, or fail loudly."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -14,8 +16,10 @@ from test_memory_planner import KIB, list_schedule, make_target
 
 
 def _fast_dma(target, **kw):
-    """Same target with a 100 B/ns DMA engine so that a spill finishes within one 100 ns node."""
-    return type(target)(**{**{k: v for k, v in target.__dict__.items() if k != "_cache"},
+    """Same target with a 100 B/ns DMA engine, and a DRAM as fast so that it moves at that speed (a DRAM user
+    shares DRAM's bandwidth: hetc.schedule.dram), so that a spill finishes within one 100 ns node."""
+    memories = {**target.memories, "dram": replace(target.memories["dram"], bandwidth=100.0)}
+    return type(target)(**{**{k: v for k, v in target.__dict__.items() if k != "_cache"}, "memories": memories,
                            "dmas": {"dma": DmaEngine("dma", ("dram", "sram"), 100.0, 0.0)}, **kw})
 
 

@@ -23,8 +23,8 @@ def test_shipped_statistics_recompute_the_gap_against_the_same_bound():
 
 
 def test_a_build_whose_plan_re_times_carries_one_schedule():
-    target = load_target("edge-soc")   # a 300 KiB NPU scratchpad: U-Net's activations spill
-    small = target_from_toml_text(target.source.replace('size = "8MiB"', 'size = "300KiB"'), "small")
+    target = load_target("edge-soc")   # a 160 KiB NPU scratchpad: U-Net's activations spill
+    small = target_from_toml_text(target.source.replace('size = "8MiB"', 'size = "160KiB"'), "small")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = build(REPO / "models" / "unet.onnx", BuildOptions(target=small, scheduler="heft"))

@@ -7,7 +7,8 @@ of issue 14), the tiled build's, and a lower bound on the makespan of any schedu
 build uses (lowered as the build lowers it), under the target's cost model: the scheduler's own
 load-balancing bound, ``hetc.schedule.bound.balance_bound`` (each node's work split fractionally over its
 candidate devices, the weights an accelerator's share reads streamed through the DMA engines into its memory
-once; a linear program). It ignores activation transfers and dependencies, so no placement or order of these
+once; a linear program), or DRAM's, ``dram_bound`` (every weight and input read from DRAM once, every output
+written there, at DRAM's bandwidth), whichever is higher. It ignores activation transfers and dependencies, so no placement or order of these
 tiles beats it; another tiling could (a whole node costs no more than its tiles, but a grouped convolution
 only runs on the NPU cut per group). Printed: the
 speed-up the tiled build reaches and the most any build could reach (untiled / bound), and their geometric
@@ -29,7 +30,7 @@ from hetc.frontend import load_onnx  # noqa: E402
 from hetc.passes import optimize  # noqa: E402
 from hetc.passes.alias_ops import alias_ops  # noqa: E402
 from hetc.pipeline import BuildOptions, build  # noqa: E402
-from hetc.schedule.bound import balance_bound  # noqa: E402
+from hetc.schedule.bound import balance_bound, dram_bound  # noqa: E402
 from hetc.schedule.problem import build_problem  # noqa: E402
 from hetc.target import load_target  # noqa: E402
 from hetc.target.lowering import lowering_rules  # noqa: E402
@@ -46,8 +47,9 @@ def scheduled_graph(path: Path, target):
 
 
 def balance_bound_ns(path: Path, target) -> int:
-    """``hetc.schedule.bound.balance_bound`` on the graph the build schedules."""
-    return balance_bound(build_problem(scheduled_graph(path, target), target))
+    """``hetc.schedule.bound.balance_bound`` or ``dram_bound``, the higher, on the graph the build schedules."""
+    problem = build_problem(scheduled_graph(path, target), target)
+    return max(balance_bound(problem), dram_bound(problem))
 
 
 def main(argv: list[str] | None = None) -> int:

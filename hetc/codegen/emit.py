@@ -190,7 +190,7 @@ def _compute(task: Task, nodes: dict[int, Node], plan: MemoryPlan, target: Targe
                  node.op_type if domain in ("", "ai.onnx") else f"{domain}.{node.op_type}")
     return Compute(task=task.id, node=node.id, name=node.name or f"{node.op_type}_{node.id}", op=node.op_type,
                    domain=domain, kernel=f"{device.kind}.{qualified}", inputs=inputs, outputs=outputs,
-                   attrs=encode_attrs(node.attrs), duration_ns=task.duration_ns,
+                   attrs=encode_attrs(node.attrs), duration_ns=task.own_ns,
                    planned_start_ns=task.start_ns, planned_end_ns=task.end_ns,
                    dram_bytes=sum(o.nbytes for o in (*inputs, *outputs) if o is not None and o.memory == target.dram),
                    inplace=inplace, when=when,
@@ -211,7 +211,7 @@ def _dma(task: Task, plan: MemoryPlan, target: Target) -> Dma:
     # predicated: the gate is read where the copy goes (hetc.schedule.tasks.copy_gate waits for it there)
     when = None if task.when is None else _operand(plan, buffer_id(task.when, dst.memory))
     return Dma(task=task.id, value=task.value or src.value, src=src, dst=dst, bytes=nbytes,
-               duration_ns=task.duration_ns, planned_start_ns=task.start_ns, planned_end_ns=task.end_ns,
+               duration_ns=task.own_ns, planned_start_ns=task.start_ns, planned_end_ns=task.end_ns,
                dram_bytes=nbytes * ((src.memory == target.dram) + (dst.memory == target.dram)), when=when)
 
 

@@ -131,15 +131,19 @@ def to_tasks(problem: SchedulingProblem, plan: Plan) -> tuple[Task, ...]:
         if key[0] == "c":
             node = key[1]
             gate = problem.gates.get(node)
+            work = problem.durations[node][spec.engine]
             tasks.append(Task(ids[key], "compute", spec.engine, start, end, deps, node=problem.node_ids[node],
-                              op=problem.ops[node], when=None if gate is None else problem.values[gate].name))
+                              op=problem.ops[node], when=None if gate is None else problem.values[gate].name,
+                              work_ns=work if work != end - start else None))
         else:
             value, dst = key[1], key[2]
             src = next(m for m in problem.dmas[spec.engine].memories if m != dst)
             gate = copy_gate(problem, value, dst, plan.placement)
+            work = problem.transfer_ns(value, spec.engine)
             tasks.append(Task(ids[key], "transfer", spec.engine, start, end, deps, value=problem.values[value].name,
                               src=src, dst=dst, bytes=problem.values[value].nbytes,
-                              when=None if gate is None else problem.values[gate].name))
+                              when=None if gate is None else problem.values[gate].name,
+                              work_ns=work if work != end - start else None))
     return tuple(tasks)
 
 

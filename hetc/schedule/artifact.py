@@ -35,10 +35,19 @@ class Task:
     dst: str | None = None      # transfer: destination memory
     bytes: int = 0              # transfer: bytes moved
     when: str | None = None     # the gate the task is predicated on (hetc.ir.predicates); None: it always runs
+    # ns it takes alone, when DRAM's bandwidth shared with other tasks made it last longer (hetc.schedule.dram)
+    work_ns: int | None = None
 
     @property
     def duration_ns(self) -> int:
         return self.end_ns - self.start_ns
+
+    @property
+    def own_ns(self) -> int:
+        """What the task takes with DRAM to itself (its kernel's or its DMA's own time); ``duration_ns`` includes
+        the slowdown sharing DRAM caused. A program instruction carries this one: the simulator shares DRAM
+        itself."""
+        return self.duration_ns if self.work_ns is None else self.work_ns
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"id": self.id, "kind": self.kind, "engine": self.engine,
@@ -50,6 +59,8 @@ class Task:
             d.update(value=self.value, src=self.src, dst=self.dst, bytes=self.bytes)
         if self.when is not None:
             d["when"] = self.when
+        if self.work_ns is not None:
+            d["work_ns"] = self.work_ns
         return d
 
     @classmethod
@@ -57,7 +68,7 @@ class Task:
         return cls(id=d["id"], kind=d["kind"], engine=d["engine"], start_ns=d["start_ns"], end_ns=d["end_ns"],
                    deps=tuple(d.get("deps", ())), node=d.get("node"), op=d.get("op"), value=d.get("value"),
                    src=d.get("src"), dst=d.get("dst"), bytes=d.get("bytes", 0),
-                   when=d.get("when"))
+                   when=d.get("when"), work_ns=d.get("work_ns"))
 
 
 @dataclass(frozen=True)

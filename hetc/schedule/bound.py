@@ -136,13 +136,30 @@ def balance_bound(problem: SchedulingProblem) -> int:
     return max(0, nearest if abs(value - nearest) <= 1e-7 * max(1.0, value) else math.floor(value))
 
 
+def dram_bound(problem: SchedulingProblem) -> int:
+    """The bytes that cross DRAM in any schedule over DRAM's bandwidth (``hetc.schedule.dram``): every graph
+    input and weight a node reads is read from DRAM at least once (a part read through Regions, at least its
+    largest part), every graph output written there once."""
+    if not problem.dram_bandwidth:
+        return 0
+    values, read = problem.values, {}
+    for node in problem.compute_nodes:
+        for value in problem.node_inputs[node]:
+            root = problem.region_root[value]
+            if values[root].producer is None and not values[value].is_host:
+                read[root] = max(read.get(root, 0), values[root].nbytes if root == value else values[value].nbytes)
+    written = sum(v.nbytes for v in values if v.is_output and v.producer is not None and not v.is_host)
+    return math.floor((sum(read.values()) + written) / problem.dram_bandwidth)
+
+
 def lower_bound(problem: SchedulingProblem) -> int:
     """max(critical path on fastest devices with free transfers, total fastest work / number of devices,
     the same work bound for every subset of devices, the critical path with unavoidable weight/input/output
-    transfers, the load-balancing linear program)."""
+    transfers, the load-balancing linear program, the bytes no schedule keeps out of DRAM over its
+    bandwidth)."""
     if "lower_bound" not in problem._memo:
         problem._memo["lower_bound"] = max(critical_path(problem), release_path(problem), work_bound(problem),
-                                           balance_bound(problem))
+                                           balance_bound(problem), dram_bound(problem))
     return problem._memo["lower_bound"]
 
 

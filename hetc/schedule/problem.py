@@ -62,6 +62,7 @@ class SchedulingProblem:
     staging: str | None = None                  # Target.staging when it is not the DRAM (copy_sources)
     alias_ops: dict[int, str] = field(default_factory=dict)  # alias node index -> "Region" | "Assemble"
     capacity: dict[str, int] = field(default_factory=dict)   # device memory -> bytes (no entry: unbounded lead)
+    dram_bandwidth: float | None = None         # bytes per ns all DRAM users share (None: unlimited)
     gates: dict[int, int] = field(default_factory=dict)      # predicated node -> its gate (hetc.ir.predicates)
     # gate -> (the node id of the router deciding it, its k, its number of experts): hetc.schedule.gated
     gate_routers: dict[int, tuple[int, int, int]] = field(default_factory=dict)
@@ -272,4 +273,5 @@ def build_problem(graph: "Graph", target: "Target",  # noqa: F821
         gate_routers={value_index[name]: (r[0].id, r[1], r[2]) for name, gate in gates.items()
                       for r in [router_of(gate)] if r is not None},
         capacity={dev.memory: target.memories[dev.memory].size for dev in target.devices.values()
-                  if dev.memory != target.dram})
+                  if dev.memory != target.dram},
+        dram_bandwidth=float(target.memories[target.dram].bandwidth))

@@ -4,10 +4,10 @@ This module is the single statement of the execution model inside the scheduler:
 (one per destination memory, shared by its consumers there; an intermediate DRAM copy reused), which task
 each task waits for (its data, for a copy into a scratchpad the compute whose end makes room for it:
 ``lead_deps``, and for a predicated copy its gate at the destination: ``copy_gate``), and when a wait costs a
-semaphore. HEFT, greedy and CP-SAT all end in ``Plan`` and are
-timed by ``time_plan``, so every strategy's artifact obeys the same rules exactly; the memory planner
-re-times with ``earliest_times`` and reschedules a moved node through the same list scheduler
-(hetc.memory.retime, fallback).
+semaphore, and how the tasks streaming through DRAM share its bandwidth (``hetc.schedule.dram``). HEFT,
+greedy and CP-SAT all end in ``Plan`` and are timed by ``time_plan``, so every strategy's artifact obeys the
+same rules exactly; the memory planner re-times with ``earliest_times`` and reschedules a moved node through
+the same list scheduler (hetc.memory.retime, fallback).
 
 Alias nodes (``hetc.ir.tiles``: Region, Assemble) are not tasks and run on no device. The output of one lives
 in one memory (``origin``): a Region's where its input was born, an Assemble's in DRAM. It is available there
@@ -20,12 +20,16 @@ bytes, a strided DMA) from that memory, which waits for them.
 from __future__ import annotations
 
 import bisect
+import heapq
+import itertools
+import math
 from dataclasses import dataclass, replace
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from hetc.errors import ScheduleError
 from hetc.ir.predicates import shared_gate
 from hetc.ir.tiles import REGION
+from hetc.schedule.dram import SharedDram, dram_ask
 from hetc.schedule.problem import SchedulingProblem
 
 # A task is named by a key: ("c", node) for a compute task, ("x", value, dst_memory) for a transfer.
@@ -242,11 +246,14 @@ def earliest_times(tasks: dict[TaskKey, TaskSpec], orders: dict[str, list[TaskKe
 
 def _kahn(tasks: dict[TaskKey, TaskSpec], orders: dict[str, list[TaskKey]], sync_ns: int,
           release: dict[TaskKey, int], soft: dict[TaskKey, TaskKey] | None = None,
+          asks: dict[TaskKey, int] | None = None,
           ) -> tuple[dict[TaskKey, tuple[int, int]], set[TaskKey]]:
     """``earliest_times`` by Kahn's algorithm, with ``soft`` dependencies (task -> the task it waits for)
     that are dropped where they would close a cycle: when every task left waits for something, the first
-    (in ``tasks``' order) that waits only for soft dependencies starts without them. Returns the times (the
-    tasks on or after a hard cycle missing) and the tasks whose soft dependency was dropped."""
+    (in ``tasks``' order) that waits only for soft dependencies starts without them. With ``asks`` (task ->
+    its share of DRAM bandwidth, ``hetc.schedule.dram``), the tasks streaming through DRAM at one time share
+    its bandwidth and last longer when they ask for more (``_timed_shared``). Returns the times (the tasks on or after a hard cycle missing) and the tasks
+    whose soft dependency was dropped."""
     soft = soft or {}
     preds: dict[TaskKey, list[tuple[TaskKey, int]]] = {k: [] for k in tasks}
     for t in tasks.values():
@@ -266,20 +273,17 @@ def _kahn(tasks: dict[TaskKey, TaskSpec], orders: dict[str, list[TaskKey]], sync
         for p, _ in ps:
             succs[p].append(k)
     indegree = {k: len(p) for k, p in preds.items()}
-    ready = [k for k, d in indegree.items() if d == 0]
     times: dict[TaskKey, tuple[int, int]] = {}
     dropped: set[TaskKey] = set()
+
+    def earliest(k: TaskKey) -> int:
+        ps = preds[k] if k not in dropped else preds[k][:hard[k]]
+        return max(max((times[p][1] + g for p, g in ps), default=0), release.get(k, 0))
+
+    run = _timed_shared if asks else _timed
+    ready = [k for k, d in indegree.items() if d == 0]
     while True:
-        while ready:
-            k = ready.pop()
-            ps = preds[k] if k not in dropped else preds[k][:hard[k]]
-            start = max((times[p][1] + gap for p, gap in ps), default=0)
-            start = max(start, release.get(k, 0))
-            times[k] = (start, start + tasks[k].duration)
-            for s in succs[k]:
-                indegree[s] -= 1
-                if indegree[s] == 0 and s not in times:
-                    ready.append(s)
+        run(tasks, ready, succs, indegree, times, earliest, asks or {})
         if len(times) == len(tasks) or not soft:
             return times, dropped
         stalled = next((k for k in soft if k not in times and k not in dropped and indegree[k] == 1
@@ -287,7 +291,53 @@ def _kahn(tasks: dict[TaskKey, TaskSpec], orders: dict[str, list[TaskKey]], sync
         if stalled is None:
             return times, dropped
         dropped.add(stalled)
-        ready.append(stalled)
+        ready = [stalled]
+
+
+def _timed(tasks: dict[TaskKey, TaskSpec], ready: list[TaskKey], succs: dict[TaskKey, list[TaskKey]],
+           indegree: dict[TaskKey, int], times: dict[TaskKey, tuple[int, int]],
+           earliest: Callable[[TaskKey], int], asks: dict[TaskKey, int]) -> None:
+    """Time what ``ready`` releases, in any order (each start depends only on its predecessors' ends)."""
+    while ready:
+        k = ready.pop()
+        start = earliest(k)
+        times[k] = (start, start + tasks[k].duration)
+        for s in succs[k]:
+            indegree[s] -= 1
+            if indegree[s] == 0 and s not in times:
+                ready.append(s)
+
+
+def _timed_shared(tasks: dict[TaskKey, TaskSpec], ready: list[TaskKey], succs: dict[TaskKey, list[TaskKey]],
+                  indegree: dict[TaskKey, int], times: dict[TaskKey, tuple[int, int]],
+                  earliest: Callable[[TaskKey], int], asks: dict[TaskKey, int]) -> None:
+    """``_timed`` with DRAM shared: events in time order (ends before starts at one instant, as in the
+    simulator), a DRAM user's end moving whenever another joins or leaves (``SharedDram``); an end is
+    rounded up to the ns."""
+    events: list[tuple[float, int, int, TaskKey, int]] = []
+    count = itertools.count()
+    dram = SharedDram(lambda t, key, version: heapq.heappush(events, (t, 0, next(count), key, version)))
+    for k in ready:
+        heapq.heappush(events, (earliest(k), 1, next(count), k, 0))
+    started: dict[TaskKey, int] = {}
+    while events:
+        t, phase, _, k, version = heapq.heappop(events)
+        if phase == 1:
+            started[k] = int(t)
+            if asks.get(k):
+                dram.join(k, t, tasks[k].duration, asks[k])
+            else:
+                heapq.heappush(events, (t + tasks[k].duration, 0, next(count), k, 0))
+            continue
+        if asks.get(k):
+            if not dram.current(k, version):
+                continue          # an end the sharing has moved since
+            dram.leave(k, t)
+        times[k] = (started[k], max(started[k], math.ceil(t - 1e-6)))
+        for s in succs[k]:
+            indegree[s] -= 1
+            if indegree[s] == 0 and s not in times:
+                heapq.heappush(events, (earliest(s), 1, next(count), s, 0))
 
 
 def _one_pass(tasks: dict[TaskKey, TaskSpec], orders: dict[str, list[TaskKey]], sync_ns: int,
@@ -371,14 +421,22 @@ def time_plan(problem: SchedulingProblem, plan: Plan) -> tuple[dict[TaskKey, Tas
                                                                 dict[TaskKey, tuple[int, int]]]:
     """Every task of ``plan`` and its times. Copies into device memories wait as ``lead_deps`` says, except
     where the plan's engine orders were built without that rule and the wait would close a cycle: such a
-    copy keeps its place in its DMA queue and starts without it."""
+    copy keeps its place in its DMA queue and starts without it. A task streaming through DRAM where its
+    bandwidth is taken runs slower, for longer (``hetc.schedule.dram``); the longer duration becomes the
+    task's own, so every later re-timing keeps it."""
     tasks = derive_tasks(problem, plan.placement, plan.dma_choice)
     leads = lead_deps(problem, tasks, plan.orders)
-    times, dropped = _kahn(tasks, plan.orders, problem.sync_ns, {}, leads)
+    asks = {k: a for k, t in tasks.items() if (a := dram_ask(problem, k, t.engine, t.duration))}
+    times, dropped = _kahn(tasks, plan.orders, problem.sync_ns, {}, leads, asks)
     if len(times) != len(tasks):
         raise ValueError("engine orders contradict the data dependencies")
     waits = {k: d for k, d in leads.items() if k not in dropped}
-    return {k: replace(t, deps=t.deps + (waits[k],)) if k in waits else t for k, t in tasks.items()}, times
+    specs = {}
+    for k, t in tasks.items():
+        lasts = times[k][1] - times[k][0]   # longer than its duration where DRAM slowed it
+        specs[k] = t if k not in waits and lasts == t.duration else \
+            replace(t, deps=t.deps + ((waits[k],) if k in waits else ()), duration=lasts)
+    return specs, times
 
 
 def makespan_of(times: dict[TaskKey, tuple[int, int]]) -> int:

@@ -54,7 +54,8 @@ def scale(problem: SchedulingProblem, tick: int) -> SchedulingProblem:
         problem, _memo={},
         durations=tuple({d: math.ceil(ns / tick) for d, ns in durs.items()} for durs in problem.durations),
         dmas={k: DmaSpec(e.name, e.memories, e.latency_ns / tick, e.bandwidth * tick) for k, e in problem.dmas.items()},
-        sync_ns=math.ceil(problem.sync_ns / tick))
+        sync_ns=math.ceil(problem.sync_ns / tick),
+        dram_bandwidth=None if problem.dram_bandwidth is None else problem.dram_bandwidth * tick)
 
 
 def _tails(sp: SchedulingProblem, window: set[int]) -> dict[int, int]:

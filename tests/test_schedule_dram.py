@@ -1,0 +1,128 @@
+"""DRAM bandwidth shared by its users (hetc.schedule.dram): when their asks exceed it, every DRAM user running
+slows by the same factor, so no stretch of time moves more bytes than DRAM can; the bytes no schedule keeps
+out of DRAM bound the makespan."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from hetc.schedule.api import solve
+from hetc.schedule.bound import dram_bound, lower_bound
+from hetc.schedule.dram import DRAM_UNITS, SharedDram, dram_ask
+from hetc.schedule.problem import DmaSpec, SchedulingProblem, ValueSpec
+from hetc.schedule.synthetic import random_problem
+
+
+def _weights(dram_bandwidth: float | None, nodes: int = 4) -> SchedulingProblem:
+    """Independent nodes, each reading its own 1,000-byte weight: 1,000 ns on the CPU, 500 on the NPU, whose
+    DMA moves 2 B/ns."""
+    values, inputs = [], []
+    for node in range(nodes):
+        values.append(ValueSpec(f"w{node}", 1000, None, (node,), is_const=True))
+        inputs.append((len(values) - 1,))
+        values.append(ValueSpec(f"y{node}", 8, node, (), is_output=True))
+    return SchedulingProblem(
+        node_ids=tuple(range(nodes)), node_names=tuple(f"n{k}" for k in range(nodes)), ops=("Relu",) * nodes,
+        durations=tuple({"cpu": 1000, "npu": 500} for _ in range(nodes)), node_inputs=tuple(inputs),
+        values=tuple(values), device_memory={"cpu": "dram", "npu": "sram"},
+        dmas={"dma": DmaSpec("dma", ("dram", "sram"), 0.0, 2.0)}, sync_ns=0, priority=("npu", "cpu"),
+        dram_bandwidth=dram_bandwidth)
+
+
+def _dram_bytes(problem: SchedulingProblem, task) -> int:
+    """The bytes a scheduled task streams through DRAM, as the simulator counts them (hetc.codegen.emit)."""
+    if task.kind == "transfer":
+        return task.bytes * ((task.src == problem.dram) + (task.dst == problem.dram))
+    if problem.home(task.engine) != problem.dram:
+        return 0
+    node = problem.node_ids.index(task.node)
+    return sum(problem.values[v].nbytes for v in (*problem.node_inputs[node], *problem.node_outputs[node]))
+
+
+def _densest(problem: SchedulingProblem, tasks) -> float:
+    """The most bytes per ns that DRAM users move within any stretch of time, counting the users that start and
+    end inside it: a user slowed by DRAM does not move its bytes evenly, but no stretch can move more than
+    the bandwidth allows."""
+    users = sorted((t.start_ns, t.end_ns, nbytes) for t in tasks
+                   if (nbytes := _dram_bytes(problem, t)) and t.end_ns > t.start_ns)
+    most = 0.0
+    for k, (begin, _, _) in enumerate(users):
+        inside = sorted((end, nbytes) for _, end, nbytes in users[k:])
+        moved = 0
+        for end, nbytes in inside:
+            moved += nbytes
+            most = max(most, moved / (end - begin))
+    return most
+
+
+def test_asks_count_operands_on_the_cpu_and_bytes_per_dram_end_of_a_copy():
+    problem = _weights(dram_bandwidth=4.0)
+    # the CPU streams its weight and its output (1,008 bytes in 1,000 ns) out of 4 B/ns: 25.2% -> 252 units
+    assert dram_ask(problem, ("c", 0), "cpu", 1000) == 252
+    assert dram_ask(problem, ("c", 0), "npu", 500) == 0                 # computes in its own SRAM
+    assert dram_ask(problem, ("x", 0, "sram"), "dma", 500) == 500       # 1,000 bytes in 500 ns: 2 of 4 B/ns
+    assert dram_ask(_weights(dram_bandwidth=None), ("c", 0), "cpu", 1000) == 0
+    assert dram_ask(_weights(dram_bandwidth=0.5), ("c", 0), "cpu", 1000) == 2016   # more than all of it
+
+
+def _ends() -> tuple[SharedDram, dict]:
+    ends: dict = {}
+    return SharedDram(lambda t, key, version: ends.__setitem__(key, (t, version))), ends
+
+
+def test_users_asking_more_than_the_bandwidth_slow_down_alike():
+    dram, ends = _ends()
+    dram.join("a", 0, 1000, 600)
+    assert ends["a"][0] == 1000                        # alone: its own speed
+    dram.join("b", 0, 1000, 600)                      # 1,200 of 1,000 units: both at 5/6
+    assert ends["a"][0] == ends["b"][0] == pytest.approx(1200)
+    assert not dram.current("a", 1) and dram.current("a", ends["a"][1])   # the first end was moved
+
+
+def test_a_user_leaving_speeds_up_the_others():
+    dram, ends = _ends()
+    dram.join("a", 0, 500, DRAM_UNITS)
+    dram.join("b", 100, 200, 300)                     # 1,300 units: each at 10/13 from t = 100
+    assert ends["a"][0] == pytest.approx(620) and ends["b"][0] == pytest.approx(360)
+    dram.leave("b", 360)                              # a has done 200 of its 400 ns left: alone, 200 more
+    assert ends["a"][0] == pytest.approx(560)
+
+
+def test_a_user_asking_more_than_the_bandwidth_is_slowed_even_alone():
+    dram, ends = _ends()
+    dram.join("a", 0, 1000, 2 * DRAM_UNITS)
+    assert ends["a"][0] == pytest.approx(2000)
+
+
+def test_without_a_bandwidth_the_timing_is_unchanged():
+    for strategy in ("heft", "greedy"):
+        unlimited = solve(_weights(dram_bandwidth=None), strategy)
+        ample = solve(_weights(dram_bandwidth=1e6), strategy)
+        assert [(t.start_ns, t.end_ns) for t in unlimited.tasks] == [(t.start_ns, t.end_ns) for t in ample.tasks]
+
+
+def test_contended_copies_stretch_and_fit_the_bandwidth():
+    # four 2 B/ns weight copies and CPU nodes against 2.5 B/ns of DRAM: they cannot all run at full speed
+    tight, free = _weights(dram_bandwidth=2.5), _weights(dram_bandwidth=None)
+    for strategy in ("heft", "greedy", "cpsat"):
+        sched = solve(tight, strategy, time_limit_s=2)
+        assert _densest(tight, sched.tasks) <= 2.5 * (1 + 1e-9)
+        assert sched.makespan_ns >= solve(free, strategy, time_limit_s=2).makespan_ns
+        assert lower_bound(tight) <= sched.makespan_ns
+
+
+def test_the_dram_bound_counts_each_weight_once_over_the_bandwidth():
+    problem = _weights(dram_bandwidth=2.0)
+    assert dram_bound(problem) == (4 * 1000 + 4 * 8) // 2
+    assert dram_bound(_weights(dram_bandwidth=None)) == 0
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_every_strategy_keeps_dram_within_its_bandwidth(seed):
+    # the DMA engines move 8, 4 (and 6) B/ns: together more than DRAM's 6 B/ns
+    problem = replace(random_problem(seed, nodes=24, two_npu_dmas=seed % 2 == 1), dram_bandwidth=6.0, _memo={})
+    for strategy in ("heft", "greedy", "cpsat"):
+        sched = solve(problem, strategy, time_limit_s=1)
+        assert _densest(problem, sched.tasks) <= problem.dram_bandwidth * (1 + 1e-9)
+        assert lower_bound(problem) <= sched.makespan_ns
