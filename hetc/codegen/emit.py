@@ -222,7 +222,7 @@ def _constants_image(graph: Graph, plan: MemoryPlan, target: Target) -> tuple[by
                      if b.memory == target.dram and b.alias_of is None and b.value in graph.values
                      and graph.values[b.value].is_const), key=lambda b: (b.offset, b.id))
     size = max([plan.constants_bytes] + [b.offset + b.size for b in placed])
-    pieces: list[bytes] = []
+    image = np.zeros(size, np.uint8)   # one copy of the weights into it (zeroed pages are allocated lazily)
     cursor = 0
     for b in placed:
         if b.offset < cursor:
@@ -230,10 +230,9 @@ def _constants_image(graph: Graph, plan: MemoryPlan, target: Target) -> tuple[by
                               "the memory plan is invalid (MemoryPlan.verify reports it)")
         data = np.ascontiguousarray(np.asarray(graph.values[b.value].const).astype(np_dtype(b.dtype), copy=False))
         stored = to_storage(data, b.dtype)   # sub-byte types packed, as the plan sized them
-        pieces += [bytes(b.offset - cursor), stored.tobytes()]
-        cursor = b.offset + stored.size
-    pieces.append(bytes(size - cursor))
-    return b"".join(pieces), size   # one copy of the weights, no zero-filled image to patch
+        image[b.offset:b.offset + stored.nbytes] = stored.reshape(-1).view(np.uint8)
+        cursor = b.offset + stored.nbytes
+    return image.tobytes(), size
 
 
 def _host_values(graph: Graph) -> list[dict[str, str]]:
