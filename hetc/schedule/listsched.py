@@ -121,9 +121,9 @@ class ListScheduler:
     def _plan_inputs(self, node: int, device: str) -> tuple[int, list[tuple[int, str, str, str, int, int]]]:
         """Ready time of all inputs in the device's memory, and the transfers (value, src, dst, engine,
         start, end) that would have to be booked for it. A value several tasks read is staged on its first
-        copy when that does not delay the node and the read is bandwidth-bound: the scheduler's model gives
-        every DMA engine its full bandwidth, but DRAM's is shared (the simulator shares it), so a second read
-        of many bytes is never free."""
+        copy when that does not delay the node and the read is bandwidth-bound: this list scheduler gives
+        every DMA engine its full bandwidth, but DRAM's is shared (``hetc.schedule.dram``: the timing of the
+        plan shares it), so a second read of many bytes is never free."""
         ready, booked = self._plan_inputs_once(node, device, frozenset())
         stage = frozenset(value for value, src, dst, engine, *_ in booked
                           if src == self.p.dram and len(self.p.copy_sources(value, src, dst)) > 1
