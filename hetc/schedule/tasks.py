@@ -24,6 +24,7 @@ import heapq
 import itertools
 import math
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Callable, Optional, Sequence
 
 from hetc.errors import ScheduleError
@@ -280,10 +281,10 @@ def _kahn(tasks: dict[TaskKey, TaskSpec], orders: dict[str, list[TaskKey]], sync
         ps = preds[k] if k not in dropped else preds[k][:hard[k]]
         return max(max((times[p][1] + g for p, g in ps), default=0), release.get(k, 0))
 
-    run = _timed_shared if asks else _timed
+    run = partial(_timed_shared, asks=asks) if asks else _timed
     ready = [k for k, d in indegree.items() if d == 0]
     while True:
-        run(tasks, ready, succs, indegree, times, earliest, asks or {})
+        run(tasks, ready, succs, indegree, times, earliest)
         if len(times) == len(tasks) or not soft:
             return times, dropped
         stalled = next((k for k in soft if k not in times and k not in dropped and indegree[k] == 1
@@ -296,7 +297,7 @@ def _kahn(tasks: dict[TaskKey, TaskSpec], orders: dict[str, list[TaskKey]], sync
 
 def _timed(tasks: dict[TaskKey, TaskSpec], ready: list[TaskKey], succs: dict[TaskKey, list[TaskKey]],
            indegree: dict[TaskKey, int], times: dict[TaskKey, tuple[int, int]],
-           earliest: Callable[[TaskKey], int], asks: dict[TaskKey, int]) -> None:
+           earliest: Callable[[TaskKey], int]) -> None:
     """Time what ``ready`` releases, in any order (each start depends only on its predecessors' ends)."""
     while ready:
         k = ready.pop()
