@@ -11,7 +11,9 @@ from hetc.schedule.api import solve
 from hetc.schedule.bound import dram_bound, lower_bound
 from hetc.schedule.dram import DRAM_UNITS, SharedDram, dram_ask
 from hetc.schedule.problem import DmaSpec, SchedulingProblem, ValueSpec
+from hetc.schedule.heuristics import _accelerators_first, heft_list, heft_timed
 from hetc.schedule.synthetic import random_problem
+from hetc.schedule.tasks import makespan_of, time_plan
 
 
 def _weights(dram_bandwidth: float | None, nodes: int = 4) -> SchedulingProblem:
@@ -126,3 +128,17 @@ def test_every_strategy_keeps_dram_within_its_bandwidth(seed):
         sched = solve(problem, strategy, time_limit_s=1)
         assert _densest(problem, sched.tasks) <= problem.dram_bandwidth * (1 + 1e-9)
         assert lower_bound(problem) <= sched.makespan_ns
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_heft_ships_the_faster_of_its_run_and_its_run_with_the_cpu_kept_off(seed):
+    """HEFT's trials do not see DRAM; the timing does, and picks between HEFT and HEFT with the devices homed
+    in DRAM kept off every node another device runs (hetc.schedule.heuristics.heft_timed)."""
+    problem = replace(random_problem(seed, nodes=24, two_npu_dmas=seed % 2 == 1), dram_bandwidth=6.0, _memo={})
+    plain = makespan_of(time_plan(problem, heft_list(problem))[1])
+    kept_off = makespan_of(time_plan(problem, heft_list(_accelerators_first(problem)))[1])
+    plan, span = heft_timed(problem)
+    assert span == makespan_of(time_plan(problem, plan)[1]) <= min(plain, kept_off)
+    if span == kept_off < plain:   # the CPU then runs only what nothing else can
+        assert all(plan.placement[i] != "cpu" or set(problem.durations[i]) == {"cpu"}
+                   for i in problem.compute_nodes)
