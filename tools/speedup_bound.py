@@ -8,10 +8,10 @@ build uses (lowered as the build lowers it), under the target's cost model: the 
 load-balancing bound, ``hetc.schedule.bound.balance_bound`` (each node's work split fractionally over its
 candidate devices, the weights an accelerator's share reads streamed through the DMA engines into its memory
 once; a linear program), or DRAM's, ``dram_bound`` (every weight and input read from DRAM once, every output
-written there, at DRAM's bandwidth), whichever is higher. It ignores activation transfers and dependencies, so no placement or order of these
-tiles beats it; another tiling could (a whole node costs no more than its tiles, but a grouped convolution
-only runs on the NPU cut per group). Printed: the
-speed-up the tiled build reaches and the most any build could reach (untiled / bound), and their geometric
+written there, at DRAM's bandwidth), whichever is higher. It ignores activation transfers and dependencies,
+so no placement or order of these tiles beats it; another tiling could (a whole node costs no more than its
+tiles, but a grouped convolution only runs on the NPU cut per group). Printed: the speed-up the tiled build
+reaches and the most any build could reach (untiled / bound), and their geometric
 means over the nine models.
 """
 from __future__ import annotations

@@ -147,7 +147,7 @@ def dram_bound(problem: SchedulingProblem) -> int:
         for value in problem.node_inputs[node]:
             root = problem.region_root[value]
             if values[root].producer is None and not values[value].is_host:
-                read[root] = max(read.get(root, 0), values[root].nbytes if root == value else values[value].nbytes)
+                read[root] = max(read.get(root, 0), values[value].nbytes)   # the root itself, or a part
     written = sum(v.nbytes for v in values if v.is_output and v.producer is not None and not v.is_host)
     return math.floor((sum(read.values()) + written) / problem.dram_bandwidth)
 

@@ -253,8 +253,8 @@ def _kahn(tasks: dict[TaskKey, TaskSpec], orders: dict[str, list[TaskKey]], sync
     that are dropped where they would close a cycle: when every task left waits for something, the first
     (in ``tasks``' order) that waits only for soft dependencies starts without them. With ``asks`` (task ->
     its share of DRAM bandwidth, ``hetc.schedule.dram``), the tasks streaming through DRAM at one time share
-    its bandwidth and last longer when they ask for more (``_timed_shared``). Returns the times (the tasks on or after a hard cycle missing) and the tasks
-    whose soft dependency was dropped."""
+    its bandwidth and last longer when they ask for more (``_timed_shared``). Returns the times (the tasks on
+    or after a hard cycle missing) and the tasks whose soft dependency was dropped."""
     soft = soft or {}
     preds: dict[TaskKey, list[tuple[TaskKey, int]]] = {k: [] for k in tasks}
     for t in tasks.values():
