@@ -377,6 +377,19 @@ def _show_usage_error(exc: Exception) -> None:
         exc.show()  # type: ignore[attr-defined]
 
 
+def _from_ctrl_c(exc: BaseException) -> bool:
+    """Whether Ctrl-C caused ``exc``: an extension module that Ctrl-C interrupts while it initialises (OR-Tools'
+    CP-SAT helper, imported on first use) raises ImportError("initialization failed") from the interrupt."""
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and not any(seen is c for c in chain):   # (a chain may loop)
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def main() -> int:
     """Console-script entry point (the script exits with what it returns). Exit status: 0 success, 1 failed
     validation, 2 user error (``error: ...`` with the fix, or typer's usage box), 130 Ctrl-C
@@ -393,6 +406,8 @@ def main() -> int:
         except typer.Abort:  # older typer (click) turns Ctrl-C into Abort
             return _interrupted()
         except Exception as exc:
+            if _from_ctrl_c(exc):
+                return _interrupted()
             if not _is_usage_error(exc):
                 raise   # a bug in hetc: keep its traceback
             _show_usage_error(exc)

@@ -9,12 +9,15 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+
+from hetc import cli
 
 from cli_subprocess import console_script, hetc_env, run_hetc
 from conftest import MODELS_DIR
@@ -202,6 +205,26 @@ def _assert_interrupted(proc: subprocess.CompletedProcess, output: Path) -> None
             break
         time.sleep(0.1)
     assert _processes_mentioning(str(output)) == []
+
+
+def test_ctrl_c_inside_an_extension_module_s_initialisation_exits_130(monkeypatch, capsys) -> None:
+    # pybind11 turns a KeyboardInterrupt during a module's init into ImportError("initialization failed")
+    # from it (seen with OR-Tools' cp_model_helper when Ctrl-C landed in its import)
+    def interrupted_import(**_kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:
+            raise ImportError("initialization failed") from exc
+
+    def broken_import(**_kwargs):
+        raise ImportError("initialization failed")
+
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)   # main() sets its own: put it back
+    monkeypatch.setattr(cli, "app", interrupted_import)
+    assert cli.main() == 130 and capsys.readouterr().err.strip() == "interrupted"
+    monkeypatch.setattr(cli, "app", broken_import)
+    with pytest.raises(ImportError):   # not Ctrl-C: a bug keeps its traceback
+        cli.main()
 
 
 def test_ctrl_c_during_the_imports_exits_130(tmp_path: Path) -> None:
