@@ -10,11 +10,13 @@ import numpy as np
 from hetc.codegen import Bundle, load_bundle
 from hetc.codegen.bundle import check_output_dir
 from hetc.errors import ValidationError
+from hetc.frontend.loader import read_model_file
 from hetc.ir import parse_host_type
 from hetc.pipeline import BuildOptions, BuildResult, build, file_sha256
 from hetc.sim import SimResult, simulate as _simulate
 from hetc.stages import ProgressSink
 from hetc.validate import ValidationReport, check_inputs, load_inputs_npz, make_inputs, validate as validate_outputs
+from hetc.validate.weights import randomize_weights
 
 
 def compile(model: str | Path, output: str | Path | None = None, *, force: bool = False,
@@ -82,9 +84,12 @@ def validate_bundle(bundle: Bundle | str | Path, model: str | Path, inputs: Any 
     if recorded and model.is_file() and file_sha256(model) != recorded:
         raise ValidationError(f"{model} is not the model this bundle was built from (sha256 differs from "
                               f"{recorded[:12]}...); pass the original model with --model")
+    weights_seed = b.manifest.get("model", {}).get("random_weights_seed")
+    # A bundle built with random weights is checked against the model with the same weights.
+    reference = model if weights_seed is None else randomize_weights(read_model_file(model), weights_seed)
     values = bundle_inputs(b, inputs, seed)
     sim = _simulate(b, values, functional=True, precision=precision)
-    report = validate_outputs(model, sim.outputs or {}, values, precision, probe=lambda names: _simulate(
+    report = validate_outputs(reference, sim.outputs or {}, values, precision, probe=lambda names: _simulate(
         b, values, functional=True, precision=precision, probes=names).probes)
     return BundleValidation(sim=sim, report=report, inputs=values)
 

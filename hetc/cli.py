@@ -264,8 +264,8 @@ def validate(source: Path = typer.Argument(..., help="An ONNX model (compiled in
         if model is None:
             raise OptionError(f"validating the bundle {source} needs the original model; pass --model MODEL.onnx")
         if weights != "model":
-            raise OptionError(f"--weights applies to a model, not to the bundle {source}: validate the model itself "
-                              f"(hetc validate MODEL.onnx --weights {weights}) or build with --validate")
+            raise OptionError(f"--weights applies to a model, not to the bundle {source}: a bundle records the "
+                              "weights it was built with; drop --weights")
         report = validate_bundle(source, model, inputs, seed=seed, precision=precision).report
     else:
         from hetc.api import validate as run_validate

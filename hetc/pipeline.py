@@ -97,17 +97,20 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
         check_npz_file(options.inputs)   # a wrong --inputs fails now, not after the compile
     if options.weights not in WEIGHT_CHOICES:
         raise OptionError(f"unknown weights '{options.weights}'; choose one of: {', '.join(WEIGHT_CHOICES)}")
-    if options.weights == "random":  # the built and the reference model both get the same random weights
-        model = randomize_weights(model if isinstance(model, onnx.ModelProto) else read_model_file(Path(model)),
-                                  options.input_seed)
     with clock.stage("import") as say:
+        given = model   # what the bundle names (its sha256): random weights derive from it and the seed
+        if options.weights == "random":  # the built and the reference model both get the same random weights
+            model = randomize_weights(model if isinstance(model, onnx.ModelProto) else read_model_file(Path(model)),
+                                      options.input_seed)
         if isinstance(model, onnx.ModelProto):
             graph = import_model(model, shapes=options.shapes, dims=options.dims)
-            sha = hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
-            model_name = model.graph.name or "model"
         else:
             graph = load_onnx(model, shapes=options.shapes, dims=options.dims)
-            sha, model_name = file_sha256(Path(model)), Path(model).name
+        if isinstance(given, onnx.ModelProto):
+            sha = hashlib.sha256(given.SerializeToString(deterministic=True)).hexdigest()
+            model_name = given.graph.name or "model"
+        else:
+            sha, model_name = file_sha256(Path(given)), Path(given).name
         say(f"{len(graph.nodes)} nodes")
     with clock.stage("passes") as say:
         stats: dict[str, dict[str, float]] = {}
@@ -155,8 +158,9 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
     if idle is not None:  # a build that silently runs everything on the CPU looks like a working one
         warnings.warn(idle, IdleAcceleratorsWarning, stacklevel=2)
     with clock.stage("codegen") as say:
+        seed = options.input_seed if options.weights == "random" else None
         bundle = emit(graph, plan, target, EmitOptions(model_sha256=sha, model_name=model_name,
-                                                       placement_rows=tuple(rows)))
+                                                       placement_rows=tuple(rows), random_weights_seed=seed))
         say(f"{sum(len(p.instructions) for p in bundle.programs.values())} instructions on "
             f"{len(bundle.programs)} engines")
     sim = validation = None

@@ -154,3 +154,19 @@ def test_a_model_onnxruntime_cannot_run_keeps_drawn_statistics_with_a_warning():
     with pytest.warns(RuntimeWarning, match="BatchNormalization statistics left as drawn"):
         var = _arrays(randomize_weights(model, 0))["v0"]
     assert (var >= 0.5).all() and (var <= 1.5).all()
+
+
+def test_a_random_weights_bundle_names_its_file_and_validates_against_it(tmp_path):
+    """The bundle records the file it was built from (its sha256) and the seed: validating the bundle against
+    that file randomizes it the same way, so the outputs agree (with the file's own weights they would not)."""
+    from hetc.api import validate_bundle
+    from hetc.pipeline import BuildOptions, build, file_sha256
+
+    path = tmp_path / "m.onnx"
+    onnx.save(_model(), path)
+    bundle = build(path, BuildOptions(weights="random", input_seed=3)).bundle
+    assert bundle.manifest["model"] == {"name": "m.onnx", "sha256": file_sha256(path), "random_weights_seed": 3}
+    assert validate_bundle(bundle, path).report.passed
+    own = build(path, BuildOptions()).bundle
+    assert own.manifest["model"] == {"name": "m.onnx", "sha256": file_sha256(path)}
+    assert own.constants != bundle.constants   # so the check above compared against the random weights

@@ -34,6 +34,7 @@ class EmitOptions:
 
     model_sha256: str = ""
     model_name: str = ""
+    random_weights_seed: int | None = None                           # built with randomize_weights(model, seed)
     summary: dict[str, Any] = field(default_factory=dict)            # the `hetc build --json` object
     placement_rows: tuple[dict[str, Any], ...] = ()                  # rows of placement.csv
     report: str = ""                                                 # report.txt
@@ -88,7 +89,7 @@ def _emit(graph: Graph, plan: MemoryPlan, target: Target, options: EmitOptions) 
         "format": "hetc-bundle",
         "format_version": FORMAT_VERSION,
         "hetc_version": __version__,
-        "model": {"name": options.model_name or graph.name, "sha256": options.model_sha256},
+        "model": _model_field(options, graph),
         "target": {"name": target.name, "toml": target.source},
         "machine": _machine(target, plan),
         "inputs": [_binding(plan, v, target.dram, first=True) for v in graph.inputs if not v.is_const],
@@ -216,6 +217,13 @@ def _dma(task: Task, plan: MemoryPlan, target: Target) -> Dma:
 
 
 # ---------------------------------------------------------------------------------------------- data files
+def _model_field(options: EmitOptions, graph: Graph) -> dict[str, Any]:
+    model: dict[str, Any] = {"name": options.model_name or graph.name, "sha256": options.model_sha256}
+    if options.random_weights_seed is not None:   # validating the bundle randomizes the model the same way
+        model["random_weights_seed"] = options.random_weights_seed
+    return model
+
+
 def _constants_image(graph: Graph, plan: MemoryPlan, target: Target) -> tuple[bytes, int]:
     """DRAM bytes [0, region end) with every weight at its planned offset, zeros in between."""
     placed = sorted((b for b in plan.buffers

@@ -62,7 +62,7 @@ def delay_at(table: BufferTable, schedule: Schedule, target: Target, memory: str
         freed, first = max(options, key=lambda o: (o[0], -o[1].end_ns, -o[1].id))
         updated = [replace(x, deps=tuple(sorted({*x.deps, first.id}))) if x.id == writer.id else x
                    for x in schedule.tasks]
-        timed = retime(updated, target.sync_ns, schedule.tasks)
+        timed = retime(updated, target.sync_ns, schedule)
         if timed is None:       # cannot happen: both run at t, so neither waits for the other yet
             raise RuntimeError(f"internal error: delaying task {writer.id} after {first.id} made a cycle")
         return schedule.with_tasks(timed), Delay(writer.id, first.id, freed)

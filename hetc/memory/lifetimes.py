@@ -68,8 +68,7 @@ class BufferTable:
     def lifetimes(self, schedule: Schedule, memory: str | None = None) -> dict[str, tuple[int, int]]:
         """Every buffer's ``lifetime``, or only those in ``memory``; inlined, as the planner calls this after
         every repair. (What makes an alias output lies in its memory: a Region's base, an Assemble's parts.)"""
-        starts = {t.id: t.start_ns for t in schedule.tasks}
-        ends = {t.id: t.end_ns for t in schedule.tasks}
+        tasks = schedule.by_id()
         makespan = max(schedule.makespan_ns, 1)
         out: dict[str, tuple[int, int]] = {}
         for bid, b in self.buffers.items():   # (insertion order: what makes an alias output comes first)
@@ -78,13 +77,13 @@ class BufferTable:
             if b.made_by:
                 start = min(out[m][0] for m in b.made_by)
             else:
-                start = 0 if b.from_zero or b.writer is None else starts[b.writer]
+                start = 0 if b.from_zero or b.writer is None else tasks[b.writer].start_ns
             if b.to_end or b.kind == "constant":
                 end = makespan
             else:
-                end = max(map(ends.__getitem__, b.readers), default=start)
+                end = max((tasks[r].end_ns for r in b.readers), default=start)
                 if b.writer is not None:
-                    end = max(end, ends[b.writer])
+                    end = max(end, tasks[b.writer].end_ns)
             out[bid] = (start, max(end, start + 1))
         self._apart(out, schedule)
         return out

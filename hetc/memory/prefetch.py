@@ -57,7 +57,7 @@ def limit_prefetch(schedule: Schedule, target: Target,
         tasks.append(t)
     if not moved:
         return schedule, 0
-    timed = retime(tasks, target.sync_ns, schedule.tasks)
+    timed = retime(tasks, target.sync_ns, schedule)
     if timed is None:   # cannot happen: only copies move, later, and their waiters wait for them
         raise RuntimeError("internal error: releasing prefetches made the schedule cyclic")
     return schedule.with_tasks(timed), moved

@@ -11,7 +11,7 @@ import math
 from operator import attrgetter
 from dataclasses import replace
 
-from hetc.schedule.artifact import Task
+from hetc.schedule.artifact import Schedule, Task
 from hetc.schedule.tasks import TaskSpec, earliest_times
 
 
@@ -31,26 +31,34 @@ def _lanes(ordered: list[Task]) -> dict[str, list[int]]:
     return lanes
 
 
-def retime(tasks: list[Task], sync_ns: float, timed: tuple[Task, ...] | None = None) -> tuple[Task, ...] | None:
+def retime(tasks: list[Task], sync_ns: float, timed: Schedule | tuple[Task, ...] | None = None
+           ) -> tuple[Task, ...] | None:
     """Tasks with start/end pushed to satisfy dependencies and engine order (read from the planned starts).
     Returns None when the dependencies contradict the engine order (a cycle). Tasks that keep their times
     are returned as they are.
 
-    ``timed`` is the schedule ``tasks`` was edited from, which must satisfy the rule itself (a scheduler's or
-    a re-timed schedule does): then the tasks before the earliest edited one keep their times, and of the
-    rest only what the edits reach is recomputed (``_changed_only``), with the same result. On VGG-19's 5,000
-    tasks a repair reaches a few dozen."""
+    ``timed`` is the schedule (or its tasks) ``tasks`` was edited from, which must satisfy the rule itself (a
+    scheduler's or a re-timed schedule does): then the tasks before the earliest edited one keep their times,
+    and of the rest only what the edits reach is recomputed (``_changed_only``), with the same result. On
+    VGG-19's 5,000 tasks a repair reaches a few dozen."""
     sync = math.ceil(sync_ns)
     ordered = _by_start(tasks)      # the planned order: topological, as re-timing only adds forward edges
-    was = {t.id: t for t in timed} if timed is not None else {}
-    first = _untouched(ordered, was) if timed is not None else None
-    if first is None:
-        first = 0
-    else:
-        times = _changed_only(ordered, first, sync, was)
-        if times is not None:
-            return tuple(t if times[t.id] == t.start_ns else
-                         replace(t, start_ns=times[t.id], end_ns=times[t.id] + t.duration_ns) for t in tasks)
+    first = 0
+    if timed is not None:
+        was = timed.by_id() if isinstance(timed, Schedule) else {t.id: t for t in timed}
+        edited = {t.id: t for t in tasks if was.get(t.id) is not t}
+        if not edited:
+            return tuple(tasks)
+        earliest = min(t.start_ns for t in edited.values())
+        first = bisect.bisect_left(ordered, earliest, key=attrgetter("start_ns"))
+        if any(not edited.keys().isdisjoint(t.deps) for t in ordered[:first]):
+            first = 0               # an earlier task waits for an edited one, which now comes after it
+        else:
+            times = _changed_only(ordered, first, sync, was, edited)
+            if times is not None:
+                return tuple(t if times.get(t.id, t.start_ns) == t.start_ns else
+                             replace(t, start_ns=times[t.id], end_ns=times[t.id] + t.duration_ns) for t in tasks)
+            first = 0
     # The general rule on the tasks from ``first`` on; those before it are fixed and only release them.
     fixed = {t.id: t for t in ordered[:first]}
     rest = ordered[first:]
@@ -73,54 +81,63 @@ def retime(tasks: list[Task], sync_ns: float, timed: tuple[Task, ...] | None = N
                  replace(t, start_ns=times[t.id][0], end_ns=times[t.id][1]) for t in tasks)
 
 
-def _untouched(ordered: list[Task], was: dict[int, Task]) -> int | None:
-    """How many tasks of ``ordered`` start before the earliest edited one (not the same object as in the
-    schedule it was edited from, ``was`` by id): they keep their times. None when one of them waits for an
-    edited task, which now comes after it: then nothing is known to keep its time."""
-    edited = {t.id for t in ordered if was.get(t.id) is not t}
-    if not edited:
-        return len(ordered)
-    first = bisect.bisect_left(ordered, min(t.start_ns for t in ordered if t.id in edited),
-                               key=attrgetter("start_ns"))
-    if not edited.isdisjoint(set().union(*(t.deps for t in ordered[:first]))):
-        return None
-    return first
-
-
-def _changed_only(ordered: list[Task], first: int, sync_ns: int, was: dict[int, Task]) -> dict[int, int] | None:
-    """Starts by the rule of ``earliest_times`` along ``ordered``, the first ``first`` tasks kept as they are,
-    the others recomputed only where an edit may move them: a task that is not the same object as in
-    the schedule it was edited from (``was``, by id), or whose engine predecessor or one of whose dependencies
-    now ends at another time. Any other task keeps its start: its release is that start, and that schedule
-    satisfying the rule puts every constraint it meets at or before it (an unchanged task that is now its
-    engine predecessor ran before it there too, since unchanged tasks keep their order). None when a
-    dependency comes later in the order (a postponed copy that now ends after its reader's planned start:
-    the caller takes the general path)."""
-    engine = {t.id: t.engine for t in ordered}
-    prefix = ordered[:first]
-    last: dict[str, int] = {t.engine: t.id for t in prefix}
-    ends: dict[int, int] = {t.id: t.end_ns for t in prefix}
-    starts: dict[int, int] = {t.id: t.start_ns for t in prefix}
+def _changed_only(ordered: list[Task], first: int, sync_ns: int, was: dict[int, Task],
+                  edited: dict[int, Task]) -> dict[int, int] | None:
+    """Starts by the rule of ``earliest_times`` of the tasks from ``first`` on in ``ordered`` (those before
+    keep their times: they start before every edited task, ``edited`` by id, and wait for none), recomputed
+    only where an edit may move them: an edited task (not the same object as in the schedule it was edited
+    from, ``was`` by id), or one whose engine predecessor or one of whose dependencies now ends at another
+    time. Any other task keeps its start: its release is that start, and that schedule satisfying the rule
+    puts every constraint it meets at or before it (an unchanged task that is now its engine predecessor ran
+    before it there too, since unchanged tasks keep their order). Past the last edited task, once the tasks
+    start after every moved one ends (and its semaphore), nothing moves any more: the walk stops there, and
+    the tasks not in the answer keep their starts. None when a dependency comes later in the order (a
+    postponed copy that now ends after its reader's planned start: the caller takes the general path)."""
+    rest = ordered[first:]
+    earliest = rest[0].start_ns
+    last: dict[str, int] = {}
+    engines = {t.engine for t in rest}
+    for t in reversed(ordered[:first]):            # each engine's last task before the edits
+        if t.engine in engines and t.engine not in last:
+            last[t.engine] = t.id
+            if len(last) == len(engines):
+                break
+    ends: dict[int, int] = {}
+    starts: dict[int, int] = {}
     moved: set[int] = set()
-    seen: set[int] = set(starts)
-    for t in ordered[first:]:
+    unseen_edits, horizon = len(edited), earliest
+
+    def end_of(d: int) -> int | None:
+        """When ``d`` ends, if it comes before in the order (met already, or a task before ``first``)."""
+        end = ends.get(d)
+        if end is None and d not in edited and d in was and was[d].start_ns < earliest:
+            end = was[d].end_ns
+        return end
+
+    for t in rest:
         k = t.id
+        if not unseen_edits and t.start_ns >= horizon:
+            break
         before = last.get(t.engine)
         last[t.engine] = k
-        if not seen.issuperset(t.deps):
+        is_edited = k in edited
+        unseen_edits -= is_edited
+        # Unchanged tasks keep their order: only an edited task, or a wait for one, can point backwards.
+        if (is_edited or not edited.keys().isdisjoint(t.deps)) and any(end_of(d) is None for d in t.deps):
             return None                  # a predecessor comes later: the order is no longer topological
-        seen.add(k)
-        if was.get(k) is t and before not in moved and moved.isdisjoint(t.deps):
-            starts[k], ends[k] = t.start_ns, t.end_ns
+        if not is_edited and before not in moved and moved.isdisjoint(t.deps):
+            ends[k] = t.end_ns
             continue
         start = t.start_ns
         if before is not None:
-            start = max(start, ends[before])
+            start = max(start, end_of(before))
         for d in t.deps:
-            end = ends[d]
-            start = max(start, end if engine[d] == t.engine else end + sync_ns)
+            engine = (edited[d] if d in edited else was[d]).engine
+            end = end_of(d)
+            start = max(start, end if engine == t.engine else end + sync_ns)
         starts[k], ends[k] = start, start + t.duration_ns
         old = was.get(k)
         if old is None or ends[k] != old.end_ns:
             moved.add(k)
+            horizon = max(horizon, ends[k] + sync_ns)
     return starts

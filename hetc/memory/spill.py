@@ -73,7 +73,7 @@ def spill_candidates(table: BufferTable, schedule: Schedule, memory: str, t: int
     """Buffers of ``memory`` live but idle at ``t``, best first. A copy whose transfer is still running at
     ``t`` and that nobody has read is a candidate too: it can be postponed (``before`` is then just that
     transfer, unfinished)."""
-    tasks = {x.id: x for x in schedule.tasks}
+    tasks = schedule.by_id()
     found = []
     for bid, spec in table.buffers.items():
         if spec.memory != memory or bid in shared or spec.writer is None:
@@ -138,7 +138,7 @@ def spill_at(table: BufferTable, schedule: Schedule, target: Target, memory: str
             freed += size
     if not spills and not postponed:
         return None
-    timed = retime(edits.tasks, target.sync_ns, schedule.tasks)
+    timed = retime(edits.tasks, target.sync_ns, schedule)
     if timed is None:   # cannot happen: every new edge goes forward in planned time
         raise RuntimeError(f"internal error: spilling in '{memory}' at t={t} made the schedule cyclic")
     return schedule.with_tasks(timed), spills, postponed

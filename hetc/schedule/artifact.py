@@ -112,7 +112,11 @@ class Schedule:
 
     @property
     def makespan_ns(self) -> int:
-        return max((t.end_ns for t in self.tasks), default=0)
+        makespan = self.__dict__.get("_makespan_cache")   # (the memory planner asks after each of its repairs)
+        if makespan is None:
+            makespan = max((t.end_ns for t in self.tasks), default=0)
+            object.__setattr__(self, "_makespan_cache", makespan)
+        return makespan
 
     @property
     def gap(self) -> float:
@@ -120,9 +124,10 @@ class Schedule:
         return 0.0 if m <= 0 else max(0.0, (m - self.lower_bound_ns) / m)
 
     def task(self, task_id: int) -> Task:
-        return self._by_id()[task_id]
+        return self.by_id()[task_id]
 
-    def _by_id(self) -> dict[int, Task]:
+    def by_id(self) -> dict[int, Task]:
+        """Task id -> task (built once per schedule; do not modify it)."""
         by_id = self.__dict__.get("_by_id_cache")
         if by_id is None:
             by_id = {t.id: t for t in self.tasks}
