@@ -5,11 +5,12 @@
 Per light model: the untiled build's planned makespan (hetc's CP-SAT build with ``tiling=False``, the "before"
 of issue 14), the tiled build's, and a lower bound on the makespan of any schedule of the tiled graph the
 build uses (lowered as the build lowers it), under the target's cost model: the scheduler's own
-load-balancing bound, ``hetc.schedule.bound.balance_bound`` (each node's work split fractionally over its
-candidate devices, the weights an accelerator's share reads streamed through the DMA engines into its memory
-once; a linear program), or DRAM's, ``dram_bound`` (every weight and input read from DRAM once, every output
-written there, at DRAM's bandwidth), whichever is higher. It ignores activation transfers and dependencies,
-so no placement or order of these tiles beats it; another tiling could (a whole node costs no more than its
+``hetc.schedule.bound.lower_bound``, the highest of the critical path (every node on its fastest device, with
+the weight, input and output transfers no schedule avoids), the load-balancing bound (each node's work split
+fractionally over its candidate devices, the weights an accelerator's share reads streamed through the DMA
+engines into its memory once; a linear program) and DRAM's (every weight and input read from DRAM once,
+every output written there, at DRAM's bandwidth). It ignores activation transfers and resource conflicts
+along the path, so no placement or order of these tiles beats it; another tiling could (a whole node costs no more than its
 tiles, but a grouped convolution only runs on the NPU cut per group). Printed: the speed-up the tiled build
 reaches and the most any build could reach (untiled / bound), and their geometric
 means over the nine models.
@@ -30,7 +31,7 @@ from hetc.frontend import load_onnx  # noqa: E402
 from hetc.passes import optimize  # noqa: E402
 from hetc.passes.alias_ops import alias_ops  # noqa: E402
 from hetc.pipeline import BuildOptions, build  # noqa: E402
-from hetc.schedule.bound import balance_bound, dram_bound  # noqa: E402
+from hetc.schedule.bound import lower_bound  # noqa: E402
 from hetc.schedule.problem import build_problem  # noqa: E402
 from hetc.target import load_target  # noqa: E402
 from hetc.target.lowering import lowering_rules  # noqa: E402
@@ -46,10 +47,9 @@ def scheduled_graph(path: Path, target):
     return alias_ops(tile_graph(optimize(load_onnx(path), lowerings=lowering_rules(target)), target))
 
 
-def balance_bound_ns(path: Path, target) -> int:
-    """``hetc.schedule.bound.balance_bound`` or ``dram_bound``, the higher, on the graph the build schedules."""
-    problem = build_problem(scheduled_graph(path, target), target)
-    return max(balance_bound(problem), dram_bound(problem))
+def bound_ns(path: Path, target) -> int:
+    """``hetc.schedule.bound.lower_bound`` of the graph the build schedules."""
+    return lower_bound(build_problem(scheduled_graph(path, target), target))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     reached, possible = [], []
     for name in args.models.split(","):
         path = LIGHT / f"light_{name}.onnx"
-        bound = balance_bound_ns(path, target)
+        bound = bound_ns(path, target)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             before = build(str(path), BuildOptions(target=target, tiling=False)).schedule.makespan_ns
