@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -15,22 +15,20 @@ import onnx
 
 from hetc.codegen import Bundle, EmitOptions, emit
 from hetc.codegen.build_info import MANIFEST, without_wall_clock
-from hetc.errors import MemoryPlanError, OptionError
+from hetc.errors import OptionError
 from hetc.frontend import import_model, load_onnx
 from hetc.frontend.loader import read_model_file
 from hetc.ir import Graph
-from hetc.memory import MemoryPlan, plan_memory
+from hetc.memory import MemoryPlan
 from hetc.passes import optimize
-from hetc.passes.alias_ops import alias_ops
 from hetc.passes.qdq import QDQ_NOTE
 from hetc.report import GANTT_FORMATS, Timeline, gantt_files, report_text
-from hetc.schedule import (IdleAcceleratorsWarning, Schedule, check_strategy, idle_accelerators_warning,
-                           placement_rows, schedule as run_scheduler)
+from hetc.planning import SchedulingChoices, plan_tiled
+from hetc.schedule import IdleAcceleratorsWarning, Schedule, check_strategy, idle_accelerators_warning, placement_rows
 from hetc.sim import SimResult, simulate
 from hetc.stages import ProgressSink, StageClock
 from hetc.target import Target, load_target
 from hetc.target.lowering import lowering_rules
-from hetc.target.tiling import TILE_BUDGET_FRACTION, tile_graph, tiling_note
 from hetc.version import __version__
 from hetc.validate import ValidationReport, check_npz_file, load_inputs_npz, make_inputs, validate
 from hetc.validate.weights import WEIGHT_CHOICES, randomize_weights
@@ -119,39 +117,9 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
         lowered = int(stats.get("lower_for_target", {}).get("changed", 0))
         say(f"{len(graph.nodes)} nodes after folding" + (f"; {qdq}" if qdq else "")
             + (f"; {lowered} node(s) lowered for {target.name} (docs/targets.md, \"Lowering\")" if lowered else ""))
-    untiled, fraction = graph, TILE_BUDGET_FRACTION
-    while True:
-        graph = untiled
-        if options.tiling:
-            with clock.stage("tiling") as say:
-                graph = tile_graph(untiled, target, fraction)
-                say(tiling_note(graph))
-        graph = alias_ops(graph)   # Split, Slice and in-place Concat as views (after tiling: it cuts the originals)
-        with clock.stage("schedule") as say:
-            sched = run_scheduler(graph, target, strategy=options.scheduler, time_limit_s=options.time_limit_s,
-                                  num_workers=options.num_workers, seed=options.seed, progress=say)
-            say(f"{sched.stats.strategy}: makespan {sched.makespan_ns / 1000:,.1f} µs, "
-                f"bound {sched.lower_bound_ns / 1000:,.1f} µs, solver gap {sched.gap:.1%} ({sched.stats.status})"
-                + (f"; {sched.stats.details['no_search']}" if "no_search" in sched.stats.details else ""))
-        try:
-            with clock.stage("memory") as say:
-                plan = plan_memory(graph, sched, target, progress=say)
-                plan = _no_worse_than_heft(graph, target, plan, say)
-                say(", ".join(f"{m} {s.peak_bytes / 2**20:.2f}/{s.lower_bound_bytes / 2**20:.2f} MiB"
-                              for m, s in plan.stats.items())
-                    + f"; {plan.details['limited_prefetches']} prefetches double-buffered, {len(plan.spills)} spills; "
-                      f"makespan {plan.schedule.makespan_ns / 1000:,.1f} µs, "
-                      f"gap after memory planning {plan.schedule.gap:.1%}")
-            break
-        except MemoryPlanError as exc:
-            # The scheduler bounds only its copies' lead by the scratchpads (hetc.schedule.tasks.lead_deps): when
-            # the planner cannot place the tiles it scheduled, smaller tiles leave it room. Twice at most.
-            if not options.tiling or fraction < TILE_BUDGET_FRACTION / 3:
-                raise
-            fraction /= 2
-            with clock.stage("memory") as say:
-                say(f"{exc.args[0].split(';')[0]}; tiling again with tiles of at most {fraction:.0%} of a "
-                    "scratchpad")
+    choices = SchedulingChoices(options.scheduler, options.time_limit_s, options.num_workers, options.seed,
+                                options.tiling)
+    graph, plan = plan_tiled(graph, target, choices, clock)
     sched = plan.schedule   # the one schedule from here on: emitted, simulated, reported, charted
     rows = placement_rows(graph, target, sched)
     idle = idle_accelerators_warning(graph, target, sched)
@@ -251,28 +219,6 @@ def make_summary(model_name: str, graph: Graph, target: Target, plan: MemoryPlan
     if validation is not None:
         summary["validation"] = validation.summary()
     return summary
-
-
-def _no_worse_than_heft(graph: Graph, target: Target, plan: MemoryPlan, say: Any) -> MemoryPlan:
-    """The plan of CP-SAT's schedule, or HEFT's when, planned, HEFT's is faster: the planner may re-time one
-    more than the other, and HEFT is the baseline the shipped schedule must beat. Only where CP-SAT shipped a
-    schedule of its own (status FEASIBLE or OPTIMAL; otherwise it is HEFT's already)."""
-    stats = plan.schedule.stats
-    if stats.strategy != "cpsat" or stats.status not in ("FEASIBLE", "OPTIMAL"):
-        return plan
-    heft = plan_memory(graph, run_scheduler(graph, target, strategy="heft"), target)
-    if heft.schedule.makespan_ns >= plan.schedule.makespan_ns:
-        return plan
-    note = (f"HEFT's schedule ships: planned {heft.schedule.makespan_ns / 1000:,.1f} µs against CP-SAT's "
-            f"{plan.schedule.makespan_ns / 1000:,.1f} µs")
-    say(note)
-    own = stats.details.get("solver_own") or {"status": stats.status, "objective_ns": stats.objective_ns,
-                                              "gap": round(stats.gap, 6)}
-    bound = max(plan.schedule.lower_bound_ns, heft.schedule.lower_bound_ns)
-    shipped = replace(stats, status="HINT", objective_ns=heft.schedule.makespan_ns,
-                      best_bound_ns=max(stats.best_bound_ns, bound),
-                      details={**stats.details, "solver_own": own, "heft_after_planning": note})
-    return replace(heft, schedule=replace(heft.schedule, stats=shipped, lower_bound_ns=bound))
 
 
 PREDICATE_DRAWS = 8   # seeded inputs a predicated model's expected makespan averages over

@@ -7,7 +7,7 @@ from pathlib import Path
 from hetc.frontend import load_onnx
 from hetc.memory import plan_memory
 from hetc.passes import optimize
-from hetc.pipeline import _no_worse_than_heft
+from hetc.planning import _no_worse_than_heft
 from hetc.schedule import schedule
 from hetc.target import load_target
 

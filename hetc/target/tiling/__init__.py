@@ -7,10 +7,10 @@ tiles that fit (and, on targets with several identical cores, nodes whose split 
 * ``graph``: ``tile_graph``, which writes the chosen cuts into the graph with alias nodes (hetc.ir.tiles).
 """
 from hetc.target.tiling.graph import cut_node, tile_graph, tiling_note, tiling_rows
-from hetc.target.tiling.estimate import TILE_BUDGET_FRACTION, TilePlan
+from hetc.target.tiling.estimate import TILE_BUDGET_FRACTION, WIDE_TILE_BUDGET_FRACTION, TilePlan
 from hetc.target.tiling.plan import MAX_TILES, eligible_accelerators, plan_node, tiling_verdict
 from hetc.target.tiling.axes import Untileable
 from hetc.target.tiling.rules import RULES
 
 __all__ = ["tile_graph", "cut_node", "tiling_rows", "tiling_note", "plan_node", "tiling_verdict", "eligible_accelerators", "TilePlan", "MAX_TILES",
-           "TILE_BUDGET_FRACTION", "RULES", "Untileable"]
+           "TILE_BUDGET_FRACTION", "WIDE_TILE_BUDGET_FRACTION", "RULES", "Untileable"]

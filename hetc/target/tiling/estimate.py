@@ -13,6 +13,9 @@ from hetc.target.tiling.axes import Axis, Untileable
 from hetc.target.tiling.shapes import ACC, TileShape, describe_tile, sketch, source_value, split_bands
 
 TILE_BUDGET_FRACTION = 1 / 3
+# The budget tried as well when memory planning lengthened a schedule by much (hetc.planning): half a
+# scratchpad, one tile loading while one computes, so fewer tiles and copies for the planner to fit.
+WIDE_TILE_BUDGET_FRACTION = 1 / 2
 NEAR_BEST = 0.05   # cuts estimated within 5% of the fastest count as equally fast (fewest tiles wins)
 
 

@@ -8,7 +8,8 @@ cost model and keeps the fastest.
   smallest home memory among the accelerators that could run the node but for its size. A third: while tile k
   computes, tile k+1's operands arrive and tile k-1's output drains, three tiles' buffers at once. (Half, which
   counted the load and the drain as one tile, left the planner no room on 2 MiB cores: VGG-19's packing on
-  multi-npu overflowed by 1 MB at instants where nothing could leave.)
+  multi-npu overflowed by 1 MB at instants where nothing could leave.) ``hetc.planning`` tries half as well
+  where the planner's repairs lengthened a schedule by much, and ships the faster plan.
 * **Estimate.** Per tile, its compute time ``Target.cost`` (launch + roofline on the tile's own shapes, so the
   halo's extra rows count) and its DMA time (each input box and each weight slice fetched from DRAM per tile,
   so re-fetches count; the output drained to DRAM). A core runs its tiles as a two-stage pipeline, so it

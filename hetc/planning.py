@@ -1,0 +1,127 @@
+"""Tiling, scheduling and memory planning, the three decisions that interact: one plan comes out.
+
+The tile budget (``hetc.target.tiling``) decides how many tasks and copies the scheduler orders; the scheduler
+sees its scratchpads only through each copy's bounded lead; the memory planner then fits what it was given,
+postponing copies and spilling where a scratchpad is full. So ``plan_tiled`` runs them in order and adjusts
+the budget on the planner's evidence:
+
+* the planner cannot place the tiles: smaller tiles, twice at most;
+* the planner's repairs lengthened the schedule by more than ``REPAIRED_RETRY`` (memory the schedule did not
+  leave room for): the wider budget is tried once too (fewer tiles, fewer copies to fit), and the faster plan
+  ships. That try gives up where the planner would have to move a node to another device: with half a
+  2 MiB core per tile, VGG-19's plan on `multi-npu` took 555 s of such moves and came out 3.5x slower.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from hetc.errors import MemoryPlanError
+from hetc.ir import Graph
+from hetc.memory import MemoryPlan, plan_memory
+from hetc.passes.alias_ops import alias_ops
+from hetc.schedule import Schedule, schedule as run_scheduler
+from hetc.stages import StageClock
+from hetc.target import Target
+from hetc.target.tiling import TILE_BUDGET_FRACTION, WIDE_TILE_BUDGET_FRACTION, tile_graph, tiling_note
+
+# Shipped / scheduled makespan above which the wider tile budget is tried as well. ResNet-50 on `multi-npu`
+# (1.087) is the one light-model build above it; the next is 1.029 (docs/benchmarks.md, "Tile budget").
+REPAIRED_RETRY = 1.05
+
+
+@dataclass
+class SchedulingChoices:
+    scheduler: str
+    time_limit_s: float | None
+    num_workers: int
+    seed: int
+    tiling: bool
+
+
+def plan_tiled(untiled: Graph, target: Target, choices: SchedulingChoices, clock: StageClock
+               ) -> tuple[Graph, MemoryPlan]:
+    """The graph that ships (tiled, with its alias nodes) and its memory plan, whose schedule is the one."""
+    fraction = TILE_BUDGET_FRACTION
+    while True:
+        try:
+            graph, scheduled, plan = _plan_at(untiled, target, choices, clock, fraction)
+            break
+        except MemoryPlanError as exc:
+            # The scheduler bounds only its copies' lead by the scratchpads (hetc.schedule.tasks.lead_deps): when
+            # the planner cannot place the tiles it scheduled, smaller tiles leave it room. Twice at most.
+            if not choices.tiling or fraction < TILE_BUDGET_FRACTION / 3:
+                raise
+            fraction /= 2
+            with clock.stage("memory") as say:
+                say(f"{exc.args[0].split(';')[0]}; tiling again with tiles of at most {fraction:.0%} of a "
+                    "scratchpad")
+    repaired = plan.schedule.makespan_ns / max(1, scheduled.makespan_ns)
+    if choices.tiling and fraction == TILE_BUDGET_FRACTION and repaired > REPAIRED_RETRY:
+        with clock.stage("memory") as say:
+            say(f"memory planning lengthened the schedule {repaired:.3f}x; tiling again with tiles of at most "
+                f"{WIDE_TILE_BUDGET_FRACTION:.0%} of a scratchpad")
+        try:
+            wide_graph, _, wide = _plan_at(untiled, target, choices, clock, WIDE_TILE_BUDGET_FRACTION,
+                                           allow_moves=False)
+        except MemoryPlanError:
+            wide = None
+        with clock.stage("memory") as say:
+            if wide is not None and wide.schedule.makespan_ns < plan.schedule.makespan_ns:
+                say(f"the wider tiles ship: {wide.schedule.makespan_ns / 1000:,.1f} µs against "
+                    f"{plan.schedule.makespan_ns / 1000:,.1f} µs")
+                graph, plan = wide_graph, wide
+            else:
+                say(f"the tiles of at most {fraction:.0%} ship: {plan.schedule.makespan_ns / 1000:,.1f} µs"
+                    + ("" if wide is None else f" against {wide.schedule.makespan_ns / 1000:,.1f} µs"))
+    return graph, plan
+
+
+def _plan_at(untiled: Graph, target: Target, choices: SchedulingChoices, clock: StageClock, fraction: float,
+             allow_moves: bool = True) -> tuple[Graph, Schedule, MemoryPlan]:
+    """Tile with ``fraction`` of a scratchpad per tile, schedule, plan memory: the graph, the scheduler's
+    schedule and the plan. Without ``allow_moves`` a plan that would have to move a node off its device (and
+    reschedule: the costly repair) fails instead."""
+    graph = untiled
+    if choices.tiling:
+        with clock.stage("tiling") as say:
+            graph = tile_graph(untiled, target, fraction)
+            say(tiling_note(graph))
+    graph = alias_ops(graph)   # Split, Slice and in-place Concat as views (after tiling: it cuts the originals)
+    with clock.stage("schedule") as say:
+        sched = run_scheduler(graph, target, strategy=choices.scheduler, time_limit_s=choices.time_limit_s,
+                              num_workers=choices.num_workers, seed=choices.seed, progress=say)
+        say(f"{sched.stats.strategy}: makespan {sched.makespan_ns / 1000:,.1f} µs, "
+            f"bound {sched.lower_bound_ns / 1000:,.1f} µs, solver gap {sched.gap:.1%} ({sched.stats.status})"
+            + (f"; {sched.stats.details['no_search']}" if "no_search" in sched.stats.details else ""))
+    with clock.stage("memory") as say:
+        plan = plan_memory(graph, sched, target, progress=say, allow_moves=allow_moves)
+        plan = _no_worse_than_heft(graph, target, plan, say)
+        say(", ".join(f"{m} {s.peak_bytes / 2**20:.2f}/{s.lower_bound_bytes / 2**20:.2f} MiB"
+                      for m, s in plan.stats.items())
+            + f"; {plan.details['limited_prefetches']} prefetches double-buffered, {len(plan.spills)} spills; "
+              f"makespan {plan.schedule.makespan_ns / 1000:,.1f} µs, "
+              f"gap after memory planning {plan.schedule.gap:.1%}")
+    return graph, sched, plan
+
+
+def _no_worse_than_heft(graph: Graph, target: Target, plan: MemoryPlan, say: Any) -> MemoryPlan:
+    """The plan of CP-SAT's schedule, or HEFT's when, planned, HEFT's is faster: the planner may re-time one
+    more than the other, and HEFT is the baseline the shipped schedule must beat. Only where CP-SAT shipped a
+    schedule of its own (status FEASIBLE or OPTIMAL; otherwise it is HEFT's already)."""
+    stats = plan.schedule.stats
+    if stats.strategy != "cpsat" or stats.status not in ("FEASIBLE", "OPTIMAL"):
+        return plan
+    heft = plan_memory(graph, run_scheduler(graph, target, strategy="heft"), target)
+    if heft.schedule.makespan_ns >= plan.schedule.makespan_ns:
+        return plan
+    note = (f"HEFT's schedule ships: planned {heft.schedule.makespan_ns / 1000:,.1f} µs against CP-SAT's "
+            f"{plan.schedule.makespan_ns / 1000:,.1f} µs")
+    say(note)
+    own = stats.details.get("solver_own") or {"status": stats.status, "objective_ns": stats.objective_ns,
+                                              "gap": round(stats.gap, 6)}
+    bound = max(plan.schedule.lower_bound_ns, heft.schedule.lower_bound_ns)
+    shipped = replace(stats, status="HINT", objective_ns=heft.schedule.makespan_ns,
+                      best_bound_ns=max(stats.best_bound_ns, bound),
+                      details={**stats.details, "solver_own": own, "heft_after_planning": note})
+    return replace(heft, schedule=replace(heft.schedule, stats=shipped, lower_bound_ns=bound))
