@@ -32,6 +32,8 @@ REPAIRED_RETRY = 1.05
 
 @dataclass
 class SchedulingChoices:
+    """What the caller chose for scheduling (``BuildOptions``' fields of the same names)."""
+
     scheduler: str
     time_limit_s: float | None
     num_workers: int
@@ -57,24 +59,30 @@ def plan_tiled(untiled: Graph, target: Target, choices: SchedulingChoices, clock
                 say(f"{exc.args[0].split(';')[0]}; tiling again with tiles of at most {fraction:.0%} of a "
                     "scratchpad")
     repaired = plan.schedule.makespan_ns / max(1, scheduled.makespan_ns)
-    if choices.tiling and fraction == TILE_BUDGET_FRACTION and repaired > REPAIRED_RETRY:
-        with clock.stage("memory") as say:
-            say(f"memory planning lengthened the schedule {repaired:.3f}x; tiling again with tiles of at most "
-                f"{WIDE_TILE_BUDGET_FRACTION:.0%} of a scratchpad")
-        try:
-            wide_graph, _, wide = _plan_at(untiled, target, choices, clock, WIDE_TILE_BUDGET_FRACTION,
-                                           allow_moves=False)
-        except MemoryPlanError:
-            wide = None
-        with clock.stage("memory") as say:
-            if wide is not None and wide.schedule.makespan_ns < plan.schedule.makespan_ns:
-                say(f"the wider tiles ship: {wide.schedule.makespan_ns / 1000:,.1f} µs against "
-                    f"{plan.schedule.makespan_ns / 1000:,.1f} µs")
-                graph, plan = wide_graph, wide
-            else:
-                say(f"the tiles of at most {fraction:.0%} ship: {plan.schedule.makespan_ns / 1000:,.1f} µs"
-                    + ("" if wide is None else f" against {wide.schedule.makespan_ns / 1000:,.1f} µs"))
+    tiled = any(n.tile is not None for n in graph.nodes)   # (no tile: another budget cuts nothing either)
+    if tiled and fraction == TILE_BUDGET_FRACTION and repaired > REPAIRED_RETRY:
+        graph, plan = _faster_with_wider_tiles(untiled, target, choices, clock, (graph, plan), repaired)
     return graph, plan
+
+
+def _faster_with_wider_tiles(untiled: Graph, target: Target, choices: SchedulingChoices, clock: StageClock,
+                             first: tuple[Graph, MemoryPlan], repaired: float) -> tuple[Graph, MemoryPlan]:
+    """``first`` or the plan with tiles of up to ``WIDE_TILE_BUDGET_FRACTION`` of a scratchpad, the faster."""
+    with clock.stage("memory") as say:
+        say(f"memory planning lengthened the schedule {repaired:.3f}x; tiling again with tiles of at most "
+            f"{WIDE_TILE_BUDGET_FRACTION:.0%} of a scratchpad")
+    try:
+        graph, _, plan = _plan_at(untiled, target, choices, clock, WIDE_TILE_BUDGET_FRACTION, allow_moves=False)
+    except MemoryPlanError:
+        graph, plan = None, None
+    ours = first[1].schedule.makespan_ns
+    with clock.stage("memory") as say:
+        if plan is not None and plan.schedule.makespan_ns < ours:
+            say(f"the wider tiles ship: {plan.schedule.makespan_ns / 1000:,.1f} µs against {ours / 1000:,.1f} µs")
+            return graph, plan
+        say(f"the tiles of at most {TILE_BUDGET_FRACTION:.0%} ship: {ours / 1000:,.1f} µs"
+            + ("" if plan is None else f" against {plan.schedule.makespan_ns / 1000:,.1f} µs"))
+    return first
 
 
 def _plan_at(untiled: Graph, target: Target, choices: SchedulingChoices, clock: StageClock, fraction: float,

@@ -69,3 +69,15 @@ def test_a_wider_budget_the_planner_cannot_place_leaves_the_first_plan(untiled, 
     first = real(graph, target, CHOICES, StageClock(), TILE_BUDGET_FRACTION)[2]
     assert plan.schedule.makespan_ns == first.schedule.makespan_ns
     assert "ship" in clock._details["memory"]
+
+
+def test_an_untiled_graph_is_planned_once(monkeypatch) -> None:
+    """Nothing was cut: another tile budget would cut nothing either, so it is not tried."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])]
+    graph = load(make_model(nodes, {"x": (1, 8, 16, 16)}, ["y"], {"w": (8, 8, 3, 3)}))
+    calls = []
+    real = planning._plan_at
+    monkeypatch.setattr(planning, "_plan_at", lambda *a, **k: calls.append(a[-1]) or real(*a, **k))
+    monkeypatch.setattr(planning, "REPAIRED_RETRY", 0.0)
+    shipped, _ = plan_tiled(graph, load_target("edge-soc"), CHOICES, StageClock())
+    assert _tiles(shipped) == 0 and calls == [TILE_BUDGET_FRACTION]
