@@ -33,6 +33,10 @@ from hetc.target.target import Target
 DEFAULT_TIME_LIMIT_S = 0.6
 MAX_SPILL_ROUNDS = 200     # each round frees the excess at one instant
 MAX_MOVES = 32
+# Makespan after double buffering / before it, above which the plan without double buffering is tried too: a
+# prefetch limited where the scratchpad is full as scheduled may cost more than the repairs would (Inception v1
+# on `multi-npu`: 1.015x, against 1.000x left to the repairs; docs/memory.md, "Capacity").
+DOUBLE_BUFFER_RETRY = 1.01
 
 
 @dataclass
@@ -57,6 +61,23 @@ class _Layout:
 def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: float | None = None,
                 allow_moves: bool = True, progress: Callable[[str], None] | None = None,
                 double_buffer: bool = True) -> MemoryPlan:
+    """``_plan_memory`` (below); where double buffering alone lengthened the schedule by more than
+    ``DOUBLE_BUFFER_RETRY``, also the plan that leaves the prefetches to the repairs, and the faster ships."""
+    plan = _plan_memory(graph, schedule, target, time_limit_s, allow_moves, progress, double_buffer)
+    cost = plan.details["double_buffered_ns"] / max(1, schedule.makespan_ns)
+    if not double_buffer or cost <= DOUBLE_BUFFER_RETRY:
+        return plan
+    if progress:
+        progress(f"double buffering lengthened the schedule {cost:.3f}x; planning again without it")
+    try:   # (without moving nodes: that repair reschedules, the costly one)
+        other = _plan_memory(graph, schedule, target, time_limit_s, False, progress, double_buffer=False)
+    except MemoryPlanError:
+        return plan
+    return other if other.schedule.makespan_ns < plan.schedule.makespan_ns else plan
+
+
+def _plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: float | None,
+                 allow_moves: bool, progress: Callable[[str], None] | None, double_buffer: bool) -> MemoryPlan:
     """Place every buffer of ``schedule`` in ``target``'s memories. The returned plan carries the schedule it
     is valid for, the one that ships: the input one, or a re-timed one with spill transfers, or a rescheduled
     one when a node had to move (``details['moved_nodes']``), whose statistics then describe it
@@ -69,6 +90,7 @@ def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: 
     nodes = graph.node_map()
     table = build_table(graph, schedule, target)
     schedule, limited = _double_buffered(table, schedule, target, nodes) if double_buffer else (schedule, 0)
+    double_buffered_ns = schedule.makespan_ns
     spills: list[Spill] = []
     moved: list[dict] = []
     rounds = 0
@@ -173,7 +195,7 @@ def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: 
         spills, rounds, margin, postponed = [], 0, {}, []
         reader_delayed, aliases, delays, unmargined = {}, None, [], set()
     _polish(layout, table, storages, target, share)
-    details = {"moved_nodes": moved, "limited_prefetches": limited, "postponed_transfers": sorted(set(postponed)),
+    details = {"moved_nodes": moved, "limited_prefetches": limited, "double_buffered_ns": double_buffered_ns, "postponed_transfers": sorted(set(postponed)),
                "delayed_tasks": delays, "spill_rounds": rounds}
     # One schedule leaves this stage: the statistics describe it, the solver's own figures kept apart.
     stats = solver_stats.shipped(schedule.makespan_ns)
