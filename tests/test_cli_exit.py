@@ -177,8 +177,9 @@ def _processes_mentioning(text: str) -> list[int]:
 
 
 def _interrupt_build(args: list, output: Path, after_line: str | None, delay_s: float) -> subprocess.CompletedProcess:
-    """Start ``hetc build ARGS -o OUTPUT`` in its own process group; send it SIGINT ``delay_s`` after stderr shows a line containing
-    ``after_line`` (after the start when None); return the finished process with its whole stderr."""
+    """Start ``hetc build ARGS -o OUTPUT`` in its own process group; send it SIGINT ``delay_s`` after stderr
+    shows a line containing ``after_line`` (after the start when None); return the finished process with its
+    whole stderr."""
     proc = subprocess.Popen([HETC, "build", *map(str, args), "-o", str(output)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=_env(), start_new_session=True)
     lines: list[str] = []

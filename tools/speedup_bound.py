@@ -10,10 +10,10 @@ the weight, input and output transfers no schedule avoids), the load-balancing b
 fractionally over its candidate devices, the weights an accelerator's share reads streamed through the DMA
 engines into its memory once; a linear program) and DRAM's (every weight and input read from DRAM once,
 every output written there, at DRAM's bandwidth). It ignores activation transfers and resource conflicts
-along the path, so no placement or order of these tiles beats it; another tiling could (a whole node costs no more than its
-tiles, but a grouped convolution only runs on the NPU cut per group). Printed: the speed-up the tiled build
-reaches and the most any build could reach (untiled / bound), and their geometric
-means over the nine models.
+along the path, so no placement or order of these tiles beats it; another tiling could (a whole node costs no
+more than its tiles, but a grouped convolution only runs on the NPU cut per group). Printed: the speed-up the
+tiled build reaches and the most any build could reach (untiled / bound), and their geometric means over the
+nine models.
 """
 from __future__ import annotations
 

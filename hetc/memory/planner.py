@@ -195,8 +195,8 @@ def _plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s:
         spills, rounds, margin, postponed = [], 0, {}, []
         reader_delayed, aliases, delays, unmargined = {}, None, [], set()
     _polish(layout, table, storages, target, share)
-    details = {"moved_nodes": moved, "limited_prefetches": limited, "double_buffered_ns": double_buffered_ns, "postponed_transfers": sorted(set(postponed)),
-               "delayed_tasks": delays, "spill_rounds": rounds}
+    details = {"moved_nodes": moved, "limited_prefetches": limited, "double_buffered_ns": double_buffered_ns,
+               "postponed_transfers": sorted(set(postponed)), "delayed_tasks": delays, "spill_rounds": rounds}
     # One schedule leaves this stage: the statistics describe it, the solver's own figures kept apart.
     stats = solver_stats.shipped(schedule.makespan_ns)
     if moved:

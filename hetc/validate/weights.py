@@ -171,7 +171,7 @@ def randomize_weights(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
             new = rng.random(shape, dtype=draw)
             new += 0.5
         else:
-            mean, std = _NORMAL[role] if role in _NORMAL else (0.0, np.sqrt(2.0 / fan_in))
+            mean, std = _NORMAL.get(role) or (0.0, np.sqrt(2.0 / fan_in))   # (a weight: He by its fan-in)
             new = rng.standard_normal(shape, dtype=draw)
             new *= draw(std)
             new += draw(mean)

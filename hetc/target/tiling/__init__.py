@@ -12,5 +12,6 @@ from hetc.target.tiling.plan import MAX_TILES, eligible_accelerators, plan_node,
 from hetc.target.tiling.axes import Untileable
 from hetc.target.tiling.rules import RULES
 
-__all__ = ["tile_graph", "cut_node", "tiling_rows", "tiling_note", "plan_node", "tiling_verdict", "eligible_accelerators", "TilePlan", "MAX_TILES",
-           "TILE_BUDGET_FRACTION", "WIDE_TILE_BUDGET_FRACTION", "RULES", "Untileable"]
+__all__ = ["tile_graph", "cut_node", "tiling_rows", "tiling_note", "plan_node", "tiling_verdict",
+           "eligible_accelerators", "TilePlan", "MAX_TILES", "TILE_BUDGET_FRACTION", "WIDE_TILE_BUDGET_FRACTION",
+           "RULES", "Untileable"]
