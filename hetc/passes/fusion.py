@@ -109,6 +109,34 @@ EPILOGUE_RULES: list[Rule] = [
 ]
 
 
+def _sum_takes_add(m: Match) -> bool:
+    """The anchor comes from a Sum that epilogue fusion left a node of its own (three or more operands, or
+    none from a base op), and the Add keeps its shape and dtype: the Sum can add one more operand."""
+    total, out, extra = m.anchor.producer, m.output, m.captured["e"]
+    return (total is not None and total.op_type == "Sum" and total.domain == "" and total.when is None
+            and len(total.outputs) == 1 and out.shape == m.anchor.shape and out.dtype == m.anchor.dtype
+            and extra.dtype == m.anchor.dtype)
+
+
+def _widen_sum(graph: Graph, m: Match) -> list[Node]:
+    total = m.anchor.producer
+    total.inputs = [*total.inputs, m.captured["e"]]
+    total.outputs = [m.output]
+    return []
+
+
+# Run after the epilogue rules, which turn the Sums they can into epilogues: what is left is an n-ary kernel
+# of its own, and an Add of its result (an MoE's residual after its experts' Sum) is one more operand of it.
+SUM_RULES: list[Rule] = [
+    Rule("Add of a Sum as one more operand", pattern(("Add", ["x", "?e"], "y")), _sum_takes_add, _widen_sum),
+]
+
+
+def run_merge_sums(graph: Graph) -> int:
+    """Merge Adds into the Sums they read, in place; returns the number of rewrites."""
+    return sum(run_rules(graph, SUM_RULES).values())
+
+
 def run_fuse_epilogues(graph: Graph) -> int:
     """Fuse in place; returns the number of rewrites."""
     return sum(run_rules(graph, EPILOGUE_RULES).values())

@@ -9,7 +9,7 @@ from hetc.passes.conv_batchnorm import run_fold_conv_batchnorm
 from hetc.passes.dead_code import run_eliminate_dead_code
 from hetc.passes.fold_constants import run_fold_constants
 from hetc.passes.attention import run_fuse_composites
-from hetc.passes.fusion import run_fuse_epilogues
+from hetc.passes.fusion import run_fuse_epilogues, run_merge_sums
 from hetc.passes.identities import run_remove_identities
 from hetc.passes.qdq import run_lower_qdq
 from hetc.passes.patterns import Rule, run_rules
@@ -21,8 +21,8 @@ from hetc.passes.rewrite import renumber
 # lowering before folding (folding would turn a DequantizeLinear of an int8 weight into a float copy), folding
 # next (BN parameters are often computed), norms, attention and routers from their decomposed forms before
 # epilogue fusion (which would otherwise take the scores' scale and mask into the Q.K^T MatMul), epilogue fusion
-# after BN folding (a Conv+BN+Relu6 becomes one Conv+Clip), experts predicated once their gating Mul is fused,
-# DCE last to sweep what the others orphaned.
+# after BN folding (a Conv+BN+Relu6 becomes one Conv+Clip), Sums take their Adds once epilogues took theirs,
+# experts predicated once their gating Mul is fused, DCE last to sweep what the others orphaned.
 PIPELINE: list[tuple[str, Callable[[Graph], int]]] = [
     ("remove_identities", run_remove_identities),
     ("lower_qdq", run_lower_qdq),
@@ -31,6 +31,7 @@ PIPELINE: list[tuple[str, Callable[[Graph], int]]] = [
     ("fuse_norms_attention", run_fuse_composites),
     ("fuse_routers", run_fuse_routers),
     ("fuse_epilogues", run_fuse_epilogues),
+    ("merge_sums", run_merge_sums),
     ("predicate_experts", run_predicate_experts),
     ("eliminate_dead_code", run_eliminate_dead_code),
 ]
