@@ -8,8 +8,10 @@ build uses (lowered as the build lowers it), under the target's cost model: the 
 ``hetc.schedule.bound.lower_bound``, the highest of the critical path (every node on its fastest device, with
 the weight, input and output transfers no schedule avoids), the load-balancing bound (each node's work split
 fractionally over its candidate devices, the weights an accelerator's share reads streamed through the DMA
-engines into its memory once; a linear program) and DRAM's (every weight and input read from DRAM once,
-every output written there, at DRAM's bandwidth). It ignores activation transfers and resource conflicts
+engines into its memory once; a linear program), DRAM's (every weight and input read from DRAM once,
+every output written there, at DRAM's bandwidth) and DRAM's after a cut (what the nodes after a node read
+beyond what the on-chip memories hold ahead streams only once that node and all it depends on have ended).
+It ignores activation transfers and resource conflicts
 along the path, so no placement or order of these tiles beats it; another tiling could (a whole node costs no
 more than its tiles, but a grouped convolution only runs on the NPU cut per group). Printed: the speed-up the
 tiled build reaches and the most any build could reach (untiled / bound), and their geometric means over the

@@ -5,6 +5,9 @@ work; an Assemble's output is not available before its parts are in DRAM."""
 from __future__ import annotations
 
 import math
+from typing import Iterable, Sequence
+
+import numpy as np
 
 from hetc.ir.tiles import ASSEMBLE
 from hetc.schedule.problem import SchedulingProblem
@@ -12,11 +15,16 @@ from hetc.schedule.problem import SchedulingProblem
 
 def critical_path(problem: SchedulingProblem) -> int:
     """Longest path with every node on its fastest device, transfers and syncs free."""
+    return max(_fastest_finish(problem), default=0)
+
+
+def _fastest_finish(problem: SchedulingProblem) -> list[int]:
+    """Per node, the end of the longest path to it with every node on its fastest device, transfers free."""
     finish = [0] * problem.n
     for node in range(problem.n):
         ready = max((finish[p] for p in problem.predecessors[node]), default=0)
         finish[node] = ready + problem.fastest(node)
-    return max(finish, default=0)
+    return finish
 
 
 def release_path(problem: SchedulingProblem) -> int:
@@ -86,18 +94,27 @@ def work_bound(problem: SchedulingProblem) -> int:
     return best
 
 
-def balance_bound(problem: SchedulingProblem) -> int:
+def balance_bound(problem: SchedulingProblem, nodes: Iterable[int] | None = None) -> int:
     """A linear program over the placement, relaxed to fractions: each node's work split over its candidate
     devices, no device busier than T; a weight or graph input (in DRAM from the start) that some share of a
     node reads on a device must be copied into that device's memory once, and the copies into a memory keep
     the DMA engines ending there busy for their bytes over those engines' summed bandwidth, at most T too.
     Dependencies, latencies and activations are ignored, so every schedule is at least the optimum T.
-    0 when the problem has no compute node."""
+    ``nodes`` restricts it to those compute nodes (default all): the time before they have all ended.
+    0 when there is no compute node."""
+    if nodes is None:
+        if "balance_bound" not in problem._memo:
+            problem._memo["balance_bound"] = _balance(problem, problem.compute_nodes)
+        return problem._memo["balance_bound"]
+    return _balance(problem, [n for n in nodes if not problem.is_alias(n)])
+
+
+def _balance(problem: SchedulingProblem, nodes: Sequence[int]) -> int:
     from ortools.linear_solver import pywraplp
 
-    nodes = problem.compute_nodes
     if not nodes:
         return 0
+    chosen = set(nodes)
     solver = pywraplp.Solver.CreateSolver("GLOP")
     horizon = solver.NumVar(0, solver.infinity(), "T")
     share: dict[tuple[int, str], object] = {}
@@ -117,6 +134,8 @@ def balance_bound(problem: SchedulingProblem) -> int:
             continue
         copies: dict[str, object] = {}
         for node in problem.compute_consumers[value]:
+            if node not in chosen:
+                continue
             for device in problem.durations[node]:
                 memory = problem.home(device)
                 if memory in fetched:
@@ -152,14 +171,106 @@ def dram_bound(problem: SchedulingProblem) -> int:
     return math.floor((sum(read.values()) + written) / problem.dram_bandwidth)
 
 
+TAIL_CUTS = 2                    # cuts whose predecessors get their own load-balancing program
+_TAIL_MATRIX_MAX = 50_000_000     # nodes x DRAM-resident values above which the tail bound is skipped
+
+
+def dram_tail_bound(problem: SchedulingProblem, known: int = 0) -> int:
+    """DRAM's bound after a cut. The successors of a node v cannot start before v and all it depends on have
+    ended: the critical path to v and the load-balancing program over those nodes both bound that time.
+    From then on DRAM must still deliver what those successors read of the weights and graph inputs, except
+    what the on-chip memories together can hold ahead, and take the graph outputs the successors write, at
+    its bandwidth. Where fully connected layers stream more weights than the scratchpads hold after the
+    convolutions that feed them, the two phases cannot overlap beyond that. Evaluated at every node with the
+    critical path, and at the ``TAIL_CUTS`` best of those with the program, unless even the program over
+    every node could not lift a cut above ``known`` (a bound found otherwise); 0 without a DRAM bandwidth or
+    a known on-chip capacity."""
+    bandwidth, onchip = problem.dram_bandwidth, problem.onchip_bytes
+    if not bandwidth or onchip is None or not problem.compute_nodes:
+        return 0
+    after = _bytes_after(problem)
+    if after is None:
+        return 0
+    finish = _fastest_finish(problem)
+    cuts = []
+    for node, (read, written) in enumerate(after):
+        late = max(0, read - onchip) + written
+        if late:
+            cuts.append((finish[node] + math.floor(late / bandwidth), node, late))
+    if not cuts:
+        return 0
+    cuts.sort(reverse=True)
+    best = cuts[0][0]
+    for _, node, late in cuts[:TAIL_CUTS]:
+        if max(finish[node], balance_bound(problem)) + math.floor(late / bandwidth) <= max(best, known):
+            continue   # a subset's program is no higher than the whole's: this cut cannot win
+        before = balance_bound(problem, _ancestors(problem, node) | {node})
+        best = max(best, max(finish[node], before) + math.floor(late / bandwidth))
+    return best
+
+
+def _bytes_after(problem: SchedulingProblem) -> list[tuple[int, int]] | None:
+    """Per node, the bytes of DRAM-resident values (weights, graph inputs; through Regions, the largest part)
+    its successors and theirs read, and the graph-output bytes they write; None for a graph too large to
+    count this way."""
+    n, values = problem.n, problem.values
+    reads: list[dict[int, int]] = [{} for _ in range(n)]
+    written = [0] * n
+    for node in problem.compute_nodes:
+        for value in problem.node_inputs[node]:
+            root = problem.region_root[value]
+            if values[root].producer is None and not values[value].is_host:
+                reads[node][root] = max(reads[node].get(root, 0), values[value].nbytes)
+        written[node] = sum(values[v].nbytes for v in problem.node_outputs[node]
+                            if values[v].is_output and not values[v].is_host)
+    column = {root: k for k, root in enumerate(sorted({r for d in reads for r in d}))}
+    writers = [node for node in range(n) if written[node]]
+    if n * (len(column) + len(writers)) > _TAIL_MATRIX_MAX:
+        return None
+    # per node, what it and every node after it read (per value) and which writers are among them
+    read_from = np.zeros((n, len(column)), dtype=np.int64)
+    writes_from = np.zeros((n, len(writers)), dtype=bool)
+    writer_column = {node: k for k, node in enumerate(writers)}
+    for node in reversed(range(n)):
+        for root, nbytes in reads[node].items():
+            read_from[node, column[root]] = nbytes
+        if node in writer_column:
+            writes_from[node, writer_column[node]] = True
+        for succ in problem.successors[node]:
+            np.maximum(read_from[node], read_from[succ], out=read_from[node])
+            writes_from[node] |= writes_from[succ]
+    written_bytes = np.array([written[w] for w in writers], dtype=np.int64)
+    result = []
+    for node in range(n):
+        read = np.zeros(len(column), dtype=np.int64)
+        writes = np.zeros(len(writers), dtype=bool)
+        for succ in problem.successors[node]:
+            np.maximum(read, read_from[succ], out=read)
+            writes |= writes_from[succ]
+        result.append((int(read.sum()), int(written_bytes[writes].sum())))
+    return result
+
+
+def _ancestors(problem: SchedulingProblem, node: int) -> set[int]:
+    found: set[int] = set()
+    stack = list(problem.predecessors[node])
+    while stack:
+        p = stack.pop()
+        if p not in found:
+            found.add(p)
+            stack.extend(problem.predecessors[p])
+    return found
+
+
 def lower_bound(problem: SchedulingProblem) -> int:
     """max(critical path on fastest devices with free transfers, total fastest work / number of devices,
     the same work bound for every subset of devices, the critical path with unavoidable weight/input/output
     transfers, the load-balancing linear program, the bytes no schedule keeps out of DRAM over its
-    bandwidth)."""
+    bandwidth, and those it cannot read before a cut: ``dram_tail_bound``)."""
     if "lower_bound" not in problem._memo:
-        problem._memo["lower_bound"] = max(critical_path(problem), release_path(problem), work_bound(problem),
-                                           balance_bound(problem), dram_bound(problem))
+        known = max(critical_path(problem), release_path(problem), work_bound(problem), balance_bound(problem),
+                    dram_bound(problem))
+        problem._memo["lower_bound"] = max(known, dram_tail_bound(problem, known))
     return problem._memo["lower_bound"]
 
 

@@ -63,6 +63,7 @@ class SchedulingProblem:
     alias_ops: dict[int, str] = field(default_factory=dict)  # alias node index -> "Region" | "Assemble"
     capacity: dict[str, int] = field(default_factory=dict)   # device memory -> bytes (no entry: unbounded lead)
     dram_bandwidth: float | None = None         # bytes per ns all DRAM users share (None: unlimited)
+    onchip_bytes: int | None = None             # every memory but DRAM together (None: not known)
     gates: dict[int, int] = field(default_factory=dict)      # predicated node -> its gate (hetc.ir.predicates)
     # gate -> (the node id of the router deciding it, its k, its number of experts): hetc.schedule.gated
     gate_routers: dict[int, tuple[int, int, int]] = field(default_factory=dict)
@@ -274,4 +275,5 @@ def build_problem(graph: "Graph", target: "Target",  # noqa: F821
                       for r in [router_of(gate)] if r is not None},
         capacity={dev.memory: target.memories[dev.memory].size for dev in target.devices.values()
                   if dev.memory != target.dram},
-        dram_bandwidth=float(target.memories[target.dram].bandwidth))
+        dram_bandwidth=float(target.memories[target.dram].bandwidth),
+        onchip_bytes=sum(m.size for name, m in target.memories.items() if name != target.dram))

@@ -1,0 +1,100 @@
+"""DRAM's bound after a cut (hetc.schedule.bound.dram_tail_bound): what the nodes after a node still read from
+DRAM, less what the on-chip memories hold ahead, cannot stream before that node has ended."""
+from __future__ import annotations
+
+import warnings
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from hetc.ir import EXPORT_IR_VERSION
+from hetc.pipeline import BuildOptions, build
+from hetc.schedule.api import solve
+from hetc.schedule.bound import (balance_bound, critical_path, dram_bound, dram_tail_bound, lower_bound,
+                                 release_path, work_bound)
+from hetc.schedule.problem import DmaSpec, SchedulingProblem, ValueSpec
+from hetc.schedule.synthetic import random_problem
+from hetc.target import load_target, target_from_toml_text
+
+
+def _two_phases(onchip: int | None = 2_000, bandwidth: float | None = 1.0) -> SchedulingProblem:
+    """``a`` (5000 ns, CPU or NPU, no weight) feeds ``b`` (500 ns, CPU only), which reads a 10,000-byte weight
+    straight from DRAM at 1 B/ns and writes an 8-byte graph output."""
+    values = (ValueSpec("x", 64, None, (0,)), ValueSpec("h", 64, 0, (1,)),
+              ValueSpec("w", 10_000, None, (1,), is_const=True), ValueSpec("y", 8, 1, (), is_output=True))
+    return SchedulingProblem(
+        node_ids=(0, 1), node_names=("a", "b"), ops=("Relu", "Gemm"),
+        durations=({"cpu": 5000, "npu": 5000}, {"cpu": 500}), node_inputs=((0,), (1, 2)), values=values,
+        device_memory={"cpu": "dram", "npu": "sram"}, dmas={"dma": DmaSpec("dma", ("dram", "sram"), 0.0, 8.0)},
+        sync_ns=0, priority=("npu", "cpu"), dram_bandwidth=bandwidth, onchip_bytes=onchip)
+
+
+def test_the_bytes_after_a_cut_stream_after_it():
+    problem = _two_phases()
+    # after a (5000 ns at the earliest): 10,000 weight bytes less the 2,000 held on chip, and y's 8 bytes
+    assert dram_tail_bound(problem) == 5000 + 8000 + 8
+    others = (critical_path(problem), release_path(problem), work_bound(problem), balance_bound(problem),
+              dram_bound(problem))
+    assert max(others) < dram_tail_bound(problem) == lower_bound(problem)
+    for strategy in ("heft", "greedy", "cpsat"):   # b streams its weight at DRAM's 1 B/ns: 5000 + 10,000
+        assert lower_bound(problem) <= solve(problem, strategy, time_limit_s=1).makespan_ns, strategy
+
+
+def test_more_on_chip_memory_lowers_it_and_none_known_gives_none():
+    assert dram_tail_bound(_two_phases(onchip=9_000)) == 5000 + 1000 + 8
+    assert dram_tail_bound(_two_phases(onchip=None)) == 0
+    assert dram_tail_bound(_two_phases(bandwidth=None)) == 0
+
+
+def test_the_program_over_what_precedes_a_cut_can_lift_it():
+    # three independent 5000 ns nodes on two devices, joined by j (2 ns), before b: j cannot end before 7500
+    values = (ValueSpec("x", 64, None, (0, 1, 2)), ValueSpec("h1", 64, 0, (3,)), ValueSpec("h2", 64, 1, (3,)),
+              ValueSpec("h3", 64, 2, (3,)), ValueSpec("j", 64, 3, (4,)),
+              ValueSpec("w", 10_000, None, (4,), is_const=True), ValueSpec("y", 8, 4, (), is_output=True))
+    chain = SchedulingProblem(
+        node_ids=(0, 1, 2, 3, 4), node_names=("a1", "a2", "a3", "j", "b"), ops=("Relu",) * 3 + ("Sum", "Gemm"),
+        durations=({"cpu": 5000, "npu": 5000},) * 3 + ({"cpu": 2, "npu": 2}, {"cpu": 500}),
+        node_inputs=((0,), (0,), (0,), (1, 2, 3), (4, 5)), values=values,
+        device_memory={"cpu": "dram", "npu": "sram"}, dmas={"dma": DmaSpec("dma", ("dram", "sram"), 0.0, 8.0)},
+        sync_ns=0, priority=("npu", "cpu"), dram_bandwidth=1.0, onchip_bytes=2_000)
+    assert critical_path(chain) == 5502
+    assert dram_tail_bound(chain) == 7501 + 8008   # (3 x 5000 + 2) / 2 devices, then the late bytes
+    for strategy in ("heft", "cpsat"):
+        assert lower_bound(chain) <= solve(chain, strategy, time_limit_s=1).makespan_ns
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_never_above_any_strategy_with_room_for_every_weight(seed):
+    # with on-chip room for every weight the capacity the scheduler does not enforce cannot matter
+    problem = random_problem(seed, nodes=20)
+    problem = replace(problem, dram_bandwidth=6.0, onchip_bytes=sum(v.nbytes for v in problem.values), _memo={})
+    for strategy in ("heft", "greedy", "cpsat"):
+        assert dram_tail_bound(problem) <= solve(problem, strategy, time_limit_s=1).makespan_ns, strategy
+
+
+def test_a_shipped_plan_of_convolutions_then_a_big_gemm_stays_above_it():
+    """A conv phase, then a 4 MiB Gemm weight on an `edge-soc` with 256 KiB scratchpads: the weight cannot
+    stream ahead, and the tail bound decides."""
+    rng = np.random.default_rng(0)
+    conv_w = (rng.standard_normal((16, 3, 3, 3)) / np.sqrt(27)).astype(np.float32)
+    gemm_w = (rng.standard_normal((16 * 32 * 32, 64)) / 128).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "cw"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+         helper.make_node("Flatten", ["r"], ["f"]), helper.make_node("Gemm", ["f", "gw"], ["y"])],
+        "tail", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+        initializer=[numpy_helper.from_array(conv_w, "cw"), numpy_helper.from_array(gemm_w, "gw")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = EXPORT_IR_VERSION
+    source = load_target("edge-soc").source
+    small = target_from_toml_text(source.replace('size = "8MiB"', 'size = "256KiB"')
+                                  .replace('size = "4MiB"', 'size = "256KiB"'), "small")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = build(model, BuildOptions(target=small, scheduler="heft"))
+    shipped = result.schedule
+    assert shipped.lower_bound_ns <= shipped.makespan_ns
+    weight_ns = 4 * 2**20 / small.memories[small.dram].bandwidth
+    assert shipped.lower_bound_ns > weight_ns   # above what DRAM alone says: the conv phase comes first
