@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import random
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 from functools import cached_property
+from operator import add
 
 import numpy as np
 
@@ -151,6 +153,12 @@ class _Problem:
         return _conflicts(self.starts, self.ends, self.sizes)
 
     @cached_property
+    def sized_conflicts(self) -> list[list[tuple[int, int]]]:
+        """``conflicts`` with each neighbour's size: the pairs best fit walks."""
+        sizes = self.sizes
+        return [[(j, sizes[j]) for j in c] for c in self.conflicts]
+
+    @cached_property
     def place_work(self) -> list[int]:
         """Work units of one best-fit placement of each interval (see ``_Decoder.place``)."""
         return [_VECTOR_CALL_WORK + len(c) // _VECTOR_VISIT_DIVISOR if len(c) > _NUMPY_DEGREE else len(c) + 1
@@ -235,16 +243,31 @@ def _peak(p: _Problem, offsets: list[int]) -> int:
 class _Decoder:
     """Best-fit placement state: offsets so far and each interval's rank in the placement order."""
 
-    def __init__(self, p: _Problem, order: list[int], offsets: list[int] | None = None) -> None:
+    def __init__(self, p: _Problem, order: list[int], offsets: list[int] | None = None,
+                 positions: list[int] | None = None) -> None:
         self.p = p
         self.out = list(offsets) if offsets is not None else [0] * p.n
-        self.out_np = np.array(self.out, dtype=np.int64)
-        self.pos = _positions(order)
-        self.pos_np = np.array(self.pos, dtype=np.int64)
+        self.pos = positions if positions is not None else _positions(order)
+        self._np: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def out_np(self) -> np.ndarray:
+        return self._arrays()[0]
+
+    @property
+    def pos_np(self) -> np.ndarray:
+        return self._arrays()[1]
+
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Offsets and ranks as arrays, made at the first vectorised placement (small problems need none)."""
+        if self._np is None:
+            self._np = (np.array(self.out, dtype=np.int64), np.array(self.pos, dtype=np.int64))
+        return self._np
 
     def set(self, i: int, offset: int) -> None:
         self.out[i] = offset
-        self.out_np[i] = offset
+        if self._np is not None:
+            self._np[0][i] = offset
 
     def place(self, i: int, rank: int) -> int:
         """Best fit: the smallest gap between the time-neighbours placed before ``i`` (rank below ``rank``)
@@ -270,16 +293,18 @@ class _Decoder:
                 return int(cursor[fits[np.argmin(waste[fits])]])
             return int(hi[-1])
         out, pos = self.out, self.pos
-        taken = sorted((out[j], out[j] + p.sizes[j]) for j in p.conflicts[i] if pos[j] < rank)
+        taken = [(out[j], s) for j, s in p.sized_conflicts[i] if pos[j] < rank]
+        taken.sort()
         best_off, best_waste = -1, -1
         cursor = 0
-        for lo, hi in taken:
-            gap = lo - cursor
-            if gap >= size and (best_waste < 0 or gap - size < best_waste):
-                best_off, best_waste = cursor, gap - size
-                if best_waste == 0:
+        for lo, s in taken:
+            waste = lo - cursor - size
+            if waste >= 0 and (best_waste < 0 or waste < best_waste):
+                best_off, best_waste = cursor, waste
+                if waste == 0:
                     break
-            cursor = max(cursor, hi)
+            if lo + s > cursor:
+                cursor = lo + s
         return best_off if best_off >= 0 else cursor
 
 
@@ -292,11 +317,12 @@ def _decode(p: _Problem, order: list[int]) -> list[int]:
 
 
 def _redecode(p: _Problem, order: list[int], offsets: list[int], from_pos: int,
-              seeds: set[int], limit: int | None = None) -> tuple[list[int] | None, int]:
+              seeds: set[int], limit: int | None = None,
+              positions: list[int] | None = None) -> tuple[list[int] | None, int]:
     """Re-decode after an order change at ``from_pos``: only intervals in ``seeds`` and those whose
     time-neighbours moved are re-placed (a placement depends on nothing else), so a move costs its cascade.
     Also returns the work done (``place_work`` summed), the unit the search budget is counted in."""
-    d = _Decoder(p, order, offsets)
+    d = _Decoder(p, order, offsets, positions)
     dirty = set(seeds)
     work = 0
     for k in range(from_pos, p.n):
@@ -378,11 +404,11 @@ def _hill_climb(p: _Problem, order: list[int], offsets: list[int], lower: int,
             continue
         work += 3 * p.n + 20             # five O(n) passes: peak, tops, candidate order and positions, decoder
         stuck += 1
-        top = [i for i in range(p.n) if offsets[i] + p.sizes[i] == peak]
+        tops: dict[int, list[int]] = defaultdict(list)
+        for i, end in enumerate(map(add, offsets, p.sizes)):
+            tops[end].append(i)
+        top = tops[peak]
         victim = top[rng.randrange(len(top))]
-        tops: dict[int, list[int]] = {}
-        for i in range(p.n):
-            tops.setdefault(offsets[i] + p.sizes[i], []).append(i)
         support: dict[int, None] = {}
         _support(p, offsets, tops, victim, support)
         for j in p.conflicts[victim]:
@@ -413,7 +439,7 @@ def _hill_climb(p: _Problem, order: list[int], offsets: list[int], lower: int,
             new_pos[u], new_pos[v] = b, a
             seeds.update((u, v), p.conflicts[u], p.conflicts[v])
         first = min(min(pos[u], pos[v]) for u, v in swaps)
-        new_offsets, cost = _redecode(p, candidate, offsets, first, seeds, peak)
+        new_offsets, cost = _redecode(p, candidate, offsets, first, seeds, peak, new_pos)
         work += cost
         if new_offsets is None:
             continue
