@@ -172,7 +172,7 @@ def dram_bound(problem: SchedulingProblem) -> int:
 
 
 TAIL_CUTS = 2                    # cuts whose predecessors get their own load-balancing program
-_TAIL_MATRIX_MAX = 50_000_000     # nodes x DRAM-resident values above which the tail bound is skipped
+_TAIL_MATRIX_MAX = 8_000_000      # nodes x DRAM-resident values (64 MB of counts) above which it is skipped
 
 
 def dram_tail_bound(problem: SchedulingProblem, known: int = 0) -> int:
