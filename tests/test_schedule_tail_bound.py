@@ -12,8 +12,8 @@ from onnx import TensorProto, helper, numpy_helper
 from hetc.ir import EXPORT_IR_VERSION
 from hetc.pipeline import BuildOptions, build
 from hetc.schedule.api import solve
-from hetc.schedule.bound import (balance_bound, critical_path, dram_bound, dram_tail_bound, lower_bound,
-                                 release_path, work_bound)
+from hetc.schedule.bound import (balance_bound, bound_parts, critical_path, dram_bound, dram_tail_bound,
+                                 lower_bound, release_path, work_bound)
 from hetc.schedule.problem import DmaSpec, SchedulingProblem, ValueSpec
 from hetc.schedule.synthetic import random_problem
 from hetc.target import load_target, target_from_toml_text
@@ -37,7 +37,7 @@ def test_the_bytes_after_a_cut_stream_after_it():
     assert dram_tail_bound(problem) == 5000 + 8000 + 8
     others = (critical_path(problem), release_path(problem), work_bound(problem), balance_bound(problem),
               dram_bound(problem))
-    assert max(others) < dram_tail_bound(problem) == lower_bound(problem)
+    assert max(others) < dram_tail_bound(problem) == lower_bound(problem) == max(bound_parts(problem).values())
     for strategy in ("heft", "greedy", "cpsat"):   # b streams its weight at DRAM's 1 B/ns: 5000 + 10,000
         assert lower_bound(problem) <= solve(problem, strategy, time_limit_s=1).makespan_ns, strategy
 
@@ -74,27 +74,34 @@ def test_never_above_any_strategy_with_room_for_every_weight(seed):
         assert dram_tail_bound(problem) <= solve(problem, strategy, time_limit_s=1).makespan_ns, strategy
 
 
-def test_a_shipped_plan_of_convolutions_then_a_big_gemm_stays_above_it():
-    """A conv phase, then a 4 MiB Gemm weight on an `edge-soc` with 256 KiB scratchpads: the weight cannot
-    stream ahead, and the tail bound decides."""
+def test_a_shipped_plan_of_a_convolution_then_wide_gemms_stays_above_it():
+    """A convolution, then four Gemm heads of 2 MiB of weights each on an `edge-soc` with 64 KiB scratchpads:
+    the heads run side by side, but their 8 MiB cannot stream ahead of the convolution, and the tail bound
+    decides (the critical path has one head, DRAM's whole-run bound the convolution's time overlapped)."""
     rng = np.random.default_rng(0)
-    conv_w = (rng.standard_normal((16, 3, 3, 3)) / np.sqrt(27)).astype(np.float32)
-    gemm_w = (rng.standard_normal((16 * 32 * 32, 64)) / 128).astype(np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "cw"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
-         helper.make_node("Flatten", ["r"], ["f"]), helper.make_node("Gemm", ["f", "gw"], ["y"])],
-        "tail", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
-        initializer=[numpy_helper.from_array(conv_w, "cw"), numpy_helper.from_array(gemm_w, "gw")])
+    inits = [numpy_helper.from_array((rng.standard_normal((64, 16, 3, 3)) / 12).astype(np.float32), "cw")]
+    nodes = [helper.make_node("Conv", ["x", "cw"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Flatten", ["r"], ["f"])]
+    outputs = []
+    for head in range(4):
+        weight = (rng.standard_normal((64 * 32 * 32, 8)) / 256).astype(np.float32)
+        inits.append(numpy_helper.from_array(weight, f"gw{head}"))
+        nodes.append(helper.make_node("Gemm", ["f", f"gw{head}"], [f"y{head}"]))
+        outputs.append(helper.make_tensor_value_info(f"y{head}", TensorProto.FLOAT, [1, 8]))
+    graph = helper.make_graph(nodes, "tail", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 32, 32])],
+                              outputs, initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = EXPORT_IR_VERSION
     source = load_target("edge-soc").source
-    small = target_from_toml_text(source.replace('size = "8MiB"', 'size = "256KiB"')
-                                  .replace('size = "4MiB"', 'size = "256KiB"'), "small")
+    small = target_from_toml_text(source.replace('size = "8MiB"', 'size = "64KiB"')
+                                  .replace('size = "4MiB"', 'size = "64KiB"'), "small")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = build(model, BuildOptions(target=small, scheduler="heft"))
     shipped = result.schedule
     assert shipped.lower_bound_ns <= shipped.makespan_ns
-    weight_ns = 4 * 2**20 / small.memories[small.dram].bandwidth
-    assert shipped.lower_bound_ns > weight_ns   # above what DRAM alone says: the conv phase comes first
+    parts = shipped.stats.details["bound_parts_ns"]
+    assert max(parts, key=parts.get) == "DRAM after a cut" and parts["DRAM after a cut"] == shipped.lower_bound_ns
+    assert parts["DRAM after a cut"] > max(parts["DRAM"], parts["critical path with transfers"]) + 20_000
+    (line,) = [line for line in result.bundle.report.splitlines() if line.startswith("lower bound from")]
+    assert line.split("from", 1)[1].strip().startswith("DRAM after a cut ")   # the report names what decides

@@ -164,11 +164,23 @@ def solver_table(schedule: "Schedule", wall_clock: bool = True) -> ReportTable:
         rows += [("solver's own status", str(own["status"])),
                  ("solver's own makespan", f"{fmt_us(own['objective_ns'] / 1000)} µs"),
                  ("solver's own gap", fmt_pct(own["gap"]))]
+    parts = st.details.get("bound_parts_ns")
+    if parts:
+        rows.append(("lower bound from", _bound_source(parts, schedule.lower_bound_ns)))
     if wall_clock:
         rows.append(("wall time", f"{st.wall_s:.3f} s"))
     rows += [(str(k), _short(v)) for k, v in st.details.items()
-             if k != "solver_own" and (wall_clock or "wall" not in str(k))]
+             if k not in ("solver_own", "bound_parts_ns") and (wall_clock or "wall" not in str(k))]
     return ReportTable.key_values("Solver", rows)
+
+
+def _bound_source(parts: dict[str, int], bound_ns: int) -> str:
+    """Which bound decides (hetc.schedule.bound.bound_parts), then the others, largest first."""
+    ranked = sorted(parts.items(), key=lambda kv: -kv[1])
+    text = ", ".join(f"{name} {fmt_us(ns / 1000)} µs" for name, ns in ranked)
+    if bound_ns > ranked[0][1]:
+        return f"the solver's proof ({fmt_us(bound_ns / 1000)} µs); {text}"
+    return text
 
 
 def makespan_table(schedule: "Schedule", sim_result: "SimResult | None" = None) -> ReportTable:

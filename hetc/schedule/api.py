@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 from hetc.errors import ScheduleError
 from hetc.ir.tiles import is_alias
 from hetc.schedule.artifact import Schedule, SolverStats, Task
-from hetc.schedule.bound import lower_bound
+from hetc.schedule.bound import bound_parts, lower_bound
 from hetc.schedule.gated import balance_gated
 from hetc.schedule.heuristics import greedy, heft, single
 from hetc.schedule.listsched import replay
@@ -63,6 +63,7 @@ def solve(problem: SchedulingProblem, strategy: str = "cpsat", time_limit_s: flo
         raise ScheduleError(f"unknown scheduling strategy '{strategy}'; choose one of: {', '.join(STRATEGIES)}")
     tasks = to_tasks(problem, plan)
     makespan = max((t.end_ns for t in tasks), default=0)
+    details["bound_parts_ns"] = bound_parts(problem)
     stats = SolverStats(strategy=strategy, status=status, objective_ns=makespan, best_bound_ns=bound,
                         wall_s=round(time.perf_counter() - began, 4), tick_ns=tick, details=details)
     placement = {problem.node_ids[i]: plan.placement[i] for i in problem.compute_nodes}

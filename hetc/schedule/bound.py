@@ -263,15 +263,22 @@ def _ancestors(problem: SchedulingProblem, node: int) -> set[int]:
 
 
 def lower_bound(problem: SchedulingProblem) -> int:
-    """max(critical path on fastest devices with free transfers, total fastest work / number of devices,
-    the same work bound for every subset of devices, the critical path with unavoidable weight/input/output
-    transfers, the load-balancing linear program, the bytes no schedule keeps out of DRAM over its
-    bandwidth, and those it cannot read before a cut: ``dram_tail_bound``)."""
-    if "lower_bound" not in problem._memo:
-        known = max(critical_path(problem), release_path(problem), work_bound(problem), balance_bound(problem),
-                    dram_bound(problem))
-        problem._memo["lower_bound"] = max(known, dram_tail_bound(problem, known))
-    return problem._memo["lower_bound"]
+    """The largest of ``bound_parts``."""
+    return max(bound_parts(problem).values())
+
+
+def bound_parts(problem: SchedulingProblem) -> dict[str, int]:
+    """Every bound ``lower_bound`` takes the largest of, by name (ns): the critical path on fastest devices
+    with free transfers; the same with the weight, input and output transfers no schedule avoids; total
+    fastest work over the devices, and the same for every subset of devices; the load-balancing linear
+    program; the bytes no schedule keeps out of DRAM over its bandwidth; and those it cannot read before a
+    cut (``dram_tail_bound``)."""
+    if "bound_parts" not in problem._memo:
+        parts = {"critical path": critical_path(problem), "critical path with transfers": release_path(problem),
+                 "work": work_bound(problem), "load balance": balance_bound(problem), "DRAM": dram_bound(problem)}
+        parts["DRAM after a cut"] = dram_tail_bound(problem, max(parts.values()))
+        problem._memo["bound_parts"] = parts
+    return problem._memo["bound_parts"]
 
 
 def tick_bound_to_ns(bound_ticks: int, problem: SchedulingProblem, scaled: SchedulingProblem, tick: int) -> int:
