@@ -4,6 +4,7 @@ out of DRAM bound the makespan."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -142,3 +143,23 @@ def test_heft_ships_the_faster_of_its_run_and_its_run_with_the_cpu_kept_off(seed
     if span == kept_off < plain:   # the CPU then runs only what nothing else can
         assert all(plan.placement[i] != "cpu" or set(problem.durations[i]) == {"cpu"}
                    for i in problem.compute_nodes)
+
+
+def test_an_in_place_cache_is_not_counted_as_written_again():
+    """llama_decode's present = Concat(past, new) is the past's buffer with the new rows written into it
+    (an Assemble): DRAM takes the new rows, not the whole cache again. Counting the whole caches put the
+    bound 9% above the shipped plan (288.8 against 265.1 µs on `edge-soc`)."""
+    import warnings
+
+    from hetc.pipeline import BuildOptions, build
+    from hetc.schedule.problem import build_problem
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = build(Path(__file__).resolve().parent.parent / "models" / "llama_decode.onnx",
+                       BuildOptions(target="edge-soc", scheduler="heft"))
+    problem = build_problem(result.graph, result.target)
+    caches = [v for v in problem.values if v.is_output and v.name.startswith("present")]
+    assert caches and all(problem.alias_ops.get(v.producer) == "Assemble" for v in caches)
+    assert dram_bound(problem) <= result.schedule.makespan_ns
+    assert result.schedule.lower_bound_ns <= result.schedule.makespan_ns

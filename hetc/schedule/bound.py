@@ -158,7 +158,7 @@ def _balance(problem: SchedulingProblem, nodes: Sequence[int]) -> int:
 def dram_bound(problem: SchedulingProblem) -> int:
     """The bytes that cross DRAM in any schedule over DRAM's bandwidth (``hetc.schedule.dram``): every graph
     input and weight a node reads is read from DRAM at least once (a part read through Regions, at least its
-    largest part), every graph output written there once."""
+    largest part), and every computed value a graph output holds is written there once."""
     if not problem.dram_bandwidth:
         return 0
     values, read = problem.values, {}
@@ -167,8 +167,32 @@ def dram_bound(problem: SchedulingProblem) -> int:
             root = problem.region_root[value]
             if values[root].producer is None and not values[value].is_host:
                 read[root] = max(read.get(root, 0), values[value].nbytes)   # the root itself, or a part
-    written = sum(v.nbytes for v in values if v.is_output and v.producer is not None and not v.is_host)
+    written = sum(values[v].nbytes for v in _computed_outputs(problem))
     return math.floor((sum(read.values()) + written) / problem.dram_bandwidth)
+
+
+def _computed_outputs(problem: SchedulingProblem) -> set[int]:
+    """The values a compute node makes that graph outputs hold: an output itself, or an Assemble's parts and a
+    Region's root, followed through alias nodes. What is in DRAM already (an in-place KV cache's past rows,
+    a view of an input) is not written again."""
+    values, found = problem.values, set()
+
+    def visit(value: int) -> None:
+        producer = values[value].producer
+        if producer is None or values[value].is_host or value in found:
+            return
+        if not problem.is_alias(producer):
+            found.add(value)
+        elif problem.alias_ops[producer] == ASSEMBLE:
+            for part in problem.node_inputs[producer]:
+                visit(part)
+        else:
+            visit(problem.region_root[value])
+
+    for value, spec in enumerate(values):
+        if spec.is_output:
+            visit(value)
+    return found
 
 
 TAIL_CUTS = 2                    # cuts whose predecessors get their own load-balancing program
@@ -211,18 +235,18 @@ def dram_tail_bound(problem: SchedulingProblem, known: int = 0) -> int:
 
 def _bytes_after(problem: SchedulingProblem) -> list[tuple[int, int]] | None:
     """Per node, the bytes of DRAM-resident values (weights, graph inputs; through Regions, the largest part)
-    its successors and theirs read, and the graph-output bytes they write; None for a graph too large to
-    count this way."""
+    its successors and theirs read, and the bytes they write for the graph's outputs (``_computed_outputs``);
+    None for a graph too large to count this way."""
     n, values = problem.n, problem.values
     reads: list[dict[int, int]] = [{} for _ in range(n)]
     written = [0] * n
+    for value in _computed_outputs(problem):
+        written[values[value].producer] += values[value].nbytes
     for node in problem.compute_nodes:
         for value in problem.node_inputs[node]:
             root = problem.region_root[value]
             if values[root].producer is None and not values[value].is_host:
                 reads[node][root] = max(reads[node].get(root, 0), values[value].nbytes)
-        written[node] = sum(values[v].nbytes for v in problem.node_outputs[node]
-                            if values[v].is_output and not values[v].is_host)
     column = {root: k for k, root in enumerate(sorted({r for d in reads for r in d}))}
     writers = [node for node in range(n) if written[node]]
     if n * (len(column) + len(writers)) > _TAIL_MATRIX_MAX:
