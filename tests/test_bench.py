@@ -55,6 +55,7 @@ def test_quick_markdown_has_machine_summary_and_tables(quick_run: tuple[dict, st
     assert "python tools/bench.py --quick" in text and "--out" not in text
     assert "load average" in text and "onnxruntime" in text
     assert "CP-SAT / HEFT makespan, geometric mean on edge-soc" in text
+    assert "lower bound at or below the shipped plan: 2/2 builds" in text   # tiny_cnn and moe, quick mode
     for heading in ("## Schedules", "## Compile time", "## Memory", "## Simulation and validation"):
         assert heading in text
     tiny_row = next(line for line in text.splitlines() if line.startswith("| tiny_cnn | edge-soc | "))

@@ -236,6 +236,11 @@ def headline(cases: list[Case], targets: list[str]) -> list[str]:
         worst, case = max(retimed, key=lambda rc: rc[0])
         lines.append(f"makespan after / before memory planning (CP-SAT builds), geometric mean: "
                      f"{geomean([r for r, _ in retimed]):.4f}, worst {worst:.4f} ({case.model} on {case.target})")
+    bounded = [c for c in cases if c.planned_makespan_us and c.lower_bound_us]
+    if bounded:   # a bound above a plan that fits would make every gap printed a lie
+        above = [f"{c.model} on {c.target}" for c in bounded if c.lower_bound_us > c.planned_makespan_us]
+        lines.append(f"lower bound at or below the shipped plan: {len(bounded) - len(above)}/{len(bounded)} builds"
+                     + (f" (above: {', '.join(above)})" if above else ""))
     light = {p.stem.removeprefix("light_") for p in LIGHT_DIR.glob("light_*.onnx")}
     for label, key in (("default threads", "ort_default_s"), ("1 thread", "ort_1thread_s")):
         timed = [c for c in cases if c.sim_warm_s and getattr(c, key)]
