@@ -167,31 +167,33 @@ def dram_bound(problem: SchedulingProblem) -> int:
             root = problem.region_root[value]
             if values[root].producer is None and not values[value].is_host:
                 read[root] = max(read.get(root, 0), values[value].nbytes)   # the root itself, or a part
-    written = sum(values[v].nbytes for v in _computed_outputs(problem))
+    written = sum(_computed_outputs(problem).values())
     return math.floor((sum(read.values()) + written) / problem.dram_bandwidth)
 
 
-def _computed_outputs(problem: SchedulingProblem) -> set[int]:
-    """The values a compute node makes that graph outputs hold: an output itself, or an Assemble's parts and a
-    Region's root, followed through alias nodes. What is in DRAM already (an in-place KV cache's past rows,
-    a view of an input) is not written again."""
-    values, found = problem.values, set()
+def _computed_outputs(problem: SchedulingProblem) -> dict[int, int]:
+    """The computed values graph outputs hold, each with the bytes of it that must reach DRAM: an output a
+    compute node makes; through an Assemble, its parts; through a Region, the view's bytes of its root (the
+    largest view when several, so overlapping views count once). What is in DRAM already (an in-place KV
+    cache's past rows, a view of an input) is not written again."""
+    values, found = problem.values, {}
 
-    def visit(value: int) -> None:
+    def visit(value: int, nbytes: int) -> None:
         producer = values[value].producer
-        if producer is None or values[value].is_host or value in found:
+        if producer is None or values[value].is_host:
             return
         if not problem.is_alias(producer):
-            found.add(value)
+            found[value] = max(found.get(value, 0), nbytes)
         elif problem.alias_ops[producer] == ASSEMBLE:
             for part in problem.node_inputs[producer]:
-                visit(part)
+                if part not in found:
+                    visit(part, values[part].nbytes)
         else:
-            visit(problem.region_root[value])
+            visit(problem.region_root[value], nbytes)
 
     for value, spec in enumerate(values):
         if spec.is_output:
-            visit(value)
+            visit(value, spec.nbytes)
     return found
 
 
@@ -240,8 +242,8 @@ def _bytes_after(problem: SchedulingProblem) -> list[tuple[int, int]] | None:
     n, values = problem.n, problem.values
     reads: list[dict[int, int]] = [{} for _ in range(n)]
     written = [0] * n
-    for value in _computed_outputs(problem):
-        written[values[value].producer] += values[value].nbytes
+    for value, nbytes in _computed_outputs(problem).items():
+        written[values[value].producer] += nbytes
     for node in problem.compute_nodes:
         for value in problem.node_inputs[node]:
             root = problem.region_root[value]
