@@ -58,7 +58,6 @@ def retime(tasks: list[Task], sync_ns: float, timed: Schedule | tuple[Task, ...]
             if times is not None:
                 return tuple(t if times.get(t.id, t.start_ns) == t.start_ns else
                              replace(t, start_ns=times[t.id], end_ns=times[t.id] + t.duration_ns) for t in tasks)
-            first = 0
     # The general rule on the tasks from ``first`` on; those before it are fixed and only release them.
     fixed = {t.id: t for t in ordered[:first]}
     rest = ordered[first:]

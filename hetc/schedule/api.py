@@ -63,7 +63,7 @@ def solve(problem: SchedulingProblem, strategy: str = "cpsat", time_limit_s: flo
         raise ScheduleError(f"unknown scheduling strategy '{strategy}'; choose one of: {', '.join(STRATEGIES)}")
     tasks = to_tasks(problem, plan)
     makespan = max((t.end_ns for t in tasks), default=0)
-    details["bound_parts_ns"] = bound_parts(problem)
+    details["bound_parts_ns"] = dict(bound_parts(problem))   # (a copy: the problem keeps its own)
     stats = SolverStats(strategy=strategy, status=status, objective_ns=makespan, best_bound_ns=bound,
                         wall_s=round(time.perf_counter() - began, 4), tick_ns=tick, details=details)
     placement = {problem.node_ids[i]: plan.placement[i] for i in problem.compute_nodes}

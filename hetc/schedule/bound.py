@@ -161,14 +161,25 @@ def dram_bound(problem: SchedulingProblem) -> int:
     largest part), and every computed value a graph output holds is written there once."""
     if not problem.dram_bandwidth:
         return 0
-    values, read = problem.values, {}
+    read: dict[int, int] = {}
+    for reads in _dram_reads(problem):
+        for root, nbytes in reads.items():
+            read[root] = max(read.get(root, 0), nbytes)
+    written = sum(_computed_outputs(problem).values())
+    return math.floor((sum(read.values()) + written) / problem.dram_bandwidth)
+
+
+def _dram_reads(problem: SchedulingProblem) -> list[dict[int, int]]:
+    """Per node, the DRAM-resident values it reads (weights, graph inputs) by root, with the bytes: the root
+    itself, or through Regions its largest part."""
+    values = problem.values
+    reads: list[dict[int, int]] = [{} for _ in range(problem.n)]
     for node in problem.compute_nodes:
         for value in problem.node_inputs[node]:
             root = problem.region_root[value]
             if values[root].producer is None and not values[value].is_host:
-                read[root] = max(read.get(root, 0), values[value].nbytes)   # the root itself, or a part
-    written = sum(_computed_outputs(problem).values())
-    return math.floor((sum(read.values()) + written) / problem.dram_bandwidth)
+                reads[node][root] = max(reads[node].get(root, 0), values[value].nbytes)
+    return reads
 
 
 def _computed_outputs(problem: SchedulingProblem) -> dict[int, int]:
@@ -236,44 +247,33 @@ def dram_tail_bound(problem: SchedulingProblem, known: int = 0) -> int:
 
 
 def _bytes_after(problem: SchedulingProblem) -> list[tuple[int, int]] | None:
-    """Per node, the bytes of DRAM-resident values (weights, graph inputs; through Regions, the largest part)
-    its successors and theirs read, and the bytes they write for the graph's outputs (``_computed_outputs``);
-    None for a graph too large to count this way."""
+    """Per node, the bytes of DRAM-resident values (``_dram_reads``) its successors and theirs read, and the
+    bytes they write for the graph's outputs (``_computed_outputs``); None for a graph too large to count
+    this way."""
     n, values = problem.n, problem.values
-    reads: list[dict[int, int]] = [{} for _ in range(n)]
+    reads = _dram_reads(problem)
     written = [0] * n
     for value, nbytes in _computed_outputs(problem).items():
         written[values[value].producer] += nbytes
-    for node in problem.compute_nodes:
-        for value in problem.node_inputs[node]:
-            root = problem.region_root[value]
-            if values[root].producer is None and not values[value].is_host:
-                reads[node][root] = max(reads[node].get(root, 0), values[value].nbytes)
     column = {root: k for k, root in enumerate(sorted({r for d in reads for r in d}))}
     writers = [node for node in range(n) if written[node]]
     if n * (len(column) + len(writers)) > _TAIL_MATRIX_MAX:
         return None
+    written_bytes = np.array([written[w] for w in writers], dtype=np.int64)
+    writer_column = {node: k for k, node in enumerate(writers)}
     # per node, what it and every node after it read (per value) and which writers are among them
     read_from = np.zeros((n, len(column)), dtype=np.int64)
     writes_from = np.zeros((n, len(writers)), dtype=bool)
-    writer_column = {node: k for k, node in enumerate(writers)}
+    result: list[tuple[int, int]] = [(0, 0)] * n
     for node in reversed(range(n)):
-        for root, nbytes in reads[node].items():
-            read_from[node, column[root]] = nbytes
-        if node in writer_column:
-            writes_from[node, writer_column[node]] = True
         for succ in problem.successors[node]:
             np.maximum(read_from[node], read_from[succ], out=read_from[node])
             writes_from[node] |= writes_from[succ]
-    written_bytes = np.array([written[w] for w in writers], dtype=np.int64)
-    result = []
-    for node in range(n):
-        read = np.zeros(len(column), dtype=np.int64)
-        writes = np.zeros(len(writers), dtype=bool)
-        for succ in problem.successors[node]:
-            np.maximum(read, read_from[succ], out=read)
-            writes |= writes_from[succ]
-        result.append((int(read.sum()), int(written_bytes[writes].sum())))
+        result[node] = (int(read_from[node].sum()), int(written_bytes[writes_from[node]].sum()))
+        for root, nbytes in reads[node].items():   # then the node's own, for its predecessors
+            read_from[node, column[root]] = max(read_from[node, column[root]], nbytes)
+        if node in writer_column:
+            writes_from[node, writer_column[node]] = True
     return result
 
 
