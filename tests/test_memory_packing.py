@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hetc.memory import pack_intervals
-from hetc.memory.packing import _best_greedy, _Problem, lower_bound, pack, packing_violations
+from hetc.memory.bestfit import IntervalProblem, best_greedy
+from hetc.memory.packing import lower_bound, pack, packing_violations
 
 interval = st.tuples(st.integers(0, 60), st.integers(1, 30), st.integers(0, 5000)).map(
     lambda t: (t[0], t[0] + t[1], t[2]))
@@ -75,8 +76,8 @@ def test_packing_is_deterministic():
 def test_search_closes_a_gap_greedy_leaves():
     # Every greedy order leaves a hole here (found by random search); hill climbing must reach the bound.
     intervals = [(2, 7, 3), (1, 3, 5), (4, 5, 3), (0, 2, 4), (4, 9, 4), (2, 5, 3)]
-    problem = _Problem.build(intervals, 1)
-    _, greedy_offsets, _ = _best_greedy(problem)
+    problem = IntervalProblem.build(intervals, 1)
+    _, greedy_offsets, _ = best_greedy(problem)
     assert _peak(intervals, greedy_offsets, 1) > lower_bound(intervals)
     result = pack(intervals, 1, 0.5)
     assert packing_violations(intervals, result.offsets, 1) == []
@@ -127,7 +128,7 @@ def test_enough_stops_the_search_once_the_packing_fits_and_decides_fit_as_the_fu
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 10), st.integers(0, 9)), max_size=25))
 def test_pressure_is_the_most_live_at_one_instant_of_each_lifetime(spans):
-    problem = _Problem.build([(s, s + length, size) for s, length, size in spans], 1)
+    problem = IntervalProblem.build([(s, s + length, size) for s, length, size in spans], 1)
     expected = [max(sum(problem.sizes[j] for j in range(problem.n) if problem.starts[j] <= t < problem.ends[j])
                     for t in range(problem.starts[i], problem.ends[i])) for i in range(problem.n)]
     assert problem.pressure() == expected

@@ -21,17 +21,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # the worktree
 from bench_packing import FAMILIES, generate  # noqa: E402
 
 from hetc.memory import packing  # noqa: E402
+from hetc.memory.bestfit import IntervalProblem, best_greedy, peak_of  # noqa: E402
 
 
 def rate(intervals: list[tuple[int, int, int]], units: int) -> float | None:
     """Units per second of one hill climb on ``intervals``, None when it reached the bound early."""
-    problem = packing._Problem.build(intervals, 1)          # noqa: SLF001 - timing the search itself
-    order, offsets, _ = packing._best_greedy(problem)        # noqa: SLF001
+    problem = IntervalProblem.build(intervals, 1)
+    order, offsets, _ = best_greedy(problem)
     bound = problem.lower_bound()
     began = time.perf_counter()
-    _, found = packing._hill_climb(problem, order, offsets, bound, units, began + 600, True)   # noqa: SLF001
+    _, found = packing._hill_climb(problem, order, offsets, bound, units, began + 600, True)   # noqa: SLF001 - timing the search itself
     seconds = time.perf_counter() - began
-    return None if packing._peak(problem, found) <= bound else units / seconds   # noqa: SLF001
+    return None if peak_of(problem, found) <= bound else units / seconds
 
 
 def main(argv: list[str] | None = None) -> int:

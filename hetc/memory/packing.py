@@ -4,8 +4,8 @@ intervals overlapping in time overlap in address, with the highest address (the 
 The search, cheapest first, stopping as soon as the peak meets the lower bound (the most bytes live at one
 instant, sizes padded to the alignment), which no packing can beat:
 
-1. best-fit decoding (TFLite's greedy-by-size arena planner) of a few deterministic orders: by size, and by
-   start time (optimal for equal sizes and for nested lifetimes);
+1. best-fit decoding (TFLite's greedy-by-size arena planner; ``hetc.memory.bestfit``) of a few deterministic
+   orders: by size, and by start time (optimal for equal sizes and for nested lifetimes);
 2. hill climbing over the placement order with Arm Vela's move: swap two of the buffers that decided where a
    peak buffer sits (its time-neighbours and the stacks under them), re-decode what moved, keep the move
    unless the peak grows;
@@ -22,26 +22,17 @@ import random
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from functools import cached_property
 from operator import add
 
-import numpy as np
-
+from hetc.memory.bestfit import Interval, IntervalProblem, best_greedy, decode, peak_of, ranks, redecode
 from hetc.schedule.cpsat import safety_net_s
-
-Interval = tuple[int, int, int]   # (start, end_exclusive, size)
 
 CPSAT_MAX_INTERVALS = 120        # above this CP-SAT's presolve alone outgrows a fraction of a second
 DETERMINISTIC_PER_SECOND = 6.0    # wall seconds per CP-SAT deterministic-time unit on these models, measured
 DEFAULT_TIME_LIMIT_S = 0.5
 STALE_MOVES = 200                 # hill climbing gives up after this many moves without progress
-START_ORDER_MAX = 500             # the start-order greedy is tried up to this many intervals
-_MATRIX_MAX = 4000                # overlap matrix up to this many intervals (16 MB of booleans)
-_NUMPY_DEGREE = 40                # above this many time-neighbours numpy scans faster than a Python loop
 WORK_PER_SECOND = 4_700_000      # hill climbing, idle 2-core machine: median of 3.3-7.8 M/s (tools/packing_rate.py)
 STUCK_WIDEN = 50                  # moves without progress before a second, wider swap joins each move
-_VECTOR_CALL_WORK = 50            # a vectorised best-fit costs this many neighbour visits, plus a seventh of
-_VECTOR_VISIT_DIVISOR = 7         # its neighbours: measured against the Python loop (2026-12-04, idle)
 
 
 @dataclass(frozen=True)
@@ -73,22 +64,22 @@ def pack(intervals: list[Interval], alignment: int = 1, time_limit_s: float | No
     began = time.perf_counter()
     budget = DEFAULT_TIME_LIMIT_S if time_limit_s is None else max(0.0, time_limit_s)
     safety = began + safety_net_s(budget)   # only a stuck search reaches it: the budgets below decide
-    problem = _Problem.build(intervals, alignment)
+    problem = IntervalProblem.build(intervals, alignment)
     bound = problem.lower_bound()
     lower = bound if enough is None else max(bound, enough // alignment)   # the searches stop once there
-    best_order, best_offsets, method = _best_greedy(problem)
-    best_peak = _peak(problem, best_offsets)
+    best_order, best_offsets, method = best_greedy(problem)
+    best_peak = peak_of(problem, best_offsets)
     if best_peak > lower and problem.n > 1:
         # leave part of the budget to CP-SAT when it will run: it closes small gaps hill climbing cannot
         share = 0.6 if problem.n <= CPSAT_MAX_INTERVALS else 1.0
         order, offsets = _hill_climb(problem, best_order, best_offsets, lower,
                                      int(budget * share * WORK_PER_SECOND), safety, restarts)
-        if _peak(problem, offsets) < best_peak:
-            best_offsets, best_peak, method = offsets, _peak(problem, offsets), "hill-climb"
+        if peak_of(problem, offsets) < best_peak:
+            best_offsets, best_peak, method = offsets, peak_of(problem, offsets), "hill-climb"
     if best_peak > lower and 1 < problem.n <= CPSAT_MAX_INTERVALS:
         offsets = _cpsat(problem, best_offsets, best_peak, lower, max(0.05, budget * 0.4))
-        if offsets is not None and _peak(problem, offsets) < best_peak:
-            best_offsets, best_peak, method = offsets, _peak(problem, offsets), "cp-sat"
+        if offsets is not None and peak_of(problem, offsets) < best_peak:
+            best_offsets, best_peak, method = offsets, peak_of(problem, offsets), "cp-sat"
     return PackResult(offsets=[o * alignment for o in best_offsets], peak=best_peak * alignment,
                       lower_bound=bound * alignment, method=method,
                       seconds=time.perf_counter() - began)
@@ -96,12 +87,12 @@ def pack(intervals: list[Interval], alignment: int = 1, time_limit_s: float | No
 
 def lower_bound(intervals: list[Interval], alignment: int = 1) -> int:
     """Max over time of the live bytes (sizes padded to ``alignment``): no packing has a lower peak."""
-    return _Problem.build(intervals, alignment).lower_bound() * alignment
+    return IntervalProblem.build(intervals, alignment).lower_bound() * alignment
 
 
 def live_profile(intervals: list[Interval], alignment: int = 1) -> tuple[int, int]:
     """(peak live bytes, first time they are reached), sizes padded to ``alignment``."""
-    p = _Problem.build(intervals, alignment)
+    p = IntervalProblem.build(intervals, alignment)
     units, when = p.live_peak()
     return units * alignment, when
 
@@ -109,8 +100,8 @@ def live_profile(intervals: list[Interval], alignment: int = 1) -> tuple[int, in
 def best_fit(intervals: list[Interval], order: list[int], alignment: int = 1) -> list[int]:
     """Offsets from placing the intervals one by one in ``order``, each in the smallest gap that holds it
     (the decoder every search here shares; also a baseline for benchmarks)."""
-    p = _Problem.build(intervals, alignment)
-    return [o * alignment for o in _decode(p, list(order))]
+    p = IntervalProblem.build(intervals, alignment)
+    return [o * alignment for o in decode(p, list(order))]
 
 
 def greedy_by_size(intervals: list[Interval], alignment: int = 1) -> list[int]:
@@ -124,7 +115,7 @@ def packing_violations(intervals: list[Interval], offsets: list[int], alignment:
     problems = []
     if len(offsets) != len(intervals):
         return [f"{len(offsets)} offsets for {len(intervals)} intervals"]
-    p = _Problem.build(intervals, alignment)
+    p = IntervalProblem.build(intervals, alignment)
     for i, off in enumerate(offsets):
         if off < 0 or off % alignment:
             problems.append(f"interval {i}: offset {off} is negative or not a multiple of {alignment}")
@@ -136,232 +127,7 @@ def packing_violations(intervals: list[Interval], offsets: list[int], alignment:
     return problems
 
 
-# ---------------------------------------------------------------------------------------------- internals
-@dataclass
-class _Problem:
-    starts: list[int]
-    ends: list[int]
-    sizes: list[int]            # in alignment units
-
-    @property
-    def n(self) -> int:
-        return len(self.sizes)
-
-    @cached_property
-    def conflicts(self) -> list[list[int]]:
-        """Indices overlapping in time, per interval."""
-        return _conflicts(self.starts, self.ends, self.sizes)
-
-    @cached_property
-    def sized_conflicts(self) -> list[list[tuple[int, int]]]:
-        """``conflicts`` with each neighbour's size: the pairs best fit walks."""
-        sizes = self.sizes
-        return [[(j, sizes[j]) for j in c] for c in self.conflicts]
-
-    @cached_property
-    def place_work(self) -> list[int]:
-        """Work units of one best-fit placement of each interval (see ``_Decoder.place``)."""
-        return [_VECTOR_CALL_WORK + len(c) // _VECTOR_VISIT_DIVISOR if len(c) > _NUMPY_DEGREE else len(c) + 1
-                for c in self.conflicts]
-
-    @cached_property
-    def arrays(self) -> tuple[np.ndarray, list[np.ndarray | None]]:
-        """Sizes, and the conflict lists long enough to be worth scanning with numpy."""
-        return (np.array(self.sizes, dtype=np.int64),
-                [np.array(c, dtype=np.int64) if len(c) > _NUMPY_DEGREE else None for c in self.conflicts])
-
-    @classmethod
-    def build(cls, intervals: list[Interval], alignment: int) -> "_Problem":
-        starts, ends, sizes = [], [], []
-        for start, end, size in intervals:
-            if size < 0:
-                raise ValueError(f"interval ({start}, {end}, {size}) has a negative size")
-            starts.append(start)
-            ends.append(max(end, start + 1))
-            sizes.append(-(-size // alignment))
-        return cls(starts, ends, sizes)
-
-    def live_peak(self) -> tuple[int, int]:
-        events = sorted([(e, -s) for s, e, in zip(self.sizes, self.ends)] +
-                        [(st, s) for s, st in zip(self.sizes, self.starts)])
-        live = best = best_t = 0
-        for t, delta in events:          # ends (negative deltas) sort before starts at the same time
-            live += delta
-            if live > best:
-                best, best_t = live, t
-        return best, best_t
-
-    def lower_bound(self) -> int:
-        return self.live_peak()[0]
-
-    def pressure(self) -> list[int]:
-        """Per interval, the most units live at one instant of its lifetime: those where the peak is decided
-        come first in Vela's initial order (its "urgency"), longest-lived first among equals."""
-        if not self.n:
-            return []
-        starts, ends = np.array(self.starts), np.array(self.ends)
-        sizes = np.array(self.sizes, dtype=np.int64)
-        instants = np.unique(starts)          # live bytes only grow at a start: the maximum is at one
-        by_start, by_end = np.argsort(starts, kind="stable"), np.argsort(ends, kind="stable")
-        begun = np.concatenate(([0], np.cumsum(sizes[by_start])))[np.searchsorted(starts[by_start], instants,
-                                                                                  side="right")]
-        ended = np.concatenate(([0], np.cumsum(sizes[by_end])))[np.searchsorted(ends[by_end], instants,
-                                                                                side="right")]
-        live = np.append(begun - ended, 0)    # a sentinel: reduceat's indices must stay inside the array
-        lo = np.searchsorted(instants, starts)
-        hi = np.searchsorted(instants, ends)  # > lo: an interval's own start lies in [start, end)
-        return np.maximum.reduceat(live, np.column_stack((lo, hi)).ravel())[::2].tolist()
-
-
-def _conflicts(starts: list[int], ends: list[int], sizes: list[int]) -> list[list[int]]:
-    """For each interval, the others it overlaps in time (zero sizes conflict with nothing since they occupy
-    no address). An overlap matrix in numpy up to a few thousand intervals, a sweep over start order beyond."""
-    n = len(starts)
-    if n <= _MATRIX_MAX:
-        s, e = np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64)
-        overlap = (s[:, None] < e[None, :]) & (s[None, :] < e[:, None])
-        used = np.array(sizes, dtype=np.int64) > 0
-        overlap &= used[:, None] & used[None, :]
-        np.fill_diagonal(overlap, False)
-        return [np.flatnonzero(row).tolist() for row in overlap]
-    conflicts: list[list[int]] = [[] for _ in range(n)]
-    order = sorted((i for i in range(n) if sizes[i] > 0), key=lambda i: starts[i])
-    active: list[int] = []
-    for i in order:
-        active = [j for j in active if ends[j] > starts[i]]
-        for j in active:
-            conflicts[i].append(j)
-            conflicts[j].append(i)
-        active.append(i)
-    return conflicts
-
-
-def _peak(p: _Problem, offsets: list[int]) -> int:
-    return max((o + s for o, s in zip(offsets, p.sizes)), default=0)
-
-
-class _Decoder:
-    """Best-fit placement state: offsets so far and each interval's rank in the placement order."""
-
-    def __init__(self, p: _Problem, order: list[int], offsets: list[int] | None = None,
-                 positions: list[int] | None = None) -> None:
-        self.p = p
-        self.out = list(offsets) if offsets is not None else [0] * p.n
-        self.pos = positions if positions is not None else _positions(order)
-        self._np: tuple[np.ndarray, np.ndarray] | None = None
-
-    @property
-    def out_np(self) -> np.ndarray:
-        return self._arrays()[0]
-
-    @property
-    def pos_np(self) -> np.ndarray:
-        return self._arrays()[1]
-
-    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """Offsets and ranks as arrays, made at the first vectorised placement (small problems need none)."""
-        if self._np is None:
-            self._np = (np.array(self.out, dtype=np.int64), np.array(self.pos, dtype=np.int64))
-        return self._np
-
-    def set(self, i: int, offset: int) -> None:
-        self.out[i] = offset
-        if self._np is not None:
-            self._np[0][i] = offset
-
-    def place(self, i: int, rank: int) -> int:
-        """Best fit: the smallest gap between the time-neighbours placed before ``i`` (rank below ``rank``)
-        that holds interval ``i``, else the top of them."""
-        p = self.p
-        size = p.sizes[i]
-        if size == 0:
-            return 0
-        sizes_np, conflicts_np = p.arrays
-        if conflicts_np[i] is not None:            # same rule, vectorised for crowded intervals
-            nb = conflicts_np[i]
-            nb = nb[self.pos_np[nb] < rank]
-            if nb.size == 0:
-                return 0
-            lo = self.out_np[nb]
-            order = np.argsort(lo, kind="stable")
-            lo = lo[order]
-            hi = np.maximum.accumulate(lo + sizes_np[nb][order])
-            cursor = np.concatenate(([0], hi[:-1]))
-            waste = lo - cursor - size
-            fits = np.flatnonzero(waste >= 0)
-            if fits.size:
-                return int(cursor[fits[np.argmin(waste[fits])]])
-            return int(hi[-1])
-        out, pos = self.out, self.pos
-        taken = [(out[j], s) for j, s in p.sized_conflicts[i] if pos[j] < rank]
-        taken.sort()
-        best_off, best_waste = -1, -1
-        cursor = 0
-        for lo, s in taken:
-            waste = lo - cursor - size
-            if waste >= 0 and (best_waste < 0 or waste < best_waste):
-                best_off, best_waste = cursor, waste
-                if waste == 0:
-                    break
-            if lo + s > cursor:
-                cursor = lo + s
-        return best_off if best_off >= 0 else cursor
-
-
-def _decode(p: _Problem, order: list[int]) -> list[int]:
-    """Place intervals one by one in ``order`` with best fit."""
-    d = _Decoder(p, order)
-    for k, i in enumerate(order):
-        d.set(i, d.place(i, k))
-    return d.out
-
-
-def _redecode(p: _Problem, order: list[int], offsets: list[int], from_pos: int,
-              seeds: set[int], limit: int | None = None,
-              positions: list[int] | None = None) -> tuple[list[int] | None, int]:
-    """Re-decode after an order change at ``from_pos``: only intervals in ``seeds`` and those whose
-    time-neighbours moved are re-placed (a placement depends on nothing else), so a move costs its cascade.
-    Also returns the work done (``place_work`` summed), the unit the search budget is counted in."""
-    d = _Decoder(p, order, offsets, positions)
-    dirty = set(seeds)
-    work = 0
-    for k in range(from_pos, p.n):
-        i = order[k]
-        if i not in dirty:
-            continue
-        new = d.place(i, k)
-        work += p.place_work[i]
-        if new != d.out[i]:
-            if limit is not None and new + p.sizes[i] > limit:
-                return None, work          # already worse than the limit: no need to finish (as Vela does)
-            d.set(i, new)
-            dirty.update(p.conflicts[i])
-    return d.out, work
-
-
-def _best_greedy(p: _Problem) -> tuple[list[int], list[int], str]:
-    """The best of a few best-fit orders. By start time is exact on nested lifetimes (and, like by size, on
-    equal sizes); large instances, where it rarely wins, skip it to save a decode."""
-    idx = range(p.n)
-    orders = {
-        "greedy-size": sorted(idx, key=lambda i: (-p.sizes[i], p.starts[i], -p.ends[i], i)),
-        "greedy-area": sorted(idx, key=lambda i: (-p.sizes[i] * (p.ends[i] - p.starts[i]), p.starts[i], i)),
-    }
-    pressure = p.pressure()
-    orders["greedy-pressure"] = sorted(idx, key=lambda i: (-pressure[i], p.starts[i] - p.ends[i], p.starts[i],
-                                                         -p.sizes[i], i))
-    if p.n <= START_ORDER_MAX:
-        orders["greedy-start"] = sorted(idx, key=lambda i: (p.starts[i], -p.ends[i], -p.sizes[i], i))
-    best: tuple[list[int], list[int], str] | None = None
-    for name, order in orders.items():
-        offsets = _decode(p, order)
-        if best is None or _peak(p, offsets) < _peak(p, best[1]):
-            best = (order, offsets, name)
-    assert best is not None
-    return best
-
-
-def _support(p: _Problem, offsets: list[int], tops: dict[int, list[int]], i: int, into: dict[int, None]) -> None:
+def _support(p: IntervalProblem, offsets: list[int], tops: dict[int, list[int]], i: int, into: dict[int, None]) -> None:
     """Add ``i`` and the stack under it to ``into``: a time-neighbour whose top is ``i``'s offset, then one
     under that, down to address 0 (Vela's predecessor chain: the buffers that decided where ``i`` sits).
     ``tops`` maps each top address to the buffers ending there; a chain stops where it meets one already in."""
@@ -375,7 +141,7 @@ def _support(p: _Problem, offsets: list[int], tops: dict[int, list[int]], i: int
         i = below[0]
 
 
-def _hill_climb(p: _Problem, order: list[int], offsets: list[int], lower: int,
+def _hill_climb(p: IntervalProblem, order: list[int], offsets: list[int], lower: int,
                 budget_work: int, deadline: float, restarts: bool = True) -> tuple[list[int], list[int]]:
     """Arm Vela's bottleneck search on hetc's incremental decoder. The bottleneck is the buffer reaching the
     peak; the buffers that decided where it sits are its time-neighbours and the stacks under them and under
@@ -385,8 +151,8 @@ def _hill_climb(p: _Problem, order: list[int], offsets: list[int], lower: int,
     soon as a buffer passes the peak. Budgeted in work units so that results are reproducible."""
     rng = random.Random(0x5eed)
     order = list(order)
-    pos = _positions(order)
-    peak = _peak(p, offsets)
+    pos = ranks(order)
+    peak = peak_of(p, offsets)
     best = (order, offsets, peak)
     work = stuck = 0
     while work < budget_work:
@@ -398,8 +164,8 @@ def _hill_climb(p: _Problem, order: list[int], offsets: list[int], lower: int,
             # A local optimum: restart from the best order with a random stretch of it shuffled (iterated
             # local search), which the stale moves around one bottleneck could not reach
             order, offsets = _kick(p, best[0], rng)
-            pos = _positions(order)
-            peak, stuck = _peak(p, offsets), 0
+            pos = ranks(order)
+            peak, stuck = peak_of(p, offsets), 0
             work += p.n + sum(p.place_work)
             continue
         work += 3 * p.n + 20             # five O(n) passes: peak, tops, candidate order and positions, decoder
@@ -439,11 +205,11 @@ def _hill_climb(p: _Problem, order: list[int], offsets: list[int], lower: int,
             new_pos[u], new_pos[v] = b, a
             seeds.update((u, v), p.conflicts[u], p.conflicts[v])
         first = min(min(pos[u], pos[v]) for u, v in swaps)
-        new_offsets, cost = _redecode(p, candidate, offsets, first, seeds, peak, new_pos)
+        new_offsets, cost = redecode(p, candidate, offsets, first, seeds, peak, new_pos)
         work += cost
         if new_offsets is None:
             continue
-        new_peak = _peak(p, new_offsets)
+        new_peak = peak_of(p, new_offsets)
         if new_peak < peak:
             stuck = 0
         order, pos, offsets, peak = candidate, new_pos, new_offsets, new_peak
@@ -452,25 +218,17 @@ def _hill_climb(p: _Problem, order: list[int], offsets: list[int], lower: int,
     return best[0], best[1]
 
 
-def _positions(order: list[int]) -> list[int]:
-    """Each interval's rank in ``order``."""
-    pos = [0] * len(order)
-    for k, i in enumerate(order):
-        pos[i] = k
-    return pos
-
-
-def _kick(p: _Problem, order: list[int], rng: random.Random) -> tuple[list[int], list[int]]:
+def _kick(p: IntervalProblem, order: list[int], rng: random.Random) -> tuple[list[int], list[int]]:
     """``order`` with a random stretch of about a tenth of it shuffled, and its decoding."""
     width = max(2, p.n // 10)
     first = rng.randrange(max(1, p.n - width + 1))
     stretch = order[first:first + width]
     rng.shuffle(stretch)
     kicked = order[:first] + stretch + order[first + width:]
-    return kicked, _decode(p, kicked)
+    return kicked, decode(p, kicked)
 
 
-def _cpsat(p: _Problem, hint: list[int], upper: int, lower: int, seconds: float) -> list[int] | None:
+def _cpsat(p: IntervalProblem, hint: list[int], upper: int, lower: int, seconds: float) -> list[int] | None:
     """Exact packing; returns None when CP-SAT finds nothing better than ``upper``.
 
     Lifetimes are fixed, so time x address non-overlap (``AddNoOverlap2D``) reduces to one ``AddNoOverlap``
