@@ -243,8 +243,14 @@ def test_conv_attribute_limits(soc) -> None:
     strided = conv((1, 3, 64, 64), (16, 3, 11, 11), (1, 16, 14, 14), strides=[4, 4])
     dilated = conv((1, 3, 32, 32), (4, 3, 3, 3), (1, 4, 26, 26), dilations=[3, 3])
     volumetric = conv((1, 2, 4, 4, 4), (2, 2, 3, 3, 3), (1, 2, 2, 2, 2))
-    assert soc.supports(grouped, "npu").message == \
-        "grouped (group = 2) Conv is not supported (npu limit grouped_conv = false)"
+    # no grouped kernel (grouped_conv = false): one plain convolution per group, a launch each
+    assert soc.supports(grouped, "npu")
+    plain = conv((1, 4, 8, 8), (4, 4, 3, 3), (1, 4, 6, 6))
+    assert soc.cost(grouped, "npu") == pytest.approx(2 * soc.cost(plain, "npu"))
+    transposed = node("ConvTranspose", [val("x", (1, 8, 8, 8)), val("w", (8, 4, 3, 3), const=True)],
+                      [val("y", (1, 8, 10, 10))], group=2)
+    assert soc.supports(transposed, "npu").message == \
+        "grouped (group = 2) ConvTranspose is not supported (npu limit grouped_conv = false)"
     assert soc.supports(depthwise, "npu")
     assert "Conv has strides [4, 4] (npu limit max_stride = 3)" in soc.supports(strided, "npu").message
     assert "Conv has dilations [3, 3] (npu limit max_dilation = 2)" in soc.supports(dilated, "npu").message

@@ -216,16 +216,22 @@ def test_a_node_the_fastest_device_holds_whole_is_not_cut_for_a_smaller_one():
     assert plan_node(target, graph.nodes[0]) is None
 
 
-def test_a_grouped_conv_the_npu_refuses_runs_there_as_one_plain_conv_per_group():
+def test_a_grouped_conv_the_npu_has_no_kernel_for_runs_there_whole_as_one_plain_conv_per_group():
     text = target_text(spm="1MiB") + "\n[devices.npu0.limits]\ngrouped_conv = false\n"
     target = target_from_toml_text(text)
     graph = load(make_model([mk("Conv", ["x", "w", "b"], ["y"], name="gconv", group=2, pads=[1, 1, 1, 1])],
                             {"x": (1, 8, 16, 16)}, ["y"], {"w": (12, 4, 3, 3), "b": (12,)}))
-    assert not target.supports(graph.nodes[0], "npu0")
-    tiled = tile_graph(graph, target)
+    assert target.supports(graph.nodes[0], "npu0")
+    # one task, its output written in place by both groups: nothing to tile, nothing assembled in DRAM
+    assert not tiles_of(tile_graph(graph, target), "gconv")
+    native = target_from_toml_text(target_text(spm="1MiB"))
+    launch = target.devices["npu0"].launch_ns
+    assert target.cost(graph.nodes[0], "npu0") == pytest.approx(native.cost(graph.nodes[0], "npu0") + launch)
+    # too big for the tile budget whole: one tile per group, each a plain convolution
+    small = target_from_toml_text(target_text(spm="16KiB") + "\n[devices.npu0.limits]\ngrouped_conv = false\n")
+    tiled = tile_graph(graph, small)
     tiles = tiles_of(tiled, "gconv")
-    assert len(tiles) == 2 and all(int(t.attrs.get("group", 1)) == 1 for t in tiles)
-    assert all(target.supports(t, "npu0") for t in tiles)
+    assert len(tiles) >= 2 and all(int(t.attrs.get("group", 1)) == 1 for t in tiles)
     assert "grouped_conv = false" in tiles[0].tile.why
     assert_same_outputs(graph, tiled)
 
@@ -238,12 +244,17 @@ def _grouped_after_relu(channels: int, hw: int):
                            {"w": (2 * channels, channels // 2, 3, 3), "b": (2 * channels,)}))
 
 
-def test_a_grouped_conv_that_fits_whole_reads_its_groups_in_place():
+def test_a_grouped_conv_that_fits_whole_stays_whole_on_one_core_and_is_shared_by_several():
     target = target_from_toml_text(target_text(spm="1MiB") + "\n[devices.npu0.limits]\ngrouped_conv = false\n")
     graph = _grouped_after_relu(8, 16)
-    tiled = tile_graph(graph, target)
-    assert len(tiles_of(tiled, "gconv")) == 2
-    # cut for want of a kernel, not of room: no copy of the Relu's output goes to DRAM for the tiles
+    assert not tiles_of(tile_graph(graph, target), "gconv")
+    # two cores that run it as plain convolutions: one tile per group, for them to share; cut for want of a
+    # kernel, not of room, so no copy of the Relu's output goes to DRAM for the tiles
+    two = target_from_toml_text(target_text(spm="1MiB", cores=2) + "".join(
+        f"\n[devices.npu{k}.limits]\ngrouped_conv = false\n" for k in range(2)))
+    tiled = tile_graph(graph, two)
+    tiles = tiles_of(tiled, "gconv")
+    assert len(tiles) == 2 and "2 cores share its groups" in tiles[0].tile.why
     assert not [n for n in tiled.nodes if n.name.endswith("/to_dram")]
     assert_same_outputs(graph, tiled)
 
@@ -258,8 +269,9 @@ def test_a_grouped_conv_too_big_to_hold_whole_stages_its_input_through_dram():
 
 
 def test_groups_are_cut_into_row_bands_when_an_idle_cpu_can_take_some():
-    # a CPU half as fast as the NPU: bands of each group over both beat the two groups one after the other
-    text = (target_text(spm="4MiB").replace("peak = { float32 = 20.0 }", "peak = { float32 = 100.0 }")
+    # a CPU 80% as fast as the NPU: bands of each group over both beat the node whole on the NPU, even with its
+    # output going to DRAM and back (the whole node leaves it in the scratchpad)
+    text = (target_text(spm="4MiB").replace("peak = { float32 = 20.0 }", "peak = { float32 = 160.0 }")
             + "\n[devices.npu0.limits]\ngrouped_conv = false\n")
     target = target_from_toml_text(text)
     graph = _grouped_after_relu(32, 48)
@@ -269,6 +281,6 @@ def test_groups_are_cut_into_row_bands_when_an_idle_cpu_can_take_some():
     assert "spread over npu0, cpu" in tiles[0].tile.why
     assert all(int(t.attrs.get("group", 1)) == 1 for t in tiles)
     assert_same_outputs(graph, tiled)
-    # with a CPU a fortieth as fast as the NPU, the groups stay whole
-    slow = target_from_toml_text(text.replace("peak = { float32 = 100.0 }", "peak = { float32 = 5.0 }"))
-    assert len(tiles_of(tile_graph(graph, slow), "gconv")) == 2
+    # with a CPU a fortieth as fast as the NPU, the node stays whole on the NPU
+    slow = target_from_toml_text(text.replace("peak = { float32 = 160.0 }", "peak = { float32 = 5.0 }"))
+    assert not tiles_of(tile_graph(graph, slow), "gconv")

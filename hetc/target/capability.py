@@ -10,7 +10,7 @@ from hetc.ir.fused import base_node, composite_parts, epilogue_of, is_fused, nod
 from hetc.target.flops import value_nbytes
 from hetc.target.model import Device, Ok, Reason
 from hetc.target.ops import (ACCUMULATOR_OUTPUT_OPS, CONV_WEIGHT_INPUT, INDEX_OUTPUTS, PARAMETER_INPUTS,
-                             QUANTIZED_OPS, SIGNED_TWIN, conv_weight_shape, has_device_kernel, is_view,
+                             QUANTIZED_OPS, SIGNED_TWIN, conv_groups, conv_weight_shape, has_device_kernel, is_view,
                              node_limitation, qualified_op)
 
 OK = Ok()
@@ -199,9 +199,16 @@ def _spatial(node: Node, dev: Device, limits: dict[str, Any]) -> Reason | None:
     return None
 
 
+def plain_convolutions(groups: int, dev: Device) -> int:
+    """The kernels ``dev`` runs a Conv of ``groups`` groups (``ops.conv_groups``) as: where it has no grouped
+    convolution (``grouped_conv = false``) one plain convolution per group, each over its group's input
+    channels and writing its band of output channels in place, one launch each; one kernel otherwise."""
+    return groups if groups > 1 and dev.limits.get("grouped_conv", True) is False else 1
+
+
 def _groups(node: Node, dev: Device, limits: dict[str, Any]) -> Reason | None:
     group = int(node.attr("group", 1))
-    if group == 1:
+    if group == 1 or plain_convolutions(conv_groups(node), dev) > 1:
         return None
     w = conv_weight_shape(node)
     depthwise = node.op_type != "ConvTranspose" and len(w) >= 2 and w[1] == 1

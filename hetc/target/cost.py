@@ -10,9 +10,11 @@ from dataclasses import dataclass
 
 from hetc.errors import TargetError
 from hetc.ir import Node
+from hetc.ir.fused import base_node
+from hetc.target.capability import plain_convolutions
 from hetc.target.flops import class_shares, node_bytes, node_flops
 from hetc.target.model import Device
-from hetc.target.ops import INTEGER_MAC_OPS, SIGNED_TWIN, conv_weight_shape, op_class
+from hetc.target.ops import INTEGER_MAC_OPS, SIGNED_TWIN, conv_groups, conv_weight_shape, op_class
 
 __all__ = ["op_class", "node_class", "node_flops", "node_bytes", "node_work", "node_cost_ns", "compute_dtype",
            "peak_for", "efficiency_for", "NodeWork"]
@@ -30,6 +32,7 @@ class NodeWork:
     # each runs at its own class's efficiency (a Clip after a depthwise Conv runs on the output pipeline, not
     # at the depthwise MAC rate; an Attention's exponentials on the vector unit, not the MAC array).
     epilogue: tuple[tuple[str, int], ...] = ()
+    groups: int = 1      # of a grouped Conv (``ops.conv_groups``): a device may run it as that many kernels
 
 
 # node.memo[_MEMO_KEY] = (signature it was computed for, work); the signature catches a node edited after it
@@ -73,7 +76,8 @@ def node_work(node: Node) -> NodeWork:
     if hit is not None and hit[0] == signature:
         return hit[1]
     epilogue = tuple((_part_class(op), flops) for op, flops in class_shares(node))
-    work = NodeWork(node_flops(node), node_bytes(node), node_class(node), compute_dtype(node), epilogue)
+    work = NodeWork(node_flops(node), node_bytes(node), node_class(node), compute_dtype(node), epilogue,
+                    conv_groups(base_node(node)))
     node.memo[_MEMO_KEY] = (signature, work)
     return work
 
@@ -118,7 +122,9 @@ def node_cost_ns(target: "Target", node: Node, device: str) -> float:  # noqa: F
     compute_ns = base_flops / (peak * efficiency_for(dev, work.op_class)) + sum(
         flops / (peak * efficiency_for(dev, cls)) for cls, flops in work.epilogue)
     memory_ns = work.bytes / target.memories[dev.memory].bandwidth
-    return dev.launch_ns + max(compute_ns, memory_ns)
+    # A grouped Conv run as one plain convolution per group pays a launch per group; its groups are equal,
+    # so the roofline of each is the node's divided by their count.
+    return dev.launch_ns * plain_convolutions(work.groups, dev) + max(compute_ns, memory_ns)
 
 
 def skipped_cost_ns(target: "Target", node: Node, device: str, zero_fill: bool) -> float:  # noqa: F821

@@ -189,6 +189,15 @@ def conv_weight_shape(node: "Node") -> tuple[int, ...]:
     return tuple(node.inputs[index].shape)
 
 
+def conv_groups(node: "Node") -> int:
+    """The group count of a grouped Conv that is not depthwise (``group`` > 1 and more than one input channel
+    per group); 1 for any other node."""
+    if node.op_type != "Conv" or int(node.attr("group", 1)) <= 1:
+        return 1
+    weight = conv_weight_shape(node)
+    return 1 if len(weight) < 2 or weight[1] == 1 else int(node.attr("group", 1))
+
+
 def attention_limitation(ranks: list[int], n_inputs: int, n_outputs: int, dtype: str, attrs: dict) -> str | None:
     """Why an Attention node has no NPU/DSP kernel, or None: the kernel takes 4-D Q, K, V (heads as an axis)
     and an optional mask, in float32 (ONNX rounds every step of a 16-bit attention's function body)."""

@@ -69,20 +69,24 @@ def spread_over_devices(ctx: CutContext) -> TilePlan | None:
     return TilePlan(cuts, ctx.device, ctx.budget, estimate, whole, why)
 
 
-def spread_groups(ctx: CutContext, groups: tuple[Axis, int]) -> TilePlan | None:
+def spread_groups(ctx: CutContext, groups: tuple[Axis, int], whole_on_chip: bool = False) -> TilePlan | None:
     """A grouped convolution cut one tile per group (``plan.group_plan``), its groups cut again into row bands
     when the bands, spread over the devices as ``spread_over_devices`` spreads parts, are estimated at least
-    ``NEAR_BEST`` faster than the groups whole on those devices. Both read their input the same way (in place or
-    staged, as ``group_plan`` decides), so staging is left out of both sides. (AlexNet's conv2 on edge-soc: two
-    groups, each 1.2 ms on the NPU and about three times that on the CPU, ran one after the other on the NPU
-    while the CPU waited.)"""
+    ``NEAR_BEST`` faster than the alternative: the groups whole on those devices, or with ``whole_on_chip`` the
+    node whole on ``ctx.device``, its output left in the scratchpad, where the bands' output goes to DRAM and
+    its reader loads it back (ShuffleNet's small grouped layers on edge-soc: spread, 6.7% slower in all). Both
+    read their input the same way (in place or staged, as ``group_plan`` decides), so staging is left out of
+    both sides. (AlexNet's conv2 on edge-soc: two groups, each 1.2 ms on the NPU and about three times that on
+    the CPU, ran one after the other on the NPU while the CPU waited.)"""
     devices = _device_order(ctx)   # _spread_estimate keeps those with a kernel for a group's plain convolution
-    whole = _spread_estimate(ctx, [groups], devices)
+    whole = ((ctx.target.cost(ctx.node, ctx.device),) if whole_on_chip
+             else _spread_estimate(ctx, [groups], devices))
     rows = next((a for a in ctx.axes if a.name == "rows"), None)
     if whole is None or rows is None:
         return None
     options = [[groups, (rows, n)] for n in SPREAD_COUNTS if n <= rows.extent // rows.unit]
-    best = _worth_spreading(ctx, options, devices, whole[0])
+    reload = dma_ns(ctx, ctx.node.outputs[0].nbytes) if whole_on_chip else 0.0
+    best = _worth_spreading(ctx, options, devices, whole[0], reload)
     if best is None:
         return None
     estimate, cuts, used = best

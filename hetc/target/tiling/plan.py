@@ -38,11 +38,12 @@ from typing import Any, Sequence
 
 from hetc.ir import Node
 from hetc.ir.fused import base_node
-from hetc.target.capability import kernel_support, working_set_bytes
+from hetc.target.capability import kernel_support, plain_convolutions, working_set_bytes
 from hetc.target.tiling.estimate import (TILE_BUDGET_FRACTION, CutContext, TilePlan, cut_estimate, cut_label, fits,
                                          parallel_cores, pick_cut, representatives)
 from hetc.target.tiling.parts import split_across_cores, spread_groups, spread_over_devices
 from hetc.target.tiling.axes import Axis, Untileable
+from hetc.target.ops import conv_groups
 from hetc.target.tiling.rules import RULES
 from hetc.target.tiling.shapes import opset_of, sketch
 
@@ -129,8 +130,8 @@ def plan_node(target: Any, node: Node, opset: int | None = None,
                   len({id(v) for v in node.present_inputs}), fraction)
     shared = target._cache.setdefault("tile-plans", {})
     if shared_key not in shared:
-        plan = _plan(target, node, opset_of(node, opset), fraction)
-        shared[shared_key] = plan if isinstance(plan, TilePlan) else group_plan(target, node, opset, fraction) or plan
+        shared[shared_key] = group_plan(target, node, opset, fraction) if _plain_group_devices(target, node) \
+            else _plan(target, node, opset_of(node, opset), fraction)
     result = shared[shared_key]
     per_target[key] = (signature, result)
     return result
@@ -209,39 +210,50 @@ def tiling_verdict(target: Any, node: Node) -> str:
     return "it is not tiled"
 
 
+def _plain_group_devices(target: Any, node: Node) -> list[str]:
+    """The accelerators that run ``node``, a grouped convolution, as plain convolutions, one per group
+    (``grouped_conv = false``: capability.plain_convolutions); none for any other node, or beyond
+    ``MAX_TILES`` groups (one tile per group must stay possible)."""
+    group = conv_groups(base_node(node))
+    if node.tile is not None or group <= 1 or group > MAX_TILES or len(node.outputs) != 1:
+        return []
+    return [d for d, dev in target.devices.items()
+            if plain_convolutions(group, dev) > 1 and kernel_support(target, node, d)]
+
+
 def group_plan(target: Any, node: Node, opset: int | None = None,
                fraction: float = TILE_BUDGET_FRACTION) -> TilePlan | None:
-    """A grouped convolution that no accelerator runs as such (``grouped_conv = false``) but one runs as plain
-    convolutions: cut into one tile per group, each a group-1 Conv over its own input and output channels
-    (AlexNet's and ShuffleNet's grouped layers). None when that does not apply."""
-    base = base_node(node)
-    group = int(base.attr("group", 1))
-    if node.tile is not None or base.op_type != "Conv" or group <= 1 or len(node.outputs) != 1:
-        return None
-    weight = base.inputs[1]
-    if weight is None or weight.shape[1] == 1 or group > MAX_TILES:
-        return None   # depthwise: its own capability key decides
-    probe = Node(node.id, node.op_type, node.name, list(node.inputs), list(node.outputs),
-                 {**node.attrs, "group": 1}, node.domain)
-    plain = [d for d, dev in target.devices.items()
-             if dev.kind != "cpu" and not kernel_support(target, node, d) and kernel_support(target, probe, d)]
+    """The tiling of a grouped convolution that an accelerator runs as plain convolutions, one per group
+    (``_plain_group_devices``): a spread of its groups over devices where that is estimated faster; one tile
+    per group, each a group-1 Conv over its own channels, where the node exceeds the tile budget (AlexNet's
+    grouped layers) or several cores can share its groups; else None: the node stays whole on the one
+    accelerator, a task whose groups write their output channels in place (ShuffleNet's on `edge-soc`, whose
+    group tiles' outputs went to DRAM and back to be assembled)."""
+    plain = _plain_group_devices(target, node)
     if not plain:
         return None
+    base = base_node(node)
+    group = conv_groups(base)
     axes = RULES["Conv"].axes(base, opset_of(node, opset))
     channels = next((a for a in axes if a.name == "channels"), None)
     if channels is None or channels.extent // channels.unit != group:
         return None
+    probe = Node(node.id, node.op_type, node.name, list(node.inputs), list(node.outputs),
+                 {**node.attrs, "group": 1}, node.domain)
     device = min(plain, key=lambda d: (target.cost(probe, d), plain.index(d)))
     why = (f"grouped convolution (group = {group}): {device} runs it as {group} plain convolutions, one per group "
            f"(its limit grouped_conv = false)")
     home = target.memories[target.devices[device].memory]
     budget = int(home.size * fraction)
-    # A grouped convolution that fits the budget whole is cut for want of a kernel, not of room: its tiles
-    # read their groups in place (ShuffleNet's activations went to DRAM and back around every grouped layer).
     staged = working_set_bytes(node, home.alignment) > budget
     ctx = CutContext(node, target, axes, opset_of(node, opset), device, 1, budget, home.alignment, fraction)
-    spread = spread_groups(ctx, (channels, group))
+    whole_on_chip = not staged and len(plain) == 1
+    spread = spread_groups(ctx, (channels, group), whole_on_chip)
     if spread is not None:
         return TilePlan(spread.cuts, device, budget, spread.estimate_ns, spread.whole_ns, f"{why}; {spread.why}",
                         staged)
+    if whole_on_chip:
+        return None
+    if not staged:   # several cores run it: its groups are tiles they share (whole on one core is slower)
+        why += f"; {len(plain)} cores share its groups"
     return TilePlan(((channels, group),), device, 0, 0.0, None, why, staged)
