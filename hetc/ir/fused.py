@@ -1,5 +1,6 @@
-"""Fused nodes: a base op (Conv, ConvTranspose, Gemm, MatMul) followed by an *epilogue* of pointwise parts
-applied to its output in registers, written by the fusion pass (hetc.passes.fusion) and run as one kernel.
+"""Fused nodes: a base op (Conv, ConvTranspose, Gemm, MatMul, BatchNormalization) followed by an *epilogue* of
+pointwise parts applied to its output in registers, written by the fusion pass (hetc.passes.fusion) and run as
+one kernel.
 
 Representation. A fused node keeps the base op's ``op_type`` and attributes, takes the domain
 ``FUSED_DOMAIN`` (so that nothing that runs ONNX can mistake it for the plain op) and lists its parts in the
@@ -35,7 +36,7 @@ from hetc.ir.graph import Node
 FUSED_DOMAIN = "hetc.fused"
 EPILOGUE_ATTR = "epilogue"
 # Base ops an epilogue may follow (default domain).
-FUSABLE_BASE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+FUSABLE_BASE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization"})
 # Parts that read one extra operand (the fused node's next extra input).
 BINARY_PARTS = frozenset({"Add", "Mul"})
 UNARY_PARTS = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "SiLU", "HardSwish", "Gelu"})

@@ -1,5 +1,6 @@
-"""Epilogue fusion: pointwise ops that follow a Conv, ConvTranspose, Gemm or MatMul are absorbed into it, so
-that the pair runs as one kernel with one launch and no round trip of the intermediate through memory.
+"""Epilogue fusion: pointwise ops that follow a Conv, ConvTranspose, Gemm, MatMul or BatchNormalization are
+absorbed into it, so that the pair runs as one kernel with one launch and no round trip of the intermediate
+through memory.
 
 Every rule below is data: a pattern anchored at the base op's output (hetc.passes.patterns), a condition and
 the epilogue part it becomes (hetc.ir.fused). A rule applies again to the fused node's new output, so chains

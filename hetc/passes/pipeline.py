@@ -5,6 +5,7 @@ import time
 from typing import Callable, Sequence
 
 from hetc.ir import Graph
+from hetc.passes.affine import run_fold_affine
 from hetc.passes.conv_batchnorm import run_fold_conv_batchnorm
 from hetc.passes.dead_code import run_eliminate_dead_code
 from hetc.passes.fold_constants import run_fold_constants
@@ -19,15 +20,17 @@ from hetc.passes.rewrite import renumber
 
 # Identity removal first (it exposes constants and Conv->BN pairs hidden behind Identity/Dropout), QDQ
 # lowering before folding (folding would turn a DequantizeLinear of an int8 weight into a float copy), folding
-# next (BN parameters are often computed), norms, attention and routers from their decomposed forms before
-# epilogue fusion (which would otherwise take the scores' scale and mask into the Q.K^T MatMul), epilogue fusion
-# after BN folding (a Conv+BN+Relu6 becomes one Conv+Clip), Sums take their Adds once epilogues took theirs,
-# experts predicated once their gating Mul is fused, DCE last to sweep what the others orphaned.
+# next (BN parameters are often computed), per-channel scales and shifts into the Conv/BN before them, norms,
+# attention and routers from their decomposed forms before epilogue fusion (which would otherwise take the
+# scores' scale and mask into the Q.K^T MatMul), epilogue fusion after BN and affine folding (a Conv+BN+Relu6
+# becomes one Conv+Clip), Sums take their Adds once epilogues took theirs, experts predicated once their gating
+# Mul is fused, DCE last to sweep what the others orphaned.
 PIPELINE: list[tuple[str, Callable[[Graph], int]]] = [
     ("remove_identities", run_remove_identities),
     ("lower_qdq", run_lower_qdq),
     ("fold_constants", run_fold_constants),
     ("fold_conv_batchnorm", run_fold_conv_batchnorm),
+    ("fold_affine", run_fold_affine),
     ("fuse_norms_attention", run_fuse_composites),
     ("fuse_routers", run_fuse_routers),
     ("fuse_epilogues", run_fuse_epilogues),
@@ -41,13 +44,13 @@ def optimize(graph: Graph, stats: dict[str, dict[str, float]] | None = None,
              lowerings: Sequence[Rule] = ()) -> Graph:
     """A new, optimised graph (``graph`` is untouched) with nodes renumbered 0..n-1 in topological order.
 
-    ``lowerings`` are a target's rewrite rules (hetc.target.lowering), run after Conv+BN folding and before
-    the fusions, so that a lowered node still takes its epilogue. If ``stats`` is given it receives, per
-    pass, the number of nodes it changed and its wall time."""
+    ``lowerings`` are a target's rewrite rules (hetc.target.lowering), run after Conv+BN and per-channel affine
+    folding and before the fusions, so that a lowered node still takes its epilogue. If ``stats`` is given it
+    receives, per pass, the number of nodes it changed and its wall time."""
     result = graph.copy()
     steps = list(PIPELINE)
     if lowerings:
-        at = [name for name, _ in steps].index("fold_conv_batchnorm") + 1
+        at = [name for name, _ in steps].index("fold_affine") + 1
         steps.insert(at, ("lower_for_target", lambda g: sum(run_rules(g, lowerings).values())))
     for name, run in steps:
         start = time.perf_counter()
