@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from hetc.ir import FLOAT_DTYPES, Graph, Node, Value
+from hetc.ir import FLOAT_DTYPES, Graph, Node
 from hetc.passes.patterns import Match, Rule, pattern, run_rules
-from hetc.passes.rewrite import unique_name
+from hetc.passes.rewrite import new_constant
 
 
 def _per_channel(m: Match) -> np.ndarray | None:
@@ -53,12 +53,6 @@ def _foldable(m: Match) -> bool:
     return False
 
 
-def _constant(graph: Graph, base: str, array: np.ndarray) -> Value:
-    value = Value(unique_name(graph, base), str(array.dtype), tuple(array.shape), const=array)
-    graph.values[value.name] = value   # reserve the name until the next relink
-    return value
-
-
 def _fold(scale: bool):
     def build(graph: Graph, m: Match) -> list[Node]:
         producer, factor = m.anchor.producer, _per_channel(m)
@@ -69,19 +63,19 @@ def _fold(scale: bool):
                     else np.zeros(weight.shape[0]))
             if scale:
                 weight = weight * factor.astype(weight.dtype).reshape((-1,) + (1,) * (weight.ndim - 1))
-                producer.inputs[1] = _constant(graph, producer.inputs[1].name + "_scaled", weight.astype(dtype))
+                producer.inputs[1] = new_constant(graph, producer.inputs[1].name + "_scaled", weight.astype(dtype))
             bias = bias * factor if scale else bias + factor
             named = producer.inputs[2].name if len(producer.inputs) > 2 else producer.name + "_bias"
-            producer.inputs = [*producer.inputs[:2], _constant(graph, named + "_affine", bias.astype(dtype))]
+            producer.inputs = [*producer.inputs[:2], new_constant(graph, named + "_affine", bias.astype(dtype))]
         else:
             gamma, beta = (np.asarray(v.const, dtype=np.float64) for v in producer.inputs[1:3])
             if scale:
                 gamma, beta = gamma * factor, beta * factor
             else:
                 beta = beta + factor
-            producer.inputs = [producer.inputs[0], _constant(graph, producer.inputs[1].name + "_affine",
+            producer.inputs = [producer.inputs[0], new_constant(graph, producer.inputs[1].name + "_affine",
                                                              gamma.astype(dtype)),
-                               _constant(graph, producer.inputs[2].name + "_affine", beta.astype(dtype)),
+                               new_constant(graph, producer.inputs[2].name + "_affine", beta.astype(dtype)),
                                *producer.inputs[3:]]
         producer.outputs = [m.output]
         return []

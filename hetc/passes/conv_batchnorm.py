@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from hetc.ir import Graph, Node, Value
-from hetc.passes.rewrite import unique_name
+from hetc.ir import Graph, Node
+from hetc.passes.rewrite import new_constant
 
 
 def fold_conv_batchnorm(graph: Graph) -> Graph:
@@ -29,8 +29,8 @@ def run_fold_conv_batchnorm(graph: Graph) -> int:
             continue
         weight, bias = _folded_parameters(conv, bn)
         out = bn.outputs[0]
-        conv.inputs = [conv.inputs[0], _constant(graph, conv.inputs[1].name + "_bnfold", weight),
-                       _constant(graph, _bias_name(conv) + "_bnfold", bias)]
+        conv.inputs = [conv.inputs[0], new_constant(graph, conv.inputs[1].name + "_bnfold", weight),
+                       new_constant(graph, _bias_name(conv) + "_bnfold", bias)]
         # The Conv now produces the BatchNormalization's output value (keeping its name for outputs).
         conv.outputs = [out]
         out.producer = conv  # lets a following BatchNormalization fold into the same Conv
@@ -78,9 +78,3 @@ def _folded_parameters(conv: Node, bn: Node) -> tuple[np.ndarray, np.ndarray]:
 
 def _bias_name(conv: Node) -> str:
     return conv.inputs[2].name if len(conv.inputs) > 2 and conv.inputs[2] is not None else conv.name + "_bias"
-
-
-def _constant(graph: Graph, base: str, array: np.ndarray) -> Value:
-    value = Value(unique_name(graph, base), str(array.dtype), tuple(array.shape), const=array)
-    graph.values[value.name] = value  # reserve the name until the next relink
-    return value

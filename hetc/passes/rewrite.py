@@ -2,6 +2,8 @@
 ``Graph.relink()`` once at the end."""
 from __future__ import annotations
 
+import numpy as np
+
 from hetc.ir import Graph, Value
 
 
@@ -20,6 +22,14 @@ def unique_name(graph: Graph, base: str) -> str:
         suffix += 1
         name = f"{base}_{suffix}"
     return name
+
+
+def new_constant(graph: Graph, base: str, array: np.ndarray) -> Value:
+    """A constant value holding ``array``, named after ``base`` (``unique_name``); the name is reserved in
+    ``graph`` until the next relink, so two new constants never share it."""
+    value = Value(unique_name(graph, base), str(array.dtype), tuple(array.shape), const=array)
+    graph.values[value.name] = value
+    return value
 
 
 def renumber(graph: Graph) -> None:

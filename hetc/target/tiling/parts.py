@@ -79,20 +79,22 @@ def spread_groups(ctx: CutContext, groups: tuple[Axis, int], whole_on_chip: bool
     both sides. (AlexNet's conv2 on edge-soc: two groups, each 1.2 ms on the NPU and about three times that on
     the CPU, ran one after the other on the NPU while the CPU waited.)"""
     devices = _device_order(ctx)   # _spread_estimate keeps those with a kernel for a group's plain convolution
-    whole = ((ctx.target.cost(ctx.node, ctx.device),) if whole_on_chip
-             else _spread_estimate(ctx, [groups], devices))
+    if whole_on_chip:
+        whole, reload = ctx.target.cost(ctx.node, ctx.device), dma_ns(ctx, ctx.node.outputs[0].nbytes)
+    else:
+        groups_whole = _spread_estimate(ctx, [groups], devices)
+        whole, reload = (None if groups_whole is None else groups_whole[0]), 0.0
     rows = next((a for a in ctx.axes if a.name == "rows"), None)
     if whole is None or rows is None:
         return None
     options = [[groups, (rows, n)] for n in SPREAD_COUNTS if n <= rows.extent // rows.unit]
-    reload = dma_ns(ctx, ctx.node.outputs[0].nbytes) if whole_on_chip else 0.0
-    best = _worth_spreading(ctx, options, devices, whole[0], reload)
+    best = _worth_spreading(ctx, options, devices, whole, reload)
     if best is None:
         return None
     estimate, cuts, used = best
-    return TilePlan(cuts, ctx.device, ctx.budget, estimate, whole[0],
+    return TilePlan(cuts, ctx.device, ctx.budget, estimate, whole,
                     f"{cut_label(cuts)} spread over {', '.join(used)}: estimated {estimate / 1000:,.1f} µs "
-                    f"against {whole[0] / 1000:,.1f} µs for the groups whole")
+                    f"against {whole / 1000:,.1f} µs for the groups whole")
 
 
 def _device_order(ctx: CutContext) -> list[str]:

@@ -39,11 +39,11 @@ from typing import Any, Sequence
 from hetc.ir import Node
 from hetc.ir.fused import base_node
 from hetc.target.capability import kernel_support, plain_convolutions, working_set_bytes
+from hetc.target.ops import conv_groups
 from hetc.target.tiling.estimate import (TILE_BUDGET_FRACTION, CutContext, TilePlan, cut_estimate, cut_label, fits,
                                          parallel_cores, pick_cut, representatives)
 from hetc.target.tiling.parts import split_across_cores, spread_groups, spread_over_devices
 from hetc.target.tiling.axes import Axis, Untileable
-from hetc.target.ops import conv_groups
 from hetc.target.tiling.rules import RULES
 from hetc.target.tiling.shapes import opset_of, sketch
 
@@ -130,8 +130,9 @@ def plan_node(target: Any, node: Node, opset: int | None = None,
                   len({id(v) for v in node.present_inputs}), fraction)
     shared = target._cache.setdefault("tile-plans", {})
     if shared_key not in shared:
-        shared[shared_key] = group_plan(target, node, opset, fraction) if _plain_group_devices(target, node) \
-            else _plan(target, node, opset_of(node, opset), fraction)
+        plain = _plain_group_devices(target, node)
+        shared[shared_key] = (group_plan(target, node, plain, opset, fraction) if plain
+                              else _plan(target, node, opset_of(node, opset), fraction))
     result = shared[shared_key]
     per_target[key] = (signature, result)
     return result
@@ -221,17 +222,14 @@ def _plain_group_devices(target: Any, node: Node) -> list[str]:
             if plain_convolutions(group, dev) > 1 and kernel_support(target, node, d)]
 
 
-def group_plan(target: Any, node: Node, opset: int | None = None,
+def group_plan(target: Any, node: Node, plain: list[str], opset: int | None = None,
                fraction: float = TILE_BUDGET_FRACTION) -> TilePlan | None:
-    """The tiling of a grouped convolution that an accelerator runs as plain convolutions, one per group
-    (``_plain_group_devices``): a spread of its groups over devices where that is estimated faster; one tile
+    """The tiling of a grouped convolution that the accelerators ``plain`` run as plain convolutions, one per
+    group (``_plain_group_devices``, not empty): a spread of its groups over devices where that is estimated faster; one tile
     per group, each a group-1 Conv over its own channels, where the node exceeds the tile budget (AlexNet's
     grouped layers) or several cores can share its groups; else None: the node stays whole on the one
     accelerator, a task whose groups write their output channels in place (ShuffleNet's on `edge-soc`, whose
     group tiles' outputs went to DRAM and back to be assembled)."""
-    plain = _plain_group_devices(target, node)
-    if not plain:
-        return None
     base = base_node(node)
     group = conv_groups(base)
     axes = RULES["Conv"].axes(base, opset_of(node, opset))
