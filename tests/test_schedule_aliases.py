@@ -14,7 +14,7 @@ from hetc.schedule import (Schedule, ScheduleInvariantError, build_problem, idle
                            placement_rows, schedule, solve)
 from hetc.schedule.artifact import Task
 from hetc.schedule.bound import critical_path, work_bound
-from hetc.schedule.problem import DmaSpec, SchedulingProblem, ValueSpec
+from hetc.schedule.problem import DmaSpec, SchedulingProblem, ValueSpec, assembly_memories
 from hetc.schedule.tasks import asap, derive_tasks, makespan_of
 from hetc.target import load_target
 from tiled_graphs import (random_tiled_graph, regions_of_computed, tiled_chain, tiled_channels, tiled_conv,
@@ -51,9 +51,14 @@ def test_every_strategy_schedules_tiled_graphs(name: str, target) -> None:
         assert not any(t.kind == "compute" and t.node in aliases for t in sched.tasks), strategy
         assert set(sched.placement) == {n.id for n in graph.nodes} - aliases, strategy
         assert set(sched.aliases) == aliases, strategy
+        joined = assembly_memories(graph.topo_order(), target, {v.name for v in graph.outputs})
         for node in graph.nodes:
-            if node.op_type == "Assemble" or (is_alias(node) and node.inputs[0].name == "x"):
-                assert sched.aliases[node.id] == target.dram  # an Assemble, or a Region of the graph input
+            if node.op_type == "Assemble":   # in multi-npu's L2 unless it is a graph output
+                assert sched.aliases[node.id] == joined[node.id]
+                outside = node.outputs[0] in graph.outputs or not target.staging
+                assert joined[node.id] == (target.dram if outside else target.staging)
+            elif is_alias(node) and node.inputs[0].name == "x":
+                assert sched.aliases[node.id] == target.dram  # a Region of the graph input
         again = Schedule.from_json(json.loads(sched.dumps()))
         assert again.aliases == sched.aliases and again.tasks == sched.tasks
 
@@ -144,7 +149,7 @@ def test_tiles_spread_across_cores() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- exactness
-def _tiles_problem(seed: int) -> SchedulingProblem:
+def _tiles_problem(seed: int, staged: bool = False) -> SchedulingProblem:
     """in -> Region r0, r1 -> tiles -> parts -> Assemble O -> a consumer -> y (graph output)."""
     rng = random.Random(seed)
     size = lambda lo, hi: 64 * rng.randint(lo, hi)  # noqa: E731
@@ -154,10 +159,10 @@ def _tiles_problem(seed: int) -> SchedulingProblem:
               ValueSpec("O", p0 + p1, 4, (5,)), ValueSpec("y", size(1, 4), 5, (), is_output=True))
     durations = ({}, {}) + tuple(_durations(rng) for _ in range(2)) + ({}, _durations(rng))
     return _problem(("R0", "R1", "T0", "T1", "A", "C"), durations, ((0,), (0,), (1,), (2,), (3, 4), (5,)), values,
-                    {0: "Region", 1: "Region", 4: "Assemble"})
+                    {0: "Region", 1: "Region", 4: "Assemble"}, staged)
 
 
-def _regions_problem(seed: int) -> SchedulingProblem:
+def _regions_problem(seed: int, staged: bool = False) -> SchedulingProblem:
     """in -> H -> h; Regions of h -> two tiles -> Assemble O; a Region of O -> a consumer -> y."""
     rng = random.Random(100 + seed)
     size = lambda lo, hi: 64 * rng.randint(lo, hi)  # noqa: E731
@@ -169,21 +174,26 @@ def _regions_problem(seed: int) -> SchedulingProblem:
     durations = (_durations(rng), {}, {}, _durations(rng), _durations(rng), {}, {}, _durations(rng))
     return _problem(("H", "R", "R2", "T", "U", "A", "RQ", "C"), durations,
                     ((0,), (1,), (1,), (2,), (3,), (4, 5), (6,), (7,)), values,
-                    {1: "Region", 2: "Region", 5: "Assemble", 6: "Region"})
+                    {1: "Region", 2: "Region", 5: "Assemble", 6: "Region"}, staged)
 
 
 def _durations(rng: random.Random) -> dict[str, int]:
     return {"cpu": rng.randint(40, 200), **({"npu": rng.randint(5, 60)} if rng.random() < 0.85 else {})}
 
 
-def _problem(names, durations, node_inputs, values, alias_ops) -> SchedulingProblem:
+def _problem(names, durations, node_inputs, values, alias_ops, staged: bool = False) -> SchedulingProblem:
     """One DMA engine serves both directions, so a part's write to DRAM and the read of the Assemble's output
-    may share an engine and no semaphore: the model must know it to be exact."""
+    may share an engine and no semaphore: the model must know it to be exact. ``staged``: an on-chip L2 with
+    engines to both, where the Assembles live (multi-npu's join), the CPU's parts reaching it from DRAM."""
+    dmas = {"dma": DmaSpec("dma", ("dram", "sram"), 10.0, 16.0)}
+    if staged:
+        dmas |= {"dma_l2": DmaSpec("dma_l2", ("sram", "l2"), 3.0, 64.0),
+                 "dma_l2_dram": DmaSpec("dma_l2_dram", ("l2", "dram"), 10.0, 12.0)}
     return SchedulingProblem(
         node_ids=tuple(range(len(names))), node_names=names, ops=tuple("Relu" for _ in names),
         durations=durations, node_inputs=node_inputs, values=values, device_memory={"cpu": "dram", "npu": "sram"},
-        dmas={"dma": DmaSpec("dma", ("dram", "sram"), 10.0, 16.0)}, sync_ns=7, priority=("npu", "cpu"),
-        alias_ops=alias_ops)
+        dmas=dmas, sync_ns=7, priority=("npu", "cpu"), alias_ops=alias_ops, staging="l2" if staged else None,
+        assembly={n: "l2" for n, op in alias_ops.items() if op == "Assemble"} if staged else {})
 
 
 def _brute_force(problem: SchedulingProblem) -> int:
@@ -204,8 +214,9 @@ def _brute_force(problem: SchedulingProblem) -> int:
 
 
 @pytest.mark.parametrize("build,seed", [(b, s) for b in (_tiles_problem, _regions_problem) for s in range(4)])
-def test_cpsat_is_exact_with_alias_nodes(build, seed: int) -> None:
-    problem = build(seed)
+@pytest.mark.parametrize("staged", [False, True], ids=["assembled in dram", "assembled in l2"])
+def test_cpsat_is_exact_with_alias_nodes(build, seed: int, staged: bool) -> None:
+    problem = build(seed, staged)
     sched = solve(problem, "cpsat", time_limit_s=5.0)
     optimum = _brute_force(problem)
     assert sched.makespan_ns == optimum

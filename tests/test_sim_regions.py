@@ -274,3 +274,25 @@ def test_sub_byte_tensors_are_dense_in_c_order(dtype, strides, dense):
     o = Operand(buffer="b", value="v", memory="dram", offset=0, dtype=dtype, shape=(3, 4), strides=strides,
                 nbytes=tensor_bytes(dtype, (3, 4)))
     assert o.dense is dense
+
+
+@pytest.mark.parametrize("strategy", ["heft", "cpsat"])
+def test_tiles_joined_in_the_shared_l2_compute_what_onnxruntime_computes(strategy):
+    """multi-npu: the layers' Assembles that are not the graph output live in the L2 the cores share; each
+    core's part is written there in place by DMA, the next layer's regions are read from there, and the
+    numbers are onnxruntime's."""
+    from hetc.schedule import schedule
+    from hetc.target import load_target
+    graph, model = three_layers()
+    target = load_target("multi-npu")
+    sched = schedule(graph, target, strategy, time_limit_s=2.0)
+    plan = plan_memory(graph, sched, target)
+    plan.verify(target)
+    assembles = {n.outputs[0].name: sched.aliases[n.id] for n in graph.nodes if n.op_type == "Assemble"}
+    assert assembles == {"A": "l2", "B": "l2", "y": "dram"}
+    assert plan.buffer("A@l2").memory == "l2"
+    into_l2 = [t for t in plan.schedule.tasks if t.kind == "transfer" and t.dst == "l2" and t.src != "dram"]
+    assert into_l2, "no part was written into the L2 from a core"
+    result = simulate(emit(graph, plan, target), inputs())
+    (expected,) = onnxruntime_outputs(model, inputs())
+    np.testing.assert_allclose(result.outputs["y"], expected, rtol=1e-4, atol=1e-4)

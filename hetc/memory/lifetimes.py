@@ -8,7 +8,7 @@ makespan, constants for the whole run in DRAM's read-only region.
 
 Alias nodes (hetc.ir.tiles: Region, Assemble) are not tasks. The output of one gets a buffer in the memory the
 schedule puts it in (``Schedule.aliases``) that no task writes: it is *made by* other buffers (a Region's by
-its base there, an Assemble's by its parts' buffers in DRAM) and lives from when they start. The table records
+its base there, an Assemble's by its parts' buffers in its memory, DRAM or the staging L2) and lives from when they start. The table records
 these facts (``made_by``, ``region_of``, ``region_starts``); hetc.memory.aliasing turns them into storage. A part
 that is a graph input lies in the output's bytes too: the caller writes it there (a KV cache's past rows).
 
@@ -234,9 +234,9 @@ def _add_alias_outputs(graph: Graph, schedule: Schedule, target: Target, buffers
             buffers[bid] = BufferSpec(bid, out.name, memory, out.nbytes, out.dtype, tuple(out.shape), "activation",
                                       None, made_by=made_by, region_of=base, region_starts=starts)
             continue
-        if memory != target.dram:
+        if memory not in (target.dram, target.staging):
             raise MemoryPlanError(f"Assemble node '{node.name}' is placed in '{memory}'; an Assemble's output "
-                                  f"lives in DRAM ('{target.dram}')")
+                                  f"lives in DRAM ('{target.dram}') or the staging memory")
         parts = tuple(_alias_input(node, k, memory, buffers) for k in range(len(node.inputs)))
         pinned = out.name in outputs
         buffers[bid] = BufferSpec(bid, out.name, memory, out.nbytes, out.dtype, tuple(out.shape),

@@ -31,7 +31,7 @@ def release_path(problem: SchedulingProblem) -> int:
     """The critical path, sharpened by the transfers no schedule avoids.
 
     A node on a device away from DRAM cannot start before its weights and graph inputs (which start in DRAM),
-    or an Assemble's output (in DRAM once each part has been written there), or Regions of those, have
+    or an Assemble's output (in its memory once each part has been written there), or Regions of those, have
     crossed the route to that device; nor can a graph output produced there count as done before it is back
     in DRAM. Each node takes the device that minimises its own finish (separately for each such arrival), so
     the result is a lower bound."""
@@ -44,21 +44,24 @@ def release_path(problem: SchedulingProblem) -> int:
                    + min(problem.transfer_ns(value, e) for e in problem.engines_between(via, dst))
                    for via in problem.copy_sources(value, src, dst))
 
-    def dram_ready(value: int) -> int | None:
-        """When a value that can only live in DRAM (an input, a constant, an Assemble's output, Regions of
-        them) is there at the earliest; None for a value whose memory depends on the placement."""
+    def fixed_ready(value: int) -> tuple[int, str] | None:
+        """When and where a value whose memory no placement changes (an input or a constant in DRAM, an
+        Assemble's output in its memory, Regions of them) is there at the earliest; None for a value whose
+        memory depends on the placement."""
         root = problem.values[problem.region_root[value]].producer
         if root is None:
-            return 0
-        return finish[root] if problem.alias_ops.get(root) == ASSEMBLE else None
+            return 0, problem.dram
+        if problem.alias_ops.get(root) == ASSEMBLE:
+            return finish[root], problem.assembly_memory(root)
+        return None
 
-    in_dram = {}  # value -> earliest time it can be in DRAM, for the values an Assemble gathers
+    joined = {}  # value -> earliest time it can be in its Assemble's memory, for the values an Assemble gathers
     finish, best = [0] * problem.n, 0
     for node in range(problem.n):
         ready = max((finish[p] for p in problem.predecessors[node]), default=0)
         if problem.is_alias(node):
             if problem.alias_ops[node] == ASSEMBLE:
-                ready = max([ready] + [in_dram.get(v, 0) for v in problem.node_inputs[node]])
+                ready = max([ready] + [joined.get(v, 0) for v in problem.node_inputs[node]])
             finish[node] = ready
             best = max(best, ready)
             continue
@@ -67,17 +70,17 @@ def release_path(problem: SchedulingProblem) -> int:
                     if m in problem.assembled}  # born with the node, written into an Assemble's output
         for device, duration in problem.durations[node].items():
             home = problem.home(device)
-            release = max((at + moved(v, problem.dram, home) for v in problem.node_inputs[node]
-                           if (at := dram_ready(v)) is not None), default=0)
+            release = max((fixed[0] + moved(v, fixed[1], home) for v in problem.node_inputs[node]
+                           if (fixed := fixed_ready(v)) is not None), default=0)
             end = max(ready, release) + duration
             done.append(end)
             out.append(max([end] + [end + moved(v, home, problem.dram) for v in problem.node_outputs[node]
                                     if problem.values[v].is_output]))
             for m, times in gathered.items():
-                times.append(end + moved(m, home, problem.dram))
+                times.append(end + moved(m, home, problem.assembled[m]))
         finish[node] = min(done)
         best = max(best, min(out))
-        in_dram.update((m, min(times)) for m, times in gathered.items())
+        joined.update((m, min(times)) for m, times in gathered.items())
     return best
 
 

@@ -26,7 +26,7 @@ from ortools.sat.python import cp_model
 from hetc.destination import interrupts_deferred
 from hetc.schedule.listsched import ListScheduler
 from hetc.schedule.problem import SchedulingProblem
-from hetc.schedule.tasks import origin, wanted_in_dram
+from hetc.schedule.tasks import must_reach, origin
 
 Literal = "cp_model.IntVar | bool"
 # Deterministic seconds CP-SAT advances per wall second on the 2-core reference machine, measured on the
@@ -154,7 +154,8 @@ class WindowModel:
     def _unsettled_assemble(self, value: int) -> int | None:
         """The Assemble a value is (a Region of) the output of, when that Assemble is not committed yet."""
         root = self._root_producer(value)
-        if root is not None and self.p.is_alias(root) and (value, self.p.dram) not in self.state.copies:
+        if (root is not None and self.p.is_alias(root)
+                and (value, self.p.assembly_memory(root)) not in self.state.copies):
             return root
         return None
 
@@ -260,11 +261,12 @@ class WindowModel:
                 self.m.add(var >= time + (0 if by == engine else self.p.sync_ns)).only_enforce_if(when)
 
     def _assembled(self, assemble: int, engine: str) -> cp_model.IntVar:
-        """When a task on ``engine`` may start after an uncommitted Assemble's output is in DRAM: one variable
-        per (Assemble, engine) above every part's term, so k readers of k parts cost 2k constraints, not k^2."""
+        """When a task on ``engine`` may start after an uncommitted Assemble's output is whole in its memory: one
+        variable per (Assemble, engine) above every part's term, so k readers of k parts cost 2k constraints,
+        not k^2."""
         key = (assemble, engine)
         if key not in self.assembled_ready:
-            made = self.h.copies[(self.p.node_outputs[assemble][0], self.p.dram)]
+            made = self.h.copies[(self.p.node_outputs[assemble][0], self.p.assembly_memory(assemble))]
             var = self._var(0, self.horizon + self.p.sync_ns, f"a{assemble}_{engine}", self.h.ready_on(made, engine))
             for term in self._in_dram(assemble):
                 self._wait(var, term, {engine: True}, [])
@@ -272,28 +274,29 @@ class WindowModel:
         return self.assembled_ready[key]
 
     def _in_dram(self, assemble: int) -> list[_Term]:
-        """The terms after which an uncommitted Assemble's output is in DRAM: per part, its producer's end
-        (on a device homed in DRAM) or its transfer's to DRAM, under the literals placing it so."""
+        """The terms after which an uncommitted Assemble's output is whole in its memory: per part, its
+        producer's end (on a device homed there) or its transfer's there, under the literals placing it so."""
         if assemble in self.dram_terms:
             return self.dram_terms[assemble]
         p, terms = self.p, []
+        joined = p.assembly_memory(assemble)
         for part in p.node_inputs[assemble]:
             root = self._root_producer(part)
             nested = self._unsettled_assemble(part)
             if nested is not None:
                 terms += self._in_dram(nested)
-            elif (part, p.dram) in self.state.copies:
-                terms.append((*self.state.copies[(part, p.dram)], []))
+            elif (part, joined) in self.state.copies:
+                terms.append((*self.state.copies[(part, joined)], []))
             elif root in self.in_window:
                 for born in sorted({p.home(d) for d in self.cands[root]}):
-                    if born == p.dram:
+                    if born == joined:
                         terms += [(self.end[root], d, [self.x[(root, d)]]) for d in self.cands[root]
                                   if p.home(d) == born]
                     else:  # the transfer's presence follows from the part's own need (see _edges)
-                        t = self._transfer(part, born, p.dram)
+                        t = self._transfer(part, born, joined)
                         terms.append((t.end, t, [self._in_memory(root, born, f"pm{part}_{born}")]))
             else:  # born in a committed memory but not yet copied: the copy is needed, here
-                t = self._transfer(part, self._origin(self.state, part), p.dram)
+                t = self._transfer(part, self._origin(self.state, part), joined)
                 t.reasons.append([])
                 terms.append((t.end, t, []))
         self.dram_terms[assemble] = terms
@@ -314,9 +317,9 @@ class WindowModel:
                     self._edge_from_committed(n, value)
             for out in p.node_outputs[n]:
                 for value in p.region_closure[out]:  # born with n: graph outputs and Assemble parts
-                    if wanted_in_dram(p, value):
-                        for born in sorted({p.home(d) for d in self.cands[n]} - {p.dram}):
-                            self._transfer(value, born, p.dram).reasons.append(
+                    for wanted in must_reach(p, value):
+                        for born in sorted({p.home(d) for d in self.cands[n]} - {wanted}):
+                            self._transfer(value, born, wanted).reasons.append(
                                 [self._in_memory(n, born, f"pm{value}_{born}")])
 
     def _edge_in_window(self, n: int, value: int, producer: int) -> None:
@@ -340,15 +343,16 @@ class WindowModel:
                 self.m.add(self.start[n] >= t.end + p.sync_ns).only_enforce_if(_live([x, pm]))
 
     def _edge_from_assemble(self, n: int, value: int, assemble: int) -> None:
-        """n reads (a Region of) the output of an Assemble of this window: in place in DRAM after every part
-        is there, else through a transfer from DRAM that waits for them."""
+        """n reads (a Region of) the output of an Assemble of this window: in place in the Assemble's memory
+        after every part is there, else through a transfer from that memory that waits for them."""
         p = self.p
+        joined = p.assembly_memory(assemble)
         for d in self.cands[n]:
             mem, x = p.home(d), self.x[(n, d)]
-            if mem == p.dram:
+            if mem == joined:
                 self.m.add(self.start[n] >= self._assembled(assemble, d)).only_enforce_if(_live([x]))
             else:
-                t = self._transfer(value, p.dram, mem)
+                t = self._transfer(value, joined, mem)
                 t.reasons.append([x])
                 self.m.add(self.start[n] >= t.end + p.sync_ns).only_enforce_if(_live([x]))
 

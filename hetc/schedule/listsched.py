@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from hetc.ir.tiles import ASSEMBLE, REGION
 from hetc.schedule.problem import SchedulingProblem
 from hetc.schedule.tasks import (Plan, TaskKey, alias_memory, available_after, compute_key, copy_gate, origin,
-                                 transfer_key, wanted_in_dram)
+                                 transfer_key, must_reach)
 
 LEAD_LOOKBACK = 64   # computes of a device looked back at for the bounded lead (a cheap estimate of the rule)
 
@@ -208,7 +208,7 @@ class ListScheduler:
     def settle(self, node: int) -> None:
         """Make an alias node's output available (every predecessor committed). A Region's output became
         available with its root already (``_born``); an Assemble's once the tasks ``available_after`` names
-        have ended (every part in DRAM)."""
+        have ended (every part in the Assemble's memory)."""
         if self.p.alias_ops[node] == ASSEMBLE and self.p.node_outputs[node]:
             keys = available_after(self.p, self.p.node_outputs[node][0], self.placement)
             made = self._join([self._made_by(key) for key in keys])
@@ -234,24 +234,25 @@ class ListScheduler:
 
     def _born(self, node: int, mem: str, made: Made, copy_out: bool) -> None:
         """``node``'s outputs, and every Region of them, are available in ``mem`` as ``made`` says; with
-        ``copy_out``, book the transfers to DRAM of those that must be there."""
+        ``copy_out``, book the transfers of those that must reach another memory (``must_reach``)."""
         for value in self.p.node_outputs[node]:
             for member in self.p.region_closure[value]:
                 self.copies[(member, mem)] = made
         if copy_out:
             for value in self.p.node_outputs[node]:
                 for member in self.p.region_closure[value]:
-                    if wanted_in_dram(self.p, member):
-                        self._copy_to_dram(member)
+                    for wanted in must_reach(self.p, member):
+                        if wanted != mem:
+                            self._copy_to(member, wanted)
 
     def _book_transfer(self, value: int, dst: str, engine: str, start: int, end: int) -> None:
         self.lanes[engine].book(start, end, transfer_key(value, dst))
         self.copies[(value, dst)] = (end, engine)
         self.dma_choice[(value, dst)] = engine
 
-    def _copy_to_dram(self, value: int) -> None:
+    def _copy_to(self, value: int, dst: str) -> None:
         booked: list = []
-        self._plan_copy(value, self.p.dram, {}, {}, booked)
+        self._plan_copy(value, dst, {}, {}, booked)
         for value, src, dst, engine, start, end in booked:
             self._book_transfer(value, dst, engine, start, end)
 

@@ -61,6 +61,7 @@ class SchedulingProblem:
     routes: dict[tuple[str, str], tuple[Hop, ...]] = field(default_factory=dict)  # from Target.route
     staging: str | None = None                  # Target.staging when it is not the DRAM (copy_sources)
     alias_ops: dict[int, str] = field(default_factory=dict)  # alias node index -> "Region" | "Assemble"
+    assembly: dict[int, str] = field(default_factory=dict)   # Assemble index -> its output's memory (else DRAM)
     capacity: dict[str, int] = field(default_factory=dict)   # device memory -> bytes (no entry: unbounded lead)
     dram_bandwidth: float | None = None         # bytes per ns all DRAM users share (None: unlimited)
     onchip_bytes: int | None = None             # every memory but DRAM together (None: not known)
@@ -117,10 +118,15 @@ class SchedulingProblem:
                 closure[root].append(value)
         return tuple(tuple(c) for c in closure)
 
+    def assembly_memory(self, node: int) -> str:
+        """The memory an Assemble's output lives in (``assembly_memories`` decides it)."""
+        return self.assembly.get(node, self.dram)
+
     @cached_property
-    def assembled(self) -> frozenset[int]:
-        """Values some Assemble writes in place into its output in DRAM (its parts)."""
-        return frozenset(v for node, op in self.alias_ops.items() if op == ASSEMBLE for v in self.node_inputs[node])
+    def assembled(self) -> dict[int, str]:
+        """Values some Assemble writes in place into its output (its parts), with the memory of that output."""
+        return {v: self.assembly_memory(node) for node, op in self.alias_ops.items() if op == ASSEMBLE
+                for v in self.node_inputs[node]}
 
     @cached_property
     def compute_consumers(self) -> tuple[tuple[int, ...], ...]:
@@ -270,6 +276,7 @@ def build_problem(graph: "Graph", target: "Target",  # noqa: F821
         sync_ns=math.ceil(target.sync_ns), priority=tuple(target.priority), dram=target.dram, routes=routes,
         staging=target.staging if target.staging and target.staging != target.dram else None,
         alias_ops={i: n.op_type for i, n in enumerate(nodes) if is_alias(n)},
+        assembly={index[n]: m for n, m in assembly_memories(nodes, target, output_names).items()},
         gates={i: value_index[n.when.name] for i, n in enumerate(nodes) if n.when is not None},
         gate_routers={value_index[name]: (r[0].id, r[1], r[2]) for name, gate in gates.items()
                       for r in [router_of(gate)] if r is not None},
@@ -277,3 +284,32 @@ def build_problem(graph: "Graph", target: "Target",  # noqa: F821
                   if dev.memory != target.dram},
         dram_bandwidth=float(target.memories[target.dram].bandwidth),
         onchip_bytes=sum(m.size for name, m in target.memories.items() if name != target.dram))
+
+
+# An Assemble's output may take at most this share of the staging memory (multi-npu's L2: 2 of 8 MiB). The
+# staging memory also holds the weights fanned out through it and every part on its way; the scheduler sees
+# no capacity there, so one assembled value must leave room for the next being made while it is read.
+ASSEMBLY_FRACTION = 0.25
+
+
+def assembly_memories(nodes: "list[Node]", target: "Target", outputs: set[str]) -> dict[int, str]:  # noqa: F821
+    """Per Assemble node id, the memory its output lives in: the target's staging memory (an on-chip L2 the
+    cores share) when it has one and the output is not a graph output and takes at most ``ASSEMBLY_FRACTION``
+    of it, else DRAM. Parts cut from one core's work and joined for another's then cross the L2's on-chip
+    ports instead of each core's DRAM port, the join the issue asks for ("in the shared L2 or DRAM"). An
+    Assemble nested in another (a cut along two axes) writes into the outer one's bytes: it follows it."""
+    staging = target.staging if target.staging and target.staging != target.dram else None
+    found: dict[int, str] = {}
+    for node in reversed(nodes):                 # an outer Assemble before the Assembles it joins
+        if not (is_alias(node) and node.op_type == ASSEMBLE):
+            continue
+        out = node.outputs[0]
+        outer = next((c for c in out.consumers if is_alias(c) and c.op_type == ASSEMBLE), None)
+        if outer is not None and outer.id in found:
+            found[node.id] = found[outer.id]
+        elif (staging is not None and out.name not in outputs
+              and out.nbytes <= ASSEMBLY_FRACTION * target.memories[staging].size):
+            found[node.id] = staging
+        else:
+            found[node.id] = target.dram
+    return found

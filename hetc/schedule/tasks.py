@@ -10,10 +10,11 @@ same rules exactly; the memory planner re-times with ``earliest_times`` and resc
 the same list scheduler (hetc.memory.retime, fallback).
 
 Alias nodes (``hetc.ir.tiles``: Region, Assemble) are not tasks and run on no device. The output of one lives
-in one memory (``origin``): a Region's where its input was born, an Assemble's in DRAM. It is available there
+in one memory (``origin``): a Region's where its input was born, an Assemble's in DRAM or, on a target that
+stages through an on-chip L2, there (``hetc.schedule.problem.assembly_memories`` decides). It is available there
 once the tasks ``available_after`` names have ended: a Region's input's; for an Assemble, per part its
-producer (a part born in DRAM) or the part's transfer to DRAM, which writes straight into the output's bytes
-(so every part born elsewhere gets that transfer: ``wanted_in_dram``). A consumer homed in the alias's memory
+producer (a part born in the Assemble's memory) or the part's transfer there, which writes straight into the
+output's bytes (so every part born elsewhere gets that transfer: ``must_reach``). A consumer homed in the alias's memory
 reads it in place and waits for those tasks; a consumer elsewhere gets a transfer of the alias value (its own
 bytes, a strided DMA) from that memory, which waits for them.
 """
@@ -50,7 +51,7 @@ Placement = Sequence[Optional[str]]   # per node index its device; None for an a
 
 def origin(problem: SchedulingProblem, value: int, placement: Placement) -> str:
     """The memory a value is born in: its producer's home, or DRAM for inputs and constants; a Region's output
-    is in the memory its input is born in, an Assemble's output in DRAM."""
+    is in the memory its input is born in, an Assemble's output in its ``assembly_memory``."""
     producer = problem.values[value].producer
     if producer is None:
         return problem.dram
@@ -60,16 +61,17 @@ def origin(problem: SchedulingProblem, value: int, placement: Placement) -> str:
 
 
 def alias_memory(problem: SchedulingProblem, node: int, placement: Placement) -> str:
-    """The memory an alias node's output lives in: its input's origin for a Region, DRAM for an Assemble."""
+    """The memory an alias node's output lives in: its input's origin for a Region; for an Assemble, the
+    problem's ``assembly_memory``."""
     if problem.alias_ops[node] == REGION:
         return origin(problem, problem.node_inputs[node][0], placement)
-    return problem.dram
+    return problem.assembly_memory(node)
 
 
 def available_after(problem: SchedulingProblem, value: int, placement: Placement) -> tuple[TaskKey, ...]:
     """The tasks after whose end a value is available in its origin memory: its producer; nothing for an
     input or constant; a Region's input's; for an Assemble, per part the tasks that make the part available
-    in DRAM (its own, when born there, else its transfer to DRAM)."""
+    in the Assemble's memory (its own, when born there, else its transfer there)."""
     producer = problem.values[value].producer
     if producer is None:
         return ()
@@ -79,18 +81,23 @@ def available_after(problem: SchedulingProblem, value: int, placement: Placement
     if op == REGION:
         return available_after(problem, problem.node_inputs[producer][0], placement)
     deps: dict[TaskKey, None] = {}
+    joined = problem.assembly_memory(producer)
     for part in problem.node_inputs[producer]:
-        if origin(problem, part, placement) == problem.dram:
+        if origin(problem, part, placement) == joined:
             deps.update(dict.fromkeys(available_after(problem, part, placement)))
         else:
-            deps[transfer_key(part, problem.dram)] = None
+            deps[transfer_key(part, joined)] = None
     return tuple(deps)
 
 
-def wanted_in_dram(problem: SchedulingProblem, value: int) -> bool:
-    """Whether a value must be in DRAM whoever reads it: a graph output, or a part an Assemble writes in place
-    into its output (which lives in DRAM)."""
-    return problem.values[value].is_output or value in problem.assembled
+def must_reach(problem: SchedulingProblem, value: int) -> tuple[str, ...]:
+    """The memories a value must reach whoever reads it: DRAM for a graph output, and for a part an Assemble
+    writes in place into its output, that output's memory."""
+    wanted = [problem.dram] if problem.values[value].is_output else []
+    joined = problem.assembled.get(value)
+    if joined is not None and joined not in wanted:
+        wanted.append(joined)
+    return tuple(wanted)
 
 
 def copies_needed(problem: SchedulingProblem, value: int, placement: Placement,
@@ -106,8 +113,7 @@ def copies_needed(problem: SchedulingProblem, value: int, placement: Placement,
         return []
     born = origin(problem, value, placement)
     wanted = {problem.home(placement[c]) for c in problem.compute_consumers[value]}
-    if wanted_in_dram(problem, value):
-        wanted.add(problem.dram)
+    wanted.update(must_reach(problem, value))
     wanted.discard(born)
     choice = dma_choice or {}
     source: dict[str, str] = {}
@@ -130,7 +136,7 @@ def copy_gate(problem: SchedulingProblem, value: int, dst: str, placement: Place
     """The gate a copy of ``value`` into ``dst`` is predicated on (``hetc.ir.predicates.shared_gate`` over the
     nodes reading it there), or None. A list scheduler's unplaced nodes (None in ``placement``) are not
     counted, but for the (node, device) it is ``trying``."""
-    if wanted_in_dram(problem, value) and dst == problem.dram:
+    if dst in must_reach(problem, value):
         return None
 
     def device(c: int) -> str | None:

@@ -3,7 +3,8 @@
 It re-derives nothing from the scheduler's own data structures, so a scheduler bug cannot hide behind itself.
 Alias nodes (``hetc.ir.tiles``) are checked against the rules of DESIGN.md / ``hetc.schedule.tasks``: no task,
 the memory ``Schedule.aliases`` records, every reader elsewhere served by a transfer, and every wait on an
-alias output covering the tasks that make it available (an Assemble's parts written to DRAM).
+alias output covering the tasks that make it available (an Assemble's parts written into its memory, the
+one ``hetc.schedule.problem.assembly_memories`` gives it).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections import defaultdict
 from hetc.ir.immediates import is_immediate
 from hetc.ir.tiles import REGION, is_alias
 from hetc.schedule.artifact import Schedule, Task
+from hetc.schedule.problem import assembly_memories
 
 
 class ScheduleInvariantError(AssertionError):
@@ -39,7 +41,8 @@ def verify_schedule(schedule: Schedule, graph: "Graph", target: "Target") -> Non
                 errors.append(f"value '{t.value}' is copied into '{t.dst}' twice (tasks {transfers[(t.value, t.dst)].id}"
                               f" and {t.id}); one copy per memory is shared by its consumers")
             transfers[(t.value, t.dst)] = t
-    born = _Birth(target, compute, transfers, errors)
+    assembly = assembly_memories(graph.topo_order(), target, {v.name for v in graph.outputs})
+    born = _Birth(target, compute, transfers, errors, assembly)
     _aliases(schedule, graph, born, errors)
     for t in schedule.tasks:
         if t.kind == "transfer":
@@ -63,11 +66,13 @@ def verify_schedule(schedule: Schedule, graph: "Graph", target: "Target") -> Non
 
 class _Birth:
     """Per value: the memory it is born in and the tasks after which it is there (None when unknown: an error
-    already reported). A Region's output is its input's; an Assemble's is in DRAM after every part is."""
+    already reported). A Region's output is its input's; an Assemble's is in its memory (``assembly``, by node
+    id) after every part is."""
 
     def __init__(self, target: "Target", compute: dict[int, Task], transfers: dict[tuple[str, str], Task],  # noqa: F821
-                 errors: list[str]) -> None:
+                 errors: list[str], assembly: dict[int, str]) -> None:
         self.target, self.compute, self.transfers, self.errors = target, compute, transfers, errors
+        self.assembly = assembly
         self.memo: dict[str, tuple[str, list[Task]] | None] = {}
 
     def __call__(self, v: "Value") -> tuple[str, list[Task]] | None:  # noqa: F821
@@ -85,19 +90,20 @@ class _Birth:
         if node.op_type == REGION:
             return self(node.inputs[0])
         tasks: list[Task] = []
+        joined = self.assembly[node.id]
         for part in node.present_inputs:
             where = self(part)
             if where is None:
                 return None
-            if where[0] == dram:
+            if where[0] == joined:
                 tasks += where[1]
-            elif (part.name, dram) in self.transfers:
-                tasks.append(self.transfers[(part.name, dram)])
+            elif (part.name, joined) in self.transfers:
+                tasks.append(self.transfers[(part.name, joined)])
             else:
                 self.errors.append(f"Assemble '{node.name or node.id}': part '{part.name}' is born in '{where[0]}' "
-                                   f"and never written to '{dram}', where the Assemble's output lives")
+                                   f"and never written to '{joined}', where the Assemble's output lives")
                 return None
-        return dram, tasks
+        return joined, tasks
 
 
 def _aliases(schedule: Schedule, graph: "Graph", born: _Birth, errors: list[str]) -> None:  # noqa: F821

@@ -63,12 +63,13 @@ class _Names:
 
 
 def _staged(v: Value, staged: dict[str, Value], made: list[Node], names: _Names, next_id: int) -> tuple[Value, int]:
-    """The value tiles take their Regions of: ``v`` itself when it lives in DRAM already (a graph input, an
-    Assemble's output), else a one-part Assemble of it, i.e. ``v`` written to DRAM once. A Region lives where
-    its base is born (hetc.schedule.tasks); read in place from the scratchpad of the core that made it, the
-    whole base would stay there beside every tile's double-buffered working set, which the tile budget leaves
-    no room for (it overflowed 2 MiB cores on VGG-19 and DenseNet-121). Not called for a plan that reads in
-    place (``TilePlan.staged`` false: a node whose whole working set fits the budget)."""
+    """The value tiles take their Regions of: ``v`` itself when it lives off the cores already (a graph input,
+    an Assemble's output), else a one-part Assemble of it, i.e. ``v`` written once to DRAM or the shared L2
+    (hetc.schedule.problem.assembly_memories). A Region lives where its base is born (hetc.schedule.tasks);
+    read in place from the scratchpad of the core that made it, the whole base would stay there beside every
+    tile's double-buffered working set, which the tile budget leaves no room for (it overflowed 2 MiB cores on
+    VGG-19 and DenseNet-121). Not called for a plan that reads in place (``TilePlan.staged`` false: a node
+    whose whole working set fits the budget)."""
     producer = v.producer
     if producer is None or producer.domain == TILE_DOMAIN:
         return v, next_id
