@@ -300,7 +300,8 @@ def test_a_decomposed_attention_builds_as_one_kernel_and_validates(target: str, 
     assert result.validation.passed
     kernels = [ins.kernel for p in result.bundle.programs.values() for ins in p.instructions
                if ins.kind == "compute"]
-    assert kernels == [f"{kind}.Attention"]
+    assert set(kernels) == {f"{kind}.Attention"}     # the fused kernel, never the decomposed ops
+    assert len(kernels) == 1 or kind == "npu"          # multi-npu may cut it by heads across its cores
 
 
 def test_a_gamma_that_broadcasts_along_another_axis_stays_outside_the_norm() -> None:

@@ -35,7 +35,8 @@ MAX_SPILL_ROUNDS = 200     # each round frees the excess at one instant
 MAX_MOVES = 32
 # Makespan after double buffering / before it, above which the plan without double buffering is tried too: a
 # prefetch limited where the scratchpad is full as scheduled may cost more than the repairs would (Inception v1
-# on `multi-npu`: 1.015x, against 1.000x left to the repairs; docs/memory.md, "Capacity").
+# on `multi-npu`, before its split outputs joined in the L2: 1.015x, against 1.000x left to the repairs;
+# docs/memory.md, "Capacity").
 DOUBLE_BUFFER_RETRY = 1.01
 
 

@@ -286,19 +286,10 @@ def build_problem(graph: "Graph", target: "Target",  # noqa: F821
         onchip_bytes=sum(m.size for name, m in target.memories.items() if name != target.dram))
 
 
-# An Assemble's output may take at most this share of the staging memory (multi-npu's L2: 2 of 8 MiB). The
-# staging memory also holds the weights fanned out through it and every part on its way; the scheduler sees
-# no capacity there, so one assembled value must leave room for the next being made while it is read.
-ASSEMBLY_FRACTION = 0.25
-
-
 def assembly_memories(nodes: "list[Node]", target: "Target", outputs: set[str]) -> dict[int, str]:  # noqa: F821
-    """Per Assemble node id, the memory its output lives in: the target's staging memory (an on-chip L2 the
-    cores share) when it has one and the output is not a graph output and takes at most ``ASSEMBLY_FRACTION``
-    of it, else DRAM. Parts cut from one core's work and joined for another's then cross the L2's on-chip
-    ports instead of each core's DRAM port, the join the issue asks for ("in the shared L2 or DRAM"). An
-    Assemble nested in another (a cut along two axes) writes into the outer one's bytes: it follows it."""
-    staging = target.staging if target.staging and target.staging != target.dram else None
+    """Per Assemble node id, the memory its output lives in: ``Target.join_memory`` (the shared L2 of a target
+    staging through one, else DRAM), except that an Assemble nested in another (a cut along two axes) writes
+    into the outer one's bytes and so follows it."""
     found: dict[int, str] = {}
     for node in reversed(nodes):                 # an outer Assemble before the Assembles it joins
         if not (is_alias(node) and node.op_type == ASSEMBLE):
@@ -307,9 +298,6 @@ def assembly_memories(nodes: "list[Node]", target: "Target", outputs: set[str]) 
         outer = next((c for c in out.consumers if is_alias(c) and c.op_type == ASSEMBLE), None)
         if outer is not None and outer.id in found:
             found[node.id] = found[outer.id]
-        elif (staging is not None and out.name not in outputs
-              and out.nbytes <= ASSEMBLY_FRACTION * target.memories[staging].size):
-            found[node.id] = staging
         else:
-            found[node.id] = target.dram
+            found[node.id] = target.join_memory(out.nbytes, out.name in outputs)
     return found

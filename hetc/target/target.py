@@ -7,6 +7,11 @@ from typing import Any
 from hetc.ir import Node
 from hetc.target.model import DmaEngine, Device, Memory, Ok, Reason
 
+# A joined value (an Assemble's output) may take at most this share of the staging memory (multi-npu's L2: 2
+# of 8 MiB). The staging memory also holds the weights fanned out through it and the parts on their way, and
+# the scheduler sees no capacity there: one joined value must leave room for the next while it is read.
+JOIN_FRACTION = 0.25
+
 
 @dataclass(frozen=True)
 class Target:
@@ -61,6 +66,17 @@ class Target:
         a, b = (src, self.dram) if not self.engines_between(src, self.dram) else (self.dram, dst)
         raise TargetError(f"target '{self.name}': no DMA engine connects memory '{a}' to '{b}'; "
                           f"add a [[dma]] entry with memories = [\"{a}\", \"{b}\"]")
+
+    def join_memory(self, nbytes: int, graph_output: bool = False) -> str:
+        """Where the parts of a tiled or split value are joined (an Assemble's output, hetc.ir.tiles): the
+        staging memory when the target has one apart from DRAM (an on-chip L2 the cores share), unless the
+        value is a graph output (it must end in DRAM) or takes more than ``JOIN_FRACTION`` of it; else DRAM.
+        In the L2 each core's part crosses the core's on-chip port, not its DRAM port, and DRAM's bandwidth is
+        left to the weights."""
+        staging = self.staging if self.staging and self.staging != self.dram else None
+        if staging is None or graph_output or nbytes > JOIN_FRACTION * self.memories[staging].size:
+            return self.dram
+        return staging
 
     def transfer_ns(self, nbytes: int, engine: str) -> float:
         """Duration of one DMA transfer of ``nbytes`` on ``engine`` (latency + bytes / bandwidth)."""

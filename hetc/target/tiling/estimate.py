@@ -116,21 +116,30 @@ def tile_bytes(ctx: CutContext, tile: TileShape) -> int:
     return sum(-(-b // a) * a for b in distinct.values())
 
 
-def dma_ns(ctx: CutContext, nbytes: int, device: str | None = None) -> float:
-    """DMA time of ``nbytes`` from DRAM to the home of ``device`` (by default the one the cut is costed on)."""
+def dma_ns(ctx: CutContext, nbytes: int, device: str | None = None, source: str | None = None) -> float:
+    """DMA time of ``nbytes`` from ``source`` (by default DRAM) to the home of ``device`` (by default the one
+    the cut is costed on), or back."""
     target = ctx.target
     home = target.devices[device or ctx.device].memory
     total = 0.0
-    for src, dst in target.route(target.dram, home):
+    for src, dst in target.route(source or target.dram, home):
         engine = target.engines_between(src, dst)[0]
         total += target.transfer_ns(nbytes, engine.name)
     return total
+
+
+def joined_in(ctx: CutContext, value: Any) -> str:
+    """The memory a tile's slice of ``value`` (an input or the output of the node cut) moves from or to: DRAM
+    for a weight, else where the whole activation is joined (``Target.join_memory``: the L2 of a target that
+    stages through one, for values that fit it)."""
+    return ctx.target.dram if value.is_const else ctx.target.join_memory(value.nbytes)
 
 
 def cut_estimate(ctx: CutContext, cuts: Sequence[tuple[Axis, int]]) -> float | None:
     """Estimated ns of the tiles of a cut (module docstring), None when a tile has no kernel on the device."""
     target, node = ctx.target, ctx.node
     total_pipe, first, n, moved = 0.0, math.inf, 0, 0
+    out_from = joined_in(ctx, node.outputs[0])
     for tile, mult in representatives(ctx, cuts):
         s = sketch(node, tile)
         if not kernel_support(target, s, ctx.device):
@@ -139,11 +148,12 @@ def cut_estimate(ctx: CutContext, cuts: Sequence[tuple[Axis, int]]) -> float | N
         dma, nbytes = 0.0, 0
         for entry, value in zip(tile.inputs, s.inputs):
             if entry is not None and entry[0] != ACC and value is not None:
-                nbytes += value.nbytes
-                dma += dma_ns(ctx, value.nbytes)
+                source = joined_in(ctx, source_value(node, tile, entry[0]))
+                nbytes += value.nbytes if source == target.dram else 0
+                dma += dma_ns(ctx, value.nbytes, source=source)
         if not tile.partial:
-            nbytes += s.outputs[0].nbytes
-            dma += dma_ns(ctx, s.outputs[0].nbytes)
+            nbytes += s.outputs[0].nbytes if out_from == target.dram else 0
+            dma += dma_ns(ctx, s.outputs[0].nbytes, source=out_from)
         total_pipe += mult * max(compute, dma)
         first = min(first, dma)
         n += mult

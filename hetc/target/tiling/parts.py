@@ -7,7 +7,7 @@ from typing import Sequence
 
 from hetc.target.capability import kernel_support
 from hetc.target.tiling.estimate import (NEAR_BEST, CutContext, TilePlan, cut_count, cut_estimate, cut_label, dma_ns,
-                                         fits, pick_cut, representatives, tile_bytes, whole_ns)
+                                         fits, joined_in, pick_cut, representatives, tile_bytes, whole_ns)
 from hetc.target.tiling.axes import Axis
 from hetc.target.tiling.shapes import sketch, source_value
 
@@ -56,8 +56,8 @@ def spread_over_devices(ctx: CutContext) -> TilePlan | None:
     floor = min(target.devices[d].launch_ns for d in devices) + target.sync_ns
     if floor >= whole / 2:
         return None   # two parts could not pay for their launches and the join
-    activations = sum(v.nbytes for v in {id(v): v for v in node.present_inputs if not v.is_const}.values())
-    staging = dma_ns(ctx, activations) + dma_ns(ctx, node.outputs[0].nbytes)
+    activations = {id(v): v for v in node.present_inputs if not v.is_const}.values()
+    staging = sum(dma_ns(ctx, v.nbytes, source=joined_in(ctx, v)) for v in (*activations, node.outputs[0]))
     options = [[(axis, n)] for axis in ctx.axes if axis.out_axis is not None   # (a K chain runs in sequence)
                for n in SPREAD_COUNTS if n <= axis.extent // axis.unit]
     best = _worth_spreading(ctx, options, devices, whole, staging)
@@ -80,7 +80,8 @@ def spread_groups(ctx: CutContext, groups: tuple[Axis, int], whole_on_chip: bool
     the CPU, ran one after the other on the NPU while the CPU waited.)"""
     devices = _device_order(ctx)   # _spread_estimate keeps those with a kernel for a group's plain convolution
     if whole_on_chip:
-        whole, reload = ctx.target.cost(ctx.node, ctx.device), dma_ns(ctx, ctx.node.outputs[0].nbytes)
+        out = ctx.node.outputs[0]
+        whole, reload = ctx.target.cost(ctx.node, ctx.device), dma_ns(ctx, out.nbytes, source=joined_in(ctx, out))
     else:
         groups_whole = _spread_estimate(ctx, [groups], devices)
         whole, reload = (None if groups_whole is None else groups_whole[0]), 0.0
@@ -129,9 +130,10 @@ def _spread_estimate(ctx: CutContext, cuts: Sequence[tuple[Axis, int]],
     for tile, mult in representatives(ctx, cuts):
         s = sketch(node, tile)
         working_set = tile_bytes(ctx, tile)
-        moved = s.outputs[0].nbytes + sum(v.nbytes for v, entry in zip(s.inputs, tile.inputs)
-                                          if v is not None and entry is not None
-                                          and not source_value(node, tile, entry[0]).is_const)
+        moved = [(s.outputs[0].nbytes, joined_in(ctx, node.outputs[0]))]
+        moved += [(v.nbytes, joined_in(ctx, whole_value)) for v, entry in zip(s.inputs, tile.inputs)
+                  if v is not None and entry is not None
+                  and not (whole_value := source_value(node, tile, entry[0])).is_const]
         times = {}
         for d in devices:
             dev = target.devices[d]
@@ -139,7 +141,7 @@ def _spread_estimate(ctx: CutContext, cuts: Sequence[tuple[Axis, int]],
                 times[d] = target.cost(s, d)
             elif (kernel_support(target, s, d)
                   and working_set <= target.memories[dev.memory].size * ctx.fraction):
-                times[d] = target.cost(s, d) + dma_ns(ctx, moved, d)
+                times[d] = target.cost(s, d) + sum(dma_ns(ctx, nbytes, d, source) for nbytes, source in moved)
         if not times:
             return None
         parts += [times] * mult

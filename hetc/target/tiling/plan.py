@@ -11,10 +11,12 @@ cost model and keeps the fastest.
   multi-npu overflowed by 1 MB at instants where nothing could leave.) ``hetc.planning`` tries half as well
   where the planner's repairs lengthened a schedule by much, and ships the faster plan.
 * **Estimate.** Per tile, its compute time ``Target.cost`` (launch + roofline on the tile's own shapes, so the
-  halo's extra rows count) and its DMA time (each input box and each weight slice fetched from DRAM per tile,
-  so re-fetches count; the output drained to DRAM). A core runs its tiles as a two-stage pipeline, so it
-  takes ``sum(max(compute, dma)) + the first load``; tiles spread over the identical cores that can run them,
-  plus one semaphore when more than one core takes part; DRAM bandwidth bounds the whole.
+  halo's extra rows count) and its DMA time (each weight slice fetched from DRAM per tile, so re-fetches
+  count; each input box fetched from, and the output drained to, where activations are joined:
+  ``Target.join_memory``, multi-npu's L2 for those that fit it, else DRAM). A core runs its tiles as a
+  two-stage pipeline, so it takes ``sum(max(compute, dma)) + the first load``; tiles spread over the
+  identical cores that can run them, plus one semaphore when more than one core takes part; DRAM bandwidth
+  bounds what crosses DRAM.
 * **Splitting.** On a target with several identical cores, a node that fits whole is also cut into at least
   as many parts as cores when that estimate beats running it whole on one core (its activations assumed on
   chip, its weights fetched once): the parts pay their own launches, activation transfers and the join's
