@@ -76,6 +76,15 @@ def test_multi_npu_cores_stage_through_l2_and_reach_dram_directly() -> None:
     assert target.route("dram", "dram") == []
 
 
+def test_split_outputs_join_in_the_staging_l2_when_they_fit_and_are_not_graph_outputs() -> None:
+    multi, edge = load_target("multi-npu"), load_target("edge-soc")
+    quarter = multi.memories["l2"].size // 4
+    assert multi.join_memory(quarter) == "l2"
+    assert multi.join_memory(quarter + 1) == "dram"                       # too big for the shared L2
+    assert multi.join_memory(1024, graph_output=True) == "dram"           # the caller reads it in DRAM
+    assert edge.join_memory(1024) == "dram"                               # edge-soc stages through DRAM
+
+
 def test_default_routes_go_through_dram_without_a_direct_link(tmp_path: Path) -> None:
     text = MINI_TOML + '''
 [memories.spm2]
