@@ -10,7 +10,7 @@ from onnx import helper
 from hetc.inspect import inspect_graph
 from hetc.ir.tiles import is_alias
 from hetc.pipeline import BuildOptions
-from hetc.target import target_from_toml_text, working_set_bytes
+from hetc.target import load_target, target_from_toml_text, working_set_bytes
 from hetc.target.tiling import TILE_BUDGET_FRACTION, TilePlan, plan_node, tile_graph, tiling_rows
 from hetc.target.tiling import plan as tiling_plan
 
@@ -284,3 +284,17 @@ def test_groups_are_cut_into_row_bands_when_an_idle_cpu_can_take_some():
     # with a CPU a fortieth as fast as the NPU, the node stays whole on the NPU
     slow = target_from_toml_text(text.replace("peak = { float32 = 160.0 }", "peak = { float32 = 5.0 }"))
     assert not tiles_of(tile_graph(graph, slow), "gconv")
+
+
+def test_a_predicated_expert_that_fits_stays_whole_on_several_cores() -> None:
+    """multi-npu splits a node that fits across its cores when the estimate says so, but not a mixture's
+    predicated expert: the chosen experts already run side by side, and each part would need the gate."""
+    from qdq_helpers import make_models
+    graph = load(make_models().moe(1, 8, 2, name="moe8"))
+    experts = [n for n in graph.nodes if n.when is not None]
+    assert len(experts) >= 8
+    target = load_target("multi-npu")
+    tiled = tile_graph(graph, target)
+    assert not any(n.tile is not None and n.when is not None for n in tiled.nodes)
+    dense = load(make_models().moe(1, 2, None, name="dense2"))   # the same MatMuls, not predicated: split
+    assert any(n.tile is not None for n in tile_graph(dense, target).nodes)
