@@ -362,3 +362,15 @@ def test_docs_example_target_loads_and_every_limit_is_documented() -> None:
         assert target_from_toml_text(block, "docs/targets.md").devices
     documented = set(re.findall(r"^\| `(\w+)` \| (?:int|bool|list of \w+) \|", text, flags=re.M))
     assert documented == set(LIMIT_KEYS)
+
+
+def test_no_join_in_a_staging_memory_that_is_not_linked_to_every_home() -> None:
+    """A staging L2 that one core has no port to joins nothing: that core's parts could not be written into
+    it in one hop."""
+    text = load_target("multi-npu").source
+    start = text.rindex("[[dma]]", 0, text.index('name = "dma0_l2"'))
+    cut = text[:start] + text[text.index("[[dma]]", start + 1):]
+    target = target_from_toml_text(cut, "no-l2-dram")
+    assert target.staging == "l2" and not target.engines_between("l2", "npu0_spm")
+    assert target.join_memory(1024) == "dram"
+    assert load_target("multi-npu").join_memory(1024) == "l2"

@@ -69,14 +69,22 @@ class Target:
 
     def join_memory(self, nbytes: int, graph_output: bool = False) -> str:
         """Where the parts of a tiled or split value are joined (an Assemble's output, hetc.ir.tiles): the
-        staging memory when the target has one apart from DRAM (an on-chip L2 the cores share), unless the
-        value is a graph output (it must end in DRAM) or takes more than ``JOIN_FRACTION`` of it; else DRAM.
+        staging memory when the target has one apart from DRAM (an on-chip L2 the cores share) that a DMA
+        engine links to DRAM and to every device's home, unless the value is a graph output (it must end in
+        DRAM) or takes more than ``JOIN_FRACTION`` of it; else DRAM.
         In the L2 each core's part crosses the core's on-chip port, not its DRAM port, and DRAM's bandwidth is
         left to the weights."""
         staging = self.staging if self.staging and self.staging != self.dram else None
-        if staging is None or graph_output or nbytes > JOIN_FRACTION * self.memories[staging].size:
+        if (staging is None or graph_output or nbytes > JOIN_FRACTION * self.memories[staging].size
+                or not self._joins_directly(staging)):
             return self.dram
         return staging
+
+    def _joins_directly(self, staging: str) -> bool:
+        """Whether a DMA engine links ``staging`` to DRAM and to every device's home: parts reach it and the
+        joined value leaves it in one hop, wherever they are made and read."""
+        homes = {d.memory for d in self.devices.values()} | {self.dram}
+        return all(self.engines_between(staging, m) for m in homes if m != staging)
 
     def transfer_ns(self, nbytes: int, engine: str) -> float:
         """Duration of one DMA transfer of ``nbytes`` on ``engine`` (latency + bytes / bandwidth)."""
