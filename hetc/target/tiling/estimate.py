@@ -128,6 +128,15 @@ def dma_ns(ctx: CutContext, nbytes: int, device: str | None = None, source: str 
     return total
 
 
+def dma_by_source(ctx: CutContext, moves: Sequence[tuple[int, str]], device: str | None = None) -> float:
+    """DMA time of ``moves`` ((bytes, source memory) pairs) into the home of ``device``: one transfer per
+    source memory, as a part's slices from one memory go as one chain of descriptors."""
+    grouped: dict[str, int] = {}
+    for nbytes, source in moves:
+        grouped[source] = grouped.get(source, 0) + nbytes
+    return sum(dma_ns(ctx, nbytes, device, source) for source, nbytes in sorted(grouped.items()))
+
+
 def joined_in(ctx: CutContext, value: Any) -> str:
     """The memory a tile's slice of ``value`` (an input or the output of the node cut) moves from or to: DRAM
     for a weight, else where the whole activation is joined (``Target.join_memory``: the L2 of a target that

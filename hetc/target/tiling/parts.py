@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Sequence
 
 from hetc.target.capability import kernel_support
-from hetc.target.tiling.estimate import (NEAR_BEST, CutContext, TilePlan, cut_count, cut_estimate, cut_label, dma_ns,
-                                         fits, joined_in, pick_cut, representatives, tile_bytes, whole_ns)
+from hetc.target.tiling.estimate import (NEAR_BEST, CutContext, TilePlan, cut_count, cut_estimate, cut_label,
+                                         dma_by_source, dma_ns, fits, joined_in, pick_cut, representatives,
+                                         tile_bytes, whole_ns)
 from hetc.target.tiling.axes import Axis
 from hetc.target.tiling.shapes import sketch, source_value
 
@@ -57,7 +58,9 @@ def spread_over_devices(ctx: CutContext) -> TilePlan | None:
     if floor >= whole / 2:
         return None   # two parts could not pay for their launches and the join
     activations = {id(v): v for v in node.present_inputs if not v.is_const}.values()
-    staging = sum(dma_ns(ctx, v.nbytes, source=joined_in(ctx, v)) for v in (*activations, node.outputs[0]))
+    out = node.outputs[0]
+    staging = (dma_by_source(ctx, [(v.nbytes, joined_in(ctx, v)) for v in activations])
+               + dma_ns(ctx, out.nbytes, source=joined_in(ctx, out)))
     options = [[(axis, n)] for axis in ctx.axes if axis.out_axis is not None   # (a K chain runs in sequence)
                for n in SPREAD_COUNTS if n <= axis.extent // axis.unit]
     best = _worth_spreading(ctx, options, devices, whole, staging)
@@ -141,7 +144,7 @@ def _spread_estimate(ctx: CutContext, cuts: Sequence[tuple[Axis, int]],
                 times[d] = target.cost(s, d)
             elif (kernel_support(target, s, d)
                   and working_set <= target.memories[dev.memory].size * ctx.fraction):
-                times[d] = target.cost(s, d) + sum(dma_ns(ctx, nbytes, d, source) for nbytes, source in moved)
+                times[d] = target.cost(s, d) + dma_by_source(ctx, moved, d)
         if not times:
             return None
         parts += [times] * mult
