@@ -71,9 +71,8 @@ class Target:
         """Where the parts of a tiled or split value are joined (an Assemble's output, hetc.ir.tiles): the
         staging memory when the target has one apart from DRAM (an on-chip L2 the cores share) that a DMA
         engine links to DRAM and to every device's home, unless the value is a graph output (it must end in
-        DRAM) or takes more than ``JOIN_FRACTION`` of it; else DRAM.
-        In the L2 each core's part crosses the core's on-chip port, not its DRAM port, and DRAM's bandwidth is
-        left to the weights."""
+        DRAM) or takes more than ``JOIN_FRACTION`` of it; else DRAM. In the L2 each core's part crosses the
+        core's on-chip port, not its DRAM port, and DRAM's bandwidth is left to the weights."""
         staging = self.staging if self.staging and self.staging != self.dram else None
         if (staging is None or graph_output or nbytes > JOIN_FRACTION * self.memories[staging].size
                 or not self._joins_directly(staging)):
