@@ -30,6 +30,10 @@ class ScheduleError(HetcError):
 class MemoryPlanError(HetcError):
     """A memory cannot hold what must live in it, even after spilling."""
 
+    def __init__(self, message: str, memory: str | None = None) -> None:
+        super().__init__(message)
+        self.memory = memory   # the memory that overflowed, when that is the problem
+
 
 class BundleError(HetcError):
     """A bundle directory is missing, corrupted, of another format version, or would be overwritten."""

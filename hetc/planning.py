@@ -43,13 +43,35 @@ class SchedulingChoices:
 
 def plan_tiled(untiled: Graph, target: Target, choices: SchedulingChoices, clock: StageClock
                ) -> tuple[Graph, MemoryPlan]:
-    """The graph that ships (tiled, with its alias nodes) and its memory plan, whose schedule is the one."""
+    """The graph that ships (tiled, with its alias nodes) and its memory plan, whose schedule is the one.
+    Where the plan overflows the staging memory in which split values are joined (``Target.join_memory``),
+    which the scheduler does not see, it is made again with every value joined in DRAM."""
+    try:
+        return _plan_tiled(untiled, target, choices, clock)
+    except MemoryPlanError as exc:
+        if not _joins_overflowed(exc, target):
+            raise
+        with clock.stage("memory") as say:
+            say(f"{exc.args[0].split(';')[0]}; planning again with split values joined in DRAM")
+        return _plan_tiled(untiled, target.joining_in_dram(), choices, clock)
+
+
+def _joins_overflowed(exc: MemoryPlanError, target: Target) -> bool:
+    """Whether ``exc`` is the staging memory, where split values are joined, overflowing."""
+    joins = target.join_memory(0)
+    return joins != target.dram and exc.memory == joins
+
+
+def _plan_tiled(untiled: Graph, target: Target, choices: SchedulingChoices, clock: StageClock
+                ) -> tuple[Graph, MemoryPlan]:
     fraction = TILE_BUDGET_FRACTION
     while True:
         try:
             graph, scheduled, plan = _plan_at(untiled, target, choices, clock, fraction)
             break
         except MemoryPlanError as exc:
+            if _joins_overflowed(exc, target):
+                raise   # smaller tiles would not help: plan_tiled joins in DRAM instead
             # The scheduler bounds only its copies' lead by the scratchpads (hetc.schedule.tasks.lead_deps): when
             # the planner cannot place the tiles it scheduled, smaller tiles leave it room. Twice at most.
             if not choices.tiling or fraction < TILE_BUDGET_FRACTION / 3:
@@ -120,7 +142,10 @@ def _no_worse_than_heft(graph: Graph, target: Target, plan: MemoryPlan, say: Any
     stats = plan.schedule.stats
     if stats.strategy != "cpsat" or stats.status not in ("FEASIBLE", "OPTIMAL"):
         return plan
-    heft = plan_memory(graph, run_scheduler(graph, target, strategy="heft"), target)
+    try:
+        heft = plan_memory(graph, run_scheduler(graph, target, strategy="heft"), target)
+    except MemoryPlanError:
+        return plan   # HEFT's schedule does not fit where CP-SAT's does
     if heft.schedule.makespan_ns >= plan.schedule.makespan_ns:
         return plan
     note = (f"HEFT's schedule ships: planned {heft.schedule.makespan_ns / 1000:,.1f} µs against CP-SAT's "

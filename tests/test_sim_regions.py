@@ -296,3 +296,34 @@ def test_tiles_joined_in_the_shared_l2_compute_what_onnxruntime_computes(strateg
     result = simulate(emit(graph, plan, target), inputs())
     (expected,) = onnxruntime_outputs(model, inputs())
     np.testing.assert_allclose(result.outputs["y"], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_plan_that_overflows_the_l2_joins_in_dram_instead():
+    """The scheduler does not see the L2's capacity: where the values joined there overflow it, the build
+    plans again with every value joined in DRAM (hetc.planning), and the numbers are still right. The
+    overflow is forced: a ``join_fraction`` of 2 joins in a 2 KiB L2 values of 3,840 B."""
+    from hetc.errors import MemoryPlanError
+    from hetc.planning import SchedulingChoices, _plan_tiled, plan_tiled
+    from hetc.stages import StageClock
+    from hetc.target import load_target, target_from_toml_text
+    from tiler_helpers import run
+    rng = np.random.default_rng(3)
+    t = TiledBuilder()
+    x = Value("x", "float32", X_SHAPE)
+    a = conv_by_rows(t, "A", x, he_weights(rng, (8, 4, 3, 3)), rng.standard_normal(8).astype(np.float32), 2)
+    b = conv_by_rows(t, "B", a, he_weights(rng, (8, 8, 3, 3)), rng.standard_normal(8).astype(np.float32), 2)
+    y = t.op("Add", "y", [a, b], a.shape)
+    graph = Graph.build("residual", t.nodes, [x], [y], {"": 17})
+    small = load_target("multi-npu").source.replace('size = "8MiB"', 'size = "2KiB"', 1)
+    target = replace(target_from_toml_text(small, "small-l2"), join_fraction=2.0, _cache={})
+    assert target.join_memory(a.nbytes) == "l2"
+    choices = SchedulingChoices("heft", None, 1, 0, tiling=False)
+    with pytest.raises(MemoryPlanError) as raised:
+        _plan_tiled(graph, target, choices, StageClock())
+    assert raised.value.memory == "l2"
+    shipped, plan = plan_tiled(graph, target, choices, StageClock())
+    plan.verify(target)
+    plan.schedule.verify(shipped, target)
+    assert {plan.schedule.aliases[n.id] for n in shipped.nodes if n.op_type == "Assemble"} == {"dram"}
+    result = simulate(emit(shipped, plan, target), inputs())
+    np.testing.assert_allclose(result.outputs["y"], run(graph, seed=1)["y"], rtol=1e-4, atol=1e-4)

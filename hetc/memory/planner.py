@@ -375,7 +375,7 @@ def _overflow_error(memory: str, t: int, table: BufferTable, storages: list[Stor
            "; give the scratchpad more capacity or keep the node off this device")
     return MemoryPlanError(
         f"memory '{memory}' overflows at t={t} ns: {need} B required, {target.memories[memory].size} B "
-        f"available; live then: {names}; {fix}")
+        f"available; live then: {names}; {fix}", memory=memory)
 
 
 def _artifact(table: BufferTable, schedule: Schedule, target: Target, lifetimes: dict[str, tuple[int, int]],

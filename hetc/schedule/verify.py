@@ -41,7 +41,11 @@ def verify_schedule(schedule: Schedule, graph: "Graph", target: "Target") -> Non
                 errors.append(f"value '{t.value}' is copied into '{t.dst}' twice (tasks {transfers[(t.value, t.dst)].id}"
                               f" and {t.id}); one copy per memory is shared by its consumers")
             transfers[(t.value, t.dst)] = t
-    assembly = assembly_memories(graph.topo_order(), target, {v.name for v in graph.outputs})
+    # An Assemble lives where the rule puts it, or in DRAM (hetc.planning joins in DRAM where the staging
+    # memory overflowed): the schedule records which; anything else is reported as a wrong alias memory.
+    assembly = {node: recorded if (recorded := schedule.aliases.get(node)) == target.dram else memory
+                for node, memory in assembly_memories(graph.topo_order(), target,
+                                                      {v.name for v in graph.outputs}).items()}
     born = _Birth(target, compute, transfers, errors, assembly)
     _aliases(schedule, graph, born, errors)
     for t in schedule.tasks:

@@ -1,7 +1,7 @@
 """The ``Target``: the whole chip, with the queries every later stage asks of it."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hetc.ir import Node
@@ -26,6 +26,9 @@ class Target:
     source: str = ""                      # the TOML text it was loaded from (embedded in bundles)
     path: str = ""                        # where it was loaded from, for messages
     staging: str = ""                     # memory two-hop routes pass through ("": the DRAM)
+    # Share of the staging memory one joined value may take (``join_memory``); hetc.planning sets 0, joining
+    # in DRAM, where a plan overflows the staging memory. A compiler choice, not part of the chip's TOML.
+    join_fraction: float = JOIN_FRACTION
     _cache: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False, hash=False)
 
     # ------------------------------------------------------------------ structure
@@ -71,13 +74,17 @@ class Target:
         """Where the parts of a tiled or split value are joined (an Assemble's output, hetc.ir.tiles): the
         staging memory when the target has one apart from DRAM (an on-chip L2 the cores share) that a DMA
         engine links to DRAM and to every device's home, unless the value is a graph output (it must end in
-        DRAM) or takes more than ``JOIN_FRACTION`` of it; else DRAM. In the L2 each core's part crosses the
+        DRAM) or takes more than ``join_fraction`` of it; else DRAM. In the L2 each core's part crosses the
         core's on-chip port, not its DRAM port, and DRAM's bandwidth is left to the weights."""
         staging = self.staging if self.staging and self.staging != self.dram else None
-        if (staging is None or graph_output or nbytes > JOIN_FRACTION * self.memories[staging].size
+        if (staging is None or graph_output or nbytes > self.join_fraction * self.memories[staging].size
                 or not self._joins_directly(staging)):
             return self.dram
         return staging
+
+    def joining_in_dram(self) -> "Target":
+        """This target with every joined value in DRAM (``join_fraction`` 0)."""
+        return replace(self, join_fraction=0.0, _cache={})
 
     def _joins_directly(self, staging: str) -> bool:
         """Whether a DMA engine links ``staging`` to DRAM and to every device's home: parts reach it and the
