@@ -13,8 +13,9 @@ two ops of the domain ``TILE_DOMAIN`` say which:
 
 Execution model (hetc.schedule.tasks states it; every stage follows): an alias node is not a task and runs on
 no device. Its output lives in one memory: a Region's in the memory its input was born in, an Assemble's in
-DRAM or, on a target that stages through an on-chip L2, there (hetc.schedule.problem.assembly_memories). A Region's output is available there when its input is; an Assemble's when every part has been written
-there (by its producer, or by the DMA that brings it, which writes straight into O's bytes). A reader in
+DRAM or, on a target that stages through an on-chip L2, there (hetc.schedule.problem.assembly_memories). A
+Region's output is available there when its input is; an Assemble's when every part has been written there
+(by its producer, or by the DMA that brings it, which writes straight into O's bytes). A reader in
 another memory gets the region by DMA like any value: a strided (2-D/3-D) descriptor, not a gather.
 
 The ops exist only inside hetc between tiling and code generation: the tiler makes them, and so does

@@ -8,9 +8,10 @@ makespan, constants for the whole run in DRAM's read-only region.
 
 Alias nodes (hetc.ir.tiles: Region, Assemble) are not tasks. The output of one gets a buffer in the memory the
 schedule puts it in (``Schedule.aliases``) that no task writes: it is *made by* other buffers (a Region's by
-its base there, an Assemble's by its parts' buffers in its memory, DRAM or the staging L2) and lives from when they start. The table records
-these facts (``made_by``, ``region_of``, ``region_starts``); hetc.memory.aliasing turns them into storage. A part
-that is a graph input lies in the output's bytes too: the caller writes it there (a KV cache's past rows).
+its base there, an Assemble's by its parts' buffers in its memory, DRAM or the staging L2) and lives from when
+they start. The table records these facts (``made_by``, ``region_of``, ``region_starts``); hetc.memory.aliasing
+turns them into storage. A part that is a graph input lies in the output's bytes too: the caller writes it
+there (a KV cache's past rows).
 
 The ``BufferTable`` is the planner's mutable working state: spilling adds buffers and rebinds readers, so it
 is kept apart from the schedule, whose times alone decide the intervals.

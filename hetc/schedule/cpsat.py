@@ -86,7 +86,7 @@ class WindowModel:
         window = [n for n in window if not sp.is_alias(n)]  # alias nodes are settled by the caller
         self.p, self.state, self.window, self.tails, self.h = sp, state, window, tails, hint
         self.in_window = set(window)
-        self.dram_terms: dict[int, list[_Term]] = {}
+        self.joined_terms: dict[int, list[_Term]] = {}
         self.assembled_ready: dict[tuple[int, str], cp_model.IntVar] = {}
         self.cands = {n: self._candidates(n, max_candidates) for n in window}
         self.m = cp_model.CpModel()
@@ -268,23 +268,23 @@ class WindowModel:
         if key not in self.assembled_ready:
             made = self.h.copies[(self.p.node_outputs[assemble][0], self.p.assembly_memory(assemble))]
             var = self._var(0, self.horizon + self.p.sync_ns, f"a{assemble}_{engine}", self.h.ready_on(made, engine))
-            for term in self._in_dram(assemble):
+            for term in self._joined_terms(assemble):
                 self._wait(var, term, {engine: True}, [])
             self.assembled_ready[key] = var
         return self.assembled_ready[key]
 
-    def _in_dram(self, assemble: int) -> list[_Term]:
+    def _joined_terms(self, assemble: int) -> list[_Term]:
         """The terms after which an uncommitted Assemble's output is whole in its memory: per part, its
         producer's end (on a device homed there) or its transfer's there, under the literals placing it so."""
-        if assemble in self.dram_terms:
-            return self.dram_terms[assemble]
+        if assemble in self.joined_terms:
+            return self.joined_terms[assemble]
         p, terms = self.p, []
         joined = p.assembly_memory(assemble)
         for part in p.node_inputs[assemble]:
             root = self._root_producer(part)
             nested = self._unsettled_assemble(part)
             if nested is not None:
-                terms += self._in_dram(nested)
+                terms += self._joined_terms(nested)
             elif (part, joined) in self.state.copies:
                 terms.append((*self.state.copies[(part, joined)], []))
             elif root in self.in_window:
@@ -299,7 +299,7 @@ class WindowModel:
                 t = self._transfer(part, self._origin(self.state, part), joined)
                 t.reasons.append([])
                 terms.append((t.end, t, []))
-        self.dram_terms[assemble] = terms
+        self.joined_terms[assemble] = terms
         return terms
 
     # ------------------------------------------------------------------ constraints

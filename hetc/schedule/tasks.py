@@ -11,12 +11,12 @@ the same list scheduler (hetc.memory.retime, fallback).
 
 Alias nodes (``hetc.ir.tiles``: Region, Assemble) are not tasks and run on no device. The output of one lives
 in one memory (``origin``): a Region's where its input was born, an Assemble's in DRAM or, on a target that
-stages through an on-chip L2, there (``hetc.schedule.problem.assembly_memories`` decides). It is available there
-once the tasks ``available_after`` names have ended: a Region's input's; for an Assemble, per part its
+stages through an on-chip L2, there (``hetc.schedule.problem.assembly_memories`` decides). It is available
+there once the tasks ``available_after`` names have ended: a Region's input's; for an Assemble, per part its
 producer (a part born in the Assemble's memory) or the part's transfer there, which writes straight into the
-output's bytes (so every part born elsewhere gets that transfer: ``must_reach``). A consumer homed in the alias's memory
-reads it in place and waits for those tasks; a consumer elsewhere gets a transfer of the alias value (its own
-bytes, a strided DMA) from that memory, which waits for them.
+output's bytes (so every part born elsewhere gets that transfer: ``must_reach``). A consumer homed in the
+alias's memory reads it in place and waits for those tasks; a consumer elsewhere gets a transfer of the alias
+value (its own bytes, a strided DMA) from that memory, which waits for them.
 """
 from __future__ import annotations
 

@@ -76,9 +76,8 @@ class Target:
         engine links to DRAM and to every device's home, unless the value is a graph output (it must end in
         DRAM) or takes more than ``join_fraction`` of it; else DRAM. In the L2 each core's part crosses the
         core's on-chip port, not its DRAM port, and DRAM's bandwidth is left to the weights."""
-        staging = self.staging if self.staging and self.staging != self.dram else None
-        if (staging is None or graph_output or nbytes > self.join_fraction * self.memories[staging].size
-                or not self._joins_directly(staging)):
+        staging = self._join_staging()
+        if staging is None or graph_output or nbytes > self.join_fraction * self.memories[staging].size:
             return self.dram
         return staging
 
@@ -86,11 +85,16 @@ class Target:
         """This target with every joined value in DRAM (``join_fraction`` 0)."""
         return replace(self, join_fraction=0.0, _cache={})
 
-    def _joins_directly(self, staging: str) -> bool:
-        """Whether a DMA engine links ``staging`` to DRAM and to every device's home: parts reach it and the
-        joined value leaves it in one hop, wherever they are made and read."""
-        homes = {d.memory for d in self.devices.values()} | {self.dram}
-        return all(self.engines_between(staging, m) for m in homes if m != staging)
+    def _join_staging(self) -> str | None:
+        """The staging memory when it is not the DRAM and a DMA engine links it to DRAM and to every device's
+        home (parts reach it and the joined value leaves it in one hop), else None. Cached: the tiler asks
+        for every tile it costs."""
+        if "join_staging" not in self._cache:
+            staging = self.staging if self.staging and self.staging != self.dram else None
+            homes = {d.memory for d in self.devices.values()} | {self.dram}
+            linked = staging is not None and all(self.engines_between(staging, m) for m in homes if m != staging)
+            self._cache["join_staging"] = staging if linked else None
+        return self._cache["join_staging"]
 
     def transfer_ns(self, nbytes: int, engine: str) -> float:
         """Duration of one DMA transfer of ``nbytes`` on ``engine`` (latency + bytes / bandwidth)."""

@@ -233,11 +233,11 @@ def _plain_group_devices(target: Any, node: Node) -> list[str]:
 def group_plan(target: Any, node: Node, plain: list[str], opset: int | None = None,
                fraction: float = TILE_BUDGET_FRACTION) -> TilePlan | None:
     """The tiling of a grouped convolution that the accelerators ``plain`` run as plain convolutions, one per
-    group (``_plain_group_devices``, not empty): a spread of its groups over devices where that is estimated faster; one tile
-    per group, each a group-1 Conv over its own channels, where the node exceeds the tile budget (AlexNet's
-    grouped layers) or several cores can share its groups; else None: the node stays whole on the one
-    accelerator, a task whose groups write their output channels in place (ShuffleNet's on `edge-soc`, whose
-    group tiles' outputs went to DRAM and back to be assembled)."""
+    group (``_plain_group_devices``, not empty): a spread of its groups over devices where that is estimated
+    faster; one tile per group, each a group-1 Conv over its own channels, where the node exceeds the tile
+    budget (AlexNet's grouped layers) or several cores can share its groups; else None: the node stays whole
+    on the one accelerator, a task whose groups write their output channels in place (ShuffleNet's on
+    `edge-soc`, whose group tiles' outputs went to DRAM and back to be assembled)."""
     base = base_node(node)
     group = conv_groups(base)
     axes = RULES["Conv"].axes(base, opset_of(node, opset))
