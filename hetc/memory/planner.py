@@ -25,9 +25,12 @@ from hetc.memory.fallback import move_node_off
 from hetc.memory.lifetimes import BufferTable, build_table
 from hetc.memory.packing import live_profile, pack
 from hetc.memory.prefetch import limit_prefetch
+from hetc.memory.retime import retime_shared
 from hetc.memory.reuse import reuse_dependencies
 from hetc.memory.spill import spill_at
 from hetc.schedule.artifact import Schedule
+from hetc.schedule.dram import task_asks
+from hetc.schedule.problem import build_problem
 from hetc.target.target import Target
 
 DEFAULT_TIME_LIMIT_S = 0.6
@@ -203,8 +206,37 @@ def _plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s:
     if moved:
         stats = replace(stats, details={**stats.details, "rescheduled_by": "memory planner"})
     schedule = replace(schedule, stats=stats)
-    return _artifact(table, schedule, target, lifetimes, aliases, layout, spills, details,
+    plan = _artifact(table, schedule, target, lifetimes, aliases, layout, spills, details,
                      time.perf_counter() - began)
+    return _timed_with_shared_dram(plan, graph, table, aliases, layout, target, began)
+
+
+def _timed_with_shared_dram(plan: MemoryPlan, graph: Graph, table: BufferTable, aliases: dict[str, str],
+                            layout: _Layout, target: Target, began: float) -> MemoryPlan:
+    """``plan`` with its schedule timed once more with DRAM's bandwidth shared (``retime_shared``): the
+    repairs re-time with fixed durations, so a copy they moved beside another DRAM user was planned as fast
+    as alone. The address-reuse dependencies hold through it, so the offsets stay valid; the lifetimes and
+    lower bounds follow the new times."""
+    schedule = plan.schedule
+    problem = build_problem(graph, target, durations_of=lambda node: {})   # (the asks need no costs)
+    tasks = retime_shared(schedule.tasks, target.sync_ns, task_asks(problem, schedule.tasks), plan.reuse_deps)
+    if tasks is None or all(a is b for a, b in zip(tasks, schedule.tasks)):
+        return plan
+    makespan = max(t.end_ns for t in tasks)
+    timed = replace(schedule, tasks=tasks, stats=schedule.stats.shipped(makespan))
+    lifetimes = table.lifetimes(timed)
+    storages = _storages(table, lifetimes, aliases)
+    stats = dict(layout.stats)
+    for name, st in stats.items():
+        align = target.memories[name].alignment
+        base = layout.constants_bytes if name == target.dram else 0
+        packed = [s for s in storages if s.memory == name and not (base and _is_constant(table, s))]
+        live, when = live_profile([(s.start, s.end, s.size) for s in packed], align)
+        members = tuple(sorted(m for s in packed if s.start <= when < s.end for m in s.members))
+        stats[name] = replace(st, lower_bound_bytes=base + live, peak_time_ns=when, peak_buffers=members)
+    details = {**plan.details, "shared_dram_ns": makespan - schedule.makespan_ns}
+    return _artifact(table, timed, target, lifetimes, aliases, replace(layout, stats=stats), list(plan.spills),
+                     details, time.perf_counter() - began)
 
 
 def _double_buffered(table: BufferTable, schedule: Schedule, target: Target, nodes: dict) -> tuple[Schedule, int]:

@@ -2,7 +2,9 @@
 
 The rule is ``hetc.schedule.tasks.earliest_times`` (the one statement of the execution model: engine order,
 dependencies, the semaphore cost across engines), with each task's previous start as its release time:
-re-timing only ever delays, so the untouched part of a schedule stays as planned. Durations do not change.
+re-timing only ever delays, so the untouched part of a schedule stays as planned. Durations do not change
+inside the repairs; ``retime_shared`` times the schedule that ships once more with DRAM's bandwidth shared
+(``hetc.schedule.dram``), as the scheduler and the simulator time it.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from operator import attrgetter
 from dataclasses import replace
 
 from hetc.schedule.artifact import Schedule, Task
-from hetc.schedule.tasks import TaskSpec, earliest_times
+from hetc.schedule.tasks import TaskSpec, earliest_times, shared_times
 
 
 def engine_order(tasks: list[Task]) -> dict[str, list[int]]:
@@ -140,3 +142,29 @@ def _changed_only(ordered: list[Task], first: int, sync_ns: int, was: dict[int, 
             moved.add(k)
             horizon = max(horizon, ends[k] + sync_ns)
     return starts
+
+
+def retime_shared(tasks: tuple[Task, ...], sync_ns: float, asks: dict[int, int],
+                  extra_deps: dict[int, tuple[int, ...]]) -> tuple[Task, ...] | None:
+    """``tasks`` timed with DRAM's bandwidth shared among the tasks streaming through it (``asks``: task id ->
+    share, ``hetc.schedule.dram.task_asks``), each from its own duration (``Task.own_ns``), in its engine's
+    program order and not before its planned start; ``extra_deps`` (task id -> tasks it waits for too: the
+    memory plan's address reuse) hold as dependencies. The repairs re-time with fixed durations, so a copy
+    they moved next to another DRAM user was planned as fast as alone; this is the timing that ships. Tasks
+    whose times stay are returned as they are; None on a cycle."""
+    specs = {t.id: TaskSpec(t.id, t.engine, t.own_ns, tuple(dict.fromkeys(t.deps + extra_deps.get(t.id, ()))))
+             for t in tasks}
+    try:
+        times = shared_times(specs, engine_order(list(tasks)), math.ceil(sync_ns),
+                             {t.id: t.start_ns for t in tasks}, asks)
+    except ValueError:
+        return None
+    out = []
+    for t in tasks:
+        start, end = times[t.id]
+        if (start, end) == (t.start_ns, t.end_ns):
+            out.append(t)
+        else:
+            own = t.own_ns
+            out.append(replace(t, start_ns=start, end_ns=end, work_ns=own if own != end - start else None))
+    return tuple(out)

@@ -15,8 +15,9 @@ DRAM's bandwidth; the presets' costs do) is slowed like the others, even alone.
 from __future__ import annotations
 
 import math
-from typing import Callable, Hashable
+from typing import Callable, Hashable, Iterable
 
+from hetc.schedule.artifact import Task
 from hetc.schedule.problem import SchedulingProblem
 
 DRAM_UNITS = 1000
@@ -25,21 +26,47 @@ DRAM_UNITS = 1000
 def dram_ask(problem: SchedulingProblem, key: tuple, engine: str, duration: int) -> int:
     """A task's share of DRAM bandwidth in ``DRAM_UNITS`` (0: it does not stream through DRAM). ``key`` is
     the task's key (``hetc.schedule.tasks``: ("c", node) or ("x", value, dst memory))."""
-    bandwidth = problem.dram_bandwidth
-    if not bandwidth or duration <= 0:
+    if key[0] == "c":
+        return _share(problem, _compute_bytes(problem, key[1], engine), duration)
+    value, dst = key[1], key[2]
+    src = next(m for m in problem.dmas[engine].memories if m != dst)
+    return _share(problem, _copy_bytes(problem, problem.values[value].nbytes, src, dst), duration)
+
+
+def task_asks(problem: SchedulingProblem, tasks: Iterable[Task]) -> dict[int, int]:
+    """``dram_ask`` of scheduled tasks (``hetc.schedule.artifact.Task``, by id) at their own durations
+    (``Task.own_ns``), for re-timing a schedule by the same rule (``hetc.memory.retime.retime_shared``): a
+    copy by the bytes it moves, a compute by its node's in ``problem``. Tasks asking nothing are left out."""
+    node_index = {nid: i for i, nid in enumerate(problem.node_ids)}
+    asks: dict[int, int] = {}
+    for t in tasks:
+        if t.kind == "compute":
+            nbytes = _compute_bytes(problem, node_index[t.node], t.engine)
+        else:
+            nbytes = _copy_bytes(problem, t.bytes, t.src, t.dst)
+        ask = _share(problem, nbytes, t.own_ns)
+        if ask:
+            asks[t.id] = ask
+    return asks
+
+
+def _compute_bytes(problem: SchedulingProblem, node: int, device: str) -> int:
+    """The bytes a compute streams through DRAM: all its operands' when its device computes in DRAM."""
+    if problem.home(device) != problem.dram:
         return 0
     values = problem.values
-    if key[0] == "c":
-        if problem.home(engine) != problem.dram:
-            return 0
-        node = key[1]
-        nbytes = sum(values[v].nbytes for v in (*problem.node_inputs[node], *problem.node_outputs[node])
-                     if not values[v].is_host)
-    else:
-        value, dst = key[1], key[2]
-        src = next(m for m in problem.dmas[engine].memories if m != dst)
-        nbytes = values[value].nbytes * ((src == problem.dram) + (dst == problem.dram))
-    if nbytes <= 0:
+    return sum(values[v].nbytes for v in (*problem.node_inputs[node], *problem.node_outputs[node])
+               if not values[v].is_host)
+
+
+def _copy_bytes(problem: SchedulingProblem, nbytes: int, src: str, dst: str) -> int:
+    """A copy's bytes once per end of it in DRAM."""
+    return nbytes * ((src == problem.dram) + (dst == problem.dram))
+
+
+def _share(problem: SchedulingProblem, nbytes: int, duration: int) -> int:
+    bandwidth = problem.dram_bandwidth
+    if not bandwidth or duration <= 0 or nbytes <= 0:
         return 0
     return math.ceil(DRAM_UNITS * nbytes / (duration * bandwidth))
 

@@ -251,6 +251,17 @@ def earliest_times(tasks: dict[TaskKey, TaskSpec], orders: dict[str, list[TaskKe
     return times
 
 
+def shared_times(tasks: dict[TaskKey, TaskSpec], orders: dict[str, list[TaskKey]], sync_ns: int,
+                 release: dict[TaskKey, int], asks: dict[TaskKey, int]) -> dict[TaskKey, tuple[int, int]]:
+    """``earliest_times`` with the tasks streaming through DRAM sharing its bandwidth (``asks``: task -> its
+    share, ``hetc.schedule.dram``), as ``time_plan`` times a plan: a task lasts longer than its duration
+    where the shares of the tasks running with it exceed the bandwidth. Raises ValueError on a cycle."""
+    times, _ = _kahn(tasks, orders, sync_ns, release, asks=asks)
+    if len(times) != len(tasks):
+        raise ValueError("engine orders contradict the data dependencies")
+    return times
+
+
 def _kahn(tasks: dict[TaskKey, TaskSpec], orders: dict[str, list[TaskKey]], sync_ns: int,
           release: dict[TaskKey, int], soft: dict[TaskKey, TaskKey] | None = None,
           asks: dict[TaskKey, int] | None = None,

@@ -1,0 +1,67 @@
+"""The schedule that ships is timed with DRAM's bandwidth shared (hetc.memory.retime.retime_shared), as the
+scheduler times its own and the simulator runs the bundle: the repairs re-time with fixed durations, and a
+copy they move beside another DRAM user must not be planned as fast as alone."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+
+from hetc.api import BuildOptions, build
+from hetc.memory.retime import retime_shared
+from hetc.schedule.artifact import Task
+from hetc.schedule.dram import DRAM_UNITS, task_asks
+from hetc.schedule.problem import build_problem
+from hetc.sim import simulate
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+
+
+def _copy(tid: int, engine: str, start: int, end: int, deps: tuple[int, ...] = ()) -> Task:
+    return Task(tid, "transfer", engine, start, end, deps, value=f"v{tid}", src="dram", dst="sram", bytes=1000)
+
+
+def test_two_copies_moved_together_share_the_bandwidth():
+    # Each alone takes 100 ns at DRAM's full bandwidth; planned side by side, they share it and both end at 200.
+    tasks = (_copy(0, "dma0", 0, 100), _copy(1, "dma1", 0, 100))
+    timed = retime_shared(tasks, 0, {0: DRAM_UNITS, 1: DRAM_UNITS}, {})
+    assert [(t.start_ns, t.end_ns, t.work_ns) for t in timed] == [(0, 200, 100), (0, 200, 100)]
+
+
+def test_a_copy_that_no_longer_shares_takes_its_own_time_and_nothing_starts_early():
+    # Planned stretched by a neighbour that is gone: it ends at its own 100 ns; the next one keeps its start.
+    lone = Task(0, "transfer", "dma0", 0, 200, value="a", src="dram", dst="sram", bytes=1000, work_ns=100)
+    later = _copy(1, "dma0", 300, 400)
+    timed = retime_shared((lone, later), 0, {0: DRAM_UNITS, 1: DRAM_UNITS}, {})
+    assert (timed[0].start_ns, timed[0].end_ns, timed[0].work_ns) == (0, 100, None)
+    assert timed[1] is later
+
+
+def test_the_address_reuse_dependencies_hold_through_the_shared_timing():
+    # The copy on dma1 reuses the bytes the one on dma0 fills: once sharing stretches the first, it waits.
+    first = _copy(0, "dma0", 0, 100)
+    sharer = _copy(1, "dma2", 0, 100)
+    reuser = Task(2, "compute", "npu", 150, 160)
+    timed = retime_shared((first, sharer, reuser), 30, {0: DRAM_UNITS, 1: DRAM_UNITS}, {2: (0,)})
+    assert timed[0].end_ns == 200 and timed[2].start_ns == 230
+
+
+def test_a_cycle_gives_none():
+    a = Task(0, "compute", "cpu", 0, 10, deps=(1,))
+    b = Task(1, "compute", "npu", 5, 15)
+    assert retime_shared((a, b), 0, {}, {1: (0,)}) is None
+
+
+@pytest.mark.parametrize("target", ["multi-npu", "edge-soc"])
+def test_the_shipped_schedule_is_timed_by_the_shared_rule_and_agrees_with_the_simulator(target):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # a tiny model leaves accelerators idle
+        result = build(str(MODELS / "tiny_cnn.onnx"), BuildOptions(target=target))
+    plan, schedule = result.plan, result.plan.schedule
+    plan.verify(result.target)   # the offsets hold at the new times
+    asks = task_asks(build_problem(result.graph, result.target, durations_of=lambda node: {}), schedule.tasks)
+    again = retime_shared(schedule.tasks, result.target.sync_ns, asks, plan.reuse_deps)
+    assert again is not None and all(a is b for a, b in zip(again, schedule.tasks))   # a fixed point of the rule
+    simulated = simulate(result.bundle, functional=False).makespan_ns
+    assert simulated <= schedule.makespan_ns * 1.001   # the simulator starts as soon as it may; never later
