@@ -221,7 +221,7 @@ def _timed_with_shared_dram(plan: MemoryPlan, graph: Graph, table: BufferTable, 
     problem = build_problem(graph, target, durations_of=lambda node: {})   # (the asks need no costs)
     tasks = retime_shared(schedule.tasks, target.sync_ns, task_asks(problem, schedule.tasks), plan.reuse_deps)
     if tasks is None or all(a is b for a, b in zip(tasks, schedule.tasks)):
-        return plan
+        return replace(plan, details={**plan.details, "shared_dram_ns": 0})
     makespan = max(t.end_ns for t in tasks)
     timed = replace(schedule, tasks=tasks, stats=schedule.stats.shipped(makespan))
     lifetimes = table.lifetimes(timed)
