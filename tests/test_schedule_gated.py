@@ -59,3 +59,14 @@ def test_experts_kept_whole_on_one_device_are_spread_without_a_longer_worst_case
 def test_the_cpsat_schedule_reports_its_expected_case():
     details = solve(_problem(), "cpsat", time_limit_s=0.5).stats.details["expected_case"]
     assert details["scenarios"] == 28 and details["expected_ns"] <= details["expected_before_ns"]
+
+
+def test_with_two_rows_routed_each_picks_its_own_experts():
+    """2 tokens each pick 2 of 8 experts (an expert is still left out with probability (6/8)^2 = 0.56, so it
+    stays predicated): a run has the union of their picks on, 2 to 4 experts, 3.5 on average."""
+    graph = optimize(import_model(make_models().moe(2, 8, 2, name="moe8")))
+    problem = build_problem(graph, load_target("edge-soc"))
+    assert {r[3] for r in problem.gate_routers.values()} == {2}
+    scenarios = gate_scenarios(problem)
+    assert len(scenarios) == 64 and {len(on) for on in scenarios} <= {2, 3, 4}
+    assert 3.0 <= sum(len(on) for on in scenarios) / len(scenarios) <= 4.0

@@ -6,8 +6,9 @@ weights queue on decides the run: two chosen experts whose four weight matrices 
 about one matrix longer than two whose matrices are spread over two. The worst case cannot tell these
 placements apart (every expert runs there); the expected case can.
 
-``gate_scenarios`` lists the gates on in the runs to weigh: each router picks ``k`` of its ``experts``
-uniformly (all combinations when few, else a seeded sample). ``expected_makespan`` times a plan with the
+``gate_scenarios`` lists the gates on in the runs to weigh: each row a router routes picks ``k`` of its
+``experts`` uniformly (all combinations for one row when few, else a seeded sample); with many rows almost
+every expert is on, and the expected case is the worst. ``expected_makespan`` times a plan with the
 off tasks at zero duration (a skipped compute writes no more than its zeros; a skipped copy moves nothing),
 by the same timing rule as the worst case (``tasks.earliest_times``). ``balance_gated`` then moves predicated
 nodes to another candidate device, or swaps two of equal cost between devices, keeping a move when the
@@ -30,26 +31,31 @@ TRIAL_NODES = 20_000   # ... and at most this many nodes re-scheduled in all: a 
 
 
 def gate_scenarios(problem: SchedulingProblem, limit: int = MAX_SCENARIOS, seed: int = 0) -> list[frozenset[int]]:
-    """Sets of gates (value indices) on together in one run: per router, ``k`` of its ``experts`` chosen
-    uniformly, a router's gates standing for its first experts (the rest route to unpredicated work). Gates
-    no router decides are always on."""
+    """Sets of gates (value indices) on together in one run: per router, each of the rows it routes picks
+    ``k`` of its ``experts`` uniformly and an expert's gate is on when some row picked it, a router's gates
+    standing for its first experts (the rest route to unpredicated work). Every combination when a router
+    routes one row and they are few, else a seeded sample. Gates no router decides are always on."""
     gates = sorted(set(problem.gates.values()))
     by_router: dict[int, list[int]] = {}
     for gate in gates:
         if gate in problem.gate_routers:
             by_router.setdefault(problem.gate_routers[gate][0], []).append(gate)
     fixed = frozenset(g for g in gates if g not in problem.gate_routers)
-    picks = {r: problem.gate_routers[members[0]][1:] for r, members in by_router.items()}
-    total = math.prod(math.comb(experts, k) for k, experts in picks.values())
-    if total <= limit:
+    picks = {r: problem.gate_routers[members[0]][1:] for r, members in by_router.items()}   # (k, experts, rows)
+    total = math.prod(math.comb(experts, k) for k, experts, _rows in picks.values())
+    if total <= limit and all(rows == 1 for _k, _e, rows in picks.values()):
         per_router = [[frozenset(members[i] for i in combo if i < len(members))
                        for combo in itertools.combinations(range(picks[r][1]), picks[r][0])]
                       for r, members in by_router.items()]
         return [fixed.union(*choice) for choice in itertools.product(*per_router)]
     rng = random.Random(seed)
-    return [fixed.union(*(frozenset(members[i] for i in rng.sample(range(picks[r][1]), picks[r][0])
-                                    if i < len(members)) for r, members in by_router.items()))
-            for _ in range(limit)]
+
+    def picked(router: int, members: list[int]) -> frozenset[int]:
+        k, experts, rows = picks[router]
+        chosen = set().union(*(rng.sample(range(experts), k) for _ in range(rows)))
+        return frozenset(members[i] for i in chosen if i < len(members))
+
+    return [fixed.union(*(picked(r, members) for r, members in by_router.items())) for _ in range(limit)]
 
 
 def expected_makespan(problem: SchedulingProblem, plan: Plan, scenarios: list[frozenset[int]],

@@ -66,8 +66,9 @@ class SchedulingProblem:
     dram_bandwidth: float | None = None         # bytes per ns all DRAM users share (None: unlimited)
     onchip_bytes: int | None = None             # every memory but DRAM together (None: not known)
     gates: dict[int, int] = field(default_factory=dict)      # predicated node -> its gate (hetc.ir.predicates)
-    # gate -> (the node id of the router deciding it, its k, its number of experts): hetc.schedule.gated
-    gate_routers: dict[int, tuple[int, int, int]] = field(default_factory=dict)
+    # gate -> (the node id of the router deciding it, its k, its number of experts, the rows it routes: each
+    # picks k): hetc.schedule.gated
+    gate_routers: dict[int, tuple[int, int, int, int]] = field(default_factory=dict)
     _memo: dict = field(default_factory=dict, compare=False, repr=False, hash=False)
 
     # ------------------------------------------------------------------ structure
@@ -278,7 +279,7 @@ def build_problem(graph: "Graph", target: "Target",  # noqa: F821
         alias_ops={i: n.op_type for i, n in enumerate(nodes) if is_alias(n)},
         assembly={index[n]: m for n, m in assembly_memories(nodes, target, output_names).items()},
         gates={i: value_index[n.when.name] for i, n in enumerate(nodes) if n.when is not None},
-        gate_routers={value_index[name]: (r[0].id, r[1], r[2]) for name, gate in gates.items()
+        gate_routers={value_index[name]: (r[0].id, r[1], r[2], max(1, gate.numel)) for name, gate in gates.items()
                       for r in [router_of(gate)] if r is not None},
         capacity={dev.memory: target.memories[dev.memory].size for dev in target.devices.values()
                   if dev.memory != target.dram},
