@@ -5,7 +5,7 @@ from __future__ import annotations
 from hetc.frontend import import_model
 from hetc.passes import optimize
 from hetc.schedule.api import solve
-from hetc.schedule.gated import balance_gated, expected_makespan, gate_scenarios
+from hetc.schedule.gated import balance_gated, expected_makespan, expected_problem, gate_scenarios
 from hetc.schedule.heuristics import fixed_placement, heft
 from hetc.schedule.problem import build_problem
 from hetc.schedule.tasks import makespan_of, time_plan
@@ -70,3 +70,25 @@ def test_with_two_rows_routed_each_picks_its_own_experts():
     scenarios = gate_scenarios(problem)
     assert len(scenarios) == 64 and {len(on) for on in scenarios} <= {2, 3, 4}
     assert 3.0 <= sum(len(on) for on in scenarios) / len(scenarios) <= 4.0
+
+
+def test_a_plan_made_for_the_expected_case_ships_when_it_runs_faster_and_no_worse_than_heft():
+    """On multi-npu the solver's plan keeps a chosen expert's first projection on the CPU (it evens the worst
+    case, every expert on); HEFT's plan of the problem as a run sees it (each expert's work and weights scaled
+    by its 1/4 chance to run) leaves the experts to the cores and runs faster on average."""
+    problem = _problem("multi-npu")
+    heft_worst = makespan_of(time_plan(problem, heft(problem))[1])
+    scaled = expected_problem(problem)
+    expert = next(iter(problem.gates))
+    assert all(scaled.durations[expert][d] * 4 >= ns >= scaled.durations[expert][d] * 4 - 4
+               for d, ns in problem.durations[expert].items())
+    schedule = solve(problem, "cpsat", time_limit_s=1.0)
+    found = schedule.stats.details["expected_case"]
+    assert found["start"] == "expected problem"
+    assert found["expected_ns"] == found["from_expected_problem_ns"] < found["expected_before_ns"]
+    assert schedule.makespan_ns <= heft_worst
+
+
+def test_the_solver_start_stays_where_the_expected_problem_runs_slower():
+    found = solve(_problem("edge-soc"), "cpsat", time_limit_s=1.0).stats.details["expected_case"]
+    assert found["start"] == "solver" and found["from_expected_problem_ns"] > found["expected_ns"]

@@ -13,6 +13,11 @@ off tasks at zero duration (a skipped compute writes no more than its zeros; a s
 by the same timing rule as the worst case (``tasks.earliest_times``). ``balance_gated`` then moves predicated
 nodes to another candidate device, or swaps two of equal cost between devices, keeping a move when the
 expected makespan falls and the worst case does not grow.
+
+The worst case binds the search to the neighbourhood of the solver's plan, which was made for every expert
+running. ``for_the_expected_case`` also starts it from a plan made for the expected case (HEFT on the problem
+with each expert's work and weights scaled by its chance to run: ``expected_problem``) and keeps the one that
+runs faster on average, that one only when its worst case is no longer than HEFT's, the baseline's.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ import math
 import random
 from dataclasses import replace
 
+from hetc.schedule.heuristics import heft
 from hetc.schedule.listsched import replay
 from hetc.schedule.problem import SchedulingProblem
 from hetc.schedule.tasks import Plan, TaskKey, TaskSpec, copy_gate, earliest_times, makespan_of, time_plan
@@ -74,6 +80,40 @@ def expected_makespan(problem: SchedulingProblem, plan: Plan, scenarios: list[fr
         run = {k: replace(t, duration=0) if k in gate_of and gate_of[k] not in on else t for k, t in specs.items()}
         total += makespan_of(earliest_times(run, plan.orders, problem.sync_ns, order_hint=order))
     return total / max(1, len(scenarios))
+
+
+def for_the_expected_case(problem: SchedulingProblem, plan: Plan, worst_limit_ns: int | None
+                          ) -> tuple[Plan, dict[str, float]]:
+    """``balance_gated`` from ``plan``, or from HEFT's plan of ``expected_problem`` (its nodes in the order
+    they start there) when that runs faster on average and its worst case is at most ``worst_limit_ns``
+    (None: no longer than ``plan``'s); and what the searches found."""
+    tuned, info = balance_gated(problem, plan)
+    expected = expected_problem(problem)
+    made = heft(expected)
+    starts = {k[1]: s for k, (s, _e) in time_plan(expected, made)[1].items() if k[0] == "c"}
+    other, other_info = balance_gated(problem, replay(problem, list(made.placement),
+                                                      sorted(starts, key=lambda n: (starts[n], n))))
+    limit = makespan_of(time_plan(problem, plan)[1]) if worst_limit_ns is None else worst_limit_ns
+    worst = makespan_of(time_plan(problem, other)[1])
+    info = {**info, "from_expected_problem_ns": other_info["expected_ns"], "its_worst_case_ns": worst}
+    if other_info["expected_ns"] < info["expected_ns"] and worst <= limit:
+        return other, {**info, "expected_ns": other_info["expected_ns"], "start": "expected problem"}
+    return tuned, {**info, "start": "solver"}
+
+
+def expected_problem(problem: SchedulingProblem) -> SchedulingProblem:
+    """``problem`` as a run sees it on average: each predicated node's durations, and the bytes of the
+    constants and inputs only predicated nodes read, scaled by the chance its gate is on (each routed row
+    picks k of E: ``1 - (1 - k/E) ** rows``; the likelier of several readers')."""
+    on = {gate: 1.0 - (1.0 - k / experts) ** rows
+          for gate, (_router, k, experts, rows) in problem.gate_routers.items()}
+    chance = {node: on.get(gate, 1.0) for node, gate in problem.gates.items()}
+    durations = tuple({d: max(1, math.ceil(ns * chance[i])) for d, ns in durs.items()} if i in chance else durs
+                      for i, durs in enumerate(problem.durations))
+    values = tuple(replace(v, nbytes=max(1, math.ceil(v.nbytes * max(chance[c] for c in v.consumers))))
+                   if v.producer is None and v.consumers and all(c in chance for c in v.consumers) else v
+                   for v in problem.values)
+    return replace(problem, durations=durations, values=values, _memo={})
 
 
 def balance_gated(problem: SchedulingProblem, plan: Plan, max_trials: int = MAX_TRIALS
