@@ -231,8 +231,7 @@ def _timed_with_shared_dram(plan: MemoryPlan, graph: Graph, table: BufferTable, 
         align = target.memories[name].alignment
         base = layout.constants_bytes if name == target.dram else 0
         packed = [s for s in storages if s.memory == name and not (base and _is_constant(table, s))]
-        live, when = live_profile([(s.start, s.end, s.size) for s in packed], align)
-        members = tuple(sorted(m for s in packed if s.start <= when < s.end for m in s.members))
+        live, when, members = _live_peak(packed, align)
         stats[name] = replace(st, lower_bound_bytes=base + live, peak_time_ns=when, peak_buffers=members)
     details = {**plan.details, "shared_dram_ns": makespan - schedule.makespan_ns}
     return _artifact(table, timed, target, lifetimes, aliases, replace(layout, stats=stats), list(plan.spills),
@@ -384,12 +383,18 @@ def _layout(table: BufferTable, storages: list[Storage], target: Target, memorie
                 memo[key] = result
         for s, off in zip(packed, result.offsets):
             offsets[s.owner] = base + off
-        live, when = live_profile(intervals, memory.alignment)
-        peak_members = tuple(sorted(m for s in packed if s.start <= when < s.end for m in s.members))
+        live, when, peak_members = _live_peak(packed, memory.alignment)
         stats[name] = MemoryStats(peak_bytes=base + result.peak, lower_bound_bytes=base + live,
                                   capacity_bytes=memory.size, peak_time_ns=when, peak_buffers=peak_members)
         methods[name] = result.method
     return _Layout(offsets, stats, methods, constants_bytes)
+
+
+def _live_peak(packed: list[Storage], alignment: int) -> tuple[int, int, tuple[str, ...]]:
+    """The most bytes ``packed`` (storages of one memory) hold live at once, when, and the buffers live then:
+    the memory's lower bound and where it is reached."""
+    live, when = live_profile([(s.start, s.end, s.size) for s in packed], alignment)
+    return live, when, tuple(sorted(m for s in packed if s.start <= when < s.end for m in s.members))
 
 
 def _overflow_error(memory: str, t: int, table: BufferTable, storages: list[Storage],
