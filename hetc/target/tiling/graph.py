@@ -15,6 +15,7 @@ from hetc.ir import Graph, Node, Value, dtype_from_numpy
 from hetc.ir.fused import base_node
 from hetc.ir.graph import TileRef
 from hetc.ir.tiles import ASSEMBLE, REGION, TILE_DOMAIN
+from hetc.target.tiling.cascade import CASCADE_AXIS, CascadePlan, band_tiles, hand_cascade, plan_cascades
 from hetc.target.tiling.estimate import TILE_BUDGET_FRACTION, TilePlan
 from hetc.target.tiling.plan import plan_node
 from hetc.target.tiling.shapes import ACC, describe_tile, split_bands
@@ -35,7 +36,17 @@ def tile_graph(graph: Graph, target: Any, fraction: float = TILE_BUDGET_FRACTION
     nodes: list[Node] = []
     staged: dict[str, Value] = {}
     changed = False
+    # a cascade is written where its last layer was: every input of its layers is made by then
+    cascades = {id(c.layers[-1].node): c for c in plan_cascades(result, target, opset, fraction)}
+    cascaded = {id(layer.node) for c in cascades.values() for layer in c.layers}
     for node in result.nodes:
+        if id(node) in cascades:
+            made, next_id = _materialize_cascade(cascades[id(node)], names, next_id, staged)
+            nodes += made
+            changed = True
+            continue
+        if id(node) in cascaded:
+            continue
         plan = plan_node(target, node, opset, fraction)
         if not isinstance(plan, TilePlan):
             nodes.append(node)
@@ -82,6 +93,56 @@ def _staged(v: Value, staged: dict[str, Value], made: list[Node], names: _Names,
     return staged[v.name], next_id
 
 
+class _Operands:
+    """The values tiles read, made as they are first asked for: a constant sliced to its box (one new constant
+    per distinct box), an activation's box as a ``Region`` (one per distinct box, shared by the tiles of a
+    node that read it; of its DRAM copy when ``in_dram``), a whole input as itself. Every node made goes to
+    ``made``."""
+
+    def __init__(self, names: _Names, next_id: int, staged: dict[str, Value], in_dram: bool) -> None:
+        self.names, self.next_id, self.staged, self.in_dram = names, next_id, staged, in_dram
+        self.made: list[Node] = []
+        self.regions: dict[tuple[str, str, Box], Value] = {}
+        self.slices: dict[tuple[str, str, Box], Value] = {}
+
+    def add(self, node: Node) -> None:
+        self.made.append(node)
+        self.next_id += 1
+
+    def of(self, node: Node, label: str, source: Any, box: Box, replace: dict[int, Any], index: int) -> Value:
+        """The value tile ``index`` of ``node`` (named ``label``) reads for input ``source`` at ``box``."""
+        names = self.names
+        if source in replace:
+            array = np.asarray(replace[source])
+            v = node.inputs[source] if source < len(node.inputs) else None   # (a tile may add an input)
+            y = node.outputs[0]
+            name, dtype = (v.name, v.dtype) if v is not None else (f"{y.name}_in{source}",
+                                                                   dtype_from_numpy(array.dtype))
+            return Value(names.fresh(f"{name}__{label}_t{index}"), dtype, tuple(array.shape), const=array)
+        v = node.inputs[source]
+        assert v is not None
+        if box == full(v):
+            return v
+        key = (label, v.name, box)
+        if v.is_const:
+            if key not in self.slices:
+                count = sum(1 for k in self.slices if k[0] == label)
+                array = np.ascontiguousarray(np.asarray(v.const)[tuple(slice(s, e) for s, e in zip(*box))])
+                self.slices[key] = Value(names.fresh(f"{v.name}__{label}_s{count}"), v.dtype, box_shape(box),
+                                         const=array)
+            return self.slices[key]
+        if key not in self.regions:
+            count = sum(1 for k in self.regions if k[0] == label)
+            base = v
+            if self.in_dram:
+                base, self.next_id = _staged(v, self.staged, self.made, names, self.next_id)
+            out = Value(names.fresh(f"{v.name}__{label}_r{count}"), v.dtype, box_shape(box))
+            self.add(Node(self.next_id, REGION, names.fresh(f"{label}/region{count}"), [base], [out],
+                          {"starts": list(box[0]), "ends": list(box[1])}, TILE_DOMAIN))
+            self.regions[key] = out
+        return self.regions[key]
+
+
 def _materialize(node: Node, plan: TilePlan, opset: int, names: _Names,
                  next_id: int, staged: dict[str, Value]) -> tuple[list[Node], int]:
     y = node.outputs[0]
@@ -90,43 +151,10 @@ def _materialize(node: Node, plan: TilePlan, opset: int, names: _Names,
     out_cuts = [(a, split_bands(a.extent, n, a.unit)) for a, n in plan.cuts if a.out_axis is not None]
     k_cut = next(((a, split_bands(a.extent, n, a.unit)) for a, n in plan.cuts if a.out_axis is None), None)
     k_bands = k_cut[1] if k_cut is not None else [None]
-    made: list[Node] = []
-    regions: dict[tuple[str, Box], Value] = {}
-    slices: dict[tuple[str, Box], Value] = {}
+    operands = _Operands(names, next_id, staged, plan.staged)
     count = plan.count
     index = 0
     parts: dict[tuple[int, ...], Value] = {}   # output block (band index per cut output axis) -> its value
-
-    def operand(source: Any, box: Box, acc: Value | None, replace: dict[int, Any]) -> Value:
-        nonlocal next_id
-        if source == ACC:
-            assert acc is not None
-            return acc
-        if source in replace:
-            array = np.asarray(replace[source])
-            v = node.inputs[source] if source < len(node.inputs) else None   # (a tile may add an input)
-            name, dtype = (v.name, v.dtype) if v is not None else (f"{y.name}_in{source}",
-                                                                   dtype_from_numpy(array.dtype))
-            return Value(names.fresh(f"{name}__{label}_t{index}"), dtype, tuple(array.shape), const=array)
-        v = node.inputs[source]
-        assert v is not None
-        if box == full(v):
-            return v
-        key = (v.name, box)
-        if v.is_const:
-            if key not in slices:
-                array = np.ascontiguousarray(np.asarray(v.const)[tuple(slice(s, e) for s, e in zip(*box))])
-                slices[key] = Value(names.fresh(f"{v.name}__{label}_s{len(slices)}"), v.dtype, box_shape(box),
-                                    const=array)
-            return slices[key]
-        if key not in regions:
-            base, next_id = _staged(v, staged, made, names, next_id) if plan.staged else (v, next_id)
-            out = Value(names.fresh(f"{v.name}__{label}_r{len(regions)}"), v.dtype, box_shape(box))
-            made.append(Node(next_id, REGION, names.fresh(f"{label}/region{len(regions)}"), [base], [out],
-                             {"starts": list(box[0]), "ends": list(box[1])}, TILE_DOMAIN))
-            next_id += 1
-            regions[key] = out
-        return regions[key]
 
     for block in _blocks_in_loop_order(node, axes, out_cuts, opset):
         bands = {a.name: bands_[i] for (a, bands_), i in zip(out_cuts, block)}
@@ -136,20 +164,59 @@ def _materialize(node: Node, plan: TilePlan, opset: int, names: _Names,
             if kband is not None:
                 full_bands["K"] = kband
             shape = describe_tile(node, axes, full_bands, (k, len(k_bands)), opset)
-            ins: list[Value | None] = [None if e is None else operand(e[0], e[1], acc, shape.replace)
-                                       for e in shape.inputs]
+            ins: list[Value | None] = []
+            for entry in shape.inputs:
+                if entry is None or entry[0] == ACC:
+                    ins.append(None if entry is None else acc)
+                else:
+                    ins.append(operands.of(node, label, entry[0], entry[1], shape.replace, index))
             whole = not out_cuts and k == len(k_bands) - 1   # a K-only cut: the last tile makes the output
             out = y if whole else Value(names.fresh(f"{y.name}__{label}_t{index}"), y.dtype, box_shape(shape.out))
-            made.append(Node(next_id, shape.op_type, names.fresh(f"{label}/tile{index}"), ins, [out],
-                             shape.attrs, shape.domain,
-                             TileRef(label, index, count, plan.axis_label, plan.why), node.when))
-            next_id += 1
+            operands.add(Node(operands.next_id, shape.op_type, names.fresh(f"{label}/tile{index}"), ins, [out],
+                              shape.attrs, shape.domain,
+                              TileRef(label, index, count, plan.axis_label, plan.why), node.when))
             index += 1
             acc = out
         assert acc is not None
         parts[block] = acc
-    next_id = _assemble(node, out_cuts, parts, made, names, label, next_id)
+    made = operands.made
+    next_id = _assemble(node, out_cuts, parts, made, names, label, operands.next_id)
     return made, next_id
+
+
+def _materialize_cascade(cascade: CascadePlan, names: _Names, next_id: int,
+                         staged: dict[str, Value]) -> tuple[list[Node], int]:
+    """The tiles of a cascade (hetc.target.tiling.cascade), band by band: in each band one tile per layer,
+    each but the first reading the previous tile's output where it was made; the last layer's tiles
+    assembled into its output (same name)."""
+    operands = _Operands(names, next_id, staged, True)
+    labels = [layer.node.name or f"{layer.node.op_type}_{layer.node.id}" for layer in cascade.layers]
+    last = cascade.layers[-1].node
+    parts: list[Value] = []
+    for j, rows in enumerate(split_bands(cascade.layers[-1].rows.extent, cascade.bands)):
+        previous: Value | None = None
+        for layer, label, shape in zip(cascade.layers, labels, band_tiles(cascade.layers, rows)):
+            node, y = layer.node, layer.node.outputs[0]
+            ins: list[Value | None] = []
+            for entry in shape.inputs:
+                if entry is None:
+                    ins.append(None)
+                elif entry[0] == 0 and previous is not None:
+                    assert previous.shape == box_shape(entry[1])
+                    ins.append(previous)
+                else:
+                    ins.append(operands.of(node, label, entry[0], entry[1], shape.replace, j))
+            out = Value(names.fresh(f"{y.name}__{label}_t{j}"), y.dtype, box_shape(shape.out))
+            operands.add(Node(operands.next_id, shape.op_type, names.fresh(f"{label}/tile{j}"), ins, [out],
+                              shape.attrs, shape.domain, TileRef(label, j, cascade.bands, CASCADE_AXIS, cascade.why)))
+            previous = out
+        assert previous is not None
+        parts.append(previous)
+    made = operands.made
+    y = last.outputs[0]
+    made.append(Node(operands.next_id, ASSEMBLE, names.fresh(f"{labels[-1]}/assemble"), parts, [y], {"axis": 2},
+                     TILE_DOMAIN))
+    return made, operands.next_id + 1
 
 
 def _blocks_in_loop_order(node: Node, axes: list, out_cuts: list, opset: int) -> list[tuple[int, ...]]:
@@ -250,4 +317,20 @@ def cut_node(graph: Graph, name: str, cuts: Sequence[tuple[str, int]], why: str 
     plan = TilePlan(tuple((axes[a], n) for a, n in cuts), "", 0, 0.0, None, why)
     made, _ = _materialize(node, plan, opset, _Names(result), result.next_node_id(), {})
     nodes = [m for n in result.nodes for m in (made if n is node else [n])]
+    return Graph.build(result.name, nodes, result.inputs, result.outputs, result.opset, result.metadata)
+
+
+def cut_cascade(graph: Graph, names: Sequence[str], bands: int, why: str = "cascaded by hand") -> Graph:
+    """``graph`` with the chain of nodes ``names`` (producer first, each feeding the next's data input) run as
+    a cascade of ``bands`` row bands, whatever their sizes (tests and experiments; ``tile_graph`` chooses
+    cascades itself)."""
+    result = graph.copy()
+    opset = result.opset.get("", result.opset.get("ai.onnx", 17))
+    by_name = {n.name: n for n in result.nodes}
+    chain = [by_name[name] for name in names]
+    cascade = hand_cascade(chain, bands, opset, why)
+    made, _ = _materialize_cascade(cascade, _Names(result), result.next_node_id(), {})
+    members = {id(n) for n in chain}
+    nodes = [m for n in result.nodes if id(n) not in members or n is chain[-1]
+             for m in (made if n is chain[-1] else [n])]
     return Graph.build(result.name, nodes, result.inputs, result.outputs, result.opset, result.metadata)

@@ -108,6 +108,19 @@ def eligible_accelerators(target: Any, node: Node) -> list[str]:
     return [d for d, dev in target.devices.items() if dev.kind != "cpu" and kernel_support(target, node, d)]
 
 
+def cut_context(target: Any, node: Node, axes: list[Axis], opset: int, fraction: float,
+                eligible: list[str]) -> CutContext:
+    """What a cut of ``node`` is judged against: the fastest of the ``eligible`` accelerators, the identical
+    cores of its kind, and a budget of ``fraction`` of the smallest home among them (module docstring)."""
+    device = min(eligible, key=lambda d: (target.cost(node, d), eligible.index(d)))
+    kind = target.devices[device].kind
+    cores = sum(1 for d in eligible if target.devices[d].kind == kind)
+    homes = [target.memories[target.devices[d].memory] for d in eligible]
+    budget = int(min(m.size for m in homes) * fraction)
+    alignment = max(m.alignment for m in homes)
+    return CutContext(node, target, axes, opset, device, cores, budget, alignment, fraction)
+
+
 # node.memo[_MEMO_KEY]: (id(target), budget fraction) -> (the node's signature, its plan).
 _MEMO_KEY = "tiling.plans"
 
@@ -152,13 +165,7 @@ def _plan(target: Any, node: Node, opset: int, fraction: float) -> TilePlan | st
         return None
     too_big = [d for d in eligible if working_set_bytes(node, target.memories[target.devices[d].memory].alignment)
                > target.memories[target.devices[d].memory].size]
-    device = min(eligible, key=lambda d: (target.cost(node, d), eligible.index(d)))
-    kind = target.devices[device].kind
-    cores = sum(1 for d in eligible if target.devices[d].kind == kind)
-    homes = [target.memories[target.devices[d].memory] for d in eligible]
-    smallest = min(homes, key=lambda m: m.size)
-    budget = int(smallest.size * fraction)
-    alignment = max(m.alignment for m in homes)
+    smallest = min((target.memories[target.devices[d].memory] for d in eligible), key=lambda m: m.size)
     base = base_node(node)
     rule = RULES.get(base.op_type)
     if rule is None:
@@ -169,6 +176,9 @@ def _plan(target: Any, node: Node, opset: int, fraction: float) -> TilePlan | st
         return f"{base.op_type} cannot be tiled: {exc}" if too_big else None
     if not axes:
         return f"{base.op_type} of these shapes has no axis to cut along" if too_big else None
+    ctx = cut_context(target, node, axes, opset, fraction, eligible)
+    device, cores, budget, alignment, kind = (ctx.device, ctx.cores, ctx.budget, ctx.alignment,
+                                              target.devices[ctx.device].kind)
     if device not in too_big:   # it fits whole: parts only where several devices run them at once
         if node.when is not None:
             return None   # a predicated expert stays whole (module docstring)
@@ -177,7 +187,6 @@ def _plan(target: Any, node: Node, opset: int, fraction: float) -> TilePlan | st
         home = target.memories[target.devices[device].memory]
         return spread_over_devices(CutContext(node, target, axes, opset, device, 1, int(home.size * fraction),
                                               home.alignment, fraction))
-    ctx = CutContext(node, target, axes, opset, device, cores, budget, alignment, fraction)
     options = _candidates(ctx)
     if not options:
         return _why_not(ctx)

@@ -1,0 +1,109 @@
+"""Cascades (hetc.target.tiling.cascade): a chain of layers run band by band computes what the chain does, its
+tiles read each other where they were made, and the tiler cascades where the cost model says it pays."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from hetc.ir.tiles import is_alias, region_bounds
+from hetc.pipeline import BuildOptions, build
+from hetc.target import load_target
+from hetc.target.tiling import cut_cascade, tile_graph
+from hetc.target.tiling.cascade import CASCADE_AXIS, band_tiles, hand_cascade, plan_cascades
+
+from tiler_helpers import aliases, assert_same_outputs, load, make_model, tiles_of
+
+mk = helper.make_node
+
+
+def _conv_pool_conv(hw: int = 20):
+    """3x3 conv (pad 1) -> 2x2 max pool -> 3x3 conv (pad 1, stride 2): halos, a window of its own stride, and
+    a strided window, with biases and random weights."""
+    nodes = [mk("Conv", ["x", "w1", "b1"], ["a"], name="c1", pads=[1, 1, 1, 1]),
+             mk("MaxPool", ["a"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+             mk("Conv", ["p", "w2", "b2"], ["y"], name="c2", pads=[1, 1, 1, 1], strides=[2, 2])]
+    return load(make_model(nodes, {"x": (1, 4, hw, hw)}, ["y"],
+                           {"w1": (8, 4, 3, 3), "b1": (8,), "w2": (6, 8, 3, 3), "b2": (6,)}))
+
+
+@pytest.mark.parametrize("bands", [2, 3, 5])
+def test_a_cascade_computes_what_the_chain_does(bands):
+    graph = _conv_pool_conv()
+    assert_same_outputs(graph, cut_cascade(graph, ["c1", "pool", "c2"], bands))
+
+
+def test_the_layers_of_a_band_read_each_other_where_they_were_made():
+    graph = _conv_pool_conv()
+    tiled = cut_cascade(graph, ["c1", "pool", "c2"], 3)
+    assert "a" not in tiled.values and "p" not in tiled.values   # the tensors between the layers are gone
+    for first, pool, last in zip(tiles_of(tiled, "c1"), tiles_of(tiled, "pool"), tiles_of(tiled, "c2")):
+        assert pool.inputs[0] is first.outputs[0] and last.inputs[0] is pool.outputs[0]
+        assert {t.tile.axis for t in (first, pool, last)} == {CASCADE_AXIS}
+    # only the first layer reads a Region (of x); one Assemble makes y
+    assert {r.inputs[0].name for r in aliases(tiled, "Region")} == {"x"}
+    assembled = aliases(tiled, "Assemble")
+    assert [a.outputs[0].name for a in assembled] == ["y"]
+
+
+def test_each_layer_makes_exactly_the_rows_the_next_reads():
+    graph = _conv_pool_conv(hw=20)   # a: 20 rows, p: 10, y: 5
+    cascade = hand_cascade([n for n in graph.nodes if n.name in ("c1", "pool", "c2")], 2, 17)
+    conv1, pool, conv2 = band_tiles(cascade.layers, (2, 5))   # y rows 2-4
+    # y rows 2-4 (stride 2, pad 1) read p rows 3-9 (the last row is padding); those read a rows 6-19
+    assert (conv2.out[0][2], conv2.out[1][2]) == (2, 5)
+    assert (pool.out[0][2], pool.out[1][2]) == (3, 10)
+    assert (conv1.out[0][2], conv1.out[1][2]) == (6, 20)
+    x_box = conv1.inputs[0][1]
+    assert (x_box[0][2], x_box[1][2]) == (5, 20)   # one halo row above, the bottom pad below
+
+
+def test_a_cascade_in_the_tiled_graph_reads_its_first_input_once_per_band():
+    graph = _conv_pool_conv()
+    tiled = cut_cascade(graph, ["c1", "pool", "c2"], 2)
+    regions = sorted(region_bounds(r) for r in aliases(tiled, "Region"))
+    assert len(regions) == 2 and all(not is_alias(t) for t in tiles_of(tiled, "pool"))
+
+
+# ----------------------------------------------------------------------------------------------- choice
+def _pointwise_pool(channels: int = 32, hw: int = 128):
+    """A 1x1 conv whose output is twice a multi-npu core's scratchpad, into a 2x2 max pool: no halo, so the
+    cascade recomputes nothing and saves the whole round trip of the conv's output."""
+    nodes = [mk("Conv", ["x", "w", "b"], ["a"], name="pw"),
+             mk("MaxPool", ["a"], ["y"], name="pool", kernel_shape=[2, 2], strides=[2, 2])]
+    return load(make_model(nodes, {"x": (1, 16, hw, hw)}, ["y"], {"w": (channels, 16, 1, 1), "b": (channels,)}))
+
+
+def test_the_tiler_cascades_a_chain_where_it_pays_and_says_why():
+    graph = _pointwise_pool()
+    target = load_target("multi-npu")
+    (cascade,) = plan_cascades(graph, target, 17, 1 / 3)
+    assert [layer.node.name for layer in cascade.layers] == ["pw", "pool"]
+    assert cascade.estimate_ns < cascade.separate_ns * 0.95
+    tiled = tile_graph(graph, target)
+    pool_tiles = tiles_of(tiled, "pool")
+    assert len(pool_tiles) == cascade.bands >= 2
+    assert all(t.tile.why.startswith("cascade pw -> pool") for t in pool_tiles)
+    assert "a" not in tiled.values
+    assert_same_outputs(graph, tiled)
+
+
+def test_no_cascade_where_the_producer_has_another_reader():
+    nodes = [mk("Conv", ["x", "w", "b"], ["a"], name="pw"),
+             mk("MaxPool", ["a"], ["y"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+             mk("ReduceMean", ["a"], ["m"], name="mean", keepdims=1)]
+    graph = load(make_model(nodes, {"x": (1, 16, 128, 128)}, ["y", "m"], {"w": (32, 16, 1, 1), "b": (32,)}))
+    assert plan_cascades(graph, load_target("multi-npu"), 17, 1 / 3) == []
+
+
+def test_a_cascaded_build_simulates_through_its_planned_memories_as_onnxruntime_computes():
+    model = make_model([mk("Conv", ["x", "w", "b"], ["a"], name="pw"),
+                        mk("MaxPool", ["a"], ["y"], name="pool", kernel_shape=[2, 2], strides=[2, 2])],
+                       {"x": (1, 16, 128, 128)}, ["y"], {"w": (32, 16, 1, 1), "b": (32,)})
+    result = build(model, BuildOptions(target="multi-npu", validate=True, time_limit_s=5))
+    assert result.validation is not None and result.validation.passed
+    cascaded = [n for n in result.graph.nodes if n.tile is not None and n.tile.axis == CASCADE_AXIS]
+    assert {n.tile.of for n in cascaded} == {"pw", "pool"}
+    devices = {t.engine for t in result.plan.schedule.tasks if t.kind == "compute" and t.node in {n.id for n in cascaded}}
+    assert devices and all(d.startswith("npu") for d in devices)
+    assert np.isfinite(result.summary["makespan_us"])
