@@ -11,7 +11,8 @@ from hetc.ir.fused import node_label
 from hetc.passes import optimize
 from hetc.target import Target, load_target
 from hetc.target.cost import node_flops
-from hetc.target.tiling import TilePlan, plan_node
+from hetc.target.tiling import TILE_BUDGET_FRACTION, TilePlan, plan_node
+from hetc.target.tiling.cascade import CASCADE_AXIS, CascadePlan, plan_cascades
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -62,9 +63,10 @@ def _value_json(v: Any) -> dict[str, Any]:
     return out
 
 
-def _node_report(node: Node, target: Target, opset: int) -> NodeReport:
-    """What each device can do with ``node`` as it is, and how the build's tiler would cut it. The device
-    verdicts are for the node whole: a node the tiler cuts runs as tiles that fit (its ``tiling``)."""
+def _node_report(node: Node, target: Target, opset: int, cascade: CascadePlan | None) -> NodeReport:
+    """What each device can do with ``node`` as it is, and how the build's tiler would cut it (or the
+    ``cascade`` it would run it in). The device verdicts are for the node whole: a node the tiler cuts runs
+    as tiles that fit (its ``tiling``)."""
     devices: dict[str, str | None] = {}
     for device in target.devices:
         verdict = target.supports(node, device)
@@ -72,6 +74,8 @@ def _node_report(node: Node, target: Target, opset: int) -> NodeReport:
     plan = plan_node(target, node, opset)
     tiling = ({"tiles": plan.count, "axis": plan.axis_label, "cut": plan.describe(), "why": plan.why}
               if isinstance(plan, TilePlan) else None)
+    if cascade is not None:
+        tiling = {"tiles": cascade.bands, "axis": CASCADE_AXIS, "cut": cascade.describe(), "why": cascade.why}
     return NodeReport(id=node.id, name=node.name, op=node_label(node), outputs=[_value_json(v) for v in node.outputs],
                       flops=node_flops(node), devices=devices, tiling=tiling,
                       when=None if node.when is None else node.when.name)
@@ -87,7 +91,9 @@ def _op_histogram(graph: Graph) -> dict[str, int]:
 
 def inspect_graph(graph: Graph, target: Target, model: str = "") -> InspectReport:
     opset = graph.opset.get("", graph.opset.get("ai.onnx", 17))
-    nodes = [_node_report(n, target, opset) for n in graph.nodes]
+    cascades = {id(layer.node): c for c in plan_cascades(graph, target, opset, TILE_BUDGET_FRACTION)
+                for layer in c.layers}
+    nodes = [_node_report(n, target, opset, cascades.get(id(n))) for n in graph.nodes]
     counts = {d: sum(1 for n in nodes if n.devices[d] is None) for d in target.devices}
     return InspectReport(model=model or graph.name, target=target.name, nodes=nodes,
                          inputs=[_value_json(v) for v in graph.inputs],

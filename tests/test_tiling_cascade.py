@@ -107,3 +107,11 @@ def test_a_cascaded_build_simulates_through_its_planned_memories_as_onnxruntime_
     devices = {t.engine for t in result.plan.schedule.tasks if t.kind == "compute" and t.node in {n.id for n in cascaded}}
     assert devices and all(d.startswith("npu") for d in devices)
     assert np.isfinite(result.summary["makespan_us"])
+
+
+def test_inspect_shows_the_cascade_before_a_build():
+    from hetc.inspect import inspect_graph
+    report = inspect_graph(_pointwise_pool(), load_target("multi-npu"))
+    tiling = {n.name: n.tiling for n in report.nodes}
+    assert tiling["pw"]["axis"] == tiling["pool"]["axis"] == CASCADE_AXIS
+    assert tiling["pw"]["why"].startswith("cascade pw -> pool")

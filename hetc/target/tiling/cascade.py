@@ -89,6 +89,9 @@ class CascadePlan:
     separate_ns: float   # the same layers, each tiled on its own
     why: str
 
+    def describe(self) -> str:
+        return f"{self.bands} bands of rows through {len(self.layers)} layers, cascaded"
+
 
 def plan_cascades(graph: Graph, target: Any, opset: int, fraction: float) -> list[CascadePlan]:
     """The cascades the cost model finds faster than tiling their layers one by one, in graph order."""
