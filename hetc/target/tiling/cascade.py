@@ -15,9 +15,10 @@ tile output, hetc.ir.tiles) cannot say without a copy. So a cascade pays where i
 little halo (a pooling window of its own stride, a 1x1 convolution, elementwise layers) or where the layers
 are bound by the traffic the cascade removes, and the cost model decides which:
 
-* **Links.** A node joins the chain of its producer when both are tiled (``plan_node``, staged, on the same
-  accelerator), the producer's one output feeds only this node's data input, and both can be cut into
-  output rows whose every other axis is whole.
+* **Links.** A node joins the chain of its producer when both are cut (``plan_node``: tiled to fit, or
+  split across cores; reading their inputs from where they join; judged on the same accelerator), the
+  producer's one output feeds only this node's data input, and both can be cut into output rows whose every
+  other axis is whole.
 * **Bands.** The fewest bands of the last layer for which every layer's tile (its input rows, weights and
   output rows) fits the tile budget, and that count rounded up to a multiple of the cores.
 * **Estimate.** Per band, the layers' compute (``Target.cost`` of each tile's own shapes, so the recomputed
@@ -103,9 +104,9 @@ def plan_cascades(graph: Graph, target: Any, opset: int, fraction: float) -> lis
 
 # ----------------------------------------------------------------------------------------------- chains
 def _stage(target: Any, node: Node, opset: int, fraction: float) -> Layer | None:
-    """The node as a cascade layer, or None: it must be tiled into row bands of a staged cut."""
+    """The node as a cascade layer, or None: it must be cut (staged) and have output rows."""
     plan = plan_node(target, node, opset, fraction)
-    if (not isinstance(plan, TilePlan) or not plan.staged or plan.estimate_ns <= 0 or plan.whole_ns is not None
+    if (not isinstance(plan, TilePlan) or not plan.staged or plan.estimate_ns <= 0
             or node.when is not None or len(node.outputs) != 1 or len(node.outputs[0].shape) != 4):
         return None
     base = base_node(node)
