@@ -215,38 +215,34 @@ def _fewest_bands(stages: Sequence[Layer]) -> int | None:
 def _estimate(stages: Sequence[Layer], n: int) -> float | None:
     """Estimated ns of the cascade in ``n`` bands (module docstring), None where a tile has no kernel."""
     first, last = stages[0], stages[-1]
-    target, device = first.ctx.target, first.ctx.device
-    dram = target.dram
-    weights = {v.name: v for s in stages for v in s.node.present_inputs if v.is_const}
-    resident = sum(v.nbytes for v in weights.values()) <= first.ctx.budget
-    weight_ns = dma_ns(first.ctx, sum(v.nbytes for v in weights.values())) if weights else 0.0
+    target, device, dram = first.ctx.target, first.ctx.device, first.ctx.target.dram
+    weight_bytes = sum({v.name: v.nbytes for s in stages for v in s.node.present_inputs if v.is_const}.values())
+    resident = weight_bytes <= first.ctx.budget   # else every band fetches them again
+    weight_ns = dma_ns(first.ctx, weight_bytes) if weight_bytes else 0.0
+    out_from = joined_in(last.ctx, last.node.outputs[0])
     cores = min(first.ctx.cores, n)
     total, first_dma, moved = 0.0, math.inf, 0
     for rows in split_bands(last.rows.extent, n):
         compute, dma = 0.0, 0.0 if resident else weight_ns
-        moved += 0 if resident else sum(v.nbytes for v in weights.values())
+        moved += 0 if resident else weight_bytes
         for i, (stage, tile) in enumerate(zip(stages, band_tiles(stages, rows))):
             s = sketch(stage.node, tile)
             if not kernel_support(target, s, device):
                 return None
             compute += target.cost(s, device)
-            for entry, value in zip(tile.inputs, s.inputs):
-                if entry is None or value is None or (i > 0 and entry[0] == 0):
-                    continue
-                v = source_value(stage.node, tile, entry[0])
-                if v.is_const:
-                    continue
-                source = joined_in(stage.ctx, v)
-                dma += dma_ns(stage.ctx, value.nbytes, source=source)
-                moved += value.nbytes if source == dram else 0
-        out = sketch(last.node, band_tiles(stages, rows)[-1]).outputs[0]
-        source = joined_in(last.ctx, last.node.outputs[0])
-        dma += dma_ns(last.ctx, out.nbytes, source=source)
-        moved += out.nbytes if source == dram else 0
+            reads = [(source_value(stage.node, tile, e[0]), value) for e, value in zip(tile.inputs, s.inputs)
+                     if e is not None and value is not None and not (i > 0 and e[0] == 0)]
+            for v, part in [(v, part) for v, part in reads if not v.is_const]:
+                source = joined_in(stage.ctx, v)   # the first layer's input, a residual: from where they join
+                dma += dma_ns(stage.ctx, part.nbytes, source=source)
+                moved += part.nbytes if source == dram else 0
+        out = s.outputs[0]   # the last layer's rows, drained to where its output joins
+        dma += dma_ns(last.ctx, out.nbytes, source=out_from)
+        moved += out.nbytes if out_from == dram else 0
         total += max(compute, dma)
         first_dma = min(first_dma, dma)
     per_core = total * math.ceil(n / cores) / n + first_dma + (weight_ns if resident else 0.0)
-    moved += sum(v.nbytes for v in weights.values()) * (cores if resident else 0)
+    moved += weight_bytes * cores if resident else 0
     sync = target.sync_ns if cores > 1 else 0.0
     return max(per_core + sync, moved / target.memories[dram].bandwidth)
 
