@@ -9,7 +9,7 @@ from onnx import helper
 from hetc.ir.tiles import is_alias, region_bounds
 from hetc.pipeline import BuildOptions, build
 from hetc.target import load_target
-from hetc.target.tiling import cut_cascade, tile_graph
+from hetc.target.tiling import Untileable, cut_cascade, tile_graph
 from hetc.target.tiling.cascade import CASCADE_AXIS, band_tiles, hand_cascade, plan_cascades
 
 from tiler_helpers import aliases, assert_same_outputs, load, make_model, tiles_of
@@ -63,6 +63,43 @@ def test_a_cascade_in_the_tiled_graph_reads_its_first_input_once_per_band():
     tiled = cut_cascade(graph, ["c1", "pool", "c2"], 2)
     regions = sorted(region_bounds(r) for r in aliases(tiled, "Region"))
     assert len(regions) == 2 and all(not is_alias(t) for t in tiles_of(tiled, "pool"))
+
+
+def _three_convs(hw: int = 20):
+    nodes = [mk("Conv", ["x", "w1"], ["a"], name="c1", pads=[1, 1, 1, 1]),
+             mk("Conv", ["a", "w2"], ["b"], name="c2", pads=[1, 1, 1, 1]),
+             mk("Conv", ["b", "w3"], ["y"], name="c3", pads=[2, 2, 2, 2], dilations=[2, 2])]
+    return load(make_model(nodes, {"x": (1, 3, hw, hw)}, ["y"],
+                           {"w1": (4, 3, 3, 3), "w2": (5, 4, 3, 3), "w3": (2, 5, 3, 3)}))
+
+
+@pytest.mark.parametrize("bands", [2, 3, 5])
+def test_carried_halo_rows_compute_what_the_chain_does(bands):
+    graph = _conv_pool_conv()
+    assert_same_outputs(graph, cut_cascade(graph, ["c1", "pool", "c2"], bands, carry=True))
+
+
+@pytest.mark.parametrize("bands", [2, 7, 10, 20])
+def test_carried_halo_rows_reach_back_over_bands_thinner_than_the_halo(bands):
+    graph = _three_convs()   # the dilated last layer reads two rows above and below each of its rows
+    assert_same_outputs(graph, cut_cascade(graph, ["c1", "c2", "c3"], bands, carry=True))
+
+
+def test_a_hand_cascade_refuses_more_bands_than_rows():
+    graph = _conv_pool_conv()
+    with pytest.raises(Untileable):
+        cut_cascade(graph, ["c1", "pool", "c2"], 6)
+
+
+def test_carried_bands_make_every_row_once_and_keep_the_halo():
+    graph = _three_convs()
+    tiled = cut_cascade(graph, ["c1", "c2", "c3"], 10, carry=True)
+    for name, height in (("c1", 20), ("c2", 20)):
+        rows = sum(t.outputs[0].shape[2] for t in tiles_of(tiled, name) if t.op_type == "Conv")
+        assert rows == height   # no row computed twice
+    joins = [t for t in tiles_of(tiled, "c2") if t.op_type == "Concat"]
+    assert joins and all(is_alias(j.inputs[0].producer) for j in joins)   # kept rows: a view of the band before
+    assert len(tiles_of(tiled, "c3")) == 10
 
 
 # ----------------------------------------------------------------------------------------------- choice

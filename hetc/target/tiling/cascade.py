@@ -8,12 +8,13 @@ and so on back to the first layer, whose tiles read their input from where it jo
 layer's input and the last layer's output cross the join memory; the tensors in between are tile outputs
 that the next tile reads where they were made.
 
-The cut is *overlapped* (recompute, as in fused-layer tiling): where a window needs a halo, the bands of an
-earlier layer overlap, and the rows they share are computed once per band. A rolling buffer would keep them
-instead, but it needs a tile to read rows two earlier tiles made, which the execution model (one value per
-tile output, hetc.ir.tiles) cannot say without a copy. So a cascade pays where its layers' windows add
-little halo (a pooling window of its own stride, a 1x1 convolution, elementwise layers) or where the layers
-are bound by the traffic the cascade removes, and the cost model decides which:
+A window that needs a halo makes consecutive bands of an earlier layer overlap. The shared rows are either
+*recomputed* (each band's tile makes every row the next layer reads, as in fused-layer tiling) or *carried*
+(each band's tile makes only the rows no earlier band made, and a Concat puts them after the rows kept from
+the layer's previous band, a Region of what that band held: the band buffer the memory planner sizes and
+places like any other). Carrying computes every row once but chains each layer's bands one after the other
+and pays a Concat per band; recomputing keeps the bands independent, so they spread over the cores. The
+cost model chooses, per cascade:
 
 * **Links.** A node joins the chain of its producer when both are cut (``plan_node``: tiled to fit, or
   split across cores; reading their inputs from where they join; judged on the same accelerator), the
@@ -21,13 +22,14 @@ are bound by the traffic the cascade removes, and the cost model decides which:
   other axis is whole.
 * **Bands.** The fewest bands of the last layer for which every layer's tile (its input rows, weights and
   output rows) fits the tile budget, and that count rounded up to a multiple of the cores.
-* **Estimate.** Per band, the layers' compute (``Target.cost`` of each tile's own shapes, so the recomputed
-  rows count) against the band's DMA: the first layer's input rows, the last layer's output rows, any other
-  activation a layer reads (a residual), and the weights once per core if the chain's weights fit the
-  budget together, else once per band. Bands pipeline on each core and spread over the cores as in
-  ``estimate.cut_estimate``; DRAM's bandwidth bounds what crosses it.
+* **Estimate.** Per band, the layers' compute (``Target.cost`` of each tile's own shapes, so recomputed rows
+  count; so does a carried band's Concat) against the band's DMA: the first layer's input rows, the last
+  layer's output rows, any other activation a layer reads (a residual), and the weights once per core if the
+  chain's weights fit the budget together, else once per band. Bands pipeline on each core and spread over the cores as in
+  ``estimate.cut_estimate`` (carried bands on one core); DRAM's bandwidth bounds what crosses it.
 * **Choice.** A chain is split into segments of up to ``MAX_STAGES`` layers by dynamic programming; a
-  segment is cascaded when its estimate is at least ``NEAR_BEST`` below its layers tiled one by one.
+  segment is cascaded, recomputed or carried, whichever is estimated faster, when that estimate is at least
+  ``NEAR_BEST`` below its layers tiled one by one.
 """
 from __future__ import annotations
 
@@ -35,11 +37,11 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from hetc.ir import Graph, Node
+from hetc.ir import Graph, Node, Value, itemsize
 from hetc.ir.fused import base_node
-from hetc.target.capability import kernel_support
+from hetc.target.capability import kernel_support, working_set_bytes
 from hetc.target.tiling.axes import Axis, Untileable
-from hetc.target.tiling.boxes import Box, full
+from hetc.target.tiling.boxes import Box, box_shape, full
 from hetc.target.tiling.estimate import NEAR_BEST, CutContext, TilePlan, dma_ns, joined_in, tile_bytes
 from hetc.target.tiling.plan import MAX_TILES, cut_context, eligible_accelerators, plan_node
 from hetc.target.tiling.rules import RULES
@@ -65,7 +67,8 @@ class Layer:
         return self.plan.estimate_ns if self.plan is not None else 0.0
 
 
-def hand_cascade(nodes: Sequence[Node], bands: int, opset: int, why: str = "cut by hand") -> CascadePlan:
+def hand_cascade(nodes: Sequence[Node], bands: int, opset: int, why: str = "cut by hand",
+                 carry: bool = False) -> CascadePlan:
     """A cascade of ``nodes`` (producer first) in ``bands`` row bands, whatever their sizes (tests and
     experiments; ``tile_graph`` chooses cascades itself). Raises Untileable for a node without rows."""
     layers = []
@@ -76,7 +79,9 @@ def hand_cascade(nodes: Sequence[Node], bands: int, opset: int, why: str = "cut 
         if rows is None:
             raise Untileable(f"{node.op_type} '{node.name}' has no rows to cascade")
         layers.append(Layer(node, None, CutContext(node, None, axes, opset, "", 1, 0, 1), rows))
-    return CascadePlan(tuple(layers), bands, "", 0.0, 0.0, why)
+    if not 1 <= bands <= layers[-1].rows.extent:
+        raise Untileable(f"{bands} bands of {layers[-1].rows.extent} rows")
+    return CascadePlan(tuple(layers), bands, "", 0.0, 0.0, why, carry)
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,7 @@ class CascadePlan:
     estimate_ns: float
     separate_ns: float   # the same layers, each tiled on its own
     why: str
+    carry: bool = False  # halo rows kept from the band before (else recomputed)
 
     def describe(self) -> str:
         return f"{self.bands} bands of rows through {len(self.layers)} layers, cascaded"
@@ -160,20 +166,74 @@ def _chains(graph: Graph, target: Any, opset: int, fraction: float) -> list[list
 
 
 # ----------------------------------------------------------------------------------------------- bands
+@dataclass(frozen=True)
+class LayerBand:
+    """One layer's share of one band: ``rows`` of its output that the band holds (what the next layer's tile
+    reads), made of the rows ``keep`` kept from the layer's previous band (carried halo rows; None: none) and
+    the rest, which ``tile`` makes (None: the band needs no new rows of this layer)."""
+
+    rows: tuple[int, int]
+    tile: TileShape | None
+    keep: tuple[int, int] | None = None
+
+
 def _tile(stage: Layer, rows: tuple[int, int]) -> TileShape:
     return describe_tile(stage.node, stage.ctx.axes, {ROWS: rows}, (0, 1), stage.ctx.opset)
 
 
+def _reads(tile: TileShape) -> tuple[int, int]:
+    """The rows of its data input a tile reads."""
+    box: Box = next(e[1] for e in tile.inputs if e is not None and e[0] == 0)
+    return box[0][2], box[1][2]
+
+
 def band_tiles(stages: Sequence[Layer], rows: tuple[int, int]) -> list[TileShape]:
-    """Each layer's tile for output rows ``rows`` of the last layer, first layer first: each tile makes
-    exactly the rows of its output that the next tile's window reads."""
+    """Each layer's tile for output rows ``rows`` of the last layer, first layer first, halo rows recomputed:
+    each tile makes exactly the rows of its output that the next tile's window reads."""
     tiles: list[TileShape] = []
     for stage in reversed(stages):
-        tile = _tile(stage, rows)
-        tiles.append(tile)
-        box: Box = next(e[1] for e in tile.inputs if e is not None and e[0] == 0)
-        rows = (box[0][2], box[1][2])
+        tiles.append(_tile(stage, rows))
+        rows = _reads(tiles[-1])
     return tiles[::-1]
+
+
+def layer_bands(stages: Sequence[Layer], n: int, carry: bool) -> list[list[LayerBand | None]]:
+    """Per band (of ``n`` of the last layer's rows), per layer (first first), what the band holds of it. With
+    ``carry``, a layer's band keeps the rows its previous band made that this one reads again (the halo) and
+    makes only the rest; without, it recomputes them (``band_tiles``). None: the band needs nothing of it."""
+    made = [0] * len(stages)   # per layer, the rows made so far (they are made in order)
+    out: list[list[LayerBand | None]] = []
+    for band in split_bands(stages[-1].rows.extent, n):
+        row: list[LayerBand | None] = [None] * len(stages)
+        need: tuple[int, int] | None = band
+        for i in range(len(stages) - 1, -1, -1):
+            if need is None:
+                break
+            lo, hi = need
+            keep = (lo, min(hi, made[i])) if carry and lo < made[i] else None
+            fresh = (keep[1], hi) if keep is not None else need
+            tile = _tile(stages[i], fresh) if fresh[1] > fresh[0] else None
+            row[i] = LayerBand(need, tile, keep)
+            made[i] = max(made[i], hi)
+            need = _reads(tile) if tile is not None else None
+        out.append(row)
+    return out
+
+
+def joined_shape(stage: Layer, rows: tuple[int, int]) -> tuple[int, ...]:
+    shape = list(stage.node.outputs[0].shape)
+    shape[2] = rows[1] - rows[0]
+    return tuple(shape)
+
+
+def _join_sketch(stage: Layer, band: LayerBand) -> Node:
+    """The Concat that puts a band's kept rows before its new ones, as a throw-away node for cost and size."""
+    assert band.keep is not None and band.tile is not None
+    y = stage.node.outputs[0]
+    parts = [Value(f"{y.name}_kept", y.dtype, joined_shape(stage, band.keep)),
+             Value(f"{y.name}_new", y.dtype, box_shape(band.tile.out))]
+    return Node(stage.node.id, "Concat", stage.node.name, list(parts),
+                [Value(y.name, y.dtype, joined_shape(stage, band.rows))], {"axis": 2})
 
 
 def _probes(n: int) -> list[int]:
@@ -182,11 +242,11 @@ def _probes(n: int) -> list[int]:
     return sorted({i for i in (0, 1, 2, n // 2, n - 3, n - 2, n - 1) if 0 <= i < n})
 
 
-def _fits(stages: Sequence[Layer], n: int, probes: Sequence[int] | None = None) -> bool:
-    last = stages[-1]
-    bands = split_bands(last.rows.extent, n)
+def _fits_recomputed(stages: Sequence[Layer], n: int) -> bool:
+    """Whether the probe bands' tiles fit (the bisection's test; ``_fits`` checks every band)."""
+    bands = split_bands(stages[-1].rows.extent, n)
     try:
-        for j in (probes if probes is not None else _probes(n)):
+        for j in _probes(n):
             for stage, tile in zip(stages, band_tiles(stages, bands[j])):
                 if tile_bytes(stage.ctx, tile) > stage.ctx.budget:
                     return False
@@ -195,50 +255,76 @@ def _fits(stages: Sequence[Layer], n: int, probes: Sequence[int] | None = None) 
     return True
 
 
+def _fits(stages: Sequence[Layer], bands: list[list[LayerBand | None]]) -> bool:
+    for row in bands:
+        for stage, band in zip(stages, row):
+            if band is None or band.tile is None:
+                continue
+            if tile_bytes(stage.ctx, band.tile) > stage.ctx.budget:
+                return False
+            if band.keep is not None and working_set_bytes(_join_sketch(stage, band), stage.ctx.alignment) \
+                    > stage.ctx.budget:
+                return False
+    return True
+
+
 def _fewest_bands(stages: Sequence[Layer]) -> int | None:
+    """The fewest bands whose recomputed tiles fit (carried tiles are no larger: they make fewer rows)."""
     extent = stages[-1].rows.extent
     hi = min(extent, MAX_TILES)
-    if not _fits(stages, hi):
+    if not _fits_recomputed(stages, hi):
         return None
     lo = 1
     while lo < hi:
         mid = (lo + hi) // 2
-        if _fits(stages, mid):
+        if _fits_recomputed(stages, mid):
             hi = mid
         else:
             lo = mid + 1
-    while lo <= min(extent, MAX_TILES) and not _fits(stages, lo, range(lo)):   # every band, once
-        lo += 1
-    return lo if lo <= min(extent, MAX_TILES) else None
+    return lo
 
 
-def _estimate(stages: Sequence[Layer], n: int) -> float | None:
-    """Estimated ns of the cascade in ``n`` bands (module docstring), None where a tile has no kernel."""
+def _estimate(stages: Sequence[Layer], bands: list[list[LayerBand | None]]) -> float | None:
+    """Estimated ns of the cascade (module docstring), None where a tile has no kernel."""
     first, last = stages[0], stages[-1]
     target, device, dram = first.ctx.target, first.ctx.device, first.ctx.target.dram
     weight_bytes = sum({v.name: v.nbytes for s in stages for v in s.node.present_inputs if v.is_const}.values())
     resident = weight_bytes <= first.ctx.budget   # else every band fetches them again
     weight_ns = dma_ns(first.ctx, weight_bytes) if weight_bytes else 0.0
     out_from = joined_in(last.ctx, last.node.outputs[0])
-    cores = min(first.ctx.cores, n)
+    n = len(bands)
+    # carried rows chain each layer's bands one after the other: one core runs them (moving a band's rows
+    # to another core would cost more than its halo)
+    carry = any(b is not None and b.keep is not None for row in bands for b in row)
+    cores = 1 if carry else min(first.ctx.cores, n)
     total, first_dma, moved = 0.0, math.inf, 0
-    for rows in split_bands(last.rows.extent, n):
+    for row in bands:
         compute, dma = 0.0, 0.0 if resident else weight_ns
         moved += 0 if resident else weight_bytes
-        for i, (stage, tile) in enumerate(zip(stages, band_tiles(stages, rows))):
+        for i, (stage, band) in enumerate(zip(stages, row)):
+            if band is None or band.tile is None:
+                continue
+            tile = band.tile
             s = sketch(stage.node, tile)
             if not kernel_support(target, s, device):
                 return None
             compute += target.cost(s, device)
+            if band.keep is not None:
+                join = _join_sketch(stage, band)
+                if not kernel_support(target, join, device):
+                    return None
+                compute += target.cost(join, device)
             reads = [(source_value(stage.node, tile, e[0]), value) for e, value in zip(tile.inputs, s.inputs)
                      if e is not None and value is not None and not (i > 0 and e[0] == 0)]
             for v, part in [(v, part) for v, part in reads if not v.is_const]:
                 source = joined_in(stage.ctx, v)   # the first layer's input, a residual: from where they join
                 dma += dma_ns(stage.ctx, part.nbytes, source=source)
                 moved += part.nbytes if source == dram else 0
-        out = s.outputs[0]   # the last layer's rows, drained to where its output joins
-        dma += dma_ns(last.ctx, out.nbytes, source=out_from)
-        moved += out.nbytes if out_from == dram else 0
+        out = row[-1]
+        assert out is not None and out.tile is not None   # the last layer's rows, drained where they join
+        nbytes = math.prod(box_shape(out.tile.out)) * itemsize(last.node.outputs[0].dtype)
+        dma += dma_ns(last.ctx, nbytes, source=out_from)
+        moved += nbytes if out_from == dram else 0
         total += max(compute, dma)
         first_dma = min(first_dma, dma)
     per_core = total * math.ceil(n / cores) / n + first_dma + (weight_ns if resident else 0.0)
@@ -248,24 +334,32 @@ def _estimate(stages: Sequence[Layer], n: int) -> float | None:
 
 
 def _best(stages: Sequence[Layer]) -> CascadePlan | None:
-    """The cascade of ``stages`` when it is estimated ``NEAR_BEST`` faster than tiling them one by one."""
+    """The faster of the cascades of ``stages`` (halo rows recomputed or carried), when it is estimated
+    ``NEAR_BEST`` faster than tiling them one by one."""
     n = _fewest_bands(stages)
     if n is None or n < 2:   # (one band: the layers would fit whole, and were not tiled)
         return None
     cores = stages[0].ctx.cores
-    counts = {n, min(-(-n // cores) * cores, stages[-1].rows.extent, MAX_TILES)}
-    scored = [(e, k) for k in sorted(counts) if _fits(stages, k, range(k)) and (e := _estimate(stages, k)) is not None]
+    scored = []
+    for count in sorted({n, min(-(-n // cores) * cores, stages[-1].rows.extent, MAX_TILES)}):
+        for carry in (False, True):
+            try:
+                bands = layer_bands(stages, count, carry)
+            except Untileable:
+                continue
+            if _fits(stages, bands) and (estimate := _estimate(stages, bands)) is not None:
+                scored.append((estimate, count, carry))
     if not scored:
         return None
-    estimate, bands = min(scored)
+    estimate, count, carry = min(scored)
     separate = sum(s.estimate_ns for s in stages)
     if estimate > separate * (1 - NEAR_BEST):
         return None
     names = " -> ".join(s.node.name or s.node.op_type for s in stages)
-    why = (f"cascade {names}: {bands} bands of rows through {len(stages)} layers, the tensors between them on "
-           f"chip; {estimate / 1000:,.1f} µs estimated on {stages[0].ctx.device} against "
-           f"{separate / 1000:,.1f} µs tiled one by one")
-    return CascadePlan(tuple(stages), bands, stages[0].ctx.device, estimate, separate, why)
+    why = (f"cascade {names}: {count} bands of rows through {len(stages)} layers, the tensors between them on "
+           f"chip, halo rows {'carried' if carry else 'recomputed'}; {estimate / 1000:,.1f} µs estimated on "
+           f"{stages[0].ctx.device} against {separate / 1000:,.1f} µs tiled one by one")
+    return CascadePlan(tuple(stages), count, stages[0].ctx.device, estimate, separate, why, carry)
 
 
 def _segments(chain: list[Layer]) -> list[CascadePlan]:

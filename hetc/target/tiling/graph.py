@@ -15,7 +15,8 @@ from hetc.ir import Graph, Node, Value, dtype_from_numpy
 from hetc.ir.fused import base_node
 from hetc.ir.graph import TileRef
 from hetc.ir.tiles import ASSEMBLE, REGION, TILE_DOMAIN
-from hetc.target.tiling.cascade import CASCADE_AXIS, CascadePlan, band_tiles, hand_cascade, plan_cascades
+from hetc.target.tiling.cascade import (CASCADE_AXIS, CascadePlan, hand_cascade, joined_shape, layer_bands,
+                                        plan_cascades)
 from hetc.target.tiling.estimate import TILE_BUDGET_FRACTION, TilePlan
 from hetc.target.tiling.plan import plan_node
 from hetc.target.tiling.shapes import ACC, describe_tile, split_bands
@@ -187,35 +188,59 @@ def _materialize(node: Node, plan: TilePlan, opset: int, names: _Names,
 def _materialize_cascade(cascade: CascadePlan, names: _Names, next_id: int,
                          staged: dict[str, Value]) -> tuple[list[Node], int]:
     """The tiles of a cascade (hetc.target.tiling.cascade), band by band: in each band one tile per layer,
-    each but the first reading the previous tile's output where it was made; the last layer's tiles
-    assembled into its output (same name)."""
+    each but the first reading what the band holds of the layer before, where it was made: that tile's
+    output, or, with carried halo rows, a Concat of the rows kept from the previous band (a Region of what
+    that band held) and the new ones. The last layer's tiles are assembled into its output (same name)."""
     operands = _Operands(names, next_id, staged, True)
-    labels = [layer.node.name or f"{layer.node.op_type}_{layer.node.id}" for layer in cascade.layers]
-    last = cascade.layers[-1].node
+    layers = cascade.layers
+    labels = [layer.node.name or f"{layer.node.op_type}_{layer.node.id}" for layer in layers]
+    held: list[tuple[Value, tuple[int, int]] | None] = [None] * len(layers)   # per layer: its band's value, rows
     parts: list[Value] = []
-    for j, rows in enumerate(split_bands(cascade.layers[-1].rows.extent, cascade.bands)):
-        previous: Value | None = None
-        for layer, label, shape in zip(cascade.layers, labels, band_tiles(cascade.layers, rows)):
+    for j, row in enumerate(layer_bands(layers, cascade.bands, cascade.carry)):
+        for i, (layer, label, band) in enumerate(zip(layers, labels, row)):
+            if band is None:
+                continue
             node, y = layer.node, layer.node.outputs[0]
-            ins: list[Value | None] = []
-            for entry in shape.inputs:
-                if entry is None:
-                    ins.append(None)
-                elif entry[0] == 0 and previous is not None:
-                    assert previous.shape == box_shape(entry[1])
-                    ins.append(previous)
-                else:
-                    ins.append(operands.of(node, label, entry[0], entry[1], shape.replace, j))
-            out = Value(names.fresh(f"{y.name}__{label}_t{j}"), y.dtype, box_shape(shape.out))
-            operands.add(Node(operands.next_id, shape.op_type, names.fresh(f"{label}/tile{j}"), ins, [out],
-                              shape.attrs, shape.domain, TileRef(label, j, cascade.bands, CASCADE_AXIS, cascade.why)))
-            previous = out
-        assert previous is not None
-        parts.append(previous)
+            ref = TileRef(label, j, cascade.bands, CASCADE_AXIS, cascade.why)
+            pieces: list[Value] = []
+            if band.keep is not None:   # a view of the rows the previous band made
+                before = held[i]
+                assert before is not None
+                value, (lo, _hi) = before
+                starts = [0, 0, band.keep[0] - lo, 0]
+                ends = [*value.shape[:2], band.keep[1] - lo, value.shape[3]]
+                kept = Value(names.fresh(f"{y.name}__{label}_k{j}"), y.dtype, joined_shape(layer, band.keep))
+                operands.add(Node(operands.next_id, REGION, names.fresh(f"{label}/keep{j}"), [value], [kept],
+                                  {"starts": starts, "ends": ends}, TILE_DOMAIN))
+                pieces.append(kept)
+            if band.tile is not None:
+                shape = band.tile
+                ins: list[Value | None] = []
+                for entry in shape.inputs:
+                    if entry is None:
+                        ins.append(None)
+                    elif entry[0] == 0 and i > 0:
+                        previous = held[i - 1]
+                        assert previous is not None and previous[0].shape == box_shape(entry[1])
+                        ins.append(previous[0])
+                    else:
+                        ins.append(operands.of(node, label, entry[0], entry[1], shape.replace, j))
+                out = Value(names.fresh(f"{y.name}__{label}_t{j}"), y.dtype, box_shape(shape.out))
+                operands.add(Node(operands.next_id, shape.op_type, names.fresh(f"{label}/tile{j}"), ins, [out],
+                                  shape.attrs, shape.domain, ref))
+                pieces.append(out)
+            value = pieces[0]
+            if len(pieces) > 1:
+                value = Value(names.fresh(f"{y.name}__{label}_b{j}"), y.dtype, joined_shape(layer, band.rows))
+                operands.add(Node(operands.next_id, "Concat", names.fresh(f"{label}/join{j}"), pieces, [value],
+                                  {"axis": 2}, "", ref))
+            held[i] = (value, band.rows)
+        last = held[-1]
+        assert last is not None
+        parts.append(last[0])
     made = operands.made
-    y = last.outputs[0]
-    made.append(Node(operands.next_id, ASSEMBLE, names.fresh(f"{labels[-1]}/assemble"), parts, [y], {"axis": 2},
-                     TILE_DOMAIN))
+    made.append(Node(operands.next_id, ASSEMBLE, names.fresh(f"{labels[-1]}/assemble"), parts,
+                     [layers[-1].node.outputs[0]], {"axis": 2}, TILE_DOMAIN))
     return made, operands.next_id + 1
 
 
@@ -320,7 +345,8 @@ def cut_node(graph: Graph, name: str, cuts: Sequence[tuple[str, int]], why: str 
     return Graph.build(result.name, nodes, result.inputs, result.outputs, result.opset, result.metadata)
 
 
-def cut_cascade(graph: Graph, names: Sequence[str], bands: int, why: str = "cascaded by hand") -> Graph:
+def cut_cascade(graph: Graph, names: Sequence[str], bands: int, why: str = "cascaded by hand",
+                carry: bool = False) -> Graph:
     """``graph`` with the chain of nodes ``names`` (producer first, each feeding the next's data input) run as
     a cascade of ``bands`` row bands, whatever their sizes (tests and experiments; ``tile_graph`` chooses
     cascades itself)."""
@@ -328,7 +354,7 @@ def cut_cascade(graph: Graph, names: Sequence[str], bands: int, why: str = "casc
     opset = result.opset.get("", result.opset.get("ai.onnx", 17))
     by_name = {n.name: n for n in result.nodes}
     chain = [by_name[name] for name in names]
-    cascade = hand_cascade(chain, bands, opset, why)
+    cascade = hand_cascade(chain, bands, opset, why, carry)
     made, _ = _materialize_cascade(cascade, _Names(result), result.next_node_id(), {})
     members = {id(n) for n in chain}
     nodes = [m for n in result.nodes if id(n) not in members or n is chain[-1]
