@@ -152,3 +152,19 @@ def test_inspect_shows_the_cascade_before_a_build():
     tiling = {n.name: n.tiling for n in report.nodes}
     assert tiling["pw"]["axis"] == tiling["pool"]["axis"] == CASCADE_AXIS
     assert tiling["pw"]["why"].startswith("cascade pw -> pool")
+
+
+def test_the_tiler_carries_halo_rows_where_recomputing_them_costs_more():
+    """ZFNet's LRN and overlapping max pool on edge-soc's DSP: the pool's windows overlap by a row, and the
+    LRN is bound by its own work, so the cascade carries the shared rows rather than computing them twice;
+    the build's functional simulation of the band buffers agrees with onnxruntime."""
+    model = make_model([mk("LRN", ["x"], ["a"], name="lrn", size=5),
+                        mk("MaxPool", ["a"], ["y"], name="pool", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])],
+                       {"x": (1, 96, 110, 110)}, ["y"], {})
+    graph = load(model)
+    (cascade,) = plan_cascades(graph, load_target("edge-soc"), 17, 1 / 3)
+    assert cascade.carry and "halo rows carried" in cascade.why
+    result = build(model, BuildOptions(target="edge-soc", validate=True, time_limit_s=5))
+    assert result.validation is not None and result.validation.passed
+    joins = [n for n in result.graph.nodes if n.op_type == "Concat" and n.tile is not None]
+    assert len(joins) == cascade.bands - 1 and all(n.tile.of == "lrn" for n in joins)
