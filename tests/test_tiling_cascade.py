@@ -155,11 +155,12 @@ def test_inspect_shows_the_cascade_before_a_build():
 
 
 def test_the_tiler_carries_halo_rows_where_recomputing_them_costs_more():
-    """ZFNet's LRN and overlapping max pool on edge-soc's DSP: the pool's windows overlap by a row, and the
-    LRN is bound by its own work, so the cascade carries the shared rows rather than computing them twice;
-    the build's functional simulation of the band buffers agrees with onnxruntime."""
+    """An LRN into a 3x3 max pool of stride 1 on edge-soc's DSP: each band of the pool reads two rows of the
+    LRN that its neighbours read too, and the LRN is bound by its own work, so the cascade carries the shared
+    rows (more than NEAR_BEST faster than recomputing them); the build's functional simulation of the band
+    buffers agrees with onnxruntime."""
     model = make_model([mk("LRN", ["x"], ["a"], name="lrn", size=5),
-                        mk("MaxPool", ["a"], ["y"], name="pool", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])],
+                        mk("MaxPool", ["a"], ["y"], name="pool", kernel_shape=[3, 3], pads=[1, 1, 1, 1])],
                        {"x": (1, 96, 110, 110)}, ["y"], {})
     graph = load(model)
     (cascade,) = plan_cascades(graph, load_target("edge-soc"), 17, 1 / 3)
@@ -168,3 +169,14 @@ def test_the_tiler_carries_halo_rows_where_recomputing_them_costs_more():
     assert result.validation is not None and result.validation.passed
     joins = [n for n in result.graph.nodes if n.op_type == "Concat" and n.tile is not None]
     assert len(joins) == cascade.bands - 1 and all(n.tile.of == "lrn" for n in joins)
+
+
+def test_an_overlapping_pool_recomputes_its_one_shared_row():
+    """The same LRN into a 3x3 pool of stride 2: one row shared per band, so carrying it is not NEAR_BEST
+    faster and the cascade recomputes it (fewer tasks)."""
+    model = make_model([mk("LRN", ["x"], ["a"], name="lrn", size=5),
+                        mk("MaxPool", ["a"], ["y"], name="pool", kernel_shape=[3, 3], strides=[2, 2],
+                           pads=[1, 1, 1, 1])],
+                       {"x": (1, 96, 110, 110)}, ["y"], {})
+    (cascade,) = plan_cascades(load(model), load_target("edge-soc"), 17, 1 / 3)
+    assert not cascade.carry

@@ -28,8 +28,9 @@ cost model chooses, per cascade:
   chain's weights fit the budget together, else once per band. Bands pipeline on each core and spread over the cores as in
   ``estimate.cut_estimate`` (carried bands on one core); DRAM's bandwidth bounds what crosses it.
 * **Choice.** A chain is split into segments of up to ``MAX_STAGES`` layers by dynamic programming; a
-  segment is cascaded, recomputed or carried, whichever is estimated faster, when that estimate is at least
-  ``NEAR_BEST`` below its layers tiled one by one.
+  segment is cascaded when its estimate is at least ``NEAR_BEST`` below its layers tiled one by one, carried
+  only when that is ``NEAR_BEST`` faster than recomputed (estimates that close count as equal, and the fewer
+  tasks win, as between the cuts of one node).
 """
 from __future__ import annotations
 
@@ -351,7 +352,11 @@ def _best(stages: Sequence[Layer]) -> CascadePlan | None:
                 scored.append((estimate, count, carry))
     if not scored:
         return None
-    estimate, count, carry = min(scored)
+    # as in estimate.pick_cut: within NEAR_BEST of the fastest counts as as fast, and fewer tasks win (a
+    # carried band adds a Concat per layer; fewer bands are fewer tiles)
+    fastest = min(e for e, _n, _c in scored)
+    estimate, count, carry = min((s for s in scored if s[0] <= fastest * (1 + NEAR_BEST)),
+                                 key=lambda s: (s[2], s[1], s[0]))
     separate = sum(s.estimate_ns for s in stages)
     if estimate > separate * (1 - NEAR_BEST):
         return None
