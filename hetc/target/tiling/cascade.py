@@ -110,7 +110,7 @@ def plan_cascades(graph: Graph, target: Any, opset: int, fraction: float) -> lis
 
 
 # ----------------------------------------------------------------------------------------------- chains
-def _stage(target: Any, node: Node, opset: int, fraction: float) -> Layer | None:
+def _layer(target: Any, node: Node, opset: int, fraction: float) -> Layer | None:
     """The node as a cascade layer, or None: it must be cut (staged) and have output rows."""
     plan = plan_node(target, node, opset, fraction)
     if (not isinstance(plan, TilePlan) or not plan.staged or plan.estimate_ns <= 0
@@ -152,15 +152,15 @@ def _chains(graph: Graph, target: Any, opset: int, fraction: float) -> list[list
     chains: list[list[Layer]] = []
     open_: dict[str, list[Layer]] = {}   # output name of a chain's last layer -> the chain
     for node in graph.nodes:
-        stage = _stage(target, node, opset, fraction)
-        if stage is None:
+        layer = _layer(target, node, opset, fraction)
+        if layer is None:
             continue
         x = node.inputs[0]
         chain = open_.pop(x.name, None) if x is not None else None
-        if chain is not None and _linked(chain[-1], stage, graph):
-            chain.append(stage)
+        if chain is not None and _linked(chain[-1], layer, graph):
+            chain.append(layer)
         else:
-            chain = [stage]
+            chain = [layer]
             chains.append(chain)
         open_[node.outputs[0].name] = chain
     return [c for c in chains if len(c) >= 2]
@@ -178,8 +178,8 @@ class LayerBand:
     keep: tuple[int, int] | None = None
 
 
-def _tile(stage: Layer, rows: tuple[int, int]) -> TileShape:
-    return describe_tile(stage.node, stage.ctx.axes, {ROWS: rows}, (0, 1), stage.ctx.opset)
+def _tile(layer: Layer, rows: tuple[int, int]) -> TileShape:
+    return describe_tile(layer.node, layer.ctx.axes, {ROWS: rows}, (0, 1), layer.ctx.opset)
 
 
 def _reads(tile: TileShape) -> tuple[int, int]:
@@ -188,32 +188,32 @@ def _reads(tile: TileShape) -> tuple[int, int]:
     return box[0][2], box[1][2]
 
 
-def band_tiles(stages: Sequence[Layer], rows: tuple[int, int]) -> list[TileShape]:
+def band_tiles(layers: Sequence[Layer], rows: tuple[int, int]) -> list[TileShape]:
     """Each layer's tile for output rows ``rows`` of the last layer, first layer first, halo rows recomputed:
     each tile makes exactly the rows of its output that the next tile's window reads."""
     tiles: list[TileShape] = []
-    for stage in reversed(stages):
-        tiles.append(_tile(stage, rows))
+    for layer in reversed(layers):
+        tiles.append(_tile(layer, rows))
         rows = _reads(tiles[-1])
     return tiles[::-1]
 
 
-def layer_bands(stages: Sequence[Layer], n: int, carry: bool) -> list[list[LayerBand | None]]:
+def layer_bands(layers: Sequence[Layer], n: int, carry: bool) -> list[list[LayerBand | None]]:
     """Per band (of ``n`` of the last layer's rows), per layer (first first), what the band holds of it. With
     ``carry``, a layer's band keeps the rows its previous band made that this one reads again (the halo) and
     makes only the rest; without, it recomputes them (``band_tiles``). None: the band needs nothing of it."""
-    made = [0] * len(stages)   # per layer, the rows made so far (they are made in order)
+    made = [0] * len(layers)   # per layer, the rows made so far (they are made in order)
     out: list[list[LayerBand | None]] = []
-    for band in split_bands(stages[-1].rows.extent, n):
-        row: list[LayerBand | None] = [None] * len(stages)
+    for band in split_bands(layers[-1].rows.extent, n):
+        row: list[LayerBand | None] = [None] * len(layers)
         need: tuple[int, int] | None = band
-        for i in range(len(stages) - 1, -1, -1):
+        for i in range(len(layers) - 1, -1, -1):
             if need is None:
                 break
             lo, hi = need
             keep = (lo, min(hi, made[i])) if carry and lo < made[i] else None
             fresh = (keep[1], hi) if keep is not None else need
-            tile = _tile(stages[i], fresh) if fresh[1] > fresh[0] else None
+            tile = _tile(layers[i], fresh) if fresh[1] > fresh[0] else None
             row[i] = LayerBand(need, tile, keep)
             made[i] = max(made[i], hi)
             need = _reads(tile) if tile is not None else None
@@ -221,20 +221,20 @@ def layer_bands(stages: Sequence[Layer], n: int, carry: bool) -> list[list[Layer
     return out
 
 
-def joined_shape(stage: Layer, rows: tuple[int, int]) -> tuple[int, ...]:
-    shape = list(stage.node.outputs[0].shape)
+def joined_shape(layer: Layer, rows: tuple[int, int]) -> tuple[int, ...]:
+    shape = list(layer.node.outputs[0].shape)
     shape[2] = rows[1] - rows[0]
     return tuple(shape)
 
 
-def _join_sketch(stage: Layer, band: LayerBand) -> Node:
+def _join_sketch(layer: Layer, band: LayerBand) -> Node:
     """The Concat that puts a band's kept rows before its new ones, as a throw-away node for cost and size."""
     assert band.keep is not None and band.tile is not None
-    y = stage.node.outputs[0]
-    parts = [Value(f"{y.name}_kept", y.dtype, joined_shape(stage, band.keep)),
+    y = layer.node.outputs[0]
+    parts = [Value(f"{y.name}_kept", y.dtype, joined_shape(layer, band.keep)),
              Value(f"{y.name}_new", y.dtype, box_shape(band.tile.out))]
-    return Node(stage.node.id, "Concat", stage.node.name, list(parts),
-                [Value(y.name, y.dtype, joined_shape(stage, band.rows))], {"axis": 2})
+    return Node(layer.node.id, "Concat", layer.node.name, list(parts),
+                [Value(y.name, y.dtype, joined_shape(layer, band.rows))], {"axis": 2})
 
 
 def _probes(n: int) -> list[int]:
@@ -243,53 +243,53 @@ def _probes(n: int) -> list[int]:
     return sorted({i for i in (0, 1, 2, n // 2, n - 3, n - 2, n - 1) if 0 <= i < n})
 
 
-def _fits_recomputed(stages: Sequence[Layer], n: int) -> bool:
+def _fits_recomputed(layers: Sequence[Layer], n: int) -> bool:
     """Whether the probe bands' tiles fit (the bisection's test; ``_fits`` checks every band)."""
-    bands = split_bands(stages[-1].rows.extent, n)
+    bands = split_bands(layers[-1].rows.extent, n)
     try:
         for j in _probes(n):
-            for stage, tile in zip(stages, band_tiles(stages, bands[j])):
-                if tile_bytes(stage.ctx, tile) > stage.ctx.budget:
+            for layer, tile in zip(layers, band_tiles(layers, bands[j])):
+                if tile_bytes(layer.ctx, tile) > layer.ctx.budget:
                     return False
     except Untileable:
         return False
     return True
 
 
-def _fits(stages: Sequence[Layer], bands: list[list[LayerBand | None]]) -> bool:
+def _fits(layers: Sequence[Layer], bands: list[list[LayerBand | None]]) -> bool:
     for row in bands:
-        for stage, band in zip(stages, row):
+        for layer, band in zip(layers, row):
             if band is None or band.tile is None:
                 continue
-            if tile_bytes(stage.ctx, band.tile) > stage.ctx.budget:
+            if tile_bytes(layer.ctx, band.tile) > layer.ctx.budget:
                 return False
-            if band.keep is not None and working_set_bytes(_join_sketch(stage, band), stage.ctx.alignment) \
-                    > stage.ctx.budget:
+            if band.keep is not None and working_set_bytes(_join_sketch(layer, band), layer.ctx.alignment) \
+                    > layer.ctx.budget:
                 return False
     return True
 
 
-def _fewest_bands(stages: Sequence[Layer]) -> int | None:
+def _fewest_bands(layers: Sequence[Layer]) -> int | None:
     """The fewest bands whose recomputed tiles fit (carried tiles are no larger: they make fewer rows)."""
-    extent = stages[-1].rows.extent
+    extent = layers[-1].rows.extent
     hi = min(extent, MAX_TILES)
-    if not _fits_recomputed(stages, hi):
+    if not _fits_recomputed(layers, hi):
         return None
     lo = 1
     while lo < hi:
         mid = (lo + hi) // 2
-        if _fits_recomputed(stages, mid):
+        if _fits_recomputed(layers, mid):
             hi = mid
         else:
             lo = mid + 1
     return lo
 
 
-def _estimate(stages: Sequence[Layer], bands: list[list[LayerBand | None]]) -> float | None:
+def _estimate(layers: Sequence[Layer], bands: list[list[LayerBand | None]]) -> float | None:
     """Estimated ns of the cascade (module docstring), None where a tile has no kernel."""
-    first, last = stages[0], stages[-1]
+    first, last = layers[0], layers[-1]
     target, device, dram = first.ctx.target, first.ctx.device, first.ctx.target.dram
-    weight_bytes = sum({v.name: v.nbytes for s in stages for v in s.node.present_inputs if v.is_const}.values())
+    weight_bytes = sum({v.name: v.nbytes for s in layers for v in s.node.present_inputs if v.is_const}.values())
     resident = weight_bytes <= first.ctx.budget   # else every band fetches them again
     weight_ns = dma_ns(first.ctx, weight_bytes) if weight_bytes else 0.0
     out_from = joined_in(last.ctx, last.node.outputs[0])
@@ -302,24 +302,24 @@ def _estimate(stages: Sequence[Layer], bands: list[list[LayerBand | None]]) -> f
     for row in bands:
         compute, dma = 0.0, 0.0 if resident else weight_ns
         moved += 0 if resident else weight_bytes
-        for i, (stage, band) in enumerate(zip(stages, row)):
+        for i, (layer, band) in enumerate(zip(layers, row)):
             if band is None or band.tile is None:
                 continue
             tile = band.tile
-            s = sketch(stage.node, tile)
+            s = sketch(layer.node, tile)
             if not kernel_support(target, s, device):
                 return None
             compute += target.cost(s, device)
             if band.keep is not None:
-                join = _join_sketch(stage, band)
+                join = _join_sketch(layer, band)
                 if not kernel_support(target, join, device):
                     return None
                 compute += target.cost(join, device)
-            reads = [(source_value(stage.node, tile, e[0]), value) for e, value in zip(tile.inputs, s.inputs)
+            reads = [(source_value(layer.node, tile, e[0]), value) for e, value in zip(tile.inputs, s.inputs)
                      if e is not None and value is not None and not (i > 0 and e[0] == 0)]
             for v, part in [(v, part) for v, part in reads if not v.is_const]:
-                source = joined_in(stage.ctx, v)   # the first layer's input, a residual: from where they join
-                dma += dma_ns(stage.ctx, part.nbytes, source=source)
+                source = joined_in(layer.ctx, v)   # the first layer's input, a residual: from where they join
+                dma += dma_ns(layer.ctx, part.nbytes, source=source)
                 moved += part.nbytes if source == dram else 0
         out = row[-1]
         assert out is not None and out.tile is not None   # the last layer's rows, drained where they join
@@ -334,21 +334,21 @@ def _estimate(stages: Sequence[Layer], bands: list[list[LayerBand | None]]) -> f
     return max(per_core + sync, moved / target.memories[dram].bandwidth)
 
 
-def _best(stages: Sequence[Layer]) -> CascadePlan | None:
-    """The faster of the cascades of ``stages`` (halo rows recomputed or carried), when it is estimated
+def _best(layers: Sequence[Layer]) -> CascadePlan | None:
+    """The faster of the cascades of ``layers`` (halo rows recomputed or carried), when it is estimated
     ``NEAR_BEST`` faster than tiling them one by one."""
-    n = _fewest_bands(stages)
+    n = _fewest_bands(layers)
     if n is None or n < 2:   # (one band: the layers would fit whole, and were not tiled)
         return None
-    cores = stages[0].ctx.cores
+    cores = layers[0].ctx.cores
     scored = []
-    for count in sorted({n, min(-(-n // cores) * cores, stages[-1].rows.extent, MAX_TILES)}):
+    for count in sorted({n, min(-(-n // cores) * cores, layers[-1].rows.extent, MAX_TILES)}):
         for carry in (False, True):
             try:
-                bands = layer_bands(stages, count, carry)
+                bands = layer_bands(layers, count, carry)
             except Untileable:
                 continue
-            if _fits(stages, bands) and (estimate := _estimate(stages, bands)) is not None:
+            if _fits(layers, bands) and (estimate := _estimate(layers, bands)) is not None:
                 scored.append((estimate, count, carry))
     if not scored:
         return None
@@ -357,14 +357,14 @@ def _best(stages: Sequence[Layer]) -> CascadePlan | None:
     fastest = min(e for e, _n, _c in scored)
     estimate, count, carry = min((s for s in scored if s[0] <= fastest * (1 + NEAR_BEST)),
                                  key=lambda s: (s[2], s[1], s[0]))
-    separate = sum(s.estimate_ns for s in stages)
+    separate = sum(s.estimate_ns for s in layers)
     if estimate > separate * (1 - NEAR_BEST):
         return None
-    names = " -> ".join(s.node.name or s.node.op_type for s in stages)
-    why = (f"cascade {names}: {count} bands of rows through {len(stages)} layers, the tensors between them on "
+    names = " -> ".join(s.node.name or s.node.op_type for s in layers)
+    why = (f"cascade {names}: {count} bands of rows through {len(layers)} layers, the tensors between them on "
            f"chip, halo rows {'carried' if carry else 'recomputed'}; {estimate / 1000:,.1f} µs estimated on "
-           f"{stages[0].ctx.device} against {separate / 1000:,.1f} µs tiled one by one")
-    return CascadePlan(tuple(stages), count, stages[0].ctx.device, estimate, separate, why, carry)
+           f"{layers[0].ctx.device} against {separate / 1000:,.1f} µs tiled one by one")
+    return CascadePlan(tuple(layers), count, layers[0].ctx.device, estimate, separate, why, carry)
 
 
 def _segments(chain: list[Layer]) -> list[CascadePlan]:
