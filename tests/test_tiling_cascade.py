@@ -85,6 +85,15 @@ def test_carried_halo_rows_reach_back_over_bands_thinner_than_the_halo(bands):
     assert_same_outputs(graph, cut_cascade(graph, ["c1", "c2", "c3"], bands, carry=True))
 
 
+def test_a_chain_may_start_at_a_layer_whose_first_input_is_a_broadcast_constant():
+    """paddle2onnx writes HardSwish's scale as Mul(w, x): the first layer's input 0 is a (1,) constant."""
+    nodes = [mk("Mul", ["s", "x"], ["a"], name="mul"),
+             mk("MaxPool", ["a"], ["y"], name="pool", kernel_shape=[3, 3], pads=[1, 1, 1, 1])]
+    graph = load(make_model(nodes, {"x": (1, 4, 12, 12)}, ["y"], {"s": np.array([0.7], np.float32)}))
+    for carry in (False, True):
+        assert_same_outputs(graph, cut_cascade(graph, ["mul", "pool"], 3, carry=carry))
+
+
 def test_a_hand_cascade_refuses_more_bands_than_rows():
     graph = _conv_pool_conv()
     with pytest.raises(Untileable):

@@ -192,9 +192,10 @@ def band_tiles(layers: Sequence[Layer], rows: tuple[int, int]) -> list[TileShape
     """Each layer's tile for output rows ``rows`` of the last layer, first layer first, halo rows recomputed:
     each tile makes exactly the rows of its output that the next tile's window reads."""
     tiles: list[TileShape] = []
-    for layer in reversed(layers):
-        tiles.append(_tile(layer, rows))
-        rows = _reads(tiles[-1])
+    for i in range(len(layers) - 1, -1, -1):
+        tiles.append(_tile(layers[i], rows))
+        if i > 0:   # (the first layer's input 0 may be anything: a broadcast constant of a Mul)
+            rows = _reads(tiles[-1])
     return tiles[::-1]
 
 
@@ -216,7 +217,7 @@ def layer_bands(layers: Sequence[Layer], n: int, carry: bool) -> list[list[Layer
             tile = _tile(layers[i], fresh) if fresh[1] > fresh[0] else None
             row[i] = LayerBand(need, tile, keep)
             made[i] = max(made[i], hi)
-            need = _reads(tile) if tile is not None else None
+            need = _reads(tile) if tile is not None and i > 0 else None
         out.append(row)
     return out
 
