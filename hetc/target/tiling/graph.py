@@ -105,10 +105,16 @@ class _Operands:
         self.made: list[Node] = []
         self.regions: dict[tuple[str, str, Box], Value] = {}
         self.slices: dict[tuple[str, str, Box], Value] = {}
+        self.counts: dict[tuple[str, str], int] = {}   # (kind, label) -> how many made: the names' suffixes
 
     def add(self, node: Node) -> None:
         self.made.append(node)
         self.next_id += 1
+
+    def _count(self, kind: str, label: str) -> int:
+        count = self.counts.get((kind, label), 0)
+        self.counts[(kind, label)] = count + 1
+        return count
 
     def of(self, node: Node, label: str, source: Any, box: Box, replace: dict[int, Any], index: int) -> Value:
         """The value tile ``index`` of ``node`` (named ``label``) reads for input ``source`` at ``box``."""
@@ -127,13 +133,13 @@ class _Operands:
         key = (label, v.name, box)
         if v.is_const:
             if key not in self.slices:
-                count = sum(1 for k in self.slices if k[0] == label)
+                count = self._count("s", label)
                 array = np.ascontiguousarray(np.asarray(v.const)[tuple(slice(s, e) for s, e in zip(*box))])
                 self.slices[key] = Value(names.fresh(f"{v.name}__{label}_s{count}"), v.dtype, box_shape(box),
                                          const=array)
             return self.slices[key]
         if key not in self.regions:
-            count = sum(1 for k in self.regions if k[0] == label)
+            count = self._count("r", label)
             base = v
             if self.in_dram:
                 base, self.next_id = _staged(v, self.staged, self.made, names, self.next_id)
