@@ -188,38 +188,39 @@ def _reads(tile: TileShape) -> tuple[int, int]:
     return box[0][2], box[1][2]
 
 
+def _band(layers: Sequence[Layer], rows: tuple[int, int], made: list[int] | None) -> list[LayerBand | None]:
+    """Per layer (first first), what the band of the last layer's output rows ``rows`` holds of it. ``made``:
+    per layer, the rows earlier bands made (they are made in order; updated), whose rows this band reads
+    again it keeps (carried); None: it recomputes them. None for a layer: the band needs nothing of it."""
+    row: list[LayerBand | None] = [None] * len(layers)
+    need: tuple[int, int] | None = rows
+    for i in range(len(layers) - 1, -1, -1):
+        if need is None:
+            break
+        lo, hi = need
+        keep = (lo, min(hi, made[i])) if made is not None and lo < made[i] else None
+        fresh = (keep[1], hi) if keep is not None else need
+        tile = _tile(layers[i], fresh) if fresh[1] > fresh[0] else None
+        row[i] = LayerBand(need, tile, keep)
+        if made is not None:
+            made[i] = max(made[i], hi)
+        # (the first layer's input 0 may be anything: a broadcast constant of a Mul)
+        need = _reads(tile) if tile is not None and i > 0 else None
+    return row
+
+
 def band_tiles(layers: Sequence[Layer], rows: tuple[int, int]) -> list[TileShape]:
     """Each layer's tile for output rows ``rows`` of the last layer, first layer first, halo rows recomputed:
     each tile makes exactly the rows of its output that the next tile's window reads."""
-    tiles: list[TileShape] = []
-    for i in range(len(layers) - 1, -1, -1):
-        tiles.append(_tile(layers[i], rows))
-        if i > 0:   # (the first layer's input 0 may be anything: a broadcast constant of a Mul)
-            rows = _reads(tiles[-1])
-    return tiles[::-1]
+    return [band.tile for band in _band(layers, rows, None) if band is not None and band.tile is not None]
 
 
 def layer_bands(layers: Sequence[Layer], n: int, carry: bool) -> list[list[LayerBand | None]]:
-    """Per band (of ``n`` of the last layer's rows), per layer (first first), what the band holds of it. With
+    """Per band (of ``n`` of the last layer's rows), per layer, what the band holds of it (``_band``). With
     ``carry``, a layer's band keeps the rows its previous band made that this one reads again (the halo) and
-    makes only the rest; without, it recomputes them (``band_tiles``). None: the band needs nothing of it."""
-    made = [0] * len(layers)   # per layer, the rows made so far (they are made in order)
-    out: list[list[LayerBand | None]] = []
-    for band in split_bands(layers[-1].rows.extent, n):
-        row: list[LayerBand | None] = [None] * len(layers)
-        need: tuple[int, int] | None = band
-        for i in range(len(layers) - 1, -1, -1):
-            if need is None:
-                break
-            lo, hi = need
-            keep = (lo, min(hi, made[i])) if carry and lo < made[i] else None
-            fresh = (keep[1], hi) if keep is not None else need
-            tile = _tile(layers[i], fresh) if fresh[1] > fresh[0] else None
-            row[i] = LayerBand(need, tile, keep)
-            made[i] = max(made[i], hi)
-            need = _reads(tile) if tile is not None and i > 0 else None
-        out.append(row)
-    return out
+    makes only the rest; without, it recomputes them."""
+    made = [0] * len(layers) if carry else None
+    return [_band(layers, rows, made) for rows in split_bands(layers[-1].rows.extent, n)]
 
 
 def joined_shape(layer: Layer, rows: tuple[int, int]) -> tuple[int, ...]:
@@ -245,16 +246,12 @@ def _probes(n: int) -> list[int]:
 
 
 def _fits_recomputed(layers: Sequence[Layer], n: int) -> bool:
-    """Whether the probe bands' tiles fit (the bisection's test; ``_fits`` checks every band)."""
+    """Whether the probe bands' recomputed tiles fit (the bisection's test; ``_best`` checks every band)."""
     bands = split_bands(layers[-1].rows.extent, n)
     try:
-        for j in _probes(n):
-            for layer, tile in zip(layers, band_tiles(layers, bands[j])):
-                if tile_bytes(layer.ctx, tile) > layer.ctx.budget:
-                    return False
+        return _fits(layers, [_band(layers, bands[j], None) for j in _probes(n)])
     except Untileable:
         return False
-    return True
 
 
 def _fits(layers: Sequence[Layer], bands: list[list[LayerBand | None]]) -> bool:

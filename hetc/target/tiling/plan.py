@@ -40,6 +40,7 @@ cost model and keeps the fastest.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any, Sequence
 
 from hetc.ir import Node
@@ -183,7 +184,7 @@ def _plan(target: Any, node: Node, opset: int, fraction: float) -> TilePlan | st
         if node.when is not None:
             return None   # a predicated expert stays whole (module docstring)
         if cores >= 2:
-            return split_across_cores(CutContext(node, target, axes, opset, device, cores, budget, alignment))
+            return split_across_cores(replace(ctx, fraction=TILE_BUDGET_FRACTION))
         home = target.memories[target.devices[device].memory]
         return spread_over_devices(CutContext(node, target, axes, opset, device, 1, int(home.size * fraction),
                                               home.alignment, fraction))
