@@ -117,7 +117,8 @@ def _plan_at(untiled: Graph, target: Target, choices: SchedulingChoices, clock: 
         with clock.stage("tiling") as say:
             graph = tile_graph(untiled, target, fraction)
             say(tiling_note(graph))
-    graph = alias_ops(graph)   # Split, Slice and in-place Concat as views (after tiling: it cuts the originals)
+    # Split, Slice and in-place Concat as views (after tiling: it cuts the originals)
+    graph = alias_ops(graph, target.joins_on_chip)
     with clock.stage("schedule") as say:
         sched = run_scheduler(graph, target, strategy=choices.scheduler, time_limit_s=choices.time_limit_s,
                               num_workers=choices.num_workers, seed=choices.seed, progress=say)

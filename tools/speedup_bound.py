@@ -46,7 +46,8 @@ MODELS = ("bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet
 
 def scheduled_graph(path: Path, target):
     """The graph a build of ``path`` schedules: lowered for ``target``, tiled, Split/Slice/Concat as views."""
-    return alias_ops(tile_graph(optimize(load_onnx(path), lowerings=lowering_rules(target)), target))
+    tiled = tile_graph(optimize(load_onnx(path), lowerings=lowering_rules(target)), target)
+    return alias_ops(tiled, target.joins_on_chip)
 
 
 def bound_ns(path: Path, target) -> int:

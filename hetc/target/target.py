@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from hetc.ir import Node
+from hetc.ir import Node, Value
 from hetc.target.model import DmaEngine, Device, Memory, Ok, Reason
 
 # A joined value (an Assemble's output) may take at most this share of the staging memory (multi-npu's L2: 2
@@ -80,6 +80,11 @@ class Target:
         if staging is None or graph_output or nbytes > self.join_fraction * self.memories[staging].size:
             return self.dram
         return staging
+
+    def joins_on_chip(self, value: Value) -> bool:
+        """Whether ``value``, joined from parts (an Assemble's output), lives on chip: ``join_memory`` is not
+        DRAM. ``hetc.passes.alias_ops`` asks it of a Concat that would write its inputs in place."""
+        return self.join_memory(value.nbytes) != self.dram
 
     def joining_in_dram(self) -> "Target":
         """This target with every joined value in DRAM (``join_fraction`` 0)."""
