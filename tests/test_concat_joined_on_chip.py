@@ -47,6 +47,19 @@ def test_a_concat_joined_on_chip_needs_no_copy_and_reads_no_local_twin():
     assert not any(n.op_type == "Concat" for n in rewritten.nodes)   # its reader reads the Assemble itself
 
 
+def test_a_graph_input_keeps_a_concat_joined_on_chip_a_copy():
+    """The caller writes a graph input in DRAM: only an Assemble in DRAM can hold it in place (voicefilter-lite's
+    Concat of an input and a computed value on `multi-npu`)."""
+    mk = helper.make_node
+    nodes = [mk("Relu", ["x"], ["r"], name="r"), mk("Concat", ["x", "r"], ["cat"], name="cat", axis=1),
+             mk("Sigmoid", ["cat"], ["y"], name="s")]
+    graph = load(make_model(nodes, {"x": (1, 4, 8, 8)}, ["y"], {}))
+    assert "is a graph input" in concat_copy_reason(graph, _concat(graph), lambda v: True)
+    result = build(make_model(nodes, {"x": (1, 4, 8, 8)}, ["y"], {}),
+                   BuildOptions(target="multi-npu", validate=True, time_limit_s=2))
+    assert result.validation.passed and _concat(result.graph).op_type == "Concat"
+
+
 @pytest.mark.parametrize("target, assembled", [("multi-npu", True), ("edge-soc", False)])
 def test_a_build_joins_the_concat_where_the_target_joins_values(target, assembled):
     result = build(_branches(), BuildOptions(target=target, weights="random", validate=True, time_limit_s=2))

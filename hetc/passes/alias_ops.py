@@ -42,6 +42,7 @@ def concat_copy_reason(graph: Graph, node: Node, joins_on_chip: JoinsOnChip | No
         return "its output is a host value, empty, or of a sub-byte type (a slice need not start on a byte)"
     names = [v.name if v is not None else None for v in node.inputs]
     outputs = {v.name for v in graph.outputs}
+    inputs = {v.name for v in graph.inputs}
     for v in node.inputs:
         if v is None:
             return "an input is omitted"
@@ -53,6 +54,9 @@ def concat_copy_reason(graph: Graph, node: Node, joins_on_chip: JoinsOnChip | No
             return f"input '{v.name}' is empty"
         if v.name in outputs:
             return f"input '{v.name}' is a graph output (the caller reads it at its own address)"
+        if v.name in inputs and out.name not in outputs:
+            return (f"input '{v.name}' is a graph input and the output is joined on chip (the caller writes the "
+                    "input in DRAM, where only an output in DRAM could hold it in place)")
         if names.count(v.name) > 1:
             return f"input '{v.name}' appears twice (its bytes cannot lie in two slices)"
         if v.producer is not None and ((is_alias(v.producer) and v.producer.op_type != ASSEMBLE)
