@@ -71,11 +71,12 @@ def _node_report(node: Node, target: Target, opset: int, cascade: CascadePlan | 
     for device in target.devices:
         verdict = target.supports(node, device)
         devices[device] = None if verdict else str(verdict)
-    plan = plan_node(target, node, opset)
-    tiling = ({"tiles": plan.count, "axis": plan.axis_label, "cut": plan.describe(), "why": plan.why}
-              if isinstance(plan, TilePlan) else None)
     if cascade is not None:
         tiling = {"tiles": cascade.bands, "axis": CASCADE_AXIS, "cut": cascade.describe(), "why": cascade.why}
+    else:
+        plan = plan_node(target, node, opset)
+        tiling = ({"tiles": plan.count, "axis": plan.axis_label, "cut": plan.describe(), "why": plan.why}
+                  if isinstance(plan, TilePlan) else None)
     return NodeReport(id=node.id, name=node.name, op=node_label(node), outputs=[_value_json(v) for v in node.outputs],
                       flops=node_flops(node), devices=devices, tiling=tiling,
                       when=None if node.when is None else node.when.name)

@@ -35,13 +35,13 @@ def concat_copy_reason(graph: Graph, node: Node, joins_on_chip: JoinsOnChip | No
     """Why a Concat must copy its inputs, or None when each input may be written in place into its slice of
     the output (the one statement of that rule)."""
     out = node.outputs[0]
-    if out.name not in {v.name for v in graph.outputs} and not (joins_on_chip and joins_on_chip(out)):
+    outputs = {v.name for v in graph.outputs}
+    if out.name not in outputs and not (joins_on_chip and joins_on_chip(out)):
         return ("its output is not a graph output and the target does not join it on chip (no shared L2, or "
                 "the value is too large for it): an in-place Concat's output would live in DRAM")
     if out.is_host or out.nbytes == 0 or itemsize(out.dtype) < 1:
         return "its output is a host value, empty, or of a sub-byte type (a slice need not start on a byte)"
     names = [v.name if v is not None else None for v in node.inputs]
-    outputs = {v.name for v in graph.outputs}
     inputs = {v.name for v in graph.inputs}
     for v in node.inputs:
         if v is None:

@@ -173,8 +173,10 @@ def _materialize(node: Node, plan: TilePlan, opset: int, names: _Names,
             shape = describe_tile(node, axes, full_bands, (k, len(k_bands)), opset)
             ins: list[Value | None] = []
             for entry in shape.inputs:
-                if entry is None or entry[0] == ACC:
-                    ins.append(None if entry is None else acc)
+                if entry is None:
+                    ins.append(None)
+                elif entry[0] == ACC:
+                    ins.append(acc)
                 else:
                     ins.append(operands.of(node, label, entry[0], entry[1], shape.replace, index))
             whole = not out_cuts and k == len(k_bands) - 1   # a K-only cut: the last tile makes the output

@@ -166,7 +166,6 @@ def _plan(target: Any, node: Node, opset: int, fraction: float) -> TilePlan | st
         return None
     too_big = [d for d in eligible if working_set_bytes(node, target.memories[target.devices[d].memory].alignment)
                > target.memories[target.devices[d].memory].size]
-    smallest = min((target.memories[target.devices[d].memory] for d in eligible), key=lambda m: m.size)
     base = base_node(node)
     rule = RULES.get(base.op_type)
     if rule is None:
@@ -196,6 +195,7 @@ def _plan(target: Any, node: Node, opset: int, fraction: float) -> TilePlan | st
         return f"no tile of {base.op_type} that fits has a kernel on {device}"
     estimate, cuts = pick_cut(scored)
     more = parallel_cores(ctx, cuts) - 1
+    smallest = min((target.memories[target.devices[d].memory] for d in eligible), key=lambda m: m.size)
     why = (f"working set {working_set_bytes(node, alignment):,} B over the {budget:,} B tile budget ({fraction:.0%} "
            f"of {smallest.name}: one tile loading, one computing, one draining); {cut_label(cuts)} is the fastest "
            f"cut that fits: {estimate / 1000:,.1f} µs estimated on {device}"
