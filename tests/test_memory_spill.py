@@ -11,7 +11,7 @@ from hetc.ir import Graph, Node, Value
 from hetc.memory import plan_memory
 from hetc.memory.retime import retime
 from hetc.schedule.artifact import Task
-from hetc.target.model import DmaEngine
+from hetc.target.model import DmaEngine, Memory
 from test_memory_planner import KIB, list_schedule, make_target
 
 
@@ -41,7 +41,7 @@ def test_spill_evicts_the_idle_buffer_and_reloads_it_before_its_next_use():
     heard: list[str] = []
     plan = plan_memory(graph, schedule, tight, progress=heard.append)
     plan.verify(tight)
-    assert [(s.value, s.memory, s.bytes) for s in plan.spills] == [("a", "sram", 4 * KIB)]
+    assert [(s.value, s.memory, s.to, s.bytes) for s in plan.spills] == [("a", "sram", "dram", 4 * KIB)]
     assert heard and heard[0].startswith("repair round 1: 'sram' too full at ")   # a long plan shows progress
     spill = plan.spills[0]
     evict, reload = plan.schedule.task(spill.evict_task), plan.schedule.task(spill.reload_task)
@@ -54,6 +54,32 @@ def test_spill_evicts_the_idle_buffer_and_reloads_it_before_its_next_use():
     stats = plan.stats["sram"]
     assert stats.spilled_bytes == 4 * KIB and stats.peak_bytes <= 10 * KIB
     assert plan.schedule.makespan_ns >= schedule.makespan_ns          # re-timed, never earlier
+
+
+def _with_l2(target):
+    """``_fast_dma``'s target with an on-chip L2 as its staging memory, linked to the SRAM and to DRAM."""
+    fast = _fast_dma(target)
+    memories = {**fast.memories, "l2": Memory("l2", 1 << 20, 100.0, 64, "l2")}
+    dmas = {**fast.dmas, "dma_l2": DmaEngine("dma_l2", ("sram", "l2"), 100.0, 0.0),
+            "dma_l2_dram": DmaEngine("dma_l2_dram", ("l2", "dram"), 100.0, 0.0)}
+    return replace(fast, memories=memories, dmas=dmas, staging="l2", _cache={})
+
+
+def test_a_target_that_joins_values_in_its_l2_spills_there():
+    graph = _skip_graph()
+    target = _with_l2(make_target(sram=10 * KIB))
+    schedule = list_schedule(graph, target, {n.id: "npu" for n in graph})
+    plan = plan_memory(graph, schedule, target)
+    plan.verify(target)
+    assert [(s.value, s.memory, s.to) for s in plan.spills] == [("a", "sram", "l2")]
+    evict, reload = plan.schedule.task(plan.spills[0].evict_task), plan.schedule.task(plan.spills[0].reload_task)
+    assert (evict.src, evict.dst, evict.engine) == ("sram", "l2", "dma_l2")
+    assert (reload.src, reload.dst, reload.engine) == ("l2", "sram", "dma_l2")
+    assert plan.task_buffers[evict.id].writes == ("a@l2",)
+    assert plan.stats["l2"].peak_bytes == 4 * KIB
+    # where joined values go to DRAM (hetc.planning's fallback when the L2 overflows), spills do too
+    in_dram = plan_memory(graph, schedule, target.joining_in_dram())
+    assert [(s.value, s.to) for s in in_dram.spills] == [("a", "dram")]
 
 
 def test_retiming_keeps_each_engine_order():

@@ -64,7 +64,7 @@ def test_spill_transfers_are_named_in_both_timelines(artifacts):
     from hetc.memory.artifact import Spill
     graph, target, schedule, plan, sim = artifacts
     evict, reload = [t for t in schedule.tasks if t.kind == "transfer"][:2]
-    spilled = replace(plan, spills=(Spill(evict.value, "npu_sram", evict.bytes, evict.id, reload.id),))
+    spilled = replace(plan, spills=(Spill(evict.value, "npu_sram", "dram", evict.bytes, evict.id, reload.id),))
     for timeline in (Timeline.from_schedule(schedule, graph, spilled, target),
                      Timeline.from_simulation(sim, schedule, spilled, target)):
         named = {s.args["task"]: s for s in timeline.slices if s.name.startswith("spill: ")}

@@ -101,9 +101,10 @@ class MemoryStats:
 class Spill:
     value: str
     memory: str                 # the scratchpad it was evicted from
+    to: str                     # where it waited (Target.spill_memory: the L2 or DRAM)
     bytes: int
-    evict_task: int | None      # transfer task id (memory -> DRAM); None for a re-fetch: DRAM already held it
-    reload_task: int | None     # transfer task id (DRAM -> memory), None if no later use needed it
+    evict_task: int | None      # transfer task id (memory -> to); None for a re-fetch: ``to`` already held it
+    reload_task: int | None     # transfer task id (to -> memory), None if no later use needed it
 
 
 @dataclass(frozen=True)

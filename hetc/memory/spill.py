@@ -4,12 +4,16 @@ A candidate is a buffer live at the instant ``t`` but idle then (no task using i
 its storage with nobody, and is in no group holding a region (hetc.memory.aliasing): such a group is never
 split, so nothing of it is spilled (the planner passes its buffers as ``shared``). Its uses split into those
 before ``t`` and those after; candidates go by the bytes x time they free (Belady's furthest-next-use,
-weighted by size) until the excess is covered. A spill adds, on a DMA engine between the scratchpad and DRAM:
+weighted by size) until the excess is covered. A spill goes to ``Target.spill_memory``: the on-chip L2 where
+the target joins values there, else DRAM. It adds, on a DMA engine between the scratchpad and that memory:
 
-* an **evict** transfer right after the buffer is produced (skipped when DRAM already holds the value before
-  ``t``: constants, graph inputs, values made in DRAM or copied there anyway: a re-fetch);
+* an **evict** transfer right after the buffer is produced (skipped when that memory already holds the value
+  before ``t``: constants and graph inputs in DRAM, values made there or copied there anyway: a re-fetch);
 * a **reload** transfer, released once the buffer fits in the memory again and just in time for the next use,
   into a new buffer ``<id>#k`` that every later reader is rebound to.
+
+The evicted copy is a buffer of the memory it went to like any other: when it overfills the L2, the planner
+repairs the L2 in turn (spilling to DRAM).
 
 A copy that nobody has read by ``t`` is *postponed* instead: its own transfer moves down
 its DMA queue, which frees the same bytes without a second transfer. The schedule is then re-timed keeping
@@ -103,13 +107,12 @@ def spill_at(table: BufferTable, schedule: Schedule, target: Target, memory: str
              ) -> tuple[Schedule, list[Spill], list[int]] | None:
     """Free ``excess`` bytes at ``t`` (or as many as can leave); mutates ``table`` and returns the re-timed
     schedule, the spills and the postponed transfers, or None when nothing can leave (everything live is in
-    use, or no DMA engine links ``memory`` to DRAM). ``occupancy`` is every storage of ``memory``: each
+    use, or no DMA engine links ``memory`` to where it would spill). ``occupancy`` is every storage of ``memory``: each
     reload waits until its bytes fit again.
 
     A copy brought from DRAM that nobody has read yet is not spilled but *postponed*: its transfer moves
     later in its DMA engine's queue, which frees the same bytes without a second transfer."""
     delayed_readers = {} if delayed_readers is None else delayed_readers
-    engines = target.engines_between(memory, target.dram)   # none: postponing is all that can be done
     capacity = target.memories[memory].size
     edits = _Edits(list(schedule.tasks))
     spills: list[Spill] = []
@@ -130,9 +133,11 @@ def spill_at(table: BufferTable, schedule: Schedule, target: Target, memory: str
             postponed.append(table.buffers[cand.buffer].writer)
             freed += size
             continue
+        away = target.spill_memory(memory, size)
+        engines = target.engines_between(memory, away)   # none: postponing is all that can be done
         if cand.arriving or not engines:
             continue
-        spill = _apply(table, edits, target, memory, t, cand, engines[0].name, fits_from)
+        spill = _apply(table, edits, target, memory, away, t, cand, engines[0].name, fits_from)
         if spill is not None:
             spills.append(spill)
             freed += size
@@ -213,26 +218,27 @@ def _fits_from(crowded: tuple[list[int], list[bool]], t: int, until: int) -> int
     return instants[k + 1] if k + 1 < len(instants) and instants[k + 1] < until else until
 
 
-def _apply(table: BufferTable, edits: _Edits, target: Target, memory: str, t: int, cand: _Candidate,
-           engine: str, fits_from: int) -> Spill | None:
-    """Add the evict/reload transfers to ``edits`` (not yet re-timed) and rebind the buffers."""
+def _apply(table: BufferTable, edits: _Edits, target: Target, memory: str, away: str, t: int,
+           cand: _Candidate, engine: str, fits_from: int) -> Spill | None:
+    """Add the evict/reload transfers between ``memory`` and ``away`` to ``edits`` (not yet re-timed) and
+    rebind the buffers."""
     spec = table.buffers[cand.buffer]
     sync = math.ceil(target.sync_ns)
     duration = max(1, math.ceil(target.transfer_ns(spec.size, engine)))
     next_id = edits.next_id()
-    dram_id = buffer_id(spec.value, target.dram)
-    dram_copy = table.buffers.get(dram_id)
+    away_id = buffer_id(spec.value, away)
+    away_copy = table.buffers.get(away_id)
     evict: Task | None = None
     release = fits_from
-    if dram_copy is not None:
-        source_deps: tuple[int, ...] = table.makers(dram_id)   # (a region in DRAM: what makes its base)
+    if away_copy is not None:
+        source_deps: tuple[int, ...] = table.makers(away_id)   # (a region there: what makes its base)
         if any(edits[d].end_ns > t for d in source_deps):
-            return None                                # DRAM gets the value only later: not worth a 2nd copy
+            return None                                # ``away`` gets the value only later: not worth a 2nd copy
     else:
         produced = edits[spec.writer]
         evict_at = produced.end_ns + sync
         evict = Task(next_id, "transfer", engine, evict_at, evict_at + duration, deps=(spec.writer,),
-                     value=spec.value, src=memory, dst=target.dram, bytes=spec.size)
+                     value=spec.value, src=memory, dst=away, bytes=spec.size)
         release = max(release, evict.end_ns)
     # Released once the bytes fit again, and as late as still meets the next use.
     in_time = cand.next_use - duration - sync
@@ -244,7 +250,7 @@ def _apply(table: BufferTable, edits: _Edits, target: Target, memory: str, t: in
         next_id += 1
         source_deps = (evict.id,)
     reload = Task(next_id, "transfer", engine, release, release + duration, deps=source_deps,
-                  value=spec.value, src=target.dram, dst=memory, bytes=spec.size)
+                  value=spec.value, src=away, dst=memory, bytes=spec.size)
     edits.put(reload)
     rebound = set(cand.after)
     for reader in cand.after:
@@ -256,18 +262,18 @@ def _apply(table: BufferTable, edits: _Edits, target: Target, memory: str, t: in
         k += 1
     reloaded_id = f"{cand.buffer}#{k}"
     if evict is not None:
-        table.buffers[dram_id] = BufferSpec(dram_id, spec.value, target.dram, spec.size, spec.dtype, spec.shape,
+        table.buffers[away_id] = BufferSpec(away_id, spec.value, away, spec.size, spec.dtype, spec.shape,
                                             "copy", evict.id)
-        table.writes[evict.id] = [dram_id]
+        table.writes[evict.id] = [away_id]
         table.reads[evict.id] = [cand.buffer]
         spec.readers.append(evict.id)
-    table.add_reader(dram_id, reload.id)
-    table.reads[reload.id] = [dram_id]
+    table.add_reader(away_id, reload.id)
+    table.reads[reload.id] = [away_id]
     table.writes[reload.id] = [reloaded_id]
     table.buffers[reloaded_id] = BufferSpec(reloaded_id, spec.value, memory, spec.size, spec.dtype, spec.shape,
                                             "copy", reload.id, readers=list(cand.after))
     spec.readers = [r for r in spec.readers if r not in rebound]
     for reader in cand.after:
         table.reads[reader] = [reloaded_id if b == cand.buffer else b for b in table.reads[reader]]
-    return Spill(value=spec.value, memory=memory, bytes=spec.size,
+    return Spill(value=spec.value, memory=memory, to=away, bytes=spec.size,
                  evict_task=evict.id if evict is not None else None, reload_task=reload.id)

@@ -90,6 +90,13 @@ class Target:
         """This target with every joined value in DRAM (``join_fraction`` 0)."""
         return replace(self, join_fraction=0.0, _cache={})
 
+    def spill_memory(self, memory: str, nbytes: int) -> str:
+        """Where a buffer of ``nbytes`` evicted from ``memory`` waits for its next use (hetc.memory.spill): where
+        values are joined (``join_memory``: an on-chip L2 the cores share, whose port is 4x a core's DRAM port on
+        `multi-npu` and leaves DRAM's bandwidth to the weights), unless that is ``memory`` itself; else DRAM."""
+        joined = self.join_memory(nbytes)
+        return self.dram if joined == memory else joined
+
     def _join_staging(self) -> str | None:
         """The staging memory when it is not the DRAM and a DMA engine links it to DRAM and to every device's
         home (parts reach it and the joined value leaves it in one hop), else None. Cached: the tiler asks
