@@ -243,13 +243,33 @@ def test_a_postponed_copy_stays_before_every_task_that_waits_for_it():
     # An earlier spill rebound the copy's first reader (task 1) to a reload, so the buffer lists only task 2;
     # task 1 still waits for the copy, which may therefore move no later than just before task 1.
     from hetc.memory.lifetimes import BufferSpec, BufferTable
-    from hetc.memory.spill import _Candidate, _Edits, _postpone
+    from hetc.memory.spill import Postponements, _Candidate, _Edits, _postpone
     target = make_target()
     tasks = [Task(0, "transfer", "dma", 0, 10, value="w", src="dram", dst="sram", bytes=10),
              Task(1, "compute", "npu", 50, 60, deps=(0,), node=1, op="Relu"),
              Task(2, "compute", "npu", 200, 210, deps=(0,), node=2, op="Relu")]
     table = BufferTable({"w@sram": BufferSpec("w@sram", "w", "sram", 10, "float32", (10,), "copy", 0, [2])},
                         {1: ["w@sram"], 2: ["w@sram"]}, {0: ["w@sram"]})
-    moved = _postpone(table, _Edits(tasks), target, _Candidate("w@sram", (0,), (2,), 200), 0, {})
+    moved = _postpone(table, _Edits(tasks), target, _Candidate("w@sram", (0,), (2,), 200), 0,
+                      Postponements())
     assert moved and tasks[0].end_ns <= 50 - target.sync_ns
     assert retime(tasks, target.sync_ns) is not None
+
+
+def test_a_copy_is_postponed_a_few_times_at_most():
+    # The copy's reader slips 10 ns a round (another of its operands queued behind the postponed copy), so each
+    # round the copy could be postponed 10 ns further, as late as still meets the reader, without end.
+    from hetc.memory.lifetimes import BufferSpec, BufferTable
+    from hetc.memory.spill import MAX_POSTPONEMENTS, Postponements, _Candidate, _Edits, _postpone
+    target = make_target()
+    tasks = [Task(0, "transfer", "dma", 0, 10, value="w", src="dram", dst="sram", bytes=10),
+             Task(1, "compute", "npu", 200, 210, deps=(0,), node=1, op="Relu")]
+    table = BufferTable({"w@sram": BufferSpec("w@sram", "w", "sram", 10, "float32", (10,), "copy", 0, [1])},
+                        {1: ["w@sram"]}, {0: ["w@sram"]})
+    edits, history, moved = _Edits(tasks), Postponements(), []
+    for k in range(MAX_POSTPONEMENTS + 2):
+        reader_at = 200 + 10 * k
+        edits.put(replace(edits[1], start_ns=reader_at, end_ns=reader_at + 10))
+        moved.append(_postpone(table, edits, target, _Candidate("w@sram", (0,), (1,), reader_at), 0, history))
+    assert moved == [True] * MAX_POSTPONEMENTS + [False, False]
+    assert edits[0].end_ns == 200 + 10 * (MAX_POSTPONEMENTS - 1) and history.times == {0: MAX_POSTPONEMENTS}

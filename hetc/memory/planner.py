@@ -27,7 +27,7 @@ from hetc.memory.packing import live_profile, pack
 from hetc.memory.prefetch import limit_prefetch
 from hetc.memory.retime import retime_shared
 from hetc.memory.reuse import reuse_dependencies
-from hetc.memory.spill import spill_at
+from hetc.memory.spill import Postponements, spill_at
 from hetc.schedule.artifact import Schedule
 from hetc.schedule.dram import task_asks
 from hetc.schedule.problem import build_problem
@@ -100,7 +100,7 @@ def _plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s:
     rounds = 0
     margin: dict[str, int] = {}               # headroom each scratchpad's live bytes must leave for packing
     postponed: list[int] = []                 # transfers moved later in their DMA queue
-    reader_delayed: dict[int, int] = {}       # transfer -> times its postponement delayed its reader
+    history = Postponements()                 # how often each transfer was postponed, and delayed its reader
     aliases: dict[str, str] | None = None
     delays: list[dict] = []                   # tasks made to wait for the end of another to free bytes
     unmargined: set[str] = set()              # memories repaired where their packing overflows, no headroom
@@ -159,7 +159,7 @@ def _plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s:
             excess = max(live - target.memories[memory].size + margin.get(memory, 0), packing_excess, align)
             shared = _sharing_at(storages, lifetimes, memory, t) | regioned
             result = spill_at(table, schedule, target, memory, t, excess, lifetimes, shared, occupancy,
-                              reader_delayed) \
+                              history) \
                 if rounds <= MAX_SPILL_ROUNDS else None
             if result is None:
                 break
@@ -197,7 +197,7 @@ def _plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s:
         schedule, limited = _double_buffered(table, schedule, target, nodes) if double_buffer else (schedule, 0)
         moved.append(move)
         spills, rounds, margin, postponed = [], 0, {}, []
-        reader_delayed, aliases, delays, unmargined = {}, None, [], set()
+        history, aliases, delays, unmargined = Postponements(), None, [], set()
     _polish(layout, table, storages, target, share)
     details = {"moved_nodes": moved, "limited_prefetches": limited, "double_buffered_ns": double_buffered_ns,
                "postponed_transfers": sorted(set(postponed)), "delayed_tasks": delays, "spill_rounds": rounds}

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from hetc.memory.artifact import Spill
 from hetc.memory.lifetimes import BufferSpec, BufferTable, buffer_id
@@ -35,6 +35,19 @@ from hetc.target.target import Target
 Occupancy = list[tuple[frozenset[str], int, int, int]]
 
 MAX_READER_DELAYS = 1     # postponements of one transfer that may delay its reader (more: see _postpone)
+# Postponements of one transfer in all. Where packing, not the live bytes, overflows, a copy postponed to where
+# its bytes fit by the live count can overflow the packing again a few hundred ns later, round after round
+# (ResNet-50 on `multi-npu`: one copy dragged 616 ns a round for 175 rounds); after a few, the bytes must come
+# from another repair.
+MAX_POSTPONEMENTS = 3
+
+
+@dataclass
+class Postponements:
+    """How often each transfer was postponed while planning one schedule, and how often that delayed its
+    reader (``MAX_POSTPONEMENTS``, ``MAX_READER_DELAYS``)."""
+    times: dict[int, int] = field(default_factory=dict)
+    delayed_reader: dict[int, int] = field(default_factory=dict)
 
 
 class _Edits:
@@ -103,7 +116,7 @@ def spill_candidates(table: BufferTable, schedule: Schedule, memory: str, t: int
 
 def spill_at(table: BufferTable, schedule: Schedule, target: Target, memory: str, t: int, excess: int,
              lifetimes: dict[str, tuple[int, int]], shared: set[str],
-             occupancy: Occupancy, delayed_readers: dict[int, int] | None = None
+             occupancy: Occupancy, history: Postponements | None = None
              ) -> tuple[Schedule, list[Spill], list[int]] | None:
     """Free ``excess`` bytes at ``t`` (or as many as can leave); mutates ``table`` and returns the re-timed
     schedule, the spills and the postponed transfers, or None when nothing can leave (everything live is in
@@ -112,7 +125,7 @@ def spill_at(table: BufferTable, schedule: Schedule, target: Target, memory: str
 
     A copy brought from DRAM that nobody has read yet is not spilled but *postponed*: its transfer moves
     later in its DMA engine's queue, which frees the same bytes without a second transfer."""
-    delayed_readers = {} if delayed_readers is None else delayed_readers
+    history = Postponements() if history is None else history
     capacity = target.memories[memory].size
     edits = _Edits(list(schedule.tasks))
     spills: list[Spill] = []
@@ -129,7 +142,7 @@ def spill_at(table: BufferTable, schedule: Schedule, target: Target, memory: str
         fits_from = _fits_from(crowded, t, cand.next_use)
         if fits_from > cand.next_use:
             continue                    # it would have to come back while the memory is still too full
-        if _postpone(table, edits, target, cand, fits_from, delayed_readers):
+        if _postpone(table, edits, target, cand, fits_from, history):
             postponed.append(table.buffers[cand.buffer].writer)
             freed += size
             continue
@@ -150,13 +163,14 @@ def spill_at(table: BufferTable, schedule: Schedule, target: Target, memory: str
 
 
 def _postpone(table: BufferTable, edits: _Edits, target: Target, cand: _Candidate, fits_from: int,
-              delayed_readers: dict[int, int]) -> bool:
+              history: Postponements) -> bool:
     """Move the transfer that wrote an unread copy to just before its first reader (but not before the
     bytes fit). Every task it passes in its queue ends before that reader starts, so no dependency can point
     backwards. The source copy lives longer; the planner checks its memory like any other."""
     spec = table.buffers[cand.buffer]
     writer = edits[spec.writer]
-    if writer.kind != "transfer" or cand.before != (writer.id,):
+    if writer.kind != "transfer" or cand.before != (writer.id,) or \
+            history.times.get(writer.id, 0) >= MAX_POSTPONEMENTS:
         return False
     # Every task that waits for the transfer bounds it, not only this buffer's readers: a reader rebound to a
     # reload by an earlier spill still waits for it.
@@ -168,10 +182,11 @@ def _postpone(table: BufferTable, edits: _Edits, target: Target, cand: _Candidat
     if release > latest:
         # This delays the reader. A few times is fine (the memory frees meanwhile); more means the crowded
         # stretch moves with the reader and the same overflow comes back a little later, round after round.
-        if delayed_readers.get(writer.id, 0) >= MAX_READER_DELAYS or _passes_a_waiter(
+        if history.delayed_reader.get(writer.id, 0) >= MAX_READER_DELAYS or _passes_a_waiter(
                 edits, writer.engine, writer.start_ns, release, first_wait):
             return False
-        delayed_readers[writer.id] = delayed_readers.get(writer.id, 0) + 1
+        history.delayed_reader[writer.id] = history.delayed_reader.get(writer.id, 0) + 1
+    history.times[writer.id] = history.times.get(writer.id, 0) + 1
     edits.put(replace(writer, start_ns=release, end_ns=release + writer.duration_ns))
     return True
 
