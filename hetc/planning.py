@@ -19,6 +19,7 @@ from typing import Any
 from hetc.errors import MemoryPlanError
 from hetc.ir import Graph
 from hetc.memory import MemoryPlan, plan_memory
+from hetc.memory.artifact import spills_note
 from hetc.passes.alias_ops import alias_ops
 from hetc.schedule import Schedule, schedule as run_scheduler
 from hetc.stages import StageClock
@@ -130,7 +131,7 @@ def _plan_at(untiled: Graph, target: Target, choices: SchedulingChoices, clock: 
         plan = _no_worse_than_heft(graph, target, plan, say)
         say(", ".join(f"{m} {s.peak_bytes / 2**20:.2f}/{s.lower_bound_bytes / 2**20:.2f} MiB"
                       for m, s in plan.stats.items())
-            + f"; {plan.details['limited_prefetches']} prefetches double-buffered, {len(plan.spills)} spills; "
+            + f"; {plan.details['limited_prefetches']} prefetches double-buffered, {spills_note(plan.spills)}; "
               f"makespan {plan.schedule.makespan_ns / 1000:,.1f} µs, "
               f"gap after memory planning {plan.schedule.gap:.1%}")
     return graph, sched, plan

@@ -9,6 +9,7 @@ import pytest
 from hetc.errors import MemoryPlanError
 from hetc.ir import Graph, Node, Value
 from hetc.memory import plan_memory
+from hetc.memory.artifact import spills_note
 from hetc.memory.retime import retime
 from hetc.schedule.artifact import Task
 from hetc.target.model import DmaEngine, Memory
@@ -80,6 +81,9 @@ def test_a_target_that_joins_values_in_its_l2_spills_there():
     # where joined values go to DRAM (hetc.planning's fallback when the L2 overflows), spills do too
     in_dram = plan_memory(graph, schedule, target.joining_in_dram())
     assert [(s.value, s.to) for s in in_dram.spills] == [("a", "dram")]
+    # the build's progress and report.txt say where spills went
+    assert spills_note(plan.spills) == "1 spill (1 to l2)" and spills_note(()) == "0 spills"
+    assert spills_note(plan.spills + in_dram.spills * 2) == "3 spills (2 to dram, 1 to l2)"
 
 
 def test_retiming_keeps_each_engine_order():

@@ -107,6 +107,17 @@ class Spill:
     reload_task: int | None     # transfer task id (to -> memory), None if no later use needed it
 
 
+def spills_note(spills: "tuple[Spill, ...] | list[Spill]") -> str:
+    """``"3 spills (2 to l2, 1 to dram)"``: how many, and where they went (reports and the build's progress)."""
+    if not spills:
+        return "0 spills"
+    to: dict[str, int] = {}
+    for s in spills:
+        to[s.to] = to.get(s.to, 0) + 1
+    where = ", ".join(f"{n} to {m}" for m, n in sorted(to.items()))
+    return f"{len(spills)} spill{'s' if len(spills) > 1 else ''} ({where})"
+
+
 @dataclass(frozen=True)
 class TaskBuffers:
     reads: tuple[str | None, ...]   # buffer ids, in the node's input order (None for an omitted input)
