@@ -185,7 +185,8 @@ def make_summary(model_name: str, graph: Graph, target: Target, plan: MemoryPlan
     """The JSON summary of DESIGN.md (``hetc build --json`` and ``manifest.json``'s ``summary``), of the one
     schedule that ships (``plan.schedule``): ``gap`` and ``solver`` (status, makespan, gap) describe it; when
     memory planning re-timed the solver's schedule, ``solver.own`` has the solver's own status, makespan and
-    gap."""
+    gap (and ``superseded``, where HEFT's plan shipped instead); ``solver.scheduled_us`` is the shipped schedule's
+    makespan as its scheduler made it, before memory planning."""
     sched = plan.schedule
     placement = {d: 0 for d in target.devices}
     for device in sched.placement.values():
@@ -214,6 +215,11 @@ def make_summary(model_name: str, graph: Graph, target: Target, plan: MemoryPlan
     if own is not None:
         summary["solver"]["own"] = {"status": own["status"], "makespan_us": own["objective_ns"] / 1000,
                                     "gap": own["gap"]}
+        if "heft_after_planning" in sched.stats.details:   # the solver's schedule did not ship: HEFT's did
+            summary["solver"]["own"]["superseded"] = sched.stats.details["heft_after_planning"]
+    # The shipped schedule as its scheduler made it, before memory planning re-timed it (issue 15's measure)
+    scheduled = sched.stats.details.get("scheduled_ns", (own or {}).get("objective_ns", sched.stats.objective_ns))
+    summary["solver"]["scheduled_us"] = scheduled / 1000
     if sim is not None:
         summary["simulated_makespan_us"] = round(sim.makespan_ns / 1000, 3)
     if validation is not None:

@@ -144,8 +144,9 @@ def _no_worse_than_heft(graph: Graph, target: Target, plan: MemoryPlan, say: Any
     stats = plan.schedule.stats
     if stats.strategy != "cpsat" or stats.status not in ("FEASIBLE", "OPTIMAL"):
         return plan
+    heft_schedule = run_scheduler(graph, target, strategy="heft")
     try:
-        heft = plan_memory(graph, run_scheduler(graph, target, strategy="heft"), target)
+        heft = plan_memory(graph, heft_schedule, target)
     except MemoryPlanError:
         return plan   # HEFT's schedule does not fit where CP-SAT's does
     if heft.schedule.makespan_ns >= plan.schedule.makespan_ns:
@@ -158,5 +159,6 @@ def _no_worse_than_heft(graph: Graph, target: Target, plan: MemoryPlan, say: Any
     bound = max(plan.schedule.lower_bound_ns, heft.schedule.lower_bound_ns)
     shipped = replace(stats, status="HINT", objective_ns=heft.schedule.makespan_ns,
                       best_bound_ns=max(stats.best_bound_ns, bound),
-                      details={**stats.details, "solver_own": own, "heft_after_planning": note})
+                      details={**stats.details, "solver_own": own, "heft_after_planning": note,
+                               "scheduled_ns": heft_schedule.makespan_ns})
     return replace(heft, schedule=replace(heft.schedule, stats=shipped, lower_bound_ns=bound))

@@ -41,3 +41,30 @@ def test_a_build_whose_plan_re_times_carries_one_schedule():
     assert shipped.tasks == sched.tasks and shipped.stats.objective_ns == sched.makespan_ns
     report = result.bundle.report
     assert "solver's own makespan" in report and f"{own['objective_ns'] / 1000:,.2f} µs" in report
+
+
+def test_where_heft_s_plan_ships_the_summary_says_so_and_measures_its_re_timing_from_heft_s_schedule():
+    # A slower schedule posing as CP-SAT's (everything on the CPU), planned: HEFT's plan is faster and ships.
+    from dataclasses import replace
+
+    from hetc.frontend import load_onnx
+    from hetc.memory import plan_memory
+    from hetc.pipeline import make_summary
+    from hetc.planning import _no_worse_than_heft
+    from hetc.report.summary_view import summary_text
+    from hetc.schedule import schedule as run_scheduler
+    from hetc.stages import StageClock
+
+    target = load_target("edge-soc")
+    graph = load_onnx(REPO / "models" / "tiny_cnn.onnx")
+    slow = run_scheduler(graph, target, strategy="single:cpu")
+    posing = replace(slow, stats=replace(slow.stats, strategy="cpsat", status="FEASIBLE"))
+    heard: list[str] = []
+    plan = _no_worse_than_heft(graph, target, plan_memory(graph, posing, target), heard.append)
+    heft = run_scheduler(graph, target, strategy="heft")
+    assert plan.schedule.placement == heft.placement and heard[0].startswith("HEFT's schedule ships")
+    summary = make_summary("tiny_cnn", graph, target, plan, StageClock())
+    solver = summary["solver"]
+    assert solver["own"]["makespan_us"] == posing.makespan_ns / 1000 and solver["own"]["superseded"] == heard[0]
+    assert solver["scheduled_us"] == heft.makespan_ns / 1000          # the shipped schedule's own, not CP-SAT's
+    assert heard[0] in summary_text(summary) and "before memory planning re-timed it" not in summary_text(summary)

@@ -29,9 +29,11 @@ def _build_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
     add("gap", "gap", fmt_pct)       # the shipped schedule's: the one emitted, simulated and reported
     solver = summary.get("solver") or {}
     own = solver.get("own")
-    if own:   # memory planning re-timed the solver's schedule: its own figures, apart
+    if own:   # memory planning re-timed the solver's schedule, or shipped HEFT's: its own figures, apart
         rows.append(("solver's own", f"makespan {fmt_us(own['makespan_us'])} µs, gap {fmt_pct(own['gap'])}, "
-                                     f"{own['status']} (before memory planning re-timed it)"))
+                                     f"{own['status']} "
+                     + (f"({own['superseded']})" if own.get("superseded") else
+                        "(before memory planning re-timed it)")))
     if solver:
         wall, heft = solver.get("wall_s"), solver.get("heft_makespan_us")
         rows.append(("solver", f"{solver.get('status', '?')}" + (f" in {wall:.2f} s" if wall is not None else "")

@@ -166,6 +166,8 @@ def solver_table(schedule: "Schedule", wall_clock: bool = True) -> ReportTable:
         rows += [("solver's own status", str(own["status"])),
                  ("solver's own makespan", f"{fmt_us(own['objective_ns'] / 1000)} µs"),
                  ("solver's own gap", fmt_pct(own["gap"]))]
+        if "heft_after_planning" in st.details:   # its schedule, planned, was slower than HEFT's
+            rows.append(("shipped instead", st.details["heft_after_planning"]))
     parts = st.details.get("bound_parts_ns")
     if parts:
         rows.append(("lower bound from", _bound_source(parts, schedule.lower_bound_ns)))
