@@ -19,16 +19,13 @@ def split_across_cores(ctx: CutContext) -> TilePlan | None:
     launch = ctx.target.devices[ctx.device].launch_ns
     if launch + ctx.target.sync_ns + (whole - launch) / ctx.cores >= whole:
         return None   # even a perfect split of the compute would not pay for a launch and the join
-    scored = []
-    for axis in ctx.axes:
-        if axis.out_axis is None:
-            continue   # a K chain runs its tiles one after the other: no parallelism
-        for n in (ctx.cores, 2 * ctx.cores):
-            if n > axis.extent // axis.unit or not fits(ctx, [(axis, n)]):
-                continue
-            estimate = cut_estimate(ctx, [(axis, n)])
-            if estimate is not None:
-                scored.append((estimate, ((axis, n),)))
+    parallel = [axis for axis in ctx.axes if axis.out_axis is not None]   # (a K chain runs in sequence)
+    scored = _scored(ctx, [[(axis, n)] for axis in parallel for n in (ctx.cores, 2 * ctx.cores)])
+    if not scored:
+        # No part cut along one axis fits the tile budget (a 1x1 convolution whose every channel band reads
+        # the whole input, every row band all the weights): cut along two, as a node too big to fit is.
+        scored = _scored(ctx, [[(a, m), (b, n)] for i, a in enumerate(parallel) for b in parallel[i + 1:]
+                               for m in (2, 4, 8) for n in (2, 4, 8) if ctx.cores <= m * n <= 4 * ctx.cores])
     if not scored:
         return None
     estimate, cuts = pick_cut(scored)
@@ -37,6 +34,18 @@ def split_across_cores(ctx: CutContext) -> TilePlan | None:
     why = (f"fits whole, but split across {ctx.cores} {ctx.target.devices[ctx.device].kind} cores: {cut_label(cuts)} "
            f"estimated {estimate / 1000:,.1f} µs against {whole / 1000:,.1f} µs whole on {ctx.device}")
     return TilePlan(cuts, ctx.device, ctx.budget, estimate, whole, why)
+
+
+def _scored(ctx: CutContext, options: list[list[tuple[Axis, int]]]) -> list[tuple[float, tuple]]:
+    """The estimate of each cut in ``options`` whose parts exist (no more bands than units) and fit."""
+    scored = []
+    for cuts in options:
+        if any(n > axis.extent // axis.unit for axis, n in cuts) or not fits(ctx, cuts):
+            continue
+        estimate = cut_estimate(ctx, cuts)
+        if estimate is not None:
+            scored.append((estimate, tuple(cuts)))
+    return scored
 
 
 SPREAD_COUNTS = (2, 3, 4, 5, 6, 8, 12, 16)
