@@ -224,6 +224,27 @@ def test_an_early_prefetch_is_postponed_rather_than_spilled():
     assert plan.stats["sram"].peak_bytes <= 16 * KIB
 
 
+def test_with_an_l2_a_postponed_prefetch_is_read_into_it_and_copied_on_late():
+    # The same early fetches on a target with an L2: a postponed weight is read from DRAM into the L2 (its DRAM
+    # read no later in DRAM's queue than needed) and copied on into the scratchpad just before its reader.
+    graph, _, _ = _four_matmuls()
+    target = _with_l2(make_target(sram=16 * KIB))
+    schedule = list_schedule(graph, _with_l2(make_target(sram=1024 * KIB)), {n.id: "npu" for n in graph})
+    plan = plan_memory(graph, schedule, target, double_buffer=False)
+    plan.verify(target)
+    staged = plan.details["staged_transfers"]
+    assert staged and plan.spills == () and set(staged) <= set(plan.details["postponed_transfers"])
+    tasks = plan.schedule.by_id()
+    for copy in (tasks[k] for k in staged):
+        (read,) = (tasks[d] for d in copy.deps if tasks[d].value == copy.value)
+        assert (read.src, read.dst, read.engine) == ("dram", "l2", "dma_l2_dram")
+        assert (copy.src, copy.dst, copy.engine) == ("l2", "sram", "dma_l2")
+        assert plan.task_buffers[read.id].writes == (f"{copy.value}@l2",)
+        assert plan.task_buffers[copy.id].reads == (f"{copy.value}@l2",)
+        assert read.end_ns <= copy.start_ns
+    assert plan.stats["sram"].peak_bytes <= 16 * KIB
+
+
 def test_double_buffering_loads_a_weight_no_earlier_than_the_compute_before_its_reader():
     # The same four MatMuls: with double buffering no repair is needed at all. Each weight's copy starts no
     # earlier than the MatMul before its reader, so at most two weights are in the scratchpad at once.

@@ -158,6 +158,7 @@ def _plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s:
             live = sum(size for _, s, e, size in occupancy if s <= t < e)
             excess = max(live - target.memories[memory].size + margin.get(memory, 0), packing_excess, align)
             shared = _sharing_at(storages, lifetimes, memory, t) | regioned
+            staged = len(history.staged)
             result = spill_at(table, schedule, target, memory, t, excess, lifetimes, shared, occupancy,
                               history) \
                 if rounds <= MAX_SPILL_ROUNDS else None
@@ -170,8 +171,8 @@ def _plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s:
             repaired = True
             spills += more
             postponed += later
-            if more:
-                aliases = None                  # spills rebind readers: the next round regroups
+            if more or len(history.staged) > staged:
+                aliases = None                  # spills and staging rebind readers: the next round regroups
         if repaired:
             continue
         waited = delay_at(table, schedule, target, memory, t, lifetimes, aliases) \
@@ -200,7 +201,8 @@ def _plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s:
         history, aliases, delays, unmargined = Postponements(), None, [], set()
     _polish(layout, table, storages, target, share)
     details = {"moved_nodes": moved, "limited_prefetches": limited, "double_buffered_ns": double_buffered_ns,
-               "postponed_transfers": sorted(set(postponed)), "delayed_tasks": delays, "spill_rounds": rounds}
+               "postponed_transfers": sorted(set(postponed)),
+               "staged_transfers": sorted(set(history.staged)), "delayed_tasks": delays, "spill_rounds": rounds}
     # One schedule leaves this stage: the statistics describe it, the solver's own figures kept apart.
     stats = solver_stats.shipped(schedule.makespan_ns)
     if moved:

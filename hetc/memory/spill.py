@@ -16,7 +16,8 @@ The evicted copy is a buffer of the memory it went to like any other: when it ov
 repairs the L2 in turn (spilling to DRAM).
 
 A copy that nobody has read by ``t`` is *postponed* instead: its own transfer moves down
-its DMA queue, which frees the same bytes without a second transfer. The schedule is then re-timed keeping
+its DMA queue, which frees the same bytes without a second transfer; a copy from DRAM on a target with an L2
+is *staged* (``_staged``): read into the L2 and copied on late, which leaves the core's DRAM queue alone. The schedule is then re-timed keeping
 each engine's order (``retime``).
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import dataclass, field, replace
+from operator import attrgetter
 
 from hetc.memory.artifact import Spill
 from hetc.memory.lifetimes import BufferSpec, BufferTable, buffer_id
@@ -50,6 +52,7 @@ class Postponements:
     reader (``MAX_POSTPONEMENTS``, ``MAX_READER_DELAYS``)."""
     times: dict[int, int] = field(default_factory=dict)
     delayed_reader: dict[int, int] = field(default_factory=dict)
+    staged: list[int] = field(default_factory=list)    # transfers postponed through the L2 (``_staged``)
 
 
 class _Edits:
@@ -189,8 +192,85 @@ def _postpone(table: BufferTable, edits: _Edits, target: Target, cand: _Candidat
             return False
         history.delayed_reader[writer.id] = history.delayed_reader.get(writer.id, 0) + 1
     history.times[writer.id] = history.times.get(writer.id, 0) + 1
+    if release <= latest and _staged(table, edits, target, spec, writer, fits_from, first_wait):
+        history.staged.append(writer.id)
+        return True
     edits.put(replace(writer, start_ns=release, end_ns=release + writer.duration_ns))
     return True
+
+
+def _staged(table: BufferTable, edits: _Edits, target: Target, spec: BufferSpec, writer: Task, fits_from: int,
+            first_wait: int) -> bool:
+    """Postpone a copy from DRAM through the memory a spill would go to (the L2), if the target has one: the
+    DRAM read into the L2, then the copy on into the scratchpad on the core's 4x faster L2 port, each as late
+    as still meets the first reader and in a gap of its engine. A plain postponement moves the DRAM read down
+    the core's DRAM queue, where it delays the copies behind it. False (nothing changed) where there is no
+    such memory, the copy is predicated, the value is there already, no such gaps are found, or the L2 would
+    hold more than half its capacity meanwhile."""
+    away = target.spill_memory(spec.memory, spec.size)
+    if away == target.dram or writer.src != target.dram or writer.when is not None:
+        return False
+    staged_id = buffer_id(spec.value, away)
+    into, on = target.engines_between(target.dram, away), target.engines_between(away, spec.memory)
+    if staged_id in table.buffers or not into or not on:
+        return False
+    sync = math.ceil(target.sync_ns)
+    read_ns = max(1, math.ceil(target.transfer_ns(spec.size, into[0].name)))
+    copy_ns = max(1, math.ceil(target.transfer_ns(spec.size, on[0].name)))
+    copy_at = _latest_idle(edits, on[0].name, fits_from, first_wait - sync, copy_ns)
+    read_at = None if copy_at is None else \
+        _latest_idle(edits, into[0].name, writer.start_ns, copy_at - sync, read_ns)
+    if read_at is None or _live_most(table, edits, away, read_at, copy_at + copy_ns) + spec.size > \
+            target.memories[away].size // 2:
+        return False
+    read = Task(edits.next_id(), "transfer", into[0].name, read_at, read_at + read_ns,
+                deps=writer.deps, value=spec.value, src=target.dram, dst=away, bytes=spec.size)
+    edits.put(read)
+    edits.put(replace(writer, engine=on[0].name, src=away, deps=tuple(sorted({*writer.deps, read.id})),
+                      start_ns=copy_at, end_ns=copy_at + copy_ns))
+    sources = table.reads[writer.id]
+    for bid in sources:
+        if bid is not None:
+            readers = table.buffers[bid].readers
+            readers[readers.index(writer.id)] = read.id
+    table.reads[read.id] = list(sources)
+    table.writes[read.id] = [staged_id]
+    table.buffers[staged_id] = BufferSpec(staged_id, spec.value, away, spec.size, spec.dtype, spec.shape, "copy",
+                                          read.id, readers=[writer.id])
+    table.reads[writer.id] = [staged_id]
+    return True
+
+
+def _live_most(table: BufferTable, edits: _Edits, memory: str, start: int, end: int) -> int:
+    """The most bytes of ``memory``'s buffers live at once in ``[start, end)`` as ``edits`` time them (buffers
+    sharing bytes counted apart: an over-estimate)."""
+    events = []
+    for b in table.buffers.values():
+        if b.memory != memory:
+            continue
+        born = 0 if b.writer is None else edits[b.writer].start_ns
+        gone = max([edits[r].end_ns for r in b.readers] + [born + 1 if b.writer is None else edits[b.writer].end_ns])
+        if b.to_end:
+            gone = max(gone, end)
+        if born < end and gone > start:
+            events += [(max(born, start), b.size), (gone, -b.size)]
+    live = most = 0
+    for _, delta in sorted(events):
+        live += delta
+        most = max(most, live)
+    return most
+
+
+def _latest_idle(edits: _Edits, engine: str, since: int, until: int, duration: int) -> int | None:
+    """The latest start in ``[since, until - duration]`` at which ``engine`` is idle for ``duration`` ns as
+    planned, or None."""
+    cursor = until
+    for x in sorted((x for x in edits.tasks if x.engine == engine and x.start_ns < until and x.end_ns > since),
+                    key=attrgetter("start_ns"), reverse=True):
+        if x.end_ns <= cursor - duration:
+            break
+        cursor = min(cursor, x.start_ns)
+    return cursor - duration if cursor - duration >= since else None
 
 
 def _passes_a_waiter(edits: _Edits, engine: str, since: int, release: int, first_wait: int) -> bool:
