@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -111,10 +112,7 @@ def spills_note(spills: "tuple[Spill, ...] | list[Spill]") -> str:
     """``"3 spills (2 to l2, 1 to dram)"``: how many, and where they went (reports and the build's progress)."""
     if not spills:
         return "0 spills"
-    to: dict[str, int] = {}
-    for s in spills:
-        to[s.to] = to.get(s.to, 0) + 1
-    where = ", ".join(f"{n} to {m}" for m, n in sorted(to.items()))
+    where = ", ".join(f"{n} to {m}" for m, n in sorted(Counter(s.to for s in spills).items()))
     return f"{len(spills)} spill{'s' if len(spills) > 1 else ''} ({where})"
 
 

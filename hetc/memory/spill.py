@@ -17,8 +17,8 @@ repairs the L2 in turn (spilling to DRAM).
 
 A copy that nobody has read by ``t`` is *postponed* instead: its own transfer moves down
 its DMA queue, which frees the same bytes without a second transfer; a copy from DRAM on a target with an L2
-is *staged* (``_staged``): read into the L2 and copied on late, which leaves the core's DRAM queue alone. The schedule is then re-timed keeping
-each engine's order (``retime``).
+is *staged* (``_staged``): read into the L2 and copied on late, which leaves the core's DRAM queue alone.
+The schedule is then re-timed keeping each engine's order (``retime``).
 """
 from __future__ import annotations
 
@@ -125,8 +125,8 @@ def spill_at(table: BufferTable, schedule: Schedule, target: Target, memory: str
              ) -> tuple[Schedule, list[Spill], list[int]] | None:
     """Free ``excess`` bytes at ``t`` (or as many as can leave); mutates ``table`` and returns the re-timed
     schedule, the spills and the postponed transfers, or None when nothing can leave (everything live is in
-    use, or no DMA engine links ``memory`` to where it would spill). ``occupancy`` is every storage of ``memory``: each
-    reload waits until its bytes fit again.
+    use, or no DMA engine links ``memory`` to where it would spill). ``occupancy`` is every storage of
+    ``memory``: each reload waits until its bytes fit again.
 
     A copy brought from DRAM that nobody has read yet is not spilled but *postponed*: its transfer moves
     later in its DMA engine's queue, which frees the same bytes without a second transfer."""
@@ -244,14 +244,13 @@ def _staged(table: BufferTable, edits: _Edits, target: Target, spec: BufferSpec,
 def _live_most(table: BufferTable, edits: _Edits, memory: str, start: int, end: int) -> int:
     """The most bytes of ``memory``'s buffers live at once in ``[start, end)`` as ``edits`` time them (buffers
     sharing bytes counted apart: an over-estimate)."""
+    tasks = {x.id: x for x in edits.tasks}
+    makespan = max(x.end_ns for x in edits.tasks)
     events = []
-    for b in table.buffers.values():
+    for bid, b in table.buffers.items():
         if b.memory != memory:
             continue
-        born = 0 if b.writer is None else edits[b.writer].start_ns
-        gone = max([edits[r].end_ns for r in b.readers] + [born + 1 if b.writer is None else edits[b.writer].end_ns])
-        if b.to_end:
-            gone = max(gone, end)
+        born, gone = table.lifetime(bid, tasks, makespan)
         if born < end and gone > start:
             events += [(max(born, start), b.size), (gone, -b.size)]
     live = most = 0
