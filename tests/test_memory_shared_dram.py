@@ -3,6 +3,7 @@ scheduler times its own and the simulator runs the bundle: the repairs re-time w
 copy they move beside another DRAM user must not be planned as fast as alone."""
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
@@ -29,13 +30,14 @@ def test_two_copies_moved_together_share_the_bandwidth():
     assert [(t.start_ns, t.end_ns, t.work_ns) for t in timed] == [(0, 200, 100), (0, 200, 100)]
 
 
-def test_a_copy_that_no_longer_shares_takes_its_own_time_and_nothing_starts_early():
-    # Planned stretched by a neighbour that is gone: it ends at its own 100 ns; the next one keeps its start.
+def test_a_copy_that_no_longer_shares_takes_its_own_time_and_the_next_starts_as_soon_as_it_may():
+    # Planned stretched by a neighbour that is gone: it ends at its own 100 ns. The next one was planned at 300
+    # with nothing to wait for but its engine: the bundle starts it at 100, and so does the timing that ships.
     lone = Task(0, "transfer", "dma0", 0, 200, value="a", src="dram", dst="sram", bytes=1000, work_ns=100)
     later = _copy(1, "dma0", 300, 400)
     timed = retime_shared((lone, later), 0, {0: DRAM_UNITS, 1: DRAM_UNITS}, {})
     assert (timed[0].start_ns, timed[0].end_ns, timed[0].work_ns) == (0, 100, None)
-    assert timed[1] is later
+    assert (timed[1].start_ns, timed[1].end_ns) == (100, 200)
 
 
 def test_the_address_reuse_dependencies_hold_through_the_shared_timing():
@@ -65,6 +67,20 @@ def test_the_shipped_schedule_is_timed_by_the_shared_rule_and_agrees_with_the_si
     assert again is not None and all(a is b for a, b in zip(again, schedule.tasks))   # a fixed point of the rule
     simulated = simulate(result.bundle, functional=False).makespan_ns
     assert simulated <= schedule.makespan_ns * 1.001   # the simulator starts as soon as it may; never later
+    _assert_no_slack(schedule, plan.reuse_deps, result.target.sync_ns)
+
+
+def _assert_no_slack(schedule, reuse_deps, sync_ns) -> None:
+    """Every task starts when the last of what it waits for ends (its engine predecessor, its dependencies and
+    the address reuse, a semaphore across engines), as the bundle runs it: no planned start holds it back."""
+    by_id = schedule.by_id()
+    previous: dict[str, int] = {}
+    for t in sorted(schedule.tasks, key=lambda t: (t.start_ns, t.end_ns, t.id)):
+        ready = by_id[previous[t.engine]].end_ns if t.engine in previous else 0
+        for d in t.deps + reuse_deps.get(t.id, ()):
+            ready = max(ready, by_id[d].end_ns + (0 if by_id[d].engine == t.engine else math.ceil(sync_ns)))
+        assert t.start_ns == ready, t
+        previous[t.engine] = t.id
 
 
 def test_a_repaired_plan_is_no_longer_faster_than_its_simulation():
@@ -77,3 +93,5 @@ def test_a_repaired_plan_is_no_longer_faster_than_its_simulation():
     assert plan.details["shared_dram_ns"] > 0
     plan.verify(result.target)
     assert simulate(result.bundle, functional=False).makespan_ns <= plan.schedule.makespan_ns
+    # and no task waits for its planned start (a copy did before: 295 ns the bundle never waited)
+    _assert_no_slack(plan.schedule, plan.reuse_deps, result.target.sync_ns)

@@ -215,9 +215,10 @@ def _plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s:
 
 def _timed_with_shared_dram(plan: MemoryPlan, graph: Graph, table: BufferTable, aliases: dict[str, str],
                             layout: _Layout, target: Target, began: float) -> MemoryPlan:
-    """``plan`` with its schedule timed once more with DRAM's bandwidth shared (``retime_shared``): the
-    repairs re-time with fixed durations, so a copy they moved beside another DRAM user was planned as fast
-    as alone. The address-reuse dependencies hold through it, so the offsets stay valid; the lifetimes and
+    """``plan`` with its schedule timed once more with DRAM's bandwidth shared and each task as early as the
+    bundle starts it (``retime_shared``): the repairs re-time with fixed durations, so a copy they moved
+    beside another DRAM user was planned as fast as alone, and they hold tasks at planned starts no semaphore
+    states. The address-reuse dependencies hold through it, so the offsets stay valid; the lifetimes and
     lower bounds follow the new times."""
     schedule = plan.schedule
     problem = build_problem(graph, target, durations_of=lambda node: {})   # (the asks need no costs)

@@ -4,7 +4,8 @@ The rule is ``hetc.schedule.tasks.earliest_times`` (the one statement of the exe
 dependencies, the semaphore cost across engines), with each task's previous start as its release time:
 re-timing only ever delays, so the untouched part of a schedule stays as planned. Durations do not change
 inside the repairs; ``retime_shared`` times the schedule that ships once more with DRAM's bandwidth shared
-(``hetc.schedule.dram``), as the scheduler and the simulator time it.
+(``hetc.schedule.dram``), as the scheduler and the simulator time it, and with no planned start holding a task
+back, as the bundle runs it.
 """
 from __future__ import annotations
 
@@ -148,15 +149,17 @@ def retime_shared(tasks: tuple[Task, ...], sync_ns: float, asks: dict[int, int],
                   extra_deps: dict[int, tuple[int, ...]]) -> tuple[Task, ...] | None:
     """``tasks`` timed with DRAM's bandwidth shared among the tasks streaming through it (``asks``: task id ->
     share, ``hetc.schedule.dram.task_asks``), each from its own duration (``Task.own_ns``), in its engine's
-    program order and not before its planned start; ``extra_deps`` (task id -> tasks it waits for too: the
+    program order, as soon as its dependencies allow; ``extra_deps`` (task id -> tasks it waits for too: the
     memory plan's address reuse) hold as dependencies. The repairs re-time with fixed durations, so a copy
-    they moved next to another DRAM user was planned as fast as alone; this is the timing that ships. Tasks
-    whose times stay are returned as they are; None on a cycle."""
+    they moved next to another DRAM user was planned as fast as alone; and they delay by start times (a
+    prefetch released at the compute before its reader) that no semaphore states, which the bundle does not
+    wait for: each of its engines starts a task when the one before it has ended and its semaphores are
+    signalled. The address reuse keeps every offset valid at any such timing. This is the timing that ships.
+    Tasks whose times stay are returned as they are; None on a cycle."""
     specs = {t.id: TaskSpec(t.id, t.engine, t.own_ns, tuple(dict.fromkeys(t.deps + extra_deps.get(t.id, ()))))
              for t in tasks}
     try:
-        times = shared_times(specs, engine_order(list(tasks)), math.ceil(sync_ns),
-                             {t.id: t.start_ns for t in tasks}, asks)
+        times = shared_times(specs, engine_order(list(tasks)), math.ceil(sync_ns), {}, asks)
     except ValueError:
         return None
     out = []
