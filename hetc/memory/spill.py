@@ -29,6 +29,7 @@ from operator import attrgetter
 
 from hetc.memory.artifact import Spill
 from hetc.memory.lifetimes import BufferSpec, BufferTable, buffer_id
+from hetc.memory.packing import live_profile
 from hetc.memory.retime import retime
 from hetc.schedule.artifact import Schedule, Task
 from hetc.target.target import Target
@@ -246,18 +247,13 @@ def _live_most(table: BufferTable, edits: _Edits, memory: str, start: int, end: 
     sharing bytes counted apart: an over-estimate)."""
     tasks = {x.id: x for x in edits.tasks}
     makespan = max(x.end_ns for x in edits.tasks)
-    events = []
+    intervals = []
     for bid, b in table.buffers.items():
-        if b.memory != memory:
-            continue
-        born, gone = table.lifetime(bid, tasks, makespan)
-        if born < end and gone > start:
-            events += [(max(born, start), b.size), (gone, -b.size)]
-    live = most = 0
-    for _, delta in sorted(events):
-        live += delta
-        most = max(most, live)
-    return most
+        if b.memory == memory:
+            born, gone = table.lifetime(bid, tasks, makespan)
+            if born < end and gone > start:
+                intervals.append((max(born, start), gone, b.size))
+    return live_profile(intervals)[0]
 
 
 def _latest_idle(edits: _Edits, engine: str, since: int, until: int, duration: int) -> int | None:
