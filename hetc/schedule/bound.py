@@ -112,7 +112,7 @@ def balance_bound(problem: SchedulingProblem, nodes: Iterable[int] | None = None
     return _balance(problem, [n for n in nodes if not problem.is_alias(n)])
 
 
-def _balance(problem: SchedulingProblem, nodes: Sequence[int]) -> int:
+def _balance(problem: SchedulingProblem, nodes: Sequence[int], copies: bool = True) -> int:
     from ortools.linear_solver import pywraplp
 
     if not nodes:
@@ -131,7 +131,7 @@ def _balance(problem: SchedulingProblem, nodes: Sequence[int]) -> int:
         solver.Add(solver.Sum(parts) == 1)
     inflow = {m: sum(e.bandwidth for e in problem.dmas.values() if m in e.memories)
               for m in set(problem.device_memory.values()) - {problem.dram}}
-    fetched: dict[str, list] = {m: [] for m, bw in inflow.items() if bw > 0}
+    fetched: dict[str, list] = {m: [] for m, bw in inflow.items() if bw > 0} if copies else {}
     for value, spec in enumerate(problem.values):
         if spec.producer is not None or spec.is_host or not spec.nbytes:
             continue
@@ -291,6 +291,50 @@ def _ancestors(problem: SchedulingProblem, node: int) -> set[int]:
     return found
 
 
+def series_bound(problem: SchedulingProblem) -> int:
+    """The graph as a series of stages between its cut nodes, each stage's bound added up.
+
+    A cut node is ordered with every other node: each one is its ancestor or its descendant (a residual Add,
+    a norm, the Concat closing a dense block, a join of tiles). Everything before a cut ends before it starts
+    and everything after it starts after it ends, so the nodes between two consecutive cuts (a stage) run in a
+    window no other node's work enters. Each window lasts at least its own critical path and its own
+    load-balancing program (no device can lend a stage the time it idles in another), and the windows and the
+    cuts follow one another. Only the first window starts at 0, so only its program counts the weights'
+    copies: a later stage's weights may stream during an earlier one. Where the whole graph is one stage this
+    is the larger of the critical path and the program; it rises above both where stages alternate between
+    being bound by their chains and by their work (DenseNet-121's dense blocks, SqueezeNet's fire modules)."""
+    if "series_bound" in problem._memo:
+        return problem._memo["series_bound"]
+    n = problem.n
+    ancestors = [0] * n          # bitsets: nodes are indexed in a topological order
+    for node in range(n):
+        for p in problem.predecessors[node]:
+            ancestors[node] |= ancestors[p] | 1 << p
+    descendants = [0] * n
+    for node in reversed(range(n)):
+        for s in problem.successors[node]:
+            descendants[node] |= descendants[s] | 1 << s
+    cuts = [node for node in range(n) if ancestors[node].bit_count() + descendants[node].bit_count() == n - 1]
+    total, first = 0, 0
+    for stage_end in [*cuts, n]:
+        stage = range(first, stage_end)   # a cut's ancestors precede it in the order: the stage is a range
+        if stage:
+            finish, work = {}, []
+            for node in stage:
+                ready = max((finish[p] for p in problem.predecessors[node] if p >= first), default=0)
+                finish[node] = ready + (0 if problem.is_alias(node) else problem.fastest(node))
+                if not problem.is_alias(node):
+                    work.append(node)
+            chain = max(finish.values())
+            spread = _balance(problem, work, copies=first == 0) if len(work) > 1 else 0
+            total += max(chain, spread)
+        if stage_end < n and not problem.is_alias(stage_end):
+            total += problem.fastest(stage_end)
+        first = stage_end + 1
+    problem._memo["series_bound"] = total
+    return total
+
+
 def lower_bound(problem: SchedulingProblem) -> int:
     """The largest of ``bound_parts``."""
     return max(bound_parts(problem).values())
@@ -300,11 +344,13 @@ def bound_parts(problem: SchedulingProblem) -> dict[str, int]:
     """Every bound ``lower_bound`` takes the largest of, by name (ns): the critical path on fastest devices
     with free transfers; the same with the weight, input and output transfers no schedule avoids; total
     fastest work over the devices, and the same for every subset of devices; the load-balancing linear
-    program; the bytes no schedule keeps out of DRAM over its bandwidth; and those it cannot read before a
-    cut (``dram_tail_bound``)."""
+    program; the stages between the graph's cut nodes, one after another (``series_bound``); the bytes no
+    schedule keeps out of DRAM over its bandwidth; and those it cannot read before a cut
+    (``dram_tail_bound``)."""
     if "bound_parts" not in problem._memo:
         parts = {"critical path": critical_path(problem), "critical path with transfers": release_path(problem),
-                 "work": work_bound(problem), "load balance": balance_bound(problem), "DRAM": dram_bound(problem)}
+                 "work": work_bound(problem), "load balance": balance_bound(problem),
+                 "stages between cuts": series_bound(problem), "DRAM": dram_bound(problem)}
         parts["DRAM after a cut"] = dram_tail_bound(problem, max(parts.values()))
         problem._memo["bound_parts"] = parts
     return problem._memo["bound_parts"]
