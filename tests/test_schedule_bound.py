@@ -59,3 +59,36 @@ def test_never_above_any_strategy_on_random_problems(seed):
     assert bound >= 0 and max(critical_path(problem), release_path(problem)) <= lower_bound(problem)
     for strategy in ("heft", "greedy", "cpsat"):
         assert bound <= solve(problem, strategy, time_limit_s=1).makespan_ns, strategy
+
+
+def _across(a_on_cpu_too: bool = False) -> SchedulingProblem:
+    """``a`` (the NPU, 100 ns; optionally the CPU, 400 ns) reads a 64-byte input and makes a 1000-byte ``h``
+    that ``b`` (the CPU only, 100 ns) reads: a copy at 10 ns + 1 B/ns, a semaphore (7 ns) at each hand-over."""
+    values = (ValueSpec("x", 64, None, (0,)), ValueSpec("h", 1000, 0, (1,)), ValueSpec("y", 8, 1, (), is_output=True))
+    return SchedulingProblem(
+        node_ids=(0, 1), node_names=("a", "b"), ops=("Relu", "Relu"),
+        durations=({"npu": 100, **({"cpu": 400} if a_on_cpu_too else {})}, {"cpu": 100}),
+        node_inputs=((0,), (1,)), values=values, device_memory={"cpu": "dram", "npu": "sram"},
+        dmas={"dma": DmaSpec("dma", ("dram", "sram"), 10.0, 1.0)}, sync_ns=7, priority=("npu", "cpu"))
+
+
+def test_an_activation_crossing_devices_pays_its_copy_and_semaphores():
+    # x in: 7 + 74; a: 100; h out: 7 + 1010; b: 7 + 100
+    problem = _across()
+    assert release_path(problem) == 81 + 100 + 1017 + 107 == brute_force(problem)
+    assert solve(problem, "cpsat", time_limit_s=2).makespan_ns == release_path(problem)
+
+
+def test_the_producer_is_where_its_value_arrives_soonest():
+    # a on the CPU beside b (400 + 100 ns: no copy, no semaphore) beats the NPU's 1305 ns: the bound follows it
+    problem = _across(a_on_cpu_too=True)
+    assert release_path(problem) == 400 + 100 == brute_force(problem)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_path_with_transfers_never_above_any_strategy(seed):
+    problem = random_problem(seed, nodes=20, edge_prob=0.2 + 0.02 * seed, two_npu_dmas=seed % 2 == 1,
+                             direct_link=seed % 3 == 0)
+    bound = release_path(problem)
+    for strategy in ("heft", "greedy"):
+        assert bound <= solve(problem, strategy).makespan_ns, strategy

@@ -33,8 +33,11 @@ def release_path(problem: SchedulingProblem) -> int:
     A node on a device away from DRAM cannot start before its weights and graph inputs (which start in DRAM),
     or an Assemble's output (in its memory once each part has been written there), or Regions of those, have
     crossed the route to that device; nor can a graph output produced there count as done before it is back
-    in DRAM. Each node takes the device that minimises its own finish (separately for each such arrival), so
-    the result is a lower bound."""
+    in DRAM. A value a compute node makes (or a Region of it) reaches a reader on another device a semaphore
+    later, and one copy per hop later where the two devices' memories differ (its producer on whichever of
+    its devices it is there soonest: the earliest end of the producer on each device is kept). Each node
+    takes the device that minimises its own finish (separately for each such arrival), so the result is a
+    lower bound."""
     def moved(value: int, src: str, dst: str) -> int:
         """The fastest chain of copies of ``value`` from ``src`` to ``dst``, over every source a copy may be
         made from."""
@@ -55,8 +58,20 @@ def release_path(problem: SchedulingProblem) -> int:
             return finish[root], problem.assembly_memory(root)
         return None
 
+    def made(value: int, device: str) -> int:
+        """The earliest a value a compute node makes, or a Region of it, is where ``device`` reads it: the
+        producer's end on some device, plus a semaphore from another engine and the copies from another
+        memory; 0 for any other value."""
+        producer = problem.values[problem.region_root[value]].producer
+        if producer is None or problem.is_alias(producer) or problem.values[value].is_host:
+            return 0
+        home = problem.home(device)
+        return min(end if there == device else end + problem.sync_ns + moved(value, problem.home(there), home)
+                   for there, end in ends[producer].items())
+
     joined = {}  # value -> earliest time it can be in its Assemble's memory, for the values an Assemble gathers
     finish, best = [0] * problem.n, 0
+    ends: list[dict[str, int]] = [{} for _ in range(problem.n)]   # per compute node, its earliest end per device
     for node in range(problem.n):
         ready = max((finish[p] for p in problem.predecessors[node]), default=0)
         if problem.is_alias(node):
@@ -72,7 +87,9 @@ def release_path(problem: SchedulingProblem) -> int:
             home = problem.home(device)
             release = max((fixed[0] + moved(v, fixed[1], home) for v in problem.node_inputs[node]
                            if (fixed := fixed_ready(v)) is not None), default=0)
-            end = max(ready, release) + duration
+            arrival = max((made(v, device) for v in problem.node_inputs[node]), default=0)
+            end = max(ready, release, arrival) + duration
+            ends[node][device] = end
             done.append(end)
             out.append(max([end] + [end + moved(v, home, problem.dram) for v in problem.node_outputs[node]
                                     if problem.values[v].is_output]))
