@@ -92,3 +92,9 @@ def test_the_path_with_transfers_never_above_any_strategy(seed):
     bound = release_path(problem)
     for strategy in ("heft", "greedy"):
         assert bound <= solve(problem, strategy).makespan_ns, strategy
+
+
+def test_cpsat_does_not_search_where_heft_meets_the_bound():
+    sched = solve(_across(), "cpsat", time_limit_s=2)
+    assert sched.makespan_ns == release_path(_across()) and sched.stats.status == "OPTIMAL"
+    assert sched.stats.details["no_search"] == "HEFT meets the lower bound" and sched.gap == 0.0

@@ -357,6 +357,13 @@ def lower_bound(problem: SchedulingProblem) -> int:
     return max(bound_parts(problem).values())
 
 
+def any_schedule_bound(problem: SchedulingProblem) -> int:
+    """The largest of the bounds every schedule of the model meets, whether it fits the memories or not: all
+    of ``bound_parts`` but DRAM's after a cut, which counts on the memories' capacity. A schedule the
+    scheduler made (before memory planning) that meets it is optimal."""
+    return max(v for k, v in bound_parts(problem).items() if k != "DRAM after a cut")
+
+
 def bound_parts(problem: SchedulingProblem) -> dict[str, int]:
     """Every bound ``lower_bound`` takes the largest of, by name (ns): the critical path on fastest devices
     with free transfers; the same with the weight, input and output transfers no schedule avoids; total
