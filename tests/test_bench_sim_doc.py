@@ -5,6 +5,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO
 
 
@@ -31,8 +33,18 @@ def test_the_section_is_written_once_and_survives_regeneration(tmp_path: Path) -
     assert text.count("## Timing engine vs SimPy") == 1 and "| 4.50 |" in text and "| 4.00 |" not in text
     assert text.index("old tables") < text.index("## Timing engine") < text.index("## Per-stage benchmarks")
 
-    regenerated = bench.keep_timing_section(doc, "# Benchmarks\n\nnew tables\n\n## Per-stage benchmarks\n\n* x\n")
+    regenerated = bench.keep_timing_section(
+        doc, "# Benchmarks\n\n## Summary\n\nnew tables\n\n## Per-stage benchmarks\n\n* x\n")
     assert "new tables" in regenerated and "old tables" not in regenerated
     assert regenerated.count("## Timing engine vs SimPy") == 1 and "| 4.50 |" in regenerated
     assert regenerated.index("## Timing engine") < regenerated.index("## Per-stage benchmarks")
     assert bench.keep_timing_section(tmp_path / "missing.md", "# Benchmarks\n") == "# Benchmarks\n"
+
+
+def test_regeneration_refuses_to_drop_a_section_written_outside_the_markers(tmp_path: Path) -> None:
+    bench = tool("bench")
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\n## Summary\n\nold\n\n### Measured by hand\n\nnotes\n\n"
+                   "## Per-stage benchmarks\n\n* links\n")
+    with pytest.raises(SystemExit, match="would drop 1 heading.*Measured by hand"):
+        bench.keep_timing_section(doc, "# Benchmarks\n\n## Summary\n\nnew\n\n## Per-stage benchmarks\n\n* x\n")

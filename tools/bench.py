@@ -393,6 +393,8 @@ def markdown(cases: list[Case], strategies: list[str], targets: list[str], info:
             "[docs/memory.md](memory.md#benchmark)",
             "* packer vs Arm Vela's HillClimb allocator: `tools/bench_packing.py`, "
             "[docs/memory.md](memory.md#packer-vs-arm-velas-hillclimb-toolsbench_packingpy)",
+            "* the packer's work rate, which `WORK_PER_SECOND` should equal: `tools/packing_rate.py`, "
+            "[docs/memory.md](memory.md)",
             "* kernel speed against onnxruntime: `tools/kernel_speed.py`, [docs/kernels.md](kernels.md#speed)",
             "* simulator event loop vs SimPy and functional simulation: `tools/bench_sim.py`, "
             "[docs/bundle-format.md](bundle-format.md#results)",
@@ -460,6 +462,12 @@ def keep_timing_section(path: Path, text: str) -> str:
         section = old[old.index(begin):old.index(end) + len(end)]
         at = text.index("## Per-stage benchmarks")
         text = text[:at] + section + "\n\n" + text[at:]
+    # a heading written by hand outside every kept section would vanish silently: refuse instead
+    lost = [line for line in old.splitlines() if line.startswith("#") and line not in text]
+    if lost:
+        raise SystemExit(f"error: regenerating {path} would drop {len(lost)} heading(s) written outside the kept "
+                         f"sections ({', '.join(repr(h) for h in lost[:3])}); move them between a section's "
+                         "markers (KEPT_SECTIONS) first")
     return text
 
 
