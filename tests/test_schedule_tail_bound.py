@@ -13,7 +13,7 @@ from hetc.ir import EXPORT_IR_VERSION
 from hetc.pipeline import BuildOptions, build
 from hetc.schedule.api import solve
 from hetc.schedule.bound import (balance_bound, bound_parts, critical_path, dram_bound, dram_tail_bound,
-                                 lower_bound, release_path, work_bound)
+                                 lower_bound, release_path, series_bound, work_bound)
 from hetc.schedule.problem import DmaSpec, SchedulingProblem, ValueSpec
 from hetc.schedule.synthetic import random_problem
 from hetc.target import load_target, target_from_toml_text
@@ -60,9 +60,34 @@ def test_the_program_over_what_precedes_a_cut_can_lift_it():
         device_memory={"cpu": "dram", "npu": "sram"}, dmas={"dma": DmaSpec("dma", ("dram", "sram"), 0.0, 8.0)},
         sync_ns=0, priority=("npu", "cpu"), dram_bandwidth=1.0, onchip_bytes=2_000)
     assert critical_path(chain) == 5502
-    assert dram_tail_bound(chain) == 7501 + 8008   # (3 x 5000 + 2) / 2 devices, then the late bytes
+    # the a's over 2 devices (7500 ns), then j after them (the stages before the cut j: 7502 ns; the program
+    # over j and its ancestors alone would give (3 x 5000 + 2) / 2), then the late bytes
+    assert dram_tail_bound(chain) == 7502 + 8008
     for strategy in ("heft", "cpsat"):
         assert lower_bound(chain) <= solve(chain, strategy, time_limit_s=1).makespan_ns
+
+
+def test_a_cut_node_streams_after_the_stages_before_it():
+    # a1 -> a2 (a chain: 200 ns on the NPU), j, four independent b's (a fan: 200 ns over both devices), k, then
+    # c (the CPU only) reads a 10,000-byte weight: k cannot end before 402 ns, and 9,908 bytes stream after it
+    fast, either = {"npu": 100, "cpu": 300}, {"npu": 100, "cpu": 100}
+    durations = (fast, fast, {"npu": 1, "cpu": 1}, either, either, either, either, {"npu": 1, "cpu": 1},
+                 {"cpu": 500})
+    values = [ValueSpec("x", 64, None, (0,)), ValueSpec("h1", 64, 0, (1,)), ValueSpec("h2", 64, 1, (2,)),
+              ValueSpec("j", 64, 2, (3, 4, 5, 6))]
+    values += [ValueSpec(f"b{k}", 64, 3 + k, (7,)) for k in range(4)]
+    values += [ValueSpec("k", 64, 7, (8,)), ValueSpec("w", 10_000, None, (8,), is_const=True),
+               ValueSpec("y", 8, 8, (), is_output=True)]
+    problem = SchedulingProblem(
+        node_ids=tuple(range(9)), node_names=("a1", "a2", "j", "b1", "b2", "b3", "b4", "k", "c"),
+        ops=("Relu",) * 7 + ("Sum", "Gemm"), durations=durations,
+        node_inputs=((0,), (1,), (2,), (3,), (3,), (3,), (3,), (4, 5, 6, 7), (8, 9)), values=tuple(values),
+        device_memory={"cpu": "dram", "npu": "sram"}, dmas={"dma": DmaSpec("dma", ("dram", "sram"), 0.0, 1e4)},
+        sync_ns=0, priority=("npu", "cpu"), dram_bandwidth=1.0, onchip_bytes=100)
+    assert series_bound(problem) == 200 + 1 + 200 + 1 + 500
+    assert dram_tail_bound(problem) == 402 + 9900 + 8 == lower_bound(problem) > dram_bound(problem)
+    for strategy in ("heft", "cpsat"):
+        assert lower_bound(problem) <= solve(problem, strategy, time_limit_s=1).makespan_ns, strategy
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -234,7 +234,8 @@ _TAIL_MATRIX_MAX = 8_000_000      # nodes x DRAM-resident values (64 MB of count
 
 def dram_tail_bound(problem: SchedulingProblem, known: int = 0) -> int:
     """DRAM's bound after a cut. The successors of a node v cannot start before v and all it depends on have
-    ended: the critical path to v and the load-balancing program over those nodes both bound that time.
+    ended: the critical path to v, the load-balancing program over those nodes and, where v is a cut node,
+    the stages before it (``series_bound``) bound that time.
     From then on DRAM must still deliver what those successors read of the weights and graph inputs, except
     what the on-chip memories together can hold ahead, and take the graph outputs the successors write, at
     its bandwidth. Where fully connected layers stream more weights than the scratchpads hold after the
@@ -249,6 +250,8 @@ def dram_tail_bound(problem: SchedulingProblem, known: int = 0) -> int:
     if after is None:
         return 0
     finish = _fastest_finish(problem)
+    for node, ended in _stages(problem)[1].items():   # a cut node ends after the stages before it
+        finish[node] = max(finish[node], ended)
     cuts = []
     for node, (read, written) in enumerate(after):
         late = max(0, read - onchip) + written
@@ -320,8 +323,14 @@ def series_bound(problem: SchedulingProblem) -> int:
     copies: a later stage's weights may stream during an earlier one. Where the whole graph is one stage this
     is the larger of the critical path and the program; it rises above both where stages alternate between
     being bound by their chains and by their work (DenseNet-121's dense blocks, SqueezeNet's fire modules)."""
-    if "series_bound" in problem._memo:
-        return problem._memo["series_bound"]
+    return _stages(problem)[0]
+
+
+def _stages(problem: SchedulingProblem) -> tuple[int, dict[int, int]]:
+    """``series_bound``, and per cut node the time before which it cannot end (the stages and cuts up to it
+    added up)."""
+    if "stages" in problem._memo:
+        return problem._memo["stages"]
     n = problem.n
     ancestors = [0] * n          # bitsets: nodes are indexed in a topological order
     for node in range(n):
@@ -332,7 +341,7 @@ def series_bound(problem: SchedulingProblem) -> int:
         for s in problem.successors[node]:
             descendants[node] |= descendants[s] | 1 << s
     cuts = [node for node in range(n) if ancestors[node].bit_count() + descendants[node].bit_count() == n - 1]
-    total, first = 0, 0
+    total, first, ended = 0, 0, {}
     for stage_end in [*cuts, n]:
         stage = range(first, stage_end)   # a cut's ancestors precede it in the order: the stage is a range
         if stage:
@@ -345,11 +354,12 @@ def series_bound(problem: SchedulingProblem) -> int:
             chain = max(finish.values())
             spread = _balance(problem, work, copies=first == 0) if len(work) > 1 else 0
             total += max(chain, spread)
-        if stage_end < n and not problem.is_alias(stage_end):
-            total += problem.fastest(stage_end)
+        if stage_end < n:
+            total += 0 if problem.is_alias(stage_end) else problem.fastest(stage_end)
+            ended[stage_end] = total
         first = stage_end + 1
-    problem._memo["series_bound"] = total
-    return total
+    problem._memo["stages"] = (total, ended)
+    return total, ended
 
 
 def lower_bound(problem: SchedulingProblem) -> int:
