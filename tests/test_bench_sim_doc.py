@@ -46,5 +46,5 @@ def test_regeneration_refuses_to_drop_a_section_written_outside_the_markers(tmp_
     doc = tmp_path / "benchmarks.md"
     doc.write_text("# Benchmarks\n\n## Summary\n\nold\n\n### Measured by hand\n\nnotes\n\n"
                    "## Per-stage benchmarks\n\n* links\n")
-    with pytest.raises(SystemExit, match="would drop 1 heading.*Measured by hand"):
+    with pytest.raises(bench.LostHeadings, match="would drop 1 heading.*Measured by hand"):
         bench.keep_timing_section(doc, "# Benchmarks\n\n## Summary\n\nnew\n\n## Per-stage benchmarks\n\n* x\n")

@@ -465,10 +465,18 @@ def keep_timing_section(path: Path, text: str) -> str:
     # a heading written by hand outside every kept section would vanish silently: refuse instead
     lost = [line for line in old.splitlines() if line.startswith("#") and line not in text]
     if lost:
-        raise SystemExit(f"error: regenerating {path} would drop {len(lost)} heading(s) written outside the kept "
-                         f"sections ({', '.join(repr(h) for h in lost[:3])}); move them between a section's "
-                         "markers (KEPT_SECTIONS) first")
+        raise LostHeadings(path, lost, text)
     return text
+
+
+class LostHeadings(Exception):
+    """Regenerating the file would drop headings written outside every kept section."""
+
+    def __init__(self, path: Path, lost: list[str], text: str):
+        super().__init__(f"regenerating {path} would drop {len(lost)} heading(s) written outside the kept "
+                         f"sections ({', '.join(repr(h) for h in lost[:3])}); move them between a section's "
+                         "markers (KEPT_SECTIONS) and merge the new text")
+        self.text = text
 
 
 def regenerate_args(argv: list[str]) -> list[str]:
@@ -517,16 +525,21 @@ def main(argv: list[str] | None = None) -> int:
     strategies = [s for s in ("single:cpu", "greedy", "heft") if s in baselines] + ["cpsat"]
     print_tables(cases, strategies, targets)
     print(f"whole run: {total_s:.1f} s")
-    if args.out:
-        shown = regenerate_args(argv if argv is not None else sys.argv[1:])
-        text = markdown(cases, strategies, targets, info, shown, total_s)
-        Path(args.out).write_text(keep_timing_section(Path(args.out), text))
-        print(f"wrote {args.out}")
     if args.json:
         raw = {"machine": info, "total_s": total_s, "headline": headline(cases, targets),
                "cases": [asdict(c) for c in cases]}
         Path(args.json).write_text(json.dumps(raw, indent=1))
         print(f"wrote {args.json}")
+    if args.out:
+        shown = regenerate_args(argv if argv is not None else sys.argv[1:])
+        text = markdown(cases, strategies, targets, info, shown, total_s)
+        try:
+            Path(args.out).write_text(keep_timing_section(Path(args.out), text))
+        except LostHeadings as lost:   # the run is not lost: its text goes beside the file
+            Path(args.out + ".new").write_text(lost.text)
+            print(f"error: {lost}; the new text is in {args.out}.new", file=sys.stderr)
+            return 1
+        print(f"wrote {args.out}")
     return 0
 
 
