@@ -16,9 +16,10 @@ from hetc.schedule import (Schedule, ScheduleInvariantError, build_problem, lowe
 from hetc.schedule.artifact import Task
 from hetc.schedule.heuristics import fixed_placement, heft, heft_list, heft_timed
 from hetc.schedule.problem import DmaSpec, SchedulingProblem, ValueSpec
-from hetc.schedule.synthetic import random_problem
 from hetc.schedule.tasks import Plan, asap, derive_tasks, makespan_of, time_plan
 from hetc.target import load_target
+
+from random_problems import random_problem
 
 EDGE = load_target("edge-soc")
 MULTI = load_target("multi-npu")

@@ -7,8 +7,8 @@ import pytest
 from hetc.schedule.api import solve
 from hetc.schedule.bound import balance_bound, critical_path, lower_bound, release_path, work_bound
 from hetc.schedule.problem import DmaSpec, SchedulingProblem, ValueSpec
-from hetc.schedule.synthetic import random_problem
 
+from random_problems import random_problem
 from test_schedule import brute_force, tiny_problem
 
 

@@ -13,8 +13,9 @@ from hetc.schedule.bound import dram_bound, lower_bound
 from hetc.schedule.dram import DRAM_UNITS, SharedDram, dram_ask
 from hetc.schedule.problem import DmaSpec, SchedulingProblem, ValueSpec
 from hetc.schedule.heuristics import _accelerators_first, heft_list, heft_timed
-from hetc.schedule.synthetic import random_problem
 from hetc.schedule.tasks import makespan_of, time_plan
+
+from random_problems import random_problem
 
 
 def _weights(dram_bandwidth: float | None, nodes: int = 4) -> SchedulingProblem:

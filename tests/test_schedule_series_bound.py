@@ -10,8 +10,8 @@ from hetc.schedule.api import solve
 from hetc.schedule.bound import (balance_bound, bound_parts, critical_path, lower_bound, release_path,
                                  series_bound)
 from hetc.schedule.problem import DmaSpec, SchedulingProblem, ValueSpec
-from hetc.schedule.synthetic import random_problem
 
+from random_problems import random_problem
 from test_schedule import brute_force, tiny_problem
 
 

@@ -15,8 +15,9 @@ from hetc.schedule.api import solve
 from hetc.schedule.bound import (balance_bound, bound_parts, critical_path, dram_bound, dram_tail_bound,
                                  lower_bound, release_path, series_bound, work_bound)
 from hetc.schedule.problem import DmaSpec, SchedulingProblem, ValueSpec
-from hetc.schedule.synthetic import random_problem
 from hetc.target import load_target, target_from_toml_text
+
+from random_problems import random_problem
 
 
 def _two_phases(onchip: int | None = 2_000, bandwidth: float | None = 1.0) -> SchedulingProblem:

@@ -1,4 +1,4 @@
-"""Random scheduling problems on a CPU + NPU + DSP machine, for property tests and benchmarks."""
+"""Random scheduling problems on a CPU + NPU + DSP machine, for the scheduler's property tests."""
 from __future__ import annotations
 
 import random
