@@ -140,9 +140,9 @@ def _plan_at(untiled: Graph, target: Target, choices: SchedulingChoices, clock: 
 def _no_worse_than_heft(graph: Graph, target: Target, plan: MemoryPlan, say: Any) -> MemoryPlan:
     """The plan of CP-SAT's schedule, or HEFT's when, planned, HEFT's is faster: the planner may re-time one
     more than the other, and HEFT is the baseline the shipped schedule must beat. Only where CP-SAT shipped a
-    schedule of its own (status FEASIBLE or OPTIMAL; otherwise it is HEFT's already)."""
+    schedule of its own (status FEASIBLE or OPTIMAL without ``no_search``; otherwise it is HEFT's already)."""
     stats = plan.schedule.stats
-    if stats.strategy != "cpsat" or stats.status not in ("FEASIBLE", "OPTIMAL"):
+    if stats.strategy != "cpsat" or stats.status not in ("FEASIBLE", "OPTIMAL") or "no_search" in stats.details:
         return plan
     heft_schedule = run_scheduler(graph, target, strategy="heft")
     try:

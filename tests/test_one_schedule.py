@@ -68,3 +68,27 @@ def test_where_heft_s_plan_ships_the_summary_says_so_and_measures_its_re_timing_
     assert solver["own"]["makespan_us"] == posing.makespan_ns / 1000 and solver["own"]["superseded"] == heard[0]
     assert solver["scheduled_us"] == heft.makespan_ns / 1000          # the shipped schedule's own, not CP-SAT's
     assert heard[0] in summary_text(summary) and "before memory planning re-timed it" not in summary_text(summary)
+
+
+def test_a_schedule_heft_made_optimal_is_not_planned_again_as_heft_s(monkeypatch):
+    # CP-SAT did not search (HEFT meets the bound): the plan is HEFT's already, so no second memory plan
+    from dataclasses import replace
+
+    import hetc.planning as planning
+    from hetc.frontend import load_onnx
+    from hetc.memory import plan_memory
+    from hetc.schedule import schedule as run_scheduler
+
+    target = load_target("edge-soc")
+    graph = load_onnx(REPO / "models" / "tiny_cnn.onnx")
+    heft = run_scheduler(graph, target, strategy="heft")
+    optimal = replace(heft, stats=replace(heft.stats, strategy="cpsat", status="OPTIMAL",
+                                          details={"no_search": "HEFT meets the lower bound"}))
+    plan = plan_memory(graph, optimal, target)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("HEFT's schedule planned a second time")
+
+    monkeypatch.setattr(planning, "plan_memory", refuse)
+    heard: list[str] = []
+    assert planning._no_worse_than_heft(graph, target, plan, heard.append) is plan and not heard
