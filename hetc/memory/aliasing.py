@@ -4,10 +4,10 @@ Buffers that share storage form an *alias group*; the group's first buffer owns 
 record ``alias_of`` = that owner. The group occupies its address range from the earliest start to the latest
 end of its members.
 
-* **Views** (Reshape, Flatten, Squeeze, Unsqueeze, Identity) write their input's bytes unchanged, so the output
-  joins the input's group when the sizes match, the input is not a constant (the read-only region stays
-  read-only), and the group would not hold both a graph input and a graph output (the caller fills inputs
-  and reads outputs at distinct addresses).
+* **Views** (``hetc.target.ops.is_view``: Reshape, Flatten, Squeeze, Unsqueeze, Identity, a Dropout that
+  cannot train) write their input's bytes unchanged, so the output joins the input's group when the sizes
+  match, the input is not a constant (the read-only region stays read-only), and the group would not hold
+  both a graph input and a graph output (the caller fills inputs and reads outputs at distinct addresses).
 * **Elementwise ops** may write over an input that dies at them: same size, dtype and shape (no broadcast),
   no member of the input's group is a constant, graph input or graph output, and every other task that reads
   the group is an ancestor of this one in the dependency graph. Ancestry, not planned time, because the
@@ -19,7 +19,8 @@ end of its members.
   view): ``placement`` gives each buffer's byte offset from its group's first byte and its strides. These
   members are joined first; a buffer lying at an offset or with strides is then neither viewed nor
   overwritten in place (the rules below assume their operands start at the group's first byte).
-* **Dropout** is elementwise here, never a view: in training mode it rewrites its bytes (masked and scaled).
+* **A Dropout that may train** is elementwise here, not a view: in training mode it rewrites its bytes
+  (masked and scaled).
   Overwriting an input that dies at it is safe on every engine, since kernels never compute into an output
   that overlaps an input (the simulator copies the result over it afterwards).
 """
@@ -31,8 +32,8 @@ from hetc.ir.tiles import contiguous_strides, region_offset
 from hetc.memory.artifact import strided_extent
 from hetc.memory.lifetimes import BufferTable
 from hetc.schedule.artifact import Schedule
+from hetc.target.ops import is_view
 
-VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
 ELEMENTWISE_OPS = frozenset({
     "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Gelu", "Erf",
     "Softplus", "Clip", "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Exp", "Log", "Neg", "Abs", "Reciprocal",
@@ -110,7 +111,7 @@ def resolve_aliases(table: BufferTable, schedule: Schedule, nodes: dict[int, Nod
         out = table.writes[task.id][0]
         if out not in table.buffers or groups.root(out) != out or _placed(table, out):
             continue   # a host value (nothing to share), or a buffer a region rule has placed already
-        if node.op_type in VIEW_OPS:
+        if is_view(node):
             src = table.reads[task.id][0] if table.reads[task.id] else None
             if src in table.buffers and not _placed(table, src) and _may_view(table, groups, src, out):
                 groups.join(out, src)
