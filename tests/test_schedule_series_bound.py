@@ -7,7 +7,7 @@ import random
 import pytest
 
 from hetc.schedule.api import solve
-from hetc.schedule.bound import (balance_bound, bound_parts, critical_path, lower_bound, release_path,
+from hetc.schedule.bound import (balance_bound, bound_parts, critical_path, cut_nodes, lower_bound, release_path,
                                  series_bound)
 from hetc.schedule.problem import DmaSpec, SchedulingProblem, ValueSpec
 
@@ -119,3 +119,20 @@ def test_it_lifts_the_bound_on_most_random_stages():
         parts = bound_parts(_blocks(seed))
         lifted += parts["stages between cuts"] > max(v for k, v in parts.items() if k != "stages between cuts")
     assert lifted >= 5
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_cut_nodes_are_the_nodes_ordered_with_every_other(seed):
+    # the linear-time count against the definition, on DAGs from chains to dense ones
+    problem = random_problem(seed, nodes=6 + seed, edge_prob=0.05 * (1 + seed % 8))
+    n, reach = problem.n, []
+    for node in range(n):            # ancestors of each node, by walking the predecessors
+        seen, stack = set(), list(problem.predecessors[node])
+        while stack:
+            p = stack.pop()
+            if p not in seen:
+                seen.add(p)
+                stack.extend(problem.predecessors[p])
+        reach.append(seen)
+    ordered = [v for v in range(n) if all(u == v or u in reach[v] or v in reach[u] for u in range(n))]
+    assert cut_nodes(problem) == ordered

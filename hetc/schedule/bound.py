@@ -326,23 +326,44 @@ def series_bound(problem: SchedulingProblem) -> int:
     return _stages(problem)[0]
 
 
+def cut_nodes(problem: SchedulingProblem) -> list[int]:
+    """The nodes ordered with every other node (each one is an ancestor or a descendant), in order.
+
+    Nodes are indexed in a topological order, so a cut v has every node before it as an ancestor and every
+    node after it as a descendant: in the nodes up to v, v is the only one no other of them follows (a DAG's
+    every node leads to such a sink), and in the nodes from v on, the only one no other of them precedes.
+    Counting those sinks and sources as the prefix grows and the suffix shrinks finds every cut in
+    O(nodes + edges)."""
+    n = problem.n
+    alone_at_end = [False] * n
+    sinks, followed = 0, [False] * n
+    for node in range(n):
+        sinks += 1
+        for p in problem.predecessors[node]:
+            if not followed[p]:
+                followed[p] = True
+                sinks -= 1
+        alone_at_end[node] = sinks == 1
+    cuts, sources, preceded = [], 0, [False] * n
+    for node in reversed(range(n)):
+        sources += 1
+        for s in problem.successors[node]:
+            if not preceded[s]:
+                preceded[s] = True
+                sources -= 1
+        if sources == 1 and alone_at_end[node]:
+            cuts.append(node)
+    return cuts[::-1]
+
+
 def _stages(problem: SchedulingProblem) -> tuple[int, dict[int, int]]:
     """``series_bound``, and per cut node the time before which it cannot end (the stages and cuts up to it
     added up)."""
     if "stages" in problem._memo:
         return problem._memo["stages"]
     n = problem.n
-    ancestors = [0] * n          # bitsets: nodes are indexed in a topological order
-    for node in range(n):
-        for p in problem.predecessors[node]:
-            ancestors[node] |= ancestors[p] | 1 << p
-    descendants = [0] * n
-    for node in reversed(range(n)):
-        for s in problem.successors[node]:
-            descendants[node] |= descendants[s] | 1 << s
-    cuts = [node for node in range(n) if ancestors[node].bit_count() + descendants[node].bit_count() == n - 1]
     total, first, ended = 0, 0, {}
-    for stage_end in [*cuts, n]:
+    for stage_end in [*cut_nodes(problem), n]:
         stage = range(first, stage_end)   # a cut's ancestors precede it in the order: the stage is a range
         if stage:
             finish, work = {}, []
