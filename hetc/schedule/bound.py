@@ -4,6 +4,7 @@ Alias nodes (Region, Assemble) are no work: they take no time on the critical pa
 work; an Assemble's output is not available before its parts are in DRAM."""
 from __future__ import annotations
 
+import functools
 import math
 from typing import Iterable, Sequence
 
@@ -18,12 +19,14 @@ def critical_path(problem: SchedulingProblem) -> int:
     return max(_fastest_finish(problem), default=0)
 
 
-def _fastest_finish(problem: SchedulingProblem) -> list[int]:
-    """Per node, the end of the longest path to it with every node on its fastest device, transfers free."""
-    finish = [0] * problem.n
-    for node in range(problem.n):
-        ready = max((finish[p] for p in problem.predecessors[node]), default=0)
-        finish[node] = ready + problem.fastest(node)
+def _fastest_finish(problem: SchedulingProblem, first: int = 0, end: int | None = None) -> list[int]:
+    """Per node of ``first..end-1`` (every node by default), the end of the longest path to it from ``first``
+    on, with every node on its fastest device and transfers free."""
+    end = problem.n if end is None else end
+    finish = [0] * (end - first)
+    for node in range(first, end):
+        ready = max((finish[p - first] for p in problem.predecessors[node] if p >= first), default=0)
+        finish[node - first] = ready + problem.fastest(node)
     return finish
 
 
@@ -38,6 +41,7 @@ def release_path(problem: SchedulingProblem) -> int:
     its devices it is there soonest: the earliest end of the producer on each device is kept). Each node
     takes the device that minimises its own finish (separately for each such arrival), so the result is a
     lower bound."""
+    @functools.cache   # (every reader of a value on a device asks for the same chains)
     def moved(value: int, src: str, dst: str) -> int:
         """The fastest chain of copies of ``value`` from ``src`` to ``dst``, over every source a copy may be
         made from."""
@@ -364,19 +368,13 @@ def _stages(problem: SchedulingProblem) -> tuple[int, dict[int, int]]:
     n = problem.n
     total, first, ended = 0, 0, {}
     for stage_end in [*cut_nodes(problem), n]:
-        stage = range(first, stage_end)   # a cut's ancestors precede it in the order: the stage is a range
-        if stage:
-            finish, work = {}, []
-            for node in stage:
-                ready = max((finish[p] for p in problem.predecessors[node] if p >= first), default=0)
-                finish[node] = ready + (0 if problem.is_alias(node) else problem.fastest(node))
-                if not problem.is_alias(node):
-                    work.append(node)
-            chain = max(finish.values())
+        if first < stage_end:   # a cut's ancestors precede it in the order: a stage is a range of nodes
+            work = [node for node in range(first, stage_end) if not problem.is_alias(node)]
+            chain = max(_fastest_finish(problem, first, stage_end))
             spread = _balance(problem, work, copies=first == 0) if len(work) > 1 else 0
             total += max(chain, spread)
         if stage_end < n:
-            total += 0 if problem.is_alias(stage_end) else problem.fastest(stage_end)
+            total += problem.fastest(stage_end)
             ended[stage_end] = total
         first = stage_end + 1
     problem._memo["stages"] = (total, ended)
