@@ -22,7 +22,7 @@ from hetc.memory.artifact import (HOST, IMMEDIATE, Buffer, MemoryPlan, host_ref,
                                   immediate_ref_value, is_host_ref, is_immediate_ref)
 from hetc.memory.lifetimes import buffer_id
 from hetc.schedule.artifact import Task
-from hetc.target.cost import skipped_cost_ns
+from hetc.target.cost import node_bytes, skipped_cost_ns
 from hetc.target.ops import dropout_may_train
 from hetc.target.target import Target
 from hetc.version import __version__
@@ -193,7 +193,7 @@ def _compute(task: Task, nodes: dict[int, Node], plan: MemoryPlan, target: Targe
                    domain=domain, kernel=f"{device.kind}.{qualified}", inputs=inputs, outputs=outputs,
                    attrs=encode_attrs(node.attrs), duration_ns=task.own_ns,
                    planned_start_ns=task.start_ns, planned_end_ns=task.end_ns,
-                   dram_bytes=sum(o.nbytes for o in (*inputs, *outputs) if o is not None and o.memory == target.dram),
+                   dram_bytes=node_bytes(node) if device.memory == target.dram else 0,   # as the schedule timed it
                    inplace=inplace, when=when,
                    skip_ns=math.ceil(skipped_cost_ns(target, node, task.engine, zero_fill)) if when else 0,
                    zero_fill=zero_fill)

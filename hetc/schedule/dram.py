@@ -1,7 +1,8 @@
 """DRAM bandwidth, shared: the part of the execution model (``hetc.schedule.tasks``) that is not a precedence.
 
 A task streams through DRAM when it reads or writes bytes there: a compute on a device homed in DRAM (the CPU)
-streams its operands, a copy its bytes once per DRAM end. It asks for ``bytes / duration`` of DRAM's
+streams the bytes the cost model says it reads and writes (``hetc.target.node_bytes``: a view none, a Gather
+its kept rows), a copy its bytes once per DRAM end. It asks for ``bytes / duration`` of DRAM's
 bandwidth for its whole duration, as the simulator has it (``hetc.sim.engine``: when the asks exceed the
 bandwidth, every DRAM user slows down by the same factor). The scheduler times its tasks by the same rule
 (``SharedDram``, driven by ``hetc.schedule.tasks``), so the shares of the tasks running at any instant fit in
@@ -51,9 +52,11 @@ def task_asks(problem: SchedulingProblem, tasks: Iterable[Task]) -> dict[int, in
 
 
 def _compute_bytes(problem: SchedulingProblem, node: int, device: str) -> int:
-    """The bytes a compute streams through DRAM: all its operands' when its device computes in DRAM."""
+    """The bytes a compute streams through DRAM: those it reads and writes, when its device computes in DRAM."""
     if problem.home(device) != problem.dram:
         return 0
+    if problem.streamed_bytes:
+        return problem.streamed_bytes[node]
     values = problem.values
     return sum(values[v].nbytes for v in (*problem.node_inputs[node], *problem.node_outputs[node])
                if not values[v].is_host)

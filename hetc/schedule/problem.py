@@ -22,6 +22,7 @@ from hetc.ir.fused import node_label
 from hetc.ir.immediates import is_immediate
 from hetc.ir.predicates import router_of
 from hetc.ir.tiles import ASSEMBLE, REGION, is_alias
+from hetc.target.flops import node_bytes
 
 Hop = tuple[str, str]
 
@@ -65,6 +66,9 @@ class SchedulingProblem:
     capacity: dict[str, int] = field(default_factory=dict)   # device memory -> bytes (no entry: unbounded lead)
     dram_bandwidth: float | None = None         # bytes per ns all DRAM users share (None: unlimited)
     onchip_bytes: int | None = None             # every memory but DRAM together (None: not known)
+    # per node, the bytes its compute reads and writes in its device's home memory (hetc.target.node_bytes: a
+    # view's none, a Gather's kept rows); empty in a hand-built problem: every operand's bytes
+    streamed_bytes: tuple[int, ...] = ()
     gates: dict[int, int] = field(default_factory=dict)      # predicated node -> its gate (hetc.ir.predicates)
     # gate -> (the node id of the router deciding it, its k, its number of experts, the rows it routes: each
     # picks k): hetc.schedule.gated
@@ -277,6 +281,7 @@ def build_problem(graph: "Graph", target: "Target",  # noqa: F821
         sync_ns=math.ceil(target.sync_ns), priority=tuple(target.priority), dram=target.dram, routes=routes,
         staging=target.staging if target.staging and target.staging != target.dram else None,
         alias_ops={i: n.op_type for i, n in enumerate(nodes) if is_alias(n)},
+        streamed_bytes=tuple(0 if is_alias(n) else node_bytes(n) for n in nodes),
         assembly={index[n]: m for n, m in assembly_memories(nodes, target, output_names).items()},
         gates={i: value_index[n.when.name] for i, n in enumerate(nodes) if n.when is not None},
         gate_routers={value_index[name]: (r[0].id, r[1], r[2], max(1, gate.numel)) for name, gate in gates.items()
