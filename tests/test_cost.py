@@ -15,7 +15,7 @@ from hetc.target import load_target, node_bytes, node_class, node_cost_ns, node_
     target_from_toml_text
 from hetc.target.cost import efficiency_for, peak_for
 from hetc.target.flops import DIV_OPS, TRANSCENDENTAL_OPS
-from hetc.target.ops import KERNEL_SET, OP_CLASSES
+from hetc.target.ops import KERNEL_SET, OP_CLASSES, is_view
 from target_helpers import MINI_TOML, conv, node, unary, val
 
 PRESETS = ["cpu-only", "edge-soc", "multi-npu"]
@@ -203,9 +203,11 @@ def test_every_onnx_op_has_a_finite_cost_on_every_device() -> None:
         ins = [val(f"i{k}", (2, 3, 4, 4)) for k in range(max(schema.min_input, 1))]
         outs = [val(f"o{k}", (2, 3, 4, 4)) for k in range(max(schema.min_output, 1))]
         n = node(schema.name, ins, outs)
+        free = is_view(n)   # a view's bytes are aliased: no kernel runs
         for device in soc.devices:
             cost = soc.cost(n, device)
-            assert math.isfinite(cost) and cost >= soc.devices[device].launch_ns, (schema.name, device)
+            assert math.isfinite(cost) and (cost == 0 if free else cost >= soc.devices[device].launch_ns), \
+                (schema.name, device)
 
 
 def test_cost_tracks_edits_to_a_node() -> None:

@@ -10,7 +10,7 @@ import numpy as np
 
 from hetc.codegen.attrs import encode_attrs
 from hetc.codegen.bundle import FORMAT_VERSION, Bundle
-from hetc.codegen.program import BYTE_PRESERVING_OPS, Compute, Dma, Instruction, Operand, Program, Signal, Wait
+from hetc.codegen.program import Compute, Dma, Instruction, Operand, Program, Signal, Wait
 from hetc.codegen.sync import plan_sync, semaphore_name, storage_deps, storage_root
 from hetc.errors import BundleError
 from hetc.ir import Graph, Node, Value, itemsize, np_dtype
@@ -23,7 +23,7 @@ from hetc.memory.artifact import (HOST, IMMEDIATE, Buffer, MemoryPlan, host_ref,
 from hetc.memory.lifetimes import buffer_id
 from hetc.schedule.artifact import Task
 from hetc.target.cost import node_bytes, skipped_cost_ns
-from hetc.target.ops import dropout_may_train
+from hetc.target.ops import is_view
 from hetc.target.target import Target
 from hetc.version import __version__
 
@@ -183,7 +183,7 @@ def _compute(task: Task, nodes: dict[int, Node], plan: MemoryPlan, target: Targe
             raise BundleError(f"node '{node.name}' runs on {task.engine} (home {device.memory}) but its operand "
                               f"'{o.value}' is in {o.memory}; the memory plan is missing a transfer")
     inplace: tuple[int, ...] = ()
-    if node.op_type in BYTE_PRESERVING_OPS and not dropout_may_train(node):   # training Dropout rewrites
+    if is_view(node):
         read_at = {(i.storage, i.offset) for i in inputs if i is not None}
         inplace = tuple(k for k, o in enumerate(outputs) if (o.storage, o.offset) in read_at)
     domain = node.domain or ""

@@ -24,11 +24,6 @@ from hetc.ir.dtypes import itemsize
 from hetc.ir.tiles import spans
 from hetc.memory.artifact import strided_extent
 
-# Ops whose output may share its input's storage without changing a byte: an in-place one of these reads
-# and "writes" the same bytes, which is not a race.
-BYTE_PRESERVING_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"})
-
-
 @dataclass(frozen=True, slots=True)
 class Operand:
     """One buffer as an instruction sees it: where its bytes are and how to view them."""

@@ -5,9 +5,10 @@ record ``alias_of`` = that owner. The group occupies its address range from the 
 end of its members.
 
 * **Views** (``hetc.target.ops.is_view``: Reshape, Flatten, Squeeze, Unsqueeze, Identity, a Dropout that
-  cannot train) write their input's bytes unchanged, so the output joins the input's group when the sizes
-  match, the input is not a constant (the read-only region stays read-only), and the group would not hold
-  both a graph input and a graph output (the caller fills inputs and reads outputs at distinct addresses).
+  cannot train) write their input's bytes unchanged, so the output joins the input's group unless
+  ``hetc.target.ops.view_copy_reason`` gives a reason (the cost model prices a view by the same rule: free,
+  or a copy), the two lie in one memory, and the group would not hold both a graph input and a graph output
+  (the caller fills inputs and reads outputs at distinct addresses).
 * **Elementwise ops** may write over an input that dies at them: same size, dtype and shape (no broadcast),
   no member of the input's group is a constant, graph input or graph output, and every other task that reads
   the group is an ancestor of this one in the dependency graph. Ancestry, not planned time, because the
@@ -32,7 +33,7 @@ from hetc.ir.tiles import contiguous_strides, region_offset
 from hetc.memory.artifact import strided_extent
 from hetc.memory.lifetimes import BufferTable
 from hetc.schedule.artifact import Schedule
-from hetc.target.ops import is_view
+from hetc.target.ops import is_view, view_copy_reason
 
 ELEMENTWISE_OPS = frozenset({
     "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Gelu", "Erf",
@@ -111,7 +112,7 @@ def resolve_aliases(table: BufferTable, schedule: Schedule, nodes: dict[int, Nod
         out = table.writes[task.id][0]
         if out not in table.buffers or groups.root(out) != out or _placed(table, out):
             continue   # a host value (nothing to share), or a buffer a region rule has placed already
-        if is_view(node):
+        if is_view(node) and view_copy_reason(node) is None:
             src = table.reads[task.id][0] if table.reads[task.id] else None
             if src in table.buffers and not _placed(table, src) and _may_view(table, groups, src, out):
                 groups.join(out, src)

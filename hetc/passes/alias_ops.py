@@ -26,6 +26,7 @@ from typing import Callable
 from hetc.ir import Graph, Node, Value
 from hetc.ir.dtypes import itemsize
 from hetc.ir.tiles import ASSEMBLE, REGION, TILE_DOMAIN, is_alias
+from hetc.passes.view_regions import run_view_regions
 
 # Whether the target joins a value (an Assemble's output) on chip: ``Target.join_memory`` is not DRAM.
 JoinsOnChip = Callable[[Value], bool]
@@ -89,6 +90,7 @@ def run_alias_ops(graph: Graph, joins_on_chip: JoinsOnChip | None = None) -> int
     if changed:
         graph.nodes = nodes
         graph.relink()
+        changed += run_view_regions(graph)   # a Reshape of a Split's output viewed in place too
     return changed
 
 

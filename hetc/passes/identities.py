@@ -36,6 +36,17 @@ def _is_identity(node: Node) -> bool:
     return node.op_type == "Dropout" and not dropout_may_train(node)
 
 
+# Ops that only reinterpret their input's bytes: the memory planner aliases output and input storage
+# (DESIGN.md, "In-place aliasing"), so running one moves no data. Dropout is one only in inference mode:
+# ask ``is_view`` for a node.
+VIEW_OPS: frozenset[str] = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"})
+
+
+def is_view(node: Node) -> bool:
+    """Whether ``node`` only reinterprets its input's bytes (``VIEW_OPS``, less a Dropout that may train)."""
+    return node.op_type in VIEW_OPS and not dropout_may_train(node)
+
+
 def dropout_may_train(node: Node) -> bool:
     """Whether a Dropout node may run in training mode, drawing a random mask: its ``training_mode`` input
     (opset 12+) is present and not a constant false. Opset 7-11 Dropout is inference only, and no opset < 7

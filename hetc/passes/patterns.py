@@ -1,8 +1,8 @@
 """Rewrite rules as data, and the one driver that runs them.
 
 A ``Rule`` is a ``Pattern`` (a small DAG of ops hanging off an *anchor* value ``x``), a condition on the
-match and a replacement builder. A pattern lists its nodes in match order; each names its op and its inputs
-with tokens:
+match and a replacement builder. A pattern lists its nodes in match order; each names its op (its type in the
+default domain, ``domain:op`` in another: ``hetc.tile:Region``) and its inputs with tokens:
 
 * ``"x"``: the anchor; ``"t"`` (any other identifier): the output of an earlier pattern node;
 * a float: a constant scalar (any shape of one element) equal to it within 1e-5 relative;
@@ -81,6 +81,11 @@ class Rule:
     build: Callable[[Graph, Match], list[Node]]
 
 
+def qualified_op(node: Node) -> str:
+    """How a pattern names a node's op: its op type in the default domain, ``domain:op`` in any other."""
+    return node.op_type if node.domain == "" else f"{node.domain}:{node.op_type}"
+
+
 def _scalar(v: Value | None) -> float | None:
     if v is None or not v.is_const or v.host is not None or np.asarray(v.const).size != 1:
         return None
@@ -126,7 +131,7 @@ def _try_node(pn: PNode, node: Node, m: Match) -> Match | None:
     tokens = list(pn.inputs)
     while len(inputs) < len(tokens) and isinstance(tokens[-1], str) and tokens[-1].endswith("?"):
         inputs.append(None)
-    if node.op_type != pn.op or node.domain != "" or len(node.outputs) != 1 or len(inputs) != len(tokens):
+    if qualified_op(node) != pn.op or len(node.outputs) != 1 or len(inputs) != len(tokens):
         return None
     orders = [inputs] + ([inputs[::-1]] if pn.op in COMMUTATIVE and len(inputs) == 2 else [])
     for order in orders:
@@ -195,7 +200,7 @@ def run_rules(graph: Graph, rules: Sequence[Rule]) -> dict[str, int]:
         read_by: dict[str, list[Value]] = {}
         for anchor in [v for v in graph.inputs if not v.is_const] + [
                 node.outputs[0] for node in graph.nodes if len(node.outputs) == 1]:
-            for op in {c.op_type for c in anchor.consumers}:
+            for op in {qualified_op(c) for c in anchor.consumers}:
                 read_by.setdefault(op, []).append(anchor)
         for rule in rules:
             for anchor in read_by.get(rule.pattern.nodes[0].op, []):

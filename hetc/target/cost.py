@@ -14,7 +14,8 @@ from hetc.ir.fused import base_node
 from hetc.target.capability import plain_convolutions
 from hetc.target.flops import class_shares, node_bytes, node_flops
 from hetc.target.model import Device
-from hetc.target.ops import INTEGER_MAC_OPS, SIGNED_TWIN, conv_groups, conv_weight_shape, op_class
+from hetc.target.ops import (INTEGER_MAC_OPS, SIGNED_TWIN, conv_groups, conv_weight_shape, is_view, op_class,
+                            view_copy_reason)
 
 __all__ = ["op_class", "node_class", "node_flops", "node_bytes", "node_work", "node_cost_ns", "compute_dtype",
            "peak_for", "efficiency_for", "NodeWork"]
@@ -116,6 +117,9 @@ def node_cost_ns(target: "Target", node: Node, device: str) -> float:  # noqa: F
     if dev is None:
         raise TargetError(f"target '{target.name}' has no device '{device}'; its devices are: "
                           f"{', '.join(target.devices)}")
+    if is_view(node):   # no kernel runs where the planner aliases its bytes; else a copy streams them
+        bandwidth = target.memories[dev.memory].bandwidth
+        return 0.0 if view_copy_reason(node) is None else dev.launch_ns + node_bytes(node) / bandwidth
     work = node_work(node)
     peak = peak_for(dev, work.dtype)
     base_flops = work.flops - sum(flops for _cls, flops in work.epilogue)

@@ -16,7 +16,7 @@ from typing import Callable
 
 from hetc.ir import Node, Value, itemsize
 from hetc.ir.fused import base_node, epilogue_of, is_fused, part_steps
-from hetc.target.ops import is_view
+from hetc.target.ops import is_view, view_copy_reason
 
 # Reciprocal estimate + one Newton-Raphson step + the multiply (how SIMD units without a fast divider do it).
 DIV_OPS = 4
@@ -291,7 +291,7 @@ def _distinct(values: list[Value]) -> list[Value]:
 
 def node_bytes(node: Node) -> int:
     """Bytes ``node`` reads and writes in its device's home memory."""
-    if is_view(node):
+    if is_view(node) and view_copy_reason(node) is None:   # aliased: it moves nothing
         return 0
     outputs = sum(value_nbytes(v) for v in node.outputs)
     if node.op_type in ("Gather", "Slice"):

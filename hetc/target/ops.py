@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import onnx.defs
 
-from hetc.passes.identities import dropout_may_train
+from hetc.passes.identities import dropout_may_train, is_view
 
 if TYPE_CHECKING:
     from hetc.ir import Node
@@ -95,10 +95,6 @@ _CLASS_MEMBERS: dict[str, tuple[str, ...]] = {
 }
 _OP_TO_CLASS: dict[str, str] = {op: cls for cls, ops in _CLASS_MEMBERS.items() for op in ops}
 
-# Ops that only reinterpret their input's bytes: the memory planner aliases output and input storage
-# (DESIGN.md, "In-place aliasing"), so running one moves no data. Dropout is one only in inference mode:
-# ask ``is_view`` for a node.
-VIEW_OPS: frozenset[str] = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"})
 
 # Inputs that are shapes, axes, indices or scalars steering the kernel rather than tensors it computes on
 # (op -> input positions). They are small constants the kernel reads as scalars, so a device's data dtypes
@@ -214,9 +210,24 @@ def attention_limitation(ranks: list[int], n_inputs: int, n_outputs: int, dtype:
     return None
 
 
-def is_view(node: "Node") -> bool:
-    """Whether ``node`` only reinterprets its input's bytes (``VIEW_OPS``, less a Dropout that may train)."""
-    return node.op_type in VIEW_OPS and not dropout_may_train(node)
+def view_copy_reason(node: "Node") -> str | None:
+    """Why a view op (``is_view``) must copy its input's bytes rather than share them, or None when the memory
+    planner aliases its output to its input (hetc.memory.aliasing quotes this; it then costs nothing: no
+    kernel runs). Two more copies only the placement shows: a graph input viewed as a graph output, and, in the
+    memory where a tensor is assembled (a CPU's DRAM, on a target joining there), a view whose input or output
+    is one of its parts."""
+    from hetc.ir.tiles import REGION, is_alias
+
+    if not is_view(node):
+        return f"{node.op_type} is not a view op"
+    x, y = (node.inputs[0] if node.inputs else None), node.outputs[0]
+    if x is None or x.nbytes != y.nbytes:
+        return "its input is missing or of another size"
+    if x.is_const:
+        return f"its input '{x.name}' is a constant (read-only bytes)"
+    if x.producer is not None and is_alias(x.producer) and x.producer.op_type == REGION:
+        return f"its input '{x.name}' is a region of another tensor (at an offset, with that tensor's strides)"
+    return None
 
 
 def node_limitation(node: "Node") -> str | None:
