@@ -133,3 +133,45 @@ def test_a_shuffle_the_npu_already_runs_is_left_alone():
     stats: dict = {}
     optimize(import_model(_shuffle_model(rank=4)), stats, lowerings=lowering_rules(load_target("edge-soc")))
     assert stats.get("lower_for_target", {"changed": 0})["changed"] == 0
+
+
+def _rotate_half_model() -> "onnx.ModelProto":
+    """Llama's rotate_half: x split into halves, the second negated and put first."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("Split", ["r"], ["a", "b"], axis=-1, num_outputs=2),
+             helper.make_node("Neg", ["b"], ["nb"]),
+             helper.make_node("Concat", ["nb", "a"], ["y"], axis=-1)]
+    graph = helper.make_graph(nodes, "rotate_half", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = EXPORT_IR_VERSION
+    return model
+
+
+def test_a_neg_is_a_mul_by_minus_one_where_an_npu_multiplies_but_cannot_negate():
+    target = load_target("multi-npu")
+    model = _rotate_half_model()
+    (neg,) = [n for n in optimize(import_model(model)).nodes if n.op_type == "Neg"]
+    assert not kernel_support(target, neg, "npu0")
+    lowered = optimize(import_model(model), lowerings=lowering_rules(target))
+    assert "Neg" not in {n.op_type for n in lowered.nodes}   # the Neg reads one half of a Split: anchored there
+    (mul,) = [n for n in lowered.nodes if n.op_type == "Mul"]
+    assert kernel_support(target, mul, "npu0") and float(mul.inputs[1].const) == -1.0
+    x = np.random.default_rng(5).standard_normal((1, 4, 16)).astype(np.float32)
+    x[0, 0, 8:10] = [0.0, -0.0]                                # signed zeros flip the same way
+    np.testing.assert_array_equal(_run(to_onnx(lowered), x), _run(model, x))
+    ours = _run(to_onnx(lowered), x)
+    assert np.signbit(ours[0, 0, :2]).tolist() == [True, False]
+
+
+def test_a_neg_every_accelerator_runs_is_left_alone():
+    from pathlib import Path
+
+    from hetc.target import target_from_toml_text
+    text = (Path(__file__).resolve().parent.parent / "hetc/target/presets/edge-soc.toml").read_text()
+    assert text.count('"Relu", "LeakyRelu"') >= 1
+    negating = target_from_toml_text(text.replace('"Relu", "LeakyRelu"', '"Neg", "Relu", "LeakyRelu"', 1))
+    for target, changed in ((load_target("edge-soc"), 1), (negating, 0)):   # edge-soc's NPU cannot negate
+        stats: dict = {}
+        optimize(import_model(_rotate_half_model()), stats, lowerings=lowering_rules(target))
+        assert stats.get("lower_for_target", {"changed": 0})["changed"] == changed

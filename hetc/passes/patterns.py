@@ -199,7 +199,7 @@ def run_rules(graph: Graph, rules: Sequence[Rule]) -> dict[str, int]:
         # yet), so a rule is tried only where a reader has that op. Links change only at the end of a sweep.
         read_by: dict[str, list[Value]] = {}
         for anchor in [v for v in graph.inputs if not v.is_const] + [
-                node.outputs[0] for node in graph.nodes if len(node.outputs) == 1]:
+                v for node in graph.nodes for v in node.outputs]:   # (a Split's halves too)
             for op in {qualified_op(c) for c in anchor.consumers}:
                 read_by.setdefault(op, []).append(anchor)
         for rule in rules:

@@ -12,6 +12,9 @@ so that the lowered node still takes its epilogue.
   block i + k // stride, channel k % stride. The price is the zero taps (AlexNet: 12x12 instead of 11x11 per
   channel, +19% MACs) and one pass over the input; Google's TPUs run ResNet's stride-2 stem this way.
   It applies only where an accelerator accepts the lowered convolution and none the original.
+* ``neg_as_mul``: a float ``Neg`` becomes ``Mul(x, -1)`` where an accelerator multiplies but has no negation
+  (``multi-npu``'s NPUs: llama's rotary embedding negates half of Q and K per layer, which ran on the CPU at a
+  4 µs launch each). The two are the same number bit for bit (a sign flip).
 * ``transpose_at_lower_rank``: ``Reshape -> Transpose -> Reshape`` whose Transpose exceeds an accelerator's
   ``max_rank`` (ShuffleNet's channel shuffle: [N, g, C/g, H, W], perm (0, 2, 1, 3, 4), against the NPU's 4)
   becomes the same three ops with the input axes the permutation keeps together, in order, merged into one
@@ -28,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from hetc.ir import Graph, Node, Value
+from hetc.ir import Graph, Node, Value, np_dtype
 from hetc.passes.patterns import Match, Rule, pattern
 from hetc.passes.rewrite import unique_name
 from hetc.target.capability import kernel_support
@@ -70,8 +73,30 @@ def lowering_rules(target: Any) -> list[Rule]:
 
     shuffle = pattern(("Reshape", ["x", "?s"], "a"), ("Transpose", ["a"], "t"), ("Reshape", ["t", "?s2"], "y"),
                       keep_anchor=True)
+    def where_neg(m: Match) -> bool:
+        neg = m.nodes["y"]
+        if m.anchor.dtype not in FLOAT_NEGATABLE:
+            return False
+        probe = _negated(neg, None)
+        return any(kernel_support(target, probe, d) and not kernel_support(target, neg, d) for d in accelerators)
+
     return [Rule("strided_conv_as_space_to_depth", conv, where, build),
-            Rule("transpose_at_lower_rank", shuffle, where_transpose, build_transpose)]
+            Rule("transpose_at_lower_rank", shuffle, where_transpose, build_transpose),
+            Rule("neg_as_mul", pattern(("Neg", ["x"], "y"), keep_anchor=True), where_neg,
+                 lambda graph, m: [_negated(m.nodes["y"], graph)])]
+
+
+# -x and x * -1 are the same number in IEEE arithmetic, signed zeros and NaNs included (a sign flip either way)
+FLOAT_NEGATABLE = frozenset({"float32", "float16", "bfloat16", "float64"})
+
+
+def _negated(neg: Node, graph: Graph | None) -> Node:
+    """``Mul(x, -1)`` in place of ``Neg(x)``, with the Neg's id, name and output (``graph`` None: a probe)."""
+    x = neg.inputs[0]
+    name = f"{neg.name}_minus_one"
+    minus_one = Value(name if graph is None else unique_name(graph, name), x.dtype, (),
+                      const=np.asarray(-1, dtype=np_dtype(x.dtype)))
+    return Node(neg.id, "Mul", neg.name, [x, minus_one], list(neg.outputs))
 
 
 def _perm(transpose: Node) -> list[int]:
