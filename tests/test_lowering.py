@@ -28,10 +28,14 @@ def _conv_model(size: int, channels: int, kernel: int, stride: int, pads: list[i
     if relu:
         nodes.append(helper.make_node("Relu", ["c"], ["y"]))
     out = [(size + pads[i] + pads[i + 2] - kernel) // stride + 1 for i in (0, 1)]
-    graph = helper.make_graph(nodes, "strided", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
-                                                                                [1, channels, size, size])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, out[0], out[1]])],
-                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    return _model(nodes, [1, channels, size, size], [1, 8, out[0], out[1]],
+                  [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")], opset)
+
+
+def _model(nodes, x_shape: list[int], y_shape: list[int], initializers=(), opset: int = 17):
+    """A float model from ``nodes`` with input ``x`` and output ``y``, as onnxruntime loads it."""
+    graph = helper.make_graph(nodes, "lowering", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)], list(initializers))
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = EXPORT_IR_VERSION
     return model
@@ -92,12 +96,8 @@ def _shuffle_model(channels: int = 12, groups: int = 3, size: int = 6, rank: int
              helper.make_node("Reshape", ["t", "back"], ["y"])]
     shape = [1, channels, size, size]
     spatial = [size, size] if rank == 5 else [size * size]
-    graph = helper.make_graph(nodes, "shuffle", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
-                              [i64("split", [1, groups, channels // groups] + spatial), i64("back", shape)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = EXPORT_IR_VERSION
-    return model
+    return _model(nodes, shape, shape, [i64("split", [1, groups, channels // groups] + spatial), i64("back", shape)],
+                  opset=13)
 
 
 def test_a_channel_shuffle_is_lowered_to_the_npus_rank_and_computes_the_same():
@@ -135,17 +135,13 @@ def test_a_shuffle_the_npu_already_runs_is_left_alone():
     assert stats.get("lower_for_target", {"changed": 0})["changed"] == 0
 
 
-def _rotate_half_model() -> "onnx.ModelProto":
+def _rotate_half_model():
     """Llama's rotate_half: x split into halves, the second negated and put first."""
     nodes = [helper.make_node("Relu", ["x"], ["r"]),
              helper.make_node("Split", ["r"], ["a", "b"], axis=-1, num_outputs=2),
              helper.make_node("Neg", ["b"], ["nb"]),
              helper.make_node("Concat", ["nb", "a"], ["y"], axis=-1)]
-    graph = helper.make_graph(nodes, "rotate_half", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 16])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = EXPORT_IR_VERSION
-    return model
+    return _model(nodes, [1, 4, 16], [1, 4, 16], opset=18)
 
 
 def test_a_neg_is_a_mul_by_minus_one_where_an_npu_multiplies_but_cannot_negate():

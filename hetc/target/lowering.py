@@ -12,9 +12,6 @@ so that the lowered node still takes its epilogue.
   block i + k // stride, channel k % stride. The price is the zero taps (AlexNet: 12x12 instead of 11x11 per
   channel, +19% MACs) and one pass over the input; Google's TPUs run ResNet's stride-2 stem this way.
   It applies only where an accelerator accepts the lowered convolution and none the original.
-* ``neg_as_mul``: a float ``Neg`` becomes ``Mul(x, -1)`` where an accelerator multiplies but has no negation
-  (``multi-npu``'s NPUs: llama's rotary embedding negates half of Q and K per layer, which ran on the CPU at a
-  4 µs launch each). The two are the same number bit for bit (a sign flip).
 * ``transpose_at_lower_rank``: ``Reshape -> Transpose -> Reshape`` whose Transpose exceeds an accelerator's
   ``max_rank`` (ShuffleNet's channel shuffle: [N, g, C/g, H, W], perm (0, 2, 1, 3, 4), against the NPU's 4)
   becomes the same three ops with the input axes the permutation keeps together, in order, merged into one
@@ -23,6 +20,9 @@ so that the lowered node still takes its epilogue.
   sending the activations to the DSP and back (ShuffleNet on ``edge-soc``: 16 shuffles, ~70 µs each).
   It applies where an accelerator accepts the lowered Transpose and not the original (on ``edge-soc`` the DSP
   takes rank 5, the NPU does not): the same bytes move either way, and more devices may move them.
+* ``neg_as_mul``: a float ``Neg`` becomes ``Mul(x, -1)`` where an accelerator multiplies but has no negation
+  (``multi-npu``'s NPUs: llama's rotary embedding negates half of Q and K per layer, which ran on the CPU at a
+  4 µs launch each). The two are the same number bit for bit (a sign flip).
 """
 from __future__ import annotations
 
