@@ -28,7 +28,7 @@ from hetc.schedule import IdleAcceleratorsWarning, Schedule, check_strategy, idl
 from hetc.sim import SimResult, simulate
 from hetc.stages import ProgressSink, StageClock
 from hetc.target import Target, load_target
-from hetc.target.lowering import lowering_rules
+from hetc.target.lowering import fusion_check, lowering_rules
 from hetc.version import __version__
 from hetc.validate import ValidationReport, check_npz_file, load_inputs_npz, make_inputs, validate
 from hetc.validate.weights import WEIGHT_CHOICES, randomize_weights
@@ -112,7 +112,7 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
         say(f"{len(graph.nodes)} nodes")
     with clock.stage("passes") as say:
         stats: dict[str, dict[str, float]] = {}
-        graph = optimize(graph, stats, lowerings=lowering_rules(target))
+        graph = optimize(graph, stats, lowerings=lowering_rules(target), fusion_check=fusion_check(target))
         qdq = graph.metadata.get(QDQ_NOTE)   # what the QDQ lowering made integer, and why the rest stayed float
         lowered = int(stats.get("lower_for_target", {}).get("changed", 0))
         say(f"{len(graph.nodes)} nodes after folding" + (f"; {qdq}" if qdq else "")

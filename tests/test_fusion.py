@@ -119,6 +119,8 @@ CASES: dict[str, list[tuple]] = {
     "HardSwish": [(lambda r: _conv([helper.make_node("HardSwish", ["c"], ["y"])], r), "Conv+HardSwish")],
     "Gelu op": [(lambda r: _matmul([helper.make_node("Gelu", ["c"], ["y"], approximate="tanh")], r, opset=20),
                  "MatMul+Gelu")],
+    # the pipeline makes a decomposed Gelu a composite first (hetc.passes.fusion.GELU_RULES), then fuses that
+    "Gelu composite": [(lambda r: _bias_gelu(r, div=False, half_first=True), "MatMul+Add+Gelu")],
     "Gelu erf form": [(lambda r, d=d, h=h: _bias_gelu(r, div=d, half_first=h), "MatMul+Add+Gelu")
                       for d in (True, False) for h in (True, False)],
     "Gelu tanh form": [(lambda r, h=h: _matmul(_gelu_tanh("c", h), r, extra=GELU_CONSTANTS), "MatMul+Gelu")
@@ -245,3 +247,28 @@ def test_a_fused_build_runs_one_kernel_and_validates_against_the_original_model(
     kernels = [ins.kernel for p in result.bundle.programs.values() for ins in p.instructions
                if ins.kind == "compute"]
     assert kernels == [f"{device}.Conv+Clip"]
+
+
+def test_a_part_the_npu_lacks_stays_apart_where_the_target_says_so() -> None:
+    """``fusion_check``: MatMul+Add runs on edge-soc's NPU and DSP, MatMul+Add+Gelu on the DSP only, so the Gelu
+    stays a composite of its own (the projection keeps the NPU); a target whose NPU has Gelu, and one with
+    no accelerator, fuse it. The numerics stay onnxruntime's either way."""
+    from pathlib import Path
+
+    from hetc.target import target_from_toml_text
+    from hetc.target.lowering import fusion_check
+
+    rng = np.random.default_rng(8)
+    model = _bias_gelu(rng, div=True, half_first=False)
+    feeds = _inputs(model, rng)
+    text = (Path(__file__).resolve().parent.parent / "hetc/target/presets/edge-soc.toml").read_text()
+    # (a Gelu part needs the ops of its steps: hetc.ir.fused.part_ops)
+    gelu_npu = target_from_toml_text(text.replace('"Relu", "LeakyRelu"', '"Gelu", "Erf", "Div", "Relu", "LeakyRelu"', 1))
+    expected = {"edge-soc": ["MatMul+Add", "Gelu"], "cpu-only": ["MatMul+Add+Gelu"], "gelu npu": ["MatMul+Add+Gelu"]}
+    for name, target in (("edge-soc", load_target("edge-soc")), ("cpu-only", load_target("cpu-only")),
+                         ("gelu npu", gelu_npu)):
+        graph = optimize(import_model(model), fusion_check=fusion_check(target))
+        assert [node_label(n) for n in graph.nodes] == expected[name], name
+        np.testing.assert_allclose(_ort(to_onnx(graph), feeds), _ort(model, feeds), rtol=1e-5, atol=1e-5)
+    (matmul, _) = optimize(import_model(model), fusion_check=fusion_check(load_target("edge-soc"))).nodes
+    assert load_target("edge-soc").supports(matmul, "npu")

@@ -139,7 +139,26 @@ def attention(rng: np.random.Generator, opset: int = 17, scale: str = "mul", mas
 
 
 # rule name -> [(model builder, op of the one composite node, attributes it must carry)]
+def gelu(rng: np.random.Generator, opset: int = 17, form: str = "erf") -> onnx.ModelProto:
+    """A decomposed Gelu as exporters write it (erf: x / sqrt 2; tanh: with Pow(x, 3)), then a residual Add."""
+    inits = {"one": _f32(1.0), "half": _f32(0.5), "r": rng.standard_normal((4, 16)).astype(np.float32)}
+    if form == "erf":
+        inits["sqrt2"] = _f32(math.sqrt(2.0))
+        nodes = [helper.make_node("Div", ["x", "sqrt2"], ["a"]), helper.make_node("Erf", ["a"], ["b"]),
+                 helper.make_node("Add", ["b", "one"], ["c"])]
+    else:
+        inits.update(three=_f32(3.0), k=_f32(0.044715), s=_f32(math.sqrt(2.0 / math.pi)))
+        nodes = [helper.make_node("Pow", ["x", "three"], ["p"]), helper.make_node("Mul", ["p", "k"], ["q"]),
+                 helper.make_node("Add", ["x", "q"], ["t0"]), helper.make_node("Mul", ["t0", "s"], ["t1"]),
+                 helper.make_node("Tanh", ["t1"], ["t2"]), helper.make_node("Add", ["t2", "one"], ["c"])]
+    nodes += [helper.make_node("Mul", ["x", "c"], ["d"]), helper.make_node("Mul", ["d", "half"], ["g"]),
+              helper.make_node("Add", ["g", "r"], ["y"])]
+    return _model(nodes, [("x", [4, 16])], [4, 16], inits, opset)
+
+
 CASES: dict[str, list[tuple]] = {
+    "Gelu erf form": [(lambda r, o=o: gelu(r, o), "Gelu", {"approximate": "none"}) for o in (13, 20)],
+    "Gelu tanh form": [(lambda r: gelu(r, 17, "tanh"), "Gelu", {"approximate": "tanh"})],
     "LayerNormalization": [(lambda r, o=o, p=p, d=d: layer_norm(r, o, p, d), "LayerNormalization", {})
                            for o, p, d in ((13, True, "div"), (17, False, "reciprocal"), (18, True, "one-over"))],
     "LayerNormalization without bias": [(lambda r: layer_norm(r, affine="scale"), "LayerNormalization", {})],

@@ -36,7 +36,7 @@ from hetc.pipeline import BuildOptions, build  # noqa: E402
 from hetc.schedule.bound import lower_bound  # noqa: E402
 from hetc.schedule.problem import build_problem  # noqa: E402
 from hetc.target import load_target  # noqa: E402
-from hetc.target.lowering import lowering_rules  # noqa: E402
+from hetc.target.lowering import fusion_check, lowering_rules  # noqa: E402
 from hetc.target.tiling import tile_graph  # noqa: E402
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
@@ -46,7 +46,8 @@ MODELS = ("bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet
 
 def scheduled_graph(path: Path, target):
     """The graph a build of ``path`` schedules: lowered for ``target``, tiled, Split/Slice/Concat as views."""
-    tiled = tile_graph(optimize(load_onnx(path), lowerings=lowering_rules(target)), target)
+    tiled = tile_graph(optimize(load_onnx(path), lowerings=lowering_rules(target),
+                                fusion_check=fusion_check(target)), target)
     return alias_ops(tiled, target.joins_on_chip)
 
 

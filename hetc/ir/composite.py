@@ -1,7 +1,7 @@
 """Composite fused nodes written back as the plain ONNX ops of an opset older than the op they stand for.
 
 A composite node (hetc.ir.fused, ``COMPOSITE_SINCE``) means exactly its standard op: LayerNormalization-17,
-RMSNormalization-23, Attention-23 (4-D Q, K, V; grouped-query heads from the shapes; an optional additive
+RMSNormalization-23, Gelu-20, Attention-23 (4-D Q, K, V; grouped-query heads from the shapes; an optional additive
 float or boolean mask; ``is_causal`` with the upper-left alignment of the spec; ``scale``). ``to_onnx`` of a
 model whose opset predates the op writes it with the ops that opset has: the same arithmetic a decomposed
 exporter writes, so onnxruntime checks the rewrite, not hetc's kernels.
@@ -68,9 +68,24 @@ def decompose(op_type: str, attrs: dict[str, Any], inputs: list[str], output: st
         _attention(w, attrs, inputs, output, specs)
     elif op_type == "TopKGate":
         _topk_gate(w, attrs, inputs, output)
+    elif op_type == "Gelu":
+        _gelu(w, attrs, inputs[0], output)
     else:
         raise ValueError(f"internal: {op_type} is no composite op")
     return w.nodes, w.inits
+
+
+def _gelu(w: _Writer, attrs: dict[str, Any], x: str, output: str) -> None:
+    """Gelu as the steps of the epilogue part of the same name (hetc.ir.fused.part_steps, its one statement)."""
+    from hetc.ir.fused import EpiloguePart, part_steps   # (fused imports this module)
+
+    approximate = attrs.get("approximate", "none")
+    approximate = approximate.decode() if isinstance(approximate, bytes) else str(approximate)
+    steps = part_steps(EpiloguePart("Gelu", (("approximate", approximate),)), w.opset)
+    outs: list[str] = []
+    for k, (op, step_attrs, operands) in enumerate(steps):
+        ins = [x if o == "x" else outs[o] if isinstance(o, int) else w.scalar(float(o)) for o in operands]
+        outs.append(w.op(op, ins, output if k == len(steps) - 1 else None, **step_attrs))
 
 
 def _norm(w: _Writer, centred: bool, inputs: list[str], output: str, epsilon: float) -> None:

@@ -13,12 +13,13 @@ part's steps), the CPU path and ``to_onnx`` (the parts expanded back into ONNX n
 Each part is a short list of ONNX *steps* (``part_steps``): the one statement of what the part computes, used
 both to run it with hetc's kernels and to write it back as ONNX nodes for onnxruntime.
 
-Composite nodes. A normalisation or an attention recognised from its decomposed form (hetc.passes.attention)
-is a fused node whose ``op_type`` is the standard ONNX op of the same meaning (``COMPOSITE_SINCE``: the opset
-that defines it), with that op's attributes and inputs, and the op types it was made of in the string list
-attribute ``parts`` (refusals and ``hetc inspect`` quote them). Every stage judges it as that standard op
-(``base_node``); it stays in the fused domain because the model's opset may predate the op, so the CPU path
-runs it at the op's own opset and ``to_onnx`` writes it back decomposed (hetc.ir.composite).
+Composite nodes. A normalisation, an attention or a Gelu recognised from its decomposed form
+(hetc.passes.attention, hetc.passes.fusion) is a fused node whose ``op_type`` is the standard ONNX op of the
+same meaning (``COMPOSITE_SINCE``: the opset that defines it), with that op's attributes and inputs, and the
+op types it was made of in the string list attribute ``parts`` (refusals and ``hetc inspect`` quote them).
+Every stage judges it as that standard op (``base_node``); it stays in the fused domain because the model's
+opset may predate the op, so the CPU path runs it at the op's own opset and ``to_onnx`` writes it back
+decomposed (hetc.ir.composite).
 """
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ FUSABLE_BASE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "BatchN
 BINARY_PARTS = frozenset({"Add", "Mul"})
 UNARY_PARTS = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "SiLU", "HardSwish", "Gelu"})
 # Composite ops (standard ONNX ops a fused node may stand for) and the default-domain opset defining each.
-COMPOSITE_SINCE: dict[str, int] = {"LayerNormalization": 17, "RMSNormalization": 23, "Attention": 23}
+COMPOSITE_SINCE: dict[str, int] = {"LayerNormalization": 17, "RMSNormalization": 23, "Attention": 23,
+                                   "Gelu": 20}
 # Composite ops hetc defines itself (no ONNX opset has them): always written back decomposed. ``TopKGate``: a
 # mixture of experts' router, Softmax -> TopK -> one-hot mask -> masked probabilities renormalised
 # (hetc.passes.router, hetc.ir.composite).

@@ -18,6 +18,7 @@ import numpy as np
 
 from hetc.ir import FLOAT_DTYPES, Graph, Node, Value
 from hetc.ir.fused import FUSED_DOMAIN, PARTS_ATTR
+from hetc.passes.fusion import GELU_RULES
 from hetc.passes.normalization import NORMALIZATION_RULES
 from hetc.passes.patterns import Match, Pattern, Rule, pattern, run_rules
 
@@ -192,7 +193,7 @@ def _build(graph: Graph, m: Match) -> list[Node]:
 
 ATTENTION_RULES: list[Rule] = [Rule("scaled dot-product attention", p, lambda m: _plan(m) is not None, _build)
                                for p in _attention_patterns()]
-COMPOSITE_RULES: list[Rule] = NORMALIZATION_RULES + ATTENTION_RULES
+COMPOSITE_RULES: list[Rule] = NORMALIZATION_RULES + ATTENTION_RULES + GELU_RULES
 
 
 def run_fuse_composites(graph: Graph) -> int:

@@ -9,10 +9,11 @@ fuse whole: MatMul -> Add(bias) -> Gelu, Conv -> Add(residual) -> Relu, Conv -> 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Callable
 
 from hetc.ir import FLOAT_DTYPES, Graph, Node
-from hetc.ir.fused import EPILOGUE_ATTR, FUSABLE_BASE_OPS, FUSED_DOMAIN, EpiloguePart, is_fused
+from hetc.ir.fused import EPILOGUE_ATTR, FUSABLE_BASE_OPS, FUSED_DOMAIN, PARTS_ATTR, EpiloguePart, is_fused
 from hetc.passes.patterns import Match, Pattern, Rule, pattern, run_rules
 
 _INV_SQRT2 = 1 / math.sqrt(2.0)
@@ -49,8 +50,25 @@ def _absorb(part_of: Callable[[Match], EpiloguePart]) -> Callable[[Graph, Match]
     return build
 
 
-def _rule(name: str, pat: Pattern, part_of: Callable[[Match], EpiloguePart]) -> Rule:
-    return Rule(name, pat, _fusable, _absorb(part_of))
+PartOf = Callable[[Match], EpiloguePart]
+# Whether a target wants ``fused`` (the base op with one more epilogue part) in place of ``base`` as it is:
+# hetc.target.lowering.fusion_check. None: every epilogue fuses.
+FusionCheck = Callable[[Node, Node], bool]
+
+
+def _rule(name: str, pat: Pattern, part_of: PartOf, check: FusionCheck | None = None) -> Rule:
+    if check is None:
+        return Rule(name, pat, _fusable, _absorb(part_of))
+    return Rule(name, pat, lambda m: _fusable(m) and check(m.anchor.producer, _with_part(m, part_of(m))),
+                _absorb(part_of))
+
+
+def _with_part(m: Match, part: EpiloguePart) -> Node:
+    """The anchor's producer as it would be with ``part`` fused (a new node: the producer is not edited)."""
+    base = m.anchor.producer
+    inputs = [*base.inputs, m.captured["e"]] if part.binary else list(base.inputs)
+    attrs = {**base.attrs, EPILOGUE_ATTR: [*base.attrs.get(EPILOGUE_ATTR, []), part.text()]}
+    return Node(base.id, base.op_type, base.name, inputs, [m.output], attrs, FUSED_DOMAIN)
 
 
 def _fixed(op: str, **params: object) -> Callable[[Match], EpiloguePart]:
@@ -93,20 +111,50 @@ def _gelu_tanh_patterns() -> list[Pattern]:
             pattern(*head, ("Mul", ["x", 0.5], "h"), ("Mul", ["h", "u"], "y"))]
 
 
-# The epilogue rules, tried in this order at every value until none applies.
-EPILOGUE_RULES: list[Rule] = [
-    _rule("bias or residual Add", pattern(("Add", ["x", "?e"], "y")), _fixed("Add")),
-    _rule("two-input Sum as Add", pattern(("Sum", ["x", "?e"], "y")), _fixed("Add")),   # old ResNet exports
-    _rule("scale Mul", pattern(("Mul", ["x", "?e"], "y")), _fixed("Mul")),
-    _rule("Relu", pattern(("Relu", ["x"], "y")), _fixed("Relu")),
-    _rule("Clip (Relu6)", pattern(("Clip", ["x", "#min?", "#max?"], "y")), _clip),
-    _rule("LeakyRelu", pattern(("LeakyRelu", ["x"], "y")), _leaky_relu),
-    _rule("Sigmoid", pattern(("Sigmoid", ["x"], "y")), _fixed("Sigmoid")),
-    _rule("SiLU x*Sigmoid(x)", pattern(("Sigmoid", ["x"], "s"), ("Mul", ["x", "s"], "y")), _fixed("SiLU")),
-    _rule("HardSwish", pattern(("HardSwish", ["x"], "y")), _fixed("HardSwish")),
-    _rule("Gelu op", pattern(("Gelu", ["x"], "y")), _gelu_op),
-    *[_rule("Gelu erf form", p, _fixed("Gelu", approximate="none")) for p in _gelu_erf_patterns()],
-    *[_rule("Gelu tanh form", p, _fixed("Gelu", approximate="tanh")) for p in _gelu_tanh_patterns()],
+# The epilogue rules as (name, pattern, part), tried in this order at every value until none applies.
+_EPILOGUES: list[tuple[str, Pattern, PartOf]] = [
+    ("bias or residual Add", pattern(("Add", ["x", "?e"], "y")), _fixed("Add")),
+    ("two-input Sum as Add", pattern(("Sum", ["x", "?e"], "y")), _fixed("Add")),   # old ResNet exports
+    ("scale Mul", pattern(("Mul", ["x", "?e"], "y")), _fixed("Mul")),
+    ("Relu", pattern(("Relu", ["x"], "y")), _fixed("Relu")),
+    ("Clip (Relu6)", pattern(("Clip", ["x", "#min?", "#max?"], "y")), _clip),
+    ("LeakyRelu", pattern(("LeakyRelu", ["x"], "y")), _leaky_relu),
+    ("Sigmoid", pattern(("Sigmoid", ["x"], "y")), _fixed("Sigmoid")),
+    ("SiLU x*Sigmoid(x)", pattern(("Sigmoid", ["x"], "s"), ("Mul", ["x", "s"], "y")), _fixed("SiLU")),
+    ("HardSwish", pattern(("HardSwish", ["x"], "y")), _fixed("HardSwish")),
+    ("Gelu op", pattern(("Gelu", ["x"], "y")), _gelu_op),
+    ("Gelu composite", pattern((f"{FUSED_DOMAIN}:Gelu", ["x"], "y")), _gelu_op),
+    *[("Gelu erf form", p, _fixed("Gelu", approximate="none")) for p in _gelu_erf_patterns()],
+    *[("Gelu tanh form", p, _fixed("Gelu", approximate="tanh")) for p in _gelu_tanh_patterns()],
+]
+EPILOGUE_RULES: list[Rule] = [_rule(*rule) for rule in _EPILOGUES]
+
+
+def epilogue_rules(check: FusionCheck | None = None) -> list[Rule]:
+    """The epilogue rules, each also asking ``check`` whether the target wants the fused node."""
+    return EPILOGUE_RULES if check is None else [_rule(*rule, check) for rule in _EPILOGUES]
+
+
+def _gelu_alone(m: Match) -> bool:
+    return m.anchor.dtype in FLOAT_DTYPES and m.output.dtype == m.anchor.dtype and m.output.shape == m.anchor.shape
+
+
+def _composite_gelu(approximate: str) -> Callable[[Graph, Match], list[Node]]:
+    def build(graph: Graph, m: Match) -> list[Node]:
+        first = next(iter(m.nodes.values()))   # (removed: its id stays unique until the pipeline renumbers)
+        attrs = {"approximate": approximate, PARTS_ATTR: [n.op_type for n in m.nodes.values()]}
+        return [Node(first.id, "Gelu", first.name or m.output.name, [m.anchor], [m.output], attrs, FUSED_DOMAIN)]
+    return build
+
+
+# A decomposed Gelu anywhere becomes one composite Gelu node (opset 20's op; hetc.ir.fused), which the
+# epilogue rules may then fuse into the op before it. Run with the norms and attention, before the epilogues.
+# The composite reads x and takes nothing from it, so x may have other readers and may be a graph input.
+GELU_RULES: list[Rule] = [
+    *[Rule("Gelu erf form", replace(p, keep_anchor=True), _gelu_alone, _composite_gelu("none"))
+      for p in _gelu_erf_patterns()],
+    *[Rule("Gelu tanh form", replace(p, keep_anchor=True), _gelu_alone, _composite_gelu("tanh"))
+      for p in _gelu_tanh_patterns()],
 ]
 
 
@@ -138,9 +186,9 @@ def run_merge_sums(graph: Graph) -> int:
     return sum(run_rules(graph, SUM_RULES).values())
 
 
-def run_fuse_epilogues(graph: Graph) -> int:
+def run_fuse_epilogues(graph: Graph, check: FusionCheck | None = None) -> int:
     """Fuse in place; returns the number of rewrites."""
-    return sum(run_rules(graph, EPILOGUE_RULES).values())
+    return sum(run_rules(graph, epilogue_rules(check)).values())
 
 
 def fuse_epilogues(graph: Graph) -> Graph:

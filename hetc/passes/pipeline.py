@@ -10,7 +10,7 @@ from hetc.passes.conv_batchnorm import run_fold_conv_batchnorm
 from hetc.passes.dead_code import run_eliminate_dead_code
 from hetc.passes.fold_constants import run_fold_constants
 from hetc.passes.attention import run_fuse_composites
-from hetc.passes.fusion import run_fuse_epilogues, run_merge_sums
+from hetc.passes.fusion import FusionCheck, run_fuse_epilogues, run_merge_sums
 from hetc.passes.identities import run_remove_identities
 from hetc.passes.qdq import run_lower_qdq
 from hetc.passes.patterns import Rule, run_rules
@@ -41,14 +41,18 @@ PIPELINE: list[tuple[str, Callable[[Graph], int]]] = [
 
 
 def optimize(graph: Graph, stats: dict[str, dict[str, float]] | None = None,
-             lowerings: Sequence[Rule] = ()) -> Graph:
+             lowerings: Sequence[Rule] = (), fusion_check: FusionCheck | None = None) -> Graph:
     """A new, optimised graph (``graph`` is untouched) with nodes renumbered 0..n-1 in topological order.
 
     ``lowerings`` are a target's rewrite rules (hetc.target.lowering), run after Conv+BN and per-channel affine
-    folding and before the fusions, so that a lowered node still takes its epilogue. If ``stats`` is given it
-    receives, per pass, the number of nodes it changed and its wall time."""
+    folding and before the fusions, so that a lowered node still takes its epilogue. ``fusion_check`` is the
+    target's say on each epilogue (hetc.target.lowering.fusion_check). If ``stats`` is given it receives, per
+    pass, the number of nodes it changed and its wall time."""
     result = graph.copy()
     steps = list(PIPELINE)
+    if fusion_check is not None:
+        steps = [(name, (lambda g: run_fuse_epilogues(g, fusion_check)) if name == "fuse_epilogues" else run)
+                 for name, run in steps]
     if lowerings:
         at = [name for name, _ in steps].index("fold_affine") + 1
         steps.insert(at, ("lower_for_target", lambda g: sum(run_rules(g, lowerings).values())))

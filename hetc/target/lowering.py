@@ -27,7 +27,7 @@ so that the lowered node still takes its epilogue.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -97,6 +97,22 @@ def _negated(neg: Node, graph: Graph | None) -> Node:
     minus_one = Value(name if graph is None else unique_name(graph, name), x.dtype, (),
                       const=np.asarray(-1, dtype=np_dtype(x.dtype)))
     return Node(neg.id, "Mul", neg.name, [x, minus_one], list(neg.outputs))
+
+
+def fusion_check(target: Any) -> Callable[[Node, Node], bool] | None:
+    """The target's say on epilogue fusion (``optimize(graph, fusion_check=...)``): a part fuses into its base
+    op only where every accelerator that runs the base as it is runs the fused node too. A Gelu, which neither
+    preset's NPU has, would otherwise pull the GPT decoder's MLP projections off the NPU, onto the DSP or the
+    CPU; left apart, the projection runs on the NPU and the Gelu where it can. None (always fuse) without
+    accelerators."""
+    accelerators = [d for d, dev in target.devices.items() if dev.kind != "cpu"]
+    if not accelerators:
+        return None
+
+    def check(base: Node, fused: Node) -> bool:
+        running = [d for d in accelerators if kernel_support(target, base, d)]
+        return all(kernel_support(target, fused, d) for d in running)
+    return check
 
 
 def _perm(transpose: Node) -> list[int]:
