@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from hetc.ir.dtypes import itemsize
-from hetc.ir.graph import Node
+from hetc.ir.graph import Node, Value
 
 TILE_DOMAIN = "hetc.tile"
 REGION = "Region"
@@ -41,6 +41,11 @@ ALIAS_OPS = frozenset({REGION, ASSEMBLE})
 def is_alias(node: Node) -> bool:
     """Whether ``node`` is a Region or an Assemble (moves no data; is not a task)."""
     return node.domain == TILE_DOMAIN and node.op_type in ALIAS_OPS
+
+
+def is_region(value: Value) -> bool:
+    """Whether ``value`` is a Region's output: it lies in its base's bytes at an offset, with the base's strides."""
+    return value.producer is not None and is_alias(value.producer) and value.producer.op_type == REGION
 
 
 def contiguous_strides(shape: Sequence[int], dtype: str) -> tuple[int, ...]:

@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from hetc.ir import Graph, Node, Value
-from hetc.ir.tiles import ASSEMBLE, REGION, TILE_DOMAIN, is_alias, region_bounds
+from hetc.ir.tiles import ASSEMBLE, REGION, TILE_DOMAIN, is_alias, is_region, region_bounds
 from hetc.passes.identities import is_view
 from hetc.passes.patterns import Match, Rule, pattern, run_rules
 from hetc.passes.rewrite import new_constant, unique_name
@@ -49,7 +49,7 @@ def rebased_region(region: Node, view: Node) -> tuple[tuple[int, ...], tuple[int
 
 def _rebasable(m: Match) -> bool:
     region, view, base = m.nodes["r"], m.nodes["y"], m.anchor
-    return (is_view(view) and not base.is_const and not _lies_in_another(base)
+    return (is_view(view) and not base.is_const and not is_region(base)
             and m.output.name not in m.graph_outputs and not m.output.host
             and not any(is_alias(c) and c.op_type == ASSEMBLE for c in m.output.consumers)
             and rebased_region(region, view) is not None)
@@ -83,8 +83,3 @@ VIEW_REGION_RULES: list[Rule] = [
 def run_view_regions(graph: Graph) -> int:
     """Rewrite in place; returns the number of views rewritten."""
     return sum(run_rules(graph, VIEW_REGION_RULES).values())
-
-
-def _lies_in_another(base: Value) -> bool:
-    """Whether the base is itself a region (a view of it would copy too)."""
-    return base.producer is not None and is_alias(base.producer) and base.producer.op_type == REGION

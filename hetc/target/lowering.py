@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from hetc.ir import Graph, Node, Value, np_dtype
+from hetc.ir import FLOAT_DTYPES, Graph, Node, Value, np_dtype
 from hetc.passes.patterns import Match, Rule, pattern
 from hetc.passes.rewrite import unique_name
 from hetc.target.capability import kernel_support
@@ -73,9 +73,10 @@ def lowering_rules(target: Any) -> list[Rule]:
 
     shuffle = pattern(("Reshape", ["x", "?s"], "a"), ("Transpose", ["a"], "t"), ("Reshape", ["t", "?s2"], "y"),
                       keep_anchor=True)
+
     def where_neg(m: Match) -> bool:
         neg = m.nodes["y"]
-        if m.anchor.dtype not in FLOAT_NEGATABLE:
+        if m.anchor.dtype not in FLOAT_DTYPES:   # -x and x * -1: one sign flip, signed zeros and NaNs alike
             return False
         probe = _negated(neg, None)
         return any(kernel_support(target, probe, d) and not kernel_support(target, neg, d) for d in accelerators)
@@ -84,10 +85,6 @@ def lowering_rules(target: Any) -> list[Rule]:
             Rule("transpose_at_lower_rank", shuffle, where_transpose, build_transpose),
             Rule("neg_as_mul", pattern(("Neg", ["x"], "y"), keep_anchor=True), where_neg,
                  lambda graph, m: [_negated(m.nodes["y"], graph)])]
-
-
-# -x and x * -1 are the same number in IEEE arithmetic, signed zeros and NaNs included (a sign flip either way)
-FLOAT_NEGATABLE = frozenset({"float32", "float16", "bfloat16", "float64"})
 
 
 def _negated(neg: Node, graph: Graph | None) -> Node:

@@ -216,7 +216,7 @@ def view_copy_reason(node: "Node") -> str | None:
     kernel runs). Two more copies only the placement shows: a graph input viewed as a graph output, and, in the
     memory where a tensor is assembled (a CPU's DRAM, on a target joining there), a view whose input or output
     is one of its parts."""
-    from hetc.ir.tiles import REGION, is_alias
+    from hetc.ir.tiles import is_region
 
     if not is_view(node):
         return f"{node.op_type} is not a view op"
@@ -225,7 +225,7 @@ def view_copy_reason(node: "Node") -> str | None:
         return "its input is missing or of another size"
     if x.is_const:
         return f"its input '{x.name}' is a constant (read-only bytes)"
-    if x.producer is not None and is_alias(x.producer) and x.producer.op_type == REGION:
+    if is_region(x):
         return f"its input '{x.name}' is a region of another tensor (at an offset, with that tensor's strides)"
     return None
 
