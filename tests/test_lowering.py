@@ -171,3 +171,66 @@ def test_a_neg_every_accelerator_runs_is_left_alone():
         stats: dict = {}
         optimize(import_model(_rotate_half_model()), stats, lowerings=lowering_rules(target))
         assert stats.get("lower_for_target", {"changed": 0})["changed"] == changed
+
+
+def _layer_norms_model(count: int = 1, axis: int = -1, mean_output: bool = False, bias: bool = True,
+                       shape: tuple[int, ...] = (1, 8, 64)):
+    """``count`` LayerNormalizations in a chain (each after a Relu), with seeded scales and biases."""
+    rng = np.random.default_rng(11)
+    width = shape[-1] if axis == -1 else int(np.prod(shape[axis:]))
+    norm_shape = shape[axis:]
+    nodes, inits, current = [], [], "x"
+    for k in range(count):
+        inits.append(numpy_helper.from_array((1 + 0.5 * rng.standard_normal(norm_shape)).astype(np.float32),
+                                             f"gamma{k}"))
+        inputs = [f"r{k}", f"gamma{k}"]
+        if bias:
+            inits.append(numpy_helper.from_array(rng.standard_normal(norm_shape).astype(np.float32), f"beta{k}"))
+            inputs.append(f"beta{k}")
+        out = "y" if k == count - 1 else f"n{k}"
+        outputs = [out, f"mean{k}"] if mean_output else [out]
+        nodes += [helper.make_node("Relu", [current], [f"r{k}"]),
+                  helper.make_node("LayerNormalization", inputs, outputs, axis=axis, epsilon=1e-5)]
+        current = out
+    assert width > 0
+    model = _model(nodes, list(shape), list(shape), inits)
+    if mean_output:   # the Mean output read by a graph output of its own
+        model.graph.output.append(helper.make_tensor_value_info(f"mean{count - 1}", TensorProto.FLOAT,
+                                                                   [*shape[:-1], 1]))
+    return model
+
+
+def test_a_layer_norm_becomes_a_row_mean_and_an_rms_norm_where_the_npus_lack_it():
+    target = load_target("multi-npu")
+    model = _layer_norms_model(count=2)
+    (norm, _) = [n for n in optimize(import_model(model)).nodes if n.op_type == "LayerNormalization"]
+    assert not any(kernel_support(target, norm, d) for d in target.devices if d != "cpu")
+    lowered = optimize(import_model(model), lowerings=lowering_rules(target))
+    labels = [node_label(n) for n in lowered.nodes]
+    # the bias Add is the norm's epilogue, and so is the next Relu
+    assert labels == ["Relu", "MatMul", "Sub", "RMSNormalization+Add+Relu", "MatMul", "Sub", "RMSNormalization+Add"]
+    assert all(kernel_support(target, n, "npu0") for n in lowered.nodes)
+    columns = {n.inputs[1].name for n in lowered.nodes if n.op_type == "MatMul"}
+    assert len(columns) == 1                                   # both norms read one constant column of 1/64
+    x = np.random.default_rng(3).standard_normal((1, 8, 64)).astype(np.float32) * 3 + 1
+    np.testing.assert_allclose(_run(to_onnx(lowered), x), _run(model, x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_lowered_layer_norm_runs_on_the_npus_and_validates():
+    from hetc.pipeline import BuildOptions, build
+
+    result = build(_layer_norms_model(count=2, bias=False), BuildOptions(target="multi-npu", validate=True))
+    assert result.summary["validation"]["passed"]
+    devices = {result.schedule.placement[n.id] for n in result.graph if n.id in result.schedule.placement}
+    assert "cpu" not in devices
+
+
+@pytest.mark.parametrize("target_name, model_kwargs", [
+    ("edge-soc", {}),                            # the DSP runs LayerNormalization
+    ("multi-npu", {"axis": -2, "shape": (1, 4, 8, 16)}),   # over two axes: not one row's RMS
+    ("multi-npu", {"mean_output": True}),        # its Mean is read: the lowered nodes do not compute it
+])
+def test_a_layer_norm_is_left_alone_where_the_lowering_does_not_apply(target_name, model_kwargs):
+    stats: dict = {}
+    optimize(import_model(_layer_norms_model(**model_kwargs)), stats, lowerings=lowering_rules(load_target(target_name)))
+    assert stats.get("lower_for_target", {"changed": 0})["changed"] == 0

@@ -23,6 +23,12 @@ so that the lowered node still takes its epilogue.
 * ``neg_as_mul``: a float ``Neg`` becomes ``Mul(x, -1)`` where an accelerator multiplies but has no negation
   (``multi-npu``'s NPUs: llama's rotary embedding negates half of Q and K per layer, which ran on the CPU at a
   4 µs launch each). The two are the same number bit for bit (a sign flip).
+* ``layer_norm_as_rms_norm``: a ``LayerNormalization`` over the last axis becomes ``MatMul(x, 1/d)`` (the
+  mean of each row, on the matrix unit), ``Sub`` and a composite ``RMSNormalization`` with the LayerNorm's
+  scale, then an ``Add`` of its bias, which fuses into the norm as its epilogue: the centred rows' RMS is their
+  standard deviation, so the two are equal up to rounding (the mean is summed in another order). Where an
+  accelerator runs the three and none the LayerNorm (``multi-npu``'s NPUs: the GPT decoder's nine norms ran on
+  the CPU, and its activations crossed to it and back each time).
 """
 from __future__ import annotations
 
@@ -32,8 +38,9 @@ from typing import Any, Callable
 import numpy as np
 
 from hetc.ir import FLOAT_DTYPES, Graph, Node, Value, np_dtype
+from hetc.ir.fused import FUSED_DOMAIN, PARTS_ATTR
 from hetc.passes.patterns import Match, Rule, pattern
-from hetc.passes.rewrite import unique_name
+from hetc.passes.rewrite import new_constant, unique_name
 from hetc.target.capability import kernel_support
 
 
@@ -81,10 +88,58 @@ def lowering_rules(target: Any) -> list[Rule]:
         probe = _negated(neg, None)
         return any(kernel_support(target, probe, d) and not kernel_support(target, neg, d) for d in accelerators)
 
+    def where_layer_norm(m: Match) -> bool:
+        norm = m.nodes["y"]
+        if not _normalises_last_axis(norm) or any(kernel_support(target, norm, d) for d in accelerators):
+            return False
+        probes = _layer_norm_as_rms_norm(norm, ids, None)
+        return any(all(kernel_support(target, n, d) for n in probes) for d in accelerators)
+
     return [Rule("strided_conv_as_space_to_depth", conv, where, build),
             Rule("transpose_at_lower_rank", shuffle, where_transpose, build_transpose),
             Rule("neg_as_mul", pattern(("Neg", ["x"], "y"), keep_anchor=True), where_neg,
-                 lambda graph, m: [_negated(m.nodes["y"], graph)])]
+                 lambda graph, m: [_negated(m.nodes["y"], graph)]),
+            Rule("layer_norm_as_rms_norm", pattern(("LayerNormalization", ["x", "?scale", "?bias?"], "y"),
+                                                   keep_anchor=True),
+                 where_layer_norm, lambda graph, m: _layer_norm_as_rms_norm(m.nodes["y"], ids, graph))]
+
+
+def _normalises_last_axis(norm: Node) -> bool:
+    """A float LayerNormalization over the last axis alone, with a (d,) scale and bias and no Mean or
+    InvStdDev output (the lowered nodes compute neither)."""
+    x, scale = norm.inputs[0], norm.inputs[1]
+    bias = norm.inputs[2] if len(norm.inputs) > 2 else None
+    if x.dtype not in FLOAT_DTYPES or not x.shape or any(o is not None for o in norm.outputs[1:]):
+        return False
+    d = x.shape[-1]
+    return (int(norm.attrs.get("axis", -1)) in (-1, len(x.shape) - 1) and scale.shape == (d,)
+            and (bias is None or bias.shape == (d,)) and int(norm.attrs.get("stash_type", 1)) == 1)
+
+
+def _layer_norm_as_rms_norm(norm: Node, ids: _Ids, graph: Graph | None) -> list[Node]:
+    """``y = RMSNormalization(x - MatMul(x, 1/d), scale) + bias`` in place of ``y = LayerNormalization(x, scale,
+    bias)``: the last node keeps the LayerNorm's output, the RMSNormalization its id (``graph`` None: a probe)."""
+    x, scale = norm.inputs[0], norm.inputs[1]
+    bias = norm.inputs[2] if len(norm.inputs) > 2 else None
+    y, d = norm.outputs[0], x.shape[-1]
+
+    def name(suffix: str) -> str:
+        return f"{y.name}_{suffix}" if graph is None else unique_name(graph, f"{y.name}_{suffix}")
+
+    rows = x.shape[:-1] + (1,)
+    weight = _mean_weight(graph, d, x.dtype)
+    mean = Value(name("mean"), x.dtype, rows)
+    centred = Value(name("centred"), x.dtype, x.shape)
+    normed = Value(name("normed"), x.dtype, x.shape) if bias is not None else y
+    label = norm.name or y.name
+    rms = Node(norm.id, "RMSNormalization", label, [centred, scale], [normed],
+               {"axis": -1, "epsilon": float(norm.attrs.get("epsilon", 1e-5)), PARTS_ATTR: ["RMSNormalization"]},
+               FUSED_DOMAIN)
+    nodes = [Node(ids(graph), "MatMul", f"{label}_mean", [x, weight], [mean]),
+             Node(ids(graph), "Sub", f"{label}_centre", [x, mean], [centred]), rms]
+    if bias is not None:
+        nodes.append(Node(ids(graph), "Add", f"{label}_bias", [normed, bias], [y]))
+    return nodes
 
 
 def _negated(neg: Node, graph: Graph | None) -> Node:
@@ -110,6 +165,20 @@ def fusion_check(target: Any) -> Callable[[Node, Node], bool] | None:
         running = [d for d in accelerators if kernel_support(target, base, d)]
         return all(kernel_support(target, fused, d) for d in running)
     return check
+
+
+def _mean_weight(graph: Graph | None, d: int, dtype: str) -> Value:
+    """The (d, 1) column of 1/d a row mean multiplies by: one constant per graph, so that every norm of the
+    same width reads the same bytes (one copy into each scratchpad, not one per norm)."""
+    column = np.full((d, 1), 1.0 / d, dtype=np_dtype(dtype))
+    name = f"row_mean_weight_{d}_{dtype}"
+    if graph is None:
+        return Value(name, dtype, (d, 1), const=column)
+    found = graph.values.get(name)
+    if found is not None and found.const is not None and np.array_equal(found.const, column) \
+            and found.dtype == dtype:
+        return found
+    return new_constant(graph, name, column)   # (a model's own value of that name: this norm's own column)
 
 
 def _perm(transpose: Node) -> list[int]:
