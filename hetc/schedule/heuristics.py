@@ -23,8 +23,12 @@ def heft_timed(problem: SchedulingProblem) -> tuple[Plan, int]:
     best = heft_list(problem)
     best_span = makespan_of(time_plan(problem, best)[1])
     offloaded = _accelerators_first(problem)
-    if offloaded is not None:
-        plan = heft_list(offloaded)
+    variants = [offloaded] if offloaded is not None else []
+    shared = _dram_shared(problem)
+    if shared is not None:
+        variants.append(shared)
+    for variant in variants:
+        plan = heft_list(variant)
         span = makespan_of(time_plan(problem, plan)[1])
         if span < best_span:
             best, best_span = plan, span
@@ -49,6 +53,21 @@ def _accelerators_first(problem: SchedulingProblem) -> SchedulingProblem | None:
     if durations == problem.durations:
         return None
     return replace(problem, durations=durations, _memo={})
+
+
+def _dram_shared(problem: SchedulingProblem) -> SchedulingProblem | None:
+    """``problem`` with each DMA engine that reads or writes DRAM at its share of DRAM's bandwidth when all of
+    them stream at once; None when they fit in it together (or DRAM's bandwidth is not known)."""
+    if problem.dram_bandwidth is None:
+        return None
+    streaming = [name for name, e in problem.dmas.items() if problem.dram in e.memories]
+    asked = sum(problem.dmas[name].bandwidth for name in streaming)
+    if asked <= problem.dram_bandwidth:
+        return None
+    share = problem.dram_bandwidth / asked
+    dmas = {name: replace(e, bandwidth=e.bandwidth * share) if name in streaming else e
+            for name, e in problem.dmas.items()}
+    return replace(problem, dmas=dmas, _memo={})
 
 
 def heft_list(problem: SchedulingProblem) -> Plan:
