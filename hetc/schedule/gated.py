@@ -1,17 +1,10 @@
-"""The expected case of a schedule with predicated tasks (hetc.ir.predicates), and a placement tuned for it.
+"""A placement of a schedule with predicated tasks (hetc.ir.predicates) tuned for its expected case
+(``hetc.schedule.expected``).
 
-A schedule keeps time for every predicated task (its makespan is the worst case, every gate on); a run skips
-the tasks whose gate is off, and the engines' queues close up behind them. So which engine a chosen expert's
-weights queue on decides the run: two chosen experts whose four weight matrices share one DMA engine take
-about one matrix longer than two whose matrices are spread over two. The worst case cannot tell these
-placements apart (every expert runs there); the expected case can.
-
-``gate_scenarios`` lists the gates on in the runs to weigh: each row a router routes picks ``k`` of its
-``experts`` uniformly (all combinations for one row when few, else a seeded sample); with many rows almost
-every expert is on, and the expected case is the worst. ``expected_makespan`` times a plan with the
-off tasks at zero duration (a skipped compute writes no more than its zeros; a skipped copy moves nothing),
-by the same timing rule as the worst case (``tasks.earliest_times``). ``balance_gated`` then moves predicated
-nodes to another candidate device, or swaps two of equal cost between devices, keeping a move when the
+Which engine a chosen expert's weights queue on decides a run: two chosen experts whose four weight matrices
+share one DMA engine take about one matrix longer than two whose matrices are spread over two. The worst case
+cannot tell these placements apart (every expert runs there); the expected case can. ``balance_gated`` moves
+predicated nodes to another candidate device, or swaps two of equal cost between devices, keeping a move when the
 expected makespan falls and the worst case does not grow.
 
 The worst case binds the search to the neighbourhood of the solver's plan, which was made for every expert
@@ -23,63 +16,16 @@ from __future__ import annotations
 
 import itertools
 import math
-import random
 from dataclasses import replace
 
+from hetc.schedule.expected import expected_makespan, gate_scenarios
 from hetc.schedule.heuristics import heft
 from hetc.schedule.listsched import replay
 from hetc.schedule.problem import SchedulingProblem
-from hetc.schedule.tasks import Plan, TaskKey, TaskSpec, copy_gate, earliest_times, makespan_of, time_plan
+from hetc.schedule.tasks import Plan, TaskKey, makespan_of, time_plan
 
-MAX_SCENARIOS = 64     # all of a top-2 of 8 router's 28 choices; a seeded sample beyond
 MAX_TRIALS = 200       # re-schedules a search may try (each a list-scheduling pass, ~4 ms at 20 nodes) ...
 TRIAL_NODES = 20_000   # ... and at most this many nodes re-scheduled in all: a pass costs in proportion to them
-
-
-def gate_scenarios(problem: SchedulingProblem, limit: int = MAX_SCENARIOS, seed: int = 0) -> list[frozenset[int]]:
-    """Sets of gates (value indices) on together in one run: per router, each of the rows it routes picks
-    ``k`` of its ``experts`` uniformly and an expert's gate is on when some row picked it, a router's gates
-    standing for its first experts (the rest route to unpredicated work). Every combination when a router
-    routes one row and they are few, else a seeded sample. Gates no router decides are always on."""
-    gates = sorted(set(problem.gates.values()))
-    by_router: dict[int, list[int]] = {}
-    for gate in gates:
-        if gate in problem.gate_routers:
-            by_router.setdefault(problem.gate_routers[gate][0], []).append(gate)
-    fixed = frozenset(g for g in gates if g not in problem.gate_routers)
-    picks = {r: problem.gate_routers[members[0]][1:] for r, members in by_router.items()}   # (k, experts, rows)
-    total = math.prod(math.comb(experts, k) for k, experts, _rows in picks.values())
-    if total <= limit and all(rows == 1 for _k, _e, rows in picks.values()):
-        per_router = [[frozenset(members[i] for i in combo if i < len(members))
-                       for combo in itertools.combinations(range(picks[r][1]), picks[r][0])]
-                      for r, members in by_router.items()]
-        return [fixed.union(*choice) for choice in itertools.product(*per_router)]
-    rng = random.Random(seed)
-
-    def picked(router: int, members: list[int]) -> frozenset[int]:
-        k, experts, rows = picks[router]
-        chosen = set().union(*(rng.sample(range(experts), k) for _ in range(rows)))
-        return frozenset(members[i] for i in chosen if i < len(members))
-
-    return [fixed.union(*(picked(r, members) for r, members in by_router.items())) for _ in range(limit)]
-
-
-def expected_makespan(problem: SchedulingProblem, plan: Plan, scenarios: list[frozenset[int]],
-                      specs: dict[TaskKey, TaskSpec] | None = None) -> float:
-    """The mean makespan of ``plan`` over ``scenarios`` (see the module docstring); ``specs``: its tasks as
-    ``time_plan`` gives them, when the caller has them."""
-    specs = time_plan(problem, plan)[0] if specs is None else specs
-    gate_of: dict[TaskKey, int] = {}
-    for key in specs:
-        gate = problem.gates.get(key[1]) if key[0] == "c" else copy_gate(problem, key[1], key[2], plan.placement)
-        if gate is not None:
-            gate_of[key] = gate
-    order = list(specs)   # topological: one pass per scenario
-    total = 0
-    for on in scenarios:
-        run = {k: replace(t, duration=0) if k in gate_of and gate_of[k] not in on else t for k, t in specs.items()}
-        total += makespan_of(earliest_times(run, plan.orders, problem.sync_ns, order_hint=order))
-    return total / max(1, len(scenarios))
 
 
 def for_the_expected_case(problem: SchedulingProblem, plan: Plan, worst_limit_ns: int | None

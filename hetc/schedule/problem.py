@@ -71,7 +71,7 @@ class SchedulingProblem:
     streamed_bytes: tuple[int, ...] = ()
     gates: dict[int, int] = field(default_factory=dict)      # predicated node -> its gate (hetc.ir.predicates)
     # gate -> (the node id of the router deciding it, its k, its number of experts, the rows it routes: each
-    # picks k): hetc.schedule.gated
+    # picks k): hetc.schedule.expected
     gate_routers: dict[int, tuple[int, int, int, int]] = field(default_factory=dict)
     _memo: dict = field(default_factory=dict, compare=False, repr=False, hash=False)
 

@@ -1,0 +1,69 @@
+"""The expected case of a schedule with predicated tasks (hetc.ir.predicates): the runs to weigh and a plan's
+mean makespan over them.
+
+A schedule keeps time for every predicated task (its makespan is the worst case, every gate on); a run skips
+the tasks whose gate is off, and the engines' queues close up behind them. ``gate_scenarios`` lists the gates
+on in the runs to weigh: each row a router routes picks ``k`` of its ``experts`` uniformly (all combinations for
+one row when few, else a seeded sample); with many rows almost every expert is on, and the expected case is the
+worst. ``expected_makespan`` times a plan with the off tasks at zero duration (a skipped compute writes no more
+than its zeros; a skipped copy moves nothing), by the same timing rule as the worst case
+(``tasks.earliest_times``). Every strategy that weighs plans of a predicated problem weighs them by it: HEFT
+among its runs (``heuristics.heft_timed``), the search for the expected case (``gated``).
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from dataclasses import replace
+
+from hetc.schedule.problem import SchedulingProblem
+from hetc.schedule.tasks import Plan, TaskKey, TaskSpec, copy_gate, earliest_times, makespan_of, time_plan
+
+MAX_SCENARIOS = 64     # all of a top-2 of 8 router's 28 choices; a seeded sample beyond
+
+
+def gate_scenarios(problem: SchedulingProblem, limit: int = MAX_SCENARIOS, seed: int = 0) -> list[frozenset[int]]:
+    """Sets of gates (value indices) on together in one run: per router, each of the rows it routes picks
+    ``k`` of its ``experts`` uniformly and an expert's gate is on when some row picked it, a router's gates
+    standing for its first experts (the rest route to unpredicated work). Every combination when a router
+    routes one row and they are few, else a seeded sample. Gates no router decides are always on."""
+    gates = sorted(set(problem.gates.values()))
+    by_router: dict[int, list[int]] = {}
+    for gate in gates:
+        if gate in problem.gate_routers:
+            by_router.setdefault(problem.gate_routers[gate][0], []).append(gate)
+    fixed = frozenset(g for g in gates if g not in problem.gate_routers)
+    picks = {r: problem.gate_routers[members[0]][1:] for r, members in by_router.items()}   # (k, experts, rows)
+    total = math.prod(math.comb(experts, k) for k, experts, _rows in picks.values())
+    if total <= limit and all(rows == 1 for _k, _e, rows in picks.values()):
+        per_router = [[frozenset(members[i] for i in combo if i < len(members))
+                       for combo in itertools.combinations(range(picks[r][1]), picks[r][0])]
+                      for r, members in by_router.items()]
+        return [fixed.union(*choice) for choice in itertools.product(*per_router)]
+    rng = random.Random(seed)
+
+    def picked(router: int, members: list[int]) -> frozenset[int]:
+        k, experts, rows = picks[router]
+        chosen = set().union(*(rng.sample(range(experts), k) for _ in range(rows)))
+        return frozenset(members[i] for i in chosen if i < len(members))
+
+    return [fixed.union(*(picked(r, members) for r, members in by_router.items())) for _ in range(limit)]
+
+
+def expected_makespan(problem: SchedulingProblem, plan: Plan, scenarios: list[frozenset[int]],
+                      specs: dict[TaskKey, TaskSpec] | None = None) -> float:
+    """The mean makespan of ``plan`` over ``scenarios`` (see the module docstring); ``specs``: its tasks as
+    ``time_plan`` gives them, when the caller has them."""
+    specs = time_plan(problem, plan)[0] if specs is None else specs
+    gate_of: dict[TaskKey, int] = {}
+    for key in specs:
+        gate = problem.gates.get(key[1]) if key[0] == "c" else copy_gate(problem, key[1], key[2], plan.placement)
+        if gate is not None:
+            gate_of[key] = gate
+    order = list(specs)   # topological: one pass per scenario
+    total = 0
+    for on in scenarios:
+        run = {k: replace(t, duration=0) if k in gate_of and gate_of[k] not in on else t for k, t in specs.items()}
+        total += makespan_of(earliest_times(run, plan.orders, problem.sync_ns, order_hint=order))
+    return total / max(1, len(scenarios))
