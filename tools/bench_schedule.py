@@ -27,6 +27,17 @@ def model_paths() -> dict[str, Path]:
     return paths
 
 
+def chosen_models(parser: argparse.ArgumentParser, names: str) -> dict[str, Path]:
+    """The models a comma-separated ``--models`` names (all when empty); an unknown name is a usage error
+    that lists the choices."""
+    paths = model_paths()
+    chosen = [n for n in names.split(",") if n] or list(paths)
+    unknown = [n for n in chosen if n not in paths]
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from: {', '.join(paths)}")
+    return {n: paths[n] for n in chosen}
+
+
 def main(argv: list[str] | None = None) -> int:
     from hetc.frontend import load_onnx
     from hetc.passes import optimize
@@ -42,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.scaling:
         return scaling([int(b) for b in args.scaling.split(",")], args.targets.split(",")[0], args.time_limit)
-    paths = model_paths()
-    names = [n for n in args.models.split(",") if n] or list(paths)
+    paths = chosen_models(parser, args.models)
+    names = list(paths)
     header = (f"{'model':16s} {'target':10s} {'nodes':>5s} {'cpu ms':>9s} {'greedy':>9s} {'heft':>9s} "
               f"{'cpsat':>9s} {'bound':>9s} {'gap':>6s} {'cp/heft':>7s} {'status':>9s} {'compile s':>9s}")
     print(header)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_schedule import model_paths  # noqa: E402  (the light models and models/*.onnx)
+from bench_schedule import chosen_models  # noqa: E402  (the light models and models/*.onnx)
 
 
 def build_once(path: Path, target: str, scheduler: str) -> dict:
@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", default="edge-soc,multi-npu")
     parser.add_argument("--json", default="", help="also write the rows as JSON")
     args = parser.parse_args(argv)
-    paths = model_paths()
-    names = [n for n in args.models.split(",") if n] or list(paths)
+    paths = chosen_models(parser, args.models)
+    names = list(paths)
     rows: list[dict] = []
     print(f"{'model':16s} {'target':10s} {'heft µs':>12s} {'cpsat µs':>12s} {'cp/heft':>7s} {'gap':>6s} "
           f"{'re-timed':>8s} {'wall s':>6s}", flush=True)

@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_schedule import model_paths  # noqa: E402  (the light models and models/*.onnx)
+from bench_schedule import chosen_models  # noqa: E402  (the light models and models/*.onnx)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,8 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="", help="comma-separated names (default: all)")
     parser.add_argument("--targets", default="edge-soc,multi-npu")
     args = parser.parse_args(argv)
-    paths = model_paths()
-    names = [m for m in args.models.split(",") if m] or list(paths)
+    paths = chosen_models(parser, args.models)
+    names = list(paths)
     print("| target | model | planned µs | simulated µs | simulated / planned |\n|---|---|---:|---:|---:|")
     for target in args.targets.split(","):
         ratios = []
