@@ -23,7 +23,7 @@ so that the lowered node still takes its epilogue.
 * ``neg_as_mul``: a float ``Neg`` becomes ``Mul(x, -1)`` where an accelerator multiplies but has no negation
   (``multi-npu``'s NPUs: llama's rotary embedding negates half of Q and K per layer, which ran on the CPU at a
   4 µs launch each). The two are the same number bit for bit (a sign flip).
-* ``layer_norm_as_rms_norm``: a ``LayerNormalization`` over the last axis becomes ``MatMul(x, 1/d)`` (the
+* ``layer_norm_as_rms_norm``: a float32 ``LayerNormalization`` over the last axis becomes ``MatMul(x, 1/d)`` (the
   mean of each row, on the matrix unit), ``Sub`` and a composite ``RMSNormalization`` with the LayerNorm's
   scale, then an ``Add`` of its bias, which fuses into the norm as its epilogue: the centred rows' RMS is their
   standard deviation, so the two are equal up to rounding (the mean is summed in another order). Where an
@@ -105,11 +105,12 @@ def lowering_rules(target: Any) -> list[Rule]:
 
 
 def _normalises_last_axis(norm: Node) -> bool:
-    """A float LayerNormalization over the last axis alone, with a (d,) scale and bias and no Mean or
-    InvStdDev output (the lowered nodes compute neither)."""
+    """A float32 LayerNormalization over the last axis alone, with a (d,) scale and bias and no Mean or
+    InvStdDev output (the lowered nodes compute neither). Not float16: the norm computes in float32 and rounds
+    once, the lowered nodes round the mean, the centred row and the result each (off by several ulps)."""
     x, scale = norm.inputs[0], norm.inputs[1]
     bias = norm.inputs[2] if len(norm.inputs) > 2 else None
-    if x.dtype not in FLOAT_DTYPES or not x.shape or any(o is not None for o in norm.outputs[1:]):
+    if x.dtype != "float32" or not x.shape or any(o is not None for o in norm.outputs[1:]):
         return False
     d = x.shape[-1]
     return (int(norm.attrs.get("axis", -1)) in (-1, len(x.shape) - 1) and scale.shape == (d,)
