@@ -238,3 +238,20 @@ def test_a_layer_norm_is_left_alone_where_the_lowering_does_not_apply(target_nam
     stats: dict = {}
     optimize(import_model(_layer_norms_model(**model_kwargs)), stats, lowerings=lowering_rules(load_target(target_name)))
     assert stats.get("lower_for_target", {"changed": 0})["changed"] == 0
+
+
+@settings(max_examples=12, deadline=None)
+@given(width=st.integers(1, 200), rows=st.integers(1, 6), offset=st.sampled_from([0.0, 3.0, -50.0]),
+       epsilon=st.sampled_from([1e-5, 1e-3, 0.1]))
+def test_a_lowered_layer_norm_computes_what_the_norm_does(width, rows, offset, epsilon):
+    """Any width (powers of two or not: 1/d is then rounded), rows off-centre, epsilons large and small."""
+    rng = np.random.default_rng(width * 7 + rows)
+    inits = [numpy_helper.from_array((1 + 0.5 * rng.standard_normal(width)).astype(np.float32), "gamma"),
+             numpy_helper.from_array(rng.standard_normal(width).astype(np.float32), "beta")]
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("LayerNormalization", ["r", "gamma", "beta"], ["y"], axis=-1, epsilon=epsilon)]
+    model = _model(nodes, [rows, width], [rows, width], inits)
+    lowered = optimize(import_model(model), lowerings=lowering_rules(load_target("multi-npu")))
+    assert "LayerNormalization" not in {n.op_type for n in lowered.nodes}
+    x = (rng.standard_normal((rows, width)) * 2 + offset).astype(np.float32)
+    np.testing.assert_allclose(_run(to_onnx(lowered), x), _run(model, x), rtol=2e-4, atol=2e-4)
