@@ -112,7 +112,10 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
         say(f"{len(graph.nodes)} nodes")
     with clock.stage("passes") as say:
         stats: dict[str, dict[str, float]] = {}
-        graph = optimize(graph, stats, lowerings=lowering_rules(target), fusion_check=fusion_check(target))
+        # a single-device strategy's graph is rewritten for that device alone
+        usable = [options.scheduler[len("single:"):]] if options.scheduler.startswith("single:") else None
+        graph = optimize(graph, stats, lowerings=lowering_rules(target, usable),
+                         fusion_check=fusion_check(target, usable))
         qdq = graph.metadata.get(QDQ_NOTE)   # what the QDQ lowering made integer, and why the rest stayed float
         lowered = int(stats.get("lower_for_target", {}).get("changed", 0))
         say(f"{len(graph.nodes)} nodes after folding" + (f"; {qdq}" if qdq else "")

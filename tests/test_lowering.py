@@ -255,3 +255,14 @@ def test_a_lowered_layer_norm_computes_what_the_norm_does(width, rows, offset, e
     assert "LayerNormalization" not in {n.op_type for n in lowered.nodes}
     x = (rng.standard_normal((rows, width)) * 2 + offset).astype(np.float32)
     np.testing.assert_allclose(_run(to_onnx(lowered), x), _run(model, x), rtol=2e-4, atol=2e-4)
+
+
+@pytest.mark.parametrize("scheduler, lowered", [("single:cpu", False), ("single:npu0", True), ("heft", True)])
+def test_a_single_device_strategy_lowers_for_that_device_alone(scheduler, lowered):
+    """On the CPU alone the norm stays one kernel (its lowering is three there); on npu0 alone it must be
+    lowered, since the NPU has no LayerNormalization."""
+    from hetc.pipeline import BuildOptions, build
+
+    result = build(_layer_norms_model(), BuildOptions(target="multi-npu", scheduler=scheduler, validate=True))
+    assert result.summary["validation"]["passed"]
+    assert ("LayerNormalization" not in {n.op_type for n in result.graph}) == lowered

@@ -33,7 +33,7 @@ so that the lowered node still takes its epilogue.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 import numpy as np
 
@@ -44,9 +44,11 @@ from hetc.passes.rewrite import new_constant, unique_name
 from hetc.target.capability import kernel_support
 
 
-def lowering_rules(target: Any) -> list[Rule]:
-    """The lowering rules for ``target`` (none when it has no accelerator)."""
-    accelerators = [d for d, dev in target.devices.items() if dev.kind != "cpu"]
+def lowering_rules(target: Any, devices: Collection[str] | None = None) -> list[Rule]:
+    """The lowering rules for ``target`` (none when it has no accelerator), for its accelerators among
+    ``devices`` when given (the one device of a ``single:`` strategy: a graph run on the CPU alone is not
+    lowered for an NPU)."""
+    accelerators = _accelerators(target, devices)
     if not accelerators:
         return []
     ids = _Ids()
@@ -152,13 +154,17 @@ def _negated(neg: Node, graph: Graph | None) -> Node:
     return Node(neg.id, "Mul", neg.name, [x, minus_one], list(neg.outputs))
 
 
-def fusion_check(target: Any) -> Callable[[Node, Node], bool] | None:
+def _accelerators(target: Any, devices: Collection[str] | None) -> list[str]:
+    return [d for d, dev in target.devices.items() if dev.kind != "cpu" and (devices is None or d in devices)]
+
+
+def fusion_check(target: Any, devices: Collection[str] | None = None) -> Callable[[Node, Node], bool] | None:
     """The target's say on epilogue fusion (``optimize(graph, fusion_check=...)``): a part fuses into its base
     op only where every accelerator that runs the base as it is runs the fused node too. A Gelu, which neither
     preset's NPU has, would otherwise pull the GPT decoder's MLP projections off the NPU, onto the DSP or the
     CPU; left apart, the projection runs on the NPU and the Gelu where it can. None (always fuse) without
-    accelerators."""
-    accelerators = [d for d, dev in target.devices.items() if dev.kind != "cpu"]
+    accelerators (among ``devices`` when given, as for ``lowering_rules``)."""
+    accelerators = _accelerators(target, devices)
     if not accelerators:
         return None
 
