@@ -27,7 +27,7 @@ so that the lowered node still takes its epilogue.
   mean of each row, on the matrix unit), ``Sub`` and a composite ``RMSNormalization`` with the LayerNorm's
   scale, then an ``Add`` of its bias, which fuses into the norm as its epilogue: the centred rows' RMS is their
   standard deviation, so the two are equal up to rounding (the mean is summed in another order). Where an
-  accelerator runs the three and none the LayerNorm (``multi-npu``'s NPUs: the GPT decoder's nine norms ran on
+  accelerator runs the four and none the LayerNorm (``multi-npu``'s NPUs: the GPT decoder's nine norms ran on
   the CPU, and its activations crossed to it and back each time).
 """
 from __future__ import annotations
@@ -92,7 +92,7 @@ def lowering_rules(target: Any, devices: Collection[str] | None = None) -> list[
 
     def where_layer_norm(m: Match) -> bool:
         norm = m.nodes["y"]
-        if not _normalises_last_axis(norm) or any(kernel_support(target, norm, d) for d in accelerators):
+        if not _lowerable_layer_norm(norm) or any(kernel_support(target, norm, d) for d in accelerators):
             return False
         probes = _layer_norm_as_rms_norm(norm, ids, None)
         return any(all(kernel_support(target, n, d) for n in probes) for d in accelerators)
@@ -106,7 +106,7 @@ def lowering_rules(target: Any, devices: Collection[str] | None = None) -> list[
                  where_layer_norm, lambda graph, m: _layer_norm_as_rms_norm(m.nodes["y"], ids, graph))]
 
 
-def _normalises_last_axis(norm: Node) -> bool:
+def _lowerable_layer_norm(norm: Node) -> bool:
     """A float32 LayerNormalization over the last axis alone, with a (d,) scale and bias and no Mean or
     InvStdDev output (the lowered nodes compute neither). Not float16: the norm computes in float32 and rounds
     once, the lowered nodes round the mean, the centred row and the result each (off by several ulps)."""
