@@ -141,6 +141,19 @@ def test_several_cores_split_a_node_that_fits_whole_when_that_pays():
     assert plan.estimate_ns < plan.whole_ns and "split across 4 npu cores" in plan.why
 
 
+def test_a_split_takes_one_part_per_core_where_more_would_only_overlap_weight_copies():
+    # The GPT decoder's projections on multi-npu (128 x 384 fp32 weights): eight parts, two per core, were
+    # estimated faster only because each core's second part loads its weight slice while the first computes.
+    # A node that fits whole has its weights loaded ahead, and the second part costs a 2 µs launch.
+    target = load_target("multi-npu")
+    graph = load(make_model([mk("MatMul", ["x", "w"], ["y"], name="mm")], {"x": (1, 8, 128)}, ["y"],
+                            {"w": (128, 384)}))
+    plan = plan_node(target, graph.nodes[0])
+    assert isinstance(plan, TilePlan) and plan.count == 4 and plan.axis_label == "N"
+    assert plan.estimate_ns < plan.whole_ns and "split across 4 npu cores" in plan.why
+    assert_same_outputs(graph, tile_graph(graph, target))
+
+
 def test_several_cores_split_along_two_axes_when_no_one_axis_cut_fits_the_tile_budget():
     # ResNet-50's res4 1x1 convolutions on multi-npu: 2 MiB fits the node whole, but every channel band reads
     # the whole 784 KiB input and every row band the whole 1 MiB of weights, over the 683 KiB tile budget (a

@@ -56,6 +56,9 @@ class CutContext:
     budget: int
     alignment: int
     fraction: float = TILE_BUDGET_FRACTION
+    # The node fits whole, so its weights can load ahead of it, behind earlier work, as a whole node's do: its
+    # tiles wait for no weight slice, though the core's DMA engine still carries them (``split_across_cores``).
+    weights_ahead: bool = False
 
 
 def _classes(bands: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -145,30 +148,37 @@ def joined_in(ctx: CutContext, value: Any) -> str:
 
 
 def cut_estimate(ctx: CutContext, cuts: Sequence[tuple[Axis, int]]) -> float | None:
-    """Estimated ns of the tiles of a cut (module docstring), None when a tile has no kernel on the device."""
+    """Estimated ns of the tiles of a cut (module docstring), None when a tile has no kernel on the device.
+    With ``weights_ahead`` the weight slices leave the tiles' pipeline: a core's DMA engine still carries
+    them, so the core takes at least its transfers' total."""
     target, node = ctx.target, ctx.node
-    total_pipe, first, n, moved = 0.0, math.inf, 0, 0
+    total_pipe, total_dma, first, n, moved = 0.0, 0.0, math.inf, 0, 0
     out_from = joined_in(ctx, node.outputs[0])
     for tile, mult in representatives(ctx, cuts):
         s = sketch(node, tile)
         if not kernel_support(target, s, ctx.device):
             return None
         compute = target.cost(s, ctx.device)
-        dma, nbytes = 0.0, 0
+        dma, ahead, nbytes = 0.0, 0.0, 0
         for entry, value in zip(tile.inputs, s.inputs):
             if entry is not None and entry[0] != ACC and value is not None:
-                source = joined_in(ctx, source_value(node, tile, entry[0]))
+                operand = source_value(node, tile, entry[0])
+                source = joined_in(ctx, operand)
                 nbytes += value.nbytes if source == target.dram else 0
-                dma += dma_ns(ctx, value.nbytes, source=source)
+                if ctx.weights_ahead and operand.is_const:
+                    ahead += dma_ns(ctx, value.nbytes, source=source)
+                else:
+                    dma += dma_ns(ctx, value.nbytes, source=source)
         if not tile.partial:
             nbytes += s.outputs[0].nbytes if out_from == target.dram else 0
             dma += dma_ns(ctx, s.outputs[0].nbytes, source=out_from)
         total_pipe += mult * max(compute, dma)
+        total_dma += mult * (dma + ahead)
         first = min(first, dma)
         n += mult
         moved += mult * nbytes
     cores = parallel_cores(ctx, cuts)   # the K tiles of one output block run one after the other
-    per_core = total_pipe * math.ceil(n / cores) / n + first
+    per_core = max(total_pipe + first * n / math.ceil(n / cores), total_dma) * math.ceil(n / cores) / n
     sync = target.sync_ns if cores > 1 else 0.0
     return max(per_core + sync, moved / target.memories[target.dram].bandwidth)
 

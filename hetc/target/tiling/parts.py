@@ -3,6 +3,7 @@
 when each applies."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
 from hetc.target.capability import kernel_support
@@ -31,6 +32,15 @@ def split_across_cores(ctx: CutContext) -> TilePlan | None:
     estimate, cuts = pick_cut(scored)
     if estimate >= whole:
         return None
+    # As few parts along the axes chosen as do as well once the weights load ahead (``weights_ahead``): more
+    # parts overlap their weights' copies with their compute, which only pays where the copies come just in
+    # time (the GPT decoder's matmuls in 8 parts, 2 per core, each paying a launch: tools/bench_shipped.py).
+    ahead = replace(ctx, weights_ahead=True)
+    axes = [a for a, _n in cuts]
+    same_axes = [(e, c) for _e, c in scored if [a for a, _n in c] == axes
+                 and (e := cut_estimate(ahead, c)) is not None]
+    cuts = pick_cut(same_axes)[1]
+    estimate = dict((c, e) for e, c in scored)[cuts]
     why = (f"fits whole, but split across {ctx.cores} {ctx.target.devices[ctx.device].kind} cores: {cut_label(cuts)} "
            f"estimated {estimate / 1000:,.1f} µs against {whole / 1000:,.1f} µs whole on {ctx.device}")
     return TilePlan(cuts, ctx.device, ctx.budget, estimate, whole, why)

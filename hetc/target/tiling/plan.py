@@ -20,7 +20,9 @@ cost model and keeps the fastest.
 * **Splitting.** On a target with several identical cores, a node that fits whole is also cut into at least
   as many parts as cores when that estimate beats running it whole on one core (its activations assumed on
   chip, its weights fetched once): the parts pay their own launches, activation transfers and the join's
-  semaphore, against a fraction of the compute.
+  semaphore, against a fraction of the compute. Their number along the axes chosen is then judged with the
+  weights loaded ahead (``CutContext.weights_ahead``): more parts per core only overlap weight copies that
+  need not come just in time, and each costs a launch.
 * **Predicated nodes** (a mixture's experts, hetc.ir.predicates) that fit whole stay whole: the experts a
   router picks run side by side on the cores already, and each part of a split expert needs its own copy of
   the gate and its semaphores (the one-token MoE on `multi-npu`, every expert split in four: 213 predicated
