@@ -185,6 +185,23 @@ def test_a_node_that_fits_is_spread_over_unlike_devices_when_that_pays():
     assert "split over npu0, cpu" in plan.why and "staged through DRAM" in plan.why
 
 
+def test_inputs_already_off_the_cores_cost_a_spread_nothing_more():
+    # The Llama prefill's gated up-projection on edge-soc (MatMul+Mul): its two activations made on chip
+    # would cross DRAM once more for parts spread over the NPU, DSP and CPU, and the NPU alone wins. Read from
+    # DRAM either way (graph inputs here; in the model, the cut SiLU projection's output), they cost the parts
+    # nothing the whole node does not pay: spread, the node was 101.8 µs on the NPU while the others idled.
+    target = load_target("edge-soc")
+    gated = [mk("MatMul", ["a", "w"], ["m"], name="mm"), mk("Mul", ["m", "b"], ["y"], name="gate")]
+    shapes = {"x": (1, 128, 128), "g": (1, 128, 384)}
+    in_dram = load(make_model(gated, {"a": shapes["x"], "b": shapes["g"]}, ["y"], {"w": (128, 384)}))
+    plan = plan_node(target, in_dram.nodes[-1])
+    assert isinstance(plan, TilePlan) and "split over npu, dsp, cpu" in plan.why
+    assert_same_outputs(in_dram, tile_graph(in_dram, target))
+    on_chip = load(make_model([mk("Relu", ["x"], ["a"], name="relu"), mk("Sigmoid", ["g"], ["b"], name="sig"),
+                               *gated], shapes, ["y"], {"w": (128, 384)}))
+    assert plan_node(target, on_chip.nodes[-1]) is None
+
+
 def test_gemm_too_big_for_its_weights_streams_them_through_a_k_chain():
     target = target_from_toml_text(target_text())
     graph = load(make_model([mk("Gemm", ["a", "w", "b"], ["y"], name="fc", transB=1)],

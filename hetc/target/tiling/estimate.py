@@ -59,6 +59,8 @@ class CutContext:
     # The node fits whole, so its weights can load ahead of it, behind earlier work, as a whole node's do: its
     # tiles wait for no weight slice, though the core's DMA engine still carries them (``split_across_cores``).
     weights_ahead: bool = False
+    # Per input of the node, whether it reaches the node joined off the cores (plan._joined_inputs).
+    joined_inputs: tuple[bool, ...] = ()
 
 
 def _classes(bands: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -67,7 +67,9 @@ def spread_over_devices(ctx: CutContext) -> TilePlan | None:
     would finish them first, is estimated to beat the fastest device alone. Weights are left out on both
     sides (a schedule prefetches them behind other work, whole or in slices); activations are not: the parts
     read their input from DRAM and write their output there (``graph._staged``), so both cross DRAM once more than
-    the whole node's, and each part on an accelerator loads and drains its own slices."""
+    the whole node's, and each part on an accelerator loads and drains its own slices. An input that reaches
+    the node joined off the cores anyway (``CutContext.joined_inputs``: a graph input, a cut node's output)
+    crosses nothing more."""
     target, node = ctx.target, ctx.node
     devices = [d for d in _device_order(ctx) if kernel_support(target, node, d)]
     if len(devices) < 2:
@@ -76,7 +78,9 @@ def spread_over_devices(ctx: CutContext) -> TilePlan | None:
     floor = min(target.devices[d].launch_ns for d in devices) + target.sync_ns
     if floor >= whole / 2:
         return None   # two parts could not pay for their launches and the join
-    activations = {id(v): v for v in node.present_inputs if not v.is_const}.values()
+    # An input joined off the cores already (a graph input, a cut node's output) is read where it is either way
+    joined = {id(v) for v, off in zip(node.inputs, ctx.joined_inputs) if off}
+    activations = {id(v): v for v in node.present_inputs if not v.is_const and id(v) not in joined}.values()
     out = node.outputs[0]
     staging = (dma_by_source(ctx, [(v.nbytes, joined_in(ctx, v)) for v in activations])
                + dma_ns(ctx, out.nbytes, source=joined_in(ctx, out)))

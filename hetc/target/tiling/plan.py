@@ -30,7 +30,8 @@ cost model and keeps the fastest.
 * **Spreading.** On a target whose devices differ (an NPU, a DSP and the CPU), a node the fastest device
   holds whole is cut into equal parts when every device that can run one, taking parts while it would
   finish them first, is estimated at least ``NEAR_BEST`` faster than the fastest device alone
-  (``parts.spread_over_devices``). A grouped convolution cut per group for want of a kernel has its groups
+  (``parts.spread_over_devices``); an input already joined off the cores (a graph input, a cut node's
+  output: ``_joined_inputs``) costs the parts no more than the whole node. A grouped convolution cut per group for want of a kernel has its groups
   cut into row bands by the same rule (``parts.spread_groups``).
 * **Cap.** At most ``MAX_TILES`` (512) tiles per node. Every tile is a compute task and two or three DMA tasks
   for the scheduler, so 512 tiles of one node are about two thousand tasks, several times a whole light model;
@@ -142,25 +143,47 @@ def plan_node(target: Any, node: Node, opset: int | None = None,
     if node.tile is not None:
         return None   # a tile fits by construction
     per_target = node.memo.setdefault(_MEMO_KEY, {})
-    key = (id(target), fraction)
+    joined = _joined_inputs(target, node, opset, fraction)
+    key = (id(target), fraction, joined)
     signature = _signature(node)
     hit = per_target.get(key)
     if hit is not None and hit[0] == signature:
         return hit[1]
     # Nodes of one shape get one plan (a network repeats its layers): the plan names no value.
     shared_key = (signature, opset, tuple(v is not None and v.is_const for v in node.inputs),
-                  len({id(v) for v in node.present_inputs}), fraction)
+                  len({id(v) for v in node.present_inputs}), fraction, joined)
     shared = target._cache.setdefault("tile-plans", {})
     if shared_key not in shared:
         plain = _plain_group_devices(target, node)
         shared[shared_key] = (group_plan(target, node, plain, opset, fraction) if plain
-                              else _plan(target, node, opset_of(node, opset), fraction))
+                              else _plan(target, node, opset_of(node, opset), fraction, joined))
     result = shared[shared_key]
     per_target[key] = (signature, result)
     return result
 
 
-def _plan(target: Any, node: Node, opset: int, fraction: float) -> TilePlan | str | None:
+_looking_back = [False]   # plan_node asks of producers one level up only: see _joined_inputs
+
+
+def _joined_inputs(target: Any, node: Node, opset: int | None, fraction: float) -> tuple[bool, ...]:
+    """Per input of ``node``, whether it is an activation that reaches it joined off the cores whatever
+    ``node``'s own plan: a graph input (in DRAM), or the output of a node that is cut (its parts are joined in
+    ``Target.join_memory``). Parts spread over devices read such an input where it is, as the whole node
+    would (``spread_over_devices``). The producers' plans are looked up one level only (``tile_graph`` plans
+    them first, in graph order); a producer planned from here sees its own inputs as on chip."""
+    if _looking_back[0]:
+        return ()
+    _looking_back[0] = True
+    try:
+        return tuple(v is not None and not v.is_const and (v.producer is None or v.producer.tile is not None
+                     or isinstance(plan_node(target, v.producer, opset, fraction), TilePlan))
+                     for v in node.inputs)
+    finally:
+        _looking_back[0] = False
+
+
+def _plan(target: Any, node: Node, opset: int, fraction: float,
+          joined: tuple[bool, ...] = ()) -> TilePlan | str | None:
     if node.tile is not None or len(node.outputs) != 1:
         return None
     eligible = eligible_accelerators(target, node)
@@ -188,7 +211,7 @@ def _plan(target: Any, node: Node, opset: int, fraction: float) -> TilePlan | st
             return split_across_cores(replace(ctx, fraction=TILE_BUDGET_FRACTION))
         home = target.memories[target.devices[device].memory]
         return spread_over_devices(CutContext(node, target, axes, opset, device, 1, int(home.size * fraction),
-                                              home.alignment, fraction))
+                                              home.alignment, fraction, joined_inputs=joined))
     options = _candidates(ctx)
     if not options:
         return _why_not(ctx)
