@@ -202,6 +202,29 @@ def test_inputs_already_off_the_cores_cost_a_spread_nothing_more():
     assert plan_node(target, on_chip.nodes[-1]) is None
 
 
+def test_an_input_a_cut_node_made_counts_as_joined_as_a_graph_input_does():
+    # A chain of three gated projections on edge-soc: the first reads a graph input and is spread; the second
+    # is spread only because its input, the first's output, is joined off the cores; the third then reads its
+    # input from where the second's parts are joined. Its plan must be the one it gets reading a graph input,
+    # however the plans are asked for (the look-back plans the producers it needs with their own inputs).
+    target = load_target("edge-soc")
+    chain = [mk("MatMul", ["x", "w0"], ["h"], name="first"),
+             mk("MatMul", ["h", "w1"], ["m"], name="second"), mk("Mul", ["m", "g"], ["q"], name="gate1"),
+             mk("MatMul", ["q", "w2"], ["n"], name="third"), mk("Mul", ["n", "g2"], ["y"], name="gate2")]
+    inputs = {"x": (1, 128, 384), "g": (1, 128, 384), "g2": (1, 128, 128)}
+    weights = {"w0": (384, 128), "w1": (128, 384), "w2": (384, 128)}
+    alone = load(make_model(chain[3:], {"q": (1, 128, 384), "g2": (1, 128, 128)}, ["y"], {"w2": (384, 128)}))
+    expected = plan_node(target, alone.nodes[0])
+    assert isinstance(expected, TilePlan)
+    cold = load(make_model(chain, inputs, ["y"], weights))
+    assert plan_node(target, cold.nodes[-1]) == expected        # asked first: the look-back plans the rest
+    in_order = load(make_model(chain, inputs, ["y"], weights))
+    tiled = tile_graph(in_order, target)
+    assert all(isinstance(plan_node(target, n), TilePlan) for n in in_order.nodes)
+    assert plan_node(target, in_order.nodes[-1]) == expected
+    assert_same_outputs(in_order, tiled)
+
+
 def test_gemm_too_big_for_its_weights_streams_them_through_a_k_chain():
     target = target_from_toml_text(target_text())
     graph = load(make_model([mk("Gemm", ["a", "w", "b"], ["y"], name="fc", transB=1)],

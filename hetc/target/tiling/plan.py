@@ -31,8 +31,8 @@ cost model and keeps the fastest.
   holds whole is cut into equal parts when every device that can run one, taking parts while it would
   finish them first, is estimated at least ``NEAR_BEST`` faster than the fastest device alone
   (``parts.spread_over_devices``); an input already joined off the cores (a graph input, a cut node's
-  output: ``_joined_inputs``) costs the parts no more than the whole node. A grouped convolution cut per group for want of a kernel has its groups
-  cut into row bands by the same rule (``parts.spread_groups``).
+  output: ``_joined_inputs``) costs the parts no more than the whole node. A grouped convolution cut per
+  group for want of a kernel has its groups cut into row bands by the same rule (``parts.spread_groups``).
 * **Cap.** At most ``MAX_TILES`` (512) tiles per node. Every tile is a compute task and two or three DMA tasks
   for the scheduler, so 512 tiles of one node are about two thousand tasks, several times a whole light model;
   the largest layer of the light models, VGG-19's fc6 (411 MB of fp32 weights), needs more than 588 tiles of a
@@ -43,6 +43,7 @@ cost model and keeps the fastest.
 from __future__ import annotations
 
 import math
+from contextvars import ContextVar
 from dataclasses import replace
 from typing import Any, Sequence
 
@@ -125,7 +126,8 @@ def cut_context(target: Any, node: Node, axes: list[Axis], opset: int, fraction:
     return CutContext(node, target, axes, opset, device, cores, budget, alignment, fraction)
 
 
-# node.memo[_MEMO_KEY]: (id(target), budget fraction) -> (the node's signature, its plan).
+# node.memo[_MEMO_KEY]: (id(target), budget fraction) -> (the node's signature, which of its inputs are joined
+# off the cores, its plan).
 _MEMO_KEY = "tiling.plans"
 
 
@@ -143,12 +145,12 @@ def plan_node(target: Any, node: Node, opset: int | None = None,
     if node.tile is not None:
         return None   # a tile fits by construction
     per_target = node.memo.setdefault(_MEMO_KEY, {})
-    joined = _joined_inputs(target, node, opset, fraction)
-    key = (id(target), fraction, joined)
+    key = (id(target), fraction)
     signature = _signature(node)
+    joined = _joined_inputs(target, node, opset, fraction)
     hit = per_target.get(key)
-    if hit is not None and hit[0] == signature:
-        return hit[1]
+    if hit is not None and hit[:2] == (signature, joined):
+        return hit[2]
     # Nodes of one shape get one plan (a network repeats its layers): the plan names no value.
     shared_key = (signature, opset, tuple(v is not None and v.is_const for v in node.inputs),
                   len({id(v) for v in node.present_inputs}), fraction, joined)
@@ -158,28 +160,36 @@ def plan_node(target: Any, node: Node, opset: int | None = None,
         shared[shared_key] = (group_plan(target, node, plain, opset, fraction) if plain
                               else _plan(target, node, opset_of(node, opset), fraction, joined))
     result = shared[shared_key]
-    per_target[key] = (signature, result)
+    per_target[key] = (signature, joined, result)
     return result
-
-
-_looking_back = [False]   # plan_node asks of producers one level up only: see _joined_inputs
 
 
 def _joined_inputs(target: Any, node: Node, opset: int | None, fraction: float) -> tuple[bool, ...]:
     """Per input of ``node``, whether it is an activation that reaches it joined off the cores whatever
     ``node``'s own plan: a graph input (in DRAM), or the output of a node that is cut (its parts are joined in
     ``Target.join_memory``). Parts spread over devices read such an input where it is, as the whole node
-    would (``spread_over_devices``). The producers' plans are looked up one level only (``tile_graph`` plans
-    them first, in graph order); a producer planned from here sees its own inputs as on chip."""
-    if _looking_back[0]:
-        return ()
-    _looking_back[0] = True
+    would (``spread_over_devices``)."""
+    return tuple(v is not None and not v.is_const and (v.producer is None or v.producer.tile is not None
+                 or isinstance(_producer_plan(target, v.producer, opset, fraction), TilePlan))
+                 for v in node.inputs)
+
+
+_looking_back: ContextVar[bool] = ContextVar("tiling_looking_back", default=False)
+
+
+def _producer_plan(target: Any, producer: Node, opset: int | None, fraction: float) -> TilePlan | str | None:
+    """The plan ``producer`` has: known already where ``tile_graph`` plans the graph (in graph order), else
+    planned here, one level up only (its own producers not yet planned count as not cut)."""
+    hit = producer.memo.get(_MEMO_KEY, {}).get((id(target), fraction))
+    if hit is not None and hit[0] == _signature(producer):
+        return hit[2]
+    if _looking_back.get():
+        return None
+    token = _looking_back.set(True)
     try:
-        return tuple(v is not None and not v.is_const and (v.producer is None or v.producer.tile is not None
-                     or isinstance(plan_node(target, v.producer, opset, fraction), TilePlan))
-                     for v in node.inputs)
+        return plan_node(target, producer, opset, fraction)
     finally:
-        _looking_back[0] = False
+        _looking_back.reset(token)
 
 
 def _plan(target: Any, node: Node, opset: int, fraction: float,
