@@ -180,7 +180,8 @@ def cut_estimate(ctx: CutContext, cuts: Sequence[tuple[Axis, int]]) -> float | N
         n += mult
         moved += mult * nbytes
     cores = parallel_cores(ctx, cuts)   # the K tiles of one output block run one after the other
-    per_core = max(total_pipe + first * n / math.ceil(n / cores), total_dma) * math.ceil(n / cores) / n
+    per_core_tiles = math.ceil(n / cores)
+    per_core = max(total_pipe * per_core_tiles / n + first, total_dma * per_core_tiles / n)
     sync = target.sync_ns if cores > 1 else 0.0
     return max(per_core + sync, moved / target.memories[target.dram].bandwidth)
 
