@@ -1,5 +1,5 @@
-"""plan_memory tries the plan without double buffering where double buffering alone cost much, and ships the
-faster (hetc.memory.planner.DOUBLE_BUFFER_RETRY)."""
+"""plan_memory tries the plans that limit only the excess prefetches and none where double buffering every
+crowded one alone cost much, and ships the fastest (hetc.memory.planner.DOUBLE_BUFFER_RETRY)."""
 from __future__ import annotations
 
 import math
@@ -30,21 +30,26 @@ def scheduled():
     return graph, run_scheduler(graph, target, strategy="heft"), target
 
 
-def test_the_faster_of_the_two_plans_ships(scheduled, monkeypatch) -> None:
+def test_the_fastest_of_the_three_plans_ships(scheduled, monkeypatch) -> None:
     graph, schedule, target = scheduled
-    with_it, without = (planner._plan_memory(graph, schedule, target, None, True, None, double_buffer=flag)
-                        for flag in (True, False))
-    assert with_it.details["limited_prefetches"] > 0 and without.details["limited_prefetches"] == 0
-    cost = with_it.details["double_buffered_ns"] / schedule.makespan_ns
-    assert cost > planner.DOUBLE_BUFFER_RETRY           # this case tries both by default
-    fastest = min(with_it.schedule.makespan_ns, without.schedule.makespan_ns)
-    assert planner.plan_memory(graph, schedule, target).schedule.makespan_ns == fastest
+    every, excess, none = (planner._plan_memory(graph, schedule, target, None, limit != "every", None, limit)
+                           for limit in ("every", "excess", "none"))
+    assert 0 < excess.details["limited_prefetches"] < every.details["limited_prefetches"]
+    assert none.details["limited_prefetches"] == 0
+    cost = every.details["double_buffered_ns"] / schedule.makespan_ns
+    assert cost > planner.DOUBLE_BUFFER_RETRY           # this case tries all three by default
+    fastest = min(p.schedule.makespan_ns for p in (every, excess, none))
+    shipped = planner.plan_memory(graph, schedule, target)
+    assert shipped.schedule.makespan_ns == fastest
+    assert shipped.details["prefetch_limit"] == next(p.details["prefetch_limit"] for p in (every, excess, none)
+                                                     if p.schedule.makespan_ns == fastest)
     monkeypatch.setattr(planner, "DOUBLE_BUFFER_RETRY", math.inf)    # never: double buffering's plan ships
-    assert planner.plan_memory(graph, schedule, target).schedule.makespan_ns == with_it.schedule.makespan_ns
+    assert planner.plan_memory(graph, schedule, target).schedule.makespan_ns == every.schedule.makespan_ns
 
 
-def test_a_plan_without_double_buffering_is_verified(scheduled) -> None:
+@pytest.mark.parametrize("limit", ["excess", "none"])
+def test_a_plan_with_fewer_prefetches_limited_is_verified(scheduled, limit) -> None:
     graph, schedule, target = scheduled
-    plan = planner._plan_memory(graph, schedule, target, None, True, None, double_buffer=False)
+    plan = planner._plan_memory(graph, schedule, target, None, True, None, limit)
     plan.verify(target)                  # no overlap in time and address, every task's buffers in place
     plan.schedule.verify(graph, target)

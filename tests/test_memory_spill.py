@@ -298,3 +298,27 @@ def test_a_copy_is_postponed_a_few_times_at_most():
         moved.append(_postpone(table, edits, target, _Candidate("w@sram", (0,), (1,), reader_at), 0, history))
     assert moved == [True] * MAX_POSTPONEMENTS + [False, False]
     assert edits[0].end_ns == 200 + 10 * (MAX_POSTPONEMENTS - 1) and history.times == {0: MAX_POSTPONEMENTS}
+
+
+def test_double_buffering_for_the_excess_releases_only_the_copies_furthest_ahead():
+    # Three 100-byte weights loaded back to back for three computes; at t = 30 all three are live and 100
+    # bytes too many. Limiting every prefetch waiting through the stretch moves w2 and w3; limiting only the
+    # excess moves w3 alone, the furthest ahead of its reader (w2's release at t = 30 frees nothing then).
+    from hetc.memory.prefetch import Stretch, limit_prefetch
+    from hetc.schedule.artifact import Schedule, SolverStats
+    target = make_target()
+    tasks = (Task(0, "transfer", "dma", 0, 10, value="w1", src="dram", dst="sram", bytes=100),
+             Task(1, "transfer", "dma", 10, 20, value="w2", src="dram", dst="sram", bytes=100),
+             Task(2, "transfer", "dma", 20, 30, value="w3", src="dram", dst="sram", bytes=100),
+             Task(3, "compute", "npu", 30, 100, deps=(0,), node=1, op="MatMul"),
+             Task(4, "compute", "npu", 100, 200, deps=(1,), node=2, op="MatMul"),
+             Task(5, "compute", "npu", 200, 300, deps=(2,), node=3, op="MatMul"))
+    schedule = Schedule(tasks, {1: "npu", 2: "npu", 3: "npu"}, SolverStats("list", "HEURISTIC", 300, 300, 0.0),
+                        lower_bound_ns=300)
+    crowded = {"sram": [Stretch(20, 100, fullest_at=30, excess=100)]}
+    every, moved_every = limit_prefetch(schedule, target, crowded)
+    excess, moved_excess = limit_prefetch(schedule, target, crowded, only_excess=True)
+    assert moved_every == {1, 2} and moved_excess == {2}
+    start = {t.id: t.start_ns for t in excess.tasks}
+    assert (start[1], start[2]) == (10, 100) and excess.makespan_ns == 300       # w3 waits for compute 2's start
+    assert {t.id: t.start_ns for t in every.tasks}[1] == 30

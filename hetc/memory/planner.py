@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Callable, Literal
 
 from hetc.errors import MemoryPlanError
 from hetc.ir import Graph
@@ -24,7 +24,7 @@ from hetc.memory.delay import delay_at
 from hetc.memory.fallback import move_node_off
 from hetc.memory.lifetimes import BufferTable, build_table
 from hetc.memory.packing import live_profile, pack
-from hetc.memory.prefetch import limit_prefetch
+from hetc.memory.prefetch import Stretch, limit_prefetch
 from hetc.memory.retime import retime_shared
 from hetc.memory.reuse import reuse_dependencies
 from hetc.memory.spill import Postponements, spill_at
@@ -41,6 +41,10 @@ MAX_MOVES = 32
 # on `multi-npu`, before its split outputs joined in the L2: 1.015x, against 1.000x left to the repairs;
 # docs/memory.md, "Capacity").
 DOUBLE_BUFFER_RETRY = 1.01
+EXCESS_ROUNDS = 6          # re-timings of the "excess" double buffering: each sees where the last left crowding
+# Prefetches double buffering limits: every one waiting through a crowded stretch, only enough of them to
+# cover each stretch's excess, or none (the repairs alone).
+Limit = Literal["every", "excess", "none"]
 
 
 @dataclass
@@ -65,35 +69,40 @@ class _Layout:
 def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: float | None = None,
                 allow_moves: bool = True, progress: Callable[[str], None] | None = None,
                 double_buffer: bool = True) -> MemoryPlan:
-    """``_plan_memory`` (below); where double buffering alone lengthened the schedule by more than
-    ``DOUBLE_BUFFER_RETRY``, also the plan that leaves the prefetches to the repairs, and the faster ships."""
-    plan = _plan_memory(graph, schedule, target, time_limit_s, allow_moves, progress, double_buffer)
+    """``_plan_memory`` (below); where double buffering every crowded prefetch alone lengthened the schedule by
+    more than ``DOUBLE_BUFFER_RETRY``, also the plans that limit only enough of them and none, and the fastest
+    ships (the first of equals in that order)."""
+    plan = _plan_memory(graph, schedule, target, time_limit_s, allow_moves, progress,
+                        "every" if double_buffer else "none")
     cost = plan.details["double_buffered_ns"] / max(1, schedule.makespan_ns)
     if not double_buffer or cost <= DOUBLE_BUFFER_RETRY:
         return plan
-    if progress:
-        progress(f"double buffering lengthened the schedule {cost:.3f}x; planning again without it")
-    try:   # (without moving nodes: that repair reschedules, the costly one)
-        other = _plan_memory(graph, schedule, target, time_limit_s, False, progress, double_buffer=False)
-    except MemoryPlanError:
-        return plan
-    return other if other.schedule.makespan_ns < plan.schedule.makespan_ns else plan
+    for limit in ("excess", "none"):
+        if progress:
+            progress(f"double buffering lengthened the schedule {cost:.3f}x; planning again, limiting {limit}")
+        try:   # (without moving nodes: that repair reschedules, the costly one)
+            other = _plan_memory(graph, schedule, target, time_limit_s, False, progress, limit)
+        except MemoryPlanError:
+            continue
+        if other.schedule.makespan_ns < plan.schedule.makespan_ns:
+            plan = other
+    return plan
 
 
 def _plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: float | None,
-                 allow_moves: bool, progress: Callable[[str], None] | None, double_buffer: bool) -> MemoryPlan:
+                 allow_moves: bool, progress: Callable[[str], None] | None, limit: Limit) -> MemoryPlan:
     """Place every buffer of ``schedule`` in ``target``'s memories. The returned plan carries the schedule it
     is valid for, the one that ships: the input one, or a re-timed one with spill transfers, or a rescheduled
     one when a node had to move (``details['moved_nodes']``), whose statistics then describe it
     (``SolverStats.shipped``). ``progress`` hears of every repair round (a large model takes hundreds).
-    ``double_buffer=False`` leaves the scheduler's prefetch times as they are, to the repairs alone
-    (``hetc.memory.prefetch``)."""
+    ``limit`` says which prefetches double buffering limits (``Limit``; ``hetc.memory.prefetch``): with
+    "none" the scheduler's prefetch times are left to the repairs alone."""
     began = time.perf_counter()
     solver_stats = schedule.stats
     budget = DEFAULT_TIME_LIMIT_S if time_limit_s is None else time_limit_s
     nodes = graph.node_map()
     table = build_table(graph, schedule, target)
-    schedule, limited = _double_buffered(table, schedule, target, nodes) if double_buffer else (schedule, 0)
+    schedule, limited = _double_buffered(table, schedule, target, nodes, limit)
     double_buffered_ns = schedule.makespan_ns
     spills: list[Spill] = []
     moved: list[dict] = []
@@ -195,12 +204,13 @@ def _plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s:
             raise _overflow_error(memory, t, table, storages, lifetimes, target, layout, spilled=bool(spills))
         schedule, move = rescheduled
         table = build_table(graph, schedule, target)
-        schedule, limited = _double_buffered(table, schedule, target, nodes) if double_buffer else (schedule, 0)
+        schedule, limited = _double_buffered(table, schedule, target, nodes, limit)
         moved.append(move)
         spills, rounds, margin, postponed = [], 0, {}, []
         history, aliases, delays, unmargined = Postponements(), None, [], set()
     _polish(layout, table, storages, target, share)
-    details = {"moved_nodes": moved, "limited_prefetches": limited, "double_buffered_ns": double_buffered_ns,
+    details = {"moved_nodes": moved, "prefetch_limit": limit, "limited_prefetches": limited,
+               "double_buffered_ns": double_buffered_ns,
                "postponed_transfers": sorted(set(postponed)),
                "staged_transfers": sorted(set(history.staged)), "delayed_tasks": delays, "spill_rounds": rounds}
     # One schedule leaves this stage: the statistics describe it, the solver's own figures kept apart.
@@ -241,21 +251,31 @@ def _timed_with_shared_dram(plan: MemoryPlan, graph: Graph, table: BufferTable, 
                      details, time.perf_counter() - began)
 
 
-def _double_buffered(table: BufferTable, schedule: Schedule, target: Target, nodes: dict) -> tuple[Schedule, int]:
+def _double_buffered(table: BufferTable, schedule: Schedule, target: Target, nodes: dict,
+                     limit: Limit) -> tuple[Schedule, int]:
     """``limit_prefetch`` on the stretches of time where a device memory's live bytes exceed its capacity as
-    scheduled."""
-    storages = _storages(table, table.lifetimes(schedule), resolve_aliases(table, schedule, nodes))
-    crowded = {name: [(start, end) for start, end, _ in _crowded(storages, name, memory, memory.size)]
-               for name, memory in target.memories.items() if name != target.dram}
-    return limit_prefetch(schedule, target, crowded)
+    scheduled: once for "every" prefetch waiting through one; for only the "excess", again on each re-timing
+    (a stretch relieved at its fullest instant may still be crowded at another), up to ``EXCESS_ROUNDS``."""
+    if limit == "none":
+        return schedule, 0
+    limited: set[int] = set()
+    for _ in range(1 if limit == "every" else EXCESS_ROUNDS):
+        storages = _storages(table, table.lifetimes(schedule), resolve_aliases(table, schedule, nodes))
+        crowded = {name: _crowded(storages, name, memory, memory.size)
+                   for name, memory in target.memories.items() if name != target.dram}
+        schedule, moved = limit_prefetch(schedule, target, crowded, only_excess=limit == "excess")
+        if not moved:
+            break
+        limited |= moved
+    return schedule, len(limited)
 
 
-def _crowded(storages: list[Storage], name: str, memory, limit: int) -> list[tuple[int, int, int]]:
-    """The stretches ``(start, end, fullest instant)`` of time where the live bytes of memory ``name``
-    (storages padded to its alignment) exceed ``limit``, in time order."""
+def _crowded(storages: list[Storage], name: str, memory, limit: int) -> list[Stretch]:
+    """The stretches of time where the live bytes of memory ``name`` (storages padded to its alignment) exceed
+    ``limit``, in time order."""
     events = sorted([(s.end, -_pad(s.size, memory.alignment)) for s in storages if s.memory == name] +
                     [(s.start, _pad(s.size, memory.alignment)) for s in storages if s.memory == name])
-    stretches: list[tuple[int, int, int]] = []
+    stretches: list[Stretch] = []
     live, since, fullest, fullest_at = 0, None, 0, 0
     for k, (when, delta) in enumerate(events):    # ends sort before starts at the same instant
         live += delta
@@ -266,7 +286,7 @@ def _crowded(storages: list[Storage], name: str, memory, limit: int) -> list[tup
                 fullest, fullest_at = live, when
             since = when if since is None else since
         elif since is not None:
-            stretches.append((since, when, fullest_at))
+            stretches.append(Stretch(since, when, fullest_at, fullest - limit))
             since = None
     return stretches
 
@@ -323,7 +343,7 @@ def _live_overflow(storages: list[Storage], target: Target,
             continue
         stretches = _crowded(storages, name, memory, memory.size - margin.get(name, 0))
         if stretches:
-            return name, [fullest_at for _, _, fullest_at in stretches]
+            return name, [s.fullest_at for s in stretches]
     return None
 
 
