@@ -2,8 +2,9 @@
 
 ``IntervalProblem`` holds the intervals (sizes in alignment units), each one's time-neighbours and the work a
 placement of it costs (the unit the searches' budgets are counted in); ``Decoder`` places intervals one by one
-in an order, each in the smallest gap between the neighbours placed before it (TFLite's greedy-by-size arena
-planner's rule), and ``redecode`` re-places only what an order change reaches.
+in an order, each in the smallest gap between the neighbours placed before it (best fit: TFLite's
+greedy-by-size arena planner's rule) or, with ``lowest``, in the lowest gap that holds it (first fit: Arm
+Vela's), and ``redecode`` re-places only what an order change reaches.
 """
 from __future__ import annotations
 
@@ -125,11 +126,13 @@ def peak_of(p: IntervalProblem, offsets: list[int]) -> int:
 
 
 class Decoder:
-    """Best-fit placement state: offsets so far and each interval's rank in the placement order."""
+    """Placement state: offsets so far and each interval's rank in the placement order; ``lowest`` places
+    first fit instead of best fit."""
 
     def __init__(self, p: IntervalProblem, order: list[int], offsets: list[int] | None = None,
-                 positions: list[int] | None = None) -> None:
+                 positions: list[int] | None = None, lowest: bool = False) -> None:
         self.p = p
+        self.lowest = lowest
         self.out = list(offsets) if offsets is not None else [0] * p.n
         self.pos = positions if positions is not None else ranks(order)
         self._np: tuple[np.ndarray, np.ndarray] | None = None
@@ -155,7 +158,7 @@ class Decoder:
 
     def place(self, i: int, rank: int) -> int:
         """Best fit: the smallest gap between the time-neighbours placed before ``i`` (rank below ``rank``)
-        that holds interval ``i``, else the top of them."""
+        that holds interval ``i``, else the top of them; first fit (``lowest``): the lowest such gap."""
         p = self.p
         size = p.sizes[i]
         if size == 0:
@@ -174,9 +177,9 @@ class Decoder:
             waste = lo - cursor - size
             fits = np.flatnonzero(waste >= 0)
             if fits.size:
-                return int(cursor[fits[np.argmin(waste[fits])]])
+                return int(cursor[fits[0] if self.lowest else fits[np.argmin(waste[fits])]])
             return int(hi[-1])
-        out, pos = self.out, self.pos
+        out, pos, lowest = self.out, self.pos, self.lowest
         taken = [(out[j], s) for j, s in p.sized_conflicts[i] if pos[j] < rank]
         taken.sort()
         best_off, best_waste = -1, -1
@@ -185,28 +188,28 @@ class Decoder:
             waste = lo - cursor - size
             if waste >= 0 and (best_waste < 0 or waste < best_waste):
                 best_off, best_waste = cursor, waste
-                if waste == 0:
+                if waste == 0 or lowest:
                     break
             if lo + s > cursor:
                 cursor = lo + s
         return best_off if best_off >= 0 else cursor
 
 
-def decode(p: IntervalProblem, order: list[int]) -> list[int]:
-    """Place intervals one by one in ``order`` with best fit."""
-    d = Decoder(p, order)
+def decode(p: IntervalProblem, order: list[int], lowest: bool = False) -> list[int]:
+    """Place intervals one by one in ``order`` with best fit, or first fit with ``lowest``."""
+    d = Decoder(p, order, lowest=lowest)
     for k, i in enumerate(order):
         d.set(i, d.place(i, k))
     return d.out
 
 
 def redecode(p: IntervalProblem, order: list[int], offsets: list[int], from_pos: int,
-              seeds: set[int], limit: int | None = None,
-              positions: list[int] | None = None) -> tuple[list[int] | None, int]:
+              seeds: set[int], limit: int | None = None, positions: list[int] | None = None,
+              lowest: bool = False) -> tuple[list[int] | None, int]:
     """Re-decode after an order change at ``from_pos``: only intervals in ``seeds`` and those whose
     time-neighbours moved are re-placed (a placement depends on nothing else), so a move costs its cascade.
     Also returns the work done (``place_work`` summed), the unit the search budget is counted in."""
-    d = Decoder(p, order, offsets, positions)
+    d = Decoder(p, order, offsets, positions, lowest)
     dirty = set(seeds)
     work = 0
     for k in range(from_pos, p.n):
@@ -231,9 +234,7 @@ def best_greedy(p: IntervalProblem) -> tuple[list[int], list[int], str]:
         "greedy-size": sorted(idx, key=lambda i: (-p.sizes[i], p.starts[i], -p.ends[i], i)),
         "greedy-area": sorted(idx, key=lambda i: (-p.sizes[i] * (p.ends[i] - p.starts[i]), p.starts[i], i)),
     }
-    pressure = p.pressure()
-    orders["greedy-pressure"] = sorted(idx, key=lambda i: (-pressure[i], p.starts[i] - p.ends[i], p.starts[i],
-                                                         -p.sizes[i], i))
+    orders["greedy-pressure"] = pressure_order(p)
     if p.n <= START_ORDER_MAX:
         orders["greedy-start"] = sorted(idx, key=lambda i: (p.starts[i], -p.ends[i], -p.sizes[i], i))
     best: tuple[list[int], list[int], str] | None = None
@@ -243,6 +244,13 @@ def best_greedy(p: IntervalProblem) -> tuple[list[int], list[int], str]:
             best = (order, offsets, name)
     assert best is not None
     return best
+
+
+def pressure_order(p: IntervalProblem) -> list[int]:
+    """Vela's initial order: most pressure first (``IntervalProblem.pressure``), then longest-lived, earliest,
+    largest."""
+    pressure = p.pressure()
+    return sorted(range(p.n), key=lambda i: (-pressure[i], p.starts[i] - p.ends[i], p.starts[i], -p.sizes[i], i))
 
 
 def ranks(order: list[int]) -> list[int]:

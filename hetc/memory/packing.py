@@ -5,10 +5,15 @@ The search, cheapest first, stopping as soon as the peak meets the lower bound (
 instant, sizes padded to the alignment), which no packing can beat:
 
 1. best-fit decoding (TFLite's greedy-by-size arena planner; ``hetc.memory.bestfit``) of a few deterministic
-   orders: by size, and by start time (optimal for equal sizes and for nested lifetimes);
+   orders: by size, by area, by pressure (Vela's), and by start time (optimal for equal sizes and for nested
+   lifetimes);
 2. hill climbing over the placement order with Arm Vela's move: swap two of the buffers that decided where a
    peak buffer sits (its time-neighbours and the stacks under them), re-decode what moved, keep the move
-   unless the peak grows;
+   unless the peak grows. First Vela's climb itself, from the pressure order with first-fit decoding, to its
+   first local optimum: where the bound is within reach it gets there in tens of moves, where the same climb
+   with best fit takes hundreds. It gives up at half the budget unless it is within 1% of the bound by
+   then. With the rest of the budget, the climb from the best greedy packing with best fit, restarting
+   from perturbed orders at each local optimum, which goes further on crowded sets;
 3. CP-SAT ``AddNoOverlap2D`` over time x address for instances small enough to solve quickly, hinted with the
    best order's packing.
 
@@ -24,7 +29,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from operator import add
 
-from hetc.memory.bestfit import Interval, IntervalProblem, best_greedy, decode, peak_of, ranks, redecode
+from hetc.memory.bestfit import (Interval, IntervalProblem, best_greedy, decode, peak_of, pressure_order, ranks,
+                                 redecode)
 from hetc.schedule.cpsat import safety_net_s
 
 CPSAT_MAX_INTERVALS = 120        # above this CP-SAT's presolve alone outgrows a fraction of a second
@@ -32,6 +38,11 @@ DETERMINISTIC_PER_SECOND = 6.0    # wall seconds per CP-SAT deterministic-time u
 DEFAULT_TIME_LIMIT_S = 0.5
 STALE_MOVES = 200                 # hill climbing gives up after this many moves without progress
 WORK_PER_SECOND = 4_700_000      # hill climbing, idle 2-core machine: median of 3.3-7.8 M/s (tools/packing_rate.py)
+# The first-fit climb gives up at this share of the budget unless its peak is within FIRST_FIT_NEAR of the
+# bound by then: it is the quick way to a bound in reach, but on crowded sets (dense-2000) and on the planner's
+# (Inception v2's NPU scratchpad: 1.15 against the best-fit climb's 1.03) it stalls far above it.
+FIRST_FIT_GIVE_UP = 0.5
+FIRST_FIT_NEAR = 1.01
 STUCK_WIDEN = 50                  # moves without progress before a second, wider swap joins each move
 
 
@@ -40,7 +51,8 @@ class PackResult:
     offsets: list[int]          # bytes, multiples of the alignment
     peak: int                   # bytes: max(offset + padded size)
     lower_bound: int            # bytes: max over time of live padded bytes
-    method: str                 # which stage produced the packing: "greedy-size", "hill-climb", "cp-sat", ...
+    method: str                 # which stage produced the packing: "greedy-size", "first-fit-climb",
+    #                             "hill-climb", "cp-sat", ...
     seconds: float
 
 
@@ -58,7 +70,8 @@ def pack(intervals: list[Interval], alignment: int = 1, time_limit_s: float | No
     hill climb stops at its first local optimum (``STALE_MOVES`` moves without progress), often well inside
     the budget: for packings that only need to fit. With ``enough`` (bytes), the search also stops as soon as
     the peak is at most that: whether a memory's packing fits is then decided as the full search would
-    decide it (its best peak only falls), at a fraction of the work."""
+    decide it (its best peak only falls), at a fraction of the work. The first-fit climb runs only with
+    ``restarts``: it is the quick way to the bound, not to a packing that fits."""
     if alignment < 1:
         raise ValueError(f"alignment must be >= 1, got {alignment}")
     began = time.perf_counter()
@@ -67,15 +80,25 @@ def pack(intervals: list[Interval], alignment: int = 1, time_limit_s: float | No
     problem = IntervalProblem.build(intervals, alignment)
     bound = problem.lower_bound()
     lower = bound if enough is None else max(bound, enough // alignment)   # the searches stop once there
-    best_order, best_offsets, method = best_greedy(problem)
-    best_peak = peak_of(problem, best_offsets)
+    greedy_order, greedy_offsets, method = best_greedy(problem)
+    best_offsets, best_peak = greedy_offsets, peak_of(problem, greedy_offsets)
     if best_peak > lower and problem.n > 1:
         # leave part of the budget to CP-SAT when it will run: it closes small gaps hill climbing cannot
         share = 0.6 if problem.n <= CPSAT_MAX_INTERVALS else 1.0
-        order, offsets = _hill_climb(problem, best_order, best_offsets, lower,
-                                     int(budget * share * WORK_PER_SECOND), safety, restarts)
-        if peak_of(problem, offsets) < best_peak:
-            best_offsets, best_peak, method = offsets, peak_of(problem, offsets), "hill-climb"
+        work = int(budget * share * WORK_PER_SECOND)
+        spent = 0
+        if restarts:   # a search for the lowest peak; one that only needs to fit keeps to the best-fit climb
+            start = pressure_order(problem)
+            give_up = (int(work * FIRST_FIT_GIVE_UP), int(lower * FIRST_FIT_NEAR) + 1)
+            _, offsets, spent = _hill_climb(problem, start, decode(problem, start, lowest=True), lower, work, safety,
+                                            restarts=False, lowest=True, give_up=give_up)
+            if peak_of(problem, offsets) < best_peak:
+                best_offsets, best_peak, method = offsets, peak_of(problem, offsets), "first-fit-climb"
+        if best_peak > lower and work > spent:
+            _, offsets, _ = _hill_climb(problem, greedy_order, greedy_offsets, lower, work - spent, safety,
+                                        restarts)
+            if peak_of(problem, offsets) < best_peak:
+                best_offsets, best_peak, method = offsets, peak_of(problem, offsets), "hill-climb"
     if best_peak > lower and 1 < problem.n <= CPSAT_MAX_INTERVALS:
         offsets = _cpsat(problem, best_offsets, best_peak, lower, max(0.05, budget * 0.4))
         if offsets is not None and peak_of(problem, offsets) < best_peak:
@@ -141,14 +164,18 @@ def _support(p: IntervalProblem, offsets: list[int], tops: dict[int, list[int]],
         i = below[0]
 
 
-def _hill_climb(p: IntervalProblem, order: list[int], offsets: list[int], lower: int,
-                budget_work: int, deadline: float, restarts: bool = True) -> tuple[list[int], list[int]]:
+def _hill_climb(p: IntervalProblem, order: list[int], offsets: list[int], lower: int, budget_work: int,
+                deadline: float, restarts: bool = True, lowest: bool = False,
+                give_up: tuple[int, int] | None = None) -> tuple[list[int], list[int], int]:
     """Arm Vela's bottleneck search on hetc's incremental decoder. The bottleneck is the buffer reaching the
     peak; the buffers that decided where it sits are its time-neighbours and the stacks under them and under
     it (each buffer rests on a neighbour's top, down to address 0). Two of those swap places in the placement
     order (one not live with the bottleneck, three times in ten: those leave the holes), plus a second swap
     from a wider pool when stuck; the move is kept unless the peak grows. A rejected move stops decoding as
-    soon as a buffer passes the peak. Budgeted in work units so that results are reproducible."""
+    soon as a buffer passes the peak. ``lowest`` decodes first fit (``offsets`` must be ``order``'s first-fit
+    packing). ``give_up`` = (work, peak): stop after that much work unless the best peak is below that one.
+    Budgeted in work units so that results are reproducible: returns the best order, its packing and the work
+    spent."""
     rng = random.Random(0x5eed)
     order = list(order)
     pos = ranks(order)
@@ -158,12 +185,14 @@ def _hill_climb(p: IntervalProblem, order: list[int], offsets: list[int], lower:
     while work < budget_work:
         if peak <= lower or time.perf_counter() > deadline:   # the clock is only a safety net
             break
+        if give_up is not None and work >= give_up[0] and best[2] >= give_up[1]:
+            break
         if stuck >= STALE_MOVES:
             if not restarts:
                 break
             # A local optimum: restart from the best order with a random stretch of it shuffled (iterated
             # local search), which the stale moves around one bottleneck could not reach
-            order, offsets = _kick(p, best[0], rng)
+            order, offsets = _kick(p, best[0], rng, lowest)
             pos = ranks(order)
             peak, stuck = peak_of(p, offsets), 0
             work += p.n + sum(p.place_work)
@@ -205,7 +234,7 @@ def _hill_climb(p: IntervalProblem, order: list[int], offsets: list[int], lower:
             new_pos[u], new_pos[v] = b, a
             seeds.update((u, v), p.conflicts[u], p.conflicts[v])
         first = min(min(pos[u], pos[v]) for u, v in swaps)
-        new_offsets, cost = redecode(p, candidate, offsets, first, seeds, peak, new_pos)
+        new_offsets, cost = redecode(p, candidate, offsets, first, seeds, peak, new_pos, lowest)
         work += cost
         if new_offsets is None:
             continue
@@ -215,17 +244,17 @@ def _hill_climb(p: IntervalProblem, order: list[int], offsets: list[int], lower:
         order, pos, offsets, peak = candidate, new_pos, new_offsets, new_peak
         if peak < best[2]:
             best = (order, offsets, peak)
-    return best[0], best[1]
+    return best[0], best[1], work
 
 
-def _kick(p: IntervalProblem, order: list[int], rng: random.Random) -> tuple[list[int], list[int]]:
+def _kick(p: IntervalProblem, order: list[int], rng: random.Random, lowest: bool) -> tuple[list[int], list[int]]:
     """``order`` with a random stretch of about a tenth of it shuffled, and its decoding."""
     width = max(2, p.n // 10)
     first = rng.randrange(max(1, p.n - width + 1))
     stretch = order[first:first + width]
     rng.shuffle(stretch)
     kicked = order[:first] + stretch + order[first + width:]
-    return kicked, decode(p, kicked)
+    return kicked, decode(p, kicked, lowest)
 
 
 def _cpsat(p: IntervalProblem, hint: list[int], upper: int, lower: int, seconds: float) -> list[int] | None:
