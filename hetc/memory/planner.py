@@ -270,9 +270,9 @@ def _double_buffered(table: BufferTable, schedule: Schedule, target: Target, nod
     return schedule, len(limited)
 
 
-def _crowded(storages: list[Storage], name: str, memory, limit: int) -> list[Stretch]:
+def _crowded(storages: list[Storage], name: str, memory, capacity: int) -> list[Stretch]:
     """The stretches of time where the live bytes of memory ``name`` (storages padded to its alignment) exceed
-    ``limit``, in time order."""
+    ``capacity`` (its size, less any headroom asked for), in time order."""
     events = sorted([(s.end, -_pad(s.size, memory.alignment)) for s in storages if s.memory == name] +
                     [(s.start, _pad(s.size, memory.alignment)) for s in storages if s.memory == name])
     stretches: list[Stretch] = []
@@ -281,12 +281,12 @@ def _crowded(storages: list[Storage], name: str, memory, limit: int) -> list[Str
         live += delta
         if k + 1 < len(events) and events[k + 1][0] == when:
             continue                              # the live set between instants is what counts
-        if live > limit:
+        if live > capacity:
             if since is None or live > fullest:
                 fullest, fullest_at = live, when
             since = when if since is None else since
         elif since is not None:
-            stretches.append(Stretch(since, when, fullest_at, fullest - limit))
+            stretches.append(Stretch(since, when, fullest_at, fullest - capacity))
             since = None
     return stretches
 
