@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -9,7 +10,8 @@ from hypothesis import strategies as st
 
 from hetc.memory import pack_intervals
 from hetc.memory import bestfit
-from hetc.memory.bestfit import Decoder, IntervalProblem, best_greedy
+from hetc.memory import packing
+from hetc.memory.bestfit import Decoder, IntervalProblem, best_greedy, decode, peak_of, pressure_order
 from hetc.memory.packing import lower_bound, pack, packing_violations
 
 interval = st.tuples(st.integers(0, 60), st.integers(1, 30), st.integers(0, 5000)).map(
@@ -150,14 +152,38 @@ def test_first_fit_takes_the_lowest_gap_that_holds_an_interval_best_fit_the_smal
         assert decoder.place(3, 3) == expected
 
 
-def test_vela_s_first_fit_climb_reaches_the_bound_where_best_fit_takes_hundreds_of_moves():
-    # A uniform set of 200 buffers (tools/bench_packing.py's uniform-200, seed 2): from the pressure order with
-    # first fit the climb reaches the bound in 14 moves; from the best greedy with best fit it took 245.
-    rng = random.Random("uniform-200/2")
+def _uniform_200(seed: int) -> list[tuple[int, int, int]]:
+    """tools/bench_packing.py's uniform-200 set of that seed."""
+    rng = random.Random(f"uniform-200/{seed}")
     intervals = []
     for _ in range(200):
         start = rng.randrange(200)
         intervals.append((start, start + rng.randint(1, 20), 1024 * rng.randint(1, 64)))
+    return intervals
+
+
+def test_vela_s_first_fit_climb_reaches_the_bound_where_best_fit_takes_hundreds_of_moves():
+    # uniform-200 seed 2: from the pressure order with first fit the climb reaches the bound in 14 moves; from
+    # the best greedy with best fit it took 245.
+    intervals = _uniform_200(2)
     result = pack(intervals, 1, time_limit_s=0.02)
     assert packing_violations(intervals, result.offsets, 1) == []
     assert result.peak == result.lower_bound and result.method == "first-fit-climb"
+
+
+def test_restarted_first_fit_climbs_reach_the_bound_one_climb_stalls_above():
+    # uniform-200 seed 30: one first-fit climb from the pressure order stalls at 1.009 of the bound (200 moves
+    # without progress, however large its budget); runs with fresh random streams on Luby's schedule reach it
+    intervals = _uniform_200(30)
+    problem = IntervalProblem.build(intervals, 1)
+    start = pressure_order(problem)
+    _, alone, _ = packing._hill_climb(problem, start, decode(problem, start, lowest=True), problem.lower_bound(),
+                                      10 ** 9, time.perf_counter() + 60, restarts=False, lowest=True)
+    assert peak_of(problem, alone) > problem.lower_bound()
+    result = pack(intervals, 1, time_limit_s=0.05)
+    assert packing_violations(intervals, result.offsets, 1) == []
+    assert result.peak == result.lower_bound and result.method == "first-fit-climb"
+
+
+def test_luby_restart_lengths():
+    assert [packing._luby(i) for i in range(1, 16)] == [1, 1, 2, 1, 1, 2, 4, 1, 1, 2, 1, 1, 2, 4, 8]

@@ -9,10 +9,11 @@ instant, sizes padded to the alignment), which no packing can beat:
    lifetimes);
 2. hill climbing over the placement order with Arm Vela's move: swap two of the buffers that decided where a
    peak buffer sits (its time-neighbours and the stacks under them), re-decode what moved, keep the move
-   unless the peak grows. First Vela's climb itself, from the pressure order with first-fit decoding, to its
-   first local optimum: where the bound is within reach it gets there in tens of moves, where the same climb
-   with best fit takes hundreds. It gives up at half the budget unless it is within 1% of the bound by
-   then. With the rest of the budget, the climb from the best greedy packing with best fit, restarting
+   unless the peak grows. First Vela's climb itself, from the pressure order with first-fit decoding: where
+   the bound is within reach it often gets there in tens of moves, where the same climb with best fit takes
+   hundreds, but as often it stalls for hundreds; so it runs in short runs, each with a fresh random stream,
+   restarted on Luby's schedule. It gives up at half the budget unless it is within 1% of the bound by then.
+   With the rest of the budget, the climb from the best greedy packing with best fit, restarting
    from perturbed orders at each local optimum, which goes further on crowded sets;
 3. CP-SAT ``AddNoOverlap2D`` over time x address for instances small enough to solve quickly, hinted with the
    best order's packing.
@@ -43,6 +44,7 @@ WORK_PER_SECOND = 4_700_000      # hill climbing, idle 2-core machine: median of
 # (Inception v2's NPU scratchpad: 1.15 against the best-fit climb's 1.03) it stalls far above it.
 FIRST_FIT_GIVE_UP = 0.5
 FIRST_FIT_NEAR = 1.01
+FIRST_FIT_RUN = 64                # moves in Luby's unit run of the first-fit climb (docs/benchmarks.md)
 STUCK_WIDEN = 50                  # moves without progress before a second, wider swap joins each move
 
 
@@ -88,10 +90,7 @@ def pack(intervals: list[Interval], alignment: int = 1, time_limit_s: float | No
         work = int(budget * share * WORK_PER_SECOND)
         spent = 0
         if restarts:   # a search for the lowest peak; one that only needs to fit keeps to the best-fit climb
-            start = pressure_order(problem)
-            give_up = (int(work * FIRST_FIT_GIVE_UP), int(lower * FIRST_FIT_NEAR) + 1)
-            _, offsets, spent = _hill_climb(problem, start, decode(problem, start, lowest=True), lower, work, safety,
-                                            restarts=False, lowest=True, give_up=give_up)
+            offsets, spent = _first_fit_climbs(problem, lower, work, safety)
             if peak_of(problem, offsets) < best_peak:
                 best_offsets, best_peak, method = offsets, peak_of(problem, offsets), "first-fit-climb"
         if best_peak > lower and work > spent:
@@ -150,6 +149,37 @@ def packing_violations(intervals: list[Interval], offsets: list[int], alignment:
     return problems
 
 
+def _first_fit_climbs(p: IntervalProblem, lower: int, work: int, deadline: float) -> tuple[list[int], int]:
+    """Vela's climb (first fit, from the pressure order) to the lowest peak it finds in ``work`` units: runs of
+    it, each with a fresh random stream, of ``FIRST_FIT_RUN`` moves times Luby's 1, 1, 2, 1, 1, 2, 4, ... The
+    moves one climb needs to reach the bound are heavy-tailed (on uniform-200 sets: a few tens, or stuck for
+    hundreds), and restarts cut the tail. Gives up at ``FIRST_FIT_GIVE_UP`` of the work unless the peak is
+    within ``FIRST_FIT_NEAR`` of the bound by then. Returns the best packing and the work spent."""
+    start = pressure_order(p)
+    first = decode(p, start, lowest=True)
+    best, best_peak, spent, run = first, peak_of(p, first), 0, 0
+    give_up, near = int(work * FIRST_FIT_GIVE_UP), int(lower * FIRST_FIT_NEAR) + 1
+    while spent < work and best_peak > lower and not (spent >= give_up and best_peak >= near) \
+            and time.perf_counter() <= deadline:   # the clock is only a safety net
+        run += 1
+        until = work if best_peak < near else give_up
+        _, offsets, used = _hill_climb(p, start, first, lower, until - spent, deadline, restarts=False, lowest=True,
+                                       moves=FIRST_FIT_RUN * _luby(run), seed=0x5eed + run - 1)
+        spent += max(used, 1)
+        if peak_of(p, offsets) < best_peak:
+            best, best_peak = offsets, peak_of(p, offsets)
+    return best, spent
+
+
+def _luby(i: int) -> int:
+    """The ``i``-th term (from 1) of Luby's restart sequence: 1, 1, 2, 1, 1, 2, 4, 1, 1, 2, ..."""
+    while True:
+        k = i.bit_length()
+        if i == (1 << k) - 1:
+            return 1 << (k - 1)
+        i -= (1 << (k - 1)) - 1
+
+
 def _support(p: IntervalProblem, offsets: list[int], tops: dict[int, list[int]], i: int, into: dict[int, None]) -> None:
     """Add ``i`` and the stack under it to ``into``: a time-neighbour whose top is ``i``'s offset, then one
     under that, down to address 0 (Vela's predecessor chain: the buffers that decided where ``i`` sits).
@@ -166,26 +196,23 @@ def _support(p: IntervalProblem, offsets: list[int], tops: dict[int, list[int]],
 
 def _hill_climb(p: IntervalProblem, order: list[int], offsets: list[int], lower: int, budget_work: int,
                 deadline: float, restarts: bool = True, lowest: bool = False,
-                give_up: tuple[int, int] | None = None) -> tuple[list[int], list[int], int]:
+                moves: int | None = None, seed: int = 0x5eed) -> tuple[list[int], list[int], int]:
     """Arm Vela's bottleneck search on hetc's incremental decoder. The bottleneck is the buffer reaching the
     peak; the buffers that decided where it sits are its time-neighbours and the stacks under them and under
     it (each buffer rests on a neighbour's top, down to address 0). Two of those swap places in the placement
     order (one not live with the bottleneck, three times in ten: those leave the holes), plus a second swap
     from a wider pool when stuck; the move is kept unless the peak grows. A rejected move stops decoding as
     soon as a buffer passes the peak. ``lowest`` decodes first fit (``offsets`` must be ``order``'s first-fit
-    packing). ``give_up`` = (work, peak): stop after that much work unless the best peak is below that one.
-    Budgeted in work units so that results are reproducible: returns the best order, its packing and the work
-    spent."""
-    rng = random.Random(0x5eed)
+    packing). ``moves`` caps the moves tried; ``seed`` seeds the random stream. Budgeted in work units so that
+    results are reproducible: returns the best order, its packing and the work spent."""
+    rng = random.Random(seed)
     order = list(order)
     pos = ranks(order)
     peak = peak_of(p, offsets)
     best = (order, offsets, peak)
-    work = stuck = 0
-    while work < budget_work:
+    work = stuck = tried = 0
+    while work < budget_work and (moves is None or tried < moves):
         if peak <= lower or time.perf_counter() > deadline:   # the clock is only a safety net
-            break
-        if give_up is not None and work >= give_up[0] and best[2] >= give_up[1]:
             break
         if stuck >= STALE_MOVES:
             if not restarts:
@@ -199,6 +226,7 @@ def _hill_climb(p: IntervalProblem, order: list[int], offsets: list[int], lower:
             continue
         work += 3 * p.n + 20             # five O(n) passes: peak, tops, candidate order and positions, decoder
         stuck += 1
+        tried += 1
         tops: dict[int, list[int]] = defaultdict(list)
         for i, end in enumerate(map(add, offsets, p.sizes)):
             tops[end].append(i)
