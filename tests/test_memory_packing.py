@@ -177,8 +177,8 @@ def test_restarted_first_fit_climbs_reach_the_bound_one_climb_stalls_above():
     intervals = _uniform_200(30)
     problem = IntervalProblem.build(intervals, 1)
     start = pressure_order(problem)
-    _, alone, _ = packing._hill_climb(problem, start, decode(problem, start, lowest=True), problem.lower_bound(),
-                                      10 ** 9, time.perf_counter() + 60, restarts=False, lowest=True)
+    alone, _ = packing._hill_climb(problem, start, decode(problem, start, lowest=True), problem.lower_bound(),
+                                   10 ** 9, time.perf_counter() + 60, restarts=False, lowest=True)
     assert peak_of(problem, alone) > problem.lower_bound()
     result = pack(intervals, 1, time_limit_s=0.05)
     assert packing_violations(intervals, result.offsets, 1) == []

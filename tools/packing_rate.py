@@ -30,7 +30,7 @@ def rate(intervals: list[tuple[int, int, int]], units: int) -> float | None:
     order, offsets, _ = best_greedy(problem)
     bound = problem.lower_bound()
     began = time.perf_counter()
-    _, found, _ = packing._hill_climb(problem, order, offsets, bound, units, began + 600, True)   # noqa: SLF001 - timing the search itself
+    found, _ = packing._hill_climb(problem, order, offsets, bound, units, began + 600, True)   # noqa: SLF001 - timing the search itself
     seconds = time.perf_counter() - began
     return None if peak_of(problem, found) <= bound else units / seconds
 

@@ -94,8 +94,7 @@ def pack(intervals: list[Interval], alignment: int = 1, time_limit_s: float | No
             if peak_of(problem, offsets) < best_peak:
                 best_offsets, best_peak, method = offsets, peak_of(problem, offsets), "first-fit-climb"
         if best_peak > lower and work > spent:
-            _, offsets, _ = _hill_climb(problem, greedy_order, greedy_offsets, lower, work - spent, safety,
-                                        restarts)
+            offsets, _ = _hill_climb(problem, greedy_order, greedy_offsets, lower, work - spent, safety, restarts)
             if peak_of(problem, offsets) < best_peak:
                 best_offsets, best_peak, method = offsets, peak_of(problem, offsets), "hill-climb"
     if best_peak > lower and 1 < problem.n <= CPSAT_MAX_INTERVALS:
@@ -163,11 +162,12 @@ def _first_fit_climbs(p: IntervalProblem, lower: int, work: int, deadline: float
             and time.perf_counter() <= deadline:   # the clock is only a safety net
         run += 1
         until = work if best_peak < near else give_up
-        _, offsets, used = _hill_climb(p, start, first, lower, until - spent, deadline, restarts=False, lowest=True,
-                                       moves=FIRST_FIT_RUN * _luby(run), seed=0x5eed + run - 1)
+        offsets, used = _hill_climb(p, start, first, lower, until - spent, deadline, restarts=False, lowest=True,
+                                    moves=FIRST_FIT_RUN * _luby(run), seed=0x5eed + run - 1)
         spent += max(used, 1)
-        if peak_of(p, offsets) < best_peak:
-            best, best_peak = offsets, peak_of(p, offsets)
+        peak = peak_of(p, offsets)
+        if peak < best_peak:
+            best, best_peak = offsets, peak
     return best, spent
 
 
@@ -196,7 +196,7 @@ def _support(p: IntervalProblem, offsets: list[int], tops: dict[int, list[int]],
 
 def _hill_climb(p: IntervalProblem, order: list[int], offsets: list[int], lower: int, budget_work: int,
                 deadline: float, restarts: bool = True, lowest: bool = False,
-                moves: int | None = None, seed: int = 0x5eed) -> tuple[list[int], list[int], int]:
+                moves: int | None = None, seed: int = 0x5eed) -> tuple[list[int], int]:
     """Arm Vela's bottleneck search on hetc's incremental decoder. The bottleneck is the buffer reaching the
     peak; the buffers that decided where it sits are its time-neighbours and the stacks under them and under
     it (each buffer rests on a neighbour's top, down to address 0). Two of those swap places in the placement
@@ -204,7 +204,7 @@ def _hill_climb(p: IntervalProblem, order: list[int], offsets: list[int], lower:
     from a wider pool when stuck; the move is kept unless the peak grows. A rejected move stops decoding as
     soon as a buffer passes the peak. ``lowest`` decodes first fit (``offsets`` must be ``order``'s first-fit
     packing). ``moves`` caps the moves tried; ``seed`` seeds the random stream. Budgeted in work units so that
-    results are reproducible: returns the best order, its packing and the work spent."""
+    results are reproducible: returns the best packing and the work spent."""
     rng = random.Random(seed)
     order = list(order)
     pos = ranks(order)
@@ -272,7 +272,7 @@ def _hill_climb(p: IntervalProblem, order: list[int], offsets: list[int], lower:
         order, pos, offsets, peak = candidate, new_pos, new_offsets, new_peak
         if peak < best[2]:
             best = (order, offsets, peak)
-    return best[0], best[1], work
+    return best[1], work
 
 
 def _kick(p: IntervalProblem, order: list[int], rng: random.Random, lowest: bool) -> tuple[list[int], list[int]]:

@@ -15,10 +15,10 @@ scheduler's lead stays: loading further ahead is free where it fits. The price: 
 2% slower, its one crowded instant having been repaired by a single postponement that delayed nobody.
 
 Limiting every such copy can cost more than the crowding needs (AlexNet on ``edge-soc``: 35 copies, 2.1%, where
-3 suffice for 0.5%), so a second
-rule limits only enough of them (``only_excess``): at each stretch's fullest instant, the copies live then that
-their release takes out of it, furthest ahead of their reader first, until their bytes cover the excess. The
-planner tries it where the first rule costs much (``hetc.memory.planner.plan_memory``).
+3 suffice for 0.5%), so a second rule limits only enough of them (``only_excess``): at each stretch's fullest
+instant, the copies live then that their release takes out of it, furthest ahead of their reader first, until
+their bytes cover the excess. The planner tries it where the first rule costs much
+(``hetc.memory.planner.plan_memory``).
 
 Measured on the light models (docs/benchmarks.md, "double buffering before the repairs"): ZFNet-512 on
 ``multi-npu`` goes from 388 spills and 32.6 ms planned to 2 spills and 22.0 ms, because repairs that spill one
@@ -71,8 +71,8 @@ def limit_prefetch(schedule: Schedule, target: Target, crowded: dict[str, list[S
             if release > t.start_ns and any(s.start < reader.start_ns and t.start_ns < s.end
                                             for s in crowded.get(t.dst, ())):
                 candidates.append((t, reader.start_ns, release))
-    release_of = {t.id: release for t, _, release in candidates} if not only_excess else \
-        _enough_to_cover(candidates, crowded)
+    release_of = _enough_to_cover(candidates, crowded) if only_excess else \
+        {t.id: release for t, _, release in candidates}
     if not release_of:
         return schedule, set()
     tasks = [replace(t, start_ns=release_of[t.id], end_ns=release_of[t.id] + t.duration_ns)
