@@ -229,7 +229,11 @@ def test_ctrl_c_inside_an_extension_module_s_initialisation_exits_130(monkeypatc
 
 
 def test_ctrl_c_during_the_imports_exits_130(tmp_path: Path) -> None:
-    _assert_interrupted(_interrupt_build([TINY], tmp_path / "b", None, 1.0), tmp_path / "b")
+    # A quarter of a second: the interpreter is up (its SIGINT handler set) and still importing numpy, onnx
+    # and OR-Tools. A whole second let an idle machine finish the tiny build first.
+    proc = _interrupt_build([TINY], tmp_path / "b", None, 0.25)
+    _assert_interrupted(proc, tmp_path / "b")
+    assert "import" not in proc.stderr   # it landed before the first stage
 
 
 def test_ctrl_c_during_the_cpsat_solve_exits_130_and_kills_the_solver(tmp_path: Path) -> None:
