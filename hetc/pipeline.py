@@ -207,7 +207,8 @@ def make_summary(model_name: str, graph: Graph, target: Target, plan: MemoryPlan
         "solver": {"status": sched.stats.status, "wall_s": round(sched.stats.wall_s, 3),
                    "heft_makespan_us": _heft_us(sched)},
         "memory": {m: {"peak_bytes": s.peak_bytes, "lower_bound_bytes": s.lower_bound_bytes,
-                       "capacity_bytes": s.capacity_bytes, "spilled_bytes": s.spilled_bytes}
+                       "capacity_bytes": s.capacity_bytes, "spilled_bytes": s.spilled_bytes,
+                       **({} if s.scheduled_live_bytes is None else {"scheduled_live_bytes": s.scheduled_live_bytes})}
                    for m, s in plan.stats.items()},
         "compile_s": round(clock.total, 3),
         "stage_s": {k: round(v, 3) for k, v in clock.seconds.items()},

@@ -41,6 +41,18 @@ def test_a_task_waits_for_an_export_to_free_bytes_instead_of_moving():
     assert plan.stats["sram"].peak_bytes <= 10 * KIB
 
 
+def test_the_plan_says_how_far_the_schedule_was_from_fitting():
+    graph = _export_while_computing()
+    crowded = plan_memory(graph, list_schedule(graph, make_target(sram=10 * KIB), {n.id: "npu" for n in graph}),
+                          make_target(sram=10 * KIB))
+    sram = crowded.stats["sram"]   # x, a (being exported) and b: 12 KiB as scheduled, repaired to fit
+    assert sram.scheduled_live_bytes == 12 * KIB > sram.capacity_bytes >= sram.lower_bound_bytes
+    assert crowded.stats["dram"].scheduled_live_bytes is None
+    roomy = plan_memory(graph, list_schedule(graph, make_target(sram=16 * KIB), {n.id: "npu" for n in graph}),
+                        make_target(sram=16 * KIB))
+    assert roomy.stats["sram"].scheduled_live_bytes == roomy.stats["sram"].lower_bound_bytes == 12 * KIB
+
+
 def test_delay_needs_a_running_task_that_frees_bytes():
     graph = _export_while_computing()
     target = make_target(sram=10 * KIB)

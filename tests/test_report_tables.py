@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pytest
 from rich.console import Console
@@ -122,6 +123,10 @@ def test_memory_and_solver_tables(artifacts):
     mem = memory_table(plan)
     assert [r[0] for r in mem.rows] == list(plan.stats)
     assert "npu_sram" in str(mem) and "2.00 MiB" in str(mem)
+    assert mem.columns[-1] == "as scheduled" and {r[-1] for r in mem.rows} == {"-"}   # hand-built: not known
+    crowded = replace(plan, stats={**plan.stats, "npu_sram": replace(plan.stats["npu_sram"],
+                                                                     scheduled_live_bytes=3 << 20)})
+    assert dict((r[0], r[-1]) for r in memory_table(crowded).rows)["npu_sram"] == "3.00 MiB"
     solver = str(solver_table(schedule))
     assert "HEURISTIC" in solver and "gap" in solver and "wall time" in solver
     assert "wall" not in str(solver_table(schedule, wall_clock=False))

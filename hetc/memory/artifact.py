@@ -96,6 +96,9 @@ class MemoryStats:
     spilled_bytes: int = 0
     peak_time_ns: int = 0       # when the live set is largest
     peak_buffers: tuple[str, ...] = ()  # buffer ids live at that time
+    # the most bytes live at once in the schedule as its scheduler made it, before memory planning repaired
+    # it: above the capacity, the scheduler's schedule did not fit (None for DRAM)
+    scheduled_live_bytes: int | None = None
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,7 @@ def _plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s:
     budget = DEFAULT_TIME_LIMIT_S if time_limit_s is None else time_limit_s
     nodes = graph.node_map()
     table = build_table(graph, schedule, target)
+    scheduled_live = _live_peaks(table, schedule, target, nodes)
     schedule, limited = _double_buffered(table, schedule, target, nodes, limit)
     double_buffered_ns = schedule.makespan_ns
     spills: list[Spill] = []
@@ -209,6 +210,7 @@ def _plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s:
         spills, rounds, margin, postponed = [], 0, {}, []
         history, aliases, delays, unmargined = Postponements(), None, [], set()
     _polish(layout, table, storages, target, share)
+    layout.stats = {m: replace(st, scheduled_live_bytes=scheduled_live.get(m)) for m, st in layout.stats.items()}
     details = {"moved_nodes": moved, "prefetch_limit": limit, "limited_prefetches": limited,
                "double_buffered_ns": double_buffered_ns,
                "postponed_transfers": sorted(set(postponed)),
@@ -331,6 +333,14 @@ def _sharing_at(storages: list[Storage], lifetimes: dict[str, tuple[int, int]], 
 
 def _is_constant(table: BufferTable, s: Storage) -> bool:
     return table.buffers[s.owner].kind == "constant"
+
+
+def _live_peaks(table: BufferTable, schedule: Schedule, target: Target, nodes: dict) -> dict[str, int]:
+    """Per memory but DRAM, the most bytes ``schedule`` holds live there at once (the address ranges of its
+    alias groups): how far the schedule as given is from fitting."""
+    storages = _storages(table, table.lifetimes(schedule), resolve_aliases(table, schedule, nodes))
+    return {name: _live_peak([s for s in storages if s.memory == name], memory.alignment)[0]
+            for name, memory in target.memories.items() if name != target.dram}
 
 
 def _live_overflow(storages: list[Storage], target: Target,

@@ -81,9 +81,9 @@ def summary_tables(summary: Mapping[str, Any]) -> list[ReportTable]:
             peak = m.get("peak_bytes")
             rows.append((name, fmt_bytes(peak), fmt_bytes(m.get("lower_bound_bytes")), fmt_bytes(cap),
                          fmt_pct(peak / cap if cap and peak is not None else None),
-                         fmt_bytes(m.get("spilled_bytes", 0))))
-        tables.append(ReportTable("Memory", ("memory", "peak", "lower bound", "capacity", "used", "spilled"),
-                                  tuple(rows), "lrrrrr"))
+                         fmt_bytes(m.get("spilled_bytes", 0)), fmt_bytes(m.get("scheduled_live_bytes"))))
+        tables.append(ReportTable("Memory", ("memory", "peak", "lower bound", "capacity", "used", "spilled",
+                                             "as scheduled"), tuple(rows), "lrrrrrr"))
     stages = summary.get("stage_s") or {}
     if stages:
         rows = tuple((stage, f"{seconds:.3f}") for stage, seconds in stages.items())

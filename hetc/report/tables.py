@@ -136,18 +136,20 @@ def utilisation_table(timeline: "Timeline") -> ReportTable:
 
 
 def memory_table(plan: "MemoryPlan") -> ReportTable:
-    """Per memory: planned peak address vs the lower bound (max live bytes) vs capacity, and spills."""
+    """Per memory: planned peak address vs the lower bound (max live bytes) vs capacity, spills, and the most
+    bytes the schedule held live before memory planning repaired it ("as scheduled")."""
     rows = []
     for memory, s in plan.stats.items():
         overhead = (s.peak_bytes - s.lower_bound_bytes) / s.lower_bound_bytes if s.lower_bound_bytes else 0.0
         rows.append((memory, fmt_bytes(s.peak_bytes), fmt_bytes(s.lower_bound_bytes), fmt_pct(overhead),
                      fmt_bytes(s.capacity_bytes),
                      fmt_pct(s.peak_bytes / s.capacity_bytes if s.capacity_bytes else None),
-                     fmt_bytes(s.spilled_bytes), fmt_us(s.peak_time_ns / 1000)))
+                     fmt_bytes(s.spilled_bytes), fmt_us(s.peak_time_ns / 1000),
+                     "-" if s.scheduled_live_bytes is None else fmt_bytes(s.scheduled_live_bytes)))
     note = (f"{len(plan.buffers)} buffers, {spills_note(plan.spills)}; "
             f"constants region {fmt_bytes(plan.constants_bytes)}")
     return ReportTable("Memory", ("memory", "peak", "lower bound", "over bound", "capacity", "used", "spilled",
-                                  "peak at µs"), tuple(rows), "lrrrrrrr", note)
+                                  "peak at µs", "as scheduled"), tuple(rows), "lrrrrrrrr", note)
 
 
 def solver_table(schedule: "Schedule", wall_clock: bool = True) -> ReportTable:
