@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from hetc.errors import ScheduleError
 from hetc.ir.tiles import is_alias
@@ -16,6 +16,10 @@ from hetc.schedule.problem import SchedulingProblem, build_problem
 from hetc.schedule.tasks import Plan, TaskKey, alias_memory, copy_gate, time_plan
 from hetc.schedule.windows import solve_cpsat
 
+if TYPE_CHECKING:
+    from hetc.ir import Graph, Node
+    from hetc.target import Target
+
 STRATEGIES = ("cpsat", "heft", "greedy", "single:<device>")
 
 
@@ -24,7 +28,7 @@ def default_time_limit(nodes: int) -> float:
     return float(min(10.0, max(2.0, nodes / 10)))
 
 
-def schedule(graph: "Graph", target: "Target", strategy: str = "cpsat", time_limit_s: float | None = None,  # noqa: F821
+def schedule(graph: Graph, target: Target, strategy: str = "cpsat", time_limit_s: float | None = None,
              num_workers: int = 2, seed: int = 0, progress: Callable[[str], None] | None = None) -> Schedule:
     """Place every node on a device and time every compute and transfer task.
 
@@ -71,16 +75,16 @@ def solve(problem: SchedulingProblem, strategy: str = "cpsat", time_limit_s: flo
     return Schedule(tasks=tasks, placement=placement, stats=stats, lower_bound_ns=bound, aliases=aliases)
 
 
-def schedule_placement(graph: "Graph", target: "Target", placement: dict[int, str],  # noqa: F821
+def schedule_placement(graph: Graph, target: Target, placement: dict[int, str],
                        order: Sequence[int] | None = None,
-                       durations: Callable[["Node", str], int] | None = None,  # noqa: F821
+                       durations: Callable[[Node, str], int] | None = None,
                        stats: SolverStats | None = None) -> Schedule:
     """The schedule of a placement decided elsewhere (node id -> device; alias nodes need none): nodes
     committed in ``order`` (node ids; default topological), each as early as its engine and operands allow,
     by the list scheduler every strategy shares, timed by ``hetc.schedule.tasks``. ``durations(node, device)``
     overrides the cost model (a placement on a device the node is no candidate of then needs it). The memory
     planner reschedules a moved node with this; tests build their hand-made plans with it."""
-    def durations_of(node: "Node") -> dict[str, int]:  # noqa: F821
+    def durations_of(node: Node) -> dict[str, int]:
         return {placement[node.id]: durations(node, placement[node.id])}
 
     missing = [n.name or str(n.id) for n in graph if not is_alias(n) and n.id not in placement]
@@ -104,7 +108,7 @@ def schedule_placement(graph: "Graph", target: "Target", placement: dict[int, st
                     stats=stats, lower_bound_ns=bound, aliases=aliases)
 
 
-def check_strategy(strategy: str, target: "Target") -> None:  # noqa: F821
+def check_strategy(strategy: str, target: Target) -> None:
     """A ScheduleError unless ``strategy`` names a strategy (and a device of ``target``); callers check early
     so a typo fails before minutes of work."""
     if strategy in ("cpsat", "heft", "greedy"):

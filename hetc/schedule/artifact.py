@@ -17,7 +17,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hetc.ir import Graph
+    from hetc.target import Target
 
 
 @dataclass(frozen=True)
@@ -146,7 +150,7 @@ class Schedule:
         m = self.makespan_ns or 1
         return {e: sum(t.duration_ns for t in ts) / m for e, ts in self.engine_tasks().items()}
 
-    def verify(self, graph: "Graph", target: "Target") -> None:  # noqa: F821
+    def verify(self, graph: Graph, target: Target) -> None:
         """Raise ScheduleInvariantError listing every broken invariant: precedence (+ sync), one task at a
         time per engine, capability, inputs resident via a transfer chain, outputs in DRAM, alias nodes (no
         task; their memory; readers and transfers of their outputs wait for what makes them available)."""

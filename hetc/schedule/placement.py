@@ -1,16 +1,22 @@
 """Rows of ``placement.csv``: where each node runs and, when not on its fastest device, why."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from hetc.ir.fused import node_label
 from hetc.ir.tiles import is_alias
 from hetc.schedule.artifact import Schedule
+
+if TYPE_CHECKING:
+    from hetc.ir import Graph
+    from hetc.target import Target
 
 
 def _mb(nbytes: int) -> str:
     return f"{nbytes / 1e6:.2f} MB" if nbytes >= 10_000 else f"{nbytes} B"
 
 
-def placement_rows(graph: "Graph", target: "Target", schedule: Schedule) -> list[dict]:  # noqa: F821
+def placement_rows(graph: Graph, target: Target, schedule: Schedule) -> list[dict]:
     """One dict per node: node, name, op, device, fastest, cost_us (on its device), fastest_cost_us, reason,
     refused ("device: reason; ..." for every device that cannot run it), tile ("3/12 rows x channels of conv1"
     for a tile, else "") and tiling (the tiler's rationale for that cut). Alias nodes (Region, Assemble) run
@@ -51,7 +57,7 @@ class IdleAcceleratorsWarning(UserWarning):
     """A build whose accelerators got no work: legal, but rarely what the user meant."""
 
 
-def idle_accelerators_warning(graph: "Graph", target: "Target", schedule: Schedule,  # noqa: F821
+def idle_accelerators_warning(graph: Graph, target: Target, schedule: Schedule,
                               top: int = 3) -> str | None:
     """The warning for a build whose accelerators got no work (every node on the CPU devices), with the count
     and the commonest refusal reasons, quoted from capability; None when an accelerator has work, or the

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING, Callable
 
 from hetc.errors import ScheduleError
 from hetc.ir.fused import node_label
@@ -23,6 +24,10 @@ from hetc.ir.immediates import is_immediate
 from hetc.ir.predicates import router_of
 from hetc.ir.tiles import ASSEMBLE, REGION, is_alias
 from hetc.target.flops import node_bytes
+
+if TYPE_CHECKING:
+    from hetc.ir import Graph, Node, Value
+    from hetc.target import Target
 
 Hop = tuple[str, str]
 
@@ -230,8 +235,8 @@ class SchedulingProblem:
         return math.ceil(e.latency_ns + self.values[value].nbytes / e.bandwidth)
 
 
-def build_problem(graph: "Graph", target: "Target",  # noqa: F821
-                  durations_of: "Callable[[Node], dict[str, int]] | None" = None) -> SchedulingProblem:  # noqa: F821
+def build_problem(graph: Graph, target: Target,
+                  durations_of: Callable[[Node], dict[str, int]] | None = None) -> SchedulingProblem:
     """Durations, data edges and transfer costs of ``graph`` on ``target``; ``durations_of(node)`` replaces
     the candidates and the cost model ({device: ns}) when given (a placement decided elsewhere).
 
@@ -257,7 +262,7 @@ def build_problem(graph: "Graph", target: "Target",  # noqa: F821
     value_index: dict[str, int] = {}
     values: list[ValueSpec] = []
 
-    def value_of(v: "Value") -> int:  # noqa: F821
+    def value_of(v: Value) -> int:
         if v.name not in value_index:
             producer = index[v.producer.id] if v.producer is not None and v.producer.id in index else None
             consumers = tuple(sorted({index[c.id] for c in v.consumers if c.id in index}))
@@ -292,7 +297,7 @@ def build_problem(graph: "Graph", target: "Target",  # noqa: F821
         onchip_bytes=sum(m.size for name, m in target.memories.items() if name != target.dram))
 
 
-def assembly_memories(nodes: "list[Node]", target: "Target", outputs: set[str]) -> dict[int, str]:  # noqa: F821
+def assembly_memories(nodes: list[Node], target: Target, outputs: set[str]) -> dict[int, str]:
     """Per Assemble node id, the memory its output lives in: ``Target.join_memory`` (the shared L2 of a target
     staging through one, else DRAM), except that an Assemble nested in another (a cut along two axes) writes
     into the outer one's bytes and so follows it."""

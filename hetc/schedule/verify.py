@@ -8,6 +8,8 @@ one ``hetc.schedule.problem.assembly_memories`` gives it).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import math
 from collections import defaultdict
 
@@ -15,6 +17,10 @@ from hetc.ir.immediates import is_immediate
 from hetc.ir.tiles import REGION, is_alias
 from hetc.schedule.artifact import Schedule, Task
 from hetc.schedule.problem import assembly_memories
+
+if TYPE_CHECKING:
+    from hetc.ir import Graph, Value
+    from hetc.target import Target
 
 
 class ScheduleInvariantError(AssertionError):
@@ -27,7 +33,7 @@ class ScheduleInvariantError(AssertionError):
         super().__init__(f"schedule breaks {len(violations)} invariant(s):\n  {shown}{more}")
 
 
-def verify_schedule(schedule: Schedule, graph: "Graph", target: "Target") -> None:  # noqa: F821
+def verify_schedule(schedule: Schedule, graph: Graph, target: Target) -> None:
     errors: list[str] = []
     by_id = {t.id: t for t in schedule.tasks}
     if len(by_id) != len(schedule.tasks):
@@ -73,18 +79,18 @@ class _Birth:
     already reported). A Region's output is its input's; an Assemble's is in its memory (``assembly``, by node
     id) after every part is."""
 
-    def __init__(self, target: "Target", compute: dict[int, Task], transfers: dict[tuple[str, str], Task],  # noqa: F821
+    def __init__(self, target: Target, compute: dict[int, Task], transfers: dict[tuple[str, str], Task],
                  errors: list[str], assembly: dict[int, str]) -> None:
         self.target, self.compute, self.transfers, self.errors = target, compute, transfers, errors
         self.assembly = assembly
         self.memo: dict[str, tuple[str, list[Task]] | None] = {}
 
-    def __call__(self, v: "Value") -> tuple[str, list[Task]] | None:  # noqa: F821
+    def __call__(self, v: Value) -> tuple[str, list[Task]] | None:
         if v.name not in self.memo:
             self.memo[v.name] = self._find(v)
         return self.memo[v.name]
 
-    def _find(self, v: "Value") -> tuple[str, list[Task]] | None:  # noqa: F821
+    def _find(self, v: Value) -> tuple[str, list[Task]] | None:
         node, dram = v.producer, self.target.dram
         if node is None:
             return dram, []
@@ -110,7 +116,7 @@ class _Birth:
         return joined, tasks
 
 
-def _aliases(schedule: Schedule, graph: "Graph", born: _Birth, errors: list[str]) -> None:  # noqa: F821
+def _aliases(schedule: Schedule, graph: Graph, born: _Birth, errors: list[str]) -> None:
     for node in graph.nodes:
         if not is_alias(node):
             if node.id in schedule.aliases:
@@ -127,7 +133,7 @@ def _aliases(schedule: Schedule, graph: "Graph", born: _Birth, errors: list[str]
                           f"the schedule records '{recorded}'")
 
 
-def _timing(schedule: Schedule, by_id: dict[int, Task], target: "Target", errors: list[str]) -> None:  # noqa: F821
+def _timing(schedule: Schedule, by_id: dict[int, Task], target: Target, errors: list[str]) -> None:
     lanes: dict[str, list[Task]] = defaultdict(list)
     for t in schedule.tasks:
         if t.start_ns < 0 or t.end_ns < t.start_ns:
@@ -152,7 +158,7 @@ def _timing(schedule: Schedule, by_id: dict[int, Task], target: "Target", errors
                 errors.append(f"engine '{engine}' runs tasks {a.id} and {b.id} at once")
 
 
-def _compute(schedule: Schedule, graph: "Graph", target: "Target", errors: list[str]) -> dict[int, Task]:  # noqa: F821
+def _compute(schedule: Schedule, graph: Graph, target: Target, errors: list[str]) -> dict[int, Task]:
     nodes = graph.node_map()
     compute: dict[int, Task] = {}
     for t in schedule.tasks:
@@ -184,7 +190,7 @@ def _compute(schedule: Schedule, graph: "Graph", target: "Target", errors: list[
     return compute
 
 
-def _transfer(t: Task, graph: "Graph", target: "Target", born: _Birth,  # noqa: F821
+def _transfer(t: Task, graph: Graph, target: Target, born: _Birth,
               by_id: dict[int, Task], errors: list[str]) -> None:
     value = graph.values.get(t.value)
     if value is None:
@@ -213,7 +219,7 @@ def _transfer(t: Task, graph: "Graph", target: "Target", born: _Birth,  # noqa: 
         errors.append(f"transfer {t.id} copies '{t.value}' from '{t.src}', where no dependency put it")
 
 
-def _resident(v: "Value", home: str, task: Task, born: _Birth,  # noqa: F821
+def _resident(v: Value, home: str, task: Task, born: _Birth,
               transfers: dict[tuple[str, str], Task]) -> bool:
     where = born(v)
     if where is None:

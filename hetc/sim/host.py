@@ -30,6 +30,7 @@ from hetc.ir.dtypes import to_storage
 from hetc.sim.kernels.cpu import _check_no_capture, one_node, onnxruntime_deviates, session_for
 
 if TYPE_CHECKING:
+    from hetc.ir import Node
     from hetc.sim.functional import FunctionalReplay
 
 
@@ -116,7 +117,7 @@ def _detached(obj: Any) -> Any:
     return np.array(obj, copy=True) if isinstance(obj, np.ndarray) else obj
 
 
-def node_types(node: "Node") -> tuple[list[HostType | None], list[HostType]]:  # noqa: F821
+def node_types(node: Node) -> tuple[list[HostType | None], list[HostType]]:
     """(input types, output types) of an IR node, as ``run_host_node`` takes them."""
     def of(v: Any) -> HostType:
         return v.host if v.host is not None else HostType("tensor", dtype=v.dtype, shape=tuple(v.shape))

@@ -2,7 +2,7 @@
 sees when an op falls back to the CPU."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from hetc.errors import TargetError
 from hetc.ir import Node, Value
@@ -12,6 +12,9 @@ from hetc.target.model import Device, Ok, Reason
 from hetc.target.ops import (ACCUMULATOR_OUTPUT_OPS, CONV_WEIGHT_INPUT, INDEX_OUTPUTS, PARAMETER_INPUTS,
                              QUANTIZED_OPS, SIGNED_TWIN, conv_groups, conv_weight_shape, has_device_kernel, is_view,
                              node_limitation, qualified_op)
+
+if TYPE_CHECKING:
+    from hetc.target.target import Target
 
 OK = Ok()
 
@@ -36,7 +39,7 @@ LIMIT_KEYS: dict[str, type] = {
 _SPATIAL_OPS = frozenset({"Conv", "ConvTranspose", "QLinearConv", "ConvInteger", "MaxPool", "AveragePool"})
 
 
-def supports(target: "Target", node: Node, device: str) -> Ok | Reason:  # noqa: F821 (import cycle)
+def supports(target: Target, node: Node, device: str) -> Ok | Reason:
     """Ok when ``device`` of ``target`` can run ``node``; otherwise the first Reason it cannot."""
     dev = target.devices.get(device)
     if dev is None:
@@ -48,7 +51,7 @@ def supports(target: "Target", node: Node, device: str) -> Ok | Reason:  # noqa:
     return _working_set(target, node, dev)
 
 
-def kernel_support(target: "Target", node: Node, device: str) -> Ok | Reason:  # noqa: F821 (import cycle)
+def kernel_support(target: Target, node: Node, device: str) -> Ok | Reason:
     """Every check of ``supports`` but the working set: Ok when ``device`` has a kernel for ``node`` (op,
     dtypes, attributes, epilogue), whatever its size. The tiler cuts nodes for the devices this admits."""
     dev = target.devices[device]
@@ -284,7 +287,7 @@ def working_set_bytes(node: Node, alignment: int = 1) -> int:
     return sum(aligned(v) for v in distinct)
 
 
-def _working_set(target: "Target", node: Node, dev: Device) -> Ok | Reason:  # noqa: F821
+def _working_set(target: Target, node: Node, dev: Device) -> Ok | Reason:
     memory = target.memories[dev.memory]
     need = working_set_bytes(node, memory.alignment)
     if need <= memory.size:

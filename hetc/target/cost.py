@@ -6,6 +6,8 @@ is computed once per node and cached; the per-device part is a few multiplicatio
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dataclasses import dataclass
 
 from hetc.errors import TargetError
@@ -16,6 +18,9 @@ from hetc.target.flops import class_shares, node_bytes, node_flops
 from hetc.target.model import Device
 from hetc.target.ops import (INTEGER_MAC_OPS, SIGNED_TWIN, conv_groups, conv_weight_shape, is_view, op_class,
                             view_copy_reason)
+
+if TYPE_CHECKING:
+    from hetc.target.target import Target
 
 __all__ = ["op_class", "node_class", "node_flops", "node_bytes", "node_work", "node_cost_ns", "compute_dtype",
            "peak_for", "efficiency_for", "NodeWork"]
@@ -110,7 +115,7 @@ def efficiency_for(device: Device, cls: str) -> float:
     return table.get("default", min(table.values()))
 
 
-def node_cost_ns(target: "Target", node: Node, device: str) -> float:  # noqa: F821 (import cycle)
+def node_cost_ns(target: Target, node: Node, device: str) -> float:
     """Roofline duration in ns of ``node`` on ``device``. Defined for every node on every device (it does not
     check capability: ask ``Target.supports`` for that)."""
     dev = target.devices.get(device)
@@ -131,7 +136,7 @@ def node_cost_ns(target: "Target", node: Node, device: str) -> float:  # noqa: F
     return dev.launch_ns * plain_convolutions(work.groups, dev) + max(compute_ns, memory_ns)
 
 
-def skipped_cost_ns(target: "Target", node: Node, device: str, zero_fill: bool) -> float:  # noqa: F821
+def skipped_cost_ns(target: Target, node: Node, device: str, zero_fill: bool) -> float:
     """Duration of a predicated node whose gate is off (hetc.ir.predicates): its outputs' zeros written at the
     memory's bandwidth (``zero_fill``), or nothing. No launch: the command stream reads the gate and skips the
     kernel, and a fill is a store stream, not a kernel (as a DMA engine's memset)."""

@@ -20,7 +20,7 @@ from hetc.sim.kernels.errors import KernelError
 from hetc.ir.fused import (EPILOGUE_ATTR, FUSED_DOMAIN, base_attrs, base_input_count, parse_part, part_steps,
                            run_epilogue)
 from hetc.sim.kernels.registry import KERNELS, KernelCall, KernelFn
-from hetc.target.ops import CONTRIB_DOMAIN, KERNEL_SET, QUANTIZED_OPS, has_device_kernel
+from hetc.target.ops import KERNEL_SET, QUANTIZED_OPS, has_device_kernel
 from hetc.target.ops import kernel_limitation as kernel_limitation_of_attrs
 
 # The ops with NPU/DSP kernels (the kernel set of DESIGN.md); a target preset may give a device a subset.
