@@ -133,8 +133,16 @@ def _plan_at(untiled: Graph, target: Target, choices: SchedulingChoices, clock: 
                       for m, s in plan.stats.items())
             + f"; {plan.details['limited_prefetches']} prefetches double-buffered, {spills_note(plan.spills)}; "
               f"makespan {plan.schedule.makespan_ns / 1000:,.1f} µs, "
-              f"gap after memory planning {plan.schedule.gap:.1%}")
+              f"gap after memory planning {plan.schedule.gap:.1%}" + _overflow_note(plan))
     return graph, sched, plan
+
+
+def _overflow_note(plan: MemoryPlan) -> str:
+    """Where the schedule, as scheduled, needed more than a memory holds (what the repairs above made fit)."""
+    over = [f"{m} {s.scheduled_live_bytes / 2**20:.2f}/{s.capacity_bytes / 2**20:.2f} MiB"
+            for m, s in plan.stats.items()
+            if s.scheduled_live_bytes is not None and s.scheduled_live_bytes > s.capacity_bytes]
+    return f"; as scheduled it needed {', '.join(over)}" if over else ""
 
 
 def _no_worse_than_heft(graph: Graph, target: Target, plan: MemoryPlan, say: Any) -> MemoryPlan:

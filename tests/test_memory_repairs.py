@@ -12,6 +12,7 @@ from hetc.memory.delay import delay_at
 from hetc.memory.aliasing import resolve_aliases
 from hetc.memory.lifetimes import build_table
 from hetc.memory.planner import _live_overflow, _storages
+from hetc.planning import _overflow_note
 from test_memory_planner import KIB, list_schedule, make_target
 from test_memory_spill import _fast_dma
 
@@ -51,6 +52,8 @@ def test_the_plan_says_how_far_the_schedule_was_from_fitting():
     roomy = plan_memory(graph, list_schedule(graph, make_target(sram=16 * KIB), {n.id: "npu" for n in graph}),
                         make_target(sram=16 * KIB))
     assert roomy.stats["sram"].scheduled_live_bytes == roomy.stats["sram"].lower_bound_bytes == 12 * KIB
+    # the memory stage's progress line says it where the repairs made it fit
+    assert _overflow_note(crowded) == "; as scheduled it needed sram 0.01/0.01 MiB" and _overflow_note(roomy) == ""
 
 
 def test_delay_needs_a_running_task_that_frees_bytes():
