@@ -1,7 +1,5 @@
-"""The graph passes: each one alone, the pipeline, numerics against onnxruntime, and speed."""
+"""The graph passes: each one alone, the pipeline, and numerics against onnxruntime."""
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import onnx
@@ -227,10 +225,8 @@ def test_optimize_returns_a_new_graph() -> None:
     assert stats["fold_conv_batchnorm"]["changed"] == 69 and stats["fold_constants"]["changed"] > 400
 
 
-def test_densenet_import_and_optimize_is_fast() -> None:
-    start = time.perf_counter()
+def test_densenet_imports_and_optimizes() -> None:
+    # (how long it takes: `python tools/compile_stages.py densenet121 edge-soc`, import_cpu_s)
     graph = load_onnx(light_model_path("densenet121"))
     optimized = optimize(graph)
-    elapsed = time.perf_counter() - start
     assert len(graph) == 1746 and "BatchNormalization" in optimized.op_histogram()  # some follow Concat
-    assert elapsed < 3.0, f"import + optimize of DenseNet-121 took {elapsed:.2f} s"

