@@ -102,8 +102,9 @@ def _plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s:
     budget = DEFAULT_TIME_LIMIT_S if time_limit_s is None else time_limit_s
     nodes = graph.node_map()
     table = build_table(graph, schedule, target)
-    scheduled_live = _live_peaks(table, schedule, target, nodes)
-    schedule, limited = _double_buffered(table, schedule, target, nodes, limit)
+    given = _storages(table, table.lifetimes(schedule), resolve_aliases(table, schedule, nodes))
+    scheduled_live = _live_peaks(given, target)
+    schedule, limited = _double_buffered(table, schedule, target, nodes, limit, given)
     double_buffered_ns = schedule.makespan_ns
     spills: list[Spill] = []
     moved: list[dict] = []
@@ -254,21 +255,24 @@ def _timed_with_shared_dram(plan: MemoryPlan, graph: Graph, table: BufferTable, 
 
 
 def _double_buffered(table: BufferTable, schedule: Schedule, target: Target, nodes: dict,
-                     limit: Limit) -> tuple[Schedule, int]:
+                     limit: Limit, storages: list[Storage] | None = None) -> tuple[Schedule, int]:
     """``limit_prefetch`` on the stretches of time where a device memory's live bytes exceed its capacity as
     scheduled: once for "every" prefetch waiting through one; for only the "excess", again on each re-timing
-    (a stretch relieved at its fullest instant may still be crowded at another), up to ``EXCESS_ROUNDS``."""
+    (a stretch relieved at its fullest instant may still be crowded at another), up to ``EXCESS_ROUNDS``.
+    ``storages``: those of ``schedule``, when the caller has them already."""
     if limit == "none":
         return schedule, 0
     limited: set[int] = set()
     for _ in range(1 if limit == "every" else EXCESS_ROUNDS):
-        storages = _storages(table, table.lifetimes(schedule), resolve_aliases(table, schedule, nodes))
+        if storages is None:
+            storages = _storages(table, table.lifetimes(schedule), resolve_aliases(table, schedule, nodes))
         crowded = {name: _crowded(storages, name, memory, memory.size)
                    for name, memory in target.memories.items() if name != target.dram}
         schedule, moved = limit_prefetch(schedule, target, crowded, only_excess=limit == "excess")
         if not moved:
             break
         limited |= moved
+        storages = None   # re-timed: taken again
     return schedule, len(limited)
 
 
@@ -335,10 +339,9 @@ def _is_constant(table: BufferTable, s: Storage) -> bool:
     return table.buffers[s.owner].kind == "constant"
 
 
-def _live_peaks(table: BufferTable, schedule: Schedule, target: Target, nodes: dict) -> dict[str, int]:
-    """Per memory but DRAM, the most bytes ``schedule`` holds live there at once (the address ranges of its
-    alias groups): how far the schedule as given is from fitting."""
-    storages = _storages(table, table.lifetimes(schedule), resolve_aliases(table, schedule, nodes))
+def _live_peaks(storages: list[Storage], target: Target) -> dict[str, int]:
+    """Per memory but DRAM, the most bytes ``storages`` (a schedule's) hold live there at once: how far that
+    schedule is from fitting."""
     return {name: _live_peak([s for s in storages if s.memory == name], memory.alignment)[0]
             for name, memory in target.memories.items() if name != target.dram}
 

@@ -145,7 +145,7 @@ def memory_table(plan: "MemoryPlan") -> ReportTable:
                      fmt_bytes(s.capacity_bytes),
                      fmt_pct(s.peak_bytes / s.capacity_bytes if s.capacity_bytes else None),
                      fmt_bytes(s.spilled_bytes), fmt_us(s.peak_time_ns / 1000),
-                     "-" if s.scheduled_live_bytes is None else fmt_bytes(s.scheduled_live_bytes)))
+                     fmt_bytes(s.scheduled_live_bytes)))
     note = (f"{len(plan.buffers)} buffers, {spills_note(plan.spills)}; "
             f"constants region {fmt_bytes(plan.constants_bytes)}")
     return ReportTable("Memory", ("memory", "peak", "lower bound", "over bound", "capacity", "used", "spilled",

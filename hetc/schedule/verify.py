@@ -8,10 +8,9 @@ one ``hetc.schedule.problem.assembly_memories`` gives it).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import math
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 from hetc.ir.immediates import is_immediate
 from hetc.ir.tiles import REGION, is_alias

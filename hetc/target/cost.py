@@ -6,9 +6,8 @@ is computed once per node and cached; the per-device part is a few multiplicatio
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from hetc.errors import TargetError
 from hetc.ir import Node
