@@ -180,8 +180,11 @@ def _interrupt_build(args: list, output: Path, after_line: str | None, delay_s: 
     """Start ``hetc build ARGS -o OUTPUT`` in its own process group; send it SIGINT ``delay_s`` after stderr
     shows a line containing ``after_line`` (after the start when None); return the finished process with its
     whole stderr."""
+    # SIGINT handled as in a terminal's foreground job, whatever this process inherited: a shell's background
+    # job ignores it, and Python keeps an ignored SIGINT ignored (the build would then never see the Ctrl-C).
     proc = subprocess.Popen([HETC, "build", *map(str, args), "-o", str(output)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=_env(), start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, env=_env(), start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines: list[str] = []
     if after_line is None:
         time.sleep(delay_s)
@@ -269,12 +272,14 @@ def test_ctrl_c_while_writing_a_large_bundle_leaves_nothing(tmp_path: Path) -> N
             time.sleep(0.001)
 
     watcher = threading.Thread(target=interrupt_when_writing)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)   # (ignored when run as a background job)
     watcher.start()
     try:
         with pytest.raises(KeyboardInterrupt):
             bundle.save(tmp_path / "b")
     finally:
         watcher.join()
+        signal.signal(signal.SIGINT, previous)
     assert not (tmp_path / "b").exists() and _sibling_dirs(tmp_path) == []
 
 
