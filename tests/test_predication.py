@@ -9,7 +9,7 @@ import onnx
 import pytest
 
 from hetc.api import BuildOptions, build
-from hetc.codegen.program import Compute, Dma, instruction_from_json
+from hetc.codegen.program import Compute, Dma, Wait, instruction_from_json
 from hetc.frontend import import_model
 from hetc.ir.predicates import shared_gate, zero_fills
 from hetc.passes import optimize
@@ -84,6 +84,54 @@ def test_predicated_instructions_are_emitted_and_round_trip(moe_build):
         assert instruction_from_json(ins.to_json()) == ins
         assert ins.when.memory == (ins.dst.memory if isinstance(ins, Dma) else ins.outputs[0].memory)
         assert " if %" in ins.asm()
+
+
+def test_a_skipped_task_waits_for_its_gate_alone(moe_build):
+    """A predicated task's waits for its inputs and for room are predicated too: right before it, after its
+    plain waits, skipped with it. With one expert's predicated waits gone, every task still waits for what it
+    must (the orderings test_codegen derives by brute force), but for that expert's tasks, which still wait
+    for the writers of their gate's bytes and, zero-filling, for the earlier users of their outputs' bytes."""
+    from dataclasses import replace
+    from test_codegen import happens_before, required_orderings
+    import networkx as nx
+
+    bundle, plan = moe_build.bundle, moe_build.plan
+    predicated_waits = 0
+    for program in bundle.programs.values():
+        run = []
+        for ins in program.instructions:
+            if isinstance(ins, Wait):
+                run.append(ins)
+                continue
+            if run and any(w.when is not None for w in run):
+                assert ins.when is not None and all(w.when == ins.when for w in run if w.when is not None)
+                firsts = [w.when is None for w in run]
+                assert firsts == sorted(firsts, reverse=True)   # plain waits first
+                predicated_waits += sum(not f for f in firsts)
+            run = []
+    assert predicated_waits > 0
+    roots = {b.id: (plan.buffer(b.alias_of) if b.alias_of else b).id for b in plan.buffers}
+    writes = {tid: {roots[b] for b in tb.writes} for tid, tb in plan.task_buffers.items()}
+    required = required_orderings(plan)
+    schedule = plan.schedule
+    data = {(d, t.id) for t in schedule.tasks for d in t.deps}
+    reuse = required_orderings(replace(plan, schedule=replace(schedule, tasks=tuple(
+        replace(t, deps=()) for t in schedule.tasks))))   # the byte reuses alone, by brute force
+    moves = {i.task: i for p in bundle.programs.values() for i in p.instructions if isinstance(i, (Compute, Dma))}
+    for gate in sorted({i.when.value for i in moves.values() if i.when is not None}):
+        off = {t for t, i in moves.items() if i.when is not None and i.when.value == gate}
+        skipped = replace(bundle, programs={e: replace(p, instructions=tuple(
+            i for i in p.instructions if not (isinstance(i, Wait) and i.when is not None and i.when.value == gate)))
+            for e, p in bundle.programs.items()})
+        order, where = happens_before(skipped)
+        for a, b in required:
+            if b in off and not writes.get(a, set()) & {moves[b].when.storage}:
+                if not (isinstance(moves[b], Compute) and moves[b].zero_fill):
+                    continue   # skipped, it moves and reads nothing
+                if (a, b) in data and (a, b) not in reuse and not writes.get(a, set()) & {
+                        o.storage for o in moves[b].outputs}:
+                    continue   # writing zeros, it reads no input
+            assert nx.has_path(order, where[a], where[b]), f"{a} -> {b} unordered with gate {gate} off"
 
 
 def test_unchosen_experts_are_skipped_and_outputs_stay_exact(moe_build):
@@ -178,11 +226,11 @@ def test_hetc_simulate_reports_the_gates_and_the_worst_case(moe_build, tmp_path,
 
 
 def test_the_race_detector_sees_the_gate_reads(moe_build):
-    from hetc.sim.machine import operand_accesses
+    from hetc.sim.machine import moves_data, operand_accesses
 
     for program in moe_build.bundle.programs.values():
         for ins in program.instructions:
-            if getattr(ins, "when", None) is not None:
+            if moves_data(ins) and ins.when is not None:
                 assert (ins.when, False) in operand_accesses(ins)
 
 
@@ -208,3 +256,18 @@ def test_a_build_without_simulation_says_its_makespan_is_the_worst_case(moe_buil
     assert predicated > 0 and result.summary["predicated"] == {"predicated_tasks": predicated}
     assert "worst case (every gate on)" in result.bundle.report
     assert moe_build.summary["predicated"]["worst_case_us"] >= moe_build.summary["predicated"]["expected_us"]
+
+
+def test_a_predicated_wait_orders_nothing_after_its_task():
+    """b1 waits for a1 only when it runs (predicated), so b2 after it on the same engine, which needs a1
+    whatever happened to b1, waits for a1 itself; b1's plain wait for its gate's writer c1 does order b2."""
+    from hetc.codegen.sync import plan_sync
+    from hetc.schedule.artifact import Task
+
+    a1, c1 = Task(0, "compute", "A", 0, 10), Task(1, "transfer", "C", 0, 5)
+    b1, b2 = Task(2, "compute", "B", 10, 20, deps=(0, 1)), Task(3, "compute", "B", 20, 30, deps=(0, 1))
+    sync = plan_sync({"A": [a1], "B": [b1, b2], "C": [c1]}, {2: {0, 1}, 3: {0, 1}}, skippable={2: {0}})
+    assert sync.waits[2] == [("sem.C", 1)] and sync.skipped_with[2] == [("sem.A", 1)]
+    assert sync.waits[3] == [("sem.A", 1)] and 3 not in sync.skipped_with
+    plain = plan_sync({"A": [a1], "B": [b1, b2], "C": [c1]}, {2: {0, 1}, 3: {0, 1}})
+    assert plain.waits[2] == [("sem.A", 1), ("sem.C", 1)] and 3 not in plain.waits and not plain.skipped_with

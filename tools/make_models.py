@@ -373,12 +373,12 @@ MOE = {"tokens": 16, "d_model": 64, "hidden": 128, "experts": 4, "top_k": 2}
 
 
 def moe(tokens: int = MOE["tokens"], experts: int = MOE["experts"], top_k: int | None = MOE["top_k"],
-        name: str = "moe") -> onnx.ModelProto:
+        name: str = "moe", d_model: int = MOE["d_model"], hidden: int = MOE["hidden"]) -> onnx.ModelProto:
     """Top-k routed mixture of experts with dense dispatch: every expert runs on every token, the gate
     weights (zero for unchosen experts) pick the result, so every shape is static. With ``top_k`` None, a
     dense model: no router, the experts' outputs summed (tools/bench_moe.py's baseline)."""
     b = ModelBuilder(name, seed=4)
-    d, hidden = MOE["d_model"], MOE["hidden"]
+    d = d_model
     gate_columns: list[str] = []
     if top_k is not None:
         probs = b.op1("Softmax", [b.linear("x", d, experts, bias=False)], axis=-1)

@@ -11,7 +11,7 @@ import numpy as np
 from hetc.codegen.attrs import encode_attrs
 from hetc.codegen.bundle import FORMAT_VERSION, Bundle
 from hetc.codegen.program import Compute, Dma, Instruction, Operand, Program, Signal, Wait
-from hetc.codegen.sync import plan_sync, semaphore_name, storage_deps, storage_root
+from hetc.codegen.sync import plan_sync, semaphore_name, skippable_deps, storage_deps, storage_root
 from hetc.errors import BundleError
 from hetc.ir import Graph, Node, Value, itemsize, np_dtype
 from hetc.ir import nbytes as _nbytes
@@ -60,22 +60,25 @@ def _emit(graph: Graph, plan: MemoryPlan, target: Target, options: EmitOptions) 
             raise BundleError(f"the schedule uses engine '{engine}' that target '{target.name}' does not have; "
                               "schedule the graph for this target again")
         lanes[engine] = tasks
-    deps: dict[int, set[int]] = {t.id: set(t.deps) for t in schedule.tasks}
-    # Address reuse: the planner's own list, and ours as a safety net (they should agree).
-    for tid, before in plan.reuse_deps.items():
-        deps.setdefault(tid, set()).update(before)
-    for tid, before in storage_deps(plan).items():
-        deps.setdefault(tid, set()).update(before)
-    sync = plan_sync(lanes, deps)
-
     nodes = graph.node_map()
+    moves = {t.id: _compute(t, nodes, plan, target, graph.values) if t.kind == "compute" else _dma(t, plan, target)
+             for t in schedule.tasks}
+    data: dict[int, set[int]] = {t.id: set(t.deps) for t in schedule.tasks}
+    # Address reuse: the planner's own list, and ours as a safety net (they should agree).
+    reuse: dict[int, set[int]] = {}
+    for tid, before in (*plan.reuse_deps.items(), *storage_deps(plan).items()):
+        reuse.setdefault(tid, set()).update(before)
+    deps = {tid: data.get(tid, set()) | reuse.get(tid, set()) for tid in data.keys() | reuse.keys()}
+    sync = plan_sync(lanes, deps, skippable_deps(moves, data, reuse, plan))
+
     programs: dict[str, Program] = {}
     for engine, tasks in lanes.items():
         instructions: list[Instruction] = []
         for task in tasks:
+            move = moves[task.id]
             instructions += [Wait(sem, count) for sem, count in sync.waits.get(task.id, ())]
-            instructions.append(_compute(task, nodes, plan, target, graph.values) if task.kind == "compute"
-                                else _dma(task, plan, target))
+            instructions += [Wait(sem, count, move.when) for sem, count in sync.skipped_with.get(task.id, ())]
+            instructions.append(move)
             if task.id in sync.signals:
                 instructions.append(Signal(semaphore_name(engine)))
         if engine in target.devices:

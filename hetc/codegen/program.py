@@ -7,7 +7,9 @@ its gate, ``when``, and when that is all zero does not run: hetc.ir.predicates):
 * ``dma``: copy ``bytes`` bytes from a source buffer to a destination buffer (a DMA engine);
 * ``signal SEM``: add one to semaphore SEM (visible to other engines ``sync_ns`` later);
 * ``wait SEM COUNT``: block until SEM has been signalled at least COUNT times. Semaphores are monotonic
-  counters, never decremented, so a wait names exactly which signal it needs.
+  counters, never decremented, so a wait names exactly which signal it needs. A wait may be predicated too
+  (``wait SEM COUNT if GATE``): it stands right before the compute or dma it orders, after that one's plain
+  waits, and is skipped with it (hetc.codegen.sync: a skipped task waits for its gate alone).
 
 ``compute`` and ``dma`` carry their planned times and duration (from the schedule, which took them from the
 target's cost model) and the bytes they move through DRAM, which is what the simulator's bandwidth-sharing model
@@ -203,14 +205,18 @@ class Signal:
 @dataclass(frozen=True, slots=True)
 class Wait:
     sem: str
-    count: int
+    count: int                          # 0 never blocks (a predicated wait its gate turned off: Machine.skipping)
+    when: Operand | None = None         # predicated: skipped with the instruction it stands before
     kind: str = field(default="wait", init=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {"op": "wait", "sem": self.sem, "count": self.count}
+        out: dict[str, Any] = {"op": "wait", "sem": self.sem, "count": self.count}
+        if self.when is not None:
+            out["when"] = self.when.to_json()
+        return out
 
     def asm(self) -> str:
-        return f"wait {self.sem} {self.count}"
+        return f"wait {self.sem} {self.count}" + ("" if self.when is None else f" if {self.when.asm()}")
 
 
 Instruction = Union[Compute, Dma, Signal, Wait]
@@ -236,7 +242,7 @@ def instruction_from_json(d: dict[str, Any]) -> Instruction:
     if op == "signal":
         return Signal(sem=d["sem"])
     if op == "wait":
-        return Wait(sem=d["sem"], count=d["count"])
+        return Wait(sem=d["sem"], count=d["count"], when=Operand.from_json(d["when"]) if "when" in d else None)
     raise ValueError(f"unknown instruction '{op}'")
 
 

@@ -5,9 +5,9 @@ A schedule keeps time for every predicated task (its makespan is the worst case,
 the tasks whose gate is off, and the engines' queues close up behind them. ``gate_scenarios`` lists the gates
 on in the runs to weigh: each row a router routes picks ``k`` of its ``experts`` uniformly (all combinations for
 one row when few, else a seeded sample); with many rows almost every expert is on, and the expected case is the
-worst. ``expected_makespan`` times a plan with the off tasks at zero duration (a skipped compute writes no more
-than its zeros; a skipped copy moves nothing), by the same timing rule as the worst case
-(``tasks.earliest_times``). Every strategy that weighs plans of a predicated problem weighs them by it: HEFT
+worst. ``expected_makespan`` times a plan with the off tasks at zero duration, waiting for their gates alone
+(a skipped compute writes no more than its zeros; a skipped copy moves nothing: ``tasks.skipped_deps``), by the
+same timing rule as the worst case (``tasks.earliest_times``). Every strategy that weighs plans of a predicated problem weighs them by it: HEFT
 among its runs (``heuristics.heft_timed``), the search for the expected case (``gated``).
 """
 from __future__ import annotations
@@ -18,7 +18,8 @@ import random
 from dataclasses import replace
 
 from hetc.schedule.problem import SchedulingProblem
-from hetc.schedule.tasks import Plan, TaskKey, TaskSpec, copy_gate, earliest_times, makespan_of, time_plan
+from hetc.schedule.tasks import (Plan, TaskKey, TaskSpec, copy_gate, earliest_times, makespan_of, skipped_deps,
+                                 time_plan)
 
 MAX_SCENARIOS = 64     # all of a top-2 of 8 router's 28 choices; a seeded sample beyond
 
@@ -64,6 +65,7 @@ def expected_makespan(problem: SchedulingProblem, plan: Plan, scenarios: list[fr
     order = list(specs)   # topological: one pass per scenario
     total = 0
     for on in scenarios:
-        run = {k: replace(t, duration=0) if k in gate_of and gate_of[k] not in on else t for k, t in specs.items()}
+        run = {k: replace(t, duration=0, deps=skipped_deps(problem, k, plan.placement))
+               if k in gate_of and gate_of[k] not in on else t for k, t in specs.items()}
         total += makespan_of(earliest_times(run, plan.orders, problem.sync_ns, order_hint=order))
     return total / max(1, len(scenarios))

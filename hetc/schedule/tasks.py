@@ -3,7 +3,8 @@
 This module is the single statement of the execution model inside the scheduler: which copies a value needs
 (one per destination memory, shared by its consumers there; an intermediate DRAM copy reused), which task
 each task waits for (its data, for a copy into a scratchpad the compute whose end makes room for it:
-``lead_deps``, and for a predicated copy its gate at the destination: ``copy_gate``), and when a wait costs a
+``lead_deps``, and for a predicated copy its gate at the destination: ``copy_gate``; a predicated task its
+gate turns off only that: ``skipped_deps``), and when a wait costs a
 semaphore, and how the tasks streaming through DRAM share its bandwidth (``hetc.schedule.dram``). HEFT,
 greedy and CP-SAT all end in ``Plan`` and are timed by ``time_plan``, so every strategy's artifact obeys the
 same rules exactly; the memory planner re-times with ``earliest_times`` and reschedules a moved node through
@@ -151,6 +152,20 @@ def gate_ready(problem: SchedulingProblem, gate: int, memory: str, placement: Pl
     if origin(problem, gate, placement) == memory:
         return available_after(problem, gate, placement)
     return (transfer_key(gate, memory),)
+
+
+def skipped_deps(problem: SchedulingProblem, key: TaskKey, placement: Placement) -> tuple[TaskKey, ...]:
+    """What a predicated task waits for in a run whose gate turns it off: only its gate, in the memory where
+    it reads it to decide (``gate_ready``). Skipped, a copy moves nothing and a compute reads none of its
+    inputs (a zero-filling one writes zeros, whose bytes' earlier users the bundle's semaphores order:
+    hetc.codegen.sync), so waiting for their producers or for room would only hold its engine's queue."""
+    if key[0] == "c":
+        gate, memory = problem.gates[key[1]], problem.home(placement[key[1]])
+    else:
+        gate, memory = copy_gate(problem, key[1], key[2], placement), key[2]
+    if gate is None:
+        raise ValueError(f"task {key} is not predicated")
+    return gate_ready(problem, gate, memory, placement)
 
 
 @dataclass(frozen=True)

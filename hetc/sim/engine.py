@@ -63,7 +63,7 @@ class Trace:
         edges = []
         for e, pc, _, released in self.records:
             ins = machine.programs[e][pc]
-            if ins.kind == "wait":
+            if ins.kind == "wait" and ins.count:
                 src_e, src_pc = issuers[ins.sem][ins.count - 1]
                 edges.append((ins.sem, src_e, src_pc, e, pc, released))
         return edges
@@ -134,7 +134,7 @@ def run(machine: Machine, contention: bool = True) -> Trace:
                         pcs[e] = pc
                         nows[e] = t
                         break
-                    shown = shown_by[count - 1]
+                    shown = shown_by[count - 1] if count else t
                     if shown > t:
                         records.append((e, pc, t, shown))
                         t = shown

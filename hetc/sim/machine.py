@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from hetc.codegen.bundle import Bundle
-from hetc.codegen.program import Compute, Dma, Instruction, Operand
+from hetc.codegen.program import Compute, Dma, Instruction, Operand, Wait
 
 
 @dataclass
@@ -46,15 +46,22 @@ class Machine:
     def skipping(self, off: frozenset[tuple[int, int]]) -> "Machine":
         """This machine with the predicated instructions at ``off`` ((engine, pc) pairs, their gates all zero)
         as they run then: a DMA copies nothing, a compute takes its ``skip_ns`` (a zero fill of its outputs,
-        or nothing)."""
+        or nothing; either reads only its gate), and the predicated waits right before either wait for
+        nothing."""
         programs = [list(p) for p in self.programs]
         for e, pc in off:
+            k = pc - 1
+            while k >= 0 and isinstance(programs[e][k], Wait) and programs[e][k].when is not None:
+                programs[e][k] = replace(programs[e][k], count=0)
+                k -= 1
             ins = programs[e][pc]
             if isinstance(ins, Dma):
                 programs[e][pc] = replace(ins, duration_ns=0, dram_bytes=0)
             else:
-                written = sum(o.nbytes for o in ins.outputs if o.memory == self.dram) if ins.zero_fill else 0
-                programs[e][pc] = replace(ins, duration_ns=ins.skip_ns, dram_bytes=written)
+                outputs = ins.outputs if ins.zero_fill else ()
+                programs[e][pc] = replace(ins, duration_ns=ins.skip_ns, inputs=(None,) * len(ins.inputs),
+                                          outputs=outputs,
+                                          dram_bytes=sum(o.nbytes for o in outputs if o.memory == self.dram))
         return replace(self, programs=[tuple(p) for p in programs])
 
     @property

@@ -122,7 +122,10 @@ class PreparedSimulation:
         hit = self._skip_timings.get(off)
         if hit is None:
             machine = self.machine.skipping(off)
-            hit = timing_result(self.bundle, machine, run_engine(machine, contention=self.contention))
+            trace = run_engine(machine, contention=self.contention)
+            if self.detect_races:   # a skipped task waits for its gate alone (hetc.codegen.sync): checked here
+                check_races(machine, trace.records)
+            hit = timing_result(self.bundle, machine, trace)
             hit.stats["skipped"] = len(off)
             hit.stats["gates_off"] = sorted({machine.programs[e][pc].when.value for e, pc in off})
             if len(self._skip_timings) >= 8:
