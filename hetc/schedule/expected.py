@@ -7,7 +7,8 @@ on in the runs to weigh: each row a router routes picks ``k`` of its ``experts``
 one row when few, else a seeded sample); with many rows almost every expert is on, and the expected case is the
 worst. ``expected_makespan`` times a plan with the off tasks at zero duration, waiting for their gates alone
 (a skipped compute writes no more than its zeros; a skipped copy moves nothing: ``tasks.skipped_deps``), by the
-same timing rule as the worst case (``tasks.earliest_times``). Every strategy that weighs plans of a predicated problem weighs them by it: HEFT
+same timing rule as the worst case (``tasks.time_plan``): the tasks that run, at their own durations, share
+DRAM's bandwidth with those beside them in that run, not with the skipped ones beside them at worst. Every strategy that weighs plans of a predicated problem weighs them by it: HEFT
 among its runs (``heuristics.heft_timed``), the search for the expected case (``gated``).
 """
 from __future__ import annotations
@@ -18,8 +19,9 @@ import random
 from dataclasses import replace
 
 from hetc.schedule.problem import SchedulingProblem
-from hetc.schedule.tasks import (Plan, TaskKey, TaskSpec, copy_gate, earliest_times, makespan_of, skipped_deps,
-                                 time_plan)
+from hetc.schedule.dram import dram_ask
+from hetc.schedule.tasks import (Plan, TaskKey, TaskSpec, copy_gate, earliest_times, makespan_of, shared_times,
+                                 skipped_deps, time_plan)
 
 MAX_SCENARIOS = 64     # all of a top-2 of 8 router's 28 choices; a seeded sample beyond
 
@@ -62,10 +64,20 @@ def expected_makespan(problem: SchedulingProblem, plan: Plan, scenarios: list[fr
         gate = problem.gates.get(key[1]) if key[0] == "c" else copy_gate(problem, key[1], key[2], plan.placement)
         if gate is not None:
             gate_of[key] = gate
+    skipped = {k: replace(specs[k], duration=0, deps=skipped_deps(problem, k, plan.placement)) for k in gate_of}
+    shared = problem.dram_bandwidth is not None   # timed as time_plan times the worst case
+    own = {k: problem.durations[k[1]][t.engine] if k[0] == "c" else problem.transfer_ns(k[1], t.engine)
+           for k, t in specs.items()} if shared else {}
+    asks = {k: a for k, t in specs.items() if (a := dram_ask(problem, k, t.engine, own[k]))} if shared else {}
+    running = {k: replace(t, duration=own[k]) for k, t in specs.items()} if shared else specs
     order = list(specs)   # topological: one pass per scenario
     total = 0
     for on in scenarios:
-        run = {k: replace(t, duration=0, deps=skipped_deps(problem, k, plan.placement))
-               if k in gate_of and gate_of[k] not in on else t for k, t in specs.items()}
-        total += makespan_of(earliest_times(run, plan.orders, problem.sync_ns, order_hint=order))
+        run = {k: skipped[k] if k in gate_of and gate_of[k] not in on else t for k, t in running.items()}
+        if shared:
+            times = shared_times(run, plan.orders, problem.sync_ns, {},
+                                 {k: a for k, a in asks.items() if run[k].duration})
+        else:
+            times = earliest_times(run, plan.orders, problem.sync_ns, order_hint=order)
+        total += makespan_of(times)
     return total / max(1, len(scenarios))
