@@ -5,12 +5,13 @@
     python tools/bench_moe.py --tokens 1 --d-model 256 --hidden 1024    # experts of 2 MiB each
 
 Both models are ``tools/make_models.py``'s ``moe`` (the builder of ``models/moe.onnx``: d_model 64, hidden
-128 unless given, seeded fan-in-scaled weights) with other token and expert counts: the MoE routes with Softmax, TopK and
-OneHot and weights each expert's output by its gate (zero for the experts a token did not choose), the dense
-model sums its 2 experts with no router. Each is built with CP-SAT, simulated on seeded random inputs and
-validated against onnxruntime. The MoE's experts are predicated (hetc.ir.predicates): the figure is its
-expected simulated makespan over the build's seeded inputs (``summary["predicated"]``), beside the mean over
-every choice of the router's (each timed with the other experts skipped) and the worst case every gate on. The goal is a ratio of at most 1.3: an MoE that computes only the experts its router picks
+128 unless given, seeded fan-in-scaled weights) with other token and expert counts: the MoE routes with
+Softmax, TopK and OneHot and weights each expert's output by its gate (zero for the experts a token did not
+choose), the dense model sums its 2 experts with no router. Each is built with CP-SAT, simulated on seeded
+random inputs and validated against onnxruntime. The MoE's experts are predicated (hetc.ir.predicates): the
+figure is its expected simulated makespan over the build's seeded inputs (``summary["predicated"]``), beside
+the mean over every choice of the router's (each timed with the other experts skipped) and the worst case
+every gate on. The goal is a ratio of at most 1.3: an MoE that computes only the experts its router picks
 costs about what its 2 chosen experts cost. With 16 tokens every expert is chosen by some token, so nothing
 is skipped there.
 """

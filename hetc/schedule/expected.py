@@ -8,8 +8,9 @@ one row when few, else a seeded sample); with many rows almost every expert is o
 worst. ``expected_makespan`` times a plan with the off tasks at zero duration, waiting for their gates alone
 (a skipped compute writes no more than its zeros; a skipped copy moves nothing: ``tasks.skipped_deps``), by the
 same timing rule as the worst case (``tasks.time_plan``): the tasks that run, at their own durations, share
-DRAM's bandwidth with those beside them in that run, not with the skipped ones beside them at worst. Every strategy that weighs plans of a predicated problem weighs them by it: HEFT
-among its runs (``heuristics.heft_timed``), the search for the expected case (``gated``).
+DRAM's bandwidth with those beside them in that run, not with the skipped ones beside them at worst. Every
+strategy that weighs plans of a predicated problem weighs them by it: HEFT among its runs
+(``heuristics.heft_timed``), the search for the expected case (``gated``).
 """
 from __future__ import annotations
 
