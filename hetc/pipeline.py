@@ -19,12 +19,14 @@ from hetc.errors import OptionError
 from hetc.frontend import import_model, load_onnx
 from hetc.frontend.loader import read_model_file
 from hetc.ir import Graph
+from hetc.ir.predicates import gate_routing
 from hetc.memory import MemoryPlan
 from hetc.passes import optimize
 from hetc.passes.qdq import QDQ_NOTE
 from hetc.report import GANTT_FORMATS, Timeline, gantt_files, report_text
 from hetc.planning import SchedulingChoices, plan_tiled
 from hetc.schedule import IdleAcceleratorsWarning, Schedule, check_strategy, idle_accelerators_warning, placement_rows
+from hetc.schedule.expected import routing_choices
 from hetc.sim import SimResult, simulate
 from hetc.stages import ProgressSink, StageClock
 from hetc.target import Target, load_target
@@ -146,7 +148,8 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
             if gated:   # the time depends on the routing
                 predicated.update(_predicated_makespans(bundle, graph, sim, options))
                 say(f"predicated: expected {predicated['expected_us']:,.1f} µs over {predicated['draws']} "
-                    f"input(s), worst case {predicated['worst_case_us']:,.1f} µs")
+                    f"input(s), {predicated['uniform_us']:,.1f} µs over {predicated['routings']} uniform "
+                    f"routing(s), worst case {predicated['worst_case_us']:,.1f} µs")
         with clock.stage("validate") as say:
             # The values at cut nodes, for an output that misses the rule end to end (hetc.validate.anchors):
             # simulated again on demand, from the simulation simulate() keeps.
@@ -237,13 +240,20 @@ PREDICATE_DRAWS = 8   # seeded inputs a predicated model's expected makespan ave
 def _predicated_makespans(bundle: Any, graph: Graph, sim: SimResult, options: BuildOptions) -> dict[str, Any]:
     """The worst case (every gate on: the schedule's, simulated) and the expected makespan of a predicated
     build (hetc.ir.predicates): the mean over ``PREDICATE_DRAWS`` seeded inputs, the build's own first, or
-    over the given inputs alone."""
+    over the given inputs alone; and the mean over the router's choices taken uniformly (the runs the
+    scheduler weighs: every one when few, timed without data)."""
     spans = [sim.makespan_ns]
     if not options.inputs:
         spans += [simulate(bundle, make_inputs(graph, seed=options.input_seed + k), functional=True,
                            precision=options.precision).makespan_ns for k in range(1, PREDICATE_DRAWS)]
+    gates = sorted({n.when.name: n.when for n in graph.nodes if n.when is not None}.items())
+    choices = routing_choices([name for name, _ in gates], gate_routing(gate for _, gate in gates))
+    routed = [simulate(bundle, functional=False, gates_off={name for name, _ in gates} - on).makespan_ns
+              for on in choices]
     return {"expected_us": round(sum(spans) / len(spans) / 1000, 3), "draws": len(spans),
             "min_us": round(min(spans) / 1000, 3), "max_us": round(max(spans) / 1000, 3),
+            "uniform_us": round(sum(routed) / len(routed) / 1000, 3), "routings": len(routed),
+            "uniform_min_us": round(min(routed) / 1000, 3), "uniform_max_us": round(max(routed) / 1000, 3),
             "worst_case_us": round(sim.stats["worst_case_makespan_ns"] / 1000, 3)}
 
 

@@ -271,3 +271,20 @@ def test_a_predicated_wait_orders_nothing_after_its_task():
     assert sync.waits[3] == [("sem.A", 1)] and 3 not in sync.skipped_with
     plain = plan_sync({"A": [a1], "B": [b1, b2], "C": [c1]}, {2: {0, 1}, 3: {0, 1}})
     assert plain.waits[2] == [("sem.A", 1), ("sem.C", 1)] and 3 not in plain.waits and not plain.skipped_with
+
+
+def test_the_build_reports_every_uniform_routing_beside_its_input_draws(moe_build):
+    """Besides its 8 input draws, a one-token top-2 of 8 build times each of the router's 28 choices without
+    data (``simulate(..., gates_off=)``): the runs the scheduler weighed, each of them shorter than the worst
+    case, which is the run with no gate off."""
+    predicated = moe_build.summary["predicated"]
+    assert predicated["routings"] == 28
+    gates = sorted({n.when.name for n in moe_build.graph.nodes if n.when is not None})
+    assert len(gates) == 8
+    worst = simulate(moe_build.bundle, functional=False).makespan_ns
+    assert simulate(moe_build.bundle, functional=False, gates_off=set()).makespan_ns == worst
+    two_on = simulate(moe_build.bundle, functional=False, gates_off=set(gates[2:]))
+    assert two_on.makespan_ns < worst and two_on.stats["skipped"] >= 6 * 2
+    assert sorted(two_on.stats["gates_off"]) == gates[2:]
+    assert predicated["uniform_us"] < predicated["worst_case_us"]
+    assert abs(predicated["uniform_us"] - predicated["expected_us"]) < 0.2 * predicated["expected_us"]

@@ -68,6 +68,13 @@ def skip_chance(gate: Value) -> float:
     return max(((1.0 - k / experts) ** max(1, gate.numel) for _router, k, experts in routers(gate)), default=0.0)
 
 
+def gate_routing(gates: Iterable[Value]) -> dict[str, tuple[int, int, int, int]]:
+    """Per gate a router decides (``router_of``), by name: (that router's node id, k, experts, rows routed),
+    which is what the runs to weigh are drawn from (hetc.schedule.expected.routing_choices)."""
+    return {gate.name: (r[0].id, r[1], r[2], max(1, gate.numel)) for gate in gates
+            for r in [router_of(gate)] if r is not None}
+
+
 def router_of(gate: Value) -> tuple[Node, int, int] | None:
     """The router that decides ``gate`` (the one ``skip_chance`` judges by: the likeliest to leave it out) as
     (node, k, experts), or None."""

@@ -49,8 +49,9 @@ def _build_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
         if "expected_us" in predicated:
             rows.append(("predicated", f"{tasks}; expected {fmt_us(predicated['expected_us'])} µs over "
                                        f"{predicated['draws']} input(s) ({fmt_us(predicated['min_us'])}-"
-                                       f"{fmt_us(predicated['max_us'])}), worst case "
-                                       f"{fmt_us(predicated['worst_case_us'])} µs"))
+                                       f"{fmt_us(predicated['max_us'])}), "
+                                       f"{fmt_us(predicated['uniform_us'])} µs over {predicated['routings']} "
+                                       f"uniform routing(s), worst case {fmt_us(predicated['worst_case_us'])} µs"))
         else:
             rows.append(("predicated", f"{tasks}; the planned makespan is the worst case (every gate on); "
                                        "--validate for the expected one"))

@@ -18,27 +18,35 @@ import itertools
 import math
 import random
 from dataclasses import replace
+from typing import Sequence, TypeVar
 
-from hetc.schedule.problem import SchedulingProblem
 from hetc.schedule.dram import dram_ask
+from hetc.schedule.problem import SchedulingProblem
 from hetc.schedule.tasks import (Plan, TaskKey, TaskSpec, copy_gate, earliest_times, makespan_of, shared_times,
                                  skipped_deps, time_plan)
 
+G = TypeVar("G")       # a gate: a value index (the scheduler's) or a value name (a bundle's)
 MAX_SCENARIOS = 64     # all of a top-2 of 8 router's 28 choices; a seeded sample beyond
 
 
 def gate_scenarios(problem: SchedulingProblem, limit: int = MAX_SCENARIOS, seed: int = 0) -> list[frozenset[int]]:
-    """Sets of gates (value indices) on together in one run: per router, each of the rows it routes picks
-    ``k`` of its ``experts`` uniformly and an expert's gate is on when some row picked it, a router's gates
-    standing for its first experts (the rest route to unpredicated work). Every combination when a router
-    routes one row and they are few, else a seeded sample. Gates no router decides are always on."""
-    gates = sorted(set(problem.gates.values()))
-    by_router: dict[int, list[int]] = {}
+    """``routing_choices`` of the problem's gates (value indices)."""
+    return routing_choices(sorted(set(problem.gates.values())), problem.gate_routers, limit, seed)
+
+
+def routing_choices(gates: Sequence[G], routing: dict[G, tuple[int, int, int, int]], limit: int = MAX_SCENARIOS,
+                    seed: int = 0) -> list[frozenset[G]]:
+    """Sets of ``gates`` on together in one run, ``routing`` giving per gate a router decides (router id, k,
+    experts, rows: ``hetc.ir.predicates.gate_routing``): per router, each of the rows it routes picks ``k`` of
+    its ``experts`` uniformly and an expert's gate is on when some row picked it, a router's gates standing for
+    its first experts (the rest route to unpredicated work). Every combination when a router routes one row
+    and they are few, else a seeded sample. Gates no router decides are always on."""
+    by_router: dict[int, list[G]] = {}
     for gate in gates:
-        if gate in problem.gate_routers:
-            by_router.setdefault(problem.gate_routers[gate][0], []).append(gate)
-    fixed = frozenset(g for g in gates if g not in problem.gate_routers)
-    picks = {r: problem.gate_routers[members[0]][1:] for r, members in by_router.items()}   # (k, experts, rows)
+        if gate in routing:
+            by_router.setdefault(routing[gate][0], []).append(gate)
+    fixed = frozenset(g for g in gates if g not in routing)
+    picks = {r: routing[members[0]][1:] for r, members in by_router.items()}   # (k, experts, rows)
     total = math.prod(math.comb(experts, k) for k, experts, _rows in picks.values())
     if total <= limit and all(rows == 1 for _k, _e, rows in picks.values()):
         per_router = [[frozenset(members[i] for i in combo if i < len(members))
@@ -47,7 +55,7 @@ def gate_scenarios(problem: SchedulingProblem, limit: int = MAX_SCENARIOS, seed:
         return [fixed.union(*choice) for choice in itertools.product(*per_router)]
     rng = random.Random(seed)
 
-    def picked(router: int, members: list[int]) -> frozenset[int]:
+    def picked(router: int, members: list[G]) -> frozenset[G]:
         k, experts, rows = picks[router]
         chosen = set().union(*(rng.sample(range(experts), k) for _ in range(rows)))
         return frozenset(members[i] for i in chosen if i < len(members))

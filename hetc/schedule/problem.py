@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Callable
 from hetc.errors import ScheduleError
 from hetc.ir.fused import node_label
 from hetc.ir.immediates import is_immediate
-from hetc.ir.predicates import router_of
+from hetc.ir.predicates import gate_routing
 from hetc.ir.tiles import ASSEMBLE, REGION, is_alias
 from hetc.target.flops import node_bytes
 
@@ -289,8 +289,7 @@ def build_problem(graph: Graph, target: Target,
         streamed_bytes=tuple(0 if is_alias(n) else node_bytes(n) for n in nodes),
         assembly={index[n]: m for n, m in assembly_memories(nodes, target, output_names).items()},
         gates={i: value_index[n.when.name] for i, n in enumerate(nodes) if n.when is not None},
-        gate_routers={value_index[name]: (r[0].id, r[1], r[2], max(1, gate.numel)) for name, gate in gates.items()
-                      for r in [router_of(gate)] if r is not None},
+        gate_routers={value_index[name]: routed for name, routed in gate_routing(gates.values()).items()},
         capacity={dev.memory: target.memories[dev.memory].size for dev in target.devices.values()
                   if dev.memory != target.dram},
         dram_bandwidth=float(target.memories[target.dram].bandwidth),

@@ -81,10 +81,11 @@ class PreparedSimulation:
         return self._replay
 
     def run(self, inputs: dict[str, np.ndarray] | None = None, functional: bool = True,
-            probes: frozenset[str] = frozenset()) -> SimResult:
+            probes: frozenset[str] = frozenset(), gates_off: frozenset[str] = frozenset()) -> SimResult:
         """One simulation. Functional mode (``inputs=None``: ``random_inputs(bundle, seed=0)``) computes the
         outputs, and the intermediate values named in ``probes`` as the computes saw them (``SimResult.probes``);
-        timing-only mode returns the prepared timing result."""
+        timing-only mode returns the prepared timing result: the worst case, or the run in which the gates
+        named in ``gates_off`` (value names, hetc.ir.predicates) turned their predicated instructions off."""
         t0 = time.perf_counter()
         outputs = probed = None
         prepared_here = 0.0
@@ -105,7 +106,9 @@ class PreparedSimulation:
             timing = self._timing_skipping(frozenset(replay.off))
         else:
             functional_s = 0.0
-            timing = self.timing
+            timing = self._timing_skipping(frozenset(
+                (e, pc) for e, program in enumerate(self.machine.programs) for pc, ins in enumerate(program)
+                if ins.kind in ("compute", "dma") and ins.when is not None and ins.when.value in gates_off))
         stats = {**timing.stats, **self._stats, "wall_s": time.perf_counter() - t0,
                  "prepare_s": prepared_here, "functional_s": functional_s, "functional": functional,
                  "inputs": "random(seed=0)" if functional and inputs is None else "given"}

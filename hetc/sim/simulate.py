@@ -29,10 +29,12 @@ __all__ = ["simulate", "random_inputs", "forget_prepared"]
 
 def simulate(bundle: Bundle, inputs: dict[str, np.ndarray] | None = None, functional: bool = True,
              precision: str = "fp32", detect_races: bool = True, contention: bool = True,
-             kernel: KernelFn | None = None, probes: frozenset[str] | set[str] = frozenset()) -> SimResult:
+             kernel: KernelFn | None = None, probes: frozenset[str] | set[str] = frozenset(),
+             gates_off: frozenset[str] | set[str] = frozenset()) -> SimResult:
     """Simulate ``bundle``. Functional mode runs every kernel and DMA on real bytes and returns the outputs
     (``inputs=None`` uses ``random_inputs(bundle, seed=0)``) and the intermediate values named in ``probes``
-    as the computes read or wrote them (``SimResult.probes``); timing-only mode skips the data.
+    as the computes read or wrote them (``SimResult.probes``); timing-only mode skips the data, and times the
+    worst case, or the run in which the gates named in ``gates_off`` turned their predicated instructions off.
     ``stats["wall_s"]`` is this call's wall time, the preparation included when it was not kept from a
     previous call (``stats["prepare_s"]``)."""
     t0 = time.perf_counter()
@@ -46,7 +48,7 @@ def simulate(bundle: Bundle, inputs: dict[str, np.ndarray] | None = None, functi
         prepared = PreparedSimulation(bundle, precision=precision, detect_races=detect_races,
                                       contention=contention, kernel=kernel)
         prepare_s = prepared.prepare_s
-    result = prepared.run(inputs, functional=functional, probes=frozenset(probes))
+    result = prepared.run(inputs, functional=functional, probes=frozenset(probes), gates_off=frozenset(gates_off))
     with _kept_lock:
         _kept[:] = [(key, prepared)]
     result.stats["prepare_s"] += prepare_s
