@@ -246,10 +246,10 @@ def _predicated_makespans(bundle: Any, graph: Graph, sim: SimResult, options: Bu
     if not options.inputs:
         spans += [simulate(bundle, make_inputs(graph, seed=options.input_seed + k), functional=True,
                            precision=options.precision).makespan_ns for k in range(1, PREDICATE_DRAWS)]
-    gates = sorted({n.when.name: n.when for n in graph.nodes if n.when is not None}.items())
-    choices = routing_choices([name for name, _ in gates], gate_routing(gate for _, gate in gates))
-    routed = [simulate(bundle, functional=False, gates_off={name for name, _ in gates} - on).makespan_ns
-              for on in choices]
+    gates = {n.when.name: n.when for n in graph.nodes if n.when is not None}
+    names = frozenset(gates)
+    routed = [simulate(bundle, functional=False, gates_off=names - on).makespan_ns
+              for on in routing_choices(sorted(names), gate_routing(gates.values()))]
     return {"expected_us": round(sum(spans) / len(spans) / 1000, 3), "draws": len(spans),
             "min_us": round(min(spans) / 1000, 3), "max_us": round(max(spans) / 1000, 3),
             "uniform_us": round(sum(routed) / len(routed) / 1000, 3), "routings": len(routed),

@@ -13,7 +13,7 @@ from hetc.schedule.gated import for_the_expected_case
 from hetc.schedule.heuristics import greedy, heft, single
 from hetc.schedule.listsched import replay
 from hetc.schedule.problem import SchedulingProblem, build_problem
-from hetc.schedule.tasks import Plan, TaskKey, alias_memory, copy_gate, time_plan
+from hetc.schedule.tasks import Plan, TaskKey, alias_memory, copy_gate, own_ns, time_plan
 from hetc.schedule.windows import solve_cpsat
 
 if TYPE_CHECKING:
@@ -136,7 +136,7 @@ def to_tasks(problem: SchedulingProblem, plan: Plan) -> tuple[Task, ...]:
         if key[0] == "c":
             node = key[1]
             gate = problem.gates.get(node)
-            work = problem.durations[node][spec.engine]
+            work = own_ns(problem, key, spec.engine)
             tasks.append(Task(ids[key], "compute", spec.engine, start, end, deps, node=problem.node_ids[node],
                               op=problem.ops[node], when=None if gate is None else problem.values[gate].name,
                               work_ns=work if work != end - start else None))
@@ -144,7 +144,7 @@ def to_tasks(problem: SchedulingProblem, plan: Plan) -> tuple[Task, ...]:
             value, dst = key[1], key[2]
             src = next(m for m in problem.dmas[spec.engine].memories if m != dst)
             gate = copy_gate(problem, value, dst, plan.placement)
-            work = problem.transfer_ns(value, spec.engine)
+            work = own_ns(problem, key, spec.engine)
             tasks.append(Task(ids[key], "transfer", spec.engine, start, end, deps, value=problem.values[value].name,
                               src=src, dst=dst, bytes=problem.values[value].nbytes,
                               when=None if gate is None else problem.values[gate].name,

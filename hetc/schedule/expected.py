@@ -22,8 +22,8 @@ from typing import Sequence, TypeVar
 
 from hetc.schedule.dram import dram_ask
 from hetc.schedule.problem import SchedulingProblem
-from hetc.schedule.tasks import (Plan, TaskKey, TaskSpec, copy_gate, earliest_times, makespan_of, shared_times,
-                                 skipped_deps, time_plan)
+from hetc.schedule.tasks import (Plan, TaskKey, TaskSpec, copy_gate, earliest_times, makespan_of, own_ns,
+                                 shared_times, skipped_deps, time_plan)
 
 G = TypeVar("G")       # a gate: a value index (the scheduler's) or a value name (a bundle's)
 MAX_SCENARIOS = 64     # all of a top-2 of 8 router's 28 choices; a seeded sample beyond
@@ -75,8 +75,7 @@ def expected_makespan(problem: SchedulingProblem, plan: Plan, scenarios: list[fr
             gate_of[key] = gate
     skipped = {k: replace(specs[k], duration=0, deps=skipped_deps(problem, k, plan.placement)) for k in gate_of}
     shared = problem.dram_bandwidth is not None   # timed as time_plan times the worst case
-    own = {k: problem.durations[k[1]][t.engine] if k[0] == "c" else problem.transfer_ns(k[1], t.engine)
-           for k, t in specs.items()} if shared else {}
+    own = {k: own_ns(problem, k, t.engine) for k, t in specs.items()} if shared else {}
     asks = {k: a for k, t in specs.items() if (a := dram_ask(problem, k, t.engine, own[k]))} if shared else {}
     running = {k: replace(t, duration=own[k]) for k, t in specs.items()} if shared else specs
     order = list(specs)   # topological: one pass per scenario

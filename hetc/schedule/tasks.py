@@ -154,6 +154,12 @@ def gate_ready(problem: SchedulingProblem, gate: int, memory: str, placement: Pl
     return (transfer_key(gate, memory),)
 
 
+def own_ns(problem: SchedulingProblem, key: TaskKey, engine: str) -> int:
+    """A task's duration with DRAM to itself, on ``engine`` (``time_plan`` may stretch it where DRAM is
+    shared): its node's cost there, or its copy's."""
+    return problem.durations[key[1]][engine] if key[0] == "c" else problem.transfer_ns(key[1], engine)
+
+
 def skipped_deps(problem: SchedulingProblem, key: TaskKey, placement: Placement) -> tuple[TaskKey, ...]:
     """What a predicated task waits for in a run whose gate turns it off: only its gate, in the memory where
     it reads it to decide (``gate_ready``). Skipped, a copy moves nothing and a compute reads none of its

@@ -66,6 +66,7 @@ class PreparedSimulation:
         self.contention = contention
         self.predicated = self.machine.predicated
         self._skip_timings: dict[frozenset[tuple[int, int]], SimResult] = {}
+        self._gated: dict[str, list[tuple[int, int]]] | None = None   # gate -> its instructions, when first asked
         self._lock = threading.Lock()
         self.prepare_s = time.perf_counter() - t0   # grows by the functional preparation at the first run
 
@@ -106,9 +107,7 @@ class PreparedSimulation:
             timing = self._timing_skipping(frozenset(replay.off))
         else:
             functional_s = 0.0
-            timing = self._timing_skipping(frozenset(
-                (e, pc) for e, program in enumerate(self.machine.programs) for pc, ins in enumerate(program)
-                if ins.kind in ("compute", "dma") and ins.when is not None and ins.when.value in gates_off))
+            timing = self._timing_skipping(self._gated_by(gates_off)) if gates_off else self.timing
         stats = {**timing.stats, **self._stats, "wall_s": time.perf_counter() - t0,
                  "prepare_s": prepared_here, "functional_s": functional_s, "functional": functional,
                  "inputs": "random(seed=0)" if functional and inputs is None else "given"}
@@ -116,6 +115,16 @@ class PreparedSimulation:
             stats.update(worst_case_makespan_ns=self.timing.makespan_ns, skipped=timing.stats.get("skipped", 0),
                          gates_off=timing.stats.get("gates_off", []))
         return with_run(timing, outputs, stats, probed)
+
+    def _gated_by(self, gates: frozenset[str]) -> frozenset[tuple[int, int]]:
+        """The (engine, pc) of the predicated instructions that read one of ``gates`` (value names)."""
+        if self._gated is None:
+            self._gated = {}
+            for e, program in enumerate(self.machine.programs):
+                for pc, ins in enumerate(program):
+                    if ins.kind in ("compute", "dma") and ins.when is not None:
+                        self._gated.setdefault(ins.when.value, []).append((e, pc))
+        return frozenset(at for gate in gates for at in self._gated.get(gate, ()))
 
     def _timing_skipping(self, off: frozenset[tuple[int, int]]) -> SimResult:
         """The timing of a run whose gates turned the predicated instructions at ``off`` off (the worst case,
