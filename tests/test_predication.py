@@ -86,6 +86,19 @@ def test_predicated_instructions_are_emitted_and_round_trip(moe_build):
         assert " if %" in ins.asm()
 
 
+def test_a_predicated_copy_reads_its_gate_through_the_memory_plan(moe_build):
+    """The gate a copy reads where it writes is bound like any read: its buffer lives until the copy, a
+    writer reusing its bytes waits for the copy, and a spill of the gate rebinds the copy to the reloaded
+    buffer (test_tiled_experts_stay_predicated_and_exact spills gates)."""
+    plan = moe_build.bundle.memory_plan()
+    copies = [i for p in moe_build.bundle.programs.values() for i in p.instructions
+              if isinstance(i, Dma) and i.when is not None]
+    assert copies
+    for copy in copies:
+        gate = plan.buffer(plan.task_buffers[copy.task].reads[1])
+        assert copy.when.buffer == gate.id and gate.start_ns <= copy.planned_start_ns < gate.end_ns
+
+
 def test_a_skipped_task_waits_for_its_gate_alone(moe_build):
     """A predicated task's waits for its inputs and for room are predicated too: right before it, after its
     plain waits, skipped with it. With one expert's predicated waits gone, every task still waits for what it

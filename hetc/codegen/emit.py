@@ -20,7 +20,6 @@ from hetc.ir.fused import is_fused, node_label
 from hetc.ir.predicates import zero_fills
 from hetc.memory.artifact import (HOST, IMMEDIATE, Buffer, MemoryPlan, host_ref, host_ref_value, immediate_ref,
                                   immediate_ref_value, is_host_ref, is_immediate_ref)
-from hetc.memory.lifetimes import buffer_id
 from hetc.schedule.artifact import Task
 from hetc.target.cost import node_bytes, skipped_cost_ns
 from hetc.target.ops import is_view
@@ -204,16 +203,16 @@ def _compute(task: Task, nodes: dict[int, Node], plan: MemoryPlan, target: Targe
 
 def _dma(task: Task, plan: MemoryPlan, target: Target) -> Dma:
     tb = _task_buffers(plan, task)
-    if len(tb.reads) != 1 or len(tb.writes) != 1 or tb.reads[0] is None:
-        raise BundleError(f"transfer task {task.id} must read one buffer and write one; the memory plan binds "
-                          f"{tb.reads} -> {tb.writes}")
+    if len(tb.reads) != 1 + (task.when is not None) or len(tb.writes) != 1 or None in tb.reads:
+        raise BundleError(f"transfer task {task.id} must read one buffer (and its gate, predicated) and write one; "
+                          f"the memory plan binds {tb.reads} -> {tb.writes}")
     src, dst = _operand(plan, tb.reads[0]), _operand(plan, tb.writes[0])
     if not (src.dense and dst.dense) and src.shape != dst.shape:
         raise BundleError(f"transfer task {task.id} copies '{src.buffer}' {list(src.shape)} to '{dst.buffer}' "
                           f"{list(dst.shape)}; a strided DMA needs equal shapes (the memory plan is invalid)")
     nbytes = task.bytes or min(src.nbytes, dst.nbytes)
     # predicated: the gate is read where the copy goes (hetc.schedule.tasks.copy_gate waits for it there)
-    when = None if task.when is None else _operand(plan, buffer_id(task.when, dst.memory))
+    when = None if task.when is None else _operand(plan, tb.reads[1])
     return Dma(task=task.id, value=task.value or src.value, src=src, dst=dst, bytes=nbytes,
                duration_ns=task.own_ns, planned_start_ns=task.start_ns, planned_end_ns=task.end_ns,
                dram_bytes=nbytes * ((src.memory == target.dram) + (dst.memory == target.dram)), when=when)

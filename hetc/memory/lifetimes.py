@@ -2,7 +2,7 @@
 
 Every task of the schedule is bound to the buffers it touches: a compute task reads its node's inputs (and,
 predicated, its gate after them) from and writes its outputs to its device's home memory; a transfer reads the
-value's buffer in ``src`` and writes the one in ``dst``. A buffer lives from the start of its writer to the end
+value's buffer in ``src`` (and, predicated, its gate's in ``dst``) and writes the one in ``dst``. A buffer lives from the start of its writer to the end
 of its last reader (transfers count); graph inputs live from 0, graph outputs (their DRAM copy) until the
 makespan, constants for the whole run in DRAM's read-only region.
 
@@ -179,13 +179,15 @@ def build_table(graph: Graph, schedule: Schedule, target: Target) -> BufferTable
         if task.kind == "compute":
             memory = target.home(task.engine)
             node = _node_of(task, nodes)
-            names = [v.name if v is not None else None for v in node.inputs]
+            names = [(v.name if v is not None else None, memory) for v in node.inputs]
             if node.when is not None:
-                names.append(node.when.name)   # read after the inputs to decide (hetc.ir.predicates)
+                names.append((node.when.name, memory))   # read after the inputs to decide (hetc.ir.predicates)
         else:
-            memory, names = task.src or "", [task.value]
+            names = [(task.value, task.src or "")]
+            if task.when is not None:   # a predicated copy reads its gate where it writes (tasks.copy_gate)
+                names.append((task.when, task.dst or ""))
         bound: list[str | None] = []
-        for name in names:
+        for name, memory in names:
             if name is None:
                 bound.append(None)
                 continue

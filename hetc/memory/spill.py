@@ -229,16 +229,15 @@ def _staged(table: BufferTable, edits: _Edits, target: Target, spec: BufferSpec,
     edits.put(read)
     edits.put(replace(writer, engine=on[0].name, src=away, deps=tuple(sorted({*writer.deps, read.id})),
                       start_ns=copy_at, end_ns=copy_at + copy_ns))
-    sources = table.reads[writer.id]
-    for bid in sources:
-        if bid is not None:
-            readers = table.buffers[bid].readers
-            readers[readers.index(writer.id)] = read.id
-    table.reads[read.id] = list(sources)
+    source, *gate = table.reads[writer.id]   # (a predicated copy still reads its gate where it writes)
+    if source is not None:
+        readers = table.buffers[source].readers
+        readers[readers.index(writer.id)] = read.id
+    table.reads[read.id] = [source]
     table.writes[read.id] = [staged_id]
     table.buffers[staged_id] = BufferSpec(staged_id, spec.value, away, spec.size, spec.dtype, spec.shape, "copy",
                                           read.id, readers=[writer.id])
-    table.reads[writer.id] = [staged_id]
+    table.reads[writer.id] = [staged_id, *gate]
     return True
 
 

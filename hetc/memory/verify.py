@@ -108,10 +108,13 @@ def _bindings(plan: MemoryPlan, target: "Target", by_id: dict[str, Buffer]) -> l
                         if bid is not None and not is_host_ref(bid) and not is_immediate_ref(bid)]
             expected += [(bid, home, None) for bid in tb.writes if not is_host_ref(bid)]
         else:
-            if len(tb.reads) != 1 or len(tb.writes) != 1:
-                problems.append(f"transfer task {task.id} must read one buffer and write one")
+            if len(tb.reads) != 1 + (task.when is not None) or len(tb.writes) != 1:
+                problems.append(f"transfer task {task.id} must read one buffer (and its gate, predicated) and "
+                                f"write one")
                 continue
             expected = [(tb.reads[0], task.src, task.value), (tb.writes[0], task.dst, task.value)]
+            if task.when is not None:
+                expected.append((tb.reads[1], task.dst, task.when))
         for bid, memory, value in expected:
             b = by_id.get(bid or "")
             if b is None:
