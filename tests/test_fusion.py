@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from hetc.frontend import import_model
 from hetc.ir import EXPORT_IR_VERSION, Graph, to_onnx
-from hetc.ir.fused import FUSED_DOMAIN, epilogue_of, node_label
+from hetc.ir.fused import FUSED_DOMAIN, base_node, epilogue_of, node_label
 from hetc.passes import EPILOGUE_RULES, fuse_epilogues, optimize
 from hetc.passes.fusion import run_fuse_epilogues
 from hetc.passes.patterns import run_rules
@@ -86,8 +86,14 @@ def _bias_gelu(rng: np.random.Generator, **form: bool) -> onnx.ModelProto:
 
 # rule name -> (model builder, label of the one fused node it must leave)
 CASES: dict[str, list[tuple]] = {
-    "bias or residual Add": [
+    "bias Add packed into the weight": [
         (lambda r: _matmul([helper.make_node("Add", ["bias", "c"], ["y"])], r), "MatMul+Add"),
+        (lambda r: _matmul([helper.make_node("Add", ["c", "bias_row"], ["r"]), helper.make_node("Relu", ["r"], ["y"])],
+                           r, extra={"bias_row": _weights(r, (1, 12), 12)}), "MatMul+Add+Relu"),
+    ],
+    "bias or residual Add": [   # a bias per row and column is no row of the weight
+        (lambda r: _matmul([helper.make_node("Add", ["wide_bias", "c"], ["y"])], r,
+                           extra={"wide_bias": _weights(r, (5, 12), 12)}), "MatMul+Add"),
         (lambda r: _model([helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
                            helper.make_node("Add", ["c", "x"], ["s"]), helper.make_node("Relu", ["s"], ["y"])],
                           [1, 4, 6, 6], [1, 4, 6, 6], {"w": _weights(r, (4, 4, 3, 3), 36)}), "Conv+Add+Relu"),
@@ -272,3 +278,32 @@ def test_a_part_the_npu_lacks_stays_apart_where_the_target_says_so() -> None:
         np.testing.assert_allclose(_ort(to_onnx(graph), feeds), _ort(model, feeds), rtol=1e-5, atol=1e-5)
     (matmul, _) = optimize(import_model(model), fusion_check=fusion_check(load_target("edge-soc"))).nodes
     assert load_target("edge-soc").supports(matmul, "npu")
+
+
+def test_a_matmul_bias_becomes_the_last_row_of_its_weight() -> None:
+    """One constant holds weight and bias (one DMA brings both); the FLOPs and the base op's view are the
+    unpacked ones, the bytes are the same, and the constant bias is gone."""
+    rng = np.random.default_rng(9)
+    model = _matmul([helper.make_node("Add", ["c", "bias"], ["y"])], rng)
+    plain = import_model(model)
+    (node,) = optimize(plain).nodes
+    assert [p.text() for p in epilogue_of(node)] == ["Add from='weight'"] and len(node.inputs) == 2
+    packed = node.inputs[1]
+    w, b = (np.asarray(v.const) for v in (plain.values["w"], plain.values["bias"]))
+    np.testing.assert_array_equal(packed.const, np.concatenate([w, b[None]]))
+    assert base_node(node).inputs[1].shape == (16, 12)
+    matmul, add = plain.nodes
+    assert node_flops(node) == node_flops(matmul) + node_flops(add)
+    assert node_bytes(node) == node_bytes(matmul) + plain.values["bias"].nbytes   # b once, with w
+
+
+def test_a_bias_another_node_reads_or_a_weight_of_two_matmuls_is_not_packed() -> None:
+    rng = np.random.default_rng(10)
+    shared_bias = _matmul([helper.make_node("Add", ["c", "bias"], ["r"]),
+                           helper.make_node("Add", ["r", "bias"], ["y"])], rng)
+    assert [p.text() for p in epilogue_of(optimize(import_model(shared_bias)).nodes[0])] == ["Add", "Add"]
+    shared_weight = _matmul([helper.make_node("Add", ["c", "bias"], ["r"]),
+                             helper.make_node("MatMul", ["x", "w"], ["c2"]), helper.make_node("Add", ["r", "c2"], ["y"])],
+                            rng)
+    graph = optimize(import_model(shared_weight))
+    assert all(not p.packed for n in graph.nodes for p in epilogue_of(n))

@@ -79,7 +79,8 @@ def test_predicated_instructions_are_emitted_and_round_trip(moe_build):
     computes = [i for i in instructions if isinstance(i, Compute) and i.when is not None]
     copies = [i for i in instructions if isinstance(i, Dma) and i.when is not None]
     assert len(computes) == 16 and sum(i.zero_fill for i in computes) == 8
-    assert {c.value for c in copies} >= {"mm_w_1", "mm_w_2"}   # the expert weights wait for the router
+    # the expert weights (each with its bias as its last row) wait for the router
+    assert {c.value for c in copies} >= {"mm_w_1_and_bias", "mm_w_2_and_bias"}
     for ins in computes + copies:
         assert instruction_from_json(ins.to_json()) == ins
         assert ins.when.memory == (ins.dst.memory if isinstance(ins, Dma) else ins.outputs[0].memory)

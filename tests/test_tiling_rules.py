@@ -137,7 +137,9 @@ def test_matmul_k_chain_keeps_the_fused_bias_and_activation_for_the_last_tile():
     tiled = cut_node(graph, fused.name, [("N", 2), ("K", 4)])
     chains = tiles_of(tiled, fused.name)
     lasts = [t for t in chains if "Relu" in t.attrs.get("epilogue", [])]
-    assert len(lasts) == 2 and all(t.attrs["epilogue"] == ["Add", "Add", "Relu"] for t in lasts)
+    # the partial sum, the bias (packed into the weight: the last K tile reads its slice's bias row), Relu
+    assert len(lasts) == 2 and all(t.attrs["epilogue"] == ["Add", "Add from='weight'", "Relu"] for t in lasts)
+    assert all(t.inputs[1].shape == (16 + 1, 16) for t in lasts)
     assert_same_outputs(graph, tiled)
     assert_same_outputs(graph, cut_node(graph, fused.name, [("M", 5)]))
 

@@ -10,6 +10,11 @@ output is the last part's output. Every stage reads the parts from here: capabil
 supported), the cost model (base FLOPs plus the epilogue's), the NPU/DSP kernels (the base kernel, then each
 part's steps), the CPU path and ``to_onnx`` (the parts expanded back into ONNX nodes), Gantt labels.
 
+Packed bias. A MatMul's bias Add may read its operand from the weight itself: the part ``Add from='weight'``
+(``EpiloguePart.packed``; a K tile's partial-sum Add may come before it) says the weight input holds one row
+more than the base op reads, the bias. Weight and bias are then one constant, so one DMA brings both where two copies each paid
+a DMA's latency (hetc.passes.fusion writes it; ``operands`` is the one statement of how a kernel reads it).
+
 Each part is a short list of ONNX *steps* (``part_steps``): the one statement of what the part computes, used
 both to run it with hetc's kernels and to write it back as ONNX nodes for onnxruntime.
 
@@ -25,14 +30,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
 from hetc.ir.dtypes import np_dtype
-from hetc.ir.graph import Node
+from hetc.ir.graph import Node, Value
 
 FUSED_DOMAIN = "hetc.fused"
 EPILOGUE_ATTR = "epilogue"
@@ -49,6 +54,9 @@ COMPOSITE_SINCE: dict[str, int] = {"LayerNormalization": 17, "RMSNormalization":
 # (hetc.passes.router, hetc.ir.composite).
 HETC_COMPOSITES: frozenset[str] = frozenset({"TopKGate"})
 PARTS_ATTR = "parts"
+# ``Add from='weight'``: the bias is the weight's last row (see the module docstring); MatMul's weight is input 1.
+PACKED_FROM = "weight"
+PACKED_WEIGHT_INPUT = 1
 
 _SQRT2 = math.sqrt(2.0)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -70,8 +78,14 @@ class EpiloguePart:
         return dict(self.params).get(name, default)
 
     @property
+    def packed(self) -> bool:
+        """A bias Add whose operand is the base op's weight's last row (see the module docstring)."""
+        return self.param("from") == PACKED_FROM
+
+    @property
     def binary(self) -> bool:
-        return self.op in BINARY_PARTS
+        """The part reads an extra input of the fused node (a packed bias reads the weight instead)."""
+        return self.op in BINARY_PARTS and not self.packed
 
     def text(self) -> str:
         """The attribute form, e.g. "Clip min=0 max=6" (``parse_part`` reads it back)."""
@@ -120,14 +134,43 @@ def base_input_count(n_inputs: int, parts: list[EpiloguePart]) -> int:
     return n_inputs - sum(p.binary for p in parts)
 
 
+def has_packed_bias(parts: list[EpiloguePart]) -> bool:
+    return any(part.packed for part in parts)
+
+
+def _last_row(weight: Any) -> tuple[Any, Any]:
+    return weight[:-1], weight[-1]
+
+
+def operands(parts: list[EpiloguePart], inputs: list[Any],
+             split_rows: Callable[[Any], tuple[Any, Any]] = _last_row) -> tuple[list[Any], list[Any]]:
+    """A fused node's inputs as (the base op's inputs, each epilogue part's operand in part order, None for a
+    unary part's): the one statement of where a part's operand comes from. A packed bias is the weight's last
+    row, and the base op reads the rows before it: ``split_rows(weight)`` gives (rows before, last row); the
+    default slices an array."""
+    count = base_input_count(len(inputs), parts)
+    base, extra = list(inputs[:count]), iter(inputs[count:])
+    packed_row = None
+    if has_packed_bias(parts):
+        base[PACKED_WEIGHT_INPUT], packed_row = split_rows(base[PACKED_WEIGHT_INPUT])
+    return base, [packed_row if part.packed else next(extra) if part.binary else None for part in parts]
+
+
 def base_node(node: Node) -> Node:
     """The base op of a fused node as a plain node (its own inputs, the fused output): what capability and
-    the FLOP formulas judge. ``node`` itself when it is not fused."""
+    the FLOP formulas judge. ``node`` itself when it is not fused. A packed weight is seen without its bias
+    row."""
     if not is_fused(node):
         return node
-    count = base_input_count(len(node.inputs), epilogue_of(node))
-    return Node(node.id, node.op_type, node.name, list(node.inputs[:count]), list(node.outputs),
-                base_attrs(node.attrs), "")
+    parts = epilogue_of(node)
+    count = base_input_count(len(node.inputs), parts)
+    inputs = list(node.inputs[:count])
+    if has_packed_bias(parts):
+        w = inputs[PACKED_WEIGHT_INPUT]
+        assert w is not None
+        inputs[PACKED_WEIGHT_INPUT] = Value(w.name, w.dtype, (w.shape[0] - 1, *w.shape[1:]),
+                                            const=None if w.const is None else np.asarray(w.const)[:-1])
+    return Node(node.id, node.op_type, node.name, inputs, list(node.outputs), base_attrs(node.attrs), "")
 
 
 def display_op(op_type: str, domain: str, attrs: dict[str, Any]) -> str:
@@ -171,13 +214,12 @@ def part_ops(part: EpiloguePart) -> list[str]:
     return sorted({op for op, _, _ in part_steps(part, 11)})
 
 
-def run_epilogue(parts: list[EpiloguePart], acc: np.ndarray, extras: list[np.ndarray | None], opset: int,
+def run_epilogue(parts: list[EpiloguePart], acc: np.ndarray, part_operands: list[np.ndarray | None], opset: int,
                  run_step: Any) -> np.ndarray:
-    """Apply ``parts`` to ``acc`` (the base op's result). ``run_step(op, attrs, inputs)`` runs one ONNX op on
-    numpy arrays (the device's own kernel); constants take ``acc``'s dtype."""
-    extra = iter(extras)
-    for part in parts:
-        e = next(extra) if part.binary else None
+    """Apply ``parts`` to ``acc`` (the base op's result). ``part_operands`` are ``operands``'s second half;
+    ``run_step(op, attrs, inputs)`` runs one ONNX op on numpy arrays (the device's own kernel); constants take
+    ``acc``'s dtype."""
+    for part, e in zip(parts, part_operands, strict=True):
         x, outs = acc, []
         for op, attrs, operands in part_steps(part, opset):
             args = [x if o == "x" else e if o == "e" else None if o is None else
@@ -195,30 +237,32 @@ def epilogue_onnx(op_type: str, attrs: dict[str, Any], input_names: list[str], o
     intermediate names unique. A composite base op the opset predates is written decomposed, for which
     ``input_specs`` (the base inputs' dtypes and shapes) must be given."""
     parts = [parse_part(t) for t in attrs.get(EPILOGUE_ATTR, [])]
+    nodes: list[onnx.NodeProto] = []
+    inits: list[onnx.TensorProto] = []
     count = base_input_count(len(input_names), parts)
-    base_inputs, extras = input_names[:count], iter(input_names[count:])
+    base_inputs, part_operands = operands(
+        parts, list(input_names), lambda weight: _sliced_rows(weight, opset, f"{prefix}_packed", nodes, inits))
     while base_inputs and not base_inputs[-1]:
         base_inputs = base_inputs[:-1]
-    nodes, inits = [], []
     from hetc.ir.onnx_export import make_attribute   # (onnx_export imports this module)
     current = f"{prefix}_base" if parts else output_name
     if op_type in HETC_COMPOSITES or (op_type in COMPOSITE_SINCE and opset < COMPOSITE_SINCE[op_type]):
         from hetc.ir.composite import decompose   # (composite imports this module)
-        nodes, inits = decompose(op_type, base_attrs(attrs), base_inputs, current, dtype, opset, prefix,
+        decomposed, decomposed_inits = decompose(op_type, base_attrs(attrs), base_inputs, current, dtype, opset, prefix,
                                  list(input_specs or [])[:count])
+        nodes, inits = nodes + decomposed, inits + decomposed_inits
     else:
         base = helper.make_node(op_type, base_inputs, [current], name=prefix)
         base.attribute.extend(make_attribute(k, v) for k, v in sorted(base_attrs(attrs).items()))
         nodes.append(base)
-    for p, part in enumerate(parts):
-        e = next(extras) if part.binary else None
+    for p, (part, e) in enumerate(zip(parts, part_operands)):
         steps = part_steps(part, opset)
-        names: list[str] = []
-        for s, (op, step_attrs, operands) in enumerate(steps):
+        step_names: list[str] = []
+        for s, (op, step_attrs, step_operands) in enumerate(steps):
             last = p == len(parts) - 1 and s == len(steps) - 1
             out = output_name if last else f"{prefix}_p{p}_s{s}"
             ins = []
-            for k, o in enumerate(operands):
+            for k, o in enumerate(step_operands):
                 if o == "x":
                     ins.append(current)
                 elif o == "e":
@@ -226,7 +270,7 @@ def epilogue_onnx(op_type: str, attrs: dict[str, Any], input_names: list[str], o
                 elif o is None:
                     ins.append("")
                 elif isinstance(o, int):
-                    ins.append(names[o])
+                    ins.append(step_names[o])
                 else:
                     name = f"{prefix}_p{p}_s{s}_c{k}"
                     inits.append(numpy_helper.from_array(np.asarray(o, dtype=np_dtype(dtype)), name))
@@ -234,6 +278,23 @@ def epilogue_onnx(op_type: str, attrs: dict[str, Any], input_names: list[str], o
             node = helper.make_node(op, ins, [out], name=f"{prefix}_p{p}_s{s}")
             node.attribute.extend(make_attribute(k, v) for k, v in sorted(step_attrs.items()))
             nodes.append(node)
-            names.append(out)
-        current = names[-1]
+            step_names.append(out)
+        current = step_names[-1]
     return nodes, inits
+
+
+def _sliced_rows(weight: str, opset: int, prefix: str, nodes: list[onnx.NodeProto],
+                 inits: list[onnx.TensorProto]) -> tuple[str, str]:
+    """Slice nodes (appended to ``nodes``) splitting a packed weight into its rows before the last and its last
+    row; the names of the two."""
+    names = [f"{prefix}_w", f"{prefix}_b"]
+    for name, (start, end) in zip(names, ((0, -1), (-1, np.iinfo(np.int64).max))):
+        if opset < 10:   # Slice's bounds are attributes before opset 10
+            node = helper.make_node("Slice", [weight], [name], name=name, starts=[start], ends=[end], axes=[0])
+        else:
+            bounds = [f"{name}_{k}" for k in ("starts", "ends", "axes")]
+            inits += [numpy_helper.from_array(np.array([v], dtype=np.int64), n)
+                      for n, v in zip(bounds, (start, end, 0))]
+            node = helper.make_node("Slice", [weight, *bounds], [name], name=name)
+        nodes.append(node)
+    return names[0], names[1]

@@ -12,9 +12,13 @@ import math
 from dataclasses import replace
 from typing import Callable
 
-from hetc.ir import FLOAT_DTYPES, Graph, Node
-from hetc.ir.fused import EPILOGUE_ATTR, FUSABLE_BASE_OPS, FUSED_DOMAIN, PARTS_ATTR, EpiloguePart, is_fused
+import numpy as np
+
+from hetc.ir import FLOAT_DTYPES, Graph, Node, Value
+from hetc.ir.fused import (EPILOGUE_ATTR, FUSABLE_BASE_OPS, FUSED_DOMAIN, PACKED_FROM, PACKED_WEIGHT_INPUT, PARTS_ATTR,
+                           EpiloguePart, is_fused)
 from hetc.passes.patterns import Match, Pattern, Rule, pattern, run_rules
+from hetc.passes.rewrite import new_constant
 
 _INV_SQRT2 = 1 / math.sqrt(2.0)
 _SQRT2 = math.sqrt(2.0)
@@ -37,7 +41,7 @@ def _fusable(m: Match) -> bool:
 
 def _absorb(part_of: Callable[[Match], EpiloguePart]) -> Callable[[Graph, Match], list[Node]]:
     """The replacement builder of every epilogue rule: the producer takes the part and the match's output
-    (the driver removes the matched nodes)."""
+    (the driver removes the matched nodes); a packed bias replaces the weight by weight and bias in one."""
     def build(graph: Graph, m: Match) -> list[Node]:
         base = m.anchor.producer
         part = part_of(m)
@@ -45,9 +49,34 @@ def _absorb(part_of: Callable[[Match], EpiloguePart]) -> Callable[[Graph, Match]
         base.attrs = {**base.attrs, EPILOGUE_ATTR: [*base.attrs.get(EPILOGUE_ATTR, []), part.text()]}
         if part.binary:
             base.inputs = [*base.inputs, m.captured["e"]]
+        if part.packed:
+            weight = base.inputs[PACKED_WEIGHT_INPUT]
+            packed = new_constant(graph, f"{weight.name}_and_bias", _packed_array(m))
+            base.inputs = [packed if i == PACKED_WEIGHT_INPUT else v for i, v in enumerate(base.inputs)]
         base.outputs = [m.output]
         return []
     return build
+
+
+def _packed_array(m: Match) -> np.ndarray:
+    """The weight with the bias as one more row (hetc.ir.fused: ``Add from='weight'``)."""
+    weight, bias = m.anchor.producer.inputs[PACKED_WEIGHT_INPUT], m.captured["e"]
+    return np.concatenate([np.asarray(weight.const), np.asarray(bias.const).reshape(1, -1)])
+
+
+def _packable(m: Match) -> bool:
+    """The Add's operand is a bias of a plain MatMul's constant 2-D weight (a row of one value per output
+    column) and neither constant has another reader: the two may become one constant, one copy."""
+    base, bias = m.anchor.producer, m.captured.get("e")
+    if base is None or base.domain != "" or base.op_type != "MatMul" or bias is None or not bias.is_const:
+        return False
+    weight = base.inputs[PACKED_WEIGHT_INPUT]
+    if weight is None or not weight.is_const or len(weight.shape) != 2 or weight.dtype != bias.dtype:
+        return False
+    columns = weight.shape[1]
+    return (bias.shape in ((columns,), (1, columns)) and m.anchor.shape[-1:] == (columns,)
+            and weight.consumers == [base] and bias.consumers == [m.nodes["y"]]
+            and not {weight.name, bias.name} & m.graph_outputs)
 
 
 PartOf = Callable[[Match], EpiloguePart]
@@ -56,17 +85,26 @@ PartOf = Callable[[Match], EpiloguePart]
 FusionCheck = Callable[[Node, Node], bool]
 
 
-def _rule(name: str, pat: Pattern, part_of: PartOf, check: FusionCheck | None = None) -> Rule:
-    if check is None:
-        return Rule(name, pat, _fusable, _absorb(part_of))
-    return Rule(name, pat, lambda m: _fusable(m) and check(m.anchor.producer, _with_part(m, part_of(m))),
-                _absorb(part_of))
+Condition = Callable[[Match], bool]
+
+
+def _rule(name: str, pat: Pattern, part_of: PartOf, condition: Condition | None = None,
+          check: FusionCheck | None = None) -> Rule:
+    def where(m: Match) -> bool:
+        if not _fusable(m) or (condition is not None and not condition(m)):
+            return False
+        return check is None or check(m.anchor.producer, _with_part(m, part_of(m)))
+    return Rule(name, pat, where, _absorb(part_of))
 
 
 def _with_part(m: Match, part: EpiloguePart) -> Node:
     """The anchor's producer as it would be with ``part`` fused (a new node: the producer is not edited)."""
     base = m.anchor.producer
     inputs = [*base.inputs, m.captured["e"]] if part.binary else list(base.inputs)
+    if part.packed:
+        array = _packed_array(m)
+        inputs[PACKED_WEIGHT_INPUT] = Value(inputs[PACKED_WEIGHT_INPUT].name, str(array.dtype), array.shape,
+                                            const=array)
     attrs = {**base.attrs, EPILOGUE_ATTR: [*base.attrs.get(EPILOGUE_ATTR, []), part.text()]}
     return Node(base.id, base.op_type, base.name, inputs, [m.output], attrs, FUSED_DOMAIN)
 
@@ -111,8 +149,11 @@ def _gelu_tanh_patterns() -> list[Pattern]:
             pattern(*head, ("Mul", ["x", 0.5], "h"), ("Mul", ["h", "u"], "y"))]
 
 
-# The epilogue rules as (name, pattern, part), tried in this order at every value until none applies.
-_EPILOGUES: list[tuple[str, Pattern, PartOf]] = [
+# The epilogue rules as (name, pattern, part[, condition]), tried in this order at every value until none
+# applies. A MatMul's constant bias goes into its weight first (one constant, one DMA), any other Add after.
+_EPILOGUES: list[tuple[str, Pattern, PartOf] | tuple[str, Pattern, PartOf, Condition]] = [
+    ("bias Add packed into the weight", pattern(("Add", ["x", "?e"], "y")), _fixed("Add", **{"from": PACKED_FROM}),
+     _packable),
     ("bias or residual Add", pattern(("Add", ["x", "?e"], "y")), _fixed("Add")),
     ("two-input Sum as Add", pattern(("Sum", ["x", "?e"], "y")), _fixed("Add")),   # old ResNet exports
     ("scale Mul", pattern(("Mul", ["x", "?e"], "y")), _fixed("Mul")),
@@ -132,7 +173,7 @@ EPILOGUE_RULES: list[Rule] = [_rule(*rule) for rule in _EPILOGUES]
 
 def epilogue_rules(check: FusionCheck | None = None) -> list[Rule]:
     """The epilogue rules, each also asking ``check`` whether the target wants the fused node."""
-    return EPILOGUE_RULES if check is None else [_rule(*rule, check) for rule in _EPILOGUES]
+    return EPILOGUE_RULES if check is None else [_rule(*rule, check=check) for rule in _EPILOGUES]
 
 
 def _gelu_alone(m: Match) -> bool:

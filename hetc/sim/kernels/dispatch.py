@@ -17,8 +17,7 @@ from hetc.ir import np_dtype
 from hetc.sim.kernels._blas import pin_blas_threads
 from hetc.sim.kernels.cpu import cpu_node, run_on_cpu
 from hetc.sim.kernels.errors import KernelError
-from hetc.ir.fused import (EPILOGUE_ATTR, FUSED_DOMAIN, base_attrs, base_input_count, parse_part, part_steps,
-                           run_epilogue)
+from hetc.ir.fused import EPILOGUE_ATTR, FUSED_DOMAIN, base_attrs, operands, parse_part, part_steps, run_epilogue
 from hetc.sim.kernels.registry import KERNELS, KernelCall, KernelFn
 from hetc.target.ops import KERNEL_SET, QUANTIZED_OPS, has_device_kernel
 from hetc.target.ops import kernel_limitation as kernel_limitation_of_attrs
@@ -115,14 +114,14 @@ def _kernel_fn(op_type: str, domain: str, attrs: dict[str, Any]) -> KernelFn:
             raise KernelError(f"internal: no NPU/DSP kernel for {op}, a step of a fused {op_type}")
 
     def fused(call: KernelCall) -> np.ndarray:
-        count = base_input_count(len(call.inputs), parts)
-        produced = base_fn(KernelCall(op_type, plain_attrs, call.inputs[:count], call.outputs, call.opset))
+        base_inputs, part_operands = operands(parts, list(call.inputs))
+        produced = base_fn(KernelCall(op_type, plain_attrs, base_inputs, call.outputs, call.opset))
         acc = np.asarray(produced[0] if isinstance(produced, list) else produced)
 
         def step(op: str, step_attrs: dict[str, Any], args: list[np.ndarray | None]) -> np.ndarray:
             result = KERNELS[op](KernelCall(op, step_attrs, args, call.outputs, call.opset))
             return np.asarray(result[0] if isinstance(result, list) else result)
-        return run_epilogue(parts, acc, list(call.inputs[count:]), call.opset, step)
+        return run_epilogue(parts, acc, part_operands, call.opset, step)
     return fused
 
 

@@ -8,8 +8,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from hetc.ir import Node, Value, dtype_from_numpy
-from hetc.ir.fused import (EPILOGUE_ATTR, FUSED_DOMAIN, base_input_count, base_node, epilogue_of, is_composite,
-                           is_fused)
+from hetc.ir.fused import (EPILOGUE_ATTR, FUSED_DOMAIN, PACKED_WEIGHT_INPUT, base_input_count, base_node, epilogue_of,
+                           has_packed_bias, is_composite, is_fused)
 from hetc.target.tiling.boxes import Box, box_shape, broadcast_box
 from hetc.target.tiling.axes import Axis, Bands, Untileable, out_box
 from hetc.target.tiling.rules import RULES
@@ -65,6 +65,10 @@ def describe_tile(node: Node, axes: Sequence[Axis], bands: Bands, k: tuple[int, 
         inputs.append((ACC, ob))
     if k[0] == k[1] - 1:
         epilogue += parts
+        if has_packed_bias(epilogue_of(node)):   # the weight's box takes the bias row below its last row
+            source, (starts, ends) = inputs[PACKED_WEIGHT_INPUT]
+            assert ends[0] == base.inputs[PACKED_WEIGHT_INPUT].shape[0], "the last K tile ends at the last row"
+            inputs[PACKED_WEIGHT_INPUT] = (source, (starts, (ends[0] + 1, *ends[1:])))
         for j, v in enumerate(node.inputs[nbase:]):
             assert v is not None
             inputs.append((nbase + j, broadcast_box(v, ob, y.shape)))
