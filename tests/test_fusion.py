@@ -239,7 +239,8 @@ def test_pipeline_counts_fusions_and_export_restores_the_original_ops() -> None:
     stats: dict = {}
     graph = optimize(plain, stats)
     assert stats["fuse_epilogues"]["changed"] == 1
-    assert [n.op_type for n in to_onnx(graph).graph.node] == ["Conv", "Clip"]
+    # the Conv's bias travels in its weight (PACK_RULES): Slices and Reshapes cut the two apart again
+    assert [n.op_type for n in to_onnx(graph).graph.node] == ["Slice", "Slice", "Reshape", "Reshape", "Conv", "Clip"]
     assert run_fuse_epilogues(graph) == 0   # nothing left to fuse
 
 
@@ -307,3 +308,47 @@ def test_a_bias_another_node_reads_or_a_weight_of_two_matmuls_is_not_packed() ->
                             rng)
     graph = optimize(import_model(shared_weight))
     assert all(not p.packed for n in graph.nodes for p in epilogue_of(n))
+
+
+def test_a_conv_bias_travels_in_its_weight_and_keeps_onnx_numerics() -> None:
+    """PACK_RULES: each output channel's row holds its weights then its bias; the base op, capability and cost
+    see the Conv as it was, every engine runs it (the CPU through ONNX's Slice and Reshape) to onnxruntime's
+    numbers, and a tile of output channels takes its rows whole."""
+    rng = np.random.default_rng(11)
+    model = _conv([helper.make_node("Relu", ["c"], ["y"])], rng)
+    feeds = _inputs(model, rng)
+    expected = _ort(model, feeds)
+    plain = import_model(model)
+    stats: dict = {}
+    (node,) = optimize(plain, stats).nodes
+    assert stats["pack_biases"]["changed"] == 1 and node_label(node) == "Conv+Relu" and len(node.inputs) == 2
+    w, b = (np.asarray(plain.values[n].const) for n in ("w", "b"))
+    np.testing.assert_array_equal(node.inputs[1].const, np.concatenate([w.reshape(8, -1), b[:, None]], axis=1))
+    base = base_node(node)
+    assert [v.shape for v in base.inputs] == [(1, 4, 8, 8), (8, 4, 3, 3), (8,)] and "packed_bias" not in base.attrs
+    target = load_target("edge-soc")
+    conv, relu = plain.nodes
+    assert node_flops(node) == node_flops(conv) + node_flops(relu) and node_bytes(node) == node_bytes(conv)
+    assert target.cost(node, "npu") < target.cost(conv, "npu") + target.cost(relu, "npu")
+    np.testing.assert_allclose(_ort(to_onnx(optimize(plain)), feeds), expected, rtol=1e-5, atol=1e-5)
+    arrays = [feeds["x"], np.asarray(node.inputs[1].const)]
+    for device in ("cpu", "npu", "dsp"):
+        (got,) = run_kernel(device, node.op_type, node.domain, node.attrs, arrays,
+                            [(node.outputs[0].dtype, node.outputs[0].shape)], plain.opset)
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5, err_msg=device)
+
+
+def test_a_conv_weight_or_bias_another_node_reads_is_not_packed() -> None:
+    rng = np.random.default_rng(12)
+    twice = _model([helper.make_node("Conv", ["x", "w", "b"], ["c1"], pads=[1, 1, 1, 1]),
+                    helper.make_node("Conv", ["x", "w", "b"], ["c2"], pads=[1, 1, 1, 1]),
+                    helper.make_node("Add", ["c1", "c2"], ["y"])],
+                   [1, 4, 8, 8], [1, 8, 8, 8], {"w": _weights(rng, (8, 4, 3, 3), 36), "b": _weights(rng, (8,), 8)})
+    stats: dict = {}
+    optimize(import_model(twice), stats)
+    assert stats["pack_biases"]["changed"] == 0
+
+
+def test_every_pack_rule_has_a_test() -> None:
+    from hetc.passes.fusion import PACK_RULES
+    assert [r.name for r in PACK_RULES] == ["Conv bias packed into the weight"]   # (the tests above)

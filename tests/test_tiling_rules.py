@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from hetc.ir.fused import is_fused
+from hetc.ir.fused import base_node, is_fused
 from hetc.ir.tiles import region_bounds
 from hetc.target.tiling import Untileable, cut_node
 
@@ -48,9 +48,12 @@ def test_conv_channels_slice_weights_and_bias_and_keep_the_input_whole():
     graph = _conv(pads=[1, 1, 1, 1])
     tiled = cut_node(graph, "conv", [("channels", 4)])
     assert not aliases(tiled, "Region")   # every channel tile reads the whole input
-    for t in tiles_of(tiled, "conv"):
-        w, b = t.inputs[1], t.inputs[2]
-        assert w.is_const and w.shape == (4, 8, 3, 3) and b.is_const and b.shape == (4,)
+    conv = next(n for n in graph.nodes if n.op_type == "Conv")
+    packed = np.asarray(conv.inputs[1].const)   # (the bias travels in the weight: one row per output channel)
+    for k, t in enumerate(tiles_of(tiled, "conv")):
+        w, b = base_node(t).inputs[1], base_node(t).inputs[2]
+        assert len(t.inputs) == 2 and w.shape == (4, 8, 3, 3) and b.shape == (4,)
+        np.testing.assert_array_equal(t.inputs[1].const, packed[4 * k:4 * k + 4])
     assert_same_outputs(graph, tiled)
 
 

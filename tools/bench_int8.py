@@ -109,8 +109,12 @@ def measure_build(path: Path, target: str, validate: bool, time_limit: float | N
         figures.macs_integer += macs * integer
         figures.macs_off_cpu += macs * off_cpu
         figures.macs_integer_off_cpu += macs * (integer and off_cpu)
+    # (a weight that carries its bias, hetc.ir.fused's packed bias, moves with it: its bias bytes are not weights)
     weights = {v.name: v for v in graph.values.values() if v.is_const and len(v.shape) >= 2}
-    figures.weight_bytes = sum(v.nbytes for v in weights.values())
+    packed_bias_bytes = sum(n.inputs[1].nbytes - base_node(n).inputs[1].nbytes for n in graph.nodes
+                            if not is_alias(n) and len(n.inputs) > 1 and n.inputs[1] is not None
+                            and n.inputs[1].name in weights)
+    figures.weight_bytes = sum(v.nbytes for v in weights.values()) - packed_bias_bytes
     for task in sched.tasks:
         if task.kind == "transfer" and task.value in weights:
             figures.weight_hops_bytes += task.bytes

@@ -10,10 +10,15 @@ output is the last part's output. Every stage reads the parts from here: capabil
 supported), the cost model (base FLOPs plus the epilogue's), the NPU/DSP kernels (the base kernel, then each
 part's steps), the CPU path and ``to_onnx`` (the parts expanded back into ONNX nodes), Gantt labels.
 
-Packed bias. A MatMul's bias Add may read its operand from the weight itself: the part ``Add from='weight'``
-(``EpiloguePart.packed``; a K tile's partial-sum Add may come before it) says the weight input holds one row
-more than the base op reads, the bias. Weight and bias are then one constant, so one DMA brings both where two copies each paid
-a DMA's latency (hetc.passes.fusion writes it; ``operands`` is the one statement of how a kernel reads it).
+Packed bias. A constant bias may travel inside its weight, so that one DMA brings both where two copies each
+paid a DMA's latency (hetc.passes.fusion writes both forms; ``operands`` is the one statement of how a kernel
+reads them):
+
+* a MatMul's bias ``Add``: the part ``Add from='weight'`` (``EpiloguePart.packed``; a K tile's partial-sum Add
+  may come before it) says the weight holds one row more than the base op reads, the bias;
+* a Conv's own bias input: the attribute ``packed_bias`` (``PACKED_BIAS_ATTR``, the weight's dimensions after
+  the output channel) says the weight is a matrix of one row per output channel, its weights then its bias,
+  and the base op has no bias input of its own.
 
 Each part is a short list of ONNX *steps* (``part_steps``): the one statement of what the part computes, used
 both to run it with hetc's kernels and to write it back as ONNX nodes for onnxruntime.
@@ -30,7 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Union
+from typing import Any, Union
 
 import numpy as np
 import onnx
@@ -57,6 +62,8 @@ PARTS_ATTR = "parts"
 # ``Add from='weight'``: the bias is the weight's last row (see the module docstring); MatMul's weight is input 1.
 PACKED_FROM = "weight"
 PACKED_WEIGHT_INPUT = 1
+# A Conv whose weight carries its bias: [O, *dims] weights and [O] bias as one [O, prod(dims) + 1] matrix.
+PACKED_BIAS_ATTR = "packed_bias"
 
 _SQRT2 = math.sqrt(2.0)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -127,7 +134,7 @@ def epilogue_of(node: Node) -> list[EpiloguePart]:
 
 
 def base_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in attrs.items() if k not in (EPILOGUE_ATTR, PARTS_ATTR)}
+    return {k: v for k, v in attrs.items() if k not in (EPILOGUE_ATTR, PARTS_ATTR, PACKED_BIAS_ATTR)}
 
 
 def base_input_count(n_inputs: int, parts: list[EpiloguePart]) -> int:
@@ -138,38 +145,67 @@ def has_packed_bias(parts: list[EpiloguePart]) -> bool:
     return any(part.packed for part in parts)
 
 
-def _last_row(weight: Any) -> tuple[Any, Any]:
-    return weight[:-1], weight[-1]
+class Splitter:
+    """How a packed weight is cut into weight and bias: numpy arrays by default; ``epilogue_onnx`` cuts value
+    names with ONNX nodes, ``base_node`` shapes."""
+
+    def last_row(self, packed: Any) -> tuple[Any, Any]:
+        """A MatMul's: (the rows before the last, the last row)."""
+        return packed[:-1], packed[-1]
+
+    def channel_rows(self, packed: Any, dims: tuple[int, ...]) -> tuple[Any, Any]:
+        """A Conv's: (each row's weights shaped [O, *dims], each row's last element [O]); views, no copy."""
+        return packed[:, :-1].reshape(-1, *dims), packed[:, -1]
 
 
-def operands(parts: list[EpiloguePart], inputs: list[Any],
-             split_rows: Callable[[Any], tuple[Any, Any]] = _last_row) -> tuple[list[Any], list[Any]]:
-    """A fused node's inputs as (the base op's inputs, each epilogue part's operand in part order, None for a
-    unary part's): the one statement of where a part's operand comes from. A packed bias is the weight's last
-    row, and the base op reads the rows before it: ``split_rows(weight)`` gives (rows before, last row); the
-    default slices an array."""
+def packed_dims(attrs: dict[str, Any]) -> tuple[int, ...] | None:
+    """A packed Conv's weight dimensions after the output channel, or None (its bias is not packed)."""
+    dims = attrs.get(PACKED_BIAS_ATTR)
+    return None if dims is None else tuple(int(d) for d in dims)
+
+
+def operands(attrs: dict[str, Any], inputs: list[Any], split: Splitter = Splitter()) -> tuple[list[Any], list[Any]]:
+    """A fused node's inputs (``attrs`` its attributes) as (the base op's inputs, each epilogue part's operand in
+    part order, None for a unary part's): the one statement of where a base input or a part's operand comes
+    from. A packed MatMul bias is the weight's last row, the base op reading the rows before it; a packed
+    Conv's weight gives the base op its weight and its bias."""
+    parts = [parse_part(t) for t in attrs.get(EPILOGUE_ATTR, [])]
     count = base_input_count(len(inputs), parts)
     base, extra = list(inputs[:count]), iter(inputs[count:])
     packed_row = None
     if has_packed_bias(parts):
-        base[PACKED_WEIGHT_INPUT], packed_row = split_rows(base[PACKED_WEIGHT_INPUT])
+        base[PACKED_WEIGHT_INPUT], packed_row = split.last_row(base[PACKED_WEIGHT_INPUT])
+    dims = packed_dims(attrs)
+    if dims is not None:
+        base[PACKED_WEIGHT_INPUT:PACKED_WEIGHT_INPUT + 1] = split.channel_rows(base[PACKED_WEIGHT_INPUT], dims)
     return base, [packed_row if part.packed else next(extra) if part.binary else None for part in parts]
+
+
+class _ShapeSplitter(Splitter):
+    """Cuts a packed weight's Value into Values of the weight's and the bias's shapes (constant slices when
+    the packed weight is a constant)."""
+
+    def last_row(self, packed: Value) -> tuple[Value, Value]:
+        return self._values(packed, Splitter.last_row, (packed.shape[0] - 1, *packed.shape[1:]), packed.shape[1:])
+
+    def channel_rows(self, packed: Value, dims: tuple[int, ...]) -> tuple[Value, Value]:
+        return self._values(packed, lambda s, a: Splitter.channel_rows(s, a, dims), (packed.shape[0], *dims),
+                            packed.shape[:1])
+
+    def _values(self, packed: Value, cut: Any, weight_shape: tuple[int, ...], bias_shape: tuple[int, ...]
+                ) -> tuple[Value, Value]:
+        w, b = (None, None) if packed.const is None else cut(self, np.asarray(packed.const))
+        return (Value(packed.name, packed.dtype, tuple(weight_shape), const=w),
+                Value(packed.name, packed.dtype, tuple(bias_shape), const=b))
 
 
 def base_node(node: Node) -> Node:
     """The base op of a fused node as a plain node (its own inputs, the fused output): what capability and
-    the FLOP formulas judge. ``node`` itself when it is not fused. A packed weight is seen without its bias
-    row."""
+    the FLOP formulas judge. ``node`` itself when it is not fused. A packed weight is seen as the weight (and,
+    a Conv's, the bias input) it holds."""
     if not is_fused(node):
         return node
-    parts = epilogue_of(node)
-    count = base_input_count(len(node.inputs), parts)
-    inputs = list(node.inputs[:count])
-    if has_packed_bias(parts):
-        w = inputs[PACKED_WEIGHT_INPUT]
-        assert w is not None
-        inputs[PACKED_WEIGHT_INPUT] = Value(w.name, w.dtype, (w.shape[0] - 1, *w.shape[1:]),
-                                            const=None if w.const is None else np.asarray(w.const)[:-1])
+    inputs, _ = operands(node.attrs, list(node.inputs), _ShapeSplitter())
     return Node(node.id, node.op_type, node.name, inputs, list(node.outputs), base_attrs(node.attrs), "")
 
 
@@ -240,8 +276,7 @@ def epilogue_onnx(op_type: str, attrs: dict[str, Any], input_names: list[str], o
     nodes: list[onnx.NodeProto] = []
     inits: list[onnx.TensorProto] = []
     count = base_input_count(len(input_names), parts)
-    base_inputs, part_operands = operands(
-        parts, list(input_names), lambda weight: _sliced_rows(weight, opset, f"{prefix}_packed", nodes, inits))
+    base_inputs, part_operands = operands(attrs, list(input_names), _OnnxSplitter(opset, f"{prefix}_packed", nodes, inits))
     while base_inputs and not base_inputs[-1]:
         base_inputs = base_inputs[:-1]
     from hetc.ir.onnx_export import make_attribute   # (onnx_export imports this module)
@@ -283,18 +318,36 @@ def epilogue_onnx(op_type: str, attrs: dict[str, Any], input_names: list[str], o
     return nodes, inits
 
 
-def _sliced_rows(weight: str, opset: int, prefix: str, nodes: list[onnx.NodeProto],
-                 inits: list[onnx.TensorProto]) -> tuple[str, str]:
-    """Slice nodes (appended to ``nodes``) splitting a packed weight into its rows before the last and its last
-    row; the names of the two."""
-    names = [f"{prefix}_w", f"{prefix}_b"]
-    for name, (start, end) in zip(names, ((0, -1), (-1, np.iinfo(np.int64).max))):
-        if opset < 10:   # Slice's bounds are attributes before opset 10
-            node = helper.make_node("Slice", [weight], [name], name=name, starts=[start], ends=[end], axes=[0])
-        else:
-            bounds = [f"{name}_{k}" for k in ("starts", "ends", "axes")]
-            inits += [numpy_helper.from_array(np.array([v], dtype=np.int64), n)
-                      for n, v in zip(bounds, (start, end, 0))]
-            node = helper.make_node("Slice", [weight, *bounds], [name], name=name)
-        nodes.append(node)
-    return names[0], names[1]
+class _OnnxSplitter(Splitter):
+    """Cuts a packed weight's name with Slice (and Reshape) nodes appended to ``nodes``; their output names."""
+
+    def __init__(self, opset: int, prefix: str, nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto]):
+        self.opset, self.prefix, self.nodes, self.inits = opset, prefix, nodes, inits
+
+    def _slice(self, packed: str, name: str, start: int, end: int, axis: int) -> str:
+        if self.opset < 10:   # Slice's bounds are attributes before opset 10
+            self.nodes.append(helper.make_node("Slice", [packed], [name], name=name, starts=[start], ends=[end],
+                                               axes=[axis]))
+            return name
+        bounds = [f"{name}_{k}" for k in ("starts", "ends", "axes")]
+        self.inits += [numpy_helper.from_array(np.array([v], dtype=np.int64), n)
+                       for n, v in zip(bounds, (start, end, axis))]
+        self.nodes.append(helper.make_node("Slice", [packed, *bounds], [name], name=name))
+        return name
+
+    def _reshape(self, x: str, name: str, shape: tuple[int, ...]) -> str:
+        self.inits.append(numpy_helper.from_array(np.array(shape, dtype=np.int64), f"{name}_shape"))
+        self.nodes.append(helper.make_node("Reshape", [x, f"{name}_shape"], [name], name=name))
+        return name
+
+    def last_row(self, packed: str) -> tuple[str, str]:
+        return (self._slice(packed, f"{self.prefix}_w", 0, -1, 0),
+                self._slice(packed, f"{self.prefix}_b", -1, _END, 0))
+
+    def channel_rows(self, packed: str, dims: tuple[int, ...]) -> tuple[str, str]:
+        w = self._slice(packed, f"{self.prefix}_w2d", 0, -1, 1)
+        b = self._slice(packed, f"{self.prefix}_b2d", -1, _END, 1)
+        return self._reshape(w, f"{self.prefix}_w", (-1, *dims)), self._reshape(b, f"{self.prefix}_b", (-1,))
+
+
+_END = int(np.iinfo(np.int64).max)

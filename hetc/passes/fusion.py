@@ -15,8 +15,8 @@ from typing import Callable
 import numpy as np
 
 from hetc.ir import FLOAT_DTYPES, Graph, Node, Value
-from hetc.ir.fused import (EPILOGUE_ATTR, FUSABLE_BASE_OPS, FUSED_DOMAIN, PACKED_FROM, PACKED_WEIGHT_INPUT, PARTS_ATTR,
-                           EpiloguePart, is_fused)
+from hetc.ir.fused import (EPILOGUE_ATTR, FUSABLE_BASE_OPS, FUSED_DOMAIN, PACKED_BIAS_ATTR, PACKED_FROM,
+                           PACKED_WEIGHT_INPUT, PARTS_ATTR, EpiloguePart, is_fused)
 from hetc.passes.patterns import Match, Pattern, Rule, pattern, run_rules
 from hetc.passes.rewrite import new_constant
 
@@ -220,6 +220,38 @@ def _widen_sum(graph: Graph, m: Match) -> list[Node]:
 SUM_RULES: list[Rule] = [
     Rule("Add of a Sum as one more operand", pattern(("Add", ["x", "?e"], "y")), _sum_takes_add, _widen_sum),
 ]
+
+
+def _conv_bias_packable(m: Match) -> bool:
+    """A float Conv's weight and bias are constants that no other node reads (a model may share them): the
+    two may become one constant, one copy. Reshape's shape input (opset 5) writes it back as ONNX."""
+    conv, weight, bias = m.nodes["y"], m.captured["w"], m.captured["b"]
+    return (m.opset >= 5 and weight.is_const and bias.is_const and weight.dtype in FLOAT_DTYPES
+            and bias.dtype == weight.dtype and len(weight.shape) >= 3 and bias.shape == weight.shape[:1]
+            and weight.consumers == [conv] and bias.consumers == [conv]
+            and not {weight.name, bias.name} & m.graph_outputs)
+
+
+def _pack_conv_bias(graph: Graph, m: Match) -> list[Node]:
+    conv, weight, bias = m.nodes["y"], m.captured["w"], m.captured["b"]
+    w = np.asarray(weight.const)
+    packed = new_constant(graph, f"{weight.name}_and_bias",
+                          np.concatenate([w.reshape(w.shape[0], -1), np.asarray(bias.const).reshape(-1, 1)], axis=1))
+    attrs = {**conv.attrs, PACKED_BIAS_ATTR: [int(d) for d in w.shape[1:]]}
+    return [Node(conv.id, conv.op_type, conv.name, [m.anchor, packed], [m.output], attrs, FUSED_DOMAIN)]
+
+
+# A Conv's bias is its own input, not an epilogue part: one row per output channel, its weights then its bias
+# (hetc.ir.fused, "Packed bias"). Run before the epilogue rules, which then fuse onto the packed Conv.
+PACK_RULES: list[Rule] = [
+    Rule("Conv bias packed into the weight", pattern(("Conv", ["x", "?w", "?b"], "y"), keep_anchor=True),
+         _conv_bias_packable, _pack_conv_bias),
+]
+
+
+def run_pack_biases(graph: Graph) -> int:
+    """Pack each Conv's constant bias into its weight, in place; returns the number of rewrites."""
+    return sum(run_rules(graph, PACK_RULES).values())
 
 
 def run_merge_sums(graph: Graph) -> int:

@@ -10,7 +10,7 @@ from hetc.passes.conv_batchnorm import run_fold_conv_batchnorm
 from hetc.passes.dead_code import run_eliminate_dead_code
 from hetc.passes.fold_constants import run_fold_constants
 from hetc.passes.attention import run_fuse_composites
-from hetc.passes.fusion import FusionCheck, run_fuse_epilogues, run_merge_sums
+from hetc.passes.fusion import FusionCheck, run_fuse_epilogues, run_merge_sums, run_pack_biases
 from hetc.passes.identities import run_remove_identities
 from hetc.passes.qdq import run_lower_qdq
 from hetc.passes.patterns import Rule, run_rules
@@ -24,7 +24,8 @@ from hetc.passes.rewrite import renumber
 # attention and routers from their decomposed forms before epilogue fusion (which would otherwise take the
 # scores' scale and mask into the Q.K^T MatMul), epilogue fusion after BN and affine folding (a Conv+BN+Relu6
 # becomes one Conv+Clip), Sums take their Adds once epilogues took theirs, experts predicated once their gating
-# Mul is fused, DCE last to sweep what the others orphaned.
+# Mul is fused, DCE last to sweep what the others orphaned. A Conv's bias goes into its weight before the
+# epilogues fuse onto it (a MatMul's, an Add, with them: hetc.passes.fusion).
 PIPELINE: list[tuple[str, Callable[[Graph], int]]] = [
     ("remove_identities", run_remove_identities),
     ("lower_qdq", run_lower_qdq),
@@ -33,6 +34,7 @@ PIPELINE: list[tuple[str, Callable[[Graph], int]]] = [
     ("fold_affine", run_fold_affine),
     ("fuse_norms_attention", run_fuse_composites),
     ("fuse_routers", run_fuse_routers),
+    ("pack_biases", run_pack_biases),
     ("fuse_epilogues", run_fuse_epilogues),
     ("merge_sums", run_merge_sums),
     ("predicate_experts", run_predicate_experts),

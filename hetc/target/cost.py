@@ -81,8 +81,9 @@ def node_work(node: Node) -> NodeWork:
     if hit is not None and hit[0] == signature:
         return hit[1]
     epilogue = tuple((_part_class(op), flops) for op, flops in class_shares(node))
-    work = NodeWork(node_flops(node), node_bytes(node), node_class(node), compute_dtype(node), epilogue,
-                    conv_groups(base_node(node)))
+    base = base_node(node)   # (a fused node is judged by its base op: a packed Conv's weight shape is its own)
+    work = NodeWork(node_flops(node), node_bytes(node), node_class(base), compute_dtype(node), epilogue,
+                    conv_groups(base))
     node.memo[_MEMO_KEY] = (signature, work)
     return work
 

@@ -114,7 +114,7 @@ def _kernel_fn(op_type: str, domain: str, attrs: dict[str, Any]) -> KernelFn:
             raise KernelError(f"internal: no NPU/DSP kernel for {op}, a step of a fused {op_type}")
 
     def fused(call: KernelCall) -> np.ndarray:
-        base_inputs, part_operands = operands(parts, list(call.inputs))
+        base_inputs, part_operands = operands(attrs, list(call.inputs))
         produced = base_fn(KernelCall(op_type, plain_attrs, base_inputs, call.outputs, call.opset))
         acc = np.asarray(produced[0] if isinstance(produced, list) else produced)
 

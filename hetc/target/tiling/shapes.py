@@ -8,8 +8,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from hetc.ir import Node, Value, dtype_from_numpy
-from hetc.ir.fused import (EPILOGUE_ATTR, FUSED_DOMAIN, PACKED_WEIGHT_INPUT, base_input_count, base_node, epilogue_of,
-                           has_packed_bias, is_composite, is_fused)
+from hetc.ir.fused import (EPILOGUE_ATTR, FUSED_DOMAIN, PACKED_BIAS_ATTR, PACKED_WEIGHT_INPUT, base_input_count, base_node,
+                           epilogue_of, has_packed_bias, is_composite, is_fused, packed_dims)
 from hetc.target.tiling.boxes import Box, box_shape, broadcast_box
 from hetc.target.tiling.axes import Axis, Bands, Untileable, out_box
 from hetc.target.tiling.rules import RULES
@@ -55,6 +55,12 @@ def describe_tile(node: Node, axes: Sequence[Axis], bands: Bands, k: tuple[int, 
     y = node.outputs[0]
     ob = out_box(node, bands, axes)
     inputs: list[tuple[Any, Box] | None] = [None if box is None else (i, box) for i, box in enumerate(tile.inputs)]
+    dims = packed_dims(node.attrs)
+    if dims is not None:   # a packed Conv weight: the weight's output channels are its rows, the bias included
+        (source, (starts, ends)), packed = inputs[PACKED_WEIGHT_INPUT], node.inputs[PACKED_WEIGHT_INPUT]
+        if tuple(starts[1:]) != (0,) * len(dims) or tuple(ends[1:]) != dims or tile.replace:
+            raise Untileable(f"{base.op_type} with its bias packed in its weight is cut along output channels only")
+        inputs[PACKED_WEIGHT_INPUT:PACKED_WEIGHT_INPUT + 2] = [(source, ((starts[0], 0), (ends[0], packed.shape[1])))]
     parts = list(node.attrs.get(EPILOGUE_ATTR, [])) if is_fused(node) else []
     nbase = base_input_count(len(node.inputs), epilogue_of(node))
     if parts and any(i >= nbase for i in tile.replace):   # the added input would take an operand's place
@@ -78,8 +84,10 @@ def describe_tile(node: Node, axes: Sequence[Axis], bands: Bands, k: tuple[int, 
     attrs = {key: value for key, value in tile.attrs.items() if key != EPILOGUE_ATTR}
     if epilogue:
         attrs[EPILOGUE_ATTR] = epilogue
+    if dims is not None:
+        attrs[PACKED_BIAS_ATTR] = list(dims)
     # A composite's tile stays in the fused domain: the model's opset may predate its op (hetc.ir.fused).
-    domain = FUSED_DOMAIN if epilogue or is_composite(node) else ""
+    domain = FUSED_DOMAIN if epilogue or is_composite(node) or dims is not None else ""
     return TileShape(base.op_type, domain, attrs, tuple(inputs), ob, dict(tile.replace),
                      partial=k[0] < k[1] - 1)
 
