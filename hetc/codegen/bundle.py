@@ -25,7 +25,9 @@ from hetc.errors import BundleError, HetcError
 from hetc.memory.artifact import MemoryPlan
 from hetc.schedule.artifact import Schedule
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
+
+
 def _json_bytes(obj: Any) -> bytes:
     return (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
 
