@@ -64,19 +64,24 @@ def _packed_array(m: Match) -> np.ndarray:
     return np.concatenate([np.asarray(weight.const), np.asarray(bias.const).reshape(1, -1)])
 
 
+def _own_constant(v: Value | None, reader: Node, m: Match) -> bool:
+    """``v`` is a constant that ``reader`` alone reads (a model may share a weight or a bias): packing it
+    into another constant changes no other node."""
+    return v is not None and v.is_const and v.consumers == [reader] and v.name not in m.graph_outputs
+
+
 def _packable(m: Match) -> bool:
     """The Add's operand is a bias of a plain MatMul's constant 2-D weight (a row of one value per output
-    column) and neither constant has another reader: the two may become one constant, one copy."""
+    column), each constant its reader's own: the two may become one constant, one copy."""
     base, bias = m.anchor.producer, m.captured.get("e")
-    if base is None or base.domain != "" or base.op_type != "MatMul" or bias is None or not bias.is_const:
+    if base is None or base.domain != "" or base.op_type != "MatMul":
         return False
     weight = base.inputs[PACKED_WEIGHT_INPUT]
-    if weight is None or not weight.is_const or len(weight.shape) != 2 or weight.dtype != bias.dtype:
+    if not (_own_constant(weight, base, m) and _own_constant(bias, m.nodes["y"], m)):
         return False
-    columns = weight.shape[1]
-    return (bias.shape in ((columns,), (1, columns)) and m.anchor.shape[-1:] == (columns,)
-            and weight.consumers == [base] and bias.consumers == [m.nodes["y"]]
-            and not {weight.name, bias.name} & m.graph_outputs)
+    columns = weight.shape[1] if len(weight.shape) == 2 else None
+    return (weight.dtype == bias.dtype and bias.shape in ((columns,), (1, columns))
+            and m.anchor.shape[-1:] == (columns,))
 
 
 PartOf = Callable[[Match], EpiloguePart]
@@ -223,13 +228,12 @@ SUM_RULES: list[Rule] = [
 
 
 def _conv_bias_packable(m: Match) -> bool:
-    """A float Conv's weight and bias are constants that no other node reads (a model may share them): the
-    two may become one constant, one copy. Reshape's shape input (opset 5) writes it back as ONNX."""
+    """A float Conv's weight and bias are its own constants: the two may become one constant, one copy.
+    Reshape's shape input (opset 5) writes it back as ONNX."""
     conv, weight, bias = m.nodes["y"], m.captured["w"], m.captured["b"]
-    return (m.opset >= 5 and weight.is_const and bias.is_const and weight.dtype in FLOAT_DTYPES
-            and bias.dtype == weight.dtype and len(weight.shape) >= 3 and bias.shape == weight.shape[:1]
-            and weight.consumers == [conv] and bias.consumers == [conv]
-            and not {weight.name, bias.name} & m.graph_outputs)
+    return (m.opset >= 5 and _own_constant(weight, conv, m) and _own_constant(bias, conv, m)
+            and weight.dtype in FLOAT_DTYPES and bias.dtype == weight.dtype and len(weight.shape) >= 3
+            and bias.shape == weight.shape[:1])
 
 
 def _pack_conv_bias(graph: Graph, m: Match) -> list[Node]:
