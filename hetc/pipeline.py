@@ -30,7 +30,7 @@ from hetc.schedule.expected import routing_choices
 from hetc.sim import SimResult, simulate
 from hetc.stages import ProgressSink, StageClock
 from hetc.target import Target, load_target
-from hetc.target.lowering import fusion_check, lowering_rules
+from hetc.target.lowering import fusion_check, lowering_rules, packs_biases
 from hetc.version import __version__
 from hetc.validate import ValidationReport, check_npz_file, load_inputs_npz, make_inputs, validate
 from hetc.validate.weights import WEIGHT_CHOICES, randomize_weights
@@ -117,7 +117,7 @@ def build(model: str | Path | onnx.ModelProto, options: BuildOptions | None = No
         # a single-device strategy's graph is rewritten for that device alone
         usable = [options.scheduler[len("single:"):]] if options.scheduler.startswith("single:") else None
         graph = optimize(graph, stats, lowerings=lowering_rules(target, usable),
-                         fusion_check=fusion_check(target, usable))
+                         fusion_check=fusion_check(target, usable), pack_biases=packs_biases(target, usable))
         qdq = graph.metadata.get(QDQ_NOTE)   # what the QDQ lowering made integer, and why the rest stayed float
         lowered = int(stats.get("lower_for_target", {}).get("changed", 0))
         say(f"{len(graph.nodes)} nodes after folding" + (f"; {qdq}" if qdq else "")

@@ -352,3 +352,17 @@ def test_a_conv_weight_or_bias_another_node_reads_is_not_packed() -> None:
 def test_every_pack_rule_has_a_test() -> None:
     from hetc.passes.fusion import PACK_RULES
     assert [r.name for r in PACK_RULES] == ["Conv bias packed into the weight"]   # (the tests above)
+
+
+def test_biases_are_packed_only_where_a_device_has_weights_copied_in() -> None:
+    """cpu-only computes in DRAM (nothing copied: a packed weight would only be cut apart on every run);
+    edge-soc's NPU and DSP have their own memories, unless the build is for the CPU alone."""
+    from hetc.target.lowering import packs_biases
+    assert not packs_biases(load_target("cpu-only"))
+    assert packs_biases(load_target("edge-soc")) and not packs_biases(load_target("edge-soc"), ["cpu"])
+    rng = np.random.default_rng(13)
+    for build in (lambda r: _conv([helper.make_node("Relu", ["c"], ["y"])], r),
+                  lambda r: _matmul([helper.make_node("Add", ["c", "bias"], ["y"])], r)):
+        (node,) = optimize(import_model(build(rng)), pack_biases=False).nodes
+        assert "packed_bias" not in node.attrs and not any(p.packed for p in epilogue_of(node))
+        assert len(node.inputs) == 3   # the weight and the bias apart

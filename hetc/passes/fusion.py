@@ -154,11 +154,14 @@ def _gelu_tanh_patterns() -> list[Pattern]:
             pattern(*head, ("Mul", ["x", 0.5], "h"), ("Mul", ["h", "u"], "y"))]
 
 
+# A MatMul's constant bias goes into its weight (one constant, one DMA) before any other Add rule is tried;
+# left out where the target copies no weights (hetc.target.lowering.packs_biases).
+_PACK_EPILOGUE = ("bias Add packed into the weight", pattern(("Add", ["x", "?e"], "y")),
+                  _fixed("Add", **{"from": PACKED_FROM}), _packable)
 # The epilogue rules as (name, pattern, part[, condition]), tried in this order at every value until none
-# applies. A MatMul's constant bias goes into its weight first (one constant, one DMA), any other Add after.
+# applies.
 _EPILOGUES: list[tuple[str, Pattern, PartOf] | tuple[str, Pattern, PartOf, Condition]] = [
-    ("bias Add packed into the weight", pattern(("Add", ["x", "?e"], "y")), _fixed("Add", **{"from": PACKED_FROM}),
-     _packable),
+    _PACK_EPILOGUE,
     ("bias or residual Add", pattern(("Add", ["x", "?e"], "y")), _fixed("Add")),
     ("two-input Sum as Add", pattern(("Sum", ["x", "?e"], "y")), _fixed("Add")),   # old ResNet exports
     ("scale Mul", pattern(("Mul", ["x", "?e"], "y")), _fixed("Mul")),
@@ -176,9 +179,13 @@ _EPILOGUES: list[tuple[str, Pattern, PartOf] | tuple[str, Pattern, PartOf, Condi
 EPILOGUE_RULES: list[Rule] = [_rule(*rule) for rule in _EPILOGUES]
 
 
-def epilogue_rules(check: FusionCheck | None = None) -> list[Rule]:
-    """The epilogue rules, each also asking ``check`` whether the target wants the fused node."""
-    return EPILOGUE_RULES if check is None else [_rule(*rule, check=check) for rule in _EPILOGUES]
+def epilogue_rules(check: FusionCheck | None = None, pack_biases: bool = True) -> list[Rule]:
+    """The epilogue rules, each also asking ``check`` whether the target wants the fused node; without
+    ``pack_biases``, a bias Add fuses as any other Add."""
+    table = _EPILOGUES if pack_biases else [rule for rule in _EPILOGUES if rule is not _PACK_EPILOGUE]
+    if check is None and pack_biases:
+        return EPILOGUE_RULES
+    return [_rule(*rule, check=check) for rule in table]
 
 
 def _gelu_alone(m: Match) -> bool:
@@ -263,9 +270,9 @@ def run_merge_sums(graph: Graph) -> int:
     return sum(run_rules(graph, SUM_RULES).values())
 
 
-def run_fuse_epilogues(graph: Graph, check: FusionCheck | None = None) -> int:
+def run_fuse_epilogues(graph: Graph, check: FusionCheck | None = None, pack_biases: bool = True) -> int:
     """Fuse in place; returns the number of rewrites."""
-    return sum(run_rules(graph, epilogue_rules(check)).values())
+    return sum(run_rules(graph, epilogue_rules(check, pack_biases)).values())
 
 
 def fuse_epilogues(graph: Graph) -> Graph:

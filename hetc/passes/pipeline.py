@@ -43,18 +43,20 @@ PIPELINE: list[tuple[str, Callable[[Graph], int]]] = [
 
 
 def optimize(graph: Graph, stats: dict[str, dict[str, float]] | None = None,
-             lowerings: Sequence[Rule] = (), fusion_check: FusionCheck | None = None) -> Graph:
+             lowerings: Sequence[Rule] = (), fusion_check: FusionCheck | None = None,
+             pack_biases: bool = True) -> Graph:
     """A new, optimised graph (``graph`` is untouched) with nodes renumbered 0..n-1 in topological order.
 
     ``lowerings`` are a target's rewrite rules (hetc.target.lowering), run after Conv+BN and per-channel affine
     folding and before the fusions, so that a lowered node still takes its epilogue. ``fusion_check`` is the
-    target's say on each epilogue (hetc.target.lowering.fusion_check). If ``stats`` is given it receives, per
-    pass, the number of nodes it changed and its wall time."""
+    target's say on each epilogue (hetc.target.lowering.fusion_check); without ``pack_biases`` no bias
+    travels in its weight (hetc.target.lowering.packs_biases). If ``stats`` is given it receives, per pass,
+    the number of nodes it changed and its wall time."""
     result = graph.copy()
     steps = list(PIPELINE)
-    if fusion_check is not None:
-        steps = [(name, (lambda g: run_fuse_epilogues(g, fusion_check)) if name == "fuse_epilogues" else run)
-                 for name, run in steps]
+    if fusion_check is not None or not pack_biases:
+        steps = [(name, (lambda g: run_fuse_epilogues(g, fusion_check, pack_biases)) if name == "fuse_epilogues"
+                  else run) for name, run in steps if pack_biases or name != "pack_biases"]
     if lowerings:
         at = [name for name, _ in steps].index("fold_affine") + 1
         steps.insert(at, ("lower_for_target", lambda g: sum(run_rules(g, lowerings).values())))

@@ -174,6 +174,14 @@ def fusion_check(target: Any, devices: Collection[str] | None = None) -> Callabl
     return check
 
 
+def packs_biases(target: Any, devices: Collection[str] | None = None) -> bool:
+    """Whether biases should travel in their weights (``optimize(graph, pack_biases=...)``; docs/frontend.md,
+    "Packed biases"): only where some device (among ``devices`` when given) computes in a memory of its own,
+    into which its weights are copied. Where every device computes in DRAM nothing is copied, and a packed
+    weight only makes the CPU cut it apart on every run."""
+    return any(target.home(d) != target.dram for d in target.devices if devices is None or d in devices)
+
+
 def _mean_weight(graph: Graph | None, d: int, dtype: str) -> Value:
     """The (d, 1) column of 1/d a row mean multiplies by: one constant per graph, so that every norm of the
     same width reads the same bytes (one copy into each scratchpad, not one per norm)."""
