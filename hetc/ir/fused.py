@@ -164,39 +164,35 @@ def packed_dims(attrs: dict[str, Any]) -> tuple[int, ...] | None:
     return None if dims is None else tuple(int(d) for d in dims)
 
 
-def operands(attrs: dict[str, Any], inputs: list[Any], split: Splitter = Splitter()) -> tuple[list[Any], list[Any]]:
-    """A fused node's inputs (``attrs`` its attributes) as (the base op's inputs, each epilogue part's operand in
-    part order, None for a unary part's): the one statement of where a base input or a part's operand comes
-    from. A packed MatMul bias is the weight's last row, the base op reading the rows before it; a packed
-    Conv's weight gives the base op its weight and its bias."""
-    parts = [parse_part(t) for t in attrs.get(EPILOGUE_ATTR, [])]
+def operands(parts: list[EpiloguePart], dims: tuple[int, ...] | None, inputs: list[Any],
+             split: Splitter = Splitter()) -> tuple[list[Any], list[Any]]:
+    """A fused node's inputs as (the base op's inputs, each epilogue part's operand in part order, None for a
+    unary part's), given its ``parts`` (``epilogue_of``) and ``dims`` (``packed_dims``): the one statement of
+    where a base input or a part's operand comes from. A packed MatMul bias is the weight's last row, the base
+    op reading the rows before it; a packed Conv's weight gives the base op its weight and its bias."""
     count = base_input_count(len(inputs), parts)
     base, extra = list(inputs[:count]), iter(inputs[count:])
     packed_row = None
     if has_packed_bias(parts):
         base[PACKED_WEIGHT_INPUT], packed_row = split.last_row(base[PACKED_WEIGHT_INPUT])
-    dims = packed_dims(attrs)
     if dims is not None:
         base[PACKED_WEIGHT_INPUT:PACKED_WEIGHT_INPUT + 1] = split.channel_rows(base[PACKED_WEIGHT_INPUT], dims)
     return base, [packed_row if part.packed else next(extra) if part.binary else None for part in parts]
 
 
 class _ShapeSplitter(Splitter):
-    """Cuts a packed weight's Value into Values of the weight's and the bias's shapes (constant slices when
-    the packed weight is a constant)."""
+    """Cuts a packed weight's Value into Values of the weight's and the bias's shapes (views of the constant
+    when it is one)."""
 
     def last_row(self, packed: Value) -> tuple[Value, Value]:
-        return self._values(packed, Splitter.last_row, (packed.shape[0] - 1, *packed.shape[1:]), packed.shape[1:])
+        w, b = (None, None) if packed.const is None else super().last_row(np.asarray(packed.const))
+        return (Value(packed.name, packed.dtype, (packed.shape[0] - 1, *packed.shape[1:]), const=w),
+                Value(packed.name, packed.dtype, tuple(packed.shape[1:]), const=b))
 
     def channel_rows(self, packed: Value, dims: tuple[int, ...]) -> tuple[Value, Value]:
-        return self._values(packed, lambda s, a: Splitter.channel_rows(s, a, dims), (packed.shape[0], *dims),
-                            packed.shape[:1])
-
-    def _values(self, packed: Value, cut: Any, weight_shape: tuple[int, ...], bias_shape: tuple[int, ...]
-                ) -> tuple[Value, Value]:
-        w, b = (None, None) if packed.const is None else cut(self, np.asarray(packed.const))
-        return (Value(packed.name, packed.dtype, tuple(weight_shape), const=w),
-                Value(packed.name, packed.dtype, tuple(bias_shape), const=b))
+        w, b = (None, None) if packed.const is None else super().channel_rows(np.asarray(packed.const), dims)
+        return (Value(packed.name, packed.dtype, (packed.shape[0], *dims), const=w),
+                Value(packed.name, packed.dtype, tuple(packed.shape[:1]), const=b))
 
 
 def base_node(node: Node) -> Node:
@@ -205,7 +201,7 @@ def base_node(node: Node) -> Node:
     a Conv's, the bias input) it holds."""
     if not is_fused(node):
         return node
-    inputs, _ = operands(node.attrs, list(node.inputs), _ShapeSplitter())
+    inputs, _ = operands(epilogue_of(node), packed_dims(node.attrs), list(node.inputs), _ShapeSplitter())
     return Node(node.id, node.op_type, node.name, inputs, list(node.outputs), base_attrs(node.attrs), "")
 
 
@@ -276,7 +272,8 @@ def epilogue_onnx(op_type: str, attrs: dict[str, Any], input_names: list[str], o
     nodes: list[onnx.NodeProto] = []
     inits: list[onnx.TensorProto] = []
     count = base_input_count(len(input_names), parts)
-    base_inputs, part_operands = operands(attrs, list(input_names), _OnnxSplitter(opset, f"{prefix}_packed", nodes, inits))
+    base_inputs, part_operands = operands(parts, packed_dims(attrs), list(input_names),
+                                          _OnnxSplitter(opset, f"{prefix}_packed", nodes, inits))
     while base_inputs and not base_inputs[-1]:
         base_inputs = base_inputs[:-1]
     from hetc.ir.onnx_export import make_attribute   # (onnx_export imports this module)

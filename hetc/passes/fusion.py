@@ -59,9 +59,12 @@ def _absorb(part_of: Callable[[Match], EpiloguePart]) -> Callable[[Graph, Match]
 
 
 def _packed_array(m: Match) -> np.ndarray:
-    """The weight with the bias as one more row (hetc.ir.fused: ``Add from='weight'``)."""
-    weight, bias = m.anchor.producer.inputs[PACKED_WEIGHT_INPUT], m.captured["e"]
-    return np.concatenate([np.asarray(weight.const), np.asarray(bias.const).reshape(1, -1)])
+    """The weight with the bias as one more row (hetc.ir.fused: ``Add from='weight'``), made once per match
+    (the target's check and the rewrite both want it)."""
+    if "packed" not in m.captured:
+        weight, bias = m.anchor.producer.inputs[PACKED_WEIGHT_INPUT], m.captured["e"]
+        m.captured["packed"] = np.concatenate([np.asarray(weight.const), np.asarray(bias.const).reshape(1, -1)])
+    return m.captured["packed"]
 
 
 def _own_constant(v: Value | None, reader: Node, m: Match) -> bool:

@@ -17,7 +17,8 @@ from hetc.ir import np_dtype
 from hetc.sim.kernels._blas import pin_blas_threads
 from hetc.sim.kernels.cpu import cpu_node, run_on_cpu
 from hetc.sim.kernels.errors import KernelError
-from hetc.ir.fused import EPILOGUE_ATTR, FUSED_DOMAIN, base_attrs, operands, parse_part, part_steps, run_epilogue
+from hetc.ir.fused import (EPILOGUE_ATTR, FUSED_DOMAIN, base_attrs, operands, packed_dims, parse_part, part_steps,
+                           run_epilogue)
 from hetc.sim.kernels.registry import KERNELS, KernelCall, KernelFn
 from hetc.target.ops import KERNEL_SET, QUANTIZED_OPS, has_device_kernel
 from hetc.target.ops import kernel_limitation as kernel_limitation_of_attrs
@@ -108,13 +109,13 @@ def _kernel_fn(op_type: str, domain: str, attrs: dict[str, Any]) -> KernelFn:
     if domain != FUSED_DOMAIN:
         return KERNELS[op_type]
     parts = [parse_part(t) for t in attrs.get(EPILOGUE_ATTR, [])]
-    base_fn, plain_attrs = KERNELS[op_type], base_attrs(attrs)
+    base_fn, plain_attrs, dims = KERNELS[op_type], base_attrs(attrs), packed_dims(attrs)
     for op, _attrs, _operands in (step for part in parts for step in part_steps(part, 11)):
         if op not in KERNELS:
             raise KernelError(f"internal: no NPU/DSP kernel for {op}, a step of a fused {op_type}")
 
     def fused(call: KernelCall) -> np.ndarray:
-        base_inputs, part_operands = operands(attrs, list(call.inputs))
+        base_inputs, part_operands = operands(parts, dims, list(call.inputs))
         produced = base_fn(KernelCall(op_type, plain_attrs, base_inputs, call.outputs, call.opset))
         acc = np.asarray(produced[0] if isinstance(produced, list) else produced)
 
