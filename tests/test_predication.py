@@ -14,7 +14,7 @@ from hetc.frontend import import_model
 from hetc.ir.predicates import shared_gate, zero_fills
 from hetc.passes import optimize
 from hetc.sim import simulate
-from qdq_helpers import make_models
+from qdq_helpers import make_models, tool
 
 
 def _moe(tokens: int = 1, experts: int = 8, top_k: int | None = 2) -> onnx.ModelProto:
@@ -302,3 +302,12 @@ def test_the_build_reports_every_uniform_routing_beside_its_input_draws(moe_buil
     assert sorted(two_on.stats["gates_off"]) == gates[2:]
     assert predicated["uniform_us"] < predicated["worst_case_us"]
     assert abs(predicated["uniform_us"] - predicated["expected_us"]) < 0.2 * predicated["expected_us"]
+
+
+def test_the_moe_bound_is_below_every_routing_the_build_runs(moe_build):
+    """``tools/bench_moe.py``'s lower bound (the router, the chosen experts' bytes at DRAM's bandwidth, the
+    fastest expert node and the Sum) is below each of the router's 28 choices as simulated, and above the
+    bytes alone."""
+    bound = tool("bench_moe").routed_bound_ns(moe_build, 1, 8, 2, d_model=64, hidden=128)
+    bytes_alone = 2 * 4 * (64 * 128 + 128 + 128 * 64 + 64) / 20.0   # edge-soc's DRAM: 20 bytes per ns
+    assert bytes_alone < bound <= moe_build.summary["predicated"]["uniform_min_us"] * 1000
