@@ -12,6 +12,7 @@ message that names the memory, the time, the bytes needed and available, and wha
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, replace
 from typing import Callable, Literal
@@ -337,15 +338,16 @@ def _reuse_slack(storages: list[Storage], target: Target) -> dict[str, int]:
     Bytes that another buffer reuses are free once the reader's end has been signalled to the writer that
     takes them (the reuse dependency: ``hetc.memory.reuse``), ``sync_ns`` after it ends on another engine.
     Packed at the readers' ends, a reuse the scheduler's timing leaves less than that makes the writer wait
-    when the plan is timed (the one-token MoE on `edge-soc`: 299 ns). DRAM and every scratchpad whose live
+    when the plan is timed (`models/moe.onnx` on `edge-soc`: 299 ns). DRAM and every scratchpad whose live
     bytes fit with that slack pack with it; a crowded one packs at the readers' ends (keeping its bytes the
     longer cost more in repairs than the waits: ResNet-50 on `edge-soc` 38.6 -> 43.4 ms when every memory
     kept them), and loses the slack when its packing overflows."""
+    sync = math.ceil(target.sync_ns)
     slack = {}
     for name, memory in target.memories.items():
-        kept = [replace(s, end=s.end + target.sync_ns) for s in storages if s.memory == name]
+        kept = [replace(s, end=s.end + sync) for s in storages if s.memory == name]
         if name == target.dram or _live_peak(kept, memory.alignment)[0] <= memory.size:
-            slack[name] = target.sync_ns
+            slack[name] = sync
     return slack
 
 
