@@ -99,30 +99,3 @@ def test_a_repaired_plan_is_no_longer_faster_than_its_simulation():
     assert simulate(result.bundle, functional=False).makespan_ns <= plan.schedule.makespan_ns
     # and no task waits for its planned start (a copy did before: 295 ns the bundle never waited)
     _assert_no_slack(plan.schedule, plan.reuse_deps, result.target.sync_ns)
-
-
-def test_bytes_are_reused_a_semaphore_after_their_last_reader_where_the_memory_has_room():
-    # Packed at the readers' ends, a reuse the schedule left less than a semaphore made the writer wait when
-    # the plan was timed: 299 ns on the MoE. Where every memory has room, no reuse binds.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = build(str(MODELS / "moe.onnx"), BuildOptions(target="edge-soc"))
-    plan, sync = result.plan, result.target.sync_ns
-    assert plan.details["reuse_slack_ns"] == {m: sync for m in result.target.memories}
-    assert plan.details["shared_dram_ns"] == 0 and plan.reuse_deps
-    by_id = plan.schedule.by_id()
-    for writer, waits in plan.reuse_deps.items():
-        assert all(by_id[writer].start_ns >= by_id[w].end_ns + sync for w in waits)
-
-
-def test_a_crowded_memory_reuses_bytes_at_the_readers_ends():
-    # Holding bytes a semaphore longer costs repairs where the memory is full (ResNet-50 on edge-soc lost 12%
-    # when every memory kept them): the NPU's 160 KiB scratchpad packs without the slack, DRAM with it.
-    edge = load_target("edge-soc")
-    small = target_from_toml_text(edge.source.replace('size = "8MiB"', 'size = "160KiB"'), "small")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        plan = build(str(MODELS / "mobilenet_v2.onnx"), BuildOptions(target=small)).plan
-    assert "npu_sram" not in plan.details["reuse_slack_ns"] and plan.details["reuse_slack_ns"]["dram"] == 500
-    for name, stats in plan.stats.items():   # the bounds are of the lifetimes themselves, slack or not
-        assert stats.lower_bound_bytes <= stats.peak_bytes, name

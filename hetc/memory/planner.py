@@ -12,7 +12,6 @@ message that names the memory, the time, the bytes needed and available, and wha
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, replace
 from typing import Callable, Literal
@@ -105,7 +104,6 @@ def _plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s:
     table = build_table(graph, schedule, target)
     given = _storages(table, table.lifetimes(schedule), resolve_aliases(table, schedule, nodes))
     scheduled_live = _live_peaks(given, target)
-    slack = _reuse_slack(given, target)
     schedule, limited = _double_buffered(table, schedule, target, nodes, limit, given)
     double_buffered_ns = schedule.makespan_ns
     spills: list[Spill] = []
@@ -124,7 +122,7 @@ def _plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s:
             # Postponing only re-times: the table and the dependencies, which decide aliasing, stay as
             # they were, so the groups are recomputed only after a spill or a move changed them.
             aliases = resolve_aliases(table, schedule, nodes)
-        storages = _storages(table, lifetimes, aliases, slack)
+        storages = _storages(table, lifetimes, aliases)
         used = [m for m in target.memories if any(s.memory == m for s in storages)]
         share = budget / max(1, len(used))      # fixed budgets keep the plan reproducible
         crowded = _live_overflow(storages, target, margin)
@@ -152,8 +150,6 @@ def _plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s:
             if overflow is None:
                 break
         memory, t = overflow
-        if slack.pop(memory, None) is not None:
-            continue                            # packed at the readers' ends from now on
         if memory == target.dram:
             raise _overflow_error(memory, t, table, storages, lifetimes, target, layout, spilled=False)
         align = target.memories[memory].alignment
@@ -219,8 +215,7 @@ def _plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s:
     details = {"moved_nodes": moved, "prefetch_limit": limit, "limited_prefetches": limited,
                "double_buffered_ns": double_buffered_ns,
                "postponed_transfers": sorted(set(postponed)),
-               "staged_transfers": sorted(set(history.staged)), "delayed_tasks": delays, "spill_rounds": rounds,
-               "reuse_slack_ns": dict(sorted(slack.items()))}
+               "staged_transfers": sorted(set(history.staged)), "delayed_tasks": delays, "spill_rounds": rounds}
     # One schedule leaves this stage: the statistics describe it, the solver's own figures kept apart.
     stats = solver_stats.shipped(schedule.makespan_ns)
     if moved:
@@ -237,34 +232,26 @@ def _timed_with_shared_dram(plan: MemoryPlan, graph: Graph, table: BufferTable, 
     bundle starts it (``retime_shared``): the repairs re-time with fixed durations, so a copy they moved
     beside another DRAM user was planned as fast as alone, and they hold tasks at planned starts no semaphore
     states. The address-reuse dependencies hold through it, so the offsets stay valid; the lifetimes and
-    lower bounds follow the new times. The lower bounds are of the buffers' own lifetimes, without the reuse
-    slack (``_reuse_slack``): what the slack costs shows as peak bytes above them."""
+    lower bounds follow the new times."""
     schedule = plan.schedule
     problem = build_problem(graph, target, durations_of=lambda node: {})   # (the asks need no costs)
     tasks = retime_shared(schedule.tasks, target.sync_ns, task_asks(problem, schedule.tasks), plan.reuse_deps)
     if tasks is None or all(a is b for a, b in zip(tasks, schedule.tasks)):
-        bounds = _lower_bounds(plan.stats, _storages(table, table.lifetimes(schedule), aliases), table, layout,
-                               target)
-        return replace(plan, stats=bounds, details={**plan.details, "shared_dram_ns": 0})
+        return replace(plan, details={**plan.details, "shared_dram_ns": 0})
     makespan = max(t.end_ns for t in tasks)
     timed = replace(schedule, tasks=tasks, stats=schedule.stats.shipped(makespan))
     lifetimes = table.lifetimes(timed)
-    stats = _lower_bounds(layout.stats, _storages(table, lifetimes, aliases), table, layout, target)
+    storages = _storages(table, lifetimes, aliases)
+    stats = dict(layout.stats)
+    for name, st in stats.items():
+        align = target.memories[name].alignment
+        base = layout.constants_bytes if name == target.dram else 0
+        packed = [s for s in storages if s.memory == name and not (base and _is_constant(table, s))]
+        live, when, members = _live_peak(packed, align)
+        stats[name] = replace(st, lower_bound_bytes=base + live, peak_time_ns=when, peak_buffers=members)
     details = {**plan.details, "shared_dram_ns": makespan - schedule.makespan_ns}
     return _artifact(table, timed, target, lifetimes, aliases, replace(layout, stats=stats), list(plan.spills),
                      details, time.perf_counter() - began)
-
-
-def _lower_bounds(stats: dict[str, MemoryStats], storages: list[Storage], table: BufferTable, layout: _Layout,
-                  target: Target) -> dict[str, MemoryStats]:
-    """``stats`` with each memory's lower bound, and where it is reached, taken from ``storages``."""
-    out = dict(stats)
-    for name, st in stats.items():
-        base = layout.constants_bytes if name == target.dram else 0
-        packed = [s for s in storages if s.memory == name and not (base and _is_constant(table, s))]
-        live, when, members = _live_peak(packed, target.memories[name].alignment)
-        out[name] = replace(st, lower_bound_bytes=base + live, peak_time_ns=when, peak_buffers=members)
-    return out
 
 
 def _double_buffered(table: BufferTable, schedule: Schedule, target: Target, nodes: dict,
@@ -310,18 +297,14 @@ def _crowded(storages: list[Storage], name: str, memory, capacity: int) -> list[
     return stretches
 
 
-def _storages(table: BufferTable, lifetimes: dict[str, tuple[int, int]], aliases: dict[str, str],
-              slack: dict[str, int] | None = None) -> list[Storage]:
-    """One storage per alias group: live from its members' earliest start to their latest end, and ``slack``
-    longer in the memories it names (``_reuse_slack``), as large as the furthest byte any member touches
-    (members at offsets with strides included)."""
+def _storages(table: BufferTable, lifetimes: dict[str, tuple[int, int]], aliases: dict[str, str]) -> list[Storage]:
+    """One storage per alias group: live from its members' earliest start to their latest end, as large as
+    the furthest byte any member touches (members at offsets with strides included)."""
     groups: dict[str, Storage] = {}
     memo: dict = {}
-    slack = slack or {}
     for bid, spec in table.buffers.items():
         owner = aliases.get(bid, bid)
         start, end = lifetimes[bid]
-        end += slack.get(spec.memory, 0)
         size = member_end(table, bid, memo) if spec.region_of is not None else spec.size
         g = groups.get(owner)
         if g is None:
@@ -330,25 +313,6 @@ def _storages(table: BufferTable, lifetimes: dict[str, tuple[int, int]], aliases
             g.start, g.end, g.size = min(g.start, start), max(g.end, end), max(g.size, size)
             g.members.append(bid)
     return sorted(groups.values(), key=lambda g: g.owner)
-
-
-def _reuse_slack(storages: list[Storage], target: Target) -> dict[str, int]:
-    """The memories whose buffers can keep their bytes one semaphore past their last reader, and that time.
-
-    Bytes that another buffer reuses are free once the reader's end has been signalled to the writer that
-    takes them (the reuse dependency: ``hetc.memory.reuse``), ``sync_ns`` after it ends on another engine.
-    Packed at the readers' ends, a reuse the scheduler's timing leaves less than that makes the writer wait
-    when the plan is timed (`models/moe.onnx` on `edge-soc`: 299 ns). DRAM and every scratchpad whose live
-    bytes fit with that slack pack with it; a crowded one packs at the readers' ends (keeping its bytes the
-    longer cost more in repairs than the waits: ResNet-50 on `edge-soc` 38.6 -> 43.4 ms when every memory
-    kept them), and loses the slack when its packing overflows."""
-    sync = math.ceil(target.sync_ns)
-    slack = {}
-    for name, memory in target.memories.items():
-        kept = [replace(s, end=s.end + sync) for s in storages if s.memory == name]
-        if name == target.dram or _live_peak(kept, memory.alignment)[0] <= memory.size:
-            slack[name] = sync
-    return slack
 
 
 def _regioned(table: BufferTable, storages: list[Storage]) -> set[str]:
