@@ -45,8 +45,9 @@ def routed_bound_ns(routed: BuildResult, tokens: int, experts: int, top_k: int, 
     the router picks them), in the target's cost model (``SchedulingProblem.durations``, DRAM's bandwidth).
 
     A run picks ``experts * (1 - (1 - top_k / experts) ** tokens)`` distinct experts on average and their
-    float32 weights and biases cross DRAM no faster than its bandwidth: with more than one token, that is the
-    bound. With one token (the experts predicated), see ``_one_token_bound_ns``."""
+    float32 weights and biases cross DRAM no faster than its bandwidth: where the build computes every expert
+    (many tokens), that is the bound. Where it predicates them (a decode step), every run picks at least
+    ``top_k`` experts after its router: ``_one_token_bound_ns``."""
     problem = build_problem(routed.graph, routed.target)
     chosen = experts * (1 - (1 - top_k / experts) ** tokens)
     dram_ns = chosen * 4 * (d_model * hidden + hidden + hidden * d_model + d_model) / problem.dram_bandwidth
