@@ -304,8 +304,8 @@ def test_a_bias_another_node_reads_or_a_weight_of_two_matmuls_is_not_packed() ->
                            helper.make_node("Add", ["r", "bias"], ["y"])], rng)
     assert [p.text() for p in epilogue_of(optimize(import_model(shared_bias)).nodes[0])] == ["Add", "Add"]
     shared_weight = _matmul([helper.make_node("Add", ["c", "bias"], ["r"]),
-                             helper.make_node("MatMul", ["x", "w"], ["c2"]), helper.make_node("Add", ["r", "c2"], ["y"])],
-                            rng)
+                             helper.make_node("MatMul", ["x", "w"], ["c2"]),
+                             helper.make_node("Add", ["r", "c2"], ["y"])], rng)
     graph = optimize(import_model(shared_weight))
     assert all(not p.packed for n in graph.nodes for p in epilogue_of(n))
 

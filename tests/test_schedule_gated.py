@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from hetc.frontend import import_model
-from hetc.ir.fused import epilogue_of
 from hetc.passes import optimize
 from hetc.schedule.api import solve
 from hetc.schedule.expected import expected_makespan, gate_scenarios
@@ -23,10 +22,8 @@ def _problem(target: str = "edge-soc", experts: int = 8, packed_biases: bool = T
     """The one-token MoE's problem; without ``packed_biases`` each expert's bias stays a constant of its own (one
     more copy per projection: hetc.passes.fusion packs it into the weight), where the plans of the tests that
     ask for it differ as they describe."""
-    def unpacked(base, fused) -> bool:
-        return not any(part.packed for part in epilogue_of(fused))
     graph = optimize(import_model(make_models().moe(1, experts, 2, name=f"moe{experts}")),
-                     fusion_check=None if packed_biases else unpacked)
+                     pack_biases=packed_biases)
     return build_problem(graph, load_target(target))
 
 

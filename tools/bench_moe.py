@@ -83,19 +83,20 @@ def _one_token_bound_ns(routed: BuildResult, problem: SchedulingProblem, top_k: 
     nodes = [i for chain in chains for i in chain]
     if len(nodes) > MAX_ENUMERATED or not all(_is_chain(problem, chain) for chain in chains):
         return fastest(router) + sum(weights.values()) + fastest(combine)   # (tiled experts: the bytes alone)
+    ends_ns = fastest(router) + fastest(combine)   # (every chain starts with the router and ends with the sum)
     best = math.inf
     for on_dram in itertools.product((False, True), repeat=len(nodes)):
         placed = dict(zip(nodes, on_dram))
-        ends = [fastest(router) + fastest(combine)]
+        ends = [ends_ns]
         if serial_host:
-            ends.append(ends[0] + sum(fastest(i, True) for i in nodes if placed[i]))
+            ends.append(ends_ns + sum(fastest(i, True) for i in nodes if placed[i]))
         for chain in chains:
-            ends.append(ends[0] + sum(fastest(i, True) if placed[i] else weights[i] + fastest(i, False)
+            ends.append(ends_ns + sum(fastest(i, True) if placed[i] else weights[i] + fastest(i, False)
                                       for i in chain))
         copied = [i for i in nodes if not placed[i]]
         if copied:
-            ends.append(ends[0] + sum(weights[i] for i in copied) + min(fastest(i, False) for i in copied))
-        ends.append(ends[0] + sum(weights.values()))
+            ends.append(ends_ns + sum(weights[i] for i in copied) + min(fastest(i, False) for i in copied))
+        ends.append(ends_ns + sum(weights.values()))
         best = min(best, max(ends))
     return best
 

@@ -2,9 +2,9 @@
 
 Every task of the schedule is bound to the buffers it touches: a compute task reads its node's inputs (and,
 predicated, its gate after them) from and writes its outputs to its device's home memory; a transfer reads the
-value's buffer in ``src`` (and, predicated, its gate's in ``dst``) and writes the one in ``dst``. A buffer lives from the start of its writer to the end
-of its last reader (transfers count); graph inputs live from 0, graph outputs (their DRAM copy) until the
-makespan, constants for the whole run in DRAM's read-only region.
+value's buffer in ``src`` (and, predicated, its gate's in ``dst``) and writes the one in ``dst``. A buffer
+lives from the start of its writer to the end of its last reader (transfers count); graph inputs live from 0,
+graph outputs (their DRAM copy) until the makespan, constants for the whole run in DRAM's read-only region.
 
 Alias nodes (hetc.ir.tiles: Region, Assemble) are not tasks. The output of one gets a buffer in the memory the
 schedule puts it in (``Schedule.aliases``) that no task writes: it is *made by* other buffers (a Region's by

@@ -8,8 +8,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from hetc.ir import Node, Value, dtype_from_numpy
-from hetc.ir.fused import (EPILOGUE_ATTR, FUSED_DOMAIN, PACKED_BIAS_ATTR, PACKED_WEIGHT_INPUT, base_input_count, base_node,
-                           epilogue_of, has_packed_bias, is_composite, is_fused, packed_dims)
+from hetc.ir.fused import (EPILOGUE_ATTR, FUSED_DOMAIN, PACKED_BIAS_ATTR, PACKED_WEIGHT_INPUT, base_input_count,
+                           base_node, epilogue_of, has_packed_bias, is_composite, is_fused, packed_dims)
 from hetc.target.tiling.boxes import Box, box_shape, broadcast_box
 from hetc.target.tiling.axes import Axis, Bands, Untileable, out_box
 from hetc.target.tiling.rules import RULES
