@@ -52,6 +52,21 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     pass
 
 
+# The compiled libraries the compiler needs, in import order. A Ctrl-C landing inside an extension module's
+# initialisation can crash the process (onnx's nanobind module segfaults or aborts) or break the import, so
+# they load with Ctrl-C held; the interrupt is delivered right after.
+_EXTENSION_MODULES = ("numpy", "onnx", "onnxruntime", "ortools.sat.python.cp_model")
+
+
+def _import_extension_modules() -> None:
+    import importlib
+
+    from hetc.destination import interrupts_deferred
+    with interrupts_deferred():
+        for name in _EXTENSION_MODULES:
+            importlib.import_module(name)
+
+
 def _overrides(shape: list[str] | None, dim: list[str] | None) -> tuple[dict | None, dict | None]:
     from hetc.frontend import parse_dim_overrides, parse_shape_overrides
     return (parse_shape_overrides(shape) if shape else None), (parse_dim_overrides(dim) if dim else None)
@@ -88,6 +103,7 @@ def inspect(model: Path = typer.Argument(..., help="The ONNX model."), target: s
             shape: Optional[list[str]] = ShapeOpt, dim: Optional[list[str]] = DimOpt,
             as_json: bool = JsonOpt) -> None:
     """Op histogram, FLOPs, weights, output shapes, and which device can run each node (and why not)."""
+    _import_extension_modules()
     from hetc.inspect import inspect_model
     from hetc.inspect import render_inspect
     shapes, dims = _overrides(shape, dim)
@@ -135,6 +151,7 @@ def build(model: Path = typer.Argument(..., help="The ONNX model."),
           as_json: bool = JsonOpt,
           quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary output.")) -> None:
     """Compile MODEL for a target and write the bundle directory."""
+    _import_extension_modules()
     from hetc.codegen.bundle import check_output_dir
     from hetc.pipeline import BuildOptions, build as run_build
     shapes, dims = _overrides(shape, dim)
@@ -175,6 +192,7 @@ def simulate(bundle: Path = typer.Argument(..., help="A bundle directory written
                                                 help="Give every DRAM user the full bandwidth."),
              as_json: bool = JsonOpt) -> None:
     """Run a bundle in the discrete-event simulator."""
+    _import_extension_modules()
     from hetc.api import simulate as run_sim
     from hetc.destination import check_output_file
     from hetc.errors import OptionError
@@ -254,6 +272,7 @@ def validate(source: Path = typer.Argument(..., help="An ONNX model (compiled in
              npu_precision: str = PrecisionOpt,
              as_json: bool = JsonOpt) -> None:
     """Simulate functionally and compare every output with onnxruntime; exit 1 on a mismatch."""
+    _import_extension_modules()
     from hetc.errors import OptionError
     from hetc.validate import check_npz_file
     precision = _precision(npu_precision)
@@ -296,6 +315,7 @@ def gantt(bundle: Path = typer.Argument(..., help="A bundle directory written by
                                                    help="Draw the simulated run (timing-only) or the plan "
                                                    "(default: what the build drew).")) -> None:
     """Export the bundle's schedule as a Gantt chart (the bundle itself is never modified)."""
+    _import_extension_modules()
     from hetc.api import as_bundle
     from hetc.errors import OptionError
     from hetc.pipeline import check_gantt_formats
@@ -328,6 +348,7 @@ def sweep(spec: Path = typer.Argument(..., help="A sweep spec TOML (see examples
           trials: int = typer.Option(20, "--trials", help="Optuna trials per model and scheduler."),
           quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary.")) -> None:
     """Compile and simulate every point of a design-space sweep (on Ray) and write the results to -o."""
+    _import_extension_modules()
     from hetc.console import stderr
     from hetc.errors import OptionError
     from hetc.sweep import finish, load_spec, require_ray, run_sweep

@@ -239,6 +239,44 @@ def test_ctrl_c_during_the_imports_exits_130(tmp_path: Path) -> None:
     assert "import" not in proc.stderr   # it landed before the first stage
 
 
+# Runs `hetc build` in-process with SIGINT sent from the first Python function that a given extension
+# module's initialisation calls: where the timed test above lands by chance (onnx's nanobind module then
+# crashed the process with SIGABRT or SIGSEGV; OR-Tools' raised ImportError).
+_CTRL_C_INSIDE_AN_EXTENSION = """
+import importlib.machinery, os, signal, sys
+from hetc import cli
+
+module, inside = sys.argv[1], False
+def profile(frame, event, arg):
+    global inside
+    if event == "c_call" and getattr(arg, "__name__", "") in ("create_dynamic", "exec_dynamic"):
+        inside = True
+    elif event == "call" and inside:
+        sys.setprofile(None)
+        os.kill(os.getpid(), signal.SIGINT)
+
+create = importlib.machinery.ExtensionFileLoader.create_module
+def create_module(self, spec):
+    if spec.name == module:
+        sys.setprofile(profile)
+    return create(self, spec)
+importlib.machinery.ExtensionFileLoader.create_module = create_module
+sys.argv = ["hetc", "build", *sys.argv[2:]]
+sys.exit(cli.main())
+"""
+
+
+@pytest.mark.parametrize("module", ["numpy._core._multiarray_umath", "onnx.onnx_cpp2py_export",
+                                    "onnxruntime.capi.onnxruntime_pybind11_state",
+                                    "ortools.sat.python.cp_model_helper"])
+def test_ctrl_c_while_an_extension_module_loads_exits_130(module: str, tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-c", _CTRL_C_INSIDE_AN_EXTENSION, module, str(TINY),
+                           "-o", str(tmp_path / "b")], capture_output=True, text=True, env=_env(), timeout=120,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    _assert_interrupted(proc, tmp_path / "b")
+    assert "import" not in proc.stderr
+
+
 def test_ctrl_c_during_the_cpsat_solve_exits_130_and_kills_the_solver(tmp_path: Path) -> None:
     # ResNet-50 tiled for multi-npu: some 600 tiles, a solve of several seconds however idle the machine is
     # (mobilenet_v2's solve could end within the delay)
