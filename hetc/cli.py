@@ -55,7 +55,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 # The compiled libraries the compiler needs, in import order. A Ctrl-C landing inside an extension module's
 # initialisation can crash the process (onnx's nanobind module segfaults or aborts) or break the import, so
 # they load with Ctrl-C held; the interrupt is delivered right after.
-_EXTENSION_MODULES = ("numpy", "onnx", "onnxruntime", "ortools.sat.python.cp_model")
+_EXTENSION_MODULES = ("numpy", "onnx", "onnxruntime", "ortools.sat.python.cp_model", "ortools.linear_solver.pywraplp")
 
 
 def _import_extension_modules() -> None:
