@@ -162,3 +162,18 @@ def test_reuse_deps_order_every_earlier_user_of_reused_bytes():
                         assert tasks[last].end_ns <= writer.start_ns
                         checked += 1
     assert checked > 0
+
+
+def test_each_reuse_dependency_names_the_storage_whose_bytes_its_writer_takes_over():
+    from hetc.memory.reuse import taken_over
+    graph = chain_graph(["Conv", "Softmax", "Conv", "Softmax", "Conv"], weights={0: (1, 512), 2: (1, 512)})
+    target = make_target()
+    plan = plan_memory(graph, list_schedule(graph, target, {n.id: "npu" for n in graph}), target)
+    pairs = [(w, u) for w, users in plan.reuse_deps.items() for u in users]
+    assert pairs and taken_over(plan, []) == set()
+    for writer, user in pairs:
+        (owner,) = taken_over(plan, [(writer, user)])   # (one storage of the user's here)
+        written = [plan.buffer(b) for b in plan.task_buffers[writer].writes]
+        taken = plan.buffer(owner)
+        assert any(w.memory == taken.memory and w.offset < taken.end and taken.offset < w.end for w in written)
+        assert taken.end_ns <= plan.schedule.by_id()[writer].start_ns

@@ -99,3 +99,26 @@ def test_a_repaired_plan_is_no_longer_faster_than_its_simulation():
     assert simulate(result.bundle, functional=False).makespan_ns <= plan.schedule.makespan_ns
     # and no task waits for its planned start (a copy did before: 295 ns the bundle never waited)
     _assert_no_slack(plan.schedule, plan.reuse_deps, result.target.sync_ns)
+
+
+def test_bytes_another_engine_takes_over_are_held_a_semaphore_where_that_is_free(monkeypatch):
+    # The 16-token MoE on edge-soc: packed at its readers' ends, one buffer's bytes went to a writer on another
+    # engine 299 ns after the last read, and timed as the bundle runs (a semaphore between them) the writer
+    # waited; held a semaphore longer, they go elsewhere, in no more bytes.
+    from hetc.memory import planner
+
+    def planned(rounds: int):
+        monkeypatch.setattr(planner, "HOLD_ROUNDS", rounds)
+        return build(str(MODELS / "moe.onnx"), BuildOptions(target="edge-soc"))
+
+    rounds = planner.HOLD_ROUNDS
+    packed_at_the_ends, held = planned(0), planned(rounds)
+    assert packed_at_the_ends.plan.details["shared_dram_ns"] > 0
+    assert held.plan.details["held_for_reuse"] >= 1 and held.plan.details["shared_dram_ns"] == 0
+    assert held.plan.schedule.makespan_ns < packed_at_the_ends.plan.schedule.makespan_ns
+    for name, stats in held.plan.stats.items():
+        assert stats.peak_bytes <= packed_at_the_ends.plan.stats[name].peak_bytes
+        assert stats.lower_bound_bytes == packed_at_the_ends.plan.stats[name].lower_bound_bytes
+    held.plan.verify(held.target)
+    assert simulate(held.bundle, functional=False).makespan_ns <= held.plan.schedule.makespan_ns
+    _assert_no_slack(held.plan.schedule, held.plan.reuse_deps, held.target.sync_ns)

@@ -12,6 +12,7 @@ message that names the memory, the time, the bytes needed and available, and wha
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, replace
 from typing import Callable, Literal
@@ -26,7 +27,7 @@ from hetc.memory.lifetimes import BufferTable, build_table
 from hetc.memory.packing import live_profile, pack
 from hetc.memory.prefetch import Stretch, limit_prefetch
 from hetc.memory.retime import retime_shared
-from hetc.memory.reuse import reuse_dependencies
+from hetc.memory.reuse import reuse_dependencies, taken_over
 from hetc.memory.spill import Postponements, spill_at
 from hetc.schedule.artifact import Schedule
 from hetc.schedule.dram import task_asks
@@ -41,6 +42,7 @@ MAX_MOVES = 32
 # on `multi-npu`, before its split outputs joined in the L2: 1.015x, against 1.000x left to the repairs;
 # docs/memory.md, "Capacity").
 DOUBLE_BUFFER_RETRY = 1.01
+HOLD_ROUNDS = 3            # re-packings holding bytes for a writer on another engine (_held_for_reuse)
 EXCESS_ROUNDS = 6          # re-timings of the "excess" double buffering: each sees where the last left crowding
 # Prefetches double buffering limits: every one waiting through a crowded stretch, only enough of them to
 # cover each stretch's excess, or none (the repairs alone).
@@ -223,7 +225,62 @@ def _plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s:
     schedule = replace(schedule, stats=stats)
     plan = _artifact(table, schedule, target, lifetimes, aliases, layout, spills, details,
                      time.perf_counter() - began)
-    return _timed_with_shared_dram(plan, graph, table, aliases, layout, target, began)
+    shipped = _timed_with_shared_dram(plan, graph, table, aliases, layout, target, began)
+    return _held_for_reuse(shipped, plan, graph, table, lifetimes, aliases, layout, target, share, began)
+
+
+def _held_for_reuse(shipped: MemoryPlan, plan: MemoryPlan, graph: Graph, table: BufferTable,
+                    lifetimes: dict[str, tuple[int, int]], aliases: dict[str, str], layout: _Layout,
+                    target: Target, seconds: float, began: float) -> MemoryPlan:
+    """``shipped``, or ``plan`` re-packed so that bytes another engine's writer takes over are held a semaphore
+    past their last user (``sync_ns``), where it packs in no more bytes and, timed as the bundle runs, ends
+    sooner.
+
+    Packed at the users' own ends, a reuse the schedule leaves less than a semaphore makes the writer wait for
+    it once the plan is timed as the bundle runs (the 16-token MoE on `edge-soc`: 299 ns). Holding every
+    buffer's bytes that long cost more bytes than it saved time (docs/benchmarks.md, "A semaphore's slack in
+    the packing"), so only the storages whose reuse made its writer wait are held, in rounds while they gain (a
+    re-packing may make new such reuses), and a memory keeps its packing unless the new one is no larger."""
+    if shipped.details["shared_dram_ns"] <= 0:
+        return shipped   # looked for only where the timing as the bundle runs lost time
+    details = {k: v for k, v in plan.details.items() if k not in ("seconds", "methods", "aliases", "spills")}
+    sync = math.ceil(target.sync_ns)
+    held: set[str] = set()
+    timed = shipped
+    for _ in range(HOLD_ROUNDS):
+        planned, ran = plan.schedule.by_id(), timed.schedule.by_id()
+        waited = [(w, u) for w, users in plan.reuse_deps.items() for u in users
+                  if planned[w].start_ns < planned[u].end_ns + sync and ran[w].start_ns == ran[u].end_ns + sync]
+        waiting = taken_over(plan, waited) - held
+        if not waiting:
+            break
+        held |= waiting
+        storages = _storages(table, lifetimes, aliases, dict.fromkeys(held, sync))
+        layout = _repacked(layout, table, storages, target, {s.memory for s in storages if s.owner in waiting},
+                           seconds)
+        plan = _artifact(table, plan.schedule, target, lifetimes, aliases, layout, list(plan.spills),
+                         {**details, "held_for_reuse": len(held)}, time.perf_counter() - began)
+        timed = _timed_with_shared_dram(plan, graph, table, aliases, layout, target, began)
+        if timed.schedule.makespan_ns >= shipped.schedule.makespan_ns:
+            break
+        shipped = timed
+    return shipped
+
+
+def _repacked(layout: _Layout, table: BufferTable, storages: list[Storage], target: Target, memories: set[str],
+              seconds: float) -> _Layout:
+    """``layout`` with each of ``memories`` packed again from ``storages`` where that takes no more bytes."""
+    out = _Layout(dict(layout.offsets), dict(layout.stats), dict(layout.methods), layout.constants_bytes)
+    for name in sorted(memories):
+        was = layout.stats[name]
+        base = layout.constants_bytes if name == target.dram else 0
+        again = _layout(table, storages, target, [name], seconds, restarts=True, enough=was.peak_bytes - base)
+        if again.stats[name].peak_bytes <= was.peak_bytes:
+            owners = {s.owner for s in storages if s.memory == name}
+            out.offsets.update({o: off for o, off in again.offsets.items() if o in owners})
+            out.stats[name] = replace(was, peak_bytes=again.stats[name].peak_bytes)
+            out.methods[name] = again.methods[name]
+    return out
 
 
 def _timed_with_shared_dram(plan: MemoryPlan, graph: Graph, table: BufferTable, aliases: dict[str, str],
@@ -297,14 +354,18 @@ def _crowded(storages: list[Storage], name: str, memory, capacity: int) -> list[
     return stretches
 
 
-def _storages(table: BufferTable, lifetimes: dict[str, tuple[int, int]], aliases: dict[str, str]) -> list[Storage]:
-    """One storage per alias group: live from its members' earliest start to their latest end, as large as
-    the furthest byte any member touches (members at offsets with strides included)."""
+def _storages(table: BufferTable, lifetimes: dict[str, tuple[int, int]], aliases: dict[str, str],
+              held: dict[str, int] | None = None) -> list[Storage]:
+    """One storage per alias group: live from its members' earliest start to their latest end (and the
+    ``held`` ns longer for the owners it names), as large as the furthest byte any member touches (members
+    at offsets with strides included)."""
     groups: dict[str, Storage] = {}
     memo: dict = {}
+    held = held or {}
     for bid, spec in table.buffers.items():
         owner = aliases.get(bid, bid)
         start, end = lifetimes[bid]
+        end += held.get(owner, 0)
         size = member_end(table, bid, memo) if spec.region_of is not None else spec.size
         g = groups.get(owner)
         if g is None:
@@ -389,11 +450,12 @@ def _pad(size: int, alignment: int) -> int:
 
 
 def _layout(table: BufferTable, storages: list[Storage], target: Target, memories: list[str],
-            seconds: float, restarts: bool = False, memo: dict | None = None) -> _Layout:
+            seconds: float, restarts: bool = False, memo: dict | None = None, enough: int | None = None) -> _Layout:
     """Pack ``memories``, each given ``seconds``; DRAM's constants take the fixed region at its bottom. The
     search restarts from its local optima (using all of ``seconds``) only when asked: the packings inside the
     repair loop only need to fit, the one that ships is polished once (``_polish``): they stop once a
-    scratchpad fits. ``memo`` keeps each packing by its intervals for the next rounds."""
+    scratchpad fits. ``memo`` keeps each packing by its intervals for the next rounds. ``enough`` (bytes,
+    without DRAM's constants) stops each search once its peak is at most that."""
     offsets: dict[str, int] = {}
     stats: dict[str, MemoryStats] = {}
     methods: dict[str, str] = {}
@@ -410,11 +472,11 @@ def _layout(table: BufferTable, storages: list[Storage], target: Target, memorie
         intervals = [(s.start, s.end, s.size) for s in packed]
         # Inside the repairs a scratchpad's packing only has to fit (the one that ships is polished); DRAM's
         # is never polished, so it gets the full search.
-        enough = memory.size if not restarts and name != target.dram else None
-        key = (tuple(intervals), memory.alignment, seconds, restarts, enough)
+        stop = enough if enough is not None else memory.size if not restarts and name != target.dram else None
+        key = (tuple(intervals), memory.alignment, seconds, restarts, stop)
         result = memo.get(key) if memo is not None else None
         if result is None:   # packing is deterministic: the same intervals get the same offsets again
-            result = pack(intervals, memory.alignment, seconds, restarts, enough)
+            result = pack(intervals, memory.alignment, seconds, restarts, stop)
             if memo is not None:
                 memo[key] = result
         for s, off in zip(packed, result.offsets):

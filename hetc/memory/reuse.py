@@ -57,6 +57,23 @@ def reuse_dependencies(plan: MemoryPlan) -> dict[int, tuple[int, ...]]:
     return {t: tuple(sorted(d)) for t, d in sorted(deps.items())}
 
 
+def taken_over(plan: MemoryPlan, pairs: list[tuple[int, int]]) -> set[str]:
+    """The storages (their owners) whose bytes the first task of a pair in ``pairs`` (writer, user) writes over
+    after the second used them: for each address-reuse dependency named."""
+    if not pairs:
+        return set()
+    buffers = {b.id: b for b in plan.buffers}
+    owners: set[str] = set()
+    for writer, user in pairs:
+        written = [buffers[bid] for bid in plan.task_buffers[writer].writes]
+        for bid in (*plan.task_buffers[user].reads, *plan.task_buffers[user].writes):
+            b = buffers.get(bid) if bid is not None else None
+            if b is not None and any(w.memory == b.memory and w.offset < b.end and b.offset < w.end
+                                     for w in written):
+                owners.add(b.alias_of or b.id)
+    return owners
+
+
 def _last_users(users: set[int], tasks: dict) -> dict[str, int]:
     """Per engine, the user that ends last (the first of equals in ``users``' order)."""
     last: dict[str, int] = {}
