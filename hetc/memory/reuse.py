@@ -1,6 +1,7 @@
 """Address-reuse dependencies: when a buffer takes over bytes another buffer used earlier, its writer must
-wait for the earlier buffer's last users. The plan's times already respect this; the edges let codegen make
-it hold on any timing (the simulator's can differ from the plan's), with one semaphore per other engine."""
+wait for the earlier buffer's last users: of each other engine, the last in its program order. The plan's
+times already respect this; the edges let codegen make it hold on any timing (the simulator's can differ
+from the plan's), with one semaphore per other engine."""
 from __future__ import annotations
 
 import numpy as np
@@ -50,11 +51,25 @@ def reuse_dependencies(plan: MemoryPlan) -> dict[int, tuple[int, ...]]:
             earlier = np.flatnonzero((lo < b["hi"]) & (hi > b["lo"]) & (end <= b["start"]))
             for first in sorted(firsts):
                 engine = tasks[first].engine
-                extra = {u for a in earlier if a != i for e, u in lasts[a].items() if e != engine}
-                extra -= set(tasks[first].deps)
-                if extra:
-                    deps.setdefault(first, set()).update(extra)
-    return {t: tuple(sorted(d)) for t, d in sorted(deps.items())}
+                deps.setdefault(first, set()).update(
+                    u for a in earlier if a != i for e, u in lasts[a].items() if e != engine)
+    # An engine runs its tasks in program order: of each engine's users only the last is waited for, and none
+    # where the writer already depends on that task or a later one of that engine.
+    order = {t.id: i for lane in plan.schedule.engine_tasks().values() for i, t in enumerate(lane)}
+    out: dict[int, tuple[int, ...]] = {}
+    for first, users in sorted(deps.items()):
+        last: dict[str, int] = {}
+        for u in users:
+            e = tasks[u].engine
+            if e not in last or order[u] > order[last[e]]:
+                last[e] = u
+        for d in tasks[first].deps:
+            e = tasks[d].engine
+            if e in last and order[d] >= order[last[e]]:
+                del last[e]
+        if last:
+            out[first] = tuple(sorted(last.values()))
+    return out
 
 
 def taken_over(plan: MemoryPlan, pairs: list[tuple[int, int]]) -> set[str]:
@@ -75,7 +90,7 @@ def taken_over(plan: MemoryPlan, pairs: list[tuple[int, int]]) -> set[str]:
 
 
 def _last_users(users: set[int], tasks: dict) -> dict[str, int]:
-    """Per engine, the user that ends last (the first of equals in ``users``' order)."""
+    """Per engine, the user that ends last (of equals, the first in ``users``' order)."""
     last: dict[str, int] = {}
     for u in users:
         e = tasks[u].engine
