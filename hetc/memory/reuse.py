@@ -37,12 +37,13 @@ def reuse_dependencies(plan: MemoryPlan) -> dict[int, tuple[int, ...]]:
         if b.id == owner:
             g["owner"] = b.id
     deps: dict[int, set[int]] = {}
+    order = {t.id: i for lane in plan.schedule.engine_tasks().values() for i, t in enumerate(lane)}
     by_memory: dict[str, list[dict]] = {}
     for (memory, _), g in groups.items():
         by_memory.setdefault(memory, []).append(g)
     for storages in by_memory.values():
         lo, hi, end = (np.array([g[k] for g in storages], dtype=np.int64) for k in ("lo", "hi", "end"))
-        lasts = [_last_users(g["users"], tasks) for g in storages]
+        lasts = [_last_users(g["users"], tasks, order) for g in storages]
         for i, b in enumerate(storages):
             firsts = writers.get(b.get("owner", ""), ()) or b["writers"]
             if not firsts:
@@ -55,14 +56,9 @@ def reuse_dependencies(plan: MemoryPlan) -> dict[int, tuple[int, ...]]:
                     u for a in earlier if a != i for e, u in lasts[a].items() if e != engine)
     # An engine runs its tasks in program order: of each engine's users only the last is waited for, and none
     # where the writer already depends on that task or a later one of that engine.
-    order = {t.id: i for lane in plan.schedule.engine_tasks().values() for i, t in enumerate(lane)}
     out: dict[int, tuple[int, ...]] = {}
     for first, users in sorted(deps.items()):
-        last: dict[str, int] = {}
-        for u in users:
-            e = tasks[u].engine
-            if e not in last or order[u] > order[last[e]]:
-                last[e] = u
+        last = _last_users(users, tasks, order)
         for d in tasks[first].deps:
             e = tasks[d].engine
             if e in last and order[d] >= order[last[e]]:
@@ -89,11 +85,11 @@ def taken_over(plan: MemoryPlan, pairs: list[tuple[int, int]]) -> set[str]:
     return owners
 
 
-def _last_users(users: set[int], tasks: dict) -> dict[str, int]:
-    """Per engine, the user that ends last (of equals, the first in ``users``' order)."""
+def _last_users(users: set[int], tasks: dict, order: dict[int, int]) -> dict[str, int]:
+    """Per engine, the user last in that engine's program ``order``."""
     last: dict[str, int] = {}
     for u in users:
         e = tasks[u].engine
-        if e not in last or tasks[u].end_ns > tasks[last[e]].end_ns:
+        if e not in last or order[u] > order[last[e]]:
             last[e] = u
     return last
