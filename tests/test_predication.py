@@ -184,6 +184,12 @@ def test_experts_never_wait_for_each_others_bytes(moe_build):
     assert crossing == []
 
 
+def test_a_predicated_writer_waits_for_the_users_of_the_bytes_it_takes_over_without_its_data_deps(moe_build):
+    from test_memory_planner import _assert_reuse_deps
+    assert any(t.when for t in moe_build.plan.schedule.tasks if t.id in moe_build.plan.reuse_deps)
+    _assert_reuse_deps(moe_build.plan)
+
+
 def test_experts_share_bytes_when_they_would_not_fit_apart(moe_build):
     from hetc.memory.lifetimes import build_table
 

@@ -55,11 +55,12 @@ def reuse_dependencies(plan: MemoryPlan) -> dict[int, tuple[int, ...]]:
                 deps.setdefault(first, set()).update(
                     u for a in earlier if a != i for e, u in lasts[a].items() if e != engine)
     # An engine runs its tasks in program order: of each engine's users only the last is waited for, and none
-    # where the writer already depends on that task or a later one of that engine.
+    # where the writer already depends on that task or a later one of that engine, unless the writer is
+    # predicated: skipped, it drops dependencies a reuse would still need (codegen.sync.skippable_deps).
     out: dict[int, tuple[int, ...]] = {}
     for first, users in sorted(deps.items()):
         last = _last_users(users, tasks, order)
-        for d in tasks[first].deps:
+        for d in tasks[first].deps if tasks[first].when is None else ():
             e = tasks[d].engine
             if e in last and order[d] >= order[last[e]]:
                 del last[e]
