@@ -87,9 +87,14 @@ def test_existing_directory_needs_force(tmp_path: Path) -> None:
     other = tmp_path / "not_a_bundle"
     other.mkdir()
     (other / "thesis.tex").write_text("precious")
+    for force in (False, True):   # never "pass --force" where --force would refuse too
+        with pytest.raises(BundleError, match="not a hetc bundle"):
+            bundle.save(other, force=force)
+    afile = tmp_path / "notes.txt"
+    afile.write_text("precious")
     with pytest.raises(BundleError, match="not a hetc bundle"):
-        bundle.save(other, force=True)
-    assert (other / "thesis.tex").read_text() == "precious"
+        bundle.save(afile)
+    assert (other / "thesis.tex").read_text() == "precious" and afile.read_text() == "precious"
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -160,11 +160,12 @@ def check_output_dir(directory: str | os.PathLike[str], force: bool = False) -> 
     not end in a refusal. It creates the parent directory."""
     target = Path(directory)
     if target.exists():
-        if not force:
-            raise BundleError(f"bundle directory '{target}' already exists; pass --force to overwrite it")
+        # (a file or someone else's directory first: "pass --force" would be the wrong advice there)
         if not target.is_dir() or (any(target.iterdir()) and not (target / MANIFEST).exists()):
             raise BundleError(f"'{target}' exists and is not a hetc bundle; refusing to overwrite it even "
                               "with --force; choose another output directory")
+        if not force:
+            raise BundleError(f"bundle directory '{target}' already exists; pass --force to overwrite it")
     make_parent(target, "the bundle")
     probe = _sibling(target, "tmp")
     shutil.rmtree(probe, ignore_errors=True)   # a leftover of a killed build with this process id
