@@ -16,7 +16,8 @@ from hetc.ir import Graph, Value, to_onnx
 from hetc.memory import MemoryPlan, plan_memory
 from hetc.memory.aliasing import resolve_aliases
 from hetc.memory.lifetimes import build_table
-from hetc.memory.planner import _regioned, _storages
+from hetc.memory.layout import group_storages
+from hetc.memory.planner import _regioned
 from hetc.memory.spill import spill_candidates
 from hetc.schedule.artifact import Schedule
 from hetc.sim.simulate import simulate
@@ -51,7 +52,7 @@ def test_the_group_is_one_storage_live_over_its_members():
     table = build_table(graph, schedule, target)
     aliases = resolve_aliases(table, schedule, graph.node_map())
     lifetimes = table.lifetimes(schedule)
-    storages = {s.owner: s for s in _storages(table, lifetimes, aliases)}
+    storages = {s.owner: s for s in group_storages(table, lifetimes, aliases)}
     a = storages["A@dram"]
     assert set(a.members) >= {"A@dram", "A_t0@dram", "A_t1@dram"}
     assert "A_t0@dram" not in storages and "A_t1@dram" not in storages     # only owners are packed
@@ -133,7 +134,7 @@ def test_repairs_never_split_a_group_holding_regions():
     schedule = hand_schedule(graph, target, {n.name: "npu" for n in graph}, durations={"q": 20_000})
     table = build_table(graph, schedule, target)
     lifetimes = table.lifetimes(schedule)
-    storages = _storages(table, lifetimes, resolve_aliases(table, schedule, graph.node_map()))
+    storages = group_storages(table, lifetimes, resolve_aliases(table, schedule, graph.node_map()))
     pinned = _regioned(table, storages)
     assert {"x@sram", "r@sram", "s0@sram", "s1@sram"} <= pinned
     sm1 = next(t for t in schedule.tasks if t.op == "Softmax" and t.node == graph.nodes[4].id)

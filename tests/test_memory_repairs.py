@@ -11,7 +11,7 @@ from hetc.memory import plan_memory
 from hetc.memory.delay import delay_at
 from hetc.memory.aliasing import resolve_aliases
 from hetc.memory.lifetimes import build_table
-from hetc.memory.planner import _live_overflow, _storages
+from hetc.memory.layout import group_storages, live_overflow
 from hetc.planning import _overflow_note
 from test_memory_planner import KIB, list_schedule, make_target
 from test_memory_spill import _fast_dma
@@ -88,8 +88,8 @@ def test_every_crowded_stretch_is_repaired_in_one_round():
         replace(t, start_ns=middle + late[t.value], end_ns=middle + late[t.value] + t.duration_ns)
         if t.value in late else t for t in schedule.tasks))
     table = build_table(graph, schedule, target)
-    storages = _storages(table, table.lifetimes(schedule), resolve_aliases(table, schedule, graph.node_map()))
-    assert len(_live_overflow(storages, target, {})[1]) == 2
+    storages = group_storages(table, table.lifetimes(schedule), resolve_aliases(table, schedule, graph.node_map()))
+    assert len(live_overflow(storages, target, {})[1]) == 2
 
     plan = plan_memory(graph, schedule, target, double_buffer=False)   # the repairs alone
     plan.verify(target)

@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Callable, Literal
 
 from hetc.errors import MemoryPlanError
 from hetc.ir import Graph
-from hetc.memory.aliasing import member_end, placement, resolve_aliases, strides_or_none
+from hetc.memory.aliasing import placement, resolve_aliases, strides_or_none
 from hetc.memory.artifact import Buffer, MemoryPlan, MemoryStats, Spill, TaskBuffers
 from hetc.memory.delay import delay_at
 from hetc.memory.fallback import move_node_off
+from hetc.memory.layout import (Layout, Storage, crowded_stretches, group_storages, is_constant, live_overflow,
+                                live_peak, live_peaks, pack_layout, packing_overflow, pad, polish, repacked)
 from hetc.memory.lifetimes import BufferTable, build_table
-from hetc.memory.packing import live_profile, pack
-from hetc.memory.prefetch import Stretch, limit_prefetch
+from hetc.memory.prefetch import limit_prefetch
 from hetc.memory.retime import retime_shared
 from hetc.memory.reuse import reuse_dependencies, taken_over
 from hetc.memory.spill import Postponements, spill_at
@@ -47,25 +48,6 @@ EXCESS_ROUNDS = 6          # re-timings of the "excess" double buffering: each s
 # Prefetches double buffering limits: every one waiting through a crowded stretch, only enough of them to
 # cover each stretch's excess, or none (the repairs alone).
 Limit = Literal["every", "excess", "none"]
-
-
-@dataclass
-class Storage:
-    """One address range: an alias group (its owner and every buffer sharing its bytes)."""
-    owner: str
-    memory: str
-    start: int
-    end: int
-    size: int
-    members: list[str]
-
-
-@dataclass
-class _Layout:
-    offsets: dict[str, int]       # storage owner -> offset
-    stats: dict[str, MemoryStats]
-    methods: dict[str, str]
-    constants_bytes: int
 
 
 def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: float | None = None,
@@ -104,8 +86,8 @@ def _plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s:
     budget = DEFAULT_TIME_LIMIT_S if time_limit_s is None else time_limit_s
     nodes = graph.node_map()
     table = build_table(graph, schedule, target)
-    given = _storages(table, table.lifetimes(schedule), resolve_aliases(table, schedule, nodes))
-    scheduled_live = _live_peaks(given, target)
+    given = group_storages(table, table.lifetimes(schedule), resolve_aliases(table, schedule, nodes))
+    scheduled_live = live_peaks(given, target)
     schedule, limited = _double_buffered(table, schedule, target, nodes, limit, given)
     double_buffered_ns = schedule.makespan_ns
     spills: list[Spill] = []
@@ -117,22 +99,22 @@ def _plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s:
     aliases: dict[str, str] | None = None
     delays: list[dict] = []                   # tasks made to wait for the end of another to free bytes
     unmargined: set[str] = set()              # memories repaired where their packing overflows, no headroom
-    packings: dict = {}                       # _layout's memo: a repair often leaves a memory as it was
+    packings: dict = {}                       # pack_layout's memo: a repair often leaves a memory as it was
     while True:
         lifetimes = table.lifetimes(schedule)
         if aliases is None:
             # Postponing only re-times: the table and the dependencies, which decide aliasing, stay as
             # they were, so the groups are recomputed only after a spill or a move changed them.
             aliases = resolve_aliases(table, schedule, nodes)
-        storages = _storages(table, lifetimes, aliases)
+        storages = group_storages(table, lifetimes, aliases)
         used = [m for m in target.memories if any(s.memory == m for s in storages)]
         share = budget / max(1, len(used))      # fixed budgets keep the plan reproducible
-        crowded = _live_overflow(storages, target, margin)
+        crowded = live_overflow(storages, target, margin)
         overflow = (crowded[0], crowded[1][0]) if crowded else None
         layout = None
         if overflow is None:                    # scratchpads first: DRAM is packed once they all fit
-            layout = _layout(table, storages, target, [m for m in used if m != target.dram], share, memo=packings)
-            overflow = _packing_overflow(layout, storages, target)
+            layout = pack_layout(table, storages, target, [m for m in used if m != target.dram], share, memo=packings)
+            overflow = packing_overflow(layout, storages, target)
             if overflow is not None and overflow[0] != target.dram and overflow[0] not in unmargined:
                 # Fragmentation: ask the cheap live-bytes check for the overshoot as headroom, so that
                 # spilling frees it wherever needed before the next (costly) packing.
@@ -141,21 +123,21 @@ def _plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s:
                 # Twice the overshoot, doubling after that: the fragmentation rarely shrinks with the live set,
                 # so this takes two or three packings at most, for a few more bytes spilled than strictly needed.
                 margin[memory] = max(2 * margin.get(memory, 0), 2 * overshoot, target.memories[memory].alignment)
-                if _live_overflow(storages, target, margin) is not None:
+                if live_overflow(storages, target, margin) is not None:
                     continue
         if overflow is None:
-            dram = _layout(table, storages, target, [target.dram], share, memo=packings)
+            dram = pack_layout(table, storages, target, [target.dram], share, memo=packings)
             layout.offsets.update(dram.offsets)
             layout.stats.update(dram.stats)
             layout.methods.update(dram.methods)
-            overflow = _packing_overflow(dram, storages, target)
+            overflow = packing_overflow(dram, storages, target)
             if overflow is None:
                 break
         memory, t = overflow
         if memory == target.dram:
             raise _overflow_error(memory, t, table, storages, lifetimes, target, layout, spilled=False)
         align = target.memories[memory].alignment
-        occupancy = [(frozenset(s.members), s.start, s.end, _pad(s.size, align)) for s in storages
+        occupancy = [(frozenset(s.members), s.start, s.end, pad(s.size, align)) for s in storages
                      if s.memory == memory]
         packing_excess = layout.stats[memory].peak_bytes - target.memories[memory].size if layout else 0
         rounds += 1
@@ -212,7 +194,7 @@ def _plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s:
         moved.append(move)
         spills, rounds, margin, postponed = [], 0, {}, []
         history, aliases, delays, unmargined = Postponements(), None, [], set()
-    _polish(layout, table, storages, target, share)
+    polish(layout, table, storages, target, share)
     layout.stats = {m: replace(st, scheduled_live_bytes=scheduled_live.get(m)) for m, st in layout.stats.items()}
     details = {"moved_nodes": moved, "prefetch_limit": limit, "limited_prefetches": limited,
                "double_buffered_ns": double_buffered_ns,
@@ -230,7 +212,7 @@ def _plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s:
 
 
 def _held_for_reuse(shipped: MemoryPlan, plan: MemoryPlan, graph: Graph, table: BufferTable,
-                    lifetimes: dict[str, tuple[int, int]], aliases: dict[str, str], layout: _Layout,
+                    lifetimes: dict[str, tuple[int, int]], aliases: dict[str, str], layout: Layout,
                     target: Target, seconds: float, began: float) -> MemoryPlan:
     """``shipped``, or ``plan`` re-packed so that bytes another engine's writer takes over are held a semaphore
     past their last user (``sync_ns``), where it packs in no more bytes and, timed as the bundle runs, ends
@@ -255,8 +237,8 @@ def _held_for_reuse(shipped: MemoryPlan, plan: MemoryPlan, graph: Graph, table: 
         if not waiting:
             break
         held |= waiting
-        storages = _storages(table, lifetimes, aliases, dict.fromkeys(held, sync))
-        layout = _repacked(layout, table, storages, target, {s.memory for s in storages if s.owner in waiting},
+        storages = group_storages(table, lifetimes, aliases, dict.fromkeys(held, sync))
+        layout = repacked(layout, table, storages, target, {s.memory for s in storages if s.owner in waiting},
                            seconds)
         plan = _artifact(table, plan.schedule, target, lifetimes, aliases, layout, list(plan.spills),
                          {**details, "held_for_reuse": len(held)}, time.perf_counter() - began)
@@ -267,24 +249,8 @@ def _held_for_reuse(shipped: MemoryPlan, plan: MemoryPlan, graph: Graph, table: 
     return shipped
 
 
-def _repacked(layout: _Layout, table: BufferTable, storages: list[Storage], target: Target, memories: set[str],
-              seconds: float) -> _Layout:
-    """``layout`` with each of ``memories`` packed again from ``storages`` where that takes no more bytes."""
-    out = _Layout(dict(layout.offsets), dict(layout.stats), dict(layout.methods), layout.constants_bytes)
-    for name in sorted(memories):
-        was = layout.stats[name]
-        base = layout.constants_bytes if name == target.dram else 0
-        again = _layout(table, storages, target, [name], seconds, restarts=True, enough=was.peak_bytes - base)
-        if again.stats[name].peak_bytes <= was.peak_bytes:
-            owners = {s.owner for s in storages if s.memory == name}
-            out.offsets.update({o: off for o, off in again.offsets.items() if o in owners})
-            out.stats[name] = replace(was, peak_bytes=again.stats[name].peak_bytes)
-            out.methods[name] = again.methods[name]
-    return out
-
-
 def _timed_with_shared_dram(plan: MemoryPlan, graph: Graph, table: BufferTable, aliases: dict[str, str],
-                            layout: _Layout, target: Target, began: float) -> MemoryPlan:
+                            layout: Layout, target: Target, began: float) -> MemoryPlan:
     """``plan`` with its schedule timed once more with DRAM's bandwidth shared and each task as early as the
     bundle starts it (``retime_shared``): the repairs re-time with fixed durations, so a copy they moved
     beside another DRAM user was planned as fast as alone, and they hold tasks at planned starts no semaphore
@@ -298,13 +264,13 @@ def _timed_with_shared_dram(plan: MemoryPlan, graph: Graph, table: BufferTable, 
     makespan = max(t.end_ns for t in tasks)
     timed = replace(schedule, tasks=tasks, stats=schedule.stats.shipped(makespan))
     lifetimes = table.lifetimes(timed)
-    storages = _storages(table, lifetimes, aliases)
+    storages = group_storages(table, lifetimes, aliases)
     stats = dict(layout.stats)
     for name, st in stats.items():
         align = target.memories[name].alignment
         base = layout.constants_bytes if name == target.dram else 0
-        packed = [s for s in storages if s.memory == name and not (base and _is_constant(table, s))]
-        live, when, members = _live_peak(packed, align)
+        packed = [s for s in storages if s.memory == name and not (base and is_constant(table, s))]
+        live, when, members = live_peak(packed, align)
         stats[name] = replace(st, lower_bound_bytes=base + live, peak_time_ns=when, peak_buffers=members)
     details = {**plan.details, "shared_dram_ns": makespan - schedule.makespan_ns}
     return _artifact(table, timed, target, lifetimes, aliases, replace(layout, stats=stats), list(plan.spills),
@@ -322,8 +288,8 @@ def _double_buffered(table: BufferTable, schedule: Schedule, target: Target, nod
     limited: set[int] = set()
     for _ in range(1 if limit == "every" else EXCESS_ROUNDS):
         if storages is None:
-            storages = _storages(table, table.lifetimes(schedule), resolve_aliases(table, schedule, nodes))
-        crowded = {name: _crowded(storages, name, memory, memory.size)
+            storages = group_storages(table, table.lifetimes(schedule), resolve_aliases(table, schedule, nodes))
+        crowded = {name: crowded_stretches(storages, name, memory, memory.size)
                    for name, memory in target.memories.items() if name != target.dram}
         schedule, moved = limit_prefetch(schedule, target, crowded, only_excess=limit == "excess")
         if not moved:
@@ -331,49 +297,6 @@ def _double_buffered(table: BufferTable, schedule: Schedule, target: Target, nod
         limited |= moved
         storages = None   # re-timed: taken again
     return schedule, len(limited)
-
-
-def _crowded(storages: list[Storage], name: str, memory, capacity: int) -> list[Stretch]:
-    """The stretches of time where the live bytes of memory ``name`` (storages padded to its alignment) exceed
-    ``capacity`` (its size, less any headroom asked for), in time order."""
-    events = sorted([(s.end, -_pad(s.size, memory.alignment)) for s in storages if s.memory == name] +
-                    [(s.start, _pad(s.size, memory.alignment)) for s in storages if s.memory == name])
-    stretches: list[Stretch] = []
-    live, since, fullest, fullest_at = 0, None, 0, 0
-    for k, (when, delta) in enumerate(events):    # ends sort before starts at the same instant
-        live += delta
-        if k + 1 < len(events) and events[k + 1][0] == when:
-            continue                              # the live set between instants is what counts
-        if live > capacity:
-            if since is None or live > fullest:
-                fullest, fullest_at = live, when
-            since = when if since is None else since
-        elif since is not None:
-            stretches.append(Stretch(since, when, fullest_at, fullest - capacity))
-            since = None
-    return stretches
-
-
-def _storages(table: BufferTable, lifetimes: dict[str, tuple[int, int]], aliases: dict[str, str],
-              held: dict[str, int] | None = None) -> list[Storage]:
-    """One storage per alias group: live from its members' earliest start to their latest end (and the
-    ``held`` ns longer for the owners it names), as large as the furthest byte any member touches (members
-    at offsets with strides included)."""
-    groups: dict[str, Storage] = {}
-    memo: dict = {}
-    held = held or {}
-    for bid, spec in table.buffers.items():
-        owner = aliases.get(bid, bid)
-        start, end = lifetimes[bid]
-        end += held.get(owner, 0)
-        size = member_end(table, bid, memo) if spec.region_of is not None else spec.size
-        g = groups.get(owner)
-        if g is None:
-            groups[owner] = Storage(owner, spec.memory, start, end, size, [bid])
-        else:
-            g.start, g.end, g.size = min(g.start, start), max(g.end, end), max(g.size, size)
-            g.members.append(bid)
-    return sorted(groups.values(), key=lambda g: g.owner)
 
 
 def _regioned(table: BufferTable, storages: list[Storage]) -> set[str]:
@@ -396,111 +319,12 @@ def _sharing_at(storages: list[Storage], lifetimes: dict[str, tuple[int, int]], 
     return shared
 
 
-def _is_constant(table: BufferTable, s: Storage) -> bool:
-    return table.buffers[s.owner].kind == "constant"
-
-
-def _live_peaks(storages: list[Storage], target: Target) -> dict[str, int]:
-    """Per memory but DRAM, the most bytes ``storages`` (a schedule's) hold live there at once: how far that
-    schedule is from fitting."""
-    return {name: _live_peak([s for s in storages if s.memory == name], memory.alignment)[0]
-            for name, memory in target.memories.items() if name != target.dram}
-
-
-def _live_overflow(storages: list[Storage], target: Target,
-                   margin: dict[str, int]) -> tuple[str, list[int]] | None:
-    """The first scratchpad whose live bytes at some instant exceed its capacity (less the headroom its
-    packing turned out to need), and the fullest instant of each stretch of time where they do, in time
-    order: no packing can fit those instants."""
-    for name, memory in target.memories.items():
-        if name == target.dram:
-            continue
-        stretches = _crowded(storages, name, memory, memory.size - margin.get(name, 0))
-        if stretches:
-            return name, [s.fullest_at for s in stretches]
-    return None
-
-
-def _packing_overflow(layout: _Layout, storages: list[Storage], target: Target) -> tuple[str, int] | None:
-    """A memory whose packing ends above its capacity, and when the first buffer that sticks out is live."""
-    for name, stats in layout.stats.items():
-        if stats.peak_bytes > stats.capacity_bytes:
-            align = target.memories[name].alignment
-            late = [s for s in storages if s.memory == name
-                    and layout.offsets[s.owner] + _pad(s.size, align) > stats.capacity_bytes]
-            return name, min(s.start for s in late) if late else stats.peak_time_ns
-    return None
-
-
-def _polish(layout: _Layout, table: BufferTable, storages: list[Storage], target: Target, seconds: float) -> None:
-    """Re-pack, with restarts, each scratchpad of the shipped layout whose peak is above its lower bound, and
-    keep the lower peak (a lower peak fits wherever the first one did). Not DRAM: its peak buys nothing."""
-    for name, stats in list(layout.stats.items()):
-        if name == target.dram or stats.peak_bytes <= stats.lower_bound_bytes:
-            continue
-        again = _layout(table, storages, target, [name], seconds, restarts=True)
-        if again.stats[name].peak_bytes < stats.peak_bytes:
-            owners = {s.owner for s in storages if s.memory == name}
-            layout.offsets.update({o: off for o, off in again.offsets.items() if o in owners})
-            layout.stats[name], layout.methods[name] = again.stats[name], again.methods[name]
-
-
-def _pad(size: int, alignment: int) -> int:
-    return -(-size // alignment) * alignment
-
-
-def _layout(table: BufferTable, storages: list[Storage], target: Target, memories: list[str],
-            seconds: float, restarts: bool = False, memo: dict | None = None, enough: int | None = None) -> _Layout:
-    """Pack ``memories``, each given ``seconds``; DRAM's constants take the fixed region at its bottom. The
-    search restarts from its local optima (using all of ``seconds``) only when asked: the packings inside the
-    repair loop only need to fit, the one that ships is polished once (``_polish``): they stop once a
-    scratchpad fits. ``memo`` keeps each packing by its intervals for the next rounds. ``enough`` (bytes,
-    without DRAM's constants) stops each search once its peak is at most that."""
-    offsets: dict[str, int] = {}
-    stats: dict[str, MemoryStats] = {}
-    methods: dict[str, str] = {}
-    dram_align = target.memories[target.dram].alignment
-    constants_bytes = 0
-    for s in storages:                 # constants sit at fixed offsets, in first-use (table) order
-        if s.memory == target.dram and _is_constant(table, s):
-            offsets[s.owner] = constants_bytes
-            constants_bytes += _pad(s.size, dram_align)
-    for name in memories:
-        memory = target.memories[name]
-        base = constants_bytes if name == target.dram else 0
-        packed = [s for s in storages if s.memory == name and s.owner not in offsets]
-        intervals = [(s.start, s.end, s.size) for s in packed]
-        # Inside the repairs a scratchpad's packing only has to fit (the one that ships is polished); DRAM's
-        # is never polished, so it gets the full search.
-        stop = enough if enough is not None else memory.size if not restarts and name != target.dram else None
-        key = (tuple(intervals), memory.alignment, seconds, restarts, stop)
-        result = memo.get(key) if memo is not None else None
-        if result is None:   # packing is deterministic: the same intervals get the same offsets again
-            result = pack(intervals, memory.alignment, seconds, restarts, stop)
-            if memo is not None:
-                memo[key] = result
-        for s, off in zip(packed, result.offsets):
-            offsets[s.owner] = base + off
-        live, when, peak_members = _live_peak(packed, memory.alignment)
-        stats[name] = MemoryStats(peak_bytes=base + result.peak, lower_bound_bytes=base + live,
-                                  capacity_bytes=memory.size, peak_time_ns=when, peak_buffers=peak_members)
-        methods[name] = result.method
-    return _Layout(offsets, stats, methods, constants_bytes)
-
-
-def _live_peak(packed: list[Storage], alignment: int) -> tuple[int, int, tuple[str, ...]]:
-    """The most bytes ``packed`` (storages of one memory) hold live at once, when, and the buffers live then:
-    the memory's lower bound and where it is reached."""
-    live, when = live_profile([(s.start, s.end, s.size) for s in packed], alignment)
-    return live, when, tuple(sorted(m for s in packed if s.start <= when < s.end for m in s.members))
-
-
 def _overflow_error(memory: str, t: int, table: BufferTable, storages: list[Storage],
-                    lifetimes: dict[str, tuple[int, int]], target: Target, layout: _Layout | None,
+                    lifetimes: dict[str, tuple[int, int]], target: Target, layout: Layout | None,
                     spilled: bool) -> MemoryPlanError:
     align = target.memories[memory].alignment
     live = [s for s in storages if s.memory == memory and s.start <= t < s.end]
-    need = sum(_pad(s.size, align) for s in live)
+    need = sum(pad(s.size, align) for s in live)
     if layout is not None and memory in layout.stats:
         need = max(need, layout.stats[memory].peak_bytes)
     names = ", ".join(f"{m} ({table.buffers[m].size} B)" for s in sorted(live, key=lambda s: -s.size)[:8]
@@ -514,7 +338,7 @@ def _overflow_error(memory: str, t: int, table: BufferTable, storages: list[Stor
 
 
 def _artifact(table: BufferTable, schedule: Schedule, target: Target, lifetimes: dict[str, tuple[int, int]],
-              aliases: dict[str, str], layout: _Layout | None, spills: list[Spill], details: dict,
+              aliases: dict[str, str], layout: Layout | None, spills: list[Spill], details: dict,
               seconds: float) -> MemoryPlan:
     assert layout is not None
     buffers = []

@@ -50,16 +50,16 @@ def reuse_dependencies(plan: MemoryPlan) -> dict[int, tuple[int, ...]]:
                 continue
             # the storages used before b's start in bytes b takes over (vectorised: thousands in an L2)
             earlier = np.flatnonzero((lo < b["hi"]) & (hi > b["lo"]) & (end <= b["start"]))
-            for first in sorted(firsts):
+            earlier_users = [(e, u) for a in earlier if a != i for e, u in lasts[a].items()]
+            for first in firsts:
                 engine = tasks[first].engine
-                deps.setdefault(first, set()).update(
-                    u for a in earlier if a != i for e, u in lasts[a].items() if e != engine)
+                deps.setdefault(first, set()).update(u for e, u in earlier_users if e != engine)
     # An engine runs its tasks in program order: of each engine's users only the last is waited for, and none
     # where the writer already depends on that task or a later one of that engine, unless the writer is
     # predicated: skipped, it drops dependencies a reuse would still need (codegen.sync.skippable_deps).
     out: dict[int, tuple[int, ...]] = {}
-    for first, users in sorted(deps.items()):
-        last = _last_users(users, tasks, order)
+    for first, waited in sorted(deps.items()):
+        last = _last_users(waited, tasks, order)
         for d in tasks[first].deps if tasks[first].when is None else ():
             e = tasks[d].engine
             if e in last and order[d] >= order[last[e]]:

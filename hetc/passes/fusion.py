@@ -185,10 +185,9 @@ EPILOGUE_RULES: list[Rule] = [_rule(*rule) for rule in _EPILOGUES]
 def epilogue_rules(check: FusionCheck | None = None, pack_biases: bool = True) -> list[Rule]:
     """The epilogue rules, each also asking ``check`` whether the target wants the fused node; without
     ``pack_biases``, a bias Add fuses as any other Add."""
-    table = _EPILOGUES if pack_biases else [rule for rule in _EPILOGUES if rule is not _PACK_EPILOGUE]
     if check is None and pack_biases:
         return EPILOGUE_RULES
-    return [_rule(*rule, check=check) for rule in table]
+    return [_rule(*rule, check=check) for rule in _EPILOGUES if pack_biases or rule is not _PACK_EPILOGUE]
 
 
 def _gelu_alone(m: Match) -> bool:
