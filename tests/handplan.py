@@ -9,12 +9,14 @@ pipeline uses ``hetc.memory.plan_memory``; this exists so the back end can be ex
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable
 
 from hetc.ir import Graph, Node
 from hetc.memory.aliasing import resolve_aliases
 from hetc.memory.artifact import Buffer, MemoryPlan, MemoryStats, TaskBuffers
 from hetc.memory.lifetimes import build_table
+from hetc.memory.reuse import reuse_dependencies
 from hetc.schedule.api import schedule_placement
 from hetc.schedule.artifact import SolverStats
 from hetc.target.target import Target
@@ -40,8 +42,9 @@ def plan_by_hand(graph: Graph, target: Target, placement: dict[int, str], durati
     task_buffers = {t.id: TaskBuffers(tuple(table.reads.get(t.id, ())), tuple(table.writes.get(t.id, ())))
                     for t in schedule.tasks}
     constants = max([b.offset + b.size for b in packed if b.kind == "constant"], default=0)
-    return MemoryPlan(buffers=tuple(packed), stats=_stats(packed, target), task_buffers=task_buffers,
+    plan = MemoryPlan(buffers=tuple(packed), stats=_stats(packed, target), task_buffers=task_buffers,
                       schedule=schedule, constants_bytes=constants)
+    return replace(plan, reuse_deps=reuse_dependencies(plan))   # the planner's rule: codegen orders these
 
 
 def _pack(buffers: list[Buffer], target: Target, reuse: bool) -> list[Buffer]:

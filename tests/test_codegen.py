@@ -72,7 +72,18 @@ def required_orderings(plan: MemoryPlan) -> set[tuple[int, int]]:
 
 def unordered(bundle: Bundle, plan: MemoryPlan) -> list[tuple[int, int]]:
     g, where = happens_before(bundle)
-    return [(a, b) for a, b in sorted(required_orderings(plan)) if not nx.has_path(g, where[a], where[b])]
+    # Vector clocks over the happens-before DAG: reach[n][e] is the last instruction of engine e ordered before
+    # (or at) n, so a -> b holds iff b's clock for a's engine has reached a's pc.
+    engines = {e: k for k, e in enumerate(bundle.programs)}
+    reach: dict[tuple[str, int], np.ndarray] = {}
+    for n in nx.topological_sort(g):
+        clock = np.full(len(engines), -1, dtype=np.int64)
+        for m in g.predecessors(n):
+            np.maximum(clock, reach[m], out=clock)
+        clock[engines[n[0]]] = n[1]
+        reach[n] = clock
+    return [(a, b) for a, b in sorted(required_orderings(plan))
+            if reach[where[b]][engines[where[a][0]]] < where[a][1]]
 
 
 def without_instruction(bundle: Bundle, engine: str, pc: int) -> Bundle:

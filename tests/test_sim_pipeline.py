@@ -87,3 +87,19 @@ def test_full_pipeline_on_tiny_cnn(strategy: str, tmp_path) -> None:
     (expected,) = reference(onnx.load(path), inputs)
     np.testing.assert_allclose(result.outputs["logits"], expected, rtol=1e-4, atol=1e-4)
     assert result.events == simulate(first, inputs).events
+
+
+@pytest.mark.parametrize("model, target", [("tiny_cnn", "multi-npu"), ("mobilenet_v2", "edge-soc"),
+                                           ("moe", "multi-npu")])
+def test_whole_builds_order_every_reuse_of_bytes(model: str, target: str) -> None:
+    """Codegen orders address reuse from the planner's ``reuse_deps`` alone (the rule is stated once, in
+    hetc.memory.reuse): on whole builds (tiling, double buffering, repairs) every pair the brute force of
+    test_codegen derives from the buffers is ordered by the programs, and the reuse dependencies are needed."""
+    from dataclasses import replace
+    from hetc.pipeline import BuildOptions, build as build_model
+
+    result = build_model(REPO / "models" / f"{model}.onnx", BuildOptions(target=target))
+    assert result.plan.reuse_deps
+    assert unordered(result.bundle, result.plan) == []
+    without = emit(result.graph, replace(result.plan, reuse_deps={}), result.target)
+    assert unordered(without, result.plan)

@@ -11,7 +11,7 @@ import numpy as np
 from hetc.codegen.attrs import encode_attrs
 from hetc.codegen.bundle import FORMAT_VERSION, Bundle
 from hetc.codegen.program import Compute, Dma, Instruction, Operand, Program, Signal, Wait
-from hetc.codegen.sync import plan_sync, semaphore_name, skippable_deps, storage_deps, storage_root
+from hetc.codegen.sync import plan_sync, semaphore_name, skippable_deps, storage_root
 from hetc.errors import BundleError
 from hetc.ir import Graph, Node, Value, itemsize, np_dtype
 from hetc.ir import nbytes as _nbytes
@@ -63,10 +63,8 @@ def _emit(graph: Graph, plan: MemoryPlan, target: Target, options: EmitOptions) 
     moves = {t.id: _compute(t, nodes, plan, target, graph.values) if t.kind == "compute" else _dma(t, plan, target)
              for t in schedule.tasks}
     data: dict[int, set[int]] = {t.id: set(t.deps) for t in schedule.tasks}
-    # Address reuse: the planner's own list, and ours as a safety net (they should agree).
-    reuse: dict[int, set[int]] = {}
-    for tid, before in (*plan.reuse_deps.items(), *storage_deps(plan).items()):
-        reuse.setdefault(tid, set()).update(before)
+    # Address reuse: the planner's list (hetc.memory.reuse states the rule once).
+    reuse: dict[int, set[int]] = {tid: set(before) for tid, before in plan.reuse_deps.items()}
     deps = {tid: data.get(tid, set()) | reuse.get(tid, set()) for tid in data.keys() | reuse.keys()}
     sync = plan_sync(lanes, deps, skippable_deps(moves, data, reuse, plan))
 

@@ -4,8 +4,9 @@ Two kinds of ordering constraint exist between tasks:
 
 * data dependencies (``Task.deps``: producer -> transfer -> consumer);
 * storage dependencies: when the memory planner reuses bytes, every task touching the old buffer must end
-  before the task writing the new one starts. The schedule respects this in time, but only a semaphore makes
-  it hold when real durations differ from planned ones.
+  before the task writing the new one starts (``MemoryPlan.reuse_deps``, stated once in hetc.memory.reuse).
+  The schedule respects this in time, but only a semaphore makes it hold when real durations differ from
+  planned ones.
 
 Semaphores are monotonic counters, one per signalling engine (``sem.<engine>``); a task that somebody must wait
 for is followed by a ``signal``; its consumer waits until the counter reaches that signal's ordinal, which
@@ -20,8 +21,6 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
-
-import numpy as np
 
 from hetc.codegen.program import Compute, Dma
 from hetc.errors import ScheduleError
@@ -188,58 +187,3 @@ def storage_root(plan: MemoryPlan, buffer_id: str) -> Buffer:
             raise ScheduleError(f"buffer alias cycle through '{b.id}' in the memory plan")
         seen.add(b.id)
     return b
-
-
-def storage_deps(plan: MemoryPlan) -> dict[int, set[int]]:
-    """Reuse orderings: task id -> tasks that must end before it because it overwrites their bytes."""
-    users: dict[str, set[int]] = {}     # storage root id -> tasks touching it
-    writers: dict[str, set[int]] = {}
-    life: dict[str, list[int]] = {}     # root id -> [start, end] hull over its aliases
-    root_of: dict[str, Buffer] = {}
-    for b in plan.buffers:
-        root = storage_root(plan, b.id)
-        root_of[b.id] = root
-        span = life.setdefault(root.id, [b.start_ns, b.end_ns])
-        span[0], span[1] = min(span[0], b.start_ns), max(span[1], b.end_ns)
-    for tid, tb in plan.task_buffers.items():
-        for bid in tb.reads:
-            if bid in root_of:   # (not an omitted input, nor a host value: those have no bytes)
-                users.setdefault(root_of[bid].id, set()).add(tid)
-        for bid in tb.writes:
-            if bid not in root_of:
-                continue
-            users.setdefault(root_of[bid].id, set()).add(tid)
-            writers.setdefault(root_of[bid].id, set()).add(tid)
-
-    roots = {r.id: r for r in root_of.values()}
-    by_memory: dict[str, list[Buffer]] = {}
-    for r in roots.values():
-        by_memory.setdefault(r.memory, []).append(r)
-    result: dict[int, set[int]] = {}
-    for bufs in by_memory.values():
-        bufs.sort(key=lambda b: (b.offset, b.id))
-        lo = np.array([b.offset for b in bufs], dtype=np.int64)
-        hi = lo + np.array([max(b.size, 1) for b in bufs], dtype=np.int64)
-        start = np.array([life[b.id][0] for b in bufs], dtype=np.int64)
-        end = np.array([life[b.id][1] for b in bufs], dtype=np.int64)
-        # Sorted by first byte, the running maximum of last bytes is monotone: the buffers that can overlap
-        # [lo_y, hi_y) form one contiguous window found by two binary searches (no all-pairs scan).
-        reach = np.maximum.accumulate(hi)
-        for y, yb in enumerate(bufs):
-            ws = writers.get(yb.id)
-            if not ws:
-                continue
-            first = int(np.searchsorted(reach, lo[y], side="right"))
-            last = int(np.searchsorted(lo, hi[y], side="left"))
-            window = np.arange(first, last)
-            before = window[(hi[first:last] > lo[y]) & (end[first:last] <= start[y])]
-            kept: list[int] = []
-            for x in sorted(before.tolist(), key=lambda k: -end[k]):
-                a, z = max(lo[x], lo[y]), min(hi[x], hi[y])
-                # A later occupant covering the shared bytes already orders x before y, transitively.
-                if any(end[x] <= start[k] and lo[k] <= a and hi[k] >= z for k in kept):
-                    continue
-                kept.append(x)
-                for w in ws:
-                    result.setdefault(w, set()).update(u for u in users.get(bufs[x].id, ()) if u != w)
-    return result
