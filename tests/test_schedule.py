@@ -16,7 +16,7 @@ from hetc.schedule import (Schedule, ScheduleInvariantError, build_problem, lowe
 from hetc.schedule.artifact import Task
 from hetc.schedule.heuristics import fixed_placement, heft, heft_list, heft_timed
 from hetc.schedule.problem import DmaSpec, SchedulingProblem, ValueSpec
-from hetc.schedule.tasks import Plan, asap, derive_tasks, makespan_of, time_plan
+from hetc.schedule.tasks import Plan, asap, derive_tasks, handoff_ns, makespan_of, time_plan
 from hetc.target import load_target
 
 from random_problems import random_problem
@@ -152,6 +152,24 @@ def brute_force(problem: SchedulingProblem) -> int:
             span = makespan_of(times)
             best = span if best is None else min(best, span)
     return best
+
+
+@pytest.mark.parametrize("strategy", ["heft", "cpsat"])
+def test_a_dependency_costs_a_semaphore_only_across_engines(strategy: str) -> None:
+    """``handoff_ns`` is the one statement of what a dependency costs, and every schedule keeps to it: a task
+    waiting for one on its own engine may start at its end, for one on another engine a semaphore later."""
+    assert (handoff_ns("npu", "npu", 7), handoff_ns("npu", "dma", 7), handoff_ns(None, "dma", 7)) == (0, 7, 0)
+    problem = random_problem(2, nodes=12, two_npu_dmas=True)
+    sched = solve(problem, strategy, time_limit_s=2.0)
+    tasks = sched.by_id()
+    tight = set()
+    for t in sched.tasks:
+        for d in t.deps:
+            gap = t.start_ns - tasks[d].end_ns
+            assert gap >= handoff_ns(tasks[d].engine, t.engine, problem.sync_ns), (d, t.id)
+            if gap == handoff_ns(tasks[d].engine, t.engine, problem.sync_ns):
+                tight.add(tasks[d].engine == t.engine)
+    assert problem.sync_ns > 0 and tight == {True, False}   # both kinds bind somewhere
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -15,7 +15,7 @@ from operator import attrgetter
 from dataclasses import replace
 
 from hetc.schedule.artifact import Schedule, Task
-from hetc.schedule.tasks import TaskSpec, earliest_times, shared_times
+from hetc.schedule.tasks import TaskSpec, earliest_times, handoff_ns, shared_times
 
 
 def engine_order(tasks: list[Task]) -> dict[str, list[int]]:
@@ -72,7 +72,7 @@ def retime(tasks: list[Task], sync_ns: float, timed: Schedule | tuple[Task, ...]
             release[t.id] = max(release[t.id], before.end_ns)
         for d in t.deps:
             if d in fixed:
-                release[t.id] = max(release[t.id], fixed[d].end_ns + (0 if fixed[d].engine == t.engine else sync))
+                release[t.id] = max(release[t.id], fixed[d].end_ns + handoff_ns(fixed[d].engine, t.engine, sync))
     specs = {t.id: TaskSpec(t.id, t.engine, t.duration_ns, tuple(d for d in t.deps if d not in fixed))
              for t in rest}
     try:
@@ -136,7 +136,7 @@ def _changed_only(ordered: list[Task], first: int, sync_ns: int, was: dict[int, 
         for d in t.deps:
             engine = (edited[d] if d in edited else was[d]).engine
             end = end_of(d)
-            start = max(start, end if engine == t.engine else end + sync_ns)
+            start = max(start, end + handoff_ns(engine, t.engine, sync_ns))
         starts[k], ends[k] = start, start + t.duration_ns
         old = was.get(k)
         if old is None or ends[k] != old.end_ns:

@@ -26,7 +26,7 @@ from ortools.sat.python import cp_model
 from hetc.destination import interrupts_deferred
 from hetc.schedule.listsched import ListScheduler
 from hetc.schedule.problem import SchedulingProblem
-from hetc.schedule.tasks import must_reach, origin
+from hetc.schedule.tasks import handoff_ns, must_reach, origin
 
 Literal = "cp_model.IntVar | bool"
 # Deterministic seconds CP-SAT advances per wall second on the 2-core reference machine, measured on the
@@ -258,7 +258,7 @@ class WindowModel:
                 self.m.add(var >= time).only_enforce_if(when)
                 self.m.add(var >= time + self.p.sync_ns).only_enforce_if(when + [by.engines[engine].Not()])
             else:
-                self.m.add(var >= time + (0 if by == engine else self.p.sync_ns)).only_enforce_if(when)
+                self.m.add(var >= time + handoff_ns(by, engine, self.p.sync_ns)).only_enforce_if(when)
 
     def _assembled(self, assemble: int, engine: str) -> cp_model.IntVar:
         """When a task on ``engine`` may start after an uncommitted Assemble's output is whole in its memory: one

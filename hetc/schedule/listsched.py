@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 from hetc.ir.tiles import ASSEMBLE, REGION
 from hetc.schedule.problem import SchedulingProblem
-from hetc.schedule.tasks import (Plan, TaskKey, alias_memory, available_after, compute_key, copy_gate, origin,
-                                 transfer_key, must_reach)
+from hetc.schedule.tasks import (Plan, TaskKey, alias_memory, available_after, compute_key, copy_gate, handoff_ns,
+                                 origin, transfer_key, must_reach)
 
 LEAD_LOOKBACK = 64   # computes of a device looked back at for the bounded lead (a cheap estimate of the rule)
 
@@ -77,8 +77,8 @@ class ListScheduler:
         """When a task on ``engine`` may start after ``made`` (a semaphore when another engine made it)."""
         end, by = made
         if isinstance(by, tuple):
-            return max(t + (0 if e is None or e == engine else self.p.sync_ns) for e, t in by)
-        return end if by is None or by == engine else end + self.p.sync_ns
+            return max(t + handoff_ns(e, engine, self.p.sync_ns) for e, t in by)
+        return end + handoff_ns(by, engine, self.p.sync_ns)
 
     def _plan_copy(self, value: int, mem: str, pending: dict[str, list[tuple[int, int]]],
                    made: dict[tuple[int, str], tuple[int, str]], booked: list,

@@ -39,6 +39,13 @@ from hetc.schedule.problem import SchedulingProblem
 TaskKey = tuple
 
 
+def handoff_ns(producer: str | None, consumer: str | None, sync_ns: int) -> int:
+    """What a dependency adds to its producer's end before the consumer may start: nothing on the same engine
+    (program order already orders them) or when no engine produced it (an input in DRAM from the start), a
+    semaphore (``sync_ns``) from another engine. Every timing of a dependency uses this."""
+    return 0 if producer is None or producer == consumer else sync_ns
+
+
 def compute_key(node: int) -> TaskKey:
     return ("c", node)
 
@@ -297,7 +304,7 @@ def _kahn(tasks: dict[TaskKey, TaskSpec], orders: dict[str, list[TaskKey]], sync
     preds: dict[TaskKey, list[tuple[TaskKey, int]]] = {k: [] for k in tasks}
     for t in tasks.values():
         for d in t.deps:
-            preds[t.key].append((d, 0 if tasks[d].engine == t.engine else sync_ns))
+            preds[t.key].append((d, handoff_ns(tasks[d].engine, t.engine, sync_ns)))
     for engine, keys in orders.items():
         for a, b in zip(keys, keys[1:]):
             preds[b].append((a, 0))
@@ -306,7 +313,7 @@ def _kahn(tasks: dict[TaskKey, TaskSpec], orders: dict[str, list[TaskKey]], sync
         raise ValueError(f"engine orders miss {len(set(tasks) - listed)} tasks")
     hard = {k: len(p) for k, p in preds.items()}
     for k, d in soft.items():
-        preds[k].append((d, 0 if tasks[d].engine == tasks[k].engine else sync_ns))
+        preds[k].append((d, handoff_ns(tasks[d].engine, tasks[k].engine, sync_ns)))
     succs: dict[TaskKey, list[TaskKey]] = {k: [] for k in tasks}
     for k, ps in preds.items():
         for p, _ in ps:
@@ -403,7 +410,7 @@ def _one_pass(tasks: dict[TaskKey, TaskSpec], orders: dict[str, list[TaskKey]], 
             end = ends.get(d)
             if end is None:
                 return None
-            start = max(start, end if tasks[d].engine == task.engine else end + sync_ns)
+            start = max(start, end + handoff_ns(tasks[d].engine, task.engine, sync_ns))
         ends[k] = start + task.duration
         times[k] = (start, ends[k])
     return times if len(times) == len(tasks) else None
