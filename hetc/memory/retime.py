@@ -14,17 +14,13 @@ import math
 from operator import attrgetter
 from dataclasses import replace
 
-from hetc.schedule.artifact import Schedule, Task
+from hetc.schedule.artifact import Schedule, Task, in_program_order
 from hetc.schedule.tasks import TaskSpec, earliest_times, handoff_ns, shared_times
 
 
 def engine_order(tasks: list[Task]) -> dict[str, list[int]]:
-    """Program order of each engine: by planned start (ties: end, then id), as ``Schedule.engine_tasks``."""
-    return _lanes(_by_start(tasks))
-
-
-def _by_start(tasks: list[Task]) -> list[Task]:
-    return sorted(tasks, key=attrgetter("start_ns", "end_ns", "id"))
+    """Program order of each engine (``hetc.schedule.artifact.in_program_order``), as task ids."""
+    return _lanes(in_program_order(tasks))
 
 
 def _lanes(ordered: list[Task]) -> dict[str, list[int]]:
@@ -45,7 +41,7 @@ def retime(tasks: list[Task], sync_ns: float, timed: Schedule | tuple[Task, ...]
     and of the rest only what the edits reach is recomputed (``_changed_only``), with the same result. On
     VGG-19's 5,000 tasks a repair reaches a few dozen."""
     sync = math.ceil(sync_ns)
-    ordered = _by_start(tasks)      # the planned order: topological, as re-timing only adds forward edges
+    ordered = in_program_order(tasks)   # the planned order: topological, as re-timing only adds forward edges
     first = 0
     if timed is not None:
         was = timed.by_id() if isinstance(timed, Schedule) else {t.id: t for t in timed}

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any, Iterable
 
 if TYPE_CHECKING:
     from hetc.ir import Graph
@@ -141,7 +142,7 @@ class Schedule:
     def engine_tasks(self) -> dict[str, list[Task]]:
         """Tasks of each engine, in start order (the program order of that engine)."""
         lanes: dict[str, list[Task]] = {}
-        for t in sorted(self.tasks, key=lambda t: (t.start_ns, t.end_ns, t.id)):
+        for t in in_program_order(self.tasks):
             lanes.setdefault(t.engine, []).append(t)
         return lanes
 
@@ -184,3 +185,9 @@ class Schedule:
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=1, sort_keys=False)
+
+
+def in_program_order(tasks: Iterable[Task]) -> list[Task]:
+    """``tasks`` as their engines run them: by planned start, ties by end (a zero-length task first), then id.
+    An engine's program is its tasks in this order (``Schedule.engine_tasks``; re-timing keeps it)."""
+    return sorted(tasks, key=attrgetter("start_ns", "end_ns", "id"))

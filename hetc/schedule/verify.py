@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 
 from hetc.ir.immediates import is_immediate
 from hetc.ir.tiles import REGION, is_alias
-from hetc.schedule.artifact import Schedule, Task
+from hetc.schedule.artifact import Schedule, Task, in_program_order
 from hetc.schedule.problem import assembly_memories
+from hetc.schedule.tasks import handoff_ns
 
 if TYPE_CHECKING:
     from hetc.ir import Graph, Value
@@ -146,12 +147,12 @@ def _timing(schedule: Schedule, by_id: dict[int, Task], target: Target, errors: 
             if dep is None:
                 errors.append(f"task {t.id} depends on missing task {d}")
                 continue
-            gap = 0 if dep.engine == t.engine else math.ceil(target.sync_ns)
+            gap = handoff_ns(dep.engine, t.engine, math.ceil(target.sync_ns))
             if t.start_ns < dep.end_ns + gap:
                 errors.append(f"task {t.id} starts at {t.start_ns} ns before its dependency {d} ends at {dep.end_ns} ns"
                               + (f" + sync {gap} ns" if gap else ""))
     for engine, tasks in lanes.items():
-        tasks.sort(key=lambda t: (t.start_ns, t.end_ns))
+        tasks = in_program_order(tasks)
         for a, b in zip(tasks, tasks[1:]):
             if b.start_ns < a.end_ns:
                 errors.append(f"engine '{engine}' runs tasks {a.id} and {b.id} at once")
