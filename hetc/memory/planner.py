@@ -43,25 +43,27 @@ MAX_MOVES = 32
 # on `multi-npu`, before its split outputs joined in the L2: 1.015x, against 1.000x left to the repairs;
 # docs/memory.md, "Capacity").
 DOUBLE_BUFFER_RETRY = 1.01
+WIDER_LEAD = 3             # computes ahead of its reader a prefetch may load in the "wider" plan
 HOLD_ROUNDS = 3            # re-packings holding bytes for a writer on another engine (_held_for_reuse)
 EXCESS_ROUNDS = 6          # re-timings of the "excess" double buffering: each sees where the last left crowding
-# Prefetches double buffering limits: every one waiting through a crowded stretch, only enough of them to
-# cover each stretch's excess, or none (the repairs alone).
-Limit = Literal["every", "excess", "none"]
+# Prefetches double buffering limits: every one waiting through a crowded stretch (to the compute before its
+# reader, or with "wider" to the one ``WIDER_LEAD`` before it), only enough of them to cover each stretch's
+# excess, or none (the repairs alone).
+Limit = Literal["every", "wider", "excess", "none"]
 
 
 def plan_memory(graph: Graph, schedule: Schedule, target: Target, time_limit_s: float | None = None,
                 allow_moves: bool = True, progress: Callable[[str], None] | None = None,
                 double_buffer: bool = True) -> MemoryPlan:
     """``_plan_memory`` (below); where double buffering every crowded prefetch alone lengthened the schedule by
-    more than ``DOUBLE_BUFFER_RETRY``, also the plans that limit only enough of them and none, and the fastest
-    ships (the first of equals in that order)."""
+    more than ``DOUBLE_BUFFER_RETRY``, also the plans that limit only enough of them, every one to a wider
+    lead, and none, and the fastest ships (the first of equals in that order)."""
     plan = _plan_memory(graph, schedule, target, time_limit_s, allow_moves, progress,
                         "every" if double_buffer else "none")
     cost = plan.details["double_buffered_ns"] / max(1, schedule.makespan_ns)
     if not double_buffer or cost <= DOUBLE_BUFFER_RETRY:
         return plan
-    for limit in ("excess", "none"):
+    for limit in ("excess", "wider", "none"):
         if progress:
             progress(f"double buffering lengthened the schedule {cost:.3f}x; planning again, limiting {limit}")
         try:   # (without moving nodes: that repair reschedules, the costly one)
@@ -280,18 +282,20 @@ def _timed_with_shared_dram(plan: MemoryPlan, graph: Graph, table: BufferTable, 
 def _double_buffered(table: BufferTable, schedule: Schedule, target: Target, nodes: dict,
                      limit: Limit, storages: list[Storage] | None = None) -> tuple[Schedule, int]:
     """``limit_prefetch`` on the stretches of time where a device memory's live bytes exceed its capacity as
-    scheduled: once for "every" prefetch waiting through one; for only the "excess", again on each re-timing
-    (a stretch relieved at its fullest instant may still be crowded at another), up to ``EXCESS_ROUNDS``.
+    scheduled: once for "every" (or "wider") prefetch waiting through one; for only the "excess", again on
+    each re-timing (a stretch relieved at its fullest instant may still be crowded at another), up to
+    ``EXCESS_ROUNDS``.
     ``storages``: those of ``schedule``, when the caller has them already."""
     if limit == "none":
         return schedule, 0
     limited: set[int] = set()
-    for _ in range(1 if limit == "every" else EXCESS_ROUNDS):
+    for _ in range(EXCESS_ROUNDS if limit == "excess" else 1):
         if storages is None:
             storages = group_storages(table, table.lifetimes(schedule), resolve_aliases(table, schedule, nodes))
         crowded = {name: crowded_stretches(storages, name, memory, memory.size)
                    for name, memory in target.memories.items() if name != target.dram}
-        schedule, moved = limit_prefetch(schedule, target, crowded, only_excess=limit == "excess")
+        schedule, moved = limit_prefetch(schedule, target, crowded, only_excess=limit == "excess",
+                                         lead=WIDER_LEAD if limit == "wider" else 1)
         if not moved:
             break
         limited |= moved

@@ -17,8 +17,8 @@ scheduler's lead stays: loading further ahead is free where it fits. The price: 
 Limiting every such copy can cost more than the crowding needs (AlexNet on ``edge-soc``: 35 copies, 2.1%, where
 3 suffice for 0.5%), so a second rule limits only enough of them (``only_excess``): at each stretch's fullest
 instant, the copies live then that their release takes out of it, furthest ahead of their reader first, until
-their bytes cover the excess. The planner tries it where the first rule costs much
-(``hetc.memory.planner.plan_memory``).
+their bytes cover the excess. A third keeps every such copy within a few computes of its reader instead of
+one (``lead``). The planner tries them where the first rule costs much (``hetc.memory.planner.plan_memory``).
 
 Measured on the light models (docs/benchmarks.md, "double buffering before the repairs"): ZFNet-512 on
 ``multi-npu`` goes from 388 spills and 32.6 ms planned to 2 spills and 22.0 ms, because repairs that spill one
@@ -44,19 +44,19 @@ class Stretch(NamedTuple):
 
 
 def limit_prefetch(schedule: Schedule, target: Target, crowded: dict[str, list[Stretch]],
-                   only_excess: bool = False) -> tuple[Schedule, set[int]]:
-    """``schedule`` with copies into device memories released at the start of the compute before their first
-    reader on its device (module docstring), re-timed, and the ids of the copies that moved. A candidate is a
-    copy whose waiters all compute and that waits for its first reader through one of its memory's
-    ``crowded`` stretches. Every candidate moves, or with ``only_excess`` only those live at a stretch's
-    fullest instant that the release takes out of it, furthest ahead of their reader first, until they
-    cover its excess."""
+                   only_excess: bool = False, lead: int = 1) -> tuple[Schedule, set[int]]:
+    """``schedule`` with copies into device memories released at the start of the compute ``lead`` computes
+    before their first reader on its device (1: the one before it, module docstring), re-timed, and the ids
+    of the copies that moved. A candidate is a copy whose waiters all compute and that waits for its first
+    reader through one of its memory's ``crowded`` stretches. Every candidate moves, or with ``only_excess``
+    only those live at a stretch's fullest instant that the release takes out of it, furthest ahead of their
+    reader first, until they cover its excess."""
     homes = {d.memory for d in target.devices.values()} - {target.dram}
     by_id = {t.id: t for t in schedule.tasks}
-    previous_start: dict[int, int] = {}    # compute task -> start of the compute before it on its device
+    previous_start: dict[int, int] = {}    # compute task -> start of the compute ``lead`` before it on its device
     for engine, ids in engine_order(list(schedule.tasks)).items():
         if engine in target.devices:
-            for before, after in zip(ids, ids[1:]):
+            for before, after in zip(ids, ids[lead:]):
                 previous_start[after] = by_id[before].start_ns
     waiters: dict[int, list[Task]] = {}
     for t in schedule.tasks:
