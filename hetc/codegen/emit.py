@@ -11,7 +11,7 @@ import numpy as np
 from hetc.codegen.attrs import encode_attrs
 from hetc.codegen.bundle import FORMAT_VERSION, Bundle
 from hetc.codegen.program import Compute, Dma, Instruction, Operand, Program, Signal, Wait
-from hetc.codegen.sync import plan_sync, semaphore_name, skippable_deps, storage_root
+from hetc.codegen.sync import plan_sync, semaphore_name, skippable_deps
 from hetc.errors import BundleError
 from hetc.ir import Graph, Node, Value, itemsize, np_dtype
 from hetc.ir import nbytes as _nbytes
@@ -113,7 +113,7 @@ def _operand(plan: MemoryPlan, buffer_id: str) -> Operand:
     """The buffer where the plan put it: an alias lives in its root's bytes, at its own offset (a region of
     a tensor, an Assemble part, at an offset with the base's strides; a view, at the root's offset)."""
     b = plan.buffer(buffer_id)
-    root = storage_root(plan, buffer_id)
+    root = plan.owner_of(buffer_id)
     shape = tuple(int(d) for d in b.shape)
     size = itemsize(b.dtype) if b.dtype != "string" else 8
     if b.strides is not None:
@@ -265,7 +265,7 @@ def _binding(plan: MemoryPlan, v: Value, dram: str, first: bool) -> dict[str, An
                 "nbytes": 0}
     b = min(dram_copies, key=lambda b: (b.start_ns, b.id)) if first else \
         max(dram_copies, key=lambda b: (b.end_ns, b.id))
-    root = storage_root(plan, b.id)
+    root = plan.owner_of(b.id)
     if b.strides is not None and not first:
         raise BundleError(f"graph output '{value}' is bound to the strided buffer '{b.id}'; the caller reads "
                           f"whole tensors (the plan is invalid)")

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from hetc.codegen.program import Compute, Dma
 from hetc.errors import ScheduleError
-from hetc.memory.artifact import Buffer, MemoryPlan
+from hetc.memory.artifact import MemoryPlan
 from hetc.schedule.artifact import Task
 
 
@@ -125,7 +125,7 @@ def skippable_deps(moves: dict[int, Compute | Dma], data: dict[int, set[int]], r
     if all(move.when is None for move in moves.values()):
         return {}
     placed = {b.id for b in plan.buffers}   # (a host value has no bytes)
-    written: dict[int, set[str]] = {tid: {storage_root(plan, b).id for b in tb.writes if b in placed}
+    written: dict[int, set[str]] = {tid: {plan.buffer(b).owner for b in tb.writes if b in placed}
                                     for tid, tb in plan.task_buffers.items()}
     out: dict[int, set[int]] = {}
     for tid, move in moves.items():
@@ -175,15 +175,3 @@ def _topological(lanes: dict[str, list[Task]], deps: dict[int, set[int]],
         raise ScheduleError(f"dependencies and engine order form a cycle through tasks {stuck}; "
                             "the schedule is inconsistent")
     return order
-
-
-def storage_root(plan: MemoryPlan, buffer_id: str) -> Buffer:
-    """The buffer that owns the storage ``buffer_id`` aliases (itself when it aliases nothing)."""
-    b = plan.buffer(buffer_id)
-    seen = {b.id}
-    while b.alias_of is not None:
-        b = plan.buffer(b.alias_of)
-        if b.id in seen:
-            raise ScheduleError(f"buffer alias cycle through '{b.id}' in the memory plan")
-        seen.add(b.id)
-    return b

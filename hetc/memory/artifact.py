@@ -81,6 +81,12 @@ class Buffer:
     strides: tuple[int, ...] | None = None
 
     @property
+    def owner(self) -> str:
+        """The buffer whose bytes this one lives in: the one it aliases, or itself. An owner aliases nothing
+        (``MemoryPlan.verify`` checks it), so this is the storage every alias of it shares."""
+        return self.alias_of or self.id
+
+    @property
     def end(self) -> int:
         """One past the last byte the buffer touches."""
         if self.strides is None:
@@ -146,6 +152,10 @@ class MemoryPlan:
             by_id = {b.id: b for b in self.buffers}
             object.__setattr__(self, "_by_id_cache", by_id)
         return by_id[buffer_id]
+
+    def owner_of(self, buffer_id: str) -> Buffer:
+        """The buffer that owns the storage ``buffer_id`` lives in (itself when it aliases nothing)."""
+        return self.buffer(self.buffer(buffer_id).owner)
 
     def violations(self, target: "Target") -> list[str]:
         """Every broken invariant, as sentences (empty when the plan is valid); see ``hetc.memory.verify``."""

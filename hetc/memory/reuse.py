@@ -27,7 +27,7 @@ def reuse_dependencies(plan: MemoryPlan) -> dict[int, tuple[int, ...]]:
     for b in plan.buffers:
         if b.size == 0 or b.kind == "constant":
             continue
-        owner = b.alias_of or b.id
+        owner = b.owner
         g = groups.setdefault((b.memory, owner), {"lo": b.offset, "hi": b.end, "start": b.start_ns,
                                                    "end": b.end_ns, "users": set(), "writers": set()})
         g["lo"], g["hi"] = min(g["lo"], b.offset), max(g["hi"], b.end)
@@ -82,7 +82,7 @@ def taken_over(plan: MemoryPlan, pairs: list[tuple[int, int]]) -> set[str]:
             b = buffers.get(bid) if bid is not None else None
             if b is not None and any(w.memory == b.memory and w.offset < b.end and b.offset < w.end
                                      for w in written):
-                owners.add(b.alias_of or b.id)
+                owners.add(b.owner)
     return owners
 
 

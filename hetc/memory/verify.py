@@ -29,10 +29,6 @@ def plan_violations(plan: MemoryPlan, target: "Target") -> list[str]:
     return problems
 
 
-def _owner(b: Buffer) -> str:
-    return b.alias_of or b.id
-
-
 def _placement(plan: MemoryPlan, target: "Target", by_id: dict[str, Buffer]) -> list[str]:
     problems = []
     for b in plan.buffers:
@@ -85,7 +81,7 @@ def _overlaps(plan: MemoryPlan, by_id: dict[str, Buffer]) -> list[str]:
         for b in sorted(buffers, key=lambda b: (b.start_ns, b.id)):
             active = [a for a in active if a.end_ns > b.start_ns]
             for a in active:
-                if _owner(a) != _owner(b) and a.offset < b.end and b.offset < a.end:
+                if a.owner != b.owner and a.offset < b.end and b.offset < a.end:
                     problems.append(f"buffers '{a.id}' and '{b.id}' in '{b.memory}' overlap in time and address")
             active.append(b)
     return problems

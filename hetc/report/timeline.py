@@ -354,7 +354,7 @@ def _plan_series(plan: "MemoryPlan", target: "Target | None") -> tuple[MemorySer
     is how the planner's lower bound counts it, so the curve's peak is that bound."""
     storages: dict[tuple[str, str], list[int]] = {}     # (memory, owner id) -> [start, end, size]
     for b in plan.buffers:
-        key = (b.memory, b.alias_of or b.id)
+        key = (b.memory, b.owner)
         span = storages.setdefault(key, [b.start_ns, b.end_ns, b.size])
         span[0], span[1], span[2] = min(span[0], b.start_ns), max(span[1], b.end_ns), max(span[2], b.size)
     alignment = {m.name: m.alignment for m in target.memories.values()} if target is not None else {}
