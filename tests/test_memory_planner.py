@@ -120,6 +120,26 @@ def test_verify_catches_an_overlap():
         broken.verify(target)
 
 
+def test_an_alias_names_its_storage_owner_and_verify_refuses_an_alias_of_an_alias():
+    """``Buffer.owner`` is one level (the buffer aliased, or itself): the plan verifier keeps it so."""
+    import warnings
+
+    from hetc.api import BuildOptions, build
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = build(str(MODELS_DIR / "tiny_cnn.onnx"), BuildOptions(target="edge-soc", scheduler="heft"))
+    plan, target = result.plan, result.target
+    aliases = [b for b in plan.buffers if b.alias_of is not None]
+    assert aliases and all(plan.owner_of(b.id).id == b.owner == b.alias_of for b in aliases)
+    assert all(plan.owner_of(b.owner).alias_of is None for b in plan.buffers)
+    first, second = aliases[0], next(b for b in plan.buffers if b.alias_of is None and b.id != aliases[0].owner
+                                     and b.memory == aliases[0].memory)
+    chained = tuple(type(b)(**{**b.__dict__, "alias_of": first.id}) if b.id == second.id else b for b in plan.buffers)
+    broken = MemoryPlan(**{**{k: v for k, v in plan.__dict__.items() if not k.startswith("_")}, "buffers": chained})
+    with pytest.raises(MemoryPlanError, match="not a storage owner"):
+        broken.verify(target)
+
+
 def test_dram_overflow_is_an_error_naming_the_memory():
     graph = chain_graph(["Softmax", "Softmax"], shape=(1, 4096))
     target = make_target(dram=20 * KIB)
