@@ -33,7 +33,7 @@ class Layout:
 
 
 def group_storages(table: BufferTable, lifetimes: dict[str, tuple[int, int]], aliases: dict[str, str],
-              held: dict[str, int] | None = None) -> list[Storage]:
+                   held: dict[str, int] | None = None) -> list[Storage]:
     """One storage per alias group: live from its members' earliest start to their latest end (and the
     ``held`` ns longer for the owners it names), as large as the furthest byte any member touches (members
     at offsets with strides included)."""
@@ -112,7 +112,8 @@ def live_overflow(storages: list[Storage], target: Target,
 
 
 def pack_layout(table: BufferTable, storages: list[Storage], target: Target, memories: list[str],
-            seconds: float, restarts: bool = False, memo: dict | None = None, enough: int | None = None) -> Layout:
+                seconds: float, restarts: bool = False, memo: dict | None = None, enough: int | None = None
+                ) -> Layout:
     """Pack ``memories``, each given ``seconds``; DRAM's constants take the fixed region at its bottom. The
     search restarts from its local optima (using all of ``seconds``) only when asked: the packings inside the
     repair loop only need to fit, the one that ships is polished once (``polish``): they stop once a
@@ -167,24 +168,29 @@ def polish(layout: Layout, table: BufferTable, storages: list[Storage], target: 
     for name, stats in list(layout.stats.items()):
         if name == target.dram or stats.peak_bytes <= stats.lower_bound_bytes:
             continue
-        again = pack_layout(table, storages, target, [name], seconds, restarts=True)
-        if again.stats[name].peak_bytes < stats.peak_bytes:
-            owners = {s.owner for s in storages if s.memory == name}
-            layout.offsets.update({o: off for o, off in again.offsets.items() if o in owners})
-            layout.stats[name], layout.methods[name] = again.stats[name], again.methods[name]
+        offsets, again, method = _packed_again(table, storages, target, name, seconds)
+        if again.peak_bytes < stats.peak_bytes:
+            layout.offsets.update(offsets)
+            layout.stats[name], layout.methods[name] = again, method
 
 
 def repacked(layout: Layout, table: BufferTable, storages: list[Storage], target: Target, memories: set[str],
-              seconds: float) -> Layout:
+             seconds: float) -> Layout:
     """``layout`` with each of ``memories`` packed again from ``storages`` where that takes no more bytes."""
     out = Layout(dict(layout.offsets), dict(layout.stats), dict(layout.methods), layout.constants_bytes)
     for name in sorted(memories):
         was = layout.stats[name]
         base = layout.constants_bytes if name == target.dram else 0
-        again = pack_layout(table, storages, target, [name], seconds, restarts=True, enough=was.peak_bytes - base)
-        if again.stats[name].peak_bytes <= was.peak_bytes:
-            owners = {s.owner for s in storages if s.memory == name}
-            out.offsets.update({o: off for o, off in again.offsets.items() if o in owners})
-            out.stats[name] = replace(was, peak_bytes=again.stats[name].peak_bytes)
-            out.methods[name] = again.methods[name]
+        offsets, again, method = _packed_again(table, storages, target, name, seconds, was.peak_bytes - base)
+        if again.peak_bytes <= was.peak_bytes:
+            out.offsets.update(offsets)
+            out.stats[name], out.methods[name] = replace(was, peak_bytes=again.peak_bytes), method
     return out
+
+
+def _packed_again(table: BufferTable, storages: list[Storage], target: Target, name: str, seconds: float,
+                  enough: int | None = None) -> tuple[dict[str, int], MemoryStats, str]:
+    """Memory ``name`` packed once more, with restarts: its storages' offsets, its stats, the method that won."""
+    again = pack_layout(table, storages, target, [name], seconds, restarts=True, enough=enough)
+    owners = {s.owner for s in storages if s.memory == name}
+    return {o: off for o, off in again.offsets.items() if o in owners}, again.stats[name], again.methods[name]

@@ -231,8 +231,9 @@ def _held_for_reuse(shipped: MemoryPlan, plan: MemoryPlan, graph: Graph, table: 
     sync = math.ceil(target.sync_ns)
     held: set[str] = set()
     timed = shipped
+    planned = plan.schedule.by_id()   # (the re-packings keep the schedule; only the timing as run moves)
     for _ in range(HOLD_ROUNDS):
-        planned, ran = plan.schedule.by_id(), timed.schedule.by_id()
+        ran = timed.schedule.by_id()
         waited = [(w, u) for w, users in plan.reuse_deps.items() for u in users
                   if planned[w].start_ns < planned[u].end_ns + sync and ran[w].start_ns == ran[u].end_ns + sync]
         waiting = taken_over(plan, waited) - held
