@@ -35,8 +35,10 @@ targets_app = typer.Typer(no_args_is_help=True, help="List and show target descr
 app.add_typer(targets_app, name="targets")
 
 TargetOpt = typer.Option("edge-soc", "--target", "-t", help="Preset name or path to a target TOML file.")
-ShapeOpt = typer.Option(None, "--shape", help="Fix an input's shape, e.g. x=1x3x224x224 (repeatable).")
-DimOpt = typer.Option(None, "--dim", help="Fix a symbolic dimension everywhere, e.g. batch=1 (repeatable).")
+ShapeOpt = typer.Option(None, "--shape", metavar="NAME=DIMS",
+                        help="Fix an input's shape, e.g. x=1x3x224x224 (repeatable).")
+DimOpt = typer.Option(None, "--dim", metavar="NAME=N",
+                      help="Fix a symbolic dimension everywhere, e.g. batch=1 (repeatable).")
 JsonOpt = typer.Option(False, "--json", help="Print one JSON object instead of tables.")
 
 
