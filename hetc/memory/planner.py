@@ -242,7 +242,7 @@ def _held_for_reuse(shipped: MemoryPlan, plan: MemoryPlan, graph: Graph, table: 
         held |= waiting
         storages = group_storages(table, lifetimes, aliases, dict.fromkeys(held, sync))
         layout = repacked(layout, table, storages, target, {s.memory for s in storages if s.owner in waiting},
-                           seconds)
+                          seconds)
         plan = _artifact(table, plan.schedule, target, lifetimes, aliases, layout, list(plan.spills),
                          {**details, "held_for_reuse": len(held)}, time.perf_counter() - began)
         timed = _timed_with_shared_dram(plan, graph, table, aliases, layout, target, began)
